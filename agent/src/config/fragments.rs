@@ -1,0 +1,80 @@
+//! The on-disk shape of configuration files: every key optional, unknown keys refused.
+//!
+//! Fragments are merged (later files win, key by key) and only then validated into
+//! [`super::Settings`], so a drop-in can change one key without repeating the rest.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// One configuration file, as written.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFragment {
+    pub agent: Option<AgentFragment>,
+    pub freeze: Option<FreezeFragment>,
+    pub snapshot: Option<SnapshotFragment>,
+    pub local_image: Option<LocalImageFragment>,
+}
+
+/// `[agent]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFragment {
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// `[freeze]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeFragment {
+    pub mountpoints: Option<Vec<PathBuf>>,
+    pub exclude: Option<Vec<PathBuf>>,
+    pub max_freeze: Option<String>,
+}
+
+/// `[snapshot]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotFragment {
+    pub provider: Option<String>,
+    pub name_prefix: Option<String>,
+}
+
+/// `[local_image]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalImageFragment {
+    pub image_dir: Option<PathBuf>,
+}
+
+/// Overlays `later` on `earlier`, key by key: a key set in `later` wins.
+fn overlay<T>(earlier: &mut Option<T>, later: Option<T>) {
+    if later.is_some() {
+        *earlier = later;
+    }
+}
+
+impl ConfigFragment {
+    /// Merges `later` into `self`; keys set in `later` replace those in `self` (lists too).
+    pub fn merge(&mut self, later: ConfigFragment) {
+        if let Some(l) = later.agent {
+            let e = self.agent.get_or_insert_with(Default::default);
+            overlay(&mut e.runtime_dir, l.runtime_dir);
+        }
+        if let Some(l) = later.freeze {
+            let e = self.freeze.get_or_insert_with(Default::default);
+            overlay(&mut e.mountpoints, l.mountpoints);
+            overlay(&mut e.exclude, l.exclude);
+            overlay(&mut e.max_freeze, l.max_freeze);
+        }
+        if let Some(l) = later.snapshot {
+            let e = self.snapshot.get_or_insert_with(Default::default);
+            overlay(&mut e.provider, l.provider);
+            overlay(&mut e.name_prefix, l.name_prefix);
+        }
+        if let Some(l) = later.local_image {
+            let e = self.local_image.get_or_insert_with(Default::default);
+            overlay(&mut e.image_dir, l.image_dir);
+        }
+    }
+}

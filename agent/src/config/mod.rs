@@ -1,0 +1,298 @@
+//! Configuration: TOML files with drop-ins, merged key by key, then validated into [`Settings`].
+//!
+//! Files are read in this order, later keys winning:
+//! `/usr/lib/freezeframe/config.d/*.toml` (vendor defaults), `/etc/freezeframe/config.toml`,
+//! `/etc/freezeframe/config.d/*.toml` (drop-ins, by file name). `--config PATH` replaces that list
+//! with `PATH` followed by the drop-ins in `config.d/` next to it. Every key and its default is
+//! documented in `packaging/config/config.toml`. Nothing here does I/O beyond reading files.
+
+mod fragments;
+
+pub use fragments::ConfigFragment;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// Where the files come from when no `--config` is given.
+pub const VENDOR_DROPIN_DIR: &str = "/usr/lib/freezeframe/config.d";
+/// The administrator's main file.
+pub const MAIN_CONFIG: &str = "/etc/freezeframe/config.toml";
+/// Where `/run/freezeframe` state lives by default: on tmpfs, never on a frozen filesystem.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/freezeframe";
+/// Default for `[freeze] max_freeze`.
+pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
+/// Bounds for `[freeze] max_freeze`.
+pub const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+/// Default for `[snapshot] name_prefix`.
+pub const DEFAULT_NAME_PREFIX: &str = "freezeframe";
+/// Default for `[local_image] image_dir`.
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
+
+/// Errors from reading or validating configuration. Each says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}` in the configuration: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Validated settings: every value typed, checked and defaulted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Lock, frozen-filesystem record: `[agent] runtime_dir`.
+    pub runtime_dir: PathBuf,
+    pub freeze: FreezeSettings,
+    pub snapshot: SnapshotSettings,
+}
+
+/// `[freeze]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreezeSettings {
+    /// Explicit mountpoints to freeze; `None` means every eligible local filesystem.
+    pub mountpoints: Option<Vec<PathBuf>>,
+    /// Mountpoints never frozen.
+    pub exclude: Vec<PathBuf>,
+    /// No filesystem stays frozen longer than this, whatever happens.
+    pub max_freeze: Duration,
+}
+
+/// `[snapshot]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotSettings {
+    /// Snapshot names are `<prefix>-<hostname>-<UTC time>` unless a name is given.
+    pub name_prefix: String,
+    pub provider: ProviderSettings,
+}
+
+/// The snapshot provider and its own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderSettings {
+    /// Copies each frozen block device into `image_dir`.
+    LocalImage { image_dir: PathBuf },
+}
+
+impl ProviderSettings {
+    /// The provider's name as written in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderSettings::LocalImage { .. } => "local-image",
+        }
+    }
+}
+
+/// The list of files to read, in order.
+#[derive(Debug, Clone)]
+pub struct ConfigSources {
+    /// Files read in order; a missing one is an error only if `required`.
+    files: Vec<(PathBuf, bool)>,
+}
+
+impl ConfigSources {
+    /// The system locations (vendor drop-ins, `/etc` file, `/etc` drop-ins).
+    pub fn system() -> Self {
+        let mut files: Vec<(PathBuf, bool)> = dropins(Path::new(VENDOR_DROPIN_DIR));
+        files.push((PathBuf::from(MAIN_CONFIG), false));
+        files.extend(dropins(Path::new("/etc/freezeframe/config.d")));
+        ConfigSources { files }
+    }
+
+    /// An explicit main file (which must exist), then the drop-ins in `config.d/` beside it.
+    pub fn explicit(path: &Path) -> Self {
+        let mut files = vec![(path.to_path_buf(), true)];
+        let dir = path.parent().unwrap_or(Path::new("."));
+        files.extend(dropins(&dir.join("config.d")));
+        ConfigSources { files }
+    }
+
+    /// The files that will be read, for messages.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// Reads and merges every file, then validates.
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        let mut merged = ConfigFragment::default();
+        for (path, required) in &self.files {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            };
+            merged.merge(parse_fragment(path, &text)?);
+        }
+        Settings::validate(merged)
+    }
+}
+
+/// `*.toml` files in `dir`, sorted by file name; none if the folder does not exist.
+fn dropins(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    files.into_iter().map(|p| (p, true)).collect()
+}
+
+/// Parses one file's text.
+pub fn parse_fragment(path: &Path, text: &str) -> Result<ConfigFragment, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })
+}
+
+/// Parses a duration such as `20s`, `1500ms` or `2m`.
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| ConfigError::Invalid {
+        key,
+        problem: format!("`{text}` is not a duration ({e}); write it like \"20s\", \"1500ms\" or \"2m\""),
+    })
+}
+
+/// Requires an absolute path and removes `.` components and trailing slashes.
+fn absolute(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: format!("`{}` must be an absolute path without `..`", path.display()),
+        });
+    }
+    Ok(path.components().collect())
+}
+
+impl Settings {
+    /// Turns merged fragments into settings, applying defaults and checking every value.
+    pub fn validate(fragment: ConfigFragment) -> Result<Settings, ConfigError> {
+        let agent = fragment.agent.unwrap_or_default();
+        let freeze = fragment.freeze.unwrap_or_default();
+        let snapshot = fragment.snapshot.unwrap_or_default();
+        let local_image = fragment.local_image.unwrap_or_default();
+
+        let runtime_dir = absolute(
+            "agent.runtime_dir",
+            agent.runtime_dir.unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into()),
+        )?;
+
+        let max_freeze = match freeze.max_freeze {
+            Some(text) => parse_duration("freeze.max_freeze", &text)?,
+            None => DEFAULT_MAX_FREEZE,
+        };
+        let (min, max) = MAX_FREEZE_RANGE;
+        if max_freeze < min || max_freeze > max {
+            return Err(ConfigError::Invalid {
+                key: "freeze.max_freeze",
+                problem: format!(
+                    "{} is out of range: it must be between {} and {}",
+                    humantime::format_duration(max_freeze),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            });
+        }
+        let mountpoints = match freeze.mountpoints {
+            None => None,
+            Some(list) if list.is_empty() => None,
+            Some(list) => Some(
+                list.into_iter()
+                    .map(|p| absolute("freeze.mountpoints", p))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let exclude = freeze
+            .exclude
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| absolute("freeze.exclude", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(both) = mountpoints.iter().flatten().find(|m| exclude.contains(m)) {
+            return Err(ConfigError::Invalid {
+                key: "freeze.exclude",
+                problem: format!(
+                    "{} is both in `freeze.mountpoints` and in `freeze.exclude`; remove it from one",
+                    both.display()
+                ),
+            });
+        }
+
+        let name_prefix = snapshot
+            .name_prefix
+            .unwrap_or_else(|| DEFAULT_NAME_PREFIX.to_string());
+        validate_name("snapshot.name_prefix", &name_prefix)?;
+
+        let provider = match snapshot.provider.as_deref() {
+            Some("local-image") => ProviderSettings::LocalImage {
+                image_dir: absolute(
+                    "local_image.image_dir",
+                    local_image.image_dir.unwrap_or_else(|| DEFAULT_IMAGE_DIR.into()),
+                )?,
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "snapshot.provider",
+                    problem: format!("unknown provider `{other}`; the providers are: local-image"),
+                })
+            }
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "snapshot.provider",
+                    problem: "no snapshot provider is configured; set `provider = \"local-image\"` \
+                              under `[snapshot]` (and `image_dir` under `[local_image]`)"
+                        .into(),
+                })
+            }
+        };
+
+        Ok(Settings {
+            runtime_dir,
+            freeze: FreezeSettings {
+                mountpoints,
+                exclude,
+                max_freeze,
+            },
+            snapshot: SnapshotSettings {
+                name_prefix,
+                provider,
+            },
+        })
+    }
+}
+
+/// Snapshot names and prefixes: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+pub fn validate_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            problem: format!(
+                "`{name}` is not a valid name: use 1 to 64 letters, digits, `.`, `_` or `-`, \
+                 starting with a letter or digit"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

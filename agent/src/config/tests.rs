@@ -1,0 +1,194 @@
+use super::*;
+
+fn settings(text: &str) -> Result<Settings, ConfigError> {
+    Settings::validate(parse_fragment(Path::new("test.toml"), text)?)
+}
+
+const MINIMAL: &str = "[snapshot]\nprovider = \"local-image\"\n";
+
+#[test]
+fn defaults_apply_to_a_minimal_file() {
+    let s = settings(MINIMAL).unwrap();
+    assert_eq!(s.runtime_dir, PathBuf::from("/run/freezeframe"));
+    assert_eq!(s.freeze.max_freeze, Duration::from_secs(20));
+    assert_eq!(s.freeze.mountpoints, None);
+    assert!(s.freeze.exclude.is_empty());
+    assert_eq!(s.snapshot.name_prefix, "freezeframe");
+    assert_eq!(
+        s.snapshot.provider,
+        ProviderSettings::LocalImage {
+            image_dir: "/var/lib/freezeframe/images".into()
+        }
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let s = settings(
+        r#"
+        [agent]
+        runtime_dir = "/tmp/ff/run/"
+        [freeze]
+        mountpoints = ["/data", "/srv/./db"]
+        exclude = ["/boot"]
+        max_freeze = "1500ms"
+        [snapshot]
+        provider = "local-image"
+        name_prefix = "web-1"
+        [local_image]
+        image_dir = "/backup"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(s.runtime_dir, PathBuf::from("/tmp/ff/run"));
+    assert_eq!(
+        s.freeze.mountpoints,
+        Some(vec![PathBuf::from("/data"), PathBuf::from("/srv/db")])
+    );
+    assert_eq!(s.freeze.exclude, vec![PathBuf::from("/boot")]);
+    assert_eq!(s.freeze.max_freeze, Duration::from_millis(1500));
+    assert_eq!(s.snapshot.name_prefix, "web-1");
+    assert_eq!(s.snapshot.provider.name(), "local-image");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let err = settings("[freeze]\nmax_frezee = \"5s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_frezee"), "{err}");
+    assert!(err.contains("test.toml"), "{err}");
+}
+
+#[test]
+fn max_freeze_is_bounded() {
+    for bad in ["500ms", "301s", "10m"] {
+        let err = settings(&format!("{MINIMAL}[freeze]\nmax_freeze = \"{bad}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("freeze.max_freeze") && err.contains("between 1s and 5m"),
+            "{err}"
+        );
+    }
+    for good in ["1s", "300s", "5m"] {
+        settings(&format!("{MINIMAL}[freeze]\nmax_freeze = \"{good}\"\n")).unwrap();
+    }
+    let err = settings(&format!("{MINIMAL}[freeze]\nmax_freeze = \"soon\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"20s\""), "the error shows how to write it: {err}");
+}
+
+#[test]
+fn relative_paths_are_refused() {
+    let err = settings(&format!("{MINIMAL}[freeze]\nmountpoints = [\"data\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("freeze.mountpoints") && err.contains("absolute"),
+        "{err}"
+    );
+    let err = settings(&format!("{MINIMAL}[local_image]\nimage_dir = \"/a/../b\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("local_image.image_dir"), "{err}");
+}
+
+#[test]
+fn a_mountpoint_cannot_be_both_listed_and_excluded() {
+    let err = settings(&format!(
+        "{MINIMAL}[freeze]\nmountpoints = [\"/data\"]\nexclude = [\"/data/\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("/data") && err.contains("remove it from one"),
+        "{err}"
+    );
+}
+
+#[test]
+fn provider_must_be_known_and_present() {
+    let err = settings("").unwrap_err().to_string();
+    assert!(err.contains("provider = \"local-image\""), "{err}");
+    let err = settings("[snapshot]\nprovider = \"tape\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown provider `tape`"), "{err}");
+}
+
+#[test]
+fn names_are_checked() {
+    assert!(validate_name("k", "freezeframe-web1.2026_11").is_ok());
+    for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {
+        assert!(validate_name("k", bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn later_files_win_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    std::fs::write(
+        &main,
+        "[snapshot]\nprovider = \"local-image\"\n[freeze]\nmax_freeze = \"10s\"\nexclude = [\"/boot\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("config.d")).unwrap();
+    std::fs::write(
+        dir.path().join("config.d/50-b.toml"),
+        "[freeze]\nmax_freeze = \"3s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.d/10-a.toml"),
+        "[freeze]\nmax_freeze = \"7s\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("config.d/README"), "not toml, ignored").unwrap();
+    let sources = ConfigSources::explicit(&main);
+    assert_eq!(sources.paths().count(), 3);
+    let s = sources.load().unwrap();
+    assert_eq!(
+        s.freeze.max_freeze,
+        Duration::from_secs(3),
+        "50-b.toml is read last"
+    );
+    assert_eq!(
+        s.freeze.exclude,
+        vec![PathBuf::from("/boot")],
+        "untouched keys survive"
+    );
+}
+
+#[test]
+fn an_explicit_file_must_exist() {
+    let err = ConfigSources::explicit(Path::new("/nonexistent/freezeframe.toml"))
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/freezeframe.toml"), "{err}");
+}
+
+#[test]
+fn the_shipped_sample_parses_and_matches_the_defaults() {
+    let text = include_str!("../../../packaging/config/config.toml");
+    let fragment = parse_fragment(Path::new("config.toml"), text).unwrap();
+    // The sample documents every key commented out, so it must equal an empty file.
+    assert_eq!(fragment, ConfigFragment::default());
+    // Uncommented, every documented default must be what the code uses.
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("#")
+                .filter(|r| !r.starts_with(' ') && !r.starts_with('#'))
+                .unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let documented =
+        Settings::validate(parse_fragment(Path::new("uncommented"), &uncommented).unwrap()).unwrap();
+    let defaults = settings(MINIMAL).unwrap();
+    assert_eq!(documented, defaults);
+}

@@ -1,0 +1,281 @@
+//! Freezing filesystems: discovery and ordering ([`plan`]), the ioctls ([`sys`]), and the live
+//! implementation of [`crate::transaction::Filesystems`], whose frozen state lives only inside a
+//! [`FrozenSet`]: a value that thaws in `Drop` and exists only while the thaw guard is armed.
+
+pub mod mountinfo;
+pub mod plan;
+pub mod sys;
+
+use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
+use crate::guard::{Guard, GuardError, GuardEvent};
+use crate::transaction::{Filesystems, FreezeOutcome, ThawReport};
+use plan::{Plan, Selection, Target};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Reads this process's mountinfo and plans with the real host.
+pub fn plan_from_system(selection: Selection<'_>) -> Result<Plan, PlanFromSystemError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(PlanFromSystemError::Read)?;
+    let mounts = mountinfo::parse(&text)?;
+    Ok(plan::plan(&mounts, selection, &sys::RealHost)?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFromSystemError {
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Parse(#[from] mountinfo::ParseError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+}
+
+/// Why freezing could not start or complete. When one of these is returned, nothing that this
+/// run froze is frozen any more.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("freezing filesystems needs CAP_SYS_ADMIN; run freezeframe-agent as root")]
+    NotPermitted,
+    #[error("cannot open {mountpoint}: {source}")]
+    Open {
+        mountpoint: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{mountpoint} is no longer the filesystem that was planned (mount {found:?}, planned {expected}); was it unmounted or mounted over? Run again")]
+    MountChanged {
+        mountpoint: PathBuf,
+        expected: u64,
+        found: Option<u64>,
+    },
+    #[error("cannot flush {mountpoint} (syncfs): {source}")]
+    Sync {
+        mountpoint: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{mountpoint} is already frozen by another process (FIFREEZE returned EBUSY); nothing was snapshotted and what this run froze was thawed at once. If a crashed tool left it frozen, thaw it with `fsfreeze --unfreeze {mountpoint}`")]
+    AlreadyFrozen { mountpoint: PathBuf },
+    #[error("cannot freeze {mountpoint}: {source}")]
+    Freeze {
+        mountpoint: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("the thaw guard stopped while freezing ({0:?}); everything was thawed")]
+    GuardTripped(GuardEvent),
+    #[error("cannot write the frozen-filesystem record {path}: {source}")]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Filesystems in the frozen state. Dropping the value thaws them (reverse order), disarms the
+/// guard, removes the record and releases held log output, in that order.
+pub struct FrozenSet {
+    /// Frozen by this run, in freeze order.
+    frozen: Vec<(PathBuf, OwnedFd)>,
+    guard: Option<Guard>,
+    record_path: PathBuf,
+    started: Instant,
+    hold: Option<crate::log::Hold>,
+}
+
+impl FrozenSet {
+    fn thaw_now(&mut self) -> ThawReport {
+        let guard_event = self.guard.as_mut().and_then(Guard::check);
+        let mut errors = Vec::new();
+        for (mountpoint, fd) in self.frozen.iter().rev() {
+            match sys::thaw(fd) {
+                // EINVAL: not frozen, because the guard thawed it at the deadline.
+                Ok(()) | Err(nix::Error::EINVAL) => {}
+                Err(e) => errors.push(format!("{}: {}", mountpoint.display(), e.desc())),
+            }
+        }
+        let frozen_for = self.started.elapsed();
+        if let Some(guard) = self.guard.take() {
+            guard.finish(errors.is_empty());
+        }
+        if errors.is_empty() {
+            let _ = record::remove(&self.record_path);
+        }
+        self.frozen.clear();
+        self.hold.take();
+        ThawReport {
+            frozen_for,
+            guard_event,
+            errors,
+        }
+    }
+}
+
+impl Drop for FrozenSet {
+    fn drop(&mut self) {
+        if self.guard.is_some() || !self.frozen.is_empty() {
+            self.thaw_now();
+        }
+    }
+}
+
+/// The live filesystems of this machine, for the transaction.
+pub struct LiveFilesystems {
+    targets: Vec<Target>,
+    opened: Vec<(Target, OwnedFd)>,
+    record_path: PathBuf,
+    frozen: Option<FrozenSet>,
+}
+
+impl LiveFilesystems {
+    /// `targets` in freeze order; the record goes into `runtime_dir`.
+    pub fn new(targets: Vec<Target>, runtime_dir: &Path) -> Self {
+        LiveFilesystems {
+            targets,
+            opened: Vec::new(),
+            record_path: runtime_dir.join(record::RECORD_FILE),
+            frozen: None,
+        }
+    }
+
+    fn dup_fds(&self) -> Result<Vec<(PathBuf, OwnedFd)>, FreezeError> {
+        self.opened
+            .iter()
+            .map(|(t, fd)| {
+                fd.try_clone()
+                    .map(|fd| (t.mountpoint.clone(), fd))
+                    .map_err(|e| FreezeError::Open {
+                        mountpoint: t.mountpoint.clone(),
+                        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Filesystems for LiveFilesystems {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn preflight(&mut self) -> Result<(), FreezeError> {
+        if !sys::can_freeze() {
+            return Err(FreezeError::NotPermitted);
+        }
+        self.opened.clear();
+        for t in &self.targets {
+            let fd = sys::open_mountpoint(&t.mountpoint).map_err(|source| FreezeError::Open {
+                mountpoint: t.mountpoint.clone(),
+                source,
+            })?;
+            let found = sys::mount_id_of(&fd).ok();
+            if found != Some(t.mount_id) {
+                return Err(FreezeError::MountChanged {
+                    mountpoint: t.mountpoint.clone(),
+                    expected: t.mount_id,
+                    found,
+                });
+            }
+            self.opened.push((t.clone(), fd));
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), FreezeError> {
+        let fds = self.dup_fds()?;
+        tokio::task::spawn_blocking(move || {
+            for (mountpoint, fd) in &fds {
+                nix::unistd::syncfs(fd).map_err(|source| FreezeError::Sync {
+                    mountpoint: mountpoint.clone(),
+                    source,
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
+        let raw: Vec<RawFd> = self.opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        let guard = Guard::arm(&raw, max_freeze, Some(&self.record_path))?;
+        let rec = FrozenRecord {
+            agent_pid: std::process::id(),
+            guard_pid: guard.pid(),
+            frozen_at_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_freeze_ms: u64::try_from(max_freeze.as_millis()).unwrap_or(u64::MAX),
+            filesystems: self
+                .opened
+                .iter()
+                .map(|(t, _)| RecordedFilesystem::new(&t.mountpoint, t.mount_id, t.dev))
+                .collect(),
+        };
+        // Written before the first FIFREEZE: the runtime directory may sit on a target.
+        record::write(&self.record_path, &rec).map_err(|source| FreezeError::Record {
+            path: self.record_path.clone(),
+            source,
+        })?;
+
+        let mut set = FrozenSet {
+            frozen: Vec::with_capacity(self.opened.len()),
+            guard: Some(guard),
+            record_path: self.record_path.clone(),
+            started: Instant::now(),
+            hold: Some(crate::log::hold()),
+        };
+        let mut outcome = FreezeOutcome::default();
+        for (target, fd) in &self.opened {
+            if let Some(event) = set.guard.as_mut().and_then(Guard::check) {
+                return Err(FreezeError::GuardTripped(event)); // `set` thaws on drop
+            }
+            let fd = fd.try_clone().map_err(|e| FreezeError::Open {
+                mountpoint: target.mountpoint.clone(),
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            match sys::freeze(&fd) {
+                Ok(()) => {
+                    set.frozen.push((target.mountpoint.clone(), fd));
+                    outcome.frozen.push(target.clone());
+                }
+                Err(nix::Error::EOPNOTSUPP) => outcome.not_supported.push(target.clone()),
+                Err(nix::Error::EBUSY) => {
+                    return Err(FreezeError::AlreadyFrozen {
+                        mountpoint: target.mountpoint.clone(),
+                    })
+                }
+                Err(source) => {
+                    return Err(FreezeError::Freeze {
+                        mountpoint: target.mountpoint.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if set.frozen.is_empty() {
+            drop(set);
+        } else {
+            self.frozen = Some(set);
+        }
+        Ok(outcome)
+    }
+
+    async fn guard_tripped(&mut self) -> GuardEvent {
+        match self.frozen.as_mut().and_then(|f| f.guard.as_mut()) {
+            Some(guard) => guard.event().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn thaw(&mut self) -> ThawReport {
+        match self.frozen.take() {
+            Some(mut set) => set.thaw_now(),
+            None => ThawReport::default(),
+        }
+    }
+}

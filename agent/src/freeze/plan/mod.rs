@@ -1,0 +1,380 @@
+//! Which filesystems to freeze, which to skip and why, and in what order. Pure: the little it
+//! needs from the host (loop backing files, device numbers) comes through [`HostLookup`].
+
+use super::mountinfo::{DevNum, Mount};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What the planner asks of the host.
+pub trait HostLookup {
+    /// The file behind `mount`'s block device, if that device is a loop device.
+    fn loop_backing_file(&self, mount: &Mount) -> Option<PathBuf>;
+    /// `st_dev` of the file at `path`.
+    fn device_of(&self, path: &Path) -> Option<DevNum>;
+}
+
+/// A filesystem to freeze, reached through one of its mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub mountpoint: PathBuf,
+    /// The mount's id, checked again when the mountpoint is opened.
+    pub mount_id: u64,
+    pub dev: DevNum,
+    pub fstype: String,
+    /// The device (or other source) named in mountinfo.
+    pub source: String,
+    /// Other mounts of the same filesystem (bind mounts, subvolumes): frozen with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_mounted_at: Vec<PathBuf>,
+}
+
+/// Why a mount is not frozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Pseudo,
+    MemoryBacked,
+    Overlay,
+    Fuse,
+    Network,
+    ReadOnly,
+    NoBlockDevice,
+    Excluded,
+    SameFilesystemAs(PathBuf),
+    Hidden,
+    /// The filesystem answered FIFREEZE with EOPNOTSUPP.
+    FreezeNotSupported,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Pseudo => write!(f, "pseudo filesystem (no data on disk)"),
+            SkipReason::MemoryBacked => write!(f, "memory-backed (tmpfs/ramfs): not part of a disk snapshot"),
+            SkipReason::Overlay => write!(f, "overlay: its upper and lower filesystems are frozen instead"),
+            SkipReason::Fuse => write!(f, "FUSE filesystem: cannot be frozen"),
+            SkipReason::Network => write!(f, "network filesystem: not part of this machine's disks"),
+            SkipReason::ReadOnly => write!(f, "read-only filesystem: nothing to flush"),
+            SkipReason::NoBlockDevice => write!(f, "not backed by a block device"),
+            SkipReason::Excluded => write!(f, "excluded by `freeze.exclude`"),
+            SkipReason::SameFilesystemAs(p) => write!(f, "same filesystem as {} (frozen once)", p.display()),
+            SkipReason::Hidden => write!(f, "hidden under a later mount at the same path"),
+            SkipReason::FreezeNotSupported => {
+                write!(f, "the filesystem does not support freezing (EOPNOTSUPP)")
+            }
+        }
+    }
+}
+
+impl Serialize for SkipReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A mount that is not frozen, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+    pub reason: SkipReason,
+}
+
+/// The result of planning: targets in freeze order (thaw is the exact reverse), and skips.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// What the configuration asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Explicit mountpoints, or `None` for every eligible local filesystem.
+    pub mountpoints: Option<&'a [PathBuf]>,
+    pub exclude: &'a [PathBuf],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("{path} is not a mountpoint (it is inside {within}); name the mountpoint itself in `freeze.mountpoints`")]
+    NotAMountpoint { path: PathBuf, within: PathBuf },
+    #[error("{path} cannot be frozen: {reason}; remove it from `freeze.mountpoints`")]
+    Ineligible { path: PathBuf, reason: SkipReason },
+    #[error("the loop devices between {0:?} depend on each other in a cycle; freeze them explicitly in separate runs")]
+    Cycle(Vec<PathBuf>),
+}
+
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devtmpfs",
+    "devpts",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "mqueue",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "autofs",
+    "binfmt_misc",
+    "efivarfs",
+    "rpc_pipefs",
+    "nsfs",
+    "selinuxfs",
+    "nfsd",
+    "binder",
+    "zonefs",
+];
+const NETWORK: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "9p",
+    "afs",
+    "ocfs2",
+    "gfs2",
+    "lustre",
+    "beegfs",
+    "virtiofs",
+];
+const READ_ONLY_TYPES: &[&str] = &["squashfs", "erofs", "iso9660", "udf", "cramfs"];
+
+/// Why `mount` can never be frozen, or `None` if it can.
+fn ineligible(mount: &Mount) -> Option<SkipReason> {
+    let t = mount.fstype.as_str();
+    let reason = if PSEUDO.contains(&t) {
+        SkipReason::Pseudo
+    } else if matches!(t, "tmpfs" | "ramfs") {
+        SkipReason::MemoryBacked
+    } else if t == "overlay" {
+        SkipReason::Overlay
+    } else if t == "fuse" || t.starts_with("fuse.") || t == "fuseblk" {
+        SkipReason::Fuse
+    } else if NETWORK.contains(&t) {
+        SkipReason::Network
+    } else if READ_ONLY_TYPES.contains(&t) || mount.superblock_read_only() {
+        SkipReason::ReadOnly
+    } else if mount.dev.major == 0 && t != "btrfs" {
+        // btrfs reports an anonymous device number even though it sits on a block device.
+        SkipReason::NoBlockDevice
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
+/// Mounts of one superblock share this key. btrfs gives each filesystem an anonymous device
+/// number, so its source device identifies it instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SuperblockKey {
+    Dev(DevNum),
+    Source(String),
+}
+
+fn superblock_key(mount: &Mount) -> SuperblockKey {
+    if mount.fstype == "btrfs" {
+        SuperblockKey::Source(mount.source.clone())
+    } else {
+        SuperblockKey::Dev(mount.dev)
+    }
+}
+
+fn depth(path: &Path) -> usize {
+    path.components().count()
+}
+
+/// Decides targets, skips and order.
+pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -> Result<Plan, PlanError> {
+    let mut skipped = Vec::new();
+    let skip = |skipped: &mut Vec<Skipped>, m: &Mount, reason| {
+        skipped.push(Skipped {
+            mountpoint: m.mountpoint.clone(),
+            fstype: m.fstype.clone(),
+            reason,
+        })
+    };
+    let discovering = selection.mountpoints.is_none();
+
+    // A path mounted over is reached only through its last mount.
+    let visible: Vec<&Mount> = mounts
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            let hidden = mounts[i + 1..]
+                .iter()
+                .any(|later| later.mountpoint == m.mountpoint);
+            if hidden && discovering {
+                skip(&mut skipped, m, SkipReason::Hidden);
+            }
+            !hidden
+        })
+        .map(|(_, m)| m)
+        .collect();
+
+    // Eligible mounts grouped by superblock, in mountinfo order.
+    let mut groups: Vec<(SuperblockKey, Vec<&Mount>)> = Vec::new();
+    for m in &visible {
+        if let Some(reason) = ineligible(m) {
+            if discovering {
+                skip(&mut skipped, m, reason);
+            }
+            continue;
+        }
+        let key = superblock_key(m);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(m),
+            None => groups.push((key, vec![m])),
+        }
+    }
+
+    // Each selected group, with the mount to reach it through.
+    let mut chosen: Vec<(usize, &Mount)> = Vec::new();
+    match selection.mountpoints {
+        Some(requested) => {
+            for path in requested {
+                let Some(mount) = visible.iter().find(|m| &m.mountpoint == path) else {
+                    let within = visible
+                        .iter()
+                        .filter(|m| path.starts_with(&m.mountpoint))
+                        .max_by_key(|m| depth(&m.mountpoint))
+                        .map_or_else(|| PathBuf::from("/"), |m| m.mountpoint.clone());
+                    return Err(PlanError::NotAMountpoint {
+                        path: path.clone(),
+                        within,
+                    });
+                };
+                if let Some(reason) = ineligible(mount) {
+                    return Err(PlanError::Ineligible {
+                        path: path.clone(),
+                        reason,
+                    });
+                }
+                let key = superblock_key(mount);
+                let group = groups
+                    .iter()
+                    .position(|(k, _)| *k == key)
+                    .expect("eligible mounts are grouped");
+                match chosen.iter().find(|(g, _)| *g == group) {
+                    Some((_, first)) => skip(
+                        &mut skipped,
+                        mount,
+                        SkipReason::SameFilesystemAs(first.mountpoint.clone()),
+                    ),
+                    None => chosen.push((group, mount)),
+                }
+            }
+        }
+        None => {
+            for (group, (_, members)) in groups.iter().enumerate() {
+                if members.iter().any(|m| selection.exclude.contains(&m.mountpoint)) {
+                    for m in members {
+                        skip(&mut skipped, m, SkipReason::Excluded);
+                    }
+                    continue;
+                }
+                let rep = members
+                    .iter()
+                    .min_by_key(|m| (m.root != Path::new("/"), depth(&m.mountpoint)))
+                    .expect("groups are never empty");
+                chosen.push((group, rep));
+            }
+        }
+    }
+
+    let targets: Vec<Target> = chosen
+        .iter()
+        .map(|(group, rep)| {
+            let members = &groups[*group].1;
+            let also: Vec<PathBuf> = members
+                .iter()
+                .filter(|m| m.mount_id != rep.mount_id)
+                .map(|m| m.mountpoint.clone())
+                .collect();
+            if discovering {
+                for m in members.iter().filter(|m| m.mount_id != rep.mount_id) {
+                    skip(
+                        &mut skipped,
+                        m,
+                        SkipReason::SameFilesystemAs(rep.mountpoint.clone()),
+                    );
+                }
+            }
+            Target {
+                mountpoint: rep.mountpoint.clone(),
+                mount_id: rep.mount_id,
+                dev: rep.dev,
+                fstype: rep.fstype.clone(),
+                source: rep.source.clone(),
+                also_mounted_at: also,
+            }
+        })
+        .collect();
+
+    // must_precede[i] lists the targets that must be frozen after target i: a filesystem on a
+    // loop device flushes into its backing file when frozen, so it goes before the filesystem
+    // holding that file, or its freeze would wait forever on a frozen backing store.
+    let group_of_target: Vec<usize> = chosen.iter().map(|(g, _)| *g).collect();
+    let mut blocked_by: Vec<usize> = vec![0; targets.len()];
+    let mut must_precede: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
+    for (i, (_, rep)) in chosen.iter().enumerate() {
+        let Some(file) = host.loop_backing_file(rep) else {
+            continue;
+        };
+        let holder = host
+            .device_of(&file)
+            .and_then(|dev| visible.iter().find(|m| m.dev == dev))
+            .or_else(|| {
+                visible
+                    .iter()
+                    .filter(|m| file.starts_with(&m.mountpoint))
+                    .max_by_key(|m| depth(&m.mountpoint))
+            });
+        let Some(holder) = holder else { continue };
+        let key = superblock_key(holder);
+        if let Some(j) = group_of_target.iter().position(|g| groups[*g].0 == key) {
+            if j != i && !must_precede[i].contains(&j) {
+                must_precede[i].push(j);
+                blocked_by[j] += 1;
+            }
+        }
+    }
+
+    // Kahn's algorithm; among the ready, the deepest mountpoint first, so `/` comes last.
+    let mut order = Vec::with_capacity(targets.len());
+    let mut done = vec![false; targets.len()];
+    while order.len() < targets.len() {
+        let next = (0..targets.len())
+            .filter(|&i| !done[i] && blocked_by[i] == 0)
+            .min_by(|&a, &b| {
+                let (pa, pb) = (&targets[a].mountpoint, &targets[b].mountpoint);
+                depth(pb).cmp(&depth(pa)).then_with(|| pa.cmp(pb))
+            });
+        let Some(i) = next else {
+            let stuck = (0..targets.len())
+                .filter(|&i| !done[i])
+                .map(|i| targets[i].mountpoint.clone());
+            return Err(PlanError::Cycle(stuck.collect()));
+        };
+        done[i] = true;
+        for &j in &must_precede[i] {
+            blocked_by[j] -= 1;
+        }
+        order.push(i);
+    }
+    let mut by_index: HashMap<usize, Target> = targets.into_iter().enumerate().collect();
+    let targets = order.into_iter().filter_map(|i| by_index.remove(&i)).collect();
+    Ok(Plan { targets, skipped })
+}
+
+#[cfg(test)]
+mod tests;

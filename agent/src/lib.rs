@@ -1,0 +1,13 @@
+//! freezeframe-agent: database-consistent live snapshots. Quiesces applications, flushes and
+//! freezes the filesystems under a thaw guard, asks the provider for a snapshot, and thaws as
+//! soon as the request has registered. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod freeze;
+pub mod guard;
+pub mod log;
+pub mod notify;
+pub mod provider;
+pub mod quiesce;
+pub mod runtime;
+pub mod transaction;

@@ -1,0 +1,62 @@
+//! `freezeframe-agent`: the one-shot commands (`snapshot`, `plan`, `thaw`).
+
+mod cmd;
+
+use clap::{ArgAction, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Database-consistent live snapshots: quiesce, freeze, snapshot, thaw.
+#[derive(Debug, Parser)]
+#[command(name = "freezeframe-agent", version)]
+struct Cli {
+    /// Configuration file; drop-ins are read from `config.d/` beside it
+    /// [default: /usr/lib/freezeframe/config.d, /etc/freezeframe/config.toml, /etc/freezeframe/config.d]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take a snapshot now, in this process
+    Snapshot(cmd::snapshot::SnapshotArgs),
+    /// Show what a snapshot would freeze, in which order, and what it skips and why
+    Plan {
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Thaw filesystems that a dead agent left frozen (also run as ExecStopPost=)
+    Thaw(cmd::thaw::ThawArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    freezeframe_agent::log::init(cli.verbose);
+    let _failpoints = fail::FailScenario::setup();
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Snapshot(args) => cmd::snapshot::run(config, &args),
+        Command::Plan { json } => cmd::snapshot::run(
+            config,
+            &cmd::snapshot::SnapshotArgs {
+                json,
+                dry_run: true,
+                ..Default::default()
+            },
+        ),
+        Command::Thaw(args) => cmd::thaw::run(config, &args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            eprintln!("freezeframe-agent: error: {err:#}");
+            cmd::Exit::from_error(&err).into()
+        }
+    }
+}

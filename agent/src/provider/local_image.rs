@@ -1,0 +1,402 @@
+//! The `local-image` provider: inside the frozen window, copies each frozen filesystem's block
+//! device into `image_dir/<snapshot name>/`. For tests, demos, and machines outside DigitalOcean
+//! with small disks. The copy reads the devices with O_DIRECT (the page cache of a block device
+//! can hold stale pages the filesystem wrote around) and writes sparse images.
+
+use super::{Completion, ProviderError, Registration, SnapshotProvider};
+use crate::freeze::mountinfo;
+use crate::freeze::plan::Target;
+use crate::freeze::sys;
+use serde::Serialize;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Bytes read per step; also the unit of sparseness.
+const CHUNK: usize = 1 << 20;
+/// O_DIRECT wants buffers aligned to the logical block size; a page covers every device.
+const ALIGN: usize = 4096;
+
+pub struct LocalImage {
+    image_dir: PathBuf,
+    devices: Vec<Device>,
+    last: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone)]
+struct Device {
+    mountpoint: PathBuf,
+    fstype: String,
+    path: PathBuf,
+    size: u64,
+}
+
+/// One image in a snapshot's manifest.
+#[derive(Debug, Clone, Serialize)]
+struct Image {
+    mountpoint: PathBuf,
+    fstype: String,
+    device: PathBuf,
+    file: String,
+    size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Manifest {
+    name: String,
+    images: Vec<Image>,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl LocalImage {
+    pub fn new(image_dir: PathBuf) -> Self {
+        LocalImage {
+            image_dir,
+            devices: Vec::new(),
+            last: None,
+        }
+    }
+}
+
+/// A file name for the image of `mountpoint`: `root` for `/`, `srv-db` for `/srv/db`.
+fn image_label(mountpoint: &Path) -> String {
+    let parts: Vec<String> = mountpoint
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(
+                s.to_string_lossy()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        "root".to_string()
+    } else {
+        parts.join("-")
+    }
+}
+
+/// Which target's filesystem holds `path`, if any.
+fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option<PathBuf>> {
+    let fd = sys::open_mountpoint(path)?;
+    let mount_id = sys::mount_id_of(&fd)?;
+    let mounts = mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo")?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let Some(holder) = mounts.iter().find(|m| m.mount_id == mount_id) else {
+        return Ok(None);
+    };
+    let same = |t: &Target| {
+        if holder.fstype == "btrfs" || t.fstype == "btrfs" {
+            holder.fstype == t.fstype && holder.source == t.source
+        } else {
+            holder.dev == t.dev
+        }
+    };
+    Ok(targets.iter().find(|t| same(t)).map(|t| t.mountpoint.clone()))
+}
+
+fn open_device(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path);
+    match direct {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => File::open(path),
+        other => other,
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for LocalImage {
+    fn name(&self) -> &'static str {
+        "local-image"
+    }
+
+    async fn preflight(&mut self, targets: &[Target]) -> Result<(), ProviderError> {
+        let dir = &self.image_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ProviderError::with_source(format!("cannot create image_dir {}", dir.display()), e)
+        })?;
+        match target_holding(dir, targets) {
+            Ok(None) => {}
+            Ok(Some(mountpoint)) => {
+                return Err(ProviderError::new(format!(
+                    "image_dir {} is on {}, which is frozen while the images are written; put \
+                     `local_image.image_dir` on a filesystem that is not frozen",
+                    dir.display(),
+                    mountpoint.display()
+                )))
+            }
+            Err(e) => {
+                return Err(ProviderError::with_source(
+                    format!("cannot tell which filesystem holds image_dir {}", dir.display()),
+                    e,
+                ))
+            }
+        }
+        self.devices.clear();
+        for t in targets {
+            let path = PathBuf::from(&t.source);
+            let is_block = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_block_device());
+            if !is_block {
+                return Err(ProviderError::new(format!(
+                    "{} is on {}, which is not a block device; local-image copies block devices",
+                    t.mountpoint.display(),
+                    t.source
+                )));
+            }
+            let size_error =
+                |e| ProviderError::with_source(format!("cannot read the size of {}", path.display()), e);
+            let device = open_device(&path).map(OwnedFd::from).map_err(size_error)?;
+            let size = sys::block_device_size(&device).map_err(|e| size_error(e.into()))?;
+            self.devices.push(Device {
+                mountpoint: t.mountpoint.clone(),
+                fstype: t.fstype.clone(),
+                path,
+                size,
+            });
+        }
+        let needed: u64 = self.devices.iter().map(|d| d.size).sum();
+        let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+            ProviderError::with_source(format!("cannot read free space on {}", dir.display()), e)
+        })?;
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        if free < needed {
+            return Err(ProviderError::new(format!(
+                "image_dir {} has {} MiB free, and the images may need up to {} MiB; free space or \
+                 point `local_image.image_dir` elsewhere",
+                dir.display(),
+                free >> 20,
+                needed.div_ceil(1 << 20)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+        let dir = self.image_dir.join(name);
+        std::fs::create_dir(&dir).map_err(|e| {
+            ProviderError::with_source(
+                format!(
+                    "cannot create {} (does a snapshot with that name exist?)",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+        let mut images = Vec::new();
+        let mut jobs = Vec::new();
+        for t in frozen {
+            let device = self
+                .devices
+                .iter()
+                .find(|d| d.mountpoint == t.mountpoint)
+                .ok_or_else(|| {
+                    ProviderError::new(format!("{} was not checked in preflight", t.mountpoint.display()))
+                })?;
+            let mut file = format!("{}.img", image_label(&t.mountpoint));
+            if images.iter().any(|i: &Image| i.file == file) {
+                file = format!("{}-{}.img", image_label(&t.mountpoint), images.len());
+            }
+            jobs.push((device.clone(), dir.join(&file)));
+            images.push(Image {
+                mountpoint: device.mountpoint.clone(),
+                fstype: device.fstype.clone(),
+                device: device.path.clone(),
+                file,
+                size_bytes: device.size,
+            });
+        }
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        // Dropping the request future (the deadline) stops the copy and discards it.
+        let _stop_on_drop = CancelOnDrop(cancel.clone());
+        let copy_dir = dir.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            fail::fail_point!("local-image-copy");
+            let result = jobs
+                .iter()
+                .try_for_each(|(device, out)| copy_device(&device.path, device.size, out, &cancel));
+            if result.is_err() {
+                let _ = std::fs::remove_dir_all(&copy_dir);
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        copied.map_err(|e| ProviderError::with_source("copying the block devices failed", e))?;
+
+        let manifest = Manifest {
+            name: name.to_string(),
+            images,
+        };
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| ProviderError::with_source("manifest", e))?;
+        std::fs::write(dir.join("manifest.json"), json).map_err(|e| {
+            ProviderError::with_source(format!("cannot write {}/manifest.json", dir.display()), e)
+        })?;
+        self.last = Some(Snapshot { dir, manifest });
+        Ok(Registration {
+            action_id: name.to_string(),
+            completed: true,
+        })
+    }
+
+    async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError> {
+        let snapshot = self
+            .last
+            .as_ref()
+            .filter(|s| s.manifest.name == registration.action_id)
+            .ok_or_else(|| ProviderError::new(format!("no image named {}", registration.action_id)))?;
+        let dir = snapshot.dir.clone();
+        let files: Vec<PathBuf> = snapshot
+            .manifest
+            .images
+            .iter()
+            .map(|i| dir.join(&i.file))
+            .collect();
+        let size = snapshot.manifest.images.iter().map(|i| i.size_bytes).sum();
+        // Complete means durable: flush the images, the manifest and the folder itself.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for f in files
+                .iter()
+                .chain([dir.join("manifest.json"), dir.clone()].iter())
+            {
+                File::open(f)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| ProviderError::with_source("cannot flush the images to disk", e))?;
+        Ok(Completion {
+            snapshot_id: Some(snapshot.dir.display().to_string()),
+            size_bytes: Some(size),
+        })
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A heap buffer aligned for O_DIRECT.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("valid layout");
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, layout }
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is a live allocation of `layout.size()` initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// Copies `size` bytes of `device` into a new sparse file `out`, stopping if `cancel` is set.
+fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) -> std::io::Result<()> {
+    let input = open_device(device)?;
+    let output = File::create(out)?;
+    let mut buf = AlignedBuf::new(CHUNK);
+    let mut offset = 0u64;
+    while offset < size {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the copy was abandoned at the deadline",
+            ));
+        }
+        let want = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let chunk = &mut buf.as_mut_slice()[..want];
+        let n = input.read_at(chunk, offset)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} ended at byte {offset} of {size}", device.display()),
+            ));
+        }
+        let data = &chunk[..n];
+        if data.iter().any(|&b| b != 0) {
+            output.write_all_at(data, offset)?;
+        }
+        offset += n as u64;
+    }
+    output.set_len(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_labels_are_file_names() {
+        assert_eq!(image_label(Path::new("/")), "root");
+        assert_eq!(image_label(Path::new("/srv/db")), "srv-db");
+        assert_eq!(image_label(Path::new("/mnt/my disk")), "mnt-my_disk");
+    }
+
+    #[test]
+    fn a_copy_is_exact_and_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let mut data = vec![0u8; 3 * CHUNK + 4096];
+        data[10] = 1;
+        data[3 * CHUNK + 100] = 7;
+        std::fs::write(&src, &data).unwrap();
+        let out = dir.path().join("out.img");
+        copy_device(&src, data.len() as u64, &out, &AtomicBool::new(false)).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+        assert!(
+            blocks < data.len() as u64,
+            "zero chunks are holes ({blocks} bytes allocated)"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_copy_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, vec![1u8; CHUNK]).unwrap();
+        let err = copy_device(&src, CHUNK as u64, &dir.path().join("o"), &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+    }
+}

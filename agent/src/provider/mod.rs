@@ -1,0 +1,62 @@
+//! Snapshot providers: what is asked, inside the frozen window, to capture the disks.
+
+pub mod local_image;
+
+use crate::freeze::plan::Target;
+
+/// A provider's failure, with the cause chain kept for the report.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProviderError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ProviderError {
+            message: message.into(),
+            source: None,
+        }
+    }
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ProviderError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// The provider accepted the request: from here the snapshot no longer needs the freeze.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The provider's handle on the request (an action id, an image name).
+    pub action_id: String,
+    /// Whether the snapshot is already complete.
+    pub completed: bool,
+}
+
+/// A finished snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Completion {
+    pub snapshot_id: Option<String>,
+    pub size_bytes: Option<u64>,
+}
+
+/// Something that takes snapshots.
+#[async_trait::async_trait]
+pub trait SnapshotProvider: Send {
+    /// The name used in configuration and reports.
+    fn name(&self) -> &'static str;
+    /// Checks, before anything is frozen, everything the request will need.
+    async fn preflight(&mut self, targets: &[Target]) -> Result<(), ProviderError>;
+    /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
+    /// may be cancelled (dropped) at the deadline.
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
+    /// Waits, after the thaw, until the snapshot is complete.
+    async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;
+}

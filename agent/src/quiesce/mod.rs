@@ -1,0 +1,44 @@
+//! Quiescers: what brings applications to a consistent state on disk before the freeze, and
+//! back afterwards. The transaction calls `prepare` in order and, for every `prepare` that
+//! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
+
+use std::time::Duration;
+
+/// Default bound on one `prepare` or `resume`.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a quiescer's check, prepare or resume failed, in words for the user.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct QuiesceError(pub String);
+
+/// One application to quiesce.
+#[async_trait::async_trait]
+pub trait Quiescer: Send {
+    /// A short name for reports, such as `postgresql@15-main`.
+    fn name(&self) -> &str;
+    /// How long `prepare` may take before it counts as failed.
+    fn prepare_timeout(&self) -> Duration {
+        DEFAULT_STEP_TIMEOUT
+    }
+    /// How long `resume` may take before it counts as failed.
+    fn resume_timeout(&self) -> Duration {
+        DEFAULT_STEP_TIMEOUT
+    }
+    /// Preflight: everything that can be checked without touching the application.
+    async fn check(&mut self) -> Result<(), QuiesceError>;
+    /// Brings the application to a consistent state on disk.
+    async fn prepare(&mut self) -> Result<(), QuiesceError>;
+    /// Undoes `prepare`. Called even if `prepare` failed or timed out part-way.
+    async fn resume(&mut self) -> Result<(), QuiesceError>;
+}
+
+/// What to do when a quiescer fails to prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuiescePolicy {
+    /// Resume what was prepared and take no snapshot.
+    #[default]
+    Abort,
+    /// Go on with a filesystem-consistent snapshot.
+    Continue,
+}

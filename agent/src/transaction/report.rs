@@ -1,0 +1,114 @@
+//! The result of one snapshot transaction, as printed by `snapshot --json`.
+
+use crate::freeze::plan::{Skipped, Target};
+use serde::Serialize;
+use std::time::Duration;
+
+/// The phases of a transaction, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preflight,
+    Quiesce,
+    Sync,
+    Freeze,
+    Request,
+    Thaw,
+    Resume,
+    Wait,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        write!(f, "{}", s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+/// How consistent the snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Every quiescer prepared and every filesystem was frozen across the request.
+    Application,
+    /// Every filesystem was frozen across the request; applications were not quiesced.
+    Filesystem,
+    /// The freeze did not cover the request: as if the power had been cut.
+    Crash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuiescerReport {
+    pub name: String,
+    pub prepared: bool,
+    pub resumed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilesystemsReport {
+    pub frozen: Vec<Target>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Everything about one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub status: Status,
+    pub snapshot_name: String,
+    pub provider: String,
+    pub action_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// `None` when no snapshot was requested.
+    pub consistency: Option<Consistency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_phase: Option<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub filesystems: FilesystemsReport,
+    pub quiescers: Vec<QuiescerReport>,
+    pub quiesce_ms: f64,
+    pub sync_ms: f64,
+    /// First FIFREEZE to last FITHAW.
+    pub frozen_ms: f64,
+    /// The provider request, inside the frozen window.
+    pub request_ms: f64,
+    pub resume_ms: f64,
+    pub total_ms: f64,
+    pub phases: Vec<PhaseTiming>,
+}
+
+/// Milliseconds with microsecond resolution.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// An error and its causes, joined with `: `.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

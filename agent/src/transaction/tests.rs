@@ -1,0 +1,522 @@
+//! The transaction on every path, with doubles that record what was called in which order.
+
+use super::*;
+use crate::freeze::mountinfo::DevNum;
+use crate::provider::{Completion, ProviderError};
+use crate::quiesce::QuiesceError;
+use std::sync::{Arc, Mutex};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn note(log: &Log, event: impl Into<String>) {
+    log.lock().unwrap().push(event.into());
+}
+
+fn target(mp: &str) -> Target {
+    Target {
+        mountpoint: mp.into(),
+        mount_id: 1,
+        dev: DevNum { major: 7, minor: 0 },
+        fstype: "ext4".into(),
+        source: "/dev/loop0".into(),
+        also_mounted_at: Vec::new(),
+    }
+}
+
+#[derive(Default)]
+struct FakeFs {
+    log: Log,
+    targets: Vec<Target>,
+    fail_preflight: bool,
+    fail_sync: bool,
+    fail_freeze: bool,
+    not_supported: Vec<Target>,
+    /// What the guard does, after how long, once frozen.
+    guard: Option<(Duration, GuardEvent)>,
+    frozen: bool,
+}
+
+#[async_trait::async_trait]
+impl Filesystems for FakeFs {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+    fn preflight(&mut self) -> Result<(), FreezeError> {
+        note(&self.log, "fs.preflight");
+        if self.fail_preflight {
+            return Err(FreezeError::NotPermitted);
+        }
+        Ok(())
+    }
+    async fn sync(&mut self) -> Result<(), FreezeError> {
+        note(&self.log, "fs.sync");
+        if self.fail_sync {
+            return Err(FreezeError::Sync {
+                mountpoint: "/data".into(),
+                source: nix::Error::EIO,
+            });
+        }
+        Ok(())
+    }
+    fn freeze(&mut self, _max: Duration) -> Result<FreezeOutcome, FreezeError> {
+        note(&self.log, "fs.freeze");
+        if self.fail_freeze {
+            return Err(FreezeError::AlreadyFrozen {
+                mountpoint: "/data".into(),
+            });
+        }
+        self.frozen = true;
+        Ok(FreezeOutcome {
+            frozen: self
+                .targets
+                .iter()
+                .filter(|t| !self.not_supported.contains(t))
+                .cloned()
+                .collect(),
+            not_supported: self.not_supported.clone(),
+        })
+    }
+    async fn guard_tripped(&mut self) -> GuardEvent {
+        match self.guard {
+            Some((after, event)) if self.frozen => {
+                tokio::time::sleep(after).await;
+                event
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    fn thaw(&mut self) -> ThawReport {
+        note(&self.log, "fs.thaw");
+        self.frozen = false;
+        ThawReport {
+            frozen_for: Duration::from_millis(5),
+            guard_event: None,
+            errors: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Behaviour {
+    #[default]
+    Works,
+    Fails,
+    Hangs,
+}
+
+#[derive(Default)]
+struct FakeProvider {
+    log: Log,
+    preflight: Behaviour,
+    request: Behaviour,
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for FakeProvider {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    async fn preflight(&mut self, _targets: &[Target]) -> Result<(), ProviderError> {
+        note(&self.log, "provider.preflight");
+        match self.preflight {
+            Behaviour::Fails => Err(ProviderError::new("token rejected")),
+            _ => Ok(()),
+        }
+    }
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+        note(&self.log, format!("provider.request {name} {}", frozen.len()));
+        match self.request {
+            Behaviour::Works => Ok(Registration {
+                action_id: "42".into(),
+                completed: false,
+            }),
+            Behaviour::Fails => Err(ProviderError::new("HTTP 500")),
+            Behaviour::Hangs => std::future::pending().await,
+        }
+    }
+    async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
+        note(&self.log, format!("provider.wait {}", r.action_id));
+        Ok(Completion {
+            snapshot_id: Some("snap-1".into()),
+            size_bytes: None,
+        })
+    }
+}
+
+struct FakeQuiescer {
+    name: String,
+    log: Log,
+    check: Behaviour,
+    prepare: Behaviour,
+    resume: Behaviour,
+}
+
+fn quiescer(log: &Log, name: &str) -> FakeQuiescer {
+    FakeQuiescer {
+        name: name.into(),
+        log: log.clone(),
+        check: Behaviour::Works,
+        prepare: Behaviour::Works,
+        resume: Behaviour::Works,
+    }
+}
+
+async fn act(b: Behaviour) -> Result<(), QuiesceError> {
+    match b {
+        Behaviour::Works => Ok(()),
+        Behaviour::Fails => Err(QuiesceError("refused".into())),
+        Behaviour::Hangs => std::future::pending().await,
+    }
+}
+
+#[async_trait::async_trait]
+impl Quiescer for FakeQuiescer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn prepare_timeout(&self) -> Duration {
+        Duration::from_secs(3)
+    }
+    async fn check(&mut self) -> Result<(), QuiesceError> {
+        note(&self.log, format!("{}.check", self.name));
+        act(self.check).await
+    }
+    async fn prepare(&mut self) -> Result<(), QuiesceError> {
+        note(&self.log, format!("{}.prepare", self.name));
+        act(self.prepare).await
+    }
+    async fn resume(&mut self) -> Result<(), QuiesceError> {
+        note(&self.log, format!("{}.resume", self.name));
+        act(self.resume).await
+    }
+}
+
+/// Records phase starts, to check the observer sees every phase in order.
+#[derive(Default)]
+struct Phases(Mutex<Vec<Phase>>);
+impl Observer for Phases {
+    fn phase_started(&self, phase: Phase) {
+        self.0.lock().unwrap().push(phase);
+    }
+}
+
+struct Setup {
+    log: Log,
+    fs: FakeFs,
+    provider: FakeProvider,
+    quiescers: Vec<FakeQuiescer>,
+    policy: QuiescePolicy,
+    wait: bool,
+    interrupt: Interrupt,
+}
+
+impl Setup {
+    fn new(quiescers: &[&str]) -> Self {
+        let log = Log::default();
+        Setup {
+            fs: FakeFs {
+                log: log.clone(),
+                targets: vec![target("/data"), target("/")],
+                ..Default::default()
+            },
+            provider: FakeProvider {
+                log: log.clone(),
+                ..Default::default()
+            },
+            quiescers: quiescers.iter().map(|n| quiescer(&log, n)).collect(),
+            log,
+            policy: QuiescePolicy::Abort,
+            wait: false,
+            interrupt: Interrupt::never(),
+        }
+    }
+
+    async fn run(mut self) -> (Report, Vec<String>, Vec<Phase>) {
+        let phases = Phases::default();
+        let report = Transaction {
+            filesystems: &mut self.fs,
+            provider: &mut self.provider,
+            quiescers: self
+                .quiescers
+                .into_iter()
+                .map(|q| Box::new(q) as Box<dyn Quiescer>)
+                .collect(),
+            observer: &phases,
+            options: Options {
+                name: "snap".into(),
+                max_freeze: Duration::from_secs(2),
+                wait: self.wait,
+                on_quiesce_failure: self.policy,
+            },
+            skipped: Vec::new(),
+            interrupt: self.interrupt,
+        }
+        .run()
+        .await;
+        let log = self.log.lock().unwrap().clone();
+        (report, log, phases.0.into_inner().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_happy_path_runs_every_phase_in_order() {
+    let (report, log, phases) = Setup::new(&["db", "cache"]).run().await;
+    assert_eq!(
+        log,
+        [
+            "fs.preflight",
+            "provider.preflight",
+            "db.check",
+            "cache.check",
+            "db.prepare",
+            "cache.prepare",
+            "fs.sync",
+            "fs.freeze",
+            "provider.request snap 2",
+            "fs.thaw",
+            "cache.resume",
+            "db.resume",
+        ]
+    );
+    assert_eq!(
+        phases,
+        [
+            Phase::Preflight,
+            Phase::Quiesce,
+            Phase::Sync,
+            Phase::Freeze,
+            Phase::Request,
+            Phase::Thaw,
+            Phase::Resume
+        ]
+    );
+    assert_eq!(report.status, Status::Succeeded);
+    assert_eq!(report.consistency, Some(Consistency::Application));
+    assert_eq!(report.action_id.as_deref(), Some("42"));
+    assert_eq!(report.frozen_ms, 5.0);
+    assert!(report.quiescers.iter().all(|q| q.prepared && q.resumed));
+    assert_eq!(report.filesystems.frozen.len(), 2);
+}
+
+#[tokio::test]
+async fn without_quiescers_the_snapshot_is_filesystem_consistent() {
+    let (report, _, _) = Setup::new(&[]).run().await;
+    assert_eq!(report.consistency, Some(Consistency::Filesystem));
+}
+
+#[tokio::test]
+async fn a_preflight_failure_touches_nothing() {
+    let mut s = Setup::new(&["db"]);
+    s.provider.preflight = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert_eq!(log, ["fs.preflight", "provider.preflight"]);
+    assert_eq!(report.failed_phase, Some(Phase::Preflight));
+    assert!(report.error.unwrap().contains("fake provider: token rejected"));
+    assert_eq!(report.consistency, None);
+
+    let mut s = Setup::new(&["db"]);
+    s.quiescers[0].check = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert!(
+        !log.iter().any(|e| e.contains("prepare") || e.contains("freeze")),
+        "{log:?}"
+    );
+    assert_eq!(report.failed_phase, Some(Phase::Preflight));
+}
+
+#[tokio::test]
+async fn no_targets_is_a_preflight_error() {
+    let mut s = Setup::new(&[]);
+    s.fs.targets.clear();
+    let (report, log, _) = s.run().await;
+    assert!(log.is_empty(), "{log:?}");
+    assert!(report.error.unwrap().contains("no filesystem to freeze"));
+}
+
+#[tokio::test]
+async fn a_failed_prepare_aborts_and_resumes_every_prepare_that_started_in_reverse() {
+    let mut s = Setup::new(&["a", "b", "c"]);
+    s.quiescers[1].prepare = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    let after_checks: Vec<_> = log.iter().skip(5).map(String::as_str).collect();
+    assert_eq!(after_checks, ["a.prepare", "b.prepare", "b.resume", "a.resume"]);
+    assert_eq!(report.status, Status::Failed);
+    assert_eq!(report.failed_phase, Some(Phase::Quiesce));
+    assert!(report
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("quiescer b failed to prepare: refused"));
+    assert!(report.quiescers[0].resumed && report.quiescers[1].resumed && !report.quiescers[2].resumed);
+}
+
+#[tokio::test]
+async fn with_continue_a_failed_prepare_degrades_to_filesystem_consistency() {
+    let mut s = Setup::new(&["a", "b"]);
+    s.policy = QuiescePolicy::Continue;
+    s.quiescers[0].prepare = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert!(log.contains(&"provider.request snap 2".to_string()));
+    assert_eq!(report.status, Status::Succeeded);
+    assert_eq!(report.consistency, Some(Consistency::Filesystem));
+    assert_eq!(report.warnings.len(), 1);
+    assert!(log.ends_with(&["b.resume".into(), "a.resume".into()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prepare_that_hangs_times_out_and_is_still_resumed() {
+    let mut s = Setup::new(&["a", "b"]);
+    s.quiescers[1].prepare = Behaviour::Hangs;
+    let (report, log, _) = s.run().await;
+    assert!(
+        log.ends_with(&["b.prepare".into(), "b.resume".into(), "a.resume".into()]),
+        "{log:?}"
+    );
+    assert!(report
+        .error
+        .unwrap()
+        .contains("did not finish preparing within 3s"));
+}
+
+#[tokio::test]
+async fn sync_and_freeze_failures_resume_and_never_request() {
+    for fail_freeze in [false, true] {
+        let mut s = Setup::new(&["a"]);
+        s.fs.fail_sync = !fail_freeze;
+        s.fs.fail_freeze = fail_freeze;
+        let (report, log, _) = s.run().await;
+        assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
+        assert_eq!(log.last().unwrap(), "a.resume");
+        let phase = if fail_freeze { Phase::Freeze } else { Phase::Sync };
+        assert_eq!(report.failed_phase, Some(phase));
+        if fail_freeze {
+            assert!(report
+                .error
+                .unwrap()
+                .contains("already frozen by another process"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_request_thaws_then_resumes_and_reports_no_snapshot() {
+    let mut s = Setup::new(&["a"]);
+    s.provider.request = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert!(log.ends_with(&[
+        "provider.request snap 2".into(),
+        "fs.thaw".into(),
+        "a.resume".into()
+    ]));
+    assert_eq!(report.failed_phase, Some(Phase::Request));
+    assert_eq!(report.consistency, None);
+    assert!(report.error.unwrap().contains("HTTP 500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_request_is_cut_before_max_freeze() {
+    let mut s = Setup::new(&["a"]);
+    s.provider.request = Behaviour::Hangs;
+    let started = tokio::time::Instant::now();
+    let (report, log, _) = s.run().await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "thawed before the guard's deadline: {waited:?}"
+    );
+    assert_eq!(
+        waited,
+        Duration::from_secs(2) - deadline_margin(Duration::from_secs(2))
+    );
+    assert!(log.ends_with(&["fs.thaw".into(), "a.resume".into()]));
+    assert_eq!(report.consistency, Some(Consistency::Crash));
+    assert!(report
+        .error
+        .unwrap()
+        .contains("did not register within max_freeze (2s)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_that_dies_ends_the_window_at_once() {
+    let mut s = Setup::new(&[]);
+    s.provider.request = Behaviour::Hangs;
+    s.fs.guard = Some((Duration::from_millis(100), GuardEvent::Died));
+    let started = tokio::time::Instant::now();
+    let (report, log, _) = s.run().await;
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert_eq!(log.last().unwrap(), "fs.thaw");
+    assert!(report.error.unwrap().contains("thaw guard process died"));
+}
+
+#[tokio::test]
+async fn a_failed_resume_fails_the_run_but_keeps_the_snapshot_and_resumes_the_rest() {
+    let mut s = Setup::new(&["a", "b"]);
+    s.quiescers[1].resume = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert!(log.ends_with(&["b.resume".into(), "a.resume".into()]));
+    assert_eq!(report.status, Status::Failed);
+    assert_eq!(report.failed_phase, Some(Phase::Resume));
+    assert_eq!(report.action_id.as_deref(), Some("42"));
+    assert!(report.quiescers[0].resumed && !report.quiescers[1].resumed);
+}
+
+#[tokio::test]
+async fn an_interrupt_while_frozen_thaws_and_resumes() {
+    let mut s = Setup::new(&["a"]);
+    s.provider.request = Behaviour::Hangs;
+    let (stop, interrupt) = Interrupt::new();
+    s.interrupt = interrupt;
+    let run = tokio::spawn(s.run());
+    tokio::task::yield_now().await;
+    stop.send(true).unwrap();
+    let (report, log, _) = run.await.unwrap();
+    assert!(log.ends_with(&["fs.thaw".into(), "a.resume".into()]), "{log:?}");
+    assert!(report.error.unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
+async fn an_interrupt_before_the_freeze_freezes_nothing() {
+    let mut s = Setup::new(&["a"]);
+    let (stop, interrupt) = Interrupt::new();
+    stop.send(true).unwrap();
+    s.interrupt = interrupt;
+    let (report, log, _) = s.run().await;
+    assert!(
+        !log.iter().any(|e| e == "fs.freeze" || e == "a.prepare"),
+        "{log:?}"
+    );
+    assert_eq!(report.failed_phase, Some(Phase::Quiesce));
+}
+
+#[tokio::test]
+async fn wait_runs_after_resume_and_reports_the_snapshot() {
+    let mut s = Setup::new(&["a"]);
+    s.wait = true;
+    let (report, log, phases) = s.run().await;
+    assert!(log.ends_with(&["a.resume".into(), "provider.wait 42".into()]));
+    assert_eq!(phases.last(), Some(&Phase::Wait));
+    assert_eq!(report.snapshot_id.as_deref(), Some("snap-1"));
+}
+
+#[tokio::test]
+async fn filesystems_without_freeze_support_are_reported_as_skipped() {
+    let mut s = Setup::new(&[]);
+    s.fs.not_supported = vec![target("/boot/efi")];
+    s.fs.targets.push(target("/boot/efi"));
+    let (report, log, _) = s.run().await;
+    assert!(log.contains(&"provider.request snap 2".to_string()));
+    assert_eq!(
+        report.filesystems.skipped[0].reason,
+        crate::freeze::plan::SkipReason::FreezeNotSupported
+    );
+}
+
+#[test]
+fn the_margin_is_a_tenth_within_bounds() {
+    assert_eq!(
+        deadline_margin(Duration::from_secs(1)),
+        Duration::from_millis(100)
+    );
+    assert_eq!(deadline_margin(Duration::from_secs(20)), Duration::from_secs(1));
+    assert_eq!(deadline_margin(Duration::from_secs(300)), Duration::from_secs(1));
+}

@@ -115,6 +115,7 @@ pub fn init(verbosity: u8) {
         .with_env_filter(filter)
         .with_writer(GatedStderr)
         .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
     std::panic::set_hook(Box::new(|info| {

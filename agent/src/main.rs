@@ -55,7 +55,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("freezeframe-agent: error: {err:#}");
+            let chain = freezeframe_agent::transaction::error_chain(err.as_ref());
+            eprintln!("freezeframe-agent: error: {chain}");
             cmd::Exit::from_error(&err).into()
         }
     }

@@ -1,1 +1,5 @@
+//! Integration tests on real, loop-mounted ext4, xfs and btrfs filesystems. Run as root:
+//! `cargo test --workspace` (see README.md). One test binary, so the build is shared.
 
+mod agent_binary;
+mod engine;

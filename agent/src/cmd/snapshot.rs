@@ -31,6 +31,9 @@ pub struct SnapshotArgs {
 }
 
 pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
+    if let Some(name) = &args.name {
+        config::validate_name("--name", name)?;
+    }
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let plan = freeze::plan_from_system(Selection {
         mountpoints: settings.freeze.mountpoints.as_deref(),
@@ -41,13 +44,10 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         print_plan(&settings, &plan, args.json)?;
         return Ok(Exit::Success);
     }
-    let name = match &args.name {
-        Some(name) => {
-            config::validate_name("--name", name)?;
-            name.clone()
-        }
-        None => default_name(&settings.snapshot.name_prefix),
-    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&settings.snapshot.name_prefix));
 
     let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
     let lock = runtime_dir.lock()?;

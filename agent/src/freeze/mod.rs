@@ -11,6 +11,7 @@ use crate::guard::{Guard, GuardError, GuardEvent};
 use crate::transaction::{Filesystems, FreezeOutcome, ThawReport};
 use plan::{Plan, Selection, Target};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -166,6 +167,19 @@ impl Filesystems for LiveFilesystems {
         if !sys::can_freeze() {
             return Err(FreezeError::NotPermitted);
         }
+        // The record is written right before the first FIFREEZE; make sure it can be.
+        let runtime_dir = self.record_path.parent().unwrap_or(Path::new("/"));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(runtime_dir)
+            .and_then(|()| {
+                nix::unistd::access(runtime_dir, nix::unistd::AccessFlags::W_OK).map_err(Into::into)
+            })
+            .map_err(|source| FreezeError::Record {
+                path: self.record_path.clone(),
+                source,
+            })?;
         self.opened.clear();
         for t in &self.targets {
             let fd = sys::open_mountpoint(&t.mountpoint).map_err(|source| FreezeError::Open {

@@ -130,8 +130,14 @@ impl SnapshotProvider for LocalImage {
         "local-image"
     }
 
-    async fn preflight(&mut self, targets: &[Target]) -> Result<(), ProviderError> {
+    async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError> {
         let dir = &self.image_dir;
+        if dir.join(name).exists() {
+            return Err(ProviderError::new(format!(
+                "a snapshot named {name} already exists in {}; choose another name",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
             ProviderError::with_source(format!("cannot create image_dir {}", dir.display()), e)
         })?;
@@ -228,7 +234,10 @@ impl SnapshotProvider for LocalImage {
 
         let cancel = Arc::new(AtomicBool::new(false));
         // Dropping the request future (the deadline) stops the copy and discards it.
-        let _stop_on_drop = CancelOnDrop(cancel.clone());
+        let mut stop_on_drop = CancelOnDrop {
+            cancel: cancel.clone(),
+            discard: Some(dir.clone()),
+        };
         let copy_dir = dir.clone();
         let copied = tokio::task::spawn_blocking(move || {
             fail::fail_point!("local-image-copy");
@@ -253,6 +262,7 @@ impl SnapshotProvider for LocalImage {
         std::fs::write(dir.join("manifest.json"), json).map_err(|e| {
             ProviderError::with_source(format!("cannot write {}/manifest.json", dir.display()), e)
         })?;
+        stop_on_drop.discard = None;
         self.last = Some(Snapshot { dir, manifest });
         Ok(Registration {
             action_id: name.to_string(),
@@ -294,10 +304,18 @@ impl SnapshotProvider for LocalImage {
     }
 }
 
-struct CancelOnDrop(Arc<AtomicBool>);
+/// Stops the copy, and discards the snapshot folder unless the request completed.
+struct CancelOnDrop {
+    cancel: Arc<AtomicBool>,
+    discard: Option<PathBuf>,
+}
+
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(dir) = &self.discard {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -332,16 +350,22 @@ impl Drop for AlignedBuf {
 
 /// Copies `size` bytes of `device` into a new sparse file `out`, stopping if `cancel` is set.
 fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) -> std::io::Result<()> {
+    let abandoned = || {
+        std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "the copy was abandoned at the deadline",
+        )
+    };
+    if cancel.load(Ordering::SeqCst) {
+        return Err(abandoned());
+    }
     let input = open_device(device)?;
     let output = File::create(out)?;
     let mut buf = AlignedBuf::new(CHUNK);
     let mut offset = 0u64;
     while offset < size {
         if cancel.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "the copy was abandoned at the deadline",
-            ));
+            return Err(abandoned());
         }
         let want = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
         let chunk = &mut buf.as_mut_slice()[..want];

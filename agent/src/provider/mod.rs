@@ -52,8 +52,8 @@ pub struct Completion {
 pub trait SnapshotProvider: Send {
     /// The name used in configuration and reports.
     fn name(&self) -> &'static str;
-    /// Checks, before anything is frozen, everything the request will need.
-    async fn preflight(&mut self, targets: &[Target]) -> Result<(), ProviderError>;
+    /// Checks, before anything is frozen, everything the request for snapshot `name` will need.
+    async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError>;
     /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
     /// may be cancelled (dropped) at the deadline.
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;

@@ -433,7 +433,7 @@ impl Transaction<'_> {
         self.filesystems.preflight().map_err(|e| error_chain(&e))?;
         let targets = self.filesystems.targets().to_vec();
         self.provider
-            .preflight(&targets)
+            .preflight(&self.options.name, &targets)
             .await
             .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))?;
         for q in &mut self.quiescers {

@@ -116,7 +116,7 @@ impl SnapshotProvider for FakeProvider {
     fn name(&self) -> &'static str {
         "fake"
     }
-    async fn preflight(&mut self, _targets: &[Target]) -> Result<(), ProviderError> {
+    async fn preflight(&mut self, _name: &str, _targets: &[Target]) -> Result<(), ProviderError> {
         note(&self.log, "provider.preflight");
         match self.preflight {
             Behaviour::Fails => Err(ProviderError::new("token rejected")),

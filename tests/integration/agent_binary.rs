@@ -1,0 +1,432 @@
+//! `freezeframe-agent` as users run it: a separate process, killed, hung, and pointed at
+//! configuration, state and logs that live on the very filesystem it freezes.
+
+use freezeframe_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Makes the local-image copy hang inside the frozen window.
+const HANG_IN_WINDOW: (&str, &str) = ("FAILPOINTS", "local-image-copy=sleep(60000)");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    runtime: PathBuf,
+    images: PathBuf,
+}
+
+impl Setup {
+    /// A configuration that freezes exactly `mountpoints`, with state in `runtime`.
+    fn new(mountpoints: &[&Path], max_freeze: &str) -> Setup {
+        let dir = scratch();
+        let runtime = dir.path().join("run");
+        let images = dir.path().join("images");
+        let config = dir.path().join("etc/freezeframe.toml");
+        write_config(&config, mountpoints, &runtime, &images, max_freeze);
+        Setup {
+            dir,
+            config,
+            runtime,
+            images,
+        }
+    }
+
+    fn agent(&self) -> Command {
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// Starts `snapshot --json` hanging in the window; returns once it reports being frozen.
+    fn start_frozen(&self) -> (Child, Instant) {
+        let notify = NotifySocket::bind(self.dir.path());
+        let child = self
+            .agent()
+            .args(["snapshot", "--json"])
+            .env(HANG_IN_WINDOW.0, HANG_IN_WINDOW.1)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let frozen_at = notify.wait_for_status("frozen", Duration::from_secs(60));
+        (child, frozen_at)
+    }
+
+    fn record(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.runtime.join("frozen.json")).expect("the record exists"))
+            .unwrap()
+    }
+}
+
+fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: &Path, max_freeze: &str) {
+    let list: Vec<String> = mountpoints
+        .iter()
+        .map(|m| format!("{:?}", m.display().to_string()))
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        path,
+        format!(
+            "[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
+             [snapshot]\nprovider = \"local-image\"\n\n[local_image]\nimage_dir = {:?}\n",
+            runtime.display().to_string(),
+            list.join(", "),
+            images.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigkill_while_frozen_thaws_within_a_second() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Xfs,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let setup = Setup::new(&[&lfs.mountpoint], "60s");
+    let (mut agent, _) = setup.start_frozen();
+    let guard_pid = setup.record()["guard_pid"].as_u64().unwrap() as u32;
+    assert!(process_alive(guard_pid));
+
+    let probe = WriteProbe::start(&lfs.mountpoint);
+    assert!(
+        probe.completed_within(Duration::from_millis(200)).is_none(),
+        "the filesystem is frozen"
+    );
+    agent.kill().unwrap();
+    let killed_at = Instant::now();
+    agent.wait().unwrap();
+    let done = probe
+        .completed_within(Duration::from_secs(10))
+        .expect("the write completes after the agent is killed");
+    assert!(
+        done.saturating_duration_since(killed_at) <= Duration::from_secs(1),
+        "thawed {:?} after the kill",
+        done - killed_at
+    );
+    wait_gone(guard_pid);
+    assert!(
+        !setup.runtime.join("frozen.json").exists(),
+        "the guard removed the record"
+    );
+}
+
+#[test]
+fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let setup = Setup::new(&[&lfs.mountpoint], "2s");
+    let (agent, frozen_at) = setup.start_frozen();
+    let probe = WriteProbe::start(&lfs.mountpoint);
+
+    let second = setup.agent().args(["snapshot"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(75), "busy exits with EX_TEMPFAIL");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("busy: another snapshot is in progress"),
+        "{stderr}"
+    );
+
+    let done = probe
+        .completed_within(Duration::from_secs(10))
+        .expect("the filesystem is writable again");
+    assert!(
+        done.saturating_duration_since(frozen_at) <= Duration::from_secs(3),
+        "writable again {:?} after the freeze; max_freeze is 2 s",
+        done - frozen_at
+    );
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["failed_phase"], "request");
+    assert_eq!(report["consistency"], "crash");
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("did not register within max_freeze (2s)"));
+    assert!(
+        report["frozen_ms"].as_f64().unwrap() < 2000.0,
+        "the agent thawed before its guard had to"
+    );
+    assert!(
+        std::fs::read_dir(&setup.images).unwrap().next().is_none(),
+        "the abandoned copy was discarded"
+    );
+}
+
+#[test]
+fn config_state_and_logs_on_the_frozen_filesystem_do_not_stall_the_window() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let images = fs_dir.path().join("images");
+    let config = lfs.path("etc/freezeframe/config.toml");
+    // Config, runtime directory (lock, record) and the log all on the frozen filesystem.
+    write_config(
+        &config,
+        &[&lfs.mountpoint],
+        &lfs.path("run/freezeframe"),
+        &images,
+        "10s",
+    );
+    std::fs::create_dir_all(lfs.path("log")).unwrap();
+    let log = std::fs::File::create(lfs.path("log/agent.log")).unwrap();
+    let out = Command::new(agent_bin())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "-vv",
+            "snapshot",
+            "--json",
+            "--wait",
+        ])
+        .stderr(log)
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "filesystem");
+    assert!(report["warnings"].as_array().unwrap().is_empty(), "{report:#}");
+    assert!(
+        report["frozen_ms"].as_f64().unwrap() < 9000.0,
+        "the deadline was not needed"
+    );
+    assert!(!lfs.path("run/freezeframe/frozen.json").exists());
+    // Lines logged inside the window were held and written after the thaw.
+    let log = std::fs::read_to_string(lfs.path("log/agent.log")).unwrap();
+    assert!(log.contains("phase=request"), "{log}");
+    assert!(log.contains("phase=thaw"), "{log}");
+}
+
+#[test]
+fn nested_loop_filesystems_freeze_the_inner_one_first() {
+    let dir = scratch();
+    // The outer mountpoint is deeper, so path order alone would freeze it first and deadlock.
+    let outer = LoopFs::create(
+        Fs::Ext4,
+        128,
+        &dir.path().join("outer.img"),
+        &dir.path().join("x/y/z/outer"),
+    );
+    let inner = LoopFs::create(Fs::Xfs, 64, &outer.path("inner.img"), &dir.path().join("inner"));
+    let setup = Setup::new(&[&outer.mountpoint, &inner.mountpoint], "20s");
+
+    let plan = setup.agent().args(["plan", "--json"]).output().unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan = json(&plan);
+    let order: Vec<&str> = plan["freeze_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["mountpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            inner.mountpoint.to_str().unwrap(),
+            outer.mountpoint.to_str().unwrap()
+        ]
+    );
+
+    let out = setup
+        .agent()
+        .args(["snapshot", "--json", "--name", "nested"])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let frozen: Vec<&str> = report["filesystems"]["frozen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["mountpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(frozen, order);
+    assert!(
+        report["frozen_ms"].as_f64().unwrap() < 18000.0,
+        "no deadlock until the deadline"
+    );
+    for key in ["action_id", "quiesce_ms", "request_ms", "consistency"] {
+        assert!(!report[key].is_null(), "{key} is reported");
+    }
+    assert_eq!(report["action_id"], "nested");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.images.join("nested/manifest.json")).unwrap()).unwrap();
+    for image in manifest["images"].as_array().unwrap() {
+        let fs = if image["fstype"] == "xfs" {
+            Fs::Xfs
+        } else {
+            Fs::Ext4
+        };
+        let (clean, output) = fs.check(&setup.images.join("nested").join(image["file"].as_str().unwrap()));
+        assert!(clean, "{image}: {output}");
+    }
+}
+
+#[test]
+fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Btrfs,
+        128,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let setup = Setup::new(&[&lfs.mountpoint], "60s");
+
+    let kill_both = || {
+        let (mut agent, _) = setup.start_frozen();
+        let guard = setup.record()["guard_pid"].as_u64().unwrap() as i32;
+        // Stop the guard first so it cannot thaw, then kill both: nothing thaws.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), nix::sys::signal::SIGSTOP).unwrap();
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), nix::sys::signal::SIGKILL).unwrap();
+        wait_gone(guard as u32);
+        assert!(is_frozen(&lfs.mountpoint), "left frozen, as after a crash");
+    };
+
+    // The next snapshot thaws what the record lists, then takes its snapshot.
+    kill_both();
+    let out = setup
+        .agent()
+        .args(["snapshot", "--json", "--name", "after-crash"])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an earlier run left") && stderr.contains("thawed"),
+        "{stderr}"
+    );
+    assert!(!is_frozen(&lfs.mountpoint));
+
+    // `thaw`, as ExecStopPost= runs it.
+    kill_both();
+    let out = setup.agent().arg("thaw").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}: thawed", lfs.mountpoint.display())),
+        "{stdout}"
+    );
+    assert!(!is_frozen(&lfs.mountpoint));
+    assert!(!setup.runtime.join("frozen.json").exists());
+    let again = setup.agent().arg("thaw").output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to thaw"));
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_freezes_nothing() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let setup = Setup::new(&[&lfs.mountpoint], "20s");
+    let out = setup.agent().args(["snapshot", "--dry-run"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "1. {}  (ext4, {})",
+            lfs.mountpoint.display(),
+            lfs.device
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Provider: local-image"), "{text}");
+    assert!(
+        !setup.runtime.exists(),
+        "a dry run takes no lock and writes no state"
+    );
+    assert!(!setup.images.exists());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_code_2() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let setup = Setup::new(&[&lfs.mountpoint], "20s");
+
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[freeze]\nmax_frezee = \"5s\"\n".into(),
+            "unknown field `max_frezee`",
+        ),
+        ("[freeze]\nmax_freeze = \"10m\"\n".into(), "between 1s and 5m"),
+        (
+            format!(
+                "[freeze]\nmountpoints = [{:?}]\n",
+                lfs.path("sub").display().to_string()
+            ),
+            "is not a mountpoint",
+        ),
+        (
+            "[freeze]\nmountpoints = [\"/proc\"]\n".into(),
+            "pseudo filesystem",
+        ),
+    ];
+    std::fs::create_dir_all(setup.config.parent().unwrap().join("config.d")).unwrap();
+    for (dropin, expected) in cases {
+        std::fs::create_dir_all(lfs.path("sub")).unwrap();
+        std::fs::write(
+            setup.config.parent().unwrap().join("config.d/90-test.toml"),
+            &dropin,
+        )
+        .unwrap();
+        let out = setup.agent().args(["snapshot"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{dropin}: {stderr}");
+        assert!(stderr.contains(expected), "{dropin}: {stderr}");
+        assert!(!setup.runtime.exists(), "nothing was started");
+    }
+    let out = setup
+        .agent()
+        .args(["snapshot", "--name", "../x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid name"));
+}

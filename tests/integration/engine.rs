@@ -1,0 +1,258 @@
+//! The freeze engine in-process: real FIFREEZE on loop filesystems, real thaw guard, real
+//! local-image copies; only the provider is wrapped to observe the frozen window from inside.
+
+use freezeframe_agent::freeze::plan::{Selection, Target};
+use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
+use freezeframe_agent::guard::GuardEvent;
+use freezeframe_agent::provider::local_image::LocalImage;
+use freezeframe_agent::provider::{Completion, ProviderError, Registration, SnapshotProvider};
+use freezeframe_agent::quiesce::QuiescePolicy;
+use freezeframe_agent::transaction::{
+    Consistency, Filesystems, Interrupt, Options, Phase, Quiet, Report, Status, Transaction,
+};
+use freezeframe_tests::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn targets(mountpoints: &[PathBuf]) -> Vec<Target> {
+    plan_from_system(Selection {
+        mountpoints: Some(mountpoints),
+        exclude: &[],
+    })
+    .expect("plan the test's own mounts")
+    .targets
+}
+
+async fn snapshot(
+    filesystems: &mut LiveFilesystems,
+    provider: &mut dyn SnapshotProvider,
+    max_freeze: Duration,
+) -> Report {
+    Transaction {
+        filesystems,
+        provider,
+        quiescers: Vec::new(),
+        observer: &Quiet,
+        options: Options {
+            name: "test-snapshot".into(),
+            max_freeze,
+            wait: true,
+            on_quiesce_failure: QuiescePolicy::Abort,
+        },
+        skipped: Vec::new(),
+        interrupt: Interrupt::never(),
+    }
+    .run()
+    .await
+}
+
+/// Inside the window: starts a write on the frozen filesystem, holds the window open for
+/// `hold`, and notes whether the write got through (it must not).
+struct WindowProbe {
+    dir: PathBuf,
+    hold: Duration,
+    write: Arc<Mutex<Option<(WriteProbe, bool)>>>,
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for WindowProbe {
+    fn name(&self) -> &'static str {
+        "window-probe"
+    }
+    async fn preflight(&mut self, _: &str, _: &[Target]) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn request(&mut self, _: &str, _: &[Target]) -> Result<Registration, ProviderError> {
+        let probe = WriteProbe::start(&self.dir);
+        tokio::time::sleep(self.hold).await;
+        let got_through = probe.completed_within(Duration::ZERO).is_some();
+        *self.write.lock().unwrap() = Some((probe, got_through));
+        Ok(Registration {
+            action_id: "probe".into(),
+            completed: true,
+        })
+    }
+    async fn wait_completed(&mut self, _: &Registration) -> Result<Completion, ProviderError> {
+        Ok(Completion::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_blocked_during_the_freeze_resumes_after_the_thaw() {
+    for fs in Fs::ALL {
+        let dir = scratch();
+        let lfs = LoopFs::create(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+        let mut filesystems = LiveFilesystems::new(
+            targets(std::slice::from_ref(&lfs.mountpoint)),
+            &dir.path().join("run"),
+        );
+        let write = Arc::new(Mutex::new(None));
+        let hold = Duration::from_millis(300);
+        let mut provider = WindowProbe {
+            dir: lfs.mountpoint.clone(),
+            hold,
+            write: write.clone(),
+        };
+        let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+        assert_eq!(report.status, Status::Succeeded, "{fs:?}: {report:?}");
+        assert_eq!(report.consistency, Some(Consistency::Filesystem));
+        let (probe, got_through) = write.lock().unwrap().take().expect("the request ran");
+        assert!(
+            !got_through,
+            "{fs:?}: a write completed while the filesystem was frozen"
+        );
+        probe
+            .completed_within(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{fs:?}: the blocked write never completed after the thaw"));
+        // The window covered the whole request, and no more than the whole run.
+        assert!(
+            report.frozen_ms >= hold.as_millis() as f64,
+            "{fs:?}: {}",
+            report.frozen_ms
+        );
+        assert!(report.frozen_ms >= report.request_ms && report.frozen_ms <= report.total_ms);
+        assert_eq!(report.filesystems.frozen[0].mountpoint, lfs.mountpoint);
+        assert!(
+            !dir.path().join("run/frozen.json").exists(),
+            "the record is removed after the thaw"
+        );
+    }
+}
+
+/// LocalImage, noting how many records the writer had acknowledged when the request came.
+struct CountingLocalImage {
+    inner: LocalImage,
+    acked: Arc<AtomicU64>,
+    acked_at_request: Option<u64>,
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for CountingLocalImage {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn preflight(&mut self, name: &str, t: &[Target]) -> Result<(), ProviderError> {
+        self.inner.preflight(name, t).await
+    }
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+        self.acked_at_request = Some(self.acked.load(Ordering::SeqCst));
+        self.inner.request(name, frozen).await
+    }
+    async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
+        self.inner.wait_completed(r).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_image_is_clean_and_holds_every_record_fsynced_before_the_request() {
+    for fs in Fs::ALL {
+        let dir = scratch();
+        let lfs = LoopFs::create(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+        let writer = Writer::start(&lfs.path("records"));
+        writer.wait_for(50);
+        let images = dir.path().join("images");
+        let mut provider = CountingLocalImage {
+            inner: LocalImage::new(images.clone()),
+            acked: writer.acked_counter(),
+            acked_at_request: None,
+        };
+        let mut filesystems = LiveFilesystems::new(
+            targets(std::slice::from_ref(&lfs.mountpoint)),
+            &dir.path().join("run"),
+        );
+        let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(30)).await;
+        let after = writer.stop();
+        assert_eq!(report.status, Status::Succeeded, "{fs:?}: {report:?}");
+        let acked = provider.acked_at_request.expect("the request ran");
+        assert!(
+            acked >= 50 && after > acked,
+            "{fs:?}: the writer went on after the thaw ({acked} → {after})"
+        );
+
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(images.join("test-snapshot/manifest.json")).unwrap())
+                .unwrap();
+        let file = manifest["images"][0]["file"].as_str().unwrap();
+        let copy = images.join("test-snapshot").join(file);
+        assert_eq!(
+            report.snapshot_id.as_deref(),
+            Some(images.join("test-snapshot").to_str().unwrap())
+        );
+        let (clean, output) = fs.check(&copy);
+        assert!(clean, "{fs:?}: the copy is not clean:\n{output}");
+
+        let view = LoopFs::attach_read_only(fs, &copy, &dir.path().join("view"));
+        let records = std::fs::read(view.path("records")).unwrap();
+        assert_records(&records, acked);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_already_frozen_filesystem_fails_the_run_and_stays_frozen() {
+    let dir = scratch();
+    let a = LoopFs::create(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
+    let b = LoopFs::create(Fs::Xfs, 64, &dir.path().join("b.img"), &dir.path().join("b"));
+    run("fsfreeze", &["--freeze", b.mountpoint.to_str().unwrap()]);
+    let mut filesystems = LiveFilesystems::new(
+        targets(&[a.mountpoint.clone(), b.mountpoint.clone()]),
+        &dir.path().join("run"),
+    );
+    let write = Arc::new(Mutex::new(None));
+    let mut provider = WindowProbe {
+        dir: a.mountpoint.clone(),
+        hold: Duration::ZERO,
+        write: write.clone(),
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.failed_phase, Some(Phase::Freeze), "{report:?}");
+    let error = report.error.unwrap();
+    assert!(error.contains("already frozen by another process"), "{error}");
+    assert!(error.contains(b.mountpoint.to_str().unwrap()), "{error}");
+    assert!(write.lock().unwrap().is_none(), "no snapshot was requested");
+    assert!(
+        is_frozen(&b.mountpoint),
+        "someone else's freeze must not be thawed by us"
+    );
+    run("fsfreeze", &["--unfreeze", b.mountpoint.to_str().unwrap()]);
+    WriteProbe::start(&a.mountpoint)
+        .completed_within(Duration::from_secs(10))
+        .expect("what this run froze was thawed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_thaws_at_the_deadline_when_the_agent_does_not() {
+    let dir = scratch();
+    let lfs = LoopFs::create(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut filesystems = LiveFilesystems::new(targets(std::slice::from_ref(&lfs.mountpoint)), &run_dir);
+    filesystems.preflight().unwrap();
+    let max_freeze = Duration::from_secs(1);
+    let frozen_at = Instant::now();
+    filesystems.freeze(max_freeze).unwrap();
+    assert!(
+        run_dir.join("frozen.json").exists(),
+        "the record lists what is frozen"
+    );
+    let probe = WriteProbe::start(&lfs.mountpoint);
+    let done = probe
+        .completed_within(max_freeze + Duration::from_secs(1))
+        .expect("writable again by max_freeze + 1 s");
+    assert!(
+        done - frozen_at >= max_freeze,
+        "nothing but the guard thawed it, and not early"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), filesystems.guard_tripped())
+        .await
+        .expect("the guard reports its deadline thaw");
+    assert_eq!(event, GuardEvent::DeadlineThawed);
+    let thaw = filesystems.thaw();
+    assert_eq!(thaw.guard_event, Some(GuardEvent::DeadlineThawed));
+    assert!(thaw.errors.is_empty(), "{:?}", thaw.errors);
+    assert!(
+        !run_dir.join("frozen.json").exists(),
+        "the guard removed the record"
+    );
+}

@@ -38,19 +38,25 @@ impl Setup {
         cmd
     }
 
-    /// Starts `snapshot --json` hanging in the window; returns once it reports being frozen.
-    fn start_frozen(&self) -> (Child, Instant) {
+    /// Starts `snapshot --json --name NAME` hanging in the window; returns once it reports
+    /// being frozen.
+    fn start_frozen(&self, name: &str) -> (Child, Instant) {
         let notify = NotifySocket::bind(self.dir.path());
-        let child = self
+        let mut child = self
             .agent()
-            .args(["snapshot", "--json"])
+            .args(["snapshot", "--json", "--name", name])
             .env(HANG_IN_WINDOW.0, HANG_IN_WINDOW.1)
             .env("NOTIFY_SOCKET", &notify.path)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the agent");
-        let frozen_at = notify.wait_for_status("frozen", Duration::from_secs(60));
+        let frozen_at = notify.wait_for_status("frozen", Duration::from_secs(60), || {
+            child.try_wait().unwrap().map(|status| {
+                let out = child.wait_with_output_ref();
+                format!("the agent exited ({status}) before freezing: {out}")
+            })
+        });
         (child, frozen_at)
     }
 
@@ -107,7 +113,7 @@ fn sigkill_while_frozen_thaws_within_a_second() {
         &fs_dir.path().join("mnt"),
     );
     let setup = Setup::new(&[&lfs.mountpoint], "60s");
-    let (mut agent, _) = setup.start_frozen();
+    let (mut agent, _) = setup.start_frozen("hang");
     let guard_pid = setup.record()["guard_pid"].as_u64().unwrap() as u32;
     assert!(process_alive(guard_pid));
 
@@ -144,7 +150,7 @@ fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
         &fs_dir.path().join("mnt"),
     );
     let setup = Setup::new(&[&lfs.mountpoint], "2s");
-    let (agent, frozen_at) = setup.start_frozen();
+    let (agent, frozen_at) = setup.start_frozen("hang");
     let probe = WriteProbe::start(&lfs.mountpoint);
 
     let second = setup.agent().args(["snapshot"]).output().unwrap();
@@ -307,8 +313,8 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
     );
     let setup = Setup::new(&[&lfs.mountpoint], "60s");
 
-    let kill_both = || {
-        let (mut agent, _) = setup.start_frozen();
+    let kill_both = |round: &str| {
+        let (mut agent, _) = setup.start_frozen(round);
         let guard = setup.record()["guard_pid"].as_u64().unwrap() as i32;
         // Stop the guard first so it cannot thaw, then kill both: nothing thaws.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), nix::sys::signal::SIGSTOP).unwrap();
@@ -316,11 +322,14 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
         agent.wait().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), nix::sys::signal::SIGKILL).unwrap();
         wait_gone(guard as u32);
-        assert!(is_frozen(&lfs.mountpoint), "left frozen, as after a crash");
+        assert!(
+            is_frozen(&lfs.mountpoint),
+            "{round}: left frozen, as after a crash"
+        );
     };
 
     // The next snapshot thaws what the record lists, then takes its snapshot.
-    kill_both();
+    kill_both("next-run");
     let out = setup
         .agent()
         .args(["snapshot", "--json", "--name", "after-crash"])
@@ -336,7 +345,7 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
     assert!(!is_frozen(&lfs.mountpoint));
 
     // `thaw`, as ExecStopPost= runs it.
-    kill_both();
+    kill_both("agent-thaw");
     let out = setup.agent().arg("thaw").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -348,6 +357,16 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
     assert!(!setup.runtime.join("frozen.json").exists());
     let again = setup.agent().arg("thaw").output().unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to thaw"));
+
+    // The CLI's emergency `freezeframe thaw`, which needs neither the agent nor its config.
+    kill_both("cli-thaw");
+    let out = Command::new(cli_bin())
+        .args(["thaw", "--runtime-dir", setup.runtime.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": thawed"));
+    assert!(!is_frozen(&lfs.mountpoint));
 }
 
 #[test]
@@ -429,4 +448,57 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid name"));
+}
+
+#[test]
+fn default_discovery_plans_every_local_filesystem_root_last() {
+    let fs_dir = scratch();
+    let lfs = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img"),
+        &fs_dir.path().join("mnt"),
+    );
+    let excluded = LoopFs::create(
+        Fs::Ext4,
+        64,
+        &fs_dir.path().join("img2"),
+        &fs_dir.path().join("mnt2"),
+    );
+    let setup = Setup::new(&[], "20s");
+    let excludes = format!(
+        "[freeze]\nexclude = [{:?}]\n",
+        excluded.mountpoint.display().to_string()
+    );
+    std::fs::create_dir_all(setup.config.parent().unwrap().join("config.d")).unwrap();
+    std::fs::write(
+        setup.config.parent().unwrap().join("config.d/50-exclude.toml"),
+        excludes,
+    )
+    .unwrap();
+
+    // Only the plan: the default would freeze this machine's own `/`.
+    let out = setup.agent().args(["plan", "--json"]).output().unwrap();
+    let plan = json(&out);
+    let order: Vec<&str> = plan["freeze_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["mountpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(order.last(), Some(&"/"), "{order:?}");
+    assert!(order.contains(&lfs.mountpoint.to_str().unwrap()), "{order:?}");
+    let reason = |mp: &str| {
+        plan["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["mountpoint"] == mp)
+            .map(|s| s["reason"].as_str().unwrap().to_string())
+    };
+    assert!(reason("/proc").unwrap().starts_with("pseudo filesystem"));
+    assert_eq!(
+        reason(excluded.mountpoint.to_str().unwrap()).unwrap(),
+        "excluded by `freeze.exclude`"
+    );
 }

@@ -1,7 +1,8 @@
 //! The freeze engine in-process: real FIFREEZE on loop filesystems, real thaw guard, real
 //! local-image copies; only the provider is wrapped to observe the frozen window from inside.
 
-use freezeframe_agent::freeze::plan::{Selection, Target};
+use freezeframe_agent::freeze::mountinfo;
+use freezeframe_agent::freeze::plan::{Selection, SkipReason, Target};
 use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
 use freezeframe_agent::guard::GuardEvent;
 use freezeframe_agent::provider::local_image::LocalImage;
@@ -219,6 +220,48 @@ async fn an_already_frozen_filesystem_fails_the_run_and_stays_frozen() {
     WriteProbe::start(&a.mountpoint)
         .completed_within(Duration::from_secs(10))
         .expect("what this run froze was thawed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filesystem_that_cannot_freeze_is_skipped_and_reported() {
+    let dir = scratch();
+    let lfs = LoopFs::create(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    // tmpfs has no freeze support: the kernel answers FIFREEZE with EOPNOTSUPP, as vfat does.
+    // The planner would skip it by type, so it is handed to the freezer directly.
+    let tmpfs = Tmpfs::mount(&dir.path().join("tmp"));
+    let mounts = mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap()).unwrap();
+    let m = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mountpoint == tmpfs.mountpoint)
+        .unwrap();
+    let mut list = targets(std::slice::from_ref(&lfs.mountpoint));
+    list.push(Target {
+        mountpoint: m.mountpoint.clone(),
+        mount_id: m.mount_id,
+        dev: m.dev,
+        fstype: m.fstype.clone(),
+        source: m.source.clone(),
+        also_mounted_at: Vec::new(),
+    });
+    let mut filesystems = LiveFilesystems::new(list, &dir.path().join("run"));
+    let write = Arc::new(Mutex::new(None));
+    let mut provider = WindowProbe {
+        dir: lfs.mountpoint.clone(),
+        hold: Duration::from_millis(50),
+        write: write.clone(),
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    assert_eq!(report.filesystems.frozen.len(), 1);
+    assert_eq!(report.filesystems.frozen[0].mountpoint, lfs.mountpoint);
+    let skipped = &report.filesystems.skipped[0];
+    assert_eq!(skipped.mountpoint, tmpfs.mountpoint);
+    assert_eq!(skipped.reason, SkipReason::FreezeNotSupported);
+    assert!(
+        !write.lock().unwrap().as_ref().unwrap().1,
+        "the ext4 was frozen all the same"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

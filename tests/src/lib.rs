@@ -358,11 +358,51 @@ pub fn is_frozen(mountpoint: &Path) -> bool {
     }
 }
 
+/// A tmpfs mounted for a test; unmounted on drop.
+pub struct Tmpfs {
+    pub mountpoint: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(mountpoint: &Path) -> Tmpfs {
+        std::fs::create_dir_all(mountpoint).expect("create the mountpoint");
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=1m",
+                "tmpfs",
+                mountpoint.to_str().unwrap(),
+            ],
+        );
+        Tmpfs {
+            mountpoint: mountpoint.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).output();
+    }
+}
+
 /// The agent binary built by cargo next to this test binary.
 pub fn agent_bin() -> PathBuf {
+    workspace_bin("freezeframe-agent")
+}
+
+/// The CLI binary built by cargo next to this test binary.
+pub fn cli_bin() -> PathBuf {
+    workspace_bin("freezeframe")
+}
+
+fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let bin = dir.join("freezeframe-agent");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
@@ -385,8 +425,14 @@ impl NotifySocket {
         NotifySocket { path, socket }
     }
 
-    /// Waits for a `STATUS=` message containing `text`; returns when it arrived.
-    pub fn wait_for_status(&self, text: &str, timeout: Duration) -> Instant {
+    /// Waits for a `STATUS=` message containing `text`; returns when it arrived. `gone` is
+    /// asked now and then whether the sender is gone, with the reason to fail with.
+    pub fn wait_for_status(
+        &self,
+        text: &str,
+        timeout: Duration,
+        mut gone: impl FnMut() -> Option<String>,
+    ) -> Instant {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         loop {
@@ -395,7 +441,12 @@ impl NotifySocket {
                 !left.is_zero(),
                 "no STATUS containing {text:?} within {timeout:?}"
             );
-            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Some(why) = gone() {
+                panic!("waiting for STATUS {text:?}: {why}");
+            }
+            self.socket
+                .set_read_timeout(Some(left.min(Duration::from_millis(100))))
+                .unwrap();
             if let Ok(n) = self.socket.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]);
                 if msg.starts_with("STATUS=") && msg.contains(text) {
@@ -403,6 +454,25 @@ impl NotifySocket {
                 }
             }
         }
+    }
+}
+
+/// Reads what is left of a finished child's stdout and stderr.
+pub trait ChildOutput {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl ChildOutput for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(out) = self.stdout.as_mut() {
+            let _ = out.read_to_string(&mut text);
+        }
+        if let Some(err) = self.stderr.as_mut() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
     }
 }
 

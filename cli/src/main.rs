@@ -1,6 +1,6 @@
-//! `freezeframe`: the command-line client. For now it carries the emergency `thaw`, which must
-//! work without the agent or a bus; the D-Bus commands (snapshot, plan, status, list, prune,
-//! doctor, demo) build on the agent service.
+//! `freezeframe`: the command-line client. For now it carries the `demo` and the emergency
+//! `thaw`, which must work without the agent or a bus; the D-Bus commands (snapshot, plan,
+//! status, list, prune, doctor) build on the agent service.
 
 use clap::{Parser, Subcommand};
 use freezeframe_agent::config::DEFAULT_RUNTIME_DIR;
@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Take a snapshot of a scratch filesystem under a live writer, then check it (needs root)
+    Demo,
     /// Emergency: thaw what a dead agent left frozen, as its record in the runtime directory lists
     Thaw {
         /// The agent's runtime directory
@@ -28,6 +30,14 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Demo => match freezeframe::demo::run() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("freezeframe demo: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Thaw { runtime_dir } => match thaw(&runtime_dir) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

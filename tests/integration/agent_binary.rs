@@ -106,7 +106,7 @@ fn wait_gone(pid: u32) {
 #[test]
 fn sigkill_while_frozen_thaws_within_a_second() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Xfs,
         64,
         &fs_dir.path().join("img"),
@@ -143,7 +143,7 @@ fn sigkill_while_frozen_thaws_within_a_second() {
 #[test]
 fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img"),
@@ -192,7 +192,7 @@ fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
 #[test]
 fn config_state_and_logs_on_the_frozen_filesystem_do_not_stall_the_window() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img"),
@@ -241,13 +241,13 @@ fn config_state_and_logs_on_the_frozen_filesystem_do_not_stall_the_window() {
 fn nested_loop_filesystems_freeze_the_inner_one_first() {
     let dir = scratch();
     // The outer mountpoint is deeper, so path order alone would freeze it first and deadlock.
-    let outer = LoopFs::create(
+    let outer = loop_fs(
         Fs::Ext4,
         128,
         &dir.path().join("outer.img"),
         &dir.path().join("x/y/z/outer"),
     );
-    let inner = LoopFs::create(Fs::Xfs, 64, &outer.path("inner.img"), &dir.path().join("inner"));
+    let inner = loop_fs(Fs::Xfs, 64, &outer.path("inner.img"), &dir.path().join("inner"));
     let setup = Setup::new(&[&outer.mountpoint, &inner.mountpoint], "20s");
 
     let plan = setup.agent().args(["plan", "--json"]).output().unwrap();
@@ -297,15 +297,17 @@ fn nested_loop_filesystems_freeze_the_inner_one_first() {
         } else {
             Fs::Ext4
         };
-        let (clean, output) = fs.check(&setup.images.join("nested").join(image["file"].as_str().unwrap()));
-        assert!(clean, "{image}: {output}");
+        assert_clean(
+            fs,
+            &setup.images.join("nested").join(image["file"].as_str().unwrap()),
+        );
     }
 }
 
 #[test]
 fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Btrfs,
         128,
         &fs_dir.path().join("img"),
@@ -372,7 +374,7 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
 #[test]
 fn dry_run_shows_the_plan_and_freezes_nothing() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img"),
@@ -401,7 +403,7 @@ fn dry_run_shows_the_plan_and_freezes_nothing() {
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code_2() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img"),
@@ -453,13 +455,13 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
 #[test]
 fn default_discovery_plans_every_local_filesystem_root_last() {
     let fs_dir = scratch();
-    let lfs = LoopFs::create(
+    let lfs = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img"),
         &fs_dir.path().join("mnt"),
     );
-    let excluded = LoopFs::create(
+    let excluded = loop_fs(
         Fs::Ext4,
         64,
         &fs_dir.path().join("img2"),

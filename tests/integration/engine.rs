@@ -84,7 +84,7 @@ impl SnapshotProvider for WindowProbe {
 async fn a_writer_blocked_during_the_freeze_resumes_after_the_thaw() {
     for fs in Fs::ALL {
         let dir = scratch();
-        let lfs = LoopFs::create(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+        let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
         let mut filesystems = LiveFilesystems::new(
             targets(std::slice::from_ref(&lfs.mountpoint)),
             &dir.path().join("run"),
@@ -150,9 +150,9 @@ impl SnapshotProvider for CountingLocalImage {
 async fn a_local_image_is_clean_and_holds_every_record_fsynced_before_the_request() {
     for fs in Fs::ALL {
         let dir = scratch();
-        let lfs = LoopFs::create(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
-        let writer = Writer::start(&lfs.path("records"));
-        writer.wait_for(50);
+        let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+        let writer = writer(&lfs.path("records"));
+        writer.wait_for(50, Duration::from_secs(30)).unwrap();
         let images = dir.path().join("images");
         let mut provider = CountingLocalImage {
             inner: LocalImage::new(images.clone()),
@@ -181,10 +181,9 @@ async fn a_local_image_is_clean_and_holds_every_record_fsynced_before_the_reques
             report.snapshot_id.as_deref(),
             Some(images.join("test-snapshot").to_str().unwrap())
         );
-        let (clean, output) = fs.check(&copy);
-        assert!(clean, "{fs:?}: the copy is not clean:\n{output}");
+        assert_clean(fs, &copy);
 
-        let view = LoopFs::attach_read_only(fs, &copy, &dir.path().join("view"));
+        let view = view_image(fs, &copy, &dir.path().join("view"));
         let records = std::fs::read(view.path("records")).unwrap();
         assert_records(&records, acked);
     }
@@ -193,8 +192,8 @@ async fn a_local_image_is_clean_and_holds_every_record_fsynced_before_the_reques
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_already_frozen_filesystem_fails_the_run_and_stays_frozen() {
     let dir = scratch();
-    let a = LoopFs::create(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
-    let b = LoopFs::create(Fs::Xfs, 64, &dir.path().join("b.img"), &dir.path().join("b"));
+    let a = loop_fs(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
+    let b = loop_fs(Fs::Xfs, 64, &dir.path().join("b.img"), &dir.path().join("b"));
     run("fsfreeze", &["--freeze", b.mountpoint.to_str().unwrap()]);
     let mut filesystems = LiveFilesystems::new(
         targets(&[a.mountpoint.clone(), b.mountpoint.clone()]),
@@ -225,7 +224,7 @@ async fn an_already_frozen_filesystem_fails_the_run_and_stays_frozen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filesystem_that_cannot_freeze_is_skipped_and_reported() {
     let dir = scratch();
-    let lfs = LoopFs::create(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
     // tmpfs has no freeze support: the kernel answers FIFREEZE with EOPNOTSUPP, as vfat does.
     // The planner would skip it by type, so it is handed to the freezer directly.
     let tmpfs = Tmpfs::mount(&dir.path().join("tmp"));
@@ -267,7 +266,7 @@ async fn a_filesystem_that_cannot_freeze_is_skipped_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_thaws_at_the_deadline_when_the_agent_does_not() {
     let dir = scratch();
-    let lfs = LoopFs::create(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
     let mut filesystems = LiveFilesystems::new(targets(std::slice::from_ref(&lfs.mountpoint)), &run_dir);

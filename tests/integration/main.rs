@@ -2,4 +2,5 @@
 //! `cargo test --workspace` (see README.md). One test binary, so the build is shared.
 
 mod agent_binary;
+mod cli;
 mod engine;

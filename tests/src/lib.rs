@@ -158,7 +158,7 @@ fn workspace_bin(name: &str) -> PathBuf {
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
+        "{} is missing: build it first with `cargo build --workspace` (tests/run does)",
         bin.display()
     );
     bin

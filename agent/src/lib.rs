@@ -10,4 +10,5 @@ pub mod notify;
 pub mod provider;
 pub mod quiesce;
 pub mod runtime;
+pub mod secret;
 pub mod transaction;

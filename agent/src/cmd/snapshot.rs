@@ -6,6 +6,7 @@ use freezeframe_agent::config::{self, ProviderSettings, Settings};
 use freezeframe_agent::freeze::plan::{Plan, Selection};
 use freezeframe_agent::freeze::{self, LiveFilesystems};
 use freezeframe_agent::notify::Notifier;
+use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
 use freezeframe_agent::quiesce::QuiescePolicy;
@@ -80,6 +81,9 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         });
         let mut provider: Box<dyn SnapshotProvider> = match &settings.snapshot.provider {
             ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
+            ProviderSettings::DigitalOcean(s) => {
+                Box::new(DigitalOcean::new(s.clone(), settings.freeze.max_freeze))
+            }
         };
         let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
         let observer = Progress {

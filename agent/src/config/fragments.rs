@@ -14,6 +14,7 @@ pub struct ConfigFragment {
     pub freeze: Option<FreezeFragment>,
     pub snapshot: Option<SnapshotFragment>,
     pub local_image: Option<LocalImageFragment>,
+    pub digitalocean: Option<DigitalOceanFragment>,
 }
 
 /// `[agent]`
@@ -47,6 +48,18 @@ pub struct LocalImageFragment {
     pub image_dir: Option<PathBuf>,
 }
 
+/// `[digitalocean]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DigitalOceanFragment {
+    pub api_url: Option<String>,
+    pub metadata_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub droplet_id: Option<u64>,
+    pub thaw_after: Option<String>,
+    pub api_timeout: Option<String>,
+}
+
 /// Overlays `later` on `earlier`, key by key: a key set in `later` wins.
 fn overlay<T>(earlier: &mut Option<T>, later: Option<T>) {
     if later.is_some() {
@@ -75,6 +88,15 @@ impl ConfigFragment {
         if let Some(l) = later.local_image {
             let e = self.local_image.get_or_insert_with(Default::default);
             overlay(&mut e.image_dir, l.image_dir);
+        }
+        if let Some(l) = later.digitalocean {
+            let e = self.digitalocean.get_or_insert_with(Default::default);
+            overlay(&mut e.api_url, l.api_url);
+            overlay(&mut e.metadata_url, l.metadata_url);
+            overlay(&mut e.token_file, l.token_file);
+            overlay(&mut e.droplet_id, l.droplet_id);
+            overlay(&mut e.thaw_after, l.thaw_after);
+            overlay(&mut e.api_timeout, l.api_timeout);
         }
     }
 }

@@ -25,6 +25,11 @@ pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
 pub const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 /// Default for `[snapshot] name_prefix`.
 pub const DEFAULT_NAME_PREFIX: &str = "freezeframe";
+/// Defaults for `[digitalocean]`.
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+pub const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default for `[local_image] image_dir`.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
@@ -74,6 +79,8 @@ pub struct SnapshotSettings {
 /// The snapshot provider and its own settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderSettings {
+    /// A Droplet snapshot through the DigitalOcean API.
+    DigitalOcean(DigitalOceanSettings),
     /// Copies each frozen block device into `image_dir`.
     LocalImage { image_dir: PathBuf },
 }
@@ -82,9 +89,32 @@ impl ProviderSettings {
     /// The provider's name as written in the configuration.
     pub fn name(&self) -> &'static str {
         match self {
+            ProviderSettings::DigitalOcean(_) => "digitalocean",
             ProviderSettings::LocalImage { .. } => "local-image",
         }
     }
+}
+
+/// When the filesystems are thawed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThawAfter {
+    /// As soon as the API accepted the snapshot action (201, in progress).
+    Registered,
+    /// Only once the action reports `completed` (bounded by `max_freeze`).
+    Completed,
+}
+
+/// `[digitalocean]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitalOceanSettings {
+    pub api_url: String,
+    pub metadata_url: String,
+    pub token_file: PathBuf,
+    /// `None`: ask the metadata service.
+    pub droplet_id: Option<u64>,
+    pub thaw_after: ThawAfter,
+    /// Bound on each API call outside the frozen window.
+    pub api_timeout: Duration,
 }
 
 /// The list of files to read, in order.
@@ -236,6 +266,9 @@ impl Settings {
         validate_name("snapshot.name_prefix", &name_prefix)?;
 
         let provider = match snapshot.provider.as_deref() {
+            None | Some("digitalocean") => ProviderSettings::DigitalOcean(validate_digitalocean(
+                fragment.digitalocean.unwrap_or_default(),
+            )?),
             Some("local-image") => ProviderSettings::LocalImage {
                 image_dir: absolute(
                     "local_image.image_dir",
@@ -245,15 +278,9 @@ impl Settings {
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     key: "snapshot.provider",
-                    problem: format!("unknown provider `{other}`; the providers are: local-image"),
-                })
-            }
-            None => {
-                return Err(ConfigError::Invalid {
-                    key: "snapshot.provider",
-                    problem: "no snapshot provider is configured; set `provider = \"local-image\"` \
-                              under `[snapshot]` (and `image_dir` under `[local_image]`)"
-                        .into(),
+                    problem: format!(
+                        "unknown provider `{other}`; the providers are: digitalocean, local-image"
+                    ),
                 })
             }
         };
@@ -271,6 +298,58 @@ impl Settings {
             },
         })
     }
+}
+
+fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.trim_end_matches('/').to_string()),
+        _ => Err(ConfigError::Invalid {
+            key,
+            problem: format!("`{url}` is not an http:// or https:// URL"),
+        }),
+    }
+}
+
+fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOceanSettings, ConfigError> {
+    let thaw_after = match f.thaw_after.as_deref() {
+        None | Some("registered") => ThawAfter::Registered,
+        Some("completed") => ThawAfter::Completed,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "digitalocean.thaw_after",
+                problem: format!("`{other}` is neither \"registered\" nor \"completed\""),
+            })
+        }
+    };
+    if f.droplet_id == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: "digitalocean.droplet_id",
+            problem: "0 is not a Droplet id; remove the key to ask the metadata service".into(),
+        });
+    }
+    Ok(DigitalOceanSettings {
+        api_url: validate_url(
+            "digitalocean.api_url",
+            f.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()),
+        )?,
+        metadata_url: validate_url(
+            "digitalocean.metadata_url",
+            f.metadata_url.unwrap_or_else(|| DEFAULT_METADATA_URL.into()),
+        )?,
+        token_file: absolute(
+            "digitalocean.token_file",
+            f.token_file.unwrap_or_else(|| DEFAULT_TOKEN_FILE.into()),
+        )?,
+        droplet_id: f.droplet_id,
+        thaw_after,
+        api_timeout: match f.api_timeout {
+            Some(text) => parse_duration("digitalocean.api_timeout", &text)?,
+            None => DEFAULT_API_TIMEOUT,
+        },
+    })
 }
 
 /// Snapshot names and prefixes: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.

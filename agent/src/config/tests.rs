@@ -109,13 +109,53 @@ fn a_mountpoint_cannot_be_both_listed_and_excluded() {
 }
 
 #[test]
-fn provider_must_be_known_and_present() {
-    let err = settings("").unwrap_err().to_string();
-    assert!(err.contains("provider = \"local-image\""), "{err}");
+fn the_default_provider_is_digitalocean_and_unknown_ones_are_refused() {
+    let s = settings("").unwrap();
+    assert_eq!(
+        s.snapshot.provider,
+        ProviderSettings::DigitalOcean(DigitalOceanSettings {
+            api_url: "https://api.digitalocean.com".into(),
+            metadata_url: "http://169.254.169.254".into(),
+            token_file: "/etc/freezeframe/token".into(),
+            droplet_id: None,
+            thaw_after: ThawAfter::Registered,
+            api_timeout: Duration::from_secs(15),
+        })
+    );
     let err = settings("[snapshot]\nprovider = \"tape\"\n")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown provider `tape`"), "{err}");
+    assert!(
+        err.contains("unknown provider `tape`") && err.contains("digitalocean, local-image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn digitalocean_keys_are_read_and_checked() {
+    let s = settings(
+        "[digitalocean]\napi_url = \"http://127.0.0.1:4010/\"\nmetadata_url = \"http://127.0.0.1:9\"\n\
+         token_file = \"/run/t\"\ndroplet_id = 42\nthaw_after = \"completed\"\napi_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let ProviderSettings::DigitalOcean(d) = s.snapshot.provider else {
+        panic!("not digitalocean")
+    };
+    assert_eq!(d.api_url, "http://127.0.0.1:4010");
+    assert_eq!(d.droplet_id, Some(42));
+    assert_eq!(d.thaw_after, ThawAfter::Completed);
+    assert_eq!(d.api_timeout, Duration::from_secs(3));
+    for (bad, key) in [
+        ("api_url = \"api.digitalocean.com\"", "digitalocean.api_url"),
+        ("thaw_after = \"later\"", "digitalocean.thaw_after"),
+        ("droplet_id = 0", "digitalocean.droplet_id"),
+        ("token_file = \"token\"", "digitalocean.token_file"),
+    ] {
+        let err = settings(&format!("[digitalocean]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -189,6 +229,6 @@ fn the_shipped_sample_parses_and_matches_the_defaults() {
         .collect();
     let documented =
         Settings::validate(parse_fragment(Path::new("uncommented"), &uncommented).unwrap()).unwrap();
-    let defaults = settings(MINIMAL).unwrap();
+    let defaults = settings("").unwrap();
     assert_eq!(documented, defaults);
 }

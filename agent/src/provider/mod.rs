@@ -1,5 +1,6 @@
 //! Snapshot providers: what is asked, inside the frozen window, to capture the disks.
 
+pub mod digitalocean;
 pub mod local_image;
 
 use crate::freeze::plan::Target;

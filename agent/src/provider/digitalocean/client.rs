@@ -1,0 +1,299 @@
+//! A small client for the DigitalOcean API v2 (reqwest with rustls and compiled-in roots: no
+//! OpenSSL, no certificate files read at request time). The base URLs are injected; tests point
+//! them at the simulator or at Prism on loopback.
+
+use super::types::*;
+use crate::secret::Secret;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A failed API call, with what DigitalOcean said. Never holds the token.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "the DigitalOcean API refused the token (HTTP {status}: {message}{}); it needs a token with \
+         the scopes {scopes} (the API cannot list a token's scopes, so check them in the control panel)",
+        request_id_suffix(.request_id)
+    )]
+    Unauthorized {
+        status: u16,
+        message: String,
+        request_id: Option<String>,
+        scopes: String,
+    },
+    #[error("the DigitalOcean API is rate-limiting this token (HTTP 429: {message}{}){}", request_id_suffix(.request_id), .retry_after.map(|d| format!("; retry after {}", humantime::format_duration(d))).unwrap_or_default())]
+    RateLimited {
+        message: String,
+        request_id: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("DigitalOcean API: {message} (HTTP {status}{}, {what})", request_id_suffix(.request_id))]
+    Status {
+        status: u16,
+        id: String,
+        message: String,
+        request_id: Option<String>,
+        what: String,
+    },
+    #[error("no answer from {what} within {}", humantime::format_duration(*.timeout))]
+    Timeout { what: String, timeout: Duration },
+    #[error("cannot reach {what}: {problem}")]
+    Transport { what: String, problem: String },
+    #[error("unexpected answer from {what}: {problem}")]
+    Decode { what: String, problem: String },
+}
+
+fn request_id_suffix(id: &Option<String>) -> String {
+    id.as_ref()
+        .map(|id| format!(", request id {id}"))
+        .unwrap_or_default()
+}
+
+impl ApiError {
+    /// Whether a later attempt may succeed (outside the frozen window only).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ApiError::RateLimited { .. } | ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
+            ApiError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Builds the HTTP client used for every call: rustls, compiled-in roots, keep-alive.
+pub fn http_client() -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("freezeframe/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(300))
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ApiError::Transport {
+            what: "the HTTP client".into(),
+            problem: e.to_string(),
+        })
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    api_url: String,
+    token: Secret,
+    /// Scopes a snapshot with this configuration needs, for 401/403 messages.
+    scopes: String,
+    /// Bound on each call outside the frozen window.
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(
+        http: reqwest::Client,
+        api_url: &str,
+        token: Secret,
+        scopes: &[&str],
+        timeout: Duration,
+    ) -> Self {
+        Client {
+            http,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token,
+            scopes: scopes.join(", "),
+            timeout,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&dyn erased::Body>,
+        timeout: Duration,
+    ) -> Result<T, ApiError> {
+        let what = format!("{method} {path}");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(self.token.expose())
+            .timeout(timeout);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_json());
+        }
+        let resp = req.send().await.map_err(|e| transport(&what, timeout, e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| transport(&what, timeout, e))?;
+        if status.is_success() {
+            let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(text).map_err(|e| ApiError::Decode {
+                what,
+                problem: e.to_string(),
+            });
+        }
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message = if err.message.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            err.message
+        };
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized {
+                status: status.as_u16(),
+                message,
+                request_id: err.request_id,
+                scopes: self.scopes.clone(),
+            },
+            StatusCode::TOO_MANY_REQUESTS => ApiError::RateLimited {
+                message,
+                request_id: err.request_id,
+                retry_after: retry_after(&headers),
+            },
+            _ => ApiError::Status {
+                status: status.as_u16(),
+                id: err.id,
+                message,
+                request_id: err.request_id,
+                what,
+            },
+        })
+    }
+
+    pub async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
+        let env: DropletEnvelope = self
+            .call(Method::GET, &format!("/v2/droplets/{id}"), None, self.timeout)
+            .await?;
+        Ok(env.droplet)
+    }
+
+    /// The Droplet's most recent actions (first page).
+    pub async fn droplet_actions(&self, id: u64) -> Result<Vec<Action>, ApiError> {
+        let list: ActionList = self
+            .call(
+                Method::GET,
+                &format!("/v2/droplets/{id}/actions?page=1&per_page=50"),
+                None,
+                self.timeout,
+            )
+            .await?;
+        Ok(list.actions)
+    }
+
+    /// Starts a snapshot: one attempt, bounded by `timeout`.
+    pub async fn snapshot_droplet(&self, id: u64, name: &str, timeout: Duration) -> Result<Action, ApiError> {
+        let body = SnapshotRequest {
+            kind: "snapshot",
+            name,
+        };
+        let env: ActionEnvelope = self
+            .call(
+                Method::POST,
+                &format!("/v2/droplets/{id}/actions"),
+                Some(&body),
+                timeout,
+            )
+            .await?;
+        Ok(env.action)
+    }
+
+    pub async fn action(&self, id: u64) -> Result<Action, ApiError> {
+        let env: ActionEnvelope = self
+            .call(Method::GET, &format!("/v2/actions/{id}"), None, self.timeout)
+            .await?;
+        Ok(env.action)
+    }
+
+    /// Every snapshot of the Droplet, following pagination.
+    pub async fn droplet_snapshots(&self, id: u64) -> Result<Vec<DropletSnapshot>, ApiError> {
+        let mut all = Vec::new();
+        for page in 1..=100 {
+            let list: SnapshotList = self
+                .call(
+                    Method::GET,
+                    &format!("/v2/droplets/{id}/snapshots?page={page}&per_page=200"),
+                    None,
+                    self.timeout,
+                )
+                .await?;
+            let last =
+                list.snapshots.is_empty() || list.links.and_then(|l| l.pages).and_then(|p| p.next).is_none();
+            all.extend(list.snapshots);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// The metadata service: which Droplet this is. Plain HTTP on a link-local address.
+pub async fn droplet_id_from_metadata(
+    http: &reqwest::Client,
+    metadata_url: &str,
+    timeout: Duration,
+) -> Result<u64, ApiError> {
+    let url = format!("{}/metadata/v1.json", metadata_url.trim_end_matches('/'));
+    let what = format!("the metadata service ({url})");
+    let resp = http
+        .get(&url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport(&what, timeout, e))?;
+    if !resp.status().is_success() {
+        return Err(ApiError::Decode {
+            what,
+            problem: format!("HTTP {}", resp.status()),
+        });
+    }
+    let meta: Metadata = resp.json().await.map_err(|e| ApiError::Decode {
+        what,
+        problem: e.to_string(),
+    })?;
+    Ok(meta.droplet_id)
+}
+
+fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        ApiError::Timeout {
+            what: what.to_string(),
+            timeout,
+        }
+    } else {
+        let mut problem = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            problem = format!("{problem}: {s}");
+            source = s.source();
+        }
+        ApiError::Transport {
+            what: what.to_string(),
+            problem,
+        }
+    }
+}
+
+/// `retry-after` in seconds, or the wait until `ratelimit-reset` (Unix time).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    if let Some(secs) = number("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = number("ratelimit-reset")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
+/// Request bodies, serialised without making `call` generic over them.
+mod erased {
+    pub trait Body: Sync {
+        fn to_json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize + Sync> Body for T {
+        fn to_json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}

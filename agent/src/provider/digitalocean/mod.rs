@@ -1,0 +1,188 @@
+//! The `digitalocean` provider: a Droplet snapshot through the DigitalOcean API v2.
+//!
+//! Preflight loads the token, finds the Droplet (config or metadata service), reads it with the
+//! token (which also opens and warms the HTTPS connection: DNS, TLS, roots), and refuses a
+//! Droplet with a pending event. Inside the frozen window it sends exactly one
+//! `POST /v2/droplets/{id}/actions`; "registered" is a 201 whose action is `in-progress` or
+//! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
+
+pub mod client;
+pub mod token;
+pub mod types;
+
+use super::{Completion, ProviderError, Registration, SnapshotProvider};
+use crate::config::{DigitalOceanSettings, ThawAfter};
+use crate::freeze::plan::Target;
+use client::{ApiError, Client};
+use std::time::Duration;
+
+/// Scopes a Droplet snapshot needs.
+pub const SNAPSHOT_SCOPES: &[&str] = &["droplet:read", "droplet:update", "image:create", "actions:read"];
+
+/// How often `thaw_after = "completed"` polls inside the window.
+const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
+
+/// The longest pause between two polls while waiting for completion.
+const POLL_MAX: Duration = Duration::from_secs(10);
+
+pub struct DigitalOcean {
+    settings: DigitalOceanSettings,
+    /// Bound on the POST inside the window (the transaction bounds it too).
+    max_freeze: Duration,
+    client: Option<Client>,
+    droplet_id: u64,
+    requested_name: Option<String>,
+}
+
+impl DigitalOcean {
+    pub fn new(settings: DigitalOceanSettings, max_freeze: Duration) -> Self {
+        DigitalOcean {
+            settings,
+            max_freeze,
+            client: None,
+            droplet_id: 0,
+            requested_name: None,
+        }
+    }
+
+    fn client(&self) -> Result<&Client, ProviderError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ProviderError::new("preflight did not run"))
+    }
+}
+
+fn api(context: &str, e: ApiError) -> ProviderError {
+    ProviderError::with_source(context.to_string(), e)
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for DigitalOcean {
+    fn name(&self) -> &'static str {
+        "digitalocean"
+    }
+
+    async fn preflight(&mut self, _name: &str, _targets: &[Target]) -> Result<(), ProviderError> {
+        let token = token::load(&self.settings.token_file).map_err(|e| ProviderError::new(e.to_string()))?;
+        let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
+        self.droplet_id = match self.settings.droplet_id {
+            Some(id) => id,
+            None => client::droplet_id_from_metadata(
+                &http,
+                &self.settings.metadata_url,
+                self.settings.api_timeout,
+            )
+            .await
+            .map_err(|e| {
+                api(
+                    "cannot tell which Droplet this is; set `digitalocean.droplet_id` if the \
+                         metadata service is not reachable",
+                    e,
+                )
+            })?,
+        };
+        let client = Client::new(
+            http,
+            &self.settings.api_url,
+            token,
+            SNAPSHOT_SCOPES,
+            self.settings.api_timeout,
+        );
+        let id = self.droplet_id;
+        // Reading the Droplet proves the token and warms the connection for the window.
+        let droplet = client
+            .droplet(id)
+            .await
+            .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+        if droplet.locked {
+            return Err(ProviderError::new(format!(
+                "Droplet {id} ({}) is locked by a pending event; wait for it to finish and try again",
+                droplet.name
+            )));
+        }
+        let actions = client
+            .droplet_actions(id)
+            .await
+            .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
+        if let Some(busy) = actions.iter().find(|a| a.in_progress()) {
+            return Err(ProviderError::new(format!(
+                "Droplet {id} has a pending event (action {} `{}` is in progress); wait for it to \
+                 finish and try again",
+                busy.id, busy.kind
+            )));
+        }
+        self.client = Some(client);
+        Ok(())
+    }
+
+    async fn request(&mut self, name: &str, _frozen: &[Target]) -> Result<Registration, ProviderError> {
+        self.requested_name = Some(name.to_string());
+        let client = self.client()?;
+        // One attempt; the transaction bounds it by max_freeze as well.
+        let action = client
+            .snapshot_droplet(self.droplet_id, name, self.max_freeze)
+            .await
+            .map_err(|e| api("the snapshot request was not accepted", e))?;
+        if action.errored() {
+            return Err(ProviderError::new(format!(
+                "snapshot action {} errored at once",
+                action.id
+            )));
+        }
+        let mut action = action;
+        if self.settings.thaw_after == ThawAfter::Completed {
+            while !action.completed() {
+                tokio::time::sleep(IN_WINDOW_POLL).await;
+                action = client
+                    .action(action.id)
+                    .await
+                    .map_err(|e| api(&format!("cannot follow snapshot action {}", action.id), e))?;
+                if action.errored() {
+                    return Err(ProviderError::new(format!(
+                        "snapshot action {} errored",
+                        action.id
+                    )));
+                }
+            }
+        }
+        Ok(Registration {
+            action_id: action.id.to_string(),
+            completed: action.completed(),
+        })
+    }
+
+    async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError> {
+        let client = self.client()?;
+        let action_id: u64 = registration
+            .action_id
+            .parse()
+            .map_err(|_| ProviderError::new(format!("not an action id: {}", registration.action_id)))?;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match client.action(action_id).await {
+                Ok(a) if a.completed() => break,
+                Ok(a) if a.errored() => {
+                    return Err(ProviderError::new(format!(
+                        "snapshot action {action_id} errored on DigitalOcean's side"
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) if e.retryable() => tracing::warn!("polling action {action_id}: {e}"),
+                Err(e) => return Err(api(&format!("cannot follow snapshot action {action_id}"), e)),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(POLL_MAX);
+        }
+        // The action does not name the image it made; find it by name among the Droplet's.
+        let snapshots = client
+            .droplet_snapshots(self.droplet_id)
+            .await
+            .map_err(|e| api("cannot list the Droplet's snapshots", e))?;
+        let name = self.requested_name.as_deref().unwrap_or_default();
+        let snapshot = snapshots.iter().rev().find(|s| s.name == name);
+        Ok(Completion {
+            snapshot_id: snapshot.map(|s| s.id.to_string()),
+            size_bytes: snapshot.map(|s| (s.size_gigabytes * 1e9) as u64),
+        })
+    }
+}

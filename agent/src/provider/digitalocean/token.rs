@@ -1,0 +1,151 @@
+//! Where the API token comes from: the systemd credential `$CREDENTIALS_DIRECTORY/do-token`
+//! (`LoadCredential=`), the `DIGITALOCEAN_TOKEN` environment variable, or `token_file`, which,
+//! like an ssh key, must not be readable by group or others.
+
+use crate::secret::Secret;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The name of the systemd credential.
+pub const CREDENTIAL_NAME: &str = "do-token";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error(
+        "no DigitalOcean API token: put one in {file} (mode 600, owned by root), pass it as the \
+         systemd credential `{CREDENTIAL_NAME}` (LoadCredential=), or set DIGITALOCEAN_TOKEN"
+    )]
+    Missing { file: PathBuf },
+    #[error(
+        "{file} is readable by group or others (mode {mode:o}); the token must be private: \
+         run `chmod 600 {file}`"
+    )]
+    TooOpen { file: PathBuf, mode: u32 },
+    #[error("cannot read the token from {file}: {problem}")]
+    Unreadable { file: PathBuf, problem: String },
+    #[error("the token in {file} is empty")]
+    Empty { file: PathBuf },
+}
+
+/// Reads the token from the first source that has one: credential, environment, file.
+pub fn load(token_file: &Path) -> Result<Secret, TokenError> {
+    load_from(
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .as_deref(),
+        std::env::var("DIGITALOCEAN_TOKEN").ok(),
+        token_file,
+    )
+}
+
+/// [`load`] with its inputs given, for tests.
+pub fn load_from(
+    credentials_dir: Option<&Path>,
+    env_token: Option<String>,
+    token_file: &Path,
+) -> Result<Secret, TokenError> {
+    if let Some(dir) = credentials_dir {
+        let file = dir.join(CREDENTIAL_NAME);
+        if file.exists() {
+            // systemd made this file private to the service; no mode check.
+            return read(&file);
+        }
+    }
+    if let Some(token) = env_token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        return Ok(Secret::new(token));
+    }
+    match std::fs::metadata(token_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TokenError::Missing {
+            file: token_file.to_path_buf(),
+        }),
+        Err(e) => Err(TokenError::Unreadable {
+            file: token_file.to_path_buf(),
+            problem: e.to_string(),
+        }),
+        Ok(meta) if meta.mode() & 0o077 != 0 => Err(TokenError::TooOpen {
+            file: token_file.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        }),
+        Ok(_) => read(token_file),
+    }
+}
+
+fn read(file: &Path) -> Result<Secret, TokenError> {
+    let text = std::fs::read_to_string(file).map_err(|e| TokenError::Unreadable {
+        file: file.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(TokenError::Empty {
+            file: file.to_path_buf(),
+        });
+    }
+    Ok(Secret::new(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        write(&file, "dop_v1_secret\n", 0o640);
+        let err = load_from(None, None, &file).unwrap_err();
+        assert!(matches!(err, TokenError::TooOpen { mode: 0o640, .. }));
+        assert!(err.to_string().contains("chmod 600"));
+        assert!(!err.to_string().contains("dop_v1_secret"));
+        write(&file, "dop_v1_secret\n", 0o600);
+        assert_eq!(load_from(None, None, &file).unwrap().expose(), "dop_v1_secret");
+    }
+
+    #[test]
+    fn sources_in_order_credential_environment_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        write(&file, "from-file", 0o600);
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        assert_eq!(
+            load_from(Some(&creds), Some("from-env".into()), &file)
+                .unwrap()
+                .expose(),
+            "from-env"
+        );
+        std::fs::write(creds.join(CREDENTIAL_NAME), "from-credential\n").unwrap();
+        assert_eq!(
+            load_from(Some(&creds), Some("from-env".into()), &file)
+                .unwrap()
+                .expose(),
+            "from-credential"
+        );
+        assert_eq!(
+            load_from(None, Some("  ".into()), &file).unwrap().expose(),
+            "from-file"
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_tokens_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let err = load_from(None, None, &file).unwrap_err().to_string();
+        assert!(
+            err.contains("LoadCredential=") && err.contains("DIGITALOCEAN_TOKEN"),
+            "{err}"
+        );
+        write(&file, "\n", 0o600);
+        assert_eq!(
+            load_from(None, None, &file).unwrap_err(),
+            TokenError::Empty { file }
+        );
+    }
+}

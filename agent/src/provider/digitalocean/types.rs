@@ -1,0 +1,105 @@
+//! The API's JSON, for exactly the fields freezeframe uses (DigitalOcean OpenAPI v2 schemas
+//! `droplet`, `action`, `droplet_snapshot`, `error`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DropletEnvelope {
+    pub droplet: Droplet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Droplet {
+    pub id: u64,
+    pub name: String,
+    /// Set while an event (an action) holds the Droplet.
+    pub locked: bool,
+    pub status: String,
+    #[serde(default)]
+    pub volume_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActionEnvelope {
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActionList {
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    /// `in-progress`, `completed` or `errored`.
+    pub status: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+impl Action {
+    pub fn in_progress(&self) -> bool {
+        self.status == "in-progress"
+    }
+    pub fn completed(&self) -> bool {
+        self.status == "completed"
+    }
+    pub fn errored(&self) -> bool {
+        self.status == "errored"
+    }
+}
+
+/// `POST /v2/droplets/{id}/actions` body for a snapshot (`droplet_action_snapshot`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRequest<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<DropletSnapshot>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Links {
+    #[serde(default)]
+    pub pages: Option<Pages>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pages {
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DropletSnapshot {
+    pub id: u64,
+    pub name: String,
+    pub created_at: String,
+    pub size_gigabytes: f64,
+}
+
+/// The metadata service's `/metadata/v1.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub droplet_id: u64,
+}
+
+/// DigitalOcean's error body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}

@@ -3,4 +3,5 @@
 
 mod agent_binary;
 mod cli;
+mod digitalocean;
 mod engine;

@@ -349,7 +349,7 @@ impl Drop for AlignedBuf {
 }
 
 /// Copies `size` bytes of `device` into a new sparse file `out`, stopping if `cancel` is set.
-fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) -> std::io::Result<()> {
+pub fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) -> std::io::Result<()> {
     let abandoned = || {
         std::io::Error::new(
             std::io::ErrorKind::Interrupted,

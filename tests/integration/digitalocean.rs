@@ -1,0 +1,256 @@
+//! The `digitalocean` provider end to end: `freezeframe-agent snapshot` against the API
+//! simulator on loopback, on a loop filesystem that stands for the Droplet's disk.
+
+use freezeframe_tests::sim::{Fault, SimConfig};
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "dop_v1_simulated_secret_token";
+
+struct Droplet {
+    dir: tempfile::TempDir,
+    disk: LoopFs,
+    server: SimServer,
+    config: PathBuf,
+    images: PathBuf,
+}
+
+impl Droplet {
+    /// A loop filesystem as the Droplet's disk, the simulator, a token file and a config.
+    fn new(action_delay: Duration, extra_config: &str) -> Droplet {
+        let dir = scratch();
+        let disk = loop_fs(
+            Fs::Ext4,
+            64,
+            &dir.path().join("disk.img"),
+            &dir.path().join("disk"),
+        );
+        let images = dir.path().join("sim-images");
+        std::fs::create_dir_all(&images).unwrap();
+        let server = SimServer::start(SimConfig {
+            token: TOKEN.into(),
+            droplet_id: 3164444,
+            droplet_name: "web-1".into(),
+            disk: Some(disk.device.clone().into()),
+            image_dir: images.clone(),
+            action_delay,
+            latency: Duration::ZERO,
+            faults: Vec::new(),
+        });
+        let token = dir.path().join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = dir.path().join("etc/config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\nmax_freeze = \"5s\"\n\
+                 [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\n{extra_config}",
+                dir.path().join("run").display().to_string(),
+                disk.mountpoint.display().to_string(),
+                server.url,
+                server.url,
+                token.display().to_string(),
+            ),
+        )
+        .unwrap();
+        Droplet {
+            dir,
+            disk,
+            server,
+            config,
+            images,
+        }
+    }
+
+    fn agent(&self) -> Command {
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env_remove("DIGITALOCEAN_TOKEN");
+        cmd
+    }
+
+    fn snapshot(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        let out = self
+            .agent()
+            .args(["snapshot", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let report = report_of(&out);
+        (out, report)
+    }
+}
+
+fn report_of(out: &Output) -> serde_json::Value {
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(TOKEN)
+            && !String::from_utf8_lossy(&out.stderr).contains(TOKEN),
+        "the token leaked into the output"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn check_records(image: &Path, dir: &Path, acked: u64) {
+    assert_clean(Fs::Ext4, image);
+    let view = view_image(Fs::Ext4, image, &dir.join("view"));
+    assert_records(&std::fs::read(view.path("records")).unwrap(), acked);
+}
+
+#[test]
+fn a_snapshot_through_the_simulator_is_consistent_and_reported() {
+    let droplet = Droplet::new(Duration::from_millis(500), "");
+    let writer = writer(&droplet.disk.path("records"));
+    writer.wait_for(50, Duration::from_secs(30)).unwrap();
+    let notify = NotifySocket::bind(droplet.dir.path());
+    let mut child = droplet
+        .agent()
+        .args(["snapshot", "--json", "--wait", "--name", "e2e-1"])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    notify.wait_for_status("frozen", Duration::from_secs(60), || {
+        child
+            .try_wait()
+            .unwrap()
+            .map(|s| format!("exited {s}: {}", child.wait_with_output_ref()))
+    });
+    // Frozen: nothing acknowledged from here on can be missing from the image.
+    let acked = writer.acked();
+    let out = child.wait_with_output().unwrap();
+    let after = writer.stop();
+    let report = report_of(&out);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["provider"], "digitalocean");
+    assert_eq!(report["consistency"], "filesystem");
+    assert!(after > acked, "the writer went on after the thaw");
+    let counters = droplet.server.sim.counters();
+    assert_eq!(counters.snapshot_posts, 1);
+    assert!(
+        counters.calls.iter().any(|c| c == "GET /metadata/v1.json"),
+        "the Droplet id came from metadata"
+    );
+    let action_id = report["action_id"].as_str().unwrap();
+    let snapshot_id = report["snapshot_id"]
+        .as_str()
+        .expect("--wait reports the snapshot id");
+    assert!(snapshot_id.parse::<u64>().unwrap() > action_id.parse::<u64>().unwrap());
+    let images = droplet.server.sim.images();
+    let image = images.get("e2e-1").expect("the simulator copied the disk");
+    assert_eq!(image, &droplet.images.join(format!("{action_id}.img")));
+    check_records(image, droplet.dir.path(), acked);
+}
+
+#[test]
+fn a_refused_token_fails_in_preflight_and_names_the_scopes() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["GET /v2/droplets/=401".parse::<Fault>().unwrap()]);
+    let (out, report) = droplet.snapshot(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["failed_phase"], "preflight");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("refused the token (HTTP 401"), "{error}");
+    assert!(error.contains("request id sim-"), "{error}");
+    for scope in ["droplet:read", "droplet:update", "image:create", "actions:read"] {
+        assert!(error.contains(scope), "{error}");
+    }
+    assert_eq!(droplet.server.sim.counters().snapshot_posts, 0);
+}
+
+#[test]
+fn a_token_file_readable_by_others_is_refused() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    let token = droplet.dir.path().join("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, report) = droplet.snapshot(&[]);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("readable by group or others") && error.contains("chmod 600"),
+        "{error}"
+    );
+    assert!(droplet.server.sim.counters().calls.is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_pending_event_is_refused_before_anything_freezes() {
+    let droplet = Droplet::new(Duration::from_secs(30), "");
+    let (_, first) = droplet.snapshot(&["--name", "first"]);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    let (_, second) = droplet.snapshot(&["--name", "second"]);
+    assert_eq!(second["failed_phase"], "preflight");
+    let error = second["error"].as_str().unwrap();
+    assert!(error.contains("pending event"), "{error}");
+    assert_eq!(droplet.server.sim.counters().snapshot_posts, 1);
+}
+
+#[test]
+fn a_hanging_post_is_bounded_by_max_freeze_and_never_repeated() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/droplets/=hang".parse::<Fault>().unwrap()]);
+    let started = Instant::now();
+    let (out, report) = droplet.snapshot(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["failed_phase"], "request");
+    assert_eq!(report["consistency"], "crash");
+    assert!(report["frozen_ms"].as_f64().unwrap() < 5000.0, "{report:#}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!is_frozen(&droplet.disk.mountpoint));
+    let posts = droplet
+        .server
+        .sim
+        .counters()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "exactly one attempt inside the window");
+}
+
+#[test]
+fn a_server_error_on_the_request_is_reported_with_its_request_id() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/droplets/=500".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&[]);
+    assert_eq!(report["failed_phase"], "request");
+    assert!(report["consistency"].is_null(), "no snapshot was made");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 500") && error.contains("request id sim-"),
+        "{error}"
+    );
+    assert!(!is_frozen(&droplet.disk.mountpoint));
+}
+
+#[test]
+fn thaw_after_completed_holds_the_freeze_until_the_action_completes() {
+    let delay = Duration::from_millis(1500);
+    let droplet = Droplet::new(delay, "thaw_after = \"completed\"\n");
+    let (_, report) = droplet.snapshot(&[]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(
+        report["frozen_ms"].as_f64().unwrap() >= delay.as_millis() as f64,
+        "{report:#}"
+    );
+}

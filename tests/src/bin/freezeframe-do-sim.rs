@@ -1,0 +1,69 @@
+//! `freezeframe-do-sim`: the DigitalOcean API simulator as a program, for tests and the demo.
+//! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
+
+use clap::Parser;
+use freezeframe_tests::sim::{Fault, Sim, SimConfig};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A stateful simulator of the DigitalOcean API v2 subset that freezeframe uses.
+#[derive(Debug, Parser)]
+#[command(name = "freezeframe-do-sim", version)]
+struct Args {
+    /// Address to listen on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The bearer token the API accepts
+    #[arg(long, env = "FREEZEFRAME_SIM_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, default_value_t = 3164444)]
+    droplet_id: u64,
+    #[arg(long, default_value = "sim-droplet")]
+    droplet_name: String,
+    /// Block device (or file) standing for the Droplet's disk, copied at each snapshot
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// Where snapshot images are written
+    #[arg(long, default_value = ".")]
+    image_dir: PathBuf,
+    /// How long a snapshot action stays in progress, e.g. 2s
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    action_delay: Duration,
+    /// Latency added to every API call, e.g. 300ms
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    latency: Duration,
+    /// Fault to inject, `[METHOD ]PATH_PREFIX=KIND[*COUNT]` (repeatable)
+    #[arg(long = "fault")]
+    faults: Vec<Fault>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.image_dir)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let sim = Sim::new(SimConfig {
+        token: args.token,
+        droplet_id: args.droplet_id,
+        droplet_name: args.droplet_name,
+        disk: args.disk,
+        image_dir: args.image_dir,
+        action_delay: args.action_delay,
+        latency: args.latency,
+        faults: args.faults,
+    });
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let stop = sim.clone();
+    sim.serve(listener, async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        stop.release();
+    })
+    .await
+}

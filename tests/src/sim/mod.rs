@@ -1,0 +1,562 @@
+//! `freezeframe-do-sim`: a stateful simulator of the part of the DigitalOcean API v2 that
+//! freezeframe uses, on loopback. Responses follow DigitalOcean's OpenAPI spec (the contract
+//! tests put Prism's validating proxy in front of it).
+//!
+//! When it registers a snapshot action it copies the block device that stands for the
+//! Droplet's disk into `image_dir/<snapshot id>.img`, as a hypervisor would take its
+//! point-in-time copy; the action completes after `action_delay`. Faults are injected per
+//! method and path prefix, from flags or at run time through `PUT /_sim/faults`.
+
+mod faults;
+
+pub use faults::{Fault, FaultKind};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A Droplet as the spec's own example shows one; id, name and state are filled in per request.
+const DROPLET_TEMPLATE: &str = include_str!("droplet-template.json");
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The bearer token the API accepts.
+    pub token: String,
+    pub droplet_id: u64,
+    pub droplet_name: String,
+    /// The block device (or file) that stands for the Droplet's disk.
+    pub disk: Option<PathBuf>,
+    /// Where snapshot images are written.
+    pub image_dir: PathBuf,
+    /// How long a snapshot action stays `in-progress` after it registered.
+    pub action_delay: Duration,
+    /// Added to every API call.
+    pub latency: Duration,
+    pub faults: Vec<Fault>,
+}
+
+/// What tests can inspect.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Snapshot actions created (POST /v2/droplets/{id}/actions with type snapshot).
+    pub snapshot_posts: u32,
+    /// API calls answered, by `METHOD path`.
+    pub calls: Vec<String>,
+}
+
+struct SimAction {
+    id: u64,
+    kind: String,
+    started: SystemTime,
+    registered: Instant,
+    completed_at: Option<SystemTime>,
+    snapshot_name: String,
+    image: Option<PathBuf>,
+}
+
+struct SimSnapshot {
+    id: u64,
+    name: String,
+    created: SystemTime,
+    size_bytes: u64,
+}
+
+struct SimState {
+    config: SimConfig,
+    actions: Vec<SimAction>,
+    snapshots: Vec<SimSnapshot>,
+    next_id: u64,
+    counters: Counters,
+    remaining: u64,
+}
+
+impl SimState {
+    /// Moves actions whose delay has passed to `completed`, creating their snapshot.
+    fn refresh(&mut self) {
+        let delay = self.config.action_delay;
+        let mut made = Vec::new();
+        for a in self.actions.iter_mut().filter(|a| a.completed_at.is_none()) {
+            if a.registered.elapsed() >= delay {
+                a.completed_at = Some(SystemTime::now());
+                if a.kind == "snapshot" {
+                    let size = a
+                        .image
+                        .as_ref()
+                        .and_then(|p| std::fs::metadata(p).ok())
+                        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                        .unwrap_or(0);
+                    made.push((a.snapshot_name.clone(), size));
+                }
+            }
+        }
+        for (name, size_bytes) in made {
+            self.next_id += 1;
+            self.snapshots.push(SimSnapshot {
+                id: self.next_id,
+                name,
+                created: SystemTime::now(),
+                size_bytes,
+            });
+        }
+    }
+
+    fn locked(&self) -> bool {
+        self.actions.iter().any(|a| a.completed_at.is_none())
+    }
+}
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct Sim {
+    state: Arc<Mutex<SimState>>,
+    request_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// Set once a hanging fault should stop hanging (shutdown).
+    released: Arc<AtomicBool>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        Sim {
+            state: Arc::new(Mutex::new(SimState {
+                config,
+                actions: Vec::new(),
+                snapshots: Vec::new(),
+                next_id: 7_000_000,
+                counters: Counters::default(),
+                remaining: 5000,
+            })),
+            request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            released: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        self.lock().config.faults = faults;
+    }
+
+    /// Ends every request that a `hang` fault holds.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    /// Paths of the images made so far, by snapshot name.
+    pub fn images(&self) -> HashMap<String, PathBuf> {
+        self.lock()
+            .actions
+            .iter()
+            .filter_map(|a| a.image.clone().map(|p| (a.snapshot_name.clone(), p)))
+            .collect()
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/metadata/v1.json", get(metadata))
+            .route("/v2/droplets/{id}", get(droplet))
+            .route(
+                "/v2/droplets/{id}/actions",
+                get(droplet_actions).post(post_droplet_action),
+            )
+            .route("/v2/droplets/{id}/snapshots", get(droplet_snapshots))
+            .route("/v2/actions/{id}", get(action))
+            .route("/v2/snapshots", get(snapshots))
+            .route("/v2/snapshots/{id}", axum::routing::delete(delete_snapshot))
+            .route("/_sim/faults", put(put_faults))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), api_layer))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn error(status: StatusCode, id: &str, message: &str, request_id: &str) -> Response {
+    (
+        status,
+        Json(json!({"id": id, "message": message, "request_id": request_id})),
+    )
+        .into_response()
+}
+
+/// Request ids, latency, faults, the bearer token and rate-limit headers, around every call.
+async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let request_id = format!("sim-{:08}", sim.request_ids.fetch_add(1, Ordering::SeqCst));
+    if path.starts_with("/_sim/") {
+        return next.run(request).await;
+    }
+    let (latency, fault, token, remaining) = {
+        let mut st = sim.lock();
+        st.counters.calls.push(format!("{method} {path}"));
+        let fault = st
+            .config
+            .faults
+            .iter_mut()
+            .find(|f| f.matches(&method, &path))
+            .map(|f| f.take());
+        st.remaining = st.remaining.saturating_sub(1);
+        (st.config.latency, fault, st.config.token.clone(), st.remaining)
+    };
+    tokio::time::sleep(latency).await;
+    let mut response = match fault {
+        Some(FaultKind::Hang) => {
+            while !sim.released.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "simulator shutting down",
+                &request_id,
+            )
+        }
+        Some(FaultKind::Latency(extra)) => {
+            tokio::time::sleep(extra).await;
+            authorized(&request, &token, &path, &request_id).unwrap_or(next.run(request).await)
+        }
+        Some(FaultKind::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (id, message) = match code {
+                401 => ("unauthorized", "Unable to authenticate you"),
+                403 => ("forbidden", "You do not have access for the attempted action."),
+                404 => ("not_found", "The resource you were accessing could not be found."),
+                422 => ("unprocessable_entity", "Droplet already has a pending event."),
+                _ => ("server_error", "Unexpected server-side error"),
+            };
+            error(status, id, message, &request_id)
+        }
+        Some(FaultKind::RateLimited { retry_after }) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "API rate limit exceeded.",
+                &request_id,
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
+            r
+        }
+        None => match authorized(&request, &token, &path, &request_id) {
+            Some(denied) => denied,
+            None => next.run(request).await,
+        },
+    };
+    let reset = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 60;
+    let h = response.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(5000u64));
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(reset));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    response
+}
+
+/// `None` if the call may go on; the 401 answer otherwise. The metadata service needs no token.
+fn authorized(request: &Request, token: &str, path: &str, request_id: &str) -> Option<Response> {
+    if path.starts_with("/metadata/") {
+        return None;
+    }
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token) {
+        None
+    } else {
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unable to authenticate you",
+            request_id,
+        ))
+    }
+}
+
+fn not_found(what: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("The resource you were accessing could not be found ({what})."),
+        "sim",
+    )
+}
+
+async fn metadata(State(sim): State<Sim>) -> Response {
+    let st = sim.lock();
+    Json(json!({"droplet_id": st.config.droplet_id, "hostname": st.config.droplet_name})).into_response()
+}
+
+fn droplet_json(st: &SimState) -> Value {
+    let mut d: Value = serde_json::from_str(DROPLET_TEMPLATE).expect("the template is JSON");
+    d["id"] = json!(st.config.droplet_id);
+    d["name"] = json!(st.config.droplet_name);
+    d["locked"] = json!(st.locked());
+    d["volume_ids"] = json!([]);
+    d["snapshot_ids"] = json!(st.snapshots.iter().map(|s| s.id).collect::<Vec<_>>());
+    d
+}
+
+async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    if id != st.config.droplet_id {
+        return not_found("droplet");
+    }
+    Json(json!({"droplet": droplet_json(&st)})).into_response()
+}
+
+fn action_json(a: &SimAction, droplet_id: u64) -> Value {
+    json!({
+        "id": a.id,
+        "status": if a.completed_at.is_some() { "completed" } else { "in-progress" },
+        "type": a.kind,
+        "started_at": rfc3339(a.started),
+        "completed_at": a.completed_at.map(rfc3339),
+        "resource_id": droplet_id,
+        "resource_type": "droplet",
+        "region": null,
+        "region_slug": "nyc3",
+    })
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// One page of `items` with the spec's `links` and `meta`.
+fn page(key: &str, items: Vec<Value>, paging: &Paging) -> Value {
+    let per_page = paging.per_page.unwrap_or(20).clamp(1, 200);
+    let page = paging.page.unwrap_or(1).max(1);
+    let total = items.len();
+    let chunk: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut links = json!({});
+    if page * per_page < total {
+        links = json!({"pages": {"next": format!("?page={}&per_page={per_page}", page + 1),
+                                 "last": format!("?page={}&per_page={per_page}", total.div_ceil(per_page))}});
+    }
+    json!({key: chunk, "links": links, "meta": {"total": total}})
+}
+
+async fn droplet_actions(
+    State(sim): State<Sim>,
+    Path(id): Path<u64>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    if id != st.config.droplet_id {
+        return not_found("droplet");
+    }
+    // Newest first, as the API lists them.
+    let items = st.actions.iter().rev().map(|a| action_json(a, id)).collect();
+    Json(page("actions", items, &paging)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ActionBody {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+}
+
+async fn post_droplet_action(
+    State(sim): State<Sim>,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<ActionBody>(&body) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            "invalid JSON body",
+            "sim",
+        );
+    };
+    let (disk, image, action_id) = {
+        let mut st = sim.lock();
+        st.refresh();
+        if id != st.config.droplet_id {
+            return not_found("droplet");
+        }
+        if body.kind != "snapshot" {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable_entity",
+                "the simulator only takes snapshots",
+                "sim",
+            );
+        }
+        if st.locked() {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable_entity",
+                "Droplet already has a pending event.",
+                "sim",
+            );
+        }
+        st.counters.snapshot_posts += 1;
+        st.next_id += 1;
+        let action_id = st.next_id;
+        let image = st.config.image_dir.join(format!("{action_id}.img"));
+        (st.config.disk.clone(), image, action_id)
+    };
+    // The hypervisor's point-in-time copy, made before the action is reported registered.
+    if let Some(disk) = disk {
+        let out = image.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            let size = std::fs::File::open(&disk).and_then(|f| {
+                use std::io::Seek;
+                let mut f = f;
+                f.seek(std::io::SeekFrom::End(0))
+            })?;
+            freezeframe_agent::provider::local_image::copy_device(
+                &disk,
+                size,
+                &out,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
+        .await;
+        if !matches!(copied, Ok(Ok(()))) {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the disk copy failed",
+                "sim",
+            );
+        }
+    }
+    let mut st = sim.lock();
+    let action = SimAction {
+        id: action_id,
+        kind: "snapshot".into(),
+        started: SystemTime::now(),
+        registered: Instant::now(),
+        completed_at: None,
+        snapshot_name: body.name.unwrap_or_else(|| format!("snapshot-{action_id}")),
+        image: Some(image),
+    };
+    let json = action_json(&action, id);
+    st.actions.push(action);
+    (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
+}
+
+async fn action(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    let droplet_id = st.config.droplet_id;
+    match st.actions.iter().find(|a| a.id == id) {
+        Some(a) => Json(json!({"action": action_json(a, droplet_id)})).into_response(),
+        None => not_found("action"),
+    }
+}
+
+fn gigabytes(bytes: u64) -> f64 {
+    ((bytes as f64 / 1e9) * 100.0).ceil() / 100.0
+}
+
+async fn droplet_snapshots(
+    State(sim): State<Sim>,
+    Path(id): Path<u64>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    if id != st.config.droplet_id {
+        return not_found("droplet");
+    }
+    let items = st
+        .snapshots
+        .iter()
+        .map(|s| {
+            json!({"id": s.id, "name": s.name, "created_at": rfc3339(s.created), "regions": ["nyc3"],
+                   "min_disk_size": 25, "size_gigabytes": gigabytes(s.size_bytes), "type": "snapshot"})
+        })
+        .collect();
+    Json(page("snapshots", items, &paging)).into_response()
+}
+
+async fn snapshots(State(sim): State<Sim>, Query(paging): Query<Paging>) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    let droplet_id = st.config.droplet_id;
+    let items = st
+        .snapshots
+        .iter()
+        .map(|s| {
+            json!({"id": s.id.to_string(), "name": s.name, "created_at": rfc3339(s.created), "regions": ["nyc3"],
+                   "min_disk_size": 25, "size_gigabytes": gigabytes(s.size_bytes),
+                   "resource_id": droplet_id.to_string(), "resource_type": "droplet", "tags": []})
+        })
+        .collect();
+    Json(page("snapshots", items, &paging)).into_response()
+}
+
+async fn delete_snapshot(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    let mut st = sim.lock();
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found("snapshot");
+    };
+    match st.snapshots.iter().position(|s| s.id == id) {
+        Some(i) => {
+            st.snapshots.remove(i);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => not_found("snapshot"),
+    }
+}
+
+async fn put_faults(State(sim): State<Sim>, _headers: HeaderMap, Json(specs): Json<Vec<String>>) -> Response {
+    match specs
+        .iter()
+        .map(|s| s.parse::<Fault>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(faults) => {
+            sim.set_faults(faults);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}

@@ -3,5 +3,6 @@
 
 mod agent_binary;
 mod cli;
+mod contract;
 mod digitalocean;
 mod engine;

@@ -321,8 +321,12 @@ async fn metadata(State(sim): State<Sim>) -> Response {
     Json(json!({"droplet_id": st.config.droplet_id, "hostname": st.config.droplet_name})).into_response()
 }
 
+fn template() -> Value {
+    serde_json::from_str(DROPLET_TEMPLATE).expect("the template is JSON")
+}
+
 fn droplet_json(st: &SimState) -> Value {
-    let mut d: Value = serde_json::from_str(DROPLET_TEMPLATE).expect("the template is JSON");
+    let mut d = template();
     d["id"] = json!(st.config.droplet_id);
     d["name"] = json!(st.config.droplet_name);
     d["locked"] = json!(st.locked());
@@ -349,7 +353,7 @@ fn action_json(a: &SimAction, droplet_id: u64) -> Value {
         "completed_at": a.completed_at.map(rfc3339),
         "resource_id": droplet_id,
         "resource_type": "droplet",
-        "region": null,
+        "region": template()["region"].clone(),
         "region_slug": "nyc3",
     })
 }

@@ -1,0 +1,191 @@
+//! Contract tests against DigitalOcean's own OpenAPI spec (`../shared/digitalocean-openapi/`),
+//! with Prism (`tests/prism`, installed by .ci/run): the client against `prism mock`, which
+//! answers 422 to any request that breaks the spec; and the agent and the simulator through
+//! `prism proxy --errors`, which also fails any response of the simulator that breaks it.
+
+use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
+use freezeframe_agent::secret::Secret;
+use freezeframe_tests::sim::{Fault, SimConfig};
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spec() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let spec = root.join("../../shared/digitalocean-openapi/digitalocean-openapi.yaml");
+    assert!(
+        spec.exists(),
+        "{} is missing: the shared folder sits beside the repository",
+        spec.display()
+    );
+    spec
+}
+
+fn prism_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prism/node_modules/.bin/prism");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `npm install` in tests/prism (.ci/run does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A Prism process on a free loopback port; killed on drop.
+struct Prism {
+    url: String,
+    child: Child,
+}
+
+impl Prism {
+    fn start(args: &[&str]) -> Prism {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(prism_bin());
+        cmd.args(args)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start prism");
+        let prism = Prism {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "prism did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prism
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_the_client_agrees_with_the_spec() {
+    let spec = spec();
+    let prism = Prism::start(&["mock", spec.to_str().unwrap()]);
+    let client = Client::new(
+        http_client().unwrap(),
+        &prism.url,
+        Secret::new("dop_v1_contract"),
+        &["droplet:read"],
+        Duration::from_secs(20),
+    );
+    // Prism answers a request that breaks the spec with 422 and its violations.
+    let droplet = client.droplet(3164444).await.expect("GET /v2/droplets/{id}");
+    assert!(droplet.id > 0);
+    client
+        .droplet_actions(3164444)
+        .await
+        .expect("GET /v2/droplets/{id}/actions");
+    let action = client
+        .snapshot_droplet(3164444, "freezeframe-contract", Duration::from_secs(20))
+        .await
+        .expect("POST /v2/droplets/{id}/actions");
+    client.action(action.id).await.expect("GET /v2/actions/{id}");
+    client
+        .droplet_snapshots(3164444)
+        .await
+        .expect("GET /v2/droplets/{id}/snapshots");
+}
+
+#[test]
+fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() {
+    let spec = spec();
+    let dir = scratch();
+    let disk = loop_fs(
+        Fs::Ext4,
+        64,
+        &dir.path().join("disk.img"),
+        &dir.path().join("disk"),
+    );
+    let server = SimServer::start(SimConfig {
+        token: "dop_v1_contract".into(),
+        droplet_id: 3164444,
+        droplet_name: "web-1".into(),
+        disk: Some(disk.device.clone().into()),
+        image_dir: dir.path().join("images"),
+        action_delay: Duration::from_millis(300),
+        latency: Duration::ZERO,
+        faults: Vec::new(),
+    });
+    std::fs::create_dir_all(dir.path().join("images")).unwrap();
+    let prism = Prism::start(&["proxy", "--errors", spec.to_str().unwrap(), &server.url]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dop_v1_contract").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\nmax_freeze = \"20s\"\n\
+             [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\n",
+            dir.path().join("run").display().to_string(),
+            disk.mountpoint.display().to_string(),
+            prism.url,
+            server.url,
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["snapshot", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        report
+    };
+    let report = run(&["--wait", "--name", "contract-1"]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(report["snapshot_id"].is_string(), "{report:#}");
+
+    // Error answers must agree with the spec too.
+    server
+        .sim
+        .set_faults(vec!["GET /v2/droplets/=401*1".parse::<Fault>().unwrap()]);
+    let report = run(&["--name", "contract-2"]);
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("HTTP 401"), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prism_mock_refuses_a_request_that_breaks_the_spec() {
+    // The premise of the tests above: a request that breaks the spec is refused, not answered.
+    let spec = spec();
+    let prism = Prism::start(&["mock", spec.to_str().unwrap()]);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v2/droplets/3164444/actions", prism.url))
+        .bearer_auth("dop_v1_contract")
+        .json(&serde_json::json!({"type": "explode"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.headers().contains_key("sl-violations"));
+    let client = Client::new(
+        http_client().unwrap(),
+        &prism.url,
+        Secret::new("dop_v1_contract"),
+        &["droplet:read"],
+        Duration::from_secs(20),
+    );
+    let err = client.droplet(3164444).await.err();
+    assert!(err.is_none(), "a valid request is answered: {err:?}");
+}

@@ -254,3 +254,91 @@ fn thaw_after_completed_holds_the_freeze_until_the_action_completes() {
         "{report:#}"
     );
 }
+
+#[test]
+fn a_post_answered_after_the_deadline_is_reconciled_not_repeated() {
+    let droplet = Droplet::new(Duration::from_secs(30), "");
+    // The simulator registers the snapshot at once but answers only after max_freeze (5 s).
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/droplets/=slow-answer:8000"
+            .parse::<Fault>()
+            .unwrap()]);
+    let (_, report) = droplet.snapshot(&["--name", "late"]);
+    assert_eq!(report["failed_phase"], "request", "{report:#}");
+    assert_eq!(report["consistency"], "crash");
+    let registered = droplet.server.sim.images();
+    assert!(registered.contains_key("late"));
+    let action_id = report["action_id"]
+        .as_str()
+        .expect("the registered action is reported");
+    let warning = report["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains(&format!("registered snapshot action {action_id}")),
+        "{warning}"
+    );
+    assert!(warning.contains("crash-consistent"), "{warning}");
+    assert_eq!(
+        droplet.server.sim.counters().snapshot_posts,
+        1,
+        "never sent twice"
+    );
+    assert!(!is_frozen(&droplet.disk.mountpoint));
+}
+
+#[test]
+fn a_post_that_never_registered_is_reported_as_nothing_to_clean_up() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/droplets/=hang".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&[]);
+    assert!(report["action_id"].is_null());
+    let warning = report["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("did not register a snapshot"), "{warning}");
+}
+
+#[test]
+fn preflight_waits_out_a_rate_limit_and_retries_server_errors() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    droplet.server.sim.set_faults(vec![
+        "GET /v2/droplets/=429:1*1".parse::<Fault>().unwrap(),
+        "GET /v2/droplets/3164444/actions=503*1".parse::<Fault>().unwrap(),
+    ]);
+    let started = Instant::now();
+    let (out, report) = droplet.snapshot(&[]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retry-after was honoured"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("retrying in 1s"), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+
+    // A lasting failure gives up after the attempts, with DigitalOcean's message.
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["GET /v2/droplets/=500".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&["--name", "second"]);
+    assert_eq!(report["failed_phase"], "preflight");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("Unexpected server-side error"),
+        "{report:#}"
+    );
+    let gets = droplet
+        .server
+        .sim
+        .counters()
+        .calls
+        .iter()
+        .filter(|c| *c == "GET /v2/droplets/3164444")
+        .count();
+    assert_eq!(gets, 2 + 4, "two for the first run, four attempts for the second");
+}

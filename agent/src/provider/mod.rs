@@ -60,4 +60,19 @@ pub trait SnapshotProvider: Send {
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
     /// Waits, after the thaw, until the snapshot is complete.
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;
+    /// After a request that did not register (failed, timed out, or cut at the deadline), finds
+    /// out, outside the window, whether the provider created a snapshot from it anyway. Never
+    /// sends the request again: a retry could make a second snapshot.
+    async fn reconcile(&mut self) -> Option<Reconciled> {
+        None
+    }
+}
+
+/// What [`SnapshotProvider::reconcile`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The request the provider did register, if it did.
+    pub action_id: Option<String>,
+    /// What to tell the user.
+    pub note: String,
 }

@@ -397,6 +397,10 @@ impl Transaction<'_> {
                     }
                 };
                 run.fail(Phase::Request, message);
+                if let Some(found) = self.provider.reconcile().await {
+                    run.report.action_id = found.action_id;
+                    run.report.warnings.push(found.note);
+                }
                 None
             }
         };

@@ -1,7 +1,8 @@
 //! Faults the simulator injects, written `[METHOD ]PATH_PREFIX=KIND[*COUNT]`:
 //! `POST /v2/droplets/=hang`, `GET /v2/droplets/=500*2`, `/v2/=429:3`, `GET /v2/actions/=latency:800`.
 //! KIND is `hang`, an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
-//! (with `retry-after`), or `latency:MS`. Without `*COUNT` a fault applies to every match.
+//! (with `retry-after`), `latency:MS` (before the call is handled), or `slow-answer:MS` (the call
+//! is handled at once, its answer held back). Without `*COUNT` a fault applies to every match.
 
 use axum::http::Method;
 use std::time::Duration;
@@ -12,6 +13,7 @@ pub enum FaultKind {
     Status(u16),
     RateLimited { retry_after: u64 },
     Latency(Duration),
+    SlowAnswer(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,9 @@ impl std::str::FromStr for Fault {
             Some(("latency", ms)) => FaultKind::Latency(Duration::from_millis(
                 ms.parse().map_err(|_| bad("latency is not a number"))?,
             )),
+            Some(("slow-answer", ms)) => FaultKind::SlowAnswer(Duration::from_millis(
+                ms.parse().map_err(|_| bad("the delay is not a number"))?,
+            )),
             Some(_) => return Err(bad("unknown kind")),
         };
         Ok(Fault {
@@ -107,6 +112,10 @@ mod tests {
         assert_eq!(
             "/v2/=latency:800".parse::<Fault>().unwrap().kind,
             FaultKind::Latency(Duration::from_millis(800))
+        );
+        assert_eq!(
+            "POST /v2/=slow-answer:5".parse::<Fault>().unwrap().kind,
+            FaultKind::SlowAnswer(Duration::from_millis(5))
         );
         for bad in ["/v2/", "v2/=500", "/v2/=teapot", "/v2/=200", "/v2/=500*x"] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");

@@ -242,7 +242,18 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
         }
         Some(FaultKind::Latency(extra)) => {
             tokio::time::sleep(extra).await;
-            authorized(&request, &token, &path, &request_id).unwrap_or(next.run(request).await)
+            match authorized(&request, &token, &path, &request_id) {
+                Some(denied) => denied,
+                None => next.run(request).await,
+            }
+        }
+        Some(FaultKind::SlowAnswer(delay)) => {
+            let answer = match authorized(&request, &token, &path, &request_id) {
+                Some(denied) => denied,
+                None => next.run(request).await,
+            };
+            tokio::time::sleep(delay).await;
+            answer
         }
         Some(FaultKind::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

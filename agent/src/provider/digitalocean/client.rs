@@ -51,12 +51,36 @@ fn request_id_suffix(id: &Option<String>) -> String {
 }
 
 impl ApiError {
-    /// Whether a later attempt may succeed (outside the frozen window only).
+    /// Whether a later attempt may succeed (outside the frozen window only): rate limits,
+    /// server errors, "pending event", timeouts and connection failures.
     pub fn retryable(&self) -> bool {
         match self {
             ApiError::RateLimited { .. } | ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
-            ApiError::Status { status, .. } => *status >= 500,
+            ApiError::Status { status, message, .. } => {
+                *status >= 500 || (*status == 422 && message.to_lowercase().contains("pending event"))
+            }
             _ => false,
+        }
+    }
+}
+
+/// How calls outside the frozen window are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// The first pause; doubled after each failure.
+    pub backoff: Duration,
+    /// The longest `retry-after` worth waiting for; a longer one fails at once.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_wait: Duration::from_secs(60),
         }
     }
 }
@@ -82,6 +106,7 @@ pub struct Client {
     scopes: String,
     /// Bound on each call outside the frozen window.
     timeout: Duration,
+    retry: RetryPolicy,
 }
 
 impl Client {
@@ -98,6 +123,46 @@ impl Client {
             token,
             scopes: scopes.join(", "),
             timeout,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy (tests shorten it).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// A GET outside the frozen window, retried per the policy.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let mut backoff = self.retry.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.call(Method::GET, path, None, self.timeout).await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.retryable() && attempt < self.retry.attempts => {
+                    let wait = match &e {
+                        ApiError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } if *after > self.retry.max_wait => return Err(e),
+                        ApiError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => *after,
+                        _ => backoff,
+                    };
+                    tracing::warn!(
+                        "GET {path} (attempt {attempt} of {}): {e}; retrying in {}",
+                        self.retry.attempts,
+                        humantime::format_duration(wait)
+                    );
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.retry.max_wait);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -159,21 +224,14 @@ impl Client {
     }
 
     pub async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
-        let env: DropletEnvelope = self
-            .call(Method::GET, &format!("/v2/droplets/{id}"), None, self.timeout)
-            .await?;
+        let env: DropletEnvelope = self.get(&format!("/v2/droplets/{id}")).await?;
         Ok(env.droplet)
     }
 
     /// The Droplet's most recent actions (first page).
     pub async fn droplet_actions(&self, id: u64) -> Result<Vec<Action>, ApiError> {
         let list: ActionList = self
-            .call(
-                Method::GET,
-                &format!("/v2/droplets/{id}/actions?page=1&per_page=50"),
-                None,
-                self.timeout,
-            )
+            .get(&format!("/v2/droplets/{id}/actions?page=1&per_page=50"))
             .await?;
         Ok(list.actions)
     }
@@ -196,9 +254,7 @@ impl Client {
     }
 
     pub async fn action(&self, id: u64) -> Result<Action, ApiError> {
-        let env: ActionEnvelope = self
-            .call(Method::GET, &format!("/v2/actions/{id}"), None, self.timeout)
-            .await?;
+        let env: ActionEnvelope = self.get(&format!("/v2/actions/{id}")).await?;
         Ok(env.action)
     }
 
@@ -207,12 +263,7 @@ impl Client {
         let mut all = Vec::new();
         for page in 1..=100 {
             let list: SnapshotList = self
-                .call(
-                    Method::GET,
-                    &format!("/v2/droplets/{id}/snapshots?page={page}&per_page=200"),
-                    None,
-                    self.timeout,
-                )
+                .get(&format!("/v2/droplets/{id}/snapshots?page={page}&per_page=200"))
                 .await?;
             let last =
                 list.snapshots.is_empty() || list.links.and_then(|l| l.pages).and_then(|p| p.next).is_none();

@@ -10,7 +10,7 @@ pub mod client;
 pub mod token;
 pub mod types;
 
-use super::{Completion, ProviderError, Registration, SnapshotProvider};
+use super::{Completion, ProviderError, Reconciled, Registration, SnapshotProvider};
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::freeze::plan::Target;
 use client::{ApiError, Client};
@@ -32,6 +32,8 @@ pub struct DigitalOcean {
     client: Option<Client>,
     droplet_id: u64,
     requested_name: Option<String>,
+    /// Actions of the Droplet seen in preflight: any other snapshot action is ours.
+    known_actions: Vec<u64>,
 }
 
 impl DigitalOcean {
@@ -42,6 +44,7 @@ impl DigitalOcean {
             client: None,
             droplet_id: 0,
             requested_name: None,
+            known_actions: Vec::new(),
         }
     }
 
@@ -111,6 +114,7 @@ impl SnapshotProvider for DigitalOcean {
                 busy.id, busy.kind
             )));
         }
+        self.known_actions = actions.iter().map(|a| a.id).collect();
         self.client = Some(client);
         Ok(())
     }
@@ -183,6 +187,42 @@ impl SnapshotProvider for DigitalOcean {
         Ok(Completion {
             snapshot_id: snapshot.map(|s| s.id.to_string()),
             size_bytes: snapshot.map(|s| (s.size_gigabytes * 1e9) as u64),
+        })
+    }
+
+    async fn reconcile(&mut self) -> Option<Reconciled> {
+        self.requested_name.as_ref()?;
+        let client = self.client.as_ref()?;
+        let actions = match client.droplet_actions(self.droplet_id).await {
+            Ok(actions) => actions,
+            Err(e) => {
+                return Some(Reconciled {
+                    action_id: None,
+                    note: format!(
+                        "could not check whether DigitalOcean registered the snapshot anyway ({e}); \
+                         look for a new snapshot of Droplet {} before taking another",
+                        self.droplet_id
+                    ),
+                })
+            }
+        };
+        let ours = actions
+            .iter()
+            .find(|a| a.kind == "snapshot" && !self.known_actions.contains(&a.id));
+        Some(match ours {
+            Some(a) => Reconciled {
+                action_id: Some(a.id.to_string()),
+                note: format!(
+                    "DigitalOcean registered snapshot action {} ({}) after the freeze had ended: that \
+                     snapshot is crash-consistent at best; delete it if you do not want it",
+                    a.id, a.status
+                ),
+            },
+            None => Reconciled {
+                action_id: None,
+                note: "DigitalOcean did not register a snapshot from this request; nothing to clean up"
+                    .into(),
+            },
         })
     }
 }

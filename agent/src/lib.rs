@@ -6,6 +6,7 @@ pub mod config;
 pub mod freeze;
 pub mod guard;
 pub mod log;
+pub mod naming;
 pub mod notify;
 pub mod provider;
 pub mod quiesce;

@@ -8,6 +8,7 @@ use crate::scratch::{verify_records, Fs, LoopFs, Writer};
 use anyhow::{bail, Context, Result};
 use freezeframe_agent::freeze::plan::Selection;
 use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
+use freezeframe_agent::naming::SnapshotName;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::quiesce::QuiescePolicy;
 use freezeframe_agent::transaction::{Interrupt, Observer, Options, Phase, Report, Status, Transaction};
@@ -128,10 +129,11 @@ async fn demo() -> Result<bool> {
         quiescers: Vec::new(),
         observer: &progress,
         options: Options {
-            name: "demo".into(),
+            name: SnapshotName::Fixed("demo".into()),
             max_freeze: Duration::from_secs(20),
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,
+            retention: None,
         },
         skipped: plan.skipped,
         interrupt,

@@ -342,3 +342,32 @@ fn preflight_waits_out_a_rate_limit_and_retries_server_errors() {
         .count();
     assert_eq!(gets, 2 + 4, "two for the first run, four attempts for the second");
 }
+
+#[test]
+fn retention_keeps_the_newest_of_this_machines_snapshots_and_nothing_else() {
+    let droplet = Droplet::new(Duration::from_millis(100), "[retention]\nkeep_last = 2\n");
+    let (_, manual) = droplet.snapshot(&["--wait", "--name", "manual"]);
+    assert_eq!(manual["status"], "succeeded", "{manual:#}");
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let (_, report) = droplet.snapshot(&["--wait"]);
+        assert_eq!(report["status"], "succeeded", "{report:#}");
+        let name = report["snapshot_name"].as_str().unwrap().to_string();
+        assert!(
+            name.ends_with("-filesystem"),
+            "the name records the consistency: {name}"
+        );
+        names.push((name, report));
+    }
+    // The first two runs kept everything (at most two of ours); the third deleted the oldest.
+    assert!(names[0].1.get("pruned").is_none() && names[1].1.get("pruned").is_none());
+    let pruned = names[2].1["pruned"].as_array().unwrap();
+    assert_eq!(pruned.len(), 1, "{:#}", names[2].1);
+    assert_eq!(pruned[0]["name"], names[0].0.as_str());
+    let left = droplet.server.sim.snapshot_names();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(
+        left[0], "manual",
+        "a snapshot not named by freezeframe is never deleted"
+    );
+}

@@ -5,6 +5,7 @@ use freezeframe_agent::freeze::mountinfo;
 use freezeframe_agent::freeze::plan::{Selection, SkipReason, Target};
 use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
 use freezeframe_agent::guard::GuardEvent;
+use freezeframe_agent::naming::SnapshotName;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::{Completion, ProviderError, Registration, SnapshotProvider};
 use freezeframe_agent::quiesce::QuiescePolicy;
@@ -37,10 +38,11 @@ async fn snapshot(
         quiescers: Vec::new(),
         observer: &Quiet,
         options: Options {
-            name: "test-snapshot".into(),
+            name: SnapshotName::Fixed("test-snapshot".into()),
             max_freeze,
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,
+            retention: None,
         },
         skipped: Vec::new(),
         interrupt: Interrupt::never(),

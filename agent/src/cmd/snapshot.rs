@@ -5,13 +5,16 @@ use anyhow::Context;
 use freezeframe_agent::config::{self, ProviderSettings, Settings};
 use freezeframe_agent::freeze::plan::{Plan, Selection};
 use freezeframe_agent::freeze::{self, LiveFilesystems};
+use freezeframe_agent::naming::{self, OwnNames, SnapshotName};
 use freezeframe_agent::notify::Notifier;
 use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
 use freezeframe_agent::quiesce::QuiescePolicy;
 use freezeframe_agent::runtime::RuntimeDir;
-use freezeframe_agent::transaction::{Interrupt, Observer, Options, Phase, Report, Status, Transaction};
+use freezeframe_agent::transaction::{
+    Interrupt, Observer, Options, Phase, Report, Retention, Status, Transaction,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ pub struct SnapshotArgs {
     /// Print the plan (what would be frozen, in which order) and freeze nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Snapshot name [default: <name_prefix>-<hostname>-<UTC date-time>]
+    /// Snapshot name [default: from `snapshot.name_template`]
     #[arg(long)]
     pub name: Option<String>,
     /// Wait until the provider reports the snapshot complete
@@ -45,10 +48,15 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         print_plan(&settings, &plan, args.json)?;
         return Ok(Exit::Success);
     }
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&settings.snapshot.name_prefix));
+    let host = naming::hostname();
+    let name = match &args.name {
+        Some(name) => SnapshotName::Fixed(name.clone()),
+        None => SnapshotName::Template {
+            template: settings.snapshot.name_template.clone(),
+            host: host.clone(),
+            at: std::time::SystemTime::now(),
+        },
+    };
 
     let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
     let lock = runtime_dir.lock()?;
@@ -81,9 +89,11 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         });
         let mut provider: Box<dyn SnapshotProvider> = match &settings.snapshot.provider {
             ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
-            ProviderSettings::DigitalOcean(s) => {
-                Box::new(DigitalOcean::new(s.clone(), settings.freeze.max_freeze))
-            }
+            ProviderSettings::DigitalOcean(s) => Box::new(DigitalOcean::new(
+                s.clone(),
+                settings.freeze.max_freeze,
+                settings.snapshot.keep_last > 0,
+            )),
         };
         let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
         let observer = Progress {
@@ -99,6 +109,13 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
                 max_freeze: settings.freeze.max_freeze,
                 wait: args.wait,
                 on_quiesce_failure: QuiescePolicy::Abort,
+                retention: Some(Retention {
+                    keep_last: settings.snapshot.keep_last as usize,
+                    ours: OwnNames {
+                        template: settings.snapshot.name_template.clone(),
+                        host,
+                    },
+                }),
             },
             skipped: plan.skipped.clone(),
             interrupt,
@@ -118,29 +135,6 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// `<prefix>-<hostname>-<YYYYMMDD-HHMMSS>` in UTC.
-fn default_name(prefix: &str) -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| {
-            h.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    let time: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == 'T')
-        .map(|c| if c == 'T' { '-' } else { c })
-        .collect();
-    let mut name = format!("{prefix}-{host}-{time}");
-    name.truncate(64);
-    name
-}
-
 /// Logs phases and reports them to systemd (a datagram: safe inside the frozen window).
 struct Progress {
     notifier: Notifier,
@@ -157,6 +151,7 @@ impl Observer for Progress {
             Phase::Thaw => "thawing filesystems",
             Phase::Resume => "resuming applications",
             Phase::Wait => "waiting for the snapshot to complete",
+            Phase::Prune => "deleting old snapshots",
         };
         self.notifier.status(status);
         tracing::debug!(%phase, "phase started");
@@ -236,6 +231,9 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     if let Some(id) = &report.snapshot_id {
         println!("  snapshot: {id}");
+    }
+    for p in &report.pruned {
+        println!("  deleted old snapshot {} ({})", p.id, p.name);
     }
     let frozen: Vec<String> = report
         .filesystems

@@ -15,6 +15,14 @@ pub struct ConfigFragment {
     pub snapshot: Option<SnapshotFragment>,
     pub local_image: Option<LocalImageFragment>,
     pub digitalocean: Option<DigitalOceanFragment>,
+    pub retention: Option<RetentionFragment>,
+}
+
+/// `[retention]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFragment {
+    pub keep_last: Option<u32>,
 }
 
 /// `[agent]`
@@ -38,7 +46,7 @@ pub struct FreezeFragment {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotFragment {
     pub provider: Option<String>,
-    pub name_prefix: Option<String>,
+    pub name_template: Option<String>,
 }
 
 /// `[local_image]`
@@ -83,11 +91,15 @@ impl ConfigFragment {
         if let Some(l) = later.snapshot {
             let e = self.snapshot.get_or_insert_with(Default::default);
             overlay(&mut e.provider, l.provider);
-            overlay(&mut e.name_prefix, l.name_prefix);
+            overlay(&mut e.name_template, l.name_template);
         }
         if let Some(l) = later.local_image {
             let e = self.local_image.get_or_insert_with(Default::default);
             overlay(&mut e.image_dir, l.image_dir);
+        }
+        if let Some(l) = later.retention {
+            let e = self.retention.get_or_insert_with(Default::default);
+            overlay(&mut e.keep_last, l.keep_last);
         }
         if let Some(l) = later.digitalocean {
             let e = self.digitalocean.get_or_insert_with(Default::default);

@@ -10,6 +10,7 @@ mod fragments;
 
 pub use fragments::ConfigFragment;
 
+use crate::naming::NameTemplate;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -23,8 +24,7 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/freezeframe";
 pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
 /// Bounds for `[freeze] max_freeze`.
 pub const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
-/// Default for `[snapshot] name_prefix`.
-pub const DEFAULT_NAME_PREFIX: &str = "freezeframe";
+pub use crate::naming::DEFAULT_TEMPLATE as DEFAULT_NAME_TEMPLATE;
 /// Defaults for `[digitalocean]`.
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
@@ -71,8 +71,10 @@ pub struct FreezeSettings {
 /// `[snapshot]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotSettings {
-    /// Snapshot names are `<prefix>-<hostname>-<UTC time>` unless a name is given.
-    pub name_prefix: String,
+    /// How snapshots are named unless a name is given.
+    pub name_template: NameTemplate,
+    /// Keep this many of this machine's freezeframe snapshots, deleting older ones (0: all).
+    pub keep_last: u32,
     pub provider: ProviderSettings,
 }
 
@@ -260,10 +262,30 @@ impl Settings {
             });
         }
 
-        let name_prefix = snapshot
-            .name_prefix
-            .unwrap_or_else(|| DEFAULT_NAME_PREFIX.to_string());
-        validate_name("snapshot.name_prefix", &name_prefix)?;
+        let template_text = snapshot
+            .name_template
+            .unwrap_or_else(|| DEFAULT_NAME_TEMPLATE.to_string());
+        let name_template: NameTemplate =
+            template_text
+                .parse()
+                .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
+                    key: "snapshot.name_template",
+                    problem: e.to_string(),
+                })?;
+        // Literal parts end up in file and image names: keep them plain.
+        let literal = template_text.split(['{', '}']).step_by(2).collect::<String>();
+        if !literal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "snapshot.name_template",
+                problem: format!(
+                    "`{template_text}`: outside placeholders use only letters, digits, `.`, `_` and `-`"
+                ),
+            });
+        }
+        let keep_last = fragment.retention.unwrap_or_default().keep_last.unwrap_or(0);
 
         let provider = match snapshot.provider.as_deref() {
             None | Some("digitalocean") => ProviderSettings::DigitalOcean(validate_digitalocean(
@@ -293,7 +315,8 @@ impl Settings {
                 max_freeze,
             },
             snapshot: SnapshotSettings {
-                name_prefix,
+                name_template,
+                keep_last,
                 provider,
             },
         })

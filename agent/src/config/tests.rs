@@ -13,7 +13,8 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(s.freeze.max_freeze, Duration::from_secs(20));
     assert_eq!(s.freeze.mountpoints, None);
     assert!(s.freeze.exclude.is_empty());
-    assert_eq!(s.snapshot.name_prefix, "freezeframe");
+    assert_eq!(s.snapshot.name_template, DEFAULT_NAME_TEMPLATE.parse().unwrap());
+    assert_eq!(s.snapshot.keep_last, 0);
     assert_eq!(
         s.snapshot.provider,
         ProviderSettings::LocalImage {
@@ -34,7 +35,9 @@ fn every_key_is_read() {
         max_freeze = "1500ms"
         [snapshot]
         provider = "local-image"
-        name_prefix = "web-1"
+        name_template = "nightly-{hostname}-{utc:%Y%m%d}"
+        [retention]
+        keep_last = 7
         [local_image]
         image_dir = "/backup"
         "#,
@@ -47,7 +50,23 @@ fn every_key_is_read() {
     );
     assert_eq!(s.freeze.exclude, vec![PathBuf::from("/boot")]);
     assert_eq!(s.freeze.max_freeze, Duration::from_millis(1500));
-    assert_eq!(s.snapshot.name_prefix, "web-1");
+    assert_eq!(
+        s.snapshot.name_template,
+        "nightly-{hostname}-{utc:%Y%m%d}".parse().unwrap()
+    );
+    assert_eq!(s.snapshot.keep_last, 7);
+    for (bad, why) in [
+        ("{host}", "unknown placeholder"),
+        ("a/{hostname}", "outside placeholders"),
+    ] {
+        let err = settings(&format!("[snapshot]\nname_template = \"{bad}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snapshot.name_template") && err.contains(why),
+            "{bad}: {err}"
+        );
+    }
     assert_eq!(s.snapshot.provider.name(), "local-image");
 }
 

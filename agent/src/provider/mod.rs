@@ -4,6 +4,8 @@ pub mod digitalocean;
 pub mod local_image;
 
 use crate::freeze::plan::Target;
+use crate::naming::OwnNames;
+use crate::transaction::Pruned;
 
 /// A provider's failure, with the cause chain kept for the report.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,14 @@ pub trait SnapshotProvider: Send {
     /// sends the request again: a retry could make a second snapshot.
     async fn reconcile(&mut self) -> Option<Reconciled> {
         None
+    }
+    /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
+    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+        let _ = (keep_last, ours);
+        Err(ProviderError::new(format!(
+            "the {} provider does not delete old snapshots",
+            self.name()
+        )))
     }
 }
 

@@ -13,12 +13,14 @@ mod report;
 mod tests;
 
 pub use report::{
-    error_chain, ms, Consistency, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Report, Status,
+    error_chain, ms, Consistency, FilesystemsReport, Phase, PhaseTiming, Pruned, QuiescerReport, Report,
+    Status,
 };
 
 use crate::freeze::plan::{Skipped, Target};
 use crate::freeze::FreezeError;
 use crate::guard::GuardEvent;
+use crate::naming::{OwnNames, SnapshotName};
 use crate::provider::{Registration, SnapshotProvider};
 use crate::quiesce::{QuiescePolicy, Quiescer};
 use std::time::{Duration, Instant};
@@ -72,11 +74,21 @@ impl Observer for Quiet {}
 /// What the caller asks of one run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub name: String,
+    pub name: SnapshotName,
     pub max_freeze: Duration,
     /// Wait for the provider to report the snapshot complete.
     pub wait: bool,
     pub on_quiesce_failure: QuiescePolicy,
+    /// Delete older snapshots after this one completed.
+    pub retention: Option<Retention>,
+}
+
+/// Which older snapshots to delete once a new one completed: all but the newest `keep_last`
+/// of those named as this machine names its snapshots.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub keep_last: usize,
+    pub ours: OwnNames,
 }
 
 const INTERRUPTED: &str = "interrupted by a signal";
@@ -195,10 +207,11 @@ impl Transaction<'_> {
         let mut run = Run {
             report: Report {
                 status: Status::Succeeded,
-                snapshot_name: self.options.name.clone(),
+                snapshot_name: self.options.name.render(self.planned_consistency()),
                 provider: self.provider.name().to_string(),
                 action_id: None,
                 snapshot_id: None,
+                pruned: Vec::new(),
                 consistency: None,
                 failed_phase: None,
                 error: None,
@@ -310,6 +323,13 @@ impl Transaction<'_> {
         run.report.filesystems.frozen = outcome.frozen.clone();
 
         run.enter(Phase::Request);
+        let expected = if !self.quiescers.is_empty() && all_prepared {
+            Consistency::Application
+        } else {
+            Consistency::Filesystem
+        };
+        let name = self.options.name.render(expected);
+        run.report.snapshot_name = name.clone();
         let budget = self
             .options
             .max_freeze
@@ -319,7 +339,7 @@ impl Transaction<'_> {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),
             () = self.interrupt.wait() => Err(RequestFailure::Interrupted),
-            result = tokio::time::timeout(budget, self.provider.request(&self.options.name, &outcome.frozen)) => {
+            result = tokio::time::timeout(budget, self.provider.request(&name, &outcome.frozen)) => {
                 match result {
                     Ok(Ok(registration)) => Ok(registration),
                     Ok(Err(e)) => Err(RequestFailure::Provider(error_chain(&e))),
@@ -405,17 +425,46 @@ impl Transaction<'_> {
             }
         };
 
+        let mut completed = false;
         if let (true, Some(registration)) = (self.options.wait, registration) {
             run.enter(Phase::Wait);
             match self.provider.wait_completed(&registration).await {
-                Ok(done) => run.report.snapshot_id = done.snapshot_id,
+                Ok(done) => {
+                    run.report.snapshot_id = done.snapshot_id;
+                    completed = true;
+                }
                 Err(e) => run.fail(
                     Phase::Wait,
                     format!("the snapshot did not complete: {}", error_chain(&e)),
                 ),
             }
         }
+
+        if let Some(retention) = self.options.retention.clone().filter(|r| r.keep_last > 0) {
+            if completed && run.report.status == Status::Succeeded {
+                run.enter(Phase::Prune);
+                match self.provider.prune(retention.keep_last, &retention.ours).await {
+                    Ok(pruned) => run.report.pruned = pruned,
+                    Err(e) => run.fail(Phase::Prune, format!("retention failed: {}", error_chain(&e))),
+                }
+            } else if !self.options.wait {
+                run.report.warnings.push(
+                    "retention (`retention.keep_last`) runs only once a new snapshot has completed: \
+                     snapshot with --wait"
+                        .into(),
+                );
+            }
+        }
         run.finish()
+    }
+
+    /// The consistency a run aims at before it starts: what names checked in preflight use.
+    fn planned_consistency(&self) -> Consistency {
+        if self.quiescers.is_empty() {
+            Consistency::Filesystem
+        } else {
+            Consistency::Application
+        }
     }
 
     fn interrupted(&self) -> Result<(), String> {
@@ -437,7 +486,7 @@ impl Transaction<'_> {
         self.filesystems.preflight().map_err(|e| error_chain(&e))?;
         let targets = self.filesystems.targets().to_vec();
         self.provider
-            .preflight(&self.options.name, &targets)
+            .preflight(&self.options.name.render(self.planned_consistency()), &targets)
             .await
             .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))?;
         for q in &mut self.quiescers {

@@ -16,6 +16,7 @@ pub enum Phase {
     Thaw,
     Resume,
     Wait,
+    Prune,
 }
 
 impl std::fmt::Display for Phase {
@@ -42,6 +43,13 @@ pub enum Consistency {
 pub enum Status {
     Succeeded,
     Failed,
+}
+
+/// A snapshot deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -73,6 +81,9 @@ pub struct Report {
     pub provider: String,
     pub action_id: Option<String>,
     pub snapshot_id: Option<String>,
+    /// Older snapshots deleted by retention.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<Pruned>,
     /// `None` when no snapshot was requested.
     pub consistency: Option<Consistency>,
     #[serde(skip_serializing_if = "Option::is_none")]

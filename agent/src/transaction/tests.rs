@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::freeze::mountinfo::DevNum;
+use crate::naming::{NameTemplate, OwnNames, SnapshotName};
 use crate::provider::{Completion, ProviderError};
 use crate::quiesce::QuiesceError;
 use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -109,6 +111,9 @@ struct FakeProvider {
     log: Log,
     preflight: Behaviour,
     request: Behaviour,
+    /// Names of existing snapshots, oldest first, for retention.
+    existing: Vec<String>,
+    prune: Behaviour,
 }
 
 #[async_trait::async_trait]
@@ -133,6 +138,22 @@ impl SnapshotProvider for FakeProvider {
             Behaviour::Fails => Err(ProviderError::new("HTTP 500")),
             Behaviour::Hangs => std::future::pending().await,
         }
+    }
+    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+        note(&self.log, format!("provider.prune {keep_last}"));
+        if self.prune == Behaviour::Fails {
+            return Err(ProviderError::new("HTTP 403"));
+        }
+        let mine: Vec<&String> = self.existing.iter().filter(|n| ours.matches(n)).collect();
+        let excess = mine.len().saturating_sub(keep_last);
+        Ok(mine
+            .into_iter()
+            .take(excess)
+            .map(|n| Pruned {
+                id: format!("id-{n}"),
+                name: n.clone(),
+            })
+            .collect())
     }
     async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
         note(&self.log, format!("provider.wait {}", r.action_id));
@@ -208,6 +229,8 @@ struct Setup {
     policy: QuiescePolicy,
     wait: bool,
     interrupt: Interrupt,
+    name: SnapshotName,
+    retention: Option<Retention>,
 }
 
 impl Setup {
@@ -228,6 +251,8 @@ impl Setup {
             policy: QuiescePolicy::Abort,
             wait: false,
             interrupt: Interrupt::never(),
+            name: SnapshotName::Fixed("snap".into()),
+            retention: None,
         }
     }
 
@@ -243,10 +268,11 @@ impl Setup {
                 .collect(),
             observer: &phases,
             options: Options {
-                name: "snap".into(),
+                name: self.name,
                 max_freeze: Duration::from_secs(2),
                 wait: self.wait,
                 on_quiesce_failure: self.policy,
+                retention: self.retention,
             },
             skipped: Vec::new(),
             interrupt: self.interrupt,
@@ -519,4 +545,98 @@ fn the_margin_is_a_tenth_within_bounds() {
     );
     assert_eq!(deadline_margin(Duration::from_secs(20)), Duration::from_secs(1));
     assert_eq!(deadline_margin(Duration::from_secs(300)), Duration::from_secs(1));
+}
+
+fn template_name(host: &str) -> (SnapshotName, OwnNames) {
+    let template: NameTemplate = crate::naming::DEFAULT_TEMPLATE.parse().unwrap();
+    (
+        SnapshotName::Template {
+            template: template.clone(),
+            host: host.into(),
+            at: UNIX_EPOCH + Duration::from_secs(1_795_823_461),
+        },
+        OwnNames {
+            template,
+            host: host.into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_templated_name_records_the_consistency_reached() {
+    let mut s = Setup::new(&["db"]);
+    s.name = template_name("web-1").0;
+    let (report, log, _) = s.run().await;
+    assert!(
+        log.contains(&"provider.request web-1-20261127-235101-application 2".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(report.snapshot_name, "web-1-20261127-235101-application");
+
+    let mut s = Setup::new(&["db"]);
+    s.name = template_name("web-1").0;
+    s.policy = QuiescePolicy::Continue;
+    s.quiescers[0].prepare = Behaviour::Fails;
+    let (report, _, _) = s.run().await;
+    assert_eq!(report.snapshot_name, "web-1-20261127-235101-filesystem");
+    assert_eq!(report.consistency, Some(Consistency::Filesystem));
+}
+
+#[tokio::test]
+async fn retention_prunes_only_after_completion_and_only_our_names() {
+    let (name, ours) = template_name("web-1");
+    let mut s = Setup::new(&[]);
+    s.name = name.clone();
+    s.wait = true;
+    s.retention = Some(Retention {
+        keep_last: 2,
+        ours: ours.clone(),
+    });
+    s.provider.existing = vec![
+        "web-1-20261101-000000-filesystem".into(),
+        "manual-backup".into(),
+        "web-2-20261101-000000-filesystem".into(),
+        "web-1-20261102-000000-application".into(),
+        "web-1-20261127-235101-filesystem".into(),
+    ];
+    let (report, log, phases) = s.run().await;
+    assert!(
+        log.ends_with(&["provider.wait 42".into(), "provider.prune 2".into()]),
+        "{log:?}"
+    );
+    assert_eq!(phases.last(), Some(&Phase::Prune));
+    let pruned: Vec<&str> = report.pruned.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(pruned, ["web-1-20261101-000000-filesystem"]);
+
+    // Without --wait nothing is deleted, and the report says why.
+    let mut s = Setup::new(&[]);
+    s.retention = Some(Retention {
+        keep_last: 1,
+        ours: ours.clone(),
+    });
+    let (report, log, _) = s.run().await;
+    assert!(!log.iter().any(|e| e.starts_with("provider.prune")));
+    assert!(report.warnings[0].contains("--wait"), "{:?}", report.warnings);
+
+    // A failed snapshot never prunes.
+    let mut s = Setup::new(&[]);
+    s.wait = true;
+    s.provider.request = Behaviour::Fails;
+    s.retention = Some(Retention { keep_last: 1, ours });
+    let (_, log, _) = s.run().await;
+    assert!(!log.iter().any(|e| e.starts_with("provider.prune")));
+}
+
+#[tokio::test]
+async fn a_failed_prune_fails_the_run_but_keeps_the_snapshot() {
+    let (name, ours) = template_name("web-1");
+    let mut s = Setup::new(&[]);
+    s.name = name;
+    s.wait = true;
+    s.provider.prune = Behaviour::Fails;
+    s.retention = Some(Retention { keep_last: 1, ours });
+    let (report, _, _) = s.run().await;
+    assert_eq!(report.failed_phase, Some(Phase::Prune));
+    assert_eq!(report.snapshot_id.as_deref(), Some("snap-1"));
+    assert!(report.error.unwrap().contains("retention failed: HTTP 403"));
 }

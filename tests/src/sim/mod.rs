@@ -161,6 +161,13 @@ impl Sim {
         self.released.store(true, Ordering::SeqCst);
     }
 
+    /// Names of the completed snapshots that exist now, oldest first.
+    pub fn snapshot_names(&self) -> Vec<String> {
+        let mut st = self.lock();
+        st.refresh();
+        st.snapshots.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Paths of the images made so far, by snapshot name.
     pub fn images(&self) -> HashMap<String, PathBuf> {
         self.lock()

@@ -258,6 +258,29 @@ impl Client {
         Ok(env.action)
     }
 
+    /// Deletes a snapshot (`image:delete`), retried like a GET: deleting twice is harmless.
+    pub async fn delete_snapshot(&self, id: u64) -> Result<(), ApiError> {
+        let path = format!("/v2/snapshots/{id}");
+        let mut backoff = self.retry.backoff;
+        for attempt in 1..=self.retry.attempts {
+            match self
+                .call::<serde_json::Value>(Method::DELETE, &path, None, self.timeout)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Gone already (an earlier attempt went through): that is what was wanted.
+                Err(ApiError::Status { status: 404, .. }) if attempt > 1 => return Ok(()),
+                Err(e) if e.retryable() && attempt < self.retry.attempts => {
+                    tracing::warn!("DELETE {path}: {e}; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
     /// Every snapshot of the Droplet, following pagination.
     pub async fn droplet_snapshots(&self, id: u64) -> Result<Vec<DropletSnapshot>, ApiError> {
         let mut all = Vec::new();

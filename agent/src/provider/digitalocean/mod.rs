@@ -13,11 +13,15 @@ pub mod types;
 use super::{Completion, ProviderError, Reconciled, Registration, SnapshotProvider};
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::freeze::plan::Target;
+use crate::naming::OwnNames;
+use crate::transaction::Pruned;
 use client::{ApiError, Client};
 use std::time::Duration;
 
 /// Scopes a Droplet snapshot needs.
 pub const SNAPSHOT_SCOPES: &[&str] = &["droplet:read", "droplet:update", "image:create", "actions:read"];
+/// The scope retention needs as well.
+pub const RETENTION_SCOPE: &str = "image:delete";
 
 /// How often `thaw_after = "completed"` polls inside the window.
 const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
@@ -34,10 +38,12 @@ pub struct DigitalOcean {
     requested_name: Option<String>,
     /// Actions of the Droplet seen in preflight: any other snapshot action is ours.
     known_actions: Vec<u64>,
+    /// Whether retention will delete snapshots (one more scope).
+    prunes: bool,
 }
 
 impl DigitalOcean {
-    pub fn new(settings: DigitalOceanSettings, max_freeze: Duration) -> Self {
+    pub fn new(settings: DigitalOceanSettings, max_freeze: Duration, prunes: bool) -> Self {
         DigitalOcean {
             settings,
             max_freeze,
@@ -45,6 +51,7 @@ impl DigitalOcean {
             droplet_id: 0,
             requested_name: None,
             known_actions: Vec::new(),
+            prunes,
         }
     }
 
@@ -84,11 +91,15 @@ impl SnapshotProvider for DigitalOcean {
                 )
             })?,
         };
+        let mut scopes = SNAPSHOT_SCOPES.to_vec();
+        if self.prunes {
+            scopes.push(RETENTION_SCOPE);
+        }
         let client = Client::new(
             http,
             &self.settings.api_url,
             token,
-            SNAPSHOT_SCOPES,
+            &scopes,
             self.settings.api_timeout,
         );
         let id = self.droplet_id;
@@ -224,5 +235,32 @@ impl SnapshotProvider for DigitalOcean {
                     .into(),
             },
         })
+    }
+
+    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+        let client = self.client()?;
+        // Only completed snapshots are listed; one still in progress is never touched.
+        let mut mine: Vec<_> = client
+            .droplet_snapshots(self.droplet_id)
+            .await
+            .map_err(|e| api("cannot list the Droplet's snapshots", e))?
+            .into_iter()
+            .filter(|s| ours.matches(&s.name))
+            .collect();
+        mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        let excess = mine.len().saturating_sub(keep_last);
+        let mut pruned = Vec::new();
+        for old in mine.into_iter().take(excess) {
+            client
+                .delete_snapshot(old.id)
+                .await
+                .map_err(|e| api(&format!("cannot delete snapshot {} ({})", old.id, old.name), e))?;
+            tracing::info!(id = old.id, name = %old.name, "deleted an old snapshot (retention)");
+            pruned.push(Pruned {
+                id: old.id.to_string(),
+                name: old.name,
+            });
+        }
+        Ok(pruned)
     }
 }

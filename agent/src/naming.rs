@@ -1,0 +1,306 @@
+//! Snapshot names from a template, such as the default
+//! `{hostname}-{utc:%Y%m%d-%H%M%S}-{consistency}`, so a name tells where, when, and how
+//! consistent. The same template recognises the names it made, which is how retention knows
+//! which snapshots are freezeframe's to delete.
+
+use crate::transaction::Consistency;
+use std::time::SystemTime;
+
+/// The default template.
+pub const DEFAULT_TEMPLATE: &str = "{hostname}-{utc:%Y%m%d-%H%M%S}-{consistency}";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Hostname,
+    /// A strftime-style format with `%Y %m %d %H %M %S %%`.
+    Utc(String),
+    Consistency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad name template `{template}`: {problem}; placeholders are {{hostname}}, {{utc:FORMAT}} (with %Y %m %d %H %M %S) and {{consistency}}")]
+pub struct TemplateError {
+    template: String,
+    problem: String,
+}
+
+impl std::str::FromStr for NameTemplate {
+    type Err = TemplateError;
+
+    fn from_str(template: &str) -> Result<Self, TemplateError> {
+        let bad = |problem: String| TemplateError {
+            template: template.to_string(),
+            problem,
+        };
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest.find('}').ok_or_else(|| bad("a `{` is not closed".into()))?;
+                    let name = &rest[1..end];
+                    parts.push(match name {
+                        "hostname" => Part::Hostname,
+                        "consistency" => Part::Consistency,
+                        _ => match name.strip_prefix("utc:") {
+                            Some(fmt) => {
+                                check_format(fmt).map_err(bad)?;
+                                Part::Utc(fmt.to_string())
+                            }
+                            None => return Err(bad(format!("unknown placeholder `{{{name}}}`"))),
+                        },
+                    });
+                    rest = &rest[end + 1..];
+                }
+                Some(i) => {
+                    parts.push(Part::Literal(rest[..i].to_string()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    parts.push(Part::Literal(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        if parts
+            .iter()
+            .any(|p| matches!(p, Part::Literal(l) if l.contains('}')))
+        {
+            return Err(bad("a `}` has no `{`".into()));
+        }
+        if parts.is_empty() {
+            return Err(bad("it is empty".into()));
+        }
+        Ok(NameTemplate { parts })
+    }
+}
+
+fn check_format(fmt: &str) -> Result<(), String> {
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S' | '%') => {}
+                other => {
+                    return Err(format!(
+                        "`%{}` is not a supported time field",
+                        other.unwrap_or(' ')
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// UTC calendar fields of `t`: year, month, day, hour, minute, second.
+fn utc_fields(t: SystemTime) -> [u64; 6] {
+    // "2026-11-27T23:51:01Z"
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    let n = |a: usize, b: usize| text.get(a..b).and_then(|s| s.parse().ok()).unwrap_or(0);
+    [n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19)]
+}
+
+fn consistency_word(c: Consistency) -> &'static str {
+    match c {
+        Consistency::Application => "application",
+        Consistency::Filesystem => "filesystem",
+        Consistency::Crash => "crash",
+    }
+}
+
+impl NameTemplate {
+    /// The name for a snapshot of `host` taken at `at` with `consistency`.
+    pub fn render(&self, host: &str, at: SystemTime, consistency: Consistency) -> String {
+        let [y, mo, d, h, mi, s] = utc_fields(at);
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Hostname => out.push_str(host),
+                Part::Consistency => out.push_str(consistency_word(consistency)),
+                Part::Utc(fmt) => {
+                    let mut chars = fmt.chars();
+                    while let Some(c) = chars.next() {
+                        if c != '%' {
+                            out.push(c);
+                            continue;
+                        }
+                        match chars.next() {
+                            Some('Y') => out.push_str(&format!("{y:04}")),
+                            Some('m') => out.push_str(&format!("{mo:02}")),
+                            Some('d') => out.push_str(&format!("{d:02}")),
+                            Some('H') => out.push_str(&format!("{h:02}")),
+                            Some('M') => out.push_str(&format!("{mi:02}")),
+                            Some('S') => out.push_str(&format!("{s:02}")),
+                            _ => out.push('%'),
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `name` is one this template makes for `host`.
+    pub fn matches(&self, host: &str, name: &str) -> bool {
+        match_parts(&self.parts, host, name)
+    }
+}
+
+fn match_parts(parts: &[Part], host: &str, name: &str) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return name.is_empty();
+    };
+    match first {
+        Part::Literal(l) => name
+            .strip_prefix(l.as_str())
+            .is_some_and(|r| match_parts(rest, host, r)),
+        Part::Hostname => name
+            .strip_prefix(host)
+            .is_some_and(|r| match_parts(rest, host, r)),
+        Part::Consistency => ["application", "filesystem", "crash"]
+            .iter()
+            .any(|w| name.strip_prefix(w).is_some_and(|r| match_parts(rest, host, r))),
+        Part::Utc(fmt) => match_time(fmt, name).is_some_and(|r| match_parts(rest, host, r)),
+    }
+}
+
+/// Consumes what `fmt` renders to (digits for fields); returns the rest of `name`.
+fn match_time<'a>(fmt: &str, mut name: &'a str) -> Option<&'a str> {
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        let width = if c == '%' {
+            match chars.next()? {
+                'Y' => 4,
+                '%' => {
+                    name = name.strip_prefix('%')?;
+                    continue;
+                }
+                _ => 2,
+            }
+        } else {
+            let mut buf = [0u8; 4];
+            name = name.strip_prefix(&*c.encode_utf8(&mut buf))?;
+            continue;
+        };
+        let digits = name.get(..width)?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        name = &name[width..];
+    }
+    Some(name)
+}
+
+/// The names a template makes for one host: which snapshots retention may delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnNames {
+    pub template: NameTemplate,
+    pub host: String,
+}
+
+impl OwnNames {
+    pub fn matches(&self, name: &str) -> bool {
+        self.template.matches(&self.host, name)
+    }
+}
+
+/// What to call the snapshot: a name given as is, or a template rendered at request time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotName {
+    Fixed(String),
+    Template {
+        template: NameTemplate,
+        host: String,
+        at: SystemTime,
+    },
+}
+
+impl SnapshotName {
+    /// The name for a snapshot of the given consistency.
+    pub fn render(&self, consistency: Consistency) -> String {
+        match self {
+            SnapshotName::Fixed(name) => name.clone(),
+            SnapshotName::Template { template, host, at } => template.render(host, *at, consistency),
+        }
+    }
+}
+
+/// This machine's host name, reduced to characters that are safe in snapshot names.
+pub fn hostname() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let safe: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        .collect();
+    if safe.is_empty() {
+        "host".into()
+    } else {
+        safe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at() -> SystemTime {
+        // 2026-11-27T23:51:01Z
+        UNIX_EPOCH + Duration::from_secs(1_795_823_461)
+    }
+
+    #[test]
+    fn the_default_template_renders_where_when_and_how_consistent() {
+        let t: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
+        assert_eq!(
+            t.render("web-1", at(), Consistency::Application),
+            "web-1-20261127-235101-application"
+        );
+        assert_eq!(
+            t.render("web-1", at(), Consistency::Crash),
+            "web-1-20261127-235101-crash"
+        );
+    }
+
+    #[test]
+    fn a_template_recognises_its_own_names_for_this_host_only() {
+        let t: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
+        assert!(t.matches("web-1", "web-1-20261127-235101-filesystem"));
+        assert!(
+            !t.matches("web-1", "web-2-20261127-235101-filesystem"),
+            "another host"
+        );
+        assert!(!t.matches("web-1", "web-1-20261127-235101-manual"));
+        assert!(!t.matches("web-1", "web-1-2026112-235101-filesystem"));
+        assert!(!t.matches("web-1", "web-1-20261127-235101-filesystem-copy"));
+        let odd: NameTemplate = "ff-{utc:%Y.%m%%}-{hostname}".parse().unwrap();
+        let name = odd.render("db", at(), Consistency::Filesystem);
+        assert_eq!(name, "ff-2026.11%-db");
+        assert!(odd.matches("db", &name));
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_placeholders_listed() {
+        for bad in ["", "{host}", "{utc:%j}", "x-{hostname", "x}"] {
+            let err = bad.parse::<NameTemplate>().unwrap_err().to_string();
+            assert!(err.contains("{hostname}, {utc:FORMAT}"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_fixed_name_ignores_consistency() {
+        let n = SnapshotName::Fixed("nightly".into());
+        assert_eq!(n.render(Consistency::Crash), "nightly");
+    }
+}

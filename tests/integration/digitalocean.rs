@@ -340,7 +340,11 @@ fn preflight_waits_out_a_rate_limit_and_retries_server_errors() {
         .iter()
         .filter(|c| *c == "GET /v2/droplets/3164444")
         .count();
-    assert_eq!(gets, 2 + 4, "two for the first run, four attempts for the second");
+    assert_eq!(
+        gets,
+        3 + 4,
+        "the first run: a 429, its retry, the check before the freeze; then four attempts"
+    );
 }
 
 #[test]
@@ -370,4 +374,65 @@ fn retention_keeps_the_newest_of_this_machines_snapshots_and_nothing_else() {
         left[0], "manual",
         "a snapshot not named by freezeframe is never deleted"
     );
+}
+
+#[test]
+fn every_injected_fault_gives_a_clear_message_and_leaves_nothing_frozen() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    let cases = [
+        (
+            "GET /v2/droplets/=404",
+            "preflight",
+            "cannot read Droplet 3164444",
+        ),
+        ("GET /v2/droplets/=404", "preflight", "could not be found"),
+        ("POST /v2/droplets/=422", "request", "pending event"),
+        (
+            "POST /v2/droplets/=reset",
+            "request",
+            "cannot reach POST /v2/droplets/3164444/actions",
+        ),
+        (
+            "POST /v2/droplets/=garbage",
+            "request",
+            "unexpected answer from POST /v2/droplets/3164444/actions",
+        ),
+        (
+            "POST /v2/droplets/=500",
+            "request",
+            "Unexpected server-side error",
+        ),
+        (
+            "POST /v2/droplets/=403",
+            "request",
+            "droplet:update, image:create",
+        ),
+    ];
+    for (i, (fault, phase, expected)) in cases.iter().enumerate() {
+        droplet
+            .server
+            .sim
+            .set_faults(vec![fault.parse::<Fault>().unwrap()]);
+        let (out, report) = droplet.snapshot(&["--name", &format!("fault-{i}")]);
+        assert_eq!(out.status.code(), Some(1), "{fault}");
+        assert_eq!(report["failed_phase"], *phase, "{fault}: {report:#}");
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{fault}: {error}");
+        assert!(!is_frozen(&droplet.disk.mountpoint), "{fault}: left frozen");
+    }
+    assert_eq!(
+        droplet.server.sim.counters().snapshot_posts,
+        0,
+        "no fault let a snapshot through"
+    );
+
+    // Latency slows the request, which the frozen window then covers; nothing else changes.
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["/v2/=latency:300".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&["--name", "slow"]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(report["request_ms"].as_f64().unwrap() >= 300.0, "{report:#}");
+    assert!(report["frozen_ms"].as_f64().unwrap() >= report["request_ms"].as_f64().unwrap());
 }

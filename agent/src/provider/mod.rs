@@ -57,6 +57,11 @@ pub trait SnapshotProvider: Send {
     fn name(&self) -> &'static str;
     /// Checks, before anything is frozen, everything the request for snapshot `name` will need.
     async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError>;
+    /// Called right before the freeze (after quiesce and sync): last chance to make sure the
+    /// request will not have to set anything up inside the window (a fresh connection).
+    async fn ready(&mut self) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
     /// may be cancelled (dropped) at the deadline.
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;

@@ -297,6 +297,14 @@ impl Transaction<'_> {
         }
 
         run.enter(Phase::Freeze);
+        if let Err(e) = self.provider.ready().await {
+            run.fail(
+                Phase::Freeze,
+                format!("{} provider: {}", self.provider.name(), error_chain(&e)),
+            );
+            self.resume(&mut run, started).await;
+            return run.finish();
+        }
         let frozen = match self.interrupted() {
             Ok(()) => self
                 .filesystems

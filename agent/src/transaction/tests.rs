@@ -114,6 +114,7 @@ struct FakeProvider {
     /// Names of existing snapshots, oldest first, for retention.
     existing: Vec<String>,
     prune: Behaviour,
+    ready: Behaviour,
 }
 
 #[async_trait::async_trait]
@@ -125,6 +126,13 @@ impl SnapshotProvider for FakeProvider {
         note(&self.log, "provider.preflight");
         match self.preflight {
             Behaviour::Fails => Err(ProviderError::new("token rejected")),
+            _ => Ok(()),
+        }
+    }
+    async fn ready(&mut self) -> Result<(), ProviderError> {
+        note(&self.log, "provider.ready");
+        match self.ready {
+            Behaviour::Fails => Err(ProviderError::new("connection refused")),
             _ => Ok(()),
         }
     }
@@ -297,6 +305,7 @@ async fn the_happy_path_runs_every_phase_in_order() {
             "db.prepare",
             "cache.prepare",
             "fs.sync",
+            "provider.ready",
             "fs.freeze",
             "provider.request snap 2",
             "fs.thaw",
@@ -639,4 +648,21 @@ async fn a_failed_prune_fails_the_run_but_keeps_the_snapshot() {
     assert_eq!(report.failed_phase, Some(Phase::Prune));
     assert_eq!(report.snapshot_id.as_deref(), Some("snap-1"));
     assert!(report.error.unwrap().contains("retention failed: HTTP 403"));
+}
+
+#[tokio::test]
+async fn a_provider_not_ready_before_the_freeze_freezes_nothing_and_resumes() {
+    let mut s = Setup::new(&["a"]);
+    s.provider.ready = Behaviour::Fails;
+    let (report, log, _) = s.run().await;
+    assert!(
+        log.ends_with(&["provider.ready".into(), "a.resume".into()]),
+        "{log:?}"
+    );
+    assert!(!log.contains(&"fs.freeze".to_string()));
+    assert_eq!(report.failed_phase, Some(Phase::Freeze));
+    assert!(report
+        .error
+        .unwrap()
+        .contains("fake provider: connection refused"));
 }

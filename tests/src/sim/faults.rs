@@ -1,6 +1,7 @@
 //! Faults the simulator injects, written `[METHOD ]PATH_PREFIX=KIND[*COUNT]`:
 //! `POST /v2/droplets/=hang`, `GET /v2/droplets/=500*2`, `/v2/=429:3`, `GET /v2/actions/=latency:800`.
-//! KIND is `hang`, an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
+//! KIND is `hang`, `reset` (the connection drops mid-answer), `garbage` (200 with a body that
+//! is not JSON), an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
 //! (with `retry-after`), `latency:MS` (before the call is handled), or `slow-answer:MS` (the call
 //! is handled at once, its answer held back). Without `*COUNT` a fault applies to every match.
 
@@ -10,8 +11,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     Hang,
+    /// The connection is dropped in the middle of the answer.
+    Reset,
+    /// A 200 whose body is not JSON.
+    Garbage,
     Status(u16),
-    RateLimited { retry_after: u64 },
+    RateLimited {
+        retry_after: u64,
+    },
     Latency(Duration),
     SlowAnswer(Duration),
 }
@@ -66,6 +73,8 @@ impl std::str::FromStr for Fault {
         };
         let kind = match kind.split_once(':') {
             None if kind == "hang" => FaultKind::Hang,
+            None if kind == "reset" => FaultKind::Reset,
+            None if kind == "garbage" => FaultKind::Garbage,
             None => FaultKind::Status(
                 kind.parse::<u16>()
                     .ok()
@@ -109,6 +118,8 @@ mod tests {
             FaultKind::RateLimited { retry_after: 3 }
         );
         assert_eq!("POST /v2/=hang".parse::<Fault>().unwrap().kind, FaultKind::Hang);
+        assert_eq!("/v2/=reset".parse::<Fault>().unwrap().kind, FaultKind::Reset);
+        assert_eq!("/v2/=garbage".parse::<Fault>().unwrap().kind, FaultKind::Garbage);
         assert_eq!(
             "/v2/=latency:800".parse::<Fault>().unwrap().kind,
             FaultKind::Latency(Duration::from_millis(800))

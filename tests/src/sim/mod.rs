@@ -236,6 +236,24 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
     };
     tokio::time::sleep(latency).await;
     let mut response = match fault {
+        Some(FaultKind::Reset) => {
+            // A body that fails: hyper drops the connection in the middle of the answer.
+            let broken = futures_util::stream::once(async {
+                Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("simulated reset"))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("content-length", "512")
+                .body(axum::body::Body::from_stream(broken))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Some(FaultKind::Garbage) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "<html>502 Bad Gateway</html>",
+        )
+            .into_response(),
         Some(FaultKind::Hang) => {
             while !sim.released.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -104,10 +104,15 @@ impl SnapshotProvider for DigitalOcean {
         );
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
-        let droplet = client
-            .droplet(id)
-            .await
-            .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+        let droplet = client.droplet(id).await.map_err(|e| {
+            let hint = match e {
+                ApiError::Status { status: 404, .. } => {
+                    " (no such Droplet for this token: check `digitalocean.droplet_id`)"
+                }
+                _ => "",
+            };
+            api(&format!("cannot read Droplet {id}{hint}"), e)
+        })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(
                 "Droplet {id} ({}) is locked by a pending event; wait for it to finish and try again",
@@ -128,6 +133,18 @@ impl SnapshotProvider for DigitalOcean {
         self.known_actions = actions.iter().map(|a| a.id).collect();
         self.client = Some(client);
         Ok(())
+    }
+
+    async fn ready(&mut self) -> Result<(), ProviderError> {
+        // Quiescing and syncing may have taken long enough for the server to close the idle
+        // connection; one more call now keeps a warm one for the POST in the window.
+        let id = self.droplet_id;
+        self.client()?.droplet(id).await.map(drop).map_err(|e| {
+            api(
+                &format!("cannot reach the API right before the freeze (Droplet {id})"),
+                e,
+            )
+        })
     }
 
     async fn request(&mut self, name: &str, _frozen: &[Target]) -> Result<Registration, ProviderError> {

@@ -5,7 +5,7 @@
 
 use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
 use freezeframe_agent::secret::Secret;
-use freezeframe_tests::sim::{Fault, SimConfig};
+use freezeframe_tests::sim::{Fault, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -99,6 +99,16 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
         .droplet_snapshots(3164444)
         .await
         .expect("GET /v2/droplets/{id}/snapshots");
+    let volume = "506f78a4-e098-11e5-ad9f-000f53306ae1";
+    client.volume(volume).await.expect("GET /v2/volumes/{id}");
+    client
+        .snapshot_volume(volume, "freezeframe-contract", Duration::from_secs(20))
+        .await
+        .expect("POST /v2/volumes/{id}/snapshots");
+    client
+        .delete_snapshot(6372321)
+        .await
+        .expect("DELETE /v2/snapshots/{id}");
 }
 
 #[test]
@@ -111,6 +121,15 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         &dir.path().join("disk.img"),
         &dir.path().join("disk"),
     );
+    let volume = loop_fs(
+        Fs::Xfs,
+        64,
+        &dir.path().join("volume.img"),
+        &dir.path().join("volume"),
+    );
+    let links = dir.path().join("by-id");
+    std::fs::create_dir_all(&links).unwrap();
+    std::os::unix::fs::symlink(&volume.device, links.join("scsi-0DO_Volume_data")).unwrap();
     let server = SimServer::start(SimConfig {
         token: "dop_v1_contract".into(),
         droplet_id: 3164444,
@@ -120,6 +139,11 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         action_delay: Duration::from_millis(300),
         latency: Duration::ZERO,
         faults: Vec::new(),
+        volumes: vec![SimVolume {
+            id: "506f78a4-e098-11e5-ad9f-000f53306ae1".into(),
+            name: "data".into(),
+            device: volume.device.clone().into(),
+        }],
     });
     std::fs::create_dir_all(dir.path().join("images")).unwrap();
     let prism = Prism::start(&["proxy", "--errors", spec.to_str().unwrap(), &server.url]);
@@ -130,13 +154,15 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
     std::fs::write(
         &config,
         format!(
-            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\nmax_freeze = \"20s\"\n\
-             [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\n",
+            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}, {:?}]\nmax_freeze = \"20s\"\n\
+             [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n",
             dir.path().join("run").display().to_string(),
             disk.mountpoint.display().to_string(),
+            volume.mountpoint.display().to_string(),
             prism.url,
             server.url,
-            token.display().to_string()
+            token.display().to_string(),
+            links.display().to_string()
         ),
     )
     .unwrap();
@@ -155,6 +181,11 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
     let report = run(&["--wait", "--name", "contract-1"]);
     assert_eq!(report["status"], "succeeded", "{report:#}");
     assert!(report["snapshot_id"].is_string(), "{report:#}");
+    assert_eq!(
+        report["volume_snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
 
     // Error answers must agree with the spec too.
     server

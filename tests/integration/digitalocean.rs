@@ -1,7 +1,7 @@
 //! The `digitalocean` provider end to end: `freezeframe-agent snapshot` against the API
 //! simulator on loopback, on a loop filesystem that stands for the Droplet's disk.
 
-use freezeframe_tests::sim::{Fault, SimConfig};
+use freezeframe_tests::sim::{Fault, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ const TOKEN: &str = "dop_v1_simulated_secret_token";
 struct Droplet {
     dir: tempfile::TempDir,
     disk: LoopFs,
+    volume: Option<LoopFs>,
     server: SimServer,
     config: PathBuf,
     images: PathBuf,
@@ -21,6 +22,15 @@ struct Droplet {
 impl Droplet {
     /// A loop filesystem as the Droplet's disk, the simulator, a token file and a config.
     fn new(action_delay: Duration, extra_config: &str) -> Droplet {
+        Droplet::build(action_delay, extra_config, None)
+    }
+
+    /// With a volume named `data` attached (an xfs loop filesystem), frozen if `freeze_it`.
+    fn with_volume(action_delay: Duration, extra_config: &str, freeze_it: bool) -> Droplet {
+        Droplet::build(action_delay, extra_config, Some(freeze_it))
+    }
+
+    fn build(action_delay: Duration, extra_config: &str, volume: Option<bool>) -> Droplet {
         let dir = scratch();
         let disk = loop_fs(
             Fs::Ext4,
@@ -28,6 +38,19 @@ impl Droplet {
             &dir.path().join("disk.img"),
             &dir.path().join("disk"),
         );
+        let volume = volume.map(|frozen| {
+            let fs = loop_fs(
+                Fs::Xfs,
+                64,
+                &dir.path().join("volume.img"),
+                &dir.path().join("volume"),
+            );
+            // What udev makes for a DigitalOcean volume.
+            let links = dir.path().join("by-id");
+            std::fs::create_dir_all(&links).unwrap();
+            std::os::unix::fs::symlink(&fs.device, links.join("scsi-0DO_Volume_data")).unwrap();
+            (fs, frozen)
+        });
         let images = dir.path().join("sim-images");
         std::fs::create_dir_all(&images).unwrap();
         let server = SimServer::start(SimConfig {
@@ -39,28 +62,43 @@ impl Droplet {
             action_delay,
             latency: Duration::ZERO,
             faults: Vec::new(),
+            volumes: volume
+                .iter()
+                .map(|(fs, _)| SimVolume {
+                    id: "506f78a4-e098-11e5-ad9f-000f53306ae1".into(),
+                    name: "data".into(),
+                    device: fs.device.clone().into(),
+                })
+                .collect(),
         });
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut mountpoints = vec![format!("{:?}", disk.mountpoint.display().to_string())];
+        if let Some((fs, true)) = &volume {
+            mountpoints.push(format!("{:?}", fs.mountpoint.display().to_string()));
+        }
         let config = dir.path().join("etc/config.toml");
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(
             &config,
             format!(
-                "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\nmax_freeze = \"5s\"\n\
-                 [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\n{extra_config}",
+                "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"5s\"\n\
+                 [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
+                 {extra_config}",
                 dir.path().join("run").display().to_string(),
-                disk.mountpoint.display().to_string(),
+                mountpoints.join(", "),
                 server.url,
                 server.url,
                 token.display().to_string(),
+                dir.path().join("by-id").display().to_string(),
             ),
         )
         .unwrap();
         Droplet {
             dir,
             disk,
+            volume: volume.map(|(fs, _)| fs),
             server,
             config,
             images,
@@ -435,4 +473,87 @@ fn every_injected_fault_gives_a_clear_message_and_leaves_nothing_frozen() {
     assert_eq!(report["status"], "succeeded", "{report:#}");
     assert!(report["request_ms"].as_f64().unwrap() >= 300.0, "{report:#}");
     assert!(report["frozen_ms"].as_f64().unwrap() >= report["request_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn attached_volumes_are_snapshotted_in_the_same_window_as_one_group() {
+    let droplet = Droplet::with_volume(Duration::from_millis(200), "", true);
+    let volume = droplet.volume.as_ref().unwrap();
+    let disk_writer = writer(&droplet.disk.path("records"));
+    let volume_writer = writer(&volume.path("records"));
+    disk_writer.wait_for(30, Duration::from_secs(30)).unwrap();
+    volume_writer.wait_for(30, Duration::from_secs(30)).unwrap();
+    let notify = NotifySocket::bind(droplet.dir.path());
+    let mut child = droplet
+        .agent()
+        .args(["snapshot", "--json", "--wait", "--name", "group"])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    notify.wait_for_status("frozen", Duration::from_secs(60), || {
+        child
+            .try_wait()
+            .unwrap()
+            .map(|s| format!("exited {s}: {}", child.wait_with_output_ref()))
+    });
+    let (disk_acked, volume_acked) = (disk_writer.acked(), volume_writer.acked());
+    let report = report_of(&child.wait_with_output().unwrap());
+    disk_writer.stop();
+    volume_writer.stop();
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let volumes = report["volume_snapshots"]
+        .as_array()
+        .expect("volume snapshots are reported");
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["volume_name"], "data");
+    assert_eq!(volumes[0]["mountpoint"], volume.mountpoint.to_str().unwrap());
+    assert_eq!(droplet.server.sim.counters().volume_snapshot_posts, 1);
+
+    let images = droplet.server.sim.images();
+    check_records(&images["group"], droplet.dir.path(), disk_acked);
+    let volume_image = &images["group@data"];
+    assert_clean(Fs::Xfs, volume_image);
+    let view = view_image(Fs::Xfs, volume_image, &droplet.dir.path().join("volume-view"));
+    assert_records(&std::fs::read(view.path("records")).unwrap(), volume_acked);
+}
+
+#[test]
+fn a_volume_that_is_not_frozen_or_switched_off_is_not_snapshotted() {
+    let droplet = Droplet::with_volume(Duration::from_millis(100), "", false);
+    let (out, report) = droplet.snapshot(&[]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(report.get("volume_snapshots").is_none());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("volume data"),
+        "the skip is said"
+    );
+
+    let droplet = Droplet::with_volume(Duration::from_millis(100), "volumes = false\n", true);
+    let (_, report) = droplet.snapshot(&[]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(droplet.server.sim.counters().volume_snapshot_posts, 0);
+}
+
+#[test]
+fn a_failed_volume_snapshot_fails_the_group_and_says_what_was_made() {
+    let droplet = Droplet::with_volume(Duration::from_secs(30), "", true);
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/volumes/=500".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&["--name", "partial"]);
+    assert_eq!(report["failed_phase"], "request", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("group is incomplete") && error.contains("volume data"),
+        "{error}"
+    );
+    assert!(error.contains("made: snapshot action"), "{error}");
+    assert!(
+        !report["action_id"].is_null(),
+        "the Droplet snapshot that was made is named"
+    );
+    assert!(!is_frozen(&droplet.disk.mountpoint));
 }

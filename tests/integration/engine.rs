@@ -75,6 +75,7 @@ impl SnapshotProvider for WindowProbe {
         Ok(Registration {
             action_id: "probe".into(),
             completed: true,
+            volume_snapshots: Vec::new(),
         })
     }
     async fn wait_completed(&mut self, _: &Registration) -> Result<Completion, ProviderError> {

@@ -66,6 +66,8 @@ pub struct DigitalOceanFragment {
     pub droplet_id: Option<u64>,
     pub thaw_after: Option<String>,
     pub api_timeout: Option<String>,
+    pub volumes: Option<bool>,
+    pub volume_links: Option<PathBuf>,
 }
 
 /// Overlays `later` on `earlier`, key by key: a key set in `later` wins.
@@ -109,6 +111,8 @@ impl ConfigFragment {
             overlay(&mut e.droplet_id, l.droplet_id);
             overlay(&mut e.thaw_after, l.thaw_after);
             overlay(&mut e.api_timeout, l.api_timeout);
+            overlay(&mut e.volumes, l.volumes);
+            overlay(&mut e.volume_links, l.volume_links);
         }
     }
 }

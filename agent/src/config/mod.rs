@@ -30,6 +30,7 @@ pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 pub const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 /// Default for `[local_image] image_dir`.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
@@ -117,6 +118,10 @@ pub struct DigitalOceanSettings {
     pub thaw_after: ThawAfter,
     /// Bound on each API call outside the frozen window.
     pub api_timeout: Duration,
+    /// Snapshot attached volumes whose filesystems are frozen, in the same window.
+    pub volumes: bool,
+    /// Where udev links DigitalOcean volumes (`scsi-0DO_Volume_<name>`).
+    pub volume_links: PathBuf,
 }
 
 /// The list of files to read, in order.
@@ -372,6 +377,11 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
             Some(text) => parse_duration("digitalocean.api_timeout", &text)?,
             None => DEFAULT_API_TIMEOUT,
         },
+        volumes: f.volumes.unwrap_or(true),
+        volume_links: absolute(
+            "digitalocean.volume_links",
+            f.volume_links.unwrap_or_else(|| DEFAULT_VOLUME_LINKS.into()),
+        )?,
     })
 }
 

@@ -139,6 +139,8 @@ fn the_default_provider_is_digitalocean_and_unknown_ones_are_refused() {
             droplet_id: None,
             thaw_after: ThawAfter::Registered,
             api_timeout: Duration::from_secs(15),
+            volumes: true,
+            volume_links: "/dev/disk/by-id".into(),
         })
     );
     let err = settings("[snapshot]\nprovider = \"tape\"\n")

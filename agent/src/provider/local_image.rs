@@ -267,6 +267,7 @@ impl SnapshotProvider for LocalImage {
         Ok(Registration {
             action_id: name.to_string(),
             completed: true,
+            volume_snapshots: Vec::new(),
         })
     }
 

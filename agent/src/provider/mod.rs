@@ -41,6 +41,17 @@ pub struct Registration {
     pub action_id: String,
     /// Whether the snapshot is already complete.
     pub completed: bool,
+    /// Snapshots of attached volumes taken in the same window.
+    pub volume_snapshots: Vec<VolumeSnapshotRef>,
+}
+
+/// A volume snapshot taken with the machine's snapshot, as one consistent group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeSnapshotRef {
+    pub volume_id: String,
+    pub volume_name: String,
+    pub mountpoint: std::path::PathBuf,
+    pub snapshot_id: String,
 }
 
 /// A finished snapshot.

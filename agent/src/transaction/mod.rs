@@ -212,6 +212,7 @@ impl Transaction<'_> {
                 action_id: None,
                 snapshot_id: None,
                 pruned: Vec::new(),
+                volume_snapshots: Vec::new(),
                 consistency: None,
                 failed_phase: None,
                 error: None,
@@ -376,6 +377,7 @@ impl Transaction<'_> {
         let registration = match registered {
             Ok(registration) => {
                 run.report.action_id = Some(registration.action_id.clone());
+                run.report.volume_snapshots = registration.volume_snapshots.clone();
                 let consistency = if let Some(event) = thaw.guard_event {
                     run.report.warnings.push(format!(
                         "the snapshot registered only after the thaw guard ended the freeze ({event:?}): \

@@ -81,6 +81,9 @@ pub struct Report {
     pub provider: String,
     pub action_id: Option<String>,
     pub snapshot_id: Option<String>,
+    /// Snapshots of attached volumes, taken in the same frozen window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_snapshots: Vec<crate::provider::VolumeSnapshotRef>,
     /// Older snapshots deleted by retention.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Pruned>,

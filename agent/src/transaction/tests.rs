@@ -142,6 +142,7 @@ impl SnapshotProvider for FakeProvider {
             Behaviour::Works => Ok(Registration {
                 action_id: "42".into(),
                 completed: false,
+                volume_snapshots: Vec::new(),
             }),
             Behaviour::Fails => Err(ProviderError::new("HTTP 500")),
             Behaviour::Hangs => std::future::pending().await,

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_tests::sim::{Fault, Sim, SimConfig};
+use freezeframe_tests::sim::{Fault, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,16 @@ struct Args {
     /// Fault to inject, `[METHOD ]PATH_PREFIX=KIND[*COUNT]` (repeatable)
     #[arg(long = "fault")]
     faults: Vec<Fault>,
+    /// An attached volume, `NAME=DEVICE` (repeatable)
+    #[arg(long = "volume", value_parser = parse_volume)]
+    volumes: Vec<(String, PathBuf)>,
+}
+
+fn parse_volume(spec: &str) -> Result<(String, PathBuf), String> {
+    let (name, device) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("`{spec}`: write a volume as NAME=DEVICE"))?;
+    Ok((name.to_string(), PathBuf::from(device)))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,6 +62,16 @@ async fn main() -> std::io::Result<()> {
         action_delay: args.action_delay,
         latency: args.latency,
         faults: args.faults,
+        volumes: args
+            .volumes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, device))| SimVolume {
+                id: format!("506f78a4-e098-11e5-ad9f-{:012}", i + 1),
+                name,
+                device,
+            })
+            .collect(),
     });
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;

@@ -27,6 +27,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A Droplet as the spec's own example shows one; id, name and state are filled in per request.
 const DROPLET_TEMPLATE: &str = include_str!("droplet-template.json");
+/// A volume, likewise.
+const VOLUME_TEMPLATE: &str = include_str!("volume-template.json");
+
+/// A block storage volume attached to the Droplet.
+#[derive(Debug, Clone)]
+pub struct SimVolume {
+    pub id: String,
+    pub name: String,
+    /// The block device (or file) that stands for the volume, copied at each volume snapshot.
+    pub device: PathBuf,
+}
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -43,6 +54,7 @@ pub struct SimConfig {
     /// Added to every API call.
     pub latency: Duration,
     pub faults: Vec<Fault>,
+    pub volumes: Vec<SimVolume>,
 }
 
 /// What tests can inspect.
@@ -50,6 +62,8 @@ pub struct SimConfig {
 pub struct Counters {
     /// Snapshot actions created (POST /v2/droplets/{id}/actions with type snapshot).
     pub snapshot_posts: u32,
+    /// Volume snapshots created.
+    pub volume_snapshot_posts: u32,
     /// API calls answered, by `METHOD path`.
     pub calls: Vec<String>,
 }
@@ -74,6 +88,8 @@ struct SimSnapshot {
 struct SimState {
     config: SimConfig,
     actions: Vec<SimAction>,
+    /// Volume snapshot images by `<snapshot name>@<volume name>`.
+    volume_images: HashMap<String, PathBuf>,
     snapshots: Vec<SimSnapshot>,
     next_id: u64,
     counters: Counters,
@@ -134,6 +150,7 @@ impl Sim {
             state: Arc::new(Mutex::new(SimState {
                 config,
                 actions: Vec::new(),
+                volume_images: HashMap::new(),
                 snapshots: Vec::new(),
                 next_id: 7_000_000,
                 counters: Counters::default(),
@@ -168,13 +185,17 @@ impl Sim {
         st.snapshots.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// Paths of the images made so far, by snapshot name.
+    /// Paths of the images made so far: Droplet snapshots by name, volume snapshots by
+    /// `<name>@<volume name>`.
     pub fn images(&self) -> HashMap<String, PathBuf> {
-        self.lock()
+        let st = self.lock();
+        let mut images: HashMap<String, PathBuf> = st
             .actions
             .iter()
             .filter_map(|a| a.image.clone().map(|p| (a.snapshot_name.clone(), p)))
-            .collect()
+            .collect();
+        images.extend(st.volume_images.clone());
+        images
     }
 
     pub fn router(&self) -> Router {
@@ -188,6 +209,11 @@ impl Sim {
             .route("/v2/droplets/{id}/snapshots", get(droplet_snapshots))
             .route("/v2/actions/{id}", get(action))
             .route("/v2/snapshots", get(snapshots))
+            .route("/v2/volumes/{id}", get(volume))
+            .route(
+                "/v2/volumes/{id}/snapshots",
+                axum::routing::post(post_volume_snapshot),
+            )
             .route("/v2/snapshots/{id}", axum::routing::delete(delete_snapshot))
             .route("/_sim/faults", put(put_faults))
             .layer(axum::middleware::from_fn_with_state(self.clone(), api_layer))
@@ -366,7 +392,7 @@ fn droplet_json(st: &SimState) -> Value {
     d["id"] = json!(st.config.droplet_id);
     d["name"] = json!(st.config.droplet_name);
     d["locked"] = json!(st.locked());
-    d["volume_ids"] = json!([]);
+    d["volume_ids"] = json!(st.config.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>());
     d["snapshot_ids"] = json!(st.snapshots.iter().map(|s| s.id).collect::<Vec<_>>());
     d
 }
@@ -483,22 +509,7 @@ async fn post_droplet_action(
     };
     // The hypervisor's point-in-time copy, made before the action is reported registered.
     if let Some(disk) = disk {
-        let out = image.clone();
-        let copied = tokio::task::spawn_blocking(move || {
-            let size = std::fs::File::open(&disk).and_then(|f| {
-                use std::io::Seek;
-                let mut f = f;
-                f.seek(std::io::SeekFrom::End(0))
-            })?;
-            freezeframe_agent::provider::local_image::copy_device(
-                &disk,
-                size,
-                &out,
-                &std::sync::atomic::AtomicBool::new(false),
-            )
-        })
-        .await;
-        if !matches!(copied, Ok(Ok(()))) {
+        if !copy_disk(disk, image.clone()).await {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -520,6 +531,85 @@ async fn post_droplet_action(
     let json = action_json(&action, id);
     st.actions.push(action);
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
+}
+
+/// Copies a device (or file) into an image, as a hypervisor's snapshot would; true if it worked.
+async fn copy_disk(disk: PathBuf, image: PathBuf) -> bool {
+    let copied = tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        let size = std::fs::File::open(&disk)?.seek(std::io::SeekFrom::End(0))?;
+        freezeframe_agent::provider::local_image::copy_device(
+            &disk,
+            size,
+            &image,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+    })
+    .await;
+    matches!(copied, Ok(Ok(())))
+}
+
+async fn volume(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    let st = sim.lock();
+    let Some(v) = st.config.volumes.iter().find(|v| v.id == id) else {
+        return not_found("volume");
+    };
+    let mut json: Value = serde_json::from_str(VOLUME_TEMPLATE).expect("the template is JSON");
+    json["id"] = json!(v.id);
+    json["name"] = json!(v.name);
+    json["droplet_ids"] = json!([st.config.droplet_id]);
+    Json(json!({"volume": json})).into_response()
+}
+
+#[derive(Deserialize)]
+struct VolumeSnapshotBody {
+    name: String,
+}
+
+async fn post_volume_snapshot(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<VolumeSnapshotBody>(&body) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            "invalid JSON body",
+            "sim",
+        );
+    };
+    let (volume, image, snapshot_id) = {
+        let mut st = sim.lock();
+        let Some(volume) = st.config.volumes.iter().find(|v| v.id == id).cloned() else {
+            return not_found("volume");
+        };
+        st.counters.volume_snapshot_posts += 1;
+        st.next_id += 1;
+        let snapshot_id = format!("8fa70202-0000-4000-8000-{:012}", st.next_id);
+        let image = st.config.image_dir.join(format!("volume-{snapshot_id}.img"));
+        (volume, image, snapshot_id)
+    };
+    if !copy_disk(volume.device.clone(), image.clone()).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the volume copy failed",
+            "sim",
+        );
+    }
+    let size = std::fs::metadata(&image)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(0);
+    sim.lock()
+        .volume_images
+        .insert(format!("{}@{}", body.name, volume.name), image);
+    let snapshot = json!({
+        "id": snapshot_id, "name": body.name, "created_at": rfc3339(SystemTime::now()), "regions": ["nyc3"],
+        "resource_id": volume.id, "resource_type": "volume", "min_disk_size": 10,
+        "size_gigabytes": gigabytes(size), "tags": [],
+    });
+    (StatusCode::CREATED, Json(json!({"snapshot": snapshot}))).into_response()
 }
 
 async fn action(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {

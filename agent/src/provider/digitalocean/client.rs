@@ -258,6 +258,40 @@ impl Client {
         Ok(env.action)
     }
 
+    pub async fn volume(&self, id: &str) -> Result<Volume, ApiError> {
+        let env: VolumeEnvelope = self.get(&format!("/v2/volumes/{id}")).await?;
+        Ok(env.volume)
+    }
+
+    /// Snapshots a volume: one attempt, bounded by `timeout` (inside the frozen window).
+    pub async fn snapshot_volume(
+        &self,
+        id: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<VolumeSnapshot, ApiError> {
+        let body = VolumeSnapshotRequest { name };
+        let env: VolumeSnapshotEnvelope = self
+            .call(
+                Method::POST,
+                &format!("/v2/volumes/{id}/snapshots"),
+                Some(&body),
+                timeout,
+            )
+            .await?;
+        Ok(env.snapshot)
+    }
+
+    /// Adds scopes to name in 401/403 messages.
+    pub fn add_scopes(&mut self, scopes: &[&str]) {
+        for s in scopes {
+            if !self.scopes.split(", ").any(|have| have == *s) {
+                self.scopes.push_str(", ");
+                self.scopes.push_str(s);
+            }
+        }
+    }
+
     /// Deletes a snapshot (`image:delete`), retried like a GET: deleting twice is harmless.
     pub async fn delete_snapshot(&self, id: u64) -> Result<(), ApiError> {
         let path = format!("/v2/snapshots/{id}");

@@ -10,16 +10,20 @@ pub mod client;
 pub mod token;
 pub mod types;
 
-use super::{Completion, ProviderError, Reconciled, Registration, SnapshotProvider};
+use super::{Completion, ProviderError, Reconciled, Registration, SnapshotProvider, VolumeSnapshotRef};
 use crate::config::{DigitalOceanSettings, ThawAfter};
+use crate::freeze::mountinfo::DevNum;
 use crate::freeze::plan::Target;
 use crate::naming::OwnNames;
 use crate::transaction::Pruned;
 use client::{ApiError, Client};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Scopes a Droplet snapshot needs.
 pub const SNAPSHOT_SCOPES: &[&str] = &["droplet:read", "droplet:update", "image:create", "actions:read"];
+/// The scopes snapshotting attached volumes needs as well.
+pub const VOLUME_SCOPES: &[&str] = &["block_storage:read", "block_storage_snapshot:create"];
 /// The scope retention needs as well.
 pub const RETENTION_SCOPE: &str = "image:delete";
 
@@ -40,6 +44,31 @@ pub struct DigitalOcean {
     known_actions: Vec<u64>,
     /// Whether retention will delete snapshots (one more scope).
     prunes: bool,
+    /// Attached volumes whose filesystems are frozen: snapshotted in the same window.
+    volumes: Vec<PlannedVolume>,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedVolume {
+    id: String,
+    name: String,
+    mountpoint: PathBuf,
+}
+
+/// The target that a volume's device carries, if one does. DigitalOcean volumes appear as
+/// `<links>/scsi-0DO_Volume_<name>`, a link to the block device.
+fn volume_target(links: &Path, name: &str, targets: &[Target]) -> Option<PathBuf> {
+    let device = std::fs::canonicalize(links.join(format!("scsi-0DO_Volume_{name}"))).ok()?;
+    let rdev = nix::sys::stat::stat(&device)
+        .ok()
+        .map(|st| DevNum::from_raw(st.st_rdev));
+    targets
+        .iter()
+        .find(|t| {
+            std::fs::canonicalize(&t.source).ok().as_deref() == Some(device.as_path())
+                || (t.fstype != "btrfs" && Some(t.dev) == rdev)
+        })
+        .map(|t| t.mountpoint.clone())
 }
 
 impl DigitalOcean {
@@ -52,6 +81,7 @@ impl DigitalOcean {
             requested_name: None,
             known_actions: Vec::new(),
             prunes,
+            volumes: Vec::new(),
         }
     }
 
@@ -72,7 +102,7 @@ impl SnapshotProvider for DigitalOcean {
         "digitalocean"
     }
 
-    async fn preflight(&mut self, _name: &str, _targets: &[Target]) -> Result<(), ProviderError> {
+    async fn preflight(&mut self, _name: &str, targets: &[Target]) -> Result<(), ProviderError> {
         let token = token::load(&self.settings.token_file).map_err(|e| ProviderError::new(e.to_string()))?;
         let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
@@ -95,7 +125,7 @@ impl SnapshotProvider for DigitalOcean {
         if self.prunes {
             scopes.push(RETENTION_SCOPE);
         }
-        let client = Client::new(
+        let mut client = Client::new(
             http,
             &self.settings.api_url,
             token,
@@ -131,6 +161,29 @@ impl SnapshotProvider for DigitalOcean {
             )));
         }
         self.known_actions = actions.iter().map(|a| a.id).collect();
+        self.volumes.clear();
+        if self.settings.volumes && !droplet.volume_ids.is_empty() {
+            client.add_scopes(VOLUME_SCOPES);
+            for volume_id in &droplet.volume_ids {
+                let volume = client.volume(volume_id).await.map_err(|e| {
+                    api(
+                        &format!("cannot read volume {volume_id} attached to Droplet {id}"),
+                        e,
+                    )
+                })?;
+                match volume_target(&self.settings.volume_links, &volume.name, targets) {
+                    Some(mountpoint) => self.volumes.push(PlannedVolume {
+                        id: volume.id,
+                        name: volume.name,
+                        mountpoint,
+                    }),
+                    None => tracing::warn!(
+                        "volume {} ({volume_id}) is not among the filesystems to freeze: it is not snapshotted",
+                        volume.name
+                    ),
+                }
+            }
+        }
         self.client = Some(client);
         Ok(())
     }
@@ -147,18 +200,78 @@ impl SnapshotProvider for DigitalOcean {
         })
     }
 
-    async fn request(&mut self, name: &str, _frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
         self.requested_name = Some(name.to_string());
         let client = self.client()?;
-        // One attempt; the transaction bounds it by max_freeze as well.
-        let action = client
-            .snapshot_droplet(self.droplet_id, name, self.max_freeze)
-            .await
-            .map_err(|e| api("the snapshot request was not accepted", e))?;
-        if action.errored() {
+        let volumes: Vec<&PlannedVolume> = self
+            .volumes
+            .iter()
+            .filter(|v| frozen.iter().any(|t| t.mountpoint == v.mountpoint))
+            .collect();
+        // The Droplet and its volumes in the same window, all at once: one consistent group.
+        // One attempt each; the transaction bounds them by max_freeze as well.
+        let (action, volume_results) = tokio::join!(
+            client.snapshot_droplet(self.droplet_id, name, self.max_freeze),
+            futures_util::future::join_all(volumes.iter().map(|v| client.snapshot_volume(
+                &v.id,
+                name,
+                self.max_freeze
+            )))
+        );
+        let mut made = Vec::new();
+        let mut failed = Vec::new();
+        for (v, result) in volumes.iter().zip(volume_results) {
+            match result {
+                Ok(snapshot) => made.push(VolumeSnapshotRef {
+                    volume_id: v.id.clone(),
+                    volume_name: v.name.clone(),
+                    mountpoint: v.mountpoint.clone(),
+                    snapshot_id: snapshot.id,
+                }),
+                Err(e) => failed.push(format!("volume {} ({}): {e}", v.name, v.id)),
+            }
+        }
+        let made_list = || {
+            made.iter()
+                .map(|m| format!("volume snapshot {} of {}", m.snapshot_id, m.volume_name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let action = match action {
+            Ok(action) if !action.errored() => action,
+            Ok(action) => {
+                return Err(ProviderError::new(format!(
+                    "snapshot action {} errored at once{}",
+                    action.id,
+                    if made.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; made anyway: {}", made_list())
+                    }
+                )))
+            }
+            Err(e) if made.is_empty() => return Err(api("the snapshot request was not accepted", e)),
+            Err(e) => {
+                return Err(api(
+                    &format!(
+                        "the Droplet snapshot was not accepted, but these were made: {}",
+                        made_list()
+                    ),
+                    e,
+                ))
+            }
+        };
+        if !failed.is_empty() {
             return Err(ProviderError::new(format!(
-                "snapshot action {} errored at once",
-                action.id
+                "not every volume snapshot was accepted, so the group is incomplete: {}; made: snapshot \
+                 action {}{}",
+                failed.join("; "),
+                action.id,
+                if made.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", made_list())
+                }
             )));
         }
         let mut action = action;
@@ -180,6 +293,7 @@ impl SnapshotProvider for DigitalOcean {
         Ok(Registration {
             action_id: action.id.to_string(),
             completed: action.completed(),
+            volume_snapshots: made,
         })
     }
 

@@ -103,3 +103,31 @@ pub struct ErrorBody {
     #[serde(default)]
     pub request_id: Option<String>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VolumeEnvelope {
+    pub volume: Volume,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+}
+
+/// `POST /v2/volumes/{id}/snapshots` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeSnapshotRequest<'a> {
+    pub name: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VolumeSnapshotEnvelope {
+    pub snapshot: VolumeSnapshot,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VolumeSnapshot {
+    pub id: String,
+    pub name: String,
+}

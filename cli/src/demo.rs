@@ -1,20 +1,29 @@
-//! `freezeframe demo`: the whole job on a scratch filesystem, no account or setup needed. Makes a
-//! loop-mounted ext4, starts a writer that fsyncs numbered records, takes a snapshot with the
-//! local-image provider while it writes, then checks the captured image (fsck, every record
-//! acknowledged before the request) and reports the frozen window and the writer's stall.
-//! Everything it made is removed at the end, also on failure or Ctrl-C.
+//! `freezeframe demo`: the whole job with no account or setup. Makes a loop-mounted ext4 that
+//! stands for a Droplet's disk, starts the bundled DigitalOcean API simulator (which copies that
+//! disk when it registers a snapshot, as the hypervisor would) and a writer that fsyncs numbered
+//! records, takes a snapshot through the `digitalocean` provider while the writer runs, then
+//! checks the captured image (fsck, every record acknowledged before the request) and reports
+//! the phases, the frozen window and the writer's longest stall. Everything it made is removed
+//! at the end, also on failure or Ctrl-C.
 
 use crate::scratch::{verify_records, Fs, LoopFs, Writer};
 use anyhow::{bail, Context, Result};
+use freezeframe_agent::config::{DigitalOceanSettings, ThawAfter};
 use freezeframe_agent::freeze::plan::Selection;
 use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
 use freezeframe_agent::naming::SnapshotName;
-use freezeframe_agent::provider::local_image::LocalImage;
+use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::quiesce::QuiescePolicy;
 use freezeframe_agent::transaction::{Interrupt, Observer, Options, Phase, Report, Status, Transaction};
+use freezeframe_do_sim::{SimConfig, SimServer};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A real API round trip is a few hundred milliseconds; the simulator is told to take as long.
+const API_LATENCY: Duration = Duration::from_millis(300);
+const TOKEN: &str = "dop_v1_demo_token_for_the_simulator";
 
 /// Prints each phase as it ends. Lines produced while filesystems are frozen are held in
 /// memory and printed after the thaw, like the agent's own logs.
@@ -84,28 +93,50 @@ async fn demo() -> Result<bool> {
         Ok(())
     };
 
-    println!("freezeframe demo: a consistent snapshot of a filesystem that is being written to");
+    println!("freezeframe demo: a consistent snapshot of a Droplet's disk while it is being written to");
     let dir = tempfile::Builder::new()
         .prefix("freezeframe-demo-")
         .tempdir_in("/var/tmp")
         .context("cannot make a scratch folder in /var/tmp")?;
     let data = LoopFs::create(
         Fs::Ext4,
-        256,
-        &dir.path().join("data.img"),
+        128,
+        &dir.path().join("disk.img"),
         &dir.path().join("data"),
     )?;
     println!(
-        "  [1/4] made a 256 MiB ext4 filesystem on {}, mounted at {}",
+        "  [1/5] made a 128 MiB ext4 filesystem on {} for the Droplet's disk, mounted at {}",
         data.device,
         data.mountpoint.display()
     );
     check("setup")?;
 
+    let sim_images = dir.path().join("sim-images");
+    std::fs::create_dir_all(&sim_images)?;
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "demo-droplet".into(),
+        disk: Some(data.device.clone().into()),
+        image_dir: sim_images,
+        action_delay: Duration::from_secs(2),
+        latency: API_LATENCY,
+        faults: Vec::new(),
+        volumes: Vec::new(),
+    });
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN)?;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+    println!(
+        "  [2/5] the DigitalOcean API simulator listens on {} ({} ms per call)",
+        sim.url,
+        API_LATENCY.as_millis()
+    );
+
     let writer = Writer::start(&data.path("records"))?;
     writer.wait_for(200, Duration::from_secs(30))?;
     println!(
-        "  [2/4] a writer is appending fsync'd records ({} so far)",
+        "  [3/5] a writer is appending fsync'd records ({} so far)",
         writer.acked()
     );
     check("setup")?;
@@ -114,23 +145,36 @@ async fn demo() -> Result<bool> {
         mountpoints: Some(std::slice::from_ref(&data.mountpoint)),
         exclude: &[],
     })?;
-    let images = dir.path().join("images");
-    let mut provider = LocalImage::new(images.clone());
+    let max_freeze = Duration::from_secs(20);
+    let mut provider = DigitalOcean::new(
+        DigitalOceanSettings {
+            api_url: sim.url.clone(),
+            metadata_url: sim.url.clone(),
+            token_file,
+            droplet_id: None,
+            thaw_after: ThawAfter::Registered,
+            api_timeout: Duration::from_secs(15),
+            volumes: false,
+            volume_links: "/dev/disk/by-id".into(),
+        },
+        max_freeze,
+        false,
+    );
     let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &dir.path().join("run"));
     let progress = Progress {
         acked: writer.acked_counter(),
         acked_at_request: AtomicU64::new(0),
         held: Mutex::new(Vec::new()),
     };
-    println!("  [3/4] snapshot (local-image provider), phase by phase:");
+    println!("  [4/5] snapshot through the digitalocean provider, phase by phase:");
     let report: Report = Transaction {
         filesystems: &mut filesystems,
         provider: &mut provider,
         quiescers: Vec::new(),
         observer: &progress,
         options: Options {
-            name: SnapshotName::Fixed("demo".into()),
-            max_freeze: Duration::from_secs(20),
+            name: SnapshotName::Fixed("freezeframe-demo".into()),
+            max_freeze,
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,
             retention: None,
@@ -153,18 +197,19 @@ async fn demo() -> Result<bool> {
     }
 
     let acked = progress.acked_at_request.load(Ordering::SeqCst);
-    let image_copy = std::fs::read_dir(images.join("demo"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "img"))
-        .context("the snapshot holds no image")?;
-    let (clean, fsck) = Fs::Ext4.check(&image_copy)?;
-    let view = LoopFs::attach_read_only(Fs::Ext4, &image_copy, &dir.path().join("view"))?;
+    let image = sim
+        .sim
+        .images()
+        .remove(&report.snapshot_name)
+        .context("the simulator holds no image for the snapshot")?;
+    let (clean, fsck) = Fs::Ext4.check(&image)?;
+    let view = LoopFs::attach_read_only(Fs::Ext4, &image, &dir.path().join("view"))?;
     let records = std::fs::read(view.path("records")).context("the image has no records file")?;
     let records_ok = verify_records(&records, acked);
     drop(view);
 
     println!(
-        "  [4/4] checked the captured image: fsck {}; {}",
+        "  [5/5] checked the captured image: fsck {}; {}",
         if clean { "clean" } else { "NOT clean" },
         match &records_ok {
             Ok(()) => format!("all {acked} records acknowledged before the request are in it"),
@@ -173,8 +218,13 @@ async fn demo() -> Result<bool> {
     );
     println!();
     println!(
-        "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW)",
-        report.frozen_ms
+        "  snapshot action {} registered; snapshot {} completed",
+        report.action_id.as_deref().unwrap_or("?"),
+        report.snapshot_id.as_deref().unwrap_or("?")
+    );
+    println!(
+        "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW), of which the API request took {:.1} ms",
+        report.frozen_ms, report.request_ms
     );
     println!(
         "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",

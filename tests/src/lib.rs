@@ -4,8 +4,6 @@
 //!
 //! Every filesystem here is one the tests create; nothing touches the machine's own mounts.
 
-pub mod sim;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +32,8 @@ pub fn scratch() -> tempfile::TempDir {
 }
 
 pub use freezeframe::scratch::{Fs, LoopFs, Writer, RECORD_LEN};
+pub use freezeframe_do_sim as sim;
+pub use freezeframe_do_sim::SimServer;
 
 /// Makes and mounts a loop filesystem (see [`LoopFs::create`]), or fails the test.
 pub fn loop_fs(fs: Fs, size_mib: u64, image: &Path, mountpoint: &Path) -> LoopFs {
@@ -236,58 +236,4 @@ pub fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)
-}
-
-/// The API simulator, served in-process on loopback from its own thread.
-pub struct SimServer {
-    pub url: String,
-    pub sim: sim::Sim,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SimServer {
-    pub fn start(config: sim::SimConfig) -> SimServer {
-        let sim = sim::Sim::new(config);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, addr) = mpsc::channel();
-        let served = sim.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                ready.send(listener.local_addr().unwrap()).unwrap();
-                let release = served.clone();
-                served
-                    .serve(listener, async move {
-                        let _ = stopped.await;
-                        release.release();
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr.recv().expect("the simulator starts");
-        SimServer {
-            url: format!("http://{addr}"),
-            sim,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for SimServer {
-    fn drop(&mut self) {
-        self.sim.release();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

@@ -291,6 +291,15 @@ impl Transaction<'_> {
             Ok(()) => self.filesystems.sync().await.map_err(|e| error_chain(&e)),
             Err(e) => Err(e),
         };
+        // Last call outside the window: the provider makes sure its request needs no set-up.
+        let synced = match synced {
+            Ok(()) => self
+                .provider
+                .ready()
+                .await
+                .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e))),
+            Err(e) => Err(e),
+        };
         if let Err(e) = synced {
             run.fail(Phase::Sync, e);
             self.resume(&mut run, started).await;
@@ -298,14 +307,6 @@ impl Transaction<'_> {
         }
 
         run.enter(Phase::Freeze);
-        if let Err(e) = self.provider.ready().await {
-            run.fail(
-                Phase::Freeze,
-                format!("{} provider: {}", self.provider.name(), error_chain(&e)),
-            );
-            self.resume(&mut run, started).await;
-            return run.finish();
-        }
         let frozen = match self.interrupted() {
             Ok(()) => self
                 .filesystems

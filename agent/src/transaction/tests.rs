@@ -661,7 +661,7 @@ async fn a_provider_not_ready_before_the_freeze_freezes_nothing_and_resumes() {
         "{log:?}"
     );
     assert!(!log.contains(&"fs.freeze".to_string()));
-    assert_eq!(report.failed_phase, Some(Phase::Freeze));
+    assert_eq!(report.failed_phase, Some(Phase::Sync));
     assert!(report
         .error
         .unwrap()

@@ -690,3 +690,57 @@ async fn put_faults(State(sim): State<Sim>, _headers: HeaderMap, Json(specs): Js
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
 }
+
+/// The API simulator, served in-process on loopback from its own thread.
+pub struct SimServer {
+    pub url: String,
+    pub sim: Sim,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimServer {
+    pub fn start(config: SimConfig) -> SimServer {
+        let sim = Sim::new(config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let served = sim.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                let release = served.clone();
+                served
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                        release.release();
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr.recv().expect("the simulator starts");
+        SimServer {
+            url: format!("http://{addr}"),
+            sim,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.sim.release();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_tests::sim::{Fault, Sim, SimConfig, SimVolume};
+use freezeframe_do_sim::{Fault, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -187,6 +187,22 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         "{report:#}"
     );
 
+    // The simulator's other answers agree too (the agent does not call these).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for path in ["/v2/account", "/v2/snapshots?page=1&per_page=20"] {
+        let status = rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{}{path}", prism.url))
+                .bearer_auth("dop_v1_contract")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+        assert_eq!(status.ok(), Some(200), "GET {path} through the validating proxy");
+    }
     // Error answers must agree with the spec too.
     server
         .sim

@@ -182,6 +182,7 @@ fn a_snapshot_through_the_simulator_is_consistent_and_reported() {
         "the Droplet id came from metadata"
     );
     let action_id = report["action_id"].as_str().unwrap();
+    assert!(report["snapshot_size_bytes"].as_u64().unwrap() > 0, "{report:#}");
     let snapshot_id = report["snapshot_id"]
         .as_str()
         .expect("--wait reports the snapshot id");

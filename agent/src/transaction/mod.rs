@@ -211,6 +211,7 @@ impl Transaction<'_> {
                 provider: self.provider.name().to_string(),
                 action_id: None,
                 snapshot_id: None,
+                snapshot_size_bytes: None,
                 pruned: Vec::new(),
                 volume_snapshots: Vec::new(),
                 consistency: None,
@@ -442,6 +443,7 @@ impl Transaction<'_> {
             match self.provider.wait_completed(&registration).await {
                 Ok(done) => {
                     run.report.snapshot_id = done.snapshot_id;
+                    run.report.snapshot_size_bytes = done.size_bytes;
                     completed = true;
                 }
                 Err(e) => run.fail(

@@ -81,6 +81,9 @@ pub struct Report {
     pub provider: String,
     pub action_id: Option<String>,
     pub snapshot_id: Option<String>,
+    /// Its size as the provider reports it, with --wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_size_bytes: Option<u64>,
     /// Snapshots of attached volumes, taken in the same frozen window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<crate::provider::VolumeSnapshotRef>,

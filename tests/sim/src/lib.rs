@@ -201,6 +201,7 @@ impl Sim {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/metadata/v1.json", get(metadata))
+            .route("/v2/account", get(account))
             .route("/v2/droplets/{id}", get(droplet))
             .route(
                 "/v2/droplets/{id}/actions",
@@ -376,6 +377,15 @@ fn not_found(what: &str) -> Response {
         &format!("The resource you were accessing could not be found ({what})."),
         "sim",
     )
+}
+
+async fn account() -> Response {
+    Json(json!({"account": {
+        "droplet_limit": 25, "floating_ip_limit": 5, "email": "sammy@example.com", "name": "Sammy",
+        "uuid": "b6fr89dbf6d9156cace5f3c78dc9851d957381ef", "email_verified": true,
+        "status": "active", "status_message": " ",
+    }}))
+    .into_response()
 }
 
 async fn metadata(State(sim): State<Sim>) -> Response {

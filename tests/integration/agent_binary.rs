@@ -3,7 +3,7 @@
 
 use freezeframe_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Makes the local-image copy hang inside the frozen window.
@@ -41,23 +41,10 @@ impl Setup {
     /// Starts `snapshot --json --name NAME` hanging in the window; returns once it reports
     /// being frozen.
     fn start_frozen(&self, name: &str) -> (Child, Instant) {
-        let notify = NotifySocket::bind(self.dir.path());
-        let mut child = self
-            .agent()
-            .args(["snapshot", "--json", "--name", name])
-            .env(HANG_IN_WINDOW.0, HANG_IN_WINDOW.1)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the agent");
-        let frozen_at = notify.wait_for_status("frozen", Duration::from_secs(60), || {
-            child.try_wait().unwrap().map(|status| {
-                let out = child.wait_with_output_ref();
-                format!("the agent exited ({status}) before freezing: {out}")
-            })
-        });
-        (child, frozen_at)
+        let mut cmd = self.agent();
+        cmd.args(["snapshot", "--json", "--name", name])
+            .env(HANG_IN_WINDOW.0, HANG_IN_WINDOW.1);
+        spawn_until_frozen(cmd, self.dir.path())
     }
 
     fn record(&self) -> serde_json::Value {
@@ -105,13 +92,7 @@ fn wait_gone(pid: u32) {
 
 #[test]
 fn sigkill_while_frozen_thaws_within_a_second() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Xfs,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
+    let lfs = scratch_fs(Fs::Xfs);
     let setup = Setup::new(&[&lfs.mountpoint], "60s");
     let (mut agent, _) = setup.start_frozen("hang");
     let guard_pid = setup.record()["guard_pid"].as_u64().unwrap() as u32;
@@ -142,13 +123,7 @@ fn sigkill_while_frozen_thaws_within_a_second() {
 
 #[test]
 fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
+    let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "2s");
     let (agent, frozen_at) = setup.start_frozen("hang");
     let probe = WriteProbe::start(&lfs.mountpoint);
@@ -191,14 +166,8 @@ fn a_hanging_provider_is_cut_at_max_freeze_and_a_second_run_is_busy() {
 
 #[test]
 fn config_state_and_logs_on_the_frozen_filesystem_do_not_stall_the_window() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
-    let images = fs_dir.path().join("images");
+    let lfs = scratch_fs(Fs::Ext4);
+    let images = lfs.dir.path().join("images");
     let config = lfs.path("etc/freezeframe/config.toml");
     // Config, runtime directory (lock, record) and the log all on the frozen filesystem.
     write_config(
@@ -306,13 +275,7 @@ fn nested_loop_filesystems_freeze_the_inner_one_first() {
 
 #[test]
 fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Btrfs,
-        128,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
+    let lfs = scratch_fs(Fs::Btrfs);
     let setup = Setup::new(&[&lfs.mountpoint], "60s");
 
     let kill_both = |round: &str| {
@@ -373,13 +336,7 @@ fn leftovers_of_a_dead_agent_and_guard_are_thawed_by_the_next_run_and_by_thaw() 
 
 #[test]
 fn dry_run_shows_the_plan_and_freezes_nothing() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
+    let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "20s");
     let out = setup.agent().args(["snapshot", "--dry-run"]).output().unwrap();
     assert!(out.status.success());
@@ -402,13 +359,7 @@ fn dry_run_shows_the_plan_and_freezes_nothing() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code_2() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
+    let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "20s");
 
     let cases: Vec<(String, &str)> = vec![
@@ -454,19 +405,8 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
 
 #[test]
 fn default_discovery_plans_every_local_filesystem_root_last() {
-    let fs_dir = scratch();
-    let lfs = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img"),
-        &fs_dir.path().join("mnt"),
-    );
-    let excluded = loop_fs(
-        Fs::Ext4,
-        64,
-        &fs_dir.path().join("img2"),
-        &fs_dir.path().join("mnt2"),
-    );
+    let lfs = scratch_fs(Fs::Ext4);
+    let excluded = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[], "20s");
     let excludes = format!(
         "[freeze]\nexclude = [{:?}]\n",

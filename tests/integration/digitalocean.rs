@@ -5,7 +5,7 @@ use freezeframe_tests::sim::{Fault, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dop_v1_simulated_secret_token";
@@ -151,21 +151,9 @@ fn a_snapshot_through_the_simulator_is_consistent_and_reported() {
     let droplet = Droplet::new(Duration::from_millis(500), "");
     let writer = writer(&droplet.disk.path("records"));
     writer.wait_for(50, Duration::from_secs(30)).unwrap();
-    let notify = NotifySocket::bind(droplet.dir.path());
-    let mut child = droplet
-        .agent()
-        .args(["snapshot", "--json", "--wait", "--name", "e2e-1"])
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    notify.wait_for_status("frozen", Duration::from_secs(60), || {
-        child
-            .try_wait()
-            .unwrap()
-            .map(|s| format!("exited {s}: {}", child.wait_with_output_ref()))
-    });
+    let mut cmd = droplet.agent();
+    cmd.args(["snapshot", "--json", "--wait", "--name", "e2e-1"]);
+    let (child, _) = spawn_until_frozen(cmd, droplet.dir.path());
     // Frozen: nothing acknowledged from here on can be missing from the image.
     let acked = writer.acked();
     let out = child.wait_with_output().unwrap();
@@ -484,21 +472,9 @@ fn attached_volumes_are_snapshotted_in_the_same_window_as_one_group() {
     let volume_writer = writer(&volume.path("records"));
     disk_writer.wait_for(30, Duration::from_secs(30)).unwrap();
     volume_writer.wait_for(30, Duration::from_secs(30)).unwrap();
-    let notify = NotifySocket::bind(droplet.dir.path());
-    let mut child = droplet
-        .agent()
-        .args(["snapshot", "--json", "--wait", "--name", "group"])
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    notify.wait_for_status("frozen", Duration::from_secs(60), || {
-        child
-            .try_wait()
-            .unwrap()
-            .map(|s| format!("exited {s}: {}", child.wait_with_output_ref()))
-    });
+    let mut cmd = droplet.agent();
+    cmd.args(["snapshot", "--json", "--wait", "--name", "group"]);
+    let (child, _) = spawn_until_frozen(cmd, droplet.dir.path());
     let (disk_acked, volume_acked) = (disk_writer.acked(), volume_writer.acked());
     let report = report_of(&child.wait_with_output().unwrap());
     disk_writer.stop();

@@ -212,6 +212,47 @@ impl NotifySocket {
     }
 }
 
+/// Spawns `cmd` (an agent snapshot) with a NOTIFY_SOCKET in `dir`; returns once the agent
+/// reports that it is frozen, with the moment it said so. Fails the test if it exits first.
+pub fn spawn_until_frozen(mut cmd: std::process::Command, dir: &Path) -> (std::process::Child, Instant) {
+    use std::process::Stdio;
+    let notify = NotifySocket::bind(dir);
+    let mut child = cmd
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let frozen_at = notify.wait_for_status("frozen", Duration::from_secs(60), || {
+        child.try_wait().unwrap().map(|status| {
+            let out = child.wait_with_output_ref();
+            format!("the agent exited ({status}) before freezing: {out}")
+        })
+    });
+    (child, frozen_at)
+}
+
+/// A loop filesystem in a scratch folder of its own. Fields drop in order: the filesystem is
+/// unmounted before its folder is removed.
+pub struct ScratchFs {
+    pub fs: LoopFs,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for ScratchFs {
+    type Target = LoopFs;
+    fn deref(&self) -> &LoopFs {
+        &self.fs
+    }
+}
+
+/// A 64 MiB (128 for btrfs) loop filesystem of type `fs` in its own scratch folder.
+pub fn scratch_fs(fs: Fs) -> ScratchFs {
+    let dir = scratch();
+    let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+    ScratchFs { fs: lfs, dir }
+}
+
 /// Reads what is left of a finished child's stdout and stderr.
 pub trait ChildOutput {
     fn wait_with_output_ref(&mut self) -> String;

@@ -469,6 +469,18 @@ async fn droplet_actions(
     Json(page("actions", items, &paging)).into_response()
 }
 
+/// A request body as `T`, or the API's 422 answer.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            &format!("invalid JSON body: {e}"),
+            "sim",
+        ))
+    })
+}
+
 #[derive(Deserialize)]
 struct ActionBody {
     #[serde(rename = "type")]
@@ -481,13 +493,9 @@ async fn post_droplet_action(
     Path(id): Path<u64>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<ActionBody>(&body) else {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable_entity",
-            "invalid JSON body",
-            "sim",
-        );
+    let body: ActionBody = match json_body(&body) {
+        Ok(body) => body,
+        Err(answer) => return *answer,
     };
     let (disk, image, action_id) = {
         let mut st = sim.lock();
@@ -581,13 +589,9 @@ async fn post_volume_snapshot(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<VolumeSnapshotBody>(&body) else {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable_entity",
-            "invalid JSON body",
-            "sim",
-        );
+    let body: VolumeSnapshotBody = match json_body(&body) {
+        Ok(body) => body,
+        Err(answer) => return *answer,
     };
     let (volume, image, snapshot_id) = {
         let mut st = sim.lock();

@@ -53,25 +53,6 @@ impl Setup {
     }
 }
 
-fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: &Path, max_freeze: &str) {
-    let list: Vec<String> = mountpoints
-        .iter()
-        .map(|m| format!("{:?}", m.display().to_string()))
-        .collect();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        path,
-        format!(
-            "[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
-             [snapshot]\nprovider = \"local-image\"\n\n[local_image]\nimage_dir = {:?}\n",
-            runtime.display().to_string(),
-            list.join(", "),
-            images.display().to_string()
-        ),
-    )
-    .unwrap();
-}
-
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -155,10 +155,12 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         &config,
         format!(
             "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}, {:?}]\nmax_freeze = \"20s\"\n\
+             [quiesce]\nhooks_dir = {:?}\n\
              [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n",
             dir.path().join("run").display().to_string(),
             disk.mountpoint.display().to_string(),
             volume.mountpoint.display().to_string(),
+            dir.path().join("hooks.d").display().to_string(),
             prism.url,
             server.url,
             token.display().to_string(),

@@ -84,10 +84,12 @@ impl Droplet {
             &config,
             format!(
                 "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"5s\"\n\
+                 [quiesce]\nhooks_dir = {:?}\n\
                  [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
                  {extra_config}",
                 dir.path().join("run").display().to_string(),
                 mountpoints.join(", "),
+                dir.path().join("etc/hooks.d").display().to_string(),
                 server.url,
                 server.url,
                 token.display().to_string(),

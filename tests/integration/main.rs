@@ -6,3 +6,4 @@ mod cli;
 mod contract;
 mod digitalocean;
 mod engine;
+mod hooks;

@@ -166,6 +166,30 @@ fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Writes an agent configuration for the `local-image` provider that freezes exactly
+/// `mountpoints`. Hooks are read from `hooks.d/` beside it, so none of this machine's run.
+pub fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: &Path, max_freeze: &str) {
+    let list: Vec<String> = mountpoints
+        .iter()
+        .map(|m| format!("{:?}", m.display().to_string()))
+        .collect();
+    let dir = path.parent().expect("the config has a folder");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        path,
+        format!(
+            "[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
+             [snapshot]\nprovider = \"local-image\"\n\n[local_image]\nimage_dir = {:?}\n\n\
+             [quiesce]\nhooks_dir = {:?}\n",
+            runtime.display().to_string(),
+            list.join(", "),
+            images.display().to_string(),
+            dir.join("hooks.d").display().to_string(),
+        ),
+    )
+    .unwrap();
+}
+
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET.
 pub struct NotifySocket {
     pub path: PathBuf,

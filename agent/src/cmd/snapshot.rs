@@ -10,7 +10,8 @@ use freezeframe_agent::notify::Notifier;
 use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
-use freezeframe_agent::quiesce::QuiescePolicy;
+use freezeframe_agent::quiesce::hooks::{self, HookDir};
+use freezeframe_agent::quiesce::Quiescer;
 use freezeframe_agent::runtime::RuntimeDir;
 use freezeframe_agent::transaction::{
     Interrupt, Observer, Options, Phase, Report, Retention, Status, Transaction,
@@ -102,13 +103,13 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         Transaction {
             filesystems: &mut filesystems,
             provider: provider.as_mut(),
-            quiescers: Vec::new(),
+            quiescers: quiescers(&settings),
             observer: &observer,
             options: Options {
                 name,
                 max_freeze: settings.freeze.max_freeze,
                 wait: args.wait,
-                on_quiesce_failure: QuiescePolicy::Abort,
+                on_quiesce_failure: settings.quiesce.on_failure,
                 retention: Some(Retention {
                     keep_last: settings.snapshot.keep_last as usize,
                     ours: OwnNames {
@@ -162,11 +163,32 @@ impl Observer for Progress {
     }
 }
 
+/// The quiescers this configuration asks for, in prepare order.
+fn quiescers(settings: &Settings) -> Vec<Box<dyn Quiescer>> {
+    let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
+    let dir = &settings.quiesce.hooks_dir;
+    // An empty or missing directory quiesces nothing; a refused one fails in preflight.
+    if !matches!(hooks::discover(dir), Ok(found) if found.is_empty()) {
+        list.push(Box::new(HookDir::new(dir.clone(), settings.quiesce.hook_timeout)));
+    }
+    list
+}
+
+/// What a plan says about quiescing: each quiescer, and the hooks it would call.
+fn quiesce_plan(settings: &Settings) -> Vec<String> {
+    match hooks::discover(&settings.quiesce.hooks_dir) {
+        Ok(found) => found.iter().map(|h| format!("hook {}", h.display())).collect(),
+        Err(e) => vec![format!("hooks: refused: {e}")],
+    }
+}
+
 fn print_plan(settings: &Settings, plan: &Plan, json: bool) -> anyhow::Result<()> {
+    let quiesce = quiesce_plan(settings);
     if json {
         let value = serde_json::json!({
             "provider": settings.snapshot.provider.name(),
             "max_freeze_ms": settings.freeze.max_freeze.as_millis() as u64,
+            "quiesce": quiesce,
             "freeze_order": plan.targets,
             "skipped": plan.skipped,
         });
@@ -193,6 +215,14 @@ fn print_plan(settings: &Settings, plan: &Plan, json: bool) -> anyhow::Result<()
         println!("Skipped:");
         for s in &plan.skipped {
             println!("  {}  ({}): {}", s.mountpoint.display(), s.fstype, s.reason);
+        }
+    }
+    if quiesce.is_empty() {
+        println!("Would quiesce: nothing (filesystem-consistent)");
+    } else {
+        println!("Would quiesce, in this order (resumed in reverse):");
+        for q in &quiesce {
+            println!("  {q}");
         }
     }
     println!("Provider: {}", settings.snapshot.provider.name());

@@ -16,6 +16,16 @@ pub struct ConfigFragment {
     pub local_image: Option<LocalImageFragment>,
     pub digitalocean: Option<DigitalOceanFragment>,
     pub retention: Option<RetentionFragment>,
+    pub quiesce: Option<QuiesceFragment>,
+}
+
+/// `[quiesce]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuiesceFragment {
+    pub on_quiesce_failure: Option<String>,
+    pub hooks_dir: Option<PathBuf>,
+    pub hook_timeout: Option<String>,
 }
 
 /// `[retention]`
@@ -98,6 +108,12 @@ impl ConfigFragment {
         if let Some(l) = later.local_image {
             let e = self.local_image.get_or_insert_with(Default::default);
             overlay(&mut e.image_dir, l.image_dir);
+        }
+        if let Some(l) = later.quiesce {
+            let e = self.quiesce.get_or_insert_with(Default::default);
+            overlay(&mut e.on_quiesce_failure, l.on_quiesce_failure);
+            overlay(&mut e.hooks_dir, l.hooks_dir);
+            overlay(&mut e.hook_timeout, l.hook_timeout);
         }
         if let Some(l) = later.retention {
             let e = self.retention.get_or_insert_with(Default::default);

@@ -11,6 +11,7 @@ mod fragments;
 pub use fragments::ConfigFragment;
 
 use crate::naming::NameTemplate;
+use crate::quiesce::QuiescePolicy;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 pub const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
+/// Defaults for `[quiesce]`.
+pub const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `[local_image] image_dir`.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
@@ -56,6 +60,18 @@ pub struct Settings {
     pub runtime_dir: PathBuf,
     pub freeze: FreezeSettings,
     pub snapshot: SnapshotSettings,
+    pub quiesce: QuiesceSettings,
+}
+
+/// `[quiesce]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuiesceSettings {
+    /// What a failed `prepare` does: abort the snapshot, or go on filesystem-consistent.
+    pub on_failure: QuiescePolicy,
+    /// QEMU-guest-agent-style hook scripts; a missing directory has none.
+    pub hooks_dir: PathBuf,
+    /// Bound on each hook's `freeze` or `thaw`.
+    pub hook_timeout: Duration,
 }
 
 /// `[freeze]`, validated.
@@ -291,6 +307,7 @@ impl Settings {
             });
         }
         let keep_last = fragment.retention.unwrap_or_default().keep_last.unwrap_or(0);
+        let quiesce = validate_quiesce(fragment.quiesce.unwrap_or_default())?;
 
         let provider = match snapshot.provider.as_deref() {
             None | Some("digitalocean") => ProviderSettings::DigitalOcean(validate_digitalocean(
@@ -324,8 +341,40 @@ impl Settings {
                 keep_last,
                 provider,
             },
+            quiesce,
         })
     }
+}
+
+fn validate_quiesce(f: fragments::QuiesceFragment) -> Result<QuiesceSettings, ConfigError> {
+    let on_failure = match f.on_quiesce_failure.as_deref() {
+        None | Some("abort") => QuiescePolicy::Abort,
+        Some("continue") => QuiescePolicy::Continue,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "quiesce.on_quiesce_failure",
+                problem: format!("`{other}` is neither \"abort\" nor \"continue\""),
+            })
+        }
+    };
+    let hook_timeout = match f.hook_timeout {
+        Some(text) => parse_duration("quiesce.hook_timeout", &text)?,
+        None => DEFAULT_HOOK_TIMEOUT,
+    };
+    if hook_timeout.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "quiesce.hook_timeout",
+            problem: "it must be longer than 0s".into(),
+        });
+    }
+    Ok(QuiesceSettings {
+        on_failure,
+        hooks_dir: absolute(
+            "quiesce.hooks_dir",
+            f.hooks_dir.unwrap_or_else(|| DEFAULT_HOOKS_DIR.into()),
+        )?,
+        hook_timeout,
+    })
 }
 
 fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {

@@ -2,6 +2,9 @@
 //! back afterwards. The transaction calls `prepare` in order and, for every `prepare` that
 //! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
 
+pub mod hooks;
+
+use crate::freeze::plan::Target;
 use std::time::Duration;
 
 /// Default bound on one `prepare` or `resume`.
@@ -25,8 +28,9 @@ pub trait Quiescer: Send {
     fn resume_timeout(&self) -> Duration {
         DEFAULT_STEP_TIMEOUT
     }
-    /// Preflight: everything that can be checked without touching the application.
-    async fn check(&mut self) -> Result<(), QuiesceError>;
+    /// Preflight: everything that can be checked without touching the application, such as
+    /// whether its data sits on the filesystems about to be frozen.
+    async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError>;
     /// Brings the application to a consistent state on disk.
     async fn prepare(&mut self) -> Result<(), QuiesceError>;
     /// Undoes `prepare`. Called even if `prepare` failed or timed out part-way.

@@ -503,7 +503,7 @@ impl Transaction<'_> {
             .await
             .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))?;
         for q in &mut self.quiescers {
-            q.check()
+            q.check(&targets)
                 .await
                 .map_err(|e| format!("quiescer {}: {e}", q.name()))?;
         }

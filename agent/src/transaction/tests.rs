@@ -207,7 +207,7 @@ impl Quiescer for FakeQuiescer {
     fn prepare_timeout(&self) -> Duration {
         Duration::from_secs(3)
     }
-    async fn check(&mut self) -> Result<(), QuiesceError> {
+    async fn check(&mut self, _targets: &[Target]) -> Result<(), QuiesceError> {
         note(&self.log, format!("{}.check", self.name));
         act(self.check).await
     }

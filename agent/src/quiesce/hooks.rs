@@ -1,0 +1,308 @@
+//! Hook scripts, called the way QEMU guest agent calls `fsfreeze-hook.d` scripts, so existing
+//! ones work unchanged: every executable in `hooks_dir` runs in name order with the argument
+//! `freeze` before the freeze, and in reverse order with `thaw` after the thaw, for every hook
+//! whose `freeze` ran. The directory and each hook must be owned by root and writable by no one
+//! else: a hook runs as root, so anyone who can change one could run anything as root.
+
+use super::{QuiesceError, Quiescer};
+use crate::freeze::plan::Target;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The hooks in one directory, as one quiescer.
+pub struct HookDir {
+    dir: PathBuf,
+    timeout: Duration,
+    hooks: Vec<PathBuf>,
+    /// How many hooks' `freeze` started, in order: these get `thaw`.
+    started: usize,
+}
+
+impl HookDir {
+    pub fn new(dir: PathBuf, timeout: Duration) -> Self {
+        HookDir {
+            dir,
+            timeout,
+            hooks: Vec::new(),
+            started: 0,
+        }
+    }
+}
+
+/// Names that are not hooks: samples, package manager leftovers, editor backups.
+fn ignored(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with(".sample")
+        || name.contains(".dpkg-")
+        || name.ends_with('~')
+        || name.ends_with(".ucf-old")
+        || name.ends_with(".ucf-new")
+}
+
+/// Refuses what a non-root user could have changed.
+fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), QuiesceError> {
+    if meta.uid() != 0 {
+        return Err(QuiesceError(format!(
+            "{} is owned by uid {}, not root: a hook runs as root, so it must be root's \
+             (chown root:root {})",
+            path.display(),
+            meta.uid(),
+            path.display()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(QuiesceError(format!(
+            "{} is writable by group or others (mode {:o}): run `chmod go-w {}`",
+            path.display(),
+            meta.mode() & 0o7777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The hooks in `dir`, in name order, after checking ownership and modes. A missing directory
+/// has no hooks.
+pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, QuiesceError> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(QuiesceError(format!("cannot read {}: {e}", dir.display()))),
+    };
+    check_owner(dir, &meta)?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
+    let mut hooks = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ignored(&name) {
+            continue;
+        }
+        let path = entry.path();
+        // Follow links: what runs is the target, so the target is what is checked.
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| QuiesceError(format!("cannot read {}: {e}", path.display())))?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            tracing::debug!("{} is not an executable file: not a hook", path.display());
+            continue;
+        }
+        check_owner(&path, &meta)?;
+        hooks.push(path);
+    }
+    hooks.sort();
+    Ok(hooks)
+}
+
+/// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed.
+async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, QuiesceError> {
+    let name = hook
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let child = tokio::process::Command::new(hook)
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(timeout, child).await {
+        Err(_) => {
+            return Err(QuiesceError(format!(
+                "hook {name} {arg} did not finish within {} and was killed",
+                humantime::format_duration(timeout)
+            )))
+        }
+        Ok(Err(e)) => return Err(QuiesceError(format!("cannot run hook {name}: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_string();
+    if !text.is_empty() {
+        tracing::info!(hook = %name, arg, "{text}");
+    }
+    if out.status.success() {
+        Ok(text)
+    } else {
+        let tail: String = text
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" / ");
+        Err(QuiesceError(format!(
+            "hook {name} {arg} failed ({}){}",
+            out.status,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl Quiescer for HookDir {
+    fn name(&self) -> &str {
+        "hooks"
+    }
+
+    fn prepare_timeout(&self) -> Duration {
+        // Each hook has its own bound; this one only backs them up.
+        self.timeout * (self.hooks.len() as u32 + 1)
+    }
+
+    fn resume_timeout(&self) -> Duration {
+        self.timeout * (self.hooks.len() as u32 + 1)
+    }
+
+    async fn check(&mut self, _targets: &[Target]) -> Result<(), QuiesceError> {
+        self.hooks = discover(&self.dir)?;
+        self.started = 0;
+        if !self.hooks.is_empty() {
+            let names: Vec<String> = self
+                .hooks
+                .iter()
+                .filter_map(|h| h.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            tracing::debug!("hooks in {}: {}", self.dir.display(), names.join(", "));
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self) -> Result<(), QuiesceError> {
+        for (i, hook) in self.hooks.iter().enumerate() {
+            self.started = i + 1;
+            run_hook(hook, "freeze", self.timeout).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&mut self) -> Result<(), QuiesceError> {
+        let mut failures = Vec::new();
+        for hook in self.hooks[..self.started].iter().rev() {
+            if let Err(e) = run_hook(hook, "thaw", self.timeout).await {
+                failures.push(e.0);
+            }
+        }
+        self.started = 0;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(QuiesceError(failures.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn hook(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    #[test]
+    fn samples_backups_and_non_executables_are_not_hooks() {
+        let d = dir();
+        hook(d.path(), "20-app", "true");
+        hook(d.path(), "10-db", "true");
+        hook(d.path(), "30-x.sample", "true");
+        hook(d.path(), "40-y.dpkg-old", "true");
+        hook(d.path(), "50-z~", "true");
+        std::fs::write(d.path().join("60-readme"), "not executable").unwrap();
+        let names: Vec<String> = discover(d.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["10-db", "20-app"], "as root, the files here are root's");
+        assert!(discover(&d.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_hook_writable_by_others_is_refused() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "ownership checks need root: run the tests as root"
+        );
+        let d = dir();
+        let h = hook(d.path(), "10-db", "true");
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let err = discover(d.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by group or others") && err.contains("chmod go-w"),
+            "{err}"
+        );
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(discover(d.path()).is_err(), "the directory is checked too");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&h, Some(65534), None).unwrap();
+        let err = discover(d.path()).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534, not root"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn freeze_in_order_thaw_in_reverse_for_those_that_ran() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        let log = d.path().join("log");
+        let line = |n: &str| format!("echo {n} $1 >> {}", log.display());
+        hook(d.path(), "10-a", &line("a"));
+        hook(
+            d.path(),
+            "20-b",
+            &format!("{}\n[ \"$1\" = freeze ] && exit 3\nexit 0", line("b")),
+        );
+        hook(d.path(), "30-c", &line("c"));
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
+        hooks.check(&[]).await.unwrap();
+        let err = hooks.prepare().await.unwrap_err().to_string();
+        assert!(err.contains("hook 20-b freeze failed"), "{err}");
+        hooks.resume().await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text, "a freeze\nb freeze\nb thaw\na thaw\n",
+            "c never froze, so it is not thawed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_hangs_is_killed_at_its_timeout() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        hook(d.path(), "10-slow", "sleep 30");
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_millis(300));
+        hooks.check(&[]).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = hooks.prepare().await.unwrap_err().to_string();
+        assert!(err.contains("did not finish within 300ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}

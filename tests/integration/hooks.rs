@@ -1,0 +1,176 @@
+//! Hook scripts as QEMU guest agent calls them: `freeze` in name order before the freeze,
+//! `thaw` in reverse after the thaw, for every hook whose `freeze` ran.
+
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Setup {
+    fs: ScratchFs,
+    config: PathBuf,
+    hooks: PathBuf,
+    images: PathBuf,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let fs = scratch_fs(Fs::Ext4);
+        let config = fs.dir.path().join("etc/config.toml");
+        let images = fs.dir.path().join("images");
+        write_config(
+            &config,
+            &[&fs.mountpoint],
+            &fs.dir.path().join("run"),
+            &images,
+            "10s",
+        );
+        if !extra.is_empty() {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(extra);
+            std::fs::write(&config, text).unwrap();
+        }
+        let hooks = fs.dir.path().join("etc/hooks.d");
+        std::fs::create_dir_all(&hooks).unwrap();
+        std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Setup {
+            fs,
+            config,
+            hooks,
+            images,
+        }
+    }
+
+    /// A hook that appends `<name> <arg>` to a log on the frozen filesystem itself: a write
+    /// while frozen would block until the deadline, so a clean run proves the order.
+    fn hook(&self, name: &str, extra: &str) -> PathBuf {
+        let log = self.fs.path("hooks.log");
+        let path = self.hooks.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho \"{name} $1\" >> {}\n{extra}\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.fs.path("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let out = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["snapshot", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn images_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn hooks_freeze_in_name_order_and_thaw_in_reverse_around_the_window() {
+    let setup = Setup::new("");
+    setup.hook("20-app", "");
+    setup.hook("10-db", "");
+    setup.hook("30-x.sample", "exit 1");
+    let report = setup.snapshot();
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application");
+    assert_eq!(
+        setup.log(),
+        ["10-db freeze", "20-app freeze", "20-app thaw", "10-db thaw"]
+    );
+    assert_eq!(report["quiescers"][0]["name"], "hooks");
+    assert_eq!(report["quiescers"][0]["resumed"], true);
+    assert!(
+        report["frozen_ms"].as_f64().unwrap() < 9000.0,
+        "no hook wrote while frozen"
+    );
+}
+
+#[test]
+fn a_failing_freeze_hook_aborts_and_thaws_those_that_froze() {
+    let setup = Setup::new("");
+    setup.hook("10-db", "");
+    setup.hook(
+        "20-app",
+        "[ \"$1\" = freeze ] && { echo 'app refused'; exit 7; }; exit 0",
+    );
+    setup.hook("30-web", "");
+    let report = setup.snapshot();
+    assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("hook 20-app freeze failed") && error.contains("app refused"),
+        "{error}"
+    );
+    assert_eq!(
+        setup.log(),
+        ["10-db freeze", "20-app freeze", "20-app thaw", "10-db thaw"]
+    );
+    assert_eq!(images_in(&setup.images), 0, "nothing was snapshotted");
+}
+
+#[test]
+fn with_continue_a_failing_hook_gives_a_filesystem_consistent_snapshot() {
+    let setup = Setup::new("on_quiesce_failure = \"continue\"\n");
+    setup.hook("10-db", "[ \"$1\" = freeze ] && exit 1; exit 0");
+    let report = setup.snapshot();
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "filesystem");
+    assert!(report["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("hook 10-db freeze failed"));
+    assert_eq!(setup.log(), ["10-db freeze", "10-db thaw"]);
+}
+
+#[test]
+fn a_hook_anyone_could_change_is_refused_before_anything_runs() {
+    let setup = Setup::new("");
+    setup.hook("10-db", "");
+    let open = setup.hook("20-app", "");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let report = setup.snapshot();
+    assert_eq!(report["failed_phase"], "preflight", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("20-app is writable by group or others"), "{error}");
+    assert!(setup.log().is_empty(), "no hook ran");
+
+    let plan = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("plan")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("hooks: refused"));
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_and_the_others_thaw() {
+    let setup = Setup::new("hook_timeout = \"1s\"\n");
+    setup.hook("10-db", "");
+    setup.hook("20-stuck", "[ \"$1\" = freeze ] && sleep 60; exit 0");
+    let report = setup.snapshot();
+    assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("did not finish within 1s and was killed"));
+    assert_eq!(
+        setup.log(),
+        ["10-db freeze", "20-stuck freeze", "20-stuck thaw", "10-db thaw"]
+    );
+}

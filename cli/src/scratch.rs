@@ -186,6 +186,19 @@ impl LoopFs {
         Ok(made)
     }
 
+    /// Takes over a filesystem already mounted from `image` on `device`: dropping it cleans up
+    /// as for one made here (the image file included).
+    pub fn adopt(fs: Fs, image: PathBuf, device: String, mountpoint: PathBuf) -> LoopFs {
+        LoopFs {
+            fs,
+            image,
+            device,
+            mountpoint,
+            owns_image: true,
+            mounted: true,
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mountpoint.join(rel)
     }

@@ -4,6 +4,7 @@
 mod agent_binary;
 mod cli;
 mod contract;
+mod databases;
 mod digitalocean;
 mod engine;
 mod hooks;

@@ -2,7 +2,7 @@
 
 use super::Exit;
 use anyhow::Context;
-use freezeframe_agent::config::{self, ProviderSettings, Settings};
+use freezeframe_agent::config::{self, ProviderSettings, QuiescerSettings, Settings};
 use freezeframe_agent::freeze::plan::{Plan, Selection};
 use freezeframe_agent::freeze::{self, LiveFilesystems};
 use freezeframe_agent::naming::{self, OwnNames, SnapshotName};
@@ -11,6 +11,7 @@ use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
 use freezeframe_agent::quiesce::hooks::{self, HookDir};
+use freezeframe_agent::quiesce::redis::Redis;
 use freezeframe_agent::quiesce::Quiescer;
 use freezeframe_agent::runtime::RuntimeDir;
 use freezeframe_agent::transaction::{
@@ -166,20 +167,35 @@ impl Observer for Progress {
 /// The quiescers this configuration asks for, in prepare order.
 fn quiescers(settings: &Settings) -> Vec<Box<dyn Quiescer>> {
     let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
+    // Hooks first (they quiesce the applications that write to the databases), resumed last.
     let dir = &settings.quiesce.hooks_dir;
     // An empty or missing directory quiesces nothing; a refused one fails in preflight.
     if !matches!(hooks::discover(dir), Ok(found) if found.is_empty()) {
         list.push(Box::new(HookDir::new(dir.clone(), settings.quiesce.hook_timeout)));
+    }
+    for q in &settings.quiesce.quiescers {
+        match q {
+            QuiescerSettings::Redis { endpoint, timeout } => {
+                list.push(Box::new(Redis::new(endpoint.clone(), *timeout)))
+            }
+        }
     }
     list
 }
 
 /// What a plan says about quiescing: each quiescer, and the hooks it would call.
 fn quiesce_plan(settings: &Settings) -> Vec<String> {
-    match hooks::discover(&settings.quiesce.hooks_dir) {
+    let mut plan = match hooks::discover(&settings.quiesce.hooks_dir) {
         Ok(found) => found.iter().map(|h| format!("hook {}", h.display())).collect(),
         Err(e) => vec![format!("hooks: refused: {e}")],
-    }
+    };
+    plan.extend(
+        quiescers(settings)
+            .iter()
+            .filter(|q| q.name() != "hooks")
+            .map(|q| q.name().to_string()),
+    );
+    plan
 }
 
 fn print_plan(settings: &Settings, plan: &Plan, json: bool) -> anyhow::Result<()> {

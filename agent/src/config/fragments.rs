@@ -17,6 +17,18 @@ pub struct ConfigFragment {
     pub digitalocean: Option<DigitalOceanFragment>,
     pub retention: Option<RetentionFragment>,
     pub quiesce: Option<QuiesceFragment>,
+    /// `[[quiescer]]` entries; a later file's list replaces an earlier one's.
+    pub quiescer: Option<Vec<QuiescerFragment>>,
+}
+
+/// One `[[quiescer]]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuiescerFragment {
+    pub kind: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub address: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[quiesce]`
@@ -109,6 +121,7 @@ impl ConfigFragment {
             let e = self.local_image.get_or_insert_with(Default::default);
             overlay(&mut e.image_dir, l.image_dir);
         }
+        overlay(&mut self.quiescer, later.quiescer);
         if let Some(l) = later.quiesce {
             let e = self.quiesce.get_or_insert_with(Default::default);
             overlay(&mut e.on_quiesce_failure, l.on_quiesce_failure);

@@ -35,6 +35,10 @@ pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 /// Defaults for `[quiesce]`.
 pub const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on a database quiescer's prepare.
+pub const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where Debian's Redis listens by default.
+pub const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
 /// Default for `[local_image] image_dir`.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
@@ -72,6 +76,17 @@ pub struct QuiesceSettings {
     pub hooks_dir: PathBuf,
     /// Bound on each hook's `freeze` or `thaw`.
     pub hook_timeout: Duration,
+    /// Databases and services, in prepare order (`[[quiescer]]`).
+    pub quiescers: Vec<QuiescerSettings>,
+}
+
+/// One `[[quiescer]]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuiescerSettings {
+    Redis {
+        endpoint: crate::quiesce::redis::Endpoint,
+        timeout: Duration,
+    },
 }
 
 /// `[freeze]`, validated.
@@ -307,7 +322,10 @@ impl Settings {
             });
         }
         let keep_last = fragment.retention.unwrap_or_default().keep_last.unwrap_or(0);
-        let quiesce = validate_quiesce(fragment.quiesce.unwrap_or_default())?;
+        let quiesce = validate_quiesce(
+            fragment.quiesce.unwrap_or_default(),
+            fragment.quiescer.unwrap_or_default(),
+        )?;
 
         let provider = match snapshot.provider.as_deref() {
             None | Some("digitalocean") => ProviderSettings::DigitalOcean(validate_digitalocean(
@@ -346,7 +364,44 @@ impl Settings {
     }
 }
 
-fn validate_quiesce(f: fragments::QuiesceFragment) -> Result<QuiesceSettings, ConfigError> {
+fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings, ConfigError> {
+    let timeout = match f.timeout {
+        Some(text) => parse_duration("quiescer.timeout", &text)?,
+        None => DEFAULT_QUIESCER_TIMEOUT,
+    };
+    match f.kind.as_deref() {
+        Some("redis") => {
+            let endpoint = match (f.socket, f.address) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        key: "quiescer",
+                        problem: "a redis quiescer takes `socket` or `address`, not both".into(),
+                    })
+                }
+                (Some(socket), None) => {
+                    crate::quiesce::redis::Endpoint::Socket(absolute("quiescer.socket", socket)?)
+                }
+                (None, address) => crate::quiesce::redis::Endpoint::Tcp(
+                    address.unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
+                ),
+            };
+            Ok(QuiescerSettings::Redis { endpoint, timeout })
+        }
+        Some(other) => Err(ConfigError::Invalid {
+            key: "quiescer.kind",
+            problem: format!("unknown kind `{other}`; the kinds are: redis"),
+        }),
+        None => Err(ConfigError::Invalid {
+            key: "quiescer.kind",
+            problem: "every [[quiescer]] needs a `kind`, such as \"redis\"".into(),
+        }),
+    }
+}
+
+fn validate_quiesce(
+    f: fragments::QuiesceFragment,
+    quiescers: Vec<fragments::QuiescerFragment>,
+) -> Result<QuiesceSettings, ConfigError> {
     let on_failure = match f.on_quiesce_failure.as_deref() {
         None | Some("abort") => QuiescePolicy::Abort,
         Some("continue") => QuiescePolicy::Continue,
@@ -374,6 +429,10 @@ fn validate_quiesce(f: fragments::QuiesceFragment) -> Result<QuiesceSettings, Co
             f.hooks_dir.unwrap_or_else(|| DEFAULT_HOOKS_DIR.into()),
         )?,
         hook_timeout,
+        quiescers: quiescers
+            .into_iter()
+            .map(validate_quiescer)
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -253,3 +253,44 @@ fn the_shipped_sample_parses_and_matches_the_defaults() {
     let defaults = settings("").unwrap();
     assert_eq!(documented, defaults);
 }
+
+#[test]
+fn quiescers_are_read_in_order_and_checked() {
+    let s = settings(
+        "[[quiescer]]\nkind = \"redis\"\nsocket = \"/run/redis/redis.sock\"\ntimeout = \"5s\"\n\
+         [[quiescer]]\nkind = \"redis\"\n",
+    )
+    .unwrap();
+    use crate::quiesce::redis::Endpoint;
+    assert_eq!(
+        s.quiesce.quiescers,
+        vec![
+            QuiescerSettings::Redis {
+                endpoint: Endpoint::Socket("/run/redis/redis.sock".into()),
+                timeout: Duration::from_secs(5)
+            },
+            QuiescerSettings::Redis {
+                endpoint: Endpoint::Tcp("127.0.0.1:6379".into()),
+                timeout: Duration::from_secs(60)
+            },
+        ]
+    );
+    for (bad, expected) in [
+        ("kind = \"redis\"\nsocket = \"/s\"\naddress = \"h:1\"", "not both"),
+        ("kind = \"oracle\"", "unknown kind `oracle`"),
+        ("socket = \"/s\"", "needs a `kind`"),
+        ("kind = \"redis\"\nport = 1", "unknown field `port`"),
+    ] {
+        let err = settings(&format!("[[quiescer]]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{bad}: {err}");
+    }
+    let s = settings("[quiesce]\non_quiesce_failure = \"continue\"\nhook_timeout = \"2s\"\n").unwrap();
+    assert_eq!(s.quiesce.on_failure, crate::quiesce::QuiescePolicy::Continue);
+    assert_eq!(s.quiesce.hook_timeout, Duration::from_secs(2));
+    let err = settings("[quiesce]\non_quiesce_failure = \"ignore\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("quiesce.on_quiesce_failure"), "{err}");
+}

@@ -32,6 +32,26 @@ pub enum PlanFromSystemError {
     Plan(#[from] plan::PlanError),
 }
 
+/// Which target's filesystem holds the directory `path`, if any: the mount `path` is on,
+/// compared by superblock.
+pub fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option<PathBuf>> {
+    let fd = sys::open_mountpoint(path)?;
+    let mount_id = sys::mount_id_of(&fd)?;
+    let mounts = mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo")?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let Some(holder) = mounts.iter().find(|m| m.mount_id == mount_id) else {
+        return Ok(None);
+    };
+    let same = |t: &Target| {
+        if holder.fstype == "btrfs" || t.fstype == "btrfs" {
+            holder.fstype == t.fstype && holder.source == t.source
+        } else {
+            holder.dev == t.dev
+        }
+    };
+    Ok(targets.iter().find(|t| same(t)).map(|t| t.mountpoint.clone()))
+}
+
 /// Why freezing could not start or complete. When one of these is returned, nothing that this
 /// run froze is frozen any more.
 #[derive(Debug, thiserror::Error)]

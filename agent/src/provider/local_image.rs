@@ -4,7 +4,6 @@
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
 use super::{Completion, ProviderError, Registration, SnapshotProvider};
-use crate::freeze::mountinfo;
 use crate::freeze::plan::Target;
 use crate::freeze::sys;
 use serde::Serialize;
@@ -93,25 +92,6 @@ fn image_label(mountpoint: &Path) -> String {
     }
 }
 
-/// Which target's filesystem holds `path`, if any.
-fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option<PathBuf>> {
-    let fd = sys::open_mountpoint(path)?;
-    let mount_id = sys::mount_id_of(&fd)?;
-    let mounts = mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo")?)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let Some(holder) = mounts.iter().find(|m| m.mount_id == mount_id) else {
-        return Ok(None);
-    };
-    let same = |t: &Target| {
-        if holder.fstype == "btrfs" || t.fstype == "btrfs" {
-            holder.fstype == t.fstype && holder.source == t.source
-        } else {
-            holder.dev == t.dev
-        }
-    };
-    Ok(targets.iter().find(|t| same(t)).map(|t| t.mountpoint.clone()))
-}
-
 fn open_device(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let direct = std::fs::OpenOptions::new()
@@ -141,7 +121,7 @@ impl SnapshotProvider for LocalImage {
         std::fs::create_dir_all(dir).map_err(|e| {
             ProviderError::with_source(format!("cannot create image_dir {}", dir.display()), e)
         })?;
-        match target_holding(dir, targets) {
+        match crate::freeze::target_holding(dir, targets) {
             Ok(None) => {}
             Ok(Some(mountpoint)) => {
                 return Err(ProviderError::new(format!(

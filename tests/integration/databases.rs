@@ -1,0 +1,245 @@
+//! Database quiescers against real servers from Debian's packages, with their data on a
+//! loop filesystem, under a write load: the captured image starts a fresh server that has
+//! every write acknowledged before the snapshot request.
+
+use freezeframe_tests::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A redis-server started for a test; stopped on drop.
+struct RedisServer {
+    socket: PathBuf,
+    pidfile: PathBuf,
+}
+
+impl RedisServer {
+    fn start(data: &Path, run_dir: &Path) -> RedisServer {
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::create_dir_all(run_dir).unwrap();
+        let socket = run_dir.join("redis.sock");
+        let pidfile = run_dir.join("redis.pid");
+        run(
+            "redis-server",
+            &[
+                "--port",
+                "0",
+                "--unixsocket",
+                socket.to_str().unwrap(),
+                "--dir",
+                data.to_str().unwrap(),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                pidfile.to_str().unwrap(),
+                "--logfile",
+                run_dir.join("redis.log").to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+        );
+        let server = RedisServer { socket, pidfile };
+        // Ready once it answers PING (not -LOADING, while it reads its files).
+        for _ in 0..200 {
+            if let Ok(conn) = UnixStream::connect(&server.socket) {
+                if redis(&mut BufReader::new(conn), &["PING"]) == "+PONG" {
+                    return server;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server did not start; see {}",
+            run_dir.join("redis.log").display()
+        );
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+                for _ in 0..100 {
+                    if nix::sys::signal::kill(pid, None).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// One RESP command on a fresh or given connection; the reply's first line.
+fn redis(conn: &mut BufReader<UnixStream>, args: &[&str]) -> String {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.get_mut().write_all(out.as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// Pushes 1, 2, 3, … onto a list, counting the pushes Redis acknowledged.
+fn start_pusher(socket: &Path) -> (Arc<AtomicU64>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, s) = (acked.clone(), stop.clone());
+    let mut conn = BufReader::new(UnixStream::connect(socket).unwrap());
+    let thread = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !s.load(Ordering::SeqCst) {
+            n += 1;
+            let reply = redis(&mut conn, &["RPUSH", "rows", &n.to_string()]);
+            assert!(reply.starts_with(':'), "RPUSH answered {reply}");
+            a.store(n, Ordering::SeqCst);
+        }
+    });
+    (acked, stop, thread)
+}
+
+#[test]
+fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
+    let fs = scratch_fs(Fs::Ext4);
+    let run_dir = fs.dir.path().join("redis-run");
+    let server = RedisServer::start(&fs.path("redis"), &run_dir);
+    let config = fs.dir.path().join("etc/config.toml");
+    let images = fs.dir.path().join("images");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &images,
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
+        server.socket.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    let (acked, stop, pusher) = start_pusher(&server.socket);
+    while acked.load(Ordering::SeqCst) < 100 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json", "--name", "redis"]);
+    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
+    let acked_at_freeze = acked.load(Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    pusher.join().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application");
+    assert_eq!(report["quiescers"][0]["prepared"], true);
+    assert!(report["quiescers"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis"));
+    drop(server);
+
+    // A fresh server on a copy of the captured image.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.join("redis/manifest.json")).unwrap()).unwrap();
+    let image = images
+        .join("redis")
+        .join(manifest["images"][0]["file"].as_str().unwrap());
+    assert_clean(Fs::Ext4, &image);
+    let restored = loop_fs_from_image(&image, &fs.dir.path().join("restored"));
+    let server = RedisServer::start(&restored.path("redis"), &fs.dir.path().join("redis-run-2"));
+    let mut conn = BufReader::new(UnixStream::connect(&server.socket).unwrap());
+    let len = redis(&mut conn, &["LLEN", "rows"]);
+    let len: u64 = len
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("LLEN answered {len}"));
+    assert!(
+        len >= acked_at_freeze,
+        "{len} rows in the image, {acked_at_freeze} acknowledged before the freeze"
+    );
+    let last = redis(&mut conn, &["LINDEX", "rows", &(acked_at_freeze - 1).to_string()]);
+    assert!(last.starts_with('$'), "row {acked_at_freeze} is there");
+}
+
+/// Mounts a copy of an image read-write (recovery may write), on its own loop device.
+fn loop_fs_from_image(image: &Path, mountpoint: &Path) -> LoopFs {
+    let copy = image.with_extension("restored.img");
+    run(
+        "cp",
+        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    std::fs::create_dir_all(mountpoint).unwrap();
+    let device = run("losetup", &["--find", "--show", copy.to_str().unwrap()])
+        .trim()
+        .to_string();
+    run("mount", &[&device, mountpoint.to_str().unwrap()]);
+    LoopFs::adopt(Fs::Ext4, copy, device, mountpoint.to_path_buf())
+}
+
+#[test]
+fn redis_data_outside_the_frozen_filesystems_is_refused_in_preflight() {
+    let fs = scratch_fs(Fs::Ext4);
+    // The data directory is on this machine's own disk, which this run does not freeze.
+    let server = RedisServer::start(
+        &fs.dir.path().join("redis-data"),
+        &fs.dir.path().join("redis-run"),
+    );
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
+        server.socket.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed_phase"], "preflight", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("not on a filesystem being frozen"), "{error}");
+
+    // A server that is not there fails in preflight too, before anything is touched.
+    drop(server);
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to Redis"),
+        "{report:#}"
+    );
+}

@@ -11,6 +11,7 @@ use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
 use freezeframe_agent::quiesce::hooks::{self, HookDir};
+use freezeframe_agent::quiesce::postgres::Postgres;
 use freezeframe_agent::quiesce::redis::Redis;
 use freezeframe_agent::quiesce::Quiescer;
 use freezeframe_agent::runtime::RuntimeDir;
@@ -178,6 +179,17 @@ fn quiescers(settings: &Settings) -> Vec<Box<dyn Quiescer>> {
             QuiescerSettings::Redis { endpoint, timeout } => {
                 list.push(Box::new(Redis::new(endpoint.clone(), *timeout)))
             }
+            QuiescerSettings::Postgresql {
+                socket_dir,
+                port,
+                os_user,
+                timeout,
+            } => list.push(Box::new(Postgres::new(
+                socket_dir.clone(),
+                *port,
+                os_user.clone(),
+                *timeout,
+            ))),
         }
     }
     list

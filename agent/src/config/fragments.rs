@@ -28,6 +28,9 @@ pub struct QuiescerFragment {
     pub kind: Option<String>,
     pub socket: Option<PathBuf>,
     pub address: Option<String>,
+    pub socket_dir: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub os_user: Option<String>,
     pub timeout: Option<String>,
 }
 

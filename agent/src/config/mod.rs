@@ -87,6 +87,12 @@ pub enum QuiescerSettings {
         endpoint: crate::quiesce::redis::Endpoint,
         timeout: Duration,
     },
+    Postgresql {
+        socket_dir: PathBuf,
+        port: u16,
+        os_user: String,
+        timeout: Duration,
+    },
 }
 
 /// `[freeze]`, validated.
@@ -369,8 +375,40 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
         Some(text) => parse_duration("quiescer.timeout", &text)?,
         None => DEFAULT_QUIESCER_TIMEOUT,
     };
+    let not_for = |kind: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError::Invalid {
+                key: "quiescer",
+                problem: format!("`{key}` does not apply to a {kind} quiescer"),
+            }),
+            None => Ok(()),
+        }
+    };
     match f.kind.as_deref() {
+        Some("postgresql") => {
+            not_for(
+                "postgresql",
+                &[("socket", f.socket.is_some()), ("address", f.address.is_some())],
+            )?;
+            Ok(QuiescerSettings::Postgresql {
+                socket_dir: absolute(
+                    "quiescer.socket_dir",
+                    f.socket_dir.unwrap_or_else(|| "/var/run/postgresql".into()),
+                )?,
+                port: f.port.unwrap_or(5432),
+                os_user: f.os_user.unwrap_or_else(|| "postgres".into()),
+                timeout,
+            })
+        }
         Some("redis") => {
+            not_for(
+                "redis",
+                &[
+                    ("socket_dir", f.socket_dir.is_some()),
+                    ("port", f.port.is_some()),
+                    ("os_user", f.os_user.is_some()),
+                ],
+            )?;
             let endpoint = match (f.socket, f.address) {
                 (Some(_), Some(_)) => {
                     return Err(ConfigError::Invalid {
@@ -389,7 +427,7 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
         }
         Some(other) => Err(ConfigError::Invalid {
             key: "quiescer.kind",
-            problem: format!("unknown kind `{other}`; the kinds are: redis"),
+            problem: format!("unknown kind `{other}`; the kinds are: postgresql, redis"),
         }),
         None => Err(ConfigError::Invalid {
             key: "quiescer.kind",

@@ -279,7 +279,15 @@ fn quiescers_are_read_in_order_and_checked() {
         ("kind = \"redis\"\nsocket = \"/s\"\naddress = \"h:1\"", "not both"),
         ("kind = \"oracle\"", "unknown kind `oracle`"),
         ("socket = \"/s\"", "needs a `kind`"),
-        ("kind = \"redis\"\nport = 1", "unknown field `port`"),
+        (
+            "kind = \"redis\"\nport = 1",
+            "`port` does not apply to a redis quiescer",
+        ),
+        (
+            "kind = \"postgresql\"\naddress = \"h:1\"",
+            "`address` does not apply",
+        ),
+        ("kind = \"redis\"\nportt = 1", "unknown field `portt`"),
     ] {
         let err = settings(&format!("[[quiescer]]\n{bad}\n"))
             .unwrap_err()

@@ -3,6 +3,7 @@
 //! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
 
 pub mod hooks;
+pub mod postgres;
 pub mod redis;
 
 use crate::freeze::plan::Target;

@@ -475,3 +475,235 @@ fn postgresql_data_outside_the_frozen_filesystems_is_refused_in_preflight() {
         "{error}"
     );
 }
+
+/// A MariaDB server started for a test, root admitted over its socket; stopped on drop.
+struct MariaDb {
+    socket: PathBuf,
+    pidfile: PathBuf,
+    child: std::process::Child,
+}
+
+impl MariaDb {
+    fn start(data: &Path, run_dir: &Path, install: bool) -> MariaDb {
+        for dir in [data.parent().unwrap(), run_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+            run("chown", &["mysql:mysql", dir.to_str().unwrap()]);
+        }
+        if install {
+            run(
+                "mariadb-install-db",
+                &[
+                    "--user=mysql",
+                    &format!("--datadir={}", data.display()),
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                    "--innodb-log-file-size=8M",
+                ],
+            );
+        }
+        let socket = run_dir.join("mysqld.sock");
+        let pidfile = run_dir.join("mysqld.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        let child = Command::new("mariadbd")
+            .args([
+                "--user=mysql",
+                "--skip-networking",
+                "--log-bin=mysql-bin",
+                "--innodb-log-file-size=8M",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", pidfile.display()))
+            .arg(format!("--log-error={}", run_dir.join("error.log").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        let server = MariaDb {
+            socket,
+            pidfile,
+            child,
+        };
+        for _ in 0..300 {
+            if server.try_sql("SELECT 1").is_some() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "mariadbd did not start: {}",
+            std::fs::read_to_string(run_dir.join("error.log")).unwrap_or_default()
+        );
+    }
+
+    fn try_sql(&self, statement: &str) -> Option<String> {
+        let out = Command::new("mariadb")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["--user=root", "--batch", "--skip-column-names", "-e", statement])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn sql(&self, statement: &str) -> String {
+        self.try_sql(statement)
+            .unwrap_or_else(|| panic!("`{statement}` failed"))
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}
+
+fn mariadb_config(fs: &ScratchFs, server: &MariaDb, extra: &str) -> PathBuf {
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n{extra}",
+        server.socket.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_commit() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+    let config = mariadb_config(&fs, &server, "");
+
+    // Each INSERT commits on its own; every one must succeed, the lock only delays them.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, s, socket) = (acked.clone(), stop.clone(), server.socket.clone());
+    let writer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !s.load(Ordering::SeqCst) {
+            n += 1;
+            let out = Command::new("mariadb")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["--user=root", "-e", &format!("INSERT INTO app.rows VALUES ({n})")])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "INSERT {n} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            a.store(n, Ordering::SeqCst);
+        }
+    });
+    while acked.load(Ordering::SeqCst) < 20 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json", "--name", "maria"]);
+    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
+    let acked_at_freeze = acked.load(Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    // The writer goes on after the thaw: the rows after the freeze arrive too.
+    let resumed_from = acked.load(Ordering::SeqCst);
+    while acked.load(Ordering::SeqCst) < resumed_from + 5 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("no INSERT failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application");
+    let details = report["quiescers"][0]["details"].as_str().unwrap_or_default();
+    assert!(
+        details.starts_with("binary log position mysql-bin.0"),
+        "{report:#}"
+    );
+    drop(server);
+
+    let images = fs.dir.path().join("images");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.join("maria/manifest.json")).unwrap()).unwrap();
+    let image = images
+        .join("maria")
+        .join(manifest["images"][0]["file"].as_str().unwrap());
+    assert_clean(Fs::Ext4, &image);
+    let restored = loop_fs_from_image(&image, &fs.dir.path().join("restored"));
+    let server = MariaDb::start(
+        &restored.path("mysql/data"),
+        &fs.dir.path().join("mysql-run-2"),
+        false,
+    );
+    let present = server.sql(&format!(
+        "SELECT COUNT(*) FROM app.rows WHERE n <= {acked_at_freeze}"
+    ));
+    assert_eq!(
+        present,
+        acked_at_freeze.to_string(),
+        "every row committed before the freeze is there"
+    );
+}
+
+#[test]
+fn a_mariadb_lock_that_cannot_be_taken_aborts_and_blocks_no_one() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+    let config = mariadb_config(&fs, &server, "lock_wait_timeout = \"1s\"\n");
+    server.sql("INSERT INTO app.rows VALUES (1), (2), (3)");
+    // Another session holds a table lock, so FLUSH TABLES WITH READ LOCK has to wait.
+    let socket = server.socket.clone();
+    let long = std::thread::spawn(move || {
+        Command::new("mariadb")
+            .arg(format!("--socket={}", socket.display()))
+            .args([
+                "--user=root",
+                "-e",
+                "LOCK TABLES app.rows WRITE; SELECT SLEEP(4); UNLOCK TABLES",
+            ])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("FLUSH TABLES WITH READ LOCK did not complete"),
+        "{error}"
+    );
+    assert!(
+        error.contains("Lock wait timeout exceeded"),
+        "the server's own words: {error}"
+    );
+    assert_eq!(report["quiescers"][0]["resumed"], true, "{report:#}");
+    // No lock and no pending lock request is left: a write goes through at once.
+    let started = std::time::Instant::now();
+    server.sql("INSERT INTO app.rows VALUES (4)");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a writer was left waiting behind the lock"
+    );
+    long.join().unwrap();
+}

@@ -25,10 +25,13 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 
 /// A scratch directory on the machine's own disk (never frozen), removed on drop.
 pub fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("freezeframe-test-")
         .tempdir_in("/var/tmp")
-        .expect("scratch dir")
+        .expect("scratch dir");
+    // Database servers run as their own users and must reach their folders inside.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    dir
 }
 
 pub use freezeframe::scratch::{Fs, LoopFs, Writer, RECORD_LEN};
@@ -272,8 +275,13 @@ impl std::ops::Deref for ScratchFs {
 
 /// A 64 MiB (128 for btrfs) loop filesystem of type `fs` in its own scratch folder.
 pub fn scratch_fs(fs: Fs) -> ScratchFs {
+    scratch_fs_sized(fs, fs.min_mib())
+}
+
+/// A loop filesystem of `mib` MiB in its own scratch folder.
+pub fn scratch_fs_sized(fs: Fs, mib: u64) -> ScratchFs {
     let dir = scratch();
-    let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+    let lfs = loop_fs(fs, mib, &dir.path().join("img"), &dir.path().join("mnt"));
     ScratchFs { fs: lfs, dir }
 }
 

@@ -11,6 +11,7 @@ use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
 use freezeframe_agent::quiesce::hooks::{self, HookDir};
+use freezeframe_agent::quiesce::mysql::Mysql;
 use freezeframe_agent::quiesce::postgres::Postgres;
 use freezeframe_agent::quiesce::redis::Redis;
 use freezeframe_agent::quiesce::Quiescer;
@@ -190,6 +191,11 @@ fn quiescers(settings: &Settings) -> Vec<Box<dyn Quiescer>> {
                 os_user.clone(),
                 *timeout,
             ))),
+            QuiescerSettings::Mariadb {
+                socket,
+                lock_wait_timeout,
+                timeout,
+            } => list.push(Box::new(Mysql::new(socket.clone(), *lock_wait_timeout, *timeout))),
         }
     }
     list

@@ -31,6 +31,7 @@ pub struct QuiescerFragment {
     pub socket_dir: Option<PathBuf>,
     pub port: Option<u16>,
     pub os_user: Option<String>,
+    pub lock_wait_timeout: Option<String>,
     pub timeout: Option<String>,
 }
 

@@ -93,6 +93,11 @@ pub enum QuiescerSettings {
         os_user: String,
         timeout: Duration,
     },
+    Mariadb {
+        socket: PathBuf,
+        lock_wait_timeout: Duration,
+        timeout: Duration,
+    },
 }
 
 /// `[freeze]`, validated.
@@ -384,11 +389,38 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
             None => Ok(()),
         }
     };
+    let lock_wait = match &f.lock_wait_timeout {
+        Some(text) => Some(parse_duration("quiescer.lock_wait_timeout", text)?),
+        None => None,
+    };
     match f.kind.as_deref() {
+        Some("mariadb" | "mysql") => {
+            not_for(
+                "mariadb",
+                &[
+                    ("address", f.address.is_some()),
+                    ("socket_dir", f.socket_dir.is_some()),
+                    ("port", f.port.is_some()),
+                    ("os_user", f.os_user.is_some()),
+                ],
+            )?;
+            Ok(QuiescerSettings::Mariadb {
+                socket: absolute(
+                    "quiescer.socket",
+                    f.socket.unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
+                )?,
+                lock_wait_timeout: lock_wait.unwrap_or(Duration::from_secs(10)),
+                timeout,
+            })
+        }
         Some("postgresql") => {
             not_for(
                 "postgresql",
-                &[("socket", f.socket.is_some()), ("address", f.address.is_some())],
+                &[
+                    ("socket", f.socket.is_some()),
+                    ("address", f.address.is_some()),
+                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
+                ],
             )?;
             Ok(QuiescerSettings::Postgresql {
                 socket_dir: absolute(
@@ -407,6 +439,7 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     ("socket_dir", f.socket_dir.is_some()),
                     ("port", f.port.is_some()),
                     ("os_user", f.os_user.is_some()),
+                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
                 ],
             )?;
             let endpoint = match (f.socket, f.address) {
@@ -427,7 +460,7 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
         }
         Some(other) => Err(ConfigError::Invalid {
             key: "quiescer.kind",
-            problem: format!("unknown kind `{other}`; the kinds are: postgresql, redis"),
+            problem: format!("unknown kind `{other}`; the kinds are: mariadb (or mysql), postgresql, redis"),
         }),
         None => Err(ConfigError::Invalid {
             key: "quiescer.kind",

@@ -3,6 +3,7 @@
 //! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
 
 pub mod hooks;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 
@@ -29,6 +30,10 @@ pub trait Quiescer: Send {
     /// How long `resume` may take before it counts as failed.
     fn resume_timeout(&self) -> Duration {
         DEFAULT_STEP_TIMEOUT
+    }
+    /// What the report should record about the last prepare (a binary log position).
+    fn details(&self) -> Option<String> {
+        None
     }
     /// Preflight: everything that can be checked without touching the application, such as
     /// whether its data sits on the filesystems about to be frozen.

@@ -229,6 +229,7 @@ impl Transaction<'_> {
                         name: q.name().to_string(),
                         prepared: false,
                         resumed: false,
+                        details: None,
                         error: None,
                     })
                     .collect(),
@@ -270,7 +271,10 @@ impl Transaction<'_> {
                 )),
             };
             match result {
-                Ok(()) => run.report.quiescers[i].prepared = true,
+                Ok(()) => {
+                    run.report.quiescers[i].prepared = true;
+                    run.report.quiescers[i].details = q.details();
+                }
                 Err(e) => {
                     let message = format!("quiescer {} failed to prepare: {e}", q.name());
                     run.report.quiescers[i].error = Some(e);

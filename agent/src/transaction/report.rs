@@ -63,6 +63,9 @@ pub struct QuiescerReport {
     pub name: String,
     pub prepared: bool,
     pub resumed: bool,
+    /// What the quiescer recorded, such as a binary log position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -115,21 +115,8 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
     let fs = scratch_fs(Fs::Ext4);
     let run_dir = fs.dir.path().join("redis-run");
     let server = RedisServer::start(&fs.path("redis"), &run_dir);
-    let config = fs.dir.path().join("etc/config.toml");
+    let config = quiescer_config(&fs, "redis", "socket", &server.socket);
     let images = fs.dir.path().join("images");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &images,
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
-        server.socket.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
 
     let (acked, stop, pusher) = start_pusher(&server.socket);
     while acked.load(Ordering::SeqCst) < 100 {
@@ -178,6 +165,38 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
     assert!(last.starts_with('$'), "row {acked_at_freeze} is there");
 }
 
+/// A local-image configuration freezing `fs`, with one `[[quiescer]]` of `kind` whose `key`
+/// names `value` (a socket or socket folder).
+fn quiescer_config(fs: &ScratchFs, kind: &str, key: &str, value: &Path) -> PathBuf {
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[quiescer]]\nkind = \"{kind}\"\n{key} = {:?}\n",
+        value.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `freezeframe-agent snapshot --json` with `config`; its report.
+fn snapshot_json(config: &Path) -> serde_json::Value {
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Mounts a copy of an image read-write (recovery may write), on its own loop device.
 fn loop_fs_from_image(image: &Path, mountpoint: &Path) -> LoopFs {
     let copy = image.with_extension("restored.img");
@@ -201,40 +220,15 @@ fn redis_data_outside_the_frozen_filesystems_is_refused_in_preflight() {
         &fs.dir.path().join("redis-data"),
         &fs.dir.path().join("redis-run"),
     );
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
-        server.socket.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = quiescer_config(&fs, "redis", "socket", &server.socket);
+    let report = snapshot_json(&config);
     assert_eq!(report["failed_phase"], "preflight", "{report:#}");
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("not on a filesystem being frozen"), "{error}");
 
     // A server that is not there fails in preflight too, before anything is touched.
     drop(server);
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = snapshot_json(&config);
     assert!(
         report["error"]
             .as_str()
@@ -357,21 +351,8 @@ fn postgresql_under_writes_gives_an_image_with_every_committed_row() {
     let fs = scratch_fs(Fs::Ext4);
     let server = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
     server.sql("CREATE TABLE rows (n bigint PRIMARY KEY)");
-    let config = fs.dir.path().join("etc/config.toml");
+    let config = quiescer_config(&fs, "postgresql", "socket_dir", &server.sockets);
     let images = fs.dir.path().join("images");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &images,
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n",
-        server.sockets.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
 
     // Each INSERT commits on its own; a row counts once psql returned.
     let acked = Arc::new(AtomicU64::new(0));
@@ -447,27 +428,8 @@ fn postgresql_data_outside_the_frozen_filesystems_is_refused_in_preflight() {
         &fs.dir.path().join("pg-run"),
         true,
     );
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n",
-        server.sockets.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = quiescer_config(&fs, "postgresql", "socket_dir", &server.sockets);
+    let report = snapshot_json(&config);
     assert_eq!(report["failed_phase"], "preflight", "{report:#}");
     let error = report["error"].as_str().unwrap();
     assert!(
@@ -563,19 +525,9 @@ impl Drop for MariaDb {
 }
 
 fn mariadb_config(fs: &ScratchFs, server: &MariaDb, extra: &str) -> PathBuf {
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
+    let config = quiescer_config(fs, "mariadb", "socket", &server.socket);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n{extra}",
-        server.socket.display().to_string()
-    ));
+    text.push_str(extra);
     std::fs::write(&config, text).unwrap();
     config
 }
@@ -680,13 +632,7 @@ fn a_mariadb_lock_that_cannot_be_taken_aborts_and_blocks_no_one() {
             .unwrap()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = snapshot_json(&config);
     assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
     let error = report["error"].as_str().unwrap();
     assert!(

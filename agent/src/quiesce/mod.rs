@@ -44,6 +44,27 @@ pub trait Quiescer: Send {
     async fn resume(&mut self) -> Result<(), QuiesceError>;
 }
 
+/// Refuses data (`what`, in `dir`) that the freeze would not cover: the snapshot would not be
+/// consistent.
+pub(crate) fn require_frozen(
+    what: &str,
+    dir: &std::path::Path,
+    targets: &[Target],
+) -> Result<(), QuiesceError> {
+    match crate::freeze::target_holding(dir, targets) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(QuiesceError(format!(
+            "{what} {} is not on a filesystem being frozen, so the snapshot would not be consistent; \
+             add its mountpoint to `freeze.mountpoints`",
+            dir.display()
+        ))),
+        Err(e) => Err(QuiesceError(format!(
+            "cannot tell where {} is mounted: {e}",
+            dir.display()
+        ))),
+    }
+}
+
 /// What to do when a quiescer fails to prepare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QuiescePolicy {

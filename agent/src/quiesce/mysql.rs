@@ -7,9 +7,9 @@
 //! server's socket, which `unix_socket` authentication admits without a password. The session
 //! is a client process started before the freeze; during the window it is only waited on.
 
-use super::{QuiesceError, Quiescer};
+use super::{require_frozen, QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -147,18 +147,7 @@ impl Quiescer for Mysql {
                 .ok_or_else(|| QuiesceError("no @@datadir".into()))?
                 .trim(),
         );
-        match crate::freeze::target_holding(Path::new(&datadir), targets) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(QuiesceError(format!(
-                "MariaDB keeps its data in {}, which is not on a filesystem being frozen; add its \
-                 mountpoint to `freeze.mountpoints`",
-                datadir.display()
-            ))),
-            Err(e) => Err(QuiesceError(format!(
-                "cannot tell where {} is mounted: {e}",
-                datadir.display()
-            ))),
-        }
+        require_frozen("MariaDB's data directory", &datadir, targets)
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {

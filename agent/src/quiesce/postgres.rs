@@ -6,7 +6,7 @@
 //! Zero configuration on Debian and Ubuntu: `psql` runs as the `postgres` OS user through
 //! `runuser`, so the stock `peer` authentication lets it in without a password.
 
-use super::{QuiesceError, Quiescer};
+use super::{require_frozen, QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,22 +71,6 @@ impl Postgres {
     }
 }
 
-/// Refuses a directory the freeze would not cover.
-fn require_frozen(what: &str, dir: &Path, targets: &[Target]) -> Result<(), QuiesceError> {
-    match crate::freeze::target_holding(dir, targets) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(QuiesceError(format!(
-            "PostgreSQL's {what} {} is not on a filesystem being frozen, so the snapshot would not \
-             be consistent; add its mountpoint to `freeze.mountpoints`",
-            dir.display()
-        ))),
-        Err(e) => Err(QuiesceError(format!(
-            "cannot tell where {} is mounted: {e}",
-            dir.display()
-        ))),
-    }
-}
-
 #[async_trait::async_trait]
 impl Quiescer for Postgres {
     fn name(&self) -> &str {
@@ -103,16 +87,16 @@ impl Quiescer for Postgres {
             data.first()
                 .ok_or_else(|| QuiesceError("no data_directory".into()))?,
         );
-        require_frozen("data directory", &data, targets)?;
+        require_frozen("PostgreSQL's data directory", &data, targets)?;
         // pg_wal may be a link to another filesystem.
         let wal = std::fs::canonicalize(data.join("pg_wal"))
             .map_err(|e| QuiesceError(format!("cannot resolve {}/pg_wal: {e}", data.display())))?;
-        require_frozen("WAL directory", &wal, targets)?;
+        require_frozen("PostgreSQL's WAL directory", &wal, targets)?;
         let spaces = self
             .sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")
             .await?;
         for space in spaces {
-            require_frozen("tablespace", Path::new(&space), targets)?;
+            require_frozen("the PostgreSQL tablespace", Path::new(&space), targets)?;
         }
         Ok(())
     }

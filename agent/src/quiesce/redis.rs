@@ -2,7 +2,7 @@
 //! no rewrite is running), so the disk holds a fresh RDB file and a settled AOF. Nothing is held
 //! across the freeze, so `resume` has nothing to undo. Speaks RESP over the Unix socket or TCP.
 
-use super::{QuiesceError, Quiescer};
+use super::{require_frozen, QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -191,18 +191,7 @@ impl Quiescer for Redis {
             Reply::Array(items) if items.len() == 2 => PathBuf::from(items[1].text()),
             other => return Err(QuiesceError(format!("cannot read Redis's dir: {}", other.text()))),
         };
-        match crate::freeze::target_holding(&dir, targets) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(QuiesceError(format!(
-                "Redis keeps its data in {}, which is not on a filesystem being frozen; add its \
-                 mountpoint to `freeze.mountpoints`",
-                dir.display()
-            ))),
-            Err(e) => Err(QuiesceError(format!(
-                "cannot tell where {} is mounted: {e}",
-                dir.display()
-            ))),
-        }
+        require_frozen("Redis's data directory", &dir, targets)
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {

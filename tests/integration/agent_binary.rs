@@ -425,3 +425,89 @@ fn default_discovery_plans_every_local_filesystem_root_last() {
         "excluded by `freeze.exclude`"
     );
 }
+
+#[test]
+fn sigterm_while_frozen_thaws_at_once_and_reports_the_interruption() {
+    let lfs = scratch_fs(Fs::Ext4);
+    let setup = Setup::new(&[&lfs.mountpoint], "60s");
+    let (agent, _) = setup.start_frozen("term");
+    let probe = WriteProbe::start(&lfs.mountpoint);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let signalled = Instant::now();
+    let done = probe
+        .completed_within(Duration::from_secs(10))
+        .expect("thawed after SIGTERM");
+    assert!(
+        done.saturating_duration_since(signalled) <= Duration::from_secs(1),
+        "{:?}",
+        done - signalled
+    );
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["failed_phase"], "request");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by a signal"),
+        "{report:#}"
+    );
+    assert!(!setup.runtime.join("frozen.json").exists());
+}
+
+#[test]
+fn a_stopped_agent_is_thawed_by_its_guard_at_max_freeze() {
+    let lfs = scratch_fs(Fs::Ext4);
+    let setup = Setup::new(&[&lfs.mountpoint], "2s");
+    let (mut agent, frozen_at) = setup.start_frozen("stopped");
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    let probe = WriteProbe::start(&lfs.mountpoint);
+    let done = probe
+        .completed_within(Duration::from_secs(10))
+        .expect("the guard thawed");
+    assert!(
+        done.saturating_duration_since(frozen_at) <= Duration::from_secs(3),
+        "writable {:?} after the freeze; max_freeze is 2 s",
+        done - frozen_at
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    let out = agent.wait_with_output_ref();
+    let status = agent.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("\"consistency\": \"crash\""), "{out}");
+}
+
+#[test]
+fn a_killed_guard_makes_the_agent_thaw_by_itself() {
+    let lfs = scratch_fs(Fs::Ext4);
+    let setup = Setup::new(&[&lfs.mountpoint], "60s");
+    let (agent, _) = setup.start_frozen("guardless");
+    let guard = setup.record()["guard_pid"].as_u64().unwrap() as i32;
+    let probe = WriteProbe::start(&lfs.mountpoint);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), nix::sys::signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let done = probe
+        .completed_within(Duration::from_secs(10))
+        .expect("the agent thawed");
+    assert!(
+        done.saturating_duration_since(killed) <= Duration::from_secs(1),
+        "{:?}",
+        done - killed
+    );
+    let out = agent.wait_with_output().unwrap();
+    let report = json(&out);
+    assert_eq!(report["failed_phase"], "request", "{report:#}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("thaw guard process died"),
+        "{report:#}"
+    );
+}

@@ -158,9 +158,15 @@ pub fn cli_bin() -> PathBuf {
 }
 
 fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let bin = dir.join(name);
+    // Tests run from target/<profile>/deps/, programs from target/<profile>/.
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("a folder");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first with `cargo build --workspace` (tests/run does)",

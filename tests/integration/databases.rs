@@ -116,25 +116,14 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
     let run_dir = fs.dir.path().join("redis-run");
     let server = RedisServer::start(&fs.path("redis"), &run_dir);
     let config = quiescer_config(&fs, "redis", "socket", &server.socket);
-    let images = fs.dir.path().join("images");
 
     let (acked, stop, pusher) = start_pusher(&server.socket);
     while acked.load(Ordering::SeqCst) < 100 {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let mut cmd = Command::new(agent_bin());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json", "--name", "redis"]);
-    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
-    let acked_at_freeze = acked.load(Ordering::SeqCst);
-    let out = child.wait_with_output().unwrap();
+    let (report, acked_at_freeze) = snapshot_under_load(&fs, &config, "redis", &acked);
     stop.store(true, Ordering::SeqCst);
     pusher.join().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(report["status"], "succeeded", "{report:#}");
-    assert_eq!(report["consistency"], "application");
     assert_eq!(report["quiescers"][0]["prepared"], true);
     assert!(report["quiescers"][0]["name"]
         .as_str()
@@ -143,13 +132,7 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
     drop(server);
 
     // A fresh server on a copy of the captured image.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.join("redis/manifest.json")).unwrap()).unwrap();
-    let image = images
-        .join("redis")
-        .join(manifest["images"][0]["file"].as_str().unwrap());
-    assert_clean(Fs::Ext4, &image);
-    let restored = loop_fs_from_image(&image, &fs.dir.path().join("restored"));
+    let restored = restore(&fs, "redis");
     let server = RedisServer::start(&restored.path("redis"), &fs.dir.path().join("redis-run-2"));
     let mut conn = BufReader::new(UnixStream::connect(&server.socket).unwrap());
     let len = redis(&mut conn, &["LLEN", "rows"]);
@@ -195,6 +178,39 @@ fn snapshot_json(config: &Path) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Takes snapshot `name` with `config` while a writer counts its acknowledged writes in
+/// `acked`; checks it succeeded application-consistent. Returns the report and the count when
+/// the agent said it was frozen: every one of those writes must be in the image.
+fn snapshot_under_load(
+    fs: &ScratchFs,
+    config: &Path,
+    name: &str,
+    acked: &AtomicU64,
+) -> (serde_json::Value, u64) {
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("--config")
+        .arg(config)
+        .args(["snapshot", "--json", "--name", name]);
+    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
+    let acked_at_freeze = acked.load(Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application");
+    (report, acked_at_freeze)
+}
+
+/// The local image of snapshot `name`, checked clean and mounted from a copy.
+fn restore(fs: &ScratchFs, name: &str) -> LoopFs {
+    let dir = fs.dir.path().join("images").join(name);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let image = dir.join(manifest["images"][0]["file"].as_str().unwrap());
+    assert_clean(Fs::Ext4, &image);
+    loop_fs_from_image(&image, &fs.dir.path().join("restored"))
 }
 
 /// Mounts a copy of an image read-write (recovery may write), on its own loop device.
@@ -352,7 +368,6 @@ fn postgresql_under_writes_gives_an_image_with_every_committed_row() {
     let server = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
     server.sql("CREATE TABLE rows (n bigint PRIMARY KEY)");
     let config = quiescer_config(&fs, "postgresql", "socket_dir", &server.sockets);
-    let images = fs.dir.path().join("images");
 
     // Each INSERT commits on its own; a row counts once psql returned.
     let acked = Arc::new(AtomicU64::new(0));
@@ -382,32 +397,16 @@ fn postgresql_under_writes_gives_an_image_with_every_committed_row() {
     while acked.load(Ordering::SeqCst) < 20 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut cmd = Command::new(agent_bin());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json", "--name", "pg"]);
-    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
-    let acked_at_freeze = acked.load(Ordering::SeqCst);
-    let out = child.wait_with_output().unwrap();
+    let (report, acked_at_freeze) = snapshot_under_load(&fs, &config, "pg", &acked);
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(report["status"], "succeeded", "{report:#}");
-    assert_eq!(report["consistency"], "application");
     assert!(report["quiescers"][0]["name"]
         .as_str()
         .unwrap()
         .starts_with("postgresql"));
     drop(server);
 
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.join("pg/manifest.json")).unwrap()).unwrap();
-    let image = images
-        .join("pg")
-        .join(manifest["images"][0]["file"].as_str().unwrap());
-    assert_clean(Fs::Ext4, &image);
-    let restored = loop_fs_from_image(&image, &fs.dir.path().join("restored"));
+    let restored = restore(&fs, "pg");
     // The image holds the running server's postmaster.pid; a restored machine has no such
     // process, but here its PID may still exist (as a zombie of this test), so remove the file.
     std::fs::remove_file(restored.path("pg/data/postmaster.pid")).unwrap();
@@ -563,13 +562,7 @@ fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_comm
     while acked.load(Ordering::SeqCst) < 20 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut cmd = Command::new(agent_bin());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json", "--name", "maria"]);
-    let (child, _) = spawn_until_frozen(cmd, fs.dir.path());
-    let acked_at_freeze = acked.load(Ordering::SeqCst);
-    let out = child.wait_with_output().unwrap();
+    let (report, acked_at_freeze) = snapshot_under_load(&fs, &config, "maria", &acked);
     // The writer goes on after the thaw: the rows after the freeze arrive too.
     let resumed_from = acked.load(Ordering::SeqCst);
     while acked.load(Ordering::SeqCst) < resumed_from + 5 {
@@ -577,10 +570,6 @@ fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_comm
     }
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("no INSERT failed");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(report["status"], "succeeded", "{report:#}");
-    assert_eq!(report["consistency"], "application");
     let details = report["quiescers"][0]["details"].as_str().unwrap_or_default();
     assert!(
         details.starts_with("binary log position mysql-bin.0"),
@@ -588,14 +577,7 @@ fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_comm
     );
     drop(server);
 
-    let images = fs.dir.path().join("images");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.join("maria/manifest.json")).unwrap()).unwrap();
-    let image = images
-        .join("maria")
-        .join(manifest["images"][0]["file"].as_str().unwrap());
-    assert_clean(Fs::Ext4, &image);
-    let restored = loop_fs_from_image(&image, &fs.dir.path().join("restored"));
+    let restored = restore(&fs, "maria");
     let server = MariaDb::start(
         &restored.path("mysql/data"),
         &fs.dir.path().join("mysql-run-2"),

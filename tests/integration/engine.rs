@@ -301,3 +301,30 @@ async fn the_guard_thaws_at_the_deadline_when_the_agent_does_not() {
         "the guard removed the record"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_unmounted_between_plan_and_freeze_is_refused_before_anything_freezes() {
+    let dir = scratch();
+    let a = loop_fs(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
+    let planned = targets(std::slice::from_ref(&a.mountpoint));
+    // Between the plan and the run, the filesystem goes and something else is mounted there.
+    run("umount", &[a.mountpoint.to_str().unwrap()]);
+    let other = Tmpfs::mount(&a.mountpoint);
+    let mut filesystems = LiveFilesystems::new(planned, &dir.path().join("run"));
+    let write = Arc::new(Mutex::new(None));
+    let mut provider = WindowProbe {
+        dir: other.mountpoint.clone(),
+        hold: Duration::ZERO,
+        write: write.clone(),
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.failed_phase, Some(Phase::Preflight), "{report:?}");
+    let error = report.error.unwrap();
+    assert!(
+        error.contains("no longer the filesystem that was planned"),
+        "{error}"
+    );
+    assert!(write.lock().unwrap().is_none(), "nothing was requested");
+    drop(other);
+    // `a`'s guard unmounts nothing more and detaches its loop device.
+}

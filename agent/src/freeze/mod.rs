@@ -64,7 +64,7 @@ pub enum FreezeError {
         #[source]
         source: nix::Error,
     },
-    #[error("{mountpoint} is no longer the filesystem that was planned (mount {found:?}, planned {expected}); was it unmounted or mounted over? Run again")]
+    #[error("{mountpoint} is no longer the filesystem that was planned (mount {found:?}, planned mount {expected}); was it unmounted or mounted over? Run again")]
     MountChanged {
         mountpoint: PathBuf,
         expected: u64,
@@ -201,13 +201,22 @@ impl Filesystems for LiveFilesystems {
                 source,
             })?;
         self.opened.clear();
+        // Mount ids are reused: a mount that replaced a planned one may carry its id, so the
+        // filesystem behind the id is compared too.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|text| mountinfo::parse(&text).ok())
+            .unwrap_or_default();
         for t in &self.targets {
             let fd = sys::open_mountpoint(&t.mountpoint).map_err(|source| FreezeError::Open {
                 mountpoint: t.mountpoint.clone(),
                 source,
             })?;
             let found = sys::mount_id_of(&fd).ok();
-            if found != Some(t.mount_id) {
+            let same_filesystem = mounts.iter().any(|m| {
+                Some(m.mount_id) == found && m.dev == t.dev && m.fstype == t.fstype && m.source == t.source
+            });
+            if found != Some(t.mount_id) || !same_filesystem {
                 return Err(FreezeError::MountChanged {
                     mountpoint: t.mountpoint.clone(),
                     expected: t.mount_id,

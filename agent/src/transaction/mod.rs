@@ -327,6 +327,15 @@ impl Transaction<'_> {
                 return run.finish();
             }
         };
+        if outcome.frozen.is_empty() {
+            // Every target answered EOPNOTSUPP: nothing would make the snapshot consistent.
+            run.fail(
+                Phase::Freeze,
+                "no filesystem could be frozen (each answered EOPNOTSUPP); nothing was snapshotted".into(),
+            );
+            self.resume(&mut run, started).await;
+            return run.finish();
+        }
         let frozen_at = Instant::now();
         for t in &outcome.not_supported {
             run.report.filesystems.skipped.push(Skipped {

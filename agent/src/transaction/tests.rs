@@ -667,3 +667,14 @@ async fn a_provider_not_ready_before_the_freeze_freezes_nothing_and_resumes() {
         .unwrap()
         .contains("fake provider: connection refused"));
 }
+
+#[tokio::test]
+async fn when_no_filesystem_can_freeze_nothing_is_requested() {
+    let mut s = Setup::new(&["a"]);
+    s.fs.not_supported = s.fs.targets.clone();
+    let (report, log, _) = s.run().await;
+    assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
+    assert_eq!(log.last().unwrap(), "a.resume");
+    assert_eq!(report.failed_phase, Some(Phase::Freeze));
+    assert!(report.error.unwrap().contains("no filesystem could be frozen"));
+}

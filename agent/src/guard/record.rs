@@ -93,6 +93,11 @@ impl std::fmt::Display for ThawOutcome {
 /// Thaws what `record` lists, in reverse freeze order. A filesystem is thawed only if the path
 /// still leads to the recorded mount or device.
 pub fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)> {
+    // Mount ids are reused, so the filesystem behind the id must be the recorded one too.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|text| crate::freeze::mountinfo::parse(&text).ok())
+        .unwrap_or_default();
     record
         .filesystems
         .iter()
@@ -101,7 +106,10 @@ pub fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)> {
             let outcome = match sys::open_mountpoint(&fs.mountpoint) {
                 Err(e) => ThawOutcome::Failed(format!("cannot open: {e}")),
                 Ok(fd) => {
-                    let same = sys::mount_id_of(&fd).ok() == Some(fs.mount_id)
+                    let mount_id = sys::mount_id_of(&fd).ok();
+                    let same = mounts
+                        .iter()
+                        .any(|m| Some(m.mount_id) == mount_id && m.dev.to_string() == fs.dev)
                         || sys::dev_of(&fd).ok().map(|d| d.to_string()).as_deref() == Some(fs.dev.as_str());
                     if same {
                         thaw_one(&fd)

@@ -96,7 +96,12 @@ impl Guard {
                     status_r.as_fd(),
                     nix::poll::PollFlags::POLLIN,
                 )];
-                let ready = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16));
+                let ready = loop {
+                    match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16)) {
+                        Err(nix::Error::EINTR) => continue,
+                        other => break other,
+                    }
+                };
                 let armed = matches!(ready, Ok(1))
                     && matches!(nix::unistd::read(&status_r, &mut byte), Ok(1))
                     && byte[0] == ARMED;

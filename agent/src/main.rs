@@ -38,6 +38,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     freezeframe_agent::log::init(cli.verbose);
+    // Fault points exist only in test builds; asking a build without them would silently test
+    // nothing, so say so instead.
+    if cfg!(not(feature = "failpoints")) && std::env::var_os("FAILPOINTS").is_some() {
+        eprintln!(
+            "freezeframe-agent: error: FAILPOINTS is set, but this build has no fault points \
+             (build the workspace, or this crate with --features failpoints)"
+        );
+        return cmd::Exit::Usage.into();
+    }
     let _failpoints = fail::FailScenario::setup();
     let config = cli.config.as_deref();
     let result = match cli.command {

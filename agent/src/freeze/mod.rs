@@ -245,6 +245,7 @@ impl Filesystems for LiveFilesystems {
 
     fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
         let raw: Vec<RawFd> = self.opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        let armed_at = Instant::now();
         let guard = Guard::arm(&raw, max_freeze, Some(&self.record_path))?;
         let rec = FrozenRecord {
             agent_pid: std::process::id(),
@@ -272,7 +273,10 @@ impl Filesystems for LiveFilesystems {
             started: Instant::now(),
             hold: Some(crate::log::hold()),
         };
-        let mut outcome = FreezeOutcome::default();
+        let mut outcome = FreezeOutcome {
+            guard_armed_at: Some(armed_at),
+            ..FreezeOutcome::default()
+        };
         for (target, fd) in &self.opened {
             if let Some(event) = set.guard.as_mut().and_then(Guard::check) {
                 return Err(FreezeError::GuardTripped(event)); // `set` thaws on drop

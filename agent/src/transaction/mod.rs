@@ -48,6 +48,9 @@ pub struct FreezeOutcome {
     pub frozen: Vec<Target>,
     /// Answered FIFREEZE with EOPNOTSUPP: skipped, not fatal.
     pub not_supported: Vec<Target>,
+    /// When the thaw guard's clock started: the agent's own deadline counts from here, so it
+    /// always comes before the guard's, however long freezing took.
+    pub guard_armed_at: Option<Instant>,
 }
 
 /// What `thaw` did.
@@ -358,7 +361,7 @@ impl Transaction<'_> {
             .options
             .max_freeze
             .saturating_sub(deadline_margin(self.options.max_freeze))
-            .saturating_sub(frozen_at.elapsed());
+            .saturating_sub(outcome.guard_armed_at.unwrap_or(frozen_at).elapsed());
         let registered: Result<Registration, RequestFailure> = tokio::select! {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),

@@ -36,6 +36,8 @@ struct FakeFs {
     /// What the guard does, after how long, once frozen.
     guard: Option<(Duration, GuardEvent)>,
     frozen: bool,
+    /// How long before the freeze the guard's clock started (freezing many filesystems).
+    armed_before_freeze: Option<Duration>,
 }
 
 #[async_trait::async_trait]
@@ -76,6 +78,9 @@ impl Filesystems for FakeFs {
                 .cloned()
                 .collect(),
             not_supported: self.not_supported.clone(),
+            guard_armed_at: self
+                .armed_before_freeze
+                .map(|lead| std::time::Instant::now() - lead),
         })
     }
     async fn guard_tripped(&mut self) -> GuardEvent {
@@ -677,4 +682,20 @@ async fn when_no_filesystem_can_freeze_nothing_is_requested() {
     assert_eq!(log.last().unwrap(), "a.resume");
     assert_eq!(report.failed_phase, Some(Phase::Freeze));
     assert!(report.error.unwrap().contains("no filesystem could be frozen"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agents_deadline_counts_from_when_the_guard_was_armed() {
+    let mut s = Setup::new(&[]);
+    s.provider.request = Behaviour::Hangs;
+    s.fs.armed_before_freeze = Some(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let (report, _, _) = s.run().await;
+    // max_freeze 2 s, margin 200 ms, 300 ms already spent freezing: 1.5 s are left.
+    let waited = started.elapsed();
+    assert!(
+        waited <= Duration::from_millis(1500) && waited > Duration::from_millis(1400),
+        "{waited:?}"
+    );
+    assert_eq!(report.failed_phase, Some(Phase::Request));
 }

@@ -536,3 +536,33 @@ fn a_failed_volume_snapshot_fails_the_group_and_says_what_was_made() {
     );
     assert!(!is_frozen(&droplet.disk.mountpoint));
 }
+
+#[test]
+fn a_registered_snapshot_whose_answer_lacks_an_id_is_reconciled_not_repeated() {
+    let droplet = Droplet::new(Duration::from_secs(30), "");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/droplets/=no-action-id".parse::<Fault>().unwrap()]);
+    let (_, report) = droplet.snapshot(&["--name", "no-id"]);
+    assert_eq!(report["failed_phase"], "request", "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("unexpected answer"),
+        "{report:#}"
+    );
+    // The API did register it: the report names it, and says what it is worth.
+    let action_id = report["action_id"]
+        .as_str()
+        .expect("the registered action is named");
+    let warning = report["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains(&format!("registered snapshot action {action_id}")),
+        "{warning}"
+    );
+    assert_eq!(
+        droplet.server.sim.counters().snapshot_posts,
+        1,
+        "never sent twice"
+    );
+    assert!(!is_frozen(&droplet.disk.mountpoint));
+}

@@ -1,7 +1,7 @@
 //! Faults the simulator injects, written `[METHOD ]PATH_PREFIX=KIND[*COUNT]`:
 //! `POST /v2/droplets/=hang`, `GET /v2/droplets/=500*2`, `/v2/=429:3`, `GET /v2/actions/=latency:800`.
 //! KIND is `hang`, `reset` (the connection drops mid-answer), `garbage` (200 with a body that
-//! is not JSON), an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
+//! is not JSON), `no-action-id` (handled, but the answer's action lacks its id), an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
 //! (with `retry-after`), `latency:MS` (before the call is handled), or `slow-answer:MS` (the call
 //! is handled at once, its answer held back). Without `*COUNT` a fault applies to every match.
 
@@ -15,6 +15,8 @@ pub enum FaultKind {
     Reset,
     /// A 200 whose body is not JSON.
     Garbage,
+    /// The call is handled, but the answer's action has no id (a 201 the client cannot use).
+    NoActionId,
     Status(u16),
     RateLimited {
         retry_after: u64,
@@ -75,6 +77,7 @@ impl std::str::FromStr for Fault {
             None if kind == "hang" => FaultKind::Hang,
             None if kind == "reset" => FaultKind::Reset,
             None if kind == "garbage" => FaultKind::Garbage,
+            None if kind == "no-action-id" => FaultKind::NoActionId,
             None => FaultKind::Status(
                 kind.parse::<u16>()
                     .ok()
@@ -120,6 +123,10 @@ mod tests {
         assert_eq!("POST /v2/=hang".parse::<Fault>().unwrap().kind, FaultKind::Hang);
         assert_eq!("/v2/=reset".parse::<Fault>().unwrap().kind, FaultKind::Reset);
         assert_eq!("/v2/=garbage".parse::<Fault>().unwrap().kind, FaultKind::Garbage);
+        assert_eq!(
+            "/v2/=no-action-id".parse::<Fault>().unwrap().kind,
+            FaultKind::NoActionId
+        );
         assert_eq!(
             "/v2/=latency:800".parse::<Fault>().unwrap().kind,
             FaultKind::Latency(Duration::from_millis(800))

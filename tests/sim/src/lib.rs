@@ -275,6 +275,18 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
                 .body(axum::body::Body::from_stream(broken))
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
+        Some(FaultKind::NoActionId) => {
+            let answer = match authorized(&request, &token, &path, &request_id) {
+                Some(denied) => denied,
+                None => next.run(request).await,
+            };
+            let status = answer.status();
+            (
+                status,
+                Json(json!({"action": {"status": "in-progress", "type": "snapshot"}})),
+            )
+                .into_response()
+        }
         Some(FaultKind::Garbage) => (
             StatusCode::OK,
             [("content-type", "application/json")],

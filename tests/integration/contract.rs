@@ -33,6 +33,17 @@ fn prism_bin() -> PathBuf {
     bin
 }
 
+/// The agent's API client, pointed at `url`.
+fn client_for(url: &str) -> Client {
+    Client::new(
+        http_client().unwrap(),
+        url,
+        Secret::new("dop_v1_contract"),
+        &["droplet:read"],
+        Duration::from_secs(20),
+    )
+}
+
 /// A Prism process on a free loopback port; killed on drop.
 struct Prism {
     url: String,
@@ -76,13 +87,7 @@ impl Drop for Prism {
 async fn every_request_of_the_client_agrees_with_the_spec() {
     let spec = spec();
     let prism = Prism::start(&["mock", spec.to_str().unwrap()]);
-    let client = Client::new(
-        http_client().unwrap(),
-        &prism.url,
-        Secret::new("dop_v1_contract"),
-        &["droplet:read"],
-        Duration::from_secs(20),
-    );
+    let client = client_for(&prism.url);
     // Prism answers a request that breaks the spec with 422 and its violations.
     let droplet = client.droplet(3164444).await.expect("GET /v2/droplets/{id}");
     assert!(droplet.id > 0);
@@ -228,13 +233,7 @@ async fn prism_mock_refuses_a_request_that_breaks_the_spec() {
         .unwrap();
     assert_eq!(resp.status(), 422);
     assert!(resp.headers().contains_key("sl-violations"));
-    let client = Client::new(
-        http_client().unwrap(),
-        &prism.url,
-        Secret::new("dop_v1_contract"),
-        &["droplet:read"],
-        Duration::from_secs(20),
-    );
+    let client = client_for(&prism.url);
     let err = client.droplet(3164444).await.err();
     assert!(err.is_none(), "a valid request is answered: {err:?}");
 }

@@ -101,6 +101,19 @@ impl WriteProbe {
     }
 }
 
+/// Asserts that the probe's write completed, at most `limit` after `since` (a kill, a freeze):
+/// the filesystem was writable again by then.
+pub fn assert_writable_within(probe: &WriteProbe, since: Instant, limit: Duration, what: &str) {
+    let done = probe
+        .completed_within(limit + Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{what}: the write never completed"));
+    let after = done.saturating_duration_since(since);
+    assert!(
+        after <= limit,
+        "{what}: writable again only {after:?} after, more than {limit:?}"
+    );
+}
+
 /// Whether the filesystem at `mountpoint` is frozen right now: a second freeze answers EBUSY.
 /// (If it was not frozen, the probe's own freeze is undone at once.)
 pub fn is_frozen(mountpoint: &Path) -> bool {

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dop_v1_simulated_secret_token";
 
+/// Fields drop in order: the simulator and the filesystems go before their scratch folder.
 struct Droplet {
-    dir: tempfile::TempDir,
-    disk: LoopFs,
-    volume: Option<LoopFs>,
     server: SimServer,
+    volume: Option<LoopFs>,
+    disk: LoopFs,
     config: PathBuf,
     images: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Droplet {

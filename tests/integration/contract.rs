@@ -126,15 +126,8 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         &dir.path().join("disk.img"),
         &dir.path().join("disk"),
     );
-    let volume = loop_fs(
-        Fs::Xfs,
-        64,
-        &dir.path().join("volume.img"),
-        &dir.path().join("volume"),
-    );
+    let volume = volume_fs(dir.path());
     let links = dir.path().join("by-id");
-    std::fs::create_dir_all(&links).unwrap();
-    std::os::unix::fs::symlink(&volume.device, links.join("scsi-0DO_Volume_data")).unwrap();
     let server = SimServer::start(SimConfig {
         token: "dop_v1_contract".into(),
         droplet_id: 3164444,

@@ -39,19 +39,7 @@ impl Droplet {
             &dir.path().join("disk.img"),
             &dir.path().join("disk"),
         );
-        let volume = volume.map(|frozen| {
-            let fs = loop_fs(
-                Fs::Xfs,
-                64,
-                &dir.path().join("volume.img"),
-                &dir.path().join("volume"),
-            );
-            // What udev makes for a DigitalOcean volume.
-            let links = dir.path().join("by-id");
-            std::fs::create_dir_all(&links).unwrap();
-            std::os::unix::fs::symlink(&fs.device, links.join("scsi-0DO_Volume_data")).unwrap();
-            (fs, frozen)
-        });
+        let volume = volume.map(|frozen| (volume_fs(dir.path()), frozen));
         let images = dir.path().join("sim-images");
         std::fs::create_dir_all(&images).unwrap();
         let server = SimServer::start(SimConfig {

@@ -101,6 +101,16 @@ impl WriteProbe {
     }
 }
 
+/// A 64 MiB xfs filesystem in `dir` standing for a DigitalOcean volume named `data`, linked
+/// from `dir/by-id/scsi-0DO_Volume_data` as udev links one (the agent's `volume_links`).
+pub fn volume_fs(dir: &Path) -> LoopFs {
+    let fs = loop_fs(Fs::Xfs, 64, &dir.join("volume.img"), &dir.join("volume"));
+    let links = dir.join("by-id");
+    std::fs::create_dir_all(&links).unwrap();
+    std::os::unix::fs::symlink(&fs.device, links.join("scsi-0DO_Volume_data")).unwrap();
+    fs
+}
+
 /// Asserts that the probe's write completed, at most `limit` after `since` (a kill, a freeze):
 /// the filesystem was writable again by then.
 pub fn assert_writable_within(probe: &WriteProbe, since: Instant, limit: Duration, what: &str) {

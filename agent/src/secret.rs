@@ -1,6 +1,9 @@
 //! Secrets (the API token, database passwords): a newtype whose `Debug` and `Display` print
 //! `[redacted]`, so a secret cannot reach a log line, an error message or a report by accident.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
 /// A secret string. Read it only where it is sent, with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -25,6 +28,56 @@ impl std::fmt::Debug for Secret {
 impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// A secret file that cannot be used, and what to do about it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretFileError {
+    #[error("{file} does not exist")]
+    Missing { file: PathBuf },
+    #[error(
+        "{file} is readable by group or others (mode {mode:o}); it holds a secret and must be \
+         private: run `chmod 600 {file}`"
+    )]
+    TooOpen { file: PathBuf, mode: u32 },
+    #[error("cannot read {file}: {problem}")]
+    Unreadable { file: PathBuf, problem: String },
+    #[error("{file} is empty")]
+    Empty { file: PathBuf },
+}
+
+/// Reads a secret from a file that, like an ssh key, no group or other user may read.
+/// Surrounding whitespace (a trailing newline) is not part of the secret.
+pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
+    match std::fs::metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretFileError::Missing {
+            file: file.to_path_buf(),
+        }),
+        Err(e) => Err(SecretFileError::Unreadable {
+            file: file.to_path_buf(),
+            problem: e.to_string(),
+        }),
+        Ok(meta) if meta.mode() & 0o077 != 0 => Err(SecretFileError::TooOpen {
+            file: file.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        }),
+        Ok(_) => read_file(file),
+    }
+}
+
+/// Reads a secret from a file without checking its mode: for files whose privacy someone else
+/// ensures, such as systemd credentials.
+pub fn read_file(file: &Path) -> Result<Secret, SecretFileError> {
+    let text = std::fs::read_to_string(file).map_err(|e| SecretFileError::Unreadable {
+        file: file.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    match text.trim() {
+        "" => Err(SecretFileError::Empty {
+            file: file.to_path_buf(),
+        }),
+        secret => Ok(Secret::new(secret)),
     }
 }
 

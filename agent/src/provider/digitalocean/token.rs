@@ -2,8 +2,7 @@
 //! (`LoadCredential=`), the `DIGITALOCEAN_TOKEN` environment variable, or `token_file`, which,
 //! like an ssh key, must not be readable by group or others.
 
-use crate::secret::Secret;
-use std::os::unix::fs::MetadataExt;
+use crate::secret::{read_file, read_private_file, Secret, SecretFileError};
 use std::path::{Path, PathBuf};
 
 /// The name of the systemd credential.
@@ -16,15 +15,8 @@ pub enum TokenError {
          systemd credential `{CREDENTIAL_NAME}` (LoadCredential=), or set DIGITALOCEAN_TOKEN"
     )]
     Missing { file: PathBuf },
-    #[error(
-        "{file} is readable by group or others (mode {mode:o}); the token must be private: \
-         run `chmod 600 {file}`"
-    )]
-    TooOpen { file: PathBuf, mode: u32 },
-    #[error("cannot read the token from {file}: {problem}")]
-    Unreadable { file: PathBuf, problem: String },
-    #[error("the token in {file} is empty")]
-    Empty { file: PathBuf },
+    #[error("the DigitalOcean API token: {0}")]
+    File(#[from] SecretFileError),
 }
 
 /// Reads the token from the first source that has one: credential, environment, file.
@@ -48,40 +40,16 @@ pub fn load_from(
         let file = dir.join(CREDENTIAL_NAME);
         if file.exists() {
             // systemd made this file private to the service; no mode check.
-            return read(&file);
+            return Ok(read_file(&file)?);
         }
     }
     if let Some(token) = env_token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
         return Ok(Secret::new(token));
     }
-    match std::fs::metadata(token_file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TokenError::Missing {
-            file: token_file.to_path_buf(),
-        }),
-        Err(e) => Err(TokenError::Unreadable {
-            file: token_file.to_path_buf(),
-            problem: e.to_string(),
-        }),
-        Ok(meta) if meta.mode() & 0o077 != 0 => Err(TokenError::TooOpen {
-            file: token_file.to_path_buf(),
-            mode: meta.mode() & 0o7777,
-        }),
-        Ok(_) => read(token_file),
+    match read_private_file(token_file) {
+        Err(SecretFileError::Missing { file }) => Err(TokenError::Missing { file }),
+        other => Ok(other?),
     }
-}
-
-fn read(file: &Path) -> Result<Secret, TokenError> {
-    let text = std::fs::read_to_string(file).map_err(|e| TokenError::Unreadable {
-        file: file.to_path_buf(),
-        problem: e.to_string(),
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(TokenError::Empty {
-            file: file.to_path_buf(),
-        });
-    }
-    Ok(Secret::new(token))
 }
 
 #[cfg(test)]
@@ -100,7 +68,10 @@ mod tests {
         let file = dir.path().join("token");
         write(&file, "dop_v1_secret\n", 0o640);
         let err = load_from(None, None, &file).unwrap_err();
-        assert!(matches!(err, TokenError::TooOpen { mode: 0o640, .. }));
+        assert!(matches!(
+            err,
+            TokenError::File(SecretFileError::TooOpen { mode: 0o640, .. })
+        ));
         assert!(err.to_string().contains("chmod 600"));
         assert!(!err.to_string().contains("dop_v1_secret"));
         write(&file, "dop_v1_secret\n", 0o600);
@@ -145,7 +116,7 @@ mod tests {
         write(&file, "\n", 0o600);
         assert_eq!(
             load_from(None, None, &file).unwrap_err(),
-            TokenError::Empty { file }
+            TokenError::File(SecretFileError::Empty { file })
         );
     }
 }

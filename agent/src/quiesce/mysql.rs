@@ -1,14 +1,18 @@
-//! MariaDB and MySQL: `FLUSH TABLES WITH READ LOCK` held on a live session across the freeze and
-//! released after the thaw, with `lock_wait_timeout` bounding the wait for the lock. If the lock
+//! MariaDB and MySQL: `FLUSH TABLES WITH READ LOCK` (on MySQL 8, `LOCK INSTANCE FOR BACKUP`,
+//! which leaves InnoDB writes flowing and relies on its crash recovery) held on a live session
+//! across the freeze and released after the thaw, with `lock_wait_timeout` bounding the wait. If the lock
 //! is still pending when the run gives up, the pending query is killed from a second session, so
 //! no client stays blocked behind it. The binary log position at the lock is recorded.
 //!
 //! Zero configuration on Debian and Ubuntu: the `mariadb` client connects as root over the
-//! server's socket, which `unix_socket` authentication admits without a password. The session
-//! is a client process started before the freeze; during the window it is only waited on.
+//! server's socket, which `unix_socket` authentication admits without a password. Another user
+//! and a password file can be configured; the password reaches the client in `MYSQL_PWD`, which
+//! only root and the client itself can read. The session is a client process started before the
+//! freeze; during the window it is only waited on.
 
 use super::{require_frozen, QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
+use crate::secret::{read_private_file, Secret};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,8 +31,67 @@ struct Session {
     connection_id: String,
 }
 
+/// How the server is locked for the snapshot, by what it supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `FLUSH TABLES WITH READ LOCK`: MariaDB and MySQL before 8.0.
+    GlobalReadLock,
+    /// `LOCK INSTANCE FOR BACKUP`: MySQL 8.0 and later.
+    BackupLock,
+}
+
+impl LockKind {
+    /// From `SELECT VERSION()`, such as `10.11.6-MariaDB-0+deb12u1` or `8.0.36`.
+    pub fn for_version(version: &str) -> LockKind {
+        let major: u32 = version
+            .split(['.', '-'])
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if version.contains("MariaDB") || major < 8 {
+            LockKind::GlobalReadLock
+        } else {
+            LockKind::BackupLock
+        }
+    }
+
+    fn lock(self) -> &'static str {
+        match self {
+            LockKind::GlobalReadLock => "FLUSH TABLES WITH READ LOCK",
+            LockKind::BackupLock => "LOCK INSTANCE FOR BACKUP",
+        }
+    }
+
+    fn unlock(self) -> &'static str {
+        match self {
+            LockKind::GlobalReadLock => "UNLOCK TABLES",
+            LockKind::BackupLock => "UNLOCK INSTANCE",
+        }
+    }
+}
+
+/// Whom the sessions log in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    /// A file only root can read; `None` for `unix_socket` authentication.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        Login {
+            user: "root".into(),
+            password_file: None,
+        }
+    }
+}
+
 pub struct Mysql {
     socket: PathBuf,
+    login: Login,
+    password: Option<Secret>,
+    lock_kind: LockKind,
     lock_wait_timeout: Duration,
     timeout: Duration,
     name: String,
@@ -38,10 +101,13 @@ pub struct Mysql {
 }
 
 impl Mysql {
-    pub fn new(socket: PathBuf, lock_wait_timeout: Duration, timeout: Duration) -> Self {
+    pub fn new(socket: PathBuf, login: Login, lock_wait_timeout: Duration, timeout: Duration) -> Self {
         let name = format!("mariadb ({})", socket.display());
         Mysql {
             socket,
+            login,
+            password: None,
+            lock_kind: LockKind::GlobalReadLock,
             lock_wait_timeout,
             timeout,
             name,
@@ -52,13 +118,13 @@ impl Mysql {
     }
 
     fn client(&self) -> Command {
-        let mut cmd = Command::new("mariadb");
-        cmd.arg(format!("--socket={}", self.socket.display())).args([
-            "--user=root",
-            "--batch",
-            "--skip-column-names",
-            "--unbuffered",
-        ]);
+        let mut cmd = Command::new(client_program());
+        cmd.arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--user={}", self.login.user));
+        if let Some(password) = &self.password {
+            cmd.env("MYSQL_PWD", password.expose());
+        }
+        cmd.args(["--batch", "--skip-column-names", "--unbuffered"]);
         cmd
     }
 
@@ -141,6 +207,13 @@ impl Quiescer for Mysql {
     }
 
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
+        if let Some(file) = &self.login.password_file {
+            self.password = Some(
+                read_private_file(file).map_err(|e| QuiesceError(format!("the database password: {e}")))?,
+            );
+        }
+        let version = self.query("SELECT VERSION()").await?;
+        self.lock_kind = LockKind::for_version(version.first().map(String::as_str).unwrap_or(""));
         let rows = self.query("SELECT @@datadir").await?;
         let datadir = PathBuf::from(
             rows.first()
@@ -176,15 +249,23 @@ impl Quiescer for Mysql {
         // From here resume() must release, or kill, whatever this session holds or waits for.
         self.session = Some(session);
         let session = self.session.as_mut().expect("just set");
+        let lock = self.lock_kind.lock();
         session
             .run(&format!(
-                "SET SESSION lock_wait_timeout = {};\nFLUSH TABLES WITH READ LOCK;",
+                "SET SESSION lock_wait_timeout = {};\n{lock};",
                 self.lock_wait_timeout.as_secs().max(1)
             ))
             .await
-            .map_err(|e| QuiesceError(format!("FLUSH TABLES WITH READ LOCK did not complete: {e}")))?;
+            .map_err(|e| QuiesceError(format!("{lock} did not complete: {e}")))?;
         self.locked = true;
-        let status = session.run("SHOW MASTER STATUS;").await?;
+        // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB has no SHOW BINARY LOG STATUS.
+        let status = match session.run("SHOW MASTER STATUS;").await {
+            Ok(rows) => rows,
+            Err(_) if self.lock_kind == LockKind::BackupLock => {
+                session.run("SHOW BINARY LOG STATUS;").await.unwrap_or_default()
+            }
+            Err(e) => return Err(e),
+        };
         self.binlog = status.first().map(|row| {
             let mut cols = row.split('\t');
             format!("{}:{}", cols.next().unwrap_or(""), cols.next().unwrap_or(""))
@@ -197,7 +278,10 @@ impl Quiescer for Mysql {
             return Ok(());
         };
         let result = if self.locked {
-            session.run("UNLOCK TABLES;").await.map(drop)
+            session
+                .run(&format!("{};", self.lock_kind.unlock()))
+                .await
+                .map(drop)
         } else {
             // The lock may still be pending: kill that query so no client queues behind it.
             let id = session.connection_id.clone();
@@ -216,5 +300,39 @@ impl Quiescer for Mysql {
         let _ = tokio::time::timeout(Duration::from_secs(10), session.child.wait()).await;
         let _ = session.child.start_kill();
         result
+    }
+}
+
+/// `mariadb` where it exists (MariaDB's client), otherwise MySQL's `mysql`.
+fn client_program() -> &'static str {
+    let in_path = |name: &str| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+            .unwrap_or(false)
+    };
+    if in_path("mariadb") || !in_path("mysql") {
+        "mariadb"
+    } else {
+        "mysql"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_follows_the_server_version() {
+        for (version, kind) in [
+            ("10.11.6-MariaDB-0+deb12u1", LockKind::GlobalReadLock),
+            ("11.4.2-MariaDB", LockKind::GlobalReadLock),
+            ("5.7.44-log", LockKind::GlobalReadLock),
+            ("8.0.36", LockKind::BackupLock),
+            ("8.4.0-0ubuntu0.24.04.1", LockKind::BackupLock),
+            ("", LockKind::GlobalReadLock),
+        ] {
+            assert_eq!(LockKind::for_version(version), kind, "{version}");
+        }
+        assert_eq!(LockKind::BackupLock.unlock(), "UNLOCK INSTANCE");
     }
 }

@@ -1,10 +1,12 @@
 //! Redis: before the freeze, `BGSAVE` and wait until that save finished (and, with AOF, until
 //! no rewrite is running), so the disk holds a fresh RDB file and a settled AOF. Nothing is held
-//! across the freeze, so `resume` has nothing to undo. Speaks RESP over the Unix socket or TCP.
+//! across the freeze, so `resume` has nothing to undo. Speaks RESP over the Unix socket or TCP,
+//! and authenticates with `AUTH` when a password file is configured (`requirepass`).
 
 use super::{require_frozen, QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
-use std::path::PathBuf;
+use crate::secret::{read_private_file, Secret};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -133,24 +135,43 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 
 pub struct Redis {
     endpoint: Endpoint,
+    password_file: Option<PathBuf>,
+    password: Option<Secret>,
     timeout: Duration,
     name: String,
 }
 
 impl Redis {
-    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+    pub fn new(endpoint: Endpoint, password_file: Option<PathBuf>, timeout: Duration) -> Self {
         let name = format!("redis ({endpoint})");
         Redis {
             endpoint,
+            password_file,
+            password: None,
             timeout,
             name,
         }
     }
 
     async fn connect(&self) -> Result<Connection, QuiesceError> {
-        Connection::open(&self.endpoint)
+        let mut conn = Connection::open(&self.endpoint)
             .await
-            .map_err(|e| QuiesceError(format!("cannot connect to Redis at {}: {e}", self.endpoint)))
+            .map_err(|e| QuiesceError(format!("cannot connect to Redis at {}: {e}", self.endpoint)))?;
+        if let Some(password) = &self.password {
+            let reply = conn
+                .call(&["AUTH", password.expose()])
+                .await
+                .map_err(|e| QuiesceError(format!("Redis AUTH: {e}")))?;
+            if let Reply::Error(e) = reply {
+                // Redis's answer never repeats the password.
+                return Err(QuiesceError(format!(
+                    "Redis at {} refused the password from {}: {e}",
+                    self.endpoint,
+                    self.password_file.as_deref().unwrap_or(Path::new("?")).display()
+                )));
+            }
+        }
+        Ok(conn)
     }
 }
 
@@ -161,7 +182,9 @@ async fn call(conn: &mut Connection, args: &[&str]) -> Result<Reply, QuiesceErro
         .map_err(|e| QuiesceError(format!("Redis {}: {e}", args[0])))?;
     match reply {
         Reply::Error(e) if e.starts_with("NOAUTH") => Err(QuiesceError(
-            "Redis wants a password (requirepass); this quiescer does not send one yet".into(),
+            "Redis wants a password (requirepass): put it in a file only root can read and set \
+             `password_file` on a [[quiescer]] kind = \"redis\""
+                .into(),
         )),
         other => Ok(other),
     }
@@ -182,6 +205,10 @@ impl Quiescer for Redis {
     }
 
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
+        if let Some(file) = &self.password_file {
+            self.password =
+                Some(read_private_file(file).map_err(|e| QuiesceError(format!("the Redis password: {e}")))?);
+        }
         let mut conn = self.connect().await?;
         let pong = call(&mut conn, &["PING"]).await?;
         if pong != Reply::Simple("PONG".into()) {

@@ -3,13 +3,16 @@
 //! soon as the request has registered. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod dbus;
 pub mod freeze;
 pub mod guard;
 pub mod log;
+pub mod logind;
 pub mod naming;
 pub mod notify;
 pub mod provider;
 pub mod quiesce;
 pub mod runtime;
 pub mod secret;
+pub mod systemd;
 pub mod transaction;

@@ -178,6 +178,7 @@ async fn demo() -> Result<bool> {
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,
             retention: None,
+            unquiesced: Vec::new(),
         },
         skipped: plan.skipped,
         interrupt,

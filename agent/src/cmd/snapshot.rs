@@ -2,7 +2,7 @@
 
 use super::Exit;
 use anyhow::Context;
-use freezeframe_agent::config::{self, ProviderSettings, QuiescerSettings, Settings};
+use freezeframe_agent::config::{self, ProviderSettings, Settings};
 use freezeframe_agent::freeze::plan::{Plan, Selection};
 use freezeframe_agent::freeze::{self, LiveFilesystems};
 use freezeframe_agent::naming::{self, OwnNames, SnapshotName};
@@ -10,15 +10,13 @@ use freezeframe_agent::notify::Notifier;
 use freezeframe_agent::provider::digitalocean::DigitalOcean;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::provider::SnapshotProvider;
-use freezeframe_agent::quiesce::hooks::{self, HookDir};
-use freezeframe_agent::quiesce::mysql::Mysql;
-use freezeframe_agent::quiesce::postgres::Postgres;
-use freezeframe_agent::quiesce::redis::Redis;
-use freezeframe_agent::quiesce::Quiescer;
+use freezeframe_agent::quiesce::assembly::{Detection, QuiescePlan};
+use freezeframe_agent::quiesce::auto::Handler;
 use freezeframe_agent::runtime::RuntimeDir;
 use freezeframe_agent::transaction::{
     Interrupt, Observer, Options, Phase, Report, Retention, Status, Transaction,
 };
+use freezeframe_agent::{dbus, logind, systemd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,8 +46,18 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         exclude: &settings.freeze.exclude,
     })
     .context("cannot plan which filesystems to freeze")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     if args.dry_run {
-        print_plan(&settings, &plan, args.json)?;
+        let quiesce = runtime.block_on(async {
+            let bus = dbus::system_bus().await.ok();
+            let units = systemd::connect_or_unreachable(bus.as_ref()).await;
+            QuiescePlan::discover(&settings.quiesce, units).await
+        });
+        print_plan(&settings, &plan, &quiesce, args.json)?;
         return Ok(Exit::Success);
     }
     let host = naming::hostname();
@@ -73,11 +81,6 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         }
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
         let (stop, interrupt) = Interrupt::new();
         tokio::spawn(async move {
@@ -99,6 +102,17 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
                 settings.snapshot.keep_last > 0,
             )),
         };
+        let bus = dbus::system_bus().await.ok();
+        let units = systemd::connect_or_unreachable(bus.as_ref()).await;
+        let quiesce = QuiescePlan::discover(&settings.quiesce, units).await;
+        // Held until the run ends: a reboot asked for meanwhile waits for the thaw and resume.
+        let _inhibitor = match &bus {
+            Some(bus) => logind::inhibit_shutdown(bus)
+                .await
+                .map_err(|e| tracing::debug!("no shutdown inhibitor: {e}"))
+                .ok(),
+            None => None,
+        };
         let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
         let observer = Progress {
             notifier: Notifier::from_env(),
@@ -106,7 +120,7 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         Transaction {
             filesystems: &mut filesystems,
             provider: provider.as_mut(),
-            quiescers: quiescers(&settings),
+            quiescers: quiesce.quiescers(),
             observer: &observer,
             options: Options {
                 name,
@@ -120,6 +134,7 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
                         host,
                     },
                 }),
+                unquiesced: quiesce.unquiesced(),
             },
             skipped: plan.skipped.clone(),
             interrupt,
@@ -166,63 +181,57 @@ impl Observer for Progress {
     }
 }
 
-/// The quiescers this configuration asks for, in prepare order.
-fn quiescers(settings: &Settings) -> Vec<Box<dyn Quiescer>> {
-    let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
-    // Hooks first (they quiesce the applications that write to the databases), resumed last.
-    let dir = &settings.quiesce.hooks_dir;
-    // An empty or missing directory quiesces nothing; a refused one fails in preflight.
-    if !matches!(hooks::discover(dir), Ok(found) if found.is_empty()) {
-        list.push(Box::new(HookDir::new(dir.clone(), settings.quiesce.hook_timeout)));
-    }
-    for q in &settings.quiesce.quiescers {
-        match q {
-            QuiescerSettings::Redis { endpoint, timeout } => {
-                list.push(Box::new(Redis::new(endpoint.clone(), *timeout)))
-            }
-            QuiescerSettings::Postgresql {
-                socket_dir,
-                port,
-                os_user,
-                timeout,
-            } => list.push(Box::new(Postgres::new(
-                socket_dir.clone(),
-                *port,
-                os_user.clone(),
-                *timeout,
-            ))),
-            QuiescerSettings::Mariadb {
-                socket,
-                lock_wait_timeout,
-                timeout,
-            } => list.push(Box::new(Mysql::new(socket.clone(), *lock_wait_timeout, *timeout))),
-        }
-    }
-    list
-}
-
-/// What a plan says about quiescing: each quiescer, and the hooks it would call.
-fn quiesce_plan(settings: &Settings) -> Vec<String> {
-    let mut plan = match hooks::discover(&settings.quiesce.hooks_dir) {
+/// The quiescers a plan lists, in prepare order, as lines for people and entries for JSON.
+fn quiesce_lines(quiesce: &QuiescePlan) -> Vec<String> {
+    let mut lines = match &quiesce.hooks {
         Ok(found) => found.iter().map(|h| format!("hook {}", h.display())).collect(),
         Err(e) => vec![format!("hooks: refused: {e}")],
     };
-    plan.extend(
-        quiescers(settings)
+    lines.extend(
+        quiesce
+            .quiescers()
             .iter()
             .filter(|q| q.name() != "hooks")
             .map(|q| q.name().to_string()),
     );
-    plan
+    lines
 }
 
-fn print_plan(settings: &Settings, plan: &Plan, json: bool) -> anyhow::Result<()> {
-    let quiesce = quiesce_plan(settings);
+/// The database units detection found and what handles each, for JSON.
+fn detection_json(quiesce: &QuiescePlan) -> serde_json::Value {
+    match &quiesce.detection {
+        Detection::Off => serde_json::json!({ "enabled": false }),
+        Detection::NoSystemd(e) => serde_json::json!({ "enabled": true, "systemd": e }),
+        Detection::Failed(e) => serde_json::json!({ "enabled": true, "error": e }),
+        Detection::Found(found) => serde_json::json!({
+            "enabled": true,
+            "units": found.iter().map(|d| serde_json::json!({
+                "unit": d.unit,
+                "kind": d.kind,
+                "main_pid": d.main_pid,
+                "handled_by": match &d.handler {
+                    Handler::Native(q) => format!("native {} quiescer", q.kind()),
+                    Handler::Configured => "a configured [[quiescer]]".to_string(),
+                    Handler::Unhandled(_) => "nothing".to_string(),
+                },
+                "note": match &d.handler {
+                    Handler::Unhandled(why) => Some(why.as_str()),
+                    _ => None,
+                },
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn print_plan(settings: &Settings, plan: &Plan, quiesce: &QuiescePlan, json: bool) -> anyhow::Result<()> {
+    let lines = quiesce_lines(quiesce);
     if json {
         let value = serde_json::json!({
             "provider": settings.snapshot.provider.name(),
             "max_freeze_ms": settings.freeze.max_freeze.as_millis() as u64,
-            "quiesce": quiesce,
+            "quiesce": lines,
+            "databases": detection_json(quiesce),
+            "not_quiesced": quiesce.unquiesced(),
             "freeze_order": plan.targets,
             "skipped": plan.skipped,
         });
@@ -251,11 +260,28 @@ fn print_plan(settings: &Settings, plan: &Plan, json: bool) -> anyhow::Result<()
             println!("  {}  ({}): {}", s.mountpoint.display(), s.fstype, s.reason);
         }
     }
-    if quiesce.is_empty() {
+    match &quiesce.detection {
+        Detection::Off => println!("Database units: not detected (quiesce.auto = false)"),
+        Detection::NoSystemd(e) => println!("Database units: none detected ({e})"),
+        Detection::Failed(e) => println!("Database units: detection FAILED: {e}"),
+        Detection::Found(found) if found.is_empty() => println!("Database units: none active"),
+        Detection::Found(found) => {
+            println!("Database units:");
+            for d in found {
+                let how = match &d.handler {
+                    Handler::Native(q) => format!("native {} quiescer", q.kind()),
+                    Handler::Configured => "the configured [[quiescer]]".into(),
+                    Handler::Unhandled(why) => format!("NOT quiesced: {why}"),
+                };
+                println!("  {} (pid {}): {how}", d.unit, d.main_pid);
+            }
+        }
+    }
+    if lines.is_empty() {
         println!("Would quiesce: nothing (filesystem-consistent)");
     } else {
         println!("Would quiesce, in this order (resumed in reverse):");
-        for q in &quiesce {
+        for q in &lines {
             println!("  {q}");
         }
     }

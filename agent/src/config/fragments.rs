@@ -32,6 +32,10 @@ pub struct QuiescerFragment {
     pub port: Option<u16>,
     pub os_user: Option<String>,
     pub lock_wait_timeout: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub unit: Option<String>,
+    pub mode: Option<String>,
     pub timeout: Option<String>,
 }
 
@@ -39,6 +43,7 @@ pub struct QuiescerFragment {
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QuiesceFragment {
+    pub auto: Option<bool>,
     pub on_quiesce_failure: Option<String>,
     pub hooks_dir: Option<PathBuf>,
     pub hook_timeout: Option<String>,
@@ -128,6 +133,7 @@ impl ConfigFragment {
         overlay(&mut self.quiescer, later.quiescer);
         if let Some(l) = later.quiesce {
             let e = self.quiesce.get_or_insert_with(Default::default);
+            overlay(&mut e.auto, l.auto);
             overlay(&mut e.on_quiesce_failure, l.on_quiesce_failure);
             overlay(&mut e.hooks_dir, l.hooks_dir);
             overlay(&mut e.hook_timeout, l.hook_timeout);

@@ -37,6 +37,8 @@ pub const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on a database quiescer's prepare.
 pub const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for a MariaDB/MySQL quiescer's `lock_wait_timeout`.
+pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where Debian's Redis listens by default.
 pub const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
 /// Default for `[local_image] image_dir`.
@@ -70,6 +72,9 @@ pub struct Settings {
 /// `[quiesce]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuiesceSettings {
+    /// Quiesce the database units systemd runs (PostgreSQL, MariaDB/MySQL, Redis) with their
+    /// native quiescers, unless a `[[quiescer]]` of that kind (or for that unit) is configured.
+    pub auto: bool,
     /// What a failed `prepare` does: abort the snapshot, or go on filesystem-consistent.
     pub on_failure: QuiescePolicy,
     /// QEMU-guest-agent-style hook scripts; a missing directory has none.
@@ -85,6 +90,8 @@ pub struct QuiesceSettings {
 pub enum QuiescerSettings {
     Redis {
         endpoint: crate::quiesce::redis::Endpoint,
+        /// A file holding the `requirepass` password, readable by root alone.
+        password_file: Option<PathBuf>,
         timeout: Duration,
     },
     Postgresql {
@@ -95,9 +102,28 @@ pub enum QuiescerSettings {
     },
     Mariadb {
         socket: PathBuf,
+        login: crate::quiesce::mysql::Login,
         lock_wait_timeout: Duration,
         timeout: Duration,
     },
+    /// A unit frozen with the cgroup freezer, or stopped, through systemd.
+    Systemd {
+        unit: String,
+        mode: crate::quiesce::systemd_unit::UnitMode,
+        timeout: Duration,
+    },
+}
+
+impl QuiescerSettings {
+    /// The `kind` as configured, for matching against detected databases.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuiescerSettings::Redis { .. } => "redis",
+            QuiescerSettings::Postgresql { .. } => "postgresql",
+            QuiescerSettings::Mariadb { .. } => "mariadb",
+            QuiescerSettings::Systemd { .. } => "systemd",
+        }
+    }
 }
 
 /// `[freeze]`, validated.
@@ -402,6 +428,8 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     ("socket_dir", f.socket_dir.is_some()),
                     ("port", f.port.is_some()),
                     ("os_user", f.os_user.is_some()),
+                    ("unit", f.unit.is_some()),
+                    ("mode", f.mode.is_some()),
                 ],
             )?;
             Ok(QuiescerSettings::Mariadb {
@@ -409,7 +437,23 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     "quiescer.socket",
                     f.socket.unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
                 )?,
-                lock_wait_timeout: lock_wait.unwrap_or(Duration::from_secs(10)),
+                login: crate::quiesce::mysql::Login {
+                    user: match f.user {
+                        Some(user) if user.is_empty() || user.contains(['\0', '\n']) => {
+                            return Err(ConfigError::Invalid {
+                                key: "quiescer.user",
+                                problem: "it must be a non-empty database user name".into(),
+                            })
+                        }
+                        Some(user) => user,
+                        None => "root".into(),
+                    },
+                    password_file: f
+                        .password_file
+                        .map(|p| absolute("quiescer.password_file", p))
+                        .transpose()?,
+                },
+                lock_wait_timeout: lock_wait.unwrap_or(DEFAULT_LOCK_WAIT_TIMEOUT),
                 timeout,
             })
         }
@@ -420,6 +464,10 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     ("socket", f.socket.is_some()),
                     ("address", f.address.is_some()),
                     ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
+                    ("user", f.user.is_some()),
+                    ("password_file", f.password_file.is_some()),
+                    ("unit", f.unit.is_some()),
+                    ("mode", f.mode.is_some()),
                 ],
             )?;
             Ok(QuiescerSettings::Postgresql {
@@ -440,6 +488,9 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     ("port", f.port.is_some()),
                     ("os_user", f.os_user.is_some()),
                     ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
+                    ("user", f.user.is_some()),
+                    ("unit", f.unit.is_some()),
+                    ("mode", f.mode.is_some()),
                 ],
             )?;
             let endpoint = match (f.socket, f.address) {
@@ -456,11 +507,56 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
                     address.unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
                 ),
             };
-            Ok(QuiescerSettings::Redis { endpoint, timeout })
+            Ok(QuiescerSettings::Redis {
+                endpoint,
+                password_file: f
+                    .password_file
+                    .map(|p| absolute("quiescer.password_file", p))
+                    .transpose()?,
+                timeout,
+            })
+        }
+        Some("systemd") => {
+            not_for(
+                "systemd",
+                &[
+                    ("socket", f.socket.is_some()),
+                    ("address", f.address.is_some()),
+                    ("socket_dir", f.socket_dir.is_some()),
+                    ("port", f.port.is_some()),
+                    ("os_user", f.os_user.is_some()),
+                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
+                    ("user", f.user.is_some()),
+                    ("password_file", f.password_file.is_some()),
+                ],
+            )?;
+            let unit = f.unit.ok_or_else(|| ConfigError::Invalid {
+                key: "quiescer.unit",
+                problem: "a systemd quiescer needs the `unit` to quiesce, such as \"myapp.service\"".into(),
+            })?;
+            let unit = crate::quiesce::systemd_unit::validate_unit(&unit).map_err(|problem| {
+                ConfigError::Invalid {
+                    key: "quiescer.unit",
+                    problem,
+                }
+            })?;
+            let mode = match f.mode.as_deref() {
+                None | Some("freeze") => crate::quiesce::systemd_unit::UnitMode::Freeze,
+                Some("stop") => crate::quiesce::systemd_unit::UnitMode::Stop,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "quiescer.mode",
+                        problem: format!("`{other}` is neither \"freeze\" nor \"stop\""),
+                    })
+                }
+            };
+            Ok(QuiescerSettings::Systemd { unit, mode, timeout })
         }
         Some(other) => Err(ConfigError::Invalid {
             key: "quiescer.kind",
-            problem: format!("unknown kind `{other}`; the kinds are: mariadb (or mysql), postgresql, redis"),
+            problem: format!(
+                "unknown kind `{other}`; the kinds are: mariadb (or mysql), postgresql, redis, systemd"
+            ),
         }),
         None => Err(ConfigError::Invalid {
             key: "quiescer.kind",
@@ -494,6 +590,7 @@ fn validate_quiesce(
         });
     }
     Ok(QuiesceSettings {
+        auto: f.auto.unwrap_or(true),
         on_failure,
         hooks_dir: absolute(
             "quiesce.hooks_dir",

@@ -267,10 +267,12 @@ fn quiescers_are_read_in_order_and_checked() {
         vec![
             QuiescerSettings::Redis {
                 endpoint: Endpoint::Socket("/run/redis/redis.sock".into()),
+                password_file: None,
                 timeout: Duration::from_secs(5)
             },
             QuiescerSettings::Redis {
                 endpoint: Endpoint::Tcp("127.0.0.1:6379".into()),
+                password_file: None,
                 timeout: Duration::from_secs(60)
             },
         ]
@@ -288,12 +290,43 @@ fn quiescers_are_read_in_order_and_checked() {
             "`address` does not apply",
         ),
         ("kind = \"redis\"\nportt = 1", "unknown field `portt`"),
+        ("kind = \"redis\"\npassword_file = \"pw\"", "absolute path"),
+        ("kind = \"mariadb\"\nuser = \"\"", "quiescer.user"),
+        ("kind = \"postgresql\"\nunit = \"x\"", "`unit` does not apply"),
+        ("kind = \"systemd\"", "needs the `unit`"),
+        ("kind = \"systemd\"\nunit = \"dbus\"", "would hang the run"),
+        (
+            "kind = \"systemd\"\nunit = \"app\"\nmode = \"pause\"",
+            "neither \"freeze\" nor \"stop\"",
+        ),
+        (
+            "kind = \"systemd\"\nunit = \"app\"\nsocket = \"/s\"",
+            "`socket` does not apply",
+        ),
     ] {
         let err = settings(&format!("[[quiescer]]\n{bad}\n"))
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{bad}: {err}");
     }
+    let s = settings(
+        "[[quiescer]]\nkind = \"systemd\"\nunit = \"app\"\n[[quiescer]]\nkind = \"mariadb\"\n\
+         user = \"backup\"\npassword_file = \"/etc/freezeframe/mariadb-password\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.quiesce.quiescers[0],
+        QuiescerSettings::Systemd {
+            unit: "app.service".into(),
+            mode: crate::quiesce::systemd_unit::UnitMode::Freeze,
+            timeout: Duration::from_secs(60)
+        }
+    );
+    assert!(
+        matches!(&s.quiesce.quiescers[1], QuiescerSettings::Mariadb { login, .. }
+        if login.user == "backup" && login.password_file.is_some())
+    );
+    assert!(s.quiesce.auto, "detection is on by default");
     let s = settings("[quiesce]\non_quiesce_failure = \"continue\"\nhook_timeout = \"2s\"\n").unwrap();
     assert_eq!(s.quiesce.on_failure, crate::quiesce::QuiescePolicy::Continue);
     assert_eq!(s.quiesce.hook_timeout, Duration::from_secs(2));

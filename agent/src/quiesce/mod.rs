@@ -2,10 +2,13 @@
 //! back afterwards. The transaction calls `prepare` in order and, for every `prepare` that
 //! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
 
+pub mod assembly;
+pub mod auto;
 pub mod hooks;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod systemd_unit;
 
 use crate::freeze::plan::Target;
 use std::time::Duration;

@@ -84,6 +84,9 @@ pub struct Options {
     pub on_quiesce_failure: QuiescePolicy,
     /// Delete older snapshots after this one completed.
     pub retention: Option<Retention>,
+    /// Applications found running that no quiescer handles, each with why: their data is only
+    /// crash-consistent, so the snapshot cannot claim `application` consistency.
+    pub unquiesced: Vec<String>,
 }
 
 /// Which older snapshots to delete once a new one completed: all but the newest `keep_last`
@@ -220,7 +223,12 @@ impl Transaction<'_> {
                 consistency: None,
                 failed_phase: None,
                 error: None,
-                warnings: Vec::new(),
+                warnings: self
+                    .options
+                    .unquiesced
+                    .iter()
+                    .map(|u| format!("not quiesced: {u}"))
+                    .collect(),
                 filesystems: FilesystemsReport {
                     frozen: Vec::new(),
                     skipped: std::mem::take(&mut self.skipped),
@@ -350,7 +358,7 @@ impl Transaction<'_> {
         run.report.filesystems.frozen = outcome.frozen.clone();
 
         run.enter(Phase::Request);
-        let expected = if !self.quiescers.is_empty() && all_prepared {
+        let expected = if !self.quiescers.is_empty() && all_prepared && self.options.unquiesced.is_empty() {
             Consistency::Application
         } else {
             Consistency::Filesystem
@@ -404,7 +412,7 @@ impl Transaction<'_> {
                     Consistency::Crash
                 } else if outcome.frozen.is_empty() {
                     Consistency::Crash
-                } else if !self.quiescers.is_empty() && all_prepared {
+                } else if expected == Consistency::Application {
                     Consistency::Application
                 } else {
                     Consistency::Filesystem
@@ -489,7 +497,7 @@ impl Transaction<'_> {
 
     /// The consistency a run aims at before it starts: what names checked in preflight use.
     fn planned_consistency(&self) -> Consistency {
-        if self.quiescers.is_empty() {
+        if self.quiescers.is_empty() || !self.options.unquiesced.is_empty() {
             Consistency::Filesystem
         } else {
             Consistency::Application

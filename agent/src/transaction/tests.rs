@@ -245,6 +245,7 @@ struct Setup {
     interrupt: Interrupt,
     name: SnapshotName,
     retention: Option<Retention>,
+    unquiesced: Vec<String>,
 }
 
 impl Setup {
@@ -267,6 +268,7 @@ impl Setup {
             interrupt: Interrupt::never(),
             name: SnapshotName::Fixed("snap".into()),
             retention: None,
+            unquiesced: Vec::new(),
         }
     }
 
@@ -287,6 +289,7 @@ impl Setup {
                 wait: self.wait,
                 on_quiesce_failure: self.policy,
                 retention: self.retention,
+                unquiesced: self.unquiesced,
             },
             skipped: Vec::new(),
             interrupt: self.interrupt,
@@ -698,4 +701,22 @@ async fn the_agents_deadline_counts_from_when_the_guard_was_armed() {
         "{waited:?}"
     );
     assert_eq!(report.failed_phase, Some(Phase::Request));
+}
+
+#[tokio::test]
+async fn an_application_no_quiescer_handles_caps_consistency_at_filesystem() {
+    let mut setup = Setup::new(&["db"]);
+    setup.unquiesced = vec!["mongod.service (mongodb): no native quiescer".into()];
+    let (report, log, _) = setup.run().await;
+    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    assert_eq!(report.consistency, Some(Consistency::Filesystem));
+    assert!(
+        report.warnings[0].contains("not quiesced: mongod.service"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        log.contains(&"db.prepare".to_string()),
+        "the others are still quiesced: {log:?}"
+    );
 }

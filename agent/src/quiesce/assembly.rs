@@ -1,0 +1,205 @@
+//! Which quiescers a run gets, in prepare order: the hook scripts, each `[[quiescer]]`, then
+//! (with `auto`) the database units systemd runs that no `[[quiescer]]` covers, each with its
+//! native quiescer. `plan` prints the same list.
+
+use super::auto::{Detected, Handler, Proc};
+use super::hooks::{self, HookDir};
+use super::mysql::Mysql;
+use super::postgres::Postgres;
+use super::redis::Redis;
+use super::systemd_unit::SystemdUnit;
+use super::{QuiesceError, Quiescer};
+use crate::config::{QuiesceSettings, QuiescerSettings, DEFAULT_QUIESCER_TIMEOUT};
+use crate::freeze::plan::Target;
+use crate::systemd::discovery::{self, DatabaseKind};
+use crate::systemd::{SystemdError, Units};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What detection found, or why there is nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detection {
+    /// `auto = false`.
+    Off,
+    /// No systemd to ask (no system bus, or not systemd's): nothing to detect.
+    NoSystemd(String),
+    /// systemd answered but listing its units failed: databases may run unquiesced.
+    Failed(String),
+    Found(Vec<Detected>),
+}
+
+/// The quiescers of one run, before they are built.
+pub struct QuiescePlan {
+    pub hooks_dir: PathBuf,
+    pub hook_timeout: Duration,
+    /// The hooks that would run, or why the directory is refused.
+    pub hooks: Result<Vec<PathBuf>, String>,
+    pub configured: Vec<QuiescerSettings>,
+    pub detection: Detection,
+    units: Arc<dyn Units>,
+}
+
+impl QuiescePlan {
+    /// Reads the hooks directory and, with `auto`, asks systemd which databases run.
+    pub async fn discover(settings: &QuiesceSettings, units: Arc<dyn Units>) -> QuiescePlan {
+        let detection = if !settings.auto {
+            Detection::Off
+        } else {
+            match discovery::database_units(units.as_ref()).await {
+                Ok(found) => {
+                    let proc = Proc::default();
+                    Detection::Found(
+                        found
+                            .into_iter()
+                            .map(|db| Detected {
+                                handler: if covered(&settings.quiescers, &db.unit.name, db.kind) {
+                                    Handler::Configured
+                                } else {
+                                    proc.handler(&db, DEFAULT_QUIESCER_TIMEOUT)
+                                },
+                                unit: db.unit.name.clone(),
+                                kind: db.kind,
+                                main_pid: db.unit.main_pid.unwrap_or(0),
+                            })
+                            .collect(),
+                    )
+                }
+                Err(SystemdError::Unreachable(e)) => Detection::NoSystemd(e),
+                Err(e) => Detection::Failed(e.to_string()),
+            }
+        };
+        QuiescePlan {
+            hooks_dir: settings.hooks_dir.clone(),
+            hook_timeout: settings.hook_timeout,
+            hooks: hooks::discover(&settings.hooks_dir).map_err(|e| e.to_string()),
+            configured: settings.quiescers.clone(),
+            detection,
+            units,
+        }
+    }
+
+    /// The detected units that get their native quiescer.
+    pub fn native(&self) -> impl Iterator<Item = (&Detected, &QuiescerSettings)> {
+        let found = match &self.detection {
+            Detection::Found(found) => found.as_slice(),
+            _ => &[],
+        };
+        found.iter().filter_map(|d| match &d.handler {
+            Handler::Native(settings) => Some((d, settings)),
+            _ => None,
+        })
+    }
+
+    /// Applications running that nothing quiesces, each with why and what to do.
+    pub fn unquiesced(&self) -> Vec<String> {
+        match &self.detection {
+            Detection::Failed(e) => vec![format!("cannot list the database units: {e}")],
+            Detection::Found(found) => found
+                .iter()
+                .filter_map(|d| match &d.handler {
+                    Handler::Unhandled(why) => Some(format!("{} ({}): {why}", d.unit, d.kind.as_str())),
+                    _ => None,
+                })
+                .collect(),
+            Detection::Off | Detection::NoSystemd(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the quiescers, in prepare order.
+    pub fn quiescers(&self) -> Vec<Box<dyn Quiescer>> {
+        let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
+        // Hooks first (they quiesce the applications that write to the databases), resumed
+        // last. An empty or missing directory quiesces nothing; a refused one fails preflight.
+        if !matches!(&self.hooks, Ok(found) if found.is_empty()) {
+            list.push(Box::new(HookDir::new(self.hooks_dir.clone(), self.hook_timeout)));
+        }
+        for settings in &self.configured {
+            list.push(build(settings, &self.units));
+        }
+        for (detected, settings) in self.native() {
+            let inner = build(settings, &self.units);
+            list.push(Box::new(ForUnit {
+                name: format!("{} ({})", detected.kind.as_str(), detected.unit),
+                inner,
+            }));
+        }
+        list
+    }
+}
+
+/// Whether a `[[quiescer]]` already handles this unit: one of the same kind, or a systemd one
+/// naming it. The configuration wins over detection.
+fn covered(configured: &[QuiescerSettings], unit: &str, kind: DatabaseKind) -> bool {
+    configured.iter().any(|q| match q {
+        QuiescerSettings::Systemd { unit: u, .. } => u == unit,
+        other => other.kind() == kind.as_str(),
+    })
+}
+
+/// The quiescer for one `[[quiescer]]`.
+pub fn build(settings: &QuiescerSettings, units: &Arc<dyn Units>) -> Box<dyn Quiescer> {
+    match settings {
+        QuiescerSettings::Redis {
+            endpoint,
+            password_file,
+            timeout,
+        } => Box::new(Redis::new(endpoint.clone(), password_file.clone(), *timeout)),
+        QuiescerSettings::Postgresql {
+            socket_dir,
+            port,
+            os_user,
+            timeout,
+        } => Box::new(Postgres::new(
+            socket_dir.clone(),
+            *port,
+            os_user.clone(),
+            *timeout,
+        )),
+        QuiescerSettings::Mariadb {
+            socket,
+            login,
+            lock_wait_timeout,
+            timeout,
+        } => Box::new(Mysql::new(
+            socket.clone(),
+            login.clone(),
+            *lock_wait_timeout,
+            *timeout,
+        )),
+        QuiescerSettings::Systemd { unit, mode, timeout } => {
+            Box::new(SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout))
+        }
+    }
+}
+
+/// A native quiescer found through its systemd unit, reported under the unit's name.
+struct ForUnit {
+    name: String,
+    inner: Box<dyn Quiescer>,
+}
+
+#[async_trait::async_trait]
+impl Quiescer for ForUnit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn prepare_timeout(&self) -> Duration {
+        self.inner.prepare_timeout()
+    }
+    fn resume_timeout(&self) -> Duration {
+        self.inner.resume_timeout()
+    }
+    fn details(&self) -> Option<String> {
+        self.inner.details()
+    }
+    async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
+        self.inner.check(targets).await
+    }
+    async fn prepare(&mut self) -> Result<(), QuiesceError> {
+        self.inner.prepare().await
+    }
+    async fn resume(&mut self) -> Result<(), QuiesceError> {
+        self.inner.resume().await
+    }
+}

@@ -43,6 +43,7 @@ async fn snapshot(
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,
             retention: None,
+            unquiesced: Vec::new(),
         },
         skipped: Vec::new(),
         interrupt: Interrupt::never(),

@@ -8,3 +8,5 @@ mod databases;
 mod digitalocean;
 mod engine;
 mod hooks;
+mod servers;
+mod systemd_bus;

@@ -4,6 +4,8 @@
 //!
 //! Every filesystem here is one the tests create; nothing touches the machine's own mounts.
 
+pub mod bus;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

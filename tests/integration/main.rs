@@ -10,3 +10,4 @@ mod engine;
 mod hooks;
 mod servers;
 mod systemd_bus;
+mod systemd_nspawn;

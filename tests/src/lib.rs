@@ -5,6 +5,7 @@
 //! Every filesystem here is one the tests create; nothing touches the machine's own mounts.
 
 pub mod bus;
+pub mod container;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,188 @@
+//! The agent against the real systemd and logind, in a Debian container booted with
+//! systemd-nspawn: FreezeUnit/ThawUnit and StopUnit/StartUnit on real units, discovery with
+//! ListUnitsByPatterns, the shutdown inhibitor, and preflight refusals. The agent runs inside
+//! the container (as it would on a Droplet), against the API simulator on the shared loopback.
+
+use freezeframe_tests::container::{self, Bind, Container};
+use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+const TOKEN: &str = "dop_v1_simulated_secret_token";
+
+const UNITS: &[(&str, &str)] = &[
+    // Appends a counter to the frozen volume, to see it stop and go on.
+    (
+        "writer.service",
+        "[Service]\nExecStart=/bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i >> /vol/writer.log; sleep 0.02; done'\n",
+    ),
+    ("worker.service", "[Service]\nExecStart=/bin/sleep infinity\n"),
+    // Named like Debian's Redis unit but serving nothing: detection finds it, and says why it
+    // cannot be quiesced natively.
+    ("redis-server.service", "[Service]\nExecStart=/bin/sleep infinity\n"),
+];
+
+/// Writes the agent's configuration (as seen inside the container) into `etc`.
+fn write_config(etc: &Path, api_url: &str, quiescers: &str) {
+    std::fs::create_dir_all(etc).unwrap();
+    std::fs::write(
+        etc.join("config.toml"),
+        format!(
+            "[freeze]\nmountpoints = [\"/vol\"]\nmax_freeze = \"10s\"\n\
+             [digitalocean]\napi_url = {api_url:?}\nmetadata_url = {api_url:?}\n\
+             token_file = \"/etc/freezeframe/token\"\n{quiescers}"
+        ),
+    )
+    .unwrap();
+}
+
+fn systemd_quiescer(unit: &str, mode: &str) -> String {
+    format!("[[quiescer]]\nkind = \"systemd\"\nunit = \"{unit}\"\nmode = \"{mode}\"\n")
+}
+
+fn report(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED units_are_frozen_stopped_detected_and_checked_by_the_real_systemd: {why}");
+        return;
+    }
+    let fs = scratch_fs(Fs::Ext4);
+    let images = fs.dir.path().join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "web-1".into(),
+        disk: None,
+        image_dir: images,
+        action_delay: Duration::ZERO,
+        // Long enough a frozen window to look at the units while it lasts.
+        latency: Duration::from_secs(1),
+        faults: Vec::new(),
+        volumes: Vec::new(),
+    });
+    let etc = fs.dir.path().join("etc");
+    write_config(
+        &etc,
+        &sim.url,
+        &(systemd_quiescer("writer", "freeze") + &systemd_quiescer("worker", "stop")),
+    );
+    let token = etc.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let notify = fs.dir.path().join("notify");
+    std::fs::create_dir_all(&notify).unwrap();
+
+    let root = container::debian_root(&[]);
+    let agent = agent_bin();
+    let machine = Container::boot(
+        &root,
+        &[
+            Bind {
+                host: &fs.mountpoint,
+                inside: "/vol",
+                read_only: false,
+            },
+            Bind {
+                host: &etc,
+                inside: "/etc/freezeframe",
+                read_only: true,
+            },
+            Bind {
+                host: &agent,
+                inside: "/usr/local/bin/freezeframe-agent",
+                read_only: true,
+            },
+            Bind {
+                host: &notify,
+                inside: notify.to_str().unwrap(),
+                read_only: false,
+            },
+        ],
+    );
+    for (name, text) in UNITS {
+        std::fs::write(notify.join(name), text).unwrap();
+        machine.sh(&format!("cp {}/{name} /etc/systemd/system/", notify.display()));
+    }
+    machine.sh("systemctl daemon-reload && systemctl start writer worker redis-server");
+    machine.sh("until [ -s /vol/writer.log ]; do sleep 0.05; done");
+
+    // Discovery through the real ListUnitsByPatterns and MainPID.
+    let plan = machine.exec(&["freezeframe-agent", "plan", "--json"]);
+    let plan = report(&plan);
+    let unit = &plan["databases"]["units"][0];
+    assert_eq!(unit["unit"], "redis-server.service", "{plan:#}");
+    assert!(
+        unit["note"].as_str().unwrap().contains("listens on no socket"),
+        "{plan:#}"
+    );
+
+    let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
+    let (child, _) = spawn_until_frozen(snapshot, &notify);
+    assert_eq!(machine.unit_property("writer", "FreezerState"), "frozen");
+    assert_eq!(machine.unit_property("worker", "ActiveState"), "inactive");
+    let inhibitors = machine.sh("systemd-inhibit --list --no-pager");
+    assert!(
+        inhibitors.contains("freezeframe") && inhibitors.contains("delay"),
+        "{inhibitors}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let result = report(&out);
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    assert!(result["action_id"].is_string());
+    for q in result["quiescers"].as_array().unwrap() {
+        assert_eq!(q["resumed"], true, "{q}");
+    }
+    // The fake Redis unit was found but not quiesced: no claim of application consistency.
+    assert_eq!(result["consistency"], "filesystem", "{result:#}");
+    assert!(result["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("redis-server.service"));
+    assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
+    assert_eq!(machine.unit_property("worker", "ActiveState"), "active");
+    assert!(!machine
+        .sh("systemd-inhibit --list --no-pager")
+        .contains("freezeframe"));
+    let lines = machine.sh("wc -l < /vol/writer.log");
+    machine.sh(&format!(
+        "until [ $(wc -l < /vol/writer.log) -gt {lines} ]; do sleep 0.05; done"
+    ));
+
+    // Preflight refuses what cannot be quiesced, before anything is touched.
+    machine.sh("systemctl stop worker");
+    for (quiescer, expected) in [
+        (
+            systemd_quiescer("ghost", "stop"),
+            "ghost.service: the unit is not-found",
+        ),
+        (
+            systemd_quiescer("worker", "freeze"),
+            "worker.service: the unit is inactive, not active",
+        ),
+    ] {
+        write_config(&etc, &sim.url, &quiescer);
+        let out = machine.exec(&["freezeframe-agent", "snapshot", "--json"]);
+        let result = report(&out);
+        assert_eq!(result["failed_phase"], "preflight", "{result:#}");
+        assert!(result["error"].as_str().unwrap().contains(expected), "{result:#}");
+        assert!(result["filesystems"]["frozen"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(
+        machine.unit_property("worker", "ActiveState"),
+        "inactive",
+        "left as it was"
+    );
+}

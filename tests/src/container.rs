@@ -1,0 +1,190 @@
+//! A Debian container booted with `systemd-nspawn`: the real systemd (and logind) as PID 1, for
+//! the tests that need them. The root filesystem comes from `debootstrap`, cached between runs
+//! under /var/cache/freezeframe-tests; each boot runs on a throwaway overlay of it, so the
+//! cache is never changed. Recipe: ../shared/SYSTEMD-CONTAINER.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CACHE: &str = "/var/cache/freezeframe-tests";
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Why this machine cannot boot a container, if it cannot: the tests that need one say so and
+/// skip instead of failing (`.ci/run` installs what they need).
+pub fn unavailable() -> Option<String> {
+    for (tool, package) in [
+        ("debootstrap", "debootstrap"),
+        ("systemd-nspawn", "systemd-container"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
+        if !found {
+            return Some(format!("`{tool}` is missing (install the package {package})"));
+        }
+    }
+    None
+}
+
+/// A bookworm root with systemd, dbus and `packages`, built once and cached by package list.
+pub fn debian_root(packages: &[&str]) -> PathBuf {
+    let mut all = vec!["systemd", "systemd-sysv", "dbus"];
+    all.extend_from_slice(packages);
+    all.sort();
+    all.dedup();
+    let key = all.join("+");
+    std::fs::create_dir_all(CACHE).expect("create the container cache");
+    let root = Path::new(CACHE).join(format!("bookworm-{key}"));
+    // One builder at a time: other tests wait for the cache.
+    let lock = std::fs::File::create(Path::new(CACHE).join("build.lock")).expect("cache lock");
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|held| {
+            if !root.join("usr/lib/systemd/systemd").exists() && !root.join("lib/systemd/systemd").exists() {
+                let building = root.with_extension("partial");
+                let _ = std::fs::remove_dir_all(&building);
+                let out = Command::new("debootstrap")
+                    .args(["--variant=minbase", &format!("--include={}", all.join(","))])
+                    .args(["bookworm", building.to_str().unwrap(), MIRROR])
+                    .output()
+                    .expect("run debootstrap");
+                assert!(
+                    out.status.success(),
+                    "debootstrap failed:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                std::fs::rename(&building, &root).expect("publish the root");
+            }
+            drop(held);
+        })
+        .map_err(|(_, e)| e)
+        .expect("lock the container cache");
+    root
+}
+
+/// A booted container; powered off (and waited for) on drop.
+pub struct Container {
+    nspawn: Child,
+    /// The container's systemd, as seen from the host.
+    pub pid: u32,
+}
+
+/// A path on the host bound into the container.
+pub struct Bind<'a> {
+    pub host: &'a Path,
+    pub inside: &'a str,
+    pub read_only: bool,
+}
+
+impl Container {
+    /// Boots `root` (on a tmpfs overlay) with `binds`, and waits until systemd finished booting.
+    pub fn boot(root: &Path, binds: &[Bind]) -> Container {
+        let mut nspawn_args = vec![
+            "-D".to_string(),
+            root.display().to_string(),
+            // No host systemd to register with (see SYSTEMD-CONTAINER.md).
+            "--register=no".into(),
+            "--keep-unit".into(),
+            "--volatile=overlay".into(),
+            "--console=pipe".into(),
+        ];
+        for b in binds {
+            let flag = if b.read_only { "--bind-ro" } else { "--bind" };
+            nspawn_args.push(format!("{flag}={}:{}", b.host.display(), b.inside));
+        }
+        nspawn_args.push("-b".into());
+        // A private mount namespace with its own /run: nspawn refuses a /run on a disk.
+        let script = "mount -t tmpfs tmpfs /run && exec systemd-nspawn \"$@\"";
+        let nspawn = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .args(&nspawn_args)
+            // Pure cgroup v2 inside, without which FreezeUnit is unsupported on a hybrid host.
+            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start systemd-nspawn");
+        let mut container = Container { nspawn, pid: 0 };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while container.pid == 0 {
+            if let Some(status) = container.nspawn.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = container.nspawn.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("systemd-nspawn exited ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "the container's systemd did not start");
+            let children = format!("/proc/{0}/task/{0}/children", container.nspawn.id());
+            container.pid = std::fs::read_to_string(children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // systemd needs a moment to set up its bus before systemctl can ask it anything.
+        loop {
+            let out = container.exec(&["systemctl", "is-system-running", "--wait"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container did not finish booting: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        container
+    }
+
+    /// Runs a command inside the container (every namespace of its systemd).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run nsenter")
+    }
+
+    /// A command to run inside the container, for the caller to adjust and start.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid.to_string(), "-a", "--"]).args(args);
+        cmd
+    }
+
+    /// Runs a shell script inside; its stdout, or fails the test with its output.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.exec(&["sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "`{script}` failed in the container:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A unit property, such as `FreezerState`.
+    pub fn unit_property(&self, unit: &str, property: &str) -> String {
+        self.sh(&format!("systemctl show -P {property} {unit}"))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.exec(&["systemctl", "poweroff"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+    }
+}

@@ -19,6 +19,11 @@ const UNITS: &[(&str, &str)] = &[
         "[Service]\nExecStart=/bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i >> /vol/writer.log; sleep 0.02; done'\n",
     ),
     ("worker.service", "[Service]\nExecStart=/bin/sleep infinity\n"),
+    // systemd refuses to stop it on request: a prepare that fails after another one succeeded.
+    (
+        "pinned.service",
+        "[Unit]\nRefuseManualStop=yes\n[Service]\nExecStart=/bin/sleep infinity\n",
+    ),
     // Named like Debian's Redis unit but serving nothing: detection finds it, and says why it
     // cannot be quiesced natively.
     ("redis-server.service", "[Service]\nExecStart=/bin/sleep infinity\n"),
@@ -116,7 +121,7 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
         std::fs::write(notify.join(name), text).unwrap();
         machine.sh(&format!("cp {}/{name} /etc/systemd/system/", notify.display()));
     }
-    machine.sh("systemctl daemon-reload && systemctl start writer worker redis-server");
+    machine.sh("systemctl daemon-reload && systemctl start writer worker pinned redis-server");
     machine.sh("until [ -s /vol/writer.log ]; do sleep 0.05; done");
 
     // Discovery through the real ListUnitsByPatterns and MainPID.
@@ -160,6 +165,20 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     machine.sh(&format!(
         "until [ $(wc -l < /vol/writer.log) -gt {lines} ]; do sleep 0.05; done"
     ));
+
+    // A prepare that fails aborts the run, and what was prepared before it is resumed.
+    write_config(
+        &etc,
+        &sim.url,
+        &(systemd_quiescer("writer", "freeze") + &systemd_quiescer("pinned", "stop")),
+    );
+    let result = report(&machine.exec(&["freezeframe-agent", "snapshot", "--json"]));
+    assert_eq!(result["failed_phase"], "quiesce", "{result:#}");
+    assert!(result["error"].as_str().unwrap().contains("pinned.service"), "{result:#}");
+    assert_eq!(result["quiescers"][0]["resumed"], true, "{result:#}");
+    assert!(result["filesystems"]["frozen"].as_array().unwrap().is_empty());
+    assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
+    assert_eq!(machine.unit_property("pinned", "ActiveState"), "active");
 
     // Preflight refuses what cannot be quiesced, before anything is touched.
     machine.sh("systemctl stop worker");

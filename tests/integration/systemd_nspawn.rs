@@ -174,7 +174,10 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     );
     let result = report(&machine.exec(&["freezeframe-agent", "snapshot", "--json"]));
     assert_eq!(result["failed_phase"], "quiesce", "{result:#}");
-    assert!(result["error"].as_str().unwrap().contains("pinned.service"), "{result:#}");
+    assert!(
+        result["error"].as_str().unwrap().contains("pinned.service"),
+        "{result:#}"
+    );
     assert_eq!(result["quiescers"][0]["resumed"], true, "{result:#}");
     assert!(result["filesystems"]["frozen"].as_array().unwrap().is_empty());
     assert_eq!(machine.unit_property("writer", "FreezerState"), "running");

@@ -3,9 +3,11 @@
 //! with small disks. The copy reads the devices with O_DIRECT (the page cache of a block device
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
-use super::{Completion, ProviderError, Registration, SnapshotProvider};
+use super::{Completion, ProviderError, Registration, SnapshotInfo, SnapshotProvider};
 use crate::freeze::plan::Target;
 use crate::freeze::sys;
+use crate::naming::OwnNames;
+use crate::transaction::Pruned;
 use serde::Serialize;
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -34,7 +36,7 @@ struct Device {
 }
 
 /// One image in a snapshot's manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Image {
     mountpoint: PathBuf,
     fstype: String,
@@ -43,7 +45,7 @@ struct Image {
     size_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Manifest {
     name: String,
     images: Vec<Image>,
@@ -249,6 +251,60 @@ impl SnapshotProvider for LocalImage {
             completed: true,
             volume_snapshots: Vec::new(),
         })
+    }
+
+    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.image_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| {
+                ProviderError::with_source(format!("cannot read {}", self.image_dir.display()), e)
+            })?,
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            // Only complete snapshots have a manifest; a copy cut short has none.
+            let manifest_path = entry.path().join("manifest.json");
+            let Ok(text) = std::fs::read(&manifest_path) else {
+                continue;
+            };
+            let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
+                continue;
+            };
+            let created = std::fs::metadata(&manifest_path)
+                .and_then(|m| m.modified())
+                .map(humantime::format_rfc3339_seconds)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            found.push(SnapshotInfo {
+                id: manifest.name.clone(),
+                name: manifest.name,
+                created_at: created,
+                size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
+            });
+        }
+        found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(found)
+    }
+
+    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+        let mine: Vec<SnapshotInfo> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| ours.matches(&s.name))
+            .collect();
+        let excess = mine.len().saturating_sub(keep_last);
+        let mut pruned = Vec::new();
+        for old in mine.into_iter().take(excess) {
+            let dir = self.image_dir.join(&old.name);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ProviderError::with_source(format!("cannot delete {}", dir.display()), e))?;
+            pruned.push(Pruned {
+                id: old.id,
+                name: old.name,
+            });
+        }
+        Ok(pruned)
     }
 
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError> {

@@ -61,6 +61,16 @@ pub struct Completion {
     pub size_bytes: Option<u64>,
 }
 
+/// A snapshot the provider holds, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339, as the provider gives it.
+    pub created_at: String,
+    pub size_bytes: Option<u64>,
+}
+
 /// Something that takes snapshots.
 #[async_trait::async_trait]
 pub trait SnapshotProvider: Send {
@@ -84,7 +94,15 @@ pub trait SnapshotProvider: Send {
     async fn reconcile(&mut self) -> Option<Reconciled> {
         None
     }
+    /// This machine's completed snapshots, oldest first. Works outside a transaction.
+    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        Err(ProviderError::new(format!(
+            "the {} provider cannot list snapshots",
+            self.name()
+        )))
+    }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
+    /// Works outside a transaction too.
     async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
         let _ = (keep_last, ours);
         Err(ProviderError::new(format!(

@@ -10,7 +10,9 @@ pub mod client;
 pub mod token;
 pub mod types;
 
-use super::{Completion, ProviderError, Reconciled, Registration, SnapshotProvider, VolumeSnapshotRef};
+use super::{
+    Completion, ProviderError, Reconciled, Registration, SnapshotInfo, SnapshotProvider, VolumeSnapshotRef,
+};
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::freeze::mountinfo::DevNum;
 use crate::freeze::plan::Target;
@@ -85,24 +87,9 @@ impl DigitalOcean {
         }
     }
 
-    fn client(&self) -> Result<&Client, ProviderError> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| ProviderError::new("preflight did not run"))
-    }
-}
-
-fn api(context: &str, e: ApiError) -> ProviderError {
-    ProviderError::with_source(context.to_string(), e)
-}
-
-#[async_trait::async_trait]
-impl SnapshotProvider for DigitalOcean {
-    fn name(&self) -> &'static str {
-        "digitalocean"
-    }
-
-    async fn preflight(&mut self, _name: &str, targets: &[Target]) -> Result<(), ProviderError> {
+    /// Loads the token, finds the Droplet, and makes a client that names `scopes` when the
+    /// API refuses it.
+    async fn connect(&mut self, scopes: &[&'static str]) -> Result<Client, ProviderError> {
         let token = token::load(&self.settings.token_file).map_err(|e| ProviderError::new(e.to_string()))?;
         let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
@@ -121,17 +108,46 @@ impl SnapshotProvider for DigitalOcean {
                 )
             })?,
         };
+        Ok(Client::new(
+            http,
+            &self.settings.api_url,
+            token,
+            scopes,
+            self.settings.api_timeout,
+        ))
+    }
+
+    /// Keeps the client of this run, or makes one for a call outside a transaction.
+    async fn ensure_connected(&mut self, scopes: &[&'static str]) -> Result<(), ProviderError> {
+        if self.client.is_none() {
+            self.client = Some(self.connect(scopes).await?);
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<&Client, ProviderError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ProviderError::new("preflight did not run"))
+    }
+}
+
+fn api(context: &str, e: ApiError) -> ProviderError {
+    ProviderError::with_source(context.to_string(), e)
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for DigitalOcean {
+    fn name(&self) -> &'static str {
+        "digitalocean"
+    }
+
+    async fn preflight(&mut self, _name: &str, targets: &[Target]) -> Result<(), ProviderError> {
         let mut scopes = SNAPSHOT_SCOPES.to_vec();
         if self.prunes {
             scopes.push(RETENTION_SCOPE);
         }
-        let mut client = Client::new(
-            http,
-            &self.settings.api_url,
-            token,
-            &scopes,
-            self.settings.api_timeout,
-        );
+        let mut client = self.connect(&scopes).await?;
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
         let droplet = client.droplet(id).await.map_err(|e| {
@@ -368,7 +384,28 @@ impl SnapshotProvider for DigitalOcean {
         })
     }
 
+    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        self.ensure_connected(&["droplet:read", "image:read"]).await?;
+        let (id, client) = (self.droplet_id, self.client()?);
+        let mut snapshots: Vec<SnapshotInfo> = client
+            .droplet_snapshots(id)
+            .await
+            .map_err(|e| api(&format!("cannot list the snapshots of Droplet {id}"), e))?
+            .into_iter()
+            .map(|s| SnapshotInfo {
+                id: s.id.to_string(),
+                name: s.name,
+                created_at: s.created_at,
+                size_bytes: Some((s.size_gigabytes * 1e9) as u64),
+            })
+            .collect();
+        snapshots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(snapshots)
+    }
+
     async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+        self.ensure_connected(&["droplet:read", "image:read", RETENTION_SCOPE])
+            .await?;
         let client = self.client()?;
         // Only completed snapshots are listed; one still in progress is never touched.
         let mut mine: Vec<_> = client

@@ -18,9 +18,15 @@ pub enum Exit {
 
 impl Exit {
     pub fn from_error(err: &anyhow::Error) -> Exit {
-        if err
+        let job = err
             .chain()
-            .any(|e| e.is::<ConfigError>() || e.is::<freezeframe_agent::freeze::PlanFromSystemError>())
+            .find_map(|e| e.downcast_ref::<freezeframe_agent::job::JobError>());
+        if job.is_some_and(|j| j.is_busy()) {
+            Exit::Busy
+        } else if job.is_some_and(|j| j.is_usage())
+            || err
+                .chain()
+                .any(|e| e.is::<ConfigError>() || e.is::<freezeframe_agent::freeze::PlanFromSystemError>())
         {
             Exit::Usage
         } else if err.chain().any(|e| {

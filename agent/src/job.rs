@@ -1,0 +1,205 @@
+//! One snapshot job, from settings to report, and the plan that `plan` shows: what the one-shot
+//! `freezeframe-agent snapshot` and the D-Bus service both run.
+
+use crate::config::{self, ConfigError, ProviderSettings, Settings};
+use crate::freeze::plan::{Plan, Selection};
+use crate::freeze::{self, LiveFilesystems, PlanFromSystemError};
+use crate::naming::{self, OwnNames, SnapshotName};
+use crate::provider::digitalocean::DigitalOcean;
+use crate::provider::local_image::LocalImage;
+use crate::provider::SnapshotProvider;
+use crate::quiesce::assembly::{Detection, QuiescePlan};
+use crate::quiesce::auto::Handler;
+use crate::runtime::{RuntimeDir, RuntimeError};
+use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transaction};
+use crate::{dbus, logind, systemd};
+
+/// What the caller asks of one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct JobRequest {
+    /// A fixed name instead of `snapshot.name_template`.
+    pub name: Option<String>,
+    /// Wait until the provider reports the snapshot complete.
+    pub wait: bool,
+}
+
+/// Why a job could not start. Once it started, failures are in its [`Report`].
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Name(ConfigError),
+    #[error("cannot plan which filesystems to freeze: {0}")]
+    Plan(#[from] PlanFromSystemError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot recover from an earlier run: {0}")]
+    Recover(#[source] std::io::Error),
+}
+
+impl JobError {
+    /// Whether the fault is in what was asked (configuration, arguments), not in the machine.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, JobError::Name(_) | JobError::Plan(_))
+    }
+
+    pub fn is_busy(&self) -> bool {
+        matches!(self, JobError::Runtime(RuntimeError::Busy { .. }))
+    }
+}
+
+/// The filesystems a run would freeze, in order, and what it skips.
+pub fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemError> {
+    freeze::plan_from_system(Selection {
+        mountpoints: settings.freeze.mountpoints.as_deref(),
+        exclude: &settings.freeze.exclude,
+    })
+}
+
+/// The provider the settings name.
+pub fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
+    match &settings.snapshot.provider {
+        ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
+        ProviderSettings::DigitalOcean(s) => Box::new(DigitalOcean::new(
+            s.clone(),
+            settings.freeze.max_freeze,
+            settings.snapshot.keep_last > 0,
+        )),
+    }
+}
+
+/// The names this machine gives its snapshots, for retention.
+pub fn own_names(settings: &Settings) -> OwnNames {
+    OwnNames {
+        template: settings.snapshot.name_template.clone(),
+        host: naming::hostname(),
+    }
+}
+
+/// Asks systemd (when it is there) which databases run, and reads the hooks directory.
+pub async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connection>) -> QuiescePlan {
+    let units = systemd::connect_or_unreachable(bus).await;
+    QuiescePlan::discover(&settings.quiesce, units).await
+}
+
+/// Everything `plan` shows, as JSON: the freeze order, skips, quiescers and detected databases.
+pub async fn plan_json(settings: &Settings) -> Result<serde_json::Value, PlanFromSystemError> {
+    let plan = freeze_plan(settings)?;
+    let bus = dbus::system_bus().await.ok();
+    let quiesce = quiesce_plan(settings, bus.as_ref()).await;
+    Ok(serde_json::json!({
+        "provider": settings.snapshot.provider.name(),
+        "max_freeze_ms": settings.freeze.max_freeze.as_millis() as u64,
+        "quiesce": quiesce_lines(&quiesce),
+        "databases": detection_json(&quiesce),
+        "not_quiesced": quiesce.unquiesced(),
+        "freeze_order": plan.targets,
+        "skipped": plan.skipped,
+    }))
+}
+
+/// The quiescers a plan lists, in prepare order.
+fn quiesce_lines(quiesce: &QuiescePlan) -> Vec<String> {
+    let mut lines = match &quiesce.hooks {
+        Ok(found) => found.iter().map(|h| format!("hook {}", h.display())).collect(),
+        Err(e) => vec![format!("hooks: refused: {e}")],
+    };
+    lines.extend(
+        quiesce
+            .quiescers()
+            .iter()
+            .filter(|q| q.name() != "hooks")
+            .map(|q| q.name().to_string()),
+    );
+    lines
+}
+
+/// The database units detection found and what handles each.
+fn detection_json(quiesce: &QuiescePlan) -> serde_json::Value {
+    match &quiesce.detection {
+        Detection::Off => serde_json::json!({ "enabled": false }),
+        Detection::NoSystemd(e) => serde_json::json!({ "enabled": true, "systemd": e }),
+        Detection::Failed(e) => serde_json::json!({ "enabled": true, "error": e }),
+        Detection::Found(found) => serde_json::json!({
+            "enabled": true,
+            "units": found.iter().map(|d| serde_json::json!({
+                "unit": d.unit,
+                "kind": d.kind,
+                "main_pid": d.main_pid,
+                "handled_by": match &d.handler {
+                    Handler::Native(q) => format!("native {} quiescer", q.kind()),
+                    Handler::Configured => "a configured [[quiescer]]".to_string(),
+                    Handler::Unhandled(_) => "nothing".to_string(),
+                },
+                "note": match &d.handler {
+                    Handler::Unhandled(why) => Some(why.as_str()),
+                    _ => None,
+                },
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// Takes one snapshot: plans, locks the runtime directory (recovering what an earlier run left
+/// frozen), detects what to quiesce, holds a shutdown inhibitor, and runs the transaction.
+pub async fn snapshot(
+    settings: &Settings,
+    request: &JobRequest,
+    observer: &dyn Observer,
+    interrupt: Interrupt,
+) -> Result<Report, JobError> {
+    if let Some(name) = &request.name {
+        config::validate_name("name", name).map_err(JobError::Name)?;
+    }
+    let plan = freeze_plan(settings)?;
+    let ours = own_names(settings);
+    let name = match &request.name {
+        Some(name) => SnapshotName::Fixed(name.clone()),
+        None => SnapshotName::Template {
+            template: settings.snapshot.name_template.clone(),
+            host: ours.host.clone(),
+            at: std::time::SystemTime::now(),
+        },
+    };
+    let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
+    let lock = runtime_dir.lock()?;
+    if let Some(outcomes) = runtime_dir.recover(&lock).map_err(JobError::Recover)? {
+        for (mp, outcome) in outcomes {
+            tracing::warn!("an earlier run left {} frozen: {outcome}", mp.display());
+        }
+    }
+    let mut provider = provider(settings);
+    let bus = dbus::system_bus().await.ok();
+    let quiesce = quiesce_plan(settings, bus.as_ref()).await;
+    // Held until the run ends: a reboot asked for meanwhile waits for the thaw and resume.
+    let _inhibitor = match &bus {
+        Some(bus) => logind::inhibit_shutdown(bus)
+            .await
+            .map_err(|e| tracing::debug!("no shutdown inhibitor: {e}"))
+            .ok(),
+        None => None,
+    };
+    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
+    let report = Transaction {
+        filesystems: &mut filesystems,
+        provider: provider.as_mut(),
+        quiescers: quiesce.quiescers(),
+        observer,
+        options: Options {
+            name,
+            max_freeze: settings.freeze.max_freeze,
+            wait: request.wait,
+            on_quiesce_failure: settings.quiesce.on_failure,
+            retention: Some(Retention {
+                keep_last: settings.snapshot.keep_last as usize,
+                ours,
+            }),
+            unquiesced: quiesce.unquiesced(),
+        },
+        skipped: plan.skipped.clone(),
+        interrupt,
+    }
+    .run()
+    .await;
+    drop(lock);
+    Ok(report)
+}

@@ -15,7 +15,7 @@ use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transa
 use crate::{dbus, logind, systemd};
 
 /// What the caller asks of one snapshot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobRequest {
     /// A fixed name instead of `snapshot.name_template`.
     pub name: Option<String>,

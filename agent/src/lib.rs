@@ -2,6 +2,7 @@
 //! freezes the filesystems under a thaw guard, asks the provider for a snapshot, and thaws as
 //! soon as the request has registered. See ARCHITECTURE.md for the map.
 
+pub mod checks;
 pub mod config;
 pub mod dbus;
 pub mod freeze;
@@ -16,5 +17,6 @@ pub mod quiesce;
 pub mod render;
 pub mod runtime;
 pub mod secret;
+pub mod service;
 pub mod systemd;
 pub mod transaction;

@@ -1,4 +1,5 @@
-//! `freezeframe-agent`: the one-shot commands (`snapshot`, `plan`, `thaw`).
+//! `freezeframe-agent`: the one-shot commands (`snapshot`, `plan`, `thaw`) and the D-Bus
+//! service (`run`).
 
 mod cmd;
 
@@ -33,6 +34,8 @@ enum Command {
     },
     /// Thaw filesystems that a dead agent left frozen (also run as ExecStopPost=)
     Thaw(cmd::thaw::ThawArgs),
+    /// Serve org.freezeframe.Agent1 on the system bus until idle (what D-Bus activation runs)
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Thaw(args) => cmd::thaw::run(config, &args),
+        Command::Run => cmd::run(config),
     };
     match result {
         Ok(code) => code.into(),

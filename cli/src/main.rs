@@ -1,51 +1,141 @@
-//! `freezeframe`: the command-line client. For now it carries the `demo` and the emergency
-//! `thaw`, which must work without the agent or a bus; the D-Bus commands (snapshot, plan,
-//! status, list, prune, doctor) build on the agent service.
+//! `freezeframe`: the command-line client. Drives the agent's D-Bus API on this machine, on a
+//! bus by address, or on other machines over SSH; `thaw` and `demo` work without an agent.
 
-use clap::{Parser, Subcommand};
-use freezeframe_agent::config::DEFAULT_RUNTIME_DIR;
+use clap::{CommandFactory, Parser};
+use freezeframe::args::{Cli, Command};
+use freezeframe::client::Target;
+use freezeframe::commands::{self, Exit, SnapshotRequest};
 use freezeframe_agent::guard::record::{self, ThawOutcome};
-use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-/// Consistent live snapshots without a shutdown.
-#[derive(Debug, Parser)]
-#[command(name = "freezeframe", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Take a snapshot of a scratch filesystem under a live writer, then check it (needs root)
-    Demo,
-    /// Emergency: thaw what a dead agent left frozen, as its record in the runtime directory lists
-    Thaw {
-        /// The agent's runtime directory
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR)]
-        runtime_dir: PathBuf,
-    },
-}
-
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let exit = match &cli.command {
         Command::Demo => match freezeframe::demo::run() {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("freezeframe demo: error: {e:#}");
-                ExitCode::from(1)
-            }
+            Ok(true) => Exit::Success,
+            Ok(false) => Exit::Failed,
+            Err(e) => fail(&format!("demo: {e:#}"), Exit::Failed),
         },
-        Command::Thaw { runtime_dir } => match thaw(&runtime_dir) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("freezeframe: error: {e:#}");
-                ExitCode::from(1)
-            }
+        Command::Thaw { runtime_dir } => match thaw(runtime_dir) {
+            Ok(true) => Exit::Success,
+            Ok(false) => Exit::Failed,
+            Err(e) => fail(&format!("{e:#}"), Exit::Failed),
         },
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "freezeframe", &mut std::io::stdout());
+            Exit::Success
+        }
+        Command::Man { dir } => match man_pages(dir) {
+            Ok(()) => Exit::Success,
+            Err(e) => fail(
+                &format!("cannot write man pages into {}: {e}", dir.display()),
+                Exit::Failed,
+            ),
+        },
+        _ => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(remote(&cli)),
+            Err(e) => fail(&format!("cannot start the async runtime: {e}"), Exit::Failed),
+        },
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn fail(message: &str, exit: Exit) -> Exit {
+    eprintln!("freezeframe: error: {message}");
+    exit
+}
+
+/// The machines a command addresses.
+fn targets(cli: &Cli) -> Vec<Target> {
+    let mut targets: Vec<Target> = cli
+        .hosts
+        .iter()
+        .map(|host| Target::Remote {
+            host: host.clone(),
+            ssh_command: cli.ssh_command.clone(),
+        })
+        .collect();
+    if targets.is_empty() {
+        targets.push(match &cli.bus_address {
+            Some(address) => Target::Bus(address.clone()),
+            None => Target::Local,
+        });
+    }
+    targets
+}
+
+/// The commands that go through the agent.
+async fn remote(cli: &Cli) -> Exit {
+    let targets = targets(cli);
+    if targets.len() > 1 {
+        return freezeframe::fleet::run(cli, &targets).await;
+    }
+    let target = &targets[0];
+    let result = match &cli.command {
+        Command::Snapshot { name, wait, dry_run } => {
+            let request = SnapshotRequest {
+                name: name.clone(),
+                wait: *wait,
+                dry_run: *dry_run,
+            };
+            let mut progress: Box<dyn commands::Progress> = if cli.json {
+                Box::new(commands::Silent)
+            } else if std::io::stderr().is_terminal() {
+                Box::new(commands::Spinner::new("snapshot"))
+            } else {
+                Box::new(commands::Lines::default())
+            };
+            commands::snapshot(target, &request, progress.as_mut())
+                .await
+                .map(|(ok, value)| {
+                    let text = if *dry_run {
+                        freezeframe_agent::render::plan(&value)
+                    } else {
+                        freezeframe_agent::render::report(&value)
+                    };
+                    (if ok { Exit::Success } else { Exit::Failed }, value, text)
+                })
+        }
+        Command::Plan => commands::plan(target)
+            .await
+            .map(|v| (Exit::Success, v.clone(), freezeframe_agent::render::plan(&v))),
+        Command::Status => commands::status(target)
+            .await
+            .map(|v| (Exit::Success, v.clone(), commands::status_text(&v))),
+        Command::List => commands::list(target).await.map(|v| {
+            (
+                Exit::Success,
+                v.clone(),
+                commands::snapshots_text(&v, "no snapshots"),
+            )
+        }),
+        Command::Prune { keep } => commands::prune(target, *keep).await.map(|v| {
+            (
+                Exit::Success,
+                v.clone(),
+                commands::snapshots_text(&v, "nothing to delete"),
+            )
+        }),
+        Command::Doctor => return freezeframe::doctor::run(target).await,
+        Command::Demo | Command::Thaw { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled without the agent")
+        }
+    };
+    match result {
+        Ok((exit, value, text)) => {
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                print!("{text}");
+            }
+            exit
+        }
+        Err(f) => fail(&f.message, f.exit),
     }
 }
 
@@ -65,4 +155,21 @@ fn thaw(runtime_dir: &std::path::Path) -> anyhow::Result<bool> {
         println!("{}: {outcome}", mp.display());
     }
     Ok(ok)
+}
+
+/// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …).
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let command = Cli::command();
+    let mut pages = vec![("freezeframe".to_string(), command.clone())];
+    for sub in command.get_subcommands() {
+        let name = format!("freezeframe-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name.clone())));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+    }
+    Ok(())
 }

@@ -24,6 +24,10 @@ impl Exit {
         if job.is_some_and(|j| j.is_busy()) {
             Exit::Busy
         } else if job.is_some_and(|j| j.is_usage())
+            || matches!(
+                err.downcast_ref::<freezeframe_agent::service::ServiceError>(),
+                Some(freezeframe_agent::service::ServiceError::Config(_))
+            )
             || err
                 .chain()
                 .any(|e| e.is::<ConfigError>() || e.is::<freezeframe_agent::freeze::PlanFromSystemError>())
@@ -54,4 +58,16 @@ pub fn load_settings(config: Option<&Path>) -> Result<Settings, ConfigError> {
         Some(path) => ConfigSources::explicit(path).load(),
         None => ConfigSources::system().load(),
     }
+}
+
+/// `freezeframe-agent run`: the D-Bus service.
+pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(freezeframe_agent::service::serve(config.map(Path::to_path_buf)))?;
+    // A copy abandoned at a deadline may still be winding down; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(Exit::Success)
 }

@@ -61,6 +61,8 @@ pub struct RetentionFragment {
 #[serde(deny_unknown_fields)]
 pub struct AgentFragment {
     pub runtime_dir: Option<PathBuf>,
+    pub idle_exit: Option<String>,
+    pub public_read: Option<bool>,
 }
 
 /// `[freeze]`
@@ -114,6 +116,8 @@ impl ConfigFragment {
         if let Some(l) = later.agent {
             let e = self.agent.get_or_insert_with(Default::default);
             overlay(&mut e.runtime_dir, l.runtime_dir);
+            overlay(&mut e.idle_exit, l.idle_exit);
+            overlay(&mut e.public_read, l.public_read);
         }
         if let Some(l) = later.freeze {
             let e = self.freeze.get_or_insert_with(Default::default);

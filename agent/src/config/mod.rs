@@ -64,10 +64,24 @@ pub enum ConfigError {
 pub struct Settings {
     /// Lock, frozen-filesystem record: `[agent] runtime_dir`.
     pub runtime_dir: PathBuf,
+    pub service: ServiceSettings,
     pub freeze: FreezeSettings,
     pub snapshot: SnapshotSettings,
     pub quiesce: QuiesceSettings,
 }
+
+/// How `freezeframe-agent run` serves D-Bus (`[agent]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    /// Exit after this long with no call and no job (D-Bus activation starts it again).
+    pub idle_exit: Duration,
+    /// Let any local user call `Status`, `Plan` and `ListSnapshots`, not only root and the
+    /// group `freezeframe`.
+    pub public_read: bool,
+}
+
+/// Default for `[agent] idle_exit`.
+pub const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
 
 /// `[quiesce]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +303,16 @@ impl Settings {
         let snapshot = fragment.snapshot.unwrap_or_default();
         let local_image = fragment.local_image.unwrap_or_default();
 
+        let idle_exit = match &agent.idle_exit {
+            Some(text) => parse_duration("agent.idle_exit", text)?,
+            None => DEFAULT_IDLE_EXIT,
+        };
+        if idle_exit < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                key: "agent.idle_exit",
+                problem: "it must be at least 1s".into(),
+            });
+        }
         let runtime_dir = absolute(
             "agent.runtime_dir",
             agent.runtime_dir.unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into()),
@@ -386,6 +410,10 @@ impl Settings {
 
         Ok(Settings {
             runtime_dir,
+            service: ServiceSettings {
+                idle_exit,
+                public_read: agent.public_read.unwrap_or(false),
+            },
             freeze: FreezeSettings {
                 mountpoints,
                 exclude,

@@ -1,0 +1,178 @@
+//! Every check a snapshot's preflight makes, run on their own and reported one by one with the
+//! fix for each failure: what `freezeframe doctor` shows. Nothing here changes the machine,
+//! except the freeze self-test, which freezes and thaws a scratch loop filesystem of its own.
+
+use crate::config::Settings;
+use crate::freeze::sys;
+use crate::runtime::RuntimeDir;
+use std::path::Path;
+use std::process::Command;
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    /// What to do when it failed.
+    pub fix: String,
+}
+
+fn check(name: &str, result: Result<String, (String, &str)>) -> Check {
+    match result {
+        Ok(detail) => Check {
+            name: name.into(),
+            ok: true,
+            detail,
+            fix: String::new(),
+        },
+        Err((detail, fix)) => Check {
+            name: name.into(),
+            ok: false,
+            detail,
+            fix: fix.into(),
+        },
+    }
+}
+
+/// Runs every check.
+pub async fn run(settings: &Settings) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push(check(
+        "runtime directory",
+        RuntimeDir::open(&settings.runtime_dir)
+            .map(|_| format!("{} is usable", settings.runtime_dir.display()))
+            .map_err(|e| {
+                (
+                    e.to_string(),
+                    "set `agent.runtime_dir` to a writable folder on tmpfs",
+                )
+            }),
+    ));
+    let plan = crate::job::freeze_plan(settings);
+    let targets = match &plan {
+        Ok(plan) => plan.targets.clone(),
+        Err(_) => Vec::new(),
+    };
+    checks.push(check(
+        "filesystems",
+        match &plan {
+            Ok(plan) if !plan.targets.is_empty() => Ok(format!(
+                "would freeze {}; skips {}",
+                plan.targets
+                    .iter()
+                    .map(|t| t.mountpoint.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if plan.skipped.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    plan.skipped
+                        .iter()
+                        .map(|s| format!("{} ({})", s.mountpoint.display(), s.reason))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )),
+            Ok(_) => Err((
+                "no filesystem would be frozen".into(),
+                "list the mountpoints to freeze in `freeze.mountpoints`",
+            )),
+            Err(e) => Err((e.to_string(), "fix `freeze.mountpoints` and `freeze.exclude`")),
+        },
+    ));
+    let mut provider = crate::job::provider(settings);
+    checks.push(check(
+        &format!("provider {}", provider.name()),
+        provider
+            .preflight("freezeframe-doctor", &targets)
+            .await
+            .map(|()| "token, API and Droplet checked; ready to request a snapshot".to_string())
+            .map_err(|e| {
+                (
+                    crate::transaction::error_chain(&e),
+                    "see the error; the token goes in /etc/freezeframe/token (chmod 600)",
+                )
+            }),
+    ));
+    let bus = crate::dbus::system_bus().await.ok();
+    let quiesce = crate::job::quiesce_plan(settings, bus.as_ref()).await;
+    for why in quiesce.unquiesced() {
+        checks.push(check(
+            "database detection",
+            Err((
+                why,
+                "add a [[quiescer]] for it (kind = \"systemd\" works for any unit), or a hook script",
+            )),
+        ));
+    }
+    for mut quiescer in quiesce.quiescers() {
+        let name = format!("quiescer {}", quiescer.name());
+        checks.push(check(
+            &name,
+            quiescer
+                .check(&targets)
+                .await
+                .map(|()| "reachable, and its data is on the filesystems to freeze".to_string())
+                .map_err(|e| (e.0, "see the error; `freezeframe plan` shows what runs")),
+        ));
+    }
+    checks.push(check(
+        "freeze self-test",
+        freeze_self_test(&settings.runtime_dir).map_err(|e| {
+            (
+                e,
+                "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a container, \
+                 run it on the host",
+            )
+        }),
+    ));
+    checks
+}
+
+/// Freezes and thaws a 32 MiB ext4 loop filesystem made in `dir` for the purpose, then removes
+/// it: proves FIFREEZE works here without touching a filesystem anyone uses.
+pub fn freeze_self_test(dir: &Path) -> Result<String, String> {
+    let work = dir.join("doctor");
+    let image = work.join("scratch.img");
+    let mountpoint = work.join("mnt");
+    let run = |program: &str, args: &[&str]| -> Result<String, String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "{program} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    std::fs::create_dir_all(&mountpoint)
+        .map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
+    let file =
+        std::fs::File::create(&image).map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+    file.set_len(32 << 20).map_err(|e| e.to_string())?;
+    drop(file);
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let result = (|| {
+        run("mkfs.ext4", &["-q", "-F", &path(&image)])?;
+        let device = run("losetup", &["--find", "--show", &path(&image)])?;
+        let mounted = run("mount", &[&device, &path(&mountpoint)]);
+        let tested = mounted.and_then(|_| {
+            let fd = sys::open_mountpoint(&mountpoint)
+                .map_err(|e| format!("cannot open the scratch mount: {e}"))?;
+            sys::freeze(&fd).map_err(|e| format!("FIFREEZE failed: {e}"))?;
+            sys::thaw(&fd).map_err(|e| format!("FITHAW failed: {e}"))?;
+            Ok(())
+        });
+        let _ = run("umount", &[&path(&mountpoint)]);
+        let _ = run("losetup", &["-d", &device]);
+        tested.map(|()| "froze and thawed a scratch ext4 loop filesystem".to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}

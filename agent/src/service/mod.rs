@@ -1,0 +1,545 @@
+//! `freezeframe-agent run`: the agent as the D-Bus service `org.freezeframe.Agent1` on the
+//! system bus (or the bus `DBUS_SYSTEM_BUS_ADDRESS` names). It runs one snapshot job at a time,
+//! publishes each phase and the result as signals, and exits when idle (`agent.idle_exit`):
+//! D-Bus activation starts it on the next call, so nothing runs between snapshots.
+
+pub mod access;
+
+use crate::config::{ConfigError, ConfigSources, Settings};
+use crate::job::{self, JobRequest};
+use crate::notify::Notifier;
+use crate::runtime::{RuntimeDir, RuntimeError};
+use crate::transaction::{Interrupt, Observer, Phase, Status};
+use access::Access;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{ObjectPath, OwnedObjectPath, OwnedVariant, Variant};
+
+pub const BUS_NAME: &str = "org.freezeframe.Agent1";
+pub const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
+
+/// The errors callers get, as typed D-Bus errors (`org.freezeframe.Agent1.Error.Busy`, …).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.freezeframe.Agent1.Error")]
+pub enum AgentError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// A snapshot is already running.
+    Busy(String),
+    /// An argument of the wrong type, an unknown option, a bad name.
+    InvalidArgs(String),
+    /// The caller may not call this method.
+    AccessDenied(String),
+    /// The configuration or the provider failed.
+    Failed(String),
+}
+
+/// A variant for a dictionary value.
+fn variant(value: impl Into<Variant<'static>>) -> OwnedVariant {
+    OwnedVariant::try_from(value.into()).expect("no file descriptors in these values")
+}
+
+type Dict = HashMap<String, OwnedVariant>;
+
+/// What a Snapshot call asks for, read from its `a{sv}` options.
+#[derive(Debug, Default, PartialEq)]
+struct SnapshotOptions {
+    request: JobRequest,
+    dry_run: bool,
+}
+
+fn parse_options(options: &Dict) -> Result<SnapshotOptions, AgentError> {
+    let mut parsed = SnapshotOptions::default();
+    for (key, value) in options {
+        let wrong_type = |expected: &str| {
+            AgentError::InvalidArgs(format!(
+                "option `{key}` must be {expected}, not a value of type `{}`",
+                value.value_signature()
+            ))
+        };
+        match key.as_str() {
+            "name" => {
+                let name: &str = value.downcast_ref().map_err(|_| wrong_type("a string (s)"))?;
+                crate::config::validate_name("name", name)
+                    .map_err(|e| AgentError::InvalidArgs(e.to_string()))?;
+                parsed.request.name = Some(name.to_string());
+            }
+            "wait" => parsed.request.wait = value.downcast_ref().map_err(|_| wrong_type("a boolean (b)"))?,
+            "dry-run" => parsed.dry_run = value.downcast_ref().map_err(|_| wrong_type("a boolean (b)"))?,
+            other => {
+                return Err(AgentError::InvalidArgs(format!(
+                    "unknown option `{}`; the options are name (s), wait (b), dry-run (b)",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// What the service holds between calls.
+struct State {
+    /// The job running now, and how to ask it to wind down.
+    running: Option<(u64, tokio::sync::watch::Sender<bool>)>,
+    next_job: u64,
+    last_activity: Instant,
+    /// The last job's report, as JSON.
+    last_result: Option<String>,
+}
+
+/// The object served at [`OBJECT_PATH`].
+pub struct Agent {
+    config: Option<PathBuf>,
+    state: Arc<Mutex<State>>,
+    group: Option<u32>,
+    /// Set when the service winds down: no new jobs.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Agent {
+    fn settings(&self) -> Result<Settings, AgentError> {
+        let sources = match &self.config {
+            Some(path) => ConfigSources::explicit(path),
+            None => ConfigSources::system(),
+        };
+        sources
+            .load()
+            .map_err(|e| AgentError::Failed(format!("the agent's configuration: {e}")))
+    }
+
+    /// Checks the caller and loads the settings (the configuration may have changed).
+    async fn admit(
+        &self,
+        access: Access,
+        connection: &zbus::Connection,
+        header: &Header<'_>,
+    ) -> Result<Settings, AgentError> {
+        self.touch();
+        let caller = access::caller(connection, header).await?;
+        let settings = self.settings()?;
+        access::check(&caller, access, self.group, settings.service.public_read)?;
+        Ok(settings)
+    }
+
+    fn touch(&self) {
+        self.state.lock().unwrap().last_activity = Instant::now();
+    }
+
+    fn busy(&self) -> Option<u64> {
+        self.state.lock().unwrap().running.as_ref().map(|(id, _)| *id)
+    }
+}
+
+fn job_path(id: u64) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("{OBJECT_PATH}/job/{id}")).expect("a valid path")
+}
+
+/// Forwards the transaction's phases to a task that emits them as signals: the observer is
+/// called inside the frozen window, so it only queues.
+struct SignalObserver {
+    events: tokio::sync::mpsc::UnboundedSender<(Phase, bool, bool, f64)>,
+    notifier: Notifier,
+}
+
+impl Observer for SignalObserver {
+    fn phase_started(&self, phase: Phase) {
+        self.notifier.status(&format!("snapshot: {phase}"));
+        let _ = self.events.send((phase, false, true, 0.0));
+    }
+
+    fn phase_finished(&self, phase: Phase, elapsed: Duration, ok: bool) {
+        let _ = self
+            .events
+            .send((phase, true, ok, elapsed.as_secs_f64() * 1000.0));
+    }
+}
+
+#[zbus::interface(name = "org.freezeframe.Agent1")]
+impl Agent {
+    /// Starts a snapshot; returns its job path at once. Progress comes as PhaseChanged signals
+    /// and the result as JobFinished, both carrying the job path.
+    async fn snapshot(
+        &self,
+        options: Dict,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<OwnedObjectPath, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        let options = parse_options(&options)?;
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AgentError::Failed(
+                "the agent is shutting down; call again".into(),
+            ));
+        }
+        if options.dry_run {
+            let plan = job::plan_json(&settings)
+                .await
+                .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
+            let id = {
+                let mut state = self.state.lock().unwrap();
+                state.next_job += 1;
+                state.next_job
+            };
+            let path = job_path(id);
+            let emitter = emitter.into_owned();
+            let signal_path = path.clone();
+            tokio::spawn(async move {
+                let _ = Agent::job_finished(&emitter, signal_path.as_ref(), true, &plan.to_string()).await;
+            });
+            return Ok(path);
+        }
+        // Another process (a one-shot `freezeframe-agent snapshot`) may hold the lock.
+        if let Err(e @ RuntimeError::Busy { .. }) =
+            RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
+        {
+            return Err(AgentError::Busy(e.to_string()));
+        }
+        let (id, interrupt) = {
+            let mut state = self.state.lock().unwrap();
+            if let Some((running, _)) = &state.running {
+                return Err(AgentError::Busy(format!(
+                    "snapshot job {running} is running; wait for its JobFinished signal"
+                )));
+            }
+            state.next_job += 1;
+            let (stop, interrupt) = Interrupt::new();
+            state.running = Some((state.next_job, stop));
+            (state.next_job, interrupt)
+        };
+        let path = job_path(id);
+        let state = self.state.clone();
+        let emitter = emitter.into_owned();
+        let job = path.clone();
+        tokio::spawn(async move {
+            let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<(Phase, bool, bool, f64)>();
+            let forwarder = {
+                let (emitter, job) = (emitter.clone(), job.clone());
+                tokio::spawn(async move {
+                    while let Some((phase, finished, ok, ms)) = received.recv().await {
+                        let _ = Agent::phase_changed(
+                            &emitter,
+                            job.as_ref(),
+                            &phase.to_string(),
+                            finished,
+                            ok,
+                            ms,
+                        )
+                        .await;
+                    }
+                })
+            };
+            let observer = SignalObserver {
+                events,
+                notifier: Notifier::from_env(),
+            };
+            tracing::info!(job = id, "snapshot job started");
+            let result = job::snapshot(&settings, &options.request, &observer, interrupt).await;
+            drop(observer);
+            let _ = forwarder.await;
+            let (succeeded, report) = match result {
+                Ok(report) => (
+                    report.status == Status::Succeeded,
+                    serde_json::to_string(&report).unwrap_or_default(),
+                ),
+                Err(e) => (
+                    false,
+                    serde_json::json!({ "status": "failed", "error": e.to_string() }).to_string(),
+                ),
+            };
+            tracing::info!(job = id, succeeded, "snapshot job finished");
+            // The thaw is long past: the record of the last result may go to disk.
+            let _ = std::fs::write(settings.runtime_dir.join("last-report.json"), &report);
+            {
+                let mut state = state.lock().unwrap();
+                state.running = None;
+                state.last_activity = Instant::now();
+                state.last_result = Some(report.clone());
+            }
+            let _ = Agent::job_finished(&emitter, job.as_ref(), succeeded, &report).await;
+        });
+        Ok(path)
+    }
+
+    /// What a snapshot would freeze and quiesce: `json` holds the plan as `freezeframe-agent
+    /// plan --json` prints it.
+    async fn plan(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Dict, AgentError> {
+        let settings = self.admit(Access::Read, connection, &header).await?;
+        let plan = job::plan_json(&settings)
+            .await
+            .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
+        Ok(HashMap::from([("json".to_string(), variant(plan.to_string()))]))
+    }
+
+    /// The agent's version, provider, the running job, whether anything is frozen now, and the
+    /// last result.
+    async fn status(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Dict, AgentError> {
+        let settings = self.admit(Access::Read, connection, &header).await?;
+        let runtime_dir =
+            RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
+        let last = self
+            .state
+            .lock()
+            .unwrap()
+            .last_result
+            .clone()
+            .or_else(|| std::fs::read_to_string(settings.runtime_dir.join("last-report.json")).ok());
+        let mut status = HashMap::from([
+            (
+                "version".to_string(),
+                variant(env!("CARGO_PKG_VERSION").to_string()),
+            ),
+            (
+                "provider".to_string(),
+                variant(settings.snapshot.provider.name().to_string()),
+            ),
+            ("frozen".to_string(), variant(runtime_dir.record_path().exists())),
+            (
+                "running_job".to_string(),
+                variant(self.busy().map(|id| job_path(id).to_string()).unwrap_or_default()),
+            ),
+            ("last_result".to_string(), variant(last.unwrap_or_default())),
+        ]);
+        if let crate::config::ProviderSettings::DigitalOcean(d) = &settings.snapshot.provider {
+            if let Some(id) = d.droplet_id {
+                status.insert("droplet_id".into(), variant(id));
+            }
+        }
+        Ok(status)
+    }
+
+    /// This machine's snapshots, oldest first: id, name, created_at, size_bytes.
+    async fn list_snapshots(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Read, connection, &header).await?;
+        let list = job::provider(&settings)
+            .list()
+            .await
+            .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let mut entry = HashMap::from([
+                    ("id".to_string(), variant(s.id)),
+                    ("name".to_string(), variant(s.name)),
+                    ("created_at".to_string(), variant(s.created_at)),
+                ]);
+                if let Some(size) = s.size_bytes {
+                    entry.insert("size_bytes".into(), variant(size));
+                }
+                entry
+            })
+            .collect())
+    }
+
+    /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
+    async fn prune(
+        &self,
+        keep_last: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        if keep_last == 0 {
+            return Err(AgentError::InvalidArgs(
+                "keep_last must be at least 1: prune never deletes every snapshot".into(),
+            ));
+        }
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
+        }
+        let pruned = job::provider(&settings)
+            .prune(keep_last as usize, &job::own_names(&settings))
+            .await
+            .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
+        Ok(pruned
+            .into_iter()
+            .map(|p| {
+                HashMap::from([
+                    ("id".to_string(), variant(p.id)),
+                    ("name".to_string(), variant(p.name)),
+                ])
+            })
+            .collect())
+    }
+
+    /// Runs every preflight check on its own: name, ok, detail and, for a failure, fix.
+    async fn check(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
+        }
+        Ok(crate::checks::run(&settings)
+            .await
+            .into_iter()
+            .map(|c| {
+                HashMap::from([
+                    ("name".to_string(), variant(c.name)),
+                    ("ok".to_string(), variant(c.ok)),
+                    ("detail".to_string(), variant(c.detail)),
+                    ("fix".to_string(), variant(c.fix)),
+                ])
+            })
+            .collect())
+    }
+
+    /// A phase of `job` started (`finished` false) or finished, with its duration and outcome.
+    #[zbus(signal)]
+    async fn phase_changed(
+        emitter: &SignalEmitter<'_>,
+        job: ObjectPath<'_>,
+        phase: &str,
+        finished: bool,
+        ok: bool,
+        elapsed_ms: f64,
+    ) -> zbus::Result<()>;
+
+    /// `job` ended; `report` is its report as JSON (for a dry run, the plan).
+    #[zbus(signal)]
+    async fn job_finished(
+        emitter: &SignalEmitter<'_>,
+        job: ObjectPath<'_>,
+        succeeded: bool,
+        report: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot serve {BUS_NAME} on the system bus ({address}): {source}")]
+    Bus {
+        address: String,
+        #[source]
+        source: zbus::Error,
+    },
+}
+
+/// Serves until idle for `agent.idle_exit`, or until SIGTERM/SIGINT (after the running job
+/// wound down through thaw and resume).
+pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
+    let sources = match &config {
+        Some(path) => ConfigSources::explicit(path),
+        None => ConfigSources::system(),
+    };
+    // A broken configuration is reported now, not at the first call.
+    let settings = sources.load()?;
+    let state = Arc::new(Mutex::new(State {
+        running: None,
+        next_job: 0,
+        last_activity: Instant::now(),
+        last_result: None,
+    }));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = Agent {
+        config,
+        state: state.clone(),
+        group: access::group_id(),
+        stopping: stopping.clone(),
+    };
+    let bus_error = |source| ServiceError::Bus {
+        address: crate::dbus::system_bus_address(),
+        source,
+    };
+    let connection = zbus::connection::Builder::system()
+        .serve_at(OBJECT_PATH, agent)
+        .name(BUS_NAME)
+        .build()
+        .await
+        .map_err(bus_error)?;
+    let notifier = Notifier::from_env();
+    notifier.send("READY=1\nSTATUS=waiting for calls");
+    tracing::info!(bus = %crate::dbus::system_bus_address(), "serving {BUS_NAME}");
+
+    let watchdog = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|us| us.parse::<u64>().ok())
+        .map(|us| Duration::from_micros(us / 2));
+    let mut tick = tokio::time::interval(
+        watchdog
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1)),
+    );
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let idle_exit = settings.service.idle_exit;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if watchdog.is_some() {
+                    notifier.send("WATCHDOG=1");
+                }
+                let state = state.lock().unwrap();
+                if state.running.is_none() && state.last_activity.elapsed() >= idle_exit {
+                    tracing::info!("idle for {}: exiting", humantime::format_duration(idle_exit));
+                    break;
+                }
+            }
+            _ = async { term.as_mut().unwrap().recv().await }, if term.is_some() => break,
+            _ = async { int.as_mut().unwrap().recv().await }, if int.is_some() => break,
+        }
+    }
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    notifier.send("STOPPING=1");
+    // Let a running job wind down (thaw, resume) and deliver its result before going.
+    if let Some((_, stop)) = &state.lock().unwrap().running {
+        let _ = stop.send(true);
+    }
+    while state.lock().unwrap().running.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = connection.release_name(BUS_NAME).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_typed_and_known() {
+        let options: Dict = HashMap::from([
+            ("name".to_string(), variant("nightly-1".to_string())),
+            ("wait".to_string(), variant(true)),
+        ]);
+        let parsed = parse_options(&options).unwrap();
+        assert_eq!(parsed.request.name.as_deref(), Some("nightly-1"));
+        assert!(parsed.request.wait && !parsed.dry_run);
+
+        for (key, value, expected) in [
+            ("wait", variant("yes".to_string()), "must be a boolean"),
+            ("name", variant(7u32), "must be a string"),
+            ("name", variant("a/b".to_string()), "name"),
+            ("name", variant("x".repeat(100_000)), "name"),
+            ("colour", variant(true), "unknown option `colour`"),
+        ] {
+            let err = parse_options(&HashMap::from([(key.to_string(), value)])).unwrap_err();
+            assert!(
+                matches!(&err, AgentError::InvalidArgs(m) if m.contains(expected)),
+                "{key}: {err}"
+            );
+        }
+    }
+}

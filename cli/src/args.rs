@@ -1,0 +1,80 @@
+//! The command line, as clap definitions: parsed by the binary, and turned into shell
+//! completions and man pages (`freezeframe completions`, `freezeframe man`).
+
+use crate::client::Host;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Consistent live snapshots without a shutdown: drives freezeframe-agent, locally or over SSH.
+#[derive(Debug, Parser)]
+#[command(name = "freezeframe", version)]
+pub struct Cli {
+    /// Run on another machine, over SSH, the way `systemctl -H` does: [USER@]HOST[:PORT].
+    /// Repeat for several machines (snapshot, status, list)
+    #[arg(short = 'H', long = "host", value_name = "[USER@]HOST[:PORT]", global = true)]
+    pub hosts: Vec<Host>,
+    /// Talk to the agent on this D-Bus address instead of the system bus
+    #[arg(long, value_name = "ADDRESS", global = true, conflicts_with = "hosts")]
+    pub bus_address: Option<String>,
+    /// The ssh command for -H (its words are split on spaces)
+    #[arg(long, value_name = "COMMAND", default_value = "ssh", global = true)]
+    pub ssh_command: String,
+    /// How many machines at once with several -H
+    #[arg(long, value_name = "N", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Print results as JSON (one object per machine)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Take a snapshot now: quiesce, freeze, request, thaw, resume
+    Snapshot {
+        /// Snapshot name [default: the agent's `snapshot.name_template`]
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until the snapshot is complete, not only registered
+        #[arg(long)]
+        wait: bool,
+        /// Show what would be frozen and quiesced; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what a snapshot would freeze and quiesce, in which order, and what it skips and why
+    Plan,
+    /// The agent's version, whether anything is frozen, and the last result
+    Status,
+    /// This machine's snapshots, oldest first
+    List,
+    /// Delete all but the newest N of this machine's snapshots
+    Prune {
+        /// How many to keep (at least 1)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: u32,
+    },
+    /// Check everything a snapshot needs, and say how to fix what fails
+    Doctor,
+    /// Emergency: thaw what a dead agent left frozen on this machine (no agent or bus needed)
+    Thaw {
+        /// The agent's runtime directory
+        #[arg(long, value_name = "DIR", default_value = freezeframe_agent::config::DEFAULT_RUNTIME_DIR)]
+        runtime_dir: PathBuf,
+    },
+    /// Try it: a snapshot of a scratch filesystem under a live writer, through the agent, against
+    /// the bundled API simulator; then check the image (needs root, no account)
+    Demo,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into a directory
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}

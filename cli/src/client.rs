@@ -1,0 +1,225 @@
+//! Reaching the agent: its D-Bus API (`org.freezeframe.Agent1`) on the local system bus, on a
+//! bus named by address, or on a remote machine's system bus through SSH, the way
+//! `systemctl -H` does (`ssh HOST systemd-stdio-bridge` as a `unixexec` transport: no port is
+//! opened on the remote machine, and SSH's own authentication is the gate).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::time::Duration;
+use zbus::address::transport::{Transport, Unixexec};
+use zbus::{OwnedObjectPath, OwnedVariant};
+
+/// The agent's interface, as a client sees it.
+#[zbus::proxy(
+    interface = "org.freezeframe.Agent1",
+    default_service = "org.freezeframe.Agent1",
+    default_path = "/org/freezeframe/Agent1"
+)]
+pub trait Agent1 {
+    fn snapshot(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<OwnedObjectPath>;
+    fn plan(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
+    fn status(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
+    fn list_snapshots(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    fn prune(&self, keep_last: u32) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    fn check(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    #[zbus(signal)]
+    fn phase_changed(
+        &self,
+        job: zbus::ObjectPath<'_>,
+        phase: &str,
+        finished: bool,
+        ok: bool,
+        elapsed_ms: f64,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_finished(&self, job: zbus::ObjectPath<'_>, succeeded: bool, report: &str) -> zbus::Result<()>;
+}
+
+/// Where the agent is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This machine's system bus (`DBUS_SYSTEM_BUS_ADDRESS`, or the standard socket).
+    Local,
+    /// A bus by its D-Bus address (`--bus-address`, for tests and unusual setups).
+    Bus(String),
+    /// Another machine, through `ssh_command [-p PORT] [USER@]HOST systemd-stdio-bridge`.
+    Remote { host: Host, ssh_command: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local => f.write_str("the local agent"),
+            Target::Bus(address) => write!(f, "the agent on {address}"),
+            Target::Remote { host, .. } => write!(f, "{host}"),
+        }
+    }
+}
+
+/// `[USER@]HOST[:PORT]`, as `-H` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(user) = &self.user {
+            write!(f, "{user}@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Host {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Host, String> {
+        let bad = |why: &str| format!("`{text}` is not [USER@]HOST[:PORT]: {why}");
+        let (user, rest) = match text.rsplit_once('@') {
+            Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
+            Some(_) => return Err(bad("the user before `@` is empty")),
+            None => (None, text),
+        };
+        // [v6]:port, v6, host:port, host.
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (addr, after) = inner.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(bad("text after `]` that is not `:PORT`")),
+            };
+            (addr.to_string(), port)
+        } else if rest.matches(':').count() == 1 {
+            let (h, p) = rest.split_once(':').expect("one colon");
+            (h.to_string(), Some(p))
+        } else {
+            (rest.to_string(), None)
+        };
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad("the port is not 1-65535"))
+            })
+            .transpose()?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('-')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._:%".contains(c))
+        };
+        if !valid(&host) {
+            return Err(bad("the host name has characters a host name cannot have"));
+        }
+        if let Some(u) = &user {
+            if !valid(u) {
+                return Err(bad("the user name has characters a user name cannot have"));
+            }
+        }
+        Ok(Host { user, host, port })
+    }
+}
+
+/// The agent could not be reached: exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach {target}: {reason}")]
+pub struct Unreachable {
+    pub target: String,
+    pub reason: String,
+}
+
+/// How long connecting, and then each call, may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to the bus where the agent is.
+pub async fn connect(target: &Target) -> Result<zbus::Connection, Unreachable> {
+    let builder = match target {
+        Target::Local => zbus::connection::Builder::system(),
+        Target::Bus(address) => zbus::connection::Builder::address(address.as_str()),
+        Target::Remote { host, ssh_command } => {
+            // Built in code: a parsed `unixexec:` address would not decode percent-escapes.
+            let mut words = ssh_command.split_whitespace();
+            let program = words.next().unwrap_or("ssh");
+            let mut args: Vec<OsString> = words.map(OsString::from).collect();
+            args.extend(["-x", "-T", "-o", "BatchMode=yes"].map(OsString::from));
+            if let Some(port) = host.port {
+                args.extend([OsString::from("-p"), OsString::from(port.to_string())]);
+            }
+            args.push(OsString::from("--"));
+            let destination = match &host.user {
+                Some(user) => format!("{user}@{}", host.host),
+                None => host.host.clone(),
+            };
+            args.push(destination.into());
+            args.push("systemd-stdio-bridge".into());
+            let transport = Transport::Unixexec(Unixexec::new(program.into(), None, args));
+            zbus::connection::Builder::address(zbus::Address::from(transport))
+        }
+    };
+    let unreachable = |reason: String| Unreachable {
+        target: target.to_string(),
+        reason,
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, builder.method_timeout(CALL_TIMEOUT).build()).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
+    }
+}
+
+/// The agent's typed error name (`Busy`, `AccessDenied`, …) and message, if `e` is one.
+pub fn agent_error(e: &zbus::Error) -> Option<(&str, &str)> {
+    match e {
+        zbus::Error::MethodError(name, message, _) => name
+            .as_str()
+            .strip_prefix("org.freezeframe.Agent1.Error.")
+            .map(|kind| (kind, message.as_deref().unwrap_or(""))),
+        _ => None,
+    }
+}
+
+/// Whether `e` says the agent is not there at all (not installed, not activatable).
+pub fn is_missing_agent(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+            || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_like_ssh_destinations() {
+        let h: Host = "root@db1.example.com:2222".parse().unwrap();
+        assert_eq!(
+            (h.user.as_deref(), h.host.as_str(), h.port),
+            (Some("root"), "db1.example.com", Some(2222))
+        );
+        let h: Host = "[2001:db8::1]:22".parse().unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("2001:db8::1", Some(22)));
+        let h: Host = "2001:db8::1".parse().unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("2001:db8::1", None));
+        assert_eq!("web".parse::<Host>().unwrap().to_string(), "web");
+        for bad in [
+            "",
+            "@host",
+            "host:0",
+            "host:99999",
+            "-oProxyCommand=x",
+            "a b",
+            "[::1",
+            "u;rm@h",
+        ] {
+            assert!(bad.parse::<Host>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! What each command does against one agent, and how the results come back: a snapshot with
+//! live progress, the plan, status, the snapshot list, pruning.
+
+use crate::client::{self, Agent1Proxy, Target};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use zbus::OwnedVariant;
+
+/// Exit codes: 0 success, 1 the snapshot (or call) failed, 2 usage or configuration error,
+/// 3 the agent could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Success = 0,
+    Failed = 1,
+    Usage = 2,
+    Unreachable = 3,
+}
+
+/// A failure, with what to do about it, and its exit code.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<client::Unreachable> for Failure {
+    fn from(e: client::Unreachable) -> Failure {
+        Failure::new(Exit::Unreachable, e.to_string())
+    }
+}
+
+/// Turns a failed call into a message that says what to do.
+fn call_failure(target: &Target, e: zbus::Error) -> Failure {
+    if client::is_missing_agent(&e) {
+        return Failure::new(
+            Exit::Unreachable,
+            format!(
+                "{target}: the agent is not on the bus (is the package freezeframe-agent installed, and its \
+                 D-Bus activation file in place?): {e}"
+            ),
+        );
+    }
+    match client::agent_error(&e) {
+        Some(("InvalidArgs", m)) => Failure::new(Exit::Usage, format!("{target}: {m}")),
+        Some(("AccessDenied", m)) => Failure::new(
+            Exit::Failed,
+            format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
+        ),
+        Some(("Busy", m)) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
+        Some((_, m)) => Failure::new(Exit::Failed, format!("{target}: {m}")),
+        None => Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")),
+    }
+}
+
+async fn proxy<'a>(target: &Target, connection: &zbus::Connection) -> Result<Agent1Proxy<'a>, Failure> {
+    Agent1Proxy::new(connection)
+        .await
+        .map_err(|e| Failure::new(Exit::Unreachable, format!("{target}: {e}")))
+}
+
+/// Shows a snapshot's phases as they happen.
+pub trait Progress: Send {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64);
+    fn done(&mut self) {}
+}
+
+/// No progress (JSON to a pipe, or fleet runs that print one line per machine).
+pub struct Silent;
+impl Progress for Silent {
+    fn phase(&mut self, _: &str, _: bool, _: bool, _: f64) {}
+}
+
+/// One line per phase on stderr. Lines during the frozen window are held until the thaw: stderr
+/// may be a file on a filesystem being frozen, and a write there would block this client.
+#[derive(Default)]
+pub struct Lines {
+    held: Vec<String>,
+    frozen: bool,
+}
+
+impl Progress for Lines {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
+        let line = if finished {
+            format!(
+                "{phase}: {} in {elapsed_ms:.1} ms",
+                if ok { "done" } else { "FAILED" }
+            )
+        } else {
+            format!("{phase}: started")
+        };
+        if phase == "freeze" && !finished {
+            self.frozen = true;
+        }
+        self.held.push(line);
+        if phase == "thaw" && finished {
+            self.frozen = false;
+        }
+        if !self.frozen {
+            let mut err = std::io::stderr().lock();
+            for line in self.held.drain(..) {
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+
+    fn done(&mut self) {
+        let mut err = std::io::stderr().lock();
+        for line in self.held.drain(..) {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+/// A live spinner on a terminal: the phase running now, and the frozen window as it happens.
+pub struct Spinner {
+    bar: indicatif::ProgressBar,
+    frozen_at: Option<std::time::Instant>,
+}
+
+impl Spinner {
+    pub fn new(what: &str) -> Spinner {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}{msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!("{what}: "));
+        bar.enable_steady_tick(std::time::Duration::from_millis(80));
+        Spinner { bar, frozen_at: None }
+    }
+}
+
+impl Progress for Spinner {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
+        match (phase, finished) {
+            ("freeze", false) => {
+                self.frozen_at = Some(std::time::Instant::now());
+                self.bar.set_message("freezing filesystems");
+            }
+            ("request", false) => self.bar.set_message("FROZEN: requesting the snapshot"),
+            ("thaw", true) => {
+                if let Some(at) = self.frozen_at.take() {
+                    self.bar.println(format!(
+                        "  writes were blocked for {:.0} ms",
+                        at.elapsed().as_secs_f64() * 1000.0
+                    ));
+                }
+            }
+            (_, false) => self.bar.set_message(format!("{phase}…")),
+            (_, true) => self.bar.println(format!(
+                "  {phase} {} {elapsed_ms:.1} ms",
+                if ok { "✓" } else { "✗" }
+            )),
+        }
+    }
+
+    fn done(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// What to ask for.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotRequest {
+    pub name: Option<String>,
+    pub wait: bool,
+    pub dry_run: bool,
+}
+
+/// Takes a snapshot through the agent at `target`; the report (or, for a dry run, the plan).
+pub async fn snapshot(
+    target: &Target,
+    request: &SnapshotRequest,
+    progress: &mut dyn Progress,
+) -> Result<(bool, Value), Failure> {
+    let connection = client::connect(target).await?;
+    let agent = proxy(target, &connection).await?;
+    // Subscribed before the call, so no signal of a quick job is missed.
+    let mut phases = agent
+        .receive_phase_changed()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    let mut finished = agent
+        .receive_job_finished()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+    if let Some(name) = &request.name {
+        options.insert("name", name.as_str().into());
+    }
+    options.insert("wait", request.wait.into());
+    options.insert("dry-run", request.dry_run.into());
+    let job = agent
+        .snapshot(options)
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    let gone = || {
+        Failure::new(
+            Exit::Unreachable,
+            format!(
+                "{target}: the connection closed before job {} finished",
+                job.as_str()
+            ),
+        )
+    };
+    loop {
+        tokio::select! {
+            signal = phases.next() => {
+                let signal = signal.ok_or_else(gone)?;
+                if let Ok(a) = signal.args() {
+                    if a.job.as_str() == job.as_str() {
+                        progress.phase(a.phase, a.finished, a.ok, a.elapsed_ms);
+                    }
+                }
+            }
+            signal = finished.next() => {
+                let signal = signal.ok_or_else(gone)?;
+                let Ok(a) = signal.args() else { continue };
+                if a.job.as_str() != job.as_str() {
+                    continue;
+                }
+                // Phases queued before the result still arrive first: drain them.
+                while let Some(Some(signal)) = futures_util::FutureExt::now_or_never(phases.next()) {
+                    if let Ok(p) = signal.args() {
+                        if p.job.as_str() == job.as_str() {
+                            progress.phase(p.phase, p.finished, p.ok, p.elapsed_ms);
+                        }
+                    }
+                }
+                progress.done();
+                let report: Value = serde_json::from_str(a.report)
+                    .map_err(|e| Failure::new(Exit::Failed, format!("{target}: the agent's report is not JSON: {e}")))?;
+                return Ok((a.succeeded, report));
+            }
+        }
+    }
+}
+
+/// A dictionary from the agent as JSON, for printing.
+fn dict_json(dict: &HashMap<String, OwnedVariant>) -> Value {
+    let mut out = serde_json::Map::new();
+    for (key, value) in dict {
+        let v = if let Ok(s) = value.downcast_ref::<&str>() {
+            json!(s)
+        } else if let Ok(b) = value.downcast_ref::<bool>() {
+            json!(b)
+        } else if let Ok(n) = value.downcast_ref::<u64>() {
+            json!(n)
+        } else if let Ok(n) = value.downcast_ref::<u32>() {
+            json!(n)
+        } else {
+            json!(format!("{:?}", value))
+        };
+        out.insert(key.clone(), v);
+    }
+    Value::Object(out)
+}
+
+pub async fn plan(target: &Target) -> Result<Value, Failure> {
+    let connection = client::connect(target).await?;
+    let plan = proxy(target, &connection)
+        .await?
+        .plan()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    let text = plan
+        .get("json")
+        .and_then(|v| v.downcast_ref::<&str>().ok())
+        .unwrap_or("{}");
+    serde_json::from_str(text).map_err(|e| Failure::new(Exit::Failed, format!("{target}: bad plan: {e}")))
+}
+
+pub async fn status(target: &Target) -> Result<Value, Failure> {
+    let connection = client::connect(target).await?;
+    let status = proxy(target, &connection)
+        .await?
+        .status()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    let mut value = dict_json(&status);
+    // The last result travels as JSON text; show it as JSON.
+    if let Some(text) = value["last_result"].as_str().filter(|t| !t.is_empty()) {
+        value["last_result"] = serde_json::from_str(text).unwrap_or(Value::Null);
+    }
+    Ok(value)
+}
+
+pub async fn list(target: &Target) -> Result<Value, Failure> {
+    let connection = client::connect(target).await?;
+    let list = proxy(target, &connection)
+        .await?
+        .list_snapshots()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    Ok(Value::Array(list.iter().map(dict_json).collect()))
+}
+
+pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
+    let connection = client::connect(target).await?;
+    let pruned = proxy(target, &connection)
+        .await?
+        .prune(keep)
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    Ok(Value::Array(pruned.iter().map(dict_json).collect()))
+}
+
+/// Status as text.
+pub fn status_text(status: &Value) -> String {
+    let mut out = format!(
+        "agent {} (provider {}{})\n",
+        status["version"].as_str().unwrap_or("?"),
+        status["provider"].as_str().unwrap_or("?"),
+        status["droplet_id"]
+            .as_u64()
+            .map(|id| format!(", Droplet {id}"))
+            .unwrap_or_default()
+    );
+    if status["frozen"] == true {
+        out.push_str("FROZEN: a run's filesystems are frozen now\n");
+    }
+    if let Some(job) = status["running_job"].as_str().filter(|j| !j.is_empty()) {
+        out.push_str(&format!("running: {job}\n"));
+    }
+    match &status["last_result"] {
+        Value::Null => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),
+        last => {
+            out.push_str("last result: ");
+            out.push_str(&freezeframe_agent::render::report(last));
+        }
+    }
+    out
+}
+
+/// A snapshot list (or the pruned ones) as text.
+pub fn snapshots_text(list: &Value, empty: &str) -> String {
+    let rows = list.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return format!("{empty}\n");
+    }
+    rows.iter()
+        .map(|s| {
+            let size = s["size_bytes"]
+                .as_u64()
+                .map(|b| format!("  {:.1} GB", b as f64 / 1e9))
+                .unwrap_or_default();
+            format!(
+                "{}  {}  {}{size}\n",
+                s["id"].as_str().unwrap_or("?"),
+                s["created_at"].as_str().unwrap_or(""),
+                s["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,147 @@
+//! Several machines from one call (`-H A -H B …`): each runs concurrently, at most `--parallel`
+//! at once; one line per machine as it finishes, then a summary. One failure does not stop the
+//! others; the exit code says whether all succeeded.
+
+use crate::args::{Cli, Command};
+use crate::client::Target;
+use crate::commands::{self, Exit, Failure, SnapshotRequest};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// One machine's outcome: its exit, its result (report, status, …), and a line for people.
+struct Outcome {
+    exit: Exit,
+    result: Option<Value>,
+    line: String,
+}
+
+async fn one(command: &Command, target: &Target) -> Outcome {
+    let result = match command {
+        Command::Snapshot { name, wait, dry_run } => {
+            let request = SnapshotRequest {
+                name: name.clone(),
+                wait: *wait,
+                dry_run: *dry_run,
+            };
+            commands::snapshot(target, &request, &mut commands::Silent)
+                .await
+                .map(|(ok, report)| (if ok { Exit::Success } else { Exit::Failed }, report))
+        }
+        Command::Plan => commands::plan(target).await.map(|v| (Exit::Success, v)),
+        Command::Status => commands::status(target).await.map(|v| (Exit::Success, v)),
+        Command::List => commands::list(target).await.map(|v| (Exit::Success, v)),
+        Command::Prune { keep } => commands::prune(target, *keep).await.map(|v| (Exit::Success, v)),
+        _ => Err(Failure {
+            exit: Exit::Usage,
+            message: "this command takes one machine".into(),
+        }),
+    };
+    match result {
+        Ok((exit, value)) => Outcome {
+            exit,
+            line: summary(command, &value),
+            result: Some(value),
+        },
+        Err(f) => Outcome {
+            exit: f.exit,
+            line: format!("FAILED: {}", f.message),
+            result: None,
+        },
+    }
+}
+
+/// One line about a machine's result.
+fn summary(command: &Command, value: &Value) -> String {
+    match command {
+        Command::Snapshot { dry_run: false, .. } => {
+            let verdict = if value["status"] == "succeeded" {
+                "succeeded"
+            } else {
+                "FAILED"
+            };
+            let mut line = format!(
+                "snapshot {} {verdict}",
+                value["snapshot_name"].as_str().unwrap_or("?")
+            );
+            if let Some(c) = value["consistency"].as_str() {
+                line.push_str(&format!(" ({c}-consistent)"));
+            }
+            if let Some(ms) = value["frozen_ms"].as_f64().filter(|ms| *ms > 0.0) {
+                line.push_str(&format!(", writes blocked {ms:.0} ms"));
+            }
+            if let Some(e) = value["error"].as_str() {
+                line.push_str(&format!(": {e}"));
+            }
+            line
+        }
+        Command::Status => format!(
+            "agent {}{}",
+            value["version"].as_str().unwrap_or("?"),
+            if value["frozen"] == true {
+                ", FROZEN now"
+            } else {
+                ""
+            }
+        ),
+        Command::List | Command::Prune { .. } => {
+            format!("{} snapshots", value.as_array().map(Vec::len).unwrap_or(0))
+        }
+        _ => "ok".into(),
+    }
+}
+
+/// Runs the command on every target; prints as each finishes; returns the combined exit.
+pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
+    let limit = Arc::new(tokio::sync::Semaphore::new(cli.parallel as usize));
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for target in targets {
+        let (limit, done, target) = (limit.clone(), done.clone(), target.clone());
+        let command = cli.command.clone();
+        tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let outcome = one(&command, &target).await;
+            let _ = done.send((target, outcome));
+        });
+    }
+    drop(done);
+    let (mut succeeded, mut failed, mut unreachable) = (0usize, 0usize, 0usize);
+    while let Some((target, outcome)) = finished.recv().await {
+        match outcome.exit {
+            Exit::Success => succeeded += 1,
+            Exit::Unreachable => unreachable += 1,
+            _ => failed += 1,
+        }
+        if cli.json {
+            let line = json!({
+                "host": target.to_string(),
+                "exit": outcome.exit as u8,
+                "result": outcome.result,
+                "error": (outcome.exit != Exit::Success && outcome.result.is_none()).then_some(&outcome.line),
+            });
+            println!("{line}");
+        } else {
+            println!("{target}: {}", outcome.line);
+        }
+    }
+    if !cli.json {
+        println!(
+            "{succeeded} of {} succeeded{}{}",
+            targets.len(),
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            },
+            if unreachable > 0 {
+                format!(", {unreachable} unreachable")
+            } else {
+                String::new()
+            },
+        );
+    }
+    match (failed, unreachable) {
+        (0, 0) => Exit::Success,
+        (0, _) => Exit::Unreachable,
+        _ => Exit::Failed,
+    }
+}

@@ -87,7 +87,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         provider
             .preflight("freezeframe-doctor", &targets)
             .await
-            .map(|()| "token, API and Droplet checked; ready to request a snapshot".to_string())
+            .map(|()| "every preflight check passed: ready to request a snapshot".to_string())
             .map_err(|e| {
                 (
                     crate::transaction::error_chain(&e),

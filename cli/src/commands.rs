@@ -290,7 +290,7 @@ pub async fn status(target: &Target) -> Result<Value, Failure> {
         .map_err(|e| call_failure(target, e))?;
     let mut value = dict_json(&status);
     // The last result travels as JSON text; show it as JSON.
-    if let Some(text) = value["last_result"].as_str().filter(|t| !t.is_empty()) {
+    if let Some(text) = value["last_result"].as_str() {
         value["last_result"] = serde_json::from_str(text).unwrap_or(Value::Null);
     }
     Ok(value)

@@ -9,5 +9,6 @@ mod digitalocean;
 mod engine;
 mod hooks;
 mod servers;
+mod service;
 mod systemd_bus;
 mod systemd_nspawn;

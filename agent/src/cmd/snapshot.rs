@@ -92,18 +92,7 @@ struct Progress {
 
 impl Observer for Progress {
     fn phase_started(&self, phase: Phase) {
-        let status = match phase {
-            Phase::Preflight => "checking",
-            Phase::Quiesce => "quiescing applications",
-            Phase::Sync => "flushing filesystems",
-            Phase::Freeze => "freezing filesystems",
-            Phase::Request => "frozen: requesting the snapshot",
-            Phase::Thaw => "thawing filesystems",
-            Phase::Resume => "resuming applications",
-            Phase::Wait => "waiting for the snapshot to complete",
-            Phase::Prune => "deleting old snapshots",
-        };
-        self.notifier.status(status);
+        self.notifier.status(phase.activity());
         tracing::debug!(%phase, "phase started");
     }
 

@@ -147,7 +147,7 @@ struct SignalObserver {
 
 impl Observer for SignalObserver {
     fn phase_started(&self, phase: Phase) {
-        self.notifier.status(&format!("snapshot: {phase}"));
+        self.notifier.status(phase.activity());
         let _ = self.events.send((phase, false, true, 0.0));
     }
 
@@ -193,17 +193,20 @@ impl Agent {
             });
             return Ok(path);
         }
-        // Another process (a one-shot `freezeframe-agent snapshot`) may hold the lock.
-        if let Err(e @ RuntimeError::Busy { .. }) =
-            RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
-        {
-            return Err(AgentError::Busy(e.to_string()));
-        }
         let (id, interrupt) = {
             let mut state = self.state.lock().unwrap();
             if let Some((running, _)) = &state.running {
                 return Err(AgentError::Busy(format!(
                     "snapshot job {running} is running; wait for its JobFinished signal"
+                )));
+            }
+            // Another process (a one-shot `freezeframe-agent snapshot`) may hold the lock.
+            if let Err(RuntimeError::Busy { pid }) =
+                RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
+            {
+                return Err(AgentError::Busy(format!(
+                    "another snapshot is in progress on this machine{}",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
                 )));
             }
             state.next_job += 1;
@@ -237,6 +240,7 @@ impl Agent {
                 events,
                 notifier: Notifier::from_env(),
             };
+            let observer_notifier = Notifier::from_env();
             tracing::info!(job = id, "snapshot job started");
             let result = job::snapshot(&settings, &options.request, &observer, interrupt).await;
             drop(observer);
@@ -252,6 +256,7 @@ impl Agent {
                 ),
             };
             tracing::info!(job = id, succeeded, "snapshot job finished");
+            observer_notifier.status("waiting for calls");
             // The thaw is long past: the record of the last result may go to disk.
             let _ = std::fs::write(settings.runtime_dir.join("last-report.json"), &report);
             {

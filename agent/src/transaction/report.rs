@@ -19,6 +19,24 @@ pub enum Phase {
     Prune,
 }
 
+impl Phase {
+    /// What the agent is doing in this phase, in words for a status line (sd_notify STATUS=).
+    /// "frozen" marks the window, for whoever watches from outside.
+    pub fn activity(self) -> &'static str {
+        match self {
+            Phase::Preflight => "checking",
+            Phase::Quiesce => "quiescing applications",
+            Phase::Sync => "flushing filesystems",
+            Phase::Freeze => "freezing filesystems",
+            Phase::Request => "frozen: requesting the snapshot",
+            Phase::Thaw => "thawing filesystems",
+            Phase::Resume => "resuming applications",
+            Phase::Wait => "waiting for the snapshot to complete",
+            Phase::Prune => "deleting old snapshots",
+        }
+    }
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_value(self).ok();

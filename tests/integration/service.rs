@@ -1,0 +1,364 @@
+//! The agent as a D-Bus service (`freezeframe-agent run`) on a private `dbus-daemon`, driven by
+//! the `freezeframe` CLI: locally by bus address, remotely through a stand-in for ssh that
+//! execs `systemd-stdio-bridge`, and as a fleet. Typed errors, caller checks (a second uid), the
+//! packaged bus policy, D-Bus activation and idle exit.
+
+use freezeframe_tests::bus::PrivateBus;
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// An agent serving a private bus and freezing one scratch filesystem. Fields drop in order:
+/// the agent stops before its bus, both before the filesystem.
+struct Served {
+    agent: Option<Child>,
+    /// The agent's NOTIFY_SOCKET: its status says when it is frozen.
+    notify: NotifySocket,
+    bus: PrivateBus,
+    fs: ScratchFs,
+}
+
+/// A local-image configuration for `fs`, with `extra` appended.
+fn agent_config(fs: &ScratchFs, extra: &str) -> PathBuf {
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+impl Served {
+    /// Starts `freezeframe-agent run` on a permissive private bus; `agent_config` goes into
+    /// its `[agent]` section, `env` into its environment.
+    fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
+        let fs = scratch_fs(Fs::Ext4);
+        let bus = PrivateBus::start(&fs.dir.path().join("bus"));
+        let config = agent_config(&fs, "");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[agent]\n", &format!("[agent]\n{agent_section}"));
+        std::fs::write(&config, text).unwrap();
+        let notify = NotifySocket::bind(fs.dir.path());
+        let agent = Command::new(agent_bin())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .envs(env.iter().copied())
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .spawn()
+            .expect("start the agent");
+        let served = Served {
+            agent: Some(agent),
+            notify,
+            bus,
+            fs,
+        };
+        served.wait_until_serving();
+        served
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.cli(&["status"]).status.success() {
+            assert!(Instant::now() < deadline, "the agent did not come up on its bus");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `freezeframe --bus-address BUS ARGS…`.
+    fn cli(&self, args: &[&str]) -> Output {
+        cli_on(&self.bus, args)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(agent.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = agent.wait();
+        }
+    }
+}
+
+fn cli_on(bus: &PrivateBus, args: &[&str]) -> Output {
+    Command::new(cli_bin())
+        .args(["--bus-address", &bus.address])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
+    let served = Served::start("", &[]);
+    let writer = writer(&served.fs.path("records"));
+
+    let out = served.cli(&["snapshot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded (filesystem-consistent)"));
+    // Not a terminal: one line per phase, in the order the agent ran them.
+    let started: Vec<String> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": started").map(String::from))
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "preflight",
+            "quiesce",
+            "sync",
+            "freeze",
+            "request",
+            "thaw",
+            "resume"
+        ]
+    );
+    assert!(writer.acked() > 0);
+    writer.stop();
+
+    // Snapshot names carry the time to the second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = json_of(&served.cli(&["snapshot", "--json", "--wait"]));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let newest = report["snapshot_name"].as_str().unwrap().to_string();
+
+    let plan = json_of(&served.cli(&["plan", "--json"]));
+    assert_eq!(
+        plan["freeze_order"][0]["mountpoint"],
+        served.fs.mountpoint.display().to_string()
+    );
+    let status = json_of(&served.cli(&["status", "--json"]));
+    assert_eq!(status["frozen"], false);
+    assert_eq!(status["last_result"]["snapshot_name"], newest.as_str());
+    let list = json_of(&served.cli(&["list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+
+    let pruned = json_of(&served.cli(&["prune", "--keep", "1", "--json"]));
+    assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
+    let list = json_of(&served.cli(&["list", "--json"]));
+    assert_eq!(list[0]["name"], newest.as_str(), "the newest is kept");
+}
+
+/// A raw call of Snapshot with `options`, for argument shapes the CLI never sends.
+fn raw_snapshot(bus: &PrivateBus, options: Vec<(&str, zbus::Variant<'static>)>) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connection = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let options: std::collections::HashMap<&str, zbus::Variant<'static>> = options.into_iter().collect();
+        connection
+            .call_method(
+                Some("org.freezeframe.Agent1"),
+                "/org/freezeframe/Agent1",
+                Some("org.freezeframe.Agent1"),
+                "Snapshot",
+                &(options,),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                zbus::Error::MethodError(name, message, _) => {
+                    format!("{}: {}", name.as_str(), message.unwrap_or_default())
+                }
+                other => other.to_string(),
+            })
+    })
+}
+
+#[test]
+fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() {
+    // The local-image copy sleeps inside the window, so the first snapshot is still running.
+    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(3000)")]);
+    let first = Command::new(cli_bin())
+        .args(["--bus-address", &served.bus.address, "snapshot", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    served
+        .notify
+        .wait_for_status("frozen", Duration::from_secs(30), || None);
+    // Twenty more at once: each is refused as Busy, none waits or freezes anything.
+    let others: Vec<Child> = (0..20)
+        .map(|_| {
+            Command::new(cli_bin())
+                .args(["--bus-address", &served.bus.address, "snapshot"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for other in others {
+        let out = other.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("busy: snapshot job"), "{}", stderr(&out));
+    }
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(json_of(&first)["status"], "succeeded");
+
+    for (options, expected) in [
+        (vec![("wait", zbus::Variant::from("yes"))], "must be a boolean"),
+        (vec![("name", zbus::Variant::from("x".repeat(100_000)))], "name"),
+        (vec![("name", zbus::Variant::from("../etc"))], "name"),
+        (
+            vec![("colour", zbus::Variant::from(true))],
+            "unknown option `colour`",
+        ),
+    ] {
+        let err = raw_snapshot(&served.bus, options).unwrap_err();
+        assert!(
+            err.starts_with("org.freezeframe.Agent1.Error.InvalidArgs") && err.contains(expected),
+            "{err}"
+        );
+    }
+    let out = served.cli(&["prune", "--keep", "0"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses it: {}", stderr(&out));
+    let out = served.cli(&["snapshot", "--name", "no/slashes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Another user: this bus lets anyone through, so the refusal is the agent's own.
+    for args in [["status"], ["snapshot"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(cli_bin())
+            .args(["--bus-address", &served.bus.address])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("access denied") && stderr(&out).contains("uid 65534"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let list = json_of(&served.cli(&["list", "--json"]));
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only the first snapshot exists"
+    );
+}
+
+/// A stand-in for ssh: checks that it is asked for `systemd-stdio-bridge`, records its
+/// arguments, and bridges to the bus the host name stands for; unknown hosts fail like ssh.
+fn fake_ssh(dir: &Path, hosts: &[(&str, &PrivateBus)]) -> PathBuf {
+    let mut cases = String::new();
+    for (host, bus) in hosts {
+        cases.push_str(&format!("    {host}) bus='{}' ;;\n", bus.address));
+    }
+    let script = dir.join("ssh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\nfor last; do :; done\n\
+             [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected command $last\" >&2; exit 255; }}\n\
+             eval dest=\\${{$(($# - 1))}}\n\
+             case \"$dest\" in\n{cases}    *) echo \"ssh: Could not resolve hostname $dest\" >&2; exit 255 ;;\nesac\n\
+             exec systemd-stdio-bridge --bus-path=\"$bus\"\n",
+            log = dir.join("ssh.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
+    let alpha = Served::start("", &[]);
+    let beta = Served::start("", &[]);
+    let dir = alpha.fs.dir.path();
+    let ssh = fake_ssh(dir, &[("root@alpha", &alpha.bus), ("beta", &beta.bus)]);
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--ssh-command", ssh.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = cli(&["-H", "root@alpha", "snapshot", "--json"]);
+    assert_eq!(json_of(&out)["status"], "succeeded", "{}", stderr(&out));
+    let log = std::fs::read_to_string(dir.join("ssh.log")).unwrap();
+    assert!(
+        log.lines()
+            .next()
+            .unwrap()
+            .ends_with("-x -T -o BatchMode=yes -- root@alpha systemd-stdio-bridge"),
+        "{log}"
+    );
+
+    let out = cli(&[
+        "-H",
+        "root@alpha",
+        "-H",
+        "beta:2222",
+        "-H",
+        "gamma",
+        "snapshot",
+        "--name",
+        "fleet-1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "one host unreachable: {text}{}",
+        stderr(&out)
+    );
+    assert!(text.contains("root@alpha: snapshot fleet-1 succeeded"), "{text}");
+    assert!(text.contains("beta:2222: snapshot fleet-1 succeeded"), "{text}");
+    assert!(text.contains("gamma: FAILED: cannot reach gamma"), "{text}");
+    assert!(text.contains("2 of 3 succeeded, 1 unreachable"), "{text}");
+    assert!(std::fs::read_to_string(dir.join("ssh.log"))
+        .unwrap()
+        .contains("-p 2222 -- beta"));
+
+    let out = cli(&["-H", "root@alpha", "-H", "beta", "status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines
+        .iter()
+        .all(|l| l["exit"] == 0 && l["result"]["version"].is_string()));
+
+    let out = cli(&["-H", "-oProxyCommand=evil", "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

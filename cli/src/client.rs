@@ -186,11 +186,25 @@ pub fn agent_error(e: &zbus::Error) -> Option<(&str, &str)> {
     }
 }
 
+/// The bus daemon's own error, if `e` is one (zbus gives those their own type).
+fn bus_error(e: &zbus::Error) -> Option<&zbus::fdo::Error> {
+    match e {
+        zbus::Error::FDO(e) => Some(e),
+        _ => None,
+    }
+}
+
 /// Whether `e` says the agent is not there at all (not installed, not activatable).
 pub fn is_missing_agent(e: &zbus::Error) -> bool {
-    matches!(e, zbus::Error::MethodError(name, _, _)
-        if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
-            || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner")
+    matches!(
+        bus_error(e),
+        Some(zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_))
+    )
+}
+
+/// Whether the bus's policy refused the call before it reached the agent.
+pub fn is_bus_refusal(e: &zbus::Error) -> bool {
+    matches!(bus_error(e), Some(zbus::fdo::Error::AccessDenied(_)))
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ fn call_failure(target: &Target, e: zbus::Error) -> Failure {
             ),
         );
     }
+    if client::is_bus_refusal(&e) {
+        return Failure::new(
+            Exit::Failed,
+            format!(
+                "{target}: access denied by the bus policy ({e}); run as root, or add the user to the \
+                 group `freezeframe`"
+            ),
+        );
+    }
     match client::agent_error(&e) {
         Some(("InvalidArgs", m)) => Failure::new(Exit::Usage, format!("{target}: {m}")),
         Some(("AccessDenied", m)) => Failure::new(

@@ -94,11 +94,7 @@ impl Drop for Served {
 }
 
 fn cli_on(bus: &PrivateBus, args: &[&str]) -> Output {
-    Command::new(cli_bin())
-        .args(["--bus-address", &bus.address])
-        .args(args)
-        .output()
-        .unwrap()
+    cli_on_address(&bus.address, args)
 }
 
 fn json_of(out: &Output) -> serde_json::Value {
@@ -361,4 +357,146 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
 
     let out = cli(&["-H", "-oProxyCommand=evil", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// The agent's processes serving `config`.
+fn agents_serving(config: &Path) -> Vec<u32> {
+    let needle = config.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let args: Vec<String> = c
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    args.iter().any(|a| a == &needle) && args.iter().any(|a| a == "run")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_when_idle() {
+    let fs = scratch_fs(Fs::Ext4);
+    let config = agent_config(&fs, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\nidle_exit = \"1s\"\n");
+    std::fs::write(&config, text).unwrap();
+    // The packaged activation file, pointed at this build and this configuration.
+    let services = fs.dir.path().join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/dbus");
+    let activation = std::fs::read_to_string(packaged.join("org.freezeframe.Agent1.service"))
+        .unwrap()
+        .replace(
+            "Exec=/usr/bin/freezeframe-agent run",
+            &format!("Exec={} --config {} run", agent_bin().display(), config.display()),
+        );
+    std::fs::write(services.join("org.freezeframe.Agent1.service"), activation).unwrap();
+    let bus = PrivateBus::system_like(
+        &fs.dir.path().join("bus"),
+        &packaged.join("org.freezeframe.Agent1.conf"),
+        Some(&services),
+    );
+    assert!(agents_serving(&config).is_empty());
+
+    // The first call starts it.
+    let out = cli_on(&bus, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = agents_serving(&config);
+    assert_eq!(first.len(), 1, "activated once");
+    let report = json_of(&cli_on(&bus, &["snapshot", "--json"]));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+
+    // Idle for `idle_exit`, it goes; the next call starts it again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agents_serving(&config).is_empty() {
+        assert!(Instant::now() < deadline, "the agent did not exit when idle");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = json_of(&cli_on(&bus, &["status", "--json"]));
+    assert_eq!(
+        status["last_result"]["status"], "succeeded",
+        "kept across restarts"
+    );
+    let second = agents_serving(&config);
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second, "a new process");
+
+    // Another user: the bus policy lets Status through to the agent, which refuses it; the
+    // bus itself refuses Snapshot.
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(cli_bin())
+            .args(["--bus-address", &bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uid 65534 may not call this"),
+        "{}",
+        stderr(&out)
+    );
+    let out = as_nobody(&["snapshot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("org.freedesktop.DBus.Error.AccessDenied"),
+        "the bus policy refused it: {}",
+        stderr(&out)
+    );
+    // With public_read, Status is open to everyone; Snapshot is not.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\npublic_read = true\n");
+    std::fs::write(&config, text).unwrap();
+    let out = as_nobody(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = json_of(&cli_on(&bus, &["list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "nobody took a snapshot");
+    drop(bus);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agents_serving(&config).is_empty() {
+        assert!(Instant::now() < deadline, "the agent outlived its bus");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_missing_agent_or_bus_is_exit_3_with_what_to_do() {
+    let dir = scratch();
+    let bus = PrivateBus::start(&dir.path().join("bus"));
+    let out = cli_on(&bus, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is the package freezeframe-agent installed"),
+        "{}",
+        stderr(&out)
+    );
+    drop(bus);
+    let out = cli_on_address(
+        &format!("unix:path={}", dir.path().join("nothing").display()),
+        &["snapshot"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    let out = cli_on_address("unix:path=/nonexistent", &["doctor"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("✗ bus"));
+}
+
+fn cli_on_address(address: &str, args: &[&str]) -> Output {
+    Command::new(cli_bin())
+        .args(["--bus-address", address])
+        .args(args)
+        .output()
+        .unwrap()
 }

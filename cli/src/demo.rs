@@ -1,66 +1,109 @@
 //! `freezeframe demo`: the whole job with no account or setup. Makes a loop-mounted ext4 that
 //! stands for a Droplet's disk, starts the bundled DigitalOcean API simulator (which copies that
-//! disk when it registers a snapshot, as the hypervisor would) and a writer that fsyncs numbered
-//! records, takes a snapshot through the `digitalocean` provider while the writer runs, then
+//! disk when it registers a snapshot, as the hypervisor would), `freezeframe-agent run` on a
+//! private bus, and a writer that fsyncs numbered records; asks the agent over D-Bus for a
+//! snapshot through the `digitalocean` provider while the writer runs, then
 //! checks the captured image (fsck, every record acknowledged before the request) and reports
 //! the phases, the frozen window and the writer's longest stall. Everything it made is removed
 //! at the end, also on failure or Ctrl-C.
 
+use crate::client::Target;
+use crate::commands::{self, SnapshotRequest};
+use crate::private_bus::PrivateBus;
 use crate::scratch::{verify_records, Fs, LoopFs, Writer};
 use anyhow::{bail, Context, Result};
-use freezeframe_agent::config::{DigitalOceanSettings, ThawAfter};
-use freezeframe_agent::freeze::plan::Selection;
-use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
-use freezeframe_agent::naming::SnapshotName;
-use freezeframe_agent::provider::digitalocean::DigitalOcean;
-use freezeframe_agent::quiesce::QuiescePolicy;
-use freezeframe_agent::transaction::{Interrupt, Observer, Options, Phase, Report, Status, Transaction};
 use freezeframe_do_sim::{SimConfig, SimServer};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A real API round trip is a few hundred milliseconds; the simulator is told to take as long.
 const API_LATENCY: Duration = Duration::from_millis(300);
 const TOKEN: &str = "dop_v1_demo_token_for_the_simulator";
 
-/// Prints each phase as it ends. Lines produced while filesystems are frozen are held in
-/// memory and printed after the thaw, like the agent's own logs.
+/// Prints each phase as it ends, as the agent reports it over D-Bus. Lines that arrive while
+/// the filesystem is frozen are held and printed after the thaw.
 struct Progress {
     acked: Arc<AtomicU64>,
-    acked_at_request: AtomicU64,
-    held: Mutex<Vec<String>>,
+    acked_at_request: Arc<AtomicU64>,
+    held: Vec<String>,
+    frozen: bool,
 }
 
-impl Progress {
-    fn say(&self, line: String) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.push(line);
-        if !freezeframe_agent::log::is_holding() {
-            for line in held.drain(..) {
-                println!("{line}");
+impl commands::Progress for Progress {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
+        if !finished {
+            if phase == "freeze" {
+                self.frozen = true;
             }
+            if phase == "request" {
+                // Frozen now: every record acknowledged so far was written before the freeze.
+                self.acked_at_request
+                    .store(self.acked.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+            return;
+        }
+        let mark = if ok { "ok" } else { "FAILED" };
+        self.held
+            .push(format!("        {phase:<10} {elapsed_ms:>9.1} ms  {mark}"));
+        if phase == "thaw" {
+            self.frozen = false;
+        }
+        if !self.frozen {
+            self.done();
+        }
+    }
+
+    fn done(&mut self) {
+        for line in self.held.drain(..) {
+            println!("{line}");
         }
     }
 }
 
-impl Observer for Progress {
-    fn phase_started(&self, phase: Phase) {
-        if phase == Phase::Request {
-            // Frozen now: every record acknowledged so far was written before the freeze.
-            self.acked_at_request
-                .store(self.acked.load(Ordering::SeqCst), Ordering::SeqCst);
-        }
-    }
+/// The agent binary: beside this one (a cargo build, or /usr/bin), or on the PATH.
+fn agent_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("freezeframe-agent")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("freezeframe-agent"))
+}
 
-    fn phase_finished(&self, phase: Phase, elapsed: Duration, ok: bool) {
-        let mark = if ok { "ok" } else { "FAILED" };
-        self.say(format!(
-            "        {:<10} {:>9.1} ms  {mark}",
-            phase.to_string(),
-            elapsed.as_secs_f64() * 1e3
-        ));
+/// `freezeframe-agent run` on the demo's bus; stopped (SIGTERM, so a running job thaws and
+/// resumes first) on drop.
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(config: &Path, bus: &PrivateBus, pid: &AtomicU32) -> Result<Agent> {
+        let binary = agent_binary();
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            // Its own process group: Ctrl-C reaches the demo, which stops the agent in order.
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {} (build the workspace first)", binary.display()))?;
+        pid.store(child.id(), Ordering::SeqCst);
+        Ok(Agent { child })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
     }
 }
 
@@ -77,15 +120,22 @@ pub fn run() -> Result<bool> {
 }
 
 async fn demo() -> Result<bool> {
-    let (stop, interrupt) = Interrupt::new();
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            let _ = stop.send(true);
-        }
-    });
+    let agent_pid = Arc::new(AtomicU32::new(0));
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (pid, flag) = (agent_pid.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+                // The agent winds its job down (thaw, resume) and reports; then all is removed.
+                let pid = pid.load(Ordering::SeqCst);
+                if pid != 0 {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+                }
+            }
+        });
+    }
     let check = |step: &str| {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted during {step}; everything made so far is being removed");
@@ -105,7 +155,7 @@ async fn demo() -> Result<bool> {
         &dir.path().join("data"),
     )?;
     println!(
-        "  [1/5] made a 128 MiB ext4 filesystem on {} for the Droplet's disk, mounted at {}",
+        "  [1/6] made a 128 MiB ext4 filesystem on {} for the Droplet's disk, mounted at {}",
         data.device,
         data.mountpoint.display()
     );
@@ -124,84 +174,94 @@ async fn demo() -> Result<bool> {
         faults: Vec::new(),
         volumes: Vec::new(),
     });
-    let token_file = dir.path().join("token");
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let token_file = etc.join("token");
     std::fs::write(&token_file, TOKEN)?;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
     println!(
-        "  [2/5] the DigitalOcean API simulator listens on {} ({} ms per call)",
+        "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",
         sim.url,
         API_LATENCY.as_millis()
+    );
+
+    // The agent, as installed, but on a bus of the demo's own and with a configuration that
+    // names the scratch filesystem alone: nothing of this machine is frozen or quiesced.
+    let config = etc.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nruntime_dir = {run:?}\n[freeze]\nmountpoints = [{mnt:?}]\nmax_freeze = \"20s\"\n\
+             [quiesce]\nauto = false\nhooks_dir = {hooks:?}\n\
+             [digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\ntoken_file = {token:?}\nvolumes = false\n",
+            run = dir.path().join("run").display().to_string(),
+            mnt = data.mountpoint.display().to_string(),
+            hooks = etc.join("hooks.d").display().to_string(),
+            api = sim.url,
+            token = token_file.display().to_string(),
+        ),
+    )?;
+    let bus = PrivateBus::start(&dir.path().join("bus"))?;
+    let agent = Agent::start(&config, &bus, &agent_pid)?;
+    let target = Target::Bus(bus.address.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while commands::status(&target).await.is_err() {
+        check("setup")?;
+        if std::time::Instant::now() > deadline {
+            bail!("the agent did not come up on the demo's bus");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "  [3/6] freezeframe-agent serves org.freezeframe.Agent1 on a private bus ({})",
+        bus.address
     );
 
     let writer = Writer::start(&data.path("records"))?;
     writer.wait_for(200, Duration::from_secs(30))?;
     println!(
-        "  [3/5] a writer is appending fsync'd records ({} so far)",
+        "  [4/6] a writer is appending fsync'd records ({} so far)",
         writer.acked()
     );
     check("setup")?;
 
-    let plan = plan_from_system(Selection {
-        mountpoints: Some(std::slice::from_ref(&data.mountpoint)),
-        exclude: &[],
-    })?;
-    let max_freeze = Duration::from_secs(20);
-    let mut provider = DigitalOcean::new(
-        DigitalOceanSettings {
-            api_url: sim.url.clone(),
-            metadata_url: sim.url.clone(),
-            token_file,
-            droplet_id: None,
-            thaw_after: ThawAfter::Registered,
-            api_timeout: Duration::from_secs(15),
-            volumes: false,
-            volume_links: "/dev/disk/by-id".into(),
-        },
-        max_freeze,
-        false,
-    );
-    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &dir.path().join("run"));
-    let progress = Progress {
+    let acked_at_request = Arc::new(AtomicU64::new(0));
+    let mut progress = Progress {
         acked: writer.acked_counter(),
-        acked_at_request: AtomicU64::new(0),
-        held: Mutex::new(Vec::new()),
+        acked_at_request: acked_at_request.clone(),
+        held: Vec::new(),
+        frozen: false,
     };
-    println!("  [4/5] snapshot through the digitalocean provider, phase by phase:");
-    let report: Report = Transaction {
-        filesystems: &mut filesystems,
-        provider: &mut provider,
-        quiescers: Vec::new(),
-        observer: &progress,
-        options: Options {
-            name: SnapshotName::Fixed("freezeframe-demo".into()),
-            max_freeze,
-            wait: true,
-            on_quiesce_failure: QuiescePolicy::Abort,
-            retention: None,
-            unquiesced: Vec::new(),
-        },
-        skipped: plan.skipped,
-        interrupt,
-    }
-    .run()
-    .await;
+    println!("  [5/6] `freezeframe snapshot --wait` through the agent, phase by phase:");
+    let request = SnapshotRequest {
+        name: Some("freezeframe-demo".into()),
+        wait: true,
+        dry_run: false,
+    };
+    let outcome = commands::snapshot(&target, &request, &mut progress).await;
     // Let the writer run on a little after the thaw, then stop it.
     writer.wait_for(writer.acked() + 50, Duration::from_secs(30))?;
     let longest_stall = writer.longest_wait();
     let total = writer.stop();
-    if report.status != Status::Succeeded {
+    drop(agent);
+    let report = match outcome {
+        Ok((_, report)) => report,
+        Err(f) => bail!("{}", f.message),
+    };
+    if report["status"] != "succeeded" {
         bail!(
             "the snapshot failed in {}: {}",
-            report.failed_phase.map(|p| p.to_string()).unwrap_or_default(),
-            report.error.unwrap_or_default()
+            report["failed_phase"].as_str().unwrap_or("?"),
+            report["error"].as_str().unwrap_or("?")
         );
     }
+    let snapshot_name = report["snapshot_name"].as_str().unwrap_or_default().to_string();
 
-    let acked = progress.acked_at_request.load(Ordering::SeqCst);
+    let acked = acked_at_request.load(Ordering::SeqCst);
     let image = sim
         .sim
         .images()
-        .remove(&report.snapshot_name)
+        .remove(&snapshot_name)
         .context("the simulator holds no image for the snapshot")?;
     let (clean, fsck) = Fs::Ext4.check(&image)?;
     let view = LoopFs::attach_read_only(Fs::Ext4, &image, &dir.path().join("view"))?;
@@ -210,7 +270,7 @@ async fn demo() -> Result<bool> {
     drop(view);
 
     println!(
-        "  [5/5] checked the captured image: fsck {}; {}",
+        "  [6/6] checked the captured image: fsck {}; {}",
         if clean { "clean" } else { "NOT clean" },
         match &records_ok {
             Ok(()) => format!("all {acked} records acknowledged before the request are in it"),
@@ -220,12 +280,13 @@ async fn demo() -> Result<bool> {
     println!();
     println!(
         "  snapshot action {} registered; snapshot {} completed",
-        report.action_id.as_deref().unwrap_or("?"),
-        report.snapshot_id.as_deref().unwrap_or("?")
+        report["action_id"].as_str().unwrap_or("?"),
+        report["snapshot_id"].as_str().unwrap_or("?")
     );
     println!(
         "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW), of which the API request took {:.1} ms",
-        report.frozen_ms, report.request_ms
+        report["frozen_ms"].as_f64().unwrap_or(0.0),
+        report["request_ms"].as_f64().unwrap_or(0.0)
     );
     println!(
         "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",

@@ -6,4 +6,5 @@ pub mod commands;
 pub mod demo;
 pub mod doctor;
 pub mod fleet;
+pub mod private_bus;
 pub mod scratch;

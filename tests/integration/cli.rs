@@ -33,3 +33,77 @@ fn the_demo_passes_and_leaves_nothing_behind() {
         "its scratch folder was removed"
     );
 }
+
+#[test]
+fn ctrl_c_during_the_demo_snapshot_stops_the_agent_and_removes_everything() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let mut demo = Command::new(cli_bin())
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut mountpoint = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("mounted at ").nth(1) {
+            mountpoint = rest.to_string();
+        }
+        if line.contains("[5/6]") {
+            break;
+        }
+    }
+    assert!(!mountpoint.is_empty(), "the demo names its mountpoint");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = demo.wait().unwrap();
+    assert!(!status.success(), "an interrupted demo does not pass: {rest:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&mountpoint), "{mountpoint} is still mounted");
+    let scratch = std::path::Path::new(&mountpoint).parent().unwrap();
+    assert!(!scratch.exists(), "its scratch folder was removed");
+    // No agent or bus of the demo's is left running.
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&*scratch.to_string_lossy()))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definitions() {
+    let out = Command::new(cli_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("freezeframe") && script.contains("--host") && script.contains("snapshot"));
+    let dir = scratch();
+    let out = Command::new(cli_bin())
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(dir.path().join("freezeframe.1")).unwrap();
+    assert!(
+        page.contains(".TH freezeframe") && page.contains("systemctl \\-H"),
+        "{page}"
+    );
+    let page = std::fs::read_to_string(dir.path().join("freezeframe-snapshot.1")).unwrap();
+    assert!(page.contains("\\-\\-wait"), "{page}");
+    let out = Command::new(cli_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}

@@ -41,7 +41,7 @@ impl Served {
     /// its `[agent]` section, `env` into its environment.
     fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
         let fs = scratch_fs(Fs::Ext4);
-        let bus = PrivateBus::start(&fs.dir.path().join("bus"));
+        let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
         let config = agent_config(&fs, "");
         let text = std::fs::read_to_string(&config)
             .unwrap()
@@ -402,7 +402,8 @@ fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_w
         &fs.dir.path().join("bus"),
         &packaged.join("org.freezeframe.Agent1.conf"),
         Some(&services),
-    );
+    )
+    .expect("start a private bus");
     assert!(agents_serving(&config).is_empty());
 
     // The first call starts it.
@@ -473,7 +474,7 @@ fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_w
 #[test]
 fn a_missing_agent_or_bus_is_exit_3_with_what_to_do() {
     let dir = scratch();
-    let bus = PrivateBus::start(&dir.path().join("bus"));
+    let bus = PrivateBus::start(&dir.path().join("bus")).expect("start a private bus");
     let out = cli_on(&bus, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(

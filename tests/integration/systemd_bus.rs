@@ -47,7 +47,7 @@ fn with_no_configuration_every_detected_database_is_quiesced_and_restores_with_e
     maria.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
     let redis = RedisServer::start(&fs.path("redis"), &run.join("redis-run"));
 
-    let bus = PrivateBus::start(&run.join("bus"));
+    let bus = PrivateBus::start(&run.join("bus")).expect("start a private bus");
     let systemd = FakeSystemd::serve(
         &bus,
         vec![
@@ -135,7 +135,7 @@ fn with_no_configuration_every_detected_database_is_quiesced_and_restores_with_e
 #[test]
 fn systemd_units_are_stopped_and_started_and_unknown_databases_lower_the_consistency() {
     let fs = scratch_fs(Fs::Ext4);
-    let bus = PrivateBus::start(&fs.dir.path().join("bus"));
+    let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
     let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
     let systemd = FakeSystemd::serve(
         &bus,

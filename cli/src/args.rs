@@ -13,19 +13,26 @@ pub struct Cli {
     /// Repeat for several machines (snapshot, status, list)
     #[arg(short = 'H', long = "host", value_name = "[USER@]HOST[:PORT]", global = true)]
     pub hosts: Vec<Host>,
+    /// The Droplets with this tag, by public IPv4 (DigitalOcean API; token from DIGITALOCEAN_TOKEN)
+    #[arg(long, value_name = "TAG", global = true)]
+    pub tag: Option<String>,
     /// Talk to the agent on this D-Bus address instead of the system bus
-    #[arg(long, value_name = "ADDRESS", global = true, conflicts_with = "hosts")]
+    #[arg(long, value_name = "ADDRESS", global = true, conflicts_with_all = ["hosts", "tag"])]
     pub bus_address: Option<String>,
     /// The ssh command for -H (its words are split on spaces)
     #[arg(long, value_name = "COMMAND", default_value = "ssh", global = true)]
     pub ssh_command: String,
-    /// How many machines at once with several -H
+    /// How many machines at once with several -H or --tag
     #[arg(long, value_name = "N", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
     /// Print results as JSON (one object per machine)
     #[arg(long, global = true)]
     pub json: bool,
+    /// The DigitalOcean API that --tag asks
+    #[arg(long, value_name = "URL", global = true, hide = true,
+          default_value = freezeframe_agent::config::DEFAULT_API_URL)]
+    pub api_url: String,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -173,6 +173,7 @@ async fn demo() -> Result<bool> {
         latency: API_LATENCY,
         faults: Vec::new(),
         volumes: Vec::new(),
+        fleet: Vec::new(),
     });
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc)?;

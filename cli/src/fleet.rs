@@ -3,7 +3,7 @@
 //! others; the exit code says whether all succeeded.
 
 use crate::args::{Cli, Command};
-use crate::client::Target;
+use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, SnapshotRequest};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -88,6 +88,46 @@ fn summary(command: &Command, value: &Value) -> String {
         }
         _ => "ok".into(),
     }
+}
+
+/// The public IPv4 addresses of the Droplets tagged `tag`, from the API with the user's token
+/// (`DIGITALOCEAN_TOKEN`).
+pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
+    use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
+    let usage = |message: String| Failure {
+        exit: Exit::Usage,
+        message,
+    };
+    let token = std::env::var("DIGITALOCEAN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| usage("--tag asks the DigitalOcean API which Droplets have the tag: set DIGITALOCEAN_TOKEN to a token with droplet:read".into()))?;
+    let http = http_client().map_err(|e| usage(format!("cannot set up HTTPS: {e}")))?;
+    let client = Client::new(
+        http,
+        api_url,
+        freezeframe_agent::secret::Secret::new(token.trim()),
+        &["droplet:read"],
+        std::time::Duration::from_secs(15),
+    );
+    let droplets = client.droplets_with_tag(tag).await.map_err(|e| Failure {
+        exit: Exit::Unreachable,
+        message: format!("cannot list the Droplets tagged `{tag}`: {e}"),
+    })?;
+    let mut hosts = Vec::new();
+    for d in droplets {
+        match d.public_ipv4() {
+            Some(ip) => hosts.push(
+                ip.parse::<Host>()
+                    .map_err(|e| usage(format!("Droplet {} ({}): {e}", d.id, d.name)))?,
+            ),
+            None => eprintln!(
+                "freezeframe: Droplet {} ({}) has no public IPv4 address: skipped",
+                d.id, d.name
+            ),
+        }
+    }
+    Ok(hosts)
 }
 
 /// Runs the command on every target; prints as each finishes; returns the combined exit.

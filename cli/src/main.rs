@@ -51,7 +51,7 @@ fn fail(message: &str, exit: Exit) -> Exit {
 }
 
 /// The machines a command addresses.
-fn targets(cli: &Cli) -> Vec<Target> {
+async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
     let mut targets: Vec<Target> = cli
         .hosts
         .iter()
@@ -60,19 +60,37 @@ fn targets(cli: &Cli) -> Vec<Target> {
             ssh_command: cli.ssh_command.clone(),
         })
         .collect();
+    if let Some(tag) = &cli.tag {
+        let hosts = freezeframe::fleet::tagged(&cli.api_url, tag).await?;
+        targets.extend(hosts.into_iter().map(|host| Target::Remote {
+            host,
+            ssh_command: cli.ssh_command.clone(),
+        }));
+        if targets.is_empty() {
+            return Err(commands::Failure {
+                exit: Exit::Usage,
+                message: format!(
+                    "no Droplet has the tag `{tag}` (or none of them has a public IPv4 address)"
+                ),
+            });
+        }
+    }
     if targets.is_empty() {
         targets.push(match &cli.bus_address {
             Some(address) => Target::Bus(address.clone()),
             None => Target::Local,
         });
     }
-    targets
+    Ok(targets)
 }
 
 /// The commands that go through the agent.
 async fn remote(cli: &Cli) -> Exit {
-    let targets = targets(cli);
-    if targets.len() > 1 {
+    let targets = match targets(cli).await {
+        Ok(t) => t,
+        Err(f) => return fail(&f.message, f.exit),
+    };
+    if targets.len() > 1 || cli.tag.is_some() {
         return freezeframe::fleet::run(cli, &targets).await;
     }
     let target = &targets[0];

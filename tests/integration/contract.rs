@@ -92,6 +92,10 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
     let droplet = client.droplet(3164444).await.expect("GET /v2/droplets/{id}");
     assert!(droplet.id > 0);
     client
+        .droplets_with_tag("env:prod")
+        .await
+        .expect("GET /v2/droplets?tag_name=");
+    client
         .droplet_actions(3164444)
         .await
         .expect("GET /v2/droplets/{id}/actions");
@@ -142,6 +146,12 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
             name: "data".into(),
             device: volume.device.clone().into(),
         }],
+        fleet: vec![freezeframe_tests::sim::FleetDroplet {
+            id: 3164500,
+            name: "db-1".into(),
+            tags: vec!["db".into()],
+            public_ipv4: "192.0.2.10".into(),
+        }],
     });
     std::fs::create_dir_all(dir.path().join("images")).unwrap();
     let prism = Prism::start(&["proxy", "--errors", spec.to_str().unwrap(), &server.url]);
@@ -187,12 +197,17 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         "{report:#}"
     );
 
-    // The simulator's other answers agree too (the agent does not call these).
+    // The simulator's other answers agree too (the agent does not call these; the CLI's --tag
+    // lists Droplets).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    for path in ["/v2/account", "/v2/snapshots?page=1&per_page=20"] {
+    for path in [
+        "/v2/account",
+        "/v2/snapshots?page=1&per_page=20",
+        "/v2/droplets?tag_name=db&page=1&per_page=200",
+    ] {
         let status = rt.block_on(async {
             reqwest::Client::new()
                 .get(format!("{}{path}", prism.url))

@@ -59,6 +59,7 @@ impl Droplet {
                     device: fs.device.clone().into(),
                 })
                 .collect(),
+            fleet: Vec::new(),
         });
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();

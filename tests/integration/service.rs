@@ -298,7 +298,15 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
     let alpha = Served::start("", &[]);
     let beta = Served::start("", &[]);
     let dir = alpha.fs.dir.path();
-    let ssh = fake_ssh(dir, &[("root@alpha", &alpha.bus), ("beta", &beta.bus)]);
+    let ssh = fake_ssh(
+        dir,
+        &[
+            ("root@alpha", &alpha.bus),
+            ("beta", &beta.bus),
+            ("192.0.2.10", &alpha.bus),
+            ("192.0.2.11", &beta.bus),
+        ],
+    );
     let cli = |args: &[&str]| {
         Command::new(cli_bin())
             .args(["--ssh-command", ssh.to_str().unwrap()])
@@ -357,6 +365,77 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
 
     let out = cli(&["-H", "-oProxyCommand=evil", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // --tag: the Droplets with the tag, from the API (the simulator), by public IPv4.
+    let fleet = |id, name: &str, tags: &[&str], ip: &str| freezeframe_tests::sim::FleetDroplet {
+        id,
+        name: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        public_ipv4: ip.into(),
+    };
+    let api = SimServer::start(freezeframe_tests::sim::SimConfig {
+        token: "dop_v1_fleet".into(),
+        droplet_id: 1,
+        droplet_name: "laptop".into(),
+        disk: None,
+        image_dir: dir.join("sim-images"),
+        action_delay: Duration::ZERO,
+        latency: Duration::ZERO,
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: vec![
+            fleet(11, "db-1", &["db"], "192.0.2.10"),
+            fleet(12, "db-2", &["db", "web"], "192.0.2.11"),
+            fleet(13, "web-1", &["web"], "192.0.2.12"),
+        ],
+    });
+    let tagged = |tag: &str, token: Option<&str>| {
+        let mut cmd = Command::new(cli_bin());
+        cmd.args([
+            "--ssh-command",
+            ssh.to_str().unwrap(),
+            "--api-url",
+            &api.url,
+            "--tag",
+            tag,
+        ])
+        .args(["status", "--json"])
+        .env_remove("DIGITALOCEAN_TOKEN");
+        if let Some(token) = token {
+            cmd.env("DIGITALOCEAN_TOKEN", token);
+        }
+        cmd.output().unwrap()
+    };
+    let out = tagged("db", Some("dop_v1_fleet"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut hosts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["host"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["192.0.2.10", "192.0.2.11"]);
+    let out = tagged("db", None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("set DIGITALOCEAN_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tagged("nobody-has-it", Some("dop_v1_fleet"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no Droplet has the tag"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tagged("db", Some("dop_v1_wrong"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("dop_v1_wrong"), "the token never shows");
 }
 
 /// The agent's processes serving `config`.

@@ -77,6 +77,7 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
         latency: Duration::from_secs(1),
         faults: Vec::new(),
         volumes: Vec::new(),
+        fleet: Vec::new(),
     });
     let etc = fs.dir.path().join("etc");
     write_config(

@@ -55,6 +55,17 @@ pub struct SimConfig {
     pub latency: Duration,
     pub faults: Vec<Fault>,
     pub volumes: Vec<SimVolume>,
+    /// More Droplets of the account, listed by `GET /v2/droplets` (for `--tag`), besides this one.
+    pub fleet: Vec<FleetDroplet>,
+}
+
+/// A Droplet that is only listed: its id, name, tags and public IPv4 address.
+#[derive(Debug, Clone)]
+pub struct FleetDroplet {
+    pub id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub public_ipv4: String,
 }
 
 /// What tests can inspect.
@@ -202,6 +213,7 @@ impl Sim {
         Router::new()
             .route("/metadata/v1.json", get(metadata))
             .route("/v2/account", get(account))
+            .route("/v2/droplets", get(droplets))
             .route("/v2/droplets/{id}", get(droplet))
             .route(
                 "/v2/droplets/{id}/actions",
@@ -416,7 +428,36 @@ fn droplet_json(st: &SimState) -> Value {
     d["locked"] = json!(st.locked());
     d["volume_ids"] = json!(st.config.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>());
     d["snapshot_ids"] = json!(st.snapshots.iter().map(|s| s.id).collect::<Vec<_>>());
+    d["tags"] = json!([]);
     d
+}
+
+/// `GET /v2/droplets[?tag_name=T]`: this Droplet (untagged) and the fleet, one page.
+async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    let mut all = vec![droplet_json(&st)];
+    for f in &st.config.fleet {
+        let mut d = template();
+        d["id"] = json!(f.id);
+        d["name"] = json!(f.name);
+        d["tags"] = json!(f.tags);
+        d["volume_ids"] = json!([]);
+        d["networks"]["v4"] = json!([
+            {"ip_address": "10.10.0.2", "netmask": "255.255.0.0", "gateway": "10.10.0.1", "type": "private"},
+            {"ip_address": f.public_ipv4, "netmask": "255.255.255.0", "gateway": "192.0.2.1", "type": "public"}
+        ]);
+        all.push(d);
+    }
+    if let Some(tag) = query.get("tag_name") {
+        all.retain(|d| {
+            d["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == tag.as_str()))
+        });
+    }
+    let total = all.len();
+    Json(json!({"droplets": all, "links": {}, "meta": {"total": total}})).into_response()
 }
 
 async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {

@@ -72,6 +72,7 @@ async fn main() -> std::io::Result<()> {
                 device,
             })
             .collect(),
+        fleet: Vec::new(),
     });
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;

@@ -208,6 +208,7 @@ fn main() {
         latency: args.latency,
         faults: Vec::new(),
         volumes: Vec::new(),
+        fleet: Vec::new(),
     });
     let token = fs.dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();

@@ -315,6 +315,35 @@ impl Client {
         unreachable!("the last attempt returns")
     }
 
+    /// The account's Droplets that carry `tag`, following pagination.
+    pub async fn droplets_with_tag(&self, tag: &str) -> Result<Vec<ListedDroplet>, ApiError> {
+        // Tags are letters, digits, `:`, `-` and `_`; anything else is escaped all the same.
+        let escaped: String = tag
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let mut all = Vec::new();
+        for page in 1..=100 {
+            let list: DropletList = self
+                .get(&format!(
+                    "/v2/droplets?tag_name={escaped}&page={page}&per_page=200"
+                ))
+                .await?;
+            let last =
+                list.droplets.is_empty() || list.links.and_then(|l| l.pages).and_then(|p| p.next).is_none();
+            all.extend(list.droplets);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Every snapshot of the Droplet, following pagination.
     pub async fn droplet_snapshots(&self, id: u64) -> Result<Vec<DropletSnapshot>, ApiError> {
         let mut all = Vec::new();

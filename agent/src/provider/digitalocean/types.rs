@@ -79,6 +79,47 @@ pub struct Pages {
     pub next: Option<String>,
 }
 
+/// `GET /v2/droplets`: one page of the account's Droplets.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DropletList {
+    pub droplets: Vec<ListedDroplet>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+/// A Droplet as a list shows it: enough to reach it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ListedDroplet {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub networks: Networks,
+}
+
+impl ListedDroplet {
+    /// Its public IPv4 address, if it has one.
+    pub fn public_ipv4(&self) -> Option<&str> {
+        self.networks
+            .v4
+            .iter()
+            .find(|n| n.kind == "public")
+            .map(|n| n.ip_address.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Networks {
+    #[serde(default)]
+    pub v4: Vec<NetworkV4>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct NetworkV4 {
+    pub ip_address: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DropletSnapshot {
     pub id: u64,

@@ -156,6 +156,28 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
 
+    // Without --bus-address the CLI uses the system bus, wherever DBUS_SYSTEM_BUS_ADDRESS says.
+    let out = Command::new(cli_bin())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &served.bus.address)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["last_result"]["snapshot_name"], newest.as_str());
+
+    let out = served.cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for check in [
+        "✓ bus",
+        "✓ agent",
+        "✓ filesystems: would freeze",
+        "✓ provider local-image",
+        "✓ freeze self-test",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+    assert!(!text.contains('✗'), "{text}");
+
     let pruned = json_of(&served.cli(&["prune", "--keep", "1", "--json"]));
     assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
     let list = json_of(&served.cli(&["list", "--json"]));

@@ -224,6 +224,10 @@ impl Agent {
                 let (emitter, job) = (emitter.clone(), job.clone());
                 tokio::spawn(async move {
                     while let Some((phase, finished, ok, ms)) = received.recv().await {
+                        if finished {
+                            // Held by the log gate while frozen, like every line.
+                            tracing::info!(job = id, phase = %phase, ms, ok, "phase finished");
+                        }
                         let _ = Agent::phase_changed(
                             &emitter,
                             job.as_ref(),
@@ -241,7 +245,15 @@ impl Agent {
                 notifier: Notifier::from_env(),
             };
             let observer_notifier = Notifier::from_env();
-            tracing::info!(job = id, "snapshot job started");
+            let droplet = match &settings.snapshot.provider {
+                crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id.map(|id| id.to_string()),
+                _ => None,
+            };
+            tracing::info!(
+                job = id,
+                droplet = droplet.as_deref().unwrap_or("from metadata"),
+                "snapshot job started"
+            );
             let result = job::snapshot(&settings, &options.request, &observer, interrupt).await;
             drop(observer);
             let _ = forwarder.await;
@@ -255,7 +267,11 @@ impl Agent {
                     serde_json::json!({ "status": "failed", "error": e.to_string() }).to_string(),
                 ),
             };
-            tracing::info!(job = id, succeeded, "snapshot job finished");
+            let action_id = serde_json::from_str::<serde_json::Value>(&report)
+                .ok()
+                .and_then(|r| r["action_id"].as_str().map(String::from))
+                .unwrap_or_default();
+            tracing::info!(job = id, succeeded, action_id, "snapshot job finished");
             observer_notifier.status("waiting for calls");
             // The thaw is long past: the record of the last result may go to disk.
             let _ = std::fs::write(settings.runtime_dir.join("last-report.json"), &report);

@@ -36,6 +36,8 @@ enum Command {
     Thaw(cmd::thaw::ThawArgs),
     /// Serve org.freezeframe.Agent1 on the system bus until idle (what D-Bus activation runs)
     Run,
+    /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
+    SetupToken,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         ),
         Command::Thaw(args) => cmd::thaw::run(config, &args),
         Command::Run => cmd::run(config),
+        Command::SetupToken => cmd::setup_token::run(config),
     };
     match result {
         Ok(code) => code.into(),

@@ -1,5 +1,6 @@
 //! The agent's subcommands, and how their errors map to exit codes.
 
+pub mod setup_token;
 pub mod snapshot;
 pub mod thaw;
 

@@ -1,0 +1,68 @@
+//! `freezeframe-agent setup-token`: stores the DigitalOcean API token where the agent reads it
+//! (`digitalocean.token_file`), readable by root alone, without it passing through argv, the
+//! shell history or the terminal's echo.
+
+use super::Exit;
+use anyhow::{bail, Context};
+use freezeframe_agent::config::ProviderSettings;
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
+    let settings = super::load_settings(config).context("cannot load the configuration")?;
+    let ProviderSettings::DigitalOcean(digitalocean) = &settings.snapshot.provider else {
+        bail!("the configured provider is not digitalocean: it needs no token");
+    };
+    let file = &digitalocean.token_file;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprint!("DigitalOcean API token (not shown): ");
+        let _ = std::io::stderr().flush();
+    }
+    let token = read_hidden(interactive).context("cannot read the token from stdin")?;
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!("no token read: pipe it in (`freezeframe-agent setup-token < file`) or type it at the prompt");
+    }
+    let dir = file.parent().context("the token file has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Written private from the first byte, then renamed over the old one.
+    let partial = file.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    out.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, file).with_context(|| format!("cannot replace {}", file.display()))?;
+    println!(
+        "stored the token in {} (mode 600); `freezeframe doctor` checks it against the API",
+        file.display()
+    );
+    Ok(Exit::Success)
+}
+
+/// One line from stdin, with the terminal's echo off when it is a terminal.
+fn read_hidden(interactive: bool) -> std::io::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let saved = if interactive { tcgetattr(&stdin).ok() } else { None };
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+        eprintln!();
+    }
+    read.map(|_| line)
+}

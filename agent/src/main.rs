@@ -38,6 +38,9 @@ enum Command {
     Run,
     /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
     SetupToken,
+    /// Write the man page freezeframe-agent.1 into a directory (for packaging)
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Thaw(args) => cmd::thaw::run(config, &args),
         Command::Run => cmd::run(config),
         Command::SetupToken => cmd::setup_token::run(config),
+        Command::Man { dir } => man_page(&dir),
     };
     match result {
         Ok(code) => code.into(),
@@ -76,4 +80,16 @@ fn main() -> ExitCode {
             cmd::Exit::from_error(&err).into()
         }
     }
+}
+
+/// freezeframe-agent.1, from the clap definitions.
+fn man_page(dir: &std::path::Path) -> anyhow::Result<cmd::Exit> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("freezeframe-agent.1");
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(cmd::Exit::Success)
 }

@@ -1,0 +1,371 @@
+//! End to end on a real systemd: the two .deb packages installed with dpkg in a Debian container
+//! booted with systemd-nspawn, PostgreSQL as a systemd unit with its data on a loop-mounted
+//! volume, the agent D-Bus activated, and snapshots driven from the host by the `freezeframe`
+//! CLI through the remote path (a stand-in for ssh that enters the container). The API is the
+//! simulator on the shared loopback, which copies the volume when it registers a snapshot.
+//!
+//! Run by `tests/e2e/run`, which builds the packages first (it takes minutes).
+
+use freezeframe_tests::container::{self, Bind, Container};
+use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "dop_v1_e2e_simulated_token";
+
+/// Inserts 1, 2, 3, … into `rows` inside the container, counting the commits psql reported.
+struct Inserter {
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Inserter {
+    fn start(machine_pid: u32) -> Inserter {
+        let acked = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                n += 1;
+                let out = Command::new("nsenter")
+                    .args(["-t", &machine_pid.to_string(), "-a", "--"])
+                    .args(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-c"])
+                    .arg(format!("INSERT INTO rows VALUES ({n})"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "INSERT {n}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                a.store(n, Ordering::SeqCst);
+            }
+        });
+        Inserter {
+            acked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    fn wait_for(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the inserter stalled at {}",
+                self.acked()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("every INSERT succeeded");
+        self.acked()
+    }
+}
+
+impl Drop for Inserter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A stand-in for `ssh HOST systemd-stdio-bridge` that bridges to the container's system bus.
+fn fake_ssh(dir: &Path, machine_pid: u32) -> PathBuf {
+    let script = dir.join("ssh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\n\
+             [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected $last\" >&2; exit 255; }}\n\
+             exec nsenter -t {machine_pid} -a systemd-stdio-bridge\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn debs() -> Vec<PathBuf> {
+    let dir = std::env::var_os("FREEZEFRAME_DEBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian"));
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no packages in {}: {e} (tests/e2e/run builds them)",
+                dir.display()
+            )
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    assert_eq!(
+        debs.len(),
+        2,
+        "freezeframe and freezeframe-agent in {}",
+        dir.display()
+    );
+    debs
+}
+
+/// Starts the PostgreSQL of this machine on a data directory restored from the image and
+/// counts the rows numbered up to `acked`.
+fn count_restored_rows(data: &Path, sockets: &Path, acked: u64) -> u64 {
+    // The cluster's configuration lived in the container's /etc; the copy gets a minimal one.
+    std::fs::write(data.join("postgresql.conf"), "").unwrap();
+    std::fs::write(data.join("pg_hba.conf"), "local all all trust\n").unwrap();
+    std::fs::write(data.join("pg_ident.conf"), "").unwrap();
+    let _ = std::fs::remove_file(data.join("postmaster.pid"));
+    std::fs::create_dir_all(sockets).unwrap();
+    run(
+        "chown",
+        &[
+            "-R",
+            "postgres:postgres",
+            data.to_str().unwrap(),
+            sockets.to_str().unwrap(),
+        ],
+    );
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    versions.sort();
+    let bin = versions.pop().unwrap().join("bin");
+    let log = sockets.join("log");
+    let options = format!("-p 5439 -k {} -c listen_addresses=''", sockets.display());
+    let started = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join("pg_ctl"))
+        .args([
+            "-w",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "start",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "PostgreSQL did not start on the restored volume:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let count = Command::new("runuser")
+        .args(["-u", "postgres", "--", "psql", "-X", "-A", "-t", "-h"])
+        .arg(sockets)
+        .args(["-p", "5439", "-d", "postgres", "-c"])
+        .arg(format!("SELECT count(*) FROM rows WHERE n <= {acked}"))
+        .output()
+        .unwrap();
+    let _ = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join("pg_ctl"))
+        .args(["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"])
+        .output();
+    String::from_utf8_lossy(&count.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+#[ignore = "run by tests/e2e/run, which builds the packages first"]
+fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED the end-to-end test: {why}");
+        return;
+    }
+    let debs = debs();
+    let volume = scratch_fs_sized(Fs::Ext4, 256);
+    let dir = volume.dir.path();
+    let images = dir.join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "e2e-droplet".into(),
+        disk: Some(volume.device.clone().into()),
+        image_dir: images,
+        action_delay: Duration::from_secs(1),
+        latency: Duration::from_millis(100),
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+    });
+    let debs_dir = debs[0].parent().unwrap().to_path_buf();
+    let root = container::debian_root(&["postgresql", "openssh-client"]);
+    let machine = Container::boot(
+        &root,
+        &[
+            Bind {
+                host: &volume.mountpoint,
+                inside: "/vol",
+                read_only: false,
+            },
+            Bind {
+                host: &debs_dir,
+                inside: "/debs",
+                read_only: true,
+            },
+        ],
+    );
+
+    // The packages install cleanly; nothing runs until the first call.
+    let names: Vec<String> = debs
+        .iter()
+        .map(|d| format!("/debs/{}", d.file_name().unwrap().to_string_lossy()))
+        .collect();
+    machine.sh(&format!("dpkg -i {}", names.join(" ")));
+    machine.sh("getent group freezeframe");
+    assert_eq!(
+        machine.unit_property("freezeframe-agent", "ActiveState"),
+        "inactive"
+    );
+    assert_eq!(
+        machine.sh("systemctl is-enabled freezeframe-snapshot.timer || true"),
+        "disabled"
+    );
+    machine.sh(&format!("echo {TOKEN} | freezeframe-agent setup-token"));
+    assert_eq!(machine.sh("stat -c %a /etc/freezeframe/token"), "600");
+    machine.sh(&format!(
+        "printf '[freeze]\\nmountpoints = [\"/vol\"]\\n[digitalocean]\\napi_url = \"{0}\"\\nmetadata_url = \"{0}\"\\n' \
+         > /etc/freezeframe/config.d/e2e.toml",
+        sim.url
+    ));
+
+    // PostgreSQL as a systemd unit, its data (and WAL) on the volume.
+    machine.sh(
+        "v=$(ls /usr/lib/postgresql | sort -n | tail -1) && pg_dropcluster --stop $v main && \
+         install -d -o postgres -g postgres /vol/pg && pg_createcluster -d /vol/pg/data $v main && \
+         systemctl start postgresql@$v-main && \
+         runuser -u postgres -- psql -X -q -c 'CREATE TABLE rows (n bigint PRIMARY KEY)'",
+    );
+    let inserter = Inserter::start(machine.pid);
+    inserter.wait_for(20);
+
+    // The first call, from the host over the "ssh" path, activates the agent through D-Bus.
+    let ssh = fake_ssh(dir, machine.pid);
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--ssh-command", ssh.to_str().unwrap(), "-H", "root@droplet"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let acked_before = inserter.acked();
+    let out = cli(&["snapshot", "--json", "--wait", "--name", "e2e-1"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    let quiescers: Vec<&str> = report["quiescers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        quiescers.iter().any(|q| q.starts_with("postgresql (postgresql@")),
+        "PostgreSQL detected with no configuration: {quiescers:?}"
+    );
+    assert_eq!(
+        machine.unit_property("freezeframe-agent", "ActiveState"),
+        "active"
+    );
+    let journal = machine.sh("journalctl -u freezeframe-agent -o verbose --no-pager");
+    assert!(
+        journal.contains("JOB=1") && journal.contains("ACTION_ID="),
+        "{journal}"
+    );
+    inserter.wait_for(inserter.acked() + 5);
+    let total = inserter.stop();
+    assert!(total > acked_before);
+
+    // PostgreSQL starts on a copy of the captured volume with every row committed before.
+    let image = sim
+        .sim
+        .images()
+        .remove("e2e-1")
+        .expect("the simulator copied the volume");
+    let copy = dir.join("restored.img");
+    run(
+        "cp",
+        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    let device = run("losetup", &["--find", "--show", copy.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let restored_mount = dir.join("restored");
+    std::fs::create_dir_all(&restored_mount).unwrap();
+    run("mount", &[&device, restored_mount.to_str().unwrap()]);
+    let restored = freezeframe::scratch::LoopFs::adopt(Fs::Ext4, copy, device, restored_mount);
+    let present = count_restored_rows(&restored.path("pg/data"), &dir.join("pg-sockets"), acked_before);
+    drop(restored);
+    assert_eq!(
+        present, acked_before,
+        "every row committed before the snapshot is in it"
+    );
+
+    // `systemctl stop` in the middle of a freeze leaves nothing frozen.
+    sim.sim
+        .set_faults(vec!["POST /v2/droplets/=latency:8000".parse().unwrap()]);
+    let mut pending = Command::new(cli_bin())
+        .args(["--ssh-command", ssh.to_str().unwrap(), "-H", "root@droplet"])
+        .args(["snapshot", "--json", "--name", "e2e-2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !machine
+        .unit_property("freezeframe-agent", "StatusText")
+        .contains("frozen")
+    {
+        assert!(Instant::now() < deadline, "the second snapshot never froze");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    machine.sh("systemctl stop freezeframe-agent");
+    machine.sh("timeout 10 sh -c 'echo thawed >> /vol/probe && sync /vol/probe'");
+    machine.sh("test ! -e /run/freezeframe/frozen.json");
+    let _ = pending.kill();
+    let _ = pending.wait();
+    sim.sim.set_faults(Vec::new());
+
+    // Purge leaves no agent, no unit and none of the package's configuration behind (the
+    // administrator's own drop-in stays, as dpkg leaves files it did not install).
+    machine.sh("dpkg --purge freezeframe-agent freezeframe");
+    machine.sh(
+        "test ! -e /etc/freezeframe/config.toml && test ! -e /etc/freezeframe/token && \
+         test ! -e /etc/freezeframe/hooks.d && test -e /etc/freezeframe/config.d/e2e.toml && \
+         test ! -e /usr/bin/freezeframe-agent && test ! -e /usr/bin/freezeframe",
+    );
+    machine.sh("! pgrep -f freezeframe-agent");
+    machine.sh("! systemctl cat freezeframe-agent.service >/dev/null 2>&1");
+    drop(machine);
+}

@@ -335,17 +335,27 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     // The scheduled snapshot: one command enables the timer; its service runs the CLI against
     // the agent on the container's own system bus.
     machine.sh("systemctl enable --now freezeframe-snapshot.timer");
-    assert_eq!(machine.sh("systemctl is-enabled freezeframe-snapshot.timer"), "enabled");
+    assert_eq!(
+        machine.sh("systemctl is-enabled freezeframe-snapshot.timer"),
+        "enabled"
+    );
     machine.sh("systemctl start freezeframe-snapshot.service");
-    assert_eq!(machine.unit_property("freezeframe-snapshot.service", "Result"), "success");
-    assert!(machine.sh("journalctl -u freezeframe-snapshot.service --no-pager").contains("succeeded"));
+    assert_eq!(
+        machine.unit_property("freezeframe-snapshot.service", "Result"),
+        "success"
+    );
+    assert!(machine
+        .sh("journalctl -u freezeframe-snapshot.service --no-pager")
+        .contains("succeeded"));
 
     // An upgrade (here: the same packages again) keeps an edited configuration and does not
     // restart the running agent.
     machine.sh("echo '# edited by the administrator' >> /etc/freezeframe/config.toml");
     let agent_pid = machine.unit_property("freezeframe-agent", "MainPID");
     machine.sh(&format!("dpkg -i {}", names.join(" ")));
-    assert!(machine.sh("cat /etc/freezeframe/config.toml").contains("# edited by the administrator"));
+    assert!(machine
+        .sh("cat /etc/freezeframe/config.toml")
+        .contains("# edited by the administrator"));
     assert_eq!(machine.unit_property("freezeframe-agent", "MainPID"), agent_pid);
 
     // `systemctl stop` in the middle of a freeze leaves nothing frozen.

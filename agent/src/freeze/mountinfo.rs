@@ -62,15 +62,22 @@ pub struct ParseError {
 
 /// Parses the whole text of a mountinfo file.
 pub fn parse(text: &str) -> Result<Vec<Mount>, ParseError> {
+    let mut seen = std::collections::HashSet::new();
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            parse_line(l).map_err(|problem| ParseError {
+            let error = |problem| ParseError {
                 line: i + 1,
                 problem,
                 text: l.to_string(),
-            })
+            };
+            let mount = parse_line(l).map_err(error)?;
+            // The kernel never lists a mount id twice; a table that does cannot be trusted.
+            if !seen.insert(mount.mount_id) {
+                return Err(error("the mount id is listed twice"));
+            }
+            Ok(mount)
         })
         .collect()
 }
@@ -88,10 +95,18 @@ fn parse_line(line: &str) -> Result<Mount, &'static str> {
         minor: minor.parse().map_err(|_| "bad minor")?,
     };
     let root = unescape(next("no root")?).into();
-    let mountpoint = unescape(next("no mountpoint")?).into();
+    let mountpoint: PathBuf = unescape(next("no mountpoint")?).into();
+    // The kernel writes absolute paths; anything else is not a mountinfo line.
+    if !mountpoint.is_absolute() {
+        return Err("the mountpoint is not an absolute path");
+    }
     let mount_options = next("no mount options")?.to_string();
     let mut tail = tail.split(' ');
-    let fstype = tail.next().ok_or("no filesystem type")?.to_string();
+    let fstype = tail
+        .next()
+        .filter(|t| !t.is_empty())
+        .ok_or("no filesystem type")?
+        .to_string();
     let source = unescape(tail.next().ok_or("no source")?);
     let super_options = tail.next().unwrap_or("").to_string();
     Ok(Mount {
@@ -107,7 +122,9 @@ fn parse_line(line: &str) -> Result<Mount, &'static str> {
     })
 }
 
-/// Undoes the kernel's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+/// Undoes the kernel's octal escapes (`\040` for a space, `\011`, `\012`, `\134`). A
+/// backslash followed by anything else, or by an octal number past one byte (`\777`, which the
+/// kernel never writes), stays as it is.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -115,10 +132,12 @@ fn unescape(field: &str) -> String {
     while i < bytes.len() {
         let octal = bytes
             .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u16, |n, c| n * 8 + u16::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
         match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            Some(byte) => {
+                out.push(byte);
                 i += 4;
             }
             None => {
@@ -133,6 +152,14 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_decode_and_impossible_ones_stay_literal() {
+        assert_eq!(unescape(r"/mnt/a\040b\134c"), "/mnt/a b\\c");
+        // Found by fuzzing: `\777` is past a byte (it overflowed before).
+        assert_eq!(unescape(r"/x\777y"), r"/x\777y");
+        assert_eq!(unescape(r"/x\7"), r"/x\7");
+    }
 
     #[test]
     fn parses_the_proc5_example() {

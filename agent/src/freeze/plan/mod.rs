@@ -103,6 +103,15 @@ pub enum PlanError {
     Ineligible { path: PathBuf, reason: SkipReason },
     #[error("the loop devices between {0:?} depend on each other in a cycle; freeze them explicitly in separate runs")]
     Cycle(Vec<PathBuf>),
+    #[error(
+        "mountinfo lists device {dev} as two different filesystems ({first} and {second}); refusing \
+         to guess which to freeze"
+    )]
+    Inconsistent {
+        dev: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 const PSEUDO: &[&str] = &[
@@ -231,6 +240,19 @@ pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -
             continue;
         }
         let key = superblock_key(m);
+        // One device number is one filesystem: a second key for it means the table is wrong,
+        // and freezing both would freeze one superblock twice.
+        let clash = groups
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .find_map(|(_, members)| members.iter().find(|x| x.dev == m.dev));
+        if let Some(other) = clash {
+            return Err(PlanError::Inconsistent {
+                dev: format!("{}:{}", m.dev.major, m.dev.minor),
+                first: other.mountpoint.clone(),
+                second: m.mountpoint.clone(),
+            });
+        }
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(m),
             None => groups.push((key, vec![m])),

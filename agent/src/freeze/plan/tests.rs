@@ -254,3 +254,22 @@ fn a_skip_reason_reads_well_in_json() {
     .unwrap();
     assert!(json.contains("\"reason\":\"memory-backed"), "{json}");
 }
+
+#[test]
+fn one_device_under_two_filesystem_types_is_refused() {
+    // Found by fuzzing: a table no kernel writes, where freezing both would freeze twice.
+    let mounts =
+        parse("28 27 4:25 / /a rw - btrfs /dev/vdb rw\n30 27 4:25 / /b rw - ext4 /dev/vdc rw\n").unwrap();
+    let err = plan(
+        &mounts,
+        Selection {
+            mountpoints: None,
+            exclude: &[],
+        },
+        &FakeHost::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PlanError::Inconsistent { .. }), "{err}");
+    let repeated = parse("28 27 8:1 / / rw - ext4 /dev/vda rw\n28 27 8:2 / /b rw - ext4 /dev/vdb rw\n");
+    assert!(repeated.unwrap_err().problem.contains("listed twice"));
+}

@@ -162,13 +162,27 @@ fn a_hook_anyone_could_change_is_refused_before_anything_runs() {
 fn a_hook_that_hangs_is_killed_and_the_others_thaw() {
     let setup = Setup::new("hook_timeout = \"1s\"\n");
     setup.hook("10-db", "");
-    setup.hook("20-stuck", "[ \"$1\" = freeze ] && sleep 60; exit 0");
+    // It ignores SIGTERM and leaves a child of its own running: both go at the timeout.
+    let child_pid = setup.fs.dir.path().join("child.pid");
+    setup.hook(
+        "20-stuck",
+        &format!(
+            "[ \"$1\" = freeze ] && {{ trap '' TERM; sleep 60 & echo $! > {}; wait; }}; exit 0",
+            child_pid.display()
+        ),
+    );
     let report = setup.snapshot();
     assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
     assert!(report["error"]
         .as_str()
         .unwrap()
         .contains("did not finish within 1s and was killed"));
+    let pid: u32 = std::fs::read_to_string(&child_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!process_alive(pid), "the hook's child was killed with it");
     assert_eq!(
         setup.log(),
         ["10-db freeze", "20-stuck freeze", "20-stuck thaw", "10-db thaw"]

@@ -101,17 +101,27 @@ async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, Q
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Its own process group: at the timeout the hook and everything it started are killed
+    // (SIGKILL: a hook that ignores SIGTERM does not get to hang the run).
     let child = tokio::process::Command::new(hook)
         .arg(arg)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
-        .output();
-    let out = match tokio::time::timeout(timeout, child).await {
+        .spawn()
+        .map_err(|e| QuiesceError(format!("cannot run hook {name}: {e}")))?;
+    let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Err(_) => {
+            if let Some(group) = group {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+            }
             return Err(QuiesceError(format!(
-                "hook {name} {arg} did not finish within {} and was killed",
+                "hook {name} {arg} did not finish within {} and was killed, with everything it started",
                 humantime::format_duration(timeout)
-            )))
+            )));
         }
         Ok(Err(e)) => return Err(QuiesceError(format!("cannot run hook {name}: {e}"))),
         Ok(Ok(out)) => out,

@@ -7,6 +7,7 @@ mod contract;
 mod databases;
 mod digitalocean;
 mod engine;
+mod faults;
 mod hooks;
 mod servers;
 mod service;

@@ -1,0 +1,150 @@
+//! More of the fault-injection suite: a full target filesystem, TLS and DNS failures of the
+//! API (DNS in a network namespace of the test's own, so nothing leaves the machine), and the
+//! agent SIGKILLed while MariaDB's read lock is held.
+
+use crate::servers::*;
+use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A local-image configuration for `fs` (see `write_config`), with `extra` appended.
+fn local_config(fs: &ScratchFs, extra: &str) -> std::path::PathBuf {
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn a_full_target_filesystem_is_snapshotted_and_stays_usable() {
+    let fs = scratch_fs(Fs::Ext4);
+    // Fill it to ENOSPC: the agent writes nothing to its targets, so a full one is no obstacle.
+    let filled = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "status=none"])
+        .arg(format!("of={}", fs.path("filler").display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&filled.stderr).contains("No space left"),
+        "the disk is full"
+    );
+    let report = snapshot_json(&local_config(&fs, ""));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    std::fs::remove_file(fs.path("filler")).unwrap();
+    std::fs::write(fs.path("after"), b"writable again").unwrap();
+}
+
+/// A DigitalOcean configuration for `fs` whose API and metadata are at `url`.
+fn api_config(fs: &ScratchFs, url: &str) -> std::path::PathBuf {
+    let token = fs.dir.path().join("token");
+    std::fs::write(&token, "dop_v1_fault").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = fs.dir.path().join("etc/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\n[quiesce]\nhooks_dir = {:?}\n\
+             [digitalocean]\napi_url = {url:?}\nmetadata_url = {url:?}\ntoken_file = {:?}\napi_timeout = \"3s\"\n",
+            fs.dir.path().join("run").display().to_string(),
+            fs.mountpoint.display().to_string(),
+            fs.dir.path().join("etc/hooks.d").display().to_string(),
+            token.display().to_string(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn assert_failed_before_freezing(report: &serde_json::Value, expected: &str) {
+    assert_eq!(report["failed_phase"], "preflight", "{report:#}");
+    assert!(report["error"].as_str().unwrap().contains(expected), "{report:#}");
+    assert!(report["filesystems"]["frozen"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tls_and_dns_failures_fail_in_preflight_before_anything_freezes() {
+    let fs = scratch_fs(Fs::Ext4);
+    let images = fs.dir.path().join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let sim = SimServer::start(SimConfig {
+        token: "dop_v1_fault".into(),
+        droplet_id: 3164444,
+        droplet_name: "web-1".into(),
+        disk: None,
+        image_dir: images,
+        action_delay: Duration::ZERO,
+        latency: Duration::ZERO,
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+    });
+    // TLS to a server that speaks plain HTTP: the handshake fails.
+    let https = sim.url.replace("http://", "https://");
+    let report = snapshot_json(&api_config(&fs, &https));
+    assert_failed_before_freezing(&report, "cannot tell which Droplet this is");
+    let chain = report["error"].as_str().unwrap().to_lowercase();
+    // rustls's own words for a peer that does not speak TLS.
+    assert!(
+        chain.contains("corrupt message") || chain.contains("tls"),
+        "{chain}"
+    );
+
+    // DNS: a network namespace with nothing but a loopback, so no name resolves and no query
+    // leaves this machine.
+    let config = api_config(&fs, "http://api.freezeframe-test.invalid");
+    let out = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_failed_before_freezing(&report, "cannot tell which Droplet this is");
+    assert!(report["error"].as_str().unwrap().contains("dns"), "{report:#}");
+}
+
+#[test]
+fn a_sigkilled_agent_leaves_no_mariadb_lock_behind() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+    let config = local_config(
+        &fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n",
+            server.socket.display().to_string()
+        ),
+    );
+    let mut cmd = Command::new(agent_bin());
+    cmd.env("FAILPOINTS", "local-image-copy=sleep(60000)")
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"]);
+    // Frozen, with FLUSH TABLES WITH READ LOCK held by the agent's session.
+    let (mut agent, _) = spawn_until_frozen(cmd, fs.dir.path());
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    // The session's client read its statements from the agent: at the agent's death it ends,
+    // and the lock with it. A write goes through at once (the guard thawed the filesystem).
+    let started = Instant::now();
+    server.sql("INSERT INTO app.rows VALUES (1)");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a writer waited behind a leaked lock"
+    );
+    assert_eq!(server.sql("SELECT COUNT(*) FROM app.rows"), "1");
+}

@@ -169,7 +169,20 @@ pub async fn snapshot(
     }
     let mut provider = provider(settings);
     let bus = dbus::system_bus().await.ok();
-    let quiesce = quiesce_plan(settings, bus.as_ref()).await;
+    let quiesce = quiesce_plan(settings, bus.as_ref())
+        .await
+        .recording_in(settings.runtime_dir.clone());
+    // Units an earlier, dead agent left frozen.
+    if !systemd::leftovers::recorded(&settings.runtime_dir).is_empty() {
+        let units = systemd::connect_or_unreachable(bus.as_ref()).await;
+        for (unit, outcome) in systemd::leftovers::thaw_recorded(&settings.runtime_dir, units.as_ref()).await
+        {
+            match outcome {
+                Ok(()) => tracing::warn!("an earlier run left {unit} frozen: thawed"),
+                Err(e) => tracing::warn!("an earlier run left {unit} frozen and it could not be thawed: {e}"),
+            }
+        }
+    }
     // Held until the run ends: a reboot asked for meanwhile waits for the thaw and resume.
     let _inhibitor = match &bus {
         Some(bus) => logind::inhibit_shutdown(bus)

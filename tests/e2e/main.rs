@@ -391,7 +391,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
          test ! -e /etc/freezeframe/hooks.d && test -e /etc/freezeframe/config.d/e2e.toml && \
          test ! -e /usr/bin/freezeframe-agent && test ! -e /usr/bin/freezeframe",
     );
-    machine.sh("! pgrep -f freezeframe-agent");
+    machine.sh("! grep -qa '[f]reezeframe-agent' /proc/[0-9]*/cmdline");
     machine.sh("! systemctl cat freezeframe-agent.service >/dev/null 2>&1");
     drop(machine);
 }

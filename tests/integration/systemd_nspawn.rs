@@ -184,6 +184,34 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
     assert_eq!(machine.unit_property("pinned", "ActiveState"), "active");
 
+    // An agent SIGKILLed while a unit is frozen: its guard thaws the filesystem, and the unit,
+    // which no kernel guard thaws, is listed for `freezeframe-agent thaw` (ExecStopPost).
+    write_config(&etc, &sim.url, &systemd_quiescer("writer", "freeze"));
+    sim.sim
+        .set_faults(vec!["POST /v2/droplets/=latency:30000".parse().unwrap()]);
+    let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
+    let (child, _) = spawn_until_frozen(snapshot, &notify);
+    assert_eq!(machine.unit_property("writer", "FreezerState"), "frozen");
+    // The agent, not its guard (a child of the agent's, with the same command line).
+    machine.sh(
+        "for p in /proc/[0-9]*; do grep -qa '[f]reezeframe-agent.snapshot' $p/cmdline 2>/dev/null || continue; \
+         ppid=$(awk '/^PPid/ {print $2}' $p/status); \
+         grep -qa '[f]reezeframe-agent' /proc/$ppid/cmdline 2>/dev/null || kill -KILL ${p#/proc/}; done",
+    );
+    let _ = child.wait_with_output();
+    sim.sim.set_faults(Vec::new());
+    machine.sh("timeout 10 sh -c 'echo after-kill >> /vol/probe'");
+    assert_eq!(
+        machine.unit_property("writer", "FreezerState"),
+        "frozen",
+        "left frozen by the dead agent"
+    );
+    assert_eq!(machine.sh("cat /run/freezeframe/frozen-units"), "writer.service");
+    let thawed = machine.sh("freezeframe-agent thaw");
+    assert!(thawed.contains("writer.service: thawed"), "{thawed}");
+    assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
+    machine.sh("test ! -e /run/freezeframe/frozen-units");
+
     // Preflight refuses what cannot be quiesced, before anything is touched.
     machine.sh("systemctl stop worker");
     for (quiescer, expected) in [

@@ -30,14 +30,18 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> anyhow::Result<Exit> {
                     DEFAULT_RUNTIME_DIR.into()
                 }),
         };
+        let units_failed = thaw_units(&dir)?;
         let path = dir.join(record::RECORD_FILE);
         let Some(rec) = record::read(&path).with_context(|| format!("cannot read {}", path.display()))?
         else {
-            println!("nothing to thaw: no record in {}", dir.display());
-            return Ok(Exit::Success);
+            println!("no frozen filesystem recorded in {}", dir.display());
+            return Ok(if units_failed { Exit::Failed } else { Exit::Success });
         };
         let outcomes = record::thaw_recorded(&rec);
         record::remove(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        if units_failed {
+            return report(&outcomes).map(|_| Exit::Failed);
+        }
         outcomes
     } else {
         args.mountpoints
@@ -51,10 +55,41 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> anyhow::Result<Exit> {
             })
             .collect()
     };
+    report(&outcomes)
+}
+
+fn report(outcomes: &[(PathBuf, ThawOutcome)]) -> anyhow::Result<Exit> {
     let mut failed = false;
-    for (mp, outcome) in &outcomes {
+    for (mp, outcome) in outcomes {
         failed |= matches!(outcome, ThawOutcome::Failed(_));
         println!("{}: {outcome}", mp.display());
     }
     Ok(if failed { Exit::Failed } else { Exit::Success })
+}
+
+/// Thaws the systemd units a dead agent left frozen, if the record lists any; whether any
+/// could not be thawed.
+fn thaw_units(dir: &Path) -> anyhow::Result<bool> {
+    use freezeframe_agent::systemd;
+    if systemd::leftovers::recorded(dir).is_empty() {
+        return Ok(false);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcomes = runtime.block_on(async {
+        let units = systemd::connect_or_unreachable(None).await;
+        systemd::leftovers::thaw_recorded(dir, units.as_ref()).await
+    });
+    let mut failed = false;
+    for (unit, outcome) in outcomes {
+        match outcome {
+            Ok(()) => println!("{unit}: thawed"),
+            Err(e) => {
+                failed = true;
+                println!("{unit}: FAILED: {e}");
+            }
+        }
+    }
+    Ok(failed)
 }

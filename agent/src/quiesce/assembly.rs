@@ -38,6 +38,8 @@ pub struct QuiescePlan {
     pub configured: Vec<QuiescerSettings>,
     pub detection: Detection,
     units: Arc<dyn Units>,
+    /// Where frozen units are recorded until thawed.
+    runtime_dir: Option<PathBuf>,
 }
 
 impl QuiescePlan {
@@ -76,7 +78,14 @@ impl QuiescePlan {
             configured: settings.quiescers.clone(),
             detection,
             units,
+            runtime_dir: None,
         }
+    }
+
+    /// Frozen units are recorded in `runtime_dir` until they are thawed.
+    pub fn recording_in(mut self, runtime_dir: PathBuf) -> Self {
+        self.runtime_dir = Some(runtime_dir);
+        self
     }
 
     /// The detected units that get their native quiescer.
@@ -115,10 +124,10 @@ impl QuiescePlan {
             list.push(Box::new(HookDir::new(self.hooks_dir.clone(), self.hook_timeout)));
         }
         for settings in &self.configured {
-            list.push(build(settings, &self.units));
+            list.push(build(settings, &self.units, self.runtime_dir.as_deref()));
         }
         for (detected, settings) in self.native() {
-            let inner = build(settings, &self.units);
+            let inner = build(settings, &self.units, self.runtime_dir.as_deref());
             list.push(Box::new(ForUnit {
                 name: format!("{} ({})", detected.kind.as_str(), detected.unit),
                 inner,
@@ -138,7 +147,11 @@ fn covered(configured: &[QuiescerSettings], unit: &str, kind: DatabaseKind) -> b
 }
 
 /// The quiescer for one `[[quiescer]]`.
-pub fn build(settings: &QuiescerSettings, units: &Arc<dyn Units>) -> Box<dyn Quiescer> {
+pub fn build(
+    settings: &QuiescerSettings,
+    units: &Arc<dyn Units>,
+    runtime_dir: Option<&std::path::Path>,
+) -> Box<dyn Quiescer> {
     match settings {
         QuiescerSettings::Redis {
             endpoint,
@@ -168,7 +181,11 @@ pub fn build(settings: &QuiescerSettings, units: &Arc<dyn Units>) -> Box<dyn Qui
             *timeout,
         )),
         QuiescerSettings::Systemd { unit, mode, timeout } => {
-            Box::new(SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout))
+            let quiescer = SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout);
+            Box::new(match runtime_dir {
+                Some(dir) => quiescer.recorded_in(dir.to_path_buf()),
+                None => quiescer,
+            })
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct SystemdUnit {
     timeout: Duration,
     /// Where the cgroup v2 hierarchy is mounted, to check that the freezer is available.
     cgroup_root: PathBuf,
+    /// The runtime directory, where a frozen unit is recorded until it is thawed.
+    runtime_dir: Option<PathBuf>,
     name: String,
 }
 
@@ -82,8 +84,16 @@ impl SystemdUnit {
             units,
             timeout,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            runtime_dir: None,
             name,
         }
+    }
+
+    /// Records the unit in `runtime_dir` while it is frozen, so that a dead agent's frozen
+    /// unit is thawed by `freezeframe-agent thaw` or the next run.
+    pub fn recorded_in(mut self, runtime_dir: PathBuf) -> Self {
+        self.runtime_dir = Some(runtime_dir);
+        self
     }
 
     /// For tests: a cgroup hierarchy of their own.
@@ -167,6 +177,10 @@ impl Quiescer for SystemdUnit {
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
+        if let (UnitMode::Freeze, Some(dir)) = (self.mode, &self.runtime_dir) {
+            crate::systemd::leftovers::add(dir, &self.unit)
+                .map_err(|e| self.error(format!("cannot record the unit in {}: {e}", dir.display())))?;
+        }
         match self.mode {
             UnitMode::Freeze => self.units.freeze(&self.unit).await,
             UnitMode::Stop => self.units.stop(&self.unit).await,
@@ -183,14 +197,23 @@ impl Quiescer for SystemdUnit {
                     .describe(&self.unit)
                     .await
                     .map_err(|e| QuiesceError(e.to_string()))?;
-                if state.freezer_state == "running" {
-                    return Ok(());
+                if state.freezer_state != "running" {
+                    self.units
+                        .thaw(&self.unit)
+                        .await
+                        .map_err(|e| QuiesceError(e.to_string()))?;
                 }
-                self.units.thaw(&self.unit).await
+                if let Some(dir) = &self.runtime_dir {
+                    let _ = crate::systemd::leftovers::remove(dir, &self.unit);
+                }
+                Ok(())
             }
-            UnitMode::Stop => self.units.start(&self.unit).await,
+            UnitMode::Stop => self
+                .units
+                .start(&self.unit)
+                .await
+                .map_err(|e| QuiesceError(e.to_string())),
         }
-        .map_err(|e| QuiesceError(e.to_string()))
     }
 }
 

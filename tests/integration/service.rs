@@ -139,6 +139,24 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     assert!(writer.acked() > 0);
     writer.stop();
 
+    // On a terminal (a pty from script(1)): the live spinner, and the frozen window as it ends.
+    std::thread::sleep(Duration::from_millis(1100));
+    let command = format!(
+        "{} --bus-address {} snapshot",
+        cli_bin().display(),
+        served.bus.address
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("writes were blocked for") && shown.contains("succeeded"),
+        "{shown}"
+    );
+
     // Snapshot names carry the time to the second.
     std::thread::sleep(Duration::from_millis(1100));
     let report = json_of(&served.cli(&["snapshot", "--json", "--wait"]));
@@ -154,7 +172,7 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     assert_eq!(status["frozen"], false);
     assert_eq!(status["last_result"]["snapshot_name"], newest.as_str());
     let list = json_of(&served.cli(&["list", "--json"]));
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
 
     // Without --bus-address the CLI uses the system bus, wherever DBUS_SYSTEM_BUS_ADDRESS says.
     let out = Command::new(cli_bin())
@@ -179,7 +197,7 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     assert!(!text.contains('✗'), "{text}");
 
     let pruned = json_of(&served.cli(&["prune", "--keep", "1", "--json"]));
-    assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
+    assert_eq!(pruned.as_array().unwrap().len(), 2, "{pruned:#}");
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list[0]["name"], newest.as_str(), "the newest is kept");
 }

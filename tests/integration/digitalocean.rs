@@ -556,3 +556,33 @@ fn a_registered_snapshot_whose_answer_lacks_an_id_is_reconciled_not_repeated() {
     );
     assert!(!is_frozen(&droplet.disk.mountpoint));
 }
+
+#[test]
+fn a_snapshot_while_another_still_waits_for_completion_is_refused_as_busy() {
+    let droplet = Droplet::new(Duration::from_secs(4), "");
+    let mut waiting = droplet.agent();
+    waiting.args(["snapshot", "--json", "--wait", "--name", "first"]);
+    let (first, _) = spawn_until_frozen(waiting, droplet.dir.path());
+    // The first thaws as soon as its request registered, then polls for completion; the run
+    // (and its lock) lasts until then, so a second one is refused, not interleaved.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = droplet
+        .agent()
+        .args(["snapshot", "--json", "--name", "second"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("busy"));
+    let report = report_of(&first.wait_with_output().unwrap());
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(
+        report["snapshot_id"].is_string(),
+        "it waited for completion: {report:#}"
+    );
+    assert!(!droplet.server.sim.images().contains_key("second"));
+}

@@ -34,7 +34,7 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> anyhow::Result<Exit> {
         let path = dir.join(record::RECORD_FILE);
         let Some(rec) = record::read(&path).with_context(|| format!("cannot read {}", path.display()))?
         else {
-            println!("no frozen filesystem recorded in {}", dir.display());
+            println!("nothing to thaw: no record in {}", dir.display());
             return Ok(if units_failed { Exit::Failed } else { Exit::Success });
         };
         let outcomes = record::thaw_recorded(&rec);

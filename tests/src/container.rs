@@ -112,7 +112,8 @@ impl Container {
             .spawn()
             .expect("start systemd-nspawn");
         let mut container = Container { nspawn, pid: 0 };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a loaded CI machine boots slowly.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while container.pid == 0 {
             if let Some(status) = container.nspawn.try_wait().unwrap() {
                 let mut err = String::new();
@@ -183,6 +184,14 @@ impl Drop for Container {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        // Killing the container's PID 1 ends every process in its namespace, so nothing of it
+        // (a dbus-daemon, a mount holding a loop device) outlives a container that hung.
+        if self.pid != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::SIGKILL,
+            );
         }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();

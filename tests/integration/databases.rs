@@ -35,21 +35,13 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
 /// A local-image configuration freezing `fs`, with one `[[quiescer]]` of `kind` whose `key`
 /// names `value` (a socket or socket folder).
 fn quiescer_config(fs: &ScratchFs, kind: &str, key: &str, value: &Path) -> PathBuf {
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[quiescer]]\nkind = \"{kind}\"\n{key} = {:?}\n",
-        value.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
-    config
+    local_image_config(
+        fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"{kind}\"\n{key} = {:?}\n",
+            value.display().to_string()
+        ),
+    )
 }
 
 #[test]

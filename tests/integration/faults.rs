@@ -9,22 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A local-image configuration for `fs` (see `write_config`), with `extra` appended.
-fn local_config(fs: &ScratchFs, extra: &str) -> std::path::PathBuf {
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(extra);
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 #[test]
 fn a_full_target_filesystem_is_snapshotted_and_stays_usable() {
     let fs = scratch_fs(Fs::Ext4);
@@ -38,7 +22,7 @@ fn a_full_target_filesystem_is_snapshotted_and_stays_usable() {
         String::from_utf8_lossy(&filled.stderr).contains("No space left"),
         "the disk is full"
     );
-    let report = snapshot_json(&local_config(&fs, ""));
+    let report = snapshot_json(&local_image_config(&fs, ""));
     assert_eq!(report["status"], "succeeded", "{report:#}");
     std::fs::remove_file(fs.path("filler")).unwrap();
     std::fs::write(fs.path("after"), b"writable again").unwrap();
@@ -122,7 +106,7 @@ fn a_sigkilled_agent_leaves_no_mariadb_lock_behind() {
     let fs = scratch_fs_sized(Fs::Ext4, 160);
     let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
     server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
-    let config = local_config(
+    let config = local_image_config(
         &fs,
         &format!(
             "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n",

@@ -20,29 +20,13 @@ struct Served {
     fs: ScratchFs,
 }
 
-/// A local-image configuration for `fs`, with `extra` appended.
-fn agent_config(fs: &ScratchFs, extra: &str) -> PathBuf {
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(extra);
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 impl Served {
     /// Starts `freezeframe-agent run` on a permissive private bus; `agent_config` goes into
     /// its `[agent]` section, `env` into its environment.
     fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
         let fs = scratch_fs(Fs::Ext4);
         let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
-        let config = agent_config(&fs, "");
+        let config = local_image_config(&fs, "");
         let text = std::fs::read_to_string(&config)
             .unwrap()
             .replace("[agent]\n", &format!("[agent]\n{agent_section}"));
@@ -501,7 +485,7 @@ fn agents_serving(config: &Path) -> Vec<u32> {
 #[test]
 fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_when_idle() {
     let fs = scratch_fs(Fs::Ext4);
-    let config = agent_config(&fs, "");
+    let config = local_image_config(&fs, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("[agent]\n", "[agent]\nidle_exit = \"1s\"\n");

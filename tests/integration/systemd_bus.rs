@@ -6,24 +6,8 @@
 use crate::servers::*;
 use freezeframe_tests::bus::{FakeSystemd, FakeUnit, PrivateBus};
 use freezeframe_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// A local-image configuration freezing `fs` only, with `extra` appended.
-fn config(fs: &ScratchFs, extra: &str) -> PathBuf {
-    let config = fs.dir.path().join("etc/config.toml");
-    write_config(
-        &config,
-        &[&fs.mountpoint],
-        &fs.dir.path().join("run"),
-        &fs.dir.path().join("images"),
-        "20s",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(extra);
-    std::fs::write(&config, text).unwrap();
-    config
-}
 
 fn plan_json(config: &Path, bus: &PrivateBus) -> serde_json::Value {
     let out = Command::new(agent_bin())
@@ -59,7 +43,7 @@ fn with_no_configuration_every_detected_database_is_quiesced_and_restores_with_e
             FakeUnit::active("nginx.service", std::process::id()),
         ],
     );
-    let config = config(&fs, "");
+    let config = local_image_config(&fs, "");
 
     let plan = plan_json(&config, &bus);
     let units = plan["databases"]["units"].as_array().unwrap();
@@ -144,7 +128,7 @@ fn systemd_units_are_stopped_and_started_and_unknown_databases_lower_the_consist
             FakeUnit::active("mongod.service", sleeper.id()),
         ],
     );
-    let config = config(
+    let config = local_image_config(
         &fs,
         "\n[[quiescer]]\nkind = \"systemd\"\nunit = \"worker\"\nmode = \"stop\"\n",
     );
@@ -180,7 +164,7 @@ fn systemd_units_are_stopped_and_started_and_unknown_databases_lower_the_consist
 #[test]
 fn a_systemd_quiescer_without_systemd_fails_before_anything_is_frozen() {
     let fs = scratch_fs(Fs::Ext4);
-    let config = config(&fs, "\n[[quiescer]]\nkind = \"systemd\"\nunit = \"app\"\n");
+    let config = local_image_config(&fs, "\n[[quiescer]]\nkind = \"systemd\"\nunit = \"app\"\n");
     let out = Command::new(agent_bin())
         .env(
             "DBUS_SYSTEM_BUS_ADDRESS",

@@ -225,6 +225,23 @@ pub fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: 
     .unwrap();
 }
 
+/// A `local-image` configuration freezing `fs` alone, in its scratch folder (`etc/config.toml`,
+/// runtime and images beside it, `max_freeze` 20 s), with `extra` appended.
+pub fn local_image_config(fs: &ScratchFs, extra: &str) -> PathBuf {
+    let config = fs.dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&fs.mountpoint],
+        &fs.dir.path().join("run"),
+        &fs.dir.path().join("images"),
+        "20s",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET.
 pub struct NotifySocket {
     pub path: PathBuf,

@@ -131,62 +131,17 @@ fn debs() -> Vec<PathBuf> {
 /// Starts the PostgreSQL of this machine on a data directory restored from the image and
 /// counts the rows numbered up to `acked`.
 fn count_restored_rows(data: &Path, sockets: &Path, acked: u64) -> u64 {
-    // The cluster's configuration lived in the container's /etc; the copy gets a minimal one.
+    // The cluster's configuration lived in the container's /etc; the copy gets a minimal one,
+    // and this machine's postgres user (another uid than the container's) owns the files.
     std::fs::write(data.join("postgresql.conf"), "").unwrap();
     std::fs::write(data.join("pg_hba.conf"), "local all all trust\n").unwrap();
     std::fs::write(data.join("pg_ident.conf"), "").unwrap();
-    let _ = std::fs::remove_file(data.join("postmaster.pid"));
-    std::fs::create_dir_all(sockets).unwrap();
-    run(
-        "chown",
-        &[
-            "-R",
-            "postgres:postgres",
-            data.to_str().unwrap(),
-            sockets.to_str().unwrap(),
-        ],
-    );
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    versions.sort();
-    let bin = versions.pop().unwrap().join("bin");
-    let log = sockets.join("log");
-    let options = format!("-p 5439 -k {} -c listen_addresses=''", sockets.display());
-    let started = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin.join("pg_ctl"))
-        .args([
-            "-w",
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            &options,
-            "start",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "PostgreSQL did not start on the restored volume:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let count = Command::new("runuser")
-        .args(["-u", "postgres", "--", "psql", "-X", "-A", "-t", "-h"])
-        .arg(sockets)
-        .args(["-p", "5439", "-d", "postgres", "-c"])
-        .arg(format!("SELECT count(*) FROM rows WHERE n <= {acked}"))
-        .output()
-        .unwrap();
-    let _ = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin.join("pg_ctl"))
-        .args(["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"])
-        .output();
-    String::from_utf8_lossy(&count.stdout).trim().parse().unwrap_or(0)
+    run("chown", &["-R", "postgres:postgres", data.to_str().unwrap()]);
+    let server = PgServer::restart(data, sockets);
+    server
+        .sql(&format!("SELECT count(*) FROM rows WHERE n <= {acked}"))
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]

@@ -6,6 +6,9 @@
 
 pub mod bus;
 pub mod container;
+pub mod postgres;
+
+pub use postgres::{assert_counted, pg_bin, PgServer};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

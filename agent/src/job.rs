@@ -191,7 +191,8 @@ pub async fn snapshot(
             .ok(),
         None => None,
     };
-    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
+    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir)
+        .with_rcu_expediting(settings.freeze.expedite_rcu);
     let report = Transaction {
         filesystems: &mut filesystems,
         provider: provider.as_mut(),

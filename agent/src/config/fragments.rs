@@ -72,6 +72,7 @@ pub struct FreezeFragment {
     pub mountpoints: Option<Vec<PathBuf>>,
     pub exclude: Option<Vec<PathBuf>>,
     pub max_freeze: Option<String>,
+    pub expedite_rcu: Option<bool>,
 }
 
 /// `[snapshot]`
@@ -124,6 +125,7 @@ impl ConfigFragment {
             overlay(&mut e.mountpoints, l.mountpoints);
             overlay(&mut e.exclude, l.exclude);
             overlay(&mut e.max_freeze, l.max_freeze);
+            overlay(&mut e.expedite_rcu, l.expedite_rcu);
         }
         if let Some(l) = later.snapshot {
             let e = self.snapshot.get_or_insert_with(Default::default);

@@ -149,6 +149,8 @@ pub struct FreezeSettings {
     pub exclude: Vec<PathBuf>,
     /// No filesystem stays frozen longer than this, whatever happens.
     pub max_freeze: Duration,
+    /// Expedite RCU grace periods during FIFREEZE (see `freeze::rcu`).
+    pub expedite_rcu: bool,
 }
 
 /// `[snapshot]`, validated.
@@ -418,6 +420,7 @@ impl Settings {
                 mountpoints,
                 exclude,
                 max_freeze,
+                expedite_rcu: freeze.expedite_rcu.unwrap_or(true),
             },
             snapshot: SnapshotSettings {
                 name_template,

@@ -4,6 +4,7 @@
 
 pub mod mountinfo;
 pub mod plan;
+pub mod rcu;
 pub mod sys;
 
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
@@ -149,6 +150,9 @@ pub struct LiveFilesystems {
     opened: Vec<(Target, OwnedFd)>,
     record_path: PathBuf,
     frozen: Option<FrozenSet>,
+    expedite_rcu: bool,
+    /// Locked in preflight when grace periods can be expedited during the next freeze.
+    rcu: Option<rcu::ExpeditedRcu>,
 }
 
 impl LiveFilesystems {
@@ -159,7 +163,47 @@ impl LiveFilesystems {
             opened: Vec::new(),
             record_path: runtime_dir.join(record::RECORD_FILE),
             frozen: None,
+            expedite_rcu: false,
+            rcu: None,
         }
+    }
+
+    /// Whether to expedite RCU grace periods while freezing (`[freeze] expedite_rcu`).
+    pub fn with_rcu_expediting(mut self, on: bool) -> Self {
+        self.expedite_rcu = on;
+        self
+    }
+
+    /// FIFREEZE on each opened target in order, recording what froze in `set` and `outcome`.
+    fn freeze_each(&self, set: &mut FrozenSet, outcome: &mut FreezeOutcome) -> Result<(), FreezeError> {
+        for (target, fd) in &self.opened {
+            if let Some(event) = set.guard.as_mut().and_then(Guard::check) {
+                return Err(FreezeError::GuardTripped(event));
+            }
+            let fd = fd.try_clone().map_err(|e| FreezeError::Open {
+                mountpoint: target.mountpoint.clone(),
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            match sys::freeze(&fd) {
+                Ok(()) => {
+                    set.frozen.push((target.mountpoint.clone(), fd));
+                    outcome.frozen.push(target.clone());
+                }
+                Err(nix::Error::EOPNOTSUPP) => outcome.not_supported.push(target.clone()),
+                Err(nix::Error::EBUSY) => {
+                    return Err(FreezeError::AlreadyFrozen {
+                        mountpoint: target.mountpoint.clone(),
+                    })
+                }
+                Err(source) => {
+                    return Err(FreezeError::Freeze {
+                        mountpoint: target.mountpoint.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     fn dup_fds(&self) -> Result<Vec<(PathBuf, OwnedFd)>, FreezeError> {
@@ -225,6 +269,14 @@ impl Filesystems for LiveFilesystems {
             }
             self.opened.push((t.clone(), fd));
         }
+        self.rcu = None;
+        if self.expedite_rcu {
+            match rcu::ExpeditedRcu::prepare() {
+                Ok(knob) => self.rcu = Some(knob),
+                Err(rcu::NotExpedited::Already) => {}
+                Err(why) => tracing::info!("RCU grace periods not expedited, freezing takes longer: {why}"),
+            }
+        }
         Ok(())
     }
 
@@ -246,7 +298,13 @@ impl Filesystems for LiveFilesystems {
     fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
         let raw: Vec<RawFd> = self.opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         let armed_at = Instant::now();
-        let guard = Guard::arm(&raw, max_freeze, Some(&self.record_path))?;
+        let rcu = self.rcu.take();
+        let guard = Guard::arm(
+            &raw,
+            max_freeze,
+            Some(&self.record_path),
+            rcu.as_ref().map(rcu::ExpeditedRcu::for_guard),
+        )?;
         let rec = FrozenRecord {
             agent_pid: std::process::id(),
             guard_pid: guard.pid(),
@@ -277,33 +335,15 @@ impl Filesystems for LiveFilesystems {
             guard_armed_at: Some(armed_at),
             ..FreezeOutcome::default()
         };
-        for (target, fd) in &self.opened {
-            if let Some(event) = set.guard.as_mut().and_then(Guard::check) {
-                return Err(FreezeError::GuardTripped(event)); // `set` thaws on drop
-            }
-            let fd = fd.try_clone().map_err(|e| FreezeError::Open {
-                mountpoint: target.mountpoint.clone(),
-                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
-            match sys::freeze(&fd) {
-                Ok(()) => {
-                    set.frozen.push((target.mountpoint.clone(), fd));
-                    outcome.frozen.push(target.clone());
-                }
-                Err(nix::Error::EOPNOTSUPP) => outcome.not_supported.push(target.clone()),
-                Err(nix::Error::EBUSY) => {
-                    return Err(FreezeError::AlreadyFrozen {
-                        mountpoint: target.mountpoint.clone(),
-                    })
-                }
-                Err(source) => {
-                    return Err(FreezeError::Freeze {
-                        mountpoint: target.mountpoint.clone(),
-                        source,
-                    })
-                }
-            }
+        if let Some(knob) = &rcu {
+            knob.expedite();
         }
+        let frozen = self.freeze_each(&mut set, &mut outcome);
+        fail::fail_point!("after-freeze");
+        if let Some(knob) = rcu {
+            knob.restore();
+        }
+        frozen?; // on error `set` thaws on drop
         if set.frozen.is_empty() {
             drop(set);
         } else {

@@ -60,9 +60,16 @@ pub enum GuardError {
 impl Guard {
     /// Forks the guard. `fds` are open descriptors of the targets in freeze order; the guard
     /// thaws them in reverse. `record`, if given, is unlinked by the guard after it thaws.
+    /// `rcu`, if given, is the locked `rcu_expedited` knob and the value the guard writes back
+    /// when it thaws (see [`crate::freeze::rcu`]).
     ///
     /// Must be called from within a tokio runtime (the status pipe is watched with `AsyncFd`).
-    pub fn arm(fds: &[RawFd], max_freeze: Duration, record: Option<&Path>) -> Result<Guard, GuardError> {
+    pub fn arm(
+        fds: &[RawFd],
+        max_freeze: Duration,
+        record: Option<&Path>,
+        rcu: Option<(RawFd, u8)>,
+    ) -> Result<Guard, GuardError> {
         use nix::fcntl::OFlag;
         let (control_r, control_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| GuardError::Pipe(e.into()))?;
@@ -79,6 +86,8 @@ impl Guard {
             fd_count: fds.len(),
             max_freeze_ns: i64::try_from(max_freeze.as_nanos()).unwrap_or(i64::MAX),
             record: record.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            rcu_fd: rcu.map_or(-1, |(fd, _)| fd),
+            rcu_previous: rcu.map_or(b'0', |(_, value)| value),
         };
         // SAFETY: the child runs only `guard_main`, which calls async-signal-safe functions on
         // memory that was prepared above and stays valid (the child has its own copy), and
@@ -208,6 +217,9 @@ struct ChildArgs {
     fd_count: usize,
     max_freeze_ns: i64,
     record: *const libc::c_char,
+    /// The `rcu_expedited` knob (-1: none) and the value to write back.
+    rcu_fd: RawFd,
+    rcu_previous: u8,
 }
 
 fn now_ns() -> i64 {
@@ -221,7 +233,8 @@ fn now_ns() -> i64 {
     ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
 }
 
-/// Thaws every target in reverse freeze order, ignoring errors (EINVAL: not frozen).
+/// Thaws every target in reverse freeze order, ignoring errors (EINVAL: not frozen), then
+/// restores `rcu_expedited` unless another freeze holds its lock by now.
 ///
 /// # Safety
 /// `args.fds` must point to `args.fd_count` descriptors.
@@ -236,6 +249,13 @@ unsafe fn thaw_all(args: &ChildArgs) {
     if !args.record.is_null() {
         // SAFETY: `record` is a NUL-terminated path prepared before the fork.
         unsafe { libc::unlink(args.record) };
+    }
+    // SAFETY: flock and pwrite on a descriptor inherited from the agent, with a one-byte buffer
+    // that lives on this stack frame.
+    unsafe {
+        if args.rcu_fd >= 0 && libc::flock(args.rcu_fd, libc::LOCK_EX | libc::LOCK_NB) == 0 {
+            libc::pwrite(args.rcu_fd, (&args.rcu_previous as *const u8).cast(), 1, 0);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::provider::local_image::LocalImage;
 use crate::provider::SnapshotProvider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
+use crate::quiesce::pending;
 use crate::runtime::{RuntimeDir, RuntimeError};
 use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transaction};
 use crate::{dbus, logind, systemd};
@@ -172,14 +173,19 @@ pub async fn snapshot(
     let quiesce = quiesce_plan(settings, bus.as_ref())
         .await
         .recording_in(settings.runtime_dir.clone());
-    // Units an earlier, dead agent left frozen.
-    if !systemd::leftovers::recorded(&settings.runtime_dir).is_empty() {
+    // Resumes an earlier, dead agent owed (its filesystems were thawed just above).
+    if !pending::recorded(&settings.runtime_dir).is_empty() {
         let units = systemd::connect_or_unreachable(bus.as_ref()).await;
-        for (unit, outcome) in systemd::leftovers::thaw_recorded(&settings.runtime_dir, units.as_ref()).await
-        {
+        let owed = pending::resume_recorded(
+            &settings.runtime_dir,
+            units.as_ref(),
+            settings.quiesce.hook_timeout,
+        )
+        .await;
+        for (entry, outcome) in owed {
             match outcome {
-                Ok(()) => tracing::warn!("an earlier run left {unit} frozen: thawed"),
-                Err(e) => tracing::warn!("an earlier run left {unit} frozen and it could not be thawed: {e}"),
+                Ok(()) => tracing::warn!("an earlier run did not resume {entry}: done now"),
+                Err(e) => tracing::warn!("an earlier run did not resume {entry}, and it failed now: {e}"),
             }
         }
     }

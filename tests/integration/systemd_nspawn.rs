@@ -184,9 +184,14 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
     assert_eq!(machine.unit_property("pinned", "ActiveState"), "active");
 
-    // An agent SIGKILLed while a unit is frozen: its guard thaws the filesystem, and the unit,
-    // which no kernel guard thaws, is listed for `freezeframe-agent thaw` (ExecStopPost).
-    write_config(&etc, &sim.url, &systemd_quiescer("writer", "freeze"));
+    // An agent SIGKILLed while a unit is frozen and another stopped: its guard thaws the
+    // filesystem, and the units, which no kernel guard resumes, are listed for
+    // `freezeframe-agent thaw` (ExecStopPost), which resumes them in reverse order.
+    write_config(
+        &etc,
+        &sim.url,
+        &(systemd_quiescer("writer", "freeze") + &systemd_quiescer("worker", "stop")),
+    );
     sim.sim
         .set_faults(vec!["POST /v2/droplets/=latency:30000".parse().unwrap()]);
     let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
@@ -206,11 +211,21 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
         "frozen",
         "left frozen by the dead agent"
     );
-    assert_eq!(machine.sh("cat /run/freezeframe/frozen-units"), "writer.service");
+    assert_eq!(machine.unit_property("worker", "ActiveState"), "inactive");
+    assert_eq!(
+        machine.sh("cat /run/freezeframe/pending-resumes"),
+        "thaw-unit writer.service\nstart-unit worker.service"
+    );
     let thawed = machine.sh("freezeframe-agent thaw");
-    assert!(thawed.contains("writer.service: thawed"), "{thawed}");
+    let started = thawed.find("worker.service (stopped): start: done");
+    let unfrozen = thawed.find("writer.service (frozen): thaw: done");
+    assert!(
+        started.is_some() && unfrozen.is_some() && started < unfrozen,
+        "{thawed}"
+    );
     assert_eq!(machine.unit_property("writer", "FreezerState"), "running");
-    machine.sh("test ! -e /run/freezeframe/frozen-units");
+    assert_eq!(machine.unit_property("worker", "ActiveState"), "active");
+    machine.sh("test ! -e /run/freezeframe/pending-resumes");
 
     // Preflight refuses what cannot be quiesced, before anything is touched.
     machine.sh("systemctl stop worker");

@@ -112,7 +112,10 @@ impl FrozenSet {
     fn thaw_now(&mut self) -> ThawReport {
         let guard_event = self.guard.as_mut().and_then(Guard::check);
         let mut errors = Vec::new();
-        for (mountpoint, fd) in self.frozen.iter().rev() {
+        for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
+            if i > 0 {
+                fail::fail_point!("between-thaws");
+            }
             match sys::thaw(fd) {
                 // EINVAL: not frozen, because the guard thawed it at the deadline.
                 Ok(()) | Err(nix::Error::EINVAL) => {}

@@ -82,7 +82,7 @@ impl QuiescePlan {
         }
     }
 
-    /// Frozen units are recorded in `runtime_dir` until they are thawed.
+    /// Frozen or stopped units and prepared hooks are recorded in `runtime_dir` until resumed.
     pub fn recording_in(mut self, runtime_dir: PathBuf) -> Self {
         self.runtime_dir = Some(runtime_dir);
         self
@@ -121,7 +121,9 @@ impl QuiescePlan {
         // Hooks first (they quiesce the applications that write to the databases), resumed
         // last. An empty or missing directory quiesces nothing; a refused one fails preflight.
         if !matches!(&self.hooks, Ok(found) if found.is_empty()) {
-            list.push(Box::new(HookDir::new(self.hooks_dir.clone(), self.hook_timeout)));
+            list.push(Box::new(
+                HookDir::new(self.hooks_dir.clone(), self.hook_timeout).recorded_in(self.runtime_dir.clone()),
+            ));
         }
         for settings in &self.configured {
             list.push(build(settings, &self.units, self.runtime_dir.as_deref()));

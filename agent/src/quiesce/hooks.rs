@@ -4,6 +4,7 @@
 //! whose `freeze` ran. The directory and each hook must be owned by root and writable by no one
 //! else: a hook runs as root, so anyone who can change one could run anything as root.
 
+use super::pending::{self, Pending};
 use super::{QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,6 +18,8 @@ pub struct HookDir {
     hooks: Vec<PathBuf>,
     /// How many hooks' `freeze` started, in order: these get `thaw`.
     started: usize,
+    /// Where each hook is recorded from its `freeze` until its `thaw` ([`super::pending`]).
+    runtime_dir: Option<PathBuf>,
 }
 
 impl HookDir {
@@ -26,8 +29,29 @@ impl HookDir {
             timeout,
             hooks: Vec::new(),
             started: 0,
+            runtime_dir: None,
         }
     }
+
+    /// Records each hook in `runtime_dir` from its `freeze` until its `thaw`, so that a dead
+    /// agent's hooks get their `thaw` from `freezeframe-agent thaw` or the next run.
+    pub fn recorded_in(mut self, runtime_dir: Option<PathBuf>) -> Self {
+        self.runtime_dir = runtime_dir;
+        self
+    }
+}
+
+/// Runs `thaw` for a hook a dead agent recorded, after the same ownership checks as discovery.
+pub async fn thaw_recorded(hook: &Path, timeout: Duration) -> Result<(), QuiesceError> {
+    let meta =
+        std::fs::metadata(hook).map_err(|e| QuiesceError(format!("cannot read {}: {e}", hook.display())))?;
+    if let Some(dir) = hook.parent() {
+        let dir_meta = std::fs::metadata(dir)
+            .map_err(|e| QuiesceError(format!("cannot read {}: {e}", dir.display())))?;
+        check_owner(dir, &dir_meta)?;
+    }
+    check_owner(hook, &meta)?;
+    run_hook(hook, "thaw", timeout).await.map(drop)
 }
 
 /// Names that are not hooks: samples, package manager leftovers, editor backups.
@@ -95,6 +119,18 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, QuiesceError> {
     Ok(hooks)
 }
 
+/// Kills a hook's process group when dropped: at its timeout, and when the run stops waiting
+/// for the hook (a signal to the agent drops the prepare).
+struct KillGroupOnDrop(Option<nix::unistd::Pid>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed.
 async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, QuiesceError> {
     let name = hook
@@ -103,21 +139,36 @@ async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, Q
         .unwrap_or_default();
     // Its own process group: at the timeout the hook and everything it started are killed
     // (SIGKILL: a hook that ignores SIGTERM does not get to hang the run).
-    let child = tokio::process::Command::new(hook)
+    let mut command = tokio::process::Command::new(hook);
+    command
         .arg(arg)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    let agent = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs between fork and exec and calls only prctl and getppid, both
+    // async-signal-safe, on no shared state.
+    unsafe {
+        command.pre_exec(move || {
+            // A hook must not outlive an agent killed mid-run: its `thaw` is run by whoever
+            // resumes for the dead agent, and must not race a `freeze` still going. (The signal
+            // follows the spawning thread: a runtime worker, which lives as long as the run.)
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != agent {
+                // The agent is already gone. No allocation here (between fork and exec).
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .spawn()
         .map_err(|e| QuiesceError(format!("cannot run hook {name}: {e}")))?;
-    let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Err(_) => {
-            if let Some(group) = group {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-            }
+            drop(group);
             return Err(QuiesceError(format!(
                 "hook {name} {arg} did not finish within {} and was killed, with everything it started",
                 humantime::format_duration(timeout)
@@ -126,6 +177,9 @@ async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, Q
         Ok(Err(e)) => return Err(QuiesceError(format!("cannot run hook {name}: {e}"))),
         Ok(Ok(out)) => out,
     };
+    // It finished: what it left running in the background (a lock session held until `thaw`)
+    // is its own business.
+    group.0 = None;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -191,6 +245,15 @@ impl Quiescer for HookDir {
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
         for (i, hook) in self.hooks.iter().enumerate() {
+            if let Some(dir) = &self.runtime_dir {
+                pending::add(dir, Pending::Hook(hook.clone())).map_err(|e| {
+                    QuiesceError(format!(
+                        "cannot record hook {} in {}: {e}",
+                        hook.display(),
+                        dir.display()
+                    ))
+                })?;
+            }
             self.started = i + 1;
             run_hook(hook, "freeze", self.timeout).await?;
         }
@@ -202,6 +265,10 @@ impl Quiescer for HookDir {
         for hook in self.hooks[..self.started].iter().rev() {
             if let Err(e) = run_hook(hook, "thaw", self.timeout).await {
                 failures.push(e.0);
+            }
+            // Its `thaw` ran; a failure is this run's to report, not one to repeat later.
+            if let Some(dir) = &self.runtime_dir {
+                let _ = pending::remove(dir, &Pending::Hook(hook.clone()));
             }
         }
         self.started = 0;

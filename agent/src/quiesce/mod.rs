@@ -6,6 +6,7 @@ pub mod assembly;
 pub mod auto;
 pub mod hooks;
 pub mod mysql;
+pub mod pending;
 pub mod postgres;
 pub mod redis;
 pub mod systemd_unit;

@@ -2,6 +2,7 @@
 //! place with the cgroup freezer (`FreezeUnit`, undone by `ThawUnit`); `stop` stops the unit
 //! and starts it again after the thaw, waiting for each job to end with `done`.
 
+use super::pending::{self, Pending};
 use super::{QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
 use crate::systemd::{UnitState, Units};
@@ -70,7 +71,7 @@ pub struct SystemdUnit {
     timeout: Duration,
     /// Where the cgroup v2 hierarchy is mounted, to check that the freezer is available.
     cgroup_root: PathBuf,
-    /// The runtime directory, where a frozen unit is recorded until it is thawed.
+    /// The runtime directory, where a frozen or stopped unit is recorded until it is resumed.
     runtime_dir: Option<PathBuf>,
     name: String,
 }
@@ -89,11 +90,18 @@ impl SystemdUnit {
         }
     }
 
-    /// Records the unit in `runtime_dir` while it is frozen, so that a dead agent's frozen
-    /// unit is thawed by `freezeframe-agent thaw` or the next run.
+    /// Records the unit in `runtime_dir` while it is frozen or stopped, so that a dead agent's
+    /// unit is resumed by `freezeframe-agent thaw` or the next run ([`pending`]).
     pub fn recorded_in(mut self, runtime_dir: PathBuf) -> Self {
         self.runtime_dir = Some(runtime_dir);
         self
+    }
+
+    fn pending(&self) -> Pending {
+        match self.mode {
+            UnitMode::Freeze => Pending::FrozenUnit(self.unit.clone()),
+            UnitMode::Stop => Pending::StoppedUnit(self.unit.clone()),
+        }
     }
 
     /// For tests: a cgroup hierarchy of their own.
@@ -177,8 +185,8 @@ impl Quiescer for SystemdUnit {
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
-        if let (UnitMode::Freeze, Some(dir)) = (self.mode, &self.runtime_dir) {
-            crate::systemd::leftovers::add(dir, &self.unit)
+        if let Some(dir) = &self.runtime_dir {
+            pending::add(dir, self.pending())
                 .map_err(|e| self.error(format!("cannot record the unit in {}: {e}", dir.display())))?;
         }
         match self.mode {
@@ -203,17 +211,17 @@ impl Quiescer for SystemdUnit {
                         .await
                         .map_err(|e| QuiesceError(e.to_string()))?;
                 }
-                if let Some(dir) = &self.runtime_dir {
-                    let _ = crate::systemd::leftovers::remove(dir, &self.unit);
-                }
-                Ok(())
             }
             UnitMode::Stop => self
                 .units
                 .start(&self.unit)
                 .await
-                .map_err(|e| QuiesceError(e.to_string())),
+                .map_err(|e| QuiesceError(e.to_string()))?,
         }
+        if let Some(dir) = &self.runtime_dir {
+            let _ = pending::remove(dir, &self.pending());
+        }
+        Ok(())
     }
 }
 

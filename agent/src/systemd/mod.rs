@@ -3,7 +3,6 @@
 //! [`SystemdUnits`] is the real one, tests use doubles or a real systemd in a container.
 
 pub mod discovery;
-pub mod leftovers;
 
 use crate::dbus;
 use futures_util::StreamExt;

@@ -274,13 +274,25 @@ impl Transaction<'_> {
             }
             started = i + 1;
             let q = &mut self.quiescers[i];
-            let result = match tokio::time::timeout(q.prepare_timeout(), q.prepare()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!(
-                    "did not finish preparing within {}",
-                    humantime::format_duration(q.prepare_timeout())
-                )),
+            let timeout = q.prepare_timeout();
+            // A signal does not wait for a slow prepare: it is dropped (a hook is killed) and,
+            // having started, resumed with the others.
+            let result = tokio::select! {
+                biased;
+                () = self.interrupt.wait() => {
+                    run.fail(Phase::Quiesce, INTERRUPTED.to_string());
+                    self.resume(&mut run, started).await;
+                    return run.finish();
+                }
+                result = tokio::time::timeout(timeout, q.prepare()) => match result {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!(
+                        "did not finish preparing within {}",
+                        humantime::format_duration(timeout)
+                    )),
+                },
             };
+            let q = &mut self.quiescers[i];
             match result {
                 Ok(()) => {
                     run.report.quiescers[i].prepared = true;

@@ -519,6 +519,28 @@ async fn an_interrupt_while_frozen_thaws_and_resumes() {
 }
 
 #[tokio::test]
+async fn an_interrupt_during_a_slow_prepare_stops_it_and_resumes_what_started() {
+    let mut s = Setup::new(&["a", "b"]);
+    s.quiescers[1].prepare = Behaviour::Hangs;
+    let log = s.log.clone();
+    let (stop, interrupt) = Interrupt::new();
+    s.interrupt = interrupt;
+    let run = tokio::spawn(s.run());
+    while !log.lock().unwrap().iter().any(|e| e == "b.prepare") {
+        tokio::task::yield_now().await;
+    }
+    stop.send(true).unwrap();
+    let (report, log, _) = run.await.unwrap();
+    assert!(
+        log.ends_with(&["b.prepare".into(), "b.resume".into(), "a.resume".into()]),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|e| e == "fs.freeze"), "{log:?}");
+    assert_eq!(report.failed_phase, Some(Phase::Quiesce));
+    assert!(report.error.unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
 async fn an_interrupt_before_the_freeze_freezes_nothing() {
     let mut s = Setup::new(&["a"]);
     let (stop, interrupt) = Interrupt::new();

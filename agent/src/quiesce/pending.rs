@@ -1,0 +1,191 @@
+//! Resumes owed, recorded in the runtime directory: each entry is written before its `prepare`
+//! starts and removed once its `resume` ran. An agent killed in between (SIGKILL, OOM) cannot
+//! resume anything itself, so `freezeframe-agent thaw` (the unit's ExecStopPost) and the next
+//! run do it from this record, in reverse order, after the filesystems are thawed.
+//!
+//! Only what outlives the agent is recorded: units frozen or stopped through systemd, and hooks
+//! (whose `thaw` nothing else would run). A MariaDB lock session ends with the agent by itself;
+//! PostgreSQL's CHECKPOINT and Redis's BGSAVE leave nothing to undo.
+
+use super::hooks;
+use crate::systemd::Units;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The record's file name in the runtime directory.
+pub const PENDING_FILE: &str = "pending-resumes";
+
+/// One resume owed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// A unit frozen with FreezeUnit: thaw it.
+    FrozenUnit(String),
+    /// A unit stopped with StopUnit: start it.
+    StoppedUnit(String),
+    /// A hook whose `freeze` started: run it with `thaw`.
+    Hook(PathBuf),
+}
+
+impl Pending {
+    fn to_line(&self) -> String {
+        match self {
+            Pending::FrozenUnit(unit) => format!("thaw-unit {unit}"),
+            Pending::StoppedUnit(unit) => format!("start-unit {unit}"),
+            Pending::Hook(path) => format!("hook {}", path.display()),
+        }
+    }
+
+    fn from_line(line: &str) -> Option<Pending> {
+        let (kind, rest) = line.split_once(' ')?;
+        match kind {
+            "thaw-unit" => Some(Pending::FrozenUnit(rest.into())),
+            "start-unit" => Some(Pending::StoppedUnit(rest.into())),
+            "hook" => Some(Pending::Hook(rest.into())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pending::FrozenUnit(unit) => write!(f, "{unit} (frozen): thaw"),
+            Pending::StoppedUnit(unit) => write!(f, "{unit} (stopped): start"),
+            Pending::Hook(path) => write!(f, "hook {}: thaw", path.display()),
+        }
+    }
+}
+
+fn path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join(PENDING_FILE)
+}
+
+/// What the record lists, in the order the prepares started.
+pub fn recorded(runtime_dir: &Path) -> Vec<Pending> {
+    std::fs::read_to_string(path(runtime_dir))
+        .map(|t| t.lines().filter_map(Pending::from_line).collect())
+        .unwrap_or_default()
+}
+
+fn write(runtime_dir: &Path, entries: &[Pending]) -> std::io::Result<()> {
+    if entries.is_empty() {
+        return match std::fs::remove_file(path(runtime_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text: String = entries.iter().map(|e| e.to_line() + "\n").collect();
+    let partial = path(runtime_dir).with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(partial, path(runtime_dir))
+}
+
+/// Records `entry` before its prepare starts. An entry that cannot be written on one line (a
+/// hook path with a newline) is refused, so it is never prepared unrecorded.
+pub fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
+    if entry.to_line().contains('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{entry:?} has a newline in its name"),
+        ));
+    }
+    let mut entries = recorded(runtime_dir);
+    if !entries.contains(&entry) {
+        entries.push(entry);
+    }
+    write(runtime_dir, &entries)
+}
+
+/// Forgets `entry` once its resume ran.
+pub fn remove(runtime_dir: &Path, entry: &Pending) -> std::io::Result<()> {
+    let entries: Vec<Pending> = recorded(runtime_dir).into_iter().filter(|e| e != entry).collect();
+    write(runtime_dir, &entries)
+}
+
+/// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
+/// resumed (or gone). Returns what happened to each.
+pub async fn resume_recorded(
+    runtime_dir: &Path,
+    units: &dyn Units,
+    hook_timeout: Duration,
+) -> Vec<(Pending, Result<(), String>)> {
+    let mut outcomes = Vec::new();
+    for entry in recorded(runtime_dir).into_iter().rev() {
+        let outcome = match &entry {
+            Pending::FrozenUnit(unit) => match units.describe(unit).await {
+                Ok(state) if state.freezer_state == "running" || state.load_state != "loaded" => Ok(()),
+                Ok(_) => units.thaw(unit).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Pending::StoppedUnit(unit) => match units.describe(unit).await {
+                Ok(state) if state.active_state == "active" || state.load_state != "loaded" => Ok(()),
+                Ok(_) => units.start(unit).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Pending::Hook(path) => hooks::thaw_recorded(path, hook_timeout).await.map_err(|e| e.0),
+        };
+        // A unit's state can be checked again later; a hook's `thaw` is not repeated.
+        if outcome.is_ok() || matches!(entry, Pending::Hook(_)) {
+            let _ = remove(runtime_dir, &entry);
+        }
+        outcomes.push((entry, outcome));
+    }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_recorded_in_order_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(recorded(dir.path()).is_empty());
+        let a = Pending::FrozenUnit("a.service".into());
+        let b = Pending::StoppedUnit("b.service".into());
+        let h = Pending::Hook("/etc/freezeframe/hooks.d/10 db".into());
+        for e in [&a, &b, &h, &a] {
+            add(dir.path(), e.clone()).unwrap();
+        }
+        assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), h.clone()]);
+        remove(dir.path(), &a).unwrap();
+        remove(dir.path(), &b).unwrap();
+        assert_eq!(recorded(dir.path()), std::slice::from_ref(&h));
+        remove(dir.path(), &h).unwrap();
+        assert!(!path(dir.path()).exists(), "an empty record is no file");
+        assert!(add(dir.path(), Pending::Hook("/x\nthaw-unit y".into())).is_err());
+        assert!(recorded(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn hooks_are_resumed_last_first_and_forgotten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut hooks = Vec::new();
+        for name in ["10-a", "20-b"] {
+            let hook = dir.path().join(name);
+            std::fs::write(
+                &hook,
+                format!("#!/bin/sh\necho \"{name} $1\" >> {}\n", log.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+            add(dir.path(), Pending::Hook(hook.clone())).unwrap();
+            hooks.push(hook);
+        }
+        let units = crate::systemd::Unreachable("no bus in this test".into());
+        let outcomes = resume_recorded(dir.path(), &units, Duration::from_secs(10)).await;
+        if nix::unistd::geteuid().is_root() {
+            assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+            assert_eq!(std::fs::read_to_string(&log).unwrap(), "20-b thaw\n10-a thaw\n");
+            assert!(recorded(dir.path()).is_empty());
+        } else {
+            // Hooks must be root's: as another user they are refused and stay recorded.
+            assert!(outcomes.iter().all(|(_, o)| o.is_err()), "{outcomes:?}");
+            assert_eq!(recorded(dir.path()).len(), 2);
+        }
+    }
+}

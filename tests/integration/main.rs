@@ -9,6 +9,7 @@ mod digitalocean;
 mod engine;
 mod faults;
 mod hooks;
+mod phases;
 mod servers;
 mod service;
 mod systemd_bus;

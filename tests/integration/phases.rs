@@ -1,0 +1,351 @@
+//! The fault matrix: the agent SIGKILLed, SIGTERMed and stopped (SIGSTOP) at each phase of a
+//! run (during quiesce, right after the freeze, during the API call, between two thaws, during
+//! resume), on two real filesystems with a hook quiescer and a writer. Each case asserts that
+//! no filesystem stays frozen past `max_freeze`, that the hook's `thaw` ran for its `freeze`
+//! (for a killed agent: through `freezeframe-agent thaw`, as the unit's ExecStopPost runs it),
+//! that the result names what happened, and that every write the writer saw acknowledged is
+//! on the filesystem afterwards.
+
+use freezeframe_tests::*;
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAX_FREEZE: Duration = Duration::from_secs(3);
+/// Room for a loaded test machine on top of `max_freeze`.
+const SLACK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum At {
+    Quiesce,
+    AfterFreeze,
+    Request,
+    BetweenThaws,
+    Resume,
+}
+
+const PHASES: [At; 5] = [
+    At::Quiesce,
+    At::AfterFreeze,
+    At::Request,
+    At::BetweenThaws,
+    At::Resume,
+];
+
+impl At {
+    /// Where the agent is held for the signal: a paused hook or a failpoint.
+    fn failpoints(self) -> &'static str {
+        match self {
+            At::AfterFreeze => "after-freeze=sleep(6000)",
+            At::Request => "local-image-copy=sleep(6000)",
+            At::BetweenThaws => "between-thaws=sleep(6000)",
+            At::Quiesce | At::Resume => "",
+        }
+    }
+}
+
+/// A writer of numbered, fdatasync'd lines, remembering the last one acknowledged.
+struct Writer {
+    path: PathBuf,
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(path: PathBuf) -> Writer {
+        let acked = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s, p) = (acked.clone(), stop.clone(), path.clone());
+        let thread = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap();
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                n += 1;
+                writeln!(f, "{n}").unwrap();
+                f.sync_data().unwrap();
+                a.store(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Writer {
+            path,
+            acked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it and checks every acknowledged line is in the file, in order.
+    fn stop_and_check(mut self, case: &str) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        let acked = self.acked.load(Ordering::SeqCst);
+        assert!(acked > 0, "{case}: the writer never got a write through");
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        let lines: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert!(
+            lines.len() as u64 >= acked && lines.iter().zip(1..).all(|(l, n)| *l == n),
+            "{case}: acknowledged writes missing: {acked} acknowledged, file holds {}",
+            lines.len()
+        );
+    }
+}
+
+fn hook_log(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_for_line(log: &Path, line: &str, agent: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hook_log(log).iter().any(|l| l == line) {
+        assert!(
+            agent.try_wait().unwrap().is_none(),
+            "the agent exited before {line}"
+        );
+        assert!(Instant::now() < deadline, "no {line} in the hook log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Command lines of the processes whose command line contains `needle`.
+fn processes_running(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+fn rcu_expedited() -> Option<String> {
+    std::fs::read_to_string("/sys/kernel/rcu_expedited")
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+fn run_case(at: At, signal: Signal) {
+    let case = format!("{signal} at {at:?}");
+    let dir = scratch();
+    let a = loop_fs(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
+    let b = loop_fs(
+        Fs::Xfs,
+        Fs::Xfs.min_mib(),
+        &dir.path().join("b.img"),
+        &dir.path().join("b"),
+    );
+    let config = dir.path().join("etc/config.toml");
+    let runtime = dir.path().join("run");
+    write_config(
+        &config,
+        &[&a.mountpoint, &b.mountpoint],
+        &runtime,
+        &dir.path().join("images"),
+        &format!("{}s", MAX_FREEZE.as_secs()),
+    );
+    let log = dir.path().join("hook.log");
+    let hooks = dir.path().join("etc/hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let pause = |arg: &str, secs: u32| match (at, arg) {
+        // The fraction marks this case's sleeps, to look for them afterwards.
+        (At::Quiesce, "freeze") | (At::Resume, "thaw") => format!("sleep {secs}.{}", signal as i32),
+        _ => "true".into(),
+    };
+    let hook = hooks.join("50-app");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1-started\" >> {log}\n\
+             if [ \"$1\" = freeze ]; then {}; else {}; fi\necho \"$1\" >> {log}\n",
+            pause("freeze", 5),
+            pause("thaw", 4),
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let writer = Writer::start(a.mountpoint.join("journal"));
+    let rcu_before = rcu_expedited();
+
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .env("FAILPOINTS", at.failpoints())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = |text: &str, agent: &mut Child| {
+        notify.wait_for_status(text, Duration::from_secs(60), || {
+            agent
+                .try_wait()
+                .unwrap()
+                .map(|s| format!("the agent exited ({s})"))
+        })
+    };
+    let mut frozen_at = None;
+    match at {
+        At::Quiesce => wait_for_line(&log, "freeze-started", &mut agent),
+        At::Resume => {
+            status("resuming applications", &mut agent);
+            wait_for_line(&log, "thaw-started", &mut agent);
+        }
+        At::AfterFreeze | At::Request | At::BetweenThaws => {
+            frozen_at = Some(status("freezing filesystems", &mut agent));
+            let next = match at {
+                At::AfterFreeze => "freezing filesystems",
+                At::Request => "requesting the snapshot",
+                _ => "thawing filesystems",
+            };
+            if next != "freezing filesystems" {
+                status(next, &mut agent);
+            }
+            // Into the failpoint's pause (the calls before it take milliseconds).
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    let signalled = Instant::now();
+    nix::sys::signal::kill(pid, signal).unwrap();
+
+    // Nothing stays frozen past max_freeze, whatever the agent's state.
+    let (since, limit) = match frozen_at {
+        Some(t) => (t, MAX_FREEZE + SLACK),
+        None => (signalled, SLACK),
+    };
+    for fs in [&a, &b] {
+        let probe = WriteProbe::start(&fs.mountpoint);
+        assert_writable_within(
+            &probe,
+            since,
+            limit,
+            &format!("{case}: {}", fs.mountpoint.display()),
+        );
+    }
+
+    if signal == Signal::SIGSTOP {
+        nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    }
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if signal == Signal::SIGKILL {
+        // What the unit's ExecStopPost runs.
+        let thaw = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("thaw")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&thaw.stdout);
+        assert!(
+            thaw.status.success(),
+            "{case}: thaw failed: {text}{}",
+            String::from_utf8_lossy(&thaw.stderr)
+        );
+        assert!(text.contains("50-app: thaw: done"), "{case}: {text}");
+        // No hook outlived the agent (its `freeze` or `thaw` racing the one run for it here).
+        let survivors = processes_running(&hook.display().to_string());
+        assert!(survivors.is_empty(), "{case}: {survivors:?}");
+    } else {
+        // A hook the run stopped waiting for was killed with everything it started.
+        let survivors = processes_running(&format!("sleep 5.{}", signal as i32));
+        assert!(survivors.is_empty(), "{case}: {survivors:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{case}: no report ({e}): {stderr}"));
+        let hooks = &report["quiescers"][0];
+        assert_eq!(hooks["resumed"], true, "{case}: {report:#}");
+        let error = report["error"].as_str().unwrap_or_default();
+        match (signal, at) {
+            // Interrupted before the snapshot registered: the run says so.
+            (Signal::SIGTERM, At::Quiesce | At::AfterFreeze | At::Request) => {
+                assert_eq!(report["status"], "failed", "{case}: {report:#}");
+                assert!(
+                    error.contains("interrupted") || error.contains("thaw guard"),
+                    "{case}: {report:#}"
+                );
+            }
+            // Stopped past max_freeze while frozen: the guard ended the freeze, and the result
+            // never claims more than crash consistency for it.
+            (Signal::SIGSTOP, At::AfterFreeze | At::Request) => {
+                assert!(
+                    report["status"] == "failed" || report["consistency"] == "crash",
+                    "{case}: {report:#}"
+                );
+                assert!(
+                    error.contains("guard")
+                        || error.contains("max_freeze")
+                        || error.contains("deadline")
+                        || report["warnings"].to_string().contains("guard"),
+                    "{case}: {report:#}"
+                );
+            }
+            // Past the snapshot's registration, or before the freeze: the run completes.
+            _ => assert_eq!(report["status"], "succeeded", "{case}: {report:#}"),
+        }
+    }
+
+    // The hook's `thaw` ran after its `freeze` started, and nothing is owed any more.
+    let lines = hook_log(&log);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("thaw"),
+        "{case}: hook log {lines:?}"
+    );
+    assert!(
+        lines.iter().position(|l| l == "freeze-started") < lines.iter().position(|l| l == "thaw-started"),
+        "{case}: {lines:?}"
+    );
+    assert!(
+        !runtime.join("pending-resumes").exists(),
+        "{case}: resumes still owed"
+    );
+    assert!(
+        !runtime.join("frozen.json").exists(),
+        "{case}: a frozen record is left"
+    );
+    writer.stop_and_check(&case);
+    // The RCU knob is back to what it was (other tests may hold it for a few milliseconds).
+    if rcu_before.as_deref() == Some("0") {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rcu_expedited().as_deref() != Some("0") {
+            assert!(Instant::now() < deadline, "{case}: rcu_expedited left at 1");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn sigkill_at_each_phase_thaws_and_leaves_every_resume_to_thaw() {
+    for at in PHASES {
+        run_case(at, Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn sigterm_at_each_phase_winds_down_through_thaw_and_resume() {
+    for at in PHASES {
+        run_case(at, Signal::SIGTERM);
+    }
+}
+
+#[test]
+fn sigstop_at_each_phase_is_bounded_by_the_guard() {
+    for at in PHASES {
+        run_case(at, Signal::SIGSTOP);
+    }
+}

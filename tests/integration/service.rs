@@ -3,10 +3,9 @@
 //! execs `systemd-stdio-bridge`, and as a fleet. Typed errors, caller checks (a second uid), the
 //! packaged bus policy, D-Bus activation and idle exit.
 
-use freezeframe_tests::bus::PrivateBus;
+use freezeframe_tests::bus::{fake_ssh, PrivateBus};
 use freezeframe_tests::*;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -291,30 +290,6 @@ fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() 
         1,
         "only the first snapshot exists"
     );
-}
-
-/// A stand-in for ssh: checks that it is asked for `systemd-stdio-bridge`, records its
-/// arguments, and bridges to the bus the host name stands for; unknown hosts fail like ssh.
-fn fake_ssh(dir: &Path, hosts: &[(&str, &PrivateBus)]) -> PathBuf {
-    let mut cases = String::new();
-    for (host, bus) in hosts {
-        cases.push_str(&format!("    {host}) bus='{}' ;;\n", bus.address));
-    }
-    let script = dir.join("ssh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {log}\nfor last; do :; done\n\
-             [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected command $last\" >&2; exit 255; }}\n\
-             eval dest=\\${{$(($# - 1))}}\n\
-             case \"$dest\" in\n{cases}    *) echo \"ssh: Could not resolve hostname $dest\" >&2; exit 255 ;;\nesac\n\
-             exec systemd-stdio-bridge --bus-path=\"$bus\"\n",
-            log = dir.join("ssh.log").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 #[test]

@@ -333,3 +333,28 @@ impl Login {
         Ok(zbus::OwnedFd::from(write_end))
     }
 }
+
+/// A stand-in for ssh: checks that it is asked for `systemd-stdio-bridge`, records its
+/// arguments, and bridges to the bus the host name stands for; unknown hosts fail like ssh.
+pub fn fake_ssh(dir: &std::path::Path, hosts: &[(&str, &PrivateBus)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cases = String::new();
+    for (host, bus) in hosts {
+        cases.push_str(&format!("    {host}) bus='{}' ;;\n", bus.address));
+    }
+    let script = dir.join("ssh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\nfor last; do :; done\n\
+             [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected command $last\" >&2; exit 255; }}\n\
+             eval dest=\\${{$(($# - 1))}}\n\
+             case \"$dest\" in\n{cases}    *) echo \"ssh: Could not resolve hostname $dest\" >&2; exit 255 ;;\nesac\n\
+             exec systemd-stdio-bridge --bus-path=\"$bus\"\n",
+            log = dir.join("ssh.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}

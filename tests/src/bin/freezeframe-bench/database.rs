@@ -1,0 +1,248 @@
+//! Part 2 of the benchmark, with a database: PostgreSQL under pgbench while snapshots are taken
+//! by freezeframe (CHECKPOINT, then the freeze), by the `fsfreeze` script, and by what the
+//! DigitalOcean docs' advice comes to for a database: stop the service, snapshot, start it.
+//! pgbench logs every transaction; what counts is how long no transaction completed around a
+//! snapshot, and the worst second's TPS against the TPS between snapshots. pgbench runs again
+//! at once whenever it exits (a stopped server ends it), as an application reconnects.
+
+use crate::{
+    agent_config, agent_snapshot, fsfreeze_script, median_max, percentile, simulator, ApiCall, Args, Section,
+};
+use freezeframe_tests::postgres::PgServer;
+use freezeframe_tests::*;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Load between snapshots, before and after each.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// pgbench, restarted whenever it exits, logging each transaction into `logs`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    logs: PathBuf,
+}
+
+impl Load {
+    fn start(sockets: &Path, logs: PathBuf) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, dir, sockets) = (stop.clone(), logs.clone(), sockets.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let mut child: Child = Command::new("runuser")
+                    .args([
+                        "-u", "postgres", "--", "pgbench", "-n", "-c", "4", "-j", "2", "-T", "3600",
+                    ])
+                    .args([
+                        "-l",
+                        "--log-prefix",
+                        "pgb",
+                        "-h",
+                        sockets.to_str().unwrap(),
+                        "-p",
+                        "5432",
+                    ])
+                    .arg("postgres")
+                    .current_dir(&dir)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .process_group(0)
+                    .spawn()
+                    .unwrap();
+                while !s.load(Ordering::SeqCst) {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if child.try_wait().unwrap().is_none() {
+                    // SIGINT: pgbench ends its clients and returns.
+                    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::SIGINT);
+                    let _ = child.wait();
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+            logs,
+        }
+    }
+
+    /// Stops pgbench; the completion time (s since the epoch) of every transaction, sorted.
+    fn finish(mut self) -> Vec<f64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        let mut done = Vec::new();
+        for entry in std::fs::read_dir(&self.logs).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.file_name().unwrap().to_string_lossy().starts_with("pgb.") {
+                continue;
+            }
+            // client_id transaction_no time script_no time_epoch time_us …
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let (Some(s), Some(us)) = (f.get(4), f.get(5)) {
+                    if let (Ok(s), Ok(us)) = (s.parse::<f64>(), us.parse::<f64>()) {
+                        done.push(s + us / 1e6);
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        done.sort_by(|a, b| a.total_cmp(b));
+        done
+    }
+}
+
+/// Per snapshot: the longest time without a completed transaction from `SETTLE/2` before it to
+/// `SETTLE/2` after, in ms; and the fewest transactions in any one-second span within that.
+fn around(done: &[f64], from: f64, to: f64) -> (f64, f64) {
+    let margin = SETTLE.as_secs_f64() / 2.0;
+    let (lo, hi) = (from - margin, to + margin);
+    let inside: Vec<f64> = done.iter().copied().filter(|t| *t >= lo && *t <= hi).collect();
+    let mut edges = vec![lo];
+    edges.extend(&inside);
+    edges.push(hi);
+    let gap = edges.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let mut worst = f64::INFINITY;
+    let mut start = lo;
+    while start + 1.0 <= hi {
+        let n = inside
+            .iter()
+            .filter(|t| **t >= start && **t < start + 1.0)
+            .count();
+        worst = worst.min(n as f64);
+        start += 0.05;
+    }
+    (gap * 1e3, worst)
+}
+
+/// Transactions per second over the quiet stretches (the first half of each settle period).
+fn steady_tps(done: &[f64], snapshots: &[(f64, f64)]) -> f64 {
+    let rates: Vec<f64> = snapshots
+        .iter()
+        .map(|(from, _)| {
+            let (lo, hi) = (from - SETTLE.as_secs_f64(), from - SETTLE.as_secs_f64() / 2.0);
+            done.iter().filter(|t| **t >= lo && **t < hi).count() as f64 / (hi - lo)
+        })
+        .collect();
+    percentile(&rates, 50.0)
+}
+
+pub fn run(args: &Args) -> Section {
+    let fs = scratch_fs_sized(Fs::Ext4, 2048);
+    run_cmd_direct_io(&fs.device);
+    let data = fs.mountpoint.join("pg/data");
+    let sockets = fs.dir.path().join("pg-run");
+    let mut server = Some(PgServer::start(&data, &sockets, true));
+    let init = Command::new("runuser")
+        .args(["-u", "postgres", "--", "pgbench", "-i", "-q", "-s", "10", "-h"])
+        .arg(&sockets)
+        .args(["-p", "5432", "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let logs = fs.dir.path().join("pgbench-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    crate::run_cmd("chown", &["postgres:postgres", logs.to_str().unwrap()]);
+
+    let sim = simulator(fs.dir.path(), args.latency);
+    let quiescer = format!(
+        "[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\nport = 5432\n",
+        sockets.display().to_string()
+    );
+    let config = agent_config(fs.dir.path(), &[&fs.mountpoint], &sim.url, &quiescer);
+    let api = ApiCall::new(&sim.url);
+
+    let mut section = Section::new(
+        format!(
+            "PostgreSQL 15 under pgbench (scale 10, 4 clients), {} snapshots each",
+            args.runs
+        ),
+        vec![
+            "strategy",
+            "longest time with no transaction completing, ms (median / max)",
+            "worst second's TPS, % of steady (median / min)",
+            "steady TPS",
+        ],
+    );
+    for strategy in [
+        "freezeframe",
+        "fsfreeze script",
+        "stop PostgreSQL, snapshot, start",
+    ] {
+        let load = Load::start(&sockets, logs.clone());
+        std::thread::sleep(SETTLE);
+        let mut snapshots = Vec::new();
+        for run in 0..args.runs {
+            std::thread::sleep(SETTLE);
+            let from = now_s();
+            let name = format!("db-{run}");
+            match strategy {
+                "freezeframe" => {
+                    agent_snapshot(&config, &name);
+                }
+                "fsfreeze script" => {
+                    fsfreeze_script(&[&fs.mountpoint], &api, &name);
+                }
+                _ => {
+                    drop(server.take());
+                    api.snapshot(&name);
+                    server = Some(PgServer::start(&data, &sockets, false));
+                }
+            }
+            snapshots.push((from, now_s()));
+        }
+        std::thread::sleep(SETTLE);
+        let done = load.finish();
+        let steady = steady_tps(&done, &snapshots);
+        let (gaps, worst): (Vec<f64>, Vec<f64>) = snapshots
+            .iter()
+            .map(|(from, to)| {
+                let (gap, worst) = around(&done, *from, *to);
+                (gap, 100.0 * worst / steady)
+            })
+            .unzip();
+        section.rows.push(vec![
+            strategy.into(),
+            median_max(&gaps),
+            format!("{:.0} / {:.0}", percentile(&worst, 50.0), percentile(&worst, 0.0)),
+            format!("{steady:.0}"),
+        ]);
+        section.json.push(json!({
+            "strategy": strategy, "runs": args.runs, "steady_tps": steady,
+            "no_tps_ms_median": percentile(&gaps, 50.0), "no_tps_ms_max": percentile(&gaps, 100.0),
+            "worst_second_pct_median": percentile(&worst, 50.0), "worst_second_pct_min": percentile(&worst, 0.0),
+        }));
+    }
+    section.notes.push(
+        "freezeframe's run includes a CHECKPOINT before the freeze (its PostgreSQL quiescer); the \
+         stopped service is back only after PostgreSQL's shutdown checkpoint and its start."
+            .into(),
+    );
+    section
+}
+
+fn run_cmd_direct_io(device: &str) {
+    crate::run_cmd("losetup", &["--direct-io=on", device]);
+}

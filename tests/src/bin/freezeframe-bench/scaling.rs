@@ -1,0 +1,186 @@
+//! Part 3 of the benchmark: the frozen window with several filesystems frozen at once (the
+//! agent and the `fsfreeze` script), and a fleet snapshot: one `freezeframe -H … snapshot` call
+//! for 1 to 50 simulated Droplets, each an agent serving its own private bus, freezing its own
+//! loop filesystem, with its own API simulator; `ssh` is a stand-in that bridges to the bus a
+//! host name stands for (as `ssh HOST systemd-stdio-bridge` does).
+
+use crate::{
+    agent_config, agent_snapshot, fsfreeze_script, median_max, percentile, simulator, ApiCall, Args, Section,
+};
+use freezeframe_tests::bus::{fake_ssh, PrivateBus};
+use freezeframe_tests::sim::SimServer;
+use freezeframe_tests::*;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub fn run(args: &Args) -> Vec<Section> {
+    vec![filesystems(args), fleet(args)]
+}
+
+fn filesystems(args: &Args) -> Section {
+    let dir = scratch();
+    let most = args.filesystems.iter().copied().max().unwrap_or(1);
+    let all: Vec<LoopFs> = (0..most)
+        .map(|i| {
+            loop_fs(
+                Fs::Ext4,
+                Fs::Ext4.min_mib(),
+                &dir.path().join(format!("fs{i}.img")),
+                &dir.path().join(format!("fs{i}")),
+            )
+        })
+        .collect();
+    let sim = simulator(dir.path(), args.latency);
+    let api = ApiCall::new(&sim.url);
+    let mut section = Section::new(
+        format!(
+            "Frozen window by number of filesystems (ext4 loop devices), {} snapshots each",
+            args.runs
+        ),
+        vec![
+            "filesystems",
+            "tool",
+            "frozen window ms (median / max)",
+            "window − API ms (median / max)",
+        ],
+    );
+    for &n in &args.filesystems {
+        let mountpoints: Vec<&Path> = all[..n].iter().map(|f| f.mountpoint.as_path()).collect();
+        let config_dir = dir.path().join(format!("agent-{n}"));
+        let config = agent_config(&config_dir, &mountpoints, &sim.url, "");
+        let (mut ours, mut ours_over, mut script, mut script_over) = (vec![], vec![], vec![], vec![]);
+        for run in 0..args.runs {
+            std::thread::sleep(Duration::from_millis(500));
+            let report = agent_snapshot(&config, &format!("fs-{n}-{run}"));
+            let frozen = report["frozen_ms"].as_f64().unwrap();
+            ours.push(frozen);
+            ours_over.push(frozen - report["request_ms"].as_f64().unwrap());
+            std::thread::sleep(Duration::from_millis(500));
+            let (window, api_ms) = fsfreeze_script(&mountpoints, &api, &format!("fs-script-{n}-{run}"));
+            script.push(window);
+            script_over.push(window - api_ms);
+        }
+        for (tool, window, over) in [
+            ("freezeframe", &ours, &ours_over),
+            ("fsfreeze script", &script, &script_over),
+        ] {
+            section.rows.push(vec![
+                n.to_string(),
+                tool.into(),
+                median_max(window),
+                median_max(over),
+            ]);
+            section.json.push(json!({
+                "filesystems": n, "tool": tool, "runs": args.runs,
+                "window_ms_median": percentile(window, 50.0), "window_ms_max": percentile(window, 100.0),
+                "overhead_ms_median": percentile(over, 50.0), "overhead_ms_max": percentile(over, 100.0),
+            }));
+        }
+    }
+    section
+}
+
+/// One simulated Droplet: its filesystem, API, bus and agent (`freezeframe-agent run`).
+pub struct Droplet {
+    pub agent: Child,
+    pub bus: PrivateBus,
+    _sim: SimServer,
+    _fs: ScratchFs,
+}
+
+impl Droplet {
+    pub fn start(latency: Duration) -> Droplet {
+        let fs = scratch_fs(Fs::Ext4);
+        let sim = simulator(fs.dir.path(), latency);
+        let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
+        let config = agent_config(fs.dir.path(), &[&fs.mountpoint], &sim.url, "");
+        let agent = Command::new(agent_bin())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        let droplet = Droplet {
+            agent,
+            bus,
+            _sim: sim,
+            _fs: fs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !droplet.cli(&["status"]).status.success() {
+            assert!(Instant::now() < deadline, "the agent did not come up on its bus");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        droplet
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(cli_bin())
+            .args(["--bus-address", &self.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Droplet {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.agent.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.agent.wait();
+    }
+}
+
+fn fleet(args: &Args) -> Section {
+    let most = args.fleet.iter().copied().max().unwrap_or(1);
+    let droplets: Vec<Droplet> = (0..most).map(|_| Droplet::start(args.latency)).collect();
+    let names: Vec<String> = (0..most).map(|i| format!("droplet-{i}")).collect();
+    let scratch_dir = scratch();
+    let hosts: Vec<(&str, &PrivateBus)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(droplets.iter().map(|d| &d.bus))
+        .collect();
+    let ssh = fake_ssh(scratch_dir.path(), &hosts);
+    let mut section = Section::new(
+        format!("Fleet snapshot from one CLI call (`freezeframe -H … snapshot`, default --parallel 10), {} calls each", args.runs),
+        vec!["Droplets", "wall time ms (median / max)", "per Droplet ms (median)"],
+    );
+    for &n in &args.fleet {
+        let mut walls = Vec::new();
+        for run in 0..args.runs {
+            let mut cmd = Command::new(cli_bin());
+            cmd.args(["--ssh-command", ssh.to_str().unwrap()]);
+            for name in &names[..n] {
+                cmd.args(["-H", name]);
+            }
+            cmd.args(["snapshot", "--name", &format!("fleet-{n}-{run}")]);
+            let started = Instant::now();
+            let out = cmd.output().unwrap();
+            walls.push(crate::ms(started));
+            assert!(
+                out.status.success(),
+                "fleet of {n}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let median = percentile(&walls, 50.0);
+        section.rows.push(vec![
+            n.to_string(),
+            median_max(&walls),
+            format!("{:.1}", median / n as f64),
+        ]);
+        section.json.push(json!({
+            "droplets": n, "runs": args.runs, "parallel": 10,
+            "wall_ms_median": median, "wall_ms_max": percentile(&walls, 100.0),
+        }));
+    }
+    section
+}

@@ -17,10 +17,12 @@ pub struct Cli {
     #[arg(long, value_name = "TAG", global = true)]
     pub tag: Option<String>,
     /// Talk to the agent on this D-Bus address instead of the system bus
-    #[arg(long, value_name = "ADDRESS", global = true, conflicts_with_all = ["hosts", "tag"])]
+    #[arg(long, value_name = "ADDRESS", global = true, conflicts_with_all = ["hosts", "tag"],
+          value_parser = bus_address)]
     pub bus_address: Option<String>,
     /// The ssh command for -H (its words are split on spaces)
-    #[arg(long, value_name = "COMMAND", default_value = "ssh", global = true)]
+    #[arg(long, value_name = "COMMAND", default_value = "ssh", global = true,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub ssh_command: String,
     /// How many machines at once with several -H or --tag
     #[arg(long, value_name = "N", default_value_t = 10, global = true,
@@ -84,4 +86,15 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// A D-Bus address as the specification writes them (`unix:path=/run/dbus/system_bus_socket`).
+fn bus_address(text: &str) -> Result<String, String> {
+    text.parse::<zbus::Address>()
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            format!(
+                "`{text}` is not a D-Bus address ({e}); write it like unix:path=/run/dbus/system_bus_socket"
+            )
+        })
 }

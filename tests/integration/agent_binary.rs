@@ -339,7 +339,8 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
     let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "20s");
 
-    let cases: Vec<(String, &str)> = vec![
+    let cases: Vec<(String, &str)> =
+        vec![
         (
             "[freeze]\nmax_frezee = \"5s\"\n".into(),
             "unknown field `max_frezee`",
@@ -355,6 +356,29 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
         (
             "[freeze]\nmountpoints = [\"/proc\"]\n".into(),
             "pseudo filesystem",
+        ),
+        // Hostile or mistyped values: each named, nothing started.
+        (
+            "[agent]\nruntime_dir = \"/run/../etc/x\"\n".into(),
+            "`agent.runtime_dir` in the configuration: `/run/../etc/x` must be an absolute path without `..`",
+        ),
+        ("[quiesce]\nhooks_dir = \"hooks\"\n".into(), "must be an absolute path"),
+        ("[freeze]\nmax_freeze = \"-5s\"\n".into(), "`-5s` is not a duration"),
+        (
+            "[freeze]\nmax_freeze = \"99999999999999999999999h\"\n".into(),
+            "is not a duration",
+        ),
+        ("[freeze]\nmax_freeze = 5\n".into(), "invalid type: integer `5`, expected a string"),
+        ("[quiesce]\nhook_timeout = \"1000000d\"\n".into(), "between 1s and 1h"),
+        ("[quiesce]\nhook_timeout = \"0s\"\n".into(), "between 1s and 1h"),
+        (
+            "[[quiescer]]\nkind = \"redis\"\ntimeout = \"9999h\"\n".into(),
+            "`quiescer.timeout`",
+        ),
+        ("[[quiescer]]\nkind = \"oracle\"\n".into(), "unknown kind `oracle`"),
+        (
+            format!("[freeze]\nmountpoints = [\"/{}\"]\n", "a".repeat(5000)),
+            "is not a mountpoint",
         ),
     ];
     std::fs::create_dir_all(setup.config.parent().unwrap().join("config.d")).unwrap();

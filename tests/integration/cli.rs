@@ -107,3 +107,68 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+#[test]
+fn every_wrong_shape_of_arguments_is_a_usage_error_that_reaches_no_machine() {
+    let dir = scratch();
+    // An ssh that records being called: no case may get that far.
+    let called = dir.path().join("ssh-called");
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, format!("#!/bin/sh\ntouch {}\nexit 255\n", called.display())).unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (&[], "Usage: freezeframe"),
+        (&["snapshot", "--bogus"], "unexpected argument '--bogus'"),
+        (&["list", "extra"], "unexpected argument 'extra'"),
+        (&["status", "--json", "--json"], "cannot be used multiple times"),
+        (&["-H"], "a value is required for '--host"),
+        (&["-H", "db1:notaport", "status"], "the port is not 1-65535"),
+        (&["-H", "db1:70000", "status"], "the port is not 1-65535"),
+        (
+            &["-H", "-oProxyCommand=evil", "status"],
+            "unexpected argument '-o'",
+        ),
+        (
+            &["--parallel", "0", "-H", "a", "-H", "b", "status"],
+            "0 is not in 1..=256",
+        ),
+        (
+            &["--parallel", "many", "status"],
+            "invalid value 'many' for '--parallel",
+        ),
+        (&["--parallel", "257", "status"], "257 is not in 1..=256"),
+        (
+            &["-H", "a", "--bus-address", "unix:path=/x", "status"],
+            "cannot be used with",
+        ),
+        (
+            &["--bus-address", "bogus", "status"],
+            "`bogus` is not a D-Bus address",
+        ),
+        (
+            &["--ssh-command=", "-H", "a", "status"],
+            "a value is required for '--ssh-command",
+        ),
+        (&["prune"], "--keep <N>"),
+        (&["prune", "--keep", "0"], "0 is not in 1.."),
+        (&["prune", "--keep", "-1"], "unexpected argument '-1'"),
+        (&["prune", "--keep", "lots"], "invalid value 'lots'"),
+        (&["completions"], "<SHELL>"),
+        (&["completions", "tcsh"], "invalid value 'tcsh'"),
+    ];
+    for (args, expected) in cases {
+        let mut cli = Command::new(cli_bin());
+        if !args.iter().any(|a| a.starts_with("--ssh-command")) {
+            cli.args(["--ssh-command", ssh.to_str().unwrap()]);
+        }
+        let out = cli.args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+    }
+    assert!(!called.exists(), "a malformed command reached for ssh");
+}

@@ -286,6 +286,32 @@ pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigE
     })
 }
 
+/// Parses a duration and requires it within `range` (inclusive): a typo like "1000000d" is an
+/// error, not a timer that never fires.
+pub fn parse_duration_in(
+    key: &'static str,
+    text: &str,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let value = parse_duration(key, text)?;
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: format!(
+                "{} is out of range: it must be between {} and {}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        });
+    }
+    Ok(value)
+}
+
+/// Bounds of the timeouts of quiescers and hooks, and of API calls.
+const STEP_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+const API_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
 /// Requires an absolute path and removes `.` components and trailing slashes.
 fn absolute(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
     if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
@@ -434,7 +460,7 @@ impl Settings {
 
 fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings, ConfigError> {
     let timeout = match f.timeout {
-        Some(text) => parse_duration("quiescer.timeout", &text)?,
+        Some(text) => parse_duration_in("quiescer.timeout", &text, STEP_TIMEOUT_RANGE)?,
         None => DEFAULT_QUIESCER_TIMEOUT,
     };
     let not_for = |kind: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
@@ -447,7 +473,11 @@ fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings,
         }
     };
     let lock_wait = match &f.lock_wait_timeout {
-        Some(text) => Some(parse_duration("quiescer.lock_wait_timeout", text)?),
+        Some(text) => Some(parse_duration_in(
+            "quiescer.lock_wait_timeout",
+            text,
+            STEP_TIMEOUT_RANGE,
+        )?),
         None => None,
     };
     match f.kind.as_deref() {
@@ -611,15 +641,9 @@ fn validate_quiesce(
         }
     };
     let hook_timeout = match f.hook_timeout {
-        Some(text) => parse_duration("quiesce.hook_timeout", &text)?,
+        Some(text) => parse_duration_in("quiesce.hook_timeout", &text, STEP_TIMEOUT_RANGE)?,
         None => DEFAULT_HOOK_TIMEOUT,
     };
-    if hook_timeout.is_zero() {
-        return Err(ConfigError::Invalid {
-            key: "quiesce.hook_timeout",
-            problem: "it must be longer than 0s".into(),
-        });
-    }
     Ok(QuiesceSettings {
         auto: f.auto.unwrap_or(true),
         on_failure,
@@ -681,7 +705,7 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
         droplet_id: f.droplet_id,
         thaw_after,
         api_timeout: match f.api_timeout {
-            Some(text) => parse_duration("digitalocean.api_timeout", &text)?,
+            Some(text) => parse_duration_in("digitalocean.api_timeout", &text, API_TIMEOUT_RANGE)?,
             None => DEFAULT_API_TIMEOUT,
         },
         volumes: f.volumes.unwrap_or(true),

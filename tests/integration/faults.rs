@@ -1,11 +1,12 @@
 //! More of the fault-injection suite: a full target filesystem, TLS and DNS failures of the
-//! API (DNS in a network namespace of the test's own, so nothing leaves the machine), and the
-//! agent SIGKILLed while MariaDB's read lock is held.
+//! API (DNS in a network namespace of the test's own, so nothing leaves the machine), the
+//! agent SIGKILLed while MariaDB's read lock is held, and databases that go down mid-run.
 
 use crate::servers::*;
 use freezeframe_tests::sim::SimConfig;
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -131,4 +132,101 @@ fn a_sigkilled_agent_leaves_no_mariadb_lock_behind() {
         "a writer waited behind a leaked lock"
     );
     assert_eq!(server.sql("SELECT COUNT(*) FROM app.rows"), "1");
+}
+
+/// A hook that stops PostgreSQL in its `freeze` (hooks run before the database quiescers), so
+/// the database is down between the preflight that found it and its own prepare.
+fn hook_stopping_postgres(fs: &ScratchFs, server: &PgServer, log: &Path) {
+    let hooks = fs.dir.path().join("etc/hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("10-stop-db");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh
+echo \"$1\" >> {log}
+[ \"$1\" = freeze ] || exit 0
+             runuser -u postgres -- {pg_ctl} -D {data} -m immediate -w stop >/dev/null
+",
+            log = log.display(),
+            pg_ctl = pg_bin("pg_ctl").display(),
+            data = server.data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_database_down_at_its_prepare_aborts_or_degrades_and_everything_prepared_resumes() {
+    let fs = scratch_fs(Fs::Ext4);
+    let (data, sockets) = (fs.path("pg/data"), fs.dir.path().join("pg-run"));
+    let server = PgServer::start(&data, &sockets, true);
+    let log = fs.dir.path().join("hook.log");
+    hook_stopping_postgres(&fs, &server, &log);
+    let quiescer = format!(
+        "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n",
+        sockets.display().to_string()
+    );
+
+    // Default policy: abort before freezing; the hook that prepared gets its `thaw`.
+    let report = snapshot_json(&local_image_config(&fs, &quiescer));
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("postgresql"),
+        "{report:#}"
+    );
+    assert!(report["filesystems"]["frozen"].as_array().unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "freeze\nthaw\n");
+    assert_eq!(report["quiescers"][0]["resumed"], true, "{report:#}");
+
+    // `continue`: the snapshot is taken, said to be only filesystem-consistent, and why.
+    let server = PgServer::restart(&data, &sockets);
+    std::fs::remove_file(&log).unwrap();
+    // (The configuration ends in its [quiesce] section.)
+    let config = local_image_config(&fs, &format!("on_quiesce_failure = \"continue\"\n{quiescer}"));
+    let report = snapshot_json(&config);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "filesystem", "{report:#}");
+    assert!(
+        report["warnings"].to_string().contains("postgresql"),
+        "{report:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "freeze\nthaw\n");
+    drop(server);
+}
+
+#[test]
+fn mariadb_dying_while_its_lock_is_held_fails_the_resume_and_still_thaws() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let mut server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n",
+            server.socket.display().to_string()
+        ),
+    );
+    let mut cmd = Command::new(agent_bin());
+    cmd.env("FAILPOINTS", "local-image-copy=sleep(2000)")
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"]);
+    let (agent, frozen_at) = spawn_until_frozen(cmd, fs.dir.path());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let out = agent.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    // The snapshot was taken while the lock held; the lost session is what the run reports.
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(report["failed_phase"], "resume", "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("mariadb"),
+        "{report:#}"
+    );
+    assert!(report["action_id"].is_string(), "{report:#}");
+    let probe = WriteProbe::start(&fs.mountpoint);
+    assert_writable_within(&probe, frozen_at, Duration::from_secs(20), "thawed");
 }

@@ -122,11 +122,7 @@ impl Container {
                 panic!("systemd-nspawn exited ({status}): {err}");
             }
             assert!(Instant::now() < deadline, "the container's systemd did not start");
-            let children = format!("/proc/{0}/task/{0}/children", container.nspawn.id());
-            container.pid = std::fs::read_to_string(children)
-                .ok()
-                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
-                .unwrap_or(0);
+            container.pid = container_init(container.nspawn.id()).unwrap_or(0);
             std::thread::sleep(Duration::from_millis(50));
         }
         // systemd needs a moment to set up its bus before systemctl can ask it anything.
@@ -175,19 +171,37 @@ impl Container {
     }
 }
 
+/// The container's PID 1: the child of `nspawn` in a PID namespace of its own. (nspawn's first
+/// child is a short-lived helper still in ours; taking it for PID 1 would leave the real one
+/// running when a failed boot is cleaned up.)
+fn container_init(nspawn: u32) -> Option<u32> {
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns != ours))
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
+        if self.pid == 0 {
+            self.pid = container_init(self.nspawn.id()).unwrap_or(0);
+        }
         let _ = self.exec(&["systemctl", "poweroff"]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.nspawn.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         // Killing the container's PID 1 ends every process in its namespace, so nothing of it
-        // (a dbus-daemon, a mount holding a loop device) outlives a container that hung.
-        if self.pid != 0 {
+        // (a dbus-daemon, a mount holding a loop device) outlives a container that hung, or an
+        // nspawn that went before its container. Only while it still is a namespace's init.
+        let ours = std::fs::read_link("/proc/self/ns/pid").ok();
+        let init_ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid)).ok();
+        if self.pid != 0 && init_ns.is_some() && init_ns != ours {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.pid as i32),
                 nix::sys::signal::SIGKILL,

@@ -3,9 +3,8 @@
 //! execs `systemd-stdio-bridge`, and as a fleet. Typed errors, caller checks (a second uid), the
 //! packaged bus policy, D-Bus activation and idle exit.
 
-use freezeframe_tests::bus::{fake_ssh, PrivateBus};
+use freezeframe_tests::bus::{activated_bus, agents_serving, fake_ssh, PrivateBus};
 use freezeframe_tests::*;
-use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -437,26 +436,6 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
     assert!(!stderr(&out).contains("dop_v1_wrong"), "the token never shows");
 }
 
-/// The agent's processes serving `config`.
-fn agents_serving(config: &Path) -> Vec<u32> {
-    let needle = config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let args: Vec<String> = c
-                        .split(|b| *b == 0)
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect();
-                    args.iter().any(|a| a == &needle) && args.iter().any(|a| a == "run")
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[test]
 fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_when_idle() {
     let fs = scratch_fs(Fs::Ext4);
@@ -465,23 +444,7 @@ fn the_packaged_policy_limits_callers_and_the_agent_starts_on_demand_and_exits_w
         .unwrap()
         .replace("[agent]\n", "[agent]\nidle_exit = \"1s\"\n");
     std::fs::write(&config, text).unwrap();
-    // The packaged activation file, pointed at this build and this configuration.
-    let services = fs.dir.path().join("services");
-    std::fs::create_dir_all(&services).unwrap();
-    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/dbus");
-    let activation = std::fs::read_to_string(packaged.join("org.freezeframe.Agent1.service"))
-        .unwrap()
-        .replace(
-            "Exec=/usr/bin/freezeframe-agent run",
-            &format!("Exec={} --config {} run", agent_bin().display(), config.display()),
-        );
-    std::fs::write(services.join("org.freezeframe.Agent1.service"), activation).unwrap();
-    let bus = PrivateBus::system_like(
-        &fs.dir.path().join("bus"),
-        &packaged.join("org.freezeframe.Agent1.conf"),
-        Some(&services),
-    )
-    .expect("start a private bus");
+    let bus = activated_bus(fs.dir.path(), &config);
     assert!(agents_serving(&config).is_empty());
 
     // The first call starts it.

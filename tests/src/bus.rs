@@ -358,3 +358,48 @@ pub fn fake_ssh(dir: &std::path::Path, hosts: &[(&str, &PrivateBus)]) -> std::pa
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
 }
+
+/// The agent's processes serving `config`.
+pub fn agents_serving(config: &std::path::Path) -> Vec<u32> {
+    let needle = config.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let args: Vec<String> = c
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    args.iter().any(|a| a == &needle) && args.iter().any(|a| a == "run")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A private bus like the system bus, with the packaged policy and the packaged activation file
+/// pointed at this build and `config`: the first call to org.freezeframe.Agent1 starts the agent.
+pub fn activated_bus(dir: &std::path::Path, config: &std::path::Path) -> PrivateBus {
+    let services = dir.join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/dbus");
+    let activation = std::fs::read_to_string(packaged.join("org.freezeframe.Agent1.service"))
+        .unwrap()
+        .replace(
+            "Exec=/usr/bin/freezeframe-agent run",
+            &format!(
+                "Exec={} --config {} run",
+                crate::agent_bin().display(),
+                config.display()
+            ),
+        );
+    std::fs::write(services.join("org.freezeframe.Agent1.service"), activation).unwrap();
+    PrivateBus::system_like(
+        &dir.join("bus"),
+        &packaged.join("org.freezeframe.Agent1.conf"),
+        Some(&services),
+    )
+    .expect("start a private bus")
+}

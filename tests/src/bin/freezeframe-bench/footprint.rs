@@ -5,7 +5,7 @@
 
 use crate::scaling::Droplet;
 use crate::{median_max, ms, percentile, Args, Section};
-use freezeframe_tests::bus::PrivateBus;
+use freezeframe_tests::bus::{activated_bus, agents_serving};
 use freezeframe_tests::*;
 use serde_json::json;
 use std::path::Path;
@@ -58,21 +58,6 @@ fn sizes(binary: &Path) -> (u64, Option<u64>) {
     let small = ok.then(|| std::fs::metadata(&stripped).map_or(0, |m| m.len()));
     let _ = std::fs::remove_file(stripped);
     (size, small)
-}
-
-fn agents_serving(config: &Path) -> usize {
-    let needle = config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .filter(|c| {
-            let args: Vec<String> = c
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            args.iter().any(|a| a == &needle) && args.iter().any(|a| a == "run")
-        })
-        .count()
 }
 
 pub fn run(args: &Args) -> Section {
@@ -155,22 +140,7 @@ pub fn run(args: &Args) -> Section {
         .unwrap()
         .replace("[agent]\n", "[agent]\nidle_exit = \"1s\"\n");
     std::fs::write(&config, text).unwrap();
-    let services = fs.dir.path().join("services");
-    std::fs::create_dir_all(&services).unwrap();
-    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/dbus");
-    let activation = std::fs::read_to_string(packaged.join("org.freezeframe.Agent1.service"))
-        .unwrap()
-        .replace(
-            "Exec=/usr/bin/freezeframe-agent run",
-            &format!("Exec={} --config {} run", agent_bin().display(), config.display()),
-        );
-    std::fs::write(services.join("org.freezeframe.Agent1.service"), activation).unwrap();
-    let bus = PrivateBus::system_like(
-        &fs.dir.path().join("bus"),
-        &packaged.join("org.freezeframe.Agent1.conf"),
-        Some(&services),
-    )
-    .expect("start a private bus");
+    let bus = activated_bus(fs.dir.path(), &config);
     let status = || {
         let started = Instant::now();
         let out = Command::new(cli_bin())
@@ -183,7 +153,7 @@ pub fn run(args: &Args) -> Section {
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while agents_serving(&config) > 0 {
+        while !agents_serving(&config).is_empty() {
             assert!(Instant::now() < deadline, "the agent did not exit when idle");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -102,25 +102,35 @@ fn tls_and_dns_failures_fail_in_preflight_before_anything_freezes() {
     assert!(report["error"].as_str().unwrap().contains("dns"), "{report:#}");
 }
 
-#[test]
-fn a_sigkilled_agent_leaves_no_mariadb_lock_behind() {
-    let fs = scratch_fs_sized(Fs::Ext4, 160);
-    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
-    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+/// Starts a snapshot of `fs` with a MariaDB quiescer for `server`, held inside the frozen window
+/// for `hold_ms` (the local-image copy failpoint); returns once the agent says it is frozen.
+fn frozen_holding_mariadb_lock(
+    fs: &ScratchFs,
+    server: &MariaDb,
+    hold_ms: u32,
+) -> (std::process::Child, Instant) {
     let config = local_image_config(
-        &fs,
+        fs,
         &format!(
             "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n",
             server.socket.display().to_string()
         ),
     );
     let mut cmd = Command::new(agent_bin());
-    cmd.env("FAILPOINTS", "local-image-copy=sleep(60000)")
+    cmd.env("FAILPOINTS", format!("local-image-copy=sleep({hold_ms})"))
         .arg("--config")
         .arg(&config)
         .args(["snapshot", "--json"]);
+    spawn_until_frozen(cmd, fs.dir.path())
+}
+
+#[test]
+fn a_sigkilled_agent_leaves_no_mariadb_lock_behind() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
     // Frozen, with FLUSH TABLES WITH READ LOCK held by the agent's session.
-    let (mut agent, _) = spawn_until_frozen(cmd, fs.dir.path());
+    let (mut agent, _) = frozen_holding_mariadb_lock(&fs, &server, 60_000);
     agent.kill().unwrap();
     agent.wait().unwrap();
     // The session's client read its statements from the agent: at the agent's death it ends,
@@ -201,19 +211,7 @@ fn a_database_down_at_its_prepare_aborts_or_degrades_and_everything_prepared_res
 fn mariadb_dying_while_its_lock_is_held_fails_the_resume_and_still_thaws() {
     let fs = scratch_fs_sized(Fs::Ext4, 160);
     let mut server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "\n[[quiescer]]\nkind = \"mariadb\"\nsocket = {:?}\n",
-            server.socket.display().to_string()
-        ),
-    );
-    let mut cmd = Command::new(agent_bin());
-    cmd.env("FAILPOINTS", "local-image-copy=sleep(2000)")
-        .arg("--config")
-        .arg(&config)
-        .args(["snapshot", "--json"]);
-    let (agent, frozen_at) = spawn_until_frozen(cmd, fs.dir.path());
+    let (agent, frozen_at) = frozen_holding_mariadb_lock(&fs, &server, 2000);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let out = agent.wait_with_output().unwrap();

@@ -332,6 +332,8 @@ impl MariaDb {
                     "--auth-root-authentication-method=socket",
                     "--skip-test-db",
                     "--innodb-log-file-size=8M",
+                    // Its own temporary files: tests install servers in parallel.
+                    &format!("--tmpdir={}", run_dir.display()),
                 ],
             );
         }
@@ -348,6 +350,7 @@ impl MariaDb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", pidfile.display()))
+            .arg(format!("--tmpdir={}", run_dir.display()))
             .arg(format!("--log-error={}", run_dir.join("error.log").display()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

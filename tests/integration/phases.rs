@@ -111,10 +111,13 @@ fn hook_log(path: &Path) -> Vec<String> {
 fn wait_for_line(log: &Path, line: &str, agent: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !hook_log(log).iter().any(|l| l == line) {
-        assert!(
-            agent.try_wait().unwrap().is_none(),
-            "the agent exited before {line}"
-        );
+        if let Some(status) = agent.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = agent.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!("the agent exited ({status}) before {line}: {stderr}");
+        }
         assert!(Instant::now() < deadline, "no {line} in the hook log");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -258,13 +261,7 @@ fn run_case(at: At, signal: Signal) {
             String::from_utf8_lossy(&thaw.stderr)
         );
         assert!(text.contains("50-app: thaw: done"), "{case}: {text}");
-        // No hook outlived the agent (its `freeze` or `thaw` racing the one run for it here).
-        let survivors = processes_running(&hook.display().to_string());
-        assert!(survivors.is_empty(), "{case}: {survivors:?}");
     } else {
-        // A hook the run stopped waiting for was killed with everything it started.
-        let survivors = processes_running(&format!("sleep 5.{}", signal as i32));
-        assert!(survivors.is_empty(), "{case}: {survivors:?}");
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{case}: no report ({e}): {stderr}"));
         let hooks = &report["quiescers"][0];
@@ -299,6 +296,16 @@ fn run_case(at: At, signal: Signal) {
         }
     }
 
+    // No hook outlived the run, nor anything a hook started: a `freeze` the run stopped waiting
+    // for, or one cut short with a killed agent, must not race the `thaw` run after it.
+    for marker in [
+        hook.display().to_string(),
+        format!("sleep 5.{}", signal as i32),
+        format!("sleep 4.{}", signal as i32),
+    ] {
+        let survivors = processes_running(&marker);
+        assert!(survivors.is_empty(), "{case}: {survivors:?}");
+    }
     // The hook's `thaw` ran after its `freeze` started, and nothing is owed any more.
     let lines = hook_log(&log);
     assert_eq!(

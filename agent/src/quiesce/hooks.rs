@@ -5,6 +5,7 @@
 //! else: a hook runs as root, so anyone who can change one could run anything as root.
 
 use super::pending::{self, Pending};
+use super::process_group::{KillGroupOnDrop, ProcessGroup};
 use super::{QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -51,7 +52,7 @@ pub async fn thaw_recorded(hook: &Path, timeout: Duration) -> Result<(), Quiesce
         check_owner(dir, &dir_meta)?;
     }
     check_owner(hook, &meta)?;
-    run_hook(hook, "thaw", timeout).await.map(drop)
+    run_hook(hook, "thaw", timeout, None).await.map(drop)
 }
 
 /// Names that are not hooks: samples, package manager leftovers, editor backups.
@@ -119,20 +120,32 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, QuiesceError> {
     Ok(hooks)
 }
 
-/// Kills a hook's process group when dropped: at its timeout, and when the run stops waiting
-/// for the hook (a signal to the agent drops the prepare).
-struct KillGroupOnDrop(Option<nix::unistd::Pid>);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-        }
+/// Records in `runtime_dir` (when given) that `hook` is running in `group`, or no longer is.
+fn record_running(runtime_dir: Option<&Path>, hook: &Path, running: Option<ProcessGroup>) {
+    let Some(dir) = runtime_dir else { return };
+    let entry = Pending::Hook {
+        path: hook.to_path_buf(),
+        running,
+    };
+    if let Err(e) = pending::add(dir, entry) {
+        // The hook itself stays recorded (its `thaw` is still owed); only what it starts could
+        // be missed by a resume for a dead agent.
+        tracing::warn!(
+            "cannot record hook {}'s process group in {}: {e}",
+            hook.display(),
+            dir.display()
+        );
     }
 }
 
-/// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed.
-async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, QuiesceError> {
+/// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed. With a
+/// `runtime_dir`, its process group is recorded there while it runs.
+async fn run_hook(
+    hook: &Path,
+    arg: &str,
+    timeout: Duration,
+    runtime_dir: Option<&Path>,
+) -> Result<String, QuiesceError> {
     let name = hook
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -166,7 +179,15 @@ async fn run_hook(hook: &Path, arg: &str, timeout: Duration) -> Result<String, Q
         .spawn()
         .map_err(|e| QuiesceError(format!("cannot run hook {name}: {e}")))?;
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    let running = child.id().and_then(ProcessGroup::led_by);
+    if running.is_some() {
+        record_running(runtime_dir, hook, running);
+    }
+    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if running.is_some() {
+        record_running(runtime_dir, hook, None);
+    }
+    let out = match out {
         Err(_) => {
             drop(group);
             return Err(QuiesceError(format!(
@@ -246,7 +267,7 @@ impl Quiescer for HookDir {
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
         for (i, hook) in self.hooks.iter().enumerate() {
             if let Some(dir) = &self.runtime_dir {
-                pending::add(dir, Pending::Hook(hook.clone())).map_err(|e| {
+                pending::add(dir, Pending::hook(hook.clone())).map_err(|e| {
                     QuiesceError(format!(
                         "cannot record hook {} in {}: {e}",
                         hook.display(),
@@ -255,7 +276,7 @@ impl Quiescer for HookDir {
                 })?;
             }
             self.started = i + 1;
-            run_hook(hook, "freeze", self.timeout).await?;
+            run_hook(hook, "freeze", self.timeout, self.runtime_dir.as_deref()).await?;
         }
         Ok(())
     }
@@ -263,12 +284,12 @@ impl Quiescer for HookDir {
     async fn resume(&mut self) -> Result<(), QuiesceError> {
         let mut failures = Vec::new();
         for hook in self.hooks[..self.started].iter().rev() {
-            if let Err(e) = run_hook(hook, "thaw", self.timeout).await {
+            if let Err(e) = run_hook(hook, "thaw", self.timeout, self.runtime_dir.as_deref()).await {
                 failures.push(e.0);
             }
             // Its `thaw` ran; a failure is this run's to report, not one to repeat later.
             if let Some(dir) = &self.runtime_dir {
-                let _ = pending::remove(dir, &Pending::Hook(hook.clone()));
+                let _ = pending::remove(dir, &Pending::hook(hook.clone()));
             }
         }
         self.started = 0;

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod mysql;
 pub mod pending;
 pub mod postgres;
+pub mod process_group;
 pub mod redis;
 pub mod systemd_unit;
 

@@ -8,6 +8,7 @@
 //! PostgreSQL's CHECKPOINT and Redis's BGSAVE leave nothing to undo.
 
 use super::hooks;
+use super::process_group::ProcessGroup;
 use crate::systemd::Units;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,12 @@ pub enum Pending {
     FrozenUnit(String),
     /// A unit stopped with StopUnit: start it.
     StoppedUnit(String),
-    /// A hook whose `freeze` started: run it with `thaw`.
-    Hook(PathBuf),
+    /// A hook whose `freeze` started: run it with `thaw`, after killing what is left of the
+    /// process group of the hook's `freeze` or `thaw` that was `running` when the agent died.
+    Hook {
+        path: PathBuf,
+        running: Option<ProcessGroup>,
+    },
 }
 
 impl Pending {
@@ -32,7 +37,24 @@ impl Pending {
         match self {
             Pending::FrozenUnit(unit) => format!("thaw-unit {unit}"),
             Pending::StoppedUnit(unit) => format!("start-unit {unit}"),
-            Pending::Hook(path) => format!("hook {}", path.display()),
+            Pending::Hook { path, running: None } => format!("hook {}", path.display()),
+            Pending::Hook {
+                path,
+                running: Some(group),
+            } => format!("hook-running {group} {}", path.display()),
+        }
+    }
+
+    /// A hook entry with nothing running.
+    pub fn hook(path: PathBuf) -> Pending {
+        Pending::Hook { path, running: None }
+    }
+
+    /// Whether `other` stands for the same resume (a hook's running group aside).
+    fn same_resume(&self, other: &Pending) -> bool {
+        match (self, other) {
+            (Pending::Hook { path: a, .. }, Pending::Hook { path: b, .. }) => a == b,
+            _ => self == other,
         }
     }
 
@@ -41,7 +63,14 @@ impl Pending {
         match kind {
             "thaw-unit" => Some(Pending::FrozenUnit(rest.into())),
             "start-unit" => Some(Pending::StoppedUnit(rest.into())),
-            "hook" => Some(Pending::Hook(rest.into())),
+            "hook" => Some(Pending::hook(rest.into())),
+            "hook-running" => {
+                let (group, path) = rest.split_once(' ')?;
+                Some(Pending::Hook {
+                    path: path.into(),
+                    running: Some(group.parse().ok()?),
+                })
+            }
             _ => None,
         }
     }
@@ -52,7 +81,7 @@ impl fmt::Display for Pending {
         match self {
             Pending::FrozenUnit(unit) => write!(f, "{unit} (frozen): thaw"),
             Pending::StoppedUnit(unit) => write!(f, "{unit} (stopped): start"),
-            Pending::Hook(path) => write!(f, "hook {}: thaw", path.display()),
+            Pending::Hook { path, .. } => write!(f, "hook {}: thaw", path.display()),
         }
     }
 }
@@ -82,8 +111,9 @@ fn write(runtime_dir: &Path, entries: &[Pending]) -> std::io::Result<()> {
     std::fs::rename(partial, path(runtime_dir))
 }
 
-/// Records `entry` before its prepare starts. An entry that cannot be written on one line (a
-/// hook path with a newline) is refused, so it is never prepared unrecorded.
+/// Records `entry` before its prepare starts, or updates it in place (a hook's running group).
+/// An entry that cannot be written on one line (a hook path with a newline) is refused, so it
+/// is never prepared unrecorded.
 pub fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
     if entry.to_line().contains('\n') {
         return Err(std::io::Error::new(
@@ -92,15 +122,19 @@ pub fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
         ));
     }
     let mut entries = recorded(runtime_dir);
-    if !entries.contains(&entry) {
-        entries.push(entry);
+    match entries.iter_mut().find(|e| e.same_resume(&entry)) {
+        Some(recorded) => *recorded = entry,
+        None => entries.push(entry),
     }
     write(runtime_dir, &entries)
 }
 
 /// Forgets `entry` once its resume ran.
 pub fn remove(runtime_dir: &Path, entry: &Pending) -> std::io::Result<()> {
-    let entries: Vec<Pending> = recorded(runtime_dir).into_iter().filter(|e| e != entry).collect();
+    let entries: Vec<Pending> = recorded(runtime_dir)
+        .into_iter()
+        .filter(|e| !e.same_resume(entry))
+        .collect();
     write(runtime_dir, &entries)
 }
 
@@ -124,10 +158,21 @@ pub async fn resume_recorded(
                 Ok(_) => units.start(unit).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Pending::Hook(path) => hooks::thaw_recorded(path, hook_timeout).await.map_err(|e| e.0),
+            Pending::Hook { path, running } => {
+                if let Some(group) = running {
+                    let killed = group.kill_leftovers(Duration::from_secs(5)).await;
+                    if killed > 0 {
+                        tracing::warn!(
+                            "hook {}: killed {killed} processes left running by the dead agent's run",
+                            path.display()
+                        );
+                    }
+                }
+                hooks::thaw_recorded(path, hook_timeout).await.map_err(|e| e.0)
+            }
         };
         // A unit's state can be checked again later; a hook's `thaw` is not repeated.
-        if outcome.is_ok() || matches!(entry, Pending::Hook(_)) {
+        if outcome.is_ok() || matches!(entry, Pending::Hook { .. }) {
             let _ = remove(runtime_dir, &entry);
         }
         outcomes.push((entry, outcome));
@@ -145,17 +190,26 @@ mod tests {
         assert!(recorded(dir.path()).is_empty());
         let a = Pending::FrozenUnit("a.service".into());
         let b = Pending::StoppedUnit("b.service".into());
-        let h = Pending::Hook("/etc/freezeframe/hooks.d/10 db".into());
+        let h = Pending::hook("/etc/freezeframe/hooks.d/10 db".into());
         for e in [&a, &b, &h, &a] {
             add(dir.path(), e.clone()).unwrap();
         }
+        assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), h.clone()]);
+        // A hook's running group is recorded in its place, and read back.
+        let running = Pending::Hook {
+            path: "/etc/freezeframe/hooks.d/10 db".into(),
+            running: Some("4242:123456".parse().unwrap()),
+        };
+        add(dir.path(), running.clone()).unwrap();
+        assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), running]);
+        add(dir.path(), h.clone()).unwrap();
         assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), h.clone()]);
         remove(dir.path(), &a).unwrap();
         remove(dir.path(), &b).unwrap();
         assert_eq!(recorded(dir.path()), std::slice::from_ref(&h));
         remove(dir.path(), &h).unwrap();
         assert!(!path(dir.path()).exists(), "an empty record is no file");
-        assert!(add(dir.path(), Pending::Hook("/x\nthaw-unit y".into())).is_err());
+        assert!(add(dir.path(), Pending::hook("/x\nthaw-unit y".into())).is_err());
         assert!(recorded(dir.path()).is_empty());
     }
 
@@ -173,7 +227,7 @@ mod tests {
             )
             .unwrap();
             std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-            add(dir.path(), Pending::Hook(hook.clone())).unwrap();
+            add(dir.path(), Pending::hook(hook.clone())).unwrap();
             hooks.push(hook);
         }
         let units = crate::systemd::Unreachable("no bus in this test".into());

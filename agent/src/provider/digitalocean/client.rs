@@ -40,6 +40,13 @@ pub enum ApiError {
     Timeout { what: String, timeout: Duration },
     #[error("cannot reach {what}: {problem}")]
     Transport { what: String, problem: String },
+    /// Not worth retrying: a wrong scheme or a certificate this machine does not trust.
+    #[error(
+        "TLS handshake with {what} failed: {problem} (check that the address's scheme matches \
+         the server: https:// for a TLS server, http:// for a plain one such as the bundled \
+         simulator; and that its certificate is valid and trusted)"
+    )]
+    Tls { what: String, problem: String },
     #[error("unexpected answer from {what}: {problem}")]
     Decode { what: String, problem: String },
 }
@@ -395,6 +402,11 @@ fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
             what: what.to_string(),
             timeout,
         }
+    } else if let Some(tls) = tls_error(&e) {
+        ApiError::Tls {
+            what: what.to_string(),
+            problem: tls.to_string(),
+        }
     } else {
         let mut problem = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -407,6 +419,26 @@ fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
             problem,
         }
     }
+}
+
+/// The TLS error behind a failed request, if that is what failed. (rustls's errors come wrapped
+/// in `io::Error`s, sometimes twice, whose `source` skips what they wrap: hence `get_ref`.)
+fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        loop {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// `retry-after` in seconds, or the wait until `ratelimit-reset` (Unix time).

@@ -122,9 +122,11 @@ pub fn report(report: &Value) -> String {
     if !frozen.is_empty() {
         let _ = writeln!(
             out,
-            "  writes blocked for {:.1} ms (request {:.1} ms) on {}",
+            "  writes blocked for {:.1} ms (freezing {:.1} ms, request {:.1} ms, thawing {:.1} ms) on {}",
             ms("frozen_ms"),
+            ms("freezing_ms"),
             ms("request_ms"),
+            ms("thawing_ms"),
             frozen.join(", ")
         );
     }

@@ -118,6 +118,13 @@ async fn a_writer_blocked_during_the_freeze_resumes_after_the_thaw() {
             report.frozen_ms
         );
         assert!(report.frozen_ms >= report.request_ms && report.frozen_ms <= report.total_ms);
+        // Freezing, the request and thawing are parts of the window, one after the other.
+        assert!(
+            report.freezing_ms > 0.0
+                && report.thawing_ms > 0.0
+                && report.freezing_ms + report.request_ms + report.thawing_ms <= report.frozen_ms,
+            "{fs:?}: {report:?}"
+        );
         assert_eq!(report.filesystems.frozen[0].mountpoint, lfs.mountpoint);
         assert!(
             !dir.path().join("run/frozen.json").exists(),

@@ -112,6 +112,7 @@ impl FrozenSet {
     fn thaw_now(&mut self) -> ThawReport {
         let guard_event = self.guard.as_mut().and_then(Guard::check);
         let mut errors = Vec::new();
+        let thaw_started = Instant::now();
         for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
             if i > 0 {
                 fail::fail_point!("between-thaws");
@@ -122,7 +123,8 @@ impl FrozenSet {
                 Err(e) => errors.push(format!("{}: {}", mountpoint.display(), e.desc())),
             }
         }
-        let frozen_for = self.started.elapsed();
+        let thawed_at = Instant::now();
+        let (frozen_for, thawing) = (thawed_at - self.started, thawed_at - thaw_started);
         if let Some(guard) = self.guard.take() {
             guard.finish(errors.is_empty());
         }
@@ -133,6 +135,7 @@ impl FrozenSet {
         self.hold.take();
         ThawReport {
             frozen_for,
+            thawing,
             guard_event,
             errors,
         }
@@ -342,6 +345,7 @@ impl Filesystems for LiveFilesystems {
             knob.expedite();
         }
         let frozen = self.freeze_each(&mut set, &mut outcome);
+        outcome.freezing = set.started.elapsed();
         fail::fail_point!("after-freeze");
         if let Some(knob) = rcu {
             knob.restore();

@@ -51,6 +51,8 @@ pub struct FreezeOutcome {
     /// When the thaw guard's clock started: the agent's own deadline counts from here, so it
     /// always comes before the guard's, however long freezing took.
     pub guard_armed_at: Option<Instant>,
+    /// First FIFREEZE to the return of the last: the part of the window spent freezing.
+    pub freezing: Duration,
 }
 
 /// What `thaw` did.
@@ -58,6 +60,8 @@ pub struct FreezeOutcome {
 pub struct ThawReport {
     /// First FIFREEZE to last FITHAW.
     pub frozen_for: Duration,
+    /// First FITHAW to the return of the last: the part of the window spent thawing.
+    pub thawing: Duration,
     /// Set if the guard had acted on its own before the thaw.
     pub guard_event: Option<GuardEvent>,
     /// Filesystems that could not be thawed (the guard retries them).
@@ -247,7 +251,9 @@ impl Transaction<'_> {
                 quiesce_ms: 0.0,
                 sync_ms: 0.0,
                 frozen_ms: 0.0,
+                freezing_ms: 0.0,
                 request_ms: 0.0,
+                thawing_ms: 0.0,
                 resume_ms: 0.0,
                 total_ms: 0.0,
                 phases: Vec::new(),
@@ -398,6 +404,8 @@ impl Transaction<'_> {
         run.enter(Phase::Thaw);
         let thaw = self.filesystems.thaw();
         run.report.frozen_ms = ms(thaw.frozen_for);
+        run.report.freezing_ms = ms(outcome.freezing);
+        run.report.thawing_ms = ms(thaw.thawing);
         if !thaw.errors.is_empty() {
             run.fail(
                 Phase::Thaw,

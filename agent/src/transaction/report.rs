@@ -124,8 +124,13 @@ pub struct Report {
     pub sync_ms: f64,
     /// First FIFREEZE to last FITHAW.
     pub frozen_ms: f64,
-    /// The provider request, inside the frozen window.
+    /// Inside the window: in the FIFREEZE calls (each waits for its filesystem's writers and
+    /// journal), ...
+    pub freezing_ms: f64,
+    /// ... in the provider request, ...
     pub request_ms: f64,
+    /// ... and in the FITHAW calls.
+    pub thawing_ms: f64,
     pub resume_ms: f64,
     pub total_ms: f64,
     pub phases: Vec<PhaseTiming>,

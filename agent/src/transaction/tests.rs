@@ -81,6 +81,7 @@ impl Filesystems for FakeFs {
             guard_armed_at: self
                 .armed_before_freeze
                 .map(|lead| std::time::Instant::now() - lead),
+            freezing: Duration::from_millis(1),
         })
     }
     async fn guard_tripped(&mut self) -> GuardEvent {
@@ -97,6 +98,7 @@ impl Filesystems for FakeFs {
         self.frozen = false;
         ThawReport {
             frozen_for: Duration::from_millis(5),
+            thawing: Duration::from_millis(2),
             guard_event: None,
             errors: Vec::new(),
         }
@@ -338,6 +340,7 @@ async fn the_happy_path_runs_every_phase_in_order() {
     assert_eq!(report.consistency, Some(Consistency::Application));
     assert_eq!(report.action_id.as_deref(), Some("42"));
     assert_eq!(report.frozen_ms, 5.0);
+    assert_eq!((report.freezing_ms, report.thawing_ms), (1.0, 2.0));
     assert!(report.quiescers.iter().all(|q| q.prepared && q.resumed));
     assert_eq!(report.filesystems.frozen.len(), 2);
 }

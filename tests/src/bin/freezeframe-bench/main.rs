@@ -248,18 +248,110 @@ impl ApiCall {
     }
 }
 
+/// One snapshot's frozen window (first FIFREEZE to last FITHAW) and its parts, in ms.
+pub struct Window {
+    pub total: f64,
+    /// In the freeze calls.
+    pub freezing: f64,
+    /// The API round trip.
+    pub api: f64,
+    /// In the thaw calls.
+    pub thawing: f64,
+}
+
+impl Window {
+    /// The agent's, from its report.
+    pub fn of_report(report: &Value) -> Window {
+        let ms = |key: &str| {
+            report[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {key} in the report: {report:#}"))
+        };
+        Window {
+            total: ms("frozen_ms"),
+            freezing: ms("freezing_ms"),
+            api: ms("request_ms"),
+            thawing: ms("thawing_ms"),
+        }
+    }
+
+    /// What the window costs beyond the API round trip.
+    pub fn overhead(&self) -> f64 {
+        self.total - self.api
+    }
+}
+
+/// The windows of many snapshots of one tool, for one row.
+#[derive(Default)]
+pub struct Windows(pub Vec<Window>);
+
+impl Windows {
+    fn each(&self, part: impl Fn(&Window) -> f64) -> Vec<f64> {
+        self.0.iter().map(part).collect()
+    }
+
+    /// Headers of the cells below.
+    pub const HEADERS: [&'static str; 4] = [
+        "frozen window ms (median / max)",
+        "window − API ms (median / max)",
+        "freezing ms (median / max)",
+        "thawing ms (median / max)",
+    ];
+
+    /// "median / max" of the window, its overhead, and the freezing and thawing in it.
+    pub fn cells(&self) -> Vec<String> {
+        [
+            self.each(|w| w.total),
+            self.each(Window::overhead),
+            self.each(|w| w.freezing),
+            self.each(|w| w.thawing),
+        ]
+        .iter()
+        .map(|v| median_max(v))
+        .collect()
+    }
+
+    /// The same, for the JSON file.
+    pub fn json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (name, values) in [
+            ("window", self.each(|w| w.total)),
+            ("overhead", self.each(Window::overhead)),
+            ("freezing", self.each(|w| w.freezing)),
+            ("thawing", self.each(|w| w.thawing)),
+        ] {
+            out.insert(format!("{name}_ms_median"), json!(percentile(&values, 50.0)));
+            out.insert(format!("{name}_ms_max"), json!(percentile(&values, 100.0)));
+        }
+        Value::Object(out)
+    }
+}
+
+/// Adds the fields of the object `more` to the object `into`.
+pub fn merge(into: &mut Value, more: Value) {
+    if let (Value::Object(into), Value::Object(more)) = (into, more) {
+        into.extend(more);
+    }
+}
+
 /// The `fsfreeze` script on `mountpoints`: freeze each, the API call, thaw each in reverse.
-/// Returns (frozen window ms, API round trip ms).
-pub fn fsfreeze_script(mountpoints: &[&Path], api: &ApiCall, name: &str) -> (f64, f64) {
+pub fn fsfreeze_script(mountpoints: &[&Path], api: &ApiCall, name: &str) -> Window {
     let started = Instant::now();
     for mp in mountpoints {
         run_cmd("fsfreeze", &["--freeze", mp.to_str().unwrap()]);
     }
+    let freezing = ms(started);
     let api_ms = api.snapshot(name);
+    let thaw_started = Instant::now();
     for mp in mountpoints.iter().rev() {
         run_cmd("fsfreeze", &["--unfreeze", mp.to_str().unwrap()]);
     }
-    (ms(started), api_ms)
+    Window {
+        total: ms(started),
+        freezing,
+        api: api_ms,
+        thawing: ms(thaw_started),
+    }
 }
 
 fn main() {

@@ -5,7 +5,8 @@
 //! host name stands for (as `ssh HOST systemd-stdio-bridge` does).
 
 use crate::{
-    agent_config, agent_snapshot, fsfreeze_script, median_max, percentile, simulator, ApiCall, Args, Section,
+    agent_config, agent_snapshot, fsfreeze_script, median_max, merge, percentile, simulator, ApiCall, Args,
+    Section, Window, Windows,
 };
 use freezeframe_tests::bus::{fake_ssh, PrivateBus};
 use freezeframe_tests::sim::SimServer;
@@ -39,44 +40,34 @@ fn filesystems(args: &Args) -> Section {
             "Frozen window by number of filesystems (ext4 loop devices), {} snapshots each",
             args.runs
         ),
-        vec![
-            "filesystems",
-            "tool",
-            "frozen window ms (median / max)",
-            "window − API ms (median / max)",
-        ],
+        ["filesystems", "tool"]
+            .into_iter()
+            .chain(Windows::HEADERS)
+            .collect(),
     );
     for &n in &args.filesystems {
         let mountpoints: Vec<&Path> = all[..n].iter().map(|f| f.mountpoint.as_path()).collect();
         let config_dir = dir.path().join(format!("agent-{n}"));
         let config = agent_config(&config_dir, &mountpoints, &sim.url, "");
-        let (mut ours, mut ours_over, mut script, mut script_over) = (vec![], vec![], vec![], vec![]);
+        let (mut ours, mut script) = (Windows::default(), Windows::default());
         for run in 0..args.runs {
             std::thread::sleep(Duration::from_millis(500));
             let report = agent_snapshot(&config, &format!("fs-{n}-{run}"));
-            let frozen = report["frozen_ms"].as_f64().unwrap();
-            ours.push(frozen);
-            ours_over.push(frozen - report["request_ms"].as_f64().unwrap());
+            ours.0.push(Window::of_report(&report));
             std::thread::sleep(Duration::from_millis(500));
-            let (window, api_ms) = fsfreeze_script(&mountpoints, &api, &format!("fs-script-{n}-{run}"));
-            script.push(window);
-            script_over.push(window - api_ms);
+            script.0.push(fsfreeze_script(
+                &mountpoints,
+                &api,
+                &format!("fs-script-{n}-{run}"),
+            ));
         }
-        for (tool, window, over) in [
-            ("freezeframe", &ours, &ours_over),
-            ("fsfreeze script", &script, &script_over),
-        ] {
-            section.rows.push(vec![
-                n.to_string(),
-                tool.into(),
-                median_max(window),
-                median_max(over),
-            ]);
-            section.json.push(json!({
-                "filesystems": n, "tool": tool, "runs": args.runs,
-                "window_ms_median": percentile(window, 50.0), "window_ms_max": percentile(window, 100.0),
-                "overhead_ms_median": percentile(over, 50.0), "overhead_ms_max": percentile(over, 100.0),
-            }));
+        for (tool, windows) in [("freezeframe", &ours), ("fsfreeze script", &script)] {
+            let mut row = vec![n.to_string(), tool.into()];
+            row.extend(windows.cells());
+            section.rows.push(row);
+            let mut entry = json!({"filesystems": n, "tool": tool, "runs": args.runs});
+            merge(&mut entry, windows.json());
+            section.json.push(entry);
         }
     }
     section

@@ -4,7 +4,8 @@
 //! while a writer does an fsync'd 4 KiB append every 10 ms and records each latency.
 
 use crate::{
-    agent_config, agent_snapshot, fsfreeze_script, median_max, percentile, simulator, ApiCall, Args, Section,
+    agent_config, agent_snapshot, fsfreeze_script, merge, percentile, simulator, ApiCall, Args, Section,
+    Window, Windows,
 };
 use freezeframe_tests::*;
 use serde_json::json;
@@ -143,8 +144,7 @@ impl Drop for StallMeter {
 
 #[derive(Default)]
 struct Series {
-    window: Vec<f64>,
-    overhead: Vec<f64>,
+    windows: Windows,
     stalls: Vec<f64>,
 }
 
@@ -162,13 +162,11 @@ pub fn run(args: &Args) -> Vec<Section> {
             "Frozen window and write stalls (ext4 on a loop device with direct I/O, {} snapshots each)",
             args.runs
         ),
-        vec![
-            "tool",
-            "dirty before",
-            "frozen window ms (median / max)",
-            "window − API ms (median / max)",
-            "fsync'd 4 KiB write ms (p50 / p99 / max)",
-        ],
+        ["tool", "dirty before"]
+            .into_iter()
+            .chain(Windows::HEADERS)
+            .chain(["fsync'd 4 KiB write ms (p50 / p99 / max)"])
+            .collect(),
     );
     for &mib in &args.dirty_mib {
         let (mut ours, mut script) = (Series::default(), Series::default());
@@ -177,10 +175,7 @@ pub fn run(args: &Args) -> Vec<Section> {
             std::thread::sleep(SETTLE);
             meter.take();
             let report = agent_snapshot(&config, &format!("bench-{mib}-{run}"));
-            let frozen = report["frozen_ms"].as_f64().unwrap();
-            ours.window.push(frozen);
-            ours.overhead
-                .push(frozen - report["request_ms"].as_f64().unwrap());
+            ours.windows.0.push(Window::of_report(&report));
             // The write blocked by the freeze finishes just after the thaw: count it here.
             std::thread::sleep(Duration::from_millis(100));
             ours.stalls.extend(meter.take());
@@ -188,27 +183,23 @@ pub fn run(args: &Args) -> Vec<Section> {
             make_dirty(&fs.mountpoint, mib);
             std::thread::sleep(SETTLE);
             meter.take();
-            let (window, api_ms) = fsfreeze_script(&[&fs.mountpoint], &api, &format!("script-{mib}-{run}"));
-            script.window.push(window);
-            script.overhead.push(window - api_ms);
+            let window = fsfreeze_script(&[&fs.mountpoint], &api, &format!("script-{mib}-{run}"));
+            script.windows.0.push(window);
             std::thread::sleep(Duration::from_millis(100));
             script.stalls.extend(meter.take());
         }
         for (tool, s) in [("freezeframe", &ours), ("fsfreeze script", &script)] {
             let stalls = [50.0, 99.0, 100.0].map(|p| percentile(&s.stalls, p));
-            section.rows.push(vec![
-                tool.into(),
-                format!("{mib} MiB"),
-                median_max(&s.window),
-                median_max(&s.overhead),
-                format!("{:.1} / {:.1} / {:.1}", stalls[0], stalls[1], stalls[2]),
-            ]);
-            section.json.push(json!({
+            let mut row = vec![tool.into(), format!("{mib} MiB")];
+            row.extend(s.windows.cells());
+            row.push(format!("{:.1} / {:.1} / {:.1}", stalls[0], stalls[1], stalls[2]));
+            section.rows.push(row);
+            let mut entry = json!({
                 "tool": tool, "dirty_mib": mib, "runs": args.runs,
-                "window_ms_median": percentile(&s.window, 50.0), "window_ms_max": percentile(&s.window, 100.0),
-                "overhead_ms_median": percentile(&s.overhead, 50.0), "overhead_ms_max": percentile(&s.overhead, 100.0),
                 "write_ms_p50": stalls[0], "write_ms_p99": stalls[1], "write_ms_max": stalls[2],
-            }));
+            });
+            merge(&mut entry, s.windows.json());
+            section.json.push(entry);
         }
     }
     section.notes.push(

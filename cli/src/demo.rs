@@ -284,10 +284,14 @@ async fn demo() -> Result<bool> {
         report["action_id"].as_str().unwrap_or("?"),
         report["snapshot_id"].as_str().unwrap_or("?")
     );
+    let ms = |key: &str| report[key].as_f64().unwrap_or(0.0);
     println!(
-        "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW), of which the API request took {:.1} ms",
-        report["frozen_ms"].as_f64().unwrap_or(0.0),
-        report["request_ms"].as_f64().unwrap_or(0.0)
+        "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW): freezing {:.1} ms, \
+         the API request {:.1} ms, thawing {:.1} ms",
+        ms("frozen_ms"),
+        ms("freezing_ms"),
+        ms("request_ms"),
+        ms("thawing_ms")
     );
     println!(
         "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",

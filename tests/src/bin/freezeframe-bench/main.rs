@@ -286,11 +286,7 @@ impl Window {
 pub struct Windows(pub Vec<Window>);
 
 impl Windows {
-    fn each(&self, part: impl Fn(&Window) -> f64) -> Vec<f64> {
-        self.0.iter().map(part).collect()
-    }
-
-    /// Headers of the cells below.
+    /// Headers of [`Windows::cells`], in the order of [`Windows::series`].
     pub const HEADERS: [&'static str; 4] = [
         "frozen window ms (median / max)",
         "window − API ms (median / max)",
@@ -298,28 +294,26 @@ impl Windows {
         "thawing ms (median / max)",
     ];
 
-    /// "median / max" of the window, its overhead, and the freezing and thawing in it.
-    pub fn cells(&self) -> Vec<String> {
+    /// The window, its overhead, and the freezing and thawing in it, each with its JSON name.
+    fn series(&self) -> [(&'static str, Vec<f64>); 4] {
+        let each = |part: fn(&Window) -> f64| self.0.iter().map(part).collect();
         [
-            self.each(|w| w.total),
-            self.each(Window::overhead),
-            self.each(|w| w.freezing),
-            self.each(|w| w.thawing),
+            ("window", each(|w| w.total)),
+            ("overhead", each(Window::overhead)),
+            ("freezing", each(|w| w.freezing)),
+            ("thawing", each(|w| w.thawing)),
         ]
-        .iter()
-        .map(|v| median_max(v))
-        .collect()
+    }
+
+    /// "median / max" of each series, for one row.
+    pub fn cells(&self) -> Vec<String> {
+        self.series().iter().map(|(_, v)| median_max(v)).collect()
     }
 
     /// The same, for the JSON file.
     pub fn json(&self) -> Value {
         let mut out = serde_json::Map::new();
-        for (name, values) in [
-            ("window", self.each(|w| w.total)),
-            ("overhead", self.each(Window::overhead)),
-            ("freezing", self.each(|w| w.freezing)),
-            ("thawing", self.each(|w| w.thawing)),
-        ] {
+        for (name, values) in self.series() {
             out.insert(format!("{name}_ms_median"), json!(percentile(&values, 50.0)));
             out.insert(format!("{name}_ms_max"), json!(percentile(&values, 100.0)));
         }

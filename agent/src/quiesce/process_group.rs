@@ -81,7 +81,8 @@ impl FromStr for ProcessGroup {
     fn from_str(s: &str) -> Result<Self, ()> {
         let (id, start) = s.split_once(':').ok_or(())?;
         let id: i32 = id.parse().map_err(drop)?;
-        // Never 0 or negative: killpg would signal the caller's own group or every process.
+        // Never 0, negative or 1: killpg would signal the caller's own group, every process, or
+        // init's group.
         if id <= 1 {
             return Err(());
         }

@@ -101,7 +101,12 @@ pub async fn plan_json(settings: &Settings) -> Result<serde_json::Value, PlanFro
 /// The quiescers a plan lists, in prepare order.
 fn quiesce_lines(quiesce: &QuiescePlan) -> Vec<String> {
     let mut lines = match &quiesce.hooks {
-        Ok(found) => found.iter().map(|h| format!("hook {}", h.display())).collect(),
+        Ok(found) => found
+            .hooks
+            .iter()
+            .map(|h| format!("hook {}", h.display()))
+            .chain(found.passed_over.iter().map(|why| format!("not a hook: {why}")))
+            .collect(),
         Err(e) => vec![format!("hooks: refused: {e}")],
     };
     lines.extend(

@@ -1,6 +1,7 @@
 //! Hook scripts as QEMU guest agent calls them: `freeze` in name order before the freeze,
 //! `thaw` in reverse after the thaw, for every hook whose `freeze` ran.
 
+use crate::servers::*;
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -187,4 +188,96 @@ fn a_hook_that_hangs_is_killed_and_the_others_thaw() {
         setup.log(),
         ["10-db freeze", "20-stuck freeze", "20-stuck thaw", "10-db thaw"]
     );
+}
+
+/// QEMU's own sample MySQL hook (tests/fixtures/qemu-guest-agent), with only its client options
+/// pointed at this test's server, installed as `hooks.d/mysql-flush.sh`.
+fn install_qemus_mysql_hook(hooks: &Path, socket: &Path) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/qemu-guest-agent/fsfreeze-hook.d/mysql-flush.sh.sample");
+    let sample = std::fs::read_to_string(fixture).unwrap();
+    let unchanged = "MYSQL_OPTS=\"-uroot\"";
+    assert!(sample.contains(unchanged), "the sample's options line moved");
+    let text = sample.replace(
+        unchanged,
+        &format!("MYSQL_OPTS=\"-uroot --socket={}\"", socket.display()),
+    );
+    std::fs::create_dir_all(hooks).unwrap();
+    let path = hooks.join("mysql-flush.sh");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Processes whose command line mentions `needle` (the hook's background client names the
+/// test server's socket).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(needle) && !cmdline.contains("mariadbd")).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let server = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+    let config = local_image_config(&fs, "");
+    install_qemus_mysql_hook(&fs.dir.path().join("etc/hooks.d"), &server.socket);
+    let fifo = Path::new("/var/run/mysql-flush.fifo");
+    assert!(
+        !fifo.exists(),
+        "a FIFO from an earlier run would fail the sample's mkfifo"
+    );
+    let socket = server.socket.display().to_string();
+
+    for round in 1..=2 {
+        server.sql(&format!("INSERT INTO app.rows VALUES ({round})"));
+        // Held inside the window long enough to look at the lock from another session.
+        let mut cmd = Command::new(agent_bin());
+        cmd.env("FAILPOINTS", "local-image-copy=sleep(3000)")
+            .arg("--config")
+            .arg(&config)
+            .args(["snapshot", "--json"]);
+        let (agent, _) = spawn_until_frozen(cmd, fs.dir.path());
+        // A writer needs the global lock's intention lock: behind FLUSH TABLES WITH READ LOCK it
+        // waits, here for at most a second, and gives up. (LOCK TABLES writes nothing to disk.)
+        let blocked =
+            server.try_sql("SET SESSION lock_wait_timeout = 1; LOCK TABLES app.rows WRITE; UNLOCK TABLES");
+        assert_eq!(
+            blocked, None,
+            "round {round}: the hook's read lock is held while frozen"
+        );
+        let out = agent.wait_with_output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["status"], "succeeded", "round {round}: {report:#}");
+        assert_eq!(report["consistency"], "application", "round {round}");
+        // After the thaw the lock is gone, and so is everything the hook made.
+        server.sql("SET SESSION lock_wait_timeout = 5; LOCK TABLES app.rows WRITE; UNLOCK TABLES");
+        server.sql(&format!("INSERT INTO app.rows VALUES ({})", round + 100));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (fifo.exists() || !processes_mentioning(&socket).is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            !fifo.exists(),
+            "round {round}: the hook's FIFO is removed by its thaw"
+        );
+        assert_eq!(
+            processes_mentioning(&socket),
+            Vec::<String>::new(),
+            "round {round}: the hook's lock session ended"
+        );
+    }
+    assert_eq!(images_in(&fs.dir.path().join("images")), 2);
 }

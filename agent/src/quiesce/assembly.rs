@@ -33,8 +33,8 @@ pub enum Detection {
 pub struct QuiescePlan {
     pub hooks_dir: PathBuf,
     pub hook_timeout: Duration,
-    /// The hooks that would run, or why the directory is refused.
-    pub hooks: Result<Vec<PathBuf>, String>,
+    /// The hooks that would run and the files passed over, or why the directory is refused.
+    pub hooks: Result<hooks::Discovered, String>,
     pub configured: Vec<QuiescerSettings>,
     pub detection: Detection,
     units: Arc<dyn Units>,
@@ -120,7 +120,7 @@ impl QuiescePlan {
         let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
         // Hooks first (they quiesce the applications that write to the databases), resumed
         // last. An empty or missing directory quiesces nothing; a refused one fails preflight.
-        if !matches!(&self.hooks, Ok(found) if found.is_empty()) {
+        if !matches!(&self.hooks, Ok(found) if found == &hooks::Discovered::default()) {
             list.push(Box::new(
                 HookDir::new(self.hooks_dir.clone(), self.hook_timeout).recorded_in(self.runtime_dir.clone()),
             ));

@@ -17,6 +17,8 @@ pub struct HookDir {
     dir: PathBuf,
     timeout: Duration,
     hooks: Vec<PathBuf>,
+    /// Files in the directory that look like hooks but cannot run, each with why.
+    passed_over: Vec<String>,
     /// How many hooks' `freeze` started, in order: these get `thaw`.
     started: usize,
     /// Where each hook is recorded from its `freeze` until its `thaw` ([`super::pending`]).
@@ -29,6 +31,7 @@ impl HookDir {
             dir,
             timeout,
             hooks: Vec::new(),
+            passed_over: Vec::new(),
             started: 0,
             runtime_dir: None,
         }
@@ -55,14 +58,23 @@ pub async fn thaw_recorded(hook: &Path, timeout: Duration) -> Result<(), Quiesce
     run_hook(hook, "thaw", timeout, None).await.map(drop)
 }
 
-/// Names that are not hooks: samples, package manager leftovers, editor backups.
+/// Names that are not hooks: the ones QEMU's `fsfreeze-hook` dispatcher passes over (backups,
+/// package-manager leftovers, samples), and hidden files and ucf's leftovers besides.
 fn ignored(name: &str) -> bool {
+    const SUFFIXES: [&str; 8] = [
+        "~",
+        ".bak",
+        ".orig",
+        ".sample",
+        ".ucf-old",
+        ".ucf-new",
+        ".ucf-dist",
+        ".swp",
+    ];
     name.starts_with('.')
-        || name.ends_with(".sample")
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
         || name.contains(".dpkg-")
-        || name.ends_with('~')
-        || name.ends_with(".ucf-old")
-        || name.ends_with(".ucf-new")
+        || name.contains(".rpm")
 }
 
 /// Refuses what a non-root user could have changed.
@@ -87,18 +99,28 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), QuiesceError
     Ok(())
 }
 
+/// What a hooks directory holds: the hooks to run, in name order, and the files passed over
+/// with a reason the user should see (a dangling link, a script not marked executable).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub hooks: Vec<PathBuf>,
+    pub passed_over: Vec<String>,
+}
+
 /// The hooks in `dir`, in name order, after checking ownership and modes. A missing directory
-/// has no hooks.
-pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, QuiesceError> {
+/// has no hooks. Like QEMU's dispatcher, a file that cannot run (a dangling link, no execute
+/// bit) is passed over, with a warning; unlike it, a hook anyone but root could change is
+/// refused, since it would run as root.
+pub fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
     let meta = match std::fs::metadata(dir) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Discovered::default()),
         Err(e) => return Err(QuiesceError(format!("cannot read {}: {e}", dir.display()))),
     };
     check_owner(dir, &meta)?;
     let entries =
         std::fs::read_dir(dir).map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
-    let mut hooks = Vec::new();
+    let mut found = Discovered::default();
     for entry in entries {
         let entry = entry.map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -107,17 +129,36 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, QuiesceError> {
         }
         let path = entry.path();
         // Follow links: what runs is the target, so the target is what is checked.
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| QuiesceError(format!("cannot read {}: {e}", path.display())))?;
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-            tracing::debug!("{} is not an executable file: not a hook", path.display());
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                found.passed_over.push(format!(
+                    "hook {} is a link to nothing: passed over (remove it, or point it at the script)",
+                    path.display()
+                ));
+                continue;
+            }
+            Err(e) => return Err(QuiesceError(format!("cannot read {}: {e}", path.display()))),
+        };
+        if !meta.is_file() {
+            tracing::debug!("{} is not a file: not a hook", path.display());
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            found.passed_over.push(format!(
+                "{} is not executable: passed over (`chmod +x {}` to run it as a hook, or rename \
+                 it to end in .sample)",
+                path.display(),
+                path.display()
+            ));
             continue;
         }
         check_owner(&path, &meta)?;
-        hooks.push(path);
+        found.hooks.push(path);
     }
-    hooks.sort();
-    Ok(hooks)
+    found.hooks.sort();
+    found.passed_over.sort();
+    Ok(found)
 }
 
 /// Records in `runtime_dir` (when given) that `hook` is running in `group`, or no longer is.
@@ -138,11 +179,92 @@ fn record_running(runtime_dir: Option<&Path>, hook: &Path, running: Option<Proce
     }
 }
 
+/// What a hook printed is kept up to this size for the log and the report.
+const OUTPUT_LIMIT: usize = 64 << 10;
+/// Lines logged from what a hook left running (its output after the hook returned).
+const LEFT_RUNNING_LINES: usize = 1000;
+
+/// A hook's output, stdout and stderr in the order written, kept up to [`OUTPUT_LIMIT`].
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    cut: bool,
+}
+
+impl Output {
+    fn keep(&mut self, chunk: &[u8]) {
+        let room = OUTPUT_LIMIT.saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.cut |= chunk.len() > room;
+    }
+
+    /// Reads what is in the pipe now, without waiting; whether the pipe reached its end (no
+    /// process holds its other end any more).
+    fn drain(&mut self, pipe: &tokio::net::unix::pipe::Receiver) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.try_read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.keep(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.bytes).trim().to_string();
+        if self.cut {
+            text.push_str(" [output cut]");
+        }
+        text
+    }
+}
+
+/// One pipe for a hook's stdout and stderr. The agent waits for the hook to exit, never for this
+/// pipe to close: a hook may leave a process running that holds it (the lock session of QEMU's
+/// MySQL sample, fed through a FIFO until `thaw`).
+fn output_pipe() -> Result<
+    (
+        tokio::net::unix::pipe::Receiver,
+        std::process::Stdio,
+        std::process::Stdio,
+    ),
+    std::io::Error,
+> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let stderr = write.try_clone()?;
+    let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+    Ok((receiver, write.into(), stderr.into()))
+}
+
+/// Logs what a process the hook left running prints, until it closes the pipe; bounded in lines.
+/// (When the agent exits first, the pipe closes with it: what it started then gets EPIPE.)
+fn log_left_running(name: String, arg: &'static str, pipe: tokio::net::unix::pipe::Receiver) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(pipe);
+        let mut line = Vec::new();
+        let mut logged = 0;
+        while matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+            if logged < LEFT_RUNNING_LINES {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(hook = %name, arg, "left running: {}", text.trim_end());
+                logged += 1;
+            }
+            line.clear();
+        }
+    });
+}
+
 /// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed. With a
-/// `runtime_dir`, its process group is recorded there while it runs.
+/// `runtime_dir`, its process group is recorded there while it runs. What the hook leaves
+/// running when it exits is left alone, as QEMU's dispatcher does: that is how a hook holds a
+/// lock from `freeze` to `thaw`.
 async fn run_hook(
     hook: &Path,
-    arg: &str,
+    arg: &'static str,
     timeout: Duration,
     runtime_dir: Option<&Path>,
 ) -> Result<String, QuiesceError> {
@@ -150,14 +272,16 @@ async fn run_hook(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let cannot_run = |e: std::io::Error| QuiesceError(format!("cannot run hook {name}: {e}"));
+    let (mut pipe, stdout, stderr) = output_pipe().map_err(cannot_run)?;
     // Its own process group: at the timeout the hook and everything it started are killed
     // (SIGKILL: a hook that ignores SIGTERM does not get to hang the run).
     let mut command = tokio::process::Command::new(hook);
     command
         .arg(arg)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
     let agent = nix::unistd::getpid().as_raw();
@@ -175,19 +299,34 @@ async fn run_hook(
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(|e| QuiesceError(format!("cannot run hook {name}: {e}")))?;
+    let spawned = command.spawn();
+    // The command holds the pipe's write ends: they must close here, or its end never comes.
+    drop(command);
+    let mut child = spawned.map_err(cannot_run)?;
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
     let running = child.id().and_then(ProcessGroup::led_by);
     if running.is_some() {
         record_running(runtime_dir, hook, running);
     }
-    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let mut output = Output::default();
+    let exited = tokio::time::timeout(timeout, async {
+        let mut chunk = [0u8; 4096];
+        let mut open = true;
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                read = tokio::io::AsyncReadExt::read(&mut pipe, &mut chunk), if open => match read {
+                    Ok(0) | Err(_) => open = false,
+                    Ok(n) => output.keep(&chunk[..n]),
+                },
+            }
+        }
+    })
+    .await;
     if running.is_some() {
         record_running(runtime_dir, hook, None);
     }
-    let out = match out {
+    let status = match exited {
         Err(_) => {
             drop(group);
             return Err(QuiesceError(format!(
@@ -195,23 +334,20 @@ async fn run_hook(
                 humantime::format_duration(timeout)
             )));
         }
-        Ok(Err(e)) => return Err(QuiesceError(format!("cannot run hook {name}: {e}"))),
-        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(cannot_run(e)),
+        Ok(Ok(status)) => status,
     };
-    // It finished: what it left running in the background (a lock session held until `thaw`)
-    // is its own business.
+    // It exited: what it left running (a lock session held until `thaw`) is its own business.
     group.0 = None;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_string();
+    // What it wrote before exiting is in the pipe already.
+    if !output.drain(&pipe) {
+        log_left_running(name.clone(), arg, pipe);
+    }
+    let text = output.text();
     if !text.is_empty() {
         tracing::info!(hook = %name, arg, "{text}");
     }
-    if out.status.success() {
+    if status.success() {
         Ok(text)
     } else {
         let tail: String = text
@@ -224,8 +360,7 @@ async fn run_hook(
             .collect::<Vec<_>>()
             .join(" / ");
         Err(QuiesceError(format!(
-            "hook {name} {arg} failed ({}){}",
-            out.status,
+            "hook {name} {arg} failed ({status}){}",
             if tail.is_empty() {
                 String::new()
             } else {
@@ -250,8 +385,16 @@ impl Quiescer for HookDir {
         self.timeout * (self.hooks.len() as u32 + 1)
     }
 
+    fn warnings(&self) -> Vec<String> {
+        self.passed_over.clone()
+    }
+
     async fn check(&mut self, _targets: &[Target]) -> Result<(), QuiesceError> {
-        self.hooks = discover(&self.dir)?;
+        let found = discover(&self.dir)?;
+        for warning in &found.passed_over {
+            tracing::warn!("{warning}");
+        }
+        (self.hooks, self.passed_over) = (found.hooks, found.passed_over);
         self.started = 0;
         if !self.hooks.is_empty() {
             let names: Vec<String> = self
@@ -320,21 +463,140 @@ mod tests {
     }
 
     #[test]
-    fn samples_backups_and_non_executables_are_not_hooks() {
+    fn what_qemus_dispatcher_passes_over_is_not_a_hook_and_what_cannot_run_is_named() {
         let d = dir();
         hook(d.path(), "20-app", "true");
         hook(d.path(), "10-db", "true");
-        hook(d.path(), "30-x.sample", "true");
-        hook(d.path(), "40-y.dpkg-old", "true");
-        hook(d.path(), "50-z~", "true");
+        // Every pattern QEMU's fsfreeze-hook skips, and ours.
+        for name in [
+            "x~",
+            "x.bak",
+            "x.orig",
+            "x.rpmnew",
+            "x.rpmorig",
+            "x.rpmsave",
+            "x.sample",
+            "x.dpkg-old",
+            "x.dpkg-new",
+            "x.dpkg-tmp",
+            "x.dpkg-dist",
+            "x.dpkg-bak",
+            "x.dpkg-backup",
+            "x.dpkg-remove",
+            ".hidden",
+            "x.ucf-old",
+        ] {
+            hook(d.path(), name, "exit 1");
+        }
         std::fs::write(d.path().join("60-readme"), "not executable").unwrap();
-        let names: Vec<String> = discover(d.path())
-            .unwrap()
+        std::os::unix::fs::symlink("/nonexistent/hook", d.path().join("70-gone")).unwrap();
+        std::fs::create_dir(d.path().join("80-dir")).unwrap();
+        let found = discover(d.path()).unwrap();
+        let names: Vec<String> = found
+            .hooks
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["10-db", "20-app"], "as root, the files here are root's");
-        assert!(discover(&d.path().join("missing")).unwrap().is_empty());
+        assert_eq!(found.passed_over.len(), 2, "{:?}", found.passed_over);
+        assert!(
+            found.passed_over[0].contains("60-readme is not executable")
+                && found.passed_over[0].contains("chmod +x"),
+            "{:?}",
+            found.passed_over
+        );
+        assert!(
+            found.passed_over[1].contains("70-gone is a link to nothing"),
+            "{:?}",
+            found.passed_over
+        );
+        assert_eq!(
+            discover(&d.path().join("missing")).unwrap(),
+            Discovered::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_leaves_a_process_running_returns_when_it_exits_and_the_process_lives_on() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        let pid_file = d.path().join("bg.pid");
+        // As QEMU's MySQL sample does: a process started in the background holds the hook's
+        // stdout and stderr open until `thaw`.
+        hook(
+            d.path(),
+            "10-lock",
+            &format!(
+                "case \"$1\" in\nfreeze) echo before; sleep 40 & echo $! > {pid}; echo started >&2 ;;\n\
+                 thaw) kill $(cat {pid}) ;;\nesac",
+                pid = pid_file.display()
+            ),
+        );
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
+        hooks.check(&[]).await.unwrap();
+        hooks
+            .prepare()
+            .await
+            .expect("the hook exited at once; its child holds no one up");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        assert!(alive(pid), "what the hook left running lives until its thaw");
+        hooks.resume().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            // Reap it if it became ours (it is the test process's grandchild: init reaps it).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "the thaw ended it");
+    }
+
+    #[tokio::test]
+    async fn a_hook_output_is_kept_from_both_streams_when_it_fails() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        hook(d.path(), "10-db", "echo one; echo two >&2; sleep 30 & exit 4");
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
+        hooks.check(&[]).await.unwrap();
+        let err = hooks.prepare().await.unwrap_err().to_string();
+        assert!(
+            err.contains("hook 10-db freeze failed (exit status: 4): one / two"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_thaw_does_not_stop_the_other_thaws() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        let log = d.path().join("log");
+        let line = |n: &str| format!("echo {n} $1 >> {}", log.display());
+        hook(d.path(), "10-a", &line("a"));
+        hook(
+            d.path(),
+            "20-b",
+            &format!("{}\n[ \"$1\" = thaw ] && exit 5\nexit 0", line("b")),
+        );
+        hook(d.path(), "30-c", &line("c"));
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
+        hooks.check(&[]).await.unwrap();
+        hooks.prepare().await.unwrap();
+        let err = hooks.resume().await.unwrap_err().to_string();
+        assert!(err.contains("hook 20-b thaw failed"), "{err}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text, "a freeze\nb freeze\nc freeze\nc thaw\nb thaw\na thaw\n");
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub trait Quiescer: Send {
     fn details(&self) -> Option<String> {
         None
     }
+    /// What the last `check` found that does not stop the run but belongs in the report's
+    /// warnings (a hook passed over).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Preflight: everything that can be checked without touching the application, such as
     /// whether its data sits on the filesystems about to be frozen.
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError>;

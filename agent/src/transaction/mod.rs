@@ -264,9 +264,12 @@ impl Transaction<'_> {
         };
 
         run.enter(Phase::Preflight);
-        if let Err(e) = self.preflight().await {
-            run.fail(Phase::Preflight, e);
-            return run.finish();
+        match self.preflight().await {
+            Ok(warnings) => run.report.warnings.extend(warnings),
+            Err(e) => {
+                run.fail(Phase::Preflight, e);
+                return run.finish();
+            }
         }
 
         run.enter(Phase::Quiesce);
@@ -532,7 +535,8 @@ impl Transaction<'_> {
         }
     }
 
-    async fn preflight(&mut self) -> Result<(), String> {
+    /// Checks everything before anything changes; returns the quiescers' warnings.
+    async fn preflight(&mut self) -> Result<Vec<String>, String> {
         if self.filesystems.targets().is_empty() {
             return Err(
                 "there is no filesystem to freeze; check `freeze.mountpoints` and `freeze.exclude` \
@@ -546,12 +550,14 @@ impl Transaction<'_> {
             .preflight(&self.options.name.render(self.planned_consistency()), &targets)
             .await
             .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))?;
+        let mut warnings = Vec::new();
         for q in &mut self.quiescers {
             q.check(&targets)
                 .await
                 .map_err(|e| format!("quiescer {}: {e}", q.name()))?;
+            warnings.extend(q.warnings());
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Resumes `quiescers[..started]` in reverse order, each bounded by its timeout.

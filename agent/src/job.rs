@@ -10,8 +10,7 @@ use crate::provider::local_image::LocalImage;
 use crate::provider::SnapshotProvider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
-use crate::quiesce::pending;
-use crate::runtime::{RuntimeDir, RuntimeError};
+use crate::runtime::{self, RuntimeDir, RuntimeError};
 use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transaction};
 use crate::{dbus, logind, systemd};
 
@@ -168,32 +167,18 @@ pub async fn snapshot(
     };
     let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
     let lock = runtime_dir.lock()?;
-    if let Some(outcomes) = runtime_dir.recover(&lock).map_err(JobError::Recover)? {
-        for (mp, outcome) in outcomes {
-            tracing::warn!("an earlier run left {} frozen: {outcome}", mp.display());
-        }
+    let bus = dbus::system_bus().await.ok();
+    // What an earlier, dead agent left: its filesystems thawed, then the resumes it owed.
+    let recovered = runtime::recover(&settings.runtime_dir, bus.as_ref(), settings.quiesce.hook_timeout)
+        .await
+        .map_err(JobError::Recover)?;
+    for line in recovered.text("").lines().filter(|_| !recovered.is_empty()) {
+        tracing::warn!("an earlier run left this undone: {line}");
     }
     let mut provider = provider(settings);
-    let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref())
         .await
         .recording_in(settings.runtime_dir.clone());
-    // Resumes an earlier, dead agent owed (its filesystems were thawed just above).
-    if !pending::recorded(&settings.runtime_dir).is_empty() {
-        let units = systemd::connect_or_unreachable(bus.as_ref()).await;
-        let owed = pending::resume_recorded(
-            &settings.runtime_dir,
-            units.as_ref(),
-            settings.quiesce.hook_timeout,
-        )
-        .await;
-        for (entry, outcome) in owed {
-            match outcome {
-                Ok(()) => tracing::warn!("an earlier run did not resume {entry}: done now"),
-                Err(e) => tracing::warn!("an earlier run did not resume {entry}, and it failed now: {e}"),
-            }
-        }
-    }
     // Held until the run ends: a reboot asked for meanwhile waits for the thaw and resume.
     let _inhibitor = match &bus {
         Some(bus) => logind::inhibit_shutdown(bus)

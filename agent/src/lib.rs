@@ -18,5 +18,6 @@ pub mod render;
 pub mod runtime;
 pub mod secret;
 pub mod service;
+pub mod stdout;
 pub mod systemd;
 pub mod transaction;

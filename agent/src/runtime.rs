@@ -1,7 +1,10 @@
 //! The runtime directory (`/run/freezeframe` by default, on tmpfs): the lock that lets only one
-//! transaction run at a time, and the record of what is frozen.
+//! transaction run at a time, the record of what is frozen, and the one way back from a dead
+//! agent ([`recover`]), used by `freezeframe-agent thaw`, the service's `Thaw`, the CLI when no
+//! agent answers, and the next run.
 
 use crate::guard::record::{self, ThawOutcome};
+use crate::quiesce::pending;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -87,18 +90,116 @@ impl RuntimeDir {
             Err((_, e)) => Err(dir_err(e.into())),
         }
     }
+}
 
-    /// With the lock held: thaws what a dead agent left frozen, as its record lists, and
-    /// removes the record. Returns what was done, if there was a record.
-    pub fn recover(&self, _lock: &TransactionLock) -> std::io::Result<Option<Vec<(PathBuf, ThawOutcome)>>> {
-        let path = self.record_path();
-        let Some(rec) = record::read(&path)? else {
-            return Ok(None);
-        };
-        let outcomes = record::thaw_recorded(&rec);
-        record::remove(&path)?;
-        Ok(Some(outcomes))
+/// One recorded filesystem, and what recovery did to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
+pub struct RecoveredFilesystem {
+    pub mountpoint: String,
+    /// `thawed`, `was-not-frozen`, `mount-changed` (left alone) or `failed`.
+    pub outcome: String,
+    /// Why, for `failed`; empty otherwise.
+    pub error: String,
+}
+
+/// One owed resume (a unit to thaw or start, a hook to `thaw`), and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
+pub struct RecoveredResume {
+    pub resume: String,
+    pub ok: bool,
+    /// Why it failed; empty when it went well.
+    pub error: String,
+}
+
+/// What recovery found a dead agent had left, and what it did about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recovered {
+    /// The filesystems the frozen record listed (none when there was no record).
+    pub filesystems: Vec<RecoveredFilesystem>,
+    /// The resumes it owed, in the order they ran (last prepared first).
+    pub resumes: Vec<RecoveredResume>,
+}
+
+impl Recovered {
+    pub fn is_empty(&self) -> bool {
+        self.filesystems.is_empty() && self.resumes.is_empty()
     }
+
+    /// Whether anything could not be thawed or resumed.
+    pub fn failed(&self) -> bool {
+        self.filesystems.iter().any(|f| f.outcome == "failed") || self.resumes.iter().any(|r| !r.ok)
+    }
+
+    /// One line per filesystem and resume, or one saying there was nothing to do.
+    pub fn text(&self, where_: &str) -> String {
+        if self.is_empty() {
+            return format!("nothing to thaw: nothing frozen or owed in {where_}\n");
+        }
+        let mut out = String::new();
+        for f in &self.filesystems {
+            let outcome = match f.outcome.as_str() {
+                "mount-changed" => "a different filesystem is mounted there now; left alone".to_string(),
+                "failed" => format!("thaw FAILED: {}", f.error),
+                other => other.replace('-', " "),
+            };
+            out.push_str(&format!("{}: {outcome}\n", f.mountpoint));
+        }
+        for r in &self.resumes {
+            if r.ok {
+                out.push_str(&format!("{}: done\n", r.resume));
+            } else {
+                out.push_str(&format!("{}: FAILED: {}\n", r.resume, r.error));
+            }
+        }
+        out
+    }
+}
+
+impl From<(PathBuf, ThawOutcome)> for RecoveredFilesystem {
+    fn from((mountpoint, outcome): (PathBuf, ThawOutcome)) -> Self {
+        let (outcome, error) = match outcome {
+            ThawOutcome::Thawed => ("thawed", String::new()),
+            ThawOutcome::WasNotFrozen => ("was-not-frozen", String::new()),
+            ThawOutcome::MountChanged => ("mount-changed", String::new()),
+            ThawOutcome::Failed(e) => ("failed", e),
+        };
+        RecoveredFilesystem {
+            mountpoint: mountpoint.display().to_string(),
+            outcome: outcome.into(),
+            error,
+        }
+    }
+}
+
+/// The way back from a dead agent: thaws what the frozen record in `dir` lists and removes the
+/// record, then runs the resumes the agent owed (`pending-resumes`), last prepared first.
+/// Filesystems come first because a resume (a hook, a service starting) may need to write to
+/// them. Needs no lock: it is the emergency exit (a next run calls it with the lock held).
+/// systemd is reached through `bus` (the system bus when `None`) only if a unit is owed.
+pub async fn recover(
+    dir: &Path,
+    bus: Option<&zbus::Connection>,
+    hook_timeout: std::time::Duration,
+) -> std::io::Result<Recovered> {
+    let mut recovered = Recovered::default();
+    let path = dir.join(record::RECORD_FILE);
+    if let Some(rec) = record::read(&path)? {
+        recovered.filesystems = record::thaw_recorded(&rec).into_iter().map(Into::into).collect();
+        record::remove(&path)?;
+    }
+    if !pending::recorded(dir).is_empty() {
+        let units = crate::systemd::connect_or_unreachable(bus).await;
+        recovered.resumes = pending::resume_recorded(dir, units.as_ref(), hook_timeout)
+            .await
+            .into_iter()
+            .map(|(entry, outcome)| RecoveredResume {
+                resume: entry.to_string(),
+                ok: outcome.is_ok(),
+                error: outcome.err().unwrap_or_default(),
+            })
+            .collect();
+    }
+    Ok(recovered)
 }
 
 #[cfg(test)]

@@ -67,11 +67,14 @@ pub enum Command {
     },
     /// Check everything a snapshot needs, and say how to fix what fails
     Doctor,
-    /// Emergency: thaw what a dead agent left frozen on this machine (no agent or bus needed)
+    /// Emergency: thaw what a dead agent left frozen and run the resumes it owed, through the
+    /// agent on the machine (-H, --bus-address, or this one); on this machine, directly when no
+    /// agent answers
     Thaw {
-        /// The agent's runtime directory
-        #[arg(long, value_name = "DIR", default_value = freezeframe_agent::config::DEFAULT_RUNTIME_DIR)]
-        runtime_dir: PathBuf,
+        /// The agent's runtime directory, for a thaw on this machine when no agent answers
+        /// [default: /run/freezeframe]
+        #[arg(long, value_name = "DIR")]
+        runtime_dir: Option<PathBuf>,
     },
     /// Try it: a snapshot of a scratch filesystem under a live writer, through the agent, against
     /// the bundled API simulator; then check the image (needs root, no account)

@@ -3,6 +3,7 @@
 //! `systemctl -H` does (`ssh HOST systemd-stdio-bridge` as a `unixexec` transport: no port is
 //! opened on the remote machine, and SSH's own authentication is the gate).
 
+use freezeframe_agent::runtime::{RecoveredFilesystem, RecoveredResume};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub trait Agent1 {
     fn list_snapshots(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
     fn prune(&self, keep_last: u32) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
     fn check(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    fn thaw(&self) -> zbus::Result<(Vec<RecoveredFilesystem>, Vec<RecoveredResume>)>;
     #[zbus(signal)]
     fn phase_changed(
         &self,

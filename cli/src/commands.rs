@@ -2,6 +2,7 @@
 //! live progress, the plan, status, the snapshot list, pruning.
 
 use crate::client::{self, Agent1Proxy, Target};
+use freezeframe_agent::runtime::Recovered;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -323,6 +324,35 @@ pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
         .await
         .map_err(|e| call_failure(target, e))?;
     Ok(Value::Array(pruned.iter().map(dict_json).collect()))
+}
+
+/// Thaws what a dead agent left on the target, through its agent.
+pub async fn thaw(target: &Target) -> Result<Recovered, Failure> {
+    let connection = client::connect(target).await?;
+    let (filesystems, resumes) = proxy(target, &connection)
+        .await?
+        .thaw()
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    Ok(Recovered { filesystems, resumes })
+}
+
+/// Thaws what a dead agent left on this machine without an agent (root only): the runtime
+/// directory's record and owed resumes, as `freezeframe-agent thaw` does.
+pub async fn thaw_here(runtime_dir: &std::path::Path) -> Result<Recovered, Failure> {
+    freezeframe_agent::runtime::recover(runtime_dir, None, freezeframe_agent::config::DEFAULT_HOOK_TIMEOUT)
+        .await
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; run it as root"
+            } else {
+                ""
+            };
+            Failure::new(
+                Exit::Failed,
+                format!("cannot thaw from {}: {e}{hint}", runtime_dir.display()),
+            )
+        })
 }
 
 /// Status as text.

@@ -31,6 +31,14 @@ async fn one(command: &Command, target: &Target) -> Outcome {
         Command::Status => commands::status(target).await.map(|v| (Exit::Success, v)),
         Command::List => commands::list(target).await.map(|v| (Exit::Success, v)),
         Command::Prune { keep } => commands::prune(target, *keep).await.map(|v| (Exit::Success, v)),
+        Command::Thaw { .. } => commands::thaw(target).await.map(|recovered| {
+            let exit = if recovered.failed() {
+                Exit::Failed
+            } else {
+                Exit::Success
+            };
+            (exit, serde_json::to_value(&recovered).unwrap_or_default())
+        }),
         _ => Err(Failure {
             exit: Exit::Usage,
             message: "this command takes one machine".into(),
@@ -83,6 +91,15 @@ fn summary(command: &Command, value: &Value) -> String {
                 ""
             }
         ),
+        Command::Thaw { .. } => {
+            let thawed = value["filesystems"].as_array().map(Vec::len).unwrap_or(0);
+            let resumed = value["resumes"].as_array().map(Vec::len).unwrap_or(0);
+            if thawed + resumed == 0 {
+                "nothing to thaw".into()
+            } else {
+                format!("{thawed} filesystems thawed or checked, {resumed} owed resumes run")
+            }
+        }
         Command::List | Command::Prune { .. } => {
             format!("{} snapshots", value.as_array().map(Vec::len).unwrap_or(0))
         }
@@ -158,13 +175,13 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
                 "result": outcome.result,
                 "error": (outcome.exit != Exit::Success && outcome.result.is_none()).then_some(&outcome.line),
             });
-            println!("{line}");
+            crate::outln!("{line}");
         } else {
-            println!("{target}: {}", outcome.line);
+            crate::outln!("{target}: {}", outcome.line);
         }
     }
     if !cli.json {
-        println!(
+        crate::outln!(
             "{succeeded} of {} succeeded{}{}",
             targets.len(),
             if failed > 0 {

@@ -5,7 +5,6 @@ use clap::{CommandFactory, Parser};
 use freezeframe::args::{Cli, Command};
 use freezeframe::client::Target;
 use freezeframe::commands::{self, Exit, SnapshotRequest};
-use freezeframe_agent::guard::record::{self, ThawOutcome};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -17,13 +16,10 @@ fn main() -> ExitCode {
             Ok(false) => Exit::Failed,
             Err(e) => fail(&format!("demo: {e:#}"), Exit::Failed),
         },
-        Command::Thaw { runtime_dir } => match thaw(runtime_dir) {
-            Ok(true) => Exit::Success,
-            Ok(false) => Exit::Failed,
-            Err(e) => fail(&format!("{e:#}"), Exit::Failed),
-        },
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "freezeframe", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "freezeframe", &mut script);
+            freezeframe_agent::stdout::write(&script);
             Exit::Success
         }
         Command::Man { dir } => match man_pages(dir) {
@@ -86,6 +82,21 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
 
 /// The commands that go through the agent.
 async fn remote(cli: &Cli) -> Exit {
+    if let Command::Thaw {
+        runtime_dir: Some(dir),
+    } = &cli.command
+    {
+        if !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some() {
+            return fail(
+                &format!(
+                    "--runtime-dir {} names a directory on this machine, for a thaw without an agent; \
+                     with -H, --tag or --bus-address the agent there uses its own: leave it out",
+                    dir.display()
+                ),
+                Exit::Usage,
+            );
+        }
+    }
     let targets = match targets(cli).await {
         Ok(t) => t,
         Err(f) => return fail(&f.message, f.exit),
@@ -140,16 +151,31 @@ async fn remote(cli: &Cli) -> Exit {
             )
         }),
         Command::Doctor => return freezeframe::doctor::run(target).await,
-        Command::Demo | Command::Thaw { .. } | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Thaw { runtime_dir } => {
+            thaw(target, runtime_dir.as_deref())
+                .await
+                .map(|(recovered, place)| {
+                    (
+                        if recovered.failed() {
+                            Exit::Failed
+                        } else {
+                            Exit::Success
+                        },
+                        serde_json::to_value(&recovered).unwrap_or_default(),
+                        recovered.text(&place),
+                    )
+                })
+        }
+        Command::Demo | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled without the agent")
         }
     };
     match result {
         Ok((exit, value, text)) => {
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                freezeframe::outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
             } else {
-                print!("{text}");
+                freezeframe_agent::stdout::write(text.as_bytes());
             }
             exit
         }
@@ -157,22 +183,30 @@ async fn remote(cli: &Cli) -> Exit {
     }
 }
 
-/// Returns whether everything listed was thawed (or was not frozen).
-fn thaw(runtime_dir: &std::path::Path) -> anyhow::Result<bool> {
-    use anyhow::Context;
-    let path = runtime_dir.join(record::RECORD_FILE);
-    let Some(rec) = record::read(&path).with_context(|| format!("cannot read {}", path.display()))? else {
-        println!("nothing to thaw: no record in {}", runtime_dir.display());
-        return Ok(true);
-    };
-    let outcomes = record::thaw_recorded(&rec);
-    record::remove(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    let mut ok = true;
-    for (mp, outcome) in outcomes {
-        ok &= !matches!(outcome, ThawOutcome::Failed(_));
-        println!("{}: {outcome}", mp.display());
+/// Thaws through the target's agent; on this machine, directly from the runtime directory when
+/// no agent answers (the emergency case: an agent that cannot start). Returns what was done and
+/// where.
+async fn thaw(
+    target: &Target,
+    runtime_dir: Option<&std::path::Path>,
+) -> Result<(freezeframe_agent::runtime::Recovered, String), commands::Failure> {
+    let through_agent = commands::thaw(target).await;
+    match (through_agent, target) {
+        (Ok(recovered), _) => Ok((recovered, target.to_string())),
+        (Err(f), Target::Local) if f.exit == Exit::Unreachable => {
+            let dir = runtime_dir.unwrap_or(std::path::Path::new(
+                freezeframe_agent::config::DEFAULT_RUNTIME_DIR,
+            ));
+            eprintln!(
+                "freezeframe: {}; thawing from {} directly",
+                f.message,
+                dir.display()
+            );
+            let recovered = commands::thaw_here(dir).await?;
+            Ok((recovered, dir.display().to_string()))
+        }
+        (Err(f), _) => Err(f),
     }
-    Ok(ok)
 }
 
 /// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …).

@@ -8,7 +8,7 @@ pub mod access;
 use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::job::{self, JobRequest};
 use crate::notify::Notifier;
-use crate::runtime::{RuntimeDir, RuntimeError};
+use crate::runtime::{RecoveredFilesystem, RecoveredResume, RuntimeDir, RuntimeError};
 use crate::transaction::{Interrupt, Observer, Phase, Status};
 use access::Access;
 use std::collections::HashMap;
@@ -397,6 +397,38 @@ impl Agent {
                 ])
             })
             .collect())
+    }
+
+    /// The emergency exit, as `freezeframe-agent thaw`: thaws what a dead agent's record lists
+    /// and runs the resumes it owed. Refused while a snapshot runs (its own guard bounds it).
+    #[zbus(out_args("filesystems", "resumes"))]
+    async fn thaw(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(Vec<RecoveredFilesystem>, Vec<RecoveredResume>), AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!(
+                "snapshot job {running} is running; it thaws by itself, within max_freeze at the latest"
+            )));
+        }
+        let runtime_dir =
+            RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
+        // Held while recovering, so no snapshot starts meanwhile. Busy: a one-shot snapshot
+        // runs, or a guard still holds its filesystems (it thaws them by its deadline).
+        let _lock = runtime_dir.lock().map_err(|e| AgentError::Busy(e.to_string()))?;
+        let bus = crate::dbus::system_bus().await.ok();
+        let recovered =
+            crate::runtime::recover(&settings.runtime_dir, bus.as_ref(), settings.quiesce.hook_timeout)
+                .await
+                .map_err(|e| {
+                    AgentError::Failed(format!("cannot recover {}: {e}", settings.runtime_dir.display()))
+                })?;
+        for line in recovered.text("").lines().filter(|_| !recovered.is_empty()) {
+            tracing::warn!("thaw asked over D-Bus: {line}");
+        }
+        Ok((recovered.filesystems, recovered.resumes))
     }
 
     /// Runs every preflight check on its own: name, ok, detail and, for a failure, fix.

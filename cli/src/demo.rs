@@ -60,7 +60,7 @@ impl commands::Progress for Progress {
 
     fn done(&mut self) {
         for line in self.held.drain(..) {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
 }
@@ -143,7 +143,7 @@ async fn demo() -> Result<bool> {
         Ok(())
     };
 
-    println!("freezeframe demo: a consistent snapshot of a Droplet's disk while it is being written to");
+    crate::outln!("freezeframe demo: a consistent snapshot of a Droplet's disk while it is being written to");
     let dir = tempfile::Builder::new()
         .prefix("freezeframe-demo-")
         .tempdir_in("/var/tmp")
@@ -154,7 +154,7 @@ async fn demo() -> Result<bool> {
         &dir.path().join("disk.img"),
         &dir.path().join("data"),
     )?;
-    println!(
+    crate::outln!(
         "  [1/6] made a 128 MiB ext4 filesystem on {} for the Droplet's disk, mounted at {}",
         data.device,
         data.mountpoint.display()
@@ -180,7 +180,7 @@ async fn demo() -> Result<bool> {
     let token_file = etc.join("token");
     std::fs::write(&token_file, TOKEN)?;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
-    println!(
+    crate::outln!(
         "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",
         sim.url,
         API_LATENCY.as_millis()
@@ -213,14 +213,14 @@ async fn demo() -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
+    crate::outln!(
         "  [3/6] freezeframe-agent serves org.freezeframe.Agent1 on a private bus ({})",
         bus.address
     );
 
     let writer = Writer::start(&data.path("records"))?;
     writer.wait_for(200, Duration::from_secs(30))?;
-    println!(
+    crate::outln!(
         "  [4/6] a writer is appending fsync'd records ({} so far)",
         writer.acked()
     );
@@ -233,7 +233,7 @@ async fn demo() -> Result<bool> {
         held: Vec::new(),
         frozen: false,
     };
-    println!("  [5/6] `freezeframe snapshot --wait` through the agent, phase by phase:");
+    crate::outln!("  [5/6] `freezeframe snapshot --wait` through the agent, phase by phase:");
     let request = SnapshotRequest {
         name: Some("freezeframe-demo".into()),
         wait: true,
@@ -270,7 +270,7 @@ async fn demo() -> Result<bool> {
     let records_ok = verify_records(&records, acked);
     drop(view);
 
-    println!(
+    crate::outln!(
         "  [6/6] checked the captured image: fsck {}; {}",
         if clean { "clean" } else { "NOT clean" },
         match &records_ok {
@@ -278,14 +278,14 @@ async fn demo() -> Result<bool> {
             Err(e) => format!("records: {e}"),
         }
     );
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "  snapshot action {} registered; snapshot {} completed",
         report["action_id"].as_str().unwrap_or("?"),
         report["snapshot_id"].as_str().unwrap_or("?")
     );
     let ms = |key: &str| report[key].as_f64().unwrap_or(0.0);
-    println!(
+    crate::outln!(
         "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW): freezing {:.1} ms, \
          the API request {:.1} ms, thawing {:.1} ms",
         ms("frozen_ms"),
@@ -293,17 +293,17 @@ async fn demo() -> Result<bool> {
         ms("request_ms"),
         ms("thawing_ms")
     );
-    println!(
+    crate::outln!(
         "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",
         longest_stall.as_secs_f64() * 1e3
     );
-    println!("  no shutdown, no restart: the writer kept going before and after the snapshot");
+    crate::outln!("  no shutdown, no restart: the writer kept going before and after the snapshot");
     let pass = clean && records_ok.is_ok();
     if !clean {
-        println!("{fsck}");
+        crate::outln!("{fsck}");
     }
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "verdict: {}",
         if pass {
             "PASS: a consistent snapshot, taken live"

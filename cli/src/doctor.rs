@@ -5,9 +5,9 @@ use crate::client::{self, Agent1Proxy, Target};
 use crate::commands::Exit;
 
 fn line(ok: bool, name: &str, detail: &str, fix: &str) {
-    println!("{} {name}: {detail}", if ok { "✓" } else { "✗" });
+    crate::outln!("{} {name}: {detail}", if ok { "✓" } else { "✗" });
     if !ok && !fix.is_empty() {
-        println!("    fix: {fix}");
+        crate::outln!("    fix: {fix}");
     }
 }
 

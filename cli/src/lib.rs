@@ -8,3 +8,15 @@ pub mod doctor;
 pub mod fleet;
 pub mod private_bus;
 pub mod scratch;
+
+/// `println!` for results: a reader that went away (`freezeframe … | head`) ends the output
+/// quietly instead of a panic on the closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        freezeframe_agent::stdout::line("")
+    };
+    ($($arg:tt)*) => {
+        freezeframe_agent::stdout::line(&format!($($arg)*))
+    };
+}

@@ -510,3 +510,42 @@ fn a_killed_guard_makes_the_agent_thaw_by_itself() {
         "{report:#}"
     );
 }
+
+#[test]
+fn images_and_manifests_are_private_whatever_the_umask_and_an_open_image_dir_is_closed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let lfs = scratch_fs(Fs::Ext4);
+    let setup = Setup::new(&[&lfs.mountpoint], "20s");
+    // An image_dir someone made readable to all, and an agent run with no umask at all.
+    std::fs::create_dir_all(&setup.images).unwrap();
+    std::fs::set_permissions(&setup.images, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = setup.agent();
+    cmd.args(["snapshot", "--json", "--name", "private"]);
+    // SAFETY: umask is async-signal-safe and touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(json(&out)["status"], "succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was open to other users (mode 755); made it 0700"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&setup.images), 0o700);
+    let snapshot = setup.images.join("private");
+    assert_eq!(mode(&snapshot), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(&snapshot)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 2, "an image and the manifest: {files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -172,3 +172,32 @@ fn every_wrong_shape_of_arguments_is_a_usage_error_that_reaches_no_machine() {
     }
     assert!(!called.exists(), "a malformed command reached for ssh");
 }
+
+/// Runs `cmd` with a standard output whose reader is already gone (`… | head` after `head`
+/// exited): every write fails with EPIPE.
+fn with_stdout_closed(mut cmd: Command) -> std::process::Output {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    cmd.stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let fs = scratch_fs(Fs::Ext4);
+    let config = local_image_config(&fs, "");
+    let mut completions = Command::new(cli_bin());
+    completions.args(["completions", "bash"]);
+    let mut plan = Command::new(agent_bin());
+    plan.arg("--config").arg(&config).arg("plan");
+    let mut thaw = Command::new(agent_bin());
+    thaw.arg("--config").arg(&config).arg("thaw");
+    for (what, cmd) in [("completions", completions), ("plan", plan), ("thaw", thaw)] {
+        let out = with_stdout_closed(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+}

@@ -41,10 +41,10 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
         .and_then(|()| out.sync_all())
         .with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::rename(&partial, file).with_context(|| format!("cannot replace {}", file.display()))?;
-    println!(
+    freezeframe_agent::stdout::line(&format!(
         "stored the token in {} (mode 600); `freezeframe doctor` checks it against the API",
         file.display()
-    );
+    ));
     Ok(Exit::Success)
 }
 

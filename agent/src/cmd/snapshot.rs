@@ -41,9 +41,9 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
             .block_on(job::plan_json(&settings))
             .context("cannot plan which filesystems to freeze")?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{}", render::plan(&plan));
+            freezeframe_agent::stdout::write(render::plan(&plan).as_bytes());
         }
         return Ok(Exit::Success);
     }
@@ -74,9 +74,9 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
 
     let value = serde_json::to_value(&report)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", render::report(&value));
+        freezeframe_agent::stdout::write(render::report(&value).as_bytes());
     }
     Ok(if report.status == Status::Succeeded {
         Exit::Success

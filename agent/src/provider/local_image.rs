@@ -94,6 +94,58 @@ fn image_label(mountpoint: &Path) -> String {
     }
 }
 
+/// Images are copies of whole filesystems (`/etc/shadow` included): readable by their owner
+/// alone, whatever the umask.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates `path` (and with `parents`, what leads to it) with mode 0700.
+fn private_dir(path: &Path, parents: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(0o700)
+        .create(path)
+}
+
+/// An existing image_dir that others can read or enter is closed to them, with a warning: the
+/// images in it would otherwise be theirs to read.
+fn make_private(dir: &Path) -> Result<(), ProviderError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| ProviderError::with_source(format!("cannot read image_dir {}", dir.display()), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "image_dir {} was open to other users (mode {:o}); made it 0700, since its images \
+             hold every file of the filesystems copied",
+            dir.display(),
+            mode & 0o7777
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ProviderError::with_source(
+                format!(
+                    "image_dir {} is open to other users (mode {:o}) and cannot be made 0700; \
+                     run `chmod 700 {}`",
+                    dir.display(),
+                    mode & 0o7777,
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn open_device(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let direct = std::fs::OpenOptions::new()
@@ -120,9 +172,10 @@ impl SnapshotProvider for LocalImage {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir).map_err(|e| {
+        private_dir(dir, true).map_err(|e| {
             ProviderError::with_source(format!("cannot create image_dir {}", dir.display()), e)
         })?;
+        make_private(dir)?;
         match crate::freeze::target_holding(dir, targets) {
             Ok(None) => {}
             Ok(Some(mountpoint)) => {
@@ -181,7 +234,7 @@ impl SnapshotProvider for LocalImage {
 
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
         let dir = self.image_dir.join(name);
-        std::fs::create_dir(&dir).map_err(|e| {
+        private_dir(&dir, false).map_err(|e| {
             ProviderError::with_source(
                 format!(
                     "cannot create {} (does a snapshot with that name exist?)",
@@ -241,9 +294,11 @@ impl SnapshotProvider for LocalImage {
         };
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| ProviderError::with_source("manifest", e))?;
-        std::fs::write(dir.join("manifest.json"), json).map_err(|e| {
-            ProviderError::with_source(format!("cannot write {}/manifest.json", dir.display()), e)
-        })?;
+        private_file(&dir.join("manifest.json"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
+            .map_err(|e| {
+                ProviderError::with_source(format!("cannot write {}/manifest.json", dir.display()), e)
+            })?;
         stop_on_drop.discard = None;
         self.last = Some(Snapshot { dir, manifest });
         Ok(Registration {
@@ -397,7 +452,7 @@ pub fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) ->
         return Err(abandoned());
     }
     let input = open_device(device)?;
-    let output = File::create(out)?;
+    let output = private_file(out)?;
     let mut buf = AlignedBuf::new(CHUNK);
     let mut offset = 0u64;
     while offset < size {

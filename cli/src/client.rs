@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
-use zbus::{OwnedObjectPath, OwnedVariant};
+use zbus::OwnedVariant;
 
 /// The agent's interface, as a client sees it.
 #[zbus::proxy(
@@ -17,7 +17,7 @@ use zbus::{OwnedObjectPath, OwnedVariant};
     default_path = "/org/freezeframe/Agent1"
 )]
 pub trait Agent1 {
-    fn snapshot(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<OwnedObjectPath>;
+    fn snapshot(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<u64>;
     fn plan(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
     fn status(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
     fn list_snapshots(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
@@ -27,14 +27,14 @@ pub trait Agent1 {
     #[zbus(signal)]
     fn phase_changed(
         &self,
-        job: zbus::ObjectPath<'_>,
+        job: u64,
         phase: &str,
         finished: bool,
         ok: bool,
         elapsed_ms: f64,
     ) -> zbus::Result<()>;
     #[zbus(signal)]
-    fn job_finished(&self, job: zbus::ObjectPath<'_>, succeeded: bool, report: &str) -> zbus::Result<()>;
+    fn job_finished(&self, job: u64, succeeded: bool, report: &str) -> zbus::Result<()>;
 }
 
 /// Where the agent is.

@@ -218,10 +218,7 @@ pub async fn snapshot(
     let gone = || {
         Failure::new(
             Exit::Unreachable,
-            format!(
-                "{target}: the connection closed before job {} finished",
-                job.as_str()
-            ),
+            format!("{target}: the connection closed before job {job} finished"),
         )
     };
     loop {
@@ -229,7 +226,7 @@ pub async fn snapshot(
             signal = phases.next() => {
                 let signal = signal.ok_or_else(gone)?;
                 if let Ok(a) = signal.args() {
-                    if a.job.as_str() == job.as_str() {
+                    if a.job == job {
                         progress.phase(a.phase, a.finished, a.ok, a.elapsed_ms);
                     }
                 }
@@ -237,13 +234,13 @@ pub async fn snapshot(
             signal = finished.next() => {
                 let signal = signal.ok_or_else(gone)?;
                 let Ok(a) = signal.args() else { continue };
-                if a.job.as_str() != job.as_str() {
+                if a.job != job {
                     continue;
                 }
                 // Phases queued before the result still arrive first: drain them.
                 while let Some(Some(signal)) = futures_util::FutureExt::now_or_never(phases.next()) {
                     if let Ok(p) = signal.args() {
-                        if p.job.as_str() == job.as_str() {
+                        if p.job == job {
                             progress.phase(p.phase, p.finished, p.ok, p.elapsed_ms);
                         }
                     }
@@ -369,8 +366,8 @@ pub fn status_text(status: &Value) -> String {
     if status["frozen"] == true {
         out.push_str("FROZEN: a run's filesystems are frozen now\n");
     }
-    if let Some(job) = status["running_job"].as_str().filter(|j| !j.is_empty()) {
-        out.push_str(&format!("running: {job}\n"));
+    if let Some(job) = status["running_job"].as_u64().filter(|j| *j != 0) {
+        out.push_str(&format!("running: snapshot job {job}\n"));
     }
     match &status["last_result"] {
         Value::Null => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),

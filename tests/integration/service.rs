@@ -542,3 +542,137 @@ fn cli_on_address(address: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `gdbus monitor` on `bus`, watching the agent's name, as `uid` (0: root), its output
+/// collected as it comes.
+struct Monitor {
+    child: Child,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Monitor {
+    fn start(bus: &PrivateBus, uid: u32) -> Monitor {
+        use std::io::Read;
+        let id = uid.to_string();
+        let mut child = Command::new("setpriv")
+            .args([
+                format!("--reuid={id}"),
+                format!("--regid={id}"),
+                "--clear-groups".into(),
+            ])
+            .args([
+                "gdbus",
+                "monitor",
+                "--address",
+                &bus.address,
+                "--dest",
+                "org.freezeframe.Agent1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut stdout, sink) = (child.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let monitor = Monitor { child, seen };
+        // It says so once it watches the name's owner.
+        monitor.wait_for("is owned by");
+        monitor
+    }
+
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.seen().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "gdbus monitor never said {text:?}: {}",
+                self.seen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn seen(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn under_the_packaged_policy_only_root_and_the_group_receive_the_agents_signals() {
+    let fs = scratch_fs(Fs::Ext4);
+    let config = local_image_config(&fs, "");
+    let bus = activated_bus(fs.dir.path(), &config);
+    // The agent must be on the bus for gdbus to watch its name.
+    assert!(cli_on(&bus, &["status"]).status.success());
+    let as_root = Monitor::start(&bus, 0);
+    let as_nobody = Monitor::start(&bus, 65534);
+    let report = json_of(&cli_on(&bus, &["snapshot", "--json"]));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    // The monitor works: root, allowed by the policy, saw the job's phases and its report.
+    let name = report["snapshot_name"].as_str().unwrap();
+    as_root.wait_for(name);
+    let seen_by_root = as_root.seen();
+    assert!(seen_by_root.contains("PhaseChanged"), "{seen_by_root}");
+    // The same signal was offered to both; one more round trip lets a slower monitor catch up.
+    assert!(cli_on(&bus, &["status"]).status.success());
+    let seen_by_nobody = as_nobody.seen();
+    for secret in ["PhaseChanged", "JobFinished", name] {
+        assert!(
+            !seen_by_nobody.contains(secret),
+            "another user saw {secret}: {seen_by_nobody}"
+        );
+    }
+}
+
+#[test]
+fn busctl_reads_the_typed_answers_without_parsing_json() {
+    let served = Served::start("", &[]);
+    let busctl = |args: &[&str]| {
+        let out = Command::new("busctl")
+            .args(["--address", &served.bus.address])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "busctl {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let agent = [
+        "org.freezeframe.Agent1",
+        "/org/freezeframe/Agent1",
+        "org.freezeframe.Agent1",
+    ];
+    // A job is named by its id; nothing was left to thaw, typed as two empty struct arrays.
+    let job = busctl(
+        &[
+            &["call"][..],
+            &agent,
+            &["Snapshot", "a{sv}", "1", "dry-run", "b", "true"],
+        ]
+        .concat(),
+    );
+    assert!(job.starts_with("t "), "{job}");
+    assert!(job[2..].parse::<u64>().is_ok_and(|id| id > 0), "{job}");
+    let thawed = busctl(&[&["call"][..], &agent, &["Thaw"]].concat());
+    assert_eq!(thawed, "a(sss)a(sbs) 0 0");
+    let introspection = busctl(&["introspect", "--xml-interface", agent[0], agent[1]]);
+    assert!(
+        introspection.contains(r#"<arg name="filesystems" type="a(sss)" direction="out"/>"#)
+            && introspection.contains(r#"<arg name="job" type="t" direction="out"/>"#),
+        "{introspection}"
+    );
+}

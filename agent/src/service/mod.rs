@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{ObjectPath, OwnedObjectPath, OwnedVariant, Variant};
+use zbus::{OwnedVariant, Variant};
 
 pub const BUS_NAME: &str = "org.freezeframe.Agent1";
 pub const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
@@ -134,10 +134,6 @@ impl Agent {
     }
 }
 
-fn job_path(id: u64) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("{OBJECT_PATH}/job/{id}")).expect("a valid path")
-}
-
 /// Forwards the transaction's phases to a task that emits them as signals: the observer is
 /// called inside the frozen window, so it only queues.
 struct SignalObserver {
@@ -160,15 +156,17 @@ impl Observer for SignalObserver {
 
 #[zbus::interface(name = "org.freezeframe.Agent1")]
 impl Agent {
-    /// Starts a snapshot; returns its job path at once. Progress comes as PhaseChanged signals
-    /// and the result as JobFinished, both carrying the job path.
+    /// Starts a snapshot; returns its job id (counted from 1 by each agent process) at once.
+    /// Progress comes as PhaseChanged signals and the result as JobFinished, both carrying the
+    /// job id.
+    #[zbus(out_args("job"))]
     async fn snapshot(
         &self,
         options: Dict,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> Result<OwnedObjectPath, AgentError> {
+    ) -> Result<u64, AgentError> {
         let settings = self.admit(Access::Change, connection, &header).await?;
         let options = parse_options(&options)?;
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -185,13 +183,11 @@ impl Agent {
                 state.next_job += 1;
                 state.next_job
             };
-            let path = job_path(id);
             let emitter = emitter.into_owned();
-            let signal_path = path.clone();
             tokio::spawn(async move {
-                let _ = Agent::job_finished(&emitter, signal_path.as_ref(), true, &plan.to_string()).await;
+                let _ = Agent::job_finished(&emitter, id, true, &plan.to_string()).await;
             });
-            return Ok(path);
+            return Ok(id);
         }
         let (id, interrupt) = {
             let mut state = self.state.lock().unwrap();
@@ -214,29 +210,21 @@ impl Agent {
             state.running = Some((state.next_job, stop));
             (state.next_job, interrupt)
         };
-        let path = job_path(id);
         let state = self.state.clone();
         let emitter = emitter.into_owned();
-        let job = path.clone();
+        let job = id;
         tokio::spawn(async move {
             let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<(Phase, bool, bool, f64)>();
             let forwarder = {
-                let (emitter, job) = (emitter.clone(), job.clone());
+                let emitter = emitter.clone();
                 tokio::spawn(async move {
                     while let Some((phase, finished, ok, ms)) = received.recv().await {
                         if finished {
                             // Held by the log gate while frozen, like every line.
                             tracing::info!(job = id, phase = %phase, ms, ok, "phase finished");
                         }
-                        let _ = Agent::phase_changed(
-                            &emitter,
-                            job.as_ref(),
-                            &phase.to_string(),
-                            finished,
-                            ok,
-                            ms,
-                        )
-                        .await;
+                        let _ =
+                            Agent::phase_changed(&emitter, job, &phase.to_string(), finished, ok, ms).await;
                     }
                 })
             };
@@ -281,13 +269,14 @@ impl Agent {
                 state.last_activity = Instant::now();
                 state.last_result = Some(report.clone());
             }
-            let _ = Agent::job_finished(&emitter, job.as_ref(), succeeded, &report).await;
+            let _ = Agent::job_finished(&emitter, job, succeeded, &report).await;
         });
-        Ok(path)
+        Ok(id)
     }
 
     /// What a snapshot would freeze and quiesce: `json` holds the plan as `freezeframe-agent
     /// plan --json` prints it.
+    #[zbus(out_args("plan"))]
     async fn plan(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -302,6 +291,7 @@ impl Agent {
 
     /// The agent's version, provider, the running job, whether anything is frozen now, and the
     /// last result.
+    #[zbus(out_args("status"))]
     async fn status(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -327,10 +317,7 @@ impl Agent {
                 variant(settings.snapshot.provider.name().to_string()),
             ),
             ("frozen".to_string(), variant(runtime_dir.record_path().exists())),
-            (
-                "running_job".to_string(),
-                variant(self.busy().map(|id| job_path(id).to_string()).unwrap_or_default()),
-            ),
+            ("running_job".to_string(), variant(self.busy().unwrap_or(0))),
             ("last_result".to_string(), variant(last.unwrap_or_default())),
         ]);
         if let crate::config::ProviderSettings::DigitalOcean(d) = &settings.snapshot.provider {
@@ -342,6 +329,7 @@ impl Agent {
     }
 
     /// This machine's snapshots, oldest first: id, name, created_at, size_bytes.
+    #[zbus(out_args("snapshots"))]
     async fn list_snapshots(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -369,6 +357,7 @@ impl Agent {
     }
 
     /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
+    #[zbus(out_args("deleted"))]
     async fn prune(
         &self,
         keep_last: u32,
@@ -432,6 +421,7 @@ impl Agent {
     }
 
     /// Runs every preflight check on its own: name, ok, detail and, for a failure, fix.
+    #[zbus(out_args("checks"))]
     async fn check(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -459,7 +449,7 @@ impl Agent {
     #[zbus(signal)]
     async fn phase_changed(
         emitter: &SignalEmitter<'_>,
-        job: ObjectPath<'_>,
+        job: u64,
         phase: &str,
         finished: bool,
         ok: bool,
@@ -470,7 +460,7 @@ impl Agent {
     #[zbus(signal)]
     async fn job_finished(
         emitter: &SignalEmitter<'_>,
-        job: ObjectPath<'_>,
+        job: u64,
         succeeded: bool,
         report: &str,
     ) -> zbus::Result<()>;

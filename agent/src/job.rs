@@ -1,7 +1,7 @@
 //! One snapshot job, from settings to report, and the plan that `plan` shows: what the one-shot
 //! `freezeframe-agent snapshot` and the D-Bus service both run.
 
-use crate::config::{self, ConfigError, ProviderSettings, Settings};
+use crate::config::{ProviderSettings, Settings};
 use crate::freeze::plan::{Plan, Selection};
 use crate::freeze::{self, LiveFilesystems, PlanFromSystemError};
 use crate::naming::{self, OwnNames, SnapshotName};
@@ -27,7 +27,7 @@ pub struct JobRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
-    Name(ConfigError),
+    Name(naming::BadName),
     #[error("cannot plan which filesystems to freeze: {0}")]
     Plan(#[from] PlanFromSystemError),
     #[error(transparent)]
@@ -153,7 +153,7 @@ pub async fn snapshot(
     interrupt: Interrupt,
 ) -> Result<Report, JobError> {
     if let Some(name) = &request.name {
-        config::validate_name("name", name).map_err(JobError::Name)?;
+        naming::check_name(name).map_err(JobError::Name)?;
     }
     let plan = freeze_plan(settings)?;
     let ours = own_names(settings);

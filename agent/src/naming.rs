@@ -250,6 +250,27 @@ pub fn hostname() -> String {
     }
 }
 
+/// A snapshot name that is not one: it says what was given and what a name may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a valid snapshot name: use 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit")]
+pub struct BadName(pub String);
+
+/// Snapshot names: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), BadName> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        // Shown back to the user: a long one is cut.
+        Err(BadName(name.chars().take(80).collect()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

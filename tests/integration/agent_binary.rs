@@ -346,6 +346,8 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "unknown field `max_frezee`",
         ),
         ("[freeze]\nmax_freeze = \"10m\"\n".into(), "between 1s and 5m"),
+        // What the user wrote is echoed as written.
+        ("[freeze]\nmax_freeze = \"999h\"\n".into(), "`999h` is out of range: it must be between 1s and 5m"),
         (
             format!(
                 "[freeze]\nmountpoints = [{:?}]\n",
@@ -368,7 +370,10 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "[freeze]\nmax_freeze = \"99999999999999999999999h\"\n".into(),
             "is not a duration",
         ),
-        ("[freeze]\nmax_freeze = 5\n".into(), "invalid type: integer `5`, expected a string"),
+        (
+            "[freeze]\nmax_freeze = 5\n".into(),
+            "`5` has no unit: write a duration as a string with its unit, like \"5s\"",
+        ),
         ("[quiesce]\nhook_timeout = \"1000000d\"\n".into(), "between 1s and 1h"),
         ("[quiesce]\nhook_timeout = \"0s\"\n".into(), "between 1s and 1h"),
         (
@@ -401,7 +406,12 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid name"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("option --name: `../x` is not a valid snapshot name")
+            && !stderr.contains("configuration"),
+        "the option is named, not the configuration: {stderr}"
+    );
 }
 
 #[test]

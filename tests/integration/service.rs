@@ -250,7 +250,10 @@ fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() 
     for (options, expected) in [
         (vec![("wait", zbus::Variant::from("yes"))], "must be a boolean"),
         (vec![("name", zbus::Variant::from("x".repeat(100_000)))], "name"),
-        (vec![("name", zbus::Variant::from("../etc"))], "name"),
+        (
+            vec![("name", zbus::Variant::from("../etc"))],
+            "option `name`: `../etc` is not a valid snapshot name",
+        ),
         (
             vec![("colour", zbus::Variant::from(true))],
             "unknown option `colour`",

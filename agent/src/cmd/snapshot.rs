@@ -2,7 +2,6 @@
 
 use super::Exit;
 use anyhow::Context;
-use freezeframe_agent::config;
 use freezeframe_agent::job::{self, JobRequest};
 use freezeframe_agent::notify::Notifier;
 use freezeframe_agent::render;
@@ -28,7 +27,9 @@ pub struct SnapshotArgs {
 
 pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
     if let Some(name) = &args.name {
-        config::validate_name("--name", name)?;
+        freezeframe_agent::naming::check_name(name).map_err(|e| {
+            anyhow::Error::new(freezeframe_agent::job::JobError::Name(e)).context("option --name")
+        })?;
     }
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -31,12 +31,12 @@ pub struct QuiescerFragment {
     pub socket_dir: Option<PathBuf>,
     pub port: Option<u16>,
     pub os_user: Option<String>,
-    pub lock_wait_timeout: Option<String>,
+    pub lock_wait_timeout: Option<DurationText>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     pub unit: Option<String>,
     pub mode: Option<String>,
-    pub timeout: Option<String>,
+    pub timeout: Option<DurationText>,
 }
 
 /// `[quiesce]`
@@ -46,7 +46,7 @@ pub struct QuiesceFragment {
     pub auto: Option<bool>,
     pub on_quiesce_failure: Option<String>,
     pub hooks_dir: Option<PathBuf>,
-    pub hook_timeout: Option<String>,
+    pub hook_timeout: Option<DurationText>,
 }
 
 /// `[retention]`
@@ -61,7 +61,7 @@ pub struct RetentionFragment {
 #[serde(deny_unknown_fields)]
 pub struct AgentFragment {
     pub runtime_dir: Option<PathBuf>,
-    pub idle_exit: Option<String>,
+    pub idle_exit: Option<DurationText>,
     pub public_read: Option<bool>,
 }
 
@@ -71,7 +71,7 @@ pub struct AgentFragment {
 pub struct FreezeFragment {
     pub mountpoints: Option<Vec<PathBuf>>,
     pub exclude: Option<Vec<PathBuf>>,
-    pub max_freeze: Option<String>,
+    pub max_freeze: Option<DurationText>,
     pub expedite_rcu: Option<bool>,
 }
 
@@ -99,7 +99,7 @@ pub struct DigitalOceanFragment {
     pub token_file: Option<PathBuf>,
     pub droplet_id: Option<u64>,
     pub thaw_after: Option<String>,
-    pub api_timeout: Option<String>,
+    pub api_timeout: Option<DurationText>,
     pub volumes: Option<bool>,
     pub volume_links: Option<PathBuf>,
 }
@@ -159,5 +159,46 @@ impl ConfigFragment {
             overlay(&mut e.volumes, l.volumes);
             overlay(&mut e.volume_links, l.volume_links);
         }
+    }
+}
+
+/// A duration as written (`"20s"`, `"1500ms"`), parsed when validated. A bare number is refused
+/// here with the form it needs, since TOML's own message ("expected a string") does not say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationText(pub String);
+
+impl std::ops::Deref for DurationText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"a duration as a string with its unit, like "20s", "1500ms" or "2m""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    r#"`{v}` has no unit: write a duration as a string with its unit, like "{v}s" or "{v}ms""#
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    r#"`{v}` has no unit: write a duration as a string with its unit, like "1500ms""#
+                )))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }

@@ -298,8 +298,8 @@ pub fn parse_duration_in(
         return Err(ConfigError::Invalid {
             key,
             problem: format!(
-                "{} is out of range: it must be between {} and {}",
-                humantime::format_duration(value),
+                "`{}` is out of range: it must be between {} and {}",
+                text.trim(),
                 humantime::format_duration(min),
                 humantime::format_duration(max)
             ),
@@ -347,21 +347,9 @@ impl Settings {
         )?;
 
         let max_freeze = match freeze.max_freeze {
-            Some(text) => parse_duration("freeze.max_freeze", &text)?,
+            Some(text) => parse_duration_in("freeze.max_freeze", &text, MAX_FREEZE_RANGE)?,
             None => DEFAULT_MAX_FREEZE,
         };
-        let (min, max) = MAX_FREEZE_RANGE;
-        if max_freeze < min || max_freeze > max {
-            return Err(ConfigError::Invalid {
-                key: "freeze.max_freeze",
-                problem: format!(
-                    "{} is out of range: it must be between {} and {}",
-                    humantime::format_duration(max_freeze),
-                    humantime::format_duration(min),
-                    humantime::format_duration(max)
-                ),
-            });
-        }
         let mountpoints = match freeze.mountpoints {
             None => None,
             Some(list) if list.is_empty() => None,
@@ -714,27 +702,6 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
             f.volume_links.unwrap_or_else(|| DEFAULT_VOLUME_LINKS.into()),
         )?,
     })
-}
-
-/// Snapshot names and prefixes: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
-pub fn validate_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            key,
-            problem: format!(
-                "`{name}` is not a valid name: use 1 to 64 letters, digits, `.`, `_` or `-`, \
-                 starting with a letter or digit"
-            ),
-        })
-    }
 }
 
 #[cfg(test)]

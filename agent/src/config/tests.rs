@@ -181,9 +181,9 @@ fn digitalocean_keys_are_read_and_checked() {
 
 #[test]
 fn names_are_checked() {
-    assert!(validate_name("k", "freezeframe-web1.2026_11").is_ok());
+    assert!(crate::naming::check_name("freezeframe-web1.2026_11").is_ok());
     for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {
-        assert!(validate_name("k", bad).is_err(), "{bad:?} accepted");
+        assert!(crate::naming::check_name(bad).is_err(), "{bad:?} accepted");
     }
 }
 

@@ -64,8 +64,8 @@ fn parse_options(options: &Dict) -> Result<SnapshotOptions, AgentError> {
         match key.as_str() {
             "name" => {
                 let name: &str = value.downcast_ref().map_err(|_| wrong_type("a string (s)"))?;
-                crate::config::validate_name("name", name)
-                    .map_err(|e| AgentError::InvalidArgs(e.to_string()))?;
+                crate::naming::check_name(name)
+                    .map_err(|e| AgentError::InvalidArgs(format!("option `name`: {e}")))?;
                 parsed.request.name = Some(name.to_string());
             }
             "wait" => parsed.request.wait = value.downcast_ref().map_err(|_| wrong_type("a boolean (b)"))?,

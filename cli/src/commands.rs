@@ -323,6 +323,18 @@ pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
     Ok(Value::Array(pruned.iter().map(dict_json).collect()))
 }
 
+/// The exit code of a finished snapshot: 2 when the report says the machine's set-up is at
+/// fault (its configuration, the token file), as for any configuration error.
+pub fn snapshot_exit(succeeded: bool, report: &Value) -> Exit {
+    if succeeded {
+        Exit::Success
+    } else if report["setup_error"] == true {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
+}
+
 /// Thaws what a dead agent left on the target, through its agent.
 pub async fn thaw(target: &Target) -> Result<Recovered, Failure> {
     let connection = client::connect(target).await?;

@@ -25,7 +25,7 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             };
             commands::snapshot(target, &request, &mut commands::Silent)
                 .await
-                .map(|(ok, report)| (if ok { Exit::Success } else { Exit::Failed }, report))
+                .map(|(ok, report)| (commands::snapshot_exit(ok, &report), report))
         }
         Command::Plan => commands::plan(target).await.map(|v| (Exit::Success, v)),
         Command::Status => commands::status(target).await.map(|v| (Exit::Success, v)),

@@ -82,6 +82,12 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
 
 /// The commands that go through the agent.
 async fn remote(cli: &Cli) -> Exit {
+    if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
+        return fail(
+            "doctor checks one machine at a time: give one -H HOST (or none for this machine)",
+            Exit::Usage,
+        );
+    }
     if let Command::Thaw {
         runtime_dir: Some(dir),
     } = &cli.command
@@ -127,7 +133,7 @@ async fn remote(cli: &Cli) -> Exit {
                     } else {
                         freezeframe_agent::render::report(&value)
                     };
-                    (if ok { Exit::Success } else { Exit::Failed }, value, text)
+                    (commands::snapshot_exit(ok, &value), value, text)
                 })
         }
         Command::Plan => commands::plan(target)

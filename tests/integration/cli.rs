@@ -156,6 +156,14 @@ fn every_wrong_shape_of_arguments_is_a_usage_error_that_reaches_no_machine() {
         (&["prune", "--keep", "lots"], "invalid value 'lots'"),
         (&["completions"], "<SHELL>"),
         (&["completions", "tcsh"], "invalid value 'tcsh'"),
+        (
+            &["-H", "a", "-H", "b", "doctor"],
+            "doctor checks one machine at a time",
+        ),
+        (
+            &["-H", "a", "thaw", "--runtime-dir", "/run/freezeframe"],
+            "--runtime-dir /run/freezeframe names a directory on this machine",
+        ),
     ];
     for (args, expected) in cases {
         let mut cli = Command::new(cli_bin());
@@ -199,5 +207,37 @@ fn a_reader_that_went_away_ends_the_output_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn setup_token_with_nothing_to_store_is_a_usage_error_and_writes_nothing() {
+    let dir = scratch();
+    let token = dir.path().join("token");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[snapshot]\nprovider = \"digitalocean\"\n[digitalocean]\ntoken_file = {:?}\n",
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    for (input, expected) in [("", "no token read"), ("two words\n", "holds spaces")] {
+        let mut child = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("setup-token")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {stderr}");
+        assert!(stderr.contains(expected), "{input:?}: {stderr}");
+        assert!(!token.exists(), "nothing was written");
     }
 }

@@ -197,7 +197,13 @@ fn a_token_file_readable_by_others_is_refused() {
     let droplet = Droplet::new(Duration::from_millis(100), "");
     let token = droplet.dir.path().join("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (_, report) = droplet.snapshot(&[]);
+    let (out, report) = droplet.snapshot(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a set-up error, like a configuration error"
+    );
+    assert_eq!(report["setup_error"], true);
     let error = report["error"].as_str().unwrap();
     assert!(
         error.contains("readable by group or others") && error.contains("chmod 600"),

@@ -3,7 +3,7 @@
 //! shell history or the terminal's echo.
 
 use super::Exit;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use freezeframe_agent::config::ProviderSettings;
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,7 +12,12 @@ use std::path::Path;
 pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let ProviderSettings::DigitalOcean(digitalocean) = &settings.snapshot.provider else {
-        bail!("the configured provider is not digitalocean: it needs no token");
+        eprintln!(
+            "freezeframe-agent: error: the configured provider is {}, which needs no token; \
+             set `snapshot.provider = \"digitalocean\"` first",
+            settings.snapshot.provider.name()
+        );
+        return Ok(Exit::Usage);
     };
     let file = &digitalocean.token_file;
     let stdin = std::io::stdin();
@@ -24,7 +29,16 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
     let token = read_hidden(interactive).context("cannot read the token from stdin")?;
     let token = token.trim();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        bail!("no token read: pipe it in (`freezeframe-agent setup-token < file`) or type it at the prompt");
+        let what = if token.is_empty() {
+            "no token read"
+        } else {
+            "what was read holds spaces or several lines, which no token does"
+        };
+        eprintln!(
+            "freezeframe-agent: error: {what}: pipe the token in (`freezeframe-agent setup-token < \
+             file`) or type it at the prompt; nothing was written"
+        );
+        return Ok(Exit::Usage);
     }
     let dir = file.parent().context("the token file has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -81,6 +81,8 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
     }
     Ok(if report.status == Status::Succeeded {
         Exit::Success
+    } else if report.setup_error {
+        Exit::Usage
     } else {
         Exit::Failed
     })

@@ -14,6 +14,9 @@ pub struct ProviderError {
     message: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The fault is in this machine's set-up (a token file open to others, a missing token):
+    /// the user must change something before any retry can succeed.
+    setup: bool,
 }
 
 impl ProviderError {
@@ -21,7 +24,20 @@ impl ProviderError {
         ProviderError {
             message: message.into(),
             source: None,
+            setup: false,
         }
+    }
+
+    /// A failure of the machine's set-up, which no retry mends (see [`Self::is_setup`]).
+    pub fn setup(message: impl Into<String>) -> Self {
+        ProviderError {
+            setup: true,
+            ..ProviderError::new(message)
+        }
+    }
+
+    pub fn is_setup(&self) -> bool {
+        self.setup
     }
     pub fn with_source(
         message: impl Into<String>,
@@ -30,6 +46,7 @@ impl ProviderError {
         ProviderError {
             message: message.into(),
             source: Some(Box::new(source)),
+            setup: false,
         }
     }
 }

@@ -210,6 +210,29 @@ impl Run<'_> {
     }
 }
 
+/// Why preflight refused to go on.
+struct Refusal {
+    message: String,
+    /// The machine's set-up is at fault (see [`Report::setup_error`]).
+    setup: bool,
+}
+
+impl Refusal {
+    fn setup(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            setup: true,
+        }
+    }
+
+    fn failure(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            setup: false,
+        }
+    }
+}
+
 impl Transaction<'_> {
     /// Runs the transaction to the end and reports. Never panics on a failed step; a report
     /// with `status: failed` says which phase failed and why.
@@ -227,6 +250,7 @@ impl Transaction<'_> {
                 consistency: None,
                 failed_phase: None,
                 error: None,
+                setup_error: false,
                 warnings: self
                     .options
                     .unquiesced
@@ -266,8 +290,9 @@ impl Transaction<'_> {
         run.enter(Phase::Preflight);
         match self.preflight().await {
             Ok(warnings) => run.report.warnings.extend(warnings),
-            Err(e) => {
-                run.fail(Phase::Preflight, e);
+            Err(refusal) => {
+                run.fail(Phase::Preflight, refusal.message);
+                run.report.setup_error = refusal.setup;
                 return run.finish();
             }
         }
@@ -536,25 +561,29 @@ impl Transaction<'_> {
     }
 
     /// Checks everything before anything changes; returns the quiescers' warnings.
-    async fn preflight(&mut self) -> Result<Vec<String>, String> {
+    async fn preflight(&mut self) -> Result<Vec<String>, Refusal> {
         if self.filesystems.targets().is_empty() {
-            return Err(
+            return Err(Refusal::setup(
                 "there is no filesystem to freeze; check `freeze.mountpoints` and `freeze.exclude` \
-                        (`freezeframe-agent plan` lists what was skipped and why)"
-                    .to_string(),
-            );
+                 (`freezeframe-agent plan` lists what was skipped and why)",
+            ));
         }
-        self.filesystems.preflight().map_err(|e| error_chain(&e))?;
+        self.filesystems
+            .preflight()
+            .map_err(|e| Refusal::failure(error_chain(&e)))?;
         let targets = self.filesystems.targets().to_vec();
         self.provider
             .preflight(&self.options.name.render(self.planned_consistency()), &targets)
             .await
-            .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))?;
+            .map_err(|e| Refusal {
+                message: format!("{} provider: {}", self.provider.name(), error_chain(&e)),
+                setup: e.is_setup(),
+            })?;
         let mut warnings = Vec::new();
         for q in &mut self.quiescers {
             q.check(&targets)
                 .await
-                .map_err(|e| format!("quiescer {}: {e}", q.name()))?;
+                .map_err(|e| Refusal::failure(format!("quiescer {}: {e}", q.name())))?;
             warnings.extend(q.warnings());
         }
         Ok(warnings)

@@ -117,6 +117,10 @@ pub struct Report {
     pub failed_phase: Option<Phase>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run failed on this machine's set-up (its configuration, the token file), which the
+    /// user must fix first: the binaries exit 2 for it, as for a bad configuration.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub setup_error: bool,
     pub warnings: Vec<String>,
     pub filesystems: FilesystemsReport,
     pub quiescers: Vec<QuiescerReport>,

@@ -90,7 +90,8 @@ impl DigitalOcean {
     /// Loads the token, finds the Droplet, and makes a client that names `scopes` when the
     /// API refuses it.
     async fn connect(&mut self, scopes: &[&'static str]) -> Result<Client, ProviderError> {
-        let token = token::load(&self.settings.token_file).map_err(|e| ProviderError::new(e.to_string()))?;
+        let token =
+            token::load(&self.settings.token_file).map_err(|e| ProviderError::setup(e.to_string()))?;
         let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
             Some(id) => id,

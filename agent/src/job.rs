@@ -210,6 +210,25 @@ pub async fn snapshot(
     }
     .run()
     .await;
+    // The thaw is long past: the last result may go to disk, for `status` whichever way the
+    // run was started (the service, or a one-shot `freezeframe-agent snapshot`).
+    record_last_report(
+        &settings.runtime_dir,
+        &serde_json::to_string(&report).unwrap_or_default(),
+    );
     drop(lock);
     Ok(report)
+}
+
+/// Where the last run's report is kept, as JSON.
+pub fn last_report_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
+    runtime_dir.join("last-report.json")
+}
+
+/// Keeps `report` (JSON) as the last run's; a failure to write it is only logged.
+pub fn record_last_report(runtime_dir: &std::path::Path, report: &str) {
+    let path = last_report_path(runtime_dir);
+    if let Err(e) = std::fs::write(&path, report) {
+        tracing::warn!("cannot keep the last report in {}: {e}", path.display());
+    }
 }

@@ -13,6 +13,8 @@ struct Outcome {
     exit: Exit,
     result: Option<Value>,
     line: String,
+    /// What went wrong when there is no result.
+    error: Option<String>,
 }
 
 async fn one(command: &Command, target: &Target) -> Outcome {
@@ -49,11 +51,13 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             exit,
             line: summary(command, &value),
             result: Some(value),
+            error: None,
         },
         Err(f) => Outcome {
             exit: f.exit,
             line: format!("FAILED: {}", f.message),
             result: None,
+            error: Some(f.message),
         },
     }
 }
@@ -173,7 +177,7 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
                 "host": target.to_string(),
                 "exit": outcome.exit as u8,
                 "result": outcome.result,
-                "error": (outcome.exit != Exit::Success && outcome.result.is_none()).then_some(&outcome.line),
+                "error": outcome.error,
             });
             crate::outln!("{line}");
         } else {

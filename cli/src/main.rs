@@ -46,6 +46,15 @@ fn fail(message: &str, exit: Exit) -> Exit {
     exit
 }
 
+/// A failure, said on stderr and, with --json, as the one JSON document on stdout too, so a
+/// script reading stdout always gets one.
+fn fail_as(cli: &Cli, message: &str, exit: Exit) -> Exit {
+    if cli.json {
+        freezeframe::outln!("{}", serde_json::json!({ "error": message, "exit": exit as u8 }));
+    }
+    fail(message, exit)
+}
+
 /// The machines a command addresses.
 async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
     let mut targets: Vec<Target> = cli
@@ -83,7 +92,8 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
 /// The commands that go through the agent.
 async fn remote(cli: &Cli) -> Exit {
     if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
-        return fail(
+        return fail_as(
+            cli,
             "doctor checks one machine at a time: give one -H HOST (or none for this machine)",
             Exit::Usage,
         );
@@ -93,7 +103,8 @@ async fn remote(cli: &Cli) -> Exit {
     } = &cli.command
     {
         if !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some() {
-            return fail(
+            return fail_as(
+                cli,
                 &format!(
                     "--runtime-dir {} names a directory on this machine, for a thaw without an agent; \
                      with -H, --tag or --bus-address the agent there uses its own: leave it out",
@@ -105,7 +116,7 @@ async fn remote(cli: &Cli) -> Exit {
     }
     let targets = match targets(cli).await {
         Ok(t) => t,
-        Err(f) => return fail(&f.message, f.exit),
+        Err(f) => return fail_as(cli, &f.message, f.exit),
     };
     if targets.len() > 1 || cli.tag.is_some() {
         return freezeframe::fleet::run(cli, &targets).await;
@@ -185,7 +196,7 @@ async fn remote(cli: &Cli) -> Exit {
             }
             exit
         }
-        Err(f) => fail(&f.message, f.exit),
+        Err(f) => fail_as(cli, &f.message, f.exit),
     }
 }
 

@@ -533,6 +533,18 @@ fn a_missing_agent_or_bus_is_exit_3_with_what_to_do() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    // With --json, the failure is the one JSON document on stdout.
+    let out = cli_on_address(
+        &format!("unix:path={}", dir.path().join("nothing").display()),
+        &["status", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let failure = json_of(&out);
+    assert_eq!(failure["exit"], 3);
+    assert!(
+        failure["error"].as_str().unwrap().contains("cannot reach"),
+        "{failure}"
+    );
     let out = cli_on_address("unix:path=/nonexistent", &["doctor"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("✗ bus"));
@@ -678,4 +690,20 @@ fn busctl_reads_the_typed_answers_without_parsing_json() {
             && introspection.contains(r#"<arg name="job" type="t" direction="out"/>"#),
         "{introspection}"
     );
+}
+
+#[test]
+fn status_shows_the_last_run_also_when_it_was_a_one_shot_snapshot() {
+    let served = Served::start("", &[]);
+    let first = json_of(&served.cli(&["snapshot", "--json", "--name", "through-the-agent"]));
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(served.fs.dir.path().join("etc/config.toml"))
+        .args(["snapshot", "--json", "--name", "one-shot"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = json_of(&served.cli(&["status", "--json"]));
+    assert_eq!(status["last_result"]["snapshot_name"], "one-shot", "{status:#}");
 }

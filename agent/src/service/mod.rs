@@ -250,10 +250,15 @@ impl Agent {
                     report.status == Status::Succeeded,
                     serde_json::to_string(&report).unwrap_or_default(),
                 ),
-                Err(e) => (
-                    false,
-                    serde_json::json!({ "status": "failed", "error": e.to_string() }).to_string(),
-                ),
+                Err(e) => {
+                    let report =
+                        serde_json::json!({ "status": "failed", "error": e.to_string() }).to_string();
+                    // A job that could not start (busy, a bad plan) is still the last result.
+                    if !e.is_busy() {
+                        job::record_last_report(&settings.runtime_dir, &report);
+                    }
+                    (false, report)
+                }
             };
             let action_id = serde_json::from_str::<serde_json::Value>(&report)
                 .ok()
@@ -261,8 +266,6 @@ impl Agent {
                 .unwrap_or_default();
             tracing::info!(job = id, succeeded, action_id, "snapshot job finished");
             observer_notifier.status("waiting for calls");
-            // The thaw is long past: the record of the last result may go to disk.
-            let _ = std::fs::write(settings.runtime_dir.join("last-report.json"), &report);
             {
                 let mut state = state.lock().unwrap();
                 state.running = None;
@@ -300,13 +303,10 @@ impl Agent {
         let settings = self.admit(Access::Read, connection, &header).await?;
         let runtime_dir =
             RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
-        let last = self
-            .state
-            .lock()
-            .unwrap()
-            .last_result
-            .clone()
-            .or_else(|| std::fs::read_to_string(settings.runtime_dir.join("last-report.json")).ok());
+        // The file holds the newest run, also one taken by a one-shot `freezeframe-agent snapshot`.
+        let last = std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
+            .ok()
+            .or_else(|| self.state.lock().unwrap().last_result.clone());
         let mut status = HashMap::from([
             (
                 "version".to_string(),

@@ -391,24 +391,63 @@ pub fn status_text(status: &Value) -> String {
     out
 }
 
-/// A snapshot list (or the pruned ones) as text.
-pub fn snapshots_text(list: &Value, empty: &str) -> String {
+/// A snapshot list as a table with a header; the id column only where ids are not the names.
+pub fn snapshots_text(list: &Value) -> String {
     let rows = list.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        return format!("{empty}\n");
+        return "no snapshots\n".into();
     }
-    rows.iter()
-        .map(|s| {
-            let size = s["size_bytes"]
-                .as_u64()
-                .map(|b| format!("  {:.1} GB", b as f64 / 1e9))
-                .unwrap_or_default();
-            format!(
-                "{}  {}  {}{size}\n",
-                s["id"].as_str().unwrap_or("?"),
-                s["created_at"].as_str().unwrap_or(""),
-                s["name"].as_str().unwrap_or("?")
-            )
+    let text = |s: &Value, key: &str| s[key].as_str().unwrap_or("").to_string();
+    let with_ids = rows.iter().any(|s| text(s, "id") != text(s, "name"));
+    let mut table = vec![vec!["CREATED".to_string(), "SIZE".into(), "NAME".into()]];
+    if with_ids {
+        table[0].push("ID".into());
+    }
+    for s in &rows {
+        let size = s["size_bytes"]
+            .as_u64()
+            .map(|b| format!("{:.1} GB", b as f64 / 1e9))
+            .unwrap_or_else(|| "-".into());
+        let mut row = vec![text(s, "created_at"), size, text(s, "name")];
+        if with_ids {
+            row.push(text(s, "id"));
+        }
+        table.push(row);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    table
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("  ").trim_end())
         })
         .collect()
+}
+
+/// What prune deleted, said as such.
+pub fn pruned_text(list: &Value) -> String {
+    let rows = list.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "nothing to delete: no more snapshots than --keep\n".into();
+    }
+    let mut out = format!(
+        "deleted {} snapshot{}:\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    for s in rows {
+        let (id, name) = (s["id"].as_str().unwrap_or("?"), s["name"].as_str().unwrap_or("?"));
+        if id == name {
+            out.push_str(&format!("  {name}\n"));
+        } else {
+            out.push_str(&format!("  {name} (id {id})\n"));
+        }
+    }
+    out
 }

@@ -153,20 +153,12 @@ async fn remote(cli: &Cli) -> Exit {
         Command::Status => commands::status(target)
             .await
             .map(|v| (Exit::Success, v.clone(), commands::status_text(&v))),
-        Command::List => commands::list(target).await.map(|v| {
-            (
-                Exit::Success,
-                v.clone(),
-                commands::snapshots_text(&v, "no snapshots"),
-            )
-        }),
-        Command::Prune { keep } => commands::prune(target, *keep).await.map(|v| {
-            (
-                Exit::Success,
-                v.clone(),
-                commands::snapshots_text(&v, "nothing to delete"),
-            )
-        }),
+        Command::List => commands::list(target)
+            .await
+            .map(|v| (Exit::Success, v.clone(), commands::snapshots_text(&v))),
+        Command::Prune { keep } => commands::prune(target, *keep)
+            .await
+            .map(|v| (Exit::Success, v.clone(), commands::pruned_text(&v))),
         Command::Doctor => return freezeframe::doctor::run(target).await,
         Command::Thaw { runtime_dir } => {
             thaw(target, runtime_dir.as_deref())

@@ -546,6 +546,13 @@ fn images_and_manifests_are_private_whatever_the_umask_and_an_open_image_dir_is_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Durations in the log are rounded to a tenth of a millisecond, not float noise.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for value in stderr.split(" ms=").skip(1) {
+        let number = value.split_whitespace().next().unwrap();
+        let decimals = number.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 1, "ms={number} in {stderr}");
+    }
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&setup.images), 0o700);
     let snapshot = setup.images.join("private");

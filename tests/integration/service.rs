@@ -155,6 +155,15 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     assert_eq!(status["last_result"]["snapshot_name"], newest.as_str());
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
+    // As text: labelled columns, the name once (local-image ids are the names).
+    let text = String::from_utf8_lossy(&served.cli(&["list"]).stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("CREATED") && lines[0].ends_with("NAME"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[3].matches(newest.as_str()).count(), 1, "{text}");
 
     // Without --bus-address the CLI uses the system bus, wherever DBUS_SYSTEM_BUS_ADDRESS says.
     let out = Command::new(cli_bin())
@@ -178,8 +187,10 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     }
     assert!(!text.contains('✗'), "{text}");
 
-    let pruned = json_of(&served.cli(&["prune", "--keep", "1", "--json"]));
-    assert_eq!(pruned.as_array().unwrap().len(), 2, "{pruned:#}");
+    let pruned = json_of(&served.cli(&["prune", "--keep", "2", "--json"]));
+    assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
+    let text = String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1"]).stdout).into_owned();
+    assert!(text.starts_with("deleted 1 snapshot:\n  "), "{text}");
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list[0]["name"], newest.as_str(), "the newest is kept");
 }

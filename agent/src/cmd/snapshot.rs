@@ -100,6 +100,7 @@ impl Observer for Progress {
     }
 
     fn phase_finished(&self, phase: Phase, elapsed: Duration, ok: bool) {
-        tracing::info!(%phase, ms = elapsed.as_secs_f64() * 1000.0, ok, "phase finished");
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        tracing::info!(%phase, ms = %format_args!("{ms:.1}"), ok, "phase finished");
     }
 }

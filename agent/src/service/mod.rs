@@ -221,7 +221,7 @@ impl Agent {
                     while let Some((phase, finished, ok, ms)) = received.recv().await {
                         if finished {
                             // Held by the log gate while frozen, like every line.
-                            tracing::info!(job = id, phase = %phase, ms, ok, "phase finished");
+                            tracing::info!(job = id, phase = %phase, ms = %format_args!("{ms:.1}"), ok, "phase finished");
                         }
                         let _ =
                             Agent::phase_changed(&emitter, job, &phase.to_string(), finished, ok, ms).await;

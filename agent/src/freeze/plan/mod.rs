@@ -222,7 +222,9 @@ pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -
             let hidden = mounts[i + 1..]
                 .iter()
                 .any(|later| later.mountpoint == m.mountpoint);
-            if hidden && discovering {
+            // Only a hidden filesystem with data is worth a line: a tmpfs under a tmpfs (as
+            // /dev/shm and /dev/pts often are) would list one path twice.
+            if hidden && discovering && ineligible(m).is_none() {
                 skip(&mut skipped, m, SkipReason::Hidden);
             }
             !hidden

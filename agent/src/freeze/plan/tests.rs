@@ -134,6 +134,21 @@ fn a_path_mounted_over_is_reached_through_the_top_mount() {
 }
 
 #[test]
+fn a_pseudo_filesystem_mounted_twice_is_listed_once() {
+    let text = "\
+21 1 254:1 / / rw - ext4 /dev/vda1 rw
+22 21 0:25 / /dev/shm rw - tmpfs shm rw
+23 21 0:26 / /dev/pts rw - devpts devpts rw
+24 21 0:27 / /dev/pts rw - devpts devpts rw
+25 21 0:28 / /dev/shm rw - tmpfs tmpfs rw
+";
+    let p = discover(text, &[], &FakeHost::default()).unwrap();
+    let listed: Vec<&str> = p.skipped.iter().map(|s| s.mountpoint.to_str().unwrap()).collect();
+    assert_eq!(listed, ["/dev/pts", "/dev/shm"], "{:?}", p.skipped);
+    assert_eq!(reason_of(&p, "/dev/shm"), &SkipReason::MemoryBacked);
+}
+
+#[test]
 fn a_loop_filesystem_freezes_before_the_one_holding_its_image_whatever_the_paths() {
     // /a/b/c/outer is deeper, so path order alone would freeze it first and deadlock.
     let text = "\

@@ -3,9 +3,9 @@
 //! `systemctl -H` does (`ssh HOST systemd-stdio-bridge` as a `unixexec` transport: no port is
 //! opened on the remote machine, and SSH's own authentication is the gate).
 
+use crate::ssh::{self, Step};
 use freezeframe_agent::runtime::{RecoveredFilesystem, RecoveredResume};
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
 use zbus::OwnedVariant;
@@ -136,6 +136,8 @@ impl std::str::FromStr for Host {
 pub struct Unreachable {
     pub target: String,
     pub reason: String,
+    /// Which step failed, where that is known (over SSH).
+    pub step: Option<Step>,
 }
 
 /// How long connecting, and then each call, may take.
@@ -143,37 +145,52 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the bus where the agent is.
 pub async fn connect(target: &Target) -> Result<zbus::Connection, Unreachable> {
+    let unreachable = |reason: String| Unreachable {
+        target: target.to_string(),
+        reason,
+        step: None,
+    };
+    // Over SSH, ssh's own messages go to a file: when the handshake fails they tell why.
+    let ssh_log = match target {
+        Target::Remote { .. } => Some(
+            tempfile::NamedTempFile::new()
+                .map_err(|e| unreachable(format!("cannot make a file for ssh's messages: {e}")))?,
+        ),
+        _ => None,
+    };
     let builder = match target {
         Target::Local => zbus::connection::Builder::system(),
         Target::Bus(address) => zbus::connection::Builder::address(address.as_str()),
         Target::Remote { host, ssh_command } => {
             // Built in code: a parsed `unixexec:` address would not decode percent-escapes.
-            let mut words = ssh_command.split_whitespace();
-            let program = words.next().unwrap_or("ssh");
-            let mut args: Vec<OsString> = words.map(OsString::from).collect();
-            args.extend(["-x", "-T", "-o", "BatchMode=yes"].map(OsString::from));
-            if let Some(port) = host.port {
-                args.extend([OsString::from("-p"), OsString::from(port.to_string())]);
-            }
-            args.push(OsString::from("--"));
-            let destination = match &host.user {
-                Some(user) => format!("{user}@{}", host.host),
-                None => host.host.clone(),
-            };
-            args.push(destination.into());
-            args.push("systemd-stdio-bridge".into());
+            let log = ssh_log.as_ref().expect("made above").path();
+            let (program, args) = ssh::bridge_command(ssh_command, host, log);
             let transport = Transport::Unixexec(Unixexec::new(program.into(), None, args));
             zbus::connection::Builder::address(zbus::Address::from(transport))
         }
     };
-    let unreachable = |reason: String| Unreachable {
-        target: target.to_string(),
-        reason,
+    let failed = |reason: String| match (target, &ssh_log) {
+        (Target::Remote { host, .. }, Some(log)) => {
+            let (step, words, fix) =
+                ssh::diagnose(&std::fs::read_to_string(log.path()).unwrap_or_default(), host);
+            let said = if words.is_empty() { reason } else { words };
+            let what = match step {
+                Step::Ssh => "ssh failed",
+                Step::RemoteBus => "the host's system bus cannot be reached",
+                Step::Bus => "the D-Bus handshake failed",
+            };
+            Unreachable {
+                target: target.to_string(),
+                reason: format!("{what}: {said}; {fix}"),
+                step: Some(step),
+            }
+        }
+        _ => unreachable(reason),
     };
     match tokio::time::timeout(CALL_TIMEOUT, builder.method_timeout(CALL_TIMEOUT).build()).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed(format!("no answer within {CALL_TIMEOUT:?}"))),
     }
 }
 

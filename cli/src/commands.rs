@@ -24,20 +24,31 @@ pub enum Exit {
 pub struct Failure {
     pub exit: Exit,
     pub message: String,
+    /// Which step failed, for `--json`: `ssh`, `remote-bus`, `bus`, `agent`, `authorisation`.
+    pub step: Option<&'static str>,
 }
 
 impl Failure {
-    fn new(exit: Exit, message: impl Into<String>) -> Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
         Failure {
             exit,
             message: message.into(),
+            step: None,
+        }
+    }
+
+    fn at(self, step: &'static str) -> Failure {
+        Failure {
+            step: Some(step),
+            ..self
         }
     }
 }
 
 impl From<client::Unreachable> for Failure {
     fn from(e: client::Unreachable) -> Failure {
-        Failure::new(Exit::Unreachable, e.to_string())
+        let step = e.step.map_or("bus", |s| s.as_str());
+        Failure::new(Exit::Unreachable, e.to_string()).at(step)
     }
 }
 
@@ -50,7 +61,8 @@ fn call_failure(target: &Target, e: zbus::Error) -> Failure {
                 "{target}: the agent is not on the bus (is the package freezeframe-agent installed, and its \
                  D-Bus activation file in place?): {e}"
             ),
-        );
+        )
+        .at("agent");
     }
     if client::is_bus_refusal(&e) {
         return Failure::new(
@@ -59,14 +71,16 @@ fn call_failure(target: &Target, e: zbus::Error) -> Failure {
                 "{target}: access denied by the bus policy ({e}); run as root, or add the user to the \
                  group `freezeframe`"
             ),
-        );
+        )
+        .at("authorisation");
     }
     match client::agent_error(&e) {
         Some(("InvalidArgs", m)) => Failure::new(Exit::Usage, format!("{target}: {m}")),
         Some(("AccessDenied", m)) => Failure::new(
             Exit::Failed,
             format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
-        ),
+        )
+        .at("authorisation"),
         Some(("Busy", m)) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
         Some((_, m)) => Failure::new(Exit::Failed, format!("{target}: {m}")),
         None => Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")),

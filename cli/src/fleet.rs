@@ -13,8 +13,8 @@ struct Outcome {
     exit: Exit,
     result: Option<Value>,
     line: String,
-    /// What went wrong when there is no result.
-    error: Option<String>,
+    /// What went wrong when there is no result, and at which step.
+    error: Option<(String, Option<&'static str>)>,
 }
 
 async fn one(command: &Command, target: &Target) -> Outcome {
@@ -41,10 +41,7 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             };
             (exit, serde_json::to_value(&recovered).unwrap_or_default())
         }),
-        _ => Err(Failure {
-            exit: Exit::Usage,
-            message: "this command takes one machine".into(),
-        }),
+        _ => Err(Failure::new(Exit::Usage, "this command takes one machine")),
     };
     match result {
         Ok((exit, value)) => Outcome {
@@ -57,7 +54,7 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             exit: f.exit,
             line: format!("FAILED: {}", f.message),
             result: None,
-            error: Some(f.message),
+            error: Some((f.message, f.step)),
         },
     }
 }
@@ -115,10 +112,7 @@ fn summary(command: &Command, value: &Value) -> String {
 /// (`DIGITALOCEAN_TOKEN`).
 pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
     use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
-    let usage = |message: String| Failure {
-        exit: Exit::Usage,
-        message,
-    };
+    let usage = |message: String| Failure::new(Exit::Usage, message);
     let token = std::env::var("DIGITALOCEAN_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
@@ -131,9 +125,11 @@ pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
         &["droplet:read"],
         std::time::Duration::from_secs(15),
     );
-    let droplets = client.droplets_with_tag(tag).await.map_err(|e| Failure {
-        exit: Exit::Unreachable,
-        message: format!("cannot list the Droplets tagged `{tag}`: {e}"),
+    let droplets = client.droplets_with_tag(tag).await.map_err(|e| {
+        Failure::new(
+            Exit::Unreachable,
+            format!("cannot list the Droplets tagged `{tag}`: {e}"),
+        )
     })?;
     let mut hosts = Vec::new();
     for d in droplets {
@@ -177,7 +173,8 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
                 "host": target.to_string(),
                 "exit": outcome.exit as u8,
                 "result": outcome.result,
-                "error": outcome.error,
+                "error": outcome.error.as_ref().map(|(message, _)| message),
+                "step": outcome.error.as_ref().and_then(|(_, step)| *step),
             });
             crate::outln!("{line}");
         } else {

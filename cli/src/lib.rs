@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod fleet;
 pub mod private_bus;
 pub mod scratch;
+pub mod ssh;
 
 /// `println!` for results: a reader that went away (`freezeframe … | head`) ends the output
 /// quietly instead of a panic on the closed pipe.

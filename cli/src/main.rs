@@ -49,8 +49,17 @@ fn fail(message: &str, exit: Exit) -> Exit {
 /// A failure, said on stderr and, with --json, as the one JSON document on stdout too, so a
 /// script reading stdout always gets one.
 fn fail_as(cli: &Cli, message: &str, exit: Exit) -> Exit {
+    fail_at(cli, message, exit, None)
+}
+
+/// [`fail_as`] for a failure at a known step (`ssh`, `agent`, …), which --json names.
+fn fail_at(cli: &Cli, message: &str, exit: Exit, step: Option<&str>) -> Exit {
     if cli.json {
-        freezeframe::outln!("{}", serde_json::json!({ "error": message, "exit": exit as u8 }));
+        let mut document = serde_json::json!({ "error": message, "exit": exit as u8 });
+        if let Some(step) = step {
+            document["step"] = step.into();
+        }
+        freezeframe::outln!("{document}");
     }
     fail(message, exit)
 }
@@ -72,12 +81,10 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
             ssh_command: cli.ssh_command.clone(),
         }));
         if targets.is_empty() {
-            return Err(commands::Failure {
-                exit: Exit::Usage,
-                message: format!(
-                    "no Droplet has the tag `{tag}` (or none of them has a public IPv4 address)"
-                ),
-            });
+            return Err(commands::Failure::new(
+                Exit::Usage,
+                format!("no Droplet has the tag `{tag}` (or none of them has a public IPv4 address)"),
+            ));
         }
     }
     if targets.is_empty() {
@@ -188,7 +195,7 @@ async fn remote(cli: &Cli) -> Exit {
             }
             exit
         }
-        Err(f) => fail_as(cli, &f.message, f.exit),
+        Err(f) => fail_at(cli, &f.message, f.exit, f.step),
     }
 }
 

@@ -358,7 +358,14 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
     );
     assert!(text.contains("root@alpha: snapshot fleet-1 succeeded"), "{text}");
     assert!(text.contains("beta:2222: snapshot fleet-1 succeeded"), "{text}");
-    assert!(text.contains("gamma: FAILED: cannot reach gamma"), "{text}");
+    // The step that failed, ssh's own words, and the fix.
+    assert!(
+        text.contains(
+            "gamma: FAILED: cannot reach gamma: ssh failed: ssh: Could not resolve hostname gamma; \
+             check the host name `gamma`"
+        ),
+        "{text}"
+    );
     assert!(text.contains("2 of 3 succeeded, 1 unreachable"), "{text}");
     assert!(std::fs::read_to_string(dir.join("ssh.log"))
         .unwrap()
@@ -374,6 +381,27 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
     assert!(lines
         .iter()
         .all(|l| l["exit"] == 0 && l["result"]["version"].is_string()));
+    // One host, unreachable, with --json: one document that names the step.
+    let out = cli(&["-H", "gamma", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let failure = json_of(&out);
+    assert_eq!(failure["step"], "ssh", "{failure}");
+    assert!(failure["error"]
+        .as_str()
+        .unwrap()
+        .contains("Could not resolve hostname gamma"));
+    // Several: one line each, the error without a FAILED prefix, the step named.
+    let out = cli(&["-H", "root@alpha", "-H", "gamma", "status", "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let gamma = lines.iter().find(|l| l["host"] == "gamma").unwrap();
+    assert_eq!(gamma["step"], "ssh", "{gamma}");
+    assert!(
+        gamma["error"].as_str().unwrap().starts_with("cannot reach gamma"),
+        "{gamma}"
+    );
 
     let out = cli(&["-H", "-oProxyCommand=evil", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

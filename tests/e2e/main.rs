@@ -193,6 +193,21 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         .collect();
     machine.sh(&format!("dpkg -i {}", names.join(" ")));
     machine.sh("getent group freezeframe");
+    // Both units are sandboxed as their README table says: systemd's own rating.
+    for (unit, limit) in [
+        ("freezeframe-agent.service", 4.0),
+        ("freezeframe-snapshot.service", 2.0),
+    ] {
+        let rating = machine.sh(&format!("systemd-analyze security --no-pager {unit} | tail -1"));
+        let exposure: f64 = rating
+            .rsplit(": ")
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in {rating:?}"));
+        eprintln!("systemd-analyze security: {unit}: {exposure}");
+        assert!(exposure <= limit, "{unit}: {rating}");
+    }
     assert_eq!(
         machine.unit_property("freezeframe-agent", "ActiveState"),
         "inactive"

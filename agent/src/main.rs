@@ -82,12 +82,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// What clap does not write into freezeframe-agent.1.
+const AGENT_MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
+.TP
+0
+Success.
+.TP
+1
+The snapshot or thaw failed (the report says why).
+.TP
+2
+Bad configuration or arguments, or a set-up fault found before anything was frozen; nothing was touched.
+.TP
+75
+Another snapshot is running on this machine.
+.SH ENVIRONMENT
+.TP
+\fBDIGITALOCEAN_TOKEN\fR
+The API token, when neither the credential \fBdo-token\fR nor the token file has one.
+.TP
+\fBDBUS_SYSTEM_BUS_ADDRESS\fR
+The system bus (systemd, logind, and where \fBrun\fR serves).
+.SH FILES
+.TP
+\fI/etc/freezeframe/config.toml\fR, \fI/etc/freezeframe/config.d/*.toml\fR
+The configuration; every key is documented in the first.
+.TP
+\fI/etc/freezeframe/token\fR
+The DigitalOcean API token, mode 600 (\fBsetup-token\fR writes it).
+.TP
+\fI/etc/freezeframe/hooks.d/\fR
+Hook scripts, run with freeze and thaw as QEMU guest agent runs its own.
+.TP
+\fI/run/freezeframe/\fR
+The lock, the record of what is frozen, the resumes owed, the last report.
+.SH EXAMPLES
+.PP
+.nf
+freezeframe\-agent plan
+freezeframe\-agent snapshot \-\-json \-\-wait
+freezeframe\-agent thaw
+.fi
+.SH "SEE ALSO"
+freezeframe(1)
+"#;
+
 /// freezeframe-agent.1, from the clap definitions.
 fn man_page(dir: &std::path::Path) -> anyhow::Result<cmd::Exit> {
     use anyhow::Context;
     use clap::CommandFactory;
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    page.extend_from_slice(AGENT_MAN_SECTIONS.as_bytes());
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("freezeframe-agent.1");
     std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// Consistent live snapshots without a shutdown: drives freezeframe-agent, locally or over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "freezeframe", version)]
+#[command(name = "freezeframe", version, disable_help_subcommand = true)]
 pub struct Cli {
     /// Run on another machine, over SSH, the way `systemctl -H` does: [USER@]HOST[:PORT].
     /// Repeat for several machines (snapshot, status, list)
@@ -67,9 +67,10 @@ pub enum Command {
     },
     /// Check everything a snapshot needs, and say how to fix what fails
     Doctor,
-    /// Emergency: thaw what a dead agent left frozen and run the resumes it owed, through the
-    /// agent on the machine (-H, --bus-address, or this one); on this machine, directly when no
-    /// agent answers
+    /// Emergency: thaw what a dead agent left frozen, and run the resumes it owed
+    ///
+    /// Through the agent on the machine (-H, --tag, --bus-address, or this one); on this
+    /// machine, directly from the runtime directory when no agent answers.
     Thaw {
         /// The agent's runtime directory, for a thaw on this machine when no agent answers
         /// [default: /run/freezeframe]

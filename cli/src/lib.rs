@@ -6,6 +6,7 @@ pub mod commands;
 pub mod demo;
 pub mod doctor;
 pub mod fleet;
+pub mod man;
 pub mod private_bus;
 pub mod scratch;
 pub mod ssh;

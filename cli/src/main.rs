@@ -225,18 +225,27 @@ async fn thaw(
     }
 }
 
-/// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …).
+/// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …), each with the
+/// global options and the sections clap does not write: EXIT STATUS, ENVIRONMENT, FILES,
+/// EXAMPLES, SEE ALSO.
 fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let command = Cli::command();
-    let mut pages = vec![("freezeframe".to_string(), command.clone())];
+    let mut command = Cli::command();
+    // Propagates the global options (-H, --json, --bus-address, …) into each subcommand's page.
+    command.build();
+    let mut pages = vec![("freezeframe".to_string(), command.clone(), None)];
     for sub in command.get_subcommands() {
         let name = format!("freezeframe-{}", sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name.clone())));
+        pages.push((
+            name.clone(),
+            sub.clone().name(name.clone()),
+            Some(sub.get_name().to_string()),
+        ));
     }
-    for (name, page) in pages {
+    for (name, page, sub) in pages {
         let mut out = Vec::new();
         clap_mangen::Man::new(page).render(&mut out)?;
+        out.extend_from_slice(freezeframe::man::extra_sections(sub.as_deref()).as_bytes());
         std::fs::write(dir.join(format!("{name}.1")), out)?;
     }
     Ok(())

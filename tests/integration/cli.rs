@@ -101,6 +101,28 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
     );
     let page = std::fs::read_to_string(dir.path().join("freezeframe-snapshot.1")).unwrap();
     assert!(page.contains("\\-\\-wait"), "{page}");
+    // Every page: the global options, and the sections clap does not write.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap();
+        for needed in [
+            ".SH \"EXIT STATUS\"",
+            ".SH ENVIRONMENT",
+            ".SH FILES",
+            ".SH \"SEE ALSO\"",
+            "\\-\\-json",
+        ] {
+            assert!(page.contains(needed), "{}: no {needed}", path.display());
+        }
+        assert!(
+            !page.contains("freezeframe\\-help(1)"),
+            "{}: names a page that is not made",
+            path.display()
+        );
+    }
+    assert!(!dir.path().join("freezeframe-help.1").exists());
+    let page = std::fs::read_to_string(dir.path().join("freezeframe-thaw.1")).unwrap();
+    assert!(page.contains(".SH EXAMPLES") && page.contains("\\-H"), "{page}");
     let out = Command::new(cli_bin())
         .args(["completions", "tcsh"])
         .output()

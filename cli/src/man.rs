@@ -1,0 +1,51 @@
+//! The man pages' sections that clap does not write (EXIT STATUS, ENVIRONMENT, FILES,
+//! EXAMPLES, SEE ALSO), as roff, appended to what `clap_mangen` renders.
+
+/// The sections for `freezeframe.1` (`None`) or the page of subcommand `sub`.
+pub fn extra_sections(sub: Option<&str>) -> String {
+    let mut roff = String::from(
+        ".SH \"EXIT STATUS\"\n\
+         .TP\n0\nSuccess.\n\
+         .TP\n1\nThe snapshot, or the call, failed (the message or the report says why).\n\
+         .TP\n2\nUsage or configuration error, or a set-up fault found before anything was frozen \
+         (the report says \\fBsetup_error\\fR); nothing was touched.\n\
+         .TP\n3\nThe agent could not be reached (ssh, the host's bus, or no agent installed).\n\
+         .PP\nWith several machines, the exit status is the worst of theirs.\n\
+         .SH ENVIRONMENT\n\
+         .TP\n\\fBDBUS_SYSTEM_BUS_ADDRESS\\fR\nThe system bus to reach the local agent on \
+         (default unix:path=/run/dbus/system_bus_socket).\n\
+         .TP\n\\fBDIGITALOCEAN_TOKEN\\fR\nThe API token \\fB--tag\\fR lists Droplets with \
+         (scope droplet:read). The agent reads its own token from its configuration.\n\
+         .SH FILES\n\
+         .TP\n\\fI/etc/freezeframe/config.toml\\fR, \\fI/etc/freezeframe/config.d/*.toml\\fR\n\
+         The agent's configuration (freezeframe-agent(1)).\n\
+         .TP\n\\fI/etc/freezeframe/hooks.d/\\fR\nHook scripts, called with freeze and thaw.\n\
+         .TP\n\\fI/run/freezeframe/\\fR\nThe agent's runtime directory: the lock, the record of \
+         what is frozen, the resumes owed, the last report.\n",
+    );
+    let examples: &[&str] = match sub {
+        None | Some("snapshot") => &[
+            "freezeframe snapshot --wait",
+            "freezeframe -H root@db1 snapshot --json",
+            "freezeframe -H db1 -H db2 snapshot",
+            "DIGITALOCEAN_TOKEN=... freezeframe --tag prod snapshot",
+        ],
+        Some("thaw") => &["freezeframe thaw", "freezeframe -H root@db1 thaw --json"],
+        Some("list") => &["freezeframe list", "freezeframe -H root@db1 list --json"],
+        Some("prune") => &["freezeframe prune --keep 7"],
+        Some("doctor") => &["freezeframe doctor", "freezeframe -H root@db1 doctor"],
+        Some("plan") => &["freezeframe plan", "freezeframe -H root@db1 plan --json"],
+        Some("status") => &["freezeframe status", "freezeframe -H db1 -H db2 status --json"],
+        Some("demo") => &["sudo freezeframe demo"],
+        Some("completions") => &["freezeframe completions bash > /etc/bash_completion.d/freezeframe"],
+        Some(_) => &[],
+    };
+    if !examples.is_empty() {
+        roff.push_str(".SH EXAMPLES\n");
+        for example in examples {
+            roff.push_str(&format!(".PP\n.nf\n{}\n.fi\n", example.replace('-', "\\-")));
+        }
+    }
+    roff.push_str(".SH \"SEE ALSO\"\nfreezeframe-agent(1), systemd-stdio-bridge(1), ssh(1)\n");
+    roff
+}

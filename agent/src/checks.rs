@@ -18,7 +18,7 @@ pub struct Check {
     pub fix: String,
 }
 
-fn check(name: &str, result: Result<String, (String, &str)>) -> Check {
+fn check<F: Into<String>>(name: &str, result: Result<String, (String, F)>) -> Check {
     match result {
         Ok(detail) => Check {
             name: name.into(),
@@ -91,7 +91,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
             .map_err(|e| {
                 (
                     crate::transaction::error_chain(&e),
-                    "see the error; the token goes in /etc/freezeframe/token (chmod 600)",
+                    e.fix().unwrap_or("see the error").to_string(),
                 )
             }),
     ));

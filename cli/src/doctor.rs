@@ -16,16 +16,24 @@ pub async fn run(target: &Target) -> Exit {
     let connection = match client::connect(target).await {
         Ok(c) => c,
         Err(e) => {
-            line(
-                false,
-                "bus",
-                &e.to_string(),
-                "is the machine reachable (ssh), and its system bus running?",
-            );
+            let fix = match target {
+                Target::Local => "this machine has no system bus running: start it \
+                                  (`systemctl start dbus`), or check another machine with -H HOST"
+                    .to_string(),
+                Target::Bus(address) => format!("nothing answers D-Bus at {address}: check the address"),
+                // Over SSH the message already says which step failed, and its fix.
+                Target::Remote { .. } => String::new(),
+            };
+            line(false, "bus", &e.to_string(), &fix);
             return Exit::Unreachable;
         }
     };
-    line(true, "bus", &format!("reached {target}"), "");
+    let reached = match target {
+        Target::Local => "connected to this machine's system bus".to_string(),
+        Target::Bus(address) => format!("connected to the bus at {address}"),
+        Target::Remote { host, .. } => format!("connected to {host}'s system bus over ssh"),
+    };
+    line(true, "bus", &reached, "");
     let agent = match Agent1Proxy::new(&connection).await {
         Ok(a) => a,
         Err(e) => {

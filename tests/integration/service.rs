@@ -586,7 +586,13 @@ fn a_missing_agent_or_bus_is_exit_3_with_what_to_do() {
     );
     let out = cli_on_address("unix:path=/nonexistent", &["doctor"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("✗ bus"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("✗ bus"), "{text}");
+    assert!(
+        text.contains("fix: nothing answers D-Bus at unix:path=/nonexistent"),
+        "{text}"
+    );
+    assert!(!text.contains("ssh"), "no ssh advice for a local bus: {text}");
 }
 
 fn cli_on_address(address: &str, args: &[&str]) -> Output {
@@ -745,4 +751,49 @@ fn status_shows_the_last_run_also_when_it_was_a_one_shot_snapshot() {
     assert!(out.status.success(), "{}", stderr(&out));
     let status = json_of(&served.cli(&["status", "--json"]));
     assert_eq!(status["last_result"]["snapshot_name"], "one-shot", "{status:#}");
+}
+
+#[test]
+fn doctor_says_what_failed_and_the_fix_that_matches_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let served = Served::start("", &[]);
+    let etc = served.fs.dir.path().join("etc");
+    let token = etc.join("do-token");
+    std::fs::create_dir_all(etc.join("config.d")).unwrap();
+    // A machine that is not a Droplet: nothing answers where the metadata service would be.
+    std::fs::write(
+        etc.join("config.d/50-do.toml"),
+        format!(
+            "[snapshot]\nprovider = \"digitalocean\"\n[digitalocean]\ntoken_file = {:?}\n\
+             metadata_url = \"http://127.0.0.1:1\"\napi_url = \"http://127.0.0.1:1\"\napi_timeout = \"2s\"\n",
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    let doctor = || String::from_utf8_lossy(&served.cli(&["doctor"]).stdout).into_owned();
+    // No token yet: the fix names the configured file, not the default one.
+    let text = doctor();
+    assert!(text.contains("✓ bus: connected to the bus at"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "fix: store the token with `freezeframe-agent setup-token` (it writes {}",
+            token.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("/etc/freezeframe/token"), "{text}");
+    // Readable by others: chmod, on that file.
+    std::fs::write(&token, "dop_v1_x\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = doctor();
+    assert!(
+        text.contains(&format!("fix: chmod 600 {}", token.display())),
+        "{text}"
+    );
+    // With a private token, the metadata service's silence says this is not a Droplet.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = doctor();
+    assert!(text.contains("does not look like a Droplet"), "{text}");
+    assert!(text.contains("fix: on a Droplet, check its network"), "{text}");
+    assert!(text.contains("`digitalocean.droplet_id`"), "{text}");
 }

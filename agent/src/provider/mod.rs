@@ -17,6 +17,8 @@ pub struct ProviderError {
     /// The fault is in this machine's set-up (a token file open to others, a missing token):
     /// the user must change something before any retry can succeed.
     setup: bool,
+    /// What to do about it, where the provider knows (`doctor` shows it).
+    fix: Option<String>,
 }
 
 impl ProviderError {
@@ -25,6 +27,7 @@ impl ProviderError {
             message: message.into(),
             source: None,
             setup: false,
+            fix: None,
         }
     }
 
@@ -39,6 +42,18 @@ impl ProviderError {
     pub fn is_setup(&self) -> bool {
         self.setup
     }
+
+    /// Says what to do about this failure.
+    pub fn with_fix(self, fix: impl Into<String>) -> Self {
+        ProviderError {
+            fix: Some(fix.into()),
+            ..self
+        }
+    }
+
+    pub fn fix(&self) -> Option<&str> {
+        self.fix.as_deref()
+    }
     pub fn with_source(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -47,6 +62,7 @@ impl ProviderError {
             message: message.into(),
             source: Some(Box::new(source)),
             setup: false,
+            fix: None,
         }
     }
 }

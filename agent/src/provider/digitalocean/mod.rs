@@ -90,8 +90,21 @@ impl DigitalOcean {
     /// Loads the token, finds the Droplet, and makes a client that names `scopes` when the
     /// API refuses it.
     async fn connect(&mut self, scopes: &[&'static str]) -> Result<Client, ProviderError> {
-        let token =
-            token::load(&self.settings.token_file).map_err(|e| ProviderError::setup(e.to_string()))?;
+        let token_file = &self.settings.token_file;
+        let token = token::load(token_file).map_err(|e| {
+            let fix = match &e {
+                token::TokenError::File(crate::secret::SecretFileError::TooOpen { file, .. }) => {
+                    format!("chmod 600 {}", file.display())
+                }
+                _ => format!(
+                    "store the token with `freezeframe-agent setup-token` (it writes {}, mode 600), \
+                     or pass it as the systemd credential `{}`",
+                    token_file.display(),
+                    token::CREDENTIAL_NAME
+                ),
+            };
+            ProviderError::setup(e.to_string()).with_fix(fix)
+        })?;
         let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
             Some(id) => id,
@@ -103,9 +116,17 @@ impl DigitalOcean {
             .await
             .map_err(|e| {
                 api(
-                    "cannot tell which Droplet this is; set `digitalocean.droplet_id` if the \
-                         metadata service is not reachable",
+                    &format!(
+                        "cannot tell which Droplet this is: the metadata service ({}) did not \
+                         answer, so this machine does not look like a Droplet",
+                        self.settings.metadata_url
+                    ),
                     e,
+                )
+                .with_fix(
+                    "on a Droplet, check its network (the metadata service is 169.254.169.254); \
+                     elsewhere, set `digitalocean.droplet_id` to the Droplet to snapshot, or use \
+                     `snapshot.provider = \"local-image\"`",
                 )
             })?,
         };
@@ -152,13 +173,27 @@ impl SnapshotProvider for DigitalOcean {
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
         let droplet = client.droplet(id).await.map_err(|e| {
-            let hint = match e {
-                ApiError::Status { status: 404, .. } => {
-                    " (no such Droplet for this token: check `digitalocean.droplet_id`)"
-                }
-                _ => "",
+            let (hint, fix) = match e {
+                ApiError::Status { status: 404, .. } => (
+                    " (no such Droplet for this token: check `digitalocean.droplet_id`)",
+                    "set `digitalocean.droplet_id` to a Droplet of the token's account".to_string(),
+                ),
+                ApiError::Status {
+                    status: 401 | 403, ..
+                } => (
+                    "",
+                    format!(
+                        "make a token with the scopes named above and store it with \
+                         `freezeframe-agent setup-token` ({})",
+                        self.settings.token_file.display()
+                    ),
+                ),
+                _ => (
+                    "",
+                    format!("check `digitalocean.api_url` ({})", self.settings.api_url),
+                ),
             };
-            api(&format!("cannot read Droplet {id}{hint}"), e)
+            api(&format!("cannot read Droplet {id}{hint}"), e).with_fix(fix)
         })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(

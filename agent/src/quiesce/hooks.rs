@@ -574,8 +574,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_failing_thaw_does_not_stop_the_other_thaws() {
+    /// Hooks 10-a, 20-b and 30-c in a checked HookDir, each logging `<name> <arg>` to the
+    /// returned log; 20-b exits 3 when called with `failing_arg`.
+    async fn three_hooks_b_failing(failing_arg: &str) -> (tempfile::TempDir, PathBuf, HookDir) {
         assert!(
             nix::unistd::geteuid().is_root(),
             "hooks run as root: run the tests as root"
@@ -587,11 +588,17 @@ mod tests {
         hook(
             d.path(),
             "20-b",
-            &format!("{}\n[ \"$1\" = thaw ] && exit 5\nexit 0", line("b")),
+            &format!("{}\n[ \"$1\" = {failing_arg} ] && exit 3\nexit 0", line("b")),
         );
         hook(d.path(), "30-c", &line("c"));
         let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
         hooks.check(&[]).await.unwrap();
+        (d, log, hooks)
+    }
+
+    #[tokio::test]
+    async fn a_failing_thaw_does_not_stop_the_other_thaws() {
+        let (_dir, log, mut hooks) = three_hooks_b_failing("thaw").await;
         hooks.prepare().await.unwrap();
         let err = hooks.resume().await.unwrap_err().to_string();
         assert!(err.contains("hook 20-b thaw failed"), "{err}");
@@ -624,22 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn freeze_in_order_thaw_in_reverse_for_those_that_ran() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "hooks run as root: run the tests as root"
-        );
-        let d = dir();
-        let log = d.path().join("log");
-        let line = |n: &str| format!("echo {n} $1 >> {}", log.display());
-        hook(d.path(), "10-a", &line("a"));
-        hook(
-            d.path(),
-            "20-b",
-            &format!("{}\n[ \"$1\" = freeze ] && exit 3\nexit 0", line("b")),
-        );
-        hook(d.path(), "30-c", &line("c"));
-        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(5));
-        hooks.check(&[]).await.unwrap();
+        let (_dir, log, mut hooks) = three_hooks_b_failing("freeze").await;
         let err = hooks.prepare().await.unwrap_err().to_string();
         assert!(err.contains("hook 20-b freeze failed"), "{err}");
         hooks.resume().await.unwrap();

@@ -309,7 +309,10 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         machine.sh("systemctl is-enabled freezeframe-snapshot.timer"),
         "enabled"
     );
-    machine.sh("systemctl start freezeframe-snapshot.service");
+    machine.sh(
+        "systemctl start freezeframe-snapshot.service || \
+         { journalctl -u freezeframe-snapshot.service -u freezeframe-agent.service --no-pager -n 40; false; }",
+    );
     assert_eq!(
         machine.unit_property("freezeframe-snapshot.service", "Result"),
         "success"

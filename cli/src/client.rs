@@ -4,38 +4,11 @@
 //! opened on the remote machine, and SSH's own authentication is the gate).
 
 use crate::ssh::{self, Step};
-use freezeframe_agent::runtime::{RecoveredFilesystem, RecoveredResume};
-use std::collections::HashMap;
 use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
-use zbus::OwnedVariant;
 
-/// The agent's interface, as a client sees it.
-#[zbus::proxy(
-    interface = "org.freezeframe.Agent1",
-    default_service = "org.freezeframe.Agent1",
-    default_path = "/org/freezeframe/Agent1"
-)]
-pub trait Agent1 {
-    fn snapshot(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<u64>;
-    fn plan(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
-    fn status(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
-    fn list_snapshots(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
-    fn prune(&self, keep_last: u32) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
-    fn check(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
-    fn thaw(&self) -> zbus::Result<(Vec<RecoveredFilesystem>, Vec<RecoveredResume>)>;
-    #[zbus(signal)]
-    fn phase_changed(
-        &self,
-        job: u64,
-        phase: &str,
-        finished: bool,
-        ok: bool,
-        elapsed_ms: f64,
-    ) -> zbus::Result<()>;
-    #[zbus(signal)]
-    fn job_finished(&self, job: u64, succeeded: bool, report: &str) -> zbus::Result<()>;
-}
+/// The agent's interface, as a client sees it: generated from the agent's own definition.
+pub use freezeframe_agent::service::Agent1Proxy;
 
 /// Where the agent is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,17 +164,6 @@ pub async fn connect(target: &Target) -> Result<zbus::Connection, Unreachable> {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(failed(e.to_string())),
         Err(_) => Err(failed(format!("no answer within {CALL_TIMEOUT:?}"))),
-    }
-}
-
-/// The agent's typed error name (`Busy`, `AccessDenied`, …) and message, if `e` is one.
-pub fn agent_error(e: &zbus::Error) -> Option<(&str, &str)> {
-    match e {
-        zbus::Error::MethodError(name, message, _) => name
-            .as_str()
-            .strip_prefix("org.freezeframe.Agent1.Error.")
-            .map(|kind| (kind, message.as_deref().unwrap_or(""))),
-        _ => None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::client::{self, Agent1Proxy, Target};
 use freezeframe_agent::runtime::Recovered;
+use freezeframe_agent::service::AgentError;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -52,8 +53,23 @@ impl From<client::Unreachable> for Failure {
     }
 }
 
-/// Turns a failed call into a message that says what to do.
-fn call_failure(target: &Target, e: zbus::Error) -> Failure {
+/// Turns a failed call into a message that says what to do, by the agent's typed errors.
+fn call_failure(target: &Target, e: AgentError) -> Failure {
+    match e {
+        AgentError::ZBus(e) => bus_failure(target, e),
+        AgentError::InvalidArgs(m) => Failure::new(Exit::Usage, format!("{target}: {m}")),
+        AgentError::AccessDenied(m) => Failure::new(
+            Exit::Failed,
+            format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
+        )
+        .at("authorisation"),
+        AgentError::Busy(m) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
+        AgentError::Failed(m) => Failure::new(Exit::Failed, format!("{target}: {m}")),
+    }
+}
+
+/// A call that failed on the bus, before or instead of the agent's answer.
+fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
     if client::is_missing_agent(&e) {
         return Failure::new(
             Exit::Unreachable,
@@ -74,17 +90,7 @@ fn call_failure(target: &Target, e: zbus::Error) -> Failure {
         )
         .at("authorisation");
     }
-    match client::agent_error(&e) {
-        Some(("InvalidArgs", m)) => Failure::new(Exit::Usage, format!("{target}: {m}")),
-        Some(("AccessDenied", m)) => Failure::new(
-            Exit::Failed,
-            format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
-        )
-        .at("authorisation"),
-        Some(("Busy", m)) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
-        Some((_, m)) => Failure::new(Exit::Failed, format!("{target}: {m}")),
-        None => Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")),
-    }
+    Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")).at("bus")
 }
 
 async fn proxy<'a>(target: &Target, connection: &zbus::Connection) -> Result<Agent1Proxy<'a>, Failure> {
@@ -214,17 +220,18 @@ pub async fn snapshot(
     let mut phases = agent
         .receive_phase_changed()
         .await
-        .map_err(|e| call_failure(target, e))?;
+        .map_err(|e| bus_failure(target, e))?;
     let mut finished = agent
         .receive_job_finished()
         .await
-        .map_err(|e| call_failure(target, e))?;
-    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+        .map_err(|e| bus_failure(target, e))?;
+    let option = |value: zbus::Variant<'static>| OwnedVariant::try_from(value).expect("no file descriptors");
+    let mut options: HashMap<String, OwnedVariant> = HashMap::new();
     if let Some(name) = &request.name {
-        options.insert("name", name.as_str().into());
+        options.insert("name".into(), option(name.clone().into()));
     }
-    options.insert("wait", request.wait.into());
-    options.insert("dry-run", request.dry_run.into());
+    options.insert("wait".into(), option(request.wait.into()));
+    options.insert("dry-run".into(), option(request.dry_run.into()));
     let job = agent
         .snapshot(options)
         .await

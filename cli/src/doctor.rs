@@ -3,6 +3,7 @@
 
 use crate::client::{self, Agent1Proxy, Target};
 use crate::commands::Exit;
+use freezeframe_agent::service::AgentError;
 
 fn line(ok: bool, name: &str, detail: &str, fix: &str) {
     crate::outln!("{} {name}: {detail}", if ok { "✓" } else { "✗" });
@@ -59,7 +60,7 @@ pub async fn run(target: &Target) -> Exit {
             }
         }
         Err(e) => {
-            let missing = client::is_missing_agent(&e);
+            let missing = matches!(&e, AgentError::ZBus(e) if client::is_missing_agent(e));
             line(
                 false,
                 "agent",
@@ -67,7 +68,8 @@ pub async fn run(target: &Target) -> Exit {
                 if missing {
                     "install the freezeframe-agent package (it is D-Bus activated)"
                 } else {
-                    "run as root or as a member of the group `freezeframe`"
+                    "run as root or as a member of the group `freezeframe` (or, for a read-only \
+                     look, set `agent.public_read = true`)"
                 },
             );
             return if missing { Exit::Unreachable } else { Exit::Failed };

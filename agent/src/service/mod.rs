@@ -154,7 +154,16 @@ impl Observer for SignalObserver {
     }
 }
 
-#[zbus::interface(name = "org.freezeframe.Agent1")]
+// The one definition of the interface: the CLI's proxy (`Agent1Proxy`) is generated from it,
+// so the two sides cannot drift apart.
+#[zbus::interface(
+    name = "org.freezeframe.Agent1",
+    proxy(
+        default_service = "org.freezeframe.Agent1",
+        default_path = "/org/freezeframe/Agent1",
+        async_name = "Agent1Proxy"
+    )
+)]
 impl Agent {
     /// Starts a snapshot; returns its job id (counted from 1 by each agent process) at once.
     /// Progress comes as PhaseChanged signals and the result as JobFinished, both carrying the

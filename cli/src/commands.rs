@@ -3,9 +3,9 @@
 
 use crate::client::{self, Agent1Proxy, Target};
 use freezeframe_agent::runtime::Recovered;
-use freezeframe_agent::service::AgentError;
+use freezeframe_agent::service::{wire, AgentError};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use zbus::OwnedVariant;
@@ -267,32 +267,10 @@ pub async fn snapshot(
                     }
                 }
                 progress.done();
-                let report: Value = serde_json::from_str(a.report)
-                    .map_err(|e| Failure::new(Exit::Failed, format!("{target}: the agent's report is not JSON: {e}")))?;
-                return Ok((a.succeeded, report));
+                return Ok((a.succeeded, wire::dict_to_json(&a.report)));
             }
         }
     }
-}
-
-/// A dictionary from the agent as JSON, for printing.
-fn dict_json(dict: &HashMap<String, OwnedVariant>) -> Value {
-    let mut out = serde_json::Map::new();
-    for (key, value) in dict {
-        let v = if let Ok(s) = value.downcast_ref::<&str>() {
-            json!(s)
-        } else if let Ok(b) = value.downcast_ref::<bool>() {
-            json!(b)
-        } else if let Ok(n) = value.downcast_ref::<u64>() {
-            json!(n)
-        } else if let Ok(n) = value.downcast_ref::<u32>() {
-            json!(n)
-        } else {
-            json!(format!("{:?}", value))
-        };
-        out.insert(key.clone(), v);
-    }
-    Value::Object(out)
 }
 
 pub async fn plan(target: &Target) -> Result<Value, Failure> {
@@ -302,11 +280,7 @@ pub async fn plan(target: &Target) -> Result<Value, Failure> {
         .plan()
         .await
         .map_err(|e| call_failure(target, e))?;
-    let text = plan
-        .get("json")
-        .and_then(|v| v.downcast_ref::<&str>().ok())
-        .unwrap_or("{}");
-    serde_json::from_str(text).map_err(|e| Failure::new(Exit::Failed, format!("{target}: bad plan: {e}")))
+    Ok(wire::dict_to_json(&plan))
 }
 
 pub async fn status(target: &Target) -> Result<Value, Failure> {
@@ -316,12 +290,7 @@ pub async fn status(target: &Target) -> Result<Value, Failure> {
         .status()
         .await
         .map_err(|e| call_failure(target, e))?;
-    let mut value = dict_json(&status);
-    // The last result travels as JSON text; show it as JSON.
-    if let Some(text) = value["last_result"].as_str() {
-        value["last_result"] = serde_json::from_str(text).unwrap_or(Value::Null);
-    }
-    Ok(value)
+    Ok(wire::dict_to_json(&status))
 }
 
 pub async fn list(target: &Target) -> Result<Value, Failure> {
@@ -331,7 +300,7 @@ pub async fn list(target: &Target) -> Result<Value, Failure> {
         .list_snapshots()
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(Value::Array(list.iter().map(dict_json).collect()))
+    Ok(Value::Array(list.iter().map(wire::dict_to_json).collect()))
 }
 
 pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
@@ -341,7 +310,7 @@ pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
         .prune(keep)
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(Value::Array(pruned.iter().map(dict_json).collect()))
+    Ok(Value::Array(pruned.iter().map(wire::dict_to_json).collect()))
 }
 
 /// The exit code of a finished snapshot: 2 when the report says the machine's set-up is at

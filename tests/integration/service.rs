@@ -729,6 +729,32 @@ fn busctl_reads_the_typed_answers_without_parsing_json() {
     assert!(job[2..].parse::<u64>().is_ok_and(|id| id > 0), "{job}");
     let thawed = busctl(&[&["call"][..], &agent, &["Thaw"]].concat());
     assert_eq!(thawed, "a(sss)a(sbs) 0 0");
+    // Results are D-Bus types, not JSON text: the plan's and the status's fields are read
+    // straight from busctl's JSON output.
+    let busctl_json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&busctl(&[&["--json=short", "call"][..], &agent, args].concat())).unwrap()
+    };
+    let plan = busctl_json(&["Plan"]);
+    assert_eq!(plan["type"], "a{sv}", "{plan}");
+    let order = &plan["data"][0]["freeze_order"];
+    assert_eq!(order["type"], "av", "{plan}");
+    // An array element is a variant holding the entry's a{sv}.
+    let first = &order["data"][0]["data"]["data"];
+    assert_eq!(first["mountpoint"]["type"], "s", "{plan}");
+    assert_eq!(
+        first["mountpoint"]["data"],
+        served.fs.mountpoint.display().to_string()
+    );
+    let report = json_of(&served.cli(&["snapshot", "--json"]));
+    assert_eq!(report["status"], "succeeded");
+    let status = busctl_json(&["Status"]);
+    let last = &status["data"][0]["last_result"];
+    assert_eq!(last["type"], "a{sv}", "{status}");
+    assert_eq!(
+        last["data"]["snapshot_name"]["data"], report["snapshot_name"],
+        "{status}"
+    );
+    assert_eq!(last["data"]["frozen_ms"]["type"], "d", "{status}");
     let introspection = busctl(&["introspect", "--xml-interface", agent[0], agent[1]]);
     assert!(
         introspection.contains(r#"<arg name="filesystems" type="a(sss)" direction="out"/>"#)

@@ -4,6 +4,7 @@
 //! D-Bus activation starts it on the next call, so nothing runs between snapshots.
 
 pub mod access;
+pub mod wire;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::job::{self, JobRequest};
@@ -43,7 +44,7 @@ fn variant(value: impl Into<Variant<'static>>) -> OwnedVariant {
     OwnedVariant::try_from(value.into()).expect("no file descriptors in these values")
 }
 
-type Dict = HashMap<String, OwnedVariant>;
+use wire::Dict;
 
 /// What a Snapshot call asks for, read from its `a{sv}` options.
 #[derive(Debug, Default, PartialEq)]
@@ -194,7 +195,7 @@ impl Agent {
             };
             let emitter = emitter.into_owned();
             tokio::spawn(async move {
-                let _ = Agent::job_finished(&emitter, id, true, &plan.to_string()).await;
+                let _ = Agent::job_finished(&emitter, id, true, wire::to_dict(&plan)).await;
             });
             return Ok(id);
         }
@@ -281,13 +282,16 @@ impl Agent {
                 state.last_activity = Instant::now();
                 state.last_result = Some(report.clone());
             }
-            let _ = Agent::job_finished(&emitter, job, succeeded, &report).await;
+            let typed = serde_json::from_str(&report)
+                .map(|r| wire::to_dict(&r))
+                .unwrap_or_default();
+            let _ = Agent::job_finished(&emitter, job, succeeded, typed).await;
         });
         Ok(id)
     }
 
-    /// What a snapshot would freeze and quiesce: `json` holds the plan as `freezeframe-agent
-    /// plan --json` prints it.
+    /// What a snapshot would freeze and quiesce, typed ([`wire`]), with the keys of
+    /// `freezeframe-agent plan --json`.
     #[zbus(out_args("plan"))]
     async fn plan(
         &self,
@@ -298,7 +302,7 @@ impl Agent {
         let plan = job::plan_json(&settings)
             .await
             .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
-        Ok(HashMap::from([("json".to_string(), variant(plan.to_string()))]))
+        Ok(wire::to_dict(&plan))
     }
 
     /// The agent's version, provider, the running job, whether anything is frozen now, and the
@@ -327,8 +331,11 @@ impl Agent {
             ),
             ("frozen".to_string(), variant(runtime_dir.record_path().exists())),
             ("running_job".to_string(), variant(self.busy().unwrap_or(0))),
-            ("last_result".to_string(), variant(last.unwrap_or_default())),
         ]);
+        // The last report, typed; absent when no run has finished yet.
+        if let Some(report) = last.and_then(|text| serde_json::from_str(&text).ok()) {
+            status.insert("last_result".into(), variant(wire::to_dict(&report)));
+        }
         if let crate::config::ProviderSettings::DigitalOcean(d) = &settings.snapshot.provider {
             if let Some(id) = d.droplet_id {
                 status.insert("droplet_id".into(), variant(id));
@@ -465,13 +472,14 @@ impl Agent {
         elapsed_ms: f64,
     ) -> zbus::Result<()>;
 
-    /// `job` ended; `report` is its report as JSON (for a dry run, the plan).
+    /// `job` ended; `report` is its report, typed ([`wire`]), with the keys of
+    /// `freezeframe-agent snapshot --json` (for a dry run, the plan).
     #[zbus(signal)]
     async fn job_finished(
         emitter: &SignalEmitter<'_>,
         job: u64,
         succeeded: bool,
-        report: &str,
+        report: Dict,
     ) -> zbus::Result<()>;
 }
 

@@ -688,10 +688,14 @@ fn under_the_packaged_policy_only_root_and_the_group_receive_the_agents_signals(
     as_root.wait_for(name);
     let seen_by_root = as_root.seen();
     assert!(seen_by_root.contains("PhaseChanged"), "{seen_by_root}");
+    // The properties' changes came too: frozen, then thawed.
+    for change in ["'Frozen': <true>", "'Frozen': <false>", "'RunningJob': <uint64 "] {
+        assert!(seen_by_root.contains(change), "{change}: {seen_by_root}");
+    }
     // The same signal was offered to both; one more round trip lets a slower monitor catch up.
     assert!(cli_on(&bus, &["status"]).status.success());
     let seen_by_nobody = as_nobody.seen();
-    for secret in ["PhaseChanged", "JobFinished", name] {
+    for secret in ["PhaseChanged", "JobFinished", "PropertiesChanged", name] {
         assert!(
             !seen_by_nobody.contains(secret),
             "another user saw {secret}: {seen_by_nobody}"
@@ -755,6 +759,19 @@ fn busctl_reads_the_typed_answers_without_parsing_json() {
         "{status}"
     );
     assert_eq!(last["data"]["frozen_ms"]["type"], "d", "{status}");
+    // The status's fields as properties, for `busctl get-property`.
+    let property = |name: &str| busctl(&["get-property", agent[0], agent[1], agent[2], name]);
+    assert_eq!(property("Frozen"), "b false");
+    assert_eq!(property("RunningJob"), "t 0");
+    assert_eq!(
+        property("Version"),
+        format!("s \"{}\"", env!("CARGO_PKG_VERSION"))
+    );
+    let last = property("LastResult");
+    assert!(
+        last.starts_with("a{sv} ") && last.contains(report["snapshot_name"].as_str().unwrap()),
+        "{last}"
+    );
     let introspection = busctl(&["introspect", "--xml-interface", agent[0], agent[1]]);
     assert!(
         introspection.contains(r#"<arg name="filesystems" type="a(sss)" direction="out"/>"#)

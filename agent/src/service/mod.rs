@@ -126,12 +126,62 @@ impl Agent {
         Ok(settings)
     }
 
+    /// Checks a property reader as `Status` is checked. Without a header the value is being
+    /// computed for a change signal, which the bus policy delivers to root and the group only.
+    async fn admit_reader(
+        &self,
+        header: Option<Header<'_>>,
+        connection: &zbus::Connection,
+    ) -> zbus::fdo::Result<Settings> {
+        let settings = self
+            .settings()
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        if let Some(header) = header {
+            let caller = access::caller(connection, &header)
+                .await
+                .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+            access::check(&caller, Access::Read, self.group, settings.service.public_read)
+                .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+        }
+        Ok(settings)
+    }
+
     fn touch(&self) {
         self.state.lock().unwrap().last_activity = Instant::now();
     }
 
     fn busy(&self) -> Option<u64> {
         self.state.lock().unwrap().running.as_ref().map(|(id, _)| *id)
+    }
+}
+
+/// The agent's properties that change with its jobs.
+#[derive(Debug, Clone, Copy)]
+enum Changed {
+    RunningJob,
+    Frozen,
+    LastResult,
+}
+
+/// Sends PropertiesChanged for `what`: a message on the bus socket, never a write to a
+/// filesystem, so it may go out while frozen.
+async fn announce(connection: &zbus::Connection, what: Changed) {
+    let Ok(iface) = connection
+        .object_server()
+        .interface::<_, Agent>(OBJECT_PATH)
+        .await
+    else {
+        return;
+    };
+    let agent = iface.get().await;
+    let emitter = iface.signal_emitter();
+    let sent = match what {
+        Changed::RunningJob => agent.running_job_changed(emitter).await,
+        Changed::Frozen => agent.frozen_changed(emitter).await,
+        Changed::LastResult => agent.last_result_changed(emitter).await,
+    };
+    if let Err(e) = sent {
+        tracing::debug!("cannot announce {what:?}: {e}");
     }
 }
 
@@ -224,6 +274,7 @@ impl Agent {
         let emitter = emitter.into_owned();
         let job = id;
         tokio::spawn(async move {
+            announce(emitter.connection(), Changed::RunningJob).await;
             let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<(Phase, bool, bool, f64)>();
             let forwarder = {
                 let emitter = emitter.clone();
@@ -235,6 +286,9 @@ impl Agent {
                         }
                         let _ =
                             Agent::phase_changed(&emitter, job, &phase.to_string(), finished, ok, ms).await;
+                        if finished && matches!(phase, Phase::Freeze | Phase::Thaw) {
+                            announce(emitter.connection(), Changed::Frozen).await;
+                        }
                     }
                 })
             };
@@ -285,6 +339,9 @@ impl Agent {
             let typed = serde_json::from_str(&report)
                 .map(|r| wire::to_dict(&r))
                 .unwrap_or_default();
+            for changed in [Changed::RunningJob, Changed::Frozen, Changed::LastResult] {
+                announce(emitter.connection(), changed).await;
+            }
             let _ = Agent::job_finished(&emitter, job, succeeded, typed).await;
         });
         Ok(id)
@@ -459,6 +516,56 @@ impl Agent {
                 ])
             })
             .collect())
+    }
+
+    /// The id of the snapshot job running now; 0 when none. Changes are signalled.
+    #[zbus(property)]
+    async fn running_job(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> zbus::fdo::Result<u64> {
+        self.admit_reader(header, connection).await?;
+        Ok(self.busy().unwrap_or(0))
+    }
+
+    /// Whether a run's filesystems are frozen now (its record exists). Changes are signalled.
+    #[zbus(property)]
+    async fn frozen(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> zbus::fdo::Result<bool> {
+        let settings = self.admit_reader(header, connection).await?;
+        // A stat, nothing more: this is read inside the window too (for the change signal),
+        // where even a mkdir of an existing folder would wait on a frozen filesystem.
+        Ok(settings
+            .runtime_dir
+            .join(crate::guard::record::RECORD_FILE)
+            .exists())
+    }
+
+    /// The last run's report, typed as `Status`'s `last_result`; empty before the first run.
+    #[zbus(property)]
+    async fn last_result(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> zbus::fdo::Result<Dict> {
+        let settings = self.admit_reader(header, connection).await?;
+        Ok(
+            std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .map(|report| wire::to_dict(&report))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The agent's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
     }
 
     /// A phase of `job` started (`finished` false) or finished, with its duration and outcome.

@@ -592,3 +592,27 @@ fn a_snapshot_while_another_still_waits_for_completion_is_refused_as_busy() {
     );
     assert!(!droplet.server.sim.images().contains_key("second"));
 }
+
+#[test]
+fn retention_waits_out_a_rate_limited_delete_as_a_get_would() {
+    let droplet = Droplet::new(Duration::from_millis(100), "[retention]\nkeep_last = 1\n");
+    let (_, first) = droplet.snapshot(&["--wait"]);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["DELETE /v2/snapshots/=429:1*1".parse::<Fault>().unwrap()]);
+    let (out, second) = droplet.snapshot(&["--wait"]);
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    assert_eq!(second["pruned"].as_array().map(Vec::len), Some(1), "{second:#}");
+    // The DELETE honoured retry-after, as every idempotent call does, and said so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DELETE /v2/snapshots/") && stderr.contains("retrying in 1s"),
+        "{stderr}"
+    );
+    assert_eq!(
+        droplet.server.sim.snapshot_names(),
+        [second["snapshot_name"].as_str().unwrap()]
+    );
+}

@@ -142,17 +142,29 @@ impl Client {
 
     /// A GET outside the frozen window, retried per the policy.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.idempotent(Method::GET, path).await.map_err(|(e, _)| e)
+    }
+
+    /// A call that may be repeated (GET, DELETE), outside the frozen window, retried per the
+    /// policy: after the API's `retry-after` (failing at once when that is past `max_wait`),
+    /// otherwise after a backoff that doubles up to `max_wait`. A failure comes with the number
+    /// of attempts made.
+    async fn idempotent<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, (ApiError, u32)> {
         let mut backoff = self.retry.backoff;
         let mut attempt = 1;
         loop {
-            match self.call(Method::GET, path, None, self.timeout).await {
+            match self.call(method.clone(), path, None, self.timeout).await {
                 Ok(value) => return Ok(value),
                 Err(e) if e.retryable() && attempt < self.retry.attempts => {
                     let wait = match &e {
                         ApiError::RateLimited {
                             retry_after: Some(after),
                             ..
-                        } if *after > self.retry.max_wait => return Err(e),
+                        } if *after > self.retry.max_wait => return Err((e, attempt)),
                         ApiError::RateLimited {
                             retry_after: Some(after),
                             ..
@@ -160,7 +172,7 @@ impl Client {
                         _ => backoff,
                     };
                     tracing::warn!(
-                        "GET {path} (attempt {attempt} of {}): {e}; retrying in {}",
+                        "{method} {path} (attempt {attempt} of {}): {e}; retrying in {}",
                         self.retry.attempts,
                         humantime::format_duration(wait)
                     );
@@ -168,7 +180,7 @@ impl Client {
                     backoff = (backoff * 2).min(self.retry.max_wait);
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err((e, attempt)),
             }
         }
     }
@@ -302,24 +314,12 @@ impl Client {
     /// Deletes a snapshot (`image:delete`), retried like a GET: deleting twice is harmless.
     pub async fn delete_snapshot(&self, id: u64) -> Result<(), ApiError> {
         let path = format!("/v2/snapshots/{id}");
-        let mut backoff = self.retry.backoff;
-        for attempt in 1..=self.retry.attempts {
-            match self
-                .call::<serde_json::Value>(Method::DELETE, &path, None, self.timeout)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // Gone already (an earlier attempt went through): that is what was wanted.
-                Err(ApiError::Status { status: 404, .. }) if attempt > 1 => return Ok(()),
-                Err(e) if e.retryable() && attempt < self.retry.attempts => {
-                    tracing::warn!("DELETE {path}: {e}; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                Err(e) => return Err(e),
-            }
+        match self.idempotent::<serde_json::Value>(Method::DELETE, &path).await {
+            Ok(_) => Ok(()),
+            // Gone already (an earlier attempt went through): that is what was wanted.
+            Err((ApiError::Status { status: 404, .. }, attempts)) if attempts > 1 => Ok(()),
+            Err((e, _)) => Err(e),
         }
-        unreachable!("the last attempt returns")
     }
 
     /// The account's Droplets that carry `tag`, following pagination.

@@ -252,3 +252,201 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
         "left as it was"
     );
 }
+
+/// A booted container whose agent freezes /vol and has `hooks` (name, script body) in
+/// /etc/freezeframe/hooks.d, against the simulator. Fields drop in order: the container stops
+/// before the simulator and the filesystem go.
+struct HookedMachine {
+    machine: Container,
+    _sim: SimServer,
+    _fs: ScratchFs,
+}
+
+fn hooked_machine(hooks: &[(&str, &str)]) -> HookedMachine {
+    let fs = scratch_fs(Fs::Ext4);
+    let images = fs.dir.path().join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "web-1".into(),
+        disk: None,
+        image_dir: images,
+        action_delay: Duration::ZERO,
+        latency: Duration::from_millis(100),
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+    });
+    let etc = fs.dir.path().join("etc");
+    write_config(&etc, &sim.url, "");
+    let token = etc.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dir = etc.join("hooks.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in hooks {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let root = container::debian_root(&[]);
+    let agent = agent_bin();
+    let machine = Container::boot(
+        &root,
+        &[
+            Bind {
+                host: &fs.mountpoint,
+                inside: "/vol",
+                read_only: false,
+            },
+            Bind {
+                host: &etc,
+                inside: "/etc/freezeframe",
+                read_only: true,
+            },
+            Bind {
+                host: &agent,
+                inside: "/usr/local/bin/freezeframe-agent",
+                read_only: true,
+            },
+        ],
+    );
+    HookedMachine {
+        machine,
+        _sim: sim,
+        _fs: fs,
+    }
+}
+
+#[test]
+fn hooks_run_as_transient_units_outside_the_agents_sandbox() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED hooks_run_as_transient_units_outside_the_agents_sandbox: {why}");
+        return;
+    }
+    // Two hooks the agent's sandbox would break: one reads the host's /tmp (hidden from the
+    // agent by PrivateTmp) and leaves a process holding its output open until its unit is
+    // stopped; one maps memory writable and executable (as node or java do; refused by
+    // MemoryDenyWriteExecute). mmap(0, 4096, RWX, PRIVATE|ANONYMOUS) is syscall 9.
+    let rig = hooked_machine(&[
+        (
+            "10-reads-tmp",
+            "[ \"$1\" = freeze ] || exit 0\ntest -e /tmp/host-marker || { echo 'no /tmp/host-marker'; exit 1; }\n\
+             sleep 300 &\necho 'host /tmp seen'",
+        ),
+        (
+            "20-needs-wx",
+            "[ \"$1\" = freeze ] || exit 0\nperl -e 'exit(syscall(9, 0, 4096, 7, 34, -1, 0) == -1 ? 1 : 0)' || { echo 'no W+X memory'; exit 1; }",
+        ),
+    ]);
+    let machine = &rig.machine;
+    machine.sh("touch /tmp/host-marker");
+    // The agent sandboxed as the packaged unit sandboxes it (the two settings that matter here).
+    let sandboxed = |command: &str| {
+        machine.exec(&[
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "-p",
+            "MemoryDenyWriteExecute=yes",
+            "-p",
+            "PrivateTmp=yes",
+            "sh",
+            "-c",
+            command,
+        ])
+    };
+    // The control: run inside that sandbox, each hook fails.
+    for hook in ["10-reads-tmp", "20-needs-wx"] {
+        let out = sandboxed(&format!("/etc/freezeframe/hooks.d/{hook} freeze"));
+        assert!(!out.status.success(), "{hook} ran in the sandbox");
+    }
+    // Through the agent in the same sandbox, they run as units of their own, and succeed.
+    let out = sandboxed("freezeframe-agent snapshot --json");
+    let result = report(&out);
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    assert_eq!(result["consistency"], "application", "{result:#}");
+    assert_eq!(result["quiescers"][0]["name"], "hooks");
+    assert_eq!(result["quiescers"][0]["resumed"], true);
+    // Its output reached the agent's log through the unit.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host /tmp seen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every hook unit is gone once the thaws ran, and what a hook left running with it.
+    let left = machine.sh("systemctl list-units --all --no-legend 'freezeframe-hook-*' | wc -l");
+    assert_eq!(left.trim(), "0", "hook units left behind");
+    machine.sh("! grep -qa '^sleep.300' /proc/[0-9]*/cmdline");
+}
+
+#[test]
+fn a_hook_unit_cut_short_by_a_dead_agent_is_stopped_before_its_thaw() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED a_hook_unit_cut_short_by_a_dead_agent_is_stopped_before_its_thaw: {why}");
+        return;
+    }
+    // Its `freeze` hangs with a child; its `thaw` notes whether that child was still there (it
+    // must have been ended first).
+    let rig = hooked_machine(&[(
+        "10-slow",
+        "if [ \"$1\" = freeze ]; then echo started > /tmp/hook-freeze; sleep 600 & wait; fi\n\
+         if [ \"$1\" = thaw ]; then if grep -qa '^sleep.600' /proc/[0-9]*/cmdline; then echo raced; else echo clean; fi > /tmp/hook-thaw; fi",
+    )]);
+    let machine = &rig.machine;
+    let mut snapshot = machine
+        .command(&["freezeframe-agent", "snapshot", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while machine.exec(&["test", "-e", "/tmp/hook-freeze"]).status.code() != Some(0) {
+        if let Some(status) = snapshot.try_wait().unwrap() {
+            let out = snapshot.wait_with_output().unwrap();
+            panic!(
+                "the snapshot ended ({status}) before its hook ran: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "the hook never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        machine
+            .sh("systemctl list-units --no-legend 'freezeframe-hook-*' | wc -l")
+            .trim(),
+        "1",
+        "the hook runs in a unit of its own"
+    );
+    machine.sh(
+        "for p in /proc/[0-9]*; do grep -qa '^freezeframe-agent' $p/cmdline 2>/dev/null && kill -KILL ${p#/proc/}; done; true",
+    );
+    let _ = snapshot.wait();
+    // The unit outlives the agent (it is systemd's); the resume for the dead agent ends it,
+    // then runs the hook's thaw.
+    assert!(
+        machine
+            .sh("grep -c 'hook-unit' /run/freezeframe/pending-resumes")
+            .trim()
+            == "1"
+    );
+    let out = machine.exec(&["freezeframe-agent", "thaw", "--json"]);
+    let recovered = report(&out);
+    assert_eq!(recovered["resumes"][0]["ok"], true, "{recovered:#}");
+    assert_eq!(
+        machine.sh("cat /tmp/hook-thaw"),
+        "clean",
+        "the freeze was ended before the thaw"
+    );
+    assert_eq!(
+        machine
+            .sh("systemctl list-units --all --no-legend 'freezeframe-hook-*' | wc -l")
+            .trim(),
+        "0",
+        "no hook unit is left"
+    );
+}

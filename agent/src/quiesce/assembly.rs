@@ -122,7 +122,9 @@ impl QuiescePlan {
         // last. An empty or missing directory quiesces nothing; a refused one fails preflight.
         if !matches!(&self.hooks, Ok(found) if found == &hooks::Discovered::default()) {
             list.push(Box::new(
-                HookDir::new(self.hooks_dir.clone(), self.hook_timeout).recorded_in(self.runtime_dir.clone()),
+                HookDir::new(self.hooks_dir.clone(), self.hook_timeout)
+                    .recorded_in(self.runtime_dir.clone())
+                    .run_through(self.units.clone()),
             ));
         }
         for settings in &self.configured {

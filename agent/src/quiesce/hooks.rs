@@ -4,12 +4,14 @@
 //! whose `freeze` ran. The directory and each hook must be owned by root and writable by no one
 //! else: a hook runs as root, so anyone who can change one could run anything as root.
 
-use super::pending::{self, Pending};
+use super::pending::{self, Pending, Running};
 use super::process_group::{KillGroupOnDrop, ProcessGroup};
 use super::{QuiesceError, Quiescer};
 use crate::freeze::plan::Target;
+use crate::systemd::{TransientError, TransientRun, Units};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The hooks in one directory, as one quiescer.
@@ -23,6 +25,10 @@ pub struct HookDir {
     started: usize,
     /// Where each hook is recorded from its `freeze` until its `thaw` ([`super::pending`]).
     runtime_dir: Option<PathBuf>,
+    /// systemd, to run each hook as a transient unit of its own; `None` runs them as children.
+    units: Option<Arc<dyn Units>>,
+    /// The units this run's hooks ran in, stopped once every `thaw` ran.
+    started_units: Vec<String>,
 }
 
 impl HookDir {
@@ -34,7 +40,16 @@ impl HookDir {
             passed_over: Vec::new(),
             started: 0,
             runtime_dir: None,
+            units: None,
+            started_units: Vec::new(),
         }
+    }
+
+    /// Runs each hook as a transient unit of `units` (systemd) when it can: outside the agent's
+    /// sandbox, in the host's own environment. Where it cannot, hooks run as the agent's children.
+    pub fn run_through(mut self, units: Arc<dyn Units>) -> Self {
+        self.units = Some(units);
+        self
     }
 
     /// Records each hook in `runtime_dir` from its `freeze` until its `thaw`, so that a dead
@@ -45,8 +60,9 @@ impl HookDir {
     }
 }
 
-/// Runs `thaw` for a hook a dead agent recorded, after the same ownership checks as discovery.
-pub async fn thaw_recorded(hook: &Path, timeout: Duration) -> Result<(), QuiesceError> {
+/// Runs `thaw` for a hook a dead agent recorded, after the same ownership checks as discovery;
+/// through systemd where it runs transient units, as the hooks of a run are.
+pub async fn thaw_recorded(hook: &Path, timeout: Duration, units: &dyn Units) -> Result<(), QuiesceError> {
     let meta =
         std::fs::metadata(hook).map_err(|e| QuiesceError(format!("cannot read {}: {e}", hook.display())))?;
     if let Some(dir) = hook.parent() {
@@ -55,7 +71,19 @@ pub async fn thaw_recorded(hook: &Path, timeout: Duration) -> Result<(), Quiesce
         check_owner(dir, &dir_meta)?;
     }
     check_owner(hook, &meta)?;
-    run_hook(hook, "thaw", timeout, None).await.map(drop)
+    let mut started = Vec::new();
+    let result = run_hook(hook, "thaw", timeout, None, Some(units), &mut started).await;
+    stop_units(units, &mut started).await;
+    result
+}
+
+/// Stops the units hooks ran in (and what they left running), once their thaws have run.
+async fn stop_units(units: &dyn Units, started: &mut Vec<String>) {
+    for unit in started.drain(..) {
+        if let Err(e) = units.stop(&unit).await {
+            tracing::debug!("cannot stop {unit}: {e}");
+        }
+    }
 }
 
 /// Names that are not hooks: the ones QEMU's `fsfreeze-hook` dispatcher passes over (backups,
@@ -161,8 +189,8 @@ pub fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
     Ok(found)
 }
 
-/// Records in `runtime_dir` (when given) that `hook` is running in `group`, or no longer is.
-fn record_running(runtime_dir: Option<&Path>, hook: &Path, running: Option<ProcessGroup>) {
+/// Records in `runtime_dir` (when given) where `hook` is running, or that it no longer is.
+fn record_running(runtime_dir: Option<&Path>, hook: &Path, running: Option<Running>) {
     let Some(dir) = runtime_dir else { return };
     let entry = Pending::Hook {
         path: hook.to_path_buf(),
@@ -213,6 +241,60 @@ impl Output {
         }
     }
 
+    /// Collects what the pipe brings until `ended` (the hook's exit) is ready.
+    async fn read_until<T>(
+        &mut self,
+        pipe: &mut tokio::net::unix::pipe::Receiver,
+        ended: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(ended);
+        let mut chunk = [0u8; 4096];
+        let mut open = true;
+        loop {
+            tokio::select! {
+                result = &mut ended => return result,
+                read = tokio::io::AsyncReadExt::read(pipe, &mut chunk), if open => match read {
+                    Ok(0) | Err(_) => open = false,
+                    Ok(n) => self.keep(&chunk[..n]),
+                },
+            }
+        }
+    }
+
+    /// After the hook exited: takes what it wrote before, leaves a reader on the pipe for what
+    /// it left running, logs the output, and says whether the hook succeeded (`succeeded`, with
+    /// its `status` in words).
+    fn finish(
+        mut self,
+        name: &str,
+        arg: &'static str,
+        pipe: tokio::net::unix::pipe::Receiver,
+        succeeded: bool,
+        status: &str,
+    ) -> Result<(), QuiesceError> {
+        // What it wrote before exiting is in the pipe already.
+        if !self.drain(&pipe) {
+            log_left_running(name.to_string(), arg, pipe);
+        }
+        let text = self.text();
+        if !text.is_empty() {
+            tracing::info!(hook = %name, arg, "{text}");
+        }
+        if succeeded {
+            return Ok(());
+        }
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(QuiesceError(format!(
+            "hook {name} {arg} failed ({status}){}",
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.join(" / "))
+            }
+        )))
+    }
+
     fn text(&self) -> String {
         let mut text = String::from_utf8_lossy(&self.bytes).trim().to_string();
         if self.cut {
@@ -222,21 +304,14 @@ impl Output {
     }
 }
 
-/// One pipe for a hook's stdout and stderr. The agent waits for the hook to exit, never for this
-/// pipe to close: a hook may leave a process running that holds it (the lock session of QEMU's
-/// MySQL sample, fed through a FIFO until `thaw`).
-fn output_pipe() -> Result<
-    (
-        tokio::net::unix::pipe::Receiver,
-        std::process::Stdio,
-        std::process::Stdio,
-    ),
-    std::io::Error,
-> {
+/// One pipe for a hook's stdout and stderr: the read end, and the write end to give the hook.
+/// The agent waits for the hook to exit, never for this pipe to close: a hook may leave a
+/// process running that holds it (the lock session of QEMU's MySQL sample, fed through a FIFO
+/// until `thaw`).
+fn output_pipe() -> Result<(tokio::net::unix::pipe::Receiver, std::os::fd::OwnedFd), std::io::Error> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let stderr = write.try_clone()?;
     let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
-    Ok((receiver, write.into(), stderr.into()))
+    Ok((receiver, write))
 }
 
 /// Logs what a process the hook left running prints, until it closes the pipe; bounded in lines.
@@ -258,30 +333,140 @@ fn log_left_running(name: String, arg: &'static str, pipe: tokio::net::unix::pip
     });
 }
 
-/// Runs one hook with `arg`, bounded by `timeout`; returns its output, or why it failed. With a
-/// `runtime_dir`, its process group is recorded there while it runs. What the hook leaves
-/// running when it exits is left alone, as QEMU's dispatcher does: that is how a hook holds a
-/// lock from `freeze` to `thaw`.
+/// Runs one hook with `arg`, bounded by `timeout`. Through systemd when it runs transient
+/// units (`units`): the hook then runs as a service of its own, in the host's environment
+/// rather than the agent's sandbox (executable memory, the real /tmp, namespaces), and the unit
+/// is added to `started`, to be stopped once the hooks are thawed. Otherwise (no systemd) as the
+/// agent's child. With a `runtime_dir`, where it runs is recorded there while it runs. What the
+/// hook leaves running when it exits is left alone, as QEMU's dispatcher does: that is how a
+/// hook holds a lock from `freeze` to `thaw`.
 async fn run_hook(
     hook: &Path,
     arg: &'static str,
     timeout: Duration,
     runtime_dir: Option<&Path>,
-) -> Result<String, QuiesceError> {
+    units: Option<&dyn Units>,
+    started: &mut Vec<String>,
+) -> Result<(), QuiesceError> {
     let name = hook
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if let Some(units) = units {
+        match run_as_unit(hook, &name, arg, timeout, runtime_dir, units, started).await {
+            Err(HookFailure::NotStarted(why)) => {
+                tracing::debug!("hook {name} runs as the agent's own child: {why}");
+            }
+            Err(HookFailure::Failed(e)) => return Err(e),
+            Ok(()) => return Ok(()),
+        }
+    }
+    run_as_child(hook, &name, arg, timeout, runtime_dir).await
+}
+
+/// How running a hook as a unit went wrong.
+enum HookFailure {
+    /// systemd did not start it; nothing ran.
+    NotStarted(String),
+    Failed(QuiesceError),
+}
+
+/// A unit name for one run of hook `name`: what systemd allows, unique in this agent.
+fn unit_name(name: &str, arg: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!(
+        "freezeframe-hook-{safe}-{arg}-{}-{}.service",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// [`run_hook`] through systemd: a transient oneshot service that remains after its main
+/// process exits, with whatever that left running, until it is stopped.
+async fn run_as_unit(
+    hook: &Path,
+    name: &str,
+    arg: &'static str,
+    timeout: Duration,
+    runtime_dir: Option<&Path>,
+    units: &dyn Units,
+    started: &mut Vec<String>,
+) -> Result<(), HookFailure> {
+    let failed = |e: QuiesceError| HookFailure::Failed(e);
+    let (mut pipe, write) =
+        output_pipe().map_err(|e| failed(QuiesceError(format!("cannot run hook {name}: {e}"))))?;
+    let unit = unit_name(name, arg);
+    record_running(runtime_dir, hook, Some(Running::Unit(unit.clone())));
+    let run = units.run_transient(TransientRun {
+        unit: &unit,
+        description: format!("freezeframe hook {name} {arg}"),
+        argv: vec![hook.display().to_string(), arg.to_string()],
+        output: write,
+        timeout,
+    });
+    let mut output = Output::default();
+    // systemd kills it at `timeout`; this bound only backs that up.
+    let ended = tokio::time::timeout(
+        timeout + Duration::from_secs(10),
+        output.read_until(&mut pipe, run),
+    )
+    .await;
+    let result = match ended {
+        Ok(Err(TransientError::NotStarted(e))) => {
+            record_running(runtime_dir, hook, None);
+            return Err(HookFailure::NotStarted(e.to_string()));
+        }
+        Err(_) | Ok(Err(TransientError::TimedOut)) => Err(QuiesceError(format!(
+            "hook {name} {arg} did not finish within {} and was killed, with everything it started",
+            humantime::format_duration(timeout)
+        ))),
+        Ok(Err(TransientError::Lost(e))) => Err(QuiesceError(format!("hook {name} {arg}: {e}"))),
+        Ok(Ok(status)) => Ok(status),
+    };
+    let status = match result {
+        Ok(status) => status,
+        Err(e) => {
+            // Whatever is left of it goes now, before anything else runs.
+            let _ = units.stop(&unit).await;
+            record_running(runtime_dir, hook, None);
+            return Err(failed(e));
+        }
+    };
+    started.push(unit);
+    record_running(runtime_dir, hook, None);
+    output
+        .finish(name, arg, pipe, status == 0, &format!("exit status: {status}"))
+        .map_err(failed)
+}
+
+/// [`run_hook`] as the agent's child, in its own process group (killed with SIGKILL at the
+/// timeout: a hook that ignores SIGTERM does not get to hang the run).
+async fn run_as_child(
+    hook: &Path,
+    name: &str,
+    arg: &'static str,
+    timeout: Duration,
+    runtime_dir: Option<&Path>,
+) -> Result<(), QuiesceError> {
     let cannot_run = |e: std::io::Error| QuiesceError(format!("cannot run hook {name}: {e}"));
-    let (mut pipe, stdout, stderr) = output_pipe().map_err(cannot_run)?;
-    // Its own process group: at the timeout the hook and everything it started are killed
-    // (SIGKILL: a hook that ignores SIGTERM does not get to hang the run).
+    let (mut pipe, write) = output_pipe().map_err(cannot_run)?;
     let mut command = tokio::process::Command::new(hook);
     command
         .arg(arg)
         .stdin(std::process::Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
+        .stdout(write.try_clone().map_err(cannot_run)?)
+        .stderr(write)
         .process_group(0)
         .kill_on_drop(true);
     let agent = nix::unistd::getpid().as_raw();
@@ -305,24 +490,11 @@ async fn run_hook(
     let mut child = spawned.map_err(cannot_run)?;
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
     let running = child.id().and_then(ProcessGroup::led_by);
-    if running.is_some() {
-        record_running(runtime_dir, hook, running);
+    if let Some(group) = running {
+        record_running(runtime_dir, hook, Some(Running::Group(group)));
     }
     let mut output = Output::default();
-    let exited = tokio::time::timeout(timeout, async {
-        let mut chunk = [0u8; 4096];
-        let mut open = true;
-        loop {
-            tokio::select! {
-                status = child.wait() => return status,
-                read = tokio::io::AsyncReadExt::read(&mut pipe, &mut chunk), if open => match read {
-                    Ok(0) | Err(_) => open = false,
-                    Ok(n) => output.keep(&chunk[..n]),
-                },
-            }
-        }
-    })
-    .await;
+    let exited = tokio::time::timeout(timeout, output.read_until(&mut pipe, child.wait())).await;
     if running.is_some() {
         record_running(runtime_dir, hook, None);
     }
@@ -339,35 +511,7 @@ async fn run_hook(
     };
     // It exited: what it left running (a lock session held until `thaw`) is its own business.
     group.0 = None;
-    // What it wrote before exiting is in the pipe already.
-    if !output.drain(&pipe) {
-        log_left_running(name.clone(), arg, pipe);
-    }
-    let text = output.text();
-    if !text.is_empty() {
-        tracing::info!(hook = %name, arg, "{text}");
-    }
-    if status.success() {
-        Ok(text)
-    } else {
-        let tail: String = text
-            .lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" / ");
-        Err(QuiesceError(format!(
-            "hook {name} {arg} failed ({status}){}",
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        )))
-    }
+    output.finish(name, arg, pipe, status.success(), &status.to_string())
 }
 
 #[async_trait::async_trait]
@@ -419,7 +563,15 @@ impl Quiescer for HookDir {
                 })?;
             }
             self.started = i + 1;
-            run_hook(hook, "freeze", self.timeout, self.runtime_dir.as_deref()).await?;
+            run_hook(
+                hook,
+                "freeze",
+                self.timeout,
+                self.runtime_dir.as_deref(),
+                self.units.as_deref(),
+                &mut self.started_units,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -427,7 +579,16 @@ impl Quiescer for HookDir {
     async fn resume(&mut self) -> Result<(), QuiesceError> {
         let mut failures = Vec::new();
         for hook in self.hooks[..self.started].iter().rev() {
-            if let Err(e) = run_hook(hook, "thaw", self.timeout, self.runtime_dir.as_deref()).await {
+            if let Err(e) = run_hook(
+                hook,
+                "thaw",
+                self.timeout,
+                self.runtime_dir.as_deref(),
+                self.units.as_deref(),
+                &mut self.started_units,
+            )
+            .await
+            {
                 failures.push(e.0);
             }
             // Its `thaw` ran; a failure is this run's to report, not one to repeat later.
@@ -436,6 +597,10 @@ impl Quiescer for HookDir {
             }
         }
         self.started = 0;
+        // Every `thaw` ran: what the hooks' units still hold goes with them.
+        if let Some(units) = &self.units {
+            stop_units(units.as_ref(), &mut self.started_units).await;
+        }
         if failures.is_empty() {
             Ok(())
         } else {

@@ -24,12 +24,18 @@ pub enum Pending {
     FrozenUnit(String),
     /// A unit stopped with StopUnit: start it.
     StoppedUnit(String),
-    /// A hook whose `freeze` started: run it with `thaw`, after killing what is left of the
-    /// process group of the hook's `freeze` or `thaw` that was `running` when the agent died.
-    Hook {
-        path: PathBuf,
-        running: Option<ProcessGroup>,
-    },
+    /// A hook whose `freeze` started: run it with `thaw`, after ending what is left of the
+    /// hook's `freeze` or `thaw` that was `running` when the agent died.
+    Hook { path: PathBuf, running: Option<Running> },
+}
+
+/// Where a hook runs, while it runs: what a resume for a dead agent ends before its `thaw`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Running {
+    /// Spawned by the agent: its process group.
+    Group(ProcessGroup),
+    /// A transient systemd service: stopping it ends all it started.
+    Unit(String),
 }
 
 impl Pending {
@@ -40,8 +46,12 @@ impl Pending {
             Pending::Hook { path, running: None } => format!("hook {}", path.display()),
             Pending::Hook {
                 path,
-                running: Some(group),
+                running: Some(Running::Group(group)),
             } => format!("hook-running {group} {}", path.display()),
+            Pending::Hook {
+                path,
+                running: Some(Running::Unit(unit)),
+            } => format!("hook-unit {unit} {}", path.display()),
         }
     }
 
@@ -68,7 +78,14 @@ impl Pending {
                 let (group, path) = rest.split_once(' ')?;
                 Some(Pending::Hook {
                     path: path.into(),
-                    running: Some(group.parse().ok()?),
+                    running: Some(Running::Group(group.parse().ok()?)),
+                })
+            }
+            "hook-unit" => {
+                let (unit, path) = rest.split_once(' ')?;
+                Some(Pending::Hook {
+                    path: path.into(),
+                    running: Some(Running::Unit(unit.into())),
                 })
             }
             _ => None,
@@ -159,16 +176,26 @@ pub async fn resume_recorded(
                 Err(e) => Err(e.to_string()),
             },
             Pending::Hook { path, running } => {
-                if let Some(group) = running {
-                    let killed = group.kill_leftovers(Duration::from_secs(5)).await;
-                    if killed > 0 {
-                        tracing::warn!(
-                            "hook {}: killed {killed} processes left running by the dead agent's run",
-                            path.display()
-                        );
+                match running {
+                    Some(Running::Group(group)) => {
+                        let killed = group.kill_leftovers(Duration::from_secs(5)).await;
+                        if killed > 0 {
+                            tracing::warn!(
+                                "hook {}: killed {killed} processes left running by the dead agent's run",
+                                path.display()
+                            );
+                        }
                     }
+                    Some(Running::Unit(unit)) => {
+                        if let Err(e) = units.stop(unit).await {
+                            tracing::warn!("hook {}: cannot stop {unit}: {e}", path.display());
+                        }
+                    }
+                    None => {}
                 }
-                hooks::thaw_recorded(path, hook_timeout).await.map_err(|e| e.0)
+                hooks::thaw_recorded(path, hook_timeout, units)
+                    .await
+                    .map_err(|e| e.0)
             }
         };
         // A unit's state can be checked again later; a hook's `thaw` is not repeated.
@@ -198,7 +225,13 @@ mod tests {
         // A hook's running group is recorded in its place, and read back.
         let running = Pending::Hook {
             path: "/etc/freezeframe/hooks.d/10 db".into(),
-            running: Some("4242:123456".parse().unwrap()),
+            running: Some(Running::Group("4242:123456".parse().unwrap())),
+        };
+        add(dir.path(), running.clone()).unwrap();
+        assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), running]);
+        let running = Pending::Hook {
+            path: "/etc/freezeframe/hooks.d/10 db".into(),
+            running: Some(Running::Unit("freezeframe-hook-10-db-freeze-1-1.service".into())),
         };
         add(dir.path(), running.clone()).unwrap();
         assert_eq!(recorded(dir.path()), [a.clone(), b.clone(), running]);

@@ -50,6 +50,29 @@ pub trait Units: Send + Sync {
     async fn stop(&self, unit: &str) -> Result<(), SystemdError>;
     /// Starts the unit and waits until its start job finished with `done`.
     async fn start(&self, unit: &str) -> Result<(), SystemdError>;
+    /// Runs a program once as a transient service, in the host's own environment rather than
+    /// the caller's sandbox, and returns its exit status once its main process exited. The unit
+    /// stays, with whatever the program left running, until [`Units::stop`].
+    async fn run_transient(&self, run: TransientRun<'_>) -> Result<i32, TransientError> {
+        drop(run);
+        Err(TransientError::NotStarted(SystemdError::Unreachable(
+            "no systemd to run transient units".into(),
+        )))
+    }
+}
+
+/// Why a transient unit did not run to its end.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TransientError {
+    /// systemd would not start it: nothing ran.
+    #[error("{0}")]
+    NotStarted(SystemdError),
+    /// It ran past its timeout, and systemd killed it.
+    #[error("it did not finish in time and was killed")]
+    TimedOut,
+    /// It started, and then its end could not be told.
+    #[error("{0}")]
+    Lost(SystemdError),
 }
 
 /// The real systemd, on the system bus.
@@ -126,9 +149,26 @@ impl SystemdUnits {
         })
     }
 
-    /// Queues `start` or `stop` and waits for the job's end. The JobRemoved stream is set up
-    /// before the call: the call only queues the job, which may finish before it returns.
+    /// Queues `start` or `stop` and waits for the job's end, which must be `done`.
     async fn run_job(&self, unit: &str, verb: Verb) -> Result<(), SystemdError> {
+        let name = verb.as_str();
+        match self.queue_and_wait(unit, verb).await?? {
+            result if result == "done" => Ok(()),
+            result => Err(SystemdError::Unit {
+                unit: unit.to_string(),
+                message: format!("{name} job ended with `{result}`, not `done`"),
+            }),
+        }
+    }
+
+    /// Queues the job and returns systemd's word for how it ended (`done`, `failed`,
+    /// `timeout`, …). The JobRemoved stream is set up before the call: the call only queues the
+    /// job, which may finish before it returns.
+    async fn queue_and_wait(
+        &self,
+        unit: &str,
+        verb: Verb,
+    ) -> Result<Result<String, SystemdError>, SystemdError> {
         let fail = |e: zbus::Error| unit_error(unit, e);
         let manager = self.manager().await?;
         manager.subscribe().await.map_err(fail)?;
@@ -136,6 +176,11 @@ impl SystemdUnits {
         let job = match verb {
             Verb::Start => manager.start_unit(unit.to_string(), "replace".into()).await,
             Verb::Stop => manager.stop_unit(unit.to_string(), "replace".into()).await,
+            Verb::StartTransient(properties) => {
+                manager
+                    .start_transient_unit(unit.to_string(), "fail".into(), properties, Vec::new())
+                    .await
+            }
         }
         .map_err(fail)?;
         let result = loop {
@@ -147,35 +192,90 @@ impl SystemdUnits {
             };
             let Ok(args) = signal.args() else { continue };
             if args.job.as_str() == job.as_str() {
-                break if args.result == "done" {
-                    Ok(())
-                } else {
-                    Err(SystemdError::Unit {
-                        unit: unit.to_string(),
-                        message: format!("{} job ended with `{}`, not `done`", verb.as_str(), args.result),
-                    })
-                };
+                break Ok(args.result.to_string());
             }
         };
         // Other clients may still be subscribed; systemd counts subscriptions per client.
         let _ = manager.unsubscribe().await;
-        result
+        Ok(result)
+    }
+
+    /// The exit status of a service's main process, once it has exited.
+    async fn exit_status(&self, unit: &str) -> Result<i32, SystemdError> {
+        let fail = |e: zbus::Error| unit_error(unit, e);
+        let path = self
+            .manager()
+            .await?
+            .get_unit(unit.to_string())
+            .await
+            .map_err(fail)?;
+        ServiceProxy::builder(&self.connection)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(fail)?
+            .exec_main_status()
+            .await
+            .map_err(fail)
     }
 }
 
-#[derive(Clone, Copy)]
 enum Verb {
     Start,
     Stop,
+    /// StartTransientUnit with these properties.
+    StartTransient(Vec<(String, zbus::OwnedVariant)>),
 }
 
 impl Verb {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             Verb::Start => "start",
             Verb::Stop => "stop",
+            Verb::StartTransient(_) => "start",
         }
     }
+}
+
+/// What a transient unit should run, and how.
+pub struct TransientRun<'a> {
+    /// The unit's name, ending in `.service`.
+    pub unit: &'a str,
+    pub description: String,
+    /// The program and its arguments (`argv[0]` first).
+    pub argv: Vec<String>,
+    /// Where its standard output and error go.
+    pub output: std::os::fd::OwnedFd,
+    /// systemd kills it (and fails the job) past this.
+    pub timeout: std::time::Duration,
+}
+
+/// The properties of a transient service that runs `run.argv` once, keeps what it leaves
+/// running until it is stopped, and writes its output to `run.output`.
+fn transient_properties(run: TransientRun<'_>) -> Result<Vec<(String, zbus::OwnedVariant)>, std::io::Error> {
+    let value = |v: zbus::Variant<'static>| zbus::OwnedVariant::try_from(v).map_err(std::io::Error::other);
+    let stderr = run.output.try_clone()?;
+    let exec = vec![(run.argv[0].clone(), run.argv.clone(), false)];
+    Ok(vec![
+        ("Description".into(), value(run.description.into())?),
+        ("Type".into(), value("oneshot".into())?),
+        ("RemainAfterExit".into(), value(true.into())?),
+        ("ExecStart".into(), value(exec.into())?),
+        (
+            "StandardOutputFileDescriptor".into(),
+            value(zbus::Fd::from(run.output).into())?,
+        ),
+        (
+            "StandardErrorFileDescriptor".into(),
+            value(zbus::Fd::from(stderr).into())?,
+        ),
+        (
+            "TimeoutStartUSec".into(),
+            value((run.timeout.as_micros() as u64).into())?,
+        ),
+        ("CollectMode".into(), value("inactive-or-failed".into())?),
+    ])
 }
 
 fn unit_error(unit: &str, e: zbus::Error) -> SystemdError {
@@ -278,5 +378,32 @@ impl Units for SystemdUnits {
 
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
         self.run_job(unit, Verb::Start).await
+    }
+
+    async fn run_transient(&self, run: TransientRun<'_>) -> Result<i32, TransientError> {
+        let unit = run.unit.to_string();
+        let properties = transient_properties(run).map_err(|e| {
+            TransientError::NotStarted(SystemdError::Unit {
+                unit: unit.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        let ended = self
+            .queue_and_wait(&unit, Verb::StartTransient(properties))
+            .await
+            .map_err(TransientError::NotStarted)?
+            .map_err(TransientError::Lost)?;
+        match ended.as_str() {
+            "done" => Ok(0),
+            "timeout" => Err(TransientError::TimedOut),
+            // It ran and exited non-zero (its status says how), or never got to run.
+            other => match self.exit_status(&unit).await {
+                Ok(status) if status != 0 => Ok(status),
+                _ => Err(TransientError::Lost(SystemdError::Unit {
+                    unit: unit.clone(),
+                    message: format!("its start job ended with `{other}`"),
+                })),
+            },
+        }
     }
 }

@@ -191,14 +191,21 @@ fn a_hook_that_hangs_is_killed_and_the_others_thaw() {
 }
 
 /// QEMU's own sample MySQL hook (tests/fixtures/qemu-guest-agent), with only its client options
-/// pointed at this test's server, installed as `hooks.d/mysql-flush.sh`.
+/// pointed at this test's server and bash as its shell, installed as `hooks.d/mysql-flush.sh`.
 fn install_qemus_mysql_hook(hooks: &Path, socket: &Path) -> PathBuf {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/qemu-guest-agent/fsfreeze-hook.d/mysql-flush.sh.sample");
     let sample = std::fs::read_to_string(fixture).unwrap();
     let unchanged = "MYSQL_OPTS=\"-uroot\"";
     assert!(sample.contains(unchanged), "the sample's options line moved");
-    let text = sample.replace(
+    // The sample is a bash script in fact: `read < $FIFO`, with no variable name, is an error
+    // in dash (Debian's /bin/sh), which then closes the FIFO as soon as `thaw` opens it, and
+    // `thaw`'s write dies of SIGPIPE when it loses that race. It runs as bash, as users must.
+    assert!(
+        sample.starts_with("#!/bin/sh\n"),
+        "the sample's first line changed"
+    );
+    let text = sample.replacen("#!/bin/sh\n", "#!/bin/bash\n", 1).replace(
         unchanged,
         &format!("MYSQL_OPTS=\"-uroot --socket={}\"", socket.display()),
     );
@@ -224,6 +231,28 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes the sample's FIFO and kills what is left of its lock sessions on `socket`.
+struct SampleLeftovers {
+    fifo: &'static Path,
+    socket: String,
+}
+
+impl Drop for SampleLeftovers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.fifo);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(&self.socket) && !cmdline.contains("mariadbd") {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+    }
+}
+
 #[test]
 fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
     let fs = scratch_fs_sized(Fs::Ext4, 160);
@@ -231,12 +260,16 @@ fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
     server.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
     let config = local_image_config(&fs, "");
     install_qemus_mysql_hook(&fs.dir.path().join("etc/hooks.d"), &server.socket);
-    let fifo = Path::new("/var/run/mysql-flush.fifo");
-    assert!(
-        !fifo.exists(),
-        "a FIFO from an earlier run would fail the sample's mkfifo"
-    );
     let socket = server.socket.display().to_string();
+    // The sample's FIFO path is fixed: one left by an interrupted earlier run is removed (it
+    // would fail the sample's mkfifo), and whatever this run leaves goes when it ends, pass or
+    // fail, so that no later run inherits it.
+    let fifo = Path::new("/var/run/mysql-flush.fifo");
+    let _ = std::fs::remove_file(fifo);
+    let _cleanup = SampleLeftovers {
+        fifo,
+        socket: socket.clone(),
+    };
 
     for round in 1..=2 {
         server.sql(&format!("INSERT INTO app.rows VALUES ({round})"));
@@ -263,7 +296,8 @@ fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
         // After the thaw the lock is gone, and so is everything the hook made.
         server.sql("SET SESSION lock_wait_timeout = 5; LOCK TABLES app.rows WRITE; UNLOCK TABLES");
         server.sql(&format!("INSERT INTO app.rows VALUES ({})", round + 100));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Generous: on a loaded machine the lock session may take a while to wind down.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while (fifo.exists() || !processes_mentioning(&socket).is_empty())
             && std::time::Instant::now() < deadline
         {

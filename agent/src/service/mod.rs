@@ -133,17 +133,28 @@ impl Agent {
         header: Option<Header<'_>>,
         connection: &zbus::Connection,
     ) -> zbus::fdo::Result<Settings> {
-        let settings = self
-            .settings()
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
-        if let Some(header) = header {
-            let caller = access::caller(connection, &header)
+        match header {
+            Some(header) => self
+                .admit(Access::Read, connection, &header)
                 .await
-                .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
-            access::check(&caller, Access::Read, self.group, settings.service.public_read)
-                .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+                .map_err(|e| match e {
+                    AgentError::AccessDenied(m) => zbus::fdo::Error::AccessDenied(m),
+                    other => zbus::fdo::Error::Failed(other.to_string()),
+                }),
+            None => self
+                .settings()
+                .map_err(|e| zbus::fdo::Error::Failed(e.to_string())),
         }
-        Ok(settings)
+    }
+
+    /// The last run's report, typed: from the runtime directory, where every run keeps it (a
+    /// one-shot `freezeframe-agent snapshot` too), else this process's own last job.
+    fn last_report(&self, settings: &Settings) -> Option<Dict> {
+        std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
+            .ok()
+            .or_else(|| self.state.lock().unwrap().last_result.clone())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .map(|report| wire::to_dict(&report))
     }
 
     fn touch(&self) {
@@ -373,10 +384,6 @@ impl Agent {
         let settings = self.admit(Access::Read, connection, &header).await?;
         let runtime_dir =
             RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
-        // The file holds the newest run, also one taken by a one-shot `freezeframe-agent snapshot`.
-        let last = std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
-            .ok()
-            .or_else(|| self.state.lock().unwrap().last_result.clone());
         let mut status = HashMap::from([
             (
                 "version".to_string(),
@@ -390,8 +397,8 @@ impl Agent {
             ("running_job".to_string(), variant(self.busy().unwrap_or(0))),
         ]);
         // The last report, typed; absent when no run has finished yet.
-        if let Some(report) = last.and_then(|text| serde_json::from_str(&text).ok()) {
-            status.insert("last_result".into(), variant(wire::to_dict(&report)));
+        if let Some(report) = self.last_report(&settings) {
+            status.insert("last_result".into(), variant(report));
         }
         if let crate::config::ProviderSettings::DigitalOcean(d) = &settings.snapshot.provider {
             if let Some(id) = d.droplet_id {
@@ -553,13 +560,7 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> zbus::fdo::Result<Dict> {
         let settings = self.admit_reader(header, connection).await?;
-        Ok(
-            std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .map(|report| wire::to_dict(&report))
-                .unwrap_or_default(),
-        )
+        Ok(self.last_report(&settings).unwrap_or_default())
     }
 
     /// The agent's version.

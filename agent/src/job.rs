@@ -7,10 +7,10 @@ use crate::freeze::{self, LiveFilesystems, PlanFromSystemError};
 use crate::naming::{self, OwnNames, SnapshotName};
 use crate::provider::digitalocean::DigitalOcean;
 use crate::provider::local_image::LocalImage;
-use crate::provider::SnapshotProvider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
+use crate::transaction::ports::SnapshotProvider;
 use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transaction};
 use crate::{dbus, logind, systemd};
 

@@ -8,6 +8,8 @@ pub mod dbus;
 pub mod freeze;
 pub mod guard;
 pub mod job;
+#[cfg(test)]
+mod layering;
 pub mod log;
 pub mod logind;
 pub mod naming;

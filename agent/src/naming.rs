@@ -3,7 +3,7 @@
 //! consistent. The same template recognises the names it made, which is how retention knows
 //! which snapshots are freezeframe's to delete.
 
-use crate::transaction::Consistency;
+use crate::transaction::ports::{Consistency, OwnedNames};
 use std::time::SystemTime;
 
 /// The default template.
@@ -206,8 +206,8 @@ pub struct OwnNames {
     pub host: String,
 }
 
-impl OwnNames {
-    pub fn matches(&self, name: &str) -> bool {
+impl OwnedNames for OwnNames {
+    fn is_ours(&self, name: &str) -> bool {
         self.template.matches(&self.host, name)
     }
 }

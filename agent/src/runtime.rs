@@ -4,7 +4,7 @@
 //! agent answers, and the next run.
 
 use crate::guard::record::{self, ThawOutcome};
-use crate::quiesce::pending;
+use crate::quiesce::{owed, pending};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -189,7 +189,7 @@ pub async fn recover(
     }
     if !pending::recorded(dir).is_empty() {
         let units = crate::systemd::connect_or_unreachable(bus).await;
-        recovered.resumes = pending::resume_recorded(dir, units.as_ref(), hook_timeout)
+        recovered.resumes = owed::resume_recorded(dir, units.as_ref(), hook_timeout)
             .await
             .into_iter()
             .map(|(entry, outcome)| RecoveredResume {

@@ -380,7 +380,7 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "[[quiescer]]\nkind = \"redis\"\ntimeout = \"9999h\"\n".into(),
             "`quiescer.timeout`",
         ),
-        ("[[quiescer]]\nkind = \"oracle\"\n".into(), "unknown kind `oracle`"),
+        ("[[quiescer]]\nkind = \"oracle\"\n".into(), "unknown variant `oracle`"),
         (
             format!("[freeze]\nmountpoints = [\"/{}\"]\n", "a".repeat(5000)),
             "is not a mountpoint",

@@ -2,16 +2,15 @@
 //! local-image copies; only the provider is wrapped to observe the frozen window from inside.
 
 use freezeframe_agent::freeze::mountinfo;
-use freezeframe_agent::freeze::plan::{Selection, SkipReason, Target};
+use freezeframe_agent::freeze::plan::Selection;
 use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
-use freezeframe_agent::guard::GuardEvent;
 use freezeframe_agent::naming::SnapshotName;
 use freezeframe_agent::provider::local_image::LocalImage;
-use freezeframe_agent::provider::{Completion, ProviderError, Registration, SnapshotProvider};
-use freezeframe_agent::quiesce::QuiescePolicy;
-use freezeframe_agent::transaction::{
-    Consistency, Filesystems, Interrupt, Options, Phase, Quiet, Report, Status, Transaction,
+use freezeframe_agent::transaction::ports::{
+    Completion, Consistency, Filesystems, GuardEvent, ProviderError, QuiescePolicy, Registration, SkipReason,
+    SnapshotProvider, Target,
 };
+use freezeframe_agent::transaction::{Interrupt, Options, Phase, Quiet, Report, Status, Transaction};
 use freezeframe_tests::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

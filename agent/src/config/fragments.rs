@@ -21,19 +21,54 @@ pub struct ConfigFragment {
     pub quiescer: Option<Vec<QuiescerFragment>>,
 }
 
-/// One `[[quiescer]]`.
+/// One `[[quiescer]]`: one table per database or service, its keys set by its `kind`. Each
+/// kind is its own type, so a key that does not apply to it is refused with the list of those
+/// that do.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum QuiescerFragment {
+    #[serde(alias = "mysql")]
+    Mariadb(MariadbFragment),
+    Postgresql(PostgresqlFragment),
+    Redis(RedisFragment),
+    Systemd(SystemdFragment),
+}
+
+/// `kind = "mariadb"` (or `"mysql"`).
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct QuiescerFragment {
-    pub kind: Option<String>,
+pub struct MariadbFragment {
     pub socket: Option<PathBuf>,
-    pub address: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub lock_wait_timeout: Option<DurationText>,
+    pub timeout: Option<DurationText>,
+}
+
+/// `kind = "postgresql"`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresqlFragment {
     pub socket_dir: Option<PathBuf>,
     pub port: Option<u16>,
     pub os_user: Option<String>,
-    pub lock_wait_timeout: Option<DurationText>,
-    pub user: Option<String>,
+    pub timeout: Option<DurationText>,
+}
+
+/// `kind = "redis"`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFragment {
+    pub socket: Option<PathBuf>,
+    pub address: Option<String>,
     pub password_file: Option<PathBuf>,
+    pub timeout: Option<DurationText>,
+}
+
+/// `kind = "systemd"`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdFragment {
     pub unit: Option<String>,
     pub mode: Option<String>,
     pub timeout: Option<DurationText>,

@@ -7,11 +7,16 @@
 //! documented in `packaging/config/config.toml`. Nothing here does I/O beyond reading files.
 
 mod fragments;
+mod quiescer;
 
 pub use fragments::ConfigFragment;
+pub use quiescer::{
+    MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode, DEFAULT_LOCK_WAIT_TIMEOUT,
+    DEFAULT_QUIESCER_TIMEOUT, DEFAULT_REDIS_ADDRESS,
+};
 
 use crate::naming::NameTemplate;
-use crate::quiesce::QuiescePolicy;
+use crate::transaction::ports::QuiescePolicy;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -35,12 +40,6 @@ pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 /// Defaults for `[quiesce]`.
 pub const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default bound on a database quiescer's prepare.
-pub const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default for a MariaDB/MySQL quiescer's `lock_wait_timeout`.
-pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Where Debian's Redis listens by default.
-pub const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
 /// Default for `[local_image] image_dir`.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
@@ -97,47 +96,6 @@ pub struct QuiesceSettings {
     pub hook_timeout: Duration,
     /// Databases and services, in prepare order (`[[quiescer]]`).
     pub quiescers: Vec<QuiescerSettings>,
-}
-
-/// One `[[quiescer]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub enum QuiescerSettings {
-    Redis {
-        endpoint: crate::quiesce::redis::Endpoint,
-        /// A file holding the `requirepass` password, readable by root alone.
-        password_file: Option<PathBuf>,
-        timeout: Duration,
-    },
-    Postgresql {
-        socket_dir: PathBuf,
-        port: u16,
-        os_user: String,
-        timeout: Duration,
-    },
-    Mariadb {
-        socket: PathBuf,
-        login: crate::quiesce::mysql::Login,
-        lock_wait_timeout: Duration,
-        timeout: Duration,
-    },
-    /// A unit frozen with the cgroup freezer, or stopped, through systemd.
-    Systemd {
-        unit: String,
-        mode: crate::quiesce::systemd_unit::UnitMode,
-        timeout: Duration,
-    },
-}
-
-impl QuiescerSettings {
-    /// The `kind` as configured, for matching against detected databases.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            QuiescerSettings::Redis { .. } => "redis",
-            QuiescerSettings::Postgresql { .. } => "postgresql",
-            QuiescerSettings::Mariadb { .. } => "mariadb",
-            QuiescerSettings::Systemd { .. } => "systemd",
-        }
-    }
 }
 
 /// `[freeze]`, validated.
@@ -446,174 +404,6 @@ impl Settings {
     }
 }
 
-fn validate_quiescer(f: fragments::QuiescerFragment) -> Result<QuiescerSettings, ConfigError> {
-    let timeout = match f.timeout {
-        Some(text) => parse_duration_in("quiescer.timeout", &text, STEP_TIMEOUT_RANGE)?,
-        None => DEFAULT_QUIESCER_TIMEOUT,
-    };
-    let not_for = |kind: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
-        match keys.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError::Invalid {
-                key: "quiescer",
-                problem: format!("`{key}` does not apply to a {kind} quiescer"),
-            }),
-            None => Ok(()),
-        }
-    };
-    let lock_wait = match &f.lock_wait_timeout {
-        Some(text) => Some(parse_duration_in(
-            "quiescer.lock_wait_timeout",
-            text,
-            STEP_TIMEOUT_RANGE,
-        )?),
-        None => None,
-    };
-    match f.kind.as_deref() {
-        Some("mariadb" | "mysql") => {
-            not_for(
-                "mariadb",
-                &[
-                    ("address", f.address.is_some()),
-                    ("socket_dir", f.socket_dir.is_some()),
-                    ("port", f.port.is_some()),
-                    ("os_user", f.os_user.is_some()),
-                    ("unit", f.unit.is_some()),
-                    ("mode", f.mode.is_some()),
-                ],
-            )?;
-            Ok(QuiescerSettings::Mariadb {
-                socket: absolute(
-                    "quiescer.socket",
-                    f.socket.unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
-                )?,
-                login: crate::quiesce::mysql::Login {
-                    user: match f.user {
-                        Some(user) if user.is_empty() || user.contains(['\0', '\n']) => {
-                            return Err(ConfigError::Invalid {
-                                key: "quiescer.user",
-                                problem: "it must be a non-empty database user name".into(),
-                            })
-                        }
-                        Some(user) => user,
-                        None => "root".into(),
-                    },
-                    password_file: f
-                        .password_file
-                        .map(|p| absolute("quiescer.password_file", p))
-                        .transpose()?,
-                },
-                lock_wait_timeout: lock_wait.unwrap_or(DEFAULT_LOCK_WAIT_TIMEOUT),
-                timeout,
-            })
-        }
-        Some("postgresql") => {
-            not_for(
-                "postgresql",
-                &[
-                    ("socket", f.socket.is_some()),
-                    ("address", f.address.is_some()),
-                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
-                    ("user", f.user.is_some()),
-                    ("password_file", f.password_file.is_some()),
-                    ("unit", f.unit.is_some()),
-                    ("mode", f.mode.is_some()),
-                ],
-            )?;
-            Ok(QuiescerSettings::Postgresql {
-                socket_dir: absolute(
-                    "quiescer.socket_dir",
-                    f.socket_dir.unwrap_or_else(|| "/var/run/postgresql".into()),
-                )?,
-                port: f.port.unwrap_or(5432),
-                os_user: f.os_user.unwrap_or_else(|| "postgres".into()),
-                timeout,
-            })
-        }
-        Some("redis") => {
-            not_for(
-                "redis",
-                &[
-                    ("socket_dir", f.socket_dir.is_some()),
-                    ("port", f.port.is_some()),
-                    ("os_user", f.os_user.is_some()),
-                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
-                    ("user", f.user.is_some()),
-                    ("unit", f.unit.is_some()),
-                    ("mode", f.mode.is_some()),
-                ],
-            )?;
-            let endpoint = match (f.socket, f.address) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::Invalid {
-                        key: "quiescer",
-                        problem: "a redis quiescer takes `socket` or `address`, not both".into(),
-                    })
-                }
-                (Some(socket), None) => {
-                    crate::quiesce::redis::Endpoint::Socket(absolute("quiescer.socket", socket)?)
-                }
-                (None, address) => crate::quiesce::redis::Endpoint::Tcp(
-                    address.unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
-                ),
-            };
-            Ok(QuiescerSettings::Redis {
-                endpoint,
-                password_file: f
-                    .password_file
-                    .map(|p| absolute("quiescer.password_file", p))
-                    .transpose()?,
-                timeout,
-            })
-        }
-        Some("systemd") => {
-            not_for(
-                "systemd",
-                &[
-                    ("socket", f.socket.is_some()),
-                    ("address", f.address.is_some()),
-                    ("socket_dir", f.socket_dir.is_some()),
-                    ("port", f.port.is_some()),
-                    ("os_user", f.os_user.is_some()),
-                    ("lock_wait_timeout", f.lock_wait_timeout.is_some()),
-                    ("user", f.user.is_some()),
-                    ("password_file", f.password_file.is_some()),
-                ],
-            )?;
-            let unit = f.unit.ok_or_else(|| ConfigError::Invalid {
-                key: "quiescer.unit",
-                problem: "a systemd quiescer needs the `unit` to quiesce, such as \"myapp.service\"".into(),
-            })?;
-            let unit = crate::quiesce::systemd_unit::validate_unit(&unit).map_err(|problem| {
-                ConfigError::Invalid {
-                    key: "quiescer.unit",
-                    problem,
-                }
-            })?;
-            let mode = match f.mode.as_deref() {
-                None | Some("freeze") => crate::quiesce::systemd_unit::UnitMode::Freeze,
-                Some("stop") => crate::quiesce::systemd_unit::UnitMode::Stop,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        key: "quiescer.mode",
-                        problem: format!("`{other}` is neither \"freeze\" nor \"stop\""),
-                    })
-                }
-            };
-            Ok(QuiescerSettings::Systemd { unit, mode, timeout })
-        }
-        Some(other) => Err(ConfigError::Invalid {
-            key: "quiescer.kind",
-            problem: format!(
-                "unknown kind `{other}`; the kinds are: mariadb (or mysql), postgresql, redis, systemd"
-            ),
-        }),
-        None => Err(ConfigError::Invalid {
-            key: "quiescer.kind",
-            problem: "every [[quiescer]] needs a `kind`, such as \"redis\"".into(),
-        }),
-    }
-}
-
 fn validate_quiesce(
     f: fragments::QuiesceFragment,
     quiescers: Vec<fragments::QuiescerFragment>,
@@ -642,7 +432,7 @@ fn validate_quiesce(
         hook_timeout,
         quiescers: quiescers
             .into_iter()
-            .map(validate_quiescer)
+            .map(fragments::QuiescerFragment::validate)
             .collect::<Result<_, _>>()?,
     })
 }

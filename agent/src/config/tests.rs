@@ -261,7 +261,7 @@ fn quiescers_are_read_in_order_and_checked() {
          [[quiescer]]\nkind = \"redis\"\n",
     )
     .unwrap();
-    use crate::quiesce::redis::Endpoint;
+    use crate::config::RedisEndpoint as Endpoint;
     assert_eq!(
         s.quiesce.quiescers,
         vec![
@@ -279,20 +279,23 @@ fn quiescers_are_read_in_order_and_checked() {
     );
     for (bad, expected) in [
         ("kind = \"redis\"\nsocket = \"/s\"\naddress = \"h:1\"", "not both"),
-        ("kind = \"oracle\"", "unknown kind `oracle`"),
-        ("socket = \"/s\"", "needs a `kind`"),
+        (
+            "kind = \"oracle\"",
+            "unknown variant `oracle`, expected one of `mariadb`, `mysql`, `postgresql`, `redis`, `systemd`",
+        ),
+        ("socket = \"/s\"", "missing field `kind`"),
         (
             "kind = \"redis\"\nport = 1",
-            "`port` does not apply to a redis quiescer",
+            "unknown field `port`, expected one of `socket`, `address`, `password_file`, `timeout`",
         ),
         (
             "kind = \"postgresql\"\naddress = \"h:1\"",
-            "`address` does not apply",
+            "unknown field `address`",
         ),
         ("kind = \"redis\"\nportt = 1", "unknown field `portt`"),
         ("kind = \"redis\"\npassword_file = \"pw\"", "absolute path"),
         ("kind = \"mariadb\"\nuser = \"\"", "quiescer.user"),
-        ("kind = \"postgresql\"\nunit = \"x\"", "`unit` does not apply"),
+        ("kind = \"postgresql\"\nunit = \"x\"", "unknown field `unit`"),
         ("kind = \"systemd\"", "needs the `unit`"),
         ("kind = \"systemd\"\nunit = \"dbus\"", "would hang the run"),
         (
@@ -301,7 +304,7 @@ fn quiescers_are_read_in_order_and_checked() {
         ),
         (
             "kind = \"systemd\"\nunit = \"app\"\nsocket = \"/s\"",
-            "`socket` does not apply",
+            "unknown field `socket`, expected one of `unit`, `mode`, `timeout`",
         ),
     ] {
         let err = settings(&format!("[[quiescer]]\n{bad}\n"))
@@ -318,7 +321,7 @@ fn quiescers_are_read_in_order_and_checked() {
         s.quiesce.quiescers[0],
         QuiescerSettings::Systemd {
             unit: "app.service".into(),
-            mode: crate::quiesce::systemd_unit::UnitMode::Freeze,
+            mode: crate::config::UnitMode::Freeze,
             timeout: Duration::from_secs(60)
         }
     );
@@ -328,7 +331,10 @@ fn quiescers_are_read_in_order_and_checked() {
     );
     assert!(s.quiesce.auto, "detection is on by default");
     let s = settings("[quiesce]\non_quiesce_failure = \"continue\"\nhook_timeout = \"2s\"\n").unwrap();
-    assert_eq!(s.quiesce.on_failure, crate::quiesce::QuiescePolicy::Continue);
+    assert_eq!(
+        s.quiesce.on_failure,
+        crate::transaction::ports::QuiescePolicy::Continue
+    );
     assert_eq!(s.quiesce.hook_timeout, Duration::from_secs(2));
     let err = settings("[quiesce]\non_quiesce_failure = \"ignore\"\n")
         .unwrap_err()

@@ -1,5 +1,5 @@
 //! Freezing filesystems: discovery and ordering ([`plan`]), the ioctls ([`sys`]), and the live
-//! implementation of [`crate::transaction::Filesystems`], whose frozen state lives only inside a
+//! implementation of [`crate::transaction::ports::Filesystems`], whose frozen state lives only inside a
 //! [`FrozenSet`]: a value that thaws in `Drop` and exists only while the thaw guard is armed.
 
 pub mod mountinfo;
@@ -8,9 +8,11 @@ pub mod rcu;
 pub mod sys;
 
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
-use crate::guard::{Guard, GuardError, GuardEvent};
-use crate::transaction::{Filesystems, FreezeOutcome, ThawReport};
-use plan::{Plan, Selection, Target};
+use crate::guard::{Guard, GuardError};
+use crate::transaction::ports::{
+    Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, Target, ThawReport,
+};
+use plan::{Plan, Selection};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -227,13 +229,9 @@ impl LiveFilesystems {
     }
 }
 
-#[async_trait::async_trait]
-impl Filesystems for LiveFilesystems {
-    fn targets(&self) -> &[Target] {
-        &self.targets
-    }
-
-    fn preflight(&mut self) -> Result<(), FreezeError> {
+impl LiveFilesystems {
+    /// Opens every target and checks it is still the filesystem that was planned.
+    fn open_targets(&mut self) -> Result<(), FreezeError> {
         if !sys::can_freeze() {
             return Err(FreezeError::NotPermitted);
         }
@@ -286,7 +284,7 @@ impl Filesystems for LiveFilesystems {
         Ok(())
     }
 
-    async fn sync(&mut self) -> Result<(), FreezeError> {
+    async fn sync_targets(&self) -> Result<(), FreezeError> {
         let fds = self.dup_fds()?;
         tokio::task::spawn_blocking(move || {
             for (mountpoint, fd) in &fds {
@@ -301,7 +299,8 @@ impl Filesystems for LiveFilesystems {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
+    /// Arms the guard, writes the record, then freezes in plan order.
+    fn freeze_targets(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
         let raw: Vec<RawFd> = self.opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         let armed_at = Instant::now();
         let rcu = self.rcu.take();
@@ -357,6 +356,25 @@ impl Filesystems for LiveFilesystems {
             self.frozen = Some(set);
         }
         Ok(outcome)
+    }
+}
+
+#[async_trait::async_trait]
+impl Filesystems for LiveFilesystems {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn preflight(&mut self) -> Result<(), FilesystemsError> {
+        self.open_targets().map_err(FilesystemsError::new)
+    }
+
+    async fn sync(&mut self) -> Result<(), FilesystemsError> {
+        self.sync_targets().await.map_err(FilesystemsError::new)
+    }
+
+    fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FilesystemsError> {
+        self.freeze_targets(max_freeze).map_err(FilesystemsError::new)
     }
 
     async fn guard_tripped(&mut self) -> GuardEvent {

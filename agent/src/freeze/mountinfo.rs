@@ -1,29 +1,7 @@
 //! Parsing `/proc/self/mountinfo` (proc(5)): one mount per line, pure and unit-tested.
 
+use crate::transaction::ports::DevNum;
 use std::path::PathBuf;
-
-/// A block or anonymous device number, as `major:minor` in mountinfo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct DevNum {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl DevNum {
-    /// Splits a `st_dev`/`st_rdev` value.
-    pub fn from_raw(dev: u64) -> Self {
-        DevNum {
-            major: libc::major(dev),
-            minor: libc::minor(dev),
-        }
-    }
-}
-
-impl std::fmt::Display for DevNum {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
 
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! The system calls behind freezing: FIFREEZE/FITHAW, syncfs, opening mountpoints and checking
 //! that a descriptor still leads to the planned mount.
 
-use super::mountinfo::{DevNum, Mount};
+use super::mountinfo::Mount;
 use super::plan::HostLookup;
+use crate::transaction::ports::DevNum;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 

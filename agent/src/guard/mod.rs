@@ -17,6 +17,7 @@
 pub mod record;
 
 use crate::freeze::sys::fithaw;
+use crate::transaction::ports::GuardEvent;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -27,15 +28,6 @@ use tokio::io::unix::AsyncFd;
 const ARMED: u8 = b'A';
 const DEADLINE_THAWED: u8 = b'T';
 const DONE: u8 = b'D';
-
-/// What the guard did on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuardEvent {
-    /// The deadline passed: the guard thawed every target.
-    DeadlineThawed,
-    /// The guard process is gone (killed): nothing guards the freeze any more.
-    Died,
-}
 
 /// A running guard. Dropping it closes the control pipe, which makes the guard thaw and exit.
 #[derive(Debug)]

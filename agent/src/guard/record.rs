@@ -3,8 +3,8 @@
 //! guard are gone and the record remains, `freezeframe-agent thaw` (also run as the service's
 //! `ExecStopPost=`) and the next agent thaw what it lists.
 
-use crate::freeze::mountinfo::DevNum;
 use crate::freeze::sys;
+use crate::transaction::ports::DevNum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -3,11 +3,10 @@
 //! with small disks. The copy reads the devices with O_DIRECT (the page cache of a block device
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
-use super::{Completion, ProviderError, Registration, SnapshotInfo, SnapshotProvider};
-use crate::freeze::plan::Target;
 use crate::freeze::sys;
-use crate::naming::OwnNames;
-use crate::transaction::Pruned;
+use crate::transaction::ports::{
+    Completion, OwnedNames, ProviderError, Pruned, Registration, SnapshotInfo, SnapshotProvider, Target,
+};
 use serde::Serialize;
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -341,12 +340,12 @@ impl SnapshotProvider for LocalImage {
         Ok(found)
     }
 
-    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
         let mine: Vec<SnapshotInfo> = self
             .list()
             .await?
             .into_iter()
-            .filter(|s| ours.matches(&s.name))
+            .filter(|s| ours.is_ours(&s.name))
             .collect();
         let excess = mine.len().saturating_sub(keep_last);
         let mut pruned = Vec::new();

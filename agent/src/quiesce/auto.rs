@@ -4,7 +4,7 @@
 //! Redis's listening sockets say where to connect.
 
 use crate::config::QuiescerSettings;
-use crate::quiesce::redis::Endpoint;
+use crate::config::RedisEndpoint;
 use crate::systemd::discovery::{DatabaseKind, DatabaseUnit};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,7 +214,7 @@ impl Proc {
         )?;
         Ok(QuiescerSettings::Mariadb {
             socket,
-            login: crate::quiesce::mysql::Login::default(),
+            login: crate::config::MariadbLogin::default(),
             lock_wait_timeout: crate::config::DEFAULT_LOCK_WAIT_TIMEOUT,
             timeout,
         })
@@ -228,8 +228,8 @@ impl Proc {
             listeners.unix.into_iter().next(),
             listeners.tcp.into_iter().next(),
         ) {
-            (Some(socket), _) => Endpoint::Socket(socket),
-            (None, Some(addr)) => Endpoint::Tcp(reachable(addr).to_string()),
+            (Some(socket), _) => RedisEndpoint::Socket(socket),
+            (None, Some(addr)) => RedisEndpoint::Tcp(reachable(addr).to_string()),
             (None, None) => return Err("it listens on no socket".into()),
         };
         Ok(QuiescerSettings::Redis {

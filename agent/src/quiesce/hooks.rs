@@ -6,9 +6,8 @@
 
 use super::pending::{self, Pending, Running};
 use super::process_group::{KillGroupOnDrop, ProcessGroup};
-use super::{QuiesceError, Quiescer};
-use crate::freeze::plan::Target;
 use crate::systemd::{TransientError, TransientRun, Units};
+use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,53 +6,14 @@ pub mod assembly;
 pub mod auto;
 pub mod hooks;
 pub mod mysql;
+pub mod owed;
 pub mod pending;
 pub mod postgres;
 pub mod process_group;
 pub mod redis;
 pub mod systemd_unit;
 
-use crate::freeze::plan::Target;
-use std::time::Duration;
-
-/// Default bound on one `prepare` or `resume`.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a quiescer's check, prepare or resume failed, in words for the user.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct QuiesceError(pub String);
-
-/// One application to quiesce.
-#[async_trait::async_trait]
-pub trait Quiescer: Send {
-    /// A short name for reports, such as `postgresql@15-main`.
-    fn name(&self) -> &str;
-    /// How long `prepare` may take before it counts as failed.
-    fn prepare_timeout(&self) -> Duration {
-        DEFAULT_STEP_TIMEOUT
-    }
-    /// How long `resume` may take before it counts as failed.
-    fn resume_timeout(&self) -> Duration {
-        DEFAULT_STEP_TIMEOUT
-    }
-    /// What the report should record about the last prepare (a binary log position).
-    fn details(&self) -> Option<String> {
-        None
-    }
-    /// What the last `check` found that does not stop the run but belongs in the report's
-    /// warnings (a hook passed over).
-    fn warnings(&self) -> Vec<String> {
-        Vec::new()
-    }
-    /// Preflight: everything that can be checked without touching the application, such as
-    /// whether its data sits on the filesystems about to be frozen.
-    async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError>;
-    /// Brings the application to a consistent state on disk.
-    async fn prepare(&mut self) -> Result<(), QuiesceError>;
-    /// Undoes `prepare`. Called even if `prepare` failed or timed out part-way.
-    async fn resume(&mut self) -> Result<(), QuiesceError>;
-}
+use crate::transaction::ports::{QuiesceError, Target};
 
 /// Refuses data (`what`, in `dir`) that the freeze would not cover: the snapshot would not be
 /// consistent.
@@ -73,14 +34,4 @@ pub(crate) fn require_frozen(
             dir.display()
         ))),
     }
-}
-
-/// What to do when a quiescer fails to prepare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QuiescePolicy {
-    /// Resume what was prepared and take no snapshot.
-    #[default]
-    Abort,
-    /// Go on with a filesystem-consistent snapshot.
-    Continue,
 }

@@ -10,9 +10,10 @@
 //! only root and the client itself can read. The session is a client process started before the
 //! freeze; during the window it is only waited on.
 
-use super::{require_frozen, QuiesceError, Quiescer};
-use crate::freeze::plan::Target;
+use super::require_frozen;
+use crate::config::MariadbLogin;
 use crate::secret::{read_private_file, Secret};
+use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -70,26 +71,9 @@ impl LockKind {
     }
 }
 
-/// Whom the sessions log in as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub user: String,
-    /// A file only root can read; `None` for `unix_socket` authentication.
-    pub password_file: Option<PathBuf>,
-}
-
-impl Default for Login {
-    fn default() -> Self {
-        Login {
-            user: "root".into(),
-            password_file: None,
-        }
-    }
-}
-
 pub struct Mysql {
     socket: PathBuf,
-    login: Login,
+    login: MariadbLogin,
     password: Option<Secret>,
     lock_kind: LockKind,
     lock_wait_timeout: Duration,
@@ -101,7 +85,7 @@ pub struct Mysql {
 }
 
 impl Mysql {
-    pub fn new(socket: PathBuf, login: Login, lock_wait_timeout: Duration, timeout: Duration) -> Self {
+    pub fn new(socket: PathBuf, login: MariadbLogin, lock_wait_timeout: Duration, timeout: Duration) -> Self {
         let name = format!("mariadb ({})", socket.display());
         Mysql {
             socket,

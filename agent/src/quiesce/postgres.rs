@@ -6,8 +6,8 @@
 //! Zero configuration on Debian and Ubuntu: `psql` runs as the `postgres` OS user through
 //! `runuser`, so the stock `peer` authentication lets it in without a password.
 
-use super::{require_frozen, QuiesceError, Quiescer};
-use crate::freeze::plan::Target;
+use super::require_frozen;
+use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,28 +3,13 @@
 //! across the freeze, so `resume` has nothing to undo. Speaks RESP over the Unix socket or TCP,
 //! and authenticates with `AUTH` when a password file is configured (`requirepass`).
 
-use super::{require_frozen, QuiesceError, Quiescer};
-use crate::freeze::plan::Target;
+use super::require_frozen;
+use crate::config::RedisEndpoint;
 use crate::secret::{read_private_file, Secret};
+use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-
-/// Where the server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Socket(PathBuf),
-    Tcp(String),
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Socket(p) => write!(f, "{}", p.display()),
-            Endpoint::Tcp(a) => write!(f, "{a}"),
-        }
-    }
-}
 
 /// A RESP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +41,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(endpoint: &Endpoint) -> std::io::Result<Connection> {
+    async fn open(endpoint: &RedisEndpoint) -> std::io::Result<Connection> {
         let io: Box<dyn Stream> = match endpoint {
-            Endpoint::Socket(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-            Endpoint::Tcp(addr) => Box::new(tokio::net::TcpStream::connect(addr).await?),
+            RedisEndpoint::Socket(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            RedisEndpoint::Tcp(addr) => Box::new(tokio::net::TcpStream::connect(addr).await?),
         };
         Ok(Connection {
             io: BufReader::new(io),
@@ -134,7 +119,7 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 }
 
 pub struct Redis {
-    endpoint: Endpoint,
+    endpoint: RedisEndpoint,
     password_file: Option<PathBuf>,
     password: Option<Secret>,
     timeout: Duration,
@@ -142,7 +127,7 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn new(endpoint: Endpoint, password_file: Option<PathBuf>, timeout: Duration) -> Self {
+    pub fn new(endpoint: RedisEndpoint, password_file: Option<PathBuf>, timeout: Duration) -> Self {
         let name = format!("redis ({endpoint})");
         Redis {
             endpoint,

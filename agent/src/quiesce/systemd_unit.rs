@@ -3,66 +3,12 @@
 //! and starts it again after the thaw, waiting for each job to end with `done`.
 
 use super::pending::{self, Pending};
-use super::{QuiesceError, Quiescer};
-use crate::freeze::plan::Target;
+use crate::config::UnitMode;
 use crate::systemd::{UnitState, Units};
+use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnitMode {
-    /// Cgroup freezer: no downtime, the processes just stop running for the window.
-    Freeze,
-    /// Stop before, start after: for services that must close their files.
-    Stop,
-}
-
-impl std::fmt::Display for UnitMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            UnitMode::Freeze => "freeze",
-            UnitMode::Stop => "stop",
-        })
-    }
-}
-
-/// Units the agent itself needs while it works: freezing or stopping one would hang the run.
-const NEEDED_BY_THE_AGENT: &[&str] = &[
-    "dbus.service",
-    "dbus-broker.service",
-    "dbus.socket",
-    "init.scope",
-    "-.slice",
-    "system.slice",
-];
-
-/// Checks a configured unit name and completes a bare name with `.service`, as systemctl does.
-pub fn validate_unit(unit: &str) -> Result<String, String> {
-    if unit.is_empty() || unit.len() > 255 || unit.contains(['/', '\0', '\n', ' ']) {
-        return Err(format!("`{unit}` is not a unit name"));
-    }
-    let unit = if [".service", ".scope"].iter().any(|s| unit.ends_with(s)) {
-        unit.to_string()
-    } else if unit.contains('.') && !unit.contains('@') {
-        return Err(format!(
-            "`{unit}` is not a service or scope; only those can be frozen or stopped for a snapshot"
-        ));
-    } else {
-        format!("{unit}.service")
-    };
-    if NEEDED_BY_THE_AGENT.contains(&unit.as_str())
-        || unit.starts_with("systemd-")
-        || unit.starts_with("freezeframe")
-    {
-        return Err(format!(
-            "`{unit}` is needed while the snapshot is taken (the agent talks to systemd over D-Bus); \
-             quiescing it would hang the run"
-        ));
-    }
-    Ok(unit)
-}
 
 pub struct SystemdUnit {
     unit: String,
@@ -377,23 +323,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.0.contains("already frozen"), "{err}");
-    }
-
-    #[test]
-    fn unit_names_are_checked() {
-        assert_eq!(validate_unit("redis-server").unwrap(), "redis-server.service");
-        assert_eq!(validate_unit("app@1").unwrap(), "app@1.service");
-        assert_eq!(validate_unit("job.scope").unwrap(), "job.scope");
-        for bad in [
-            "",
-            "a/b",
-            "dbus",
-            "dbus.service",
-            "systemd-logind",
-            "freezeframe-agent",
-            "x.timer",
-        ] {
-            assert!(validate_unit(bad).is_err(), "{bad}");
-        }
     }
 }

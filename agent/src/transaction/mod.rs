@@ -8,65 +8,19 @@
 //! - the request is sent once and bounded by `max_freeze` (less a margin, so the agent thaws
 //!   before its guard has to); a guard that thaws or dies ends the window at once.
 
+pub mod ports;
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{
-    error_chain, ms, Consistency, FilesystemsReport, Phase, PhaseTiming, Pruned, QuiescerReport, Report,
-    Status,
-};
+pub use report::{error_chain, ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
 
-use crate::freeze::plan::{Skipped, Target};
-use crate::freeze::FreezeError;
-use crate::guard::GuardEvent;
 use crate::naming::{OwnNames, SnapshotName};
-use crate::provider::{Registration, SnapshotProvider};
-use crate::quiesce::{QuiescePolicy, Quiescer};
+use ports::{
+    Consistency, Filesystems, GuardEvent, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped,
+    SnapshotProvider,
+};
 use std::time::{Duration, Instant};
-
-/// The filesystems side of the transaction.
-#[async_trait::async_trait]
-pub trait Filesystems: Send {
-    /// The targets, in freeze order.
-    fn targets(&self) -> &[Target];
-    /// Opens and checks every target. Changes nothing.
-    fn preflight(&mut self) -> Result<(), FreezeError>;
-    /// Flushes every target, outside the frozen window.
-    async fn sync(&mut self) -> Result<(), FreezeError>;
-    /// Arms the thaw guard and freezes every target in order. On error nothing stays frozen.
-    fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError>;
-    /// Resolves when the guard acts on its own (deadline thaw, death); pending while not frozen.
-    async fn guard_tripped(&mut self) -> GuardEvent;
-    /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
-    fn thaw(&mut self) -> ThawReport;
-}
-
-/// What `freeze` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FreezeOutcome {
-    pub frozen: Vec<Target>,
-    /// Answered FIFREEZE with EOPNOTSUPP: skipped, not fatal.
-    pub not_supported: Vec<Target>,
-    /// When the thaw guard's clock started: the agent's own deadline counts from here, so it
-    /// always comes before the guard's, however long freezing took.
-    pub guard_armed_at: Option<Instant>,
-    /// First FIFREEZE to the return of the last: the part of the window spent freezing.
-    pub freezing: Duration,
-}
-
-/// What `thaw` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ThawReport {
-    /// First FIFREEZE to last FITHAW.
-    pub frozen_for: Duration,
-    /// First FITHAW to the return of the last: the part of the window spent thawing.
-    pub thawing: Duration,
-    /// Set if the guard had acted on its own before the thaw.
-    pub guard_event: Option<GuardEvent>,
-    /// Filesystems that could not be thawed (the guard retries them).
-    pub errors: Vec<String>,
-}
 
 /// Told of every phase as it starts and ends (logging, progress, sd_notify).
 pub trait Observer: Send + Sync {
@@ -398,7 +352,7 @@ impl Transaction<'_> {
             run.report.filesystems.skipped.push(Skipped {
                 mountpoint: t.mountpoint.clone(),
                 fstype: t.fstype.clone(),
-                reason: crate::freeze::plan::SkipReason::FreezeNotSupported,
+                reason: SkipReason::FreezeNotSupported,
             });
         }
         run.report.filesystems.frozen = outcome.frozen.clone();

@@ -1,6 +1,6 @@
 //! The result of one snapshot transaction, as printed by `snapshot --json`.
 
-use crate::freeze::plan::{Skipped, Target};
+use super::ports::{Consistency, Pruned, Skipped, Target, VolumeSnapshotRef};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -44,30 +44,11 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// How consistent the snapshot is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Consistency {
-    /// Every quiescer prepared and every filesystem was frozen across the request.
-    Application,
-    /// Every filesystem was frozen across the request; applications were not quiesced.
-    Filesystem,
-    /// The freeze did not cover the request: as if the power had been cut.
-    Crash,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Succeeded,
     Failed,
-}
-
-/// A snapshot deleted by retention.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Pruned {
-    pub id: String,
-    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,7 +88,7 @@ pub struct Report {
     pub snapshot_size_bytes: Option<u64>,
     /// Snapshots of attached volumes, taken in the same frozen window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volume_snapshots: Vec<crate::provider::VolumeSnapshotRef>,
+    pub volume_snapshots: Vec<VolumeSnapshotRef>,
     /// Older snapshots deleted by retention.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Pruned>,

@@ -1,10 +1,11 @@
 //! The transaction on every path, with doubles that record what was called in which order.
 
 use super::*;
-use crate::freeze::mountinfo::DevNum;
 use crate::naming::{NameTemplate, OwnNames, SnapshotName};
-use crate::provider::{Completion, ProviderError};
-use crate::quiesce::QuiesceError;
+use ports::{
+    Completion, DevNum, FilesystemsError, FreezeOutcome, OwnedNames, ProviderError, Pruned, QuiesceError,
+    Target, ThawReport,
+};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -23,6 +24,10 @@ fn target(mp: &str) -> Target {
         source: "/dev/loop0".into(),
         also_mounted_at: Vec::new(),
     }
+}
+
+fn fs_error(message: &str) -> FilesystemsError {
+    FilesystemsError::new(std::io::Error::other(message.to_string()))
 }
 
 #[derive(Default)]
@@ -45,29 +50,24 @@ impl Filesystems for FakeFs {
     fn targets(&self) -> &[Target] {
         &self.targets
     }
-    fn preflight(&mut self) -> Result<(), FreezeError> {
+    fn preflight(&mut self) -> Result<(), FilesystemsError> {
         note(&self.log, "fs.preflight");
         if self.fail_preflight {
-            return Err(FreezeError::NotPermitted);
+            return Err(fs_error("freezing filesystems needs CAP_SYS_ADMIN"));
         }
         Ok(())
     }
-    async fn sync(&mut self) -> Result<(), FreezeError> {
+    async fn sync(&mut self) -> Result<(), FilesystemsError> {
         note(&self.log, "fs.sync");
         if self.fail_sync {
-            return Err(FreezeError::Sync {
-                mountpoint: "/data".into(),
-                source: nix::Error::EIO,
-            });
+            return Err(fs_error("cannot flush /data (syncfs): EIO"));
         }
         Ok(())
     }
-    fn freeze(&mut self, _max: Duration) -> Result<FreezeOutcome, FreezeError> {
+    fn freeze(&mut self, _max: Duration) -> Result<FreezeOutcome, FilesystemsError> {
         note(&self.log, "fs.freeze");
         if self.fail_freeze {
-            return Err(FreezeError::AlreadyFrozen {
-                mountpoint: "/data".into(),
-            });
+            return Err(fs_error("/data is already frozen by another process"));
         }
         self.frozen = true;
         Ok(FreezeOutcome {
@@ -155,12 +155,12 @@ impl SnapshotProvider for FakeProvider {
             Behaviour::Hangs => std::future::pending().await,
         }
     }
-    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
         note(&self.log, format!("provider.prune {keep_last}"));
         if self.prune == Behaviour::Fails {
             return Err(ProviderError::new("HTTP 403"));
         }
-        let mine: Vec<&String> = self.existing.iter().filter(|n| ours.matches(n)).collect();
+        let mine: Vec<&String> = self.existing.iter().filter(|n| ours.is_ours(n)).collect();
         let excess = mine.len().saturating_sub(keep_last);
         Ok(mine
             .into_iter()
@@ -576,7 +576,7 @@ async fn filesystems_without_freeze_support_are_reported_as_skipped() {
     assert!(log.contains(&"provider.request snap 2".to_string()));
     assert_eq!(
         report.filesystems.skipped[0].reason,
-        crate::freeze::plan::SkipReason::FreezeNotSupported
+        SkipReason::FreezeNotSupported
     );
 }
 

@@ -1,7 +1,8 @@
 //! Which filesystems to freeze, which to skip and why, and in what order. Pure: the little it
 //! needs from the host (loop backing files, device numbers) comes through [`HostLookup`].
 
-use super::mountinfo::{DevNum, Mount};
+use super::mountinfo::Mount;
+use crate::transaction::ports::{DevNum, SkipReason, Skipped, Target};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,72 +13,6 @@ pub trait HostLookup {
     fn loop_backing_file(&self, mount: &Mount) -> Option<PathBuf>;
     /// `st_dev` of the file at `path`.
     fn device_of(&self, path: &Path) -> Option<DevNum>;
-}
-
-/// A filesystem to freeze, reached through one of its mounts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
-    pub mountpoint: PathBuf,
-    /// The mount's id, checked again when the mountpoint is opened.
-    pub mount_id: u64,
-    pub dev: DevNum,
-    pub fstype: String,
-    /// The device (or other source) named in mountinfo.
-    pub source: String,
-    /// Other mounts of the same filesystem (bind mounts, subvolumes): frozen with it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub also_mounted_at: Vec<PathBuf>,
-}
-
-/// Why a mount is not frozen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SkipReason {
-    Pseudo,
-    MemoryBacked,
-    Overlay,
-    Fuse,
-    Network,
-    ReadOnly,
-    NoBlockDevice,
-    Excluded,
-    SameFilesystemAs(PathBuf),
-    Hidden,
-    /// The filesystem answered FIFREEZE with EOPNOTSUPP.
-    FreezeNotSupported,
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SkipReason::Pseudo => write!(f, "pseudo filesystem (no data on disk)"),
-            SkipReason::MemoryBacked => write!(f, "memory-backed (tmpfs/ramfs): not part of a disk snapshot"),
-            SkipReason::Overlay => write!(f, "overlay: its upper and lower filesystems are frozen instead"),
-            SkipReason::Fuse => write!(f, "FUSE filesystem: cannot be frozen"),
-            SkipReason::Network => write!(f, "network filesystem: not part of this machine's disks"),
-            SkipReason::ReadOnly => write!(f, "read-only filesystem: nothing to flush"),
-            SkipReason::NoBlockDevice => write!(f, "not backed by a block device"),
-            SkipReason::Excluded => write!(f, "excluded by `freeze.exclude`"),
-            SkipReason::SameFilesystemAs(p) => write!(f, "same filesystem as {} (frozen once)", p.display()),
-            SkipReason::Hidden => write!(f, "hidden under a later mount at the same path"),
-            SkipReason::FreezeNotSupported => {
-                write!(f, "the filesystem does not support freezing (EOPNOTSUPP)")
-            }
-        }
-    }
-}
-
-impl Serialize for SkipReason {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// A mount that is not frozen, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub mountpoint: PathBuf,
-    pub fstype: String,
-    pub reason: SkipReason,
 }
 
 /// The result of planning: targets in freeze order (thaw is the exact reverse), and skips.

@@ -10,14 +10,11 @@ pub mod client;
 pub mod token;
 pub mod types;
 
-use super::{
-    Completion, ProviderError, Reconciled, Registration, SnapshotInfo, SnapshotProvider, VolumeSnapshotRef,
-};
 use crate::config::{DigitalOceanSettings, ThawAfter};
-use crate::freeze::mountinfo::DevNum;
-use crate::freeze::plan::Target;
-use crate::naming::OwnNames;
-use crate::transaction::Pruned;
+use crate::transaction::ports::{
+    Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled, Registration, SnapshotInfo,
+    SnapshotProvider, Target, VolumeSnapshotRef,
+};
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -439,7 +436,7 @@ impl SnapshotProvider for DigitalOcean {
         Ok(snapshots)
     }
 
-    async fn prune(&mut self, keep_last: usize, ours: &OwnNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
         self.ensure_connected(&["droplet:read", "image:read", RETENTION_SCOPE])
             .await?;
         let client = self.client()?;
@@ -449,7 +446,7 @@ impl SnapshotProvider for DigitalOcean {
             .await
             .map_err(|e| api("cannot list the Droplet's snapshots", e))?
             .into_iter()
-            .filter(|s| ours.matches(&s.name))
+            .filter(|s| ours.is_ours(&s.name))
             .collect();
         mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         let excess = mine.len().saturating_sub(keep_last);

@@ -1,0 +1,282 @@
+//! `[[quiescer]]`, validated: each kind's fragment (see `fragments.rs`, where a key that does not
+//! apply to the kind is refused by the parser) checks its own values into [`QuiescerSettings`].
+
+use super::fragments::{
+    DurationText, MariadbFragment, PostgresqlFragment, QuiescerFragment, RedisFragment, SystemdFragment,
+};
+use super::{absolute, parse_duration_in, ConfigError, STEP_TIMEOUT_RANGE};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default bound on a database quiescer's prepare.
+pub const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for a MariaDB/MySQL quiescer's `lock_wait_timeout`.
+pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where Debian's Redis listens by default.
+pub const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
+
+/// One `[[quiescer]]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuiescerSettings {
+    Redis {
+        endpoint: RedisEndpoint,
+        /// A file holding the `requirepass` password, readable by root alone.
+        password_file: Option<PathBuf>,
+        timeout: Duration,
+    },
+    Postgresql {
+        socket_dir: PathBuf,
+        port: u16,
+        os_user: String,
+        timeout: Duration,
+    },
+    Mariadb {
+        socket: PathBuf,
+        login: MariadbLogin,
+        lock_wait_timeout: Duration,
+        timeout: Duration,
+    },
+    /// A unit frozen with the cgroup freezer, or stopped, through systemd.
+    Systemd {
+        unit: String,
+        mode: UnitMode,
+        timeout: Duration,
+    },
+}
+
+impl QuiescerSettings {
+    /// The `kind` as configured, for matching against detected databases.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuiescerSettings::Redis { .. } => "redis",
+            QuiescerSettings::Postgresql { .. } => "postgresql",
+            QuiescerSettings::Mariadb { .. } => "mariadb",
+            QuiescerSettings::Systemd { .. } => "systemd",
+        }
+    }
+}
+
+impl QuiescerFragment {
+    /// Checks every value and fills in the defaults.
+    pub fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+        match self {
+            QuiescerFragment::Mariadb(f) => f.validate(),
+            QuiescerFragment::Postgresql(f) => f.validate(),
+            QuiescerFragment::Redis(f) => f.validate(),
+            QuiescerFragment::Systemd(f) => f.validate(),
+        }
+    }
+}
+
+fn timeout(text: Option<DurationText>) -> Result<Duration, ConfigError> {
+    match text {
+        Some(text) => parse_duration_in("quiescer.timeout", &text, STEP_TIMEOUT_RANGE),
+        None => Ok(DEFAULT_QUIESCER_TIMEOUT),
+    }
+}
+
+fn password_file(path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    path.map(|p| absolute("quiescer.password_file", p)).transpose()
+}
+
+impl MariadbFragment {
+    fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+        let user = match self.user {
+            Some(user) if user.is_empty() || user.contains(['\0', '\n']) => {
+                return Err(ConfigError::Invalid {
+                    key: "quiescer.user",
+                    problem: "it must be a non-empty database user name".into(),
+                })
+            }
+            Some(user) => user,
+            None => MariadbLogin::default().user,
+        };
+        Ok(QuiescerSettings::Mariadb {
+            socket: absolute(
+                "quiescer.socket",
+                self.socket.unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
+            )?,
+            login: MariadbLogin {
+                user,
+                password_file: password_file(self.password_file)?,
+            },
+            lock_wait_timeout: match self.lock_wait_timeout {
+                Some(text) => parse_duration_in("quiescer.lock_wait_timeout", &text, STEP_TIMEOUT_RANGE)?,
+                None => DEFAULT_LOCK_WAIT_TIMEOUT,
+            },
+            timeout: timeout(self.timeout)?,
+        })
+    }
+}
+
+impl PostgresqlFragment {
+    fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+        Ok(QuiescerSettings::Postgresql {
+            socket_dir: absolute(
+                "quiescer.socket_dir",
+                self.socket_dir.unwrap_or_else(|| "/var/run/postgresql".into()),
+            )?,
+            port: self.port.unwrap_or(5432),
+            os_user: self.os_user.unwrap_or_else(|| "postgres".into()),
+            timeout: timeout(self.timeout)?,
+        })
+    }
+}
+
+impl RedisFragment {
+    fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+        let endpoint = match (self.socket, self.address) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "quiescer",
+                    problem: "a redis quiescer takes `socket` or `address`, not both".into(),
+                })
+            }
+            (Some(socket), None) => RedisEndpoint::Socket(absolute("quiescer.socket", socket)?),
+            (None, address) => RedisEndpoint::Tcp(address.unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into())),
+        };
+        Ok(QuiescerSettings::Redis {
+            endpoint,
+            password_file: password_file(self.password_file)?,
+            timeout: timeout(self.timeout)?,
+        })
+    }
+}
+
+impl SystemdFragment {
+    fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+        let unit = self.unit.ok_or_else(|| ConfigError::Invalid {
+            key: "quiescer.unit",
+            problem: "a systemd quiescer needs the `unit` to quiesce, such as \"myapp.service\"".into(),
+        })?;
+        let unit = validate_unit(&unit).map_err(|problem| ConfigError::Invalid {
+            key: "quiescer.unit",
+            problem,
+        })?;
+        let mode = match self.mode.as_deref() {
+            None | Some("freeze") => UnitMode::Freeze,
+            Some("stop") => UnitMode::Stop,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "quiescer.mode",
+                    problem: format!("`{other}` is neither \"freeze\" nor \"stop\""),
+                })
+            }
+        };
+        Ok(QuiescerSettings::Systemd {
+            unit,
+            mode,
+            timeout: timeout(self.timeout)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitMode {
+    /// Cgroup freezer: no downtime, the processes just stop running for the window.
+    Freeze,
+    /// Stop before, start after: for services that must close their files.
+    Stop,
+}
+
+impl std::fmt::Display for UnitMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UnitMode::Freeze => "freeze",
+            UnitMode::Stop => "stop",
+        })
+    }
+}
+
+/// Units the agent itself needs while it works: freezing or stopping one would hang the run.
+const NEEDED_BY_THE_AGENT: &[&str] = &[
+    "dbus.service",
+    "dbus-broker.service",
+    "dbus.socket",
+    "init.scope",
+    "-.slice",
+    "system.slice",
+];
+
+/// Checks a configured unit name and completes a bare name with `.service`, as systemctl does.
+pub fn validate_unit(unit: &str) -> Result<String, String> {
+    if unit.is_empty() || unit.len() > 255 || unit.contains(['/', '\0', '\n', ' ']) {
+        return Err(format!("`{unit}` is not a unit name"));
+    }
+    let unit = if [".service", ".scope"].iter().any(|s| unit.ends_with(s)) {
+        unit.to_string()
+    } else if unit.contains('.') && !unit.contains('@') {
+        return Err(format!(
+            "`{unit}` is not a service or scope; only those can be frozen or stopped for a snapshot"
+        ));
+    } else {
+        format!("{unit}.service")
+    };
+    if NEEDED_BY_THE_AGENT.contains(&unit.as_str())
+        || unit.starts_with("systemd-")
+        || unit.starts_with("freezeframe")
+    {
+        return Err(format!(
+            "`{unit}` is needed while the snapshot is taken (the agent talks to systemd over D-Bus); \
+             quiescing it would hang the run"
+        ));
+    }
+    Ok(unit)
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    Socket(PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisEndpoint::Socket(p) => write!(f, "{}", p.display()),
+            RedisEndpoint::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Whom the sessions log in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MariadbLogin {
+    pub user: String,
+    /// A file only root can read; `None` for `unix_socket` authentication.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for MariadbLogin {
+    fn default() -> Self {
+        MariadbLogin {
+            user: "root".into(),
+            password_file: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_are_checked() {
+        assert_eq!(validate_unit("redis-server").unwrap(), "redis-server.service");
+        assert_eq!(validate_unit("app@1").unwrap(), "app@1.service");
+        assert_eq!(validate_unit("job.scope").unwrap(), "job.scope");
+        for bad in [
+            "",
+            "a/b",
+            "dbus",
+            "dbus.service",
+            "systemd-logind",
+            "freezeframe-agent",
+            "x.timer",
+        ] {
+            assert!(validate_unit(bad).is_err(), "{bad}");
+        }
+    }
+}

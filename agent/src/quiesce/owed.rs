@@ -1,0 +1,96 @@
+//! The resumes a dead agent owed, done from its record (`pending.rs`) by `thaw` and the next
+//! run: units thawed or started, what a cut-short hook left running ended, then its `thaw`.
+
+use super::hooks;
+use super::pending::{recorded, remove, Pending, Running};
+use crate::systemd::Units;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
+/// resumed (or gone). Returns what happened to each.
+pub async fn resume_recorded(
+    runtime_dir: &Path,
+    units: &dyn Units,
+    hook_timeout: Duration,
+) -> Vec<(Pending, Result<(), String>)> {
+    let mut outcomes = Vec::new();
+    for entry in recorded(runtime_dir).into_iter().rev() {
+        let outcome = match &entry {
+            Pending::FrozenUnit(unit) => match units.describe(unit).await {
+                Ok(state) if state.freezer_state == "running" || state.load_state != "loaded" => Ok(()),
+                Ok(_) => units.thaw(unit).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Pending::StoppedUnit(unit) => match units.describe(unit).await {
+                Ok(state) if state.active_state == "active" || state.load_state != "loaded" => Ok(()),
+                Ok(_) => units.start(unit).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Pending::Hook { path, running } => {
+                match running {
+                    Some(Running::Group(group)) => {
+                        let killed = group.kill_leftovers(Duration::from_secs(5)).await;
+                        if killed > 0 {
+                            tracing::warn!(
+                                "hook {}: killed {killed} processes left running by the dead agent's run",
+                                path.display()
+                            );
+                        }
+                    }
+                    Some(Running::Unit(unit)) => {
+                        if let Err(e) = units.stop(unit).await {
+                            tracing::warn!("hook {}: cannot stop {unit}: {e}", path.display());
+                        }
+                    }
+                    None => {}
+                }
+                hooks::thaw_recorded(path, hook_timeout, units)
+                    .await
+                    .map_err(|e| e.0)
+            }
+        };
+        // A unit's state can be checked again later; a hook's `thaw` is not repeated.
+        if outcome.is_ok() || matches!(entry, Pending::Hook { .. }) {
+            let _ = remove(runtime_dir, &entry);
+        }
+        outcomes.push((entry, outcome));
+    }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quiesce::pending::add;
+
+    #[tokio::test]
+    async fn hooks_are_resumed_last_first_and_forgotten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut hooks = Vec::new();
+        for name in ["10-a", "20-b"] {
+            let hook = dir.path().join(name);
+            std::fs::write(
+                &hook,
+                format!("#!/bin/sh\necho \"{name} $1\" >> {}\n", log.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+            add(dir.path(), Pending::hook(hook.clone())).unwrap();
+            hooks.push(hook);
+        }
+        let units = crate::systemd::Unreachable("no bus in this test".into());
+        let outcomes = resume_recorded(dir.path(), &units, Duration::from_secs(10)).await;
+        if nix::unistd::geteuid().is_root() {
+            assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+            assert_eq!(std::fs::read_to_string(&log).unwrap(), "20-b thaw\n10-a thaw\n");
+            assert!(recorded(dir.path()).is_empty());
+        } else {
+            // Hooks must be root's: as another user they are refused and stay recorded.
+            assert!(outcomes.iter().all(|(_, o)| o.is_err()), "{outcomes:?}");
+            assert_eq!(recorded(dir.path()).len(), 2);
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The snapshot transaction's ports: the three sides it drives (filesystems, quiescers, the
+//! provider) as traits, and the plain types they exchange. The transaction imports only this;
+//! `freeze/`, `quiesce/` and `provider/` implement it, and the one-shot command and the service
+//! plug the implementations in. So this module imports nothing else of the crate.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+// ---- Filesystems ----
+
+/// A block or anonymous device number, as `major:minor` in mountinfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DevNum {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl DevNum {
+    /// Splits a `st_dev`/`st_rdev` value.
+    pub fn from_raw(dev: u64) -> Self {
+        DevNum {
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+        }
+    }
+}
+
+impl std::fmt::Display for DevNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// A filesystem to freeze, reached through one of its mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub mountpoint: PathBuf,
+    /// The mount's id, checked again when the mountpoint is opened.
+    pub mount_id: u64,
+    pub dev: DevNum,
+    pub fstype: String,
+    /// The device (or other source) named in mountinfo.
+    pub source: String,
+    /// Other mounts of the same filesystem (bind mounts, subvolumes): frozen with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_mounted_at: Vec<PathBuf>,
+}
+
+/// Why a mount is not frozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Pseudo,
+    MemoryBacked,
+    Overlay,
+    Fuse,
+    Network,
+    ReadOnly,
+    NoBlockDevice,
+    Excluded,
+    SameFilesystemAs(PathBuf),
+    Hidden,
+    /// The filesystem answered FIFREEZE with EOPNOTSUPP.
+    FreezeNotSupported,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Pseudo => write!(f, "pseudo filesystem (no data on disk)"),
+            SkipReason::MemoryBacked => write!(f, "memory-backed (tmpfs/ramfs): not part of a disk snapshot"),
+            SkipReason::Overlay => write!(f, "overlay: its upper and lower filesystems are frozen instead"),
+            SkipReason::Fuse => write!(f, "FUSE filesystem: cannot be frozen"),
+            SkipReason::Network => write!(f, "network filesystem: not part of this machine's disks"),
+            SkipReason::ReadOnly => write!(f, "read-only filesystem: nothing to flush"),
+            SkipReason::NoBlockDevice => write!(f, "not backed by a block device"),
+            SkipReason::Excluded => write!(f, "excluded by `freeze.exclude`"),
+            SkipReason::SameFilesystemAs(p) => write!(f, "same filesystem as {} (frozen once)", p.display()),
+            SkipReason::Hidden => write!(f, "hidden under a later mount at the same path"),
+            SkipReason::FreezeNotSupported => {
+                write!(f, "the filesystem does not support freezing (EOPNOTSUPP)")
+            }
+        }
+    }
+}
+
+impl Serialize for SkipReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for SkipReason {
+    type Err = String;
+
+    /// Reads back what `Display` wrote (reports are JSON with the reason in words).
+    fn from_str(text: &str) -> Result<Self, String> {
+        const PLAIN: [SkipReason; 10] = [
+            SkipReason::Pseudo,
+            SkipReason::MemoryBacked,
+            SkipReason::Overlay,
+            SkipReason::Fuse,
+            SkipReason::Network,
+            SkipReason::ReadOnly,
+            SkipReason::NoBlockDevice,
+            SkipReason::Excluded,
+            SkipReason::Hidden,
+            SkipReason::FreezeNotSupported,
+        ];
+        if let Some(reason) = PLAIN.into_iter().find(|r| r.to_string() == text) {
+            return Ok(reason);
+        }
+        text.strip_prefix("same filesystem as ")
+            .and_then(|rest| rest.strip_suffix(" (frozen once)"))
+            .map(|path| SkipReason::SameFilesystemAs(PathBuf::from(path)))
+            .ok_or_else(|| format!("unknown skip reason `{text}`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for SkipReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A mount that is not frozen, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+    pub reason: SkipReason,
+}
+
+/// Why the filesystems could not be checked, flushed or frozen, with the cause chain. When a
+/// freeze fails, nothing that this run froze is frozen any more.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct FilesystemsError(Box<dyn std::error::Error + Send + Sync>);
+
+impl FilesystemsError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        FilesystemsError(Box::new(error))
+    }
+}
+
+/// What the guard did on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// The deadline passed: the guard thawed every target.
+    DeadlineThawed,
+    /// The guard process is gone (killed): nothing guards the freeze any more.
+    Died,
+}
+
+/// What `freeze` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreezeOutcome {
+    pub frozen: Vec<Target>,
+    /// Answered FIFREEZE with EOPNOTSUPP: skipped, not fatal.
+    pub not_supported: Vec<Target>,
+    /// When the thaw guard's clock started: the agent's own deadline counts from here, so it
+    /// always comes before the guard's, however long freezing took.
+    pub guard_armed_at: Option<Instant>,
+    /// First FIFREEZE to the return of the last: the part of the window spent freezing.
+    pub freezing: Duration,
+}
+
+/// What `thaw` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThawReport {
+    /// First FIFREEZE to last FITHAW.
+    pub frozen_for: Duration,
+    /// First FITHAW to the return of the last: the part of the window spent thawing.
+    pub thawing: Duration,
+    /// Set if the guard had acted on its own before the thaw.
+    pub guard_event: Option<GuardEvent>,
+    /// Filesystems that could not be thawed (the guard retries them).
+    pub errors: Vec<String>,
+}
+
+/// The filesystems side of the transaction.
+#[async_trait::async_trait]
+pub trait Filesystems: Send {
+    /// The targets, in freeze order.
+    fn targets(&self) -> &[Target];
+    /// Opens and checks every target. Changes nothing.
+    fn preflight(&mut self) -> Result<(), FilesystemsError>;
+    /// Flushes every target, outside the frozen window.
+    async fn sync(&mut self) -> Result<(), FilesystemsError>;
+    /// Arms the thaw guard and freezes every target in order. On error nothing stays frozen.
+    fn freeze(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FilesystemsError>;
+    /// Resolves when the guard acts on its own (deadline thaw, death); pending while not frozen.
+    async fn guard_tripped(&mut self) -> GuardEvent;
+    /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
+    fn thaw(&mut self) -> ThawReport;
+}
+
+// ---- Quiescers ----
+
+/// Default bound on one `prepare` or `resume`.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a quiescer's check, prepare or resume failed, in words for the user.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct QuiesceError(pub String);
+
+/// What to do when a quiescer fails to prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuiescePolicy {
+    /// Resume what was prepared and take no snapshot.
+    #[default]
+    Abort,
+    /// Go on with a filesystem-consistent snapshot.
+    Continue,
+}
+
+/// One application to quiesce.
+#[async_trait::async_trait]
+pub trait Quiescer: Send {
+    /// A short name for reports, such as `postgresql@15-main`.
+    fn name(&self) -> &str;
+    /// How long `prepare` may take before it counts as failed.
+    fn prepare_timeout(&self) -> Duration {
+        DEFAULT_STEP_TIMEOUT
+    }
+    /// How long `resume` may take before it counts as failed.
+    fn resume_timeout(&self) -> Duration {
+        DEFAULT_STEP_TIMEOUT
+    }
+    /// What the report should record about the last prepare (a binary log position).
+    fn details(&self) -> Option<String> {
+        None
+    }
+    /// What the last `check` found that does not stop the run but belongs in the report's
+    /// warnings (a hook passed over).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Preflight: everything that can be checked without touching the application, such as
+    /// whether its data sits on the filesystems about to be frozen.
+    async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError>;
+    /// Brings the application to a consistent state on disk.
+    async fn prepare(&mut self) -> Result<(), QuiesceError>;
+    /// Undoes `prepare`. Called even if `prepare` failed or timed out part-way.
+    async fn resume(&mut self) -> Result<(), QuiesceError>;
+}
+
+// ---- The provider ----
+
+/// How consistent the snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Every quiescer prepared and every filesystem was frozen across the request.
+    Application,
+    /// Every filesystem was frozen across the request; applications were not quiesced.
+    Filesystem,
+    /// The freeze did not cover the request: as if the power had been cut.
+    Crash,
+}
+
+/// A provider's failure, with the cause chain kept for the report.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The fault is in this machine's set-up (a token file open to others, a missing token):
+    /// the user must change something before any retry can succeed.
+    setup: bool,
+    /// What to do about it, where the provider knows (`doctor` shows it).
+    fix: Option<String>,
+}
+
+impl ProviderError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ProviderError {
+            message: message.into(),
+            source: None,
+            setup: false,
+            fix: None,
+        }
+    }
+
+    /// A failure of the machine's set-up, which no retry mends (see [`Self::is_setup`]).
+    pub fn setup(message: impl Into<String>) -> Self {
+        ProviderError {
+            setup: true,
+            ..ProviderError::new(message)
+        }
+    }
+
+    pub fn is_setup(&self) -> bool {
+        self.setup
+    }
+
+    /// Says what to do about this failure.
+    pub fn with_fix(self, fix: impl Into<String>) -> Self {
+        ProviderError {
+            fix: Some(fix.into()),
+            ..self
+        }
+    }
+
+    pub fn fix(&self) -> Option<&str> {
+        self.fix.as_deref()
+    }
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ProviderError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+            setup: false,
+            fix: None,
+        }
+    }
+}
+
+/// The provider accepted the request: from here the snapshot no longer needs the freeze.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The provider's handle on the request (an action id, an image name).
+    pub action_id: String,
+    /// Whether the snapshot is already complete.
+    pub completed: bool,
+    /// Snapshots of attached volumes taken in the same window.
+    pub volume_snapshots: Vec<VolumeSnapshotRef>,
+}
+
+/// A volume snapshot taken with the machine's snapshot, as one consistent group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSnapshotRef {
+    pub volume_id: String,
+    pub volume_name: String,
+    pub mountpoint: PathBuf,
+    pub snapshot_id: String,
+}
+
+/// A finished snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Completion {
+    pub snapshot_id: Option<String>,
+    pub size_bytes: Option<u64>,
+}
+
+/// A snapshot the provider holds, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339, as the provider gives it.
+    pub created_at: String,
+    pub size_bytes: Option<u64>,
+}
+
+/// What [`SnapshotProvider::reconcile`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The request the provider did register, if it did.
+    pub action_id: Option<String>,
+    /// What to tell the user.
+    pub note: String,
+}
+
+/// A snapshot deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    pub id: String,
+    pub name: String,
+}
+
+/// Which snapshot names are this machine's own: all that retention may delete.
+pub trait OwnedNames: Send + Sync {
+    fn is_ours(&self, name: &str) -> bool;
+}
+
+/// Something that takes snapshots.
+#[async_trait::async_trait]
+pub trait SnapshotProvider: Send {
+    /// The name used in configuration and reports.
+    fn name(&self) -> &'static str;
+    /// Checks, before anything is frozen, everything the request for snapshot `name` will need.
+    async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError>;
+    /// Called right before the freeze (after quiesce and sync): last chance to make sure the
+    /// request will not have to set anything up inside the window (a fresh connection).
+    async fn ready(&mut self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
+    /// may be cancelled (dropped) at the deadline.
+    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
+    /// Waits, after the thaw, until the snapshot is complete.
+    async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;
+    /// After a request that did not register (failed, timed out, or cut at the deadline), finds
+    /// out, outside the window, whether the provider created a snapshot from it anyway. Never
+    /// sends the request again: a retry could make a second snapshot.
+    async fn reconcile(&mut self) -> Option<Reconciled> {
+        None
+    }
+    /// This machine's completed snapshots, oldest first. Works outside a transaction.
+    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        Err(ProviderError::new(format!(
+            "the {} provider cannot list snapshots",
+            self.name()
+        )))
+    }
+    /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
+    /// Works outside a transaction too.
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
+        let _ = (keep_last, ours);
+        Err(ProviderError::new(format!(
+            "the {} provider does not delete old snapshots",
+            self.name()
+        )))
+    }
+}

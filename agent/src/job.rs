@@ -11,7 +11,7 @@ use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
 use crate::transaction::ports::SnapshotProvider;
-use crate::transaction::{Interrupt, Observer, Options, Report, Retention, Transaction};
+use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, systemd};
 
 /// What the caller asks of one snapshot.
@@ -194,7 +194,7 @@ pub async fn snapshot(
         provider: provider.as_mut(),
         quiescers: quiesce.quiescers(),
         observer,
-        options: Options {
+        spec: SnapshotSpec {
             name,
             max_freeze: settings.freeze.max_freeze,
             wait: request.wait,

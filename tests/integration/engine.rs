@@ -10,7 +10,9 @@ use freezeframe_agent::transaction::ports::{
     Completion, Consistency, Filesystems, GuardEvent, ProviderError, QuiescePolicy, Registration, SkipReason,
     SnapshotProvider, Target,
 };
-use freezeframe_agent::transaction::{Interrupt, Options, Phase, Quiet, Report, Status, Transaction};
+use freezeframe_agent::transaction::{
+    Interrupt, NoObserver, Phase, Report, SnapshotSpec, Status, Transaction,
+};
 use freezeframe_tests::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +37,8 @@ async fn snapshot(
         filesystems,
         provider,
         quiescers: Vec::new(),
-        observer: &Quiet,
-        options: Options {
+        observer: &NoObserver,
+        spec: SnapshotSpec {
             name: SnapshotName::Fixed("test-snapshot".into()),
             max_freeze,
             wait: true,

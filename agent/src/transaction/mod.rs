@@ -17,8 +17,8 @@ pub use report::{error_chain, ms, FilesystemsReport, Phase, PhaseTiming, Quiesce
 
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Consistency, Filesystems, GuardEvent, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped,
-    SnapshotProvider,
+    Consistency, Filesystems, FreezeOutcome, GuardEvent, QuiescePolicy, Quiescer, Registration, SkipReason,
+    Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -29,12 +29,12 @@ pub trait Observer: Send + Sync {
 }
 
 /// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
+pub struct NoObserver;
+impl Observer for NoObserver {}
 
-/// What the caller asks of one run.
+/// What the caller asks of one run: the snapshot's name, the bounds, the policies.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct SnapshotSpec {
     pub name: SnapshotName,
     pub max_freeze: Duration,
     /// Wait for the provider to report the snapshot complete.
@@ -98,7 +98,7 @@ pub struct Transaction<'a> {
     pub provider: &'a mut dyn SnapshotProvider,
     pub quiescers: Vec<Box<dyn Quiescer>>,
     pub observer: &'a dyn Observer,
-    pub options: Options,
+    pub spec: SnapshotSpec,
     /// Mounts the plan skipped, for the report.
     pub skipped: Vec<Skipped>,
     pub interrupt: Interrupt,
@@ -112,15 +112,67 @@ enum RequestFailure {
     Guard(GuardEvent),
 }
 
+impl RequestFailure {
+    /// The report's error: what happened, and what it means for a snapshot made anyway.
+    fn explain(self, max_freeze: Duration) -> String {
+        let max = humantime::format_duration(max_freeze);
+        match self {
+            RequestFailure::Interrupted => format!(
+                "{INTERRUPTED} while frozen; the request was abandoned, so a snapshot the \
+                 provider may still create from it is not consistent"
+            ),
+            RequestFailure::Provider(e) => format!("the snapshot request failed: {e}"),
+            RequestFailure::Deadline => format!(
+                "the snapshot request did not register within max_freeze ({max}): the filesystems \
+                 were thawed at the deadline, so a snapshot the provider may still create from \
+                 this request is not consistent; raise `freeze.max_freeze` or check the provider"
+            ),
+            RequestFailure::Guard(GuardEvent::DeadlineThawed) => format!(
+                "the thaw guard ended the freeze at max_freeze ({max}) before the snapshot \
+                 registered; a snapshot the provider may still create is not consistent"
+            ),
+            RequestFailure::Guard(GuardEvent::Died) => {
+                "the thaw guard process died while frozen; the agent thawed at once and abandoned \
+                 the request, so a snapshot the provider may still create is not consistent"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// A phase that ended the run before the window: what failed, and why.
+struct Stop {
+    phase: Phase,
+    message: String,
+}
+
+impl Stop {
+    fn at(phase: Phase, message: impl Into<String>) -> Stop {
+        Stop {
+            phase,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the frozen window came to.
+struct Window {
+    /// The consistency the snapshot has if it registered before any thaw.
+    expected: Consistency,
+    /// Set if the guard acted on its own before the thaw.
+    guard_event: Option<GuardEvent>,
+    registered: Result<Registration, RequestFailure>,
+}
+
 /// Keeps the report and phase timings as the run goes.
-struct Run<'o> {
+struct Recorder<'o> {
     report: Report,
     observer: &'o dyn Observer,
     current: Option<(Phase, Instant)>,
     started: Instant,
 }
 
-impl Run<'_> {
+impl Recorder<'_> {
     fn enter(&mut self, phase: Phase) {
         self.leave(true);
         self.observer.phase_started(phase);
@@ -191,87 +243,156 @@ impl Transaction<'_> {
     /// Runs the transaction to the end and reports. Never panics on a failed step; a report
     /// with `status: failed` says which phase failed and why.
     pub async fn run(mut self) -> Report {
-        let mut run = Run {
-            report: Report {
-                status: Status::Succeeded,
-                snapshot_name: self.options.name.render(self.planned_consistency()),
-                provider: self.provider.name().to_string(),
-                action_id: None,
-                snapshot_id: None,
-                snapshot_size_bytes: None,
-                pruned: Vec::new(),
-                volume_snapshots: Vec::new(),
-                consistency: None,
-                failed_phase: None,
-                error: None,
-                setup_error: false,
-                warnings: self
-                    .options
-                    .unquiesced
-                    .iter()
-                    .map(|u| format!("not quiesced: {u}"))
-                    .collect(),
-                filesystems: FilesystemsReport {
-                    frozen: Vec::new(),
-                    skipped: std::mem::take(&mut self.skipped),
-                },
-                quiescers: self
-                    .quiescers
-                    .iter()
-                    .map(|q| QuiescerReport {
-                        name: q.name().to_string(),
-                        prepared: false,
-                        resumed: false,
-                        details: None,
-                        error: None,
-                    })
-                    .collect(),
-                quiesce_ms: 0.0,
-                sync_ms: 0.0,
-                frozen_ms: 0.0,
-                freezing_ms: 0.0,
-                request_ms: 0.0,
-                thawing_ms: 0.0,
-                resume_ms: 0.0,
-                total_ms: 0.0,
-                phases: Vec::new(),
-            },
+        let mut rec = Recorder {
+            report: self.first_report(),
             observer: self.observer,
             current: None,
             started: Instant::now(),
         };
-
-        run.enter(Phase::Preflight);
+        rec.enter(Phase::Preflight);
         match self.preflight().await {
-            Ok(warnings) => run.report.warnings.extend(warnings),
+            Ok(warnings) => rec.report.warnings.extend(warnings),
             Err(refusal) => {
-                run.fail(Phase::Preflight, refusal.message);
-                run.report.setup_error = refusal.setup;
-                return run.finish();
+                rec.fail(Phase::Preflight, refusal.message);
+                rec.report.setup_error = refusal.setup;
+                return rec.finish();
             }
         }
-
-        run.enter(Phase::Quiesce);
+        // From here on, every quiescer whose prepare started is resumed, on every path.
         let mut started = 0;
+        match self.through_the_window(&mut rec, &mut started).await {
+            Err(Stop { phase, message }) => {
+                rec.fail(phase, message);
+                self.resume(&mut rec, started).await;
+            }
+            Ok(window) => {
+                rec.enter(Phase::Resume);
+                self.resume(&mut rec, started).await;
+                let completed = match self.settle(&mut rec, window).await {
+                    Some(registration) => self.wait(&mut rec, &registration).await,
+                    None => false,
+                };
+                self.prune(&mut rec, completed).await;
+            }
+        }
+        rec.finish()
+    }
+
+    /// The report before anything ran: every quiescer listed, nothing prepared.
+    fn first_report(&mut self) -> Report {
+        Report {
+            status: Status::Succeeded,
+            snapshot_name: self.spec.name.render(self.planned_consistency()),
+            provider: self.provider.name().to_string(),
+            action_id: None,
+            snapshot_id: None,
+            snapshot_size_bytes: None,
+            pruned: Vec::new(),
+            volume_snapshots: Vec::new(),
+            consistency: None,
+            failed_phase: None,
+            error: None,
+            setup_error: false,
+            warnings: self
+                .spec
+                .unquiesced
+                .iter()
+                .map(|u| format!("not quiesced: {u}"))
+                .collect(),
+            filesystems: FilesystemsReport {
+                frozen: Vec::new(),
+                skipped: std::mem::take(&mut self.skipped),
+            },
+            quiescers: self
+                .quiescers
+                .iter()
+                .map(|q| QuiescerReport {
+                    name: q.name().to_string(),
+                    prepared: false,
+                    resumed: false,
+                    details: None,
+                    error: None,
+                })
+                .collect(),
+            quiesce_ms: 0.0,
+            sync_ms: 0.0,
+            frozen_ms: 0.0,
+            freezing_ms: 0.0,
+            request_ms: 0.0,
+            thawing_ms: 0.0,
+            resume_ms: 0.0,
+            total_ms: 0.0,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Quiesce, sync, freeze, request, thaw. A failure before the freeze stops here; once
+    /// frozen, the run always reaches the thaw, and what the request did is in the window.
+    async fn through_the_window(
+        &mut self,
+        rec: &mut Recorder<'_>,
+        started: &mut usize,
+    ) -> Result<Window, Stop> {
+        rec.enter(Phase::Quiesce);
+        let all_prepared = self.quiesce(rec, started).await?;
+        rec.enter(Phase::Sync);
+        self.sync()
+            .await
+            .map_err(|message| Stop::at(Phase::Sync, message))?;
+        rec.enter(Phase::Freeze);
+        let outcome = self.freeze(rec)?;
+        let frozen_at = Instant::now();
+        rec.enter(Phase::Request);
+        let expected = if !self.quiescers.is_empty() && all_prepared && self.spec.unquiesced.is_empty() {
+            Consistency::Application
+        } else {
+            Consistency::Filesystem
+        };
+        let name = self.spec.name.render(expected);
+        rec.report.snapshot_name = name.clone();
+        let budget = self
+            .spec
+            .max_freeze
+            .saturating_sub(deadline_margin(self.spec.max_freeze))
+            .saturating_sub(outcome.guard_armed_at.unwrap_or(frozen_at).elapsed());
+        let registered = self.request(&name, &outcome.frozen, budget).await;
+        rec.enter(Phase::Thaw);
+        let thaw = self.filesystems.thaw();
+        rec.report.frozen_ms = ms(thaw.frozen_for);
+        rec.report.freezing_ms = ms(outcome.freezing);
+        rec.report.thawing_ms = ms(thaw.thawing);
+        if !thaw.errors.is_empty() {
+            rec.fail(
+                Phase::Thaw,
+                format!(
+                    "could not thaw {} (the thaw guard retries at once; check with `freezeframe-agent thaw`)",
+                    thaw.errors.join(", ")
+                ),
+            );
+        }
+        Ok(Window {
+            expected,
+            guard_event: thaw.guard_event,
+            registered,
+        })
+    }
+
+    /// Prepares each quiescer in order, counting in `started` those whose prepare began.
+    /// Returns whether every one prepared; a failure under `abort` (or a signal) stops the run.
+    async fn quiesce(&mut self, rec: &mut Recorder<'_>, started: &mut usize) -> Result<bool, Stop> {
         let mut all_prepared = true;
         for i in 0..self.quiescers.len() {
             if self.interrupt.requested() {
-                run.fail(Phase::Quiesce, INTERRUPTED.to_string());
-                self.resume(&mut run, started).await;
-                return run.finish();
+                return Err(Stop::at(Phase::Quiesce, INTERRUPTED));
             }
-            started = i + 1;
+            *started = i + 1;
             let q = &mut self.quiescers[i];
             let timeout = q.prepare_timeout();
             // A signal does not wait for a slow prepare: it is dropped (a hook is killed) and,
             // having started, resumed with the others.
             let result = tokio::select! {
                 biased;
-                () = self.interrupt.wait() => {
-                    run.fail(Phase::Quiesce, INTERRUPTED.to_string());
-                    self.resume(&mut run, started).await;
-                    return run.finish();
-                }
+                () = self.interrupt.wait() => return Err(Stop::at(Phase::Quiesce, INTERRUPTED)),
                 result = tokio::time::timeout(timeout, q.prepare()) => match result {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err(format!(
@@ -283,223 +404,160 @@ impl Transaction<'_> {
             let q = &mut self.quiescers[i];
             match result {
                 Ok(()) => {
-                    run.report.quiescers[i].prepared = true;
-                    run.report.quiescers[i].details = q.details();
+                    rec.report.quiescers[i].prepared = true;
+                    rec.report.quiescers[i].details = q.details();
                 }
                 Err(e) => {
                     let message = format!("quiescer {} failed to prepare: {e}", q.name());
-                    run.report.quiescers[i].error = Some(e);
+                    rec.report.quiescers[i].error = Some(e);
                     all_prepared = false;
-                    match self.options.on_quiesce_failure {
-                        QuiescePolicy::Abort => {
-                            run.fail(Phase::Quiesce, message);
-                            self.resume(&mut run, started).await;
-                            return run.finish();
-                        }
-                        QuiescePolicy::Continue => run.report.warnings.push(message),
+                    match self.spec.on_quiesce_failure {
+                        QuiescePolicy::Abort => return Err(Stop::at(Phase::Quiesce, message)),
+                        QuiescePolicy::Continue => rec.report.warnings.push(message),
                     }
                 }
             }
         }
+        Ok(all_prepared)
+    }
 
-        run.enter(Phase::Sync);
-        let synced = match self.interrupted() {
-            Ok(()) => self.filesystems.sync().await.map_err(|e| error_chain(&e)),
-            Err(e) => Err(e),
-        };
-        // Last call outside the window: the provider makes sure its request needs no set-up.
-        let synced = match synced {
-            Ok(()) => self
-                .provider
-                .ready()
-                .await
-                .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e))),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = synced {
-            run.fail(Phase::Sync, e);
-            self.resume(&mut run, started).await;
-            return run.finish();
-        }
+    /// Flushes the filesystems, then has the provider make sure its request needs no set-up:
+    /// the last calls outside the window.
+    async fn sync(&mut self) -> Result<(), String> {
+        self.interrupted()?;
+        self.filesystems.sync().await.map_err(|e| error_chain(&e))?;
+        self.provider
+            .ready()
+            .await
+            .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))
+    }
 
-        run.enter(Phase::Freeze);
-        let frozen = match self.interrupted() {
-            Ok(()) => self
-                .filesystems
-                .freeze(self.options.max_freeze)
-                .map_err(|e| error_chain(&e)),
-            Err(e) => Err(e),
-        };
-        let outcome = match frozen {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                run.fail(Phase::Freeze, e);
-                self.resume(&mut run, started).await;
-                return run.finish();
-            }
-        };
+    /// Freezes, and records what was frozen and what answered EOPNOTSUPP.
+    fn freeze(&mut self, rec: &mut Recorder<'_>) -> Result<FreezeOutcome, Stop> {
+        let stop = |message: String| Stop::at(Phase::Freeze, message);
+        self.interrupted().map_err(stop)?;
+        let outcome = self
+            .filesystems
+            .freeze(self.spec.max_freeze)
+            .map_err(|e| stop(error_chain(&e)))?;
         if outcome.frozen.is_empty() {
             // Every target answered EOPNOTSUPP: nothing would make the snapshot consistent.
-            run.fail(
-                Phase::Freeze,
+            return Err(stop(
                 "no filesystem could be frozen (each answered EOPNOTSUPP); nothing was snapshotted".into(),
-            );
-            self.resume(&mut run, started).await;
-            return run.finish();
+            ));
         }
-        let frozen_at = Instant::now();
         for t in &outcome.not_supported {
-            run.report.filesystems.skipped.push(Skipped {
+            rec.report.filesystems.skipped.push(Skipped {
                 mountpoint: t.mountpoint.clone(),
                 fstype: t.fstype.clone(),
                 reason: SkipReason::FreezeNotSupported,
             });
         }
-        run.report.filesystems.frozen = outcome.frozen.clone();
+        rec.report.filesystems.frozen = outcome.frozen.clone();
+        Ok(outcome)
+    }
 
-        run.enter(Phase::Request);
-        let expected = if !self.quiescers.is_empty() && all_prepared && self.options.unquiesced.is_empty() {
-            Consistency::Application
-        } else {
-            Consistency::Filesystem
-        };
-        let name = self.options.name.render(expected);
-        run.report.snapshot_name = name.clone();
-        let budget = self
-            .options
-            .max_freeze
-            .saturating_sub(deadline_margin(self.options.max_freeze))
-            .saturating_sub(outcome.guard_armed_at.unwrap_or(frozen_at).elapsed());
-        let registered: Result<Registration, RequestFailure> = tokio::select! {
+    /// Asks for the snapshot, inside the window: raced against the deadline, the guard and
+    /// signals, whichever comes first.
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        budget: Duration,
+    ) -> Result<Registration, RequestFailure> {
+        tokio::select! {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),
             () = self.interrupt.wait() => Err(RequestFailure::Interrupted),
-            result = tokio::time::timeout(budget, self.provider.request(&name, &outcome.frozen)) => {
+            result = tokio::time::timeout(budget, self.provider.request(name, frozen)) => {
                 match result {
                     Ok(Ok(registration)) => Ok(registration),
                     Ok(Err(e)) => Err(RequestFailure::Provider(error_chain(&e))),
                     Err(_) => Err(RequestFailure::Deadline),
                 }
             }
-        };
-
-        run.enter(Phase::Thaw);
-        let thaw = self.filesystems.thaw();
-        run.report.frozen_ms = ms(thaw.frozen_for);
-        run.report.freezing_ms = ms(outcome.freezing);
-        run.report.thawing_ms = ms(thaw.thawing);
-        if !thaw.errors.is_empty() {
-            run.fail(
-                Phase::Thaw,
-                format!(
-                    "could not thaw {} (the thaw guard retries at once; check with `freezeframe-agent thaw`)",
-                    thaw.errors.join(", ")
-                ),
-            );
         }
+    }
 
-        run.enter(Phase::Resume);
-        self.resume(&mut run, started).await;
-
-        let max = humantime::format_duration(self.options.max_freeze);
-        let registration = match registered {
+    /// After the thaw and the resumes: what the window's request came to. A registration
+    /// gets its consistency; a failure its reason, and the provider is asked whether a
+    /// snapshot came of it anyway.
+    async fn settle(&mut self, rec: &mut Recorder<'_>, window: Window) -> Option<Registration> {
+        match window.registered {
             Ok(registration) => {
-                run.report.action_id = Some(registration.action_id.clone());
-                run.report.volume_snapshots = registration.volume_snapshots.clone();
-                let consistency = if let Some(event) = thaw.guard_event {
-                    run.report.warnings.push(format!(
-                        "the snapshot registered only after the thaw guard ended the freeze ({event:?}): \
-                         it is crash-consistent"
-                    ));
-                    Consistency::Crash
-                } else if outcome.frozen.is_empty() {
-                    Consistency::Crash
-                } else if expected == Consistency::Application {
-                    Consistency::Application
-                } else {
-                    Consistency::Filesystem
-                };
-                run.report.consistency = Some(consistency);
+                rec.report.action_id = Some(registration.action_id.clone());
+                rec.report.volume_snapshots = registration.volume_snapshots.clone();
+                rec.report.consistency = Some(match window.guard_event {
+                    Some(event) => {
+                        rec.report.warnings.push(format!(
+                            "the snapshot registered only after the thaw guard ended the freeze ({event:?}): \
+                             it is crash-consistent"
+                        ));
+                        Consistency::Crash
+                    }
+                    None => window.expected,
+                });
                 Some(registration)
             }
             Err(failure) => {
-                let message = match failure {
-                    RequestFailure::Interrupted => {
-                        run.report.consistency = Some(Consistency::Crash);
-                        format!(
-                            "{INTERRUPTED} while frozen; the request was abandoned, so a snapshot the \
-                                 provider may still create from it is not consistent"
-                        )
-                    }
-                    RequestFailure::Provider(e) => format!("the snapshot request failed: {e}"),
-                    RequestFailure::Deadline => {
-                        run.report.consistency = Some(Consistency::Crash);
-                        format!(
-                            "the snapshot request did not register within max_freeze ({max}): the filesystems \
-                             were thawed at the deadline, so a snapshot the provider may still create from \
-                             this request is not consistent; raise `freeze.max_freeze` or check the provider"
-                        )
-                    }
-                    RequestFailure::Guard(GuardEvent::DeadlineThawed) => {
-                        run.report.consistency = Some(Consistency::Crash);
-                        format!(
-                            "the thaw guard ended the freeze at max_freeze ({max}) before the snapshot \
-                             registered; a snapshot the provider may still create is not consistent"
-                        )
-                    }
-                    RequestFailure::Guard(GuardEvent::Died) => {
-                        run.report.consistency = Some(Consistency::Crash);
-                        "the thaw guard process died while frozen; the agent thawed at once and abandoned \
-                         the request, so a snapshot the provider may still create is not consistent"
-                            .to_string()
-                    }
-                };
-                run.fail(Phase::Request, message);
+                if !matches!(failure, RequestFailure::Provider(_)) {
+                    rec.report.consistency = Some(Consistency::Crash);
+                }
+                rec.fail(Phase::Request, failure.explain(self.spec.max_freeze));
                 if let Some(found) = self.provider.reconcile().await {
-                    run.report.action_id = found.action_id;
-                    run.report.warnings.push(found.note);
+                    rec.report.action_id = found.action_id;
+                    rec.report.warnings.push(found.note);
                 }
                 None
             }
-        };
+        }
+    }
 
-        let mut completed = false;
-        if let (true, Some(registration)) = (self.options.wait, registration) {
-            run.enter(Phase::Wait);
-            match self.provider.wait_completed(&registration).await {
-                Ok(done) => {
-                    run.report.snapshot_id = done.snapshot_id;
-                    run.report.snapshot_size_bytes = done.size_bytes;
-                    completed = true;
-                }
-                Err(e) => run.fail(
+    /// With `wait`: until the provider reports the snapshot complete. Returns whether it did.
+    async fn wait(&mut self, rec: &mut Recorder<'_>, registration: &Registration) -> bool {
+        if !self.spec.wait {
+            return false;
+        }
+        rec.enter(Phase::Wait);
+        match self.provider.wait_completed(registration).await {
+            Ok(done) => {
+                rec.report.snapshot_id = done.snapshot_id;
+                rec.report.snapshot_size_bytes = done.size_bytes;
+                true
+            }
+            Err(e) => {
+                rec.fail(
                     Phase::Wait,
                     format!("the snapshot did not complete: {}", error_chain(&e)),
-                ),
-            }
-        }
-
-        if let Some(retention) = self.options.retention.clone().filter(|r| r.keep_last > 0) {
-            if completed && run.report.status == Status::Succeeded {
-                run.enter(Phase::Prune);
-                match self.provider.prune(retention.keep_last, &retention.ours).await {
-                    Ok(pruned) => run.report.pruned = pruned,
-                    Err(e) => run.fail(Phase::Prune, format!("retention failed: {}", error_chain(&e))),
-                }
-            } else if !self.options.wait {
-                run.report.warnings.push(
-                    "retention (`retention.keep_last`) runs only once a new snapshot has completed: \
-                     snapshot with --wait"
-                        .into(),
                 );
+                false
             }
         }
-        run.finish()
+    }
+
+    /// Retention, once a new snapshot completed and the run succeeded.
+    async fn prune(&mut self, rec: &mut Recorder<'_>, completed: bool) {
+        let Some(retention) = self.spec.retention.clone().filter(|r| r.keep_last > 0) else {
+            return;
+        };
+        if completed && rec.report.status == Status::Succeeded {
+            rec.enter(Phase::Prune);
+            match self.provider.prune(retention.keep_last, &retention.ours).await {
+                Ok(pruned) => rec.report.pruned = pruned,
+                Err(e) => rec.fail(Phase::Prune, format!("retention failed: {}", error_chain(&e))),
+            }
+        } else if !self.spec.wait {
+            rec.report.warnings.push(
+                "retention (`retention.keep_last`) runs only once a new snapshot has completed: \
+                 snapshot with --wait"
+                    .into(),
+            );
+        }
     }
 
     /// The consistency a run aims at before it starts: what names checked in preflight use.
     fn planned_consistency(&self) -> Consistency {
-        if self.quiescers.is_empty() || !self.options.unquiesced.is_empty() {
+        if self.quiescers.is_empty() || !self.spec.unquiesced.is_empty() {
             Consistency::Filesystem
         } else {
             Consistency::Application
@@ -527,7 +585,7 @@ impl Transaction<'_> {
             .map_err(|e| Refusal::failure(error_chain(&e)))?;
         let targets = self.filesystems.targets().to_vec();
         self.provider
-            .preflight(&self.options.name.render(self.planned_consistency()), &targets)
+            .preflight(&self.spec.name.render(self.planned_consistency()), &targets)
             .await
             .map_err(|e| Refusal {
                 message: format!("{} provider: {}", self.provider.name(), error_chain(&e)),
@@ -544,7 +602,7 @@ impl Transaction<'_> {
     }
 
     /// Resumes `quiescers[..started]` in reverse order, each bounded by its timeout.
-    async fn resume(&mut self, run: &mut Run<'_>, started: usize) {
+    async fn resume(&mut self, rec: &mut Recorder<'_>, started: usize) {
         for i in (0..started).rev() {
             let q = &mut self.quiescers[i];
             let result = match tokio::time::timeout(q.resume_timeout(), q.resume()).await {
@@ -555,11 +613,11 @@ impl Transaction<'_> {
                 )),
             };
             match result {
-                Ok(()) => run.report.quiescers[i].resumed = true,
+                Ok(()) => rec.report.quiescers[i].resumed = true,
                 Err(e) => {
                     let message = format!("quiescer {} failed to resume: {e}", q.name());
-                    run.report.quiescers[i].error.get_or_insert(e);
-                    run.fail(Phase::Resume, message);
+                    rec.report.quiescers[i].error.get_or_insert(e);
+                    rec.fail(Phase::Resume, message);
                 }
             }
         }

@@ -285,7 +285,7 @@ impl Setup {
                 .map(|q| Box::new(q) as Box<dyn Quiescer>)
                 .collect(),
             observer: &phases,
-            options: Options {
+            spec: SnapshotSpec {
                 name: self.name,
                 max_freeze: Duration::from_secs(2),
                 wait: self.wait,

@@ -139,43 +139,170 @@ fn depth(path: &Path) -> usize {
 
 /// Decides targets, skips and order.
 pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -> Result<Plan, PlanError> {
-    let mut skipped = Vec::new();
-    let skip = |skipped: &mut Vec<Skipped>, m: &Mount, reason| {
-        skipped.push(Skipped {
+    let mut planner = Planner {
+        skipped: Vec::new(),
+        discovering: selection.mountpoints.is_none(),
+    };
+    let visible = planner.visible(mounts);
+    let groups = group_by_superblock(&planner.eligible(&visible))?;
+    let chosen = match selection.mountpoints {
+        Some(requested) => planner.choose_requested(requested, &visible, &groups)?,
+        None => planner.choose_discovered(selection.exclude, &groups),
+    };
+    let targets = planner.targets(&chosen, &groups);
+    let must_precede = loop_dependencies(&chosen, &groups, &visible, host);
+    let targets = freeze_order(targets, &must_precede)?;
+    Ok(Plan {
+        targets,
+        skipped: planner.skipped,
+    })
+}
+
+/// Mounts of one filesystem, in mountinfo order.
+type Group<'m> = (SuperblockKey, Vec<&'m Mount>);
+
+/// A chosen filesystem: its group, and the mount it is reached through.
+type Chosen<'m> = (usize, &'m Mount);
+
+/// What a plan collects as it goes: the mounts it skips, and why.
+struct Planner {
+    skipped: Vec<Skipped>,
+    /// No mountpoints were named: every eligible filesystem is a target, and every skip is
+    /// worth a line in the plan.
+    discovering: bool,
+}
+
+impl Planner {
+    fn skip(&mut self, m: &Mount, reason: SkipReason) {
+        self.skipped.push(Skipped {
             mountpoint: m.mountpoint.clone(),
             fstype: m.fstype.clone(),
             reason,
         })
-    };
-    let discovering = selection.mountpoints.is_none();
+    }
 
-    // A path mounted over is reached only through its last mount.
-    let visible: Vec<&Mount> = mounts
-        .iter()
-        .enumerate()
-        .filter(|(i, m)| {
+    /// The mounts reachable by path: a path mounted over is reached only through its last mount.
+    fn visible<'m>(&mut self, mounts: &'m [Mount]) -> Vec<&'m Mount> {
+        let mut visible = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
             let hidden = mounts[i + 1..]
                 .iter()
                 .any(|later| later.mountpoint == m.mountpoint);
             // Only a hidden filesystem with data is worth a line: a tmpfs under a tmpfs (as
             // /dev/shm and /dev/pts often are) would list one path twice.
-            if hidden && discovering && ineligible(m).is_none() {
-                skip(&mut skipped, m, SkipReason::Hidden);
+            if hidden && self.discovering && ineligible(m).is_none() {
+                self.skip(m, SkipReason::Hidden);
+            } else if !hidden {
+                visible.push(m);
             }
-            !hidden
-        })
-        .map(|(_, m)| m)
-        .collect();
-
-    // Eligible mounts grouped by superblock, in mountinfo order.
-    let mut groups: Vec<(SuperblockKey, Vec<&Mount>)> = Vec::new();
-    for m in &visible {
-        if let Some(reason) = ineligible(m) {
-            if discovering {
-                skip(&mut skipped, m, reason);
-            }
-            continue;
         }
+        visible
+    }
+
+    /// The visible mounts that can be frozen; the others are skipped with their reason.
+    fn eligible<'m>(&mut self, visible: &[&'m Mount]) -> Vec<&'m Mount> {
+        let mut eligible = Vec::new();
+        for m in visible {
+            match ineligible(m) {
+                Some(reason) if self.discovering => self.skip(m, reason),
+                Some(_) => {}
+                None => eligible.push(*m),
+            }
+        }
+        eligible
+    }
+
+    /// The filesystems of the mountpoints named in `freeze.mountpoints`, in that order.
+    fn choose_requested<'m>(
+        &mut self,
+        requested: &[PathBuf],
+        visible: &[&'m Mount],
+        groups: &[Group<'m>],
+    ) -> Result<Vec<Chosen<'m>>, PlanError> {
+        let mut chosen: Vec<Chosen<'m>> = Vec::new();
+        for path in requested {
+            let Some(mount) = visible.iter().find(|m| &m.mountpoint == path) else {
+                let within = visible
+                    .iter()
+                    .filter(|m| path.starts_with(&m.mountpoint))
+                    .max_by_key(|m| depth(&m.mountpoint))
+                    .map_or_else(|| PathBuf::from("/"), |m| m.mountpoint.clone());
+                return Err(PlanError::NotAMountpoint {
+                    path: path.clone(),
+                    within,
+                });
+            };
+            if let Some(reason) = ineligible(mount) {
+                return Err(PlanError::Ineligible {
+                    path: path.clone(),
+                    reason,
+                });
+            }
+            let key = superblock_key(mount);
+            let group = groups
+                .iter()
+                .position(|(k, _)| *k == key)
+                .expect("eligible mounts are grouped");
+            match chosen.iter().find(|(g, _)| *g == group) {
+                Some((_, first)) => self.skip(mount, SkipReason::SameFilesystemAs(first.mountpoint.clone())),
+                None => chosen.push((group, *mount)),
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Every filesystem not excluded, each reached through its whole-filesystem mount nearest
+    /// the root.
+    fn choose_discovered<'m>(&mut self, exclude: &[PathBuf], groups: &[Group<'m>]) -> Vec<Chosen<'m>> {
+        let mut chosen = Vec::new();
+        for (group, (_, members)) in groups.iter().enumerate() {
+            if members.iter().any(|m| exclude.contains(&m.mountpoint)) {
+                for m in members {
+                    self.skip(m, SkipReason::Excluded);
+                }
+                continue;
+            }
+            let rep = members
+                .iter()
+                .min_by_key(|m| (m.root != Path::new("/"), depth(&m.mountpoint)))
+                .expect("groups are never empty");
+            chosen.push((group, *rep));
+        }
+        chosen
+    }
+
+    /// The chosen filesystems as targets, with their other mounts.
+    fn targets(&mut self, chosen: &[Chosen<'_>], groups: &[Group<'_>]) -> Vec<Target> {
+        let mut targets = Vec::with_capacity(chosen.len());
+        for (group, rep) in chosen {
+            let others: Vec<&Mount> = groups[*group]
+                .1
+                .iter()
+                .copied()
+                .filter(|m| m.mount_id != rep.mount_id)
+                .collect();
+            if self.discovering {
+                for m in &others {
+                    self.skip(m, SkipReason::SameFilesystemAs(rep.mountpoint.clone()));
+                }
+            }
+            targets.push(Target {
+                mountpoint: rep.mountpoint.clone(),
+                mount_id: rep.mount_id,
+                dev: rep.dev,
+                fstype: rep.fstype.clone(),
+                source: rep.source.clone(),
+                also_mounted_at: others.iter().map(|m| m.mountpoint.clone()).collect(),
+            });
+        }
+        targets
+    }
+}
+
+/// Eligible mounts grouped by superblock, in mountinfo order.
+fn group_by_superblock<'m>(eligible: &[&'m Mount]) -> Result<Vec<Group<'m>>, PlanError> {
+    let mut groups: Vec<Group<'m>> = Vec::new();
+    for m in eligible {
         let key = superblock_key(m);
         // One device number is one filesystem: a second key for it means the table is wrong,
         // and freezing both would freeze one superblock twice.
@@ -195,96 +322,19 @@ pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -
             None => groups.push((key, vec![m])),
         }
     }
+    Ok(groups)
+}
 
-    // Each selected group, with the mount to reach it through.
-    let mut chosen: Vec<(usize, &Mount)> = Vec::new();
-    match selection.mountpoints {
-        Some(requested) => {
-            for path in requested {
-                let Some(mount) = visible.iter().find(|m| &m.mountpoint == path) else {
-                    let within = visible
-                        .iter()
-                        .filter(|m| path.starts_with(&m.mountpoint))
-                        .max_by_key(|m| depth(&m.mountpoint))
-                        .map_or_else(|| PathBuf::from("/"), |m| m.mountpoint.clone());
-                    return Err(PlanError::NotAMountpoint {
-                        path: path.clone(),
-                        within,
-                    });
-                };
-                if let Some(reason) = ineligible(mount) {
-                    return Err(PlanError::Ineligible {
-                        path: path.clone(),
-                        reason,
-                    });
-                }
-                let key = superblock_key(mount);
-                let group = groups
-                    .iter()
-                    .position(|(k, _)| *k == key)
-                    .expect("eligible mounts are grouped");
-                match chosen.iter().find(|(g, _)| *g == group) {
-                    Some((_, first)) => skip(
-                        &mut skipped,
-                        mount,
-                        SkipReason::SameFilesystemAs(first.mountpoint.clone()),
-                    ),
-                    None => chosen.push((group, mount)),
-                }
-            }
-        }
-        None => {
-            for (group, (_, members)) in groups.iter().enumerate() {
-                if members.iter().any(|m| selection.exclude.contains(&m.mountpoint)) {
-                    for m in members {
-                        skip(&mut skipped, m, SkipReason::Excluded);
-                    }
-                    continue;
-                }
-                let rep = members
-                    .iter()
-                    .min_by_key(|m| (m.root != Path::new("/"), depth(&m.mountpoint)))
-                    .expect("groups are never empty");
-                chosen.push((group, rep));
-            }
-        }
-    }
-
-    let targets: Vec<Target> = chosen
-        .iter()
-        .map(|(group, rep)| {
-            let members = &groups[*group].1;
-            let also: Vec<PathBuf> = members
-                .iter()
-                .filter(|m| m.mount_id != rep.mount_id)
-                .map(|m| m.mountpoint.clone())
-                .collect();
-            if discovering {
-                for m in members.iter().filter(|m| m.mount_id != rep.mount_id) {
-                    skip(
-                        &mut skipped,
-                        m,
-                        SkipReason::SameFilesystemAs(rep.mountpoint.clone()),
-                    );
-                }
-            }
-            Target {
-                mountpoint: rep.mountpoint.clone(),
-                mount_id: rep.mount_id,
-                dev: rep.dev,
-                fstype: rep.fstype.clone(),
-                source: rep.source.clone(),
-                also_mounted_at: also,
-            }
-        })
-        .collect();
-
-    // must_precede[i] lists the targets that must be frozen after target i: a filesystem on a
-    // loop device flushes into its backing file when frozen, so it goes before the filesystem
-    // holding that file, or its freeze would wait forever on a frozen backing store.
-    let group_of_target: Vec<usize> = chosen.iter().map(|(g, _)| *g).collect();
-    let mut blocked_by: Vec<usize> = vec![0; targets.len()];
-    let mut must_precede: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
+/// `must_precede[i]` lists the targets that must be frozen after target `i`: a filesystem on a
+/// loop device flushes into its backing file when frozen, so it goes before the filesystem
+/// holding that file, or its freeze would wait forever on a frozen backing store.
+fn loop_dependencies(
+    chosen: &[Chosen<'_>],
+    groups: &[Group<'_>],
+    visible: &[&Mount],
+    host: &dyn HostLookup,
+) -> Vec<Vec<usize>> {
+    let mut must_precede: Vec<Vec<usize>> = vec![Vec::new(); chosen.len()];
     for (i, (_, rep)) in chosen.iter().enumerate() {
         let Some(file) = host.loop_backing_file(rep) else {
             continue;
@@ -300,15 +350,22 @@ pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -
             });
         let Some(holder) = holder else { continue };
         let key = superblock_key(holder);
-        if let Some(j) = group_of_target.iter().position(|g| groups[*g].0 == key) {
+        if let Some(j) = chosen.iter().position(|(g, _)| groups[*g].0 == key) {
             if j != i && !must_precede[i].contains(&j) {
                 must_precede[i].push(j);
-                blocked_by[j] += 1;
             }
         }
     }
+    must_precede
+}
 
-    // Kahn's algorithm; among the ready, the deepest mountpoint first, so `/` comes last.
+/// The targets in freeze order (Kahn's algorithm); among those ready, the deepest mountpoint
+/// first, so `/` comes last.
+fn freeze_order(targets: Vec<Target>, must_precede: &[Vec<usize>]) -> Result<Vec<Target>, PlanError> {
+    let mut blocked_by: Vec<usize> = vec![0; targets.len()];
+    for &j in must_precede.iter().flatten() {
+        blocked_by[j] += 1;
+    }
     let mut order = Vec::with_capacity(targets.len());
     let mut done = vec![false; targets.len()];
     while order.len() < targets.len() {
@@ -331,8 +388,7 @@ pub fn plan(mounts: &[Mount], selection: Selection<'_>, host: &dyn HostLookup) -
         order.push(i);
     }
     let mut by_index: HashMap<usize, Target> = targets.into_iter().enumerate().collect();
-    let targets = order.into_iter().filter_map(|i| by_index.remove(&i)).collect();
-    Ok(Plan { targets, skipped })
+    Ok(order.into_iter().filter_map(|i| by_index.remove(&i)).collect())
 }
 
 #[cfg(test)]

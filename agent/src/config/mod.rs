@@ -285,122 +285,130 @@ impl Settings {
     /// Turns merged fragments into settings, applying defaults and checking every value.
     pub fn validate(fragment: ConfigFragment) -> Result<Settings, ConfigError> {
         let agent = fragment.agent.unwrap_or_default();
-        let freeze = fragment.freeze.unwrap_or_default();
-        let snapshot = fragment.snapshot.unwrap_or_default();
-        let local_image = fragment.local_image.unwrap_or_default();
-
-        let idle_exit = match &agent.idle_exit {
-            Some(text) => parse_duration("agent.idle_exit", text)?,
-            None => DEFAULT_IDLE_EXIT,
-        };
-        if idle_exit < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid {
-                key: "agent.idle_exit",
-                problem: "it must be at least 1s".into(),
-            });
-        }
-        let runtime_dir = absolute(
-            "agent.runtime_dir",
-            agent.runtime_dir.unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into()),
-        )?;
-
-        let max_freeze = match freeze.max_freeze {
-            Some(text) => parse_duration_in("freeze.max_freeze", &text, MAX_FREEZE_RANGE)?,
-            None => DEFAULT_MAX_FREEZE,
-        };
-        let mountpoints = match freeze.mountpoints {
-            None => None,
-            Some(list) if list.is_empty() => None,
-            Some(list) => Some(
-                list.into_iter()
-                    .map(|p| absolute("freeze.mountpoints", p))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let exclude = freeze
-            .exclude
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| absolute("freeze.exclude", p))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(both) = mountpoints.iter().flatten().find(|m| exclude.contains(m)) {
-            return Err(ConfigError::Invalid {
-                key: "freeze.exclude",
-                problem: format!(
-                    "{} is both in `freeze.mountpoints` and in `freeze.exclude`; remove it from one",
-                    both.display()
-                ),
-            });
-        }
-
-        let template_text = snapshot
-            .name_template
-            .unwrap_or_else(|| DEFAULT_NAME_TEMPLATE.to_string());
-        let name_template: NameTemplate =
-            template_text
-                .parse()
-                .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
-                    key: "snapshot.name_template",
-                    problem: e.to_string(),
-                })?;
-        // Literal parts end up in file and image names: keep them plain.
-        let literal = template_text.split(['{', '}']).step_by(2).collect::<String>();
-        if !literal
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(ConfigError::Invalid {
-                key: "snapshot.name_template",
-                problem: format!(
-                    "`{template_text}`: outside placeholders use only letters, digits, `.`, `_` and `-`"
-                ),
-            });
-        }
-        let keep_last = fragment.retention.unwrap_or_default().keep_last.unwrap_or(0);
-        let quiesce = validate_quiesce(
-            fragment.quiesce.unwrap_or_default(),
-            fragment.quiescer.unwrap_or_default(),
-        )?;
-
-        let provider = match snapshot.provider.as_deref() {
-            None | Some("digitalocean") => ProviderSettings::DigitalOcean(validate_digitalocean(
-                fragment.digitalocean.unwrap_or_default(),
-            )?),
-            Some("local-image") => ProviderSettings::LocalImage {
-                image_dir: absolute(
-                    "local_image.image_dir",
-                    local_image.image_dir.unwrap_or_else(|| DEFAULT_IMAGE_DIR.into()),
+        Ok(Settings {
+            runtime_dir: absolute(
+                "agent.runtime_dir",
+                agent
+                    .runtime_dir
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into()),
+            )?,
+            service: validate_service(agent)?,
+            freeze: validate_freeze(fragment.freeze.unwrap_or_default())?,
+            snapshot: SnapshotSettings {
+                name_template: validate_name_template(
+                    fragment.snapshot.as_ref().and_then(|s| s.name_template.clone()),
+                )?,
+                keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
+                provider: validate_provider(
+                    fragment.snapshot.unwrap_or_default().provider,
+                    fragment.digitalocean.unwrap_or_default(),
+                    fragment.local_image.unwrap_or_default(),
                 )?,
             },
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "snapshot.provider",
-                    problem: format!(
-                        "unknown provider `{other}`; the providers are: digitalocean, local-image"
-                    ),
-                })
-            }
-        };
-
-        Ok(Settings {
-            runtime_dir,
-            service: ServiceSettings {
-                idle_exit,
-                public_read: agent.public_read.unwrap_or(false),
-            },
-            freeze: FreezeSettings {
-                mountpoints,
-                exclude,
-                max_freeze,
-                expedite_rcu: freeze.expedite_rcu.unwrap_or(true),
-            },
-            snapshot: SnapshotSettings {
-                name_template,
-                keep_last,
-                provider,
-            },
-            quiesce,
+            quiesce: validate_quiesce(
+                fragment.quiesce.unwrap_or_default(),
+                fragment.quiescer.unwrap_or_default(),
+            )?,
         })
+    }
+}
+
+fn validate_service(agent: fragments::AgentFragment) -> Result<ServiceSettings, ConfigError> {
+    let idle_exit = match &agent.idle_exit {
+        Some(text) => parse_duration("agent.idle_exit", text)?,
+        None => DEFAULT_IDLE_EXIT,
+    };
+    if idle_exit < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            key: "agent.idle_exit",
+            problem: "it must be at least 1s".into(),
+        });
+    }
+    Ok(ServiceSettings {
+        idle_exit,
+        public_read: agent.public_read.unwrap_or(false),
+    })
+}
+
+fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, ConfigError> {
+    let max_freeze = match freeze.max_freeze {
+        Some(text) => parse_duration_in("freeze.max_freeze", &text, MAX_FREEZE_RANGE)?,
+        None => DEFAULT_MAX_FREEZE,
+    };
+    let mountpoints = match freeze.mountpoints {
+        None => None,
+        Some(list) if list.is_empty() => None,
+        Some(list) => Some(
+            list.into_iter()
+                .map(|p| absolute("freeze.mountpoints", p))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let exclude = freeze
+        .exclude
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| absolute("freeze.exclude", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(both) = mountpoints.iter().flatten().find(|m| exclude.contains(m)) {
+        return Err(ConfigError::Invalid {
+            key: "freeze.exclude",
+            problem: format!(
+                "{} is both in `freeze.mountpoints` and in `freeze.exclude`; remove it from one",
+                both.display()
+            ),
+        });
+    }
+    Ok(FreezeSettings {
+        mountpoints,
+        exclude,
+        max_freeze,
+        expedite_rcu: freeze.expedite_rcu.unwrap_or(true),
+    })
+}
+
+fn validate_name_template(text: Option<String>) -> Result<NameTemplate, ConfigError> {
+    let text = text.unwrap_or_else(|| DEFAULT_NAME_TEMPLATE.to_string());
+    let template: NameTemplate =
+        text.parse()
+            .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
+                key: "snapshot.name_template",
+                problem: e.to_string(),
+            })?;
+    // Literal parts end up in file and image names: keep them plain.
+    let literal = text.split(['{', '}']).step_by(2).collect::<String>();
+    if !literal
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ConfigError::Invalid {
+            key: "snapshot.name_template",
+            problem: format!("`{text}`: outside placeholders use only letters, digits, `.`, `_` and `-`"),
+        });
+    }
+    Ok(template)
+}
+
+fn validate_provider(
+    name: Option<String>,
+    digitalocean: fragments::DigitalOceanFragment,
+    local_image: fragments::LocalImageFragment,
+) -> Result<ProviderSettings, ConfigError> {
+    match name.as_deref() {
+        None | Some("digitalocean") => Ok(ProviderSettings::DigitalOcean(validate_digitalocean(
+            digitalocean,
+        )?)),
+        Some("local-image") => Ok(ProviderSettings::LocalImage {
+            image_dir: absolute(
+                "local_image.image_dir",
+                local_image.image_dir.unwrap_or_else(|| DEFAULT_IMAGE_DIR.into()),
+            )?,
+        }),
+        Some(other) => Err(ConfigError::Invalid {
+            key: "snapshot.provider",
+            problem: format!("unknown provider `{other}`; the providers are: digitalocean, local-image"),
+        }),
     }
 }
 

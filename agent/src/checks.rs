@@ -4,6 +4,7 @@
 
 use crate::config::Settings;
 use crate::freeze::sys;
+use crate::loop_mount::{Attach, LoopMount};
 use crate::runtime::RuntimeDir;
 use std::path::Path;
 use std::process::Command;
@@ -135,43 +136,28 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
 pub fn freeze_self_test(dir: &Path) -> Result<String, String> {
     let work = dir.join("doctor");
     let image = work.join("scratch.img");
-    let mountpoint = work.join("mnt");
-    let run = |program: &str, args: &[&str]| -> Result<String, String> {
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "{program} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    };
-    std::fs::create_dir_all(&mountpoint)
-        .map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
-    let file =
-        std::fs::File::create(&image).map_err(|e| format!("cannot create {}: {e}", image.display()))?;
-    file.set_len(32 << 20).map_err(|e| e.to_string())?;
-    drop(file);
-    let path = |p: &Path| p.to_string_lossy().into_owned();
     let result = (|| {
-        run("mkfs.ext4", &["-q", "-F", &path(&image)])?;
-        let device = run("losetup", &["--find", "--show", &path(&image)])?;
-        let mounted = run("mount", &[&device, &path(&mountpoint)]);
-        let tested = mounted.and_then(|_| {
-            let fd = sys::open_mountpoint(&mountpoint)
-                .map_err(|e| format!("cannot open the scratch mount: {e}"))?;
-            sys::freeze(&fd).map_err(|e| format!("FIFREEZE failed: {e}"))?;
-            sys::thaw(&fd).map_err(|e| format!("FITHAW failed: {e}"))?;
-            Ok(())
-        });
-        let _ = run("umount", &[&path(&mountpoint)]);
-        let _ = run("losetup", &["-d", &device]);
-        tested.map(|()| "froze and thawed a scratch ext4 loop filesystem".to_string())
+        std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        std::fs::File::create(&image)
+            .and_then(|file| file.set_len(32 << 20))
+            .map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .output()
+            .map_err(|e| format!("cannot run mkfs.ext4: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mkfs.ext4 failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let mounted = LoopMount::attach(&image, &work.join("mnt"), Attach::default())?;
+        let fd = sys::open_mountpoint(mounted.mountpoint())
+            .map_err(|e| format!("cannot open the scratch mount: {e}"))?;
+        sys::freeze(&fd).map_err(|e| format!("FIFREEZE failed: {e}"))?;
+        sys::thaw(&fd).map_err(|e| format!("FITHAW failed: {e}"))?;
+        Ok("froze and thawed a scratch ext4 loop filesystem".to_string())
     })();
     let _ = std::fs::remove_dir_all(&work);
     result

@@ -10,9 +10,10 @@ use crate::provider::local_image::LocalImage;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
-use crate::transaction::ports::SnapshotProvider;
+use crate::transaction::ports::{Skipped, SnapshotProvider, Target};
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, systemd};
+use serde::{Deserialize, Serialize};
 
 /// What the caller asks of one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,20 +82,63 @@ pub async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connection>) -
     QuiescePlan::discover(&settings.quiesce, units).await
 }
 
-/// Everything `plan` shows, as JSON: the freeze order, skips, quiescers and detected databases.
-pub async fn plan_json(settings: &Settings) -> Result<serde_json::Value, PlanFromSystemError> {
+/// Everything `plan` shows: the freeze order, skips, quiescers and detected databases. Its
+/// JSON form is `plan --json`; on D-Bus it is the same keys as `a{sv}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPlan {
+    pub provider: String,
+    pub max_freeze_ms: u64,
+    /// The quiescers, in prepare order, as lines.
+    pub quiesce: Vec<String>,
+    pub databases: DatabaseDetection,
+    /// Applications found running that nothing quiesces, each with why.
+    #[serde(default)]
+    pub not_quiesced: Vec<String>,
+    #[serde(default)]
+    pub freeze_order: Vec<Target>,
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+}
+
+/// What database detection found. `enabled` is false with `quiesce.auto = false`; otherwise
+/// one of `systemd` (there is none to ask: why), `error` (listing failed) or `units` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseDetection {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Vec<DetectedUnit>>,
+}
+
+/// A database unit found running, and what quiesces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectedUnit {
+    pub unit: String,
+    pub kind: String,
+    pub main_pid: u32,
+    pub handled_by: String,
+    /// Why nothing quiesces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What a snapshot would freeze and quiesce now.
+pub async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, PlanFromSystemError> {
     let plan = freeze_plan(settings)?;
     let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
-    Ok(serde_json::json!({
-        "provider": settings.snapshot.provider.name(),
-        "max_freeze_ms": settings.freeze.max_freeze.as_millis() as u64,
-        "quiesce": quiesce_lines(&quiesce),
-        "databases": detection_json(&quiesce),
-        "not_quiesced": quiesce.unquiesced(),
-        "freeze_order": plan.targets,
-        "skipped": plan.skipped,
-    }))
+    Ok(SnapshotPlan {
+        provider: settings.snapshot.provider.name().to_string(),
+        max_freeze_ms: u64::try_from(settings.freeze.max_freeze.as_millis()).unwrap_or(u64::MAX),
+        quiesce: quiesce_lines(&quiesce),
+        databases: detection(&quiesce),
+        not_quiesced: quiesce.unquiesced(),
+        freeze_order: plan.targets,
+        skipped: plan.skipped,
+    })
 }
 
 /// The quiescers a plan lists, in prepare order.
@@ -119,34 +163,45 @@ fn quiesce_lines(quiesce: &QuiescePlan) -> Vec<String> {
 }
 
 /// The database units detection found and what handles each.
-fn detection_json(quiesce: &QuiescePlan) -> serde_json::Value {
+fn detection(quiesce: &QuiescePlan) -> DatabaseDetection {
+    let mut seen = DatabaseDetection {
+        enabled: true,
+        systemd: None,
+        error: None,
+        units: None,
+    };
     match &quiesce.detection {
-        Detection::Off => serde_json::json!({ "enabled": false }),
-        Detection::NoSystemd(e) => serde_json::json!({ "enabled": true, "systemd": e }),
-        Detection::Failed(e) => serde_json::json!({ "enabled": true, "error": e }),
-        Detection::Found(found) => serde_json::json!({
-            "enabled": true,
-            "units": found.iter().map(|d| serde_json::json!({
-                "unit": d.unit,
-                "kind": d.kind,
-                "main_pid": d.main_pid,
-                "handled_by": match &d.handler {
-                    Handler::Native(q) => format!("native {} quiescer", q.kind()),
-                    Handler::Configured => "a configured [[quiescer]]".to_string(),
-                    Handler::Unhandled(_) => "nothing".to_string(),
-                },
-                "note": match &d.handler {
-                    Handler::Unhandled(why) => Some(why.as_str()),
-                    _ => None,
-                },
-            })).collect::<Vec<_>>(),
-        }),
+        Detection::Off => seen.enabled = false,
+        Detection::NoSystemd(e) => seen.systemd = Some(e.clone()),
+        Detection::Failed(e) => seen.error = Some(e.clone()),
+        Detection::Found(found) => {
+            seen.units = Some(
+                found
+                    .iter()
+                    .map(|d| DetectedUnit {
+                        unit: d.unit.clone(),
+                        kind: d.kind.as_str().to_string(),
+                        main_pid: d.main_pid,
+                        handled_by: match &d.handler {
+                            Handler::Native(q) => format!("native {} quiescer", q.kind()),
+                            Handler::Configured => "a configured [[quiescer]]".to_string(),
+                            Handler::Unhandled(_) => "nothing".to_string(),
+                        },
+                        note: match &d.handler {
+                            Handler::Unhandled(why) => Some(why.clone()),
+                            _ => None,
+                        },
+                    })
+                    .collect(),
+            )
+        }
     }
+    seen
 }
 
 /// Takes one snapshot: plans, locks the runtime directory (recovering what an earlier run left
 /// frozen), detects what to quiesce, holds a shutdown inhibitor, and runs the transaction.
-pub async fn snapshot(
+pub async fn execute(
     settings: &Settings,
     request: &JobRequest,
     observer: &dyn Observer,
@@ -212,12 +267,15 @@ pub async fn snapshot(
     .await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`).
-    record_last_report(
-        &settings.runtime_dir,
-        &serde_json::to_string(&report).unwrap_or_default(),
-    );
+    record_last_report(&settings.runtime_dir, &report);
     drop(lock);
     Ok(report)
+}
+
+/// The last run's report, if there was one.
+pub fn last_report(runtime_dir: &std::path::Path) -> Option<Report> {
+    let text = std::fs::read_to_string(last_report_path(runtime_dir)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Where the last run's report is kept, as JSON.
@@ -225,10 +283,11 @@ pub fn last_report_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
     runtime_dir.join("last-report.json")
 }
 
-/// Keeps `report` (JSON) as the last run's; a failure to write it is only logged.
-pub fn record_last_report(runtime_dir: &std::path::Path, report: &str) {
+/// Keeps `report` (as JSON) as the last run's; a failure to write it is only logged.
+pub fn record_last_report(runtime_dir: &std::path::Path, report: &Report) {
     let path = last_report_path(runtime_dir);
-    if let Err(e) = std::fs::write(&path, report) {
+    let json = serde_json::to_string(report).unwrap_or_default();
+    if let Err(e) = std::fs::write(&path, json) {
         tracing::warn!("cannot keep the last report in {}: {e}", path.display());
     }
 }

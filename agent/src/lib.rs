@@ -12,6 +12,7 @@ pub mod job;
 mod layering;
 pub mod log;
 pub mod logind;
+pub mod loop_mount;
 pub mod naming;
 pub mod notify;
 pub mod provider;

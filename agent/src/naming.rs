@@ -107,14 +107,6 @@ fn utc_fields(t: SystemTime) -> [u64; 6] {
     [n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19)]
 }
 
-fn consistency_word(c: Consistency) -> &'static str {
-    match c {
-        Consistency::Application => "application",
-        Consistency::Filesystem => "filesystem",
-        Consistency::Crash => "crash",
-    }
-}
-
 impl NameTemplate {
     /// The name for a snapshot of `host` taken at `at` with `consistency`.
     pub fn render(&self, host: &str, at: SystemTime, consistency: Consistency) -> String {
@@ -124,7 +116,7 @@ impl NameTemplate {
             match part {
                 Part::Literal(l) => out.push_str(l),
                 Part::Hostname => out.push_str(host),
-                Part::Consistency => out.push_str(consistency_word(consistency)),
+                Part::Consistency => out.push_str(consistency.as_str()),
                 Part::Utc(fmt) => {
                     let mut chars = fmt.chars();
                     while let Some(c) = chars.next() {
@@ -165,9 +157,10 @@ fn match_parts(parts: &[Part], host: &str, name: &str) -> bool {
         Part::Hostname => name
             .strip_prefix(host)
             .is_some_and(|r| match_parts(rest, host, r)),
-        Part::Consistency => ["application", "filesystem", "crash"]
-            .iter()
-            .any(|w| name.strip_prefix(w).is_some_and(|r| match_parts(rest, host, r))),
+        Part::Consistency => Consistency::ALL.iter().any(|c| {
+            name.strip_prefix(c.as_str())
+                .is_some_and(|r| match_parts(rest, host, r))
+        }),
         Part::Utc(fmt) => match_time(fmt, name).is_some_and(|r| match_parts(rest, host, r)),
     }
 }

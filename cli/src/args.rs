@@ -77,9 +77,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         runtime_dir: Option<PathBuf>,
     },
-    /// Try it: a snapshot of a scratch filesystem under a live writer, through the agent, against
-    /// the bundled API simulator; then check the image (needs root, no account)
-    Demo,
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]

@@ -2,10 +2,13 @@
 //! live progress, the plan, status, the snapshot list, pruning.
 
 use crate::client::{self, Agent1Proxy, Target};
+use freezeframe_agent::job::SnapshotPlan;
 use freezeframe_agent::runtime::Recovered;
-use freezeframe_agent::service::{wire, AgentError};
+use freezeframe_agent::service::wire::{self, Dict};
+use freezeframe_agent::service::{AgentError, AgentStatus};
+use freezeframe_agent::transaction::ports::{Pruned, SnapshotInfo};
+use freezeframe_agent::transaction::{Report, Status};
 use futures_util::StreamExt;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use zbus::OwnedVariant;
@@ -91,6 +94,20 @@ fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
         .at("authorisation");
     }
     Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")).at("bus")
+}
+
+/// Reads an answer back into its type; one that does not fit comes from an agent of another
+/// version.
+fn read<T: serde::de::DeserializeOwned>(target: &Target, dict: &Dict) -> Result<T, Failure> {
+    wire::from_dict(dict).map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!(
+                "{target}: the agent's answer is not understood ({e}); install the same version of \
+                 freezeframe and freezeframe-agent"
+            ),
+        )
+    })
 }
 
 async fn proxy<'a>(target: &Target, connection: &zbus::Connection) -> Result<Agent1Proxy<'a>, Failure> {
@@ -208,12 +225,47 @@ pub struct SnapshotRequest {
     pub dry_run: bool,
 }
 
+/// How a snapshot job ended: its report, or for a dry run the plan.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    Snapshot(Report),
+    Plan(SnapshotPlan),
+}
+
+impl Finished {
+    /// 0 when it succeeded; 2 when the report says the machine's set-up is at fault (its
+    /// configuration, the token file), as for any configuration error; 1 otherwise.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Finished::Plan(_) => Exit::Success,
+            Finished::Snapshot(report) if report.status == Status::Succeeded => Exit::Success,
+            Finished::Snapshot(report) if report.setup_error => Exit::Usage,
+            Finished::Snapshot(_) => Exit::Failed,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Finished::Snapshot(report) => freezeframe_agent::render::report(report),
+            Finished::Plan(plan) => freezeframe_agent::render::plan(plan),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Finished::Snapshot(report) => serde_json::to_value(report),
+            Finished::Plan(plan) => serde_json::to_value(plan),
+        }
+        .unwrap_or_default()
+    }
+}
+
 /// Takes a snapshot through the agent at `target`; the report (or, for a dry run, the plan).
 pub async fn snapshot(
     target: &Target,
     request: &SnapshotRequest,
     progress: &mut dyn Progress,
-) -> Result<(bool, Value), Failure> {
+) -> Result<Finished, Failure> {
     let connection = client::connect(target).await?;
     let agent = proxy(target, &connection).await?;
     // Subscribed before the call, so no signal of a quick job is missed.
@@ -267,62 +319,54 @@ pub async fn snapshot(
                     }
                 }
                 progress.done();
-                return Ok((a.succeeded, wire::dict_to_json(&a.report)));
+                return if request.dry_run {
+                    read(target, &a.report).map(Finished::Plan)
+                } else {
+                    read(target, &a.report).map(Finished::Snapshot)
+                };
             }
         }
     }
 }
 
-pub async fn plan(target: &Target) -> Result<Value, Failure> {
+pub async fn plan(target: &Target) -> Result<SnapshotPlan, Failure> {
     let connection = client::connect(target).await?;
     let plan = proxy(target, &connection)
         .await?
         .plan()
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(wire::dict_to_json(&plan))
+    read(target, &plan)
 }
 
-pub async fn status(target: &Target) -> Result<Value, Failure> {
+pub async fn status(target: &Target) -> Result<AgentStatus, Failure> {
     let connection = client::connect(target).await?;
     let status = proxy(target, &connection)
         .await?
         .status()
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(wire::dict_to_json(&status))
+    read(target, &status)
 }
 
-pub async fn list(target: &Target) -> Result<Value, Failure> {
+pub async fn list(target: &Target) -> Result<Vec<SnapshotInfo>, Failure> {
     let connection = client::connect(target).await?;
     let list = proxy(target, &connection)
         .await?
         .list_snapshots()
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(Value::Array(list.iter().map(wire::dict_to_json).collect()))
+    list.iter().map(|s| read(target, s)).collect()
 }
 
-pub async fn prune(target: &Target, keep: u32) -> Result<Value, Failure> {
+pub async fn prune(target: &Target, keep: u32) -> Result<Vec<Pruned>, Failure> {
     let connection = client::connect(target).await?;
     let pruned = proxy(target, &connection)
         .await?
         .prune(keep)
         .await
         .map_err(|e| call_failure(target, e))?;
-    Ok(Value::Array(pruned.iter().map(wire::dict_to_json).collect()))
-}
-
-/// The exit code of a finished snapshot: 2 when the report says the machine's set-up is at
-/// fault (its configuration, the token file), as for any configuration error.
-pub fn snapshot_exit(succeeded: bool, report: &Value) -> Exit {
-    if succeeded {
-        Exit::Success
-    } else if report["setup_error"] == true {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
+    pruned.iter().map(|p| read(target, p)).collect()
 }
 
 /// Thaws what a dead agent left on the target, through its agent.
@@ -355,25 +399,25 @@ pub async fn thaw_here(runtime_dir: &std::path::Path) -> Result<Recovered, Failu
 }
 
 /// Status as text.
-pub fn status_text(status: &Value) -> String {
+pub fn status_text(status: &AgentStatus) -> String {
     let mut out = format!(
         "agent {} (provider {}{})\n",
-        status["version"].as_str().unwrap_or("?"),
-        status["provider"].as_str().unwrap_or("?"),
-        status["droplet_id"]
-            .as_u64()
+        status.version,
+        status.provider,
+        status
+            .droplet_id
             .map(|id| format!(", Droplet {id}"))
             .unwrap_or_default()
     );
-    if status["frozen"] == true {
+    if status.frozen {
         out.push_str("FROZEN: a run's filesystems are frozen now\n");
     }
-    if let Some(job) = status["running_job"].as_u64().filter(|j| *j != 0) {
-        out.push_str(&format!("running: snapshot job {job}\n"));
+    if status.running_job != 0 {
+        out.push_str(&format!("running: snapshot job {}\n", status.running_job));
     }
-    match &status["last_result"] {
-        Value::Null => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),
-        last => {
+    match &status.last_result {
+        None => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),
+        Some(last) => {
             out.push_str("last result: ");
             out.push_str(&freezeframe_agent::render::report(last));
         }
@@ -382,25 +426,23 @@ pub fn status_text(status: &Value) -> String {
 }
 
 /// A snapshot list as a table with a header; the id column only where ids are not the names.
-pub fn snapshots_text(list: &Value) -> String {
-    let rows = list.as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
+    if list.is_empty() {
         return "no snapshots\n".into();
     }
-    let text = |s: &Value, key: &str| s[key].as_str().unwrap_or("").to_string();
-    let with_ids = rows.iter().any(|s| text(s, "id") != text(s, "name"));
+    let with_ids = list.iter().any(|s| s.id != s.name);
     let mut table = vec![vec!["CREATED".to_string(), "SIZE".into(), "NAME".into()]];
     if with_ids {
         table[0].push("ID".into());
     }
-    for s in &rows {
-        let size = s["size_bytes"]
-            .as_u64()
+    for s in list {
+        let size = s
+            .size_bytes
             .map(|b| format!("{:.1} GB", b as f64 / 1e9))
             .unwrap_or_else(|| "-".into());
-        let mut row = vec![text(s, "created_at"), size, text(s, "name")];
+        let mut row = vec![s.created_at.clone(), size, s.name.clone()];
         if with_ids {
-            row.push(text(s, "id"));
+            row.push(s.id.clone());
         }
         table.push(row);
     }
@@ -421,22 +463,20 @@ pub fn snapshots_text(list: &Value) -> String {
 }
 
 /// What prune deleted, said as such.
-pub fn pruned_text(list: &Value) -> String {
-    let rows = list.as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+pub fn pruned_text(pruned: &[Pruned]) -> String {
+    if pruned.is_empty() {
         return "nothing to delete: no more snapshots than --keep\n".into();
     }
     let mut out = format!(
         "deleted {} snapshot{}:\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
+        pruned.len(),
+        if pruned.len() == 1 { "" } else { "s" }
     );
-    for s in rows {
-        let (id, name) = (s["id"].as_str().unwrap_or("?"), s["name"].as_str().unwrap_or("?"));
-        if id == name {
-            out.push_str(&format!("  {name}\n"));
+    for p in pruned {
+        if p.id == p.name {
+            out.push_str(&format!("  {}\n", p.name));
         } else {
-            out.push_str(&format!("  {name} (id {id})\n"));
+            out.push_str(&format!("  {} (id {})\n", p.name, p.id));
         }
     }
     out

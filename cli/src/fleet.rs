@@ -4,7 +4,8 @@
 
 use crate::args::{Cli, Command};
 use crate::client::{Host, Target};
-use crate::commands::{self, Exit, Failure, SnapshotRequest};
+use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
+use freezeframe_agent::transaction::Status;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ struct Outcome {
 }
 
 async fn one(command: &Command, target: &Target) -> Outcome {
-    let result = match command {
+    let result: Result<(Exit, Value, String), Failure> = match command {
         Command::Snapshot { name, wait, dry_run } => {
             let request = SnapshotRequest {
                 name: name.clone(),
@@ -27,26 +28,49 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             };
             commands::snapshot(target, &request, &mut commands::Silent)
                 .await
-                .map(|(ok, report)| (commands::snapshot_exit(ok, &report), report))
+                .map(|finished| (finished.exit(), finished.to_json(), snapshot_line(&finished)))
         }
-        Command::Plan => commands::plan(target).await.map(|v| (Exit::Success, v)),
-        Command::Status => commands::status(target).await.map(|v| (Exit::Success, v)),
-        Command::List => commands::list(target).await.map(|v| (Exit::Success, v)),
-        Command::Prune { keep } => commands::prune(target, *keep).await.map(|v| (Exit::Success, v)),
+        Command::Plan => commands::plan(target)
+            .await
+            .map(|plan| (Exit::Success, json(&plan), "ok".into())),
+        Command::Status => commands::status(target).await.map(|status| {
+            let line = format!(
+                "agent {}{}",
+                status.version,
+                if status.frozen { ", FROZEN now" } else { "" }
+            );
+            (Exit::Success, json(&status), line)
+        }),
+        Command::List => commands::list(target)
+            .await
+            .map(|list| (Exit::Success, json(&list), format!("{} snapshots", list.len()))),
+        Command::Prune { keep } => commands::prune(target, *keep).await.map(|pruned| {
+            (
+                Exit::Success,
+                json(&pruned),
+                format!("{} snapshots deleted", pruned.len()),
+            )
+        }),
         Command::Thaw { .. } => commands::thaw(target).await.map(|recovered| {
             let exit = if recovered.failed() {
                 Exit::Failed
             } else {
                 Exit::Success
             };
-            (exit, serde_json::to_value(&recovered).unwrap_or_default())
+            let (thawed, resumed) = (recovered.filesystems.len(), recovered.resumes.len());
+            let line = if thawed + resumed == 0 {
+                "nothing to thaw".into()
+            } else {
+                format!("{thawed} filesystems thawed or checked, {resumed} owed resumes run")
+            };
+            (exit, json(&recovered), line)
         }),
         _ => Err(Failure::new(Exit::Usage, "this command takes one machine")),
     };
     match result {
-        Ok((exit, value)) => Outcome {
+        Ok((exit, value, line)) => Outcome {
             exit,
-            line: summary(command, &value),
+            line,
             result: Some(value),
             error: None,
         },
@@ -59,53 +83,31 @@ async fn one(command: &Command, target: &Target) -> Outcome {
     }
 }
 
-/// One line about a machine's result.
-fn summary(command: &Command, value: &Value) -> String {
-    match command {
-        Command::Snapshot { dry_run: false, .. } => {
-            let verdict = if value["status"] == "succeeded" {
-                "succeeded"
-            } else {
-                "FAILED"
-            };
-            let mut line = format!(
-                "snapshot {} {verdict}",
-                value["snapshot_name"].as_str().unwrap_or("?")
-            );
-            if let Some(c) = value["consistency"].as_str() {
-                line.push_str(&format!(" ({c}-consistent)"));
-            }
-            if let Some(ms) = value["frozen_ms"].as_f64().filter(|ms| *ms > 0.0) {
-                line.push_str(&format!(", writes blocked {ms:.0} ms"));
-            }
-            if let Some(e) = value["error"].as_str() {
-                line.push_str(&format!(": {e}"));
-            }
-            line
-        }
-        Command::Status => format!(
-            "agent {}{}",
-            value["version"].as_str().unwrap_or("?"),
-            if value["frozen"] == true {
-                ", FROZEN now"
-            } else {
-                ""
-            }
-        ),
-        Command::Thaw { .. } => {
-            let thawed = value["filesystems"].as_array().map(Vec::len).unwrap_or(0);
-            let resumed = value["resumes"].as_array().map(Vec::len).unwrap_or(0);
-            if thawed + resumed == 0 {
-                "nothing to thaw".into()
-            } else {
-                format!("{thawed} filesystems thawed or checked, {resumed} owed resumes run")
-            }
-        }
-        Command::List | Command::Prune { .. } => {
-            format!("{} snapshots", value.as_array().map(Vec::len).unwrap_or(0))
-        }
-        _ => "ok".into(),
+fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// One line about a machine's snapshot.
+fn snapshot_line(finished: &Finished) -> String {
+    let Finished::Snapshot(report) = finished else {
+        return "ok".into();
+    };
+    let verdict = if report.status == Status::Succeeded {
+        "succeeded"
+    } else {
+        "FAILED"
+    };
+    let mut line = format!("snapshot {} {verdict}", report.snapshot_name);
+    if let Some(c) = report.consistency {
+        line.push_str(&format!(" ({}-consistent)", c.as_str()));
     }
+    if report.frozen_ms > 0.0 {
+        line.push_str(&format!(", writes blocked {:.0} ms", report.frozen_ms));
+    }
+    if let Some(e) = &report.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
 }
 
 /// The public IPv4 addresses of the Droplets tagged `tag`, from the API with the user's token

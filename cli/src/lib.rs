@@ -3,12 +3,9 @@
 pub mod args;
 pub mod client;
 pub mod commands;
-pub mod demo;
 pub mod doctor;
 pub mod fleet;
 pub mod man;
-pub mod private_bus;
-pub mod scratch;
 pub mod ssh;
 
 /// `println!` for results: a reader that went away (`freezeframe … | head`) ends the output

@@ -1,5 +1,5 @@
 //! `freezeframe`: the command-line client. Drives the agent's D-Bus API on this machine, on a
-//! bus by address, or on other machines over SSH; `thaw` and `demo` work without an agent.
+//! bus by address, or on other machines over SSH; `thaw` works without an agent.
 
 use clap::{CommandFactory, Parser};
 use freezeframe::args::{Cli, Command};
@@ -11,11 +11,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match &cli.command {
-        Command::Demo => match freezeframe::demo::run() {
-            Ok(true) => Exit::Success,
-            Ok(false) => Exit::Failed,
-            Err(e) => fail(&format!("demo: {e:#}"), Exit::Failed),
-        },
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "freezeframe", &mut script);
@@ -145,27 +140,20 @@ async fn remote(cli: &Cli) -> Exit {
             };
             commands::snapshot(target, &request, progress.as_mut())
                 .await
-                .map(|(ok, value)| {
-                    let text = if *dry_run {
-                        freezeframe_agent::render::plan(&value)
-                    } else {
-                        freezeframe_agent::render::report(&value)
-                    };
-                    (commands::snapshot_exit(ok, &value), value, text)
-                })
+                .map(|finished| (finished.exit(), finished.to_json(), finished.text()))
         }
         Command::Plan => commands::plan(target)
             .await
-            .map(|v| (Exit::Success, v.clone(), freezeframe_agent::render::plan(&v))),
+            .map(|plan| (Exit::Success, json(&plan), freezeframe_agent::render::plan(&plan))),
         Command::Status => commands::status(target)
             .await
-            .map(|v| (Exit::Success, v.clone(), commands::status_text(&v))),
+            .map(|status| (Exit::Success, json(&status), commands::status_text(&status))),
         Command::List => commands::list(target)
             .await
-            .map(|v| (Exit::Success, v.clone(), commands::snapshots_text(&v))),
+            .map(|list| (Exit::Success, json(&list), commands::snapshots_text(&list))),
         Command::Prune { keep } => commands::prune(target, *keep)
             .await
-            .map(|v| (Exit::Success, v.clone(), commands::pruned_text(&v))),
+            .map(|pruned| (Exit::Success, json(&pruned), commands::pruned_text(&pruned))),
         Command::Doctor => return freezeframe::doctor::run(target).await,
         Command::Thaw { runtime_dir } => {
             thaw(target, runtime_dir.as_deref())
@@ -177,12 +165,12 @@ async fn remote(cli: &Cli) -> Exit {
                         } else {
                             Exit::Success
                         },
-                        serde_json::to_value(&recovered).unwrap_or_default(),
+                        json(&recovered),
                         recovered.text(&place),
                     )
                 })
         }
-        Command::Demo | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled without the agent")
         }
     };
@@ -197,6 +185,10 @@ async fn remote(cli: &Cli) -> Exit {
         }
         Err(f) => fail_at(cli, &f.message, f.exit, f.step),
     }
+}
+
+fn json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// Thaws through the target's agent; on this machine, directly from the runtime directory when

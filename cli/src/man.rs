@@ -36,7 +36,6 @@ pub fn extra_sections(sub: Option<&str>) -> String {
         Some("doctor") => &["freezeframe doctor", "freezeframe -H root@db1 doctor"],
         Some("plan") => &["freezeframe plan", "freezeframe -H root@db1 plan --json"],
         Some("status") => &["freezeframe status", "freezeframe -H db1 -H db2 status --json"],
-        Some("demo") => &["sudo freezeframe demo"],
         Some("completions") => &["freezeframe completions bash > /etc/bash_completion.d/freezeframe"],
         Some(_) => &[],
     };

@@ -288,13 +288,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         "cp",
         &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
     );
-    let device = run("losetup", &["--find", "--show", copy.to_str().unwrap()])
-        .trim()
-        .to_string();
-    let restored_mount = dir.join("restored");
-    std::fs::create_dir_all(&restored_mount).unwrap();
-    run("mount", &[&device, restored_mount.to_str().unwrap()]);
-    let restored = freezeframe::scratch::LoopFs::adopt(Fs::Ext4, copy, device, restored_mount);
+    let restored = LoopFs::attach(Fs::Ext4, copy, &dir.join("restored")).expect("mount the restored copy");
     let present = count_restored_rows(&restored.path("pg/data"), &dir.join("pg-sockets"), acked_before);
     drop(restored);
     assert_eq!(

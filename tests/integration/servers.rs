@@ -302,12 +302,7 @@ pub(crate) fn loop_fs_from_image(image: &Path, mountpoint: &Path) -> LoopFs {
         "cp",
         &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
     );
-    std::fs::create_dir_all(mountpoint).unwrap();
-    let device = run("losetup", &["--find", "--show", copy.to_str().unwrap()])
-        .trim()
-        .to_string();
-    run("mount", &[&device, mountpoint.to_str().unwrap()]);
-    LoopFs::adopt(Fs::Ext4, copy, device, mountpoint.to_path_buf())
+    LoopFs::attach(Fs::Ext4, copy, mountpoint).expect("mount the restored copy")
 }
 
 /// A MariaDB server started for a test, root admitted over its socket; stopped on drop.

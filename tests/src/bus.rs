@@ -10,7 +10,7 @@ use std::time::Duration;
 use zbus::object_server::SignalEmitter;
 use zbus::{ObjectPath, OwnedObjectPath};
 
-pub use freezeframe::private_bus::PrivateBus;
+pub use freezeframe_demo::private_bus::PrivateBus;
 
 /// One unit the fake systemd knows.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Test kit for freezeframe's integration tests: the scratch filesystems and record writer of
-//! `freezeframe::scratch` (shared with the demo) as test helpers, probes for blocked writes, a
+//! `freezeframe_demo::scratch` (shared with the demo) as test helpers, probes for blocked writes, a
 //! stand-in NOTIFY_SOCKET, and the workspace's binaries.
 //!
 //! Every filesystem here is one the tests create; nothing touches the machine's own mounts.
@@ -26,7 +26,7 @@ pub fn require_root() {
 
 /// Runs a command and returns its stdout, or fails the test with its output.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    freezeframe::scratch::run(cmd, args).unwrap_or_else(|e| panic!("{e:#}"))
+    freezeframe_demo::scratch::run(cmd, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A scratch directory on the machine's own disk (never frozen), removed on drop.
@@ -40,7 +40,7 @@ pub fn scratch() -> tempfile::TempDir {
     dir
 }
 
-pub use freezeframe::scratch::{Fs, LoopFs, Writer, RECORD_LEN};
+pub use freezeframe_demo::scratch::{Fs, LoopFs, Writer, RECORD_LEN};
 pub use freezeframe_do_sim as sim;
 pub use freezeframe_do_sim::SimServer;
 
@@ -68,7 +68,7 @@ pub fn writer(path: &Path) -> Writer {
 
 /// Checks that `text` starts with records 1..=n, in order and complete.
 pub fn assert_records(text: &[u8], n: u64) {
-    if let Err(e) = freezeframe::scratch::verify_records(text, n) {
+    if let Err(e) = freezeframe_demo::scratch::verify_records(text, n) {
         panic!("{e}");
     }
 }
@@ -184,6 +184,11 @@ pub fn agent_bin() -> PathBuf {
 /// The CLI binary built by cargo next to this test binary.
 pub fn cli_bin() -> PathBuf {
     workspace_bin("freezeframe")
+}
+
+/// The demo binary (`freezeframe-demo`), built by cargo next to this test binary.
+pub fn demo_bin() -> PathBuf {
+    workspace_bin("freezeframe-demo")
 }
 
 fn workspace_bin(name: &str) -> PathBuf {

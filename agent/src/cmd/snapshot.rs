@@ -39,7 +39,7 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         .context("cannot start the async runtime")?;
     if args.dry_run {
         let plan = runtime
-            .block_on(job::plan_json(&settings))
+            .block_on(job::snapshot_plan(&settings))
             .context("cannot plan which filesystems to freeze")?;
         if args.json {
             freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&plan)?);
@@ -68,16 +68,15 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
         let observer = Progress {
             notifier: Notifier::from_env(),
         };
-        job::snapshot(&settings, &request, &observer, interrupt).await
+        job::execute(&settings, &request, &observer, interrupt).await
     })?;
     // A copy abandoned at the deadline may still be winding down; do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));
 
-    let value = serde_json::to_value(&report)?;
     if args.json {
-        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&value)?);
+        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&report)?);
     } else {
-        freezeframe_agent::stdout::write(render::report(&value).as_bytes());
+        freezeframe_agent::stdout::write(render::report(&report).as_bytes());
     }
     Ok(if report.status == Status::Succeeded {
         Exit::Success

@@ -10,7 +10,7 @@ use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::job::{self, JobRequest};
 use crate::notify::Notifier;
 use crate::runtime::{RecoveredFilesystem, RecoveredResume, RuntimeDir, RuntimeError};
-use crate::transaction::{Interrupt, Observer, Phase, Status};
+use crate::transaction::{Interrupt, Observer, Phase, Report, Status};
 use access::Access;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,8 +88,25 @@ struct State {
     running: Option<(u64, tokio::sync::watch::Sender<bool>)>,
     next_job: u64,
     last_activity: Instant,
-    /// The last job's report, as JSON.
-    last_result: Option<String>,
+    /// The last job's report.
+    last_result: Option<Report>,
+}
+
+/// What `Status` answers (as `a{sv}`, these keys).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub provider: String,
+    /// The configured Droplet; absent when the metadata service tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub droplet_id: Option<u64>,
+    /// A run's filesystems are frozen now.
+    pub frozen: bool,
+    /// The running job's id; 0 when none runs.
+    pub running_job: u64,
+    /// The last run's report; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<Report>,
 }
 
 /// The object served at [`OBJECT_PATH`].
@@ -102,6 +119,35 @@ pub struct Agent {
 }
 
 impl Agent {
+    fn next_job_id(&self) -> u64 {
+        let mut state = self.state.lock().unwrap();
+        state.next_job += 1;
+        state.next_job
+    }
+
+    /// Makes the next job the running one, unless a job runs here or another process (a
+    /// one-shot `freezeframe-agent snapshot`) holds the lock.
+    fn claim_job(&self, settings: &Settings) -> Result<(u64, Interrupt), AgentError> {
+        let mut state = self.state.lock().unwrap();
+        if let Some((running, _)) = &state.running {
+            return Err(AgentError::Busy(format!(
+                "snapshot job {running} is running; wait for its JobFinished signal"
+            )));
+        }
+        if let Err(RuntimeError::Busy { pid }) =
+            RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
+        {
+            return Err(AgentError::Busy(format!(
+                "another snapshot is in progress on this machine{}",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            )));
+        }
+        state.next_job += 1;
+        let (stop, interrupt) = Interrupt::new();
+        state.running = Some((state.next_job, stop));
+        Ok((state.next_job, interrupt))
+    }
+
     fn settings(&self) -> Result<Settings, AgentError> {
         let sources = match &self.config {
             Some(path) => ConfigSources::explicit(path),
@@ -149,12 +195,8 @@ impl Agent {
 
     /// The last run's report, typed: from the runtime directory, where every run keeps it (a
     /// one-shot `freezeframe-agent snapshot` too), else this process's own last job.
-    fn last_report(&self, settings: &Settings) -> Option<Dict> {
-        std::fs::read_to_string(job::last_report_path(&settings.runtime_dir))
-            .ok()
-            .or_else(|| self.state.lock().unwrap().last_result.clone())
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .map(|report| wire::to_dict(&report))
+    fn last_report(&self, settings: &Settings) -> Option<Report> {
+        job::last_report(&settings.runtime_dir).or_else(|| self.state.lock().unwrap().last_result.clone())
     }
 
     fn touch(&self) {
@@ -196,10 +238,100 @@ async fn announce(connection: &zbus::Connection, what: Changed) {
     }
 }
 
+/// One snapshot job, run as a task of its own: its phases go out as signals, its report is the
+/// last result and the JobFinished signal.
+struct Job {
+    id: u64,
+    settings: Settings,
+    request: JobRequest,
+    state: Arc<Mutex<State>>,
+    emitter: SignalEmitter<'static>,
+}
+
+/// A phase as the observer saw it: the phase, whether it finished, whether it went well, and
+/// how long it took in milliseconds.
+type PhaseEvent = (Phase, bool, bool, f64);
+
+impl Job {
+    async fn run(self, interrupt: Interrupt) {
+        announce(self.emitter.connection(), Changed::RunningJob).await;
+        let (events, received) = tokio::sync::mpsc::unbounded_channel::<PhaseEvent>();
+        let forwarder = tokio::spawn(forward_phases(self.emitter.clone(), self.id, received));
+        let observer = SignalObserver {
+            events,
+            notifier: Notifier::from_env(),
+        };
+        let droplet = match &self.settings.snapshot.provider {
+            crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id.map(|id| id.to_string()),
+            _ => None,
+        };
+        tracing::info!(
+            job = self.id,
+            droplet = droplet.as_deref().unwrap_or("from metadata"),
+            "snapshot job started"
+        );
+        let result = job::execute(&self.settings, &self.request, &observer, interrupt).await;
+        drop(observer);
+        let _ = forwarder.await;
+        self.finish(result).await;
+    }
+
+    /// Records the report as the last result, frees the agent for the next job, and says so.
+    async fn finish(self, result: Result<Report, job::JobError>) {
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                let report = Report::not_started(e.to_string());
+                // A job that could not start (busy, a bad plan) is still the last result.
+                if !e.is_busy() {
+                    job::record_last_report(&self.settings.runtime_dir, &report);
+                }
+                report
+            }
+        };
+        let succeeded = report.status == Status::Succeeded;
+        tracing::info!(
+            job = self.id,
+            succeeded,
+            action_id = report.action_id.as_deref().unwrap_or_default(),
+            "snapshot job finished"
+        );
+        Notifier::from_env().status("waiting for calls");
+        {
+            let mut state = self.state.lock().unwrap();
+            state.running = None;
+            state.last_activity = Instant::now();
+            state.last_result = Some(report.clone());
+        }
+        for changed in [Changed::RunningJob, Changed::Frozen, Changed::LastResult] {
+            announce(self.emitter.connection(), changed).await;
+        }
+        let _ = Agent::job_finished(&self.emitter, self.id, succeeded, wire::to_dict(&report)).await;
+    }
+}
+
+/// Emits each phase of job `id` as a PhaseChanged signal, outside the frozen window's code path.
+async fn forward_phases(
+    emitter: SignalEmitter<'static>,
+    id: u64,
+    mut received: tokio::sync::mpsc::UnboundedReceiver<PhaseEvent>,
+) {
+    while let Some((phase, finished, ok, ms)) = received.recv().await {
+        if finished {
+            // Held by the log gate while frozen, like every line.
+            tracing::info!(job = id, phase = %phase, ms = %format_args!("{ms:.1}"), ok, "phase finished");
+        }
+        let _ = Agent::phase_changed(&emitter, id, &phase.to_string(), finished, ok, ms).await;
+        if finished && matches!(phase, Phase::Freeze | Phase::Thaw) {
+            announce(emitter.connection(), Changed::Frozen).await;
+        }
+    }
+}
+
 /// Forwards the transaction's phases to a task that emits them as signals: the observer is
 /// called inside the frozen window, so it only queues.
 struct SignalObserver {
-    events: tokio::sync::mpsc::UnboundedSender<(Phase, bool, bool, f64)>,
+    events: tokio::sync::mpsc::UnboundedSender<PhaseEvent>,
     notifier: Notifier,
 }
 
@@ -245,116 +377,26 @@ impl Agent {
                 "the agent is shutting down; call again".into(),
             ));
         }
+        let emitter = emitter.into_owned();
         if options.dry_run {
-            let plan = job::plan_json(&settings)
+            let plan = job::snapshot_plan(&settings)
                 .await
                 .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
-            let id = {
-                let mut state = self.state.lock().unwrap();
-                state.next_job += 1;
-                state.next_job
-            };
-            let emitter = emitter.into_owned();
+            let id = self.next_job_id();
             tokio::spawn(async move {
                 let _ = Agent::job_finished(&emitter, id, true, wire::to_dict(&plan)).await;
             });
             return Ok(id);
         }
-        let (id, interrupt) = {
-            let mut state = self.state.lock().unwrap();
-            if let Some((running, _)) = &state.running {
-                return Err(AgentError::Busy(format!(
-                    "snapshot job {running} is running; wait for its JobFinished signal"
-                )));
-            }
-            // Another process (a one-shot `freezeframe-agent snapshot`) may hold the lock.
-            if let Err(RuntimeError::Busy { pid }) =
-                RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
-            {
-                return Err(AgentError::Busy(format!(
-                    "another snapshot is in progress on this machine{}",
-                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                )));
-            }
-            state.next_job += 1;
-            let (stop, interrupt) = Interrupt::new();
-            state.running = Some((state.next_job, stop));
-            (state.next_job, interrupt)
+        let (id, interrupt) = self.claim_job(&settings)?;
+        let job = Job {
+            id,
+            settings,
+            request: options.request,
+            state: self.state.clone(),
+            emitter,
         };
-        let state = self.state.clone();
-        let emitter = emitter.into_owned();
-        let job = id;
-        tokio::spawn(async move {
-            announce(emitter.connection(), Changed::RunningJob).await;
-            let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<(Phase, bool, bool, f64)>();
-            let forwarder = {
-                let emitter = emitter.clone();
-                tokio::spawn(async move {
-                    while let Some((phase, finished, ok, ms)) = received.recv().await {
-                        if finished {
-                            // Held by the log gate while frozen, like every line.
-                            tracing::info!(job = id, phase = %phase, ms = %format_args!("{ms:.1}"), ok, "phase finished");
-                        }
-                        let _ =
-                            Agent::phase_changed(&emitter, job, &phase.to_string(), finished, ok, ms).await;
-                        if finished && matches!(phase, Phase::Freeze | Phase::Thaw) {
-                            announce(emitter.connection(), Changed::Frozen).await;
-                        }
-                    }
-                })
-            };
-            let observer = SignalObserver {
-                events,
-                notifier: Notifier::from_env(),
-            };
-            let observer_notifier = Notifier::from_env();
-            let droplet = match &settings.snapshot.provider {
-                crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id.map(|id| id.to_string()),
-                _ => None,
-            };
-            tracing::info!(
-                job = id,
-                droplet = droplet.as_deref().unwrap_or("from metadata"),
-                "snapshot job started"
-            );
-            let result = job::snapshot(&settings, &options.request, &observer, interrupt).await;
-            drop(observer);
-            let _ = forwarder.await;
-            let (succeeded, report) = match result {
-                Ok(report) => (
-                    report.status == Status::Succeeded,
-                    serde_json::to_string(&report).unwrap_or_default(),
-                ),
-                Err(e) => {
-                    let report =
-                        serde_json::json!({ "status": "failed", "error": e.to_string() }).to_string();
-                    // A job that could not start (busy, a bad plan) is still the last result.
-                    if !e.is_busy() {
-                        job::record_last_report(&settings.runtime_dir, &report);
-                    }
-                    (false, report)
-                }
-            };
-            let action_id = serde_json::from_str::<serde_json::Value>(&report)
-                .ok()
-                .and_then(|r| r["action_id"].as_str().map(String::from))
-                .unwrap_or_default();
-            tracing::info!(job = id, succeeded, action_id, "snapshot job finished");
-            observer_notifier.status("waiting for calls");
-            {
-                let mut state = state.lock().unwrap();
-                state.running = None;
-                state.last_activity = Instant::now();
-                state.last_result = Some(report.clone());
-            }
-            let typed = serde_json::from_str(&report)
-                .map(|r| wire::to_dict(&r))
-                .unwrap_or_default();
-            for changed in [Changed::RunningJob, Changed::Frozen, Changed::LastResult] {
-                announce(emitter.connection(), changed).await;
-            }
-            let _ = Agent::job_finished(&emitter, job, succeeded, typed).await;
-        });
+        tokio::spawn(job.run(interrupt));
         Ok(id)
     }
 
@@ -367,7 +409,7 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Dict, AgentError> {
         let settings = self.admit(Access::Read, connection, &header).await?;
-        let plan = job::plan_json(&settings)
+        let plan = job::snapshot_plan(&settings)
             .await
             .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
         Ok(wire::to_dict(&plan))
@@ -384,28 +426,18 @@ impl Agent {
         let settings = self.admit(Access::Read, connection, &header).await?;
         let runtime_dir =
             RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
-        let mut status = HashMap::from([
-            (
-                "version".to_string(),
-                variant(env!("CARGO_PKG_VERSION").to_string()),
-            ),
-            (
-                "provider".to_string(),
-                variant(settings.snapshot.provider.name().to_string()),
-            ),
-            ("frozen".to_string(), variant(runtime_dir.record_path().exists())),
-            ("running_job".to_string(), variant(self.busy().unwrap_or(0))),
-        ]);
-        // The last report, typed; absent when no run has finished yet.
-        if let Some(report) = self.last_report(&settings) {
-            status.insert("last_result".into(), variant(report));
-        }
-        if let crate::config::ProviderSettings::DigitalOcean(d) = &settings.snapshot.provider {
-            if let Some(id) = d.droplet_id {
-                status.insert("droplet_id".into(), variant(id));
-            }
-        }
-        Ok(status)
+        let droplet_id = match &settings.snapshot.provider {
+            crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id,
+            crate::config::ProviderSettings::LocalImage { .. } => None,
+        };
+        Ok(wire::to_dict(&AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            provider: settings.snapshot.provider.name().to_string(),
+            droplet_id,
+            frozen: runtime_dir.record_path().exists(),
+            running_job: self.busy().unwrap_or(0),
+            last_result: self.last_report(&settings),
+        }))
     }
 
     /// This machine's snapshots, oldest first: id, name, created_at, size_bytes.
@@ -420,20 +452,7 @@ impl Agent {
             .list()
             .await
             .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
-        Ok(list
-            .into_iter()
-            .map(|s| {
-                let mut entry = HashMap::from([
-                    ("id".to_string(), variant(s.id)),
-                    ("name".to_string(), variant(s.name)),
-                    ("created_at".to_string(), variant(s.created_at)),
-                ]);
-                if let Some(size) = s.size_bytes {
-                    entry.insert("size_bytes".into(), variant(size));
-                }
-                entry
-            })
-            .collect())
+        Ok(list.iter().map(wire::to_dict).collect())
     }
 
     /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
@@ -457,15 +476,7 @@ impl Agent {
             .prune(keep_last as usize, &job::own_names(&settings))
             .await
             .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
-        Ok(pruned
-            .into_iter()
-            .map(|p| {
-                HashMap::from([
-                    ("id".to_string(), variant(p.id)),
-                    ("name".to_string(), variant(p.name)),
-                ])
-            })
-            .collect())
+        Ok(pruned.iter().map(wire::to_dict).collect())
     }
 
     /// The emergency exit, as `freezeframe-agent thaw`: thaws what a dead agent's record lists
@@ -560,7 +571,10 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> zbus::fdo::Result<Dict> {
         let settings = self.admit_reader(header, connection).await?;
-        Ok(self.last_report(&settings).unwrap_or_default())
+        Ok(self
+            .last_report(&settings)
+            .map(|r| wire::to_dict(&r))
+            .unwrap_or_default())
     }
 
     /// The agent's version.

@@ -1,8 +1,9 @@
 //! Results on the bus as D-Bus types, not JSON text: a report, a plan or a status is sent as
 //! `a{sv}` whose keys are the JSON document's (README, "The D-Bus API"), so `busctl` and any
 //! D-Bus client read them without parsing JSON, and the CLI turns them back into the same JSON.
-//! Objects become `a{sv}`, arrays `av`, strings `s`, booleans `b`, whole numbers `t` (or `x`
-//! when negative), other numbers `d`; a null is left out (its key is absent).
+//! Objects become `a{sv}`, arrays `av`, strings `s`, booleans `b`, integers `t` (or `x` when
+//! negative), floating-point numbers `d` (a report's milliseconds, even when whole); a null is
+//! left out (its key is absent). The CLI reads them back into the types they came from.
 
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -38,12 +39,13 @@ pub fn to_value(value: &Json) -> Option<OwnedVariant> {
     })
 }
 
-/// A JSON object as `a{sv}` (anything else as an empty one).
-pub fn to_dict(value: &Json) -> Dict {
-    match value {
+/// A value that serializes as a JSON object (a report, a plan) as `a{sv}`; anything else as
+/// an empty one.
+pub fn to_dict(value: &impl serde::Serialize) -> Dict {
+    match serde_json::to_value(value).unwrap_or_default() {
         Json::Object(map) => map
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), to_value(v)?)))
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, to_value(&v)?)))
             .collect(),
         _ => Dict::new(),
     }
@@ -83,6 +85,11 @@ pub fn to_json(value: &Variant<'_>) -> Json {
     }
 }
 
+/// An `a{sv}` read back into the type it was made from (a report, a plan, a status).
+pub fn from_dict<T: serde::de::DeserializeOwned>(dict: &Dict) -> Result<T, serde_json::Error> {
+    serde_json::from_value(dict_to_json(dict))
+}
+
 /// An `a{sv}` back as a JSON object.
 pub fn dict_to_json(dict: &Dict) -> Json {
     Json::Object(dict.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
@@ -116,5 +123,41 @@ mod tests {
         let mut expected = report.clone();
         expected.as_object_mut().unwrap().remove("consistency");
         assert_eq!(dict_to_json(&dict), expected);
+    }
+
+    #[test]
+    fn a_typed_report_comes_back_equal() {
+        use crate::transaction::ports::{Consistency, DevNum, SkipReason, Skipped, Target};
+        use crate::transaction::{Phase, PhaseTiming, Report};
+        let mut report = Report::new("web-1-application".into(), "digitalocean".into());
+        report.consistency = Some(Consistency::Application);
+        report.action_id = Some("42".into());
+        report.frozen_ms = 3.0;
+        report.phases.push(PhaseTiming {
+            phase: Phase::Freeze,
+            ms: 1.25,
+        });
+        report.filesystems.frozen.push(Target {
+            mountpoint: "/".into(),
+            mount_id: 29,
+            dev: DevNum { major: 252, minor: 1 },
+            fstype: "ext4".into(),
+            source: "/dev/vda1".into(),
+            also_mounted_at: Vec::new(),
+        });
+        report.filesystems.skipped.push(Skipped {
+            mountpoint: "/srv".into(),
+            fstype: "ext4".into(),
+            reason: SkipReason::SameFilesystemAs("/".into()),
+        });
+        let dict = to_dict(&report);
+        assert_eq!(
+            dict["frozen_ms"].value_signature().to_string(),
+            "d",
+            "a float stays one"
+        );
+        assert_eq!(from_dict::<Report>(&dict).unwrap(), report);
+        let not_started = Report::not_started("busy".into());
+        assert_eq!(from_dict::<Report>(&to_dict(&not_started)).unwrap(), not_started);
     }
 }

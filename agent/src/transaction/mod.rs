@@ -280,50 +280,29 @@ impl Transaction<'_> {
 
     /// The report before anything ran: every quiescer listed, nothing prepared.
     fn first_report(&mut self) -> Report {
-        Report {
-            status: Status::Succeeded,
-            snapshot_name: self.spec.name.render(self.planned_consistency()),
-            provider: self.provider.name().to_string(),
-            action_id: None,
-            snapshot_id: None,
-            snapshot_size_bytes: None,
-            pruned: Vec::new(),
-            volume_snapshots: Vec::new(),
-            consistency: None,
-            failed_phase: None,
-            error: None,
-            setup_error: false,
-            warnings: self
-                .spec
-                .unquiesced
-                .iter()
-                .map(|u| format!("not quiesced: {u}"))
-                .collect(),
-            filesystems: FilesystemsReport {
-                frozen: Vec::new(),
-                skipped: std::mem::take(&mut self.skipped),
-            },
-            quiescers: self
-                .quiescers
-                .iter()
-                .map(|q| QuiescerReport {
-                    name: q.name().to_string(),
-                    prepared: false,
-                    resumed: false,
-                    details: None,
-                    error: None,
-                })
-                .collect(),
-            quiesce_ms: 0.0,
-            sync_ms: 0.0,
-            frozen_ms: 0.0,
-            freezing_ms: 0.0,
-            request_ms: 0.0,
-            thawing_ms: 0.0,
-            resume_ms: 0.0,
-            total_ms: 0.0,
-            phases: Vec::new(),
-        }
+        let mut report = Report::new(
+            self.spec.name.render(self.planned_consistency()),
+            self.provider.name().to_string(),
+        );
+        report.warnings = self
+            .spec
+            .unquiesced
+            .iter()
+            .map(|u| format!("not quiesced: {u}"))
+            .collect();
+        report.filesystems.skipped = std::mem::take(&mut self.skipped);
+        report.quiescers = self
+            .quiescers
+            .iter()
+            .map(|q| QuiescerReport {
+                name: q.name().to_string(),
+                prepared: false,
+                resumed: false,
+                details: None,
+                error: None,
+            })
+            .collect();
+        report
     }
 
     /// Quiesce, sync, freeze, request, thaw. A failure before the freeze stops here; once

@@ -261,6 +261,23 @@ pub enum Consistency {
     Crash,
 }
 
+impl Consistency {
+    pub const ALL: [Consistency; 3] = [
+        Consistency::Application,
+        Consistency::Filesystem,
+        Consistency::Crash,
+    ];
+
+    /// As in names and reports: `application`, `filesystem`, `crash`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Application => "application",
+            Consistency::Filesystem => "filesystem",
+            Consistency::Crash => "crash",
+        }
+    }
+}
+
 /// A provider's failure, with the cause chain kept for the report.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -1,11 +1,11 @@
 //! The result of one snapshot transaction, as printed by `snapshot --json`.
 
 use super::ports::{Consistency, Pruned, Skipped, Target, VolumeSnapshotRef};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The phases of a transaction, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Preflight,
@@ -44,20 +44,20 @@ impl std::fmt::Display for Phase {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Succeeded,
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTiming {
     pub phase: Phase,
     pub ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuiescerReport {
     pub name: String,
     pub prepared: bool,
@@ -69,14 +69,14 @@ pub struct QuiescerReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesystemsReport {
     pub frozen: Vec<Target>,
     pub skipped: Vec<Skipped>,
 }
 
 /// Everything about one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub status: Status,
     pub snapshot_name: String,
@@ -87,10 +87,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_size_bytes: Option<u64>,
     /// Snapshots of attached volumes, taken in the same frozen window.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<VolumeSnapshotRef>,
     /// Older snapshots deleted by retention.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Pruned>,
     /// `None` when no snapshot was requested.
     pub consistency: Option<Consistency>,
@@ -100,7 +100,7 @@ pub struct Report {
     pub error: Option<String>,
     /// The run failed on this machine's set-up (its configuration, the token file), which the
     /// user must fix first: the binaries exit 2 for it, as for a bad configuration.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub setup_error: bool,
     pub warnings: Vec<String>,
     pub filesystems: FilesystemsReport,
@@ -119,6 +119,48 @@ pub struct Report {
     pub resume_ms: f64,
     pub total_ms: f64,
     pub phases: Vec<PhaseTiming>,
+}
+
+impl Report {
+    /// A run that has done nothing yet: succeeded so far, every figure zero.
+    pub fn new(snapshot_name: String, provider: String) -> Report {
+        Report {
+            status: Status::Succeeded,
+            snapshot_name,
+            provider,
+            action_id: None,
+            snapshot_id: None,
+            snapshot_size_bytes: None,
+            volume_snapshots: Vec::new(),
+            pruned: Vec::new(),
+            consistency: None,
+            failed_phase: None,
+            error: None,
+            setup_error: false,
+            warnings: Vec::new(),
+            filesystems: FilesystemsReport::default(),
+            quiescers: Vec::new(),
+            quiesce_ms: 0.0,
+            sync_ms: 0.0,
+            frozen_ms: 0.0,
+            freezing_ms: 0.0,
+            request_ms: 0.0,
+            thawing_ms: 0.0,
+            resume_ms: 0.0,
+            total_ms: 0.0,
+            phases: Vec::new(),
+        }
+    }
+
+    /// A job that failed before its transaction could start (another run holds the lock, the
+    /// plan failed): nothing ran, nothing was named.
+    pub fn not_started(error: String) -> Report {
+        Report {
+            status: Status::Failed,
+            error: Some(error),
+            ..Report::new(String::new(), String::new())
+        }
+    }
 }
 
 /// Milliseconds with microsecond resolution.

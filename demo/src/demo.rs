@@ -1,4 +1,4 @@
-//! `freezeframe demo`: the whole job with no account or setup. Makes a loop-mounted ext4 that
+//! `freezeframe-demo`: the whole job with no account or setup. Makes a loop-mounted ext4 that
 //! stands for a Droplet's disk, starts the bundled DigitalOcean API simulator (which copies that
 //! disk when it registers a snapshot, as the hypervisor would), `freezeframe-agent run` on a
 //! private bus, and a writer that fsyncs numbered records; asks the agent over D-Bus for a
@@ -7,11 +7,13 @@
 //! the phases, the frozen window and the writer's longest stall. Everything it made is removed
 //! at the end, also on failure or Ctrl-C.
 
-use crate::client::Target;
-use crate::commands::{self, SnapshotRequest};
 use crate::private_bus::PrivateBus;
 use crate::scratch::{verify_records, Fs, LoopFs, Writer};
 use anyhow::{bail, Context, Result};
+use freezeframe::client::Target;
+use freezeframe::commands::{self, Finished, SnapshotRequest};
+use freezeframe::outln;
+use freezeframe_agent::transaction::Status;
 use freezeframe_do_sim::{SimConfig, SimServer};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -60,7 +62,7 @@ impl commands::Progress for Progress {
 
     fn done(&mut self) {
         for line in self.held.drain(..) {
-            crate::outln!("{line}");
+            outln!("{line}");
         }
     }
 }
@@ -109,7 +111,7 @@ impl Drop for Agent {
 
 pub fn run() -> Result<bool> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the demo creates, mounts and freezes a scratch filesystem: run it as root (sudo freezeframe demo)");
+        bail!("the demo creates, mounts and freezes a scratch filesystem: run it as root (sudo freezeframe-demo)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -143,7 +145,7 @@ async fn demo() -> Result<bool> {
         Ok(())
     };
 
-    crate::outln!("freezeframe demo: a consistent snapshot of a Droplet's disk while it is being written to");
+    outln!("freezeframe demo: a consistent snapshot of a Droplet's disk while it is being written to");
     let dir = tempfile::Builder::new()
         .prefix("freezeframe-demo-")
         .tempdir_in("/var/tmp")
@@ -154,7 +156,7 @@ async fn demo() -> Result<bool> {
         &dir.path().join("disk.img"),
         &dir.path().join("data"),
     )?;
-    crate::outln!(
+    outln!(
         "  [1/6] made a 128 MiB ext4 filesystem on {} for the Droplet's disk, mounted at {}",
         data.device,
         data.mountpoint.display()
@@ -180,7 +182,7 @@ async fn demo() -> Result<bool> {
     let token_file = etc.join("token");
     std::fs::write(&token_file, TOKEN)?;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
-    crate::outln!(
+    outln!(
         "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",
         sim.url,
         API_LATENCY.as_millis()
@@ -213,14 +215,14 @@ async fn demo() -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    crate::outln!(
+    outln!(
         "  [3/6] freezeframe-agent serves org.freezeframe.Agent1 on a private bus ({})",
         bus.address
     );
 
     let writer = Writer::start(&data.path("records"))?;
     writer.wait_for(200, Duration::from_secs(30))?;
-    crate::outln!(
+    outln!(
         "  [4/6] a writer is appending fsync'd records ({} so far)",
         writer.acked()
     );
@@ -233,7 +235,7 @@ async fn demo() -> Result<bool> {
         held: Vec::new(),
         frozen: false,
     };
-    crate::outln!("  [5/6] `freezeframe snapshot --wait` through the agent, phase by phase:");
+    outln!("  [5/6] `freezeframe snapshot --wait` through the agent, phase by phase:");
     let request = SnapshotRequest {
         name: Some("freezeframe-demo".into()),
         wait: true,
@@ -246,17 +248,21 @@ async fn demo() -> Result<bool> {
     let total = writer.stop();
     drop(agent);
     let report = match outcome {
-        Ok((_, report)) => report,
+        Ok(Finished::Snapshot(report)) => report,
+        Ok(Finished::Plan(_)) => bail!("the agent answered a snapshot with a plan"),
         Err(f) => bail!("{}", f.message),
     };
-    if report["status"] != "succeeded" {
+    if report.status != Status::Succeeded {
         bail!(
-            "the snapshot failed in {}: {}",
-            report["failed_phase"].as_str().unwrap_or("?"),
-            report["error"].as_str().unwrap_or("?")
+            "the snapshot failed{}: {}",
+            report
+                .failed_phase
+                .map(|p| format!(" in {p}"))
+                .unwrap_or_default(),
+            report.error.as_deref().unwrap_or("?")
         );
     }
-    let snapshot_name = report["snapshot_name"].as_str().unwrap_or_default().to_string();
+    let snapshot_name = report.snapshot_name.clone();
 
     let acked = acked_at_request.load(Ordering::SeqCst);
     let image = sim
@@ -270,7 +276,7 @@ async fn demo() -> Result<bool> {
     let records_ok = verify_records(&records, acked);
     drop(view);
 
-    crate::outln!(
+    outln!(
         "  [6/6] checked the captured image: fsck {}; {}",
         if clean { "clean" } else { "NOT clean" },
         match &records_ok {
@@ -278,32 +284,31 @@ async fn demo() -> Result<bool> {
             Err(e) => format!("records: {e}"),
         }
     );
-    crate::outln!();
-    crate::outln!(
+    outln!();
+    outln!(
         "  snapshot action {} registered; snapshot {} completed",
-        report["action_id"].as_str().unwrap_or("?"),
-        report["snapshot_id"].as_str().unwrap_or("?")
+        report.action_id.as_deref().unwrap_or("?"),
+        report.snapshot_id.as_deref().unwrap_or("?")
     );
-    let ms = |key: &str| report[key].as_f64().unwrap_or(0.0);
-    crate::outln!(
+    outln!(
         "  writes were blocked for {:.1} ms (first FIFREEZE to last FITHAW): freezing {:.1} ms, \
          the API request {:.1} ms, thawing {:.1} ms",
-        ms("frozen_ms"),
-        ms("freezing_ms"),
-        ms("request_ms"),
-        ms("thawing_ms")
+        report.frozen_ms,
+        report.freezing_ms,
+        report.request_ms,
+        report.thawing_ms
     );
-    crate::outln!(
+    outln!(
         "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",
         longest_stall.as_secs_f64() * 1e3
     );
-    crate::outln!("  no shutdown, no restart: the writer kept going before and after the snapshot");
+    outln!("  no shutdown, no restart: the writer kept going before and after the snapshot");
     let pass = clean && records_ok.is_ok();
     if !clean {
-        crate::outln!("{fsck}");
+        outln!("{fsck}");
     }
-    crate::outln!();
-    crate::outln!(
+    outln!();
+    outln!(
         "verdict: {}",
         if pass {
             "PASS: a consistent snapshot, taken live"

@@ -1,4 +1,4 @@
-//! The `freezeframe` binary: the demo runs end to end and cleans up after itself.
+//! `freezeframe-demo`: the demo runs end to end and cleans up after itself, also when interrupted.
 
 use freezeframe_tests::*;
 use std::process::Command;
@@ -6,7 +6,7 @@ use std::process::Command;
 #[test]
 fn the_demo_passes_and_leaves_nothing_behind() {
     require_root();
-    let out = Command::new(cli_bin()).arg("demo").output().unwrap();
+    let out = Command::new(demo_bin()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -38,8 +38,7 @@ fn the_demo_passes_and_leaves_nothing_behind() {
 fn ctrl_c_during_the_demo_snapshot_stops_the_agent_and_removes_everything() {
     use std::io::{BufRead, BufReader};
     require_root();
-    let mut demo = Command::new(cli_bin())
-        .arg("demo")
+    let mut demo = Command::new(demo_bin())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

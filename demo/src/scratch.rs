@@ -1,10 +1,12 @@
 //! Scratch filesystems for the demo and the tests: a filesystem in an image file on a loop
-//! device, mounted, that unmounts, detaches and deletes itself on drop; and a writer that
+//! device (the agent's [`LoopMount`]), mounted, that unmounts, detaches and deletes itself on
+//! drop; and a writer that
 //! appends fsync'd, numbered records and measures how long each write took.
 //!
 //! Only filesystems made here are ever touched: nothing looks at the machine's own mounts.
 
 use anyhow::{bail, Context, Result};
+use freezeframe_agent::loop_mount::{Attach, LoopMount};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,18 +94,14 @@ impl Fs {
             let dir = tempfile::Builder::new()
                 .prefix("freezeframe-check-")
                 .tempdir_in("/var/tmp")?;
-            let device = run("losetup", &["--find", "--show", path])?.trim().to_string();
             // nouuid: the original, with the same UUID, may still be mounted.
-            let mounted = run(
-                "mount",
-                &["-o", "nouuid", &device, dir.path().to_str().unwrap_or("")],
-            );
-            if mounted.is_ok() {
-                let _ = run("umount", &[dir.path().to_str().unwrap_or("")]);
-            }
-            let _ = run("losetup", &["--detach", &device]);
+            let how = Attach {
+                read_only: false,
+                options: Some("nouuid"),
+            };
+            let mounted = LoopMount::attach(image, dir.path(), how).map(drop);
             if let Err(e) = mounted {
-                return Ok((false, format!("{path} does not mount (log replay failed): {e:#}")));
+                return Ok((false, format!("{path} does not mount (log replay failed): {e}")));
             }
         }
         let (cmd, args): (&str, Vec<&str>) = match self {
@@ -133,7 +131,8 @@ pub struct LoopFs {
     pub mountpoint: PathBuf,
     /// Whether the image is ours to delete.
     owns_image: bool,
-    mounted: bool,
+    /// Dropped first: unmounted and detached before the image goes.
+    mount: Option<LoopMount>,
 }
 
 impl LoopFs {
@@ -142,65 +141,49 @@ impl LoopFs {
         std::fs::File::create(image)
             .and_then(|f| f.set_len(size_mib << 20))
             .with_context(|| format!("cannot create {}", image.display()))?;
-        let mut made = LoopFs {
-            fs,
-            image: image.to_path_buf(),
-            device: String::new(),
-            mountpoint: mountpoint.to_path_buf(),
-            owns_image: true,
-            mounted: false,
-        };
-        fs.mkfs(image)?;
-        std::fs::create_dir_all(mountpoint)
-            .with_context(|| format!("cannot create {}", mountpoint.display()))?;
-        made.device = run("losetup", &["--find", "--show", &image.to_string_lossy()])?
-            .trim()
-            .to_string();
-        run("mount", &[&made.device, &mountpoint.to_string_lossy()])?;
-        made.mounted = true;
-        Ok(made)
+        let made = fs.mkfs(image);
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(image);
+            return Err(e);
+        }
+        LoopFs::attach(fs, image.to_path_buf(), mountpoint)
+    }
+
+    /// Mounts an image made elsewhere (a restored copy) read-write; it is deleted on drop.
+    pub fn attach(fs: Fs, image: PathBuf, mountpoint: &Path) -> Result<LoopFs> {
+        let mounted = LoopMount::attach(&image, mountpoint, Attach::default());
+        LoopFs::new(fs, image, true, mounted)
     }
 
     /// Attaches an existing image read-only and mounts it read-only, to inspect a copy.
     pub fn attach_read_only(fs: Fs, image: &Path, mountpoint: &Path) -> Result<LoopFs> {
-        std::fs::create_dir_all(mountpoint)
-            .with_context(|| format!("cannot create {}", mountpoint.display()))?;
-        let mut made = LoopFs {
-            fs,
-            image: image.to_path_buf(),
-            device: String::new(),
-            mountpoint: mountpoint.to_path_buf(),
-            owns_image: false,
-            mounted: false,
+        let how = Attach {
+            read_only: true,
+            options: Some(match fs {
+                Fs::Xfs => "ro,norecovery,nouuid",
+                _ => "ro",
+            }),
         };
-        made.device = run(
-            "losetup",
-            &["--find", "--show", "--read-only", &image.to_string_lossy()],
-        )?
-        .trim()
-        .to_string();
-        let opts = match fs {
-            Fs::Xfs => "ro,norecovery,nouuid",
-            _ => "ro",
-        };
-        run(
-            "mount",
-            &["-o", opts, &made.device, &mountpoint.to_string_lossy()],
-        )?;
-        made.mounted = true;
-        Ok(made)
+        let mounted = LoopMount::attach(image, mountpoint, how);
+        LoopFs::new(fs, image.to_path_buf(), false, mounted)
     }
 
-    /// Takes over a filesystem already mounted from `image` on `device`: dropping it cleans up
-    /// as for one made here (the image file included).
-    pub fn adopt(fs: Fs, image: PathBuf, device: String, mountpoint: PathBuf) -> LoopFs {
-        LoopFs {
-            fs,
-            image,
-            device,
-            mountpoint,
-            owns_image: true,
-            mounted: true,
+    fn new(fs: Fs, image: PathBuf, owns_image: bool, mounted: Result<LoopMount, String>) -> Result<LoopFs> {
+        match mounted {
+            Ok(mount) => Ok(LoopFs {
+                fs,
+                device: mount.device().to_string(),
+                mountpoint: mount.mountpoint().to_path_buf(),
+                image,
+                owns_image,
+                mount: Some(mount),
+            }),
+            Err(e) => {
+                if owns_image {
+                    let _ = std::fs::remove_file(&image);
+                }
+                Err(anyhow::anyhow!(e))
+            }
         }
     }
 
@@ -211,26 +194,7 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let mp = self.mountpoint.to_string_lossy().into_owned();
-        if self.mounted {
-            let _ = Command::new("fsfreeze").args(["--unfreeze", &mp]).output();
-            let unmounted = (0..20).any(|_| {
-                let ok = Command::new("umount")
-                    .arg(&mp)
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                if !ok {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                ok
-            });
-            if !unmounted {
-                let _ = Command::new("umount").args(["--lazy", &mp]).output();
-            }
-        }
-        if !self.device.is_empty() {
-            let _ = Command::new("losetup").args(["--detach", &self.device]).output();
-        }
+        drop(self.mount.take());
         if self.owns_image {
             let _ = std::fs::remove_file(&self.image);
         }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
@@ -37,7 +37,7 @@ fn check<F: Into<String>>(name: &str, result: Result<String, (String, F)>) -> Ch
 }
 
 /// Runs every check.
-pub async fn run(settings: &Settings) -> Vec<Check> {
+pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.push(check(
         "runtime directory",
@@ -133,7 +133,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
 
 /// Freezes and thaws a 32 MiB ext4 loop filesystem made in `dir` for the purpose, then removes
 /// it: proves FIFREEZE works here without touching a filesystem anyone uses.
-pub fn freeze_self_test(dir: &Path) -> Result<String, String> {
+pub(crate) fn freeze_self_test(dir: &Path) -> Result<String, String> {
     let work = dir.join("doctor");
     let image = work.join("scratch.img");
     let result = (|| {

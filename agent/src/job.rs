@@ -27,12 +27,16 @@ pub struct JobRequest {
 /// Why a job could not start. Once it started, failures are in its [`Report`].
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
+    /// The name asked for is not a valid snapshot name.
     #[error(transparent)]
     Name(naming::BadName),
+    /// The plan could not be made.
     #[error("cannot plan which filesystems to freeze: {0}")]
     Plan(#[from] PlanFromSystemError),
+    /// The runtime directory is unusable, or another run holds it.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// What an earlier run left frozen or owed could not be recovered.
     #[error("cannot recover from an earlier run: {0}")]
     Recover(#[source] std::io::Error),
 }
@@ -43,13 +47,14 @@ impl JobError {
         matches!(self, JobError::Name(_) | JobError::Plan(_))
     }
 
+    /// Whether another run holds the runtime directory.
     pub fn is_busy(&self) -> bool {
         matches!(self, JobError::Runtime(RuntimeError::Busy { .. }))
     }
 }
 
 /// The filesystems a run would freeze, in order, and what it skips.
-pub fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemError> {
+pub(crate) fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemError> {
     freeze::plan_from_system(Selection {
         mountpoints: settings.freeze.mountpoints.as_deref(),
         exclude: &settings.freeze.exclude,
@@ -57,7 +62,7 @@ pub fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemError> {
 }
 
 /// The provider the settings name.
-pub fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
+pub(crate) fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
     match &settings.snapshot.provider {
         ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
         ProviderSettings::DigitalOcean(s) => Box::new(DigitalOcean::new(
@@ -69,7 +74,7 @@ pub fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
 }
 
 /// The names this machine gives its snapshots, for retention.
-pub fn own_names(settings: &Settings) -> OwnNames {
+pub(crate) fn own_names(settings: &Settings) -> OwnNames {
     OwnNames {
         template: settings.snapshot.name_template.clone(),
         host: naming::hostname(),
@@ -77,7 +82,7 @@ pub fn own_names(settings: &Settings) -> OwnNames {
 }
 
 /// Asks systemd (when it is there) which databases run, and reads the hooks directory.
-pub async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connection>) -> QuiescePlan {
+pub(crate) async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connection>) -> QuiescePlan {
     let units = systemd::connect_or_unreachable(bus).await;
     QuiescePlan::discover(&settings.quiesce, units).await
 }
@@ -86,17 +91,22 @@ pub async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connection>) -
 /// JSON form is `plan --json`; on D-Bus it is the same keys as `a{sv}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotPlan {
+    /// The provider, as in `snapshot.provider`.
     pub provider: String,
+    /// `freeze.max_freeze`, in milliseconds.
     pub max_freeze_ms: u64,
     /// The quiescers, in prepare order, as lines.
     pub quiesce: Vec<String>,
+    /// What database detection found.
     pub databases: DatabaseDetection,
     /// Applications found running that nothing quiesces, each with why.
     #[serde(default)]
     pub not_quiesced: Vec<String>,
     #[serde(default)]
+    /// What would be frozen, in freeze order.
     pub freeze_order: Vec<Target>,
     #[serde(default)]
+    /// What would not be frozen, and why.
     pub skipped: Vec<Skipped>,
 }
 
@@ -104,21 +114,29 @@ pub struct SnapshotPlan {
 /// one of `systemd` (there is none to ask: why), `error` (listing failed) or `units` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseDetection {
+    /// `quiesce.auto`.
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// There is no systemd to ask: why.
     pub systemd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Listing the units failed: why.
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The database units found running.
     pub units: Option<Vec<DetectedUnit>>,
 }
 
 /// A database unit found running, and what quiesces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetectedUnit {
+    /// The unit, such as `postgresql@15-main.service`.
     pub unit: String,
+    /// `postgresql`, `mariadb`, `redis` or `mongodb`.
     pub kind: String,
+    /// Its main process.
     pub main_pid: u32,
+    /// What quiesces it: its native quiescer, a configured one, or nothing.
     pub handled_by: String,
     /// Why nothing quiesces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,18 +291,18 @@ pub async fn execute(
 }
 
 /// The last run's report, if there was one.
-pub fn last_report(runtime_dir: &std::path::Path) -> Option<Report> {
+pub(crate) fn last_report(runtime_dir: &std::path::Path) -> Option<Report> {
     let text = std::fs::read_to_string(last_report_path(runtime_dir)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Where the last run's report is kept, as JSON.
-pub fn last_report_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn last_report_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
     runtime_dir.join("last-report.json")
 }
 
 /// Keeps `report` (as JSON) as the last run's; a failure to write it is only logged.
-pub fn record_last_report(runtime_dir: &std::path::Path, report: &Report) {
+pub(crate) fn record_last_report(runtime_dir: &std::path::Path, report: &Report) {
     let path = last_report_path(runtime_dir);
     let json = serde_json::to_string(report).unwrap_or_default();
     if let Err(e) = std::fs::write(&path, json) {

@@ -36,10 +36,10 @@ fn gate() -> std::sync::MutexGuard<'static, Gate> {
 
 /// While alive, log output stays in memory. Dropping the last one flushes it to stderr.
 #[must_use = "output is held only while the Hold is alive"]
-pub struct Hold(());
+pub(crate) struct Hold(());
 
 /// Starts holding log output in memory.
-pub fn hold() -> Hold {
+pub(crate) fn hold() -> Hold {
     let mut g = gate();
     if g.holders == 0 && g.held.capacity() == 0 {
         g.held.reserve(64 << 10);
@@ -71,8 +71,9 @@ impl Drop for Hold {
     }
 }
 
+#[cfg(test)]
 /// Whether output is being held now (for tests and assertions).
-pub fn is_holding() -> bool {
+pub(crate) fn is_holding() -> bool {
     gate().holders > 0
 }
 
@@ -219,7 +220,7 @@ fn journal_socket() -> Option<std::os::unix::net::UnixDatagram> {
 
 /// The writer handed to tracing.
 #[derive(Clone, Copy, Default)]
-pub struct GatedStderr;
+pub(crate) struct GatedStderr;
 
 impl Write for GatedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -6,13 +6,13 @@ use zbus_systemd::login1::ManagerProxy;
 
 /// Held for the length of a run; dropping it closes the descriptor, which releases the lock.
 #[derive(Debug)]
-pub struct InhibitorLock {
+pub(crate) struct InhibitorLock {
     _fd: zbus::OwnedFd,
 }
 
 /// Takes the lock. Fails where logind is not on the bus (containers, minimal systems); the
 /// caller goes on without it, since nothing would honour the lock there anyway.
-pub async fn inhibit_shutdown(bus: &zbus::Connection) -> Result<InhibitorLock, String> {
+pub(crate) async fn inhibit_shutdown(bus: &zbus::Connection) -> Result<InhibitorLock, String> {
     let manager = ManagerProxy::new(bus).await.map_err(|e| e.to_string())?;
     let fd = manager
         .inhibit(

@@ -57,6 +57,7 @@ impl LoopMount {
         &self.device
     }
 
+    /// Where it is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }

@@ -7,7 +7,7 @@ use crate::transaction::ports::{Consistency, OwnedNames};
 use std::time::SystemTime;
 
 /// The default template.
-pub const DEFAULT_TEMPLATE: &str = "{hostname}-{utc:%Y%m%d-%H%M%S}-{consistency}";
+pub(crate) const DEFAULT_TEMPLATE: &str = "{hostname}-{utc:%Y%m%d-%H%M%S}-{consistency}";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -19,12 +19,14 @@ enum Part {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `snapshot.name_template`: literals and placeholders.
 pub struct NameTemplate {
     parts: Vec<Part>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad name template `{template}`: {problem}; placeholders are {{hostname}}, {{utc:FORMAT}} (with %Y %m %d %H %M %S) and {{consistency}}")]
+/// A template that does not parse, and why.
 pub struct TemplateError {
     template: String,
     problem: String,
@@ -109,7 +111,7 @@ fn utc_fields(t: SystemTime) -> [u64; 6] {
 
 impl NameTemplate {
     /// The name for a snapshot of `host` taken at `at` with `consistency`.
-    pub fn render(&self, host: &str, at: SystemTime, consistency: Consistency) -> String {
+    pub(crate) fn render(&self, host: &str, at: SystemTime, consistency: Consistency) -> String {
         let [y, mo, d, h, mi, s] = utc_fields(at);
         let mut out = String::new();
         for part in &self.parts {
@@ -141,7 +143,7 @@ impl NameTemplate {
     }
 
     /// Whether `name` is one this template makes for `host`.
-    pub fn matches(&self, host: &str, name: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str, name: &str) -> bool {
         match_parts(&self.parts, host, name)
     }
 }
@@ -195,7 +197,9 @@ fn match_time<'a>(fmt: &str, mut name: &'a str) -> Option<&'a str> {
 /// The names a template makes for one host: which snapshots retention may delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnNames {
+    /// The configured template.
     pub template: NameTemplate,
+    /// This machine's host name, as the template renders it.
     pub host: String,
 }
 
@@ -208,17 +212,22 @@ impl OwnedNames for OwnNames {
 /// What to call the snapshot: a name given as is, or a template rendered at request time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotName {
+    /// A name given as is (`--name`).
     Fixed(String),
+    /// Rendered from the template when the consistency is known.
     Template {
+        /// The template.
         template: NameTemplate,
+        /// The host name it renders.
         host: String,
+        /// The time it renders.
         at: SystemTime,
     },
 }
 
 impl SnapshotName {
     /// The name for a snapshot of the given consistency.
-    pub fn render(&self, consistency: Consistency) -> String {
+    pub(crate) fn render(&self, consistency: Consistency) -> String {
         match self {
             SnapshotName::Fixed(name) => name.clone(),
             SnapshotName::Template { template, host, at } => template.render(host, *at, consistency),
@@ -227,7 +236,7 @@ impl SnapshotName {
 }
 
 /// This machine's host name, reduced to characters that are safe in snapshot names.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

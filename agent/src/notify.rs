@@ -31,7 +31,7 @@ impl Notifier {
     }
 
     /// Sends one notification such as `STATUS=...`; never blocks, never fails the caller.
-    pub fn send(&self, message: &str) {
+    pub(crate) fn send(&self, message: &str) {
         if let Some(s) = &self.socket {
             let _ = s.send(message.as_bytes());
         }

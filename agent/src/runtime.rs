@@ -13,31 +13,39 @@ use std::path::{Path, PathBuf};
 
 const LOCK_FILE: &str = "lock";
 
+/// Why the runtime directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// It cannot be made, opened or written.
     #[error("cannot use the runtime directory {path}: {source}")]
     Dir {
+        /// The directory.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
+    /// Another run holds its lock.
     #[error("busy: another snapshot is in progress on this machine{}; wait for it to finish", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    Busy { pid: Option<u32> },
+    Busy {
+        /// The holder, when known.
+        pid: Option<u32>,
+    },
 }
 
-pub struct RuntimeDir {
+pub(crate) struct RuntimeDir {
     path: PathBuf,
 }
 
 /// Held while a transaction runs. The thaw guard inherits it, so a new transaction cannot start
 /// while an old guard still holds filesystems.
-pub struct TransactionLock {
+pub(crate) struct TransactionLock {
     _lock: Flock<File>,
 }
 
 impl RuntimeDir {
     /// Creates the directory (mode 0700) if needed.
-    pub fn open(path: &Path) -> Result<Self, RuntimeError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, RuntimeError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -51,12 +59,12 @@ impl RuntimeDir {
         })
     }
 
-    pub fn record_path(&self) -> PathBuf {
+    pub(crate) fn record_path(&self) -> PathBuf {
         self.path.join(record::RECORD_FILE)
     }
 
     /// Takes the transaction lock, or says who holds it.
-    pub fn lock(&self) -> Result<TransactionLock, RuntimeError> {
+    pub(crate) fn lock(&self) -> Result<TransactionLock, RuntimeError> {
         let path = self.path.join(LOCK_FILE);
         let dir_err = |source| RuntimeError::Dir {
             path: path.clone(),
@@ -95,6 +103,7 @@ impl RuntimeDir {
 /// One recorded filesystem, and what recovery did to it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
 pub struct RecoveredFilesystem {
+    /// The mountpoint as recorded.
     pub mountpoint: String,
     /// `thawed`, `was-not-frozen`, `mount-changed` (left alone) or `failed`.
     pub outcome: String,
@@ -105,7 +114,9 @@ pub struct RecoveredFilesystem {
 /// One owed resume (a unit to thaw or start, a hook to `thaw`), and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
 pub struct RecoveredResume {
+    /// What was owed, in words.
     pub resume: String,
+    /// Whether it went well.
     pub ok: bool,
     /// Why it failed; empty when it went well.
     pub error: String,
@@ -121,7 +132,7 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.filesystems.is_empty() && self.resumes.is_empty()
     }
 

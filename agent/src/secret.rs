@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value; from here on it never prints.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -33,7 +34,7 @@ impl std::fmt::Display for Secret {
 
 /// A secret file that cannot be used, and what to do about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SecretFileError {
+pub(crate) enum SecretFileError {
     #[error("{file} does not exist")]
     Missing { file: PathBuf },
     #[error(
@@ -49,7 +50,7 @@ pub enum SecretFileError {
 
 /// Reads a secret from a file that, like an ssh key, no group or other user may read.
 /// Surrounding whitespace (a trailing newline) is not part of the secret.
-pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
+pub(crate) fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
     match std::fs::metadata(file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretFileError::Missing {
             file: file.to_path_buf(),
@@ -68,7 +69,7 @@ pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
 
 /// Reads a secret from a file without checking its mode: for files whose privacy someone else
 /// ensures, such as systemd credentials.
-pub fn read_file(file: &Path) -> Result<Secret, SecretFileError> {
+pub(crate) fn read_file(file: &Path) -> Result<Secret, SecretFileError> {
     let text = std::fs::read_to_string(file).map_err(|e| SecretFileError::Unreadable {
         file: file.to_path_buf(),
         problem: e.to_string(),

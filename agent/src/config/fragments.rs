@@ -10,15 +10,15 @@ use std::path::PathBuf;
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFragment {
-    pub agent: Option<AgentFragment>,
-    pub freeze: Option<FreezeFragment>,
-    pub snapshot: Option<SnapshotFragment>,
-    pub local_image: Option<LocalImageFragment>,
-    pub digitalocean: Option<DigitalOceanFragment>,
-    pub retention: Option<RetentionFragment>,
-    pub quiesce: Option<QuiesceFragment>,
+    pub(crate) agent: Option<AgentFragment>,
+    pub(crate) freeze: Option<FreezeFragment>,
+    pub(crate) snapshot: Option<SnapshotFragment>,
+    pub(crate) local_image: Option<LocalImageFragment>,
+    pub(crate) digitalocean: Option<DigitalOceanFragment>,
+    pub(crate) retention: Option<RetentionFragment>,
+    pub(crate) quiesce: Option<QuiesceFragment>,
     /// `[[quiescer]]` entries; a later file's list replaces an earlier one's.
-    pub quiescer: Option<Vec<QuiescerFragment>>,
+    pub(crate) quiescer: Option<Vec<QuiescerFragment>>,
 }
 
 /// One `[[quiescer]]`: one table per database or service, its keys set by its `kind`. Each
@@ -26,7 +26,7 @@ pub struct ConfigFragment {
 /// that do.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum QuiescerFragment {
+pub(crate) enum QuiescerFragment {
     #[serde(alias = "mysql")]
     Mariadb(MariadbFragment),
     Postgresql(PostgresqlFragment),
@@ -37,106 +37,106 @@ pub enum QuiescerFragment {
 /// `kind = "mariadb"` (or `"mysql"`).
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct MariadbFragment {
-    pub socket: Option<PathBuf>,
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub lock_wait_timeout: Option<DurationText>,
-    pub timeout: Option<DurationText>,
+pub(crate) struct MariadbFragment {
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) user: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) lock_wait_timeout: Option<DurationText>,
+    pub(crate) timeout: Option<DurationText>,
 }
 
 /// `kind = "postgresql"`.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PostgresqlFragment {
-    pub socket_dir: Option<PathBuf>,
-    pub port: Option<u16>,
-    pub os_user: Option<String>,
-    pub timeout: Option<DurationText>,
+pub(crate) struct PostgresqlFragment {
+    pub(crate) socket_dir: Option<PathBuf>,
+    pub(crate) port: Option<u16>,
+    pub(crate) os_user: Option<String>,
+    pub(crate) timeout: Option<DurationText>,
 }
 
 /// `kind = "redis"`.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RedisFragment {
-    pub socket: Option<PathBuf>,
-    pub address: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub timeout: Option<DurationText>,
+pub(crate) struct RedisFragment {
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) address: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) timeout: Option<DurationText>,
 }
 
 /// `kind = "systemd"`.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct SystemdFragment {
-    pub unit: Option<String>,
-    pub mode: Option<String>,
-    pub timeout: Option<DurationText>,
+pub(crate) struct SystemdFragment {
+    pub(crate) unit: Option<String>,
+    pub(crate) mode: Option<String>,
+    pub(crate) timeout: Option<DurationText>,
 }
 
 /// `[quiesce]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct QuiesceFragment {
-    pub auto: Option<bool>,
-    pub on_quiesce_failure: Option<String>,
-    pub hooks_dir: Option<PathBuf>,
-    pub hook_timeout: Option<DurationText>,
+pub(crate) struct QuiesceFragment {
+    pub(crate) auto: Option<bool>,
+    pub(crate) on_quiesce_failure: Option<String>,
+    pub(crate) hooks_dir: Option<PathBuf>,
+    pub(crate) hook_timeout: Option<DurationText>,
 }
 
 /// `[retention]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RetentionFragment {
-    pub keep_last: Option<u32>,
+pub(crate) struct RetentionFragment {
+    pub(crate) keep_last: Option<u32>,
 }
 
 /// `[agent]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AgentFragment {
-    pub runtime_dir: Option<PathBuf>,
-    pub idle_exit: Option<DurationText>,
-    pub public_read: Option<bool>,
+pub(crate) struct AgentFragment {
+    pub(crate) runtime_dir: Option<PathBuf>,
+    pub(crate) idle_exit: Option<DurationText>,
+    pub(crate) public_read: Option<bool>,
 }
 
 /// `[freeze]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct FreezeFragment {
-    pub mountpoints: Option<Vec<PathBuf>>,
-    pub exclude: Option<Vec<PathBuf>>,
-    pub max_freeze: Option<DurationText>,
-    pub expedite_rcu: Option<bool>,
+pub(crate) struct FreezeFragment {
+    pub(crate) mountpoints: Option<Vec<PathBuf>>,
+    pub(crate) exclude: Option<Vec<PathBuf>>,
+    pub(crate) max_freeze: Option<DurationText>,
+    pub(crate) expedite_rcu: Option<bool>,
 }
 
 /// `[snapshot]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotFragment {
-    pub provider: Option<String>,
-    pub name_template: Option<String>,
+pub(crate) struct SnapshotFragment {
+    pub(crate) provider: Option<String>,
+    pub(crate) name_template: Option<String>,
 }
 
 /// `[local_image]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct LocalImageFragment {
-    pub image_dir: Option<PathBuf>,
+pub(crate) struct LocalImageFragment {
+    pub(crate) image_dir: Option<PathBuf>,
 }
 
 /// `[digitalocean]`
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct DigitalOceanFragment {
-    pub api_url: Option<String>,
-    pub metadata_url: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub droplet_id: Option<u64>,
-    pub thaw_after: Option<String>,
-    pub api_timeout: Option<DurationText>,
-    pub volumes: Option<bool>,
-    pub volume_links: Option<PathBuf>,
+pub(crate) struct DigitalOceanFragment {
+    pub(crate) api_url: Option<String>,
+    pub(crate) metadata_url: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) droplet_id: Option<u64>,
+    pub(crate) thaw_after: Option<String>,
+    pub(crate) api_timeout: Option<DurationText>,
+    pub(crate) volumes: Option<bool>,
+    pub(crate) volume_links: Option<PathBuf>,
 }
 
 /// Overlays `later` on `earlier`, key by key: a key set in `later` wins.
@@ -200,7 +200,7 @@ impl ConfigFragment {
 /// A duration as written (`"20s"`, `"1500ms"`), parsed when validated. A bare number is refused
 /// here with the form it needs, since TOML's own message ("expected a string") does not say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DurationText(pub String);
+pub(crate) struct DurationText(pub String);
 
 impl std::ops::Deref for DurationText {
     type Target = str;

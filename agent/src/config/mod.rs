@@ -9,10 +9,10 @@
 mod fragments;
 mod quiescer;
 
-pub use fragments::ConfigFragment;
-pub use quiescer::{
+pub(crate) use fragments::ConfigFragment;
+pub(crate) use quiescer::{
     MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode, DEFAULT_LOCK_WAIT_TIMEOUT,
-    DEFAULT_QUIESCER_TIMEOUT, DEFAULT_REDIS_ADDRESS,
+    DEFAULT_QUIESCER_TIMEOUT,
 };
 
 use crate::naming::NameTemplate;
@@ -21,41 +21,57 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 /// Where the files come from when no `--config` is given.
-pub const VENDOR_DROPIN_DIR: &str = "/usr/lib/freezeframe/config.d";
+pub(crate) const VENDOR_DROPIN_DIR: &str = "/usr/lib/freezeframe/config.d";
 /// The administrator's main file.
-pub const MAIN_CONFIG: &str = "/etc/freezeframe/config.toml";
+pub(crate) const MAIN_CONFIG: &str = "/etc/freezeframe/config.toml";
 /// Where `/run/freezeframe` state lives by default: on tmpfs, never on a frozen filesystem.
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/freezeframe";
 /// Default for `[freeze] max_freeze`.
-pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
 /// Bounds for `[freeze] max_freeze`.
-pub const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
-pub use crate::naming::DEFAULT_TEMPLATE as DEFAULT_NAME_TEMPLATE;
+pub(crate) const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+pub(crate) use crate::naming::DEFAULT_TEMPLATE as DEFAULT_NAME_TEMPLATE;
 /// Defaults for `[digitalocean]`.
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
-pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
-pub const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
-pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
-pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
+pub(crate) const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+pub(crate) const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
+pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 /// Defaults for `[quiesce]`.
-pub const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
+pub(crate) const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
+/// Default for `[quiesce] hook_timeout`.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `[local_image] image_dir`.
-pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
+pub(crate) const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
 /// Errors from reading or validating configuration. Each says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file could not be read.
     #[error("cannot read configuration file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// Not TOML, or a key or value of the wrong shape.
     #[error("configuration file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's words, with the line and column.
+        message: String,
+    },
+    /// A value out of range or inconsistent with another.
     #[error("invalid `{key}` in the configuration: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid {
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        problem: String,
+    },
 }
 
 /// Validated settings: every value typed, checked and defaulted.
@@ -63,9 +79,13 @@ pub enum ConfigError {
 pub struct Settings {
     /// Lock, frozen-filesystem record: `[agent] runtime_dir`.
     pub runtime_dir: PathBuf,
+    /// `[agent]`: how the D-Bus service behaves.
     pub service: ServiceSettings,
+    /// `[freeze]`: what is frozen, and for how long at most.
     pub freeze: FreezeSettings,
+    /// `[snapshot]`, `[retention]` and the provider's section.
     pub snapshot: SnapshotSettings,
+    /// `[quiesce]` and the `[[quiescer]]` list.
     pub quiesce: QuiesceSettings,
 }
 
@@ -80,7 +100,7 @@ pub struct ServiceSettings {
 }
 
 /// Default for `[agent] idle_exit`.
-pub const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
 
 /// `[quiesce]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +138,7 @@ pub struct SnapshotSettings {
     pub name_template: NameTemplate,
     /// Keep this many of this machine's freezeframe snapshots, deleting older ones (0: all).
     pub keep_last: u32,
+    /// `snapshot.provider` and its section.
     pub provider: ProviderSettings,
 }
 
@@ -127,7 +148,10 @@ pub enum ProviderSettings {
     /// A Droplet snapshot through the DigitalOcean API.
     DigitalOcean(DigitalOceanSettings),
     /// Copies each frozen block device into `image_dir`.
-    LocalImage { image_dir: PathBuf },
+    LocalImage {
+        /// Where the images go (`local_image.image_dir`).
+        image_dir: PathBuf,
+    },
 }
 
 impl ProviderSettings {
@@ -152,11 +176,15 @@ pub enum ThawAfter {
 /// `[digitalocean]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigitalOceanSettings {
+    /// The API's base URL, without a trailing slash.
     pub api_url: String,
+    /// The Droplet metadata service's base URL.
     pub metadata_url: String,
+    /// The file holding the API token, readable by root alone.
     pub token_file: PathBuf,
     /// `None`: ask the metadata service.
     pub droplet_id: Option<u64>,
+    /// When the filesystems are thawed.
     pub thaw_after: ThawAfter,
     /// Bound on each API call outside the frozen window.
     pub api_timeout: Duration,
@@ -190,8 +218,9 @@ impl ConfigSources {
         ConfigSources { files }
     }
 
+    #[cfg(test)]
     /// The files that will be read, for messages.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|(p, _)| p.as_path())
     }
 
@@ -246,7 +275,7 @@ pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigE
 
 /// Parses a duration and requires it within `range` (inclusive): a typo like "1000000d" is an
 /// error, not a timer that never fires.
-pub fn parse_duration_in(
+pub(crate) fn parse_duration_in(
     key: &'static str,
     text: &str,
     (min, max): (Duration, Duration),

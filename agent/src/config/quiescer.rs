@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default bound on a database quiescer's prepare.
-pub const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for a MariaDB/MySQL quiescer's `lock_wait_timeout`.
-pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where Debian's Redis listens by default.
-pub const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
+pub(crate) const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
 
 /// One `[[quiescer]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub enum QuiescerSettings {
 
 impl QuiescerSettings {
     /// The `kind` as configured, for matching against detected databases.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             QuiescerSettings::Redis { .. } => "redis",
             QuiescerSettings::Postgresql { .. } => "postgresql",
@@ -58,7 +58,7 @@ impl QuiescerSettings {
 
 impl QuiescerFragment {
     /// Checks every value and fills in the defaults.
-    pub fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+    pub(crate) fn validate(self) -> Result<QuiescerSettings, ConfigError> {
         match self {
             QuiescerFragment::Mariadb(f) => f.validate(),
             QuiescerFragment::Postgresql(f) => f.validate(),
@@ -200,7 +200,7 @@ const NEEDED_BY_THE_AGENT: &[&str] = &[
 ];
 
 /// Checks a configured unit name and completes a bare name with `.service`, as systemctl does.
-pub fn validate_unit(unit: &str) -> Result<String, String> {
+pub(super) fn validate_unit(unit: &str) -> Result<String, String> {
     if unit.is_empty() || unit.len() > 255 || unit.contains(['/', '\0', '\n', ' ']) {
         return Err(format!("`{unit}` is not a unit name"));
     }

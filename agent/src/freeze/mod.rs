@@ -4,7 +4,7 @@
 
 pub mod mountinfo;
 pub mod plan;
-pub mod rcu;
+pub(crate) mod rcu;
 pub mod sys;
 
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
@@ -25,19 +25,23 @@ pub fn plan_from_system(selection: Selection<'_>) -> Result<Plan, PlanFromSystem
     Ok(plan::plan(&mounts, selection, &sys::RealHost)?)
 }
 
+/// Why this machine's plan could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanFromSystemError {
+    /// The mount table could not be read.
     #[error("cannot read /proc/self/mountinfo: {0}")]
     Read(#[source] std::io::Error),
+    /// The mount table has a line this parser does not understand.
     #[error(transparent)]
     Parse(#[from] mountinfo::ParseError),
+    /// The configuration asks for something the mounts do not allow.
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
 }
 
 /// Which target's filesystem holds the directory `path`, if any: the mount `path` is on,
 /// compared by superblock.
-pub fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option<PathBuf>> {
+pub(crate) fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option<PathBuf>> {
     let fd = sys::open_mountpoint(path)?;
     let mount_id = sys::mount_id_of(&fd)?;
     let mounts = mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo")?)
@@ -58,7 +62,7 @@ pub fn target_holding(path: &Path, targets: &[Target]) -> std::io::Result<Option
 /// Why freezing could not start or complete. When one of these is returned, nothing that this
 /// run froze is frozen any more.
 #[derive(Debug, thiserror::Error)]
-pub enum FreezeError {
+pub(crate) enum FreezeError {
     #[error("freezing filesystems needs CAP_SYS_ADMIN; run freezeframe-agent as root")]
     NotPermitted,
     #[error("cannot open {mountpoint}: {source}")]
@@ -101,7 +105,7 @@ pub enum FreezeError {
 
 /// Filesystems in the frozen state. Dropping the value thaws them (reverse order), disarms the
 /// guard, removes the record and releases held log output, in that order.
-pub struct FrozenSet {
+pub(crate) struct FrozenSet {
     /// Frozen by this run, in freeze order.
     frozen: Vec<(PathBuf, OwnedFd)>,
     guard: Option<Guard>,
@@ -177,7 +181,7 @@ impl LiveFilesystems {
     }
 
     /// Whether to expedite RCU grace periods while freezing (`[freeze] expedite_rcu`).
-    pub fn with_rcu_expediting(mut self, on: bool) -> Self {
+    pub(crate) fn with_rcu_expediting(mut self, on: bool) -> Self {
         self.expedite_rcu = on;
         self
     }

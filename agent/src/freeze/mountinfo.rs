@@ -8,14 +8,17 @@ use std::path::PathBuf;
 pub struct Mount {
     /// Unique id of the mount (also `mnt_id` in `/proc/self/fdinfo`).
     pub mount_id: u64,
+    /// The id of the mount this one is mounted on.
     pub parent_id: u64,
     /// `st_dev` of files on this filesystem (for btrfs, of the filesystem, not of a subvolume).
     pub dev: DevNum,
     /// The path inside the filesystem that is mounted here (`/` for the whole filesystem).
     pub root: PathBuf,
+    /// Where it is mounted.
     pub mountpoint: PathBuf,
     /// Per-mount options (`ro`/`rw` here is the mount's, not the filesystem's).
     pub mount_options: String,
+    /// The filesystem type, such as `ext4`.
     pub fstype: String,
     /// The mount source: a device path for block filesystems, anything for others.
     pub source: String,
@@ -25,16 +28,20 @@ pub struct Mount {
 
 impl Mount {
     /// Whether the filesystem (the superblock, not this mount) is read-only.
-    pub fn superblock_read_only(&self) -> bool {
+    pub(crate) fn superblock_read_only(&self) -> bool {
         self.super_options.split(',').any(|o| o == "ro")
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot parse line {line} of mountinfo: {problem}: {text:?}")]
+/// A mountinfo line that could not be read.
 pub struct ParseError {
+    /// Its number, from 1.
     pub line: usize,
+    /// What is wrong with it.
     pub problem: &'static str,
+    /// The line itself.
     pub text: String,
 }
 

@@ -11,20 +11,20 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// The sysfs knob.
-pub const KNOB: &str = "/sys/kernel/rcu_expedited";
+pub(crate) const KNOB: &str = "/sys/kernel/rcu_expedited";
 /// When set to 1, `rcu_normal` overrides `rcu_expedited`.
 const NORMAL_KNOB: &str = "/sys/kernel/rcu_normal";
 
 /// The knob, opened and locked, with the value to put back.
 #[derive(Debug)]
-pub struct ExpeditedRcu {
+pub(crate) struct ExpeditedRcu {
     fd: OwnedFd,
     previous: u8,
 }
 
 /// Why grace periods are not expedited. Not an error: freezing only takes longer.
 #[derive(Debug, thiserror::Error)]
-pub enum NotExpedited {
+pub(crate) enum NotExpedited {
     #[error("the kernel already expedites them")]
     Already,
     #[error("rcu_normal = 1 forbids expediting them")]
@@ -37,7 +37,7 @@ pub enum NotExpedited {
 
 impl ExpeditedRcu {
     /// Opens and locks the knob, checking it can be changed. Changes nothing yet.
-    pub fn prepare() -> Result<ExpeditedRcu, NotExpedited> {
+    pub(crate) fn prepare() -> Result<ExpeditedRcu, NotExpedited> {
         Self::prepare_at(Path::new(KNOB), Path::new(NORMAL_KNOB))
     }
 
@@ -71,12 +71,12 @@ impl ExpeditedRcu {
     }
 
     /// Turns expediting on. Errors are ignored: freezing then only takes longer.
-    pub fn expedite(&self) {
+    pub(crate) fn expedite(&self) {
         let _ = nix::sys::uio::pwrite(&self.fd, b"1", 0);
     }
 
     /// Puts the previous value back and releases the lock.
-    pub fn restore(self) {
+    pub(crate) fn restore(self) {
         let _ = nix::sys::uio::pwrite(&self.fd, &[self.previous], 0);
         // SAFETY: plain flock(2) on a descriptor this value owns.
         unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_UN) };
@@ -84,7 +84,7 @@ impl ExpeditedRcu {
 
     /// What the thaw guard needs to restore the value on its own: the shared descriptor and the
     /// byte to write.
-    pub fn for_guard(&self) -> (RawFd, u8) {
+    pub(crate) fn for_guard(&self) -> (RawFd, u8) {
         (self.fd.as_raw_fd(), self.previous)
     }
 }

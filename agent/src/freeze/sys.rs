@@ -8,10 +8,28 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 // FIFREEZE and FITHAW are `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` (linux/fs.h).
-nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
-nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
+nix::ioctl_readwrite!(
+    /// FIFREEZE on a descriptor of the filesystem's mountpoint.
+    fifreeze,
+    b'X',
+    119,
+    libc::c_int
+);
+nix::ioctl_readwrite!(
+    /// FITHAW on a descriptor of the filesystem's mountpoint.
+    fithaw,
+    b'X',
+    120,
+    libc::c_int
+);
 // BLKGETSIZE64 is `_IOR(0x12, 114, size_t)` (linux/fs.h).
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read!(
+    /// BLKGETSIZE64: a block device's size in bytes.
+    blkgetsize64,
+    0x12,
+    114,
+    u64
+);
 
 /// Opens a mountpoint read-only, without updating its access time, close-on-exec.
 pub fn open_mountpoint(path: &Path) -> nix::Result<OwnedFd> {
@@ -25,14 +43,14 @@ pub fn open_mountpoint(path: &Path) -> nix::Result<OwnedFd> {
 }
 
 /// Freezes the filesystem behind `fd`.
-pub fn freeze(fd: &OwnedFd) -> nix::Result<()> {
+pub(crate) fn freeze(fd: &OwnedFd) -> nix::Result<()> {
     let mut arg: libc::c_int = 0;
     // SAFETY: `fd` is an open descriptor; FIFREEZE ignores its int argument, valid for the call.
     unsafe { fifreeze(fd.as_raw_fd(), &mut arg) }.map(drop)
 }
 
 /// Thaws the filesystem behind `fd`. EINVAL means it was not frozen.
-pub fn thaw(fd: &OwnedFd) -> nix::Result<()> {
+pub(crate) fn thaw(fd: &OwnedFd) -> nix::Result<()> {
     let mut arg: libc::c_int = 0;
     // SAFETY: `fd` is an open descriptor; FITHAW ignores its int argument, valid for the call.
     unsafe { fithaw(fd.as_raw_fd(), &mut arg) }.map(drop)
@@ -40,7 +58,7 @@ pub fn thaw(fd: &OwnedFd) -> nix::Result<()> {
 
 /// The mount a descriptor belongs to (`mnt_id` in /proc/self/fdinfo), to detect a mountpoint
 /// that now leads somewhere else.
-pub fn mount_id_of(fd: &OwnedFd) -> std::io::Result<u64> {
+pub(crate) fn mount_id_of(fd: &OwnedFd) -> std::io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
     text.lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
@@ -49,12 +67,12 @@ pub fn mount_id_of(fd: &OwnedFd) -> std::io::Result<u64> {
 }
 
 /// `st_dev` of what `fd` refers to.
-pub fn dev_of(fd: &OwnedFd) -> nix::Result<DevNum> {
+pub(crate) fn dev_of(fd: &OwnedFd) -> nix::Result<DevNum> {
     nix::sys::stat::fstat(fd).map(|st| DevNum::from_raw(st.st_dev))
 }
 
 /// The size of a block device in bytes.
-pub fn block_device_size(fd: &OwnedFd) -> nix::Result<u64> {
+pub(crate) fn block_device_size(fd: &OwnedFd) -> nix::Result<u64> {
     let mut size = 0u64;
     // SAFETY: `fd` is an open descriptor and `size` a valid u64 for the kernel to fill.
     unsafe { blkgetsize64(fd.as_raw_fd(), &mut size) }?;
@@ -62,7 +80,7 @@ pub fn block_device_size(fd: &OwnedFd) -> nix::Result<u64> {
 }
 
 /// Whether this process may freeze filesystems (CAP_SYS_ADMIN in its effective set).
-pub fn can_freeze() -> bool {
+pub(crate) fn can_freeze() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -75,7 +93,7 @@ pub fn can_freeze() -> bool {
 }
 
 /// The real host: sysfs for loop devices, stat for device numbers.
-pub struct RealHost;
+pub(crate) struct RealHost;
 
 impl HostLookup for RealHost {
     fn loop_backing_file(&self, mount: &Mount) -> Option<PathBuf> {

@@ -31,7 +31,7 @@ const DONE: u8 = b'D';
 
 /// A running guard. Dropping it closes the control pipe, which makes the guard thaw and exit.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     pid: nix::unistd::Pid,
     control: Option<OwnedFd>,
     status: AsyncFd<OwnedFd>,
@@ -40,7 +40,7 @@ pub struct Guard {
 
 /// Errors while starting the guard. Nothing is frozen when these happen.
 #[derive(Debug, thiserror::Error)]
-pub enum GuardError {
+pub(crate) enum GuardError {
     #[error("cannot create the thaw guard's pipes: {0}")]
     Pipe(#[source] std::io::Error),
     #[error("cannot fork the thaw guard: {0}")]
@@ -56,7 +56,7 @@ impl Guard {
     /// when it thaws (see [`crate::freeze::rcu`]).
     ///
     /// Must be called from within a tokio runtime (the status pipe is watched with `AsyncFd`).
-    pub fn arm(
+    pub(crate) fn arm(
         fds: &[RawFd],
         max_freeze: Duration,
         record: Option<&Path>,
@@ -128,12 +128,12 @@ impl Guard {
     }
 
     /// The guard's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid.as_raw().unsigned_abs()
     }
 
     /// What the guard did on its own so far, without waiting.
-    pub fn check(&mut self) -> Option<GuardEvent> {
+    pub(crate) fn check(&mut self) -> Option<GuardEvent> {
         if self.event.is_none() {
             self.event = read_event(self.status.get_ref());
         }
@@ -141,7 +141,7 @@ impl Guard {
     }
 
     /// Waits until the guard acts on its own: deadline thaw or death.
-    pub async fn event(&mut self) -> GuardEvent {
+    pub(crate) async fn event(&mut self) -> GuardEvent {
         loop {
             if let Some(ev) = self.check() {
                 return ev;
@@ -156,7 +156,7 @@ impl Guard {
 
     /// Ends the guard: `D` if the agent thawed everything itself, otherwise end-of-file so the
     /// guard thaws too. Waits for the guard to exit.
-    pub fn finish(mut self, all_thawed: bool) {
+    pub(crate) fn finish(mut self, all_thawed: bool) {
         if let Some(control) = self.control.take() {
             if all_thawed {
                 let _ = nix::unistd::write(&control, &[DONE]);

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// File name of the record inside the runtime directory.
-pub const RECORD_FILE: &str = "frozen.json";
+pub(crate) const RECORD_FILE: &str = "frozen.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FrozenRecord {
+pub(crate) struct FrozenRecord {
     pub agent_pid: u32,
     pub guard_pid: u32,
     /// Wall-clock time of the freeze, milliseconds since the Unix epoch.
@@ -23,14 +23,14 @@ pub struct FrozenRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedFilesystem {
+pub(crate) struct RecordedFilesystem {
     pub mountpoint: PathBuf,
     pub mount_id: u64,
     pub dev: String,
 }
 
 impl RecordedFilesystem {
-    pub fn new(mountpoint: &Path, mount_id: u64, dev: DevNum) -> Self {
+    pub(crate) fn new(mountpoint: &Path, mount_id: u64, dev: DevNum) -> Self {
         RecordedFilesystem {
             mountpoint: mountpoint.to_path_buf(),
             mount_id,
@@ -40,14 +40,14 @@ impl RecordedFilesystem {
 }
 
 /// Writes the record atomically (temporary file, then rename).
-pub fn write(path: &Path, record: &FrozenRecord) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, record: &FrozenRecord) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)?;
     std::fs::rename(&tmp, path)
 }
 
 /// Reads the record, if there is one.
-pub fn read(path: &Path) -> std::io::Result<Option<FrozenRecord>> {
+pub(crate) fn read(path: &Path) -> std::io::Result<Option<FrozenRecord>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             std::io::Error::new(
@@ -61,7 +61,7 @@ pub fn read(path: &Path) -> std::io::Result<Option<FrozenRecord>> {
 }
 
 /// Removes the record; a missing one is fine.
-pub fn remove(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -72,10 +72,13 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ThawOutcome {
+    /// FITHAW succeeded.
     Thawed,
+    /// It was not frozen (FITHAW answered EINVAL).
     WasNotFrozen,
     /// Something else is mounted there now; left alone.
     MountChanged,
+    /// FITHAW failed, with the reason.
     Failed(String),
 }
 
@@ -92,7 +95,7 @@ impl std::fmt::Display for ThawOutcome {
 
 /// Thaws what `record` lists, in reverse freeze order. A filesystem is thawed only if the path
 /// still leads to the recorded mount or device.
-pub fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)> {
+pub(crate) fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)> {
     // Mount ids are reused, so the filesystem behind the id must be the recorded one too.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .ok()

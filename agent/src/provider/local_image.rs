@@ -20,6 +20,7 @@ const CHUNK: usize = 1 << 20;
 /// O_DIRECT wants buffers aligned to the logical block size; a page covers every device.
 const ALIGN: usize = 4096;
 
+/// The `local-image` provider: copies each frozen block device into `image_dir`.
 pub struct LocalImage {
     image_dir: PathBuf,
     devices: Vec<Device>,
@@ -57,6 +58,7 @@ struct Snapshot {
 }
 
 impl LocalImage {
+    /// A provider writing into `image_dir`.
     pub fn new(image_dir: PathBuf) -> Self {
         LocalImage {
             image_dir,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// What detection found, or why there is nothing.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Detection {
+pub(crate) enum Detection {
     /// `auto = false`.
     Off,
     /// No systemd to ask (no system bus, or not systemd's): nothing to detect.
@@ -29,7 +29,7 @@ pub enum Detection {
 }
 
 /// The quiescers of one run, before they are built.
-pub struct QuiescePlan {
+pub(crate) struct QuiescePlan {
     pub hooks_dir: PathBuf,
     pub hook_timeout: Duration,
     /// The hooks that would run and the files passed over, or why the directory is refused.
@@ -43,7 +43,7 @@ pub struct QuiescePlan {
 
 impl QuiescePlan {
     /// Reads the hooks directory and, with `auto`, asks systemd which databases run.
-    pub async fn discover(settings: &QuiesceSettings, units: Arc<dyn Units>) -> QuiescePlan {
+    pub(crate) async fn discover(settings: &QuiesceSettings, units: Arc<dyn Units>) -> QuiescePlan {
         let detection = if !settings.auto {
             Detection::Off
         } else {
@@ -82,13 +82,13 @@ impl QuiescePlan {
     }
 
     /// Frozen or stopped units and prepared hooks are recorded in `runtime_dir` until resumed.
-    pub fn recording_in(mut self, runtime_dir: PathBuf) -> Self {
+    pub(crate) fn recording_in(mut self, runtime_dir: PathBuf) -> Self {
         self.runtime_dir = Some(runtime_dir);
         self
     }
 
     /// The detected units that get their native quiescer.
-    pub fn native(&self) -> impl Iterator<Item = (&Detected, &QuiescerSettings)> {
+    pub(crate) fn native(&self) -> impl Iterator<Item = (&Detected, &QuiescerSettings)> {
         let found = match &self.detection {
             Detection::Found(found) => found.as_slice(),
             _ => &[],
@@ -100,7 +100,7 @@ impl QuiescePlan {
     }
 
     /// Applications running that nothing quiesces, each with why and what to do.
-    pub fn unquiesced(&self) -> Vec<String> {
+    pub(crate) fn unquiesced(&self) -> Vec<String> {
         match &self.detection {
             Detection::Failed(e) => vec![format!("cannot list the database units: {e}")],
             Detection::Found(found) => found
@@ -115,7 +115,7 @@ impl QuiescePlan {
     }
 
     /// Builds the quiescers, in prepare order.
-    pub fn quiescers(&self) -> Vec<Box<dyn Quiescer>> {
+    pub(crate) fn quiescers(&self) -> Vec<Box<dyn Quiescer>> {
         let mut list: Vec<Box<dyn Quiescer>> = Vec::new();
         // Hooks first (they quiesce the applications that write to the databases), resumed
         // last. An empty or missing directory quiesces nothing; a refused one fails preflight.
@@ -150,7 +150,7 @@ fn covered(configured: &[QuiescerSettings], unit: &str, kind: DatabaseKind) -> b
 }
 
 /// The quiescer for one `[[quiescer]]`.
-pub fn build(
+pub(crate) fn build(
     settings: &QuiescerSettings,
     units: &Arc<dyn Units>,
     runtime_dir: Option<&std::path::Path>,

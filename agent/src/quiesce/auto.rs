@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// How a detected database unit will be quiesced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Handler {
+pub(crate) enum Handler {
     /// Its native quiescer, with settings read from the running process.
     Native(QuiescerSettings),
     /// A `[[quiescer]]` in the configuration handles it.
@@ -22,7 +22,7 @@ pub enum Handler {
 
 /// A database unit and how it will be quiesced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Detected {
+pub(crate) struct Detected {
     pub unit: String,
     pub kind: DatabaseKind,
     pub main_pid: u32,
@@ -31,7 +31,7 @@ pub struct Detected {
 
 /// Where /proc is; tests of the parsers use files of their own.
 #[derive(Debug, Clone)]
-pub struct Proc {
+pub(crate) struct Proc {
     root: PathBuf,
 }
 
@@ -49,7 +49,7 @@ impl Proc {
     }
 
     /// The unix-socket paths and TCP addresses `pid` listens on.
-    pub fn listeners(&self, pid: u32) -> std::io::Result<Listeners> {
+    pub(crate) fn listeners(&self, pid: u32) -> std::io::Result<Listeners> {
         let dir = self.of(pid);
         let mut inodes = std::collections::HashSet::new();
         for entry in std::fs::read_dir(dir.join("fd"))? {
@@ -75,7 +75,7 @@ impl Proc {
 
 /// Where a process accepts connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub unix: Vec<PathBuf>,
     pub tcp: Vec<std::net::SocketAddr>,
 }
@@ -164,7 +164,7 @@ fn parse_postmaster_pid(text: &str) -> Option<(u16, PathBuf)> {
 
 impl Proc {
     /// The settings of `db`'s native quiescer, or why there are none.
-    pub fn handler(&self, db: &DatabaseUnit, timeout: Duration) -> Handler {
+    pub(crate) fn handler(&self, db: &DatabaseUnit, timeout: Duration) -> Handler {
         let Some(pid) = db.unit.main_pid else {
             return Handler::Unhandled("it has no main process".into());
         };

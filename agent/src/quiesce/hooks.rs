@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The hooks in one directory, as one quiescer.
-pub struct HookDir {
+pub(crate) struct HookDir {
     dir: PathBuf,
     timeout: Duration,
     hooks: Vec<PathBuf>,
@@ -31,7 +31,7 @@ pub struct HookDir {
 }
 
 impl HookDir {
-    pub fn new(dir: PathBuf, timeout: Duration) -> Self {
+    pub(crate) fn new(dir: PathBuf, timeout: Duration) -> Self {
         HookDir {
             dir,
             timeout,
@@ -46,14 +46,14 @@ impl HookDir {
 
     /// Runs each hook as a transient unit of `units` (systemd) when it can: outside the agent's
     /// sandbox, in the host's own environment. Where it cannot, hooks run as the agent's children.
-    pub fn run_through(mut self, units: Arc<dyn Units>) -> Self {
+    pub(crate) fn run_through(mut self, units: Arc<dyn Units>) -> Self {
         self.units = Some(units);
         self
     }
 
     /// Records each hook in `runtime_dir` from its `freeze` until its `thaw`, so that a dead
     /// agent's hooks get their `thaw` from `freezeframe-agent thaw` or the next run.
-    pub fn recorded_in(mut self, runtime_dir: Option<PathBuf>) -> Self {
+    pub(crate) fn recorded_in(mut self, runtime_dir: Option<PathBuf>) -> Self {
         self.runtime_dir = runtime_dir;
         self
     }
@@ -61,7 +61,11 @@ impl HookDir {
 
 /// Runs `thaw` for a hook a dead agent recorded, after the same ownership checks as discovery;
 /// through systemd where it runs transient units, as the hooks of a run are.
-pub async fn thaw_recorded(hook: &Path, timeout: Duration, units: &dyn Units) -> Result<(), QuiesceError> {
+pub(crate) async fn thaw_recorded(
+    hook: &Path,
+    timeout: Duration,
+    units: &dyn Units,
+) -> Result<(), QuiesceError> {
     let meta =
         std::fs::metadata(hook).map_err(|e| QuiesceError(format!("cannot read {}: {e}", hook.display())))?;
     if let Some(dir) = hook.parent() {
@@ -129,7 +133,7 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), QuiesceError
 /// What a hooks directory holds: the hooks to run, in name order, and the files passed over
 /// with a reason the user should see (a dangling link, a script not marked executable).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     pub hooks: Vec<PathBuf>,
     pub passed_over: Vec<String>,
 }
@@ -138,7 +142,7 @@ pub struct Discovered {
 /// has no hooks. Like QEMU's dispatcher, a file that cannot run (a dangling link, no execute
 /// bit) is passed over, with a warning; unlike it, a hook anyone but root could change is
 /// refused, since it would run as root.
-pub fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
+pub(crate) fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
     let meta = match std::fs::metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Discovered::default()),

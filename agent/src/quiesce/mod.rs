@@ -2,16 +2,16 @@
 //! back afterwards. The transaction calls `prepare` in order and, for every `prepare` that
 //! started, `resume` in reverse order, whatever fails; a quiescer never resumes itself.
 
-pub mod assembly;
-pub mod auto;
-pub mod hooks;
-pub mod mysql;
-pub mod owed;
-pub mod pending;
-pub mod postgres;
-pub mod process_group;
-pub mod redis;
-pub mod systemd_unit;
+pub(crate) mod assembly;
+pub(crate) mod auto;
+pub(crate) mod hooks;
+pub(crate) mod mysql;
+pub(crate) mod owed;
+pub(crate) mod pending;
+pub(crate) mod postgres;
+pub(crate) mod process_group;
+pub(crate) mod redis;
+pub(crate) mod systemd_unit;
 
 use crate::transaction::ports::{QuiesceError, Target};
 

@@ -34,7 +34,7 @@ struct Session {
 
 /// How the server is locked for the snapshot, by what it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
+pub(crate) enum LockKind {
     /// `FLUSH TABLES WITH READ LOCK`: MariaDB and MySQL before 8.0.
     GlobalReadLock,
     /// `LOCK INSTANCE FOR BACKUP`: MySQL 8.0 and later.
@@ -43,7 +43,7 @@ pub enum LockKind {
 
 impl LockKind {
     /// From `SELECT VERSION()`, such as `10.11.6-MariaDB-0+deb12u1` or `8.0.36`.
-    pub fn for_version(version: &str) -> LockKind {
+    pub(crate) fn for_version(version: &str) -> LockKind {
         let major: u32 = version
             .split(['.', '-'])
             .next()
@@ -71,7 +71,7 @@ impl LockKind {
     }
 }
 
-pub struct Mysql {
+pub(crate) struct Mysql {
     socket: PathBuf,
     login: MariadbLogin,
     password: Option<Secret>,
@@ -85,7 +85,12 @@ pub struct Mysql {
 }
 
 impl Mysql {
-    pub fn new(socket: PathBuf, login: MariadbLogin, lock_wait_timeout: Duration, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        socket: PathBuf,
+        login: MariadbLogin,
+        lock_wait_timeout: Duration,
+        timeout: Duration,
+    ) -> Self {
         let name = format!("mariadb ({})", socket.display());
         Mysql {
             socket,

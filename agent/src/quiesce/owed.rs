@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
 /// resumed (or gone). Returns what happened to each.
-pub async fn resume_recorded(
+pub(crate) async fn resume_recorded(
     runtime_dir: &Path,
     units: &dyn Units,
     hook_timeout: Duration,

@@ -12,11 +12,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The record's file name in the runtime directory.
-pub const PENDING_FILE: &str = "pending-resumes";
+pub(crate) const PENDING_FILE: &str = "pending-resumes";
 
 /// One resume owed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pending {
+pub(crate) enum Pending {
     /// A unit frozen with FreezeUnit: thaw it.
     FrozenUnit(String),
     /// A unit stopped with StopUnit: start it.
@@ -28,7 +28,7 @@ pub enum Pending {
 
 /// Where a hook runs, while it runs: what a resume for a dead agent ends before its `thaw`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Running {
+pub(crate) enum Running {
     /// Spawned by the agent: its process group.
     Group(ProcessGroup),
     /// A transient systemd service: stopping it ends all it started.
@@ -53,7 +53,7 @@ impl Pending {
     }
 
     /// A hook entry with nothing running.
-    pub fn hook(path: PathBuf) -> Pending {
+    pub(crate) fn hook(path: PathBuf) -> Pending {
         Pending::Hook { path, running: None }
     }
 
@@ -105,7 +105,7 @@ fn path(runtime_dir: &Path) -> PathBuf {
 }
 
 /// What the record lists, in the order the prepares started.
-pub fn recorded(runtime_dir: &Path) -> Vec<Pending> {
+pub(crate) fn recorded(runtime_dir: &Path) -> Vec<Pending> {
     std::fs::read_to_string(path(runtime_dir))
         .map(|t| t.lines().filter_map(Pending::from_line).collect())
         .unwrap_or_default()
@@ -128,7 +128,7 @@ fn write(runtime_dir: &Path, entries: &[Pending]) -> std::io::Result<()> {
 /// Records `entry` before its prepare starts, or updates it in place (a hook's running group).
 /// An entry that cannot be written on one line (a hook path with a newline) is refused, so it
 /// is never prepared unrecorded.
-pub fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
+pub(crate) fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
     if entry.to_line().contains('\n') {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -144,7 +144,7 @@ pub fn add(runtime_dir: &Path, entry: Pending) -> std::io::Result<()> {
 }
 
 /// Forgets `entry` once its resume ran.
-pub fn remove(runtime_dir: &Path, entry: &Pending) -> std::io::Result<()> {
+pub(crate) fn remove(runtime_dir: &Path, entry: &Pending) -> std::io::Result<()> {
     let entries: Vec<Pending> = recorded(runtime_dir)
         .into_iter()
         .filter(|e| !e.same_resume(entry))

@@ -11,7 +11,7 @@ use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub struct Postgres {
+pub(crate) struct Postgres {
     socket_dir: PathBuf,
     port: u16,
     os_user: String,
@@ -20,7 +20,7 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub fn new(socket_dir: PathBuf, port: u16, os_user: String, timeout: Duration) -> Self {
+    pub(crate) fn new(socket_dir: PathBuf, port: u16, os_user: String, timeout: Duration) -> Self {
         let name = format!("postgresql ({}, port {port})", socket_dir.display());
         Postgres {
             socket_dir,

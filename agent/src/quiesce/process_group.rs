@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// A process group, named by its id and its leader's start time (clock ticks since boot, from
 /// `/proc/PID/stat`), so a recorded group is told apart from a later one that reuses the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pub id: i32,
     pub leader_start: u64,
 }
@@ -28,7 +28,7 @@ fn stat(pid: i32) -> Option<(i32, u64)> {
 
 impl ProcessGroup {
     /// The group `leader` leads (a child spawned with `process_group(0)`).
-    pub fn led_by(leader: u32) -> Option<ProcessGroup> {
+    pub(crate) fn led_by(leader: u32) -> Option<ProcessGroup> {
         let (group, start) = stat(leader as i32)?;
         (group == leader as i32).then_some(ProcessGroup {
             id: group,
@@ -39,7 +39,7 @@ impl ProcessGroup {
     /// The processes still in this group. Empty when the group is gone, or when its id now
     /// belongs to a different leader (a leader alive with another start time). While any member
     /// of a group lives, the kernel does not hand its id to a new process.
-    pub fn members(&self) -> Vec<i32> {
+    pub(crate) fn members(&self) -> Vec<i32> {
         if let Some((_, start)) = stat(self.id) {
             if start != self.leader_start {
                 return Vec::new();
@@ -56,7 +56,7 @@ impl ProcessGroup {
 
     /// SIGKILLs what is left of the group and waits (up to `wait`) until it is gone; returns how
     /// many processes it had.
-    pub async fn kill_leftovers(&self, wait: Duration) -> usize {
+    pub(crate) async fn kill_leftovers(&self, wait: Duration) -> usize {
         let members = self.members().len();
         if members > 0 {
             let _ = killpg(Pid::from_raw(self.id), Signal::SIGKILL);
@@ -95,7 +95,7 @@ impl FromStr for ProcessGroup {
 
 /// Kills a process group when dropped: at a hook's timeout, and when the run stops waiting for
 /// the hook (a signal to the agent drops the prepare).
-pub struct KillGroupOnDrop(pub Option<Pid>);
+pub(crate) struct KillGroupOnDrop(pub Option<Pid>);
 
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {

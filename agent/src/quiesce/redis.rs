@@ -118,7 +118,7 @@ fn info_field(info: &str, field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-pub struct Redis {
+pub(crate) struct Redis {
     endpoint: RedisEndpoint,
     password_file: Option<PathBuf>,
     password: Option<Secret>,
@@ -127,7 +127,7 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn new(endpoint: RedisEndpoint, password_file: Option<PathBuf>, timeout: Duration) -> Self {
+    pub(crate) fn new(endpoint: RedisEndpoint, password_file: Option<PathBuf>, timeout: Duration) -> Self {
         let name = format!("redis ({endpoint})");
         Redis {
             endpoint,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct SystemdUnit {
+pub(crate) struct SystemdUnit {
     unit: String,
     mode: UnitMode,
     units: Arc<dyn Units>,
@@ -23,7 +23,7 @@ pub struct SystemdUnit {
 }
 
 impl SystemdUnit {
-    pub fn new(unit: String, mode: UnitMode, units: Arc<dyn Units>, timeout: Duration) -> Self {
+    pub(crate) fn new(unit: String, mode: UnitMode, units: Arc<dyn Units>, timeout: Duration) -> Self {
         let name = format!("systemd {unit} ({mode})");
         SystemdUnit {
             unit,
@@ -38,7 +38,7 @@ impl SystemdUnit {
 
     /// Records the unit in `runtime_dir` while it is frozen or stopped, so that a dead agent's
     /// unit is resumed by `freezeframe-agent thaw` or the next run ([`pending`]).
-    pub fn recorded_in(mut self, runtime_dir: PathBuf) -> Self {
+    pub(crate) fn recorded_in(mut self, runtime_dir: PathBuf) -> Self {
         self.runtime_dir = Some(runtime_dir);
         self
     }
@@ -50,8 +50,9 @@ impl SystemdUnit {
         }
     }
 
+    #[cfg(test)]
     /// For tests: a cgroup hierarchy of their own.
-    pub fn with_cgroup_root(mut self, root: PathBuf) -> Self {
+    pub(crate) fn with_cgroup_root(mut self, root: PathBuf) -> Self {
         self.cgroup_root = root;
         self
     }

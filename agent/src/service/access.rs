@@ -5,11 +5,11 @@
 use super::AgentError;
 
 /// The group whose members may take snapshots, like root.
-pub const GROUP: &str = "freezeframe";
+pub(crate) const GROUP: &str = "freezeframe";
 
 /// What a method does, for the access rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Snapshot, Prune: root and the group.
     Change,
     /// Status, Plan, ListSnapshots: root and the group, or anyone with `public_read`.
@@ -18,13 +18,13 @@ pub enum Access {
 
 /// A caller as the bus describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub uid: u32,
     pub groups: Vec<u32>,
 }
 
 /// The caller of the method call with `header`, from the bus daemon.
-pub async fn caller(
+pub(crate) async fn caller(
     connection: &zbus::Connection,
     header: &zbus::message::Header<'_>,
 ) -> Result<Caller, AgentError> {
@@ -48,7 +48,7 @@ pub async fn caller(
 }
 
 /// Allows or refuses `caller` for `access`; `group` is the freezeframe group's id, if it exists.
-pub fn check(
+pub(crate) fn check(
     caller: &Caller,
     access: Access,
     group: Option<u32>,
@@ -70,7 +70,7 @@ pub fn check(
 }
 
 /// The id of the group `freezeframe`, if this machine has it.
-pub fn group_id() -> Option<u32> {
+pub(crate) fn group_id() -> Option<u32> {
     nix::unistd::Group::from_name(GROUP)
         .ok()
         .flatten()

@@ -3,7 +3,7 @@
 //! publishes each phase and the result as signals, and exits when idle (`agent.idle_exit`):
 //! D-Bus activation starts it on the next call, so nothing runs between snapshots.
 
-pub mod access;
+pub(crate) mod access;
 pub mod wire;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
@@ -20,14 +20,15 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedVariant, Variant};
 
-pub const BUS_NAME: &str = "org.freezeframe.Agent1";
-pub const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
+pub(crate) const BUS_NAME: &str = "org.freezeframe.Agent1";
+pub(crate) const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
 
 /// The errors callers get, as typed D-Bus errors (`org.freezeframe.Agent1.Error.Busy`, …).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.freezeframe.Agent1.Error")]
 pub enum AgentError {
     #[zbus(error)]
+    /// The bus failed (on the caller's side: a proxy's call).
     ZBus(zbus::Error),
     /// A snapshot is already running.
     Busy(String),
@@ -95,7 +96,9 @@ struct State {
 /// What `Status` answers (as `a{sv}`, these keys).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentStatus {
+    /// The agent's version.
     pub version: String,
+    /// `snapshot.provider`.
     pub provider: String,
     /// The configured Droplet; absent when the metadata service tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +113,7 @@ pub struct AgentStatus {
 }
 
 /// The object served at [`OBJECT_PATH`].
-pub struct Agent {
+pub(crate) struct Agent {
     config: Option<PathBuf>,
     state: Arc<Mutex<State>>,
     group: Option<u32>,
@@ -609,11 +612,15 @@ impl Agent {
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
+    /// The configuration is not valid.
     Config(#[from] ConfigError),
     #[error("cannot serve {BUS_NAME} on the system bus ({address}): {source}")]
+    /// The bus could not be reached or the name not taken.
     Bus {
+        /// The bus's address.
         address: String,
         #[source]
+        /// What failed.
         source: zbus::Error,
     },
 }

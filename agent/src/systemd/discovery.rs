@@ -3,7 +3,7 @@
 use super::{SystemdError, UnitState, Units};
 
 /// The units looked for: the databases whose consistency on disk matters.
-pub const DATABASE_PATTERNS: &[&str] = &[
+pub(crate) const DATABASE_PATTERNS: &[&str] = &[
     "postgresql*.service",
     "mariadb*.service",
     "mysql*.service",
@@ -14,7 +14,7 @@ pub const DATABASE_PATTERNS: &[&str] = &[
 /// What kind of database a unit runs, from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DatabaseKind {
+pub(crate) enum DatabaseKind {
     Postgresql,
     Mariadb,
     Redis,
@@ -22,7 +22,7 @@ pub enum DatabaseKind {
 }
 
 impl DatabaseKind {
-    pub fn of_unit(unit: &str) -> Option<DatabaseKind> {
+    pub(crate) fn of_unit(unit: &str) -> Option<DatabaseKind> {
         let base = unit.strip_suffix(".service").unwrap_or(unit);
         if base.starts_with("postgresql") {
             Some(DatabaseKind::Postgresql)
@@ -37,7 +37,7 @@ impl DatabaseKind {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DatabaseKind::Postgresql => "postgresql",
             DatabaseKind::Mariadb => "mariadb",
@@ -49,7 +49,7 @@ impl DatabaseKind {
 
 /// An active database unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabaseUnit {
+pub(crate) struct DatabaseUnit {
     pub kind: DatabaseKind,
     pub unit: UnitState,
 }
@@ -57,7 +57,7 @@ pub struct DatabaseUnit {
 /// The active database units, by name. Units without a main process (Debian's
 /// `postgresql.service`, which only groups the `postgresql@VERSION-CLUSTER` units) are left out:
 /// there is nothing behind them to quiesce.
-pub async fn database_units(units: &dyn Units) -> Result<Vec<DatabaseUnit>, SystemdError> {
+pub(crate) async fn database_units(units: &dyn Units) -> Result<Vec<DatabaseUnit>, SystemdError> {
     Ok(units
         .list_active(DATABASE_PATTERNS)
         .await?

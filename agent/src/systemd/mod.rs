@@ -2,7 +2,7 @@
 //! freeze, thaw, stop and start one. The [`Units`] trait is what the rest of the agent sees;
 //! [`SystemdUnits`] is the real one, tests use doubles or a real systemd in a container.
 
-pub mod discovery;
+pub(crate) mod discovery;
 
 use crate::dbus;
 use futures_util::StreamExt;
@@ -11,7 +11,7 @@ use zbus_systemd::systemd1::{ManagerProxy, ScopeProxy, ServiceProxy, UnitProxy};
 
 /// A failed systemd call, in words for the user.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum SystemdError {
+pub(crate) enum SystemdError {
     #[error("systemd is not reachable: {0}")]
     Unreachable(String),
     #[error("unit {unit}: {message}")]
@@ -20,7 +20,7 @@ pub enum SystemdError {
 
 /// A loaded unit as systemd describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UnitState {
+pub(crate) struct UnitState {
     pub name: String,
     /// `loaded`, `not-found`, `masked`, ...
     pub load_state: String,
@@ -38,7 +38,7 @@ pub struct UnitState {
 
 /// The systemd operations the agent needs.
 #[async_trait::async_trait]
-pub trait Units: Send + Sync {
+pub(crate) trait Units: Send + Sync {
     /// Active (or reloading) units whose names match any of `patterns` (shell globs).
     async fn list_active(&self, patterns: &[&str]) -> Result<Vec<UnitState>, SystemdError>;
     /// The unit's current state; `load_state` says whether it exists.
@@ -63,7 +63,7 @@ pub trait Units: Send + Sync {
 
 /// Why a transient unit did not run to its end.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum TransientError {
+pub(crate) enum TransientError {
     /// systemd would not start it: nothing ran.
     #[error("{0}")]
     NotStarted(SystemdError),
@@ -76,13 +76,13 @@ pub enum TransientError {
 }
 
 /// The real systemd, on the system bus.
-pub struct SystemdUnits {
+pub(crate) struct SystemdUnits {
     connection: zbus::Connection,
 }
 
 impl SystemdUnits {
     /// Connects to the system bus and checks that systemd answers there.
-    pub async fn connect() -> Result<Self, SystemdError> {
+    pub(crate) async fn connect() -> Result<Self, SystemdError> {
         let connection = dbus::system_bus()
             .await
             .map_err(|e| SystemdError::Unreachable(e.to_string()))?;
@@ -90,7 +90,7 @@ impl SystemdUnits {
     }
 
     /// Uses an existing connection (one bus, shared with logind and the agent's service).
-    pub async fn on(connection: zbus::Connection) -> Result<Self, SystemdError> {
+    pub(crate) async fn on(connection: zbus::Connection) -> Result<Self, SystemdError> {
         let units = SystemdUnits { connection };
         units.manager().await?.version().await.map_err(|e| {
             SystemdError::Unreachable(format!("systemd does not answer on the system bus: {e}"))
@@ -239,7 +239,7 @@ impl Verb {
 }
 
 /// What a transient unit should run, and how.
-pub struct TransientRun<'a> {
+pub(crate) struct TransientRun<'a> {
     /// The unit's name, ending in `.service`.
     pub unit: &'a str,
     pub description: String,
@@ -291,7 +291,7 @@ fn unit_error(unit: &str, e: zbus::Error) -> SystemdError {
 
 /// Stands in for systemd where it cannot be reached: every call fails with the reason, so a
 /// `[[quiescer]]` that needs systemd fails in preflight and says why.
-pub struct Unreachable(pub String);
+pub(crate) struct Unreachable(pub String);
 
 #[async_trait::async_trait]
 impl Units for Unreachable {
@@ -316,7 +316,7 @@ impl Units for Unreachable {
 }
 
 /// systemd on the system bus, or a stand-in that says why it is not there.
-pub async fn connect_or_unreachable(bus: Option<&zbus::Connection>) -> std::sync::Arc<dyn Units> {
+pub(crate) async fn connect_or_unreachable(bus: Option<&zbus::Connection>) -> std::sync::Arc<dyn Units> {
     let connected = match bus {
         Some(bus) => SystemdUnits::on(bus.clone()).await,
         None => SystemdUnits::connect().await,

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 /// Told of every phase as it starts and ends (logging, progress, sd_notify).
 pub trait Observer: Send + Sync {
+    /// A phase began.
     fn phase_started(&self, _phase: Phase) {}
+    /// A phase ended, after `elapsed`, well or not.
     fn phase_finished(&self, _phase: Phase, _elapsed: Duration, _ok: bool) {}
 }
 
@@ -35,10 +37,13 @@ impl Observer for NoObserver {}
 /// What the caller asks of one run: the snapshot's name, the bounds, the policies.
 #[derive(Debug, Clone)]
 pub struct SnapshotSpec {
+    /// The snapshot's name, or the template it is rendered from.
     pub name: SnapshotName,
+    /// No filesystem stays frozen longer than this.
     pub max_freeze: Duration,
     /// Wait for the provider to report the snapshot complete.
     pub wait: bool,
+    /// What a failed prepare does.
     pub on_quiesce_failure: QuiescePolicy,
     /// Delete older snapshots after this one completed.
     pub retention: Option<Retention>,
@@ -51,14 +56,16 @@ pub struct SnapshotSpec {
 /// of those named as this machine names its snapshots.
 #[derive(Debug, Clone)]
 pub struct Retention {
+    /// How many to keep; 0 keeps all.
     pub keep_last: usize,
+    /// Which names this machine made.
     pub ours: OwnNames,
 }
 
 const INTERRUPTED: &str = "interrupted by a signal";
 
 /// The part of `max_freeze` kept back so the agent thaws on its own before its guard does.
-pub fn deadline_margin(max_freeze: Duration) -> Duration {
+pub(crate) fn deadline_margin(max_freeze: Duration) -> Duration {
     (max_freeze / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
@@ -94,13 +101,19 @@ impl Interrupt {
 
 /// One snapshot transaction.
 pub struct Transaction<'a> {
+    /// The filesystems to freeze.
     pub filesystems: &'a mut dyn Filesystems,
+    /// Who takes the snapshot.
     pub provider: &'a mut dyn SnapshotProvider,
+    /// The applications to quiesce, in prepare order.
     pub quiescers: Vec<Box<dyn Quiescer>>,
+    /// Told of every phase.
     pub observer: &'a dyn Observer,
+    /// What the caller asks.
     pub spec: SnapshotSpec,
     /// Mounts the plan skipped, for the report.
     pub skipped: Vec<Skipped>,
+    /// A signal to wind down.
     pub interrupt: Interrupt,
 }
 

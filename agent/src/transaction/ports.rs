@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 /// A block or anonymous device number, as `major:minor` in mountinfo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DevNum {
+    /// The major number.
     pub major: u32,
+    /// The minor number.
     pub minor: u32,
 }
 
 impl DevNum {
     /// Splits a `st_dev`/`st_rdev` value.
-    pub fn from_raw(dev: u64) -> Self {
+    pub(crate) fn from_raw(dev: u64) -> Self {
         DevNum {
             major: libc::major(dev),
             minor: libc::minor(dev),
@@ -35,10 +37,13 @@ impl std::fmt::Display for DevNum {
 /// A filesystem to freeze, reached through one of its mounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
+    /// Where it is reached.
     pub mountpoint: PathBuf,
     /// The mount's id, checked again when the mountpoint is opened.
     pub mount_id: u64,
+    /// `st_dev` of its files.
     pub dev: DevNum,
+    /// Its type, such as `ext4`.
     pub fstype: String,
     /// The device (or other source) named in mountinfo.
     pub source: String,
@@ -50,15 +55,25 @@ pub struct Target {
 /// Why a mount is not frozen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
+    /// A pseudo filesystem (proc, sysfs, …): no data on disk.
     Pseudo,
+    /// tmpfs or ramfs.
     MemoryBacked,
+    /// overlayfs: its layers are frozen instead.
     Overlay,
+    /// A FUSE filesystem.
     Fuse,
+    /// A network filesystem.
     Network,
+    /// Read-only: nothing to flush.
     ReadOnly,
+    /// Not backed by a block device.
     NoBlockDevice,
+    /// In `freeze.exclude`.
     Excluded,
+    /// Another mount of a filesystem frozen through this path.
     SameFilesystemAs(PathBuf),
+    /// Mounted over by a later mount at the same path.
     Hidden,
     /// The filesystem answered FIFREEZE with EOPNOTSUPP.
     FreezeNotSupported,
@@ -127,8 +142,11 @@ impl<'de> Deserialize<'de> for SkipReason {
 /// A mount that is not frozen, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
+    /// Where it is mounted.
     pub mountpoint: PathBuf,
+    /// Its type.
     pub fstype: String,
+    /// Why it is not frozen.
     pub reason: SkipReason,
 }
 
@@ -139,7 +157,7 @@ pub struct Skipped {
 pub struct FilesystemsError(Box<dyn std::error::Error + Send + Sync>);
 
 impl FilesystemsError {
-    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         FilesystemsError(Box::new(error))
     }
 }
@@ -156,6 +174,7 @@ pub enum GuardEvent {
 /// What `freeze` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FreezeOutcome {
+    /// Frozen, in freeze order.
     pub frozen: Vec<Target>,
     /// Answered FIFREEZE with EOPNOTSUPP: skipped, not fatal.
     pub not_supported: Vec<Target>,
@@ -199,7 +218,7 @@ pub trait Filesystems: Send {
 // ---- Quiescers ----
 
 /// Default bound on one `prepare` or `resume`.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a quiescer's check, prepare or resume failed, in words for the user.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -262,7 +281,7 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    pub const ALL: [Consistency; 3] = [
+    pub(crate) const ALL: [Consistency; 3] = [
         Consistency::Application,
         Consistency::Filesystem,
         Consistency::Crash,
@@ -293,7 +312,7 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
-    pub fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         ProviderError {
             message: message.into(),
             source: None,
@@ -303,29 +322,29 @@ impl ProviderError {
     }
 
     /// A failure of the machine's set-up, which no retry mends (see [`Self::is_setup`]).
-    pub fn setup(message: impl Into<String>) -> Self {
+    pub(crate) fn setup(message: impl Into<String>) -> Self {
         ProviderError {
             setup: true,
             ..ProviderError::new(message)
         }
     }
 
-    pub fn is_setup(&self) -> bool {
+    pub(crate) fn is_setup(&self) -> bool {
         self.setup
     }
 
     /// Says what to do about this failure.
-    pub fn with_fix(self, fix: impl Into<String>) -> Self {
+    pub(crate) fn with_fix(self, fix: impl Into<String>) -> Self {
         ProviderError {
             fix: Some(fix.into()),
             ..self
         }
     }
 
-    pub fn fix(&self) -> Option<&str> {
+    pub(crate) fn fix(&self) -> Option<&str> {
         self.fix.as_deref()
     }
-    pub fn with_source(
+    pub(crate) fn with_source(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
@@ -352,26 +371,35 @@ pub struct Registration {
 /// A volume snapshot taken with the machine's snapshot, as one consistent group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSnapshotRef {
+    /// The volume's id.
     pub volume_id: String,
+    /// The volume's name.
     pub volume_name: String,
+    /// Where its filesystem is mounted.
     pub mountpoint: PathBuf,
+    /// The volume snapshot's id.
     pub snapshot_id: String,
 }
 
 /// A finished snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Completion {
+    /// The snapshot's id, when the provider tells it.
     pub snapshot_id: Option<String>,
+    /// Its size, when the provider tells it.
     pub size_bytes: Option<u64>,
 }
 
 /// A snapshot the provider holds, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
+    /// The provider's id.
     pub id: String,
+    /// Its name.
     pub name: String,
     /// RFC 3339, as the provider gives it.
     pub created_at: String,
+    /// Its size, when the provider tells it.
     pub size_bytes: Option<u64>,
 }
 
@@ -387,12 +415,15 @@ pub struct Reconciled {
 /// A snapshot deleted by retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pruned {
+    /// The provider's id.
     pub id: String,
+    /// Its name.
     pub name: String,
 }
 
 /// Which snapshot names are this machine's own: all that retention may delete.
 pub trait OwnedNames: Send + Sync {
+    /// Whether this machine's template made `name`.
     fn is_ours(&self, name: &str) -> bool;
 }
 

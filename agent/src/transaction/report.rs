@@ -8,14 +8,23 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Everything checked; nothing changed yet.
     Preflight,
+    /// Applications brought to a consistent state.
     Quiesce,
+    /// Filesystems flushed, outside the window.
     Sync,
+    /// FIFREEZE, in plan order.
     Freeze,
+    /// The snapshot asked for, inside the window.
     Request,
+    /// FITHAW, in reverse.
     Thaw,
+    /// Applications resumed, in reverse.
     Resume,
+    /// Until the snapshot completed (`--wait`).
     Wait,
+    /// Older snapshots deleted (retention).
     Prune,
 }
 
@@ -46,42 +55,61 @@ impl std::fmt::Display for Phase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+/// How a run ended.
 pub enum Status {
+    /// Everything asked was done.
     Succeeded,
+    /// Something failed: `failed_phase` and `error` say what.
     Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How long a phase took.
 pub struct PhaseTiming {
+    /// The phase.
     pub phase: Phase,
+    /// Its duration in milliseconds.
     pub ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What one quiescer did.
 pub struct QuiescerReport {
+    /// Its name, such as `postgresql@15-main`.
     pub name: String,
+    /// Its prepare succeeded.
     pub prepared: bool,
+    /// Its resume succeeded.
     pub resumed: bool,
     /// What the quiescer recorded, such as a binary log position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What failed, if anything did.
     pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What was frozen and what was not.
 pub struct FilesystemsReport {
+    /// Frozen, in freeze order.
     pub frozen: Vec<Target>,
+    /// Not frozen, and why.
     pub skipped: Vec<Skipped>,
 }
 
 /// Everything about one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// How the run ended.
     pub status: Status,
+    /// The snapshot's name; empty when the run did not start.
     pub snapshot_name: String,
+    /// The provider that took it.
     pub provider: String,
+    /// The provider's handle on the request (an action id, an image name).
     pub action_id: Option<String>,
+    /// The snapshot's id, with --wait.
     pub snapshot_id: Option<String>,
     /// Its size as the provider reports it, with --wait.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,17 +123,24 @@ pub struct Report {
     /// `None` when no snapshot was requested.
     pub consistency: Option<Consistency>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The phase that failed first.
     pub failed_phase: Option<Phase>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why it failed.
     pub error: Option<String>,
     /// The run failed on this machine's set-up (its configuration, the token file), which the
     /// user must fix first: the binaries exit 2 for it, as for a bad configuration.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub setup_error: bool,
+    /// What did not stop the run but matters.
     pub warnings: Vec<String>,
+    /// Frozen and skipped filesystems.
     pub filesystems: FilesystemsReport,
+    /// Each quiescer, in prepare order.
     pub quiescers: Vec<QuiescerReport>,
+    /// Time spent quiescing.
     pub quiesce_ms: f64,
+    /// Time spent flushing, before the window.
     pub sync_ms: f64,
     /// First FIFREEZE to last FITHAW.
     pub frozen_ms: f64,
@@ -116,14 +151,17 @@ pub struct Report {
     pub request_ms: f64,
     /// ... and in the FITHAW calls.
     pub thawing_ms: f64,
+    /// Time spent resuming.
     pub resume_ms: f64,
+    /// The whole run.
     pub total_ms: f64,
+    /// Each phase, in order.
     pub phases: Vec<PhaseTiming>,
 }
 
 impl Report {
     /// A run that has done nothing yet: succeeded so far, every figure zero.
-    pub fn new(snapshot_name: String, provider: String) -> Report {
+    pub(crate) fn new(snapshot_name: String, provider: String) -> Report {
         Report {
             status: Status::Succeeded,
             snapshot_name,
@@ -154,7 +192,7 @@ impl Report {
 
     /// A job that failed before its transaction could start (another run holds the lock, the
     /// plan failed): nothing ran, nothing was named.
-    pub fn not_started(error: String) -> Report {
+    pub(crate) fn not_started(error: String) -> Report {
         Report {
             status: Status::Failed,
             error: Some(error),

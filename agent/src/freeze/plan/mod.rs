@@ -18,7 +18,9 @@ pub trait HostLookup {
 /// The result of planning: targets in freeze order (thaw is the exact reverse), and skips.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// What to freeze, in freeze order.
     pub targets: Vec<Target>,
+    /// What is not frozen, and why.
     pub skipped: Vec<Skipped>,
 }
 
@@ -27,24 +29,43 @@ pub struct Plan {
 pub struct Selection<'a> {
     /// Explicit mountpoints, or `None` for every eligible local filesystem.
     pub mountpoints: Option<&'a [PathBuf]>,
+    /// Mountpoints never frozen.
     pub exclude: &'a [PathBuf],
 }
 
+/// Why no plan can be made from the mounts and the configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
+    /// A path in `freeze.mountpoints` is not a mountpoint.
     #[error("{path} is not a mountpoint (it is inside {within}); name the mountpoint itself in `freeze.mountpoints`")]
-    NotAMountpoint { path: PathBuf, within: PathBuf },
+    NotAMountpoint {
+        /// The path as configured.
+        path: PathBuf,
+        /// The mountpoint it lies under.
+        within: PathBuf,
+    },
+    /// A path in `freeze.mountpoints` is a mount that can never be frozen.
     #[error("{path} cannot be frozen: {reason}; remove it from `freeze.mountpoints`")]
-    Ineligible { path: PathBuf, reason: SkipReason },
+    Ineligible {
+        /// The path as configured.
+        path: PathBuf,
+        /// Why it cannot be frozen.
+        reason: SkipReason,
+    },
+    /// Loop filesystems whose images lie on each other: no order freezes them safely.
     #[error("the loop devices between {0:?} depend on each other in a cycle; freeze them explicitly in separate runs")]
     Cycle(Vec<PathBuf>),
     #[error(
         "mountinfo lists device {dev} as two different filesystems ({first} and {second}); refusing \
          to guess which to freeze"
     )]
+    /// The mount table contradicts itself.
     Inconsistent {
+        /// The device number, `major:minor`.
         dev: String,
+        /// One mountpoint listed for it.
         first: PathBuf,
+        /// Another, of a different filesystem.
         second: PathBuf,
     },
 }

@@ -11,44 +11,82 @@ use std::time::Duration;
 /// A failed API call, with what DigitalOcean said. Never holds the token.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The token was refused (401, 403).
     #[error(
         "the DigitalOcean API refused the token (HTTP {status}: {message}{}); it needs a token with \
          the scopes {scopes} (the API cannot list a token's scopes, so check them in the control panel)",
         request_id_suffix(.request_id)
     )]
     Unauthorized {
+        /// 401 or 403.
         status: u16,
+        /// The API's message.
         message: String,
+        /// The API's request id, for DigitalOcean's support.
         request_id: Option<String>,
+        /// The scopes the configuration needs.
         scopes: String,
     },
+    /// The API answered 429.
     #[error("the DigitalOcean API is rate-limiting this token (HTTP 429: {message}{}){}", request_id_suffix(.request_id), .retry_after.map(|d| format!("; retry after {}", humantime::format_duration(d))).unwrap_or_default())]
     RateLimited {
+        /// The API's message.
         message: String,
+        /// The API's request id.
         request_id: Option<String>,
+        /// How long the API asked to wait (`retry-after`).
         retry_after: Option<Duration>,
     },
+    /// Any other error status.
     #[error("DigitalOcean API: {message} (HTTP {status}{}, {what})", request_id_suffix(.request_id))]
     Status {
+        /// The HTTP status.
         status: u16,
+        /// The API's error id, such as `not_found`.
         id: String,
+        /// The API's message.
         message: String,
+        /// The API's request id.
         request_id: Option<String>,
+        /// The call, in words.
         what: String,
     },
+    /// No answer within the call's bound.
     #[error("no answer from {what} within {}", humantime::format_duration(*.timeout))]
-    Timeout { what: String, timeout: Duration },
+    Timeout {
+        /// The call, in words.
+        what: String,
+        /// The bound that passed.
+        timeout: Duration,
+    },
+    /// No connection, or it broke.
     #[error("cannot reach {what}: {problem}")]
-    Transport { what: String, problem: String },
+    Transport {
+        /// The call, in words.
+        what: String,
+        /// What went wrong on the way.
+        problem: String,
+    },
     /// Not worth retrying: a wrong scheme or a certificate this machine does not trust.
     #[error(
         "TLS handshake with {what} failed: {problem} (check that the address's scheme matches \
          the server: https:// for a TLS server, http:// for a plain one such as the bundled \
          simulator; and that its certificate is valid and trusted)"
     )]
-    Tls { what: String, problem: String },
+    Tls {
+        /// The call, in words.
+        what: String,
+        /// The handshake's failure.
+        problem: String,
+    },
+    /// An answer that is not what the API documents.
     #[error("unexpected answer from {what}: {problem}")]
-    Decode { what: String, problem: String },
+    Decode {
+        /// The call, in words.
+        what: String,
+        /// What did not fit.
+        problem: String,
+    },
 }
 
 fn request_id_suffix(id: &Option<String>) -> String {
@@ -60,7 +98,7 @@ fn request_id_suffix(id: &Option<String>) -> String {
 impl ApiError {
     /// Whether a later attempt may succeed (outside the frozen window only): rate limits,
     /// server errors, "pending event", timeouts and connection failures.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             ApiError::RateLimited { .. } | ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
             ApiError::Status { status, message, .. } => {
@@ -73,7 +111,7 @@ impl ApiError {
 
 /// How calls outside the frozen window are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts in all, the first included.
     pub attempts: u32,
     /// The first pause; doubled after each failure.
@@ -105,6 +143,7 @@ pub fn http_client() -> Result<reqwest::Client, ApiError> {
         })
 }
 
+/// The DigitalOcean API, with one token: GETs and DELETEs retried outside the window, the snapshot POST sent once.
 pub struct Client {
     http: reqwest::Client,
     api_url: String,
@@ -117,6 +156,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the API at `api_url`, whose token needs `scopes` (named in 401/403 messages), each call bounded by `timeout`.
     pub fn new(
         http: reqwest::Client,
         api_url: &str,
@@ -132,12 +172,6 @@ impl Client {
             timeout,
             retry: RetryPolicy::default(),
         }
-    }
-
-    /// Replaces the retry policy (tests shorten it).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
     }
 
     /// A GET outside the frozen window, retried per the policy.
@@ -242,6 +276,7 @@ impl Client {
         })
     }
 
+    /// A Droplet, by id.
     pub async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let env: DropletEnvelope = self.get(&format!("/v2/droplets/{id}")).await?;
         Ok(env.droplet)
@@ -272,11 +307,13 @@ impl Client {
         Ok(env.action)
     }
 
+    /// An action, by id.
     pub async fn action(&self, id: u64) -> Result<Action, ApiError> {
         let env: ActionEnvelope = self.get(&format!("/v2/actions/{id}")).await?;
         Ok(env.action)
     }
 
+    /// A volume, by id.
     pub async fn volume(&self, id: &str) -> Result<Volume, ApiError> {
         let env: VolumeEnvelope = self.get(&format!("/v2/volumes/{id}")).await?;
         Ok(env.volume)
@@ -302,7 +339,7 @@ impl Client {
     }
 
     /// Adds scopes to name in 401/403 messages.
-    pub fn add_scopes(&mut self, scopes: &[&str]) {
+    pub(crate) fn add_scopes(&mut self, scopes: &[&str]) {
         for s in scopes {
             if !self.scopes.split(", ").any(|have| have == *s) {
                 self.scopes.push_str(", ");
@@ -370,7 +407,7 @@ impl Client {
 }
 
 /// The metadata service: which Droplet this is. Plain HTTP on a link-local address.
-pub async fn droplet_id_from_metadata(
+pub(crate) async fn droplet_id_from_metadata(
     http: &reqwest::Client,
     metadata_url: &str,
     timeout: Duration,
@@ -457,7 +494,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// Request bodies, serialised without making `call` generic over them.
 mod erased {
-    pub trait Body: Sync {
+    pub(super) trait Body: Sync {
         fn to_json(&self) -> Vec<u8>;
     }
     impl<T: serde::Serialize + Sync> Body for T {

@@ -7,8 +7,8 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
-pub mod token;
-pub mod types;
+pub(crate) mod token;
+pub(crate) mod types;
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Scopes a Droplet snapshot needs.
-pub const SNAPSHOT_SCOPES: &[&str] = &["droplet:read", "droplet:update", "image:create", "actions:read"];
+pub(crate) const SNAPSHOT_SCOPES: &[&str] =
+    &["droplet:read", "droplet:update", "image:create", "actions:read"];
 /// The scopes snapshotting attached volumes needs as well.
-pub const VOLUME_SCOPES: &[&str] = &["block_storage:read", "block_storage_snapshot:create"];
+pub(crate) const VOLUME_SCOPES: &[&str] = &["block_storage:read", "block_storage_snapshot:create"];
 /// The scope retention needs as well.
-pub const RETENTION_SCOPE: &str = "image:delete";
+pub(crate) const RETENTION_SCOPE: &str = "image:delete";
 
 /// How often `thaw_after = "completed"` polls inside the window.
 const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
@@ -32,7 +33,7 @@ const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
 /// The longest pause between two polls while waiting for completion.
 const POLL_MAX: Duration = Duration::from_secs(10);
 
-pub struct DigitalOcean {
+pub(crate) struct DigitalOcean {
     settings: DigitalOceanSettings,
     /// Bound on the POST inside the window (the transaction bounds it too).
     max_freeze: Duration,
@@ -71,7 +72,7 @@ fn volume_target(links: &Path, name: &str, targets: &[Target]) -> Option<PathBuf
 }
 
 impl DigitalOcean {
-    pub fn new(settings: DigitalOceanSettings, max_freeze: Duration, prunes: bool) -> Self {
+    pub(crate) fn new(settings: DigitalOceanSettings, max_freeze: Duration, prunes: bool) -> Self {
         DigitalOcean {
             settings,
             max_freeze,

@@ -6,10 +6,10 @@ use crate::secret::{read_file, read_private_file, Secret, SecretFileError};
 use std::path::{Path, PathBuf};
 
 /// The name of the systemd credential.
-pub const CREDENTIAL_NAME: &str = "do-token";
+pub(crate) const CREDENTIAL_NAME: &str = "do-token";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error(
         "no DigitalOcean API token: put one in {file} (mode 600, owned by root), pass it as the \
          systemd credential `{CREDENTIAL_NAME}` (LoadCredential=), or set DIGITALOCEAN_TOKEN"
@@ -20,7 +20,7 @@ pub enum TokenError {
 }
 
 /// Reads the token from the first source that has one: credential, environment, file.
-pub fn load(token_file: &Path) -> Result<Secret, TokenError> {
+pub(crate) fn load(token_file: &Path) -> Result<Secret, TokenError> {
     load_from(
         std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(PathBuf::from)
@@ -31,7 +31,7 @@ pub fn load(token_file: &Path) -> Result<Secret, TokenError> {
 }
 
 /// [`load`] with its inputs given, for tests.
-pub fn load_from(
+pub(crate) fn load_from(
     credentials_dir: Option<&Path>,
     env_token: Option<String>,
     token_file: &Path,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct DropletEnvelope {
+pub(crate) struct DropletEnvelope {
     pub droplet: Droplet,
 }
 
@@ -20,12 +20,12 @@ pub struct Droplet {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ActionEnvelope {
+pub(crate) struct ActionEnvelope {
     pub action: Action,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ActionList {
+pub(crate) struct ActionList {
     pub actions: Vec<Action>,
 }
 
@@ -41,47 +41,47 @@ pub struct Action {
 }
 
 impl Action {
-    pub fn in_progress(&self) -> bool {
+    pub(crate) fn in_progress(&self) -> bool {
         self.status == "in-progress"
     }
-    pub fn completed(&self) -> bool {
+    pub(crate) fn completed(&self) -> bool {
         self.status == "completed"
     }
-    pub fn errored(&self) -> bool {
+    pub(crate) fn errored(&self) -> bool {
         self.status == "errored"
     }
 }
 
 /// `POST /v2/droplets/{id}/actions` body for a snapshot (`droplet_action_snapshot`).
 #[derive(Debug, Clone, Serialize)]
-pub struct SnapshotRequest<'a> {
+pub(crate) struct SnapshotRequest<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub name: &'a str,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct SnapshotList {
+pub(crate) struct SnapshotList {
     pub snapshots: Vec<DropletSnapshot>,
     #[serde(default)]
     pub links: Option<Links>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Links {
+pub(crate) struct Links {
     #[serde(default)]
     pub pages: Option<Pages>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Pages {
+pub(crate) struct Pages {
     #[serde(default)]
     pub next: Option<String>,
 }
 
 /// `GET /v2/droplets`: one page of the account's Droplets.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DropletList {
+pub(crate) struct DropletList {
     pub droplets: Vec<ListedDroplet>,
     #[serde(default)]
     pub links: Option<Links>,
@@ -130,13 +130,13 @@ pub struct DropletSnapshot {
 
 /// The metadata service's `/metadata/v1.json`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     pub droplet_id: u64,
 }
 
 /// DigitalOcean's error body.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     #[serde(default)]
     pub id: String,
     #[serde(default)]
@@ -146,7 +146,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct VolumeEnvelope {
+pub(crate) struct VolumeEnvelope {
     pub volume: Volume,
 }
 
@@ -158,12 +158,12 @@ pub struct Volume {
 
 /// `POST /v2/volumes/{id}/snapshots` body.
 #[derive(Debug, Clone, Serialize)]
-pub struct VolumeSnapshotRequest<'a> {
+pub(crate) struct VolumeSnapshotRequest<'a> {
     pub name: &'a str,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct VolumeSnapshotEnvelope {
+pub(crate) struct VolumeSnapshotEnvelope {
     pub snapshot: VolumeSnapshot,
 }
 

@@ -3,17 +3,23 @@
 //! except the freeze self-test, which freezes and thaws a scratch loop filesystem of its own.
 
 use crate::config::Settings;
+use crate::freeze::plan::Plan;
 use crate::freeze::sys;
+use crate::freeze::PlanFromSystemError;
 use crate::loop_mount::{Attach, LoopMount};
 use crate::runtime::RuntimeDir;
+use crate::transaction::ports::Target;
 use std::path::Path;
 use std::process::Command;
 
-/// One check's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct Check {
+/// One check's outcome, as `doctor` shows it (the service's `Check` answers a list of them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// What was checked, such as `provider digitalocean`.
     pub name: String,
+    /// Whether it passed.
     pub ok: bool,
+    /// What was found.
     pub detail: String,
     /// What to do when it failed.
     pub fix: String,
@@ -38,8 +44,27 @@ fn check<F: Into<String>>(name: &str, result: Result<String, (String, F)>) -> Ch
 
 /// Runs every check.
 pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
-    let mut checks = Vec::new();
+    let mut checks = vec![runtime_dir(settings)];
+    let plan = crate::job::freeze_plan(settings);
+    checks.push(filesystems(&plan));
+    let targets = plan.map(|p| p.targets).unwrap_or_default();
+    checks.push(provider(settings, &targets).await);
+    checks.extend(quiescers(settings, &targets).await);
     checks.push(check(
+        "freeze self-test",
+        freeze_self_test(&settings.runtime_dir).map_err(|e| {
+            (
+                e,
+                "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a container, \
+                 run it on the host",
+            )
+        }),
+    ));
+    checks
+}
+
+fn runtime_dir(settings: &Settings) -> Check {
+    check(
         "runtime directory",
         RuntimeDir::open(&settings.runtime_dir)
             .map(|_| format!("{} is usable", settings.runtime_dir.display()))
@@ -49,30 +74,31 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
                     "set `agent.runtime_dir` to a writable folder on tmpfs",
                 )
             }),
-    ));
-    let plan = crate::job::freeze_plan(settings);
-    let targets = match &plan {
-        Ok(plan) => plan.targets.clone(),
-        Err(_) => Vec::new(),
-    };
-    checks.push(check(
+    )
+}
+
+fn filesystems(plan: &Result<Plan, PlanFromSystemError>) -> Check {
+    let list = |paths: Vec<String>| paths.join(", ");
+    check(
         "filesystems",
-        match &plan {
+        match plan {
             Ok(plan) if !plan.targets.is_empty() => Ok(format!(
                 "would freeze {}; skips {}",
-                plan.targets
-                    .iter()
-                    .map(|t| t.mountpoint.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                list(
+                    plan.targets
+                        .iter()
+                        .map(|t| t.mountpoint.display().to_string())
+                        .collect()
+                ),
                 if plan.skipped.is_empty() {
                     "nothing".to_string()
                 } else {
-                    plan.skipped
-                        .iter()
-                        .map(|s| format!("{} ({})", s.mountpoint.display(), s.reason))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    list(
+                        plan.skipped
+                            .iter()
+                            .map(|s| format!("{} ({})", s.mountpoint.display(), s.reason))
+                            .collect(),
+                    )
                 }
             )),
             Ok(_) => Err((
@@ -81,12 +107,16 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
             )),
             Err(e) => Err((e.to_string(), "fix `freeze.mountpoints` and `freeze.exclude`")),
         },
-    ));
+    )
+}
+
+/// The provider's own preflight, as a snapshot would run it.
+async fn provider(settings: &Settings, targets: &[Target]) -> Check {
     let mut provider = crate::job::provider(settings);
-    checks.push(check(
+    check(
         &format!("provider {}", provider.name()),
         provider
-            .preflight("freezeframe-doctor", &targets)
+            .preflight("freezeframe-doctor", targets)
             .await
             .map(|()| "every preflight check passed: ready to request a snapshot".to_string())
             .map_err(|e| {
@@ -95,9 +125,14 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
                     e.fix().unwrap_or("see the error").to_string(),
                 )
             }),
-    ));
+    )
+}
+
+/// Databases found that nothing quiesces, and each quiescer's own check.
+async fn quiescers(settings: &Settings, targets: &[Target]) -> Vec<Check> {
     let bus = crate::dbus::system_bus().await.ok();
     let quiesce = crate::job::quiesce_plan(settings, bus.as_ref()).await;
+    let mut checks = Vec::new();
     for why in quiesce.unquiesced() {
         checks.push(check(
             "database detection",
@@ -112,22 +147,12 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
         checks.push(check(
             &name,
             quiescer
-                .check(&targets)
+                .check(targets)
                 .await
                 .map(|()| "reachable, and its data is on the filesystems to freeze".to_string())
                 .map_err(|e| (e.0, "see the error; `freezeframe plan` shows what runs")),
         ));
     }
-    checks.push(check(
-        "freeze self-test",
-        freeze_self_test(&settings.runtime_dir).map_err(|e| {
-            (
-                e,
-                "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a container, \
-                 run it on the host",
-            )
-        }),
-    ));
     checks
 }
 

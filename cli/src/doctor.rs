@@ -3,7 +3,7 @@
 
 use crate::client::{self, Agent1Proxy, Target};
 use crate::commands::Exit;
-use freezeframe_agent::service::AgentError;
+use freezeframe_agent::service::{wire, AgentError, AgentStatus, Check};
 
 fn line(ok: bool, name: &str, detail: &str, fix: &str) {
     crate::outln!("{} {name}: {detail}", if ok { "✓" } else { "✗" });
@@ -42,15 +42,42 @@ pub async fn run(target: &Target) -> Exit {
             return Exit::Unreachable;
         }
     };
+    if let Err(exit) = agent_answers(&agent).await {
+        return exit;
+    }
+    let checks = match agent.check().await {
+        Ok(checks) => checks,
+        Err(e) => {
+            line(false, "checks", &e.to_string(), "");
+            return Exit::Failed;
+        }
+    };
+    let mut all_ok = true;
+    for c in &checks {
+        let c: Check = wire::from_dict(c).unwrap_or_else(|e| Check {
+            name: "checks".into(),
+            ok: false,
+            detail: format!("an answer not understood ({e})"),
+            fix: "install the same version of freezeframe and freezeframe-agent".into(),
+        });
+        all_ok &= c.ok;
+        line(c.ok, &c.name, &c.detail, &c.fix);
+    }
+    if all_ok {
+        Exit::Success
+    } else {
+        Exit::Failed
+    }
+}
+
+/// Whether the agent answers `Status`, and is not frozen now; prints what it found.
+async fn agent_answers(agent: &Agent1Proxy<'_>) -> Result<(), Exit> {
     match agent.status().await {
         Ok(status) => {
-            let version = status
-                .get("version")
-                .and_then(|v| v.downcast_ref::<&str>().ok())
-                .unwrap_or("?");
+            let status: Option<AgentStatus> = wire::from_dict(&status).ok();
+            let version = status.as_ref().map_or("?", |s| s.version.as_str());
             line(true, "agent", &format!("freezeframe-agent {version} answers"), "");
-            let frozen = status.get("frozen").and_then(|v| v.downcast_ref::<bool>().ok());
-            if frozen == Some(true) {
+            if status.is_some_and(|s| s.frozen) {
                 line(
                     false,
                     "frozen now",
@@ -58,6 +85,7 @@ pub async fn run(target: &Target) -> Exit {
                     "wait for the run, or `freezeframe thaw` on the machine if its agent died",
                 );
             }
+            Ok(())
         }
         Err(e) => {
             let missing = matches!(&e, AgentError::ZBus(e) if client::is_missing_agent(e));
@@ -72,33 +100,7 @@ pub async fn run(target: &Target) -> Exit {
                      look, set `agent.public_read = true`)"
                 },
             );
-            return if missing { Exit::Unreachable } else { Exit::Failed };
+            Err(if missing { Exit::Unreachable } else { Exit::Failed })
         }
-    }
-    let checks = match agent.check().await {
-        Ok(checks) => checks,
-        Err(e) => {
-            line(false, "checks", &e.to_string(), "");
-            return Exit::Failed;
-        }
-    };
-    let mut all_ok = true;
-    for c in &checks {
-        let text = |key: &str| {
-            c.get(key)
-                .and_then(|v| v.downcast_ref::<&str>().ok())
-                .unwrap_or("")
-        };
-        let ok = c
-            .get("ok")
-            .and_then(|v| v.downcast_ref::<bool>().ok())
-            .unwrap_or(false);
-        all_ok &= ok;
-        line(ok, text("name"), text("detail"), text("fix"));
-    }
-    if all_ok {
-        Exit::Success
-    } else {
-        Exit::Failed
     }
 }

@@ -93,28 +93,8 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, commands::Failure> {
 
 /// The commands that go through the agent.
 async fn remote(cli: &Cli) -> Exit {
-    if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
-        return fail_as(
-            cli,
-            "doctor checks one machine at a time: give one -H HOST (or none for this machine)",
-            Exit::Usage,
-        );
-    }
-    if let Command::Thaw {
-        runtime_dir: Some(dir),
-    } = &cli.command
-    {
-        if !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some() {
-            return fail_as(
-                cli,
-                &format!(
-                    "--runtime-dir {} names a directory on this machine, for a thaw without an agent; \
-                     with -H, --tag or --bus-address the agent there uses its own: leave it out",
-                    dir.display()
-                ),
-                Exit::Usage,
-            );
-        }
+    if let Err(message) = check_combination(cli) {
+        return fail_as(cli, &message, Exit::Usage);
     }
     let targets = match targets(cli).await {
         Ok(t) => t,
@@ -123,8 +103,50 @@ async fn remote(cli: &Cli) -> Exit {
     if targets.len() > 1 || cli.tag.is_some() {
         return freezeframe::fleet::run(cli, &targets).await;
     }
-    let target = &targets[0];
-    let result = match &cli.command {
+    if let Command::Doctor = cli.command {
+        return freezeframe::doctor::run(&targets[0]).await;
+    }
+    match one_machine(cli, &targets[0]).await {
+        Ok((exit, value, text)) => {
+            if cli.json {
+                freezeframe::outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                freezeframe_agent::stdout::write(text.as_bytes());
+            }
+            exit
+        }
+        Err(f) => fail_at(cli, &f.message, f.exit, f.step),
+    }
+}
+
+/// Options that make no sense together, refused before anything is reached.
+fn check_combination(cli: &Cli) -> Result<(), String> {
+    if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
+        return Err(
+            "doctor checks one machine at a time: give one -H HOST (or none for this machine)".into(),
+        );
+    }
+    if let Command::Thaw {
+        runtime_dir: Some(dir),
+    } = &cli.command
+    {
+        if !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some() {
+            return Err(format!(
+                "--runtime-dir {} names a directory on this machine, for a thaw without an agent; \
+                 with -H, --tag or --bus-address the agent there uses its own: leave it out",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The command against one machine: its exit, its result as JSON, and as text.
+async fn one_machine(
+    cli: &Cli,
+    target: &Target,
+) -> Result<(Exit, serde_json::Value, String), commands::Failure> {
+    match &cli.command {
         Command::Snapshot { name, wait, dry_run } => {
             let request = SnapshotRequest {
                 name: name.clone(),
@@ -154,36 +176,21 @@ async fn remote(cli: &Cli) -> Exit {
         Command::Prune { keep } => commands::prune(target, *keep)
             .await
             .map(|pruned| (Exit::Success, json(&pruned), commands::pruned_text(&pruned))),
-        Command::Doctor => return freezeframe::doctor::run(target).await,
         Command::Thaw { runtime_dir } => {
             thaw(target, runtime_dir.as_deref())
                 .await
                 .map(|(recovered, place)| {
-                    (
-                        if recovered.failed() {
-                            Exit::Failed
-                        } else {
-                            Exit::Success
-                        },
-                        json(&recovered),
-                        recovered.text(&place),
-                    )
+                    let exit = if recovered.failed() {
+                        Exit::Failed
+                    } else {
+                        Exit::Success
+                    };
+                    (exit, json(&recovered), recovered.text(&place))
                 })
         }
-        Command::Completions { .. } | Command::Man { .. } => {
-            unreachable!("handled without the agent")
+        Command::Doctor | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before")
         }
-    };
-    match result {
-        Ok((exit, value, text)) => {
-            if cli.json {
-                freezeframe::outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-            } else {
-                freezeframe_agent::stdout::write(text.as_bytes());
-            }
-            exit
-        }
-        Err(f) => fail_at(cli, &f.message, f.exit, f.step),
     }
 }
 

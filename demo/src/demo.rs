@@ -13,13 +13,13 @@ use anyhow::{bail, Context, Result};
 use freezeframe::client::Target;
 use freezeframe::commands::{self, Finished, SnapshotRequest};
 use freezeframe::outln;
-use freezeframe_agent::transaction::Status;
+use freezeframe_agent::transaction::{Report, Status};
 use freezeframe_do_sim::{SimConfig, SimServer};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,21 +123,7 @@ pub fn run() -> Result<bool> {
 
 async fn demo() -> Result<bool> {
     let agent_pid = Arc::new(AtomicU32::new(0));
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (pid, flag) = (agent_pid.clone(), interrupted.clone());
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::SeqCst);
-                // The agent winds its job down (thaw, resume) and reports; then all is removed.
-                let pid = pid.load(Ordering::SeqCst);
-                if pid != 0 {
-                    let pid = nix::unistd::Pid::from_raw(pid as i32);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
-                }
-            }
-        });
-    }
+    let interrupted = watch_ctrl_c(agent_pid.clone());
     let check = |step: &str| {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted during {step}; everything made so far is being removed");
@@ -162,48 +148,8 @@ async fn demo() -> Result<bool> {
         data.mountpoint.display()
     );
     check("setup")?;
-
-    let sim_images = dir.path().join("sim-images");
-    std::fs::create_dir_all(&sim_images)?;
-    let sim = SimServer::start(SimConfig {
-        token: TOKEN.into(),
-        droplet_id: 3164444,
-        droplet_name: "demo-droplet".into(),
-        disk: Some(data.device.clone().into()),
-        image_dir: sim_images,
-        action_delay: Duration::from_secs(2),
-        latency: API_LATENCY,
-        faults: Vec::new(),
-        volumes: Vec::new(),
-        fleet: Vec::new(),
-    });
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(&etc)?;
-    let token_file = etc.join("token");
-    std::fs::write(&token_file, TOKEN)?;
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
-    outln!(
-        "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",
-        sim.url,
-        API_LATENCY.as_millis()
-    );
-
-    // The agent, as installed, but on a bus of the demo's own and with a configuration that
-    // names the scratch filesystem alone: nothing of this machine is frozen or quiesced.
-    let config = etc.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nruntime_dir = {run:?}\n[freeze]\nmountpoints = [{mnt:?}]\nmax_freeze = \"20s\"\n\
-             [quiesce]\nauto = false\nhooks_dir = {hooks:?}\n\
-             [digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\ntoken_file = {token:?}\nvolumes = false\n",
-            run = dir.path().join("run").display().to_string(),
-            mnt = data.mountpoint.display().to_string(),
-            hooks = etc.join("hooks.d").display().to_string(),
-            api = sim.url,
-            token = token_file.display().to_string(),
-        ),
-    )?;
+    let sim = start_simulator(dir.path(), &data)?;
+    let config = write_config(dir.path(), &data, &sim.url)?;
     let bus = PrivateBus::start(&dir.path().join("bus"))?;
     let agent = Agent::start(&config, &bus, &agent_pid)?;
     let target = Target::Bus(bus.address.clone());
@@ -219,7 +165,6 @@ async fn demo() -> Result<bool> {
         "  [3/6] freezeframe-agent serves org.freezeframe.Agent1 on a private bus ({})",
         bus.address
     );
-
     let writer = Writer::start(&data.path("records"))?;
     writer.wait_for(200, Duration::from_secs(30))?;
     outln!(
@@ -227,7 +172,97 @@ async fn demo() -> Result<bool> {
         writer.acked()
     );
     check("setup")?;
+    let (outcome, load) = snapshot_under_load(&target, writer).await?;
+    drop(agent);
+    let report = succeeded(outcome)?;
+    let image = sim
+        .sim
+        .images()
+        .remove(&report.snapshot_name)
+        .context("the simulator holds no image for the snapshot")?;
+    let verdict = check_image(&image, &dir.path().join("view"), load.acked_at_request)?;
+    summarise(&report, &load, &verdict);
+    Ok(verdict.pass())
+}
 
+/// On Ctrl-C, the agent (whose pid is in `agent_pid` once started) winds its job down (thaw,
+/// resume) and reports; then everything is removed. The flag tells the steps to stop.
+fn watch_ctrl_c(agent_pid: Arc<AtomicU32>) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            let pid = agent_pid.load(Ordering::SeqCst);
+            if pid != 0 {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+            }
+        }
+    });
+    interrupted
+}
+
+/// The API simulator, copying `data`'s device when it registers a snapshot; and its token.
+fn start_simulator(dir: &Path, data: &LoopFs) -> Result<SimServer> {
+    let sim_images = dir.join("sim-images");
+    std::fs::create_dir_all(&sim_images)?;
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "demo-droplet".into(),
+        disk: Some(data.device.clone().into()),
+        image_dir: sim_images,
+        action_delay: Duration::from_secs(2),
+        latency: API_LATENCY,
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+    });
+    outln!(
+        "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",
+        sim.url,
+        API_LATENCY.as_millis()
+    );
+    Ok(sim)
+}
+
+/// The agent's configuration, as installed but naming the scratch filesystem alone and the
+/// simulator: nothing of this machine is frozen or quiesced.
+fn write_config(dir: &Path, data: &LoopFs, api: &str) -> Result<PathBuf> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let token_file = etc.join("token");
+    std::fs::write(&token_file, TOKEN)?;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+    let config = etc.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nruntime_dir = {run:?}\n[freeze]\nmountpoints = [{mnt:?}]\nmax_freeze = \"20s\"\n\
+             [quiesce]\nauto = false\nhooks_dir = {hooks:?}\n\
+             [digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\ntoken_file = {token:?}\nvolumes = false\n",
+            run = dir.join("run").display().to_string(),
+            mnt = data.mountpoint.display().to_string(),
+            hooks = etc.join("hooks.d").display().to_string(),
+            token = token_file.display().to_string(),
+        ),
+    )?;
+    Ok(config)
+}
+
+/// What the writer saw while the snapshot was taken.
+struct Load {
+    /// Records acknowledged when the request went out: all of them must be in the image.
+    acked_at_request: u64,
+    longest_stall: Duration,
+    written: u64,
+}
+
+async fn snapshot_under_load(
+    target: &Target,
+    writer: Writer,
+) -> Result<(Result<Finished, commands::Failure>, Load)> {
     let acked_at_request = Arc::new(AtomicU64::new(0));
     let mut progress = Progress {
         acked: writer.acked_counter(),
@@ -241,12 +276,19 @@ async fn demo() -> Result<bool> {
         wait: true,
         dry_run: false,
     };
-    let outcome = commands::snapshot(&target, &request, &mut progress).await;
+    let outcome = commands::snapshot(target, &request, &mut progress).await;
     // Let the writer run on a little after the thaw, then stop it.
     writer.wait_for(writer.acked() + 50, Duration::from_secs(30))?;
     let longest_stall = writer.longest_wait();
-    let total = writer.stop();
-    drop(agent);
+    let load = Load {
+        acked_at_request: acked_at_request.load(Ordering::SeqCst),
+        longest_stall,
+        written: writer.stop(),
+    };
+    Ok((outcome, load))
+}
+
+fn succeeded(outcome: Result<Finished, commands::Failure>) -> Result<Report> {
     let report = match outcome {
         Ok(Finished::Snapshot(report)) => report,
         Ok(Finished::Plan(_)) => bail!("the agent answered a snapshot with a plan"),
@@ -262,28 +304,44 @@ async fn demo() -> Result<bool> {
             report.error.as_deref().unwrap_or("?")
         );
     }
-    let snapshot_name = report.snapshot_name.clone();
+    Ok(report)
+}
 
-    let acked = acked_at_request.load(Ordering::SeqCst);
-    let image = sim
-        .sim
-        .images()
-        .remove(&snapshot_name)
-        .context("the simulator holds no image for the snapshot")?;
-    let (clean, fsck) = Fs::Ext4.check(&image)?;
-    let view = LoopFs::attach_read_only(Fs::Ext4, &image, &dir.path().join("view"))?;
+/// What the captured image holds.
+struct Verdict {
+    clean: bool,
+    fsck: String,
+    records: Result<(), String>,
+}
+
+impl Verdict {
+    fn pass(&self) -> bool {
+        self.clean && self.records.is_ok()
+    }
+}
+
+/// fsck on the image, and every record acknowledged before the request in it.
+fn check_image(image: &Path, view: &Path, acked: u64) -> Result<Verdict> {
+    let (clean, fsck) = Fs::Ext4.check(image)?;
+    let view = LoopFs::attach_read_only(Fs::Ext4, image, view)?;
     let records = std::fs::read(view.path("records")).context("the image has no records file")?;
-    let records_ok = verify_records(&records, acked);
-    drop(view);
-
+    let verdict = Verdict {
+        clean,
+        fsck,
+        records: verify_records(&records, acked),
+    };
     outln!(
         "  [6/6] checked the captured image: fsck {}; {}",
         if clean { "clean" } else { "NOT clean" },
-        match &records_ok {
+        match &verdict.records {
             Ok(()) => format!("all {acked} records acknowledged before the request are in it"),
             Err(e) => format!("records: {e}"),
         }
     );
+    Ok(verdict)
+}
+
+fn summarise(report: &Report, load: &Load, verdict: &Verdict) {
     outln!();
     outln!(
         "  snapshot action {} registered; snapshot {} completed",
@@ -299,22 +357,21 @@ async fn demo() -> Result<bool> {
         report.thawing_ms
     );
     outln!(
-        "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {total} records in all",
-        longest_stall.as_secs_f64() * 1e3
+        "  the writer's longest wait for one fsync'd record: {:.1} ms; it wrote {} records in all",
+        load.longest_stall.as_secs_f64() * 1e3,
+        load.written
     );
     outln!("  no shutdown, no restart: the writer kept going before and after the snapshot");
-    let pass = clean && records_ok.is_ok();
-    if !clean {
-        outln!("{fsck}");
+    if !verdict.clean {
+        outln!("{}", verdict.fsck);
     }
     outln!();
     outln!(
         "verdict: {}",
-        if pass {
+        if verdict.pass() {
             "PASS: a consistent snapshot, taken live"
         } else {
             "FAIL"
         }
     );
-    Ok(pass)
 }

@@ -12,13 +12,11 @@ use crate::notify::Notifier;
 use crate::runtime::{RecoveredFilesystem, RecoveredResume, RuntimeDir, RuntimeError};
 use crate::transaction::{Interrupt, Observer, Phase, Report, Status};
 use access::Access;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{OwnedVariant, Variant};
 
 pub(crate) const BUS_NAME: &str = "org.freezeframe.Agent1";
 pub(crate) const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
@@ -40,11 +38,7 @@ pub enum AgentError {
     Failed(String),
 }
 
-/// A variant for a dictionary value.
-fn variant(value: impl Into<Variant<'static>>) -> OwnedVariant {
-    OwnedVariant::try_from(value.into()).expect("no file descriptors in these values")
-}
-
+pub use crate::checks::Check;
 use wire::Dict;
 
 /// What a Snapshot call asks for, read from its `a{sv}` options.
@@ -527,15 +521,8 @@ impl Agent {
         }
         Ok(crate::checks::run(&settings)
             .await
-            .into_iter()
-            .map(|c| {
-                HashMap::from([
-                    ("name".to_string(), variant(c.name)),
-                    ("ok".to_string(), variant(c.ok)),
-                    ("detail".to_string(), variant(c.detail)),
-                    ("fix".to_string(), variant(c.fix)),
-                ])
-            })
+            .iter()
+            .map(wire::to_dict)
             .collect())
     }
 
@@ -706,6 +693,12 @@ pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use zbus::{OwnedVariant, Variant};
+
+    fn variant(value: impl Into<Variant<'static>>) -> OwnedVariant {
+        OwnedVariant::try_from(value.into()).expect("no file descriptors in these values")
+    }
 
     #[test]
     fn options_are_typed_and_known() {

@@ -274,8 +274,51 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
         (st.config.latency, fault, st.config.token.clone(), st.remaining)
     };
     tokio::time::sleep(latency).await;
+    let call = Call {
+        token,
+        path,
+        request_id,
+    };
     let mut response = match fault {
-        Some(FaultKind::Reset) => {
+        Some(fault) => faulty_answer(fault, &sim, request, next, &call).await,
+        None => call.answer(request, next).await,
+    };
+    let reset = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 60;
+    let h = response.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(5000u64));
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(reset));
+    if let Ok(v) = HeaderValue::from_str(&call.request_id) {
+        h.insert("x-request-id", v);
+    }
+    response
+}
+
+/// One API call as the layer sees it.
+struct Call {
+    token: String,
+    path: String,
+    request_id: String,
+}
+
+impl Call {
+    /// The handler's answer, or 401 without the right token.
+    async fn answer(&self, request: Request, next: Next) -> Response {
+        match authorized(&request, &self.token, &self.path, &self.request_id) {
+            Some(denied) => denied,
+            None => next.run(request).await,
+        }
+    }
+}
+
+/// The answer an injected fault gives instead of (or on top of) the handler's.
+async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next, call: &Call) -> Response {
+    let request_id = &call.request_id;
+    match fault {
+        FaultKind::Reset => {
             // A body that fails: hyper drops the connection in the middle of the answer.
             let broken = futures_util::stream::once(async {
                 Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("simulated reset"))
@@ -287,25 +330,21 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
                 .body(axum::body::Body::from_stream(broken))
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
-        Some(FaultKind::NoActionId) => {
-            let answer = match authorized(&request, &token, &path, &request_id) {
-                Some(denied) => denied,
-                None => next.run(request).await,
-            };
-            let status = answer.status();
+        FaultKind::NoActionId => {
+            let status = call.answer(request, next).await.status();
             (
                 status,
                 Json(json!({"action": {"status": "in-progress", "type": "snapshot"}})),
             )
                 .into_response()
         }
-        Some(FaultKind::Garbage) => (
+        FaultKind::Garbage => (
             StatusCode::OK,
             [("content-type", "application/json")],
             "<html>502 Bad Gateway</html>",
         )
             .into_response(),
-        Some(FaultKind::Hang) => {
+        FaultKind::Hang => {
             while !sim.released.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -313,25 +352,19 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 "simulator shutting down",
-                &request_id,
+                request_id,
             )
         }
-        Some(FaultKind::Latency(extra)) => {
+        FaultKind::Latency(extra) => {
             tokio::time::sleep(extra).await;
-            match authorized(&request, &token, &path, &request_id) {
-                Some(denied) => denied,
-                None => next.run(request).await,
-            }
+            call.answer(request, next).await
         }
-        Some(FaultKind::SlowAnswer(delay)) => {
-            let answer = match authorized(&request, &token, &path, &request_id) {
-                Some(denied) => denied,
-                None => next.run(request).await,
-            };
+        FaultKind::SlowAnswer(delay) => {
+            let answer = call.answer(request, next).await;
             tokio::time::sleep(delay).await;
             answer
         }
-        Some(FaultKind::Status(code)) => {
+        FaultKind::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let (id, message) = match code {
                 401 => ("unauthorized", "Unable to authenticate you"),
@@ -340,36 +373,20 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
                 422 => ("unprocessable_entity", "Droplet already has a pending event."),
                 _ => ("server_error", "Unexpected server-side error"),
             };
-            error(status, id, message, &request_id)
+            error(status, id, message, request_id)
         }
-        Some(FaultKind::RateLimited { retry_after }) => {
+        FaultKind::RateLimited { retry_after } => {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 "API rate limit exceeded.",
-                &request_id,
+                request_id,
             );
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from(retry_after));
             r
         }
-        None => match authorized(&request, &token, &path, &request_id) {
-            Some(denied) => denied,
-            None => next.run(request).await,
-        },
-    };
-    let reset = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 60;
-    let h = response.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from(5000u64));
-    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(reset));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-request-id", v);
     }
-    response
 }
 
 /// `None` if the call may go on; the 401 answer otherwise. The metadata service needs no token.

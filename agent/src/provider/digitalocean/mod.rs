@@ -18,6 +18,7 @@ use crate::transaction::ports::{
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use types::Action;
 
 /// Scopes a Droplet snapshot needs.
 pub(crate) const SNAPSHOT_SCOPES: &[&str] =
@@ -152,6 +153,83 @@ impl DigitalOcean {
     }
 }
 
+/// The volume snapshots of one request: those made, and those that failed.
+#[derive(Default)]
+struct Group {
+    made: Vec<VolumeSnapshotRef>,
+    failed: Vec<String>,
+}
+
+impl Group {
+    /// The Droplet's action if it and every volume snapshot were accepted; otherwise an error
+    /// that names what was made anyway (the group is incomplete, and the user must know).
+    fn whole(&self, action: Result<Action, ApiError>) -> Result<Action, ProviderError> {
+        let made_anyway = |separator: &str| {
+            if self.made.is_empty() {
+                String::new()
+            } else {
+                format!("{separator}{}", self.made_list())
+            }
+        };
+        let action = match action {
+            Ok(action) if !action.errored() => action,
+            Ok(action) => {
+                return Err(ProviderError::new(format!(
+                    "snapshot action {} errored at once{}",
+                    action.id,
+                    made_anyway("; made anyway: ")
+                )))
+            }
+            Err(e) if self.made.is_empty() => return Err(api("the snapshot request was not accepted", e)),
+            Err(e) => {
+                return Err(api(
+                    &format!(
+                        "the Droplet snapshot was not accepted, but these were made: {}",
+                        self.made_list()
+                    ),
+                    e,
+                ))
+            }
+        };
+        if !self.failed.is_empty() {
+            return Err(ProviderError::new(format!(
+                "not every volume snapshot was accepted, so the group is incomplete: {}; made: snapshot \
+                 action {}{}",
+                self.failed.join("; "),
+                action.id,
+                made_anyway(", ")
+            )));
+        }
+        Ok(action)
+    }
+
+    fn made_list(&self) -> String {
+        self.made
+            .iter()
+            .map(|m| format!("volume snapshot {} of {}", m.snapshot_id, m.volume_name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// With `thaw_after = "completed"`: polls the action, inside the window, until it completed.
+async fn follow_until_completed(client: &Client, mut action: Action) -> Result<Action, ProviderError> {
+    while !action.completed() {
+        tokio::time::sleep(IN_WINDOW_POLL).await;
+        action = client
+            .action(action.id)
+            .await
+            .map_err(|e| api(&format!("cannot follow snapshot action {}", action.id), e))?;
+        if action.errored() {
+            return Err(ProviderError::new(format!(
+                "snapshot action {} errored",
+                action.id
+            )));
+        }
+    }
+    Ok(action)
+}
+
 fn api(context: &str, e: ApiError) -> ProviderError {
     ProviderError::with_source(context.to_string(), e)
 }
@@ -268,82 +346,26 @@ impl SnapshotProvider for DigitalOcean {
                 self.max_freeze
             )))
         );
-        let mut made = Vec::new();
-        let mut failed = Vec::new();
+        let mut group = Group::default();
         for (v, result) in volumes.iter().zip(volume_results) {
             match result {
-                Ok(snapshot) => made.push(VolumeSnapshotRef {
+                Ok(snapshot) => group.made.push(VolumeSnapshotRef {
                     volume_id: v.id.clone(),
                     volume_name: v.name.clone(),
                     mountpoint: v.mountpoint.clone(),
                     snapshot_id: snapshot.id,
                 }),
-                Err(e) => failed.push(format!("volume {} ({}): {e}", v.name, v.id)),
+                Err(e) => group.failed.push(format!("volume {} ({}): {e}", v.name, v.id)),
             }
         }
-        let made_list = || {
-            made.iter()
-                .map(|m| format!("volume snapshot {} of {}", m.snapshot_id, m.volume_name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let action = match action {
-            Ok(action) if !action.errored() => action,
-            Ok(action) => {
-                return Err(ProviderError::new(format!(
-                    "snapshot action {} errored at once{}",
-                    action.id,
-                    if made.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; made anyway: {}", made_list())
-                    }
-                )))
-            }
-            Err(e) if made.is_empty() => return Err(api("the snapshot request was not accepted", e)),
-            Err(e) => {
-                return Err(api(
-                    &format!(
-                        "the Droplet snapshot was not accepted, but these were made: {}",
-                        made_list()
-                    ),
-                    e,
-                ))
-            }
-        };
-        if !failed.is_empty() {
-            return Err(ProviderError::new(format!(
-                "not every volume snapshot was accepted, so the group is incomplete: {}; made: snapshot \
-                 action {}{}",
-                failed.join("; "),
-                action.id,
-                if made.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {}", made_list())
-                }
-            )));
-        }
-        let mut action = action;
+        let mut action = group.whole(action)?;
         if self.settings.thaw_after == ThawAfter::Completed {
-            while !action.completed() {
-                tokio::time::sleep(IN_WINDOW_POLL).await;
-                action = client
-                    .action(action.id)
-                    .await
-                    .map_err(|e| api(&format!("cannot follow snapshot action {}", action.id), e))?;
-                if action.errored() {
-                    return Err(ProviderError::new(format!(
-                        "snapshot action {} errored",
-                        action.id
-                    )));
-                }
-            }
+            action = follow_until_completed(client, action).await?;
         }
         Ok(Registration {
             action_id: action.id.to_string(),
             completed: action.completed(),
-            volume_snapshots: made,
+            volume_snapshots: group.made,
         })
     }
 

@@ -121,7 +121,7 @@ async fn provider(settings: &Settings, targets: &[Target]) -> Check {
             .map(|()| "every preflight check passed: ready to request a snapshot".to_string())
             .map_err(|e| {
                 (
-                    crate::transaction::error_chain(&e),
+                    crate::errors::error_chain(&e),
                     e.fix().unwrap_or("see the error").to_string(),
                 )
             }),

@@ -42,11 +42,6 @@ pub enum JobError {
 }
 
 impl JobError {
-    /// Whether the fault is in what was asked (configuration, arguments), not in the machine.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, JobError::Name(_) | JobError::Plan(_))
-    }
-
     /// Whether another run holds the runtime directory.
     pub fn is_busy(&self) -> bool {
         matches!(self, JobError::Runtime(RuntimeError::Busy { .. }))

@@ -7,6 +7,7 @@
 mod checks;
 pub mod config;
 mod dbus;
+pub mod errors;
 pub mod freeze;
 pub mod guard;
 pub mod job;

@@ -74,10 +74,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code.into(),
-        Err(err) => {
-            let chain = freezeframe_agent::transaction::error_chain(err.as_ref());
+        Err(failure) => {
+            let chain = freezeframe_agent::errors::error_chain(failure.error.as_ref());
             eprintln!("freezeframe-agent: error: {chain}");
-            cmd::Exit::from_error(&err).into()
+            failure.exit.into()
         }
     }
 }
@@ -128,9 +128,9 @@ freezeframe(1)
 "#;
 
 /// freezeframe-agent.1, from the clap definitions.
-fn man_page(dir: &std::path::Path) -> anyhow::Result<cmd::Exit> {
-    use anyhow::Context;
+fn man_page(dir: &std::path::Path) -> Result<cmd::Exit, cmd::Failure> {
     use clap::CommandFactory;
+    use cmd::Context;
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut page)?;
     page.extend_from_slice(AGENT_MAN_SECTIONS.as_bytes());

@@ -2,14 +2,13 @@
 //! (`digitalocean.token_file`), readable by root alone, without it passing through argv, the
 //! shell history or the terminal's echo.
 
-use super::Exit;
-use anyhow::Context;
+use super::{Context, Exit, Failure};
 use freezeframe_agent::config::ProviderSettings;
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
+pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let ProviderSettings::DigitalOcean(digitalocean) = &settings.snapshot.provider else {
         eprintln!(
@@ -40,7 +39,9 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Usage);
     }
-    let dir = file.parent().context("the token file has no folder")?;
+    let dir = file
+        .parent()
+        .ok_or_else(|| Failure::usage(anyhow::anyhow!("the token file {} has no folder", file.display())))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Written private from the first byte, then renamed over the old one.
     let partial = file.with_extension("partial");

@@ -1,7 +1,6 @@
 //! `freezeframe-agent snapshot` (and `plan`): runs one transaction in this process.
 
-use super::Exit;
-use anyhow::Context;
+use super::{Context, Exit, Failure};
 use freezeframe_agent::job::{self, JobRequest};
 use freezeframe_agent::notify::Notifier;
 use freezeframe_agent::render;
@@ -25,11 +24,11 @@ pub struct SnapshotArgs {
     pub wait: bool,
 }
 
-pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> anyhow::Result<Exit> {
+pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> {
     if let Some(name) = &args.name {
-        freezeframe_agent::naming::check_name(name).map_err(|e| {
-            anyhow::Error::new(freezeframe_agent::job::JobError::Name(e)).context("option --name")
-        })?;
+        freezeframe_agent::naming::check_name(name)
+            .map_err(freezeframe_agent::job::JobError::Name)
+            .context("option --name")?;
     }
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,7 @@
 //! (units to thaw or start, hooks to `thaw`), through [`runtime::recover`]; or thaws the
 //! mountpoints named.
 
-use super::Exit;
+use super::{Exit, Failure};
 use freezeframe_agent::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
 use freezeframe_agent::freeze::sys;
 use freezeframe_agent::guard::record::{self, ThawOutcome};
@@ -23,7 +23,7 @@ pub struct ThawArgs {
     mountpoints: Vec<PathBuf>,
 }
 
-pub fn run(config: Option<&Path>, args: &ThawArgs) -> anyhow::Result<Exit> {
+pub fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failure> {
     let (recovered, place) = if args.mountpoints.is_empty() {
         recover(config, args.runtime_dir.as_deref())?
     } else {
@@ -57,7 +57,7 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> anyhow::Result<Exit> {
 }
 
 /// Recovers the runtime directory the arguments or the configuration name.
-fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> anyhow::Result<(Recovered, String)> {
+fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recovered, String), Failure> {
     // An emergency thaw must work with a broken configuration too.
     let settings = super::load_settings(config)
         .map_err(|e| tracing::warn!("{e}; using defaults ({DEFAULT_RUNTIME_DIR})"))

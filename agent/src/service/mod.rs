@@ -448,7 +448,7 @@ impl Agent {
         let list = job::provider(&settings)
             .list()
             .await
-            .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
+            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(list.iter().map(wire::to_dict).collect())
     }
 
@@ -472,7 +472,7 @@ impl Agent {
         let pruned = job::provider(&settings)
             .prune(keep_last as usize, &job::own_names(&settings))
             .await
-            .map_err(|e| AgentError::Failed(crate::transaction::error_chain(&e)))?;
+            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(pruned.iter().map(wire::to_dict).collect())
     }
 

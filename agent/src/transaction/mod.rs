@@ -13,8 +13,9 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{error_chain, ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
+pub use report::{ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
 
+use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
     Consistency, Filesystems, FreezeOutcome, GuardEvent, QuiescePolicy, Quiescer, Registration, SkipReason,

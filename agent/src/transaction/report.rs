@@ -205,18 +205,3 @@ impl Report {
 pub fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
-
-/// An error and its causes, joined with `: `.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

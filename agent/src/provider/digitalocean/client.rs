@@ -445,15 +445,9 @@ fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
             problem: tls.to_string(),
         }
     } else {
-        let mut problem = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            problem = format!("{problem}: {s}");
-            source = s.source();
-        }
         ApiError::Transport {
             what: what.to_string(),
-            problem,
+            problem: crate::errors::error_chain(&e),
         }
     }
 }

@@ -63,61 +63,14 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
         eprintln!("SKIPPED units_are_frozen_stopped_detected_and_checked_by_the_real_systemd: {why}");
         return;
     }
-    let fs = scratch_fs(Fs::Ext4);
-    let images = fs.dir.path().join("sim-images");
-    std::fs::create_dir_all(&images).unwrap();
-    let sim = SimServer::start(SimConfig {
-        token: TOKEN.into(),
-        droplet_id: 3164444,
-        droplet_name: "web-1".into(),
-        disk: None,
-        image_dir: images,
-        action_delay: Duration::ZERO,
-        // Long enough a frozen window to look at the units while it lasts.
-        latency: Duration::from_secs(1),
-        faults: Vec::new(),
-        volumes: Vec::new(),
-        fleet: Vec::new(),
-    });
-    let etc = fs.dir.path().join("etc");
-    write_config(
-        &etc,
-        &sim.url,
+    // A frozen window long enough to look at the units while it lasts.
+    let rig = booted_machine(
         &(systemd_quiescer("writer", "freeze") + &systemd_quiescer("worker", "stop")),
+        Duration::from_secs(1),
+        &[],
     );
-    let token = etc.join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let notify = fs.dir.path().join("notify");
-    std::fs::create_dir_all(&notify).unwrap();
-
-    let root = container::debian_root(&[]);
-    let agent = agent_bin();
-    let machine = Container::boot(
-        &root,
-        &[
-            Bind {
-                host: &fs.mountpoint,
-                inside: "/vol",
-                read_only: false,
-            },
-            Bind {
-                host: &etc,
-                inside: "/etc/freezeframe",
-                read_only: true,
-            },
-            Bind {
-                host: &agent,
-                inside: "/usr/local/bin/freezeframe-agent",
-                read_only: true,
-            },
-            Bind {
-                host: &notify,
-                inside: notify.to_str().unwrap(),
-                read_only: false,
-            },
-        ],
-    );
+    let (machine, sim, notify) = (&rig.machine, &rig.sim, &rig.notify);
+    let etc = rig.fs.dir.path().join("etc");
     for (name, text) in UNITS {
         std::fs::write(notify.join(name), text).unwrap();
         machine.sh(&format!("cp {}/{name} /etc/systemd/system/", notify.display()));
@@ -136,7 +89,7 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     );
 
     let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
-    let (child, _) = spawn_until_frozen(snapshot, &notify);
+    let (child, _) = spawn_until_frozen(snapshot, notify);
     assert_eq!(machine.unit_property("writer", "FreezerState"), "frozen");
     assert_eq!(machine.unit_property("worker", "ActiveState"), "inactive");
     let inhibitors = machine.sh("systemd-inhibit --list --no-pager");
@@ -195,7 +148,7 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     sim.sim
         .set_faults(vec!["POST /v2/droplets/=latency:30000".parse().unwrap()]);
     let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
-    let (child, _) = spawn_until_frozen(snapshot, &notify);
+    let (child, _) = spawn_until_frozen(snapshot, notify);
     assert_eq!(machine.unit_property("writer", "FreezerState"), "frozen");
     // The agent, not its guard (a child of the agent's, with the same command line).
     machine.sh(
@@ -253,16 +206,18 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     );
 }
 
-/// A booted container whose agent freezes /vol and has `hooks` (name, script body) in
-/// /etc/freezeframe/hooks.d, against the simulator. Fields drop in order: the container stops
-/// before the simulator and the filesystem go.
-struct HookedMachine {
+/// A booted container whose agent freezes /vol with `quiescers` (TOML) and has `hooks` (name,
+/// script body) in /etc/freezeframe/hooks.d, against the simulator answering after `latency`;
+/// `notify` is a host folder seen at the same path inside, for sd_notify sockets and files to
+/// copy in. Fields drop in order: the container stops before the simulator and the filesystem go.
+struct Rig {
     machine: Container,
-    _sim: SimServer,
-    _fs: ScratchFs,
+    sim: SimServer,
+    notify: std::path::PathBuf,
+    fs: ScratchFs,
 }
 
-fn hooked_machine(hooks: &[(&str, &str)]) -> HookedMachine {
+fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) -> Rig {
     let fs = scratch_fs(Fs::Ext4);
     let images = fs.dir.path().join("sim-images");
     std::fs::create_dir_all(&images).unwrap();
@@ -273,13 +228,13 @@ fn hooked_machine(hooks: &[(&str, &str)]) -> HookedMachine {
         disk: None,
         image_dir: images,
         action_delay: Duration::ZERO,
-        latency: Duration::from_millis(100),
+        latency,
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
     });
     let etc = fs.dir.path().join("etc");
-    write_config(&etc, &sim.url, "");
+    write_config(&etc, &sim.url, quiescers);
     let token = etc.join("token");
     std::fs::write(&token, TOKEN).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -290,6 +245,8 @@ fn hooked_machine(hooks: &[(&str, &str)]) -> HookedMachine {
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    let notify = fs.dir.path().join("notify");
+    std::fs::create_dir_all(&notify).unwrap();
     let root = container::debian_root(&[]);
     let agent = agent_bin();
     let machine = Container::boot(
@@ -310,12 +267,18 @@ fn hooked_machine(hooks: &[(&str, &str)]) -> HookedMachine {
                 inside: "/usr/local/bin/freezeframe-agent",
                 read_only: true,
             },
+            Bind {
+                host: &notify,
+                inside: notify.to_str().unwrap(),
+                read_only: false,
+            },
         ],
     );
-    HookedMachine {
+    Rig {
         machine,
-        _sim: sim,
-        _fs: fs,
+        sim,
+        notify,
+        fs,
     }
 }
 
@@ -329,7 +292,10 @@ fn hooks_run_as_transient_units_outside_the_agents_sandbox() {
     // agent by PrivateTmp) and leaves a process holding its output open until its unit is
     // stopped; one maps memory writable and executable (as node or java do; refused by
     // MemoryDenyWriteExecute). mmap(0, 4096, RWX, PRIVATE|ANONYMOUS) is syscall 9.
-    let rig = hooked_machine(&[
+    let rig = booted_machine(
+        "",
+        Duration::from_millis(100),
+        &[
         (
             "10-reads-tmp",
             "[ \"$1\" = freeze ] || exit 0\ntest -e /tmp/host-marker || { echo 'no /tmp/host-marker'; exit 1; }\n\
@@ -390,7 +356,10 @@ fn a_hook_unit_cut_short_by_a_dead_agent_is_stopped_before_its_thaw() {
     }
     // Its `freeze` hangs with a child; its `thaw` notes whether that child was still there (it
     // must have been ended first).
-    let rig = hooked_machine(&[(
+    let rig = booted_machine(
+        "",
+        Duration::from_millis(100),
+        &[(
         "10-slow",
         "if [ \"$1\" = freeze ]; then echo started > /tmp/hook-freeze; sleep 600 & wait; fi\n\
          if [ \"$1\" = thaw ]; then if grep -qa '^sleep.600' /proc/[0-9]*/cmdline; then echo raced; else echo clean; fi > /tmp/hook-thaw; fi",

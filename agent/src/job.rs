@@ -256,7 +256,8 @@ pub async fn execute(
         None => None,
     };
     let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir)
-        .with_rcu_expediting(settings.freeze.expedite_rcu);
+        .with_rcu_expediting(settings.freeze.expedite_rcu)
+        .with_probe(settings.freeze.probe);
     let report = Transaction {
         filesystems: &mut filesystems,
         provider: provider.as_mut(),

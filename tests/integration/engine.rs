@@ -3,18 +3,18 @@
 
 use freezeframe_agent::freeze::mountinfo;
 use freezeframe_agent::freeze::plan::Selection;
-use freezeframe_agent::freeze::{plan_from_system, LiveFilesystems};
+use freezeframe_agent::freeze::{plan_from_system, probe, LiveFilesystems};
 use freezeframe_agent::naming::SnapshotName;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::transaction::ports::{
-    Completion, Consistency, Filesystems, GuardEvent, ProviderError, QuiescePolicy, Registration, SkipReason,
-    SnapshotProvider, Target,
+    Completion, Consistency, Filesystems, GuardEvent, ProbeMoment, ProviderError, QuiescePolicy,
+    Registration, SkipReason, SnapshotProvider, Target,
 };
 use freezeframe_agent::transaction::{
     Interrupt, NoObserver, Phase, Report, SnapshotSpec, Status, Transaction,
 };
 use freezeframe_tests::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -336,4 +336,117 @@ async fn a_target_unmounted_between_plan_and_freeze_is_refused_before_anything_f
     assert!(write.lock().unwrap().is_none(), "nothing was requested");
     drop(other);
     // `a`'s guard unmounts nothing more and detaches its loop device.
+}
+
+/// A provider that copies the device when asked, like the hypervisor: at the request (inside
+/// the window) or only once the snapshot completes (after the thaw).
+struct CopyingProvider {
+    device: PathBuf,
+    image: PathBuf,
+    at_request: bool,
+}
+
+impl CopyingProvider {
+    fn copy(&self) -> Result<(), ProviderError> {
+        use std::io::Seek;
+        let size = std::fs::File::open(&self.device)
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+            .map_err(|e| ProviderError::with_source("cannot size the device", e))?;
+        freezeframe_agent::provider::local_image::copy_device(
+            &self.device,
+            size,
+            &self.image,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .map_err(|e| ProviderError::with_source("cannot copy", e))
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotProvider for CopyingProvider {
+    fn name(&self) -> &'static str {
+        "copying"
+    }
+    async fn preflight(&mut self, _: &str, _: &[Target]) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn request(&mut self, _: &str, _: &[Target]) -> Result<Registration, ProviderError> {
+        if self.at_request {
+            self.copy()?;
+        }
+        Ok(Registration {
+            action_id: "copy".into(),
+            completed: self.at_request,
+            volume_snapshots: Vec::new(),
+        })
+    }
+    async fn wait_completed(&mut self, _: &Registration) -> Result<Completion, ProviderError> {
+        if !self.at_request {
+            self.copy()?;
+        }
+        Ok(Completion::default())
+    }
+}
+
+/// The probe's markers in an image: mounted from a copy (recovery may write), read, removed.
+fn markers_in_image(image: &Path, dir: &Path) -> Vec<(String, ProbeMoment)> {
+    let copy = dir.join("copy.img");
+    std::fs::copy(image, &copy).unwrap();
+    let mounted = LoopFs::attach(Fs::Ext4, copy, &dir.join("view")).expect("mount the image");
+    probe::markers_in(&mounted.path(probe::PROBE_DIR))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_tells_an_image_taken_while_frozen_from_one_taken_after_the_thaw() {
+    for at_request in [true, false] {
+        let dir = scratch();
+        let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+        let mut filesystems = LiveFilesystems::new(
+            targets(std::slice::from_ref(&lfs.mountpoint)),
+            &dir.path().join("run"),
+        )
+        .with_probe(true);
+        let image = dir.path().join("snapshot.img");
+        let mut provider = CopyingProvider {
+            device: lfs.device.clone().into(),
+            image: image.clone(),
+            at_request,
+        };
+        let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+        assert_eq!(report.status, Status::Succeeded, "{report:?}");
+        // The live filesystem holds both markers of this snapshot, and nothing older.
+        let both = vec![
+            ("test-snapshot".to_string(), ProbeMoment::After),
+            ("test-snapshot".to_string(), ProbeMoment::Before),
+        ];
+        assert_eq!(probe::markers_in(&lfs.path(probe::PROBE_DIR)), both);
+        let captured = markers_in_image(&image, dir.path());
+        if at_request {
+            assert_eq!(
+                captured,
+                [("test-snapshot".to_string(), ProbeMoment::Before)],
+                "captured inside the window: `before` and not `after`"
+            );
+        } else {
+            assert_eq!(captured, both, "captured after the thaw: `after` too");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_probe_nothing_is_written() {
+    let dir = scratch();
+    let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    let mut filesystems = LiveFilesystems::new(
+        targets(std::slice::from_ref(&lfs.mountpoint)),
+        &dir.path().join("run"),
+    );
+    let mut provider = CopyingProvider {
+        device: lfs.device.clone().into(),
+        image: dir.path().join("snapshot.img"),
+        at_request: true,
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    assert!(!lfs.path(probe::PROBE_DIR).exists());
 }

@@ -108,6 +108,7 @@ pub(crate) struct FreezeFragment {
     pub(crate) exclude: Option<Vec<PathBuf>>,
     pub(crate) max_freeze: Option<DurationText>,
     pub(crate) expedite_rcu: Option<bool>,
+    pub(crate) probe: Option<bool>,
 }
 
 /// `[snapshot]`
@@ -161,6 +162,7 @@ impl ConfigFragment {
             overlay(&mut e.exclude, l.exclude);
             overlay(&mut e.max_freeze, l.max_freeze);
             overlay(&mut e.expedite_rcu, l.expedite_rcu);
+            overlay(&mut e.probe, l.probe);
         }
         if let Some(l) = later.snapshot {
             let e = self.snapshot.get_or_insert_with(Default::default);

@@ -129,6 +129,8 @@ pub struct FreezeSettings {
     pub max_freeze: Duration,
     /// Expedite RCU grace periods during FIFREEZE (see `freeze::rcu`).
     pub expedite_rcu: bool,
+    /// Leave the snapshot-point probe's markers on the frozen filesystems (see `freeze::probe`).
+    pub probe: bool,
 }
 
 /// `[snapshot]`, validated.
@@ -394,6 +396,7 @@ fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, 
         exclude,
         max_freeze,
         expedite_rcu: freeze.expedite_rcu.unwrap_or(true),
+        probe: freeze.probe.unwrap_or(true),
     })
 }
 

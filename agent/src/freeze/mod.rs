@@ -4,13 +4,14 @@
 
 pub mod mountinfo;
 pub mod plan;
+pub mod probe;
 pub(crate) mod rcu;
 pub mod sys;
 
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
 use crate::guard::{Guard, GuardError};
 use crate::transaction::ports::{
-    Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, Target, ThawReport,
+    Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, ProbeMoment, Target, ThawReport,
 };
 use plan::{Plan, Selection};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -165,6 +166,8 @@ pub struct LiveFilesystems {
     expedite_rcu: bool,
     /// Locked in preflight when grace periods can be expedited during the next freeze.
     rcu: Option<rcu::ExpeditedRcu>,
+    /// Leave snapshot-point markers (`[freeze] probe`).
+    probe: bool,
 }
 
 impl LiveFilesystems {
@@ -177,7 +180,14 @@ impl LiveFilesystems {
             frozen: None,
             expedite_rcu: false,
             rcu: None,
+            probe: false,
         }
+    }
+
+    /// Whether to leave snapshot-point markers on the targets (`[freeze] probe`).
+    pub fn with_probe(mut self, on: bool) -> Self {
+        self.probe = on;
+        self
     }
 
     /// Whether to expedite RCU grace periods while freezing (`[freeze] expedite_rcu`).
@@ -386,6 +396,25 @@ impl Filesystems for LiveFilesystems {
             Some(guard) => guard.event().await,
             None => std::future::pending().await,
         }
+    }
+
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment) -> Vec<String> {
+        if !self.probe || self.frozen.is_some() {
+            return Vec::new();
+        }
+        self.targets
+            .iter()
+            .filter_map(|t| {
+                let dir = probe::probe_dir(t, &self.targets);
+                probe::mark(&dir, snapshot, moment).err().map(|e| {
+                    format!(
+                        "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
+                        moment.as_str(),
+                        dir.display()
+                    )
+                })
+            })
+            .collect()
     }
 
     fn thaw(&mut self) -> ThawReport {

@@ -18,8 +18,8 @@ pub use report::{ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Repo
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Consistency, Filesystems, FreezeOutcome, GuardEvent, QuiescePolicy, Quiescer, Registration, SkipReason,
-    Skipped, SnapshotProvider, Target,
+    Consistency, Filesystems, FreezeOutcome, GuardEvent, ProbeMoment, QuiescePolicy, Quiescer, Registration,
+    SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -328,14 +328,6 @@ impl Transaction<'_> {
     ) -> Result<Window, Stop> {
         rec.enter(Phase::Quiesce);
         let all_prepared = self.quiesce(rec, started).await?;
-        rec.enter(Phase::Sync);
-        self.sync()
-            .await
-            .map_err(|message| Stop::at(Phase::Sync, message))?;
-        rec.enter(Phase::Freeze);
-        let outcome = self.freeze(rec)?;
-        let frozen_at = Instant::now();
-        rec.enter(Phase::Request);
         let expected = if !self.quiescers.is_empty() && all_prepared && self.spec.unquiesced.is_empty() {
             Consistency::Application
         } else {
@@ -343,6 +335,18 @@ impl Transaction<'_> {
         };
         let name = self.spec.name.render(expected);
         rec.report.snapshot_name = name.clone();
+        rec.enter(Phase::Sync);
+        // The probe's `before` marker is flushed with the rest: every image of this snapshot
+        // holds it.
+        let unmarked = self.filesystems.mark(&name, ProbeMoment::Before);
+        rec.report.warnings.extend(unmarked);
+        self.sync()
+            .await
+            .map_err(|message| Stop::at(Phase::Sync, message))?;
+        rec.enter(Phase::Freeze);
+        let outcome = self.freeze(rec)?;
+        let frozen_at = Instant::now();
+        rec.enter(Phase::Request);
         let budget = self
             .spec
             .max_freeze
@@ -362,6 +366,10 @@ impl Transaction<'_> {
                     thaw.errors.join(", ")
                 ),
             );
+        } else {
+            // Only an image read after this point holds the `after` marker.
+            let unmarked = self.filesystems.mark(&name, ProbeMoment::After);
+            rec.report.warnings.extend(unmarked);
         }
         Ok(Window {
             expected,

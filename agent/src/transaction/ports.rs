@@ -171,6 +171,30 @@ pub enum GuardEvent {
     Died,
 }
 
+/// When a snapshot-point marker is written: `Before` the freeze (so every image of the snapshot
+/// holds it) or right `After` the thaw (so only an image read after the thaw holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeMoment {
+    /// Written and synced before the freeze.
+    Before,
+    /// Written and synced right after the thaw.
+    After,
+}
+
+impl ProbeMoment {
+    /// Both, in the order they are written.
+    pub const ALL: [ProbeMoment; 2] = [ProbeMoment::Before, ProbeMoment::After];
+
+    /// `before` or `after`, as in marker names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeMoment::Before => "before",
+            ProbeMoment::After => "after",
+        }
+    }
+}
+
 /// What `freeze` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FreezeOutcome {
@@ -213,6 +237,12 @@ pub trait Filesystems: Send {
     async fn guard_tripped(&mut self) -> GuardEvent;
     /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
     fn thaw(&mut self) -> ThawReport;
+    /// Leaves the snapshot-point marker of `snapshot` at `moment` on each target that takes
+    /// one (never while frozen); returns what could not be marked, as warnings.
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment) -> Vec<String> {
+        let _ = (snapshot, moment);
+        Vec::new()
+    }
 }
 
 // ---- Quiescers ----
@@ -344,7 +374,8 @@ impl ProviderError {
     pub(crate) fn fix(&self) -> Option<&str> {
         self.fix.as_deref()
     }
-    pub(crate) fn with_source(
+    /// A failure with its cause, kept for the report's cause chain.
+    pub fn with_source(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {

@@ -14,7 +14,7 @@ use freezeframe::client::Target;
 use freezeframe::commands::{self, Finished, SnapshotRequest};
 use freezeframe::outln;
 use freezeframe_agent::transaction::{Report, Status};
-use freezeframe_do_sim::{SimConfig, SimServer};
+use freezeframe_do_sim::{Capture, SimConfig, SimServer};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -214,6 +214,7 @@ fn start_simulator(dir: &Path, data: &LoopFs) -> Result<SimServer> {
         disk: Some(data.device.clone().into()),
         image_dir: sim_images,
         action_delay: Duration::from_secs(2),
+        capture: Capture::Registration,
         latency: API_LATENCY,
         faults: Vec::new(),
         volumes: Vec::new(),

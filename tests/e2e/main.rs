@@ -7,7 +7,7 @@
 //! Run by `tests/e2e/run`, which builds the packages first (it takes minutes).
 
 use freezeframe_tests::container::{self, Bind, Container};
-use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -163,6 +163,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         disk: Some(volume.device.clone().into()),
         image_dir: images,
         action_delay: Duration::from_secs(1),
+        capture: Capture::Registration,
         latency: Duration::from_millis(100),
         faults: Vec::new(),
         volumes: Vec::new(),

@@ -5,7 +5,7 @@
 
 use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
 use freezeframe_agent::secret::Secret;
-use freezeframe_tests::sim::{Fault, SimConfig, SimVolume};
+use freezeframe_tests::sim::{Capture, Fault, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -139,6 +139,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         disk: Some(disk.device.clone().into()),
         image_dir: dir.path().join("images"),
         action_delay: Duration::from_millis(300),
+        capture: Capture::Registration,
         latency: Duration::ZERO,
         faults: Vec::new(),
         volumes: vec![SimVolume {

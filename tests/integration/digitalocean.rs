@@ -1,7 +1,8 @@
 //! The `digitalocean` provider end to end: `freezeframe-agent snapshot` against the API
 //! simulator on loopback, on a loop filesystem that stands for the Droplet's disk.
 
-use freezeframe_tests::sim::{Fault, SimConfig, SimVolume};
+use freezeframe_agent::transaction::ports::ProbeMoment;
+use freezeframe_tests::sim::{Capture, Fault, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,15 +24,20 @@ struct Droplet {
 impl Droplet {
     /// A loop filesystem as the Droplet's disk, the simulator, a token file and a config.
     fn new(action_delay: Duration, extra_config: &str) -> Droplet {
-        Droplet::build(action_delay, extra_config, None)
+        Droplet::build(action_delay, extra_config, None, Capture::Registration)
+    }
+
+    /// A Droplet whose disk the simulator reads only as the snapshot action completes.
+    fn capturing_at(capture: Capture, action_delay: Duration) -> Droplet {
+        Droplet::build(action_delay, "", None, capture)
     }
 
     /// With a volume named `data` attached (an xfs loop filesystem), frozen if `freeze_it`.
     fn with_volume(action_delay: Duration, extra_config: &str, freeze_it: bool) -> Droplet {
-        Droplet::build(action_delay, extra_config, Some(freeze_it))
+        Droplet::build(action_delay, extra_config, Some(freeze_it), Capture::Registration)
     }
 
-    fn build(action_delay: Duration, extra_config: &str, volume: Option<bool>) -> Droplet {
+    fn build(action_delay: Duration, extra_config: &str, volume: Option<bool>, capture: Capture) -> Droplet {
         let dir = scratch();
         let disk = loop_fs(
             Fs::Ext4,
@@ -49,6 +55,7 @@ impl Droplet {
             disk: Some(disk.device.clone().into()),
             image_dir: images.clone(),
             action_delay,
+            capture,
             latency: Duration::ZERO,
             faults: Vec::new(),
             volumes: volume
@@ -171,6 +178,26 @@ fn a_snapshot_through_the_simulator_is_consistent_and_reported() {
     let image = images.get("e2e-1").expect("the simulator copied the disk");
     assert_eq!(image, &droplet.images.join(format!("{action_id}.img")));
     check_records(image, droplet.dir.path(), acked);
+}
+
+#[test]
+fn the_probe_shows_whether_the_platform_read_the_disk_while_frozen() {
+    let before = ("probe-1".to_string(), ProbeMoment::Before);
+    let after = ("probe-1".to_string(), ProbeMoment::After);
+    for (capture, expected) in [
+        (Capture::Registration, vec![before.clone()]),
+        (Capture::Completion, vec![after.clone(), before.clone()]),
+    ] {
+        let droplet = Droplet::capturing_at(capture, Duration::from_millis(500));
+        let (_, report) = droplet.snapshot(&["--wait", "--name", "probe-1"]);
+        assert_eq!(report["status"], "succeeded", "{capture:?}: {report:#}");
+        let image = droplet.server.sim.images()["probe-1"].clone();
+        assert_eq!(
+            probe_markers(&image, droplet.dir.path()),
+            expected,
+            "{capture:?}: the image's markers"
+        );
+    }
 }
 
 #[test]

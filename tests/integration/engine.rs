@@ -14,7 +14,7 @@ use freezeframe_agent::transaction::{
     Interrupt, NoObserver, Phase, Report, SnapshotSpec, Status, Transaction,
 };
 use freezeframe_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -388,14 +388,6 @@ impl SnapshotProvider for CopyingProvider {
     }
 }
 
-/// The probe's markers in an image: mounted from a copy (recovery may write), read, removed.
-fn markers_in_image(image: &Path, dir: &Path) -> Vec<(String, ProbeMoment)> {
-    let copy = dir.join("copy.img");
-    std::fs::copy(image, &copy).unwrap();
-    let mounted = LoopFs::attach(Fs::Ext4, copy, &dir.join("view")).expect("mount the image");
-    probe::markers_in(&mounted.path(probe::PROBE_DIR))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_tells_an_image_taken_while_frozen_from_one_taken_after_the_thaw() {
     for at_request in [true, false] {
@@ -420,7 +412,7 @@ async fn the_probe_tells_an_image_taken_while_frozen_from_one_taken_after_the_th
             ("test-snapshot".to_string(), ProbeMoment::Before),
         ];
         assert_eq!(probe::markers_in(&lfs.path(probe::PROBE_DIR)), both);
-        let captured = markers_in_image(&image, dir.path());
+        let captured = probe_markers(&image, dir.path());
         if at_request {
             assert_eq!(
                 captured,

@@ -3,7 +3,7 @@
 //! agent SIGKILLed while MariaDB's read lock is held, and databases that go down mid-run.
 
 use crate::servers::*;
-use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -69,6 +69,7 @@ fn tls_and_dns_failures_fail_in_preflight_before_anything_freezes() {
         disk: None,
         image_dir: images,
         action_delay: Duration::ZERO,
+        capture: Capture::Registration,
         latency: Duration::ZERO,
         faults: Vec::new(),
         volumes: Vec::new(),

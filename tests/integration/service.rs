@@ -420,6 +420,7 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
         disk: None,
         image_dir: dir.join("sim-images"),
         action_delay: Duration::ZERO,
+        capture: freezeframe_tests::sim::Capture::Registration,
         latency: Duration::ZERO,
         faults: Vec::new(),
         volumes: Vec::new(),

@@ -4,7 +4,7 @@
 //! the container (as it would on a Droplet), against the API simulator on the shared loopback.
 
 use freezeframe_tests::container::{self, Bind, Container};
-use freezeframe_tests::sim::SimConfig;
+use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -228,6 +228,7 @@ fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) ->
         disk: None,
         image_dir: images,
         action_delay: Duration::ZERO,
+        capture: Capture::Registration,
         latency,
         faults: Vec::new(),
         volumes: Vec::new(),

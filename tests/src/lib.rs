@@ -50,6 +50,19 @@ pub fn loop_fs(fs: Fs, size_mib: u64, image: &Path, mountpoint: &Path) -> LoopFs
     LoopFs::create(fs, size_mib, image, mountpoint).expect("make a loop filesystem")
 }
 
+/// The snapshot-point probe's markers in an ext4 image, read from a copy mounted in `dir`
+/// (mounting may replay the journal, which must not touch the image), removed after.
+pub fn probe_markers(
+    image: &Path,
+    dir: &Path,
+) -> Vec<(String, freezeframe_agent::transaction::ports::ProbeMoment)> {
+    use freezeframe_agent::freeze::probe;
+    let copy = dir.join("probe-copy.img");
+    std::fs::copy(image, &copy).expect("copy the image");
+    let mounted = LoopFs::attach(Fs::Ext4, copy, &dir.join("probe-view")).expect("mount the image");
+    probe::markers_in(&mounted.path(probe::PROBE_DIR))
+}
+
 /// Mounts a copy read-only (see [`LoopFs::attach_read_only`]), or fails the test.
 pub fn view_image(fs: Fs, image: &Path, mountpoint: &Path) -> LoopFs {
     LoopFs::attach_read_only(fs, image, mountpoint).expect("mount the copy read-only")

@@ -51,12 +51,24 @@ pub struct SimConfig {
     pub image_dir: PathBuf,
     /// How long a snapshot action stays `in-progress` after it registered.
     pub action_delay: Duration,
+    /// When the disk is read for a Droplet snapshot.
+    pub capture: Capture,
     /// Added to every API call.
     pub latency: Duration,
     pub faults: Vec<Fault>,
     pub volumes: Vec<SimVolume>,
     /// More Droplets of the account, listed by `GET /v2/droplets` (for `--tag`), besides this one.
     pub fleet: Vec<FleetDroplet>,
+}
+
+/// When the simulated hypervisor reads a Droplet's disk for a snapshot. DigitalOcean does not
+/// document it; the snapshot-point probe tells them apart on the real platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// As the action registers, before the POST is answered (while the agent still freezes).
+    Registration,
+    /// When the action completes, `action_delay` later (after the agent thawed).
+    Completion,
 }
 
 /// A Droplet that is only listed: its id, name, tags and public IPv4 address.
@@ -87,6 +99,8 @@ struct SimAction {
     completed_at: Option<SystemTime>,
     snapshot_name: String,
     image: Option<PathBuf>,
+    /// The disk was read (at once, or at completion: see [`Capture`]).
+    captured: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct SimSnapshot {
@@ -113,7 +127,7 @@ impl SimState {
         let delay = self.config.action_delay;
         let mut made = Vec::new();
         for a in self.actions.iter_mut().filter(|a| a.completed_at.is_none()) {
-            if a.registered.elapsed() >= delay {
+            if a.registered.elapsed() >= delay && a.captured.load(Ordering::SeqCst) {
                 a.completed_at = Some(SystemTime::now());
                 if a.kind == "snapshot" {
                     let size = a
@@ -567,7 +581,7 @@ async fn post_droplet_action(
         Ok(body) => body,
         Err(answer) => return *answer,
     };
-    let (disk, image, action_id) = {
+    let (disk, image, action_id, capture) = {
         let mut st = sim.lock();
         st.refresh();
         if id != st.config.droplet_id {
@@ -593,18 +607,33 @@ async fn post_droplet_action(
         st.next_id += 1;
         let action_id = st.next_id;
         let image = st.config.image_dir.join(format!("{action_id}.img"));
-        (st.config.disk.clone(), image, action_id)
+        let capture = (st.config.capture, st.config.action_delay);
+        (st.config.disk.clone(), image, action_id, capture)
     };
-    // The hypervisor's point-in-time copy, made before the action is reported registered.
-    if let Some(disk) = disk {
-        if !copy_disk(disk, image.clone()).await {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "the disk copy failed",
-                "sim",
-            );
+    let captured = Arc::new(std::sync::atomic::AtomicBool::new(disk.is_none()));
+    // The hypervisor's point-in-time copy: before the action is reported registered, or as it
+    // completes (the action stays in progress until the copy is done).
+    match (disk, capture) {
+        (Some(disk), (Capture::Completion, delay)) => {
+            let (image, captured) = (image.clone(), captured.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                copy_disk(disk, image).await;
+                captured.store(true, Ordering::SeqCst);
+            });
         }
+        (Some(disk), (Capture::Registration, _)) => {
+            if !copy_disk(disk, image.clone()).await {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the disk copy failed",
+                    "sim",
+                );
+            }
+            captured.store(true, Ordering::SeqCst);
+        }
+        (None, _) => {}
     }
     let mut st = sim.lock();
     let action = SimAction {
@@ -615,6 +644,7 @@ async fn post_droplet_action(
         completed_at: None,
         snapshot_name: body.name.unwrap_or_else(|| format!("snapshot-{action_id}")),
         image: Some(image),
+        captured,
     };
     let json = action_json(&action, id);
     st.actions.push(action);

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_do_sim::{Fault, Sim, SimConfig, SimVolume};
+use freezeframe_do_sim::{Capture, Fault, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,9 @@ struct Args {
     /// How long a snapshot action stays in progress, e.g. 2s
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     action_delay: Duration,
+    /// When the disk is read: at registration (while the agent freezes) or at completion
+    #[arg(long, default_value = "registration", value_parser = parse_capture)]
+    capture: Capture,
     /// Latency added to every API call, e.g. 300ms
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -39,6 +42,16 @@ struct Args {
     /// An attached volume, `NAME=DEVICE` (repeatable)
     #[arg(long = "volume", value_parser = parse_volume)]
     volumes: Vec<(String, PathBuf)>,
+}
+
+fn parse_capture(text: &str) -> Result<Capture, String> {
+    match text {
+        "registration" => Ok(Capture::Registration),
+        "completion" => Ok(Capture::Completion),
+        other => Err(format!(
+            "`{other}`: the disk is read at `registration` or at `completion`"
+        )),
+    }
 }
 
 fn parse_volume(spec: &str) -> Result<(String, PathBuf), String> {
@@ -60,6 +73,7 @@ async fn main() -> std::io::Result<()> {
         disk: args.disk,
         image_dir: args.image_dir,
         action_delay: args.action_delay,
+        capture: args.capture,
         latency: args.latency,
         faults: args.faults,
         volumes: args

@@ -12,7 +12,7 @@ mod footprint;
 mod scaling;
 mod window;
 
-use freezeframe_tests::sim::{SimConfig, SimServer};
+use freezeframe_tests::sim::{Capture, SimConfig, SimServer};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -162,6 +162,7 @@ pub fn simulator(dir: &Path, latency: Duration) -> SimServer {
         disk: None,
         image_dir: dir.join("sim-images"),
         action_delay: Duration::from_millis(100),
+        capture: Capture::Registration,
         latency,
         faults: Vec::new(),
         volumes: Vec::new(),

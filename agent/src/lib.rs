@@ -27,3 +27,4 @@ pub mod service;
 pub mod stdout;
 mod systemd;
 pub mod transaction;
+pub mod verify;

@@ -36,6 +36,9 @@ enum Command {
     Thaw(cmd::thaw::ThawArgs),
     /// Serve org.freezeframe.Agent1 on the system bus until idle (what D-Bus activation runs)
     Run,
+    /// Check what a snapshot's image proves: when it was read (the probe's markers and the
+    /// journal) and whether its filesystem is sound; the image is never written to
+    Verify(cmd::verify::VerifyArgs),
     /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
     SetupToken,
     /// Write the man page freezeframe-agent.1 into a directory (for packaging)
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         ),
         Command::Thaw(args) => cmd::thaw::run(config, &args),
         Command::Run => cmd::run(config),
+        Command::Verify(args) => cmd::verify::run(&args),
         Command::SetupToken => cmd::setup_token::run(config),
         Command::Man { dir } => man_page(&dir),
     };
@@ -89,7 +93,7 @@ const AGENT_MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
 Success.
 .TP
 1
-The snapshot or thaw failed (the report says why).
+The snapshot or thaw failed (the report says why), or verify found the image not verified.
 .TP
 2
 Bad configuration or arguments, or a set-up fault found before anything was frozen; nothing was touched.
@@ -122,6 +126,7 @@ The lock, the record of what is frozen, the resumes owed, the last report.
 freezeframe\-agent plan
 freezeframe\-agent snapshot \-\-json \-\-wait
 freezeframe\-agent thaw
+freezeframe\-agent verify \-\-image /var/tmp/restored.img
 .fi
 .SH "SEE ALSO"
 freezeframe(1)

@@ -442,3 +442,114 @@ async fn without_the_probe_nothing_is_written() {
     assert_eq!(report.status, Status::Succeeded, "{report:?}");
     assert!(!lfs.path(probe::PROBE_DIR).exists());
 }
+
+/// A snapshot of a fresh `fs` with the probe on, its image copied inside the window or after
+/// the thaw; the scratch folder (holding the image) and the image.
+async fn probed_image(fs: Fs, at_request: bool) -> (tempfile::TempDir, PathBuf) {
+    let dir = scratch();
+    let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+    std::fs::write(lfs.path("data"), b"some data").unwrap();
+    let mut filesystems = LiveFilesystems::new(
+        targets(std::slice::from_ref(&lfs.mountpoint)),
+        &dir.path().join("run"),
+    )
+    .with_probe(true);
+    let image = dir.path().join("snapshot.img");
+    let mut provider = CopyingProvider {
+        device: lfs.device.clone().into(),
+        image: image.clone(),
+        at_request,
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    drop(lfs);
+    (dir, image)
+}
+
+/// `freezeframe-agent verify --image IMAGE --json`: its exit code and findings.
+fn verify(image: &std::path::Path) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(agent_bin())
+        .args(["verify", "--json", "--image"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let found = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), found)
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    run("sha256sum", &[path.to_str().unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_proves_an_image_read_inside_the_window_and_never_changes_it() {
+    for fs in [Fs::Ext4, Fs::Xfs] {
+        let (_dir, image) = probed_image(fs, true).await;
+        let before = sha256(&image);
+        let (code, found) = verify(&image);
+        assert_eq!(code, 0, "{fs:?}: {found:#}");
+        assert_eq!(found["verified"], true);
+        assert_eq!(found["probe"], "inside-window");
+        // A freeze leaves ext4's journal clean; XFS's log covered but not empty, so it tells nothing.
+        let journal = if fs == Fs::Ext4 { "clean" } else { "not-told" };
+        assert_eq!(found["journal"], journal, "{fs:?}: {found:#}");
+        assert_eq!(found["markers"], serde_json::json!(["test-snapshot.before"]));
+        assert_eq!(sha256(&image), before, "{fs:?}: verify changed the image");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_fails_an_image_read_after_the_thaw_and_names_thaw_after() {
+    let (_dir, image) = probed_image(Fs::Ext4, false).await;
+    let (code, found) = verify(&image);
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(found["probe"], "after-thaw");
+    assert!(found["reasons"].to_string().contains("thaw_after"), "{found:#}");
+}
+
+#[test]
+fn verify_fails_a_live_copy_by_its_journal_and_a_damaged_one_by_its_check() {
+    let dir = scratch();
+    let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
+    std::fs::write(lfs.path("data"), vec![7u8; 1 << 20]).unwrap();
+    run("sync", &[]);
+    // Read while mounted and unfrozen: what a snapshot without a freeze gets.
+    let live = dir.path().join("live.img");
+    run("cp", &[&lfs.device, live.to_str().unwrap()]);
+    let before = sha256(&live);
+    let (code, found) = verify(&live);
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(found["journal"], "needs-recovery", "{found:#}");
+    assert_eq!(found["probe"], "no-markers");
+    assert_eq!(sha256(&live), before, "the replay happened on a copy");
+    // A filesystem never mounted, a file in it, then its inode cleared: the check must catch it.
+    let damaged = dir.path().join("damaged.img");
+    std::fs::File::create(&damaged)
+        .and_then(|f| f.set_len(64 << 20))
+        .unwrap();
+    let path = damaged.to_str().unwrap();
+    run("mkfs.ext4", &["-q", "-F", path]);
+    run("debugfs", &["-w", "-R", "write /etc/os-release data", path]);
+    run("debugfs", &["-w", "-R", "clri data", path]);
+    let (code, found) = verify(&damaged);
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(found["filesystem_ok"], false, "{found:#}");
+    // Not an image: a usage error that names it, and no JSON to mistake for a verdict.
+    let out = std::process::Command::new(agent_bin())
+        .args(["verify", "--json", "--image", "/nonexistent/snapshot.img"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/snapshot.img"));
+    assert!(
+        found["reasons"].to_string().contains("filesystem check failed"),
+        "{found:#}"
+    );
+}

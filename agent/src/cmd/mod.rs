@@ -3,6 +3,7 @@
 pub mod setup_token;
 pub mod snapshot;
 pub mod thaw;
+pub mod verify;
 
 use freezeframe_agent::config::{ConfigError, ConfigSources, Settings};
 use freezeframe_agent::freeze::PlanFromSystemError;

@@ -1,0 +1,296 @@
+//! `freezeframe-agent verify --image`: what a snapshot's image proves, without booting it and
+//! without changing a byte of it. Three kinds of evidence, each from the image alone:
+//! - the snapshot-point probe's markers (see `freeze::probe`): `before` without `after` means
+//!   the image was read inside the frozen window, `after` means it was read after the thaw;
+//! - the journal: an ext4 frozen when it was read has a clean journal (a freeze flushes it and
+//!   clears `needs_recovery`); one that still needs recovery was not read while frozen, markers
+//!   or not. A frozen XFS keeps records in its log (covered, not emptied), so its log tells
+//!   nothing either way;
+//! - the filesystem checker, read-only.
+//!
+//! An ext4 image with a clean journal is attached to a read-only loop device and mounted
+//! without replay. Any other image (an ext4 whose journal needs recovery, any XFS) is read from
+//! a private sparse copy whose log the mount replays, as a restore would.
+
+use crate::freeze::probe;
+use crate::loop_mount::{Attach, LoopMount};
+use crate::transaction::ports::ProbeMoment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// When the platform read the image, as its markers tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeVerdict {
+    /// `before` and not `after`: read while the filesystem was frozen.
+    InsideWindow,
+    /// `after` too: read after the thaw, so it may hold writes from after the snapshot point.
+    AfterThaw,
+    /// No marker (the probe was off, or this is not freezeframe's snapshot).
+    NoMarkers,
+}
+
+/// The journal's state in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalState {
+    /// Nothing to replay: what a freeze leaves.
+    Clean,
+    /// Transactions to replay: the filesystem was live, not frozen, when it was read.
+    NeedsRecovery,
+    /// The log cannot tell (XFS: a freeze covers its log but does not empty it).
+    NotTold,
+}
+
+/// Everything `verify --image` found, and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageVerification {
+    /// The image or device checked.
+    pub image: PathBuf,
+    /// Its filesystem type, as blkid names it.
+    pub fstype: String,
+    /// When the platform read it, by the markers.
+    pub probe: ProbeVerdict,
+    /// The markers found, as `snapshot.moment`.
+    pub markers: Vec<String>,
+    /// The journal's state, read before anything else.
+    pub journal: JournalState,
+    /// Whether the read-only filesystem check passed.
+    pub filesystem_ok: bool,
+    /// What the checker said, when it did not pass.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filesystem_report: String,
+    /// Every check passed.
+    pub verified: bool,
+    /// Why not, one line per failed check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// Why an image could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The path is not a readable image or block device.
+    #[error("cannot read {path}: {problem}")]
+    Unreadable {
+        /// The image as given.
+        path: PathBuf,
+        /// What failed.
+        problem: String,
+    },
+    /// No filesystem this command knows is in it.
+    #[error("{path} holds no ext4 or xfs filesystem ({found}); give the image of one filesystem, or the partition's device (btrfs images are not checked yet: a copy shares its original's fsid, which the kernel would take for the mounted original)")]
+    UnknownFilesystem {
+        /// The image as given.
+        path: PathBuf,
+        /// What blkid said.
+        found: String,
+    },
+    /// A tool it needs failed.
+    #[error("{0}")]
+    Tool(String),
+}
+
+/// Checks `image` (a file or a block device holding one filesystem); `scratch` is a private
+/// folder for mountpoints and, when the journal needs recovery, a sparse copy.
+pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, VerifyError> {
+    std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
+        path: image.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let fstype = filesystem_type(image)?;
+    let journal = journal_state(&fstype, image)?;
+    let Findings {
+        markers,
+        filesystem_ok,
+        filesystem_report,
+    } = if journal == JournalState::Clean {
+        let markers = read_markers(image, true, "ro,noload", scratch)?;
+        let (ok, report) = run("e2fsck", &["-n", "-f", &image.to_string_lossy()])?;
+        Findings {
+            markers,
+            filesystem_ok: ok,
+            filesystem_report: report,
+        }
+    } else {
+        check_replayed_copy(&fstype, image, scratch)?
+    };
+    let probe = verdict(&markers);
+    let mut reasons = Vec::new();
+    match probe {
+        ProbeVerdict::InsideWindow => {}
+        ProbeVerdict::AfterThaw => reasons.push(
+            "the image was read after the thaw (its probe holds the `after` marker): writes made \
+             after the snapshot point may be in it. If the snapshot used thaw_after = \"registered\", \
+             this platform does not capture the disk when the action registers: use \
+             thaw_after = \"completed\""
+                .to_string(),
+        ),
+        ProbeVerdict::NoMarkers => reasons.push(
+            "the image holds no snapshot-point markers, so when it was read cannot be told \
+             (was `freeze.probe` off, or is this not a freezeframe snapshot?)"
+                .to_string(),
+        ),
+    }
+    if journal == JournalState::NeedsRecovery {
+        reasons.push(
+            "the journal needs recovery: the filesystem was live, not frozen, when the image was read"
+                .to_string(),
+        );
+    }
+    if !filesystem_ok {
+        reasons.push(format!("the filesystem check failed ({fstype})"));
+    }
+    Ok(ImageVerification {
+        image: image.to_path_buf(),
+        fstype,
+        probe,
+        markers: markers
+            .iter()
+            .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
+            .collect(),
+        journal,
+        filesystem_ok,
+        filesystem_report: if filesystem_ok {
+            String::new()
+        } else {
+            filesystem_report
+        },
+        verified: reasons.is_empty(),
+        reasons,
+    })
+}
+
+/// The markers' verdict: `after` anywhere wins, then `before`.
+fn verdict(markers: &[(String, ProbeMoment)]) -> ProbeVerdict {
+    if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
+        ProbeVerdict::AfterThaw
+    } else if markers.iter().any(|(_, m)| *m == ProbeMoment::Before) {
+        ProbeVerdict::InsideWindow
+    } else {
+        ProbeVerdict::NoMarkers
+    }
+}
+
+/// Runs a read-only tool; its exit status and everything it printed.
+fn run(program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| VerifyError::Tool(format!("cannot run {program} (is it installed?): {e}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn filesystem_type(image: &Path) -> Result<String, VerifyError> {
+    let path = image.to_string_lossy();
+    let (_, found) = run("blkid", &["-p", "-o", "value", "-s", "TYPE", &path])?;
+    let found = found.trim().to_string();
+    match found.as_str() {
+        "ext4" | "xfs" => Ok(found),
+        _ => Err(VerifyError::UnknownFilesystem {
+            path: image.to_path_buf(),
+            found: if found.is_empty() {
+                "nothing recognised".into()
+            } else {
+                found
+            },
+        }),
+    }
+}
+
+fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError> {
+    let path = image.to_string_lossy();
+    match fstype {
+        "ext4" => {
+            let (ok, text) = run("dumpe2fs", &["-h", &path])?;
+            if !ok {
+                return Err(VerifyError::Tool(format!(
+                    "dumpe2fs cannot read {path}: {}",
+                    text.trim()
+                )));
+            }
+            let features = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Filesystem features:"))
+                .unwrap_or_default();
+            Ok(if features.split_whitespace().any(|f| f == "needs_recovery") {
+                JournalState::NeedsRecovery
+            } else {
+                JournalState::Clean
+            })
+        }
+        _ => Ok(JournalState::NotTold),
+    }
+}
+
+/// What was read from the image's filesystem.
+struct Findings {
+    markers: Vec<(String, ProbeMoment)>,
+    filesystem_ok: bool,
+    filesystem_report: String,
+}
+
+/// Markers and the filesystem check from a private sparse copy, whose log the mount replays
+/// (nouuid: the original may be mounted here under the same UUID); the copy is removed after.
+fn check_replayed_copy(fstype: &str, image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
+    let copy = scratch.join("replayed.img");
+    let (ok, text) = run(
+        "cp",
+        &[
+            "--sparse=always",
+            &image.to_string_lossy(),
+            &copy.to_string_lossy(),
+        ],
+    )?;
+    if !ok {
+        return Err(VerifyError::Tool(format!(
+            "cannot copy the image: {}",
+            text.trim()
+        )));
+    }
+    let options = if fstype == "xfs" { "nouuid" } else { "rw" };
+    let markers = read_markers(&copy, false, options, scratch);
+    let path = copy.to_string_lossy().into_owned();
+    let checked = match fstype {
+        "ext4" => run("e2fsck", &["-n", "-f", &path]),
+        _ => run("xfs_repair", &["-n", "-f", &path]),
+    };
+    let _ = std::fs::remove_file(&copy);
+    let (ok, report) = checked?;
+    Ok(Findings {
+        markers: markers?,
+        filesystem_ok: ok,
+        filesystem_report: report,
+    })
+}
+
+/// The probe's markers, from `source` mounted with `options`.
+fn read_markers(
+    source: &Path,
+    read_only: bool,
+    options: &str,
+    scratch: &Path,
+) -> Result<Vec<(String, ProbeMoment)>, VerifyError> {
+    let mounted = LoopMount::attach(
+        source,
+        &scratch.join("view"),
+        Attach {
+            read_only,
+            options: Some(options),
+        },
+    )
+    .map_err(VerifyError::Tool)?;
+    let mut markers = probe::markers_in(&mounted.mountpoint().join(probe::PROBE_DIR));
+    markers.extend(probe::markers_in(
+        &mounted
+            .mountpoint()
+            .join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
+    ));
+    Ok(markers)
+}

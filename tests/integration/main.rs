@@ -2,6 +2,7 @@
 //! `cargo test --workspace` (see README.md). One test binary, so the build is shared.
 
 mod agent_binary;
+mod cli;
 mod contract;
 mod databases;
 mod demo;

@@ -14,7 +14,7 @@
 
 use crate::freeze::probe;
 use crate::loop_mount::{Attach, LoopMount};
-use crate::transaction::ports::ProbeMoment;
+use crate::transaction::ports::{Consistency, ProbeMoment};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +54,9 @@ pub struct ImageVerification {
     pub probe: ProbeVerdict,
     /// The markers found, as `snapshot.moment`.
     pub markers: Vec<String>,
+    /// The consistency the snapshot was taken as, from its `before` marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<Consistency>,
     /// The journal's state, read before anything else.
     pub journal: JournalState,
     /// Whether the read-only filesystem check passed.
@@ -102,7 +105,10 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     let fstype = filesystem_type(image)?;
     let journal = journal_state(&fstype, image)?;
     let Findings {
-        markers,
+        markers: Markers {
+            found: markers,
+            claimed,
+        },
         filesystem_ok,
         filesystem_report,
     } = if journal == JournalState::Clean {
@@ -120,13 +126,19 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     let mut reasons = Vec::new();
     match probe {
         ProbeVerdict::InsideWindow => {}
-        ProbeVerdict::AfterThaw => reasons.push(
+        ProbeVerdict::AfterThaw => reasons.push(format!(
             "the image was read after the thaw (its probe holds the `after` marker): writes made \
-             after the snapshot point may be in it. If the snapshot used thaw_after = \"registered\", \
+             after the snapshot point may be in it{}. If the snapshot used thaw_after = \"registered\", \
              this platform does not capture the disk when the action registers: use \
-             thaw_after = \"completed\""
-                .to_string(),
-        ),
+             thaw_after = \"completed\"",
+            match claimed {
+                Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
+                    ", so the snapshot taken as {}-consistent is only crash-consistent",
+                    c.as_str()
+                ),
+                _ => String::new(),
+            }
+        )),
         ProbeVerdict::NoMarkers => reasons.push(
             "the image holds no snapshot-point markers, so when it was read cannot be told \
              (was `freeze.probe` off, or is this not a freezeframe snapshot?)"
@@ -150,6 +162,7 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
             .iter()
             .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
             .collect(),
+        claimed,
         journal,
         filesystem_ok,
         filesystem_report: if filesystem_ok {
@@ -231,7 +244,7 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
 
 /// What was read from the image's filesystem.
 struct Findings {
-    markers: Vec<(String, ProbeMoment)>,
+    markers: Markers,
     filesystem_ok: bool,
     filesystem_report: String,
 }
@@ -270,13 +283,19 @@ fn check_replayed_copy(fstype: &str, image: &Path, scratch: &Path) -> Result<Fin
     })
 }
 
+/// The probe's markers in an image, and the consistency the snapshot claimed.
+struct Markers {
+    found: Vec<(String, ProbeMoment)>,
+    claimed: Option<Consistency>,
+}
+
 /// The probe's markers, from `source` mounted with `options`.
 fn read_markers(
     source: &Path,
     read_only: bool,
     options: &str,
     scratch: &Path,
-) -> Result<Vec<(String, ProbeMoment)>, VerifyError> {
+) -> Result<Markers, VerifyError> {
     let mounted = LoopMount::attach(
         source,
         &scratch.join("view"),
@@ -286,11 +305,17 @@ fn read_markers(
         },
     )
     .map_err(VerifyError::Tool)?;
-    let mut markers = probe::markers_in(&mounted.mountpoint().join(probe::PROBE_DIR));
-    markers.extend(probe::markers_in(
-        &mounted
+    let dirs = [
+        mounted.mountpoint().join(probe::PROBE_DIR),
+        mounted
             .mountpoint()
             .join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
-    ));
-    Ok(markers)
+    ];
+    let found: Vec<(String, ProbeMoment)> = dirs.iter().flat_map(|d| probe::markers_in(d)).collect();
+    let claimed = dirs
+        .iter()
+        .flat_map(|d| found.iter().filter_map(move |(name, _)| probe::claimed(d, name)))
+        .map(|content| content.consistency)
+        .next();
+    Ok(Markers { found, claimed })
 }

@@ -500,6 +500,10 @@ async fn verify_proves_an_image_read_inside_the_window_and_never_changes_it() {
         let journal = if fs == Fs::Ext4 { "clean" } else { "not-told" };
         assert_eq!(found["journal"], journal, "{fs:?}: {found:#}");
         assert_eq!(found["markers"], serde_json::json!(["test-snapshot.before"]));
+        assert_eq!(
+            found["claimed"], "filesystem",
+            "{fs:?}: the marker holds the run's claim"
+        );
         assert_eq!(sha256(&image), before, "{fs:?}: verify changed the image");
     }
 }
@@ -510,7 +514,14 @@ async fn verify_fails_an_image_read_after_the_thaw_and_names_thaw_after() {
     let (code, found) = verify(&image);
     assert_eq!(code, 1, "{found:#}");
     assert_eq!(found["probe"], "after-thaw");
-    assert!(found["reasons"].to_string().contains("thaw_after"), "{found:#}");
+    // The snapshot's own claim (its marker's) and the image disagree: said plainly.
+    assert_eq!(found["claimed"], "filesystem");
+    let reasons = found["reasons"].to_string();
+    assert!(reasons.contains("thaw_after"), "{found:#}");
+    assert!(
+        reasons.contains("taken as filesystem-consistent is only crash-consistent"),
+        "{found:#}"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! `/var/lib/freezeframe/probe/`, elsewhere to `.freezeframe-probe/` at the top; each run
 //! removes the markers of earlier snapshots, so they never grow.
 
-use crate::transaction::ports::{ProbeMoment, Target};
+use crate::transaction::ports::{Consistency, ProbeMoment, Target};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -36,9 +37,28 @@ pub fn probe_dir(target: &Target, targets: &[Target]) -> PathBuf {
     target.mountpoint.join(PROBE_DIR)
 }
 
-/// Writes and syncs the marker of `snapshot` at `moment` into `dir`; before the freeze, first
-/// removes the markers of other snapshots there.
-pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment) -> std::io::Result<()> {
+/// What a marker holds: its snapshot, its moment, the consistency the run claims for the
+/// snapshot (what `verify` holds the image to), and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerContent {
+    /// The snapshot's name.
+    pub snapshot: String,
+    /// Before the freeze, or after the thaw.
+    pub moment: ProbeMoment,
+    /// The consistency the run aims at, as in the snapshot's name.
+    pub consistency: Consistency,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// Writes and syncs the marker of `snapshot` at `moment`, claiming `consistency`, into `dir`;
+/// before the freeze, first removes the markers of other snapshots there.
+pub fn mark(
+    dir: &Path,
+    snapshot: &str,
+    moment: ProbeMoment,
+    consistency: Consistency,
+) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -54,9 +74,14 @@ pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment) -> std::io::Result<
             }
         }
     }
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let content = MarkerContent {
+        snapshot: snapshot.to_string(),
+        moment,
+        consistency,
+        unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
     let path = dir.join(marker_name(snapshot, moment));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -64,15 +89,16 @@ pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment) -> std::io::Result<
         .truncate(true)
         .mode(0o644)
         .open(&path)?;
-    writeln!(
-        file,
-        "{{\"snapshot\":{:?},\"moment\":\"{}\",\"unix_ms\":{unix_ms}}}",
-        snapshot,
-        moment.as_str()
-    )?;
+    writeln!(file, "{}", serde_json::to_string(&content)?)?;
     file.sync_all()?;
     // The directory entry too: a marker the image lacks must be one that was never written.
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// What the `before` marker of `snapshot` in `dir` holds, if it is there and readable.
+pub fn claimed(dir: &Path, snapshot: &str) -> Option<MarkerContent> {
+    let text = std::fs::read_to_string(dir.join(marker_name(snapshot, ProbeMoment::Before))).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The markers found in a probe folder of a restored filesystem: (snapshot, moment).
@@ -101,14 +127,15 @@ mod tests {
     fn a_run_leaves_its_two_markers_and_removes_older_ones() {
         let dir = tempfile::tempdir().unwrap();
         let probe = dir.path().join(PROBE_DIR);
-        mark(&probe, "web-1-old", ProbeMoment::Before).unwrap();
-        mark(&probe, "web-1-old", ProbeMoment::After).unwrap();
-        mark(&probe, "web-1-new", ProbeMoment::Before).unwrap();
+        let claim = Consistency::Application;
+        mark(&probe, "web-1-old", ProbeMoment::Before, claim).unwrap();
+        mark(&probe, "web-1-old", ProbeMoment::After, claim).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::Before, claim).unwrap();
         assert_eq!(
             markers_in(&probe),
             [("web-1-new".to_string(), ProbeMoment::Before)]
         );
-        mark(&probe, "web-1-new", ProbeMoment::After).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::After, claim).unwrap();
         assert_eq!(
             markers_in(&probe),
             [

@@ -338,7 +338,7 @@ impl Transaction<'_> {
         rec.enter(Phase::Sync);
         // The probe's `before` marker is flushed with the rest: every image of this snapshot
         // holds it.
-        let unmarked = self.filesystems.mark(&name, ProbeMoment::Before);
+        let unmarked = self.filesystems.mark(&name, ProbeMoment::Before, expected);
         rec.report.warnings.extend(unmarked);
         self.sync()
             .await
@@ -368,7 +368,7 @@ impl Transaction<'_> {
             );
         } else {
             // Only an image read after this point holds the `after` marker.
-            let unmarked = self.filesystems.mark(&name, ProbeMoment::After);
+            let unmarked = self.filesystems.mark(&name, ProbeMoment::After, expected);
             rec.report.warnings.extend(unmarked);
         }
         Ok(Window {

@@ -237,10 +237,11 @@ pub trait Filesystems: Send {
     async fn guard_tripped(&mut self) -> GuardEvent;
     /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
     fn thaw(&mut self) -> ThawReport;
-    /// Leaves the snapshot-point marker of `snapshot` at `moment` on each target that takes
-    /// one (never while frozen); returns what could not be marked, as warnings.
-    fn mark(&mut self, snapshot: &str, moment: ProbeMoment) -> Vec<String> {
-        let _ = (snapshot, moment);
+    /// Leaves the snapshot-point marker of `snapshot` at `moment`, claiming `consistency`, on
+    /// each target that takes one (never while frozen); returns what could not be marked, as
+    /// warnings.
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, consistency: Consistency) -> Vec<String> {
+        let _ = (snapshot, moment, consistency);
         Vec::new()
     }
 }

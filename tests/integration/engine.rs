@@ -483,6 +483,27 @@ fn verify(image: &std::path::Path) -> (i32, serde_json::Value) {
     (out.status.code().unwrap_or(-1), found)
 }
 
+/// An image on a read-only loop device, detached on drop whatever the test did.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn attach_read_only(image: &std::path::Path) -> LoopDevice {
+        let device = run(
+            "losetup",
+            &["--find", "--show", "--read-only", image.to_str().unwrap()],
+        );
+        LoopDevice(device.trim().to_string())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["--detach", &self.0])
+            .output();
+    }
+}
+
 fn sha256(path: &std::path::Path) -> String {
     run("sha256sum", &[path.to_str().unwrap()])
 }
@@ -505,6 +526,12 @@ async fn verify_proves_an_image_read_inside_the_window_and_never_changes_it() {
             "{fs:?}: the marker holds the run's claim"
         );
         assert_eq!(sha256(&image), before, "{fs:?}: verify changed the image");
+        // The same image as a block device (a restored volume is one): the same verdict.
+        let device = LoopDevice::attach_read_only(&image);
+        let (code, on_device) = verify(std::path::Path::new(&device.0));
+        assert_eq!(code, 0, "{fs:?} on {}: {on_device:#}", device.0);
+        assert_eq!(on_device["probe"], "inside-window");
+        assert_eq!(sha256(&image), before, "{fs:?}: verify changed the device");
     }
 }
 

@@ -388,31 +388,45 @@ impl SnapshotProvider for CopyingProvider {
     }
 }
 
+/// A snapshot of a fresh `fs` (holding one small file), its image copied inside the window or
+/// after the thaw. Fields drop in order: the filesystem goes before its scratch folder.
+struct CopiedRun {
+    lfs: LoopFs,
+    image: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+async fn copied_run(fs: Fs, at_request: bool, probe_on: bool) -> CopiedRun {
+    let dir = scratch();
+    let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
+    std::fs::write(lfs.path("data"), b"some data").unwrap();
+    let mut filesystems = LiveFilesystems::new(
+        targets(std::slice::from_ref(&lfs.mountpoint)),
+        &dir.path().join("run"),
+    )
+    .with_probe(probe_on);
+    let image = dir.path().join("snapshot.img");
+    let mut provider = CopyingProvider {
+        device: lfs.device.clone().into(),
+        image: image.clone(),
+        at_request,
+    };
+    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
+    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    CopiedRun { lfs, image, dir }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_tells_an_image_taken_while_frozen_from_one_taken_after_the_thaw() {
     for at_request in [true, false] {
-        let dir = scratch();
-        let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
-        let mut filesystems = LiveFilesystems::new(
-            targets(std::slice::from_ref(&lfs.mountpoint)),
-            &dir.path().join("run"),
-        )
-        .with_probe(true);
-        let image = dir.path().join("snapshot.img");
-        let mut provider = CopyingProvider {
-            device: lfs.device.clone().into(),
-            image: image.clone(),
-            at_request,
-        };
-        let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
-        assert_eq!(report.status, Status::Succeeded, "{report:?}");
+        let run = copied_run(Fs::Ext4, at_request, true).await;
         // The live filesystem holds both markers of this snapshot, and nothing older.
         let both = vec![
             ("test-snapshot".to_string(), ProbeMoment::After),
             ("test-snapshot".to_string(), ProbeMoment::Before),
         ];
-        assert_eq!(probe::markers_in(&lfs.path(probe::PROBE_DIR)), both);
-        let captured = probe_markers(&image, dir.path());
+        assert_eq!(probe::markers_in(&run.lfs.path(probe::PROBE_DIR)), both);
+        let captured = probe_markers(&run.image, run.dir.path());
         if at_request {
             assert_eq!(
                 captured,
@@ -427,41 +441,13 @@ async fn the_probe_tells_an_image_taken_while_frozen_from_one_taken_after_the_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_probe_nothing_is_written() {
-    let dir = scratch();
-    let lfs = loop_fs(Fs::Ext4, 64, &dir.path().join("img"), &dir.path().join("mnt"));
-    let mut filesystems = LiveFilesystems::new(
-        targets(std::slice::from_ref(&lfs.mountpoint)),
-        &dir.path().join("run"),
-    );
-    let mut provider = CopyingProvider {
-        device: lfs.device.clone().into(),
-        image: dir.path().join("snapshot.img"),
-        at_request: true,
-    };
-    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
-    assert_eq!(report.status, Status::Succeeded, "{report:?}");
-    assert!(!lfs.path(probe::PROBE_DIR).exists());
+    let run = copied_run(Fs::Ext4, true, false).await;
+    assert!(!run.lfs.path(probe::PROBE_DIR).exists());
 }
 
-/// A snapshot of a fresh `fs` with the probe on, its image copied inside the window or after
-/// the thaw; the scratch folder (holding the image) and the image.
+/// A probed snapshot's image, its filesystem unmounted; the scratch folder holding it.
 async fn probed_image(fs: Fs, at_request: bool) -> (tempfile::TempDir, PathBuf) {
-    let dir = scratch();
-    let lfs = loop_fs(fs, fs.min_mib(), &dir.path().join("img"), &dir.path().join("mnt"));
-    std::fs::write(lfs.path("data"), b"some data").unwrap();
-    let mut filesystems = LiveFilesystems::new(
-        targets(std::slice::from_ref(&lfs.mountpoint)),
-        &dir.path().join("run"),
-    )
-    .with_probe(true);
-    let image = dir.path().join("snapshot.img");
-    let mut provider = CopyingProvider {
-        device: lfs.device.clone().into(),
-        image: image.clone(),
-        at_request,
-    };
-    let report = snapshot(&mut filesystems, &mut provider, Duration::from_secs(20)).await;
-    assert_eq!(report.status, Status::Succeeded, "{report:?}");
+    let CopiedRun { lfs, image, dir } = copied_run(fs, at_request, true).await;
     drop(lfs);
     (dir, image)
 }

@@ -297,6 +297,19 @@ pub(crate) fn parse_duration_in(
     Ok(value)
 }
 
+/// A duration key within `range`, or `default` when it is not set.
+fn duration_or(
+    key: &'static str,
+    text: Option<fragments::DurationText>,
+    range: (Duration, Duration),
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match text {
+        Some(text) => parse_duration_in(key, &text, range),
+        None => Ok(default),
+    }
+}
+
 /// Bounds of the timeouts of quiescers and hooks, and of API calls.
 const STEP_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const API_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
@@ -363,10 +376,12 @@ fn validate_service(agent: fragments::AgentFragment) -> Result<ServiceSettings, 
 }
 
 fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, ConfigError> {
-    let max_freeze = match freeze.max_freeze {
-        Some(text) => parse_duration_in("freeze.max_freeze", &text, MAX_FREEZE_RANGE)?,
-        None => DEFAULT_MAX_FREEZE,
-    };
+    let max_freeze = duration_or(
+        "freeze.max_freeze",
+        freeze.max_freeze,
+        MAX_FREEZE_RANGE,
+        DEFAULT_MAX_FREEZE,
+    )?;
     let mountpoints = match freeze.mountpoints {
         None => None,
         Some(list) if list.is_empty() => None,
@@ -458,10 +473,12 @@ fn validate_quiesce(
             })
         }
     };
-    let hook_timeout = match f.hook_timeout {
-        Some(text) => parse_duration_in("quiesce.hook_timeout", &text, STEP_TIMEOUT_RANGE)?,
-        None => DEFAULT_HOOK_TIMEOUT,
-    };
+    let hook_timeout = duration_or(
+        "quiesce.hook_timeout",
+        f.hook_timeout,
+        STEP_TIMEOUT_RANGE,
+        DEFAULT_HOOK_TIMEOUT,
+    )?;
     Ok(QuiesceSettings {
         auto: f.auto.unwrap_or(true),
         on_failure,
@@ -522,10 +539,12 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
         )?,
         droplet_id: f.droplet_id,
         thaw_after,
-        api_timeout: match f.api_timeout {
-            Some(text) => parse_duration_in("digitalocean.api_timeout", &text, API_TIMEOUT_RANGE)?,
-            None => DEFAULT_API_TIMEOUT,
-        },
+        api_timeout: duration_or(
+            "digitalocean.api_timeout",
+            f.api_timeout,
+            API_TIMEOUT_RANGE,
+            DEFAULT_API_TIMEOUT,
+        )?,
         volumes: f.volumes.unwrap_or(true),
         volume_links: absolute(
             "digitalocean.volume_links",

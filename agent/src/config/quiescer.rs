@@ -4,7 +4,7 @@
 use super::fragments::{
     DurationText, MariadbFragment, PostgresqlFragment, QuiescerFragment, RedisFragment, SystemdFragment,
 };
-use super::{absolute, parse_duration_in, ConfigError, STEP_TIMEOUT_RANGE};
+use super::{absolute, duration_or, ConfigError, STEP_TIMEOUT_RANGE};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,10 +69,12 @@ impl QuiescerFragment {
 }
 
 fn timeout(text: Option<DurationText>) -> Result<Duration, ConfigError> {
-    match text {
-        Some(text) => parse_duration_in("quiescer.timeout", &text, STEP_TIMEOUT_RANGE),
-        None => Ok(DEFAULT_QUIESCER_TIMEOUT),
-    }
+    duration_or(
+        "quiescer.timeout",
+        text,
+        STEP_TIMEOUT_RANGE,
+        DEFAULT_QUIESCER_TIMEOUT,
+    )
 }
 
 fn password_file(path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
@@ -100,10 +102,12 @@ impl MariadbFragment {
                 user,
                 password_file: password_file(self.password_file)?,
             },
-            lock_wait_timeout: match self.lock_wait_timeout {
-                Some(text) => parse_duration_in("quiescer.lock_wait_timeout", &text, STEP_TIMEOUT_RANGE)?,
-                None => DEFAULT_LOCK_WAIT_TIMEOUT,
-            },
+            lock_wait_timeout: duration_or(
+                "quiescer.lock_wait_timeout",
+                self.lock_wait_timeout,
+                STEP_TIMEOUT_RANGE,
+                DEFAULT_LOCK_WAIT_TIMEOUT,
+            )?,
             timeout: timeout(self.timeout)?,
         })
     }

@@ -10,6 +10,7 @@ use freezeframe_agent::freeze::PlanFromSystemError;
 use freezeframe_agent::job::JobError;
 use freezeframe_agent::runtime::RuntimeError;
 use freezeframe_agent::service::ServiceError;
+use freezeframe_agent::verify::VerifyError;
 use std::path::Path;
 
 /// Exit codes: 0 success, 1 the snapshot (or thaw) failed, 2 bad configuration or arguments,
@@ -137,6 +138,19 @@ impl From<ServiceError> for Failure {
         let exit = match &e {
             ServiceError::Config(_) => Exit::Usage,
             ServiceError::Bus { .. } => Exit::Failed,
+        };
+        Failure {
+            exit,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Failure {
+        let exit = match &e {
+            VerifyError::Unreadable { .. } | VerifyError::UnknownFilesystem { .. } => Exit::Usage,
+            VerifyError::Tool(_) => Exit::Failed,
         };
         Failure {
             exit,

@@ -20,10 +20,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Failure> {
         .prefix("freezeframe-verify-")
         .tempdir()
         .map_err(Failure::failed)?;
-    let found = verify_image(&args.image, scratch.path()).map_err(|e| match e {
-        freezeframe_agent::verify::VerifyError::Tool(_) => Failure::failed(e),
-        _ => Failure::usage(e),
-    })?;
+    let found = verify_image(&args.image, scratch.path())?;
     if args.json {
         freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&found)?);
     } else {

@@ -3,7 +3,10 @@
 //! every write acknowledged before the snapshot request.
 
 use crate::servers::*;
+use freezeframe_agent::loop_mount::{Attach, LoopMount};
 use freezeframe_tests::*;
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -24,6 +27,9 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
         .as_str()
         .unwrap()
         .starts_with("redis"));
+    // verify finds the dump, checks it and loads it.
+    let checked = verified_database(&fs, "redis", "redis");
+    assert_eq!(checked["keys"], 1, "{checked:#}");
     drop(server);
 
     // A fresh server on a copy of the captured image.
@@ -85,6 +91,16 @@ fn postgresql_under_writes_gives_an_image_with_every_committed_row() {
         .as_str()
         .unwrap()
         .starts_with("postgresql"));
+    // verify recovers it from the image while the server it came from still runs (its pid
+    // file in the image names a live process), and reads every committed row.
+    let checked = verified_database(&fs, "pg", "postgresql");
+    assert_eq!(checked["path"], "/pg/data", "{checked:#}");
+    // Crash recovery ran: the WAL replayed from the quiescer's checkpoint is measured.
+    assert!(checked["replayed_bytes"].is_u64(), "{checked:#}");
+    assert!(
+        rows_in(&checked, "postgres.public.rows") >= acked_at_freeze,
+        "{checked:#}"
+    );
     drop(server);
 
     let restored = restore(&fs, "pg");
@@ -137,6 +153,9 @@ fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_comm
         details.starts_with("binary log position mysql-bin.0"),
         "{report:#}"
     );
+    // verify runs InnoDB's recovery on the image's overlay, checks every table, reads every row.
+    let checked = verified_database(&fs, "maria", "mariadb");
+    assert!(rows_in(&checked, "app.rows") >= acked_at_freeze, "{checked:#}");
     drop(server);
 
     let restored = restore(&fs, "maria");
@@ -189,4 +208,89 @@ fn a_mariadb_lock_that_cannot_be_taken_aborts_and_blocks_no_one() {
         "a writer was left waiting behind the lock"
     );
     long.join().unwrap();
+}
+
+#[test]
+fn verify_fails_databases_damaged_in_the_image_and_says_which_check_failed() {
+    let fs = scratch_fs(Fs::Ext4);
+    let pg = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
+    pg.sql("CREATE TABLE rows AS SELECT n::bigint FROM generate_series(1, 20000) n");
+    // Hint bits and the visibility map set now, so that nothing rewrites the table's pages
+    // after the quiescer's checkpoint and recovery has no page image to repair them from.
+    pg.sql("VACUUM (FREEZE) rows");
+    let table_file = pg.sql("SELECT pg_relation_filepath('rows')");
+    let cache = RedisServer::start(&fs.path("redis"), &fs.dir.path().join("redis-run"));
+    let mut conn = BufReader::new(UnixStream::connect(&cache.socket).unwrap());
+    for n in 0..2000 {
+        redis(&mut conn, &["SET", &format!("key:{n}"), &"x".repeat(64)]);
+    }
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n\
+             \n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
+            pg.sockets.display().to_string(),
+            cache.socket.display().to_string()
+        ),
+    );
+    let out = agent_snapshot(&config, "both").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    drop(pg);
+    drop(cache);
+
+    let image = image_of(&fs, "both");
+    let (code, found) = verify(&image);
+    assert_eq!(code, 0, "the undamaged image: {found:#}");
+    assert_eq!(found["databases"].as_array().unwrap().len(), 2, "{found:#}");
+
+    // A copy with a page of the table and the middle of the dump overwritten.
+    let damaged = image.with_extension("damaged.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            image.to_str().unwrap(),
+            damaged.to_str().unwrap(),
+        ],
+    );
+    {
+        let view = LoopMount::attach(&damaged, &fs.dir.path().join("damaging"), Attach::default())
+            .expect("mount the copy");
+        let root = view.mountpoint();
+        // Block 3's pd_lower and pd_upper: a page header no server accepts.
+        overwrite(&root.join("pg/data").join(table_file.trim()), 3 * 8192 + 12, 4);
+        let dump = root.join("redis/dump.rdb");
+        let len = std::fs::metadata(&dump).unwrap().len();
+        overwrite(&dump, len / 2, 16);
+    }
+    let before = std::fs::read(&damaged).unwrap();
+    let (code, found) = verify(&damaged);
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(found["verified"], false);
+    assert_eq!(
+        found["probe"], "inside-window",
+        "the markers are intact: {found:#}"
+    );
+    let reasons = found["reasons"].to_string();
+    assert!(
+        reasons.contains("PostgreSQL at /pg/data") && reasons.contains("pg_amcheck"),
+        "{found:#}"
+    );
+    assert!(
+        reasons.contains("Redis at /redis/dump.rdb") && reasons.contains("redis-check-rdb"),
+        "{found:#}"
+    );
+    assert!(
+        std::fs::read(&damaged).unwrap() == before,
+        "verify changed the image"
+    );
+}
+
+/// Overwrites `len` bytes of `file` at `offset` with 0xFF, synced.
+fn overwrite(file: &Path, offset: u64, len: usize) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&vec![0xFF; len], offset).unwrap();
+    f.sync_all().unwrap();
 }

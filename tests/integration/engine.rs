@@ -1,6 +1,7 @@
 //! The freeze engine in-process: real FIFREEZE on loop filesystems, real thaw guard, real
 //! local-image copies; only the provider is wrapped to observe the frozen window from inside.
 
+use crate::servers::verify;
 use freezeframe_agent::freeze::mountinfo;
 use freezeframe_agent::freeze::plan::Selection;
 use freezeframe_agent::freeze::{plan_from_system, probe, LiveFilesystems};
@@ -450,23 +451,6 @@ async fn probed_image(fs: Fs, at_request: bool) -> (tempfile::TempDir, PathBuf) 
     let CopiedRun { lfs, image, dir } = copied_run(fs, at_request, true).await;
     drop(lfs);
     (dir, image)
-}
-
-/// `freezeframe-agent verify --image IMAGE --json`: its exit code and findings.
-fn verify(image: &std::path::Path) -> (i32, serde_json::Value) {
-    let out = std::process::Command::new(agent_bin())
-        .args(["verify", "--json", "--image"])
-        .arg(image)
-        .output()
-        .unwrap();
-    let found = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), found)
 }
 
 /// An image on a read-only loop device, detached on drop whatever the test did.

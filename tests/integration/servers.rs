@@ -285,12 +285,17 @@ pub(crate) fn snapshot_under_load(
     (report, acked_at_freeze)
 }
 
-/// The local image of snapshot `name`, checked clean and mounted from a copy.
-pub(crate) fn restore(fs: &ScratchFs, name: &str) -> LoopFs {
+/// The image file of local snapshot `name`.
+pub(crate) fn image_of(fs: &ScratchFs, name: &str) -> PathBuf {
     let dir = fs.dir.path().join("images").join(name);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let image = dir.join(manifest["images"][0]["file"].as_str().unwrap());
+    dir.join(manifest["images"][0]["file"].as_str().unwrap())
+}
+
+/// The local image of snapshot `name`, checked clean and mounted from a copy.
+pub(crate) fn restore(fs: &ScratchFs, name: &str) -> LoopFs {
+    let image = image_of(fs, name);
     assert_clean(Fs::Ext4, &image);
     loop_fs_from_image(&image, &fs.dir.path().join("restored"))
 }
@@ -398,4 +403,46 @@ impl Drop for MariaDb {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.pidfile);
     }
+}
+
+/// `freezeframe-agent verify --image IMAGE --json`: its exit code and findings.
+pub(crate) fn verify(image: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(agent_bin())
+        .args(["verify", "--json", "--image"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let found = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), found)
+}
+
+/// Verifies the image of local snapshot `name`, expecting it verified with one database of
+/// `kind`; that database's findings.
+pub(crate) fn verified_database(fs: &ScratchFs, name: &str, kind: &str) -> serde_json::Value {
+    let (code, found) = verify(&image_of(fs, name));
+    assert_eq!(code, 0, "{found:#}");
+    let databases = found["databases"].as_array().unwrap();
+    assert_eq!(databases.len(), 1, "{found:#}");
+    assert_eq!(databases[0]["kind"], kind, "{found:#}");
+    assert_eq!(databases[0]["ok"], true, "{found:#}");
+    assert!(databases[0]["recovery_seconds"].as_f64().is_some(), "{found:#}");
+    databases[0].clone()
+}
+
+/// The rows `verify` counted in `table` of a database it checked.
+pub(crate) fn rows_in(database: &serde_json::Value, table: &str) -> u64 {
+    database["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .unwrap_or_else(|| panic!("no table {table}: {database:#}"))["rows"]
+        .as_u64()
+        .unwrap()
 }

@@ -2,7 +2,9 @@
 //! `freezeframe_agent::verify`), as text or JSON; exit 0 only when it is verified.
 
 use super::{Exit, Failure};
-use freezeframe_agent::verify::{verify_image, ImageVerification, JournalState, ProbeVerdict};
+use freezeframe_agent::verify::{
+    enter_private_mounts, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict,
+};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -16,6 +18,9 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: &VerifyArgs) -> Result<Exit, Failure> {
+    // First, while this process has one thread: nothing verify mounts is seen outside it, and
+    // all of it goes when it ends, however it ends.
+    enter_private_mounts()?;
     let scratch = tempfile::Builder::new()
         .prefix("freezeframe-verify-")
         .tempdir()
@@ -60,8 +65,45 @@ fn text(found: &ImageVerification) -> String {
         "  filesystem check: {}\n",
         if found.filesystem_ok { "clean" } else { "FAILED" }
     ));
+    for database in &found.databases {
+        out.push_str(&database_text(database));
+    }
     for reason in &found.reasons {
         out.push_str(&format!("  why not: {reason}\n"));
+    }
+    out
+}
+
+fn database_text(database: &DatabaseCheck) -> String {
+    let mut out = format!(
+        "  {} at {}: {}\n",
+        database.kind.label(),
+        database.path.display(),
+        if database.ok {
+            "started and checked"
+        } else {
+            "FAILED"
+        }
+    );
+    if let Some(seconds) = database.recovery_seconds {
+        out.push_str(&format!("    recovered in {seconds:.2} s"));
+        if let Some(bytes) = database.replayed_bytes {
+            out.push_str(&format!(", {bytes} bytes of log replayed"));
+        }
+        out.push('\n');
+    }
+    if !database.tables.is_empty() {
+        let rows: u64 = database.tables.iter().map(|t| t.rows).sum();
+        out.push_str(&format!(
+            "    {} tables, {rows} rows read\n",
+            database.tables.len()
+        ));
+    }
+    if let Some(keys) = database.keys {
+        out.push_str(&format!("    {keys} keys loaded\n"));
+    }
+    for check in &database.checks {
+        out.push_str(&format!("    {check}\n"));
     }
     out
 }

@@ -1,20 +1,35 @@
 //! `freezeframe-agent verify --image`: what a snapshot's image proves, without booting it and
-//! without changing a byte of it. Three kinds of evidence, each from the image alone:
+//! without changing a byte of it. Four kinds of evidence, each from the image alone:
 //! - the snapshot-point probe's markers (see `freeze::probe`): `before` without `after` means
 //!   the image was read inside the frozen window, `after` means it was read after the thaw;
 //! - the journal: an ext4 frozen when it was read has a clean journal (a freeze flushes it and
 //!   clears `needs_recovery`); one that still needs recovery was not read while frozen, markers
 //!   or not. A frozen XFS keeps records in its log (covered, not emptied), so its log tells
 //!   nothing either way;
-//! - the filesystem checker, read-only.
+//! - the filesystem checker, read-only;
+//! - every database found in it (databases.rs), started from a copy-on-write overlay on the
+//!   view (namespace.rs), recovered as a restore would, checked and stopped (postgres.rs,
+//!   mariadb.rs, redis.rs; server.rs runs them).
 //!
 //! An ext4 image with a clean journal is attached to a read-only loop device and mounted
 //! without replay. Any other image (an ext4 whose journal needs recovery, any XFS) is read from
-//! a private sparse copy whose log the mount replays, as a restore would.
+//! a private sparse copy whose log the mount replays, as a restore would. Nothing is mounted
+//! outside the caller's private mount namespace.
+
+mod databases;
+mod mariadb;
+mod namespace;
+mod postgres;
+mod redis;
+mod server;
+
+pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
+pub use namespace::enter_private_mounts;
 
 use crate::freeze::probe;
 use crate::loop_mount::{Attach, LoopMount};
 use crate::transaction::ports::{Consistency, ProbeMoment};
+use namespace::Overlay;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +79,9 @@ pub struct ImageVerification {
     /// What the checker said, when it did not pass.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filesystem_report: String,
+    /// Every database found in the image, started from it and checked.
+    #[serde(default)]
+    pub databases: Vec<DatabaseCheck>,
     /// Every check passed.
     pub verified: bool,
     /// Why not, one line per failed check.
@@ -96,33 +114,80 @@ pub enum VerifyError {
 }
 
 /// Checks `image` (a file or a block device holding one filesystem); `scratch` is a private
-/// folder for mountpoints and, when the journal needs recovery, a sparse copy.
+/// folder for mountpoints, the overlay's writes, the databases' sockets and, when the journal
+/// needs recovery, a sparse copy. Mounts belong in a namespace of the caller's
+/// (`enter_private_mounts`).
 pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, VerifyError> {
     std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
         path: image.to_path_buf(),
         problem: e.to_string(),
     })?;
+    // The databases run as their data's owners, who must reach the overlay inside it.
+    std::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
     let fstype = filesystem_type(image)?;
     let journal = journal_state(&fstype, image)?;
-    let Findings {
-        markers: Markers {
-            found: markers,
-            claimed,
-        },
-        filesystem_ok,
-        filesystem_report,
-    } = if journal == JournalState::Clean {
-        let markers = read_markers(image, true, "ro,noload", scratch)?;
-        let (ok, report) = run("e2fsck", &["-n", "-f", &image.to_string_lossy()])?;
-        Findings {
-            markers,
-            filesystem_ok: ok,
-            filesystem_report: report,
-        }
+    let source = if journal == JournalState::Clean {
+        Source::Image(image.to_path_buf())
     } else {
-        check_replayed_copy(&fstype, image, scratch)?
+        Source::copy_of(image, scratch)?
     };
+    let view = LoopMount::attach(
+        source.path(),
+        &scratch.join("view"),
+        Attach {
+            read_only: matches!(source, Source::Image(_)),
+            // Without replay (noload) when clean; a copy's log is replayed as a restore would;
+            // nouuid: the original may be mounted here under the same UUID.
+            options: Some(match (&source, fstype.as_str()) {
+                (Source::Image(_), _) => "ro,noload",
+                (Source::Copy(_), "xfs") => "nouuid",
+                (Source::Copy(_), _) => "rw",
+            }),
+        },
+    )
+    .map_err(VerifyError::Tool)?;
+    let Markers {
+        found: markers,
+        claimed,
+    } = read_markers(view.mountpoint());
+    let databases = check_databases(view.mountpoint(), scratch)?;
+    drop(view);
+    let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
+    drop(source);
     let probe = verdict(&markers);
+    let reasons = reasons(probe, claimed, journal, &fstype, filesystem_ok, &databases);
+    Ok(ImageVerification {
+        image: image.to_path_buf(),
+        fstype,
+        probe,
+        markers: markers
+            .iter()
+            .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
+            .collect(),
+        claimed,
+        journal,
+        filesystem_ok,
+        filesystem_report: if filesystem_ok {
+            String::new()
+        } else {
+            filesystem_report
+        },
+        databases,
+        verified: reasons.is_empty(),
+        reasons,
+    })
+}
+
+/// Why the image is not verified, one line per failed check; empty when it is.
+fn reasons(
+    probe: ProbeVerdict,
+    claimed: Option<Consistency>,
+    journal: JournalState,
+    fstype: &str,
+    filesystem_ok: bool,
+    databases: &[DatabaseCheck],
+) -> Vec<String> {
     let mut reasons = Vec::new();
     match probe {
         ProbeVerdict::InsideWindow => {}
@@ -154,25 +219,93 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     if !filesystem_ok {
         reasons.push(format!("the filesystem check failed ({fstype})"));
     }
-    Ok(ImageVerification {
-        image: image.to_path_buf(),
-        fstype,
-        probe,
-        markers: markers
-            .iter()
-            .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
-            .collect(),
-        claimed,
-        journal,
-        filesystem_ok,
-        filesystem_report: if filesystem_ok {
-            String::new()
-        } else {
-            filesystem_report
-        },
-        verified: reasons.is_empty(),
-        reasons,
-    })
+    for database in databases.iter().filter(|d| !d.ok) {
+        reasons.push(format!(
+            "{} at {}: {}",
+            database.kind.label(),
+            database.path.display(),
+            database.problems.join("; ")
+        ));
+    }
+    reasons
+}
+
+/// Every database in the view, each started from a copy-on-write overlay on it.
+fn check_databases(view: &Path, scratch: &Path) -> Result<Vec<DatabaseCheck>, VerifyError> {
+    let found = databases::find(view);
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let overlay = Overlay::mount(view, &scratch.join("overlay"))?;
+    let checked = found
+        .iter()
+        .enumerate()
+        .map(|(n, (kind, rel))| {
+            let data = overlay.path().join(rel);
+            let scratch = scratch.join(format!("db-{n}"));
+            let check = DatabaseCheck::new(*kind, &Path::new("/").join(rel));
+            match kind {
+                DatabaseKind::Postgresql => postgres::check(check, &data, &scratch),
+                DatabaseKind::Mariadb => mariadb::check(check, &data, &scratch),
+                DatabaseKind::Redis => redis::check(check, &data, &scratch),
+            }
+            .finish()
+        })
+        .collect();
+    drop(overlay);
+    Ok(checked)
+}
+
+/// What the view is mounted from: the image itself (read-only), or a private sparse copy whose
+/// log the mount replays, removed on drop.
+enum Source {
+    Image(PathBuf),
+    Copy(PathBuf),
+}
+
+impl Source {
+    fn copy_of(image: &Path, scratch: &Path) -> Result<Source, VerifyError> {
+        let copy = scratch.join("replayed.img");
+        let (ok, text) = run(
+            "cp",
+            &[
+                "--sparse=always",
+                &image.to_string_lossy(),
+                &copy.to_string_lossy(),
+            ],
+        )?;
+        if !ok {
+            let _ = std::fs::remove_file(&copy);
+            return Err(VerifyError::Tool(format!(
+                "cannot copy the image: {}",
+                text.trim()
+            )));
+        }
+        Ok(Source::Copy(copy))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Source::Image(path) | Source::Copy(path) => path,
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Copy(copy) = self {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
+}
+
+/// The filesystem checker, read-only, on an unmounted image.
+fn check_filesystem(fstype: &str, source: &Path) -> Result<(bool, String), VerifyError> {
+    let path = source.to_string_lossy();
+    match fstype {
+        "ext4" => run("e2fsck", &["-n", "-f", &path]),
+        _ => run("xfs_repair", &["-n", "-f", &path]),
+    }
 }
 
 /// The markers' verdict: `after` anywhere wins, then `before`.
@@ -242,74 +375,17 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
     }
 }
 
-/// What was read from the image's filesystem.
-struct Findings {
-    markers: Markers,
-    filesystem_ok: bool,
-    filesystem_report: String,
-}
-
-/// Markers and the filesystem check from a private sparse copy, whose log the mount replays
-/// (nouuid: the original may be mounted here under the same UUID); the copy is removed after.
-fn check_replayed_copy(fstype: &str, image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
-    let copy = scratch.join("replayed.img");
-    let (ok, text) = run(
-        "cp",
-        &[
-            "--sparse=always",
-            &image.to_string_lossy(),
-            &copy.to_string_lossy(),
-        ],
-    )?;
-    if !ok {
-        return Err(VerifyError::Tool(format!(
-            "cannot copy the image: {}",
-            text.trim()
-        )));
-    }
-    let options = if fstype == "xfs" { "nouuid" } else { "rw" };
-    let markers = read_markers(&copy, false, options, scratch);
-    let path = copy.to_string_lossy().into_owned();
-    let checked = match fstype {
-        "ext4" => run("e2fsck", &["-n", "-f", &path]),
-        _ => run("xfs_repair", &["-n", "-f", &path]),
-    };
-    let _ = std::fs::remove_file(&copy);
-    let (ok, report) = checked?;
-    Ok(Findings {
-        markers: markers?,
-        filesystem_ok: ok,
-        filesystem_report: report,
-    })
-}
-
 /// The probe's markers in an image, and the consistency the snapshot claimed.
 struct Markers {
     found: Vec<(String, ProbeMoment)>,
     claimed: Option<Consistency>,
 }
 
-/// The probe's markers, from `source` mounted with `options`.
-fn read_markers(
-    source: &Path,
-    read_only: bool,
-    options: &str,
-    scratch: &Path,
-) -> Result<Markers, VerifyError> {
-    let mounted = LoopMount::attach(
-        source,
-        &scratch.join("view"),
-        Attach {
-            read_only,
-            options: Some(options),
-        },
-    )
-    .map_err(VerifyError::Tool)?;
+/// The probe's markers in the filesystem mounted at `root`.
+fn read_markers(root: &Path) -> Markers {
     let dirs = [
-        mounted.mountpoint().join(probe::PROBE_DIR),
-        mounted
-            .mountpoint()
-            .join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
+        root.join(probe::PROBE_DIR),
+        root.join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
     ];
     let found: Vec<(String, ProbeMoment)> = dirs.iter().flat_map(|d| probe::markers_in(d)).collect();
     let claimed = dirs
@@ -317,5 +393,5 @@ fn read_markers(
         .flat_map(|d| found.iter().filter_map(move |(name, _)| probe::claimed(d, name)))
         .map(|content| content.consistency)
         .next();
-    Ok(Markers { found, claimed })
+    Markers { found, claimed }
 }

@@ -1,0 +1,197 @@
+//! MariaDB (or MySQL) from a restored data directory: started as its owner with none of the
+//! machine's option files (`--no-defaults`: no binary log, no replication, no network), on a
+//! private socket without the grant tables, so that InnoDB's crash recovery runs as a restore
+//! would; then `mariadb-check --all-databases` and every table's rows counted, then stopped.
+
+use super::databases::{DatabaseCheck, TableRows};
+use super::server::{output, Owner, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) fn check(mut check: DatabaseCheck, data: &Path, scratch: &Path) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, data, scratch) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), String> {
+    let server_program = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or(
+            "no MariaDB or MySQL server is installed here, so this data directory could not be \
+             started: install mariadb-server where verify runs",
+        )?;
+    let owner = Owner::of(data)?;
+    let run_dir = owner.private_dir(&scratch.join("run"))?;
+    let client = Client {
+        socket: run_dir.join("mysqld.sock"),
+    };
+    let mut command = Command::new(server_program);
+    owner
+        .apply(&mut command)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", client.socket.display()))
+        .arg(format!("--pid-file={}", run_dir.join("mysqld.pid").display()))
+        .arg(format!("--tmpdir={}", run_dir.display()))
+        .args(["--skip-networking", "--skip-grant-tables", "--skip-slave-start"]);
+    if let Some(base) = binary_log(data) {
+        // Transactions prepared in InnoDB are committed or rolled back from the binary log:
+        // without it the server refuses to start after a crash.
+        command.arg(format!("--log-bin={base}"));
+        check.checks.push(format!(
+            "started with its binary log ({base}.*) for crash recovery"
+        ));
+    }
+    let mut server = Server::start(command, &scratch.join("mariadb.log"))?;
+    let took = server.wait_ready(|| client.ready())?;
+    check.recovery_seconds = Some(took.as_secs_f64());
+    check.replayed_bytes = replayed(&server.log());
+    client.check_tables(check);
+    match client.count_rows() {
+        Ok(rows) => {
+            check.checks.push(format!("{} tables counted", rows.len()));
+            check.tables = rows;
+        }
+        Err(problem) => check.fail(problem),
+    }
+    server.stop();
+    Ok(())
+}
+
+/// The binary log's base name in the data directory (`mysql-bin` for `mysql-bin.index` that
+/// lists `./mysql-bin.000001`), when it keeps one there.
+fn binary_log(data: &Path) -> Option<String> {
+    let entries = std::fs::read_dir(data).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let base = name.strip_suffix(".index")?;
+        let index = std::fs::read_to_string(entry.path()).ok()?;
+        index
+            .lines()
+            .any(|line| {
+                let file = line.trim().trim_start_matches("./");
+                file.starts_with(&format!("{base}.")) && data.join(file).is_file()
+            })
+            .then(|| base.to_string())
+    })
+}
+
+/// Bytes of redo log InnoDB applied: from its checkpoint to the end of the log it found.
+fn replayed(log: &str) -> Option<u64> {
+    let number_after = |marker: &str| {
+        log.lines()
+            .find_map(|line| line.split_once(marker))
+            .and_then(|(_, rest)| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+    };
+    let from = number_after("Starting crash recovery from checkpoint LSN=")?;
+    let to = number_after("End of log at LSN=")?;
+    Some(to.saturating_sub(from))
+}
+
+/// The restored server's clients, on its private socket.
+struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    fn program(&self, name: &str) -> Command {
+        let mut command = Command::new(name);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()));
+        command
+    }
+
+    fn ready(&self) -> bool {
+        let mut command = self.program("mariadb-admin");
+        command.arg("ping");
+        output(&mut command).is_ok_and(|(ok, _)| ok)
+    }
+
+    fn sql(&self, statements: &str) -> Result<String, String> {
+        let mut command = self.program("mariadb");
+        command.args(["--batch", "--skip-column-names", "-e", statements]);
+        match output(&mut command)? {
+            (true, text) => Ok(text),
+            (false, text) => Err(text.trim().to_string()),
+        }
+    }
+
+    /// `mariadb-check --all-databases`: every table as the server's CHECK TABLE sees it.
+    fn check_tables(&self, check: &mut DatabaseCheck) {
+        let mut command = self.program("mariadb-check");
+        command.arg("--all-databases");
+        match output(&mut command) {
+            Ok((ok, said)) => {
+                let bad: Vec<&str> = said
+                    .lines()
+                    .filter(|l| l.starts_with("error") || l.contains("Corrupt"))
+                    .collect();
+                if ok && bad.is_empty() {
+                    check.checks.push(format!(
+                        "mariadb-check: {} tables OK",
+                        said.lines().filter(|l| l.trim_end().ends_with("OK")).count()
+                    ));
+                } else {
+                    check.fail(format!(
+                        "mariadb-check finds damage: {}",
+                        bad.into_iter().take(6).collect::<Vec<_>>().join(" | ")
+                    ));
+                }
+            }
+            Err(problem) => check.fail(problem),
+        }
+    }
+
+    /// Every base table's rows outside the server's own schemas.
+    fn count_rows(&self) -> Result<Vec<TableRows>, String> {
+        let counts = self
+            .sql(LIST_COUNTS)
+            .map_err(|e| format!("cannot list its tables: {e}"))?;
+        if counts.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = self
+            .sql(&counts)
+            .map_err(|e| format!("reading every row failed: {e}"))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (table, rows) = line.rsplit_once('\t')?;
+                Some(TableRows {
+                    table: table.to_string(),
+                    rows: rows.trim().parse().ok()?,
+                })
+            })
+            .collect())
+    }
+}
+
+/// One `SELECT COUNT(*)` statement per base table, names quoted.
+const LIST_COUNTS: &str = "SELECT CONCAT('SELECT ', QUOTE(CONCAT(table_schema, '.', table_name)), \
+     ', COUNT(*) FROM `', REPLACE(table_schema, '`', '``'), '`.`', REPLACE(table_name, '`', '``'), '`;') \
+     FROM information_schema.tables WHERE table_type = 'BASE TABLE' \
+     AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+     ORDER BY table_schema, table_name";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_bytes_come_from_the_recovery_lines() {
+        let log = "[Note] InnoDB: Starting crash recovery from checkpoint LSN=46846,47000\n\
+                   [Note] InnoDB: End of log at LSN=52000";
+        assert_eq!(replayed(log), Some(52000 - 46846));
+        assert_eq!(replayed("[Note] InnoDB: 128 rollback segments are active."), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! PostgreSQL from a restored data directory: started as its owner on a private socket with
+//! none of the cluster's settings that reach outside (its `postgresql.conf` is not read;
+//! archiving, replication and listening on the network are off), recovered, checked with
+//! `pg_amcheck` on every database and by counting every table's rows, then stopped.
+
+use super::databases::{DatabaseCheck, TableRows};
+use super::server::{output, Owner, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PORT: &str = "5432";
+
+pub(crate) fn check(mut check: DatabaseCheck, data: &Path, scratch: &Path) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, data, scratch) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), String> {
+    let version = std::fs::read_to_string(data.join("PG_VERSION"))
+        .map_err(|e| format!("cannot read its PG_VERSION: {e}"))?;
+    let version = version.trim();
+    let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+    if !bin.join("postgres").is_file() {
+        return Err(format!(
+            "PostgreSQL {version}'s server is not installed here, so this data directory could \
+             not be started: install postgresql-{version} where verify runs"
+        ));
+    }
+    let owner = Owner::of(data)?;
+    let client = Client {
+        bin,
+        sockets: owner.private_dir(&scratch.join("sockets"))?,
+        // Trust on our own socket admits any role that exists; the bootstrap superuser is
+        // named after the user who ran initdb, which owns the data directory.
+        role: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| "postgres".to_string(), |u| u.name),
+    };
+    forget_the_live_server(check, data);
+    let mut server = Server::start(
+        client.server_command(data, &settings(scratch)?, owner),
+        &scratch.join("postgresql.log"),
+    )?;
+    let took = server.wait_ready(|| client.ready())?;
+    check.recovery_seconds = Some(took.as_secs_f64());
+    check.replayed_bytes = replayed(&server.log());
+    let databases = client.databases()?;
+    client.amcheck(check, databases.len());
+    for database in &databases {
+        match client.count_rows(database, scratch) {
+            Ok(mut rows) => check.tables.append(&mut rows),
+            Err(problem) => check.fail(problem),
+        }
+    }
+    check.checks.push(format!(
+        "{} tables in {} databases counted",
+        check.tables.len(),
+        databases.len()
+    ));
+    server.stop();
+    Ok(())
+}
+
+/// The files that tie the data directory to the machine it was copied from, removed from the
+/// overlay: the live server's pid file (its pid may be alive here), and the signals that would
+/// start a standby that follows a primary. The copy starts as a primary of its own.
+fn forget_the_live_server(check: &mut DatabaseCheck, data: &Path) {
+    let _ = std::fs::remove_file(data.join("postmaster.pid"));
+    for signal in ["standby.signal", "recovery.signal"] {
+        if std::fs::remove_file(data.join(signal)).is_ok() {
+            check
+                .checks
+                .push(format!("{signal} was in the image: started as a primary instead"));
+        }
+    }
+}
+
+/// The settings files the copy runs with, in place of the cluster's own.
+struct Settings {
+    config: PathBuf,
+    hba: PathBuf,
+    ident: PathBuf,
+}
+
+fn settings(scratch: &Path) -> Result<Settings, String> {
+    let files = Settings {
+        config: scratch.join("postgresql.conf"),
+        hba: scratch.join("pg_hba.conf"),
+        ident: scratch.join("pg_ident.conf"),
+    };
+    for (path, text) in [
+        (&files.config, ""),
+        (&files.hba, "local all all trust\n"),
+        (&files.ident, ""),
+    ] {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(files)
+}
+
+/// Bytes of WAL replayed, from the server's log: `redo starts at A` … `redo done at B`.
+fn replayed(log: &str) -> Option<u64> {
+    if log.contains("redo is not required") {
+        return Some(0);
+    }
+    let lsn_after = |marker: &str| {
+        log.lines()
+            .find_map(|line| line.split_once(marker))
+            .and_then(|(_, rest)| parse_lsn(rest.split_whitespace().next()?))
+    };
+    Some(lsn_after("redo done at ")?.saturating_sub(lsn_after("redo starts at ")?))
+}
+
+/// `16/B374D848` → its byte position.
+fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}
+
+/// The restored server's clients, on its private socket.
+struct Client {
+    bin: PathBuf,
+    sockets: PathBuf,
+    role: String,
+}
+
+impl Client {
+    fn server_command(&self, data: &Path, settings: &Settings, owner: Owner) -> Command {
+        let mut command = Command::new(self.bin.join("postgres"));
+        owner.apply(&mut command).arg("-D").arg(data);
+        let settings = [
+            ("config_file", settings.config.display().to_string()),
+            ("hba_file", settings.hba.display().to_string()),
+            ("ident_file", settings.ident.display().to_string()),
+            ("unix_socket_directories", self.sockets.display().to_string()),
+            ("listen_addresses", String::new()),
+            ("port", PORT.into()),
+            ("archive_mode", "off".into()),
+            ("primary_conninfo", String::new()),
+            ("restore_command", String::new()),
+            ("logging_collector", "off".into()),
+        ];
+        for (key, value) in settings {
+            command.arg("-c").arg(format!("{key}={value}"));
+        }
+        command
+    }
+
+    fn program(&self, name: &str) -> Command {
+        let mut command = Command::new(self.bin.join(name));
+        command
+            .arg("-h")
+            .arg(&self.sockets)
+            .args(["-p", PORT, "-U", &self.role]);
+        command
+    }
+
+    fn ready(&self) -> bool {
+        let mut command = Command::new(self.bin.join("pg_isready"));
+        command.arg("-h").arg(&self.sockets).args(["-p", PORT, "-q"]);
+        output(&mut command).is_ok_and(|(ok, _)| ok)
+    }
+
+    fn psql(&self, database: &str) -> Command {
+        let mut command = self.program("psql");
+        command.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database]);
+        command
+    }
+
+    fn databases(&self) -> Result<Vec<String>, String> {
+        let mut command = self.psql("template1");
+        command.args([
+            "-c",
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+        ]);
+        match output(&mut command)? {
+            (true, text) => Ok(text.lines().map(str::to_string).collect()),
+            (false, text) => Err(format!("cannot list its databases: {}", text.trim())),
+        }
+    }
+
+    /// `pg_amcheck` on every database: heap pages and B-tree indexes, read as the server
+    /// reads them.
+    fn amcheck(&self, check: &mut DatabaseCheck, databases: usize) {
+        if !self.bin.join("pg_amcheck").is_file() {
+            check
+                .checks
+                .push("pg_amcheck is not installed here: tables counted only".into());
+            return;
+        }
+        let mut command = self.program("pg_amcheck");
+        command.args(["--all", "--install-missing", "--no-password"]);
+        match output(&mut command) {
+            Ok((true, said)) if said.trim().is_empty() => check
+                .checks
+                .push(format!("pg_amcheck: no corruption in {databases} databases")),
+            Ok((_, said)) => check.fail(format!(
+                "pg_amcheck finds corruption: {}",
+                said.lines().take(6).collect::<Vec<_>>().join(" | ")
+            )),
+            Err(problem) => check.fail(problem),
+        }
+    }
+
+    /// Every ordinary table's rows in `database`, each read from end to end.
+    fn count_rows(&self, database: &str, scratch: &Path) -> Result<Vec<TableRows>, String> {
+        let script = scratch.join("count-rows.sql");
+        std::fs::write(&script, COUNT_ROWS).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+        let mut command = self.psql(database);
+        command.arg("-f").arg(&script);
+        match output(&mut command)? {
+            (true, text) => Ok(text
+                .lines()
+                .filter_map(|line| {
+                    let (table, rows) = line.rsplit_once('|')?;
+                    Some(TableRows {
+                        table: table.to_string(),
+                        rows: rows.parse().ok()?,
+                    })
+                })
+                .collect()),
+            (false, text) => Err(format!(
+                "reading every row of database {database} failed: {}",
+                text.trim()
+            )),
+        }
+    }
+}
+
+/// One `SELECT count(*)` per ordinary table, generated and run by psql's `\gexec`.
+const COUNT_ROWS: &str = r"
+SELECT format('SELECT %L, count(*) FROM %I.%I',
+              current_database() || '.' || n.nspname || '.' || c.relname, n.nspname, c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+ ORDER BY 1
+\gexec
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_bytes_come_from_the_redo_lines() {
+        let log = "LOG:  redo starts at 0/1A2B3C0\nLOG:  redo done at 1/00000010 system usage: …";
+        assert_eq!(replayed(log), Some((1 << 32) + 0x10 - 0x1A2B3C0));
+        assert_eq!(replayed("LOG:  redo is not required"), Some(0));
+        assert_eq!(replayed("LOG:  database system is ready"), None);
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("nonsense"), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! Redis from a restored RDB dump: `redis-check-rdb` on the file, then a server loading it on a
+//! private socket (no port, no saving, no append-only file), its keys counted, then stopped.
+//! An instance that runs with `appendonly yes` restores from its AOF, not from this dump: the
+//! dump is still what the Redis quiescer's BGSAVE wrote, so it is what is checked.
+
+use super::databases::DatabaseCheck;
+use super::server::{output, Server};
+use std::path::Path;
+use std::process::Command;
+
+pub(crate) fn check(mut check: DatabaseCheck, dump: &Path, scratch: &Path) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, dump, scratch) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn run(check: &mut DatabaseCheck, dump: &Path, scratch: &Path) -> Result<(), String> {
+    let (sound, said) = output(Command::new("redis-check-rdb").arg(dump))?;
+    if !sound {
+        let why: Vec<&str> = said
+            .lines()
+            .filter(|l| l.contains("--- ") || l.contains("Error") || l.contains("error"))
+            .take(4)
+            .collect();
+        return Err(format!(
+            "redis-check-rdb finds the dump damaged: {}",
+            why.join(" | ")
+        ));
+    }
+    check.checks.push("redis-check-rdb: the dump is sound".into());
+    let (Some(dir), Some(file)) = (dump.parent(), dump.file_name()) else {
+        return Err(format!("{} is not a file in a folder", dump.display()));
+    };
+    std::fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let socket = scratch.join("redis.sock");
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", "0", "--unixsocket"])
+        .arg(&socket)
+        .args(["--unixsocketperm", "700", "--dir"])
+        .arg(dir)
+        .arg("--dbfilename")
+        .arg(file)
+        .args(["--appendonly", "no", "--save", "", "--daemonize", "no"]);
+    let mut server = Server::start(command, &scratch.join("redis.log"))?;
+    let cli = |args: &[&str]| {
+        let mut command = Command::new("redis-cli");
+        command.arg("-s").arg(&socket).args(args);
+        output(&mut command)
+    };
+    // PING answers LOADING until the whole dump is in memory.
+    let took = server.wait_ready(|| cli(&["PING"]).is_ok_and(|(_, said)| said.trim() == "PONG"))?;
+    check.recovery_seconds = Some(took.as_secs_f64());
+    let (_, keyspace) = cli(&["INFO", "keyspace"])?;
+    check.keys = Some(keys(&keyspace));
+    server.stop();
+    Ok(())
+}
+
+/// Keys in every database, from `INFO keyspace` (`db0:keys=5,expires=0,avg_ttl=0`).
+fn keys(keyspace: &str) -> u64 {
+    keyspace
+        .lines()
+        .filter_map(|line| {
+            line.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_summed_over_databases() {
+        let info = "# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\ndb3:keys=2,expires=1,avg_ttl=9\r\n";
+        assert_eq!(super::keys(info), 7);
+        assert_eq!(super::keys("# Keyspace\r\n"), 0);
+    }
+}

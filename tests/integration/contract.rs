@@ -118,6 +118,62 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
         .delete_snapshot(6372321)
         .await
         .expect("DELETE /v2/snapshots/{id}");
+    drill_requests_agree_with_the_spec(&client).await;
+}
+
+/// The calls of a restore drill, each as the spec has it (against `prism mock`).
+async fn drill_requests_agree_with_the_spec(client: &Client) {
+    use freezeframe_agent::provider::digitalocean::{DropletCreate, VolumeCreate};
+    client.snapshot("6372321").await.expect("GET /v2/snapshots/{id}");
+    client
+        .snapshots("volume")
+        .await
+        .expect("GET /v2/snapshots?resource_type=");
+    client.sizes().await.expect("GET /v2/sizes");
+    let tags = ["freezeframe-verify".to_string()];
+    let droplet = client
+        .create_droplet(&DropletCreate {
+            name: "freezeframe-verify-contract",
+            region: "nyc3",
+            size: "s-1vcpu-1gb",
+            image: 6372321,
+            ssh_keys: &["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa".to_string()],
+            tags: &tags,
+            user_data: "#cloud-config\n",
+        })
+        .await
+        .expect("POST /v2/droplets");
+    let volume = client
+        .create_volume(&VolumeCreate {
+            name: "freezeframe-verify-data",
+            size_gigabytes: 10,
+            region: "nyc3",
+            snapshot_id: "b0798135-fb76-11eb-946a-0a58ac146f33",
+            tags: &tags,
+        })
+        .await
+        .expect("POST /v2/volumes");
+    client
+        .attach_volume(&volume.id, droplet.id, "nyc3")
+        .await
+        .expect("POST /v2/volumes/{id}/actions");
+    client.volumes().await.expect("GET /v2/volumes");
+    client
+        .tag_snapshot("freezeframe-verified", "6372321", false)
+        .await
+        .expect("POST /v2/tags, POST /v2/tags/{tag}/resources");
+    client
+        .delete_droplet(droplet.id)
+        .await
+        .expect("DELETE /v2/droplets/{id}");
+    client
+        .delete_droplets_tagged("freezeframe-verify")
+        .await
+        .expect("DELETE /v2/droplets?tag_name=");
+    client
+        .delete_volume(&volume.id)
+        .await
+        .expect("DELETE /v2/volumes/{id}");
 }
 
 #[test]
@@ -219,6 +275,19 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         });
         assert_eq!(status.ok(), Some(200), "GET {path} through the validating proxy");
     }
+    // A drill's calls: the simulator answers them as the spec says, and follows its rules.
+    let snapshot_id = report["snapshot_id"].as_str().unwrap().to_string();
+    rt.block_on(drill_through_the_proxy(&prism.url, &snapshot_id));
+    assert!(
+        server.sim.restored_machines().is_empty(),
+        "the drill's Droplet is gone"
+    );
+    assert!(
+        server.sim.restored_volume_ids().is_empty(),
+        "the drill's volume is gone"
+    );
+    assert_eq!(server.sim.image_tags(&snapshot_id), ["freezeframe-verified"]);
+
     // Error answers must agree with the spec too.
     server
         .sim
@@ -245,4 +314,72 @@ async fn prism_mock_refuses_a_request_that_breaks_the_spec() {
     let client = client_for(&prism.url);
     let err = client.droplet(3164444).await.err();
     assert!(err.is_none(), "a valid request is answered: {err:?}");
+}
+
+/// A restore drill's calls through the validating proxy, against the simulator.
+async fn drill_through_the_proxy(url: &str, snapshot_id: &str) {
+    use freezeframe_agent::provider::digitalocean::{DropletCreate, VolumeCreate};
+    let client = client_for(url);
+    let snapshot = client
+        .snapshot(snapshot_id)
+        .await
+        .expect("GET /v2/snapshots/{id}");
+    assert_eq!(snapshot.resource_type, "droplet");
+    let volumes = client
+        .snapshots("volume")
+        .await
+        .expect("GET /v2/snapshots?resource_type=volume");
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let sizes = client.sizes().await.expect("GET /v2/sizes");
+    let size = sizes
+        .iter()
+        .find(|s| s.disk >= snapshot.min_disk_size)
+        .expect("a size that fits");
+    let tags = ["freezeframe-verify".to_string()];
+    let request = DropletCreate {
+        name: "freezeframe-verify-contract",
+        region: &snapshot.regions[0],
+        size: &size.slug,
+        image: snapshot.id.parse().unwrap(),
+        ssh_keys: &[],
+        tags: &tags,
+        user_data: "#cloud-config\n",
+    };
+    // Too small a disk for the image: refused, as DigitalOcean does.
+    let small = DropletCreate {
+        size: "s-1vcpu-512mb-10gb",
+        ..request.clone()
+    };
+    assert!(client.create_droplet(&small).await.is_err());
+    let droplet = client.create_droplet(&request).await.expect("POST /v2/droplets");
+    let volume = client
+        .create_volume(&VolumeCreate {
+            name: "freezeframe-verify-data",
+            size_gigabytes: 10,
+            region: &snapshot.regions[0],
+            snapshot_id: &volumes[0].id,
+            tags: &tags,
+        })
+        .await
+        .expect("POST /v2/volumes");
+    client
+        .attach_volume(&volume.id, droplet.id, &snapshot.regions[0])
+        .await
+        .expect("POST /v2/volumes/{id}/actions");
+    client.droplet(droplet.id).await.expect("GET /v2/droplets/{id}");
+    assert_eq!(client.volumes().await.expect("GET /v2/volumes").len(), 1);
+    // Attached: not deleted until its Droplet is gone.
+    assert!(client.delete_volume(&volume.id).await.is_err());
+    client
+        .tag_snapshot("freezeframe-verified", snapshot_id, false)
+        .await
+        .expect("POST /v2/tags, POST /v2/tags/{tag}/resources");
+    client
+        .delete_droplets_tagged("freezeframe-verify")
+        .await
+        .expect("DELETE /v2/droplets?tag_name=");
+    client
+        .delete_volume(&volume.id)
+        .await
+        .expect("DELETE /v2/volumes/{id}");
 }

@@ -8,8 +8,10 @@
 //! method and path prefix, from flags or at run time through `PUT /_sim/faults`.
 
 mod faults;
+mod restore;
 
 pub use faults::{Fault, FaultKind};
+pub use restore::RestoredMachine;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -19,7 +21,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,6 +110,17 @@ struct SimSnapshot {
     name: String,
     created: SystemTime,
     size_bytes: u64,
+    /// The captured disk, which a Droplet created from this snapshot gets a copy of.
+    image: Option<PathBuf>,
+}
+
+struct SimVolumeSnapshot {
+    id: String,
+    name: String,
+    volume_id: String,
+    created: SystemTime,
+    size_bytes: u64,
+    image: PathBuf,
 }
 
 struct SimState {
@@ -116,6 +129,13 @@ struct SimState {
     /// Volume snapshot images by `<snapshot name>@<volume name>`.
     volume_images: HashMap<String, PathBuf>,
     snapshots: Vec<SimSnapshot>,
+    volume_snapshots: Vec<SimVolumeSnapshot>,
+    /// Droplets and volumes created from snapshots (restore drills).
+    restored: Vec<restore::RestoredDroplet>,
+    restored_volumes: Vec<restore::RestoredVolume>,
+    /// Tags that exist, and the tags on each image by its id.
+    tags: BTreeSet<String>,
+    image_tags: HashMap<String, Vec<String>>,
     next_id: u64,
     counters: Counters,
     remaining: u64,
@@ -136,17 +156,18 @@ impl SimState {
                         .and_then(|p| std::fs::metadata(p).ok())
                         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
                         .unwrap_or(0);
-                    made.push((a.snapshot_name.clone(), size));
+                    made.push((a.snapshot_name.clone(), size, a.image.clone()));
                 }
             }
         }
-        for (name, size_bytes) in made {
+        for (name, size_bytes, image) in made {
             self.next_id += 1;
             self.snapshots.push(SimSnapshot {
                 id: self.next_id,
                 name,
                 created: SystemTime::now(),
                 size_bytes,
+                image,
             });
         }
     }
@@ -177,6 +198,11 @@ impl Sim {
                 actions: Vec::new(),
                 volume_images: HashMap::new(),
                 snapshots: Vec::new(),
+                volume_snapshots: Vec::new(),
+                restored: Vec::new(),
+                restored_volumes: Vec::new(),
+                tags: BTreeSet::new(),
+                image_tags: HashMap::new(),
                 next_id: 7_000_000,
                 counters: Counters::default(),
                 remaining: 5000,
@@ -227,8 +253,13 @@ impl Sim {
         Router::new()
             .route("/metadata/v1.json", get(metadata))
             .route("/v2/account", get(account))
-            .route("/v2/droplets", get(droplets))
-            .route("/v2/droplets/{id}", get(droplet))
+            .route(
+                "/v2/droplets",
+                get(droplets)
+                    .post(restore::post_droplets)
+                    .delete(restore::delete_droplets_by_tag),
+            )
+            .route("/v2/droplets/{id}", get(droplet).delete(restore::delete_droplet))
             .route(
                 "/v2/droplets/{id}/actions",
                 get(droplet_actions).post(post_droplet_action),
@@ -236,12 +267,26 @@ impl Sim {
             .route("/v2/droplets/{id}/snapshots", get(droplet_snapshots))
             .route("/v2/actions/{id}", get(action))
             .route("/v2/snapshots", get(snapshots))
-            .route("/v2/volumes/{id}", get(volume))
+            .route("/v2/sizes", get(restore::sizes))
+            .route("/v2/volumes", get(restore::volumes).post(restore::post_volumes))
+            .route("/v2/volumes/{id}", get(volume).delete(restore::delete_volume))
+            .route(
+                "/v2/volumes/{id}/actions",
+                axum::routing::post(restore::post_volume_action),
+            )
+            .route("/v2/tags", axum::routing::post(restore::post_tags))
+            .route(
+                "/v2/tags/{tag}/resources",
+                axum::routing::post(restore::post_tag_resources),
+            )
             .route(
                 "/v2/volumes/{id}/snapshots",
                 axum::routing::post(post_volume_snapshot),
             )
-            .route("/v2/snapshots/{id}", axum::routing::delete(delete_snapshot))
+            .route(
+                "/v2/snapshots/{id}",
+                get(restore::snapshot).delete(delete_snapshot),
+            )
             .route("/_sim/faults", put(put_faults))
             .layer(axum::middleware::from_fn_with_state(self.clone(), api_layer))
             .with_state(self.clone())
@@ -480,6 +525,7 @@ async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, St
         ]);
         all.push(d);
     }
+    all.extend(st.restored.iter().map(|d| restore::droplet_json(&st, d)));
     if let Some(tag) = query.get("tag_name") {
         all.retain(|d| {
             d["tags"]
@@ -494,6 +540,9 @@ async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, St
 async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
     let mut st = sim.lock();
     st.refresh();
+    if let Some(restored) = st.restored.iter().find(|d| d.id == id) {
+        return Json(json!({"droplet": restore::droplet_json(&st, restored)})).into_response();
+    }
     if id != st.config.droplet_id {
         return not_found("droplet");
     }
@@ -715,15 +764,20 @@ async fn post_volume_snapshot(
     let size = std::fs::metadata(&image)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .unwrap_or(0);
-    sim.lock()
-        .volume_images
-        .insert(format!("{}@{}", body.name, volume.name), image);
-    let snapshot = json!({
-        "id": snapshot_id, "name": body.name, "created_at": rfc3339(SystemTime::now()), "regions": ["nyc3"],
-        "resource_id": volume.id, "resource_type": "volume", "min_disk_size": 10,
-        "size_gigabytes": gigabytes(size), "tags": [],
-    });
-    (StatusCode::CREATED, Json(json!({"snapshot": snapshot}))).into_response()
+    let mut st = sim.lock();
+    st.volume_images
+        .insert(format!("{}@{}", body.name, volume.name), image.clone());
+    let snapshot = SimVolumeSnapshot {
+        id: snapshot_id,
+        name: body.name,
+        volume_id: volume.id,
+        created: SystemTime::now(),
+        size_bytes: size,
+        image,
+    };
+    let json = restore::volume_snapshot_json(&st, &snapshot);
+    st.volume_snapshots.push(snapshot);
+    (StatusCode::CREATED, Json(json!({"snapshot": json}))).into_response()
 }
 
 async fn action(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
@@ -761,19 +815,38 @@ async fn droplet_snapshots(
     Json(page("snapshots", items, &paging)).into_response()
 }
 
-async fn snapshots(State(sim): State<Sim>, Query(paging): Query<Paging>) -> Response {
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    resource_type: Option<String>,
+    // Not a flattened Paging: serde_urlencoded cannot read numbers through `flatten`.
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// `GET /v2/snapshots[?resource_type=droplet|volume]`.
+async fn snapshots(State(sim): State<Sim>, Query(query): Query<SnapshotQuery>) -> Response {
     let mut st = sim.lock();
     st.refresh();
-    let droplet_id = st.config.droplet_id;
-    let items = st
-        .snapshots
-        .iter()
-        .map(|s| {
-            json!({"id": s.id.to_string(), "name": s.name, "created_at": rfc3339(s.created), "regions": ["nyc3"],
-                   "min_disk_size": 25, "size_gigabytes": gigabytes(s.size_bytes),
-                   "resource_id": droplet_id.to_string(), "resource_type": "droplet", "tags": []})
-        })
-        .collect();
+    let kind = query.resource_type.as_deref();
+    let mut items: Vec<Value> = Vec::new();
+    if kind != Some("volume") {
+        items.extend(
+            st.snapshots
+                .iter()
+                .map(|s| restore::droplet_snapshot_json(&st, s)),
+        );
+    }
+    if kind != Some("droplet") {
+        items.extend(
+            st.volume_snapshots
+                .iter()
+                .map(|s| restore::volume_snapshot_json(&st, s)),
+        );
+    }
+    let paging = Paging {
+        page: query.page,
+        per_page: query.per_page,
+    };
     Json(page("snapshots", items, &paging)).into_response()
 }
 

@@ -175,7 +175,7 @@ impl Client {
     }
 
     /// A GET outside the frozen window, retried per the policy.
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.idempotent(Method::GET, path).await.map_err(|(e, _)| e)
     }
 
@@ -183,7 +183,7 @@ impl Client {
     /// policy: after the API's `retry-after` (failing at once when that is past `max_wait`),
     /// otherwise after a backoff that doubles up to `max_wait`. A failure comes with the number
     /// of attempts made.
-    async fn idempotent<T: DeserializeOwned>(
+    pub(super) async fn idempotent<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -219,7 +219,7 @@ impl Client {
         }
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -338,6 +338,11 @@ impl Client {
         Ok(env.snapshot)
     }
 
+    /// The bound on each call outside the frozen window.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Adds scopes to name in 401/403 messages.
     pub(crate) fn add_scopes(&mut self, scopes: &[&str]) {
         for s in scopes {
@@ -350,37 +355,29 @@ impl Client {
 
     /// Deletes a snapshot (`image:delete`), retried like a GET: deleting twice is harmless.
     pub async fn delete_snapshot(&self, id: u64) -> Result<(), ApiError> {
-        let path = format!("/v2/snapshots/{id}");
-        match self.idempotent::<serde_json::Value>(Method::DELETE, &path).await {
+        self.delete(&format!("/v2/snapshots/{id}")).await
+    }
+
+    /// A DELETE, retried like a GET; a 404 after a first attempt means that attempt went through.
+    pub(super) async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        match self.idempotent::<serde_json::Value>(Method::DELETE, path).await {
             Ok(_) => Ok(()),
-            // Gone already (an earlier attempt went through): that is what was wanted.
             Err((ApiError::Status { status: 404, .. }, attempts)) if attempts > 1 => Ok(()),
             Err((e, _)) => Err(e),
         }
     }
 
-    /// The account's Droplets that carry `tag`, following pagination.
-    pub async fn droplets_with_tag(&self, tag: &str) -> Result<Vec<ListedDroplet>, ApiError> {
-        // Tags are letters, digits, `:`, `-` and `_`; anything else is escaped all the same.
-        let escaped: String = tag
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
+    /// Every item of the paginated list at `path`, page by page.
+    pub(super) async fn all<L: Paged>(&self, path: &str) -> Result<Vec<L::Item>, ApiError> {
         let mut all = Vec::new();
+        let separator = if path.contains('?') { '&' } else { '?' };
         for page in 1..=100 {
-            let list: DropletList = self
-                .get(&format!(
-                    "/v2/droplets?tag_name={escaped}&page={page}&per_page=200"
-                ))
+            let list: L = self
+                .get(&format!("{path}{separator}page={page}&per_page=200"))
                 .await?;
-            let last =
-                list.droplets.is_empty() || list.links.and_then(|l| l.pages).and_then(|p| p.next).is_none();
-            all.extend(list.droplets);
+            let (items, more) = list.into_page();
+            let last = items.is_empty() || !more;
+            all.extend(items);
             if last {
                 break;
             }
@@ -388,22 +385,29 @@ impl Client {
         Ok(all)
     }
 
+    /// The account's Droplets that carry `tag`, following pagination.
+    pub async fn droplets_with_tag(&self, tag: &str) -> Result<Vec<ListedDroplet>, ApiError> {
+        self.all::<DropletList>(&format!("/v2/droplets?tag_name={}", escape(tag)))
+            .await
+    }
+
     /// Every snapshot of the Droplet, following pagination.
     pub async fn droplet_snapshots(&self, id: u64) -> Result<Vec<DropletSnapshot>, ApiError> {
-        let mut all = Vec::new();
-        for page in 1..=100 {
-            let list: SnapshotList = self
-                .get(&format!("/v2/droplets/{id}/snapshots?page={page}&per_page=200"))
-                .await?;
-            let last =
-                list.snapshots.is_empty() || list.links.and_then(|l| l.pages).and_then(|p| p.next).is_none();
-            all.extend(list.snapshots);
-            if last {
-                break;
-            }
-        }
-        Ok(all)
+        self.all::<SnapshotList>(&format!("/v2/droplets/{id}/snapshots"))
+            .await
     }
+}
+
+/// A query value, percent-encoded (tags are letters, digits, `:`, `-` and `_`; anything else is
+/// escaped all the same).
+pub(super) fn escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// The metadata service: which Droplet this is. Plain HTTP on a link-local address.
@@ -487,8 +491,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Request bodies, serialised without making `call` generic over them.
-mod erased {
-    pub(super) trait Body: Sync {
+pub(super) mod erased {
+    pub(in crate::provider::digitalocean) trait Body: Sync {
         fn to_json(&self) -> Vec<u8>;
     }
     impl<T: serde::Serialize + Sync> Body for T {

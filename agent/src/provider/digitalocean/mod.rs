@@ -7,8 +7,11 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
+mod restore;
 pub(crate) mod token;
 pub(crate) mod types;
+
+pub use types::{Droplet, DropletCreate, Networks, Size, Snapshot, Volume, VolumeCreate};
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{

@@ -8,15 +8,23 @@ pub(crate) struct DropletEnvelope {
     pub droplet: Droplet,
 }
 
+/// A Droplet, as `GET /v2/droplets/{id}` shows it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Droplet {
+    /// Its id.
     pub id: u64,
+    /// Its name.
     pub name: String,
     /// Set while an event (an action) holds the Droplet.
     pub locked: bool,
+    /// `new`, `active`, `off` or `archive`.
     pub status: String,
+    /// The volumes attached to it.
     #[serde(default)]
     pub volume_ids: Vec<String>,
+    /// Its addresses.
+    #[serde(default)]
+    pub networks: Networks,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,18 +107,50 @@ pub struct ListedDroplet {
 impl ListedDroplet {
     /// Its public IPv4 address, if it has one.
     pub fn public_ipv4(&self) -> Option<&str> {
-        self.networks
-            .v4
+        self.networks.public_ipv4()
+    }
+}
+
+/// A Droplet's addresses.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Networks {
+    /// Its IPv4 addresses, public and private.
+    #[serde(default)]
+    pub v4: Vec<NetworkV4>,
+}
+
+impl Networks {
+    /// The public IPv4 address, if there is one.
+    pub fn public_ipv4(&self) -> Option<&str> {
+        self.v4
             .iter()
             .find(|n| n.kind == "public")
             .map(|n| n.ip_address.as_str())
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Networks {
-    #[serde(default)]
-    pub v4: Vec<NetworkV4>,
+/// A paginated list: one page's items, and whether another page follows.
+pub(crate) trait Paged: serde::de::DeserializeOwned {
+    type Item;
+    fn into_page(self) -> (Vec<Self::Item>, bool);
+}
+
+fn has_next(links: Option<Links>) -> bool {
+    links.and_then(|l| l.pages).and_then(|p| p.next).is_some()
+}
+
+impl Paged for DropletList {
+    type Item = ListedDroplet;
+    fn into_page(self) -> (Vec<ListedDroplet>, bool) {
+        (self.droplets, has_next(self.links))
+    }
+}
+
+impl Paged for SnapshotList {
+    type Item = DropletSnapshot;
+    fn into_page(self) -> (Vec<DropletSnapshot>, bool) {
+        (self.snapshots, has_next(self.links))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -150,10 +190,22 @@ pub(crate) struct VolumeEnvelope {
     pub volume: Volume,
 }
 
+/// A block storage volume.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Volume {
+    /// Its id (a UUID).
     pub id: String,
+    /// Its name, which names its device on a Droplet (`/dev/disk/by-id/scsi-0DO_Volume_NAME`).
     pub name: String,
+    /// Its size.
+    #[serde(default)]
+    pub size_gigabytes: u64,
+    /// Its tags (null in some answers).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// The Droplets it is attached to (null in some answers).
+    #[serde(default)]
+    pub droplet_ids: Option<Vec<u64>>,
 }
 
 /// `POST /v2/volumes/{id}/snapshots` body.
@@ -171,4 +223,170 @@ pub(crate) struct VolumeSnapshotEnvelope {
 pub struct VolumeSnapshot {
     pub id: String,
     pub name: String,
+}
+
+/// A snapshot as `/v2/snapshots` shows it: of a Droplet or of a volume.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Snapshot {
+    /// A number for a Droplet snapshot, a UUID for a volume snapshot (a string either way).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it was taken (RFC 3339).
+    pub created_at: String,
+    /// The regions it can be restored in.
+    pub regions: Vec<String>,
+    /// The smallest disk, in GB, a Droplet made from it needs.
+    #[serde(default)]
+    pub min_disk_size: u64,
+    /// What it holds.
+    pub size_gigabytes: f64,
+    /// The Droplet's or the volume's id.
+    pub resource_id: String,
+    /// `droplet` or `volume`.
+    pub resource_type: String,
+    /// Its tags (null in some answers).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SnapshotEnvelope {
+    pub snapshot: Snapshot,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ImageList {
+    pub snapshots: Vec<Snapshot>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+impl Paged for ImageList {
+    type Item = Snapshot;
+    fn into_page(self) -> (Vec<Snapshot>, bool) {
+        (self.snapshots, has_next(self.links))
+    }
+}
+
+/// A Droplet size on sale, with its price.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Size {
+    /// Its name in requests (`s-1vcpu-1gb`).
+    pub slug: String,
+    /// MiB.
+    pub memory: u64,
+    /// Virtual CPUs.
+    pub vcpus: u64,
+    /// GB.
+    pub disk: u64,
+    /// USD a month.
+    pub price_monthly: f64,
+    /// USD an hour: what a drill's few minutes cost, counted by the started hour.
+    pub price_hourly: f64,
+    /// Where it is sold.
+    pub regions: Vec<String>,
+    /// On sale now.
+    pub available: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SizeList {
+    pub sizes: Vec<Size>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+impl Paged for SizeList {
+    type Item = Size;
+    fn into_page(self) -> (Vec<Size>, bool) {
+        (self.sizes, has_next(self.links))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct VolumeList {
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+impl Paged for VolumeList {
+    type Item = Volume;
+    fn into_page(self) -> (Vec<Volume>, bool) {
+        (self.volumes, has_next(self.links))
+    }
+}
+
+/// `POST /v2/droplets` from a snapshot image (`droplet_single_create`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DropletCreate<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its region (the snapshot's).
+    pub region: &'a str,
+    /// A size slug.
+    pub size: &'a str,
+    /// The snapshot's id.
+    pub image: u64,
+    /// SSH key ids or fingerprints.
+    pub ssh_keys: &'a [String],
+    /// Its tags.
+    pub tags: &'a [String],
+    /// cloud-init user data for its first boot.
+    pub user_data: &'a str,
+}
+
+/// `POST /v2/volumes` from a volume snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeCreate<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its size, at least the snapshot's.
+    pub size_gigabytes: u64,
+    /// Its region (the snapshot's).
+    pub region: &'a str,
+    /// The volume snapshot it is made from.
+    pub snapshot_id: &'a str,
+    /// Its tags.
+    pub tags: &'a [String],
+}
+
+/// `POST /v2/volumes/{id}/actions` attaching it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VolumeAttach<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub droplet_id: u64,
+    pub region: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct VolumeActionEnvelope {
+    pub action: VolumeAction,
+}
+
+/// A volume action: only its status matters here.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct VolumeAction {
+    pub status: String,
+}
+
+/// `POST /v2/tags`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TagCreate<'a> {
+    pub name: &'a str,
+}
+
+/// `POST /v2/tags/{tag}/resources`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TagResources<'a> {
+    pub resources: [TagResource<'a>; 1],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TagResource<'a> {
+    pub resource_id: &'a str,
+    /// `image` for a Droplet snapshot, `volume_snapshot` for a volume's.
+    pub resource_type: &'static str,
 }

@@ -1,0 +1,110 @@
+//! The API calls of a restore drill (`freezeframe verify`): Droplets and volumes created from a
+//! run's snapshots, found again by tag and destroyed; sizes with their prices; tags on images.
+//! A POST that creates is sent once (a retry could create twice; whatever a lost answer created
+//! carries the drill's tags, by which the drill's cleanup finds it); GETs and DELETEs are
+//! retried.
+
+use super::client::{escape, ApiError, Client};
+use super::types::*;
+use reqwest::Method;
+
+impl Client {
+    /// A snapshot (of a Droplet or a volume) by id.
+    pub async fn snapshot(&self, id: &str) -> Result<Snapshot, ApiError> {
+        let env: SnapshotEnvelope = self.get(&format!("/v2/snapshots/{}", escape(id))).await?;
+        Ok(env.snapshot)
+    }
+
+    /// Every snapshot of the account of one kind (`droplet` or `volume`).
+    pub async fn snapshots(&self, resource_type: &str) -> Result<Vec<Snapshot>, ApiError> {
+        self.all::<ImageList>(&format!("/v2/snapshots?resource_type={}", escape(resource_type)))
+            .await
+    }
+
+    /// The Droplet sizes on sale.
+    pub async fn sizes(&self) -> Result<Vec<Size>, ApiError> {
+        self.all::<SizeList>("/v2/sizes").await
+    }
+
+    /// Creates a Droplet: one attempt.
+    pub async fn create_droplet(&self, request: &DropletCreate<'_>) -> Result<Droplet, ApiError> {
+        let env: DropletEnvelope = self
+            .call(Method::POST, "/v2/droplets", Some(request), self.timeout())
+            .await?;
+        Ok(env.droplet)
+    }
+
+    /// Destroys a Droplet; one already gone is no error.
+    pub async fn delete_droplet(&self, id: u64) -> Result<(), ApiError> {
+        self.delete(&format!("/v2/droplets/{id}")).await
+    }
+
+    /// Destroys every Droplet that carries `tag`.
+    pub async fn delete_droplets_tagged(&self, tag: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v2/droplets?tag_name={}", escape(tag)))
+            .await
+    }
+
+    /// Creates a volume: one attempt.
+    pub async fn create_volume(&self, request: &VolumeCreate<'_>) -> Result<Volume, ApiError> {
+        let env: VolumeEnvelope = self
+            .call(Method::POST, "/v2/volumes", Some(request), self.timeout())
+            .await?;
+        Ok(env.volume)
+    }
+
+    /// Attaches a volume to a Droplet in `region`; whether the action completed already.
+    pub async fn attach_volume(&self, volume: &str, droplet: u64, region: &str) -> Result<bool, ApiError> {
+        let body = VolumeAttach {
+            kind: "attach",
+            droplet_id: droplet,
+            region,
+        };
+        let env: VolumeActionEnvelope = self
+            .call(
+                Method::POST,
+                &format!("/v2/volumes/{}/actions", escape(volume)),
+                Some(&body),
+                self.timeout(),
+            )
+            .await?;
+        Ok(env.action.status == "completed")
+    }
+
+    /// Every volume of the account.
+    pub async fn volumes(&self) -> Result<Vec<Volume>, ApiError> {
+        self.all::<VolumeList>("/v2/volumes").await
+    }
+
+    /// Deletes a volume; one already gone is no error.
+    pub async fn delete_volume(&self, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v2/volumes/{}", escape(id))).await
+    }
+
+    /// Tags a snapshot (`volume` says which kind), creating the tag first.
+    pub async fn tag_snapshot(&self, tag: &str, id: &str, volume: bool) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                "/v2/tags",
+                Some(&TagCreate { name: tag }),
+                self.timeout(),
+            )
+            .await?;
+        let body = TagResources {
+            resources: [TagResource {
+                resource_id: id,
+                resource_type: if volume { "volume_snapshot" } else { "image" },
+            }],
+        };
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/v2/tags/{}/resources", escape(tag)),
+                Some(&body),
+                self.timeout(),
+            )
+            .await?;
+        Ok(())
+    }
+}

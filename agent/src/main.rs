@@ -36,8 +36,9 @@ enum Command {
     Thaw(cmd::thaw::ThawArgs),
     /// Serve org.freezeframe.Agent1 on the system bus until idle (what D-Bus activation runs)
     Run,
-    /// Check what a snapshot's image proves: when it was read (the probe's markers and the
-    /// journal) and whether its filesystem is sound; the image is never written to
+    /// Check what a snapshot proves, from its image or on a machine restored from it: when the
+    /// disk was read (the probe's markers, the journal), whether its filesystems are sound and
+    /// its databases recover; nothing is written to an image
     Verify(cmd::verify::VerifyArgs),
     /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
     SetupToken,
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
         ),
         Command::Thaw(args) => cmd::thaw::run(config, &args),
         Command::Run => cmd::run(config),
-        Command::Verify(args) => cmd::verify::run(&args),
+        Command::Verify(args) => cmd::verify::run(config, &args),
         Command::SetupToken => cmd::setup_token::run(config),
         Command::Man { dir } => man_page(&dir),
     };

@@ -67,6 +67,38 @@ pub enum Command {
     },
     /// Check everything a snapshot needs, and say how to fix what fails
     Doctor,
+    /// Restore drill: prove a snapshot restores, on a new Droplet made from it (DigitalOcean API,
+    /// token from DIGITALOCEAN_TOKEN), destroyed afterwards on every path
+    ///
+    /// Creates a Droplet of the smallest size that fits from the Droplet snapshot, and volumes
+    /// from the volume snapshots of the same run, runs `freezeframe-agent verify` there over
+    /// ssh (the snapshot-point probe; each volume's filesystem and databases), tags the snapshot
+    /// freezeframe-verified or freezeframe-verify-failed, and destroys what it created. The cost
+    /// is shown first; --yes is needed without a terminal to ask on.
+    Verify {
+        /// The Droplet snapshot, by id or name
+        #[arg(value_name = "SNAPSHOT", required_unless_present = "cleanup")]
+        snapshot: Option<String>,
+        /// Destroy every Droplet and volume a drill left behind (tag freezeframe-verify)
+        #[arg(long, conflicts_with_all = ["snapshot", "size", "ssh_key"])]
+        cleanup: bool,
+        /// The Droplet size [default: the cheapest whose disk fits the snapshot]
+        #[arg(long, value_name = "SLUG")]
+        size: Option<String>,
+        /// An SSH key (id or fingerprint) for the new Droplet; the image's own authorized keys
+        /// work too. Repeat for several
+        #[arg(long, value_name = "KEY")]
+        ssh_key: Vec<String>,
+        /// The user ssh logs in as on the restored Droplet
+        #[arg(long, value_name = "USER", default_value = "root")]
+        user: String,
+        /// Create the billed resources without asking
+        #[arg(long)]
+        yes: bool,
+        /// Give up (and destroy what was created) after this long
+        #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = duration)]
+        timeout: std::time::Duration,
+    },
     /// Emergency: thaw what a dead agent left frozen, and run the resumes it owed
     ///
     /// Through the agent on the machine (-H, --tag, --bus-address, or this one); on this
@@ -98,4 +130,10 @@ fn bus_address(text: &str) -> Result<String, String> {
                 "`{text}` is not a D-Bus address ({e}); write it like unix:path=/run/dbus/system_bus_socket"
             )
         })
+}
+
+/// A duration as `20m` or `1h 30m`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 20m or 1h"))
 }

@@ -4,6 +4,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod doctor;
+pub mod drill;
 pub mod fleet;
 pub mod man;
 pub mod ssh;

@@ -96,6 +96,9 @@ async fn remote(cli: &Cli) -> Exit {
     if let Err(message) = check_combination(cli) {
         return fail_as(cli, &message, Exit::Usage);
     }
+    if let Command::Verify { .. } = cli.command {
+        return drill(cli).await;
+    }
     let targets = match targets(cli).await {
         Ok(t) => t,
         Err(f) => return fail_as(cli, &f.message, f.exit),
@@ -124,6 +127,15 @@ fn check_combination(cli: &Cli) -> Result<(), String> {
     if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
         return Err(
             "doctor checks one machine at a time: give one -H HOST (or none for this machine)".into(),
+        );
+    }
+    if matches!(cli.command, Command::Verify { .. })
+        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
+    {
+        return Err(
+            "verify restores a snapshot on a Droplet of its own through the DigitalOcean API, not \
+             on a machine you name: leave out -H, --tag and --bus-address"
+                .into(),
         );
     }
     if let Command::Thaw {
@@ -188,9 +200,62 @@ async fn one_machine(
                     (exit, json(&recovered), recovered.text(&place))
                 })
         }
-        Command::Doctor | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Doctor | Command::Verify { .. } | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before")
         }
+    }
+}
+
+/// `freezeframe verify`: a restore drill, or `--cleanup` of what drills left behind.
+async fn drill(cli: &Cli) -> Exit {
+    let Command::Verify {
+        snapshot,
+        cleanup,
+        size,
+        ssh_key,
+        user,
+        yes,
+        timeout,
+    } = &cli.command
+    else {
+        unreachable!("called for verify only")
+    };
+    let client = match freezeframe::drill::client(&cli.api_url) {
+        Ok(client) => client,
+        Err(f) => return fail_as(cli, &f.message, f.exit),
+    };
+    if *cleanup {
+        let left = freezeframe::drill::cleanup(&client, freezeframe::drill::DRILL_TAG).await;
+        if cli.json {
+            freezeframe::outln!("{}", serde_json::json!({ "left_behind": left }));
+        } else if left.is_empty() {
+            freezeframe::outln!("nothing a drill created is left");
+        }
+        if left.is_empty() {
+            return Exit::Success;
+        }
+        return fail(&format!("could not destroy: {}", left.join("; ")), Exit::Failed);
+    }
+    let options = freezeframe::drill::DrillOptions {
+        snapshot: snapshot.clone().unwrap_or_default(),
+        size: size.clone(),
+        ssh_keys: ssh_key.clone(),
+        yes: *yes,
+        timeout: *timeout,
+        user: user.clone(),
+        ssh_command: cli.ssh_command.clone(),
+        poll: std::time::Duration::from_secs(2),
+    };
+    match freezeframe::drill::run(&client, &options).await {
+        Ok((exit, report)) => {
+            if cli.json {
+                freezeframe::outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                freezeframe_agent::stdout::write(freezeframe::drill::text(&report).as_bytes());
+            }
+            exit
+        }
+        Err(f) => fail_as(cli, &f.message, f.exit),
     }
 }
 

@@ -186,7 +186,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         &dir.path().join("disk.img"),
         &dir.path().join("disk"),
     );
-    let volume = volume_fs(dir.path());
+    let volume = volume_fs(dir.path(), 64);
     let links = dir.path().join("by-id");
     let server = SimServer::start(SimConfig {
         token: "dop_v1_contract".into(),

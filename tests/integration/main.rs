@@ -7,6 +7,8 @@ mod contract;
 mod databases;
 mod demo;
 mod digitalocean;
+mod drill;
+mod droplet;
 mod engine;
 mod faults;
 mod hooks;

@@ -120,10 +120,10 @@ impl WriteProbe {
     }
 }
 
-/// A 64 MiB xfs filesystem in `dir` standing for a DigitalOcean volume named `data`, linked
-/// from `dir/by-id/scsi-0DO_Volume_data` as udev links one (the agent's `volume_links`).
-pub fn volume_fs(dir: &Path) -> LoopFs {
-    let fs = loop_fs(Fs::Xfs, 64, &dir.join("volume.img"), &dir.join("volume"));
+/// An xfs filesystem of `size_mib` in `dir` standing for a DigitalOcean volume named `data`,
+/// linked from `dir/by-id/scsi-0DO_Volume_data` as udev links one (the agent's `volume_links`).
+pub fn volume_fs(dir: &Path, size_mib: u64) -> LoopFs {
+    let fs = loop_fs(Fs::Xfs, size_mib, &dir.join("volume.img"), &dir.join("volume"));
     let links = dir.join("by-id");
     std::fs::create_dir_all(&links).unwrap();
     std::os::unix::fs::symlink(&fs.device, links.join("scsi-0DO_Volume_data")).unwrap();

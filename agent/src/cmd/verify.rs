@@ -1,41 +1,129 @@
-//! `freezeframe-agent verify --image PATH`: what a snapshot's image proves (see
-//! `freezeframe_agent::verify`), as text or JSON; exit 0 only when it is verified.
+//! `freezeframe-agent verify`: what a snapshot proves (see `freezeframe_agent::verify`), from
+//! its image (`--image PATH`) or on a machine restored from it (the restore drill runs this
+//! there, with `--volume` for each restored volume), as text or JSON; exit 0 only when it is
+//! verified.
 
 use super::{Exit, Failure};
+use freezeframe_agent::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use freezeframe_agent::verify::{
-    enter_private_mounts, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict,
+    enter_private_mounts, verify_image, verify_machine, DatabaseCheck, ImageVerification, JournalState,
+    MachineVerification, ProbeVerdict,
 };
-use std::path::PathBuf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The image (or block device) of one filesystem from a snapshot; never written to
+    /// The image (or block device) of one filesystem from a snapshot; never written to.
+    /// Without it: this machine, restored from a snapshot
     #[arg(long, value_name = "PATH")]
-    image: PathBuf,
+    image: Option<PathBuf>,
+    /// A volume restored from the snapshot's run and attached here (not mounted), by name:
+    /// checked as an image, read-only. Repeat for each
+    #[arg(long, value_name = "NAME", conflicts_with = "image")]
+    volume: Vec<String>,
     /// Print the findings as JSON
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(args: &VerifyArgs) -> Result<Exit, Failure> {
-    // First, while this process has one thread: nothing verify mounts is seen outside it, and
+pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
+    // The machine's settings first: a bad one is a usage error, before anything is mounted.
+    let settings = match &args.image {
+        Some(_) => None,
+        None => Some(super::load_settings(config)?),
+    };
+    // Then, while this process has one thread: nothing verify mounts is seen outside it, and
     // all of it goes when it ends, however it ends.
     enter_private_mounts()?;
     let scratch = tempfile::Builder::new()
         .prefix("freezeframe-verify-")
         .tempdir()
         .map_err(Failure::failed)?;
-    let found = verify_image(&args.image, scratch.path())?;
-    if args.json {
-        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&found)?);
-    } else {
-        freezeframe_agent::stdout::write(text(&found).as_bytes());
+    match (&args.image, settings) {
+        (Some(image), _) => {
+            let found = verify_image(image, scratch.path())?;
+            Ok(show(&found, found.verified, args.json, text))
+        }
+        (None, settings) => {
+            let settings = settings.expect("loaded when no image is given");
+            let found = verify_machine(
+                settings.freeze.mountpoints.as_deref(),
+                &volume_devices(&settings, &args.volume),
+                scratch.path(),
+            )?;
+            Ok(show(&found, found.verified, args.json, machine_text))
+        }
     }
-    Ok(if found.verified {
+}
+
+/// Prints the findings; exit 0 only when verified.
+fn show<T: Serialize>(found: &T, verified: bool, json: bool, text: fn(&T) -> String) -> Exit {
+    if json {
+        match serde_json::to_string_pretty(found) {
+            Ok(line) => freezeframe_agent::stdout::line(&line),
+            Err(e) => eprintln!("freezeframe-agent: error: {e}"),
+        }
+    } else {
+        freezeframe_agent::stdout::write(text(found).as_bytes());
+    }
+    if verified {
         Exit::Success
     } else {
         Exit::Failed
-    })
+    }
+}
+
+/// Each restored volume's device: its udev link by name.
+fn volume_devices(settings: &Settings, names: &[String]) -> Vec<(String, PathBuf)> {
+    let links = match &settings.snapshot.provider {
+        ProviderSettings::DigitalOcean(d) => d.volume_links.clone(),
+        ProviderSettings::LocalImage { .. } => PathBuf::from(DEFAULT_VOLUME_LINKS),
+    };
+    names
+        .iter()
+        .map(|name| (name.clone(), links.join(format!("scsi-0DO_Volume_{name}"))))
+        .collect()
+}
+
+fn machine_text(found: &MachineVerification) -> String {
+    let mut out = format!(
+        "this machine: {}\n  probe: {}\n",
+        if found.verified {
+            "VERIFIED"
+        } else {
+            "NOT verified"
+        },
+        probe_words(found.probe)
+    );
+    for fs in &found.filesystems {
+        let markers = if fs.markers.is_empty() {
+            "no markers".to_string()
+        } else {
+            fs.markers.join(", ")
+        };
+        out.push_str(&format!(
+            "  {} ({}): {markers}\n",
+            fs.mountpoint.display(),
+            fs.fstype
+        ));
+    }
+    for volume in &found.volumes {
+        out.push_str(&format!("volume {}:\n", volume.name));
+        out.push_str(&text(&volume.found));
+    }
+    for reason in &found.reasons {
+        out.push_str(&format!("  why not: {reason}\n"));
+    }
+    out
+}
+
+fn probe_words(probe: ProbeVerdict) -> &'static str {
+    match probe {
+        ProbeVerdict::InsideWindow => "read inside the frozen window",
+        ProbeVerdict::AfterThaw => "read AFTER the thaw",
+        ProbeVerdict::NoMarkers => "no markers",
+    }
 }
 
 fn text(found: &ImageVerification) -> String {
@@ -49,12 +137,11 @@ fn text(found: &ImageVerification) -> String {
             "NOT verified"
         }
     );
-    let probe = match found.probe {
-        ProbeVerdict::InsideWindow => "read inside the frozen window",
-        ProbeVerdict::AfterThaw => "read AFTER the thaw",
-        ProbeVerdict::NoMarkers => "no markers",
-    };
-    out.push_str(&format!("  probe: {probe} ({})\n", found.markers.join(", ")));
+    out.push_str(&format!(
+        "  probe: {} ({})\n",
+        probe_words(found.probe),
+        found.markers.join(", ")
+    ));
     let journal = match found.journal {
         JournalState::Clean => "clean",
         JournalState::NeedsRecovery => "needs recovery (read while live)",

@@ -36,7 +36,8 @@ pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 pub(crate) const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 pub(crate) const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
 pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
-pub(crate) const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
+/// Where udev links DigitalOcean volumes by name, unless `digitalocean.volume_links` says otherwise.
+pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 /// Defaults for `[quiesce]`.
 pub(crate) const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 /// Default for `[quiesce] hook_timeout`.

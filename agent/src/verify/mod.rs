@@ -17,6 +17,7 @@
 //! outside the caller's private mount namespace.
 
 mod databases;
+mod machine;
 mod mariadb;
 mod namespace;
 mod postgres;
@@ -24,6 +25,7 @@ mod redis;
 mod server;
 
 pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
+pub use machine::{verify_machine, MachineVerification, MountedFilesystem, VolumeVerification};
 pub use namespace::enter_private_mounts;
 
 use crate::freeze::probe;
@@ -188,28 +190,7 @@ fn reasons(
     filesystem_ok: bool,
     databases: &[DatabaseCheck],
 ) -> Vec<String> {
-    let mut reasons = Vec::new();
-    match probe {
-        ProbeVerdict::InsideWindow => {}
-        ProbeVerdict::AfterThaw => reasons.push(format!(
-            "the image was read after the thaw (its probe holds the `after` marker): writes made \
-             after the snapshot point may be in it{}. If the snapshot used thaw_after = \"registered\", \
-             this platform does not capture the disk when the action registers: use \
-             thaw_after = \"completed\"",
-            match claimed {
-                Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
-                    ", so the snapshot taken as {}-consistent is only crash-consistent",
-                    c.as_str()
-                ),
-                _ => String::new(),
-            }
-        )),
-        ProbeVerdict::NoMarkers => reasons.push(
-            "the image holds no snapshot-point markers, so when it was read cannot be told \
-             (was `freeze.probe` off, or is this not a freezeframe snapshot?)"
-                .to_string(),
-        ),
-    }
+    let mut reasons: Vec<String> = probe_reason(probe, claimed).into_iter().collect();
     if journal == JournalState::NeedsRecovery {
         reasons.push(
             "the journal needs recovery: the filesystem was live, not frozen, when the image was read"
@@ -228,6 +209,31 @@ fn reasons(
         ));
     }
     reasons
+}
+
+/// What the markers' verdict says against the snapshot, if anything.
+fn probe_reason(probe: ProbeVerdict, claimed: Option<Consistency>) -> Option<String> {
+    match probe {
+        ProbeVerdict::InsideWindow => None,
+        ProbeVerdict::AfterThaw => Some(format!(
+            "the image was read after the thaw (its probe holds the `after` marker): writes made \
+             after the snapshot point may be in it{}. If the snapshot used thaw_after = \"registered\", \
+             this platform does not capture the disk when the action registers: use \
+             thaw_after = \"completed\"",
+            match claimed {
+                Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
+                    ", so the snapshot taken as {}-consistent is only crash-consistent",
+                    c.as_str()
+                ),
+                _ => String::new(),
+            }
+        )),
+        ProbeVerdict::NoMarkers => Some(
+            "no snapshot-point markers, so when the disk was read cannot be told \
+             (was `freeze.probe` off, or is this not a freezeframe snapshot?)"
+                .to_string(),
+        ),
+    }
 }
 
 /// Every database in the view, each started from a copy-on-write overlay on it.

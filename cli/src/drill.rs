@@ -1,0 +1,633 @@
+//! `freezeframe verify SNAPSHOT`: a restore drill through the DigitalOcean API, with the
+//! operator's token (`DIGITALOCEAN_TOKEN`). It restores the Droplet snapshot, and the volume
+//! snapshots of the same run, onto a new Droplet of the smallest size that fits, runs
+//! `freezeframe-agent verify` there over SSH, records the result as a tag on the snapshot, and
+//! destroys what it created on every path: success, failure, Ctrl-C, SIGTERM, timeout. All it
+//! creates carries the tag `freezeframe-verify` and one of its own run, so `freezeframe verify
+//! --cleanup` finds what a drill killed outright left behind.
+
+use crate::commands::{Exit, Failure};
+use freezeframe_agent::provider::digitalocean::client::{http_client, ApiError, Client};
+use freezeframe_agent::provider::digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
+use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every drill's resources carry this tag; `--cleanup` destroys what carries it.
+pub const DRILL_TAG: &str = "freezeframe-verify";
+/// The tag a verified snapshot gets.
+pub const VERIFIED_TAG: &str = "freezeframe-verified";
+/// The tag a snapshot that failed its drill gets.
+pub const FAILED_TAG: &str = "freezeframe-verify-failed";
+
+/// The restored copy must never snapshot itself: its timer and its agent (which serves
+/// snapshots over D-Bus) are masked at first boot, before either can start.
+const USER_DATA: &str = "#cloud-config\n\
+bootcmd:\n  - [systemctl, mask, --now, freezeframe-snapshot.timer, freezeframe-agent.service]\n";
+
+/// What the drill is asked to do.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The Droplet snapshot, by id or name.
+    pub snapshot: String,
+    /// A size slug, instead of the smallest that fits.
+    pub size: Option<String>,
+    /// SSH keys for the new Droplet (ids or fingerprints); the image's own authorized keys
+    /// work as well.
+    pub ssh_keys: Vec<String>,
+    /// Create without asking.
+    pub yes: bool,
+    /// The bound on the whole drill.
+    pub timeout: Duration,
+    /// The user ssh logs in as.
+    pub user: String,
+    /// The ssh command (`--ssh-command`).
+    pub ssh_command: String,
+    /// How often the API is asked whether the Droplet is up.
+    pub poll: Duration,
+}
+
+/// What a drill did and found: `--json` prints it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DrillReport {
+    /// The snapshot restored.
+    pub snapshot_id: String,
+    /// Its name.
+    pub snapshot_name: String,
+    /// The volume snapshots of the same run, restored with it.
+    pub volume_snapshots: Vec<String>,
+    /// The size the Droplet had, and its price an hour.
+    pub size: String,
+    /// USD an hour while it existed.
+    pub price_hourly: f64,
+    /// The Droplet it created, once created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub droplet_id: Option<u64>,
+    /// Its public address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The volumes created from the volume snapshots, by name.
+    pub volumes: Vec<String>,
+    /// Seconds from the first request until the Droplet was up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_seconds: Option<f64>,
+    /// Seconds from the first request until the verification's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_seconds: Option<f64>,
+    /// What `freezeframe-agent verify` found on the restored Droplet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<MachineVerification>,
+    /// The snapshot restores, and every check passed.
+    pub verified: bool,
+    /// Why the drill could not finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The tag the snapshot got for the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// What the drill created and could not destroy (`freezeframe verify --cleanup` retries).
+    pub left_behind: Vec<String>,
+}
+
+/// The API client for the drill, with the operator's token.
+pub fn client(api_url: &str) -> Result<Client, Failure> {
+    let token = std::env::var("DIGITALOCEAN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            Failure::new(
+                Exit::Usage,
+                "a restore drill creates a Droplet and volumes with your token: set \
+                 DIGITALOCEAN_TOKEN to a token with droplet:create, droplet:read, droplet:delete, \
+                 block_storage:create, block_storage:delete, image:read, sizes:read and tag:create",
+            )
+        })?;
+    let http = http_client().map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+    Ok(Client::new(
+        http,
+        api_url,
+        freezeframe_agent::secret::Secret::new(token.trim()),
+        &[
+            "droplet:create",
+            "droplet:read",
+            "droplet:delete",
+            "block_storage:create",
+            "block_storage:delete",
+            "image:read",
+            "sizes:read",
+            "tag:create",
+        ],
+        Duration::from_secs(30),
+    ))
+}
+
+/// What a drill will create, found before anything is.
+struct Plan {
+    snapshot: Snapshot,
+    volumes: Vec<Snapshot>,
+    size: Size,
+}
+
+/// The snapshot, its run's volume snapshots and the size: every check before anything costs.
+async fn plan(client: &Client, options: &DrillOptions) -> Result<Plan, Failure> {
+    let api = |what: &str, e: ApiError| Failure::new(Exit::Failed, format!("{what}: {e}"));
+    let snapshot = match client.snapshot(&options.snapshot).await {
+        Ok(s) => s,
+        Err(ApiError::Status { status: 404, .. }) => {
+            let all = client
+                .snapshots("droplet")
+                .await
+                .map_err(|e| api("cannot list the Droplet snapshots", e))?;
+            let mut named = all.into_iter().filter(|s| s.name == options.snapshot);
+            match (named.next(), named.next()) {
+                (Some(s), None) => s,
+                (None, _) => {
+                    return Err(Failure::new(
+                        Exit::Usage,
+                        format!(
+                            "no Droplet snapshot has the id or name `{}`: `freezeframe list` \
+                             shows this machine's",
+                            options.snapshot
+                        ),
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Failure::new(
+                        Exit::Usage,
+                        format!("several snapshots are named `{}`: give the id", options.snapshot),
+                    ))
+                }
+            }
+        }
+        Err(e) => return Err(api("cannot read the snapshot", e)),
+    };
+    if snapshot.resource_type != "droplet" {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "{} is a snapshot of a volume: give the Droplet's snapshot of the same run (its \
+                 volumes are restored with it)",
+                options.snapshot
+            ),
+        ));
+    }
+    let volumes = client
+        .snapshots("volume")
+        .await
+        .map_err(|e| api("cannot list the volume snapshots", e))?
+        .into_iter()
+        .filter(|v| v.name == snapshot.name)
+        .collect();
+    let size = choose_size(client, &snapshot, options.size.as_deref()).await?;
+    Ok(Plan {
+        snapshot,
+        volumes,
+        size,
+    })
+}
+
+/// The size asked for, or the cheapest on sale in the snapshot's region whose disk fits it.
+async fn choose_size(client: &Client, snapshot: &Snapshot, asked: Option<&str>) -> Result<Size, Failure> {
+    let region = snapshot.regions.first().map(String::as_str).unwrap_or_default();
+    let sizes = client
+        .sizes()
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("cannot list the Droplet sizes: {e}")))?;
+    let fits =
+        |s: &Size| s.available && s.disk >= snapshot.min_disk_size && s.regions.iter().any(|r| r == region);
+    match asked {
+        Some(slug) => match sizes.into_iter().find(|s| s.slug == slug) {
+            Some(s) if fits(&s) => Ok(s),
+            Some(s) => Err(Failure::new(
+                Exit::Usage,
+                format!(
+                    "size {slug} does not fit: the snapshot needs a {} GB disk in {region}, and \
+                     {slug} has {} GB{}",
+                    snapshot.min_disk_size,
+                    s.disk,
+                    if s.regions.iter().any(|r| r == region) {
+                        ""
+                    } else {
+                        " and is not sold there"
+                    }
+                ),
+            )),
+            None => Err(Failure::new(
+                Exit::Usage,
+                format!("no Droplet size is named {slug}"),
+            )),
+        },
+        None => sizes
+            .into_iter()
+            .filter(fits)
+            .min_by(|a, b| a.price_hourly.total_cmp(&b.price_hourly))
+            .ok_or_else(|| {
+                Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "no size on sale in {region} has the {} GB disk the snapshot needs",
+                        snapshot.min_disk_size
+                    ),
+                )
+            }),
+    }
+}
+
+/// Says what will be created and what it costs; asks, unless `--yes`.
+fn consent(plan: &Plan, options: &DrillOptions) -> Result<(), Failure> {
+    let volumes: f64 = plan.volumes.iter().map(|v| v.min_disk_size as f64).sum();
+    eprintln!(
+        "freezeframe: the drill creates a {} Droplet (${:.4}/hour) from snapshot {} ({}) in {}{}, \
+         checks it, and destroys it; it is billed by the started hour",
+        plan.size.slug,
+        plan.size.price_hourly,
+        plan.snapshot.name,
+        plan.snapshot.id,
+        plan.snapshot.regions.first().map(String::as_str).unwrap_or("?"),
+        if plan.volumes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", with {} volumes ({volumes} GB) from the run's volume snapshots",
+                plan.volumes.len()
+            )
+        }
+    );
+    if options.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "the drill creates billed resources: pass --yes to go ahead without a terminal to ask on",
+        ));
+    }
+    eprint!("Go ahead? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::new(Exit::Usage, "nothing created: not confirmed"))
+    }
+}
+
+/// Why a drill stopped before its answer.
+enum Stop {
+    Failed(String),
+    Interrupted(&'static str),
+    TimedOut,
+}
+
+/// Runs a drill: plan, consent, restore and verify (raced against signals and the timeout),
+/// then cleanup and the record, whatever happened.
+pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, DrillReport), Failure> {
+    let plan = plan(client, options).await?;
+    consent(&plan, options)?;
+    let run_tag = format!(
+        "{DRILL_TAG}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let report = Arc::new(Mutex::new(DrillReport {
+        snapshot_id: plan.snapshot.id.clone(),
+        snapshot_name: plan.snapshot.name.clone(),
+        volume_snapshots: plan.volumes.iter().map(|v| v.id.clone()).collect(),
+        size: plan.size.slug.clone(),
+        price_hourly: plan.size.price_hourly,
+        ..DrillReport::default()
+    }));
+    let stop = {
+        let drill = restore_and_verify(client, options, &plan, &run_tag, report.clone());
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
+        tokio::select! {
+            result = drill => result.err(),
+            _ = tokio::signal::ctrl_c() => Some(Stop::Interrupted("SIGINT")),
+            _ = sigterm.recv() => Some(Stop::Interrupted("SIGTERM")),
+            _ = tokio::time::sleep(options.timeout) => Some(Stop::TimedOut),
+        }
+    };
+    eprintln!("freezeframe: destroying what the drill created (tag {run_tag})");
+    let left_behind = cleanup(client, &run_tag).await;
+    let mut report = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report.left_behind = left_behind;
+    report.error = stop.map(|stop| match stop {
+        Stop::Failed(why) => why,
+        Stop::Interrupted(signal) => format!("interrupted by {signal}"),
+        Stop::TimedOut => format!(
+            "the drill did not finish within {} (--timeout)",
+            humantime::format_duration(options.timeout)
+        ),
+    });
+    if let Some(found) = &report.verification {
+        report.verified = found.verified && report.error.is_none();
+        let tag = if found.verified { VERIFIED_TAG } else { FAILED_TAG };
+        match client.tag_snapshot(tag, &plan.snapshot.id, false).await {
+            Ok(()) => report.recorded = Some(tag.to_string()),
+            Err(e) => eprintln!("freezeframe: cannot tag the snapshot {tag}: {e}"),
+        }
+    }
+    let exit = if report.verified && report.left_behind.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    };
+    Ok((exit, report))
+}
+
+/// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
+/// learns goes into `report` as it goes, so an interrupted drill still says what it made.
+async fn restore_and_verify(
+    client: &Client,
+    options: &DrillOptions,
+    plan: &Plan,
+    run_tag: &str,
+    report: Arc<Mutex<DrillReport>>,
+) -> Result<(), Stop> {
+    let started = Instant::now();
+    let note = |f: &dyn Fn(&mut DrillReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
+    let tags = [DRILL_TAG.to_string(), run_tag.to_string()];
+    let region = plan.snapshot.regions.first().cloned().unwrap_or_default();
+    let image: u64 = plan
+        .snapshot
+        .id
+        .parse()
+        .map_err(|_| Stop::Failed(format!("snapshot id {} is not a number", plan.snapshot.id)))?;
+    let name = format!("freezeframe-verify-{image}");
+    eprintln!(
+        "freezeframe: creating Droplet {name} ({}, {region})",
+        plan.size.slug
+    );
+    let droplet = client
+        .create_droplet(&DropletCreate {
+            name: &name,
+            region: &region,
+            size: &plan.size.slug,
+            image,
+            ssh_keys: &options.ssh_keys,
+            tags: &tags,
+            user_data: USER_DATA,
+        })
+        .await
+        .map_err(|e| Stop::Failed(format!("cannot create the Droplet: {e}")))?;
+    note(&|r| r.droplet_id = Some(droplet.id));
+    let address = wait_until_up(client, droplet.id, options.poll).await?;
+    note(&|r| {
+        r.address = Some(address.clone());
+        r.up_seconds = Some(started.elapsed().as_secs_f64());
+    });
+    let mut volume_names = Vec::new();
+    for (n, snapshot) in plan.volumes.iter().enumerate() {
+        let volume_name = format!("fv{}-{n}", run_tag.rsplit('-').next().unwrap_or_default());
+        eprintln!(
+            "freezeframe: restoring volume {volume_name} from volume snapshot {}",
+            snapshot.id
+        );
+        let volume = client
+            .create_volume(&VolumeCreate {
+                name: &volume_name,
+                size_gigabytes: snapshot.min_disk_size.max(1),
+                region: &region,
+                snapshot_id: &snapshot.id,
+                tags: &tags,
+            })
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot create volume {volume_name}: {e}")))?;
+        client
+            .attach_volume(&volume.id, droplet.id, &region)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot attach volume {volume_name}: {e}")))?;
+        volume_names.push(volume_name);
+        note(&|r| r.volumes = volume_names.clone());
+    }
+    eprintln!("freezeframe: running freezeframe-agent verify on {address}");
+    let found = remote_verify(options, &address, &volume_names).await?;
+    note(&|r| {
+        r.verified_seconds = Some(started.elapsed().as_secs_f64());
+        r.verification = Some(found.clone());
+    });
+    Ok(())
+}
+
+/// Polls the Droplet until it is active with a public address.
+async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<String, Stop> {
+    loop {
+        let droplet = client
+            .droplet(id)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot read Droplet {id}: {e}")))?;
+        if droplet.status == "active" {
+            if let Some(ip) = droplet.networks.public_ipv4() {
+                return Ok(ip.to_string());
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// `freezeframe-agent verify --json` on the restored Droplet over ssh, retried while ssh cannot
+/// connect yet (sshd starts after the Droplet is reported active). The new Droplet's host key
+/// is accepted into a known-hosts file of this drill's own.
+async fn remote_verify(
+    options: &DrillOptions,
+    address: &str,
+    volumes: &[String],
+) -> Result<MachineVerification, Stop> {
+    let known_hosts = tempfile::NamedTempFile::new()
+        .map_err(|e| Stop::Failed(format!("cannot make a known-hosts file: {e}")))?;
+    let mut words = options.ssh_command.split_whitespace();
+    let program = words.next().unwrap_or("ssh");
+    loop {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(words.clone())
+            .args([
+                "-x",
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.path().display()))
+            .arg("--")
+            .arg(format!("{}@{address}", options.user))
+            .args(["freezeframe-agent", "verify", "--json"]);
+        for volume in volumes {
+            command.args(["--volume", volume]);
+        }
+        command.kill_on_drop(true).stdin(std::process::Stdio::null());
+        let out = command
+            .output()
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot run {program}: {e}")))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            // ssh could not connect (yet): sshd may still be starting.
+            Some(255)
+                if [
+                    "Connection refused",
+                    "timed out",
+                    "No route to host",
+                    "Connection reset",
+                ]
+                .iter()
+                .any(|w| said.contains(w)) =>
+            {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Some(0 | 1) => {
+                return serde_json::from_slice(&out.stdout).map_err(|e| {
+                    Stop::Failed(format!(
+                        "freezeframe-agent verify on {address} answered no report ({e}): {}",
+                        said.trim()
+                    ))
+                })
+            }
+            Some(127) => {
+                return Err(Stop::Failed(format!(
+                    "freezeframe-agent is not installed on the snapshot's image, so {address} \
+                     cannot check itself: install the freezeframe-agent package on the machine \
+                     that is snapshotted"
+                )))
+            }
+            _ => {
+                return Err(Stop::Failed(format!(
+                    "{program} to {address} failed ({}): {}",
+                    out.status,
+                    said.trim()
+                )))
+            }
+        }
+    }
+}
+
+/// Destroys every Droplet and volume that carries `tag`: the Droplets first (destroying one
+/// detaches its volumes), then the volumes, waiting out an attachment that is still being
+/// undone. What could not be destroyed, in words.
+pub async fn cleanup(client: &Client, tag: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Err(e) = client.delete_droplets_tagged(tag).await {
+        left.push(format!("the Droplets tagged {tag} ({e})"));
+    }
+    let volumes = match client.volumes().await {
+        Ok(all) => all,
+        Err(e) => {
+            left.push(format!("the volumes tagged {tag}: cannot list them ({e})"));
+            return left;
+        }
+    };
+    for volume in volumes
+        .iter()
+        .filter(|v| v.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)))
+    {
+        let mut attempt = 0;
+        loop {
+            match client.delete_volume(&volume.id).await {
+                Ok(()) => break,
+                // Still attached: the Droplet's destruction detaches it, in its own time.
+                Err(ApiError::Status { status: 409, .. }) if attempt < 30 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => {
+                    left.push(format!("volume {} ({}): {e}", volume.name, volume.id));
+                    break;
+                }
+            }
+        }
+    }
+    match client.droplets_with_tag(tag).await {
+        Ok(droplets) => left.extend(droplets.iter().map(|d| format!("Droplet {} ({})", d.name, d.id))),
+        Err(e) => left.push(format!("the Droplets tagged {tag}: cannot list them ({e})")),
+    }
+    left
+}
+
+/// The drill's report as text.
+pub fn text(report: &DrillReport) -> String {
+    let mut out = format!(
+        "snapshot {} ({}): {}\n",
+        report.snapshot_name,
+        report.snapshot_id,
+        if report.verified {
+            "VERIFIED: it restores"
+        } else {
+            "NOT verified"
+        }
+    );
+    if let (Some(id), Some(up)) = (report.droplet_id, report.up_seconds) {
+        out.push_str(&format!(
+            "  restored on Droplet {id} ({}, ${:.4}/hour), up in {up:.0} s\n",
+            report.size, report.price_hourly
+        ));
+    }
+    if let Some(found) = &report.verification {
+        out.push_str(&format!("  probe: {}\n", probe_words(found.probe)));
+        for fs in &found.filesystems {
+            out.push_str(&format!(
+                "  {} ({}): {}\n",
+                fs.mountpoint.display(),
+                fs.fstype,
+                if fs.markers.is_empty() {
+                    "no markers".to_string()
+                } else {
+                    fs.markers.join(", ")
+                }
+            ));
+        }
+        for volume in &found.volumes {
+            out.push_str(&format!(
+                "  volume {}: {}\n",
+                volume.name,
+                if volume.found.verified {
+                    "verified"
+                } else {
+                    "NOT verified"
+                }
+            ));
+            for db in &volume.found.databases {
+                out.push_str(&format!(
+                    "    {} at {}: {}{}\n",
+                    db.kind.label(),
+                    db.path.display(),
+                    if db.ok { "recovered and checked" } else { "FAILED" },
+                    db.recovery_seconds
+                        .map(|s| format!(" ({s:.1} s to recover)"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        for reason in &found.reasons {
+            out.push_str(&format!("  why not: {reason}\n"));
+        }
+    }
+    if let Some(error) = &report.error {
+        out.push_str(&format!("  drill failed: {error}\n"));
+    }
+    if let Some(tag) = &report.recorded {
+        out.push_str(&format!("  recorded on the snapshot as the tag {tag}\n"));
+    }
+    if report.left_behind.is_empty() {
+        out.push_str("  everything the drill created is destroyed\n");
+    } else {
+        out.push_str(&format!(
+            "  LEFT BEHIND: {} (run `freezeframe verify --cleanup`)\n",
+            report.left_behind.join("; ")
+        ));
+    }
+    out
+}
+
+fn probe_words(probe: ProbeVerdict) -> &'static str {
+    match probe {
+        ProbeVerdict::InsideWindow => "the disk was read inside the frozen window",
+        ProbeVerdict::AfterThaw => "the disk was read AFTER the thaw",
+        ProbeVerdict::NoMarkers => "no markers: when the disk was read cannot be told",
+    }
+}

@@ -1,0 +1,365 @@
+//! Restore drills (`freezeframe verify SNAPSHOT`) against the simulator: a snapshot of a
+//! Droplet whose volume holds PostgreSQL, restored by the simulator on a Droplet of its own,
+//! reached through a stand-in for ssh that gives the agent a machine whose filesystems are the
+//! restored disk's (a mount namespace with the restored disk where the original was) and the
+//! restored volume attached, not mounted, as on DigitalOcean.
+
+use crate::droplet::{Droplet, TOKEN};
+use freezeframe_tests::sim::{Capture, Sim};
+use freezeframe_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Droplet with PostgreSQL on its volume, 200 rows in, snapshotted and completed as `name`;
+/// PostgreSQL stopped again. The disk is read at `capture`: at completion, well after the thaw
+/// (the volume's snapshot, a copy of all of it here, holds the window open a while).
+fn snapshotted(capture: Capture, name: &str) -> Droplet {
+    let delay = match capture {
+        Capture::Registration => Duration::from_millis(300),
+        Capture::Completion => Duration::from_secs(4),
+    };
+    let droplet = Droplet::with_database_volume(capture, delay, 300);
+    let volume = droplet.volume.as_ref().unwrap();
+    let pg = PgServer::start(&volume.path("pg/data"), &droplet.dir.path().join("pg-run"), true);
+    pg.sql("CREATE TABLE rows AS SELECT n::bigint FROM generate_series(1, 200) n");
+    let mut config = std::fs::read_to_string(&droplet.config).unwrap();
+    config.push_str(&format!(
+        "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n",
+        pg.sockets.display().to_string()
+    ));
+    std::fs::write(&droplet.config, config).unwrap();
+    let (_, report) = droplet.snapshot(&["--wait", "--name", name]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    drop(pg);
+    droplet
+}
+
+/// The restored Droplets of the simulator, as the stand-in for ssh finds them: a file per
+/// address naming its disk and volumes, written once it has `volumes` volumes attached.
+struct Machines {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Machines {
+    fn watch(sim: Sim, dir: &Path, volumes: usize) -> Machines {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, dir) = (stop.clone(), dir.to_path_buf());
+        std::fs::create_dir_all(&dir).unwrap();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                for m in sim.restored_machines() {
+                    let file = dir.join(&m.ip);
+                    if m.volumes.len() < volumes || file.exists() {
+                        continue;
+                    }
+                    let attached: Vec<String> = m
+                        .volumes
+                        .iter()
+                        .map(|(name, disk)| format!("{name}:{}", disk.display()))
+                        .collect();
+                    let text = format!("disk='{}'\nvolumes='{}'\n", m.disk.display(), attached.join(" "));
+                    std::fs::write(
+                        dir.join(format!("{}.user-data", m.ip)),
+                        m.user_data.unwrap_or_default(),
+                    )
+                    .unwrap();
+                    let partial = dir.join(format!(".{}", m.ip));
+                    std::fs::write(&partial, text).unwrap();
+                    std::fs::rename(&partial, &file).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Machines {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Machines {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The stand-in for ssh: to an address the simulator restored, it "boots" the machine (a
+/// private mount namespace: the restored disk mounted where the Droplet's disk was, the
+/// original volume gone, each restored volume on a read-only loop device linked by name as
+/// udev would) and runs the remote `freezeframe-agent` command there, with the machine's
+/// config; any other address is refused as sshd would before it is up.
+fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
+    let dir = droplet.dir.path();
+    let links = dir.join("restored-links");
+    let config = dir.join("etc/restored.toml");
+    let original = std::fs::read_to_string(&droplet.config).unwrap();
+    std::fs::write(
+        &config,
+        original.replace(
+            &format!("volume_links = {:?}", dir.join("by-id").display().to_string()),
+            &format!("volume_links = {:?}", links.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let boot = dir.join("boot-restored.sh");
+    std::fs::write(
+        &boot,
+        format!(
+            "set -e\n. \"$1\"; shift\n\
+             dev=$(losetup --find --show \"$disk\"); vdevs=''\n\
+             trap 'umount {disk_mp} 2>/dev/null; losetup -d $dev; for v in $vdevs; do losetup -d $v; done' EXIT\n\
+             mount \"$dev\" {disk_mp}\n\
+             umount -l {volume_mp}\n\
+             mkdir -p {links}\n\
+             for v in $volumes; do vdev=$(losetup --find --show --read-only \"${{v#*:}}\"); vdevs=\"$vdevs $vdev\"; \
+             ln -sfn \"$vdev\" {links}/scsi-0DO_Volume_${{v%%:*}}; done\n\
+             set +e\n{agent} --config {config} \"$@\"\n",
+            disk_mp = droplet.disk.mountpoint.display(),
+            volume_mp = droplet.volume.as_ref().unwrap().mountpoint.display(),
+            links = links.display(),
+            agent = agent_bin().display(),
+            config = config.display(),
+        ),
+    )
+    .unwrap();
+    let ssh = dir.join("ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\n\
+             while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift\n\
+             ip=${{1#*@}}; shift\n\
+             [ -f {machines}/$ip ] || {{ echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255; }}\n\
+             [ \"$1\" = freezeframe-agent ] || {{ echo \"sh: $1: not found\" >&2; exit 127; }}\n\
+             shift\nexec unshare -m --propagation private sh {boot} {machines}/$ip \"$@\"\n",
+            log = dir.join("ssh.log").display(),
+            machines = machines.display(),
+            boot = boot.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ssh
+}
+
+/// `freezeframe verify ARGS --json` against the droplet's simulator, with `ssh`.
+fn drill(droplet: &Droplet, ssh: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cli_bin());
+    cmd.args(["--api-url", &droplet.server.url, "--ssh-command"])
+        .arg(ssh)
+        .args(["--json", "verify"])
+        .args(args)
+        .env("DIGITALOCEAN_TOKEN", TOKEN);
+    cmd
+}
+
+fn drill_report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Nothing the drill created is left in the simulator, and no loop device holds its files.
+fn nothing_left(droplet: &Droplet) {
+    assert!(
+        droplet.server.sim.restored_machines().is_empty(),
+        "a drill Droplet is left"
+    );
+    assert!(
+        droplet.server.sim.restored_volume_ids().is_empty(),
+        "a drill volume is left"
+    );
+}
+
+#[test]
+fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
+    let droplet = snapshotted(Capture::Registration, "drill-1");
+    let machines = droplet.dir.path().join("machines");
+    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
+    let ssh = restoring_ssh(&droplet, &machines);
+
+    let out = drill(&droplet, &ssh, &["drill-1", "--yes"]).output().unwrap();
+    let report = drill_report(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["size"], "s-1vcpu-1gb", "the cheapest size whose disk fits");
+    let found = &report["verification"];
+    assert_eq!(found["probe"], "inside-window", "{found:#}");
+    assert_eq!(found["claimed"], "application");
+    let disk = droplet.disk.mountpoint.display().to_string();
+    let root = found["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["mountpoint"] == disk.as_str())
+        .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"));
+    assert_eq!(root["markers"], serde_json::json!(["drill-1.before"]));
+    // The volume, restored from its snapshot of the same run: PostgreSQL recovers and reads.
+    let volume = &found["volumes"][0]["found"];
+    assert_eq!(volume["verified"], true, "{volume:#}");
+    let pg = &volume["databases"][0];
+    assert_eq!(pg["kind"], "postgresql");
+    assert_eq!(pg["path"], "/pg/data");
+    let rows = pg["tables"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|t| t["table"] == "postgres.public.rows" && t["rows"] == 200),
+        "{pg:#}"
+    );
+    // Recorded on the snapshot, and the restored copy was kept from snapshotting itself.
+    assert_eq!(report["recorded"], "freezeframe-verified");
+    let id = report["snapshot_id"].as_str().unwrap();
+    assert_eq!(droplet.server.sim.image_tags(id), ["freezeframe-verified"]);
+    let address = report["address"].as_str().unwrap();
+    let user_data = std::fs::read_to_string(machines.join(format!("{address}.user-data"))).unwrap();
+    assert!(
+        user_data.contains("mask") && user_data.contains("freezeframe-snapshot.timer"),
+        "{user_data}"
+    );
+    assert_eq!(report["left_behind"], serde_json::json!([]));
+    nothing_left(&droplet);
+}
+
+#[test]
+fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
+    let droplet = snapshotted(Capture::Completion, "late-1");
+    let machines = droplet.dir.path().join("machines");
+    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
+    let ssh = restoring_ssh(&droplet, &machines);
+
+    let out = drill(&droplet, &ssh, &["late-1", "--yes"]).output().unwrap();
+    let report = drill_report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["verified"], false);
+    let found = &report["verification"];
+    assert_eq!(found["probe"], "after-thaw", "{found:#}");
+    let reasons = found["reasons"].to_string();
+    assert!(reasons.contains("thaw_after"), "{reasons}");
+    assert!(reasons.contains("only crash-consistent"), "{reasons}");
+    assert_eq!(report["recorded"], "freezeframe-verify-failed");
+    nothing_left(&droplet);
+}
+
+#[test]
+fn an_interrupted_or_failed_drill_destroys_what_it_made_and_cleanup_takes_the_rest() {
+    let droplet = snapshotted(Capture::Registration, "cut-1");
+    // No machine file: ssh is refused, as to a Droplet whose sshd never comes up.
+    let machines = droplet.dir.path().join("machines");
+    let ssh = restoring_ssh(&droplet, &machines);
+    let sim = &droplet.server.sim;
+
+    // Without --yes and without a terminal: nothing is created.
+    let posts = || {
+        sim.counters()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("POST"))
+            .count()
+    };
+    let before = posts();
+    let out = drill(&droplet, &ssh, &["cut-1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!(posts(), before, "nothing was asked for");
+
+    // SIGINT while it waits for ssh: it destroys the Droplet and the volume, and says why.
+    for (signal, name) in [
+        (nix::sys::signal::Signal::SIGINT, "SIGINT"),
+        (nix::sys::signal::Signal::SIGTERM, "SIGTERM"),
+    ] {
+        let child = drill(&droplet, &ssh, &["cut-1", "--yes"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(|| sim.restored_machines().iter().any(|m| !m.volumes.is_empty()));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = drill_report(&out);
+        assert_eq!(out.status.code(), Some(1), "{report:#}");
+        assert_eq!(report["error"], format!("interrupted by {name}"));
+        nothing_left(&droplet);
+    }
+
+    // A timeout, likewise.
+    let out = drill(&droplet, &ssh, &["cut-1", "--yes", "--timeout", "3s"])
+        .output()
+        .unwrap();
+    let report = drill_report(&out);
+    assert!(
+        report["error"].as_str().unwrap().contains("--timeout"),
+        "{report:#}"
+    );
+    nothing_left(&droplet);
+
+    // An API failure part-way (the volume cannot be made): the Droplet goes all the same.
+    sim.set_faults(vec!["POST /v2/volumes=500*1".parse().unwrap()]);
+    let out = drill(&droplet, &ssh, &["cut-1", "--yes"]).output().unwrap();
+    let report = drill_report(&out);
+    assert!(
+        report["error"].as_str().unwrap().contains("cannot create volume"),
+        "{report:#}"
+    );
+    assert!(report["droplet_id"].is_u64(), "{report:#}");
+    nothing_left(&droplet);
+
+    // SIGKILL: nothing can clean up, but everything made carries the drill's tag.
+    let mut child = drill(&droplet, &ssh, &["cut-1", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| sim.restored_machines().iter().any(|m| !m.volumes.is_empty()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(sim.restored_machines().len(), 1);
+    let out = drill(&droplet, &ssh, &["--cleanup"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report_of_cleanup(&out), serde_json::json!([]));
+    nothing_left(&droplet);
+}
+
+fn report_of_cleanup(out: &Output) -> serde_json::Value {
+    drill_report(out)["left_behind"].clone()
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting");
+}

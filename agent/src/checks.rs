@@ -48,7 +48,7 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
     let plan = crate::job::freeze_plan(settings);
     checks.push(filesystems(&plan));
     let targets = plan.map(|p| p.targets).unwrap_or_default();
-    checks.push(provider(settings, &targets).await);
+    checks.extend(provider(settings, &targets).await);
     checks.extend(quiescers(settings, &targets).await);
     checks.push(check(
         "freeze self-test",
@@ -110,10 +110,12 @@ fn filesystems(plan: &Result<Plan, PlanFromSystemError>) -> Check {
     )
 }
 
-/// The provider's own preflight, as a snapshot would run it.
-async fn provider(settings: &Settings, targets: &[Target]) -> Check {
+/// The provider's own preflight, as a snapshot would run it; and, when what it learned caps
+/// what a snapshot may claim (a restore drill found the platform reading disks after the thaw),
+/// that too, loudly.
+async fn provider(settings: &Settings, targets: &[Target]) -> Vec<Check> {
     let mut provider = crate::job::provider(settings);
-    check(
+    let mut checks = vec![check(
         &format!("provider {}", provider.name()),
         provider
             .preflight("freezeframe-doctor", targets)
@@ -125,7 +127,18 @@ async fn provider(settings: &Settings, targets: &[Target]) -> Check {
                     e.fix().unwrap_or("see the error").to_string(),
                 )
             }),
-    )
+    )];
+    if let Some(limit) = provider.claim_limit() {
+        checks.push(check(
+            "snapshot point",
+            Err((
+                limit.why,
+                "set `digitalocean.thaw_after = \"completed\"`, or run `freezeframe verify` on a \
+                 newer snapshot if the platform has changed",
+            )),
+        ));
+    }
+    checks
 }
 
 /// Databases found that nothing quiesces, and each quiescer's own check.

@@ -8,6 +8,7 @@
 
 use crate::commands::{Exit, Failure};
 use freezeframe_agent::provider::digitalocean::client::{http_client, ApiError, Client};
+use freezeframe_agent::provider::digitalocean::platform;
 use freezeframe_agent::provider::digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
 use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
 use serde::Serialize;
@@ -84,9 +85,8 @@ pub struct DrillReport {
     /// Why the drill could not finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The tag the snapshot got for the result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recorded: Option<String>,
+    /// The tags the snapshot got: the result, and the probe's verdict.
+    pub recorded: Vec<String>,
     /// What the drill created and could not destroy (`freezeframe verify --cleanup` retries).
     pub left_behind: Vec<String>,
 }
@@ -323,13 +323,9 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
             humantime::format_duration(options.timeout)
         ),
     });
-    if let Some(found) = &report.verification {
+    if let Some(found) = report.verification.clone() {
         report.verified = found.verified && report.error.is_none();
-        let tag = if found.verified { VERIFIED_TAG } else { FAILED_TAG };
-        match client.tag_snapshot(tag, &plan.snapshot.id, false).await {
-            Ok(()) => report.recorded = Some(tag.to_string()),
-            Err(e) => eprintln!("freezeframe: cannot tag the snapshot {tag}: {e}"),
-        }
+        record(client, &plan.snapshot.id, &found, &mut report).await;
     }
     let exit = if report.verified && report.left_behind.is_empty() {
         Exit::Success
@@ -337,6 +333,23 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
         Exit::Failed
     };
     Ok((exit, report))
+}
+
+/// Tags the snapshot with the result, and with when the platform read its disk: the agent on
+/// the Droplet reads that verdict back before its next runs (`platform.rs`).
+async fn record(client: &Client, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
+    let result = if found.verified { VERIFIED_TAG } else { FAILED_TAG };
+    let probe = match found.probe {
+        ProbeVerdict::InsideWindow => Some(platform::INSIDE_WINDOW_TAG),
+        ProbeVerdict::AfterThaw => Some(platform::AFTER_THAW_TAG),
+        ProbeVerdict::NoMarkers => None,
+    };
+    for tag in std::iter::once(result).chain(probe) {
+        match client.tag_snapshot(tag, snapshot, false).await {
+            Ok(()) => report.recorded.push(tag.to_string()),
+            Err(e) => eprintln!("freezeframe: cannot tag the snapshot {tag}: {e}"),
+        }
+    }
 }
 
 /// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
@@ -610,8 +623,11 @@ pub fn text(report: &DrillReport) -> String {
     if let Some(error) = &report.error {
         out.push_str(&format!("  drill failed: {error}\n"));
     }
-    if let Some(tag) = &report.recorded {
-        out.push_str(&format!("  recorded on the snapshot as the tag {tag}\n"));
+    if !report.recorded.is_empty() {
+        out.push_str(&format!(
+            "  recorded on the snapshot as the tags {}\n",
+            report.recorded.join(", ")
+        ));
     }
     if report.left_behind.is_empty() {
         out.push_str("  everything the drill created is destroyed\n");

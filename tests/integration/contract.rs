@@ -264,6 +264,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         "/v2/account",
         "/v2/snapshots?page=1&per_page=20",
         "/v2/droplets?tag_name=db&page=1&per_page=200",
+        "/v2/images?private=true&tag_name=freezeframe-probe-after-thaw&page=1&per_page=200",
     ] {
         let status = rt.block_on(async {
             reqwest::Client::new()

@@ -5,6 +5,7 @@
 //! restored volume attached, not mounted, as on DigitalOcean.
 
 use crate::droplet::{Droplet, TOKEN};
+use freezeframe_tests::bus::PrivateBus;
 use freezeframe_tests::sim::{Capture, Sim};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -225,9 +226,10 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
         "{pg:#}"
     );
     // Recorded on the snapshot, and the restored copy was kept from snapshotting itself.
-    assert_eq!(report["recorded"], "freezeframe-verified");
+    let recorded = ["freezeframe-verified", "freezeframe-probe-inside-window"];
+    assert_eq!(report["recorded"], serde_json::json!(recorded));
     let id = report["snapshot_id"].as_str().unwrap();
-    assert_eq!(droplet.server.sim.image_tags(id), ["freezeframe-verified"]);
+    assert_eq!(droplet.server.sim.image_tags(id), recorded);
     let address = report["address"].as_str().unwrap();
     let user_data = std::fs::read_to_string(machines.join(format!("{address}.user-data"))).unwrap();
     assert!(
@@ -254,8 +256,49 @@ fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
     let reasons = found["reasons"].to_string();
     assert!(reasons.contains("thaw_after"), "{reasons}");
     assert!(reasons.contains("only crash-consistent"), "{reasons}");
-    assert_eq!(report["recorded"], "freezeframe-verify-failed");
+    assert_eq!(
+        report["recorded"],
+        serde_json::json!(["freezeframe-verify-failed", "freezeframe-probe-after-thaw"])
+    );
     nothing_left(&droplet);
+
+    // The agent on the Droplet reads the verdict back: under thaw_after = "registered" its
+    // next snapshot claims no more than crash-consistent, and says why.
+    // (PostgreSQL is stopped now: its quiescer goes, and filesystem-consistent is the aim.)
+    let config = std::fs::read_to_string(&droplet.config).unwrap();
+    let without = config.split("\n[[quiescer]]").next().unwrap().to_string();
+    std::fs::write(&droplet.config, without).unwrap();
+    let (_, next) = droplet.snapshot(&["--wait", "--name", "after-the-drill"]);
+    assert_eq!(next["status"], "succeeded", "{next:#}");
+    assert_eq!(next["consistency"], "crash", "{next:#}");
+    let warnings = next["warnings"].to_string();
+    assert!(
+        warnings.contains("restore drill of snapshot late-1") && warnings.contains("thaw_after"),
+        "{warnings}"
+    );
+    // doctor says so too, through the agent's service.
+    let bus = PrivateBus::start(&droplet.dir.path().join("bus")).unwrap();
+    let mut agent = droplet.agent();
+    let mut agent = agent
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .arg("run")
+        .spawn()
+        .unwrap();
+    let cli = |command: &str| {
+        Command::new(cli_bin())
+            .args(["--bus-address", &bus.address, command])
+            .output()
+            .unwrap()
+    };
+    wait_for(|| cli("status").status.success());
+    let doctor = cli("doctor");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("snapshot point") && text.contains("thaw_after = \"completed\""),
+        "{text}"
+    );
 }
 
 #[test]

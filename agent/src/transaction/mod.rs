@@ -328,11 +328,19 @@ impl Transaction<'_> {
     ) -> Result<Window, Stop> {
         rec.enter(Phase::Quiesce);
         let all_prepared = self.quiesce(rec, started).await?;
-        let expected = if !self.quiescers.is_empty() && all_prepared && self.spec.unquiesced.is_empty() {
+        let mut expected = if !self.quiescers.is_empty() && all_prepared && self.spec.unquiesced.is_empty() {
             Consistency::Application
         } else {
             Consistency::Filesystem
         };
+        // Claimed no higher than the provider knows the snapshot can be: the name, the probe's
+        // markers and the report all say the same.
+        if let Some(limit) = self.provider.claim_limit() {
+            if expected.capped(limit.at_most) != expected {
+                expected = expected.capped(limit.at_most);
+                rec.report.warnings.push(limit.why);
+            }
+        }
         let name = self.spec.name.render(expected);
         rec.report.snapshot_name = name.clone();
         rec.enter(Phase::Sync);

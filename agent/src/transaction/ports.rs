@@ -312,6 +312,20 @@ pub enum Consistency {
 }
 
 impl Consistency {
+    /// This, or `cap` if that is weaker.
+    pub(crate) fn capped(self, cap: Consistency) -> Consistency {
+        let rank = |c: Consistency| match c {
+            Consistency::Crash => 0,
+            Consistency::Filesystem => 1,
+            Consistency::Application => 2,
+        };
+        if rank(cap) < rank(self) {
+            cap
+        } else {
+            self
+        }
+    }
+
     pub(crate) const ALL: [Consistency; 3] = [
         Consistency::Application,
         Consistency::Filesystem,
@@ -459,6 +473,15 @@ pub trait OwnedNames: Send + Sync {
     fn is_ours(&self, name: &str) -> bool;
 }
 
+/// A bound on the consistency a run may claim, learned in preflight, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimLimit {
+    /// The most a snapshot of this run can be.
+    pub at_most: Consistency,
+    /// Why, with what to do: the report's warning.
+    pub why: String,
+}
+
 /// Something that takes snapshots.
 #[async_trait::async_trait]
 pub trait SnapshotProvider: Send {
@@ -466,6 +489,11 @@ pub trait SnapshotProvider: Send {
     fn name(&self) -> &'static str;
     /// Checks, before anything is frozen, everything the request for snapshot `name` will need.
     async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError>;
+    /// What preflight learned that bounds what this run may claim (the platform reads its disks
+    /// only after the thaw, say); `None` when nothing does.
+    fn claim_limit(&self) -> Option<ClaimLimit> {
+        None
+    }
     /// Called right before the freeze (after quiesce and sync): last chance to make sure the
     /// request will not have to set anything up inside the window (a fresh connection).
     async fn ready(&mut self) -> Result<(), ProviderError> {

@@ -3,8 +3,8 @@
 use super::*;
 use crate::naming::{NameTemplate, OwnNames, SnapshotName};
 use ports::{
-    Completion, DevNum, FilesystemsError, FreezeOutcome, OwnedNames, ProviderError, Pruned, QuiesceError,
-    Target, ThawReport,
+    ClaimLimit, Completion, DevNum, FilesystemsError, FreezeOutcome, OwnedNames, ProviderError, Pruned,
+    QuiesceError, Target, ThawReport,
 };
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
@@ -33,6 +33,8 @@ fn fs_error(message: &str) -> FilesystemsError {
 #[derive(Default)]
 struct FakeFs {
     log: Log,
+    /// The probe's markers asked for, apart from the phases' log.
+    marks: Log,
     targets: Vec<Target>,
     fail_preflight: bool,
     fail_sync: bool,
@@ -49,6 +51,13 @@ struct FakeFs {
 impl Filesystems for FakeFs {
     fn targets(&self) -> &[Target] {
         &self.targets
+    }
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, consistency: Consistency) -> Vec<String> {
+        note(
+            &self.marks,
+            format!("{snapshot} {} {}", moment.as_str(), consistency.as_str()),
+        );
+        Vec::new()
     }
     fn preflight(&mut self) -> Result<(), FilesystemsError> {
         note(&self.log, "fs.preflight");
@@ -122,12 +131,17 @@ struct FakeProvider {
     existing: Vec<String>,
     prune: Behaviour,
     ready: Behaviour,
+    /// What preflight "learned" bounds the claim.
+    limit: Option<ClaimLimit>,
 }
 
 #[async_trait::async_trait]
 impl SnapshotProvider for FakeProvider {
     fn name(&self) -> &'static str {
         "fake"
+    }
+    fn claim_limit(&self) -> Option<ClaimLimit> {
+        self.limit.clone()
     }
     async fn preflight(&mut self, _name: &str, _targets: &[Target]) -> Result<(), ProviderError> {
         note(&self.log, "provider.preflight");
@@ -623,6 +637,43 @@ async fn a_templated_name_records_the_consistency_reached() {
     let (report, _, _) = s.run().await;
     assert_eq!(report.snapshot_name, "web-1-20261127-235101-filesystem");
     assert_eq!(report.consistency, Some(Consistency::Filesystem));
+}
+
+#[tokio::test]
+async fn a_limit_learned_in_preflight_caps_the_name_the_markers_and_the_report() {
+    let mut s = Setup::new(&["db"]);
+    s.name = template_name("web-1").0;
+    s.provider.limit = Some(ClaimLimit {
+        at_most: Consistency::Crash,
+        why: "this platform reads disks after the thaw".into(),
+    });
+    let marks = s.fs.marks.clone();
+    let (report, _, _) = s.run().await;
+    assert_eq!(report.snapshot_name, "web-1-20261127-235101-crash");
+    assert_eq!(report.consistency, Some(Consistency::Crash));
+    assert!(
+        report.warnings.iter().any(|w| w.contains("after the thaw")),
+        "{report:?}"
+    );
+    let marks = marks.lock().unwrap().clone();
+    assert_eq!(
+        marks,
+        [
+            "web-1-20261127-235101-crash before crash",
+            "web-1-20261127-235101-crash after crash"
+        ],
+        "the markers claim no more"
+    );
+
+    // A limit above what the run reaches changes nothing, and says nothing.
+    let mut s = Setup::new(&[]);
+    s.provider.limit = Some(ClaimLimit {
+        at_most: Consistency::Application,
+        why: "never shown".into(),
+    });
+    let (report, _, _) = s.run().await;
+    assert_eq!(report.consistency, Some(Consistency::Filesystem));
+    assert!(report.warnings.is_empty(), "{report:?}");
 }
 
 #[tokio::test]

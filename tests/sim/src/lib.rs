@@ -268,6 +268,7 @@ impl Sim {
             .route("/v2/actions/{id}", get(action))
             .route("/v2/snapshots", get(snapshots))
             .route("/v2/sizes", get(restore::sizes))
+            .route("/v2/images", get(restore::images))
             .route("/v2/volumes", get(restore::volumes).post(restore::post_volumes))
             .route("/v2/volumes/{id}", get(volume).delete(restore::delete_volume))
             .route(

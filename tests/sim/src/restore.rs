@@ -342,6 +342,40 @@ pub(crate) fn volume_snapshot_json(st: &SimState, s: &SimVolumeSnapshot) -> Valu
 }
 
 #[derive(Deserialize)]
+pub(crate) struct ImagesQuery {
+    tag_name: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// `GET /v2/images[?tag_name=T]`: the account's snapshots, as images.
+pub(crate) async fn images(State(sim): State<Sim>, Query(query): Query<ImagesQuery>) -> Response {
+    let mut st = sim.lock();
+    st.refresh();
+    let items = st
+        .snapshots
+        .iter()
+        .filter_map(|s| {
+            let tags = st.image_tags.get(&s.id.to_string()).cloned().unwrap_or_default();
+            if query.tag_name.as_ref().is_some_and(|t| !tags.contains(t)) {
+                return None;
+            }
+            Some(
+                json!({"id": s.id, "name": s.name, "type": "snapshot", "distribution": "Debian",
+                "slug": null, "public": false, "regions": [REGION], "created_at": rfc3339(s.created),
+                "min_disk_size": SNAPSHOT_MIN_DISK, "size_gigabytes": gigabytes(s.size_bytes),
+                "description": "", "tags": tags, "status": "available", "error_message": ""}),
+            )
+        })
+        .collect();
+    let paging = Paging {
+        page: query.page,
+        per_page: query.per_page,
+    };
+    Json(page("images", items, &paging)).into_response()
+}
+
+#[derive(Deserialize)]
 struct VolumeCreate {
     name: String,
     size_gigabytes: u64,

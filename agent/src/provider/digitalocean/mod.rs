@@ -7,6 +7,7 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
+pub mod platform;
 mod restore;
 pub(crate) mod token;
 pub(crate) mod types;
@@ -15,8 +16,8 @@ pub use types::{Droplet, DropletCreate, Networks, Size, Snapshot, Volume, Volume
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
-    Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled, Registration, SnapshotInfo,
-    SnapshotProvider, Target, VolumeSnapshotRef,
+    ClaimLimit, Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled, Registration,
+    SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub(crate) struct DigitalOcean {
     prunes: bool,
     /// Attached volumes whose filesystems are frozen: snapshotted in the same window.
     volumes: Vec<PlannedVolume>,
+    /// What restore drills learned about this platform, read in preflight.
+    platform: Option<platform::Learned>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +79,24 @@ fn volume_target(links: &Path, name: &str, targets: &[Target]) -> Option<PathBuf
 }
 
 impl DigitalOcean {
+    /// Under `thaw_after = "registered"`, what drills found about when this platform reads a
+    /// disk. Not knowing is no reason to stop a snapshot: it is said, and the run goes on.
+    async fn learn_platform(&self, client: &Client) -> Option<platform::Learned> {
+        if self.settings.thaw_after != ThawAfter::Registered {
+            return None;
+        }
+        match platform::learned(client, self.droplet_id).await {
+            Ok(learned) => learned,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read what restore drills found about this platform (a token with \
+                     image:read can): {e}"
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn new(settings: DigitalOceanSettings, max_freeze: Duration, prunes: bool) -> Self {
         DigitalOcean {
             settings,
@@ -86,6 +107,7 @@ impl DigitalOcean {
             known_actions: Vec::new(),
             prunes,
             volumes: Vec::new(),
+            platform: None,
         }
     }
 
@@ -315,8 +337,13 @@ impl SnapshotProvider for DigitalOcean {
                 }
             }
         }
+        self.platform = self.learn_platform(&client).await;
         self.client = Some(client);
         Ok(())
+    }
+
+    fn claim_limit(&self) -> Option<ClaimLimit> {
+        self.platform.as_ref().and_then(platform::limit)
     }
 
     async fn ready(&mut self) -> Result<(), ProviderError> {

@@ -21,6 +21,12 @@ impl Client {
             .await
     }
 
+    /// The account's own images (snapshots) that carry `tag`.
+    pub(crate) async fn images_tagged(&self, tag: &str) -> Result<Vec<Image>, ApiError> {
+        self.all::<ImagePage>(&format!("/v2/images?private=true&tag_name={}", escape(tag)))
+            .await
+    }
+
     /// The Droplet sizes on sale.
     pub async fn sizes(&self) -> Result<Vec<Size>, ApiError> {
         self.all::<SizeList>("/v2/sizes").await

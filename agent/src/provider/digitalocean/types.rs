@@ -390,3 +390,25 @@ pub(crate) struct TagResource<'a> {
     /// `image` for a Droplet snapshot, `volume_snapshot` for a volume's.
     pub resource_type: &'static str,
 }
+
+/// An image (here: a Droplet snapshot) as `/v2/images` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Image {
+    pub id: u64,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ImagePage {
+    pub images: Vec<Image>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+impl Paged for ImagePage {
+    type Item = Image;
+    fn into_page(self) -> (Vec<Image>, bool) {
+        (self.images, has_next(self.links))
+    }
+}

@@ -1,0 +1,64 @@
+//! What restore drills learned about when this platform reads a Droplet's disk. Each drill
+//! (`freezeframe verify`) tags the snapshot it restored with the probe's verdict; the newest
+//! verdict among this Droplet's own snapshots stands (a platform can change). Under
+//! `thaw_after = "registered"`, an after-the-thaw verdict means a snapshot here may hold writes
+//! from after the snapshot point, so a run may claim no more than crash-consistent.
+
+use super::client::{ApiError, Client};
+use crate::transaction::ports::{ClaimLimit, Consistency};
+use std::collections::HashSet;
+
+/// The tag a drill puts on a snapshot whose disk was read inside the frozen window.
+pub const INSIDE_WINDOW_TAG: &str = "freezeframe-probe-inside-window";
+/// The tag a drill puts on a snapshot whose disk was read after the thaw.
+pub const AFTER_THAW_TAG: &str = "freezeframe-probe-after-thaw";
+
+/// The newest drill verdict on one of this Droplet's snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Learned {
+    /// The disk was read after the thaw.
+    pub(crate) after_thaw: bool,
+    /// The snapshot drilled.
+    pub(crate) snapshot: String,
+    /// When it was taken.
+    pub(crate) taken: String,
+}
+
+/// The newest verdict drills left on `droplet`'s snapshots, if any drill has run.
+pub(crate) async fn learned(client: &Client, droplet: u64) -> Result<Option<Learned>, ApiError> {
+    let own: HashSet<u64> = client
+        .droplet_snapshots(droplet)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let mut newest: Option<Learned> = None;
+    for (tag, after_thaw) in [(INSIDE_WINDOW_TAG, false), (AFTER_THAW_TAG, true)] {
+        for image in client.images_tagged(tag).await? {
+            // RFC 3339 times in UTC sort as text.
+            if own.contains(&image.id) && newest.as_ref().is_none_or(|n| image.created_at > n.taken) {
+                newest = Some(Learned {
+                    after_thaw,
+                    snapshot: image.name,
+                    taken: image.created_at,
+                });
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// The bound a verdict puts on runs that thaw when the action registers.
+pub(crate) fn limit(learned: &Learned) -> Option<ClaimLimit> {
+    learned.after_thaw.then(|| ClaimLimit {
+        at_most: Consistency::Crash,
+        why: format!(
+            "a restore drill of snapshot {} (taken {}) found that this platform read the \
+             Droplet's disk after the thaw: with thaw_after = \"registered\" a snapshot here may \
+             hold writes from after the snapshot point, so this one is only crash-consistent. Set \
+             `digitalocean.thaw_after = \"completed\"` (the freeze then lasts until the snapshot \
+             completes, within max_freeze), or drill a newer snapshot if the platform changed",
+            learned.snapshot, learned.taken
+        ),
+    })
+}

@@ -250,8 +250,9 @@ fn consent(plan: &Plan, options: &DrillOptions) -> Result<(), Failure> {
             String::new()
         } else {
             format!(
-                ", with {} volumes ({volumes} GB) from the run's volume snapshots",
-                plan.volumes.len()
+                ", with {} volume{} ({volumes} GB) from the run's volume snapshots",
+                plan.volumes.len(),
+                if plan.volumes.len() == 1 { "" } else { "s" }
             )
         }
     );

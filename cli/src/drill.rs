@@ -511,11 +511,22 @@ async fn remote_verify(
                 )))
             }
             _ => {
+                let fix = if said.contains("Permission denied") {
+                    "the restored Droplet lets in the keys the snapshotted machine did, and those \
+                     given with --ssh-key (an id or fingerprint from your account): give yours \
+                     with --ssh-key, or load one of the others into an ssh agent"
+                        .to_string()
+                } else {
+                    format!("{}@{address}", options.user)
+                        .parse::<crate::client::Host>()
+                        .map(|host| crate::ssh::diagnose(&said, &host).2)
+                        .unwrap_or_default()
+                };
                 return Err(Stop::Failed(format!(
-                    "{program} to {address} failed ({}): {}",
+                    "{program} to {address} failed ({}): {}; {fix}",
                     out.status,
                     said.trim()
-                )))
+                )));
             }
         }
     }

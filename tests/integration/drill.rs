@@ -139,6 +139,7 @@ fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
             "#!/bin/sh\necho \"$@\" >> {log}\n\
              while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift\n\
              ip=${{1#*@}}; shift\n\
+             [ -f {machines}/deny ] && {{ echo \"root@$ip: Permission denied (publickey).\" >&2; exit 255; }}\n\
              [ -f {machines}/$ip ] || {{ echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255; }}\n\
              [ \"$1\" = freezeframe-agent ] || {{ echo \"sh: $1: not found\" >&2; exit 127; }}\n\
              shift\nexec unshare -m --propagation private sh {boot} {machines}/$ip \"$@\"\n",
@@ -360,6 +361,19 @@ fn an_interrupted_or_failed_drill_destroys_what_it_made_and_cleanup_takes_the_re
         "{report:#}"
     );
     nothing_left(&droplet);
+
+    // ssh refused for good (no key the restored machine accepts): said at once, cleaned up.
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(machines.join("deny"), "").unwrap();
+    let out = drill(&droplet, &ssh, &["cut-1", "--yes"]).output().unwrap();
+    let report = drill_report(&out);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("Permission denied") && error.contains("--ssh-key"),
+        "{error}"
+    );
+    nothing_left(&droplet);
+    std::fs::remove_file(machines.join("deny")).unwrap();
 
     // An API failure part-way (the volume cannot be made): the Droplet goes all the same.
     sim.set_faults(vec!["POST /v2/volumes=500*1".parse().unwrap()]);

@@ -6,7 +6,7 @@ use freezeframe_agent::job::SnapshotPlan;
 use freezeframe_agent::runtime::Recovered;
 use freezeframe_agent::service::wire::{self, Dict};
 use freezeframe_agent::service::{AgentError, AgentStatus};
-use freezeframe_agent::transaction::ports::{Pruned, SnapshotInfo};
+use freezeframe_agent::transaction::ports::{DrillResult, Pruned, SnapshotInfo};
 use freezeframe_agent::transaction::{Report, Status};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -431,9 +431,13 @@ pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
         return "no snapshots\n".into();
     }
     let with_ids = list.iter().any(|s| s.id != s.name);
+    let drilled = list.iter().any(|s| s.drill.is_some());
     let mut table = vec![vec!["CREATED".to_string(), "SIZE".into(), "NAME".into()]];
     if with_ids {
         table[0].push("ID".into());
+    }
+    if drilled {
+        table[0].push("RESTORE DRILL".into());
     }
     for s in list {
         let size = s
@@ -443,6 +447,16 @@ pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
         let mut row = vec![s.created_at.clone(), size, s.name.clone()];
         if with_ids {
             row.push(s.id.clone());
+        }
+        if drilled {
+            row.push(
+                match s.drill {
+                    Some(DrillResult::Verified) => "verified",
+                    Some(DrillResult::Failed) => "FAILED",
+                    None => "-",
+                }
+                .into(),
+            );
         }
         table.push(row);
     }

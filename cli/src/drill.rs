@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Every drill's resources carry this tag; `--cleanup` destroys what carries it.
 pub const DRILL_TAG: &str = "freezeframe-verify";
-/// The tag a verified snapshot gets.
-pub const VERIFIED_TAG: &str = "freezeframe-verified";
-/// The tag a snapshot that failed its drill gets.
-pub const FAILED_TAG: &str = "freezeframe-verify-failed";
 
 /// The restored copy must never snapshot itself: its timer and its agent (which serves
 /// snapshots over D-Bus) are masked at first boot, before either can start.
@@ -339,7 +335,11 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
 /// Tags the snapshot with the result, and with when the platform read its disk: the agent on
 /// the Droplet reads that verdict back before its next runs (`platform.rs`).
 async fn record(client: &Client, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
-    let result = if found.verified { VERIFIED_TAG } else { FAILED_TAG };
+    let result = if found.verified {
+        platform::VERIFIED_TAG
+    } else {
+        platform::FAILED_TAG
+    };
     let probe = match found.probe {
         ProbeVerdict::InsideWindow => Some(platform::INSIDE_WINDOW_TAG),
         ProbeVerdict::AfterThaw => Some(platform::AFTER_THAW_TAG),

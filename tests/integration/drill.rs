@@ -239,6 +239,58 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     );
     assert_eq!(report["left_behind"], serde_json::json!([]));
     nothing_left(&droplet);
+    // `freezeframe list` shows the result, from the tags.
+    let served = Served::start(&droplet);
+    let list: serde_json::Value = serde_json::from_slice(&served.cli(&["--json", "list"]).stdout).unwrap();
+    let drilled = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "drill-1")
+        .unwrap_or_else(|| panic!("{list:#}"));
+    assert_eq!(drilled["drill"], "verified", "{list:#}");
+    let text = String::from_utf8_lossy(&served.cli(&["list"]).stdout).into_owned();
+    assert!(
+        text.contains("RESTORE DRILL") && text.contains("verified"),
+        "{text}"
+    );
+}
+
+/// The Droplet's agent serving its bus (a private one), for the CLI's commands; stopped on drop.
+struct Served {
+    bus: PrivateBus,
+    agent: std::process::Child,
+}
+
+impl Served {
+    fn start(droplet: &Droplet) -> Served {
+        let bus = PrivateBus::start(&droplet.dir.path().join("bus")).unwrap();
+        let agent = droplet
+            .agent()
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .arg("run")
+            .spawn()
+            .unwrap();
+        let served = Served { bus, agent };
+        wait_for(|| served.cli(&["status"]).status.success());
+        served
+    }
+
+    /// `freezeframe --bus-address BUS ARGS…`.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(cli_bin())
+            .args(["--bus-address", &self.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
 }
 
 #[test]
@@ -278,24 +330,8 @@ fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
         "{warnings}"
     );
     // doctor says so too, through the agent's service.
-    let bus = PrivateBus::start(&droplet.dir.path().join("bus")).unwrap();
-    let mut agent = droplet.agent();
-    let mut agent = agent
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .arg("run")
-        .spawn()
-        .unwrap();
-    let cli = |command: &str| {
-        Command::new(cli_bin())
-            .args(["--bus-address", &bus.address, command])
-            .output()
-            .unwrap()
-    };
-    wait_for(|| cli("status").status.success());
-    let doctor = cli("doctor");
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let text = String::from_utf8_lossy(&doctor.stdout);
+    let served = Served::start(&droplet);
+    let text = String::from_utf8_lossy(&served.cli(&["doctor"]).stdout).into_owned();
     assert!(
         text.contains("snapshot point") && text.contains("thaw_after = \"completed\""),
         "{text}"

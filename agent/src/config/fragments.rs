@@ -52,6 +52,7 @@ pub(crate) struct PostgresqlFragment {
     pub(crate) socket_dir: Option<PathBuf>,
     pub(crate) port: Option<u16>,
     pub(crate) os_user: Option<String>,
+    pub(crate) checkpoint: Option<bool>,
     pub(crate) timeout: Option<DurationText>,
 }
 

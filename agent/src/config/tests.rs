@@ -277,6 +277,22 @@ fn quiescers_are_read_in_order_and_checked() {
             },
         ]
     );
+    // PostgreSQL's CHECKPOINT before the freeze is on unless switched off.
+    let s = settings(
+        "[[quiescer]]\nkind = \"postgresql\"\n[[quiescer]]\nkind = \"postgresql\"\nport = 5433\n\
+         checkpoint = false\n",
+    )
+    .unwrap();
+    let checkpoints: Vec<bool> = s
+        .quiesce
+        .quiescers
+        .iter()
+        .map(|q| match q {
+            QuiescerSettings::Postgresql { checkpoint, .. } => *checkpoint,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(checkpoints, [true, false]);
     for (bad, expected) in [
         ("kind = \"redis\"\nsocket = \"/s\"\naddress = \"h:1\"", "not both"),
         (

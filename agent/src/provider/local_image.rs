@@ -336,6 +336,7 @@ impl SnapshotProvider for LocalImage {
                 name: manifest.name,
                 created_at: created,
                 size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
+                drill: None,
             });
         }
         found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));

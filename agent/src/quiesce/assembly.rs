@@ -165,11 +165,13 @@ pub(crate) fn build(
             socket_dir,
             port,
             os_user,
+            checkpoint,
             timeout,
         } => Box::new(Postgres::new(
             socket_dir.clone(),
             *port,
             os_user.clone(),
+            *checkpoint,
             *timeout,
         )),
         QuiescerSettings::Mariadb {

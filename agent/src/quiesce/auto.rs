@@ -200,6 +200,7 @@ impl Proc {
             socket_dir,
             port,
             os_user: process_user(&dir)?,
+            checkpoint: true,
             timeout,
         })
     }

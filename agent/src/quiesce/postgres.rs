@@ -1,5 +1,5 @@
-//! PostgreSQL: a `CHECKPOINT` before the freeze, so recovery from the snapshot replays little
-//! WAL. Consistency itself comes from freezing, in one window, every filesystem that holds the
+//! PostgreSQL: a `CHECKPOINT` before the freeze (unless `checkpoint = false`), so recovery from
+//! the snapshot replays little WAL. Consistency itself comes from freezing, in one window, every filesystem that holds the
 //! data directory, the WAL and the tablespaces; preflight refuses a layout where one of them
 //! would not be frozen. Nothing is held across the freeze.
 //!
@@ -15,17 +15,25 @@ pub(crate) struct Postgres {
     socket_dir: PathBuf,
     port: u16,
     os_user: String,
+    checkpoint: bool,
     timeout: Duration,
     name: String,
 }
 
 impl Postgres {
-    pub(crate) fn new(socket_dir: PathBuf, port: u16, os_user: String, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        socket_dir: PathBuf,
+        port: u16,
+        os_user: String,
+        checkpoint: bool,
+        timeout: Duration,
+    ) -> Self {
         let name = format!("postgresql ({}, port {port})", socket_dir.display());
         Postgres {
             socket_dir,
             port,
             os_user,
+            checkpoint,
             timeout,
             name,
         }
@@ -102,6 +110,9 @@ impl Quiescer for Postgres {
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
+        if !self.checkpoint {
+            return Ok(());
+        }
         self.sql("CHECKPOINT").await.map(drop)
     }
 

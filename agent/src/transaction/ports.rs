@@ -447,6 +447,19 @@ pub struct SnapshotInfo {
     pub created_at: String,
     /// Its size, when the provider tells it.
     pub size_bytes: Option<u64>,
+    /// What a restore drill of it found, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
+}
+
+/// What a restore drill (`freezeframe verify`) found for a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrillResult {
+    /// It restored, and every check passed.
+    Verified,
+    /// It did not restore, or a check failed.
+    Failed,
 }
 
 /// What [`SnapshotProvider::reconcile`] found.

@@ -483,9 +483,18 @@ impl SnapshotProvider for DigitalOcean {
                 name: s.name,
                 created_at: s.created_at,
                 size_bytes: Some((s.size_gigabytes * 1e9) as u64),
+                drill: None,
             })
             .collect();
         snapshots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        match platform::drill_results(client).await {
+            Ok(results) => {
+                for s in &mut snapshots {
+                    s.drill = s.id.parse().ok().and_then(|id: u64| results.get(&id).copied());
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
+        }
         Ok(snapshots)
     }
 

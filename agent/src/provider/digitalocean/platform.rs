@@ -5,9 +5,13 @@
 //! from after the snapshot point, so a run may claim no more than crash-consistent.
 
 use super::client::{ApiError, Client};
-use crate::transaction::ports::{ClaimLimit, Consistency};
-use std::collections::HashSet;
+use crate::transaction::ports::{ClaimLimit, Consistency, DrillResult};
+use std::collections::{HashMap, HashSet};
 
+/// The tag a drill puts on a snapshot that restored and passed every check.
+pub const VERIFIED_TAG: &str = "freezeframe-verified";
+/// The tag a drill puts on a snapshot that failed its drill.
+pub const FAILED_TAG: &str = "freezeframe-verify-failed";
 /// The tag a drill puts on a snapshot whose disk was read inside the frozen window.
 pub const INSIDE_WINDOW_TAG: &str = "freezeframe-probe-inside-window";
 /// The tag a drill puts on a snapshot whose disk was read after the thaw.
@@ -46,6 +50,21 @@ pub(crate) async fn learned(client: &Client, droplet: u64) -> Result<Option<Lear
         }
     }
     Ok(newest)
+}
+
+/// Each drilled snapshot's result, by image id. A snapshot drilled twice with different results
+/// counts as failed: one restore that failed is a fact that a later success does not undo.
+pub(crate) async fn drill_results(client: &Client) -> Result<HashMap<u64, DrillResult>, ApiError> {
+    let mut results = HashMap::new();
+    for (tag, result) in [
+        (VERIFIED_TAG, DrillResult::Verified),
+        (FAILED_TAG, DrillResult::Failed),
+    ] {
+        for image in client.images_tagged(tag).await? {
+            results.insert(image.id, result);
+        }
+    }
+    Ok(results)
 }
 
 /// The bound a verdict puts on runs that thaw when the action registers.

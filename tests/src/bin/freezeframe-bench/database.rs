@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Load between snapshots, before and after each.
-const SETTLE: Duration = Duration::from_millis(1500);
+pub const SETTLE: Duration = Duration::from_millis(1500);
 
 fn now_s() -> f64 {
     SystemTime::now()
@@ -29,14 +29,14 @@ fn now_s() -> f64 {
 }
 
 /// pgbench, restarted whenever it exits, logging each transaction into `logs`.
-struct Load {
+pub struct Load {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     logs: PathBuf,
 }
 
 impl Load {
-    fn start(sockets: &Path, logs: PathBuf) -> Load {
+    pub fn start(sockets: &Path, logs: PathBuf) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, dir, sockets) = (stop.clone(), logs.clone(), sockets.to_path_buf());
         let thread = std::thread::spawn(move || {
@@ -85,7 +85,7 @@ impl Load {
     }
 
     /// Stops pgbench; the completion time (s since the epoch) of every transaction, sorted.
-    fn finish(mut self) -> Vec<f64> {
+    pub fn finish(mut self) -> Vec<f64> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         let mut done = Vec::new();

@@ -2,13 +2,15 @@
 //! users do instead, side by side in one run, on loop filesystems against the API simulator with
 //! a fixed round trip: the `fsfreeze` script that ec2-consistent-snapshot and QEMU guest agent
 //! hooks amount to (`fsfreeze -f`, the API call, `fsfreeze -u`), and stopping the database
-//! service around the API call. Four parts: the frozen window and an application's write stalls
+//! service around the API call. Five parts: the frozen window and an application's write stalls
 //! ([`window`]), PostgreSQL under pgbench ([`database`]), scaling to many filesystems and a
-//! fleet ([`scaling`]), and the agent's footprint ([`footprint`]). Prints markdown tables and
+//! fleet ([`scaling`]), the agent's footprint ([`footprint`]), and the time from a snapshot to a
+//! verified restore, with and without the PostgreSQL quiescer's CHECKPOINT ([`restore`]). Prints markdown tables and
 //! writes JSON. Measurements, not pass/fail tests. Run as root: tests/bench/run.
 
 mod database;
 mod footprint;
+mod restore;
 mod scaling;
 mod window;
 
@@ -34,7 +36,7 @@ pub struct Args {
 
 const USAGE: &str = "flags: --runs N (20) --latency-ms N (300) --dirty-mib A,B,C (0,256,1024) \
                      --filesystems A,B,C (1,4,16) --fleet A,B,C (1,10,50) \
-                     --parts window,database,scaling,footprint (all) --json PATH";
+                     --parts window,database,scaling,footprint,restore (all) --json PATH";
 
 fn list<T: std::str::FromStr>(flag: &str, text: &str) -> Vec<T> {
     text.split(',')
@@ -58,7 +60,7 @@ fn args() -> Args {
         dirty_mib: vec![0, 256, 1024],
         fleet: vec![1, 10, 50],
         filesystems: vec![1, 4, 16],
-        parts: ["window", "database", "scaling", "footprint"]
+        parts: ["window", "database", "scaling", "footprint", "restore"]
             .map(String::from)
             .to_vec(),
         json: "target/bench/results.json".into(),
@@ -85,7 +87,7 @@ fn args() -> Args {
         }
     }
     for part in &a.parts {
-        if !["window", "database", "scaling", "footprint"].contains(&part.as_str()) {
+        if !["window", "database", "scaling", "footprint", "restore"].contains(&part.as_str()) {
             fail(&format!("unknown part {part}; {USAGE}"));
         }
     }
@@ -360,6 +362,7 @@ fn main() {
             "database" => sections.push(database::run(&args)),
             "scaling" => sections.extend(scaling::run(&args)),
             "footprint" => sections.push(footprint::run(&args)),
+            "restore" => sections.push(restore::run(&args)),
             _ => unreachable!("checked in args()"),
         }
     }

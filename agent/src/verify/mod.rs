@@ -4,16 +4,18 @@
 //!   the image was read inside the frozen window, `after` means it was read after the thaw;
 //! - the journal: an ext4 frozen when it was read has a clean journal (a freeze flushes it and
 //!   clears `needs_recovery`); one that still needs recovery was not read while frozen, markers
-//!   or not. A frozen XFS keeps records in its log (covered, not emptied), so its log tells
-//!   nothing either way;
+//!   or not. A frozen btrfs has committed its transaction and dropped its log tree (`log_root`
+//!   0); one with a log tree to replay was read live. A frozen XFS keeps records in its log
+//!   (covered, not emptied), so its log tells nothing either way;
 //! - the filesystem checker, read-only;
 //! - every database found in it (databases.rs), started from a copy-on-write overlay on the
 //!   view (namespace.rs), recovered as a restore would, checked and stopped (postgres.rs,
 //!   mariadb.rs, redis.rs; server.rs runs them).
 //!
-//! An ext4 image with a clean journal is attached to a read-only loop device and mounted
-//! without replay. Any other image (an ext4 whose journal needs recovery, any XFS) is read from
-//! a private sparse copy whose log the mount replays, as a restore would. Nothing is mounted
+//! An ext4 or btrfs image with a clean journal is attached to a read-only loop device and
+//! mounted without replay (a cloned btrfs mounts beside its original on kernels with temp-fsid,
+//! 6.7 and later). Any other image (a journal that needs recovery, any XFS) is read from a
+//! private sparse copy whose log the mount replays, as a restore would. Nothing is mounted
 //! outside the caller's private mount namespace.
 
 mod databases;
@@ -103,7 +105,7 @@ pub enum VerifyError {
         problem: String,
     },
     /// No filesystem this command knows is in it.
-    #[error("{path} holds no ext4 or xfs filesystem ({found}); give the image of one filesystem, or the partition's device (btrfs images are not checked yet: a copy shares its original's fsid, which the kernel would take for the mounted original)")]
+    #[error("{path} holds no ext4, xfs or btrfs filesystem ({found}); give the image of one filesystem, or the partition's device (for a whole disk with a partition table, attach it with `losetup --find --show --partscan --read-only` and give the partition)")]
     UnknownFilesystem {
         /// The image as given.
         path: PathBuf,
@@ -142,6 +144,7 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
             // Without replay (noload) when clean; a copy's log is replayed as a restore would;
             // nouuid: the original may be mounted here under the same UUID.
             options: Some(match (&source, fstype.as_str()) {
+                (Source::Image(_), "btrfs") => "ro,rescue=nologreplay",
                 (Source::Image(_), _) => "ro,noload",
                 (Source::Copy(_), "xfs") => "nouuid",
                 (Source::Copy(_), _) => "rw",
@@ -310,6 +313,7 @@ fn check_filesystem(fstype: &str, source: &Path) -> Result<(bool, String), Verif
     let path = source.to_string_lossy();
     match fstype {
         "ext4" => run("e2fsck", &["-n", "-f", &path]),
+        "btrfs" => run("btrfs", &["check", "--readonly", &path]),
         _ => run("xfs_repair", &["-n", "-f", &path]),
     }
 }
@@ -344,7 +348,7 @@ fn filesystem_type(image: &Path) -> Result<String, VerifyError> {
     let (_, found) = run("blkid", &["-p", "-o", "value", "-s", "TYPE", &path])?;
     let found = found.trim().to_string();
     match found.as_str() {
-        "ext4" | "xfs" => Ok(found),
+        "ext4" | "xfs" | "btrfs" => Ok(found),
         _ => Err(VerifyError::UnknownFilesystem {
             path: image.to_path_buf(),
             found: if found.is_empty() {
@@ -376,6 +380,23 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
             } else {
                 JournalState::Clean
             })
+        }
+        "btrfs" => {
+            let (ok, text) = run("btrfs", &["inspect-internal", "dump-super", &path])?;
+            let log_root = text.lines().find_map(|l| {
+                // `log_root   0`, not `log_root_level   0`.
+                let rest = l.strip_prefix("log_root")?;
+                rest.starts_with(char::is_whitespace)
+                    .then(|| rest.trim().parse::<u64>().ok())?
+            });
+            match (ok, log_root) {
+                (true, Some(0)) => Ok(JournalState::Clean),
+                (true, Some(_)) => Ok(JournalState::NeedsRecovery),
+                _ => Err(VerifyError::Tool(format!(
+                    "btrfs inspect-internal dump-super cannot read {path}: {}",
+                    text.trim()
+                ))),
+            }
         }
         _ => Ok(JournalState::NotTold),
     }

@@ -606,6 +606,14 @@ pub fn text(report: &DrillReport) -> String {
                 }
             ));
         }
+        for db in &found.databases {
+            out.push_str(&format!(
+                "  {} running at {}: {}\n",
+                db.kind.label(),
+                db.path.display(),
+                if db.ok { "checked" } else { "FAILED" }
+            ));
+        }
         for volume in &found.volumes {
             out.push_str(&format!(
                 "  volume {}: {}\n",

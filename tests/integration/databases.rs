@@ -294,3 +294,94 @@ fn overwrite(file: &Path, offset: u64, len: usize) {
     f.write_all_at(&vec![0xFF; len], offset).unwrap();
     f.sync_all().unwrap();
 }
+
+#[test]
+fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
+    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let pg = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
+    pg.sql("CREATE TABLE rows AS SELECT n::bigint FROM generate_series(1, 500) n");
+    let cache = RedisServer::start(&fs.path("redis"), &fs.dir.path().join("redis-run"));
+    let mut conn = BufReader::new(UnixStream::connect(&cache.socket).unwrap());
+    for n in 0..10 {
+        redis(&mut conn, &["SET", &format!("key:{n}"), "v"]);
+    }
+    // The restored machine has the same configuration: its quiescers name its databases.
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n\
+             \n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
+            pg.sockets.display().to_string(),
+            cache.socket.display().to_string()
+        ),
+    );
+    let out = agent_snapshot(&config, "machine").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    let (pg_sockets, redis_socket) = (pg.sockets.clone(), cache.socket.clone());
+    drop(pg);
+    drop(cache);
+
+    // Its "boot", in a mount namespace of its own: the restored disk where the filesystem was,
+    // and the databases started from it as their services would; then verify, as a drill runs
+    // it there.
+    let copy = image_of(&fs, "machine").with_extension("restored.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            image_of(&fs, "machine").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    let mountpoint = fs.mountpoint.display().to_string();
+    let redis_dir = redis_socket.parent().unwrap().display().to_string();
+    let boot = format!(
+        "set -e\ndev=$(losetup --find --show {copy})\ntrap 'umount -l {mp}; losetup -d $dev' EXIT\n\
+         mount $dev {mp}\n\
+         runuser -u postgres -- {pg_ctl} -w -D {mp}/pg/data -l {pg_sockets}/restored.log \
+           -o \"-p 5432 -k {pg_sockets} -c listen_addresses=''\" start >/dev/null\n\
+         redis-server --port 0 --unixsocket {redis_socket} --dir {mp}/redis --daemonize yes \
+           --pidfile {redis_dir}/restored.pid --logfile {redis_dir}/restored.log --appendonly yes --save ''\n\
+         set +e\n{agent} --config {config} verify --json; status=$?\n\
+         runuser -u postgres -- {pg_ctl} -D {mp}/pg/data stop -m fast >/dev/null\n\
+         redis-cli -s {redis_socket} shutdown nosave >/dev/null 2>&1\nexit $status\n",
+        copy = copy.display(),
+        mp = mountpoint,
+        pg_ctl = freezeframe_tests::postgres::pg_bin("pg_ctl").display(),
+        pg_sockets = pg_sockets.display(),
+        redis_socket = redis_socket.display(),
+        agent = agent_bin().display(),
+        config = config.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &boot])
+        .output()
+        .unwrap();
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{found:#}");
+    assert_eq!(found["probe"], "inside-window", "{found:#}");
+    let databases = found["databases"].as_array().unwrap();
+    let postgres = databases.iter().find(|d| d["kind"] == "postgresql").unwrap();
+    assert_eq!(postgres["ok"], true, "{postgres:#}");
+    assert_eq!(postgres["path"], format!("{mountpoint}/pg/data"));
+    assert!(rows_in(postgres, "postgres.public.rows") == 500, "{postgres:#}");
+    let checks = postgres["checks"].to_string();
+    assert!(
+        checks.contains("recovery finished") && checks.contains("pg_amcheck"),
+        "{checks}"
+    );
+    let cached = databases.iter().find(|d| d["kind"] == "redis").unwrap();
+    assert_eq!(cached["ok"], true, "{cached:#}");
+    assert_eq!(cached["keys"], 10, "{cached:#}");
+    assert!(
+        cached["checks"].to_string().contains("redis-check-rdb"),
+        "{cached:#}"
+    );
+}

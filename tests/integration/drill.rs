@@ -214,6 +214,10 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
         .find(|f| f["mountpoint"] == disk.as_str())
         .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"));
     assert_eq!(root["markers"], serde_json::json!(["drill-1.before"]));
+    // The configuration's PostgreSQL does not run on the restored machine: its data is on the
+    // volume, which is attached after the boot, and is checked there.
+    let running = found["databases"][0]["checks"].to_string();
+    assert!(running.contains("its data is on a restored volume"), "{found:#}");
     // The volume, restored from its snapshot of the same run: PostgreSQL recovers and reads.
     let volume = &found["volumes"][0]["found"];
     assert_eq!(volume["verified"], true, "{volume:#}");

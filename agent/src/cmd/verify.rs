@@ -49,6 +49,7 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
             let settings = settings.expect("loaded when no image is given");
             let found = verify_machine(
                 settings.freeze.mountpoints.as_deref(),
+                &settings.quiesce.quiescers,
                 &volume_devices(&settings, &args.volume),
                 scratch.path(),
             )?;
@@ -107,6 +108,9 @@ fn machine_text(found: &MachineVerification) -> String {
             fs.mountpoint.display(),
             fs.fstype
         ));
+    }
+    for database in &found.databases {
+        out.push_str(&database_text(database));
     }
     for volume in &found.volumes {
         out.push_str(&format!("volume {}:\n", volume.name));

@@ -1,12 +1,15 @@
 //! `freezeframe-agent verify` on a machine restored from a snapshot (a restore drill's
 //! Droplet): the probe's markers on its mounted filesystems say when the platform read its
-//! disk, and each restored volume named with `--volume` (attached, not mounted) is checked as an
-//! image, databases and all. The boot has replayed the journals already, so they tell nothing
-//! here; the markers do.
+//! disk; the databases its configuration quiesces, which its boot started from the restored
+//! disk, are checked as they run; and each restored volume named with `--volume` (attached, not
+//! mounted) is checked as an image, databases and all. The boot has replayed the journals
+//! already, so they tell nothing here; the markers do.
 
 use super::{
-    probe_reason, read_markers, verdict, verify_image, ImageVerification, ProbeVerdict, VerifyError,
+    mariadb, postgres, probe_reason, read_markers, redis, verdict, verify_image, DatabaseCheck, DatabaseKind,
+    ImageVerification, ProbeVerdict, VerifyError,
 };
+use crate::config::QuiescerSettings;
 use crate::freeze::mountinfo;
 use crate::transaction::ports::Consistency;
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,9 @@ pub struct MachineVerification {
     pub claimed: Option<Consistency>,
     /// The filesystems looked at.
     pub filesystems: Vec<MountedFilesystem>,
+    /// The databases this machine runs, as its configuration's quiescers name them.
+    #[serde(default)]
+    pub databases: Vec<DatabaseCheck>,
     /// The restored volumes, each checked as an image.
     #[serde(default)]
     pub volumes: Vec<VolumeVerification>,
@@ -53,13 +59,18 @@ pub struct MachineVerification {
 }
 
 /// Checks this machine: the filesystems mounted at `mountpoints` (those of them that are
-/// mounted; every ext4, XFS and btrfs mount when `None`), and each `(name, device)` volume as
-/// an image, with `scratch` for the images' work.
+/// mounted; every ext4, XFS and btrfs mount when `None`), the running databases that
+/// `quiescers` name, and each `(name, device)` volume as an image, with `scratch` for the
+/// work.
 pub fn verify_machine(
     mountpoints: Option<&[PathBuf]>,
+    quiescers: &[QuiescerSettings],
     volumes: &[(String, PathBuf)],
     scratch: &Path,
 ) -> Result<MachineVerification, VerifyError> {
+    // The database clients run as their servers' users, and read scripts from inside.
+    std::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
     let table = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| VerifyError::Tool(format!("cannot read /proc/self/mountinfo: {e}")))?;
     let mounts = mountinfo::parse(&table).map_err(|e| VerifyError::Tool(e.to_string()))?;
@@ -106,12 +117,93 @@ pub fn verify_machine(
             found: image,
         });
     }
+    // After the volumes: a database whose data is on one of them does not run here.
+    let on_volumes: Vec<DatabaseKind> = checked
+        .iter()
+        .flat_map(|v| v.found.databases.iter().map(|d| d.kind))
+        .collect();
+    let databases = running_databases(quiescers, &on_volumes, scratch);
+    for database in databases.iter().filter(|d| !d.ok) {
+        reasons.push(format!(
+            "{}: {}",
+            database.kind.label(),
+            database.problems.join("; ")
+        ));
+    }
     Ok(MachineVerification {
         probe,
         claimed,
         filesystems,
+        databases,
         volumes: checked,
         verified: reasons.is_empty(),
         reasons,
     })
+}
+
+/// Each database a quiescer names, checked as it runs. One whose socket is not there while a
+/// restored volume holds a database of its kind is that volume's (volumes are attached after
+/// the boot, so it cannot run here): checked there, as an image.
+fn running_databases(
+    quiescers: &[QuiescerSettings],
+    on_volumes: &[DatabaseKind],
+    scratch: &Path,
+) -> Vec<DatabaseCheck> {
+    quiescers
+        .iter()
+        .enumerate()
+        .filter_map(|(n, quiescer)| {
+            let check = |kind| DatabaseCheck::new(kind, Path::new(""));
+            if let Some((kind, socket)) = socket_of(quiescer) {
+                if !socket.exists() && on_volumes.contains(&kind) {
+                    let mut elsewhere = check(kind);
+                    elsewhere.path = socket;
+                    elsewhere.checks.push(
+                        "not running on this machine: its data is on a restored volume, checked there".into(),
+                    );
+                    return Some(elsewhere.finish());
+                }
+            }
+            let checked = match quiescer {
+                QuiescerSettings::Postgresql {
+                    socket_dir,
+                    port,
+                    os_user,
+                    ..
+                } => postgres::check_running(
+                    check(DatabaseKind::Postgresql),
+                    socket_dir,
+                    *port,
+                    os_user,
+                    &scratch.join(format!("running-{n}")),
+                ),
+                QuiescerSettings::Mariadb { socket, login, .. } => {
+                    mariadb::check_running(check(DatabaseKind::Mariadb), socket, login)
+                }
+                QuiescerSettings::Redis {
+                    endpoint,
+                    password_file,
+                    ..
+                } => redis::check_running(check(DatabaseKind::Redis), endpoint, password_file.as_deref()),
+                QuiescerSettings::Systemd { .. } => return None,
+            };
+            Some(checked.finish())
+        })
+        .collect()
+}
+
+/// The socket a quiescer reaches its database on, when it is a socket.
+fn socket_of(quiescer: &QuiescerSettings) -> Option<(DatabaseKind, PathBuf)> {
+    match quiescer {
+        QuiescerSettings::Postgresql { socket_dir, port, .. } => Some((
+            DatabaseKind::Postgresql,
+            socket_dir.join(format!(".s.PGSQL.{port}")),
+        )),
+        QuiescerSettings::Mariadb { socket, .. } => Some((DatabaseKind::Mariadb, socket.clone())),
+        QuiescerSettings::Redis {
+            endpoint: crate::config::RedisEndpoint::Socket(socket),
+            ..
+        } => Some((DatabaseKind::Redis, socket.clone())),
+        _ => None,
+    }
 }

@@ -1,10 +1,13 @@
 //! MariaDB (or MySQL) from a restored data directory: started as its owner with none of the
 //! machine's option files (`--no-defaults`: no binary log, no replication, no network), on a
 //! private socket without the grant tables, so that InnoDB's crash recovery runs as a restore
-//! would; then `mariadb-check --all-databases` and every table's rows counted, then stopped.
+//! would; then `mariadb-check --all-databases` and every table's rows counted, then stopped. On
+//! a restored machine (`check_running`), the same checks on the server its boot started.
 
 use super::databases::{DatabaseCheck, TableRows};
 use super::server::{output, Owner, Server};
+use crate::config::MariadbLogin;
+use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,6 +31,7 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
     let run_dir = owner.private_dir(&scratch.join("run"))?;
     let client = Client {
         socket: run_dir.join("mysqld.sock"),
+        login: None,
     };
     let mut command = Command::new(server_program);
     owner
@@ -50,15 +54,44 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
     let took = server.wait_ready(|| client.ready())?;
     check.recovery_seconds = Some(took.as_secs_f64());
     check.replayed_bytes = replayed(&server.log());
-    client.check_tables(check);
-    match client.count_rows() {
-        Ok(rows) => {
-            check.checks.push(format!("{} tables counted", rows.len()));
-            check.tables = rows;
-        }
-        Err(problem) => check.fail(problem),
-    }
+    client.check_everything(check);
     server.stop();
+    Ok(())
+}
+
+/// The server a restored machine's boot started, on `socket`, logged in as the quiescer is.
+pub(crate) fn check_running(mut check: DatabaseCheck, socket: &Path, login: &MariadbLogin) -> DatabaseCheck {
+    if let Err(problem) = running(&mut check, socket, login) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn running(check: &mut DatabaseCheck, socket: &Path, login: &MariadbLogin) -> Result<(), String> {
+    let password = match &login.password_file {
+        Some(file) => Some(Secret::new(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .trim(),
+        )),
+        None => None,
+    };
+    let client = Client {
+        socket: socket.to_path_buf(),
+        login: Some((login.user.clone(), password)),
+    };
+    super::server::wait_until(|| client.ready()).map_err(|waited| {
+        format!(
+            "MariaDB at {} did not accept connections within {} s of verify's start",
+            socket.display(),
+            waited.as_secs()
+        )
+    })?;
+    check.path = PathBuf::from(client.sql("SELECT @@datadir")?.trim());
+    check
+        .checks
+        .push("accepting connections, InnoDB recovery finished".into());
+    client.check_everything(check);
     Ok(())
 }
 
@@ -97,9 +130,11 @@ fn replayed(log: &str) -> Option<u64> {
     Some(to.saturating_sub(from))
 }
 
-/// The restored server's clients, on its private socket.
+/// The server's clients: on the restored copy's private socket (no grant tables), or on a
+/// running server's as a user, with a password when it needs one.
 struct Client {
     socket: PathBuf,
+    login: Option<(String, Option<Secret>)>,
 }
 
 impl Client {
@@ -108,7 +143,26 @@ impl Client {
         command
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.socket.display()));
+        if let Some((user, password)) = &self.login {
+            command.arg(format!("--user={user}"));
+            if let Some(password) = password {
+                // The environment, not the command line, which any local user can read.
+                command.env("MYSQL_PWD", password.expose());
+            }
+        }
         command
+    }
+
+    /// mariadb-check, and every table's rows.
+    fn check_everything(&self, check: &mut DatabaseCheck) {
+        self.check_tables(check);
+        match self.count_rows() {
+            Ok(rows) => {
+                check.checks.push(format!("{} tables counted", rows.len()));
+                check.tables = rows;
+            }
+            Err(problem) => check.fail(problem),
+        }
     }
 
     fn ready(&self) -> bool {

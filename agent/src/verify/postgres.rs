@@ -1,7 +1,8 @@
 //! PostgreSQL from a restored data directory: started as its owner on a private socket with
 //! none of the cluster's settings that reach outside (its `postgresql.conf` is not read;
 //! archiving, replication and listening on the network are off), recovered, checked with
-//! `pg_amcheck` on every database and by counting every table's rows, then stopped.
+//! `pg_amcheck` on every database and by counting every table's rows, then stopped. On a
+//! restored machine (`check_running`), the same checks on the server its boot started.
 
 use super::databases::{DatabaseCheck, TableRows};
 use super::server::{output, Owner, Server};
@@ -32,6 +33,8 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
     let client = Client {
         bin,
         sockets: owner.private_dir(&scratch.join("sockets"))?,
+        port: PORT.into(),
+        run_as: None,
         // Trust on our own socket admits any role that exists; the bootstrap superuser is
         // named after the user who ran initdb, which owns the data directory.
         role: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid))
@@ -47,21 +50,71 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
     let took = server.wait_ready(|| client.ready())?;
     check.recovery_seconds = Some(took.as_secs_f64());
     check.replayed_bytes = replayed(&server.log());
-    let databases = client.databases()?;
-    client.amcheck(check, databases.len());
-    for database in &databases {
-        match client.count_rows(database, scratch) {
-            Ok(mut rows) => check.tables.append(&mut rows),
-            Err(problem) => check.fail(problem),
-        }
-    }
-    check.checks.push(format!(
-        "{} tables in {} databases counted",
-        check.tables.len(),
-        databases.len()
-    ));
+    client.check_every_database(check, scratch)?;
     server.stop();
     Ok(())
+}
+
+/// The server a restored machine's boot started, at `socket_dir` and `port`, reached as
+/// `os_user` (peer authentication, as the quiescer does): up and out of recovery, then the
+/// same checks as on an image.
+pub(crate) fn check_running(
+    mut check: DatabaseCheck,
+    socket_dir: &Path,
+    port: u16,
+    os_user: &str,
+    scratch: &Path,
+) -> DatabaseCheck {
+    if let Err(problem) = running(&mut check, socket_dir, port, os_user, scratch) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn running(
+    check: &mut DatabaseCheck,
+    socket_dir: &Path,
+    port: u16,
+    os_user: &str,
+    scratch: &Path,
+) -> Result<(), String> {
+    let user = nix::unistd::User::from_name(os_user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("no user {os_user} here to reach PostgreSQL as"))?;
+    let mut client = Client {
+        bin: PathBuf::from("/usr/bin"),
+        sockets: socket_dir.to_path_buf(),
+        port: port.to_string(),
+        role: os_user.to_string(),
+        run_as: Some(Owner {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }),
+    };
+    super::server::wait_until(|| client.ready()).map_err(|waited| {
+        format!(
+            "PostgreSQL at {} port {port} did not accept connections within {} s of verify's start",
+            socket_dir.display(),
+            waited.as_secs()
+        )
+    })?;
+    let version = client.one("template1", "SHOW server_version_num")?;
+    let major = version
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("server version {version}?"))?
+        / 10000;
+    client.bin = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    check.path = PathBuf::from(client.one("template1", "SHOW data_directory")?.trim());
+    if client.one("template1", "SELECT pg_is_in_recovery()")?.trim() != "f" {
+        return Err("the server is still in recovery (is it a standby?)".into());
+    }
+    check
+        .checks
+        .push("accepting connections, recovery finished".into());
+    std::fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    client.check_every_database(check, scratch)
 }
 
 /// The files that tie the data directory to the machine it was copied from, removed from the
@@ -120,11 +173,14 @@ fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
 }
 
-/// The restored server's clients, on its private socket.
+/// The server's clients: on the restored copy's private socket, or on a running server's.
 struct Client {
     bin: PathBuf,
     sockets: PathBuf,
+    port: String,
     role: String,
+    /// Whom the clients run as (peer authentication); root otherwise.
+    run_as: Option<Owner>,
 }
 
 impl Client {
@@ -137,7 +193,7 @@ impl Client {
             ("ident_file", settings.ident.display().to_string()),
             ("unix_socket_directories", self.sockets.display().to_string()),
             ("listen_addresses", String::new()),
-            ("port", PORT.into()),
+            ("port", self.port.clone()),
             ("archive_mode", "off".into()),
             ("primary_conninfo", String::new()),
             ("restore_command", String::new()),
@@ -151,16 +207,50 @@ impl Client {
 
     fn program(&self, name: &str) -> Command {
         let mut command = Command::new(self.bin.join(name));
+        if let Some(owner) = self.run_as {
+            owner.apply(&mut command);
+        }
         command
             .arg("-h")
             .arg(&self.sockets)
-            .args(["-p", PORT, "-U", &self.role]);
+            .args(["-p", &self.port, "-U", &self.role]);
         command
+    }
+
+    /// One value from `database`.
+    fn one(&self, database: &str, query: &str) -> Result<String, String> {
+        let mut command = self.psql(database);
+        command.args(["-c", query]);
+        match output(&mut command)? {
+            (true, text) => Ok(text.trim().to_string()),
+            (false, text) => Err(format!("`{query}` failed: {}", text.trim())),
+        }
+    }
+
+    /// pg_amcheck on every database, and every table's rows counted.
+    fn check_every_database(&self, check: &mut DatabaseCheck, scratch: &Path) -> Result<(), String> {
+        let databases = self.databases()?;
+        self.amcheck(check, databases.len());
+        for database in &databases {
+            match self.count_rows(database, scratch) {
+                Ok(mut rows) => check.tables.append(&mut rows),
+                Err(problem) => check.fail(problem),
+            }
+        }
+        check.checks.push(format!(
+            "{} tables in {} databases counted",
+            check.tables.len(),
+            databases.len()
+        ));
+        Ok(())
     }
 
     fn ready(&self) -> bool {
         let mut command = Command::new(self.bin.join("pg_isready"));
-        command.arg("-h").arg(&self.sockets).args(["-p", PORT, "-q"]);
+        command
+            .arg("-h")
+            .arg(&self.sockets)
+            .args(["-p", &self.port, "-q"]);
         output(&mut command).is_ok_and(|(ok, _)| ok)
     }
 

@@ -1,10 +1,14 @@
 //! Redis from a restored RDB dump: `redis-check-rdb` on the file, then a server loading it on a
 //! private socket (no port, no saving, no append-only file), its keys counted, then stopped.
 //! An instance that runs with `appendonly yes` restores from its AOF, not from this dump: the
-//! dump is still what the Redis quiescer's BGSAVE wrote, so it is what is checked.
+//! dump is still what the Redis quiescer's BGSAVE wrote, so it is what is checked. On a restored
+//! machine (`check_running`): the server its boot started answers, its keys are counted, and
+//! the dump it loaded is checked in place (read-only).
 
 use super::databases::DatabaseCheck;
 use super::server::{output, Server};
+use crate::config::RedisEndpoint;
+use crate::secret::Secret;
 use std::path::Path;
 use std::process::Command;
 
@@ -15,7 +19,8 @@ pub(crate) fn check(mut check: DatabaseCheck, dump: &Path, scratch: &Path) -> Da
     check
 }
 
-fn run(check: &mut DatabaseCheck, dump: &Path, scratch: &Path) -> Result<(), String> {
+/// `redis-check-rdb` on a dump.
+fn check_dump(check: &mut DatabaseCheck, dump: &Path) -> Result<(), String> {
     let (sound, said) = output(Command::new("redis-check-rdb").arg(dump))?;
     if !sound {
         let why: Vec<&str> = said
@@ -29,6 +34,74 @@ fn run(check: &mut DatabaseCheck, dump: &Path, scratch: &Path) -> Result<(), Str
         ));
     }
     check.checks.push("redis-check-rdb: the dump is sound".into());
+    Ok(())
+}
+
+/// The server a restored machine's boot started, at `endpoint`, with the quiescer's password.
+pub(crate) fn check_running(
+    mut check: DatabaseCheck,
+    endpoint: &RedisEndpoint,
+    password_file: Option<&Path>,
+) -> DatabaseCheck {
+    if let Err(problem) = running(&mut check, endpoint, password_file) {
+        check.fail(problem);
+    }
+    check
+}
+
+fn running(
+    check: &mut DatabaseCheck,
+    endpoint: &RedisEndpoint,
+    password_file: Option<&Path>,
+) -> Result<(), String> {
+    let password = match password_file {
+        Some(file) => Some(Secret::new(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .trim(),
+        )),
+        None => None,
+    };
+    let cli = |args: &[&str]| {
+        let mut command = Command::new("redis-cli");
+        match endpoint {
+            RedisEndpoint::Socket(socket) => command.arg("-s").arg(socket),
+            RedisEndpoint::Tcp(address) => {
+                let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
+                command.args(["-h", host, "-p", port])
+            }
+        };
+        if let Some(password) = &password {
+            // The environment, not the command line, which any local user can read.
+            command.env("REDISCLI_AUTH", password.expose());
+        }
+        command.args(args);
+        output(&mut command)
+    };
+    super::server::wait_until(|| cli(&["PING"]).is_ok_and(|(_, said)| said.trim() == "PONG")).map_err(
+        |waited| {
+            format!(
+                "Redis at {endpoint} did not answer within {} s of verify's start",
+                waited.as_secs()
+            )
+        },
+    )?;
+    check.checks.push("answering, its data loaded".into());
+    let (_, keyspace) = cli(&["INFO", "keyspace"])?;
+    check.keys = Some(keys(&keyspace));
+    let setting = |name: &str| {
+        cli(&["CONFIG", "GET", name]).map(|(_, said)| said.lines().nth(1).unwrap_or_default().to_string())
+    };
+    let dump = Path::new(&setting("dir")?).join(setting("dbfilename")?);
+    check.path = dump.clone();
+    if dump.is_file() {
+        check_dump(check, &dump)?;
+    }
+    Ok(())
+}
+
+fn run(check: &mut DatabaseCheck, dump: &Path, scratch: &Path) -> Result<(), String> {
+    check_dump(check, dump)?;
     let (Some(dir), Some(file)) = (dump.parent(), dump.file_name()) else {
         return Err(format!("{} is not a file in a folder", dump.display()));
     };

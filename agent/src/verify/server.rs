@@ -50,6 +50,18 @@ impl Owner {
     }
 }
 
+/// Polls `ready` until it says so, up to `START_TIMEOUT`; how long it waited when it gave up.
+pub(crate) fn wait_until(mut ready: impl FnMut() -> bool) -> Result<(), Duration> {
+    let started = Instant::now();
+    while !ready() {
+        if started.elapsed() > START_TIMEOUT {
+            return Err(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Runs a client to its end: whether it succeeded, and everything it printed.
 pub(crate) fn output(command: &mut Command) -> Result<(bool, String), String> {
     let program = command.get_program().to_string_lossy().into_owned();

@@ -384,4 +384,24 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
         cached["checks"].to_string().contains("redis-check-rdb"),
         "{cached:#}"
     );
+
+    // A machine whose databases did not come up: said, after the wait given.
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["verify", "--json", "--wait", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reasons = found["reasons"].to_string();
+    assert!(
+        reasons.contains("PostgreSQL: PostgreSQL at")
+            && reasons.contains("did not accept connections within 1s (`--wait`)"),
+        "{found:#}"
+    );
+    assert!(
+        reasons.contains("Redis: Redis at") && reasons.contains("did not answer"),
+        "{found:#}"
+    );
 }

@@ -22,6 +22,11 @@ pub struct VerifyArgs {
     /// checked as an image, read-only. Repeat for each
     #[arg(long, value_name = "NAME", conflicts_with = "image")]
     volume: Vec<String>,
+    /// How long each database this machine runs may take to come up (its boot may still be
+    /// recovering it)
+    #[arg(long, value_name = "DURATION", default_value = "15m", conflicts_with = "image",
+          value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
     /// Print the findings as JSON
     #[arg(long)]
     json: bool,
@@ -51,6 +56,7 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
                 settings.freeze.mountpoints.as_deref(),
                 &settings.quiesce.quiescers,
                 &volume_devices(&settings, &args.volume),
+                args.wait,
                 scratch.path(),
             )?;
             Ok(show(&found, found.verified, args.json, machine_text))

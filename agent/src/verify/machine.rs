@@ -14,6 +14,7 @@ use crate::freeze::mountinfo;
 use crate::transaction::ports::Consistency;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One mounted filesystem's markers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,12 +61,13 @@ pub struct MachineVerification {
 
 /// Checks this machine: the filesystems mounted at `mountpoints` (those of them that are
 /// mounted; every ext4, XFS and btrfs mount when `None`), the running databases that
-/// `quiescers` name, and each `(name, device)` volume as an image, with `scratch` for the
-/// work.
+/// `quiescers` name (each given up to `wait` to come up: the boot may still be recovering
+/// them), and each `(name, device)` volume as an image, with `scratch` for the work.
 pub fn verify_machine(
     mountpoints: Option<&[PathBuf]>,
     quiescers: &[QuiescerSettings],
     volumes: &[(String, PathBuf)],
+    wait: Duration,
     scratch: &Path,
 ) -> Result<MachineVerification, VerifyError> {
     // The database clients run as their servers' users, and read scripts from inside.
@@ -122,7 +124,7 @@ pub fn verify_machine(
         .iter()
         .flat_map(|v| v.found.databases.iter().map(|d| d.kind))
         .collect();
-    let databases = running_databases(quiescers, &on_volumes, scratch);
+    let databases = running_databases(quiescers, &on_volumes, wait, scratch);
     for database in databases.iter().filter(|d| !d.ok) {
         reasons.push(format!(
             "{}: {}",
@@ -147,6 +149,7 @@ pub fn verify_machine(
 fn running_databases(
     quiescers: &[QuiescerSettings],
     on_volumes: &[DatabaseKind],
+    wait: Duration,
     scratch: &Path,
 ) -> Vec<DatabaseCheck> {
     quiescers
@@ -175,16 +178,22 @@ fn running_databases(
                     socket_dir,
                     *port,
                     os_user,
+                    wait,
                     &scratch.join(format!("running-{n}")),
                 ),
                 QuiescerSettings::Mariadb { socket, login, .. } => {
-                    mariadb::check_running(check(DatabaseKind::Mariadb), socket, login)
+                    mariadb::check_running(check(DatabaseKind::Mariadb), socket, login, wait)
                 }
                 QuiescerSettings::Redis {
                     endpoint,
                     password_file,
                     ..
-                } => redis::check_running(check(DatabaseKind::Redis), endpoint, password_file.as_deref()),
+                } => redis::check_running(
+                    check(DatabaseKind::Redis),
+                    endpoint,
+                    password_file.as_deref(),
+                    wait,
+                ),
                 QuiescerSettings::Systemd { .. } => return None,
             };
             Some(checked.finish())

@@ -10,6 +10,7 @@ use crate::config::MariadbLogin;
 use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 pub(crate) fn check(mut check: DatabaseCheck, data: &Path, scratch: &Path) -> DatabaseCheck {
     if let Err(problem) = run(&mut check, data, scratch) {
@@ -60,14 +61,24 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
 }
 
 /// The server a restored machine's boot started, on `socket`, logged in as the quiescer is.
-pub(crate) fn check_running(mut check: DatabaseCheck, socket: &Path, login: &MariadbLogin) -> DatabaseCheck {
-    if let Err(problem) = running(&mut check, socket, login) {
+pub(crate) fn check_running(
+    mut check: DatabaseCheck,
+    socket: &Path,
+    login: &MariadbLogin,
+    wait: Duration,
+) -> DatabaseCheck {
+    if let Err(problem) = running(&mut check, socket, login, wait) {
         check.fail(problem);
     }
     check
 }
 
-fn running(check: &mut DatabaseCheck, socket: &Path, login: &MariadbLogin) -> Result<(), String> {
+fn running(
+    check: &mut DatabaseCheck,
+    socket: &Path,
+    login: &MariadbLogin,
+    wait: Duration,
+) -> Result<(), String> {
     let password = match &login.password_file {
         Some(file) => Some(Secret::new(
             std::fs::read_to_string(file)
@@ -80,13 +91,13 @@ fn running(check: &mut DatabaseCheck, socket: &Path, login: &MariadbLogin) -> Re
         socket: socket.to_path_buf(),
         login: Some((login.user.clone(), password)),
     };
-    super::server::wait_until(|| client.ready()).map_err(|waited| {
-        format!(
-            "MariaDB at {} did not accept connections within {} s of verify's start",
+    if !super::server::wait_until(wait, || client.ready()) {
+        return Err(format!(
+            "MariaDB at {} did not accept connections within {} (`--wait`)",
             socket.display(),
-            waited.as_secs()
-        )
-    })?;
+            humantime::format_duration(wait)
+        ));
+    }
     check.path = PathBuf::from(client.sql("SELECT @@datadir")?.trim());
     check
         .checks

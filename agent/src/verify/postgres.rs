@@ -8,6 +8,7 @@ use super::databases::{DatabaseCheck, TableRows};
 use super::server::{output, Owner, Server};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const PORT: &str = "5432";
 
@@ -63,9 +64,10 @@ pub(crate) fn check_running(
     socket_dir: &Path,
     port: u16,
     os_user: &str,
+    wait: Duration,
     scratch: &Path,
 ) -> DatabaseCheck {
-    if let Err(problem) = running(&mut check, socket_dir, port, os_user, scratch) {
+    if let Err(problem) = running(&mut check, socket_dir, port, os_user, wait, scratch) {
         check.fail(problem);
     }
     check
@@ -76,6 +78,7 @@ fn running(
     socket_dir: &Path,
     port: u16,
     os_user: &str,
+    wait: Duration,
     scratch: &Path,
 ) -> Result<(), String> {
     let user = nix::unistd::User::from_name(os_user)
@@ -92,13 +95,13 @@ fn running(
             gid: user.gid.as_raw(),
         }),
     };
-    super::server::wait_until(|| client.ready()).map_err(|waited| {
-        format!(
-            "PostgreSQL at {} port {port} did not accept connections within {} s of verify's start",
+    if !super::server::wait_until(wait, || client.ready()) {
+        return Err(format!(
+            "PostgreSQL at {} port {port} did not accept connections within {} (`--wait`)",
             socket_dir.display(),
-            waited.as_secs()
-        )
-    })?;
+            humantime::format_duration(wait)
+        ));
+    }
     let version = client.one("template1", "SHOW server_version_num")?;
     let major = version
         .trim()

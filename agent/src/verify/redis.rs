@@ -11,6 +11,7 @@ use crate::config::RedisEndpoint;
 use crate::secret::Secret;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 pub(crate) fn check(mut check: DatabaseCheck, dump: &Path, scratch: &Path) -> DatabaseCheck {
     if let Err(problem) = run(&mut check, dump, scratch) {
@@ -42,8 +43,9 @@ pub(crate) fn check_running(
     mut check: DatabaseCheck,
     endpoint: &RedisEndpoint,
     password_file: Option<&Path>,
+    wait: Duration,
 ) -> DatabaseCheck {
-    if let Err(problem) = running(&mut check, endpoint, password_file) {
+    if let Err(problem) = running(&mut check, endpoint, password_file, wait) {
         check.fail(problem);
     }
     check
@@ -53,6 +55,7 @@ fn running(
     check: &mut DatabaseCheck,
     endpoint: &RedisEndpoint,
     password_file: Option<&Path>,
+    wait: Duration,
 ) -> Result<(), String> {
     let password = match password_file {
         Some(file) => Some(Secret::new(
@@ -78,14 +81,14 @@ fn running(
         command.args(args);
         output(&mut command)
     };
-    super::server::wait_until(|| cli(&["PING"]).is_ok_and(|(_, said)| said.trim() == "PONG")).map_err(
-        |waited| {
-            format!(
-                "Redis at {endpoint} did not answer within {} s of verify's start",
-                waited.as_secs()
-            )
-        },
-    )?;
+    if !super::server::wait_until(wait, || {
+        cli(&["PING"]).is_ok_and(|(_, said)| said.trim() == "PONG")
+    }) {
+        return Err(format!(
+            "Redis at {endpoint} did not answer within {} (`--wait`)",
+            humantime::format_duration(wait)
+        ));
+    }
     check.checks.push("answering, its data loaded".into());
     let (_, keyspace) = cli(&["INFO", "keyspace"])?;
     check.keys = Some(keys(&keyspace));

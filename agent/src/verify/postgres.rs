@@ -36,6 +36,7 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
         sockets: owner.private_dir(&scratch.join("sockets"))?,
         port: PORT.into(),
         run_as: None,
+        overlay: true,
         // Trust on our own socket admits any role that exists; the bootstrap superuser is
         // named after the user who ran initdb, which owns the data directory.
         role: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid))
@@ -94,6 +95,7 @@ fn running(
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
         }),
+        overlay: false,
     };
     if !super::server::wait_until(wait, || client.ready()) {
         return Err(format!(
@@ -184,6 +186,9 @@ struct Client {
     role: String,
     /// Whom the clients run as (peer authentication); root otherwise.
     run_as: Option<Owner>,
+    /// Its writes land on a throwaway overlay: amcheck may be installed. A running server's
+    /// databases are only read.
+    overlay: bool,
 }
 
 impl Client {
@@ -233,7 +238,7 @@ impl Client {
     /// pg_amcheck on every database, and every table's rows counted.
     fn check_every_database(&self, check: &mut DatabaseCheck, scratch: &Path) -> Result<(), String> {
         let databases = self.databases()?;
-        self.amcheck(check, databases.len());
+        self.amcheck(check, &databases);
         for database in &databases {
             match self.count_rows(database, scratch) {
                 Ok(mut rows) => check.tables.append(&mut rows),
@@ -277,7 +282,7 @@ impl Client {
 
     /// `pg_amcheck` on every database: heap pages and B-tree indexes, read as the server
     /// reads them.
-    fn amcheck(&self, check: &mut DatabaseCheck, databases: usize) {
+    fn amcheck(&self, check: &mut DatabaseCheck, databases: &[String]) {
         if !self.bin.join("pg_amcheck").is_file() {
             check
                 .checks
@@ -285,11 +290,36 @@ impl Client {
             return;
         }
         let mut command = self.program("pg_amcheck");
-        command.args(["--all", "--install-missing", "--no-password"]);
+        command.arg("--no-password");
+        let checked = if self.overlay {
+            command.args(["--all", "--install-missing"]);
+            databases.len()
+        } else {
+            let with: Vec<&String> = databases
+                .iter()
+                .filter(|d| {
+                    self.one(d, "SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'")
+                        .is_ok_and(|n| n == "1")
+                })
+                .collect();
+            if with.is_empty() {
+                check.checks.push(
+                    "pg_amcheck not run: no database has the amcheck extension, and verify \
+                     installs nothing into a running server (CREATE EXTENSION amcheck to have \
+                     it checked)"
+                        .into(),
+                );
+                return;
+            }
+            for database in &with {
+                command.args(["--database", database]);
+            }
+            with.len()
+        };
         match output(&mut command) {
             Ok((true, said)) if said.trim().is_empty() => check
                 .checks
-                .push(format!("pg_amcheck: no corruption in {databases} databases")),
+                .push(format!("pg_amcheck: no corruption in {checked} databases")),
             Ok((_, said)) => check.fail(format!(
                 "pg_amcheck finds corruption: {}",
                 said.lines().take(6).collect::<Vec<_>>().join(" | ")

@@ -453,33 +453,12 @@ async fn remote_verify(
 ) -> Result<MachineVerification, Stop> {
     let known_hosts = tempfile::NamedTempFile::new()
         .map_err(|e| Stop::Failed(format!("cannot make a known-hosts file: {e}")))?;
-    let mut words = options.ssh_command.split_whitespace();
-    let program = words.next().unwrap_or("ssh");
     loop {
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(words.clone())
-            .args([
-                "-x",
-                "-T",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=accept-new",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.path().display()))
-            .arg("--")
-            .arg(format!("{}@{address}", options.user))
-            .args(["freezeframe-agent", "verify", "--json"]);
-        for volume in volumes {
-            command.args(["--volume", volume]);
-        }
-        command.kill_on_drop(true).stdin(std::process::Stdio::null());
+        let mut command = ssh_verify(options, address, volumes, known_hosts.path());
         let out = command
             .output()
             .await
-            .map_err(|e| Stop::Failed(format!("cannot run {program}: {e}")))?;
+            .map_err(|e| Stop::Failed(format!("cannot run {}: {e}", options.ssh_command)))?;
         let said = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
             // ssh could not connect (yet): sshd may still be starting.
@@ -503,33 +482,68 @@ async fn remote_verify(
                     ))
                 })
             }
-            Some(127) => {
-                return Err(Stop::Failed(format!(
-                    "freezeframe-agent is not installed on the snapshot's image, so {address} \
-                     cannot check itself: install the freezeframe-agent package on the machine \
-                     that is snapshotted"
-                )))
-            }
-            _ => {
-                let fix = if said.contains("Permission denied") {
-                    "the restored Droplet lets in the keys the snapshotted machine did, and those \
-                     given with --ssh-key (an id or fingerprint from your account): give yours \
-                     with --ssh-key, or load one of the others into an ssh agent"
-                        .to_string()
-                } else {
-                    format!("{}@{address}", options.user)
-                        .parse::<crate::client::Host>()
-                        .map(|host| crate::ssh::diagnose(&said, &host).2)
-                        .unwrap_or_default()
-                };
-                return Err(Stop::Failed(format!(
-                    "{program} to {address} failed ({}): {}; {fix}",
-                    out.status,
-                    said.trim()
-                )));
-            }
+            _ => return Err(ssh_failure(options, address, &out.status, &said)),
         }
     }
+}
+
+/// `ssh … USER@ADDRESS freezeframe-agent verify --json --volume …`, the new host key accepted
+/// into `known_hosts`.
+fn ssh_verify(
+    options: &DrillOptions,
+    address: &str,
+    volumes: &[String],
+    known_hosts: &std::path::Path,
+) -> tokio::process::Command {
+    let mut words = options.ssh_command.split_whitespace();
+    let mut command = tokio::process::Command::new(words.next().unwrap_or("ssh"));
+    command
+        .args(words)
+        .args([
+            "-x",
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("--")
+        .arg(format!("{}@{address}", options.user))
+        .args(["freezeframe-agent", "verify", "--json"]);
+    for volume in volumes {
+        command.args(["--volume", volume]);
+    }
+    command.kill_on_drop(true).stdin(std::process::Stdio::null());
+    command
+}
+
+/// Why the remote verify could not run, with what to do.
+fn ssh_failure(options: &DrillOptions, address: &str, status: &std::process::ExitStatus, said: &str) -> Stop {
+    if status.code() == Some(127) {
+        return Stop::Failed(format!(
+            "freezeframe-agent is not installed on the snapshot's image, so {address} cannot \
+             check itself: install the freezeframe-agent package on the machine that is \
+             snapshotted"
+        ));
+    }
+    let fix = if said.contains("Permission denied") {
+        "the restored Droplet lets in the keys the snapshotted machine did, and those given with \
+         --ssh-key (an id or fingerprint from your account): give yours with --ssh-key, or load \
+         one of the others into an ssh agent"
+            .to_string()
+    } else {
+        format!("{}@{address}", options.user)
+            .parse::<crate::client::Host>()
+            .map(|host| crate::ssh::diagnose(said, &host).2)
+            .unwrap_or_default()
+    };
+    Stop::Failed(format!(
+        "{} to {address} failed ({status}): {}; {fix}",
+        options.ssh_command,
+        said.trim()
+    ))
 }
 
 /// Destroys every Droplet and volume that carries `tag`: the Droplets first (destroying one
@@ -593,52 +607,7 @@ pub fn text(report: &DrillReport) -> String {
         ));
     }
     if let Some(found) = &report.verification {
-        out.push_str(&format!("  probe: {}\n", probe_words(found.probe)));
-        for fs in &found.filesystems {
-            out.push_str(&format!(
-                "  {} ({}): {}\n",
-                fs.mountpoint.display(),
-                fs.fstype,
-                if fs.markers.is_empty() {
-                    "no markers".to_string()
-                } else {
-                    fs.markers.join(", ")
-                }
-            ));
-        }
-        for db in &found.databases {
-            out.push_str(&format!(
-                "  {} running at {}: {}\n",
-                db.kind.label(),
-                db.path.display(),
-                if db.ok { "checked" } else { "FAILED" }
-            ));
-        }
-        for volume in &found.volumes {
-            out.push_str(&format!(
-                "  volume {}: {}\n",
-                volume.name,
-                if volume.found.verified {
-                    "verified"
-                } else {
-                    "NOT verified"
-                }
-            ));
-            for db in &volume.found.databases {
-                out.push_str(&format!(
-                    "    {} at {}: {}{}\n",
-                    db.kind.label(),
-                    db.path.display(),
-                    if db.ok { "recovered and checked" } else { "FAILED" },
-                    db.recovery_seconds
-                        .map(|s| format!(" ({s:.1} s to recover)"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-        for reason in &found.reasons {
-            out.push_str(&format!("  why not: {reason}\n"));
-        }
+        out.push_str(&verification_text(found));
     }
     if let Some(error) = &report.error {
         out.push_str(&format!("  drill failed: {error}\n"));
@@ -666,4 +635,60 @@ fn probe_words(probe: ProbeVerdict) -> &'static str {
         ProbeVerdict::AfterThaw => "the disk was read AFTER the thaw",
         ProbeVerdict::NoMarkers => "no markers: when the disk was read cannot be told",
     }
+}
+
+/// What `freezeframe-agent verify` found on the restored Droplet, as lines of text.
+fn verification_text(found: &MachineVerification) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("  probe: {}\n", probe_words(found.probe)));
+    for fs in &found.filesystems {
+        out.push_str(&format!(
+            "  {} ({}): {}\n",
+            fs.mountpoint.display(),
+            fs.fstype,
+            if fs.markers.is_empty() {
+                "no markers".to_string()
+            } else {
+                fs.markers.join(", ")
+            }
+        ));
+    }
+    for db in &found.databases {
+        let status = if db.ok {
+            db.checks.first().cloned().unwrap_or_else(|| "checked".into())
+        } else {
+            format!("FAILED: {}", db.problems.join("; "))
+        };
+        out.push_str(&format!(
+            "  {} ({}): {status}\n",
+            db.kind.label(),
+            db.path.display()
+        ));
+    }
+    for volume in &found.volumes {
+        out.push_str(&format!(
+            "  volume {}: {}\n",
+            volume.name,
+            if volume.found.verified {
+                "verified"
+            } else {
+                "NOT verified"
+            }
+        ));
+        for db in &volume.found.databases {
+            out.push_str(&format!(
+                "    {} at {}: {}{}\n",
+                db.kind.label(),
+                db.path.display(),
+                if db.ok { "recovered and checked" } else { "FAILED" },
+                db.recovery_seconds
+                    .map(|s| format!(" ({s:.1} s to recover)"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    for reason in &found.reasons {
+        out.push_str(&format!("  why not: {reason}\n"));
+    }
+    out
 }

@@ -66,43 +66,8 @@ pub fn run(args: &Args) -> Section {
                 sockets.display().to_string()
             ),
         );
-        let load = Load::start(&sockets, logs.clone());
-        let runs: Vec<Restore> = (0..args.runs)
-            .map(|run| {
-                std::thread::sleep(SETTLE);
-                one(
-                    &config,
-                    &fs.dir.path().join("images"),
-                    &format!("restore-{checkpoint}-{run}"),
-                )
-            })
-            .collect();
-        load.finish();
-        let column = |f: fn(&Restore) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
-        let verified = runs.iter().filter(|r| r.verified).count();
-        let label = if checkpoint {
-            "CHECKPOINT before the freeze (default)"
-        } else {
-            "checkpoint = false"
-        };
-        section.rows.push(vec![
-            label.into(),
-            median_max(&column(|r| r.quiesce_ms)),
-            median_max(&column(|r| r.frozen_ms)),
-            two_places(&column(|r| r.replayed_mib)),
-            two_places(&column(|r| r.recovery_s)),
-            two_places(&column(|r| r.to_verified_s)),
-            format!("{verified} of {}", runs.len()),
-        ]);
-        let stats = |values: Vec<f64>| json!({"median": percentile(&values, 50.0), "max": percentile(&values, 100.0)});
-        section.json.push(json!({
-            "checkpoint": checkpoint, "runs": runs.len(), "verified": verified,
-            "quiesce_ms": stats(column(|r| r.quiesce_ms)),
-            "frozen_ms": stats(column(|r| r.frozen_ms)),
-            "replayed_mib": stats(column(|r| r.replayed_mib)),
-            "recovery_s": stats(column(|r| r.recovery_s)),
-            "to_verified_s": stats(column(|r| r.to_verified_s)),
-        }));
+        let runs = snapshots(args, &fs, &config, &sockets, &logs, checkpoint);
+        add_row(&mut section, checkpoint, &runs);
     }
     section.notes.push(
         "Medians / maxima. \"Snapshot to verified restore\" is the snapshot (quiesce, freeze, \
@@ -149,4 +114,58 @@ fn two_places(values: &[f64]) -> String {
         percentile(values, 50.0),
         percentile(values, 100.0)
     )
+}
+
+/// `args.runs` snapshots under load with `config`, each verified.
+fn snapshots(
+    args: &Args,
+    fs: &ScratchFs,
+    config: &Path,
+    sockets: &Path,
+    logs: &Path,
+    checkpoint: bool,
+) -> Vec<Restore> {
+    let load = Load::start(sockets, logs.to_path_buf());
+    let runs = (0..args.runs)
+        .map(|run| {
+            std::thread::sleep(SETTLE);
+            one(
+                config,
+                &fs.dir.path().join("images"),
+                &format!("restore-{checkpoint}-{run}"),
+            )
+        })
+        .collect();
+    load.finish();
+    runs
+}
+
+/// One row of the table, and its JSON.
+fn add_row(section: &mut Section, checkpoint: bool, runs: &[Restore]) {
+    let column = |f: fn(&Restore) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+    let verified = runs.iter().filter(|r| r.verified).count();
+    let label = if checkpoint {
+        "CHECKPOINT before the freeze (default)"
+    } else {
+        "checkpoint = false"
+    };
+    section.rows.push(vec![
+        label.into(),
+        median_max(&column(|r| r.quiesce_ms)),
+        median_max(&column(|r| r.frozen_ms)),
+        two_places(&column(|r| r.replayed_mib)),
+        two_places(&column(|r| r.recovery_s)),
+        two_places(&column(|r| r.to_verified_s)),
+        format!("{verified} of {}", runs.len()),
+    ]);
+    let stats =
+        |values: Vec<f64>| json!({"median": percentile(&values, 50.0), "max": percentile(&values, 100.0)});
+    section.json.push(json!({
+        "checkpoint": checkpoint, "runs": runs.len(), "verified": verified,
+        "quiesce_ms": stats(column(|r| r.quiesce_ms)),
+        "frozen_ms": stats(column(|r| r.frozen_ms)),
+        "replayed_mib": stats(column(|r| r.replayed_mib)),
+        "recovery_s": stats(column(|r| r.recovery_s)),
+        "to_verified_s": stats(column(|r| r.to_verified_s)),
+    }));
 }

@@ -7,7 +7,7 @@
 use super::databases::{DatabaseCheck, TableRows};
 use super::server::{output, Owner, Server};
 use crate::config::MariadbLogin;
-use crate::secret::Secret;
+use crate::secret::{read_private_file, Secret};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -80,11 +80,7 @@ fn running(
     wait: Duration,
 ) -> Result<(), String> {
     let password = match &login.password_file {
-        Some(file) => Some(Secret::new(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-                .trim(),
-        )),
+        Some(file) => Some(read_private_file(file).map_err(|e| format!("the database password: {e}"))?),
         None => None,
     };
     let client = Client {

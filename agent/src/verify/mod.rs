@@ -331,16 +331,7 @@ fn verdict(markers: &[(String, ProbeMoment)]) -> ProbeVerdict {
 
 /// Runs a read-only tool; its exit status and everything it printed.
 fn run(program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| VerifyError::Tool(format!("cannot run {program} (is it installed?): {e}")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
+    server::output(Command::new(program).args(args)).map_err(VerifyError::Tool)
 }
 
 fn filesystem_type(image: &Path) -> Result<String, VerifyError> {

@@ -8,7 +8,7 @@
 use super::databases::DatabaseCheck;
 use super::server::{output, Server};
 use crate::config::RedisEndpoint;
-use crate::secret::Secret;
+use crate::secret::read_private_file;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -58,11 +58,7 @@ fn running(
     wait: Duration,
 ) -> Result<(), String> {
     let password = match password_file {
-        Some(file) => Some(Secret::new(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-                .trim(),
-        )),
+        Some(file) => Some(read_private_file(file).map_err(|e| format!("the Redis password: {e}"))?),
         None => None,
     };
     let cli = |args: &[&str]| {

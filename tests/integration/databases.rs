@@ -41,12 +41,31 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
 /// A local-image configuration freezing `fs`, with one `[[quiescer]]` of `kind` whose `key`
 /// names `value` (a socket or socket folder).
 fn quiescer_config(fs: &ScratchFs, kind: &str, key: &str, value: &Path) -> PathBuf {
-    local_image_config(
+    quiescers_config(fs, &[(kind, key, value)])
+}
+
+/// The same with a `[[quiescer]]` for each `(kind, key, value)`, in order.
+fn quiescers_config(fs: &ScratchFs, quiescers: &[(&str, &str, &Path)]) -> PathBuf {
+    let sections: String = quiescers
+        .iter()
+        .map(|(kind, key, value)| {
+            format!(
+                "\n[[quiescer]]\nkind = \"{kind}\"\n{key} = {:?}\n",
+                value.display().to_string()
+            )
+        })
+        .collect();
+    local_image_config(fs, &sections)
+}
+
+/// PostgreSQL's and Redis's quiescers, in that order.
+fn pg_and_redis_config(fs: &ScratchFs, pg: &PgServer, cache: &RedisServer) -> PathBuf {
+    quiescers_config(
         fs,
-        &format!(
-            "\n[[quiescer]]\nkind = \"{kind}\"\n{key} = {:?}\n",
-            value.display().to_string()
-        ),
+        &[
+            ("postgresql", "socket_dir", &pg.sockets),
+            ("redis", "socket", &cache.socket),
+        ],
     )
 }
 
@@ -224,15 +243,7 @@ fn verify_fails_databases_damaged_in_the_image_and_says_which_check_failed() {
     for n in 0..2000 {
         redis(&mut conn, &["SET", &format!("key:{n}"), &"x".repeat(64)]);
     }
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n\
-             \n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
-            pg.sockets.display().to_string(),
-            cache.socket.display().to_string()
-        ),
-    );
+    let config = pg_and_redis_config(&fs, &pg, &cache);
     let out = agent_snapshot(&config, "both").output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["consistency"], "application", "{report:#}");
@@ -308,15 +319,7 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
         redis(&mut conn, &["SET", &format!("key:{n}"), "v"]);
     }
     // The restored machine has the same configuration: its quiescers name its databases.
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n\
-             \n[[quiescer]]\nkind = \"redis\"\nsocket = {:?}\n",
-            pg.sockets.display().to_string(),
-            cache.socket.display().to_string()
-        ),
-    );
+    let config = pg_and_redis_config(&fs, &pg, &cache);
     let out = agent_snapshot(&config, "machine").output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["consistency"], "application", "{report:#}");

@@ -149,22 +149,8 @@ pub fn run(args: &Args) -> Section {
     let fs = scratch_fs_sized(Fs::Ext4, 2048);
     run_cmd_direct_io(&fs.device);
     let data = fs.mountpoint.join("pg/data");
-    let sockets = fs.dir.path().join("pg-run");
-    let mut server = Some(PgServer::start(&data, &sockets, true));
-    let init = Command::new("runuser")
-        .args(["-u", "postgres", "--", "pgbench", "-i", "-q", "-s", "10", "-h"])
-        .arg(&sockets)
-        .args(["-p", "5432", "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let logs = fs.dir.path().join("pgbench-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    crate::run_cmd("chown", &["postgres:postgres", logs.to_str().unwrap()]);
+    let (started, sockets, logs) = pgbench_server(&fs);
+    let mut server = Some(started);
 
     let sim = simulator(fs.dir.path(), args.latency);
     let quiescer = format!(
@@ -241,6 +227,28 @@ pub fn run(args: &Args) -> Section {
             .into(),
     );
     section
+}
+
+/// PostgreSQL on `fs` (data in `pg/data`), initialised for pgbench at scale 10: the server,
+/// its socket folder, and a folder for pgbench's transaction logs.
+pub fn pgbench_server(fs: &ScratchFs) -> (PgServer, PathBuf, PathBuf) {
+    let sockets = fs.dir.path().join("pg-run");
+    let server = PgServer::start(&fs.mountpoint.join("pg/data"), &sockets, true);
+    let init = Command::new("runuser")
+        .args(["-u", "postgres", "--", "pgbench", "-i", "-q", "-s", "10", "-h"])
+        .arg(&sockets)
+        .args(["-p", "5432", "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let logs = fs.dir.path().join("pgbench-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    crate::run_cmd("chown", &["postgres:postgres", logs.to_str().unwrap()]);
+    (server, sockets, logs)
 }
 
 fn run_cmd_direct_io(device: &str) {

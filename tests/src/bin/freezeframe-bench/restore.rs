@@ -4,9 +4,8 @@
 //! without the PostgreSQL quiescer's CHECKPOINT, which trades writes before the freeze (and a
 //! longer quiesce) for less WAL to replay at restore.
 
-use crate::database::{Load, SETTLE};
+use crate::database::{pgbench_server, Load, SETTLE};
 use crate::{agent_snapshot, median_max, percentile, Args, Section};
-use freezeframe_tests::postgres::PgServer;
 use freezeframe_tests::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -25,23 +24,7 @@ struct Restore {
 
 pub fn run(args: &Args) -> Section {
     let fs = scratch_fs_sized(Fs::Ext4, 1024);
-    let data = fs.mountpoint.join("pg/data");
-    let sockets = fs.dir.path().join("pg-run");
-    let _server = PgServer::start(&data, &sockets, true);
-    let init = Command::new("runuser")
-        .args(["-u", "postgres", "--", "pgbench", "-i", "-q", "-s", "10", "-h"])
-        .arg(&sockets)
-        .args(["-p", "5432", "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let logs = fs.dir.path().join("pgbench-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    crate::run_cmd("chown", &["postgres:postgres", logs.to_str().unwrap()]);
+    let (_server, sockets, logs) = pgbench_server(&fs);
 
     let mut section = Section::new(
         format!(

@@ -2,7 +2,6 @@
 //! simulator on loopback, on a loop filesystem that stands for the Droplet's disk.
 
 use crate::droplet::{report_of, Droplet};
-use freezeframe_agent::transaction::ports::ProbeMoment;
 use freezeframe_tests::sim::{Capture, Fault};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -50,23 +49,69 @@ fn a_snapshot_through_the_simulator_is_consistent_and_reported() {
     check_records(image, droplet.dir.path(), acked);
 }
 
+/// Registration, completion and a read front to back across the thaw each leave their own
+/// evidence: the markers, and ext4's superblock and journal (both rewritten by the first write
+/// after the thaw), as `verify --image` reads them.
 #[test]
-fn the_probe_shows_whether_the_platform_read_the_disk_while_frozen() {
-    let before = ("probe-1".to_string(), ProbeMoment::Before);
-    let after = ("probe-1".to_string(), ProbeMoment::After);
-    for (capture, expected) in [
-        (Capture::Registration, vec![before.clone()]),
-        (Capture::Completion, vec![after.clone(), before.clone()]),
+fn the_probe_tells_the_three_capture_timings_apart() {
+    for (capture, delay, markers, journal, probe) in [
+        (
+            Capture::Registration,
+            500,
+            &["probe-1.before"][..],
+            "clean",
+            "inside-window",
+        ),
+        (
+            Capture::Completion,
+            500,
+            &["probe-1.after", "probe-1.before"][..],
+            "needs-recovery",
+            "after-thaw",
+        ),
+        // Pieces every 2 s / 16: the superblock's inside the window, the journal's (16 MiB in)
+        // long after the `after` marker was written and synced.
+        (
+            Capture::PartWay,
+            2000,
+            &["probe-1.before"][..],
+            "torn",
+            "after-thaw",
+        ),
     ] {
-        let droplet = Droplet::capturing_at(capture, Duration::from_millis(500));
+        let droplet = Droplet::capturing_at(capture, Duration::from_millis(delay));
         let (_, report) = droplet.snapshot(&["--wait", "--name", "probe-1"]);
         assert_eq!(report["status"], "succeeded", "{capture:?}: {report:#}");
         let image = droplet.server.sim.images()["probe-1"].clone();
-        assert_eq!(
-            probe_markers(&image, droplet.dir.path()),
-            expected,
-            "{capture:?}: the image's markers"
+        let (code, found) = crate::servers::verify(&image);
+        std::fs::copy(&image, format!("/tmp/debug-{capture:?}.img")).unwrap();
+        eprintln!(
+            "DEBUG {capture:?} frozen_ms={} request_ms={} phases={}",
+            report["frozen_ms"], report["request_ms"], report["phases"]
         );
+        assert_eq!(found["journal"], journal, "{capture:?}: {found:#}");
+        assert_eq!(found["probe"], probe, "{capture:?}: {found:#}");
+        let mut found_markers: Vec<&str> = found["markers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        found_markers.sort();
+        // Part-way, the `after` marker's inode may have been read before or after it was written.
+        if capture == Capture::PartWay {
+            assert!(found_markers.contains(&"probe-1.before"), "{found:#}");
+        } else {
+            assert_eq!(found_markers, markers, "{capture:?}: {found:#}");
+        }
+        assert_eq!(code, if probe == "inside-window" { 0 } else { 1 }, "{found:#}");
+        let reasons = found["reasons"].to_string();
+        match capture {
+            Capture::Registration => assert_eq!(found["verified"], true, "{found:#}"),
+            Capture::Completion => assert!(reasons.contains("`after` marker"), "{reasons}"),
+            Capture::PartWay => assert!(reasons.contains("part-way"), "{reasons}"),
+        }
+        assert!(code == 0 || reasons.contains("thaw_after"), "{reasons}");
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 fn snapshotted(capture: Capture, name: &str) -> Droplet {
     let delay = match capture {
         Capture::Registration => Duration::from_millis(300),
-        Capture::Completion => Duration::from_secs(4),
+        Capture::Completion | Capture::PartWay => Duration::from_secs(4),
     };
     let droplet = Droplet::with_database_volume(capture, delay, 300);
     let volume = droplet.volume.as_ref().unwrap();

@@ -155,6 +155,7 @@ fn text(found: &ImageVerification) -> String {
     let journal = match found.journal {
         JournalState::Clean => "clean",
         JournalState::NeedsRecovery => "needs recovery (read while live)",
+        JournalState::Torn => "torn: superblock clean, journal written (read part-way across the thaw)",
         JournalState::NotTold => "tells nothing (an XFS log is covered, not emptied, by a freeze)",
     };
     out.push_str(&format!("  journal: {journal}\n"));

@@ -444,30 +444,36 @@ impl Drop for AlignedBuf {
 
 /// Copies `size` bytes of `device` into a new sparse file `out`, stopping if `cancel` is set.
 pub fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) -> std::io::Result<()> {
-    let abandoned = || {
-        std::io::Error::new(
-            std::io::ErrorKind::Interrupted,
-            "the copy was abandoned at the deadline",
-        )
-    };
     if cancel.load(Ordering::SeqCst) {
         return Err(abandoned());
     }
-    let input = open_device(device)?;
     let output = private_file(out)?;
+    copy_part(device, 0..size, &output, cancel)?;
+    output.set_len(size)
+}
+
+/// Copies the bytes `range` of `device` to the same offsets of `output`, leaving holes where the
+/// device holds zeros, stopping if `cancel` is set: one piece of a copy made over time.
+pub fn copy_part(
+    device: &Path,
+    range: std::ops::Range<u64>,
+    output: &File,
+    cancel: &AtomicBool,
+) -> std::io::Result<()> {
+    let input = open_device(device)?;
     let mut buf = AlignedBuf::new(CHUNK);
-    let mut offset = 0u64;
-    while offset < size {
+    let mut offset = range.start;
+    while offset < range.end {
         if cancel.load(Ordering::SeqCst) {
             return Err(abandoned());
         }
-        let want = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let want = usize::try_from((range.end - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
         let chunk = &mut buf.as_mut_slice()[..want];
         let n = input.read_at(chunk, offset)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("{} ended at byte {offset} of {size}", device.display()),
+                format!("{} ended at byte {offset} of {}", device.display(), range.end),
             ));
         }
         let data = &chunk[..n];
@@ -476,7 +482,14 @@ pub fn copy_device(device: &Path, size: u64, out: &Path, cancel: &AtomicBool) ->
         }
         offset += n as u64;
     }
-    output.set_len(size)
+    Ok(())
+}
+
+fn abandoned() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Interrupted,
+        "the copy was abandoned at the deadline",
+    )
 }
 
 #[cfg(test)]

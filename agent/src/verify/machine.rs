@@ -7,7 +7,7 @@
 
 use super::{
     mariadb, postgres, probe_reason, read_markers, redis, verdict, verify_image, DatabaseCheck, DatabaseKind,
-    ImageVerification, ProbeVerdict, VerifyError,
+    ImageVerification, JournalState, ProbeVerdict, VerifyError,
 };
 use crate::config::QuiescerSettings;
 use crate::freeze::mountinfo;
@@ -103,8 +103,11 @@ pub fn verify_machine(
         });
         found.extend(markers.found);
     }
-    let probe = verdict(&found);
-    let mut reasons: Vec<String> = probe_reason(probe, claimed).into_iter().collect();
+    // The boot replayed (or discarded) the journals: the markers alone tell here.
+    let probe = verdict(&found, JournalState::NotTold);
+    let mut reasons: Vec<String> = probe_reason(probe, claimed, &found, JournalState::NotTold)
+        .into_iter()
+        .collect();
     let mut checked = Vec::new();
     for (n, (name, device)) in volumes.iter().enumerate() {
         let dir = scratch.join(format!("volume-{n}"));

@@ -4,7 +4,10 @@
 //!   the image was read inside the frozen window, `after` means it was read after the thaw;
 //! - the journal: an ext4 frozen when it was read has a clean journal (a freeze flushes it and
 //!   clears `needs_recovery`); one that still needs recovery was not read while frozen, markers
-//!   or not. A frozen btrfs has committed its transaction and dropped its log tree (`log_root`
+//!   or not. The first write after the thaw (the `after` marker's, at the latest) rewrites both
+//!   the superblock (`needs_recovery`) and the journal's own superblock (its start): an image
+//!   whose superblock is clean while its journal holds transactions was read part-way, the
+//!   superblock inside the window and the journal after it ("torn"). A frozen btrfs has committed its transaction and dropped its log tree (`log_root`
 //!   0); one with a log tree to replay was read live. A frozen XFS keeps records in its log
 //!   (covered, not emptied), so its log tells nothing either way;
 //! - the filesystem checker, read-only;
@@ -58,6 +61,10 @@ pub enum JournalState {
     Clean,
     /// Transactions to replay: the filesystem was live, not frozen, when it was read.
     NeedsRecovery,
+    /// The superblock says clean but the journal holds transactions: the superblock was read
+    /// inside the window and the journal after the thaw (a read part-way through it). A boot
+    /// discards those transactions, as this check does.
+    Torn,
     /// The log cannot tell (XFS: a freeze covers its log but does not empty it).
     NotTold,
 }
@@ -131,7 +138,8 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
         .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
     let fstype = filesystem_type(image)?;
     let journal = journal_state(&fstype, image)?;
-    let source = if journal == JournalState::Clean {
+    // A torn journal is discarded at mount, as a restore's boot discards it.
+    let source = if matches!(journal, JournalState::Clean | JournalState::Torn) {
         Source::Image(image.to_path_buf())
     } else {
         Source::copy_of(image, scratch)?
@@ -160,8 +168,16 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     drop(view);
     let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
     drop(source);
-    let probe = verdict(&markers);
-    let reasons = reasons(probe, claimed, journal, &fstype, filesystem_ok, &databases);
+    let probe = verdict(&markers, journal);
+    let reasons = reasons(
+        probe,
+        claimed,
+        &markers,
+        journal,
+        &fstype,
+        filesystem_ok,
+        &databases,
+    );
     Ok(ImageVerification {
         image: image.to_path_buf(),
         fstype,
@@ -188,17 +204,28 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
 fn reasons(
     probe: ProbeVerdict,
     claimed: Option<Consistency>,
+    markers: &[(String, ProbeMoment)],
     journal: JournalState,
     fstype: &str,
     filesystem_ok: bool,
     databases: &[DatabaseCheck],
 ) -> Vec<String> {
-    let mut reasons: Vec<String> = probe_reason(probe, claimed).into_iter().collect();
-    if journal == JournalState::NeedsRecovery {
-        reasons.push(
+    let mut reasons: Vec<String> = probe_reason(probe, claimed, markers, journal)
+        .into_iter()
+        .collect();
+    // With markers the journal is part of the probe's verdict; without, a reason of its own.
+    match journal {
+        _ if probe == ProbeVerdict::AfterThaw => {}
+        JournalState::NeedsRecovery => reasons.push(
             "the journal needs recovery: the filesystem was live, not frozen, when the image was read"
                 .to_string(),
-        );
+        ),
+        JournalState::Torn => reasons.push(
+            "the superblock is clean but the journal holds transactions: the image was read \
+             part-way, partly while the filesystem was live"
+                .to_string(),
+        ),
+        JournalState::Clean | JournalState::NotTold => {}
     }
     if !filesystem_ok {
         reasons.push(format!("the filesystem check failed ({fstype})"));
@@ -214,15 +241,34 @@ fn reasons(
     reasons
 }
 
-/// What the markers' verdict says against the snapshot, if anything.
-fn probe_reason(probe: ProbeVerdict, claimed: Option<Consistency>) -> Option<String> {
+/// What the probe's verdict says against the snapshot, if anything, with its evidence: the
+/// markers, and `journal`, the image's (`NotTold` on a booted machine, whose boot replayed or
+/// discarded it).
+fn probe_reason(
+    probe: ProbeVerdict,
+    claimed: Option<Consistency>,
+    markers: &[(String, ProbeMoment)],
+    journal: JournalState,
+) -> Option<String> {
+    let mut evidence = Vec::new();
+    if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
+        evidence.push("its probe holds the `after` marker");
+    }
+    match journal {
+        JournalState::Torn => evidence.push(
+            "it was read part-way: its superblock is clean, read inside the window, but its \
+             journal holds writes made after the thaw",
+        ),
+        JournalState::NeedsRecovery => evidence.push("its journal needs recovery"),
+        JournalState::Clean | JournalState::NotTold => {}
+    }
     match probe {
         ProbeVerdict::InsideWindow => None,
         ProbeVerdict::AfterThaw => Some(format!(
-            "the image was read after the thaw (its probe holds the `after` marker): writes made \
-             after the snapshot point may be in it{}. If the snapshot used thaw_after = \"registered\", \
-             this platform does not capture the disk when the action registers: use \
-             thaw_after = \"completed\"",
+            "the image was read after the thaw ({}): writes made after the snapshot point may be \
+             in it{}. If the snapshot used thaw_after = \"registered\", this platform does not \
+             capture the disk when the action registers: use thaw_after = \"completed\"",
+            evidence.join("; "),
             match claimed {
                 Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
                     ", so the snapshot taken as {}-consistent is only crash-consistent",
@@ -318,12 +364,18 @@ fn check_filesystem(fstype: &str, source: &Path) -> Result<(bool, String), Verif
     }
 }
 
-/// The markers' verdict: `after` anywhere wins, then `before`.
-fn verdict(markers: &[(String, ProbeMoment)]) -> ProbeVerdict {
+/// The probe's verdict: `after` anywhere wins; `before` with a journal written after the thaw
+/// (all of it, or part-way) is after the thaw too; `before` alone is inside the window.
+fn verdict(markers: &[(String, ProbeMoment)], journal: JournalState) -> ProbeVerdict {
+    let written_after_thaw = matches!(journal, JournalState::NeedsRecovery | JournalState::Torn);
     if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
         ProbeVerdict::AfterThaw
     } else if markers.iter().any(|(_, m)| *m == ProbeMoment::Before) {
-        ProbeVerdict::InsideWindow
+        if written_after_thaw {
+            ProbeVerdict::AfterThaw
+        } else {
+            ProbeVerdict::InsideWindow
+        }
     } else {
         ProbeVerdict::NoMarkers
     }
@@ -362,15 +414,7 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
                     text.trim()
                 )));
             }
-            let features = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Filesystem features:"))
-                .unwrap_or_default();
-            Ok(if features.split_whitespace().any(|f| f == "needs_recovery") {
-                JournalState::NeedsRecovery
-            } else {
-                JournalState::Clean
-            })
+            Ok(ext4_journal(&text))
         }
         "btrfs" => {
             let (ok, text) = run("btrfs", &["inspect-internal", "dump-super", &path])?;
@@ -393,6 +437,28 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
     }
 }
 
+/// An ext4 journal's state from `dumpe2fs -h`: the superblock's `needs_recovery`, and the
+/// journal superblock's start (0 when empty).
+fn ext4_journal(dumpe2fs: &str) -> JournalState {
+    let field = |name: &str| {
+        dumpe2fs
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    let needs_recovery = field("Filesystem features:")
+        .split_whitespace()
+        .any(|f| f == "needs_recovery");
+    // An external journal, or none, prints no start: nothing to compare.
+    let journal_written = !matches!(field("Journal start:"), "" | "0");
+    match (needs_recovery, journal_written) {
+        (true, _) => JournalState::NeedsRecovery,
+        (false, true) => JournalState::Torn,
+        (false, false) => JournalState::Clean,
+    }
+}
+
 /// The probe's markers in an image, and the consistency the snapshot claimed.
 struct Markers {
     found: Vec<(String, ProbeMoment)>,
@@ -412,4 +478,63 @@ fn read_markers(root: &Path) -> Markers {
         .map(|content| content.consistency)
         .next();
     Markers { found, claimed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dumpe2fs(features: &str, start: &str) -> String {
+        format!(
+            "Filesystem features:      has_journal ext_attr {features} extent\n\
+             Journal sequence:         0x00000002\nJournal start:            {start}\n"
+        )
+    }
+
+    #[test]
+    fn the_superblock_and_the_journal_tell_when_an_ext4_was_read() {
+        assert_eq!(ext4_journal(&dumpe2fs("", "0")), JournalState::Clean);
+        assert_eq!(
+            ext4_journal(&dumpe2fs("needs_recovery", "9")),
+            JournalState::NeedsRecovery
+        );
+        assert_eq!(ext4_journal(&dumpe2fs("", "9")), JournalState::Torn);
+        // No journal start printed (an external journal): nothing to compare.
+        assert_eq!(
+            ext4_journal("Filesystem features:      has_journal extent\n"),
+            JournalState::Clean
+        );
+    }
+
+    #[test]
+    fn a_journal_written_after_the_thaw_outweighs_the_before_marker() {
+        let before = [("s1".to_string(), ProbeMoment::Before)];
+        let both = [
+            ("s1".to_string(), ProbeMoment::Before),
+            ("s1".to_string(), ProbeMoment::After),
+        ];
+        assert_eq!(verdict(&before, JournalState::Clean), ProbeVerdict::InsideWindow);
+        assert_eq!(
+            verdict(&before, JournalState::NotTold),
+            ProbeVerdict::InsideWindow
+        );
+        assert_eq!(verdict(&before, JournalState::Torn), ProbeVerdict::AfterThaw);
+        assert_eq!(
+            verdict(&before, JournalState::NeedsRecovery),
+            ProbeVerdict::AfterThaw
+        );
+        assert_eq!(verdict(&both, JournalState::Clean), ProbeVerdict::AfterThaw);
+        // Without markers the journal is a reason of its own, not a verdict.
+        assert_eq!(verdict(&[], JournalState::Torn), ProbeVerdict::NoMarkers);
+        let reason = probe_reason(
+            ProbeVerdict::AfterThaw,
+            Some(Consistency::Application),
+            &before,
+            JournalState::Torn,
+        )
+        .unwrap();
+        assert!(reason.contains("part-way"), "{reason}");
+        assert!(reason.contains("only crash-consistent"), "{reason}");
+        assert!(reason.contains("thaw_after"), "{reason}");
+    }
 }

@@ -71,7 +71,14 @@ pub enum Capture {
     Registration,
     /// When the action completes, `action_delay` later (after the agent thawed).
     Completion,
+    /// Front to back over the action's duration, as a streaming copy would: the first of
+    /// [`PART_WAY_PIECES`] pieces as the action registers, the others spread over `action_delay`
+    /// (so the beginning of the disk is read inside the window and the rest after the thaw).
+    PartWay,
 }
+
+/// How many pieces a part-way capture reads the disk in.
+pub const PART_WAY_PIECES: u32 = 16;
 
 /// A Droplet that is only listed: its id, name, tags and public IPv4 address.
 #[derive(Debug, Clone)]
@@ -664,6 +671,21 @@ async fn post_droplet_action(
     // The hypervisor's point-in-time copy: before the action is reported registered, or as it
     // completes (the action stays in progress until the copy is done).
     match (disk, capture) {
+        (Some(disk), (Capture::PartWay, delay)) => {
+            let Some(copy) = PartWayCopy::start(disk, image.clone()).await else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the disk copy failed",
+                    "sim",
+                );
+            };
+            let captured = captured.clone();
+            tokio::spawn(async move {
+                copy.finish(delay).await;
+                captured.store(true, Ordering::SeqCst);
+            });
+        }
         (Some(disk), (Capture::Completion, delay)) => {
             let (image, captured) = (image.clone(), captured.clone());
             tokio::spawn(async move {
@@ -699,6 +721,61 @@ async fn post_droplet_action(
     let json = action_json(&action, id);
     st.actions.push(action);
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
+}
+
+/// A disk read front to back in pieces over an action's duration (`Capture::PartWay`).
+struct PartWayCopy {
+    disk: PathBuf,
+    image: Arc<std::fs::File>,
+    size: u64,
+}
+
+impl PartWayCopy {
+    /// Creates the image and reads the first piece; `None` if that failed.
+    async fn start(disk: PathBuf, image: PathBuf) -> Option<PartWayCopy> {
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<PartWayCopy> {
+            use std::io::Seek;
+            let size = std::fs::File::open(&disk)?.seek(std::io::SeekFrom::End(0))?;
+            let image = std::fs::File::create(image)?;
+            image.set_len(size)?;
+            Ok(PartWayCopy {
+                disk,
+                image: Arc::new(image),
+                size,
+            })
+        })
+        .await;
+        let copy = match opened {
+            Ok(Ok(copy)) => copy,
+            _ => return None,
+        };
+        copy.piece(0).await.then_some(copy)
+    }
+
+    /// Reads the other pieces, piece `n` at `n / PART_WAY_PIECES` of `delay` after the start.
+    async fn finish(self, delay: Duration) {
+        let start = Instant::now();
+        for n in 1..PART_WAY_PIECES {
+            tokio::time::sleep_until((start + delay * n / PART_WAY_PIECES).into()).await;
+            self.piece(n).await;
+        }
+    }
+
+    async fn piece(&self, n: u32) -> bool {
+        let piece = self.size.div_ceil(u64::from(PART_WAY_PIECES));
+        let range = (piece * u64::from(n)).min(self.size)..(piece * u64::from(n + 1)).min(self.size);
+        let (disk, image) = (self.disk.clone(), self.image.clone());
+        let copied = tokio::task::spawn_blocking(move || {
+            freezeframe_agent::provider::local_image::copy_part(
+                &disk,
+                range,
+                &image,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
+        .await;
+        matches!(copied, Ok(Ok(())))
+    }
 }
 
 /// Copies a device (or file) into an image, as a hypervisor's snapshot would; true if it worked.

@@ -30,7 +30,8 @@ struct Args {
     /// How long a snapshot action stays in progress, e.g. 2s
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     action_delay: Duration,
-    /// When the disk is read: at registration (while the agent freezes) or at completion
+    /// When the disk is read: at registration (while the agent freezes), at completion, or
+    /// part-way (front to back over the action's duration)
     #[arg(long, default_value = "registration", value_parser = parse_capture)]
     capture: Capture,
     /// Latency added to every API call, e.g. 300ms
@@ -48,8 +49,9 @@ fn parse_capture(text: &str) -> Result<Capture, String> {
     match text {
         "registration" => Ok(Capture::Registration),
         "completion" => Ok(Capture::Completion),
+        "part-way" => Ok(Capture::PartWay),
         other => Err(format!(
-            "`{other}`: the disk is read at `registration` or at `completion`"
+            "`{other}`: the disk is read at `registration`, at `completion` or `part-way`"
         )),
     }
 }

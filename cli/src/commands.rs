@@ -339,14 +339,49 @@ pub async fn plan(target: &Target) -> Result<SnapshotPlan, Failure> {
     read(target, &plan)
 }
 
-pub async fn status(target: &Target) -> Result<AgentStatus, Failure> {
+/// What `freezeframe status` shows: the agent's own status, and the newest restore drill's
+/// result among its snapshots (from their tags, listed through the agent).
+#[derive(Debug, serde::Serialize)]
+pub struct StatusView {
+    #[serde(flatten)]
+    pub agent: AgentStatus,
+    /// The newest snapshot a restore drill ran on, with its result.
+    pub last_drill: Option<SnapshotInfo>,
+    /// How many snapshots were listed (none when they could not be).
+    pub snapshots: usize,
+    /// Why the snapshots could not be listed, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots_error: Option<String>,
+}
+
+pub async fn status(target: &Target) -> Result<StatusView, Failure> {
     let connection = client::connect(target).await?;
-    let status = proxy(target, &connection)
-        .await?
-        .status()
-        .await
-        .map_err(|e| call_failure(target, e))?;
-    read(target, &status)
+    let agent = proxy(target, &connection).await?;
+    let status = agent.status().await.map_err(|e| call_failure(target, e))?;
+    let status: AgentStatus = read(target, &status)?;
+    // The status stands without the list (an API that is down, a token without image:read).
+    let listed = match agent.list_snapshots().await {
+        Ok(list) => list
+            .iter()
+            .map(|s| read::<SnapshotInfo>(target, s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|f| f.message),
+        Err(e) => Err(call_failure(target, e).message),
+    };
+    let (list, snapshots_error) = match listed {
+        Ok(list) => (list, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    Ok(StatusView {
+        agent: status,
+        last_drill: list
+            .iter()
+            .filter(|s| s.drill.is_some())
+            .max_by(|a, b| a.created_at.cmp(&b.created_at))
+            .cloned(),
+        snapshots: list.len(),
+        snapshots_error,
+    })
 }
 
 pub async fn list(target: &Target) -> Result<Vec<SnapshotInfo>, Failure> {
@@ -399,7 +434,8 @@ pub async fn thaw_here(runtime_dir: &std::path::Path) -> Result<Recovered, Failu
 }
 
 /// Status as text.
-pub fn status_text(status: &AgentStatus) -> String {
+pub fn status_text(view: &StatusView) -> String {
+    let status = &view.agent;
     let mut out = format!(
         "agent {} (provider {}{})\n",
         status.version,
@@ -422,6 +458,22 @@ pub fn status_text(status: &AgentStatus) -> String {
             out.push_str(&freezeframe_agent::render::report(last));
         }
     }
+    out.push_str(&match (&view.last_drill, &view.snapshots_error) {
+        (_, Some(why)) => format!("restore drills: unknown, the snapshots could not be listed: {why}\n"),
+        (Some(s), None) => format!(
+            "last restore drill: {} of snapshot {} (created {})\n",
+            match s.drill {
+                Some(DrillResult::Failed) => "FAILED",
+                _ => "verified",
+            },
+            s.name,
+            s.created_at
+        ),
+        (None, None) => format!(
+            "no restore drill of its {} snapshots: `freezeframe verify SNAPSHOT` runs one\n",
+            view.snapshots
+        ),
+    });
     out
 }
 

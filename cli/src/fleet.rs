@@ -5,6 +5,7 @@
 use crate::args::{Cli, Command};
 use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
+use freezeframe_agent::transaction::ports::DrillResult;
 use freezeframe_agent::transaction::Status;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -35,9 +36,14 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             .map(|plan| (Exit::Success, json(&plan), "ok".into())),
         Command::Status => commands::status(target).await.map(|status| {
             let line = format!(
-                "agent {}{}",
-                status.version,
-                if status.frozen { ", FROZEN now" } else { "" }
+                "agent {}{}{}",
+                status.agent.version,
+                if status.agent.frozen { ", FROZEN now" } else { "" },
+                match status.last_drill.as_ref().and_then(|s| s.drill) {
+                    Some(DrillResult::Verified) => ", last restore drill verified",
+                    Some(DrillResult::Failed) => ", last restore drill FAILED",
+                    None => "",
+                }
             );
             (Exit::Success, json(&status), line)
         }),

@@ -258,6 +258,16 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
         text.contains("RESTORE DRILL") && text.contains("verified"),
         "{text}"
     );
+    // And `freezeframe status`, the newest drilled snapshot's.
+    let status: serde_json::Value =
+        serde_json::from_slice(&served.cli(&["--json", "status"]).stdout).unwrap();
+    assert_eq!(status["last_drill"]["name"], "drill-1", "{status:#}");
+    assert_eq!(status["last_drill"]["drill"], "verified", "{status:#}");
+    let text = String::from_utf8_lossy(&served.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("last restore drill: verified of snapshot drill-1"),
+        "{text}"
+    );
 }
 
 /// The Droplet's agent serving its bus (a private one), for the CLI's commands; stopped on drop.
@@ -338,6 +348,11 @@ fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
     let text = String::from_utf8_lossy(&served.cli(&["doctor"]).stdout).into_owned();
     assert!(
         text.contains("snapshot point") && text.contains("thaw_after = \"completed\""),
+        "{text}"
+    );
+    let text = String::from_utf8_lossy(&served.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("last restore drill: FAILED of snapshot late-1"),
         "{text}"
     );
 }

@@ -153,6 +153,13 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     let status = json_of(&served.cli(&["status", "--json"]));
     assert_eq!(status["frozen"], false);
     assert_eq!(status["last_result"]["snapshot_name"], newest.as_str());
+    assert_eq!(status["snapshots"], 3, "{status:#}");
+    assert_eq!(status["last_drill"], serde_json::Value::Null, "{status:#}");
+    let text = String::from_utf8_lossy(&served.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("no restore drill of its 3 snapshots: `freezeframe verify SNAPSHOT`"),
+        "{text}"
+    );
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
     // As text: labelled columns, the name once (local-image ids are the names).

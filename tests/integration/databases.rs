@@ -298,6 +298,79 @@ fn verify_fails_databases_damaged_in_the_image_and_says_which_check_failed() {
     );
 }
 
+/// WAL damaged before the position the quiescer recorded ends PostgreSQL's recovery early and
+/// without an error: the server starts, every check passes, committed rows are gone. The
+/// recorded position (in the report and the `before` marker) makes verify see it.
+#[test]
+fn verify_fails_an_image_whose_wal_is_damaged_before_the_snapshot_point() {
+    let fs = scratch_fs(Fs::Ext4);
+    let pg = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
+    pg.sql("CREATE TABLE rows (n bigint)");
+    pg.sql("CHECKPOINT");
+    // Committed after the last checkpoint (the quiescer makes none here): only the WAL has them.
+    pg.sql("INSERT INTO rows SELECT n FROM generate_series(1, 20000) n");
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\ncheckpoint = false\n",
+            pg.sockets.display().to_string()
+        ),
+    );
+    let out = agent_snapshot(&config, "wal").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    let position = &report["quiescers"][0]["log_position"];
+    assert_eq!(
+        position["data_directory"],
+        fs.path("pg/data").display().to_string(),
+        "{report:#}"
+    );
+    let lsn = position["lsn"].as_str().unwrap().to_string();
+    drop(pg);
+
+    let image = image_of(&fs, "wal");
+    let (code, found) = verify(&image);
+    assert_eq!(code, 0, "the undamaged image: {found:#}");
+    let checked = &found["databases"][0];
+    assert!(
+        checked["checks"]
+            .to_string()
+            .contains(&format!("past {lsn} where it stood")),
+        "{checked:#}"
+    );
+    assert_eq!(rows_in(checked, "postgres.public.rows"), 20000);
+
+    // A copy whose WAL page holding the record just before that position is overwritten.
+    let (high, low) = lsn.split_once('/').unwrap();
+    let at = (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap();
+    let segment = format!("{:08X}{:08X}{:08X}", 1, at >> 32, (at >> 24) & 0xFF);
+    let page = ((at - 1) & 0xFF_FFFF) & !8191;
+    let damaged = image.with_extension("damaged.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            image.to_str().unwrap(),
+            damaged.to_str().unwrap(),
+        ],
+    );
+    {
+        let view = LoopMount::attach(&damaged, &fs.dir.path().join("damaging"), Attach::default())
+            .expect("mount the copy");
+        // The page header's magic: recovery takes it for the end of the WAL.
+        overwrite(&view.mountpoint().join("pg/data/pg_wal").join(&segment), page, 2);
+    }
+    let (code, found) = verify(&damaged);
+    assert_eq!(code, 1, "{found:#}");
+    let reasons = found["reasons"].to_string();
+    assert!(
+        reasons.contains("PostgreSQL at /pg/data")
+            && reasons.contains("recovery ended at WAL")
+            && reasons.contains(&format!("before {lsn}")),
+        "{found:#}"
+    );
+}
+
 /// Overwrites `len` bytes of `file` at `offset` with 0xFF, synced.
 fn overwrite(file: &Path, offset: u64, len: usize) {
     use std::os::unix::fs::FileExt;

@@ -11,7 +11,8 @@ pub mod sys;
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
 use crate::guard::{Guard, GuardError};
 use crate::transaction::ports::{
-    Consistency, Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, ProbeMoment, Target, ThawReport,
+    Consistency, Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, LogPosition, ProbeMoment, Target,
+    ThawReport,
 };
 use plan::{Plan, Selection};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -398,7 +399,13 @@ impl Filesystems for LiveFilesystems {
         }
     }
 
-    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, consistency: Consistency) -> Vec<String> {
+    fn mark(
+        &mut self,
+        snapshot: &str,
+        moment: ProbeMoment,
+        consistency: Consistency,
+        positions: &[LogPosition],
+    ) -> Vec<String> {
         if !self.probe || self.frozen.is_some() {
             return Vec::new();
         }
@@ -406,13 +413,15 @@ impl Filesystems for LiveFilesystems {
             .iter()
             .filter_map(|t| {
                 let dir = probe::probe_dir(t, &self.targets);
-                probe::mark(&dir, snapshot, moment, consistency).err().map(|e| {
-                    format!(
-                        "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
-                        moment.as_str(),
-                        dir.display()
-                    )
-                })
+                probe::mark(&dir, snapshot, moment, consistency, positions)
+                    .err()
+                    .map(|e| {
+                        format!(
+                            "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
+                            moment.as_str(),
+                            dir.display()
+                        )
+                    })
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 //! `/var/lib/freezeframe/probe/`, elsewhere to `.freezeframe-probe/` at the top; each run
 //! removes the markers of earlier snapshots, so they never grow.
 
-use crate::transaction::ports::{Consistency, ProbeMoment, Target};
+use crate::transaction::ports::{Consistency, LogPosition, ProbeMoment, Target};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -49,6 +49,9 @@ pub struct MarkerContent {
     pub consistency: Consistency,
     /// When it was written, in milliseconds since the Unix epoch.
     pub unix_ms: u64,
+    /// Where each quiesced database's log stood, which a restore must replay to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_positions: Vec<LogPosition>,
 }
 
 /// Writes and syncs the marker of `snapshot` at `moment`, claiming `consistency`, into `dir`;
@@ -58,6 +61,7 @@ pub fn mark(
     snapshot: &str,
     moment: ProbeMoment,
     consistency: Consistency,
+    log_positions: &[LogPosition],
 ) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -81,6 +85,7 @@ pub fn mark(
         unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        log_positions: log_positions.to_vec(),
     };
     let path = dir.join(marker_name(snapshot, moment));
     let mut file = std::fs::OpenOptions::new()
@@ -128,14 +133,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let probe = dir.path().join(PROBE_DIR);
         let claim = Consistency::Application;
-        mark(&probe, "web-1-old", ProbeMoment::Before, claim).unwrap();
-        mark(&probe, "web-1-old", ProbeMoment::After, claim).unwrap();
-        mark(&probe, "web-1-new", ProbeMoment::Before, claim).unwrap();
+        let wal = [LogPosition {
+            data_directory: PathBuf::from("/var/lib/postgresql/15/main"),
+            lsn: "0/3000148".into(),
+        }];
+        mark(&probe, "web-1-old", ProbeMoment::Before, claim, &[]).unwrap();
+        mark(&probe, "web-1-old", ProbeMoment::After, claim, &[]).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::Before, claim, &wal).unwrap();
         assert_eq!(
             markers_in(&probe),
             [("web-1-new".to_string(), ProbeMoment::Before)]
         );
-        mark(&probe, "web-1-new", ProbeMoment::After, claim).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::After, claim, &wal).unwrap();
         assert_eq!(
             markers_in(&probe),
             [
@@ -148,5 +157,8 @@ mod tests {
             text.starts_with("{\"snapshot\":\"web-1-new\",\"moment\":\"before\""),
             "{text}"
         );
+        // What verify reads back: the claim and the WAL positions.
+        let read = claimed(&probe, "web-1-new").unwrap();
+        assert_eq!((read.consistency, read.log_positions), (claim, wal.to_vec()));
     }
 }

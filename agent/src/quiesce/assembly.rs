@@ -11,7 +11,7 @@ use super::systemd_unit::SystemdUnit;
 use crate::config::{QuiesceSettings, QuiescerSettings, DEFAULT_QUIESCER_TIMEOUT};
 use crate::systemd::discovery::{self, DatabaseKind};
 use crate::systemd::{SystemdError, Units};
-use crate::transaction::ports::{QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{LogPosition, QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,6 +214,9 @@ impl Quiescer for ForUnit {
     }
     fn details(&self) -> Option<String> {
         self.inner.details()
+    }
+    fn log_position(&self) -> Option<LogPosition> {
+        self.inner.log_position()
     }
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
         self.inner.check(targets).await

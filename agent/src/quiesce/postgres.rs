@@ -1,13 +1,14 @@
 //! PostgreSQL: a `CHECKPOINT` before the freeze (unless `checkpoint = false`), so recovery from
 //! the snapshot replays little WAL. Consistency itself comes from freezing, in one window, every filesystem that holds the
 //! data directory, the WAL and the tablespaces; preflight refuses a layout where one of them
-//! would not be frozen. Nothing is held across the freeze.
+//! would not be frozen. Nothing is held across the freeze. Once prepared it records where its
+//! WAL stood (`LogPosition`), which `verify` holds a restore's recovery to.
 //!
 //! Zero configuration on Debian and Ubuntu: `psql` runs as the `postgres` OS user through
 //! `runuser`, so the stock `peer` authentication lets it in without a password.
 
 use super::require_frozen;
-use crate::transaction::ports::{QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{LogPosition, QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,12 @@ pub(crate) struct Postgres {
     checkpoint: bool,
     timeout: Duration,
     name: String,
+    /// Its data directory, learnt in `check`.
+    data_directory: Option<PathBuf>,
+    /// Where its WAL stood once prepared.
+    position: Option<LogPosition>,
+    /// Why that could not be recorded.
+    unrecorded: Option<String>,
 }
 
 impl Postgres {
@@ -36,6 +43,9 @@ impl Postgres {
             checkpoint,
             timeout,
             name,
+            data_directory: None,
+            position: None,
+            unrecorded: None,
         }
     }
 
@@ -79,6 +89,30 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The WAL's insert position, read inside a transaction that then writes a record (a
+    /// transactional logical message, which decoders of other prefixes skip) and commits
+    /// synchronously: a commit is flushed only when its transaction wrote WAL, and a flush
+    /// covers every record before it, so every record before the position is durable before
+    /// the freeze. None on a standby (it writes no WAL of its own).
+    async fn wal_position(&self) -> Result<Option<LogPosition>, QuiesceError> {
+        let rows = self
+            .sql(
+                "BEGIN; SET LOCAL synchronous_commit = on; \
+                 SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+                 ELSE pg_current_wal_insert_lsn() || ' ' || \
+                 pg_logical_emit_message(true, 'freezeframe', 'snapshot point') END; COMMIT",
+            )
+            .await?;
+        let lsn = rows
+            .iter()
+            .find_map(|row| Some(row.split_once(' ')?.0.to_string()));
+        Ok(lsn
+            .zip(self.data_directory.clone())
+            .map(|(lsn, data_directory)| LogPosition { data_directory, lsn }))
+    }
+}
+
 #[async_trait::async_trait]
 impl Quiescer for Postgres {
     fn name(&self) -> &str {
@@ -89,12 +123,27 @@ impl Quiescer for Postgres {
         self.timeout
     }
 
+    fn log_position(&self) -> Option<LogPosition> {
+        self.position.clone()
+    }
+
+    fn details(&self) -> Option<String> {
+        match (&self.position, &self.unrecorded) {
+            (Some(p), _) => Some(format!("WAL at {}", p.lsn)),
+            (None, Some(why)) => Some(format!(
+                "WAL position not recorded, so verify cannot hold a restore to it: {why}"
+            )),
+            (None, None) => None,
+        }
+    }
+
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
         let data = self.sql("SHOW data_directory").await?;
         let data = PathBuf::from(
             data.first()
                 .ok_or_else(|| QuiesceError("no data_directory".into()))?,
         );
+        self.data_directory = Some(data.clone());
         require_frozen("PostgreSQL's data directory", &data, targets)?;
         // pg_wal may be a link to another filesystem.
         let wal = std::fs::canonicalize(data.join("pg_wal"))
@@ -110,10 +159,17 @@ impl Quiescer for Postgres {
     }
 
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
-        if !self.checkpoint {
-            return Ok(());
+        self.position = None;
+        self.unrecorded = None;
+        if self.checkpoint {
+            self.sql("CHECKPOINT").await?;
         }
-        self.sql("CHECKPOINT").await.map(drop)
+        // Not recording it (a role that may not emit WAL messages) costs only that check.
+        match self.wal_position().await {
+            Ok(position) => self.position = position,
+            Err(e) => self.unrecorded = Some(e.0),
+        }
+        Ok(())
     }
 
     async fn resume(&mut self) -> Result<(), QuiesceError> {

@@ -18,8 +18,8 @@ pub use report::{ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Repo
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Consistency, Filesystems, FreezeOutcome, GuardEvent, ProbeMoment, QuiescePolicy, Quiescer, Registration,
-    SkipReason, Skipped, SnapshotProvider, Target,
+    Consistency, Filesystems, FreezeOutcome, GuardEvent, LogPosition, ProbeMoment, QuiescePolicy, Quiescer,
+    Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,7 @@ impl Transaction<'_> {
                 prepared: false,
                 resumed: false,
                 details: None,
+                log_position: None,
                 error: None,
             })
             .collect();
@@ -346,7 +347,10 @@ impl Transaction<'_> {
         rec.enter(Phase::Sync);
         // The probe's `before` marker is flushed with the rest: every image of this snapshot
         // holds it.
-        let unmarked = self.filesystems.mark(&name, ProbeMoment::Before, expected);
+        let positions: Vec<LogPosition> = self.quiescers.iter().filter_map(|q| q.log_position()).collect();
+        let unmarked = self
+            .filesystems
+            .mark(&name, ProbeMoment::Before, expected, &positions);
         rec.report.warnings.extend(unmarked);
         self.sync()
             .await
@@ -376,7 +380,11 @@ impl Transaction<'_> {
             );
         } else {
             // Only an image read after this point holds the `after` marker.
-            let unmarked = self.filesystems.mark(&name, ProbeMoment::After, expected);
+            let positions: Vec<LogPosition> =
+                self.quiescers.iter().filter_map(|q| q.log_position()).collect();
+            let unmarked = self
+                .filesystems
+                .mark(&name, ProbeMoment::After, expected, &positions);
             rec.report.warnings.extend(unmarked);
         }
         Ok(Window {
@@ -415,6 +423,7 @@ impl Transaction<'_> {
                 Ok(()) => {
                     rec.report.quiescers[i].prepared = true;
                     rec.report.quiescers[i].details = q.details();
+                    rec.report.quiescers[i].log_position = q.log_position();
                 }
                 Err(e) => {
                     let message = format!("quiescer {} failed to prepare: {e}", q.name());

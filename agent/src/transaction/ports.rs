@@ -237,16 +237,33 @@ pub trait Filesystems: Send {
     async fn guard_tripped(&mut self) -> GuardEvent;
     /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
     fn thaw(&mut self) -> ThawReport;
-    /// Leaves the snapshot-point marker of `snapshot` at `moment`, claiming `consistency`, on
-    /// each target that takes one (never while frozen); returns what could not be marked, as
-    /// warnings.
-    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, consistency: Consistency) -> Vec<String> {
-        let _ = (snapshot, moment, consistency);
+    /// Leaves the snapshot-point marker of `snapshot` at `moment`, claiming `consistency` and
+    /// recording the databases' `positions`, on each target that takes one (never while
+    /// frozen); returns what could not be marked, as warnings.
+    fn mark(
+        &mut self,
+        snapshot: &str,
+        moment: ProbeMoment,
+        consistency: Consistency,
+        positions: &[LogPosition],
+    ) -> Vec<String> {
+        let _ = (snapshot, moment, consistency, positions);
         Vec::new()
     }
 }
 
 // ---- Quiescers ----
+
+/// Where a database's write-ahead log stood when it was prepared, before the freeze: every
+/// record before it was durable, so a restore's recovery must replay at least that far. WAL
+/// damaged before it would otherwise end recovery early without a word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    /// The database's data directory on the machine that was snapshotted.
+    pub data_directory: PathBuf,
+    /// PostgreSQL's LSN, such as `0/3000148`.
+    pub lsn: String,
+}
 
 /// Default bound on one `prepare` or `resume`.
 pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -281,6 +298,10 @@ pub trait Quiescer: Send {
     }
     /// What the report should record about the last prepare (a binary log position).
     fn details(&self) -> Option<String> {
+        None
+    }
+    /// Where the database's write-ahead log stood after the last prepare, when it tells.
+    fn log_position(&self) -> Option<LogPosition> {
         None
     }
     /// What the last `check` found that does not stop the run but belongs in the report's

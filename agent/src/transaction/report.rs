@@ -1,6 +1,6 @@
 //! The result of one snapshot transaction, as printed by `snapshot --json`.
 
-use super::ports::{Consistency, Pruned, Skipped, Target, VolumeSnapshotRef};
+use super::ports::{Consistency, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ pub struct QuiescerReport {
     /// What the quiescer recorded, such as a binary log position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// Where the database's write-ahead log stood once prepared (what verify holds a restore to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_position: Option<LogPosition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// What failed, if anything did.
     pub error: Option<String>,

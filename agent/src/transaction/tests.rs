@@ -52,7 +52,13 @@ impl Filesystems for FakeFs {
     fn targets(&self) -> &[Target] {
         &self.targets
     }
-    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, consistency: Consistency) -> Vec<String> {
+    fn mark(
+        &mut self,
+        snapshot: &str,
+        moment: ProbeMoment,
+        consistency: Consistency,
+        _: &[LogPosition],
+    ) -> Vec<String> {
         note(
             &self.marks,
             format!("{snapshot} {} {}", moment.as_str(), consistency.as_str()),

@@ -35,7 +35,7 @@ pub use namespace::enter_private_mounts;
 
 use crate::freeze::probe;
 use crate::loop_mount::{Attach, LoopMount};
-use crate::transaction::ports::{Consistency, ProbeMoment};
+use crate::transaction::ports::{Consistency, LogPosition, ProbeMoment};
 use namespace::Overlay;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -163,8 +163,9 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     let Markers {
         found: markers,
         claimed,
+        positions,
     } = read_markers(view.mountpoint());
-    let databases = check_databases(view.mountpoint(), scratch)?;
+    let databases = check_databases(view.mountpoint(), scratch, &positions)?;
     drop(view);
     let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
     drop(source);
@@ -285,8 +286,13 @@ fn probe_reason(
     }
 }
 
-/// Every database in the view, each started from a copy-on-write overlay on it.
-fn check_databases(view: &Path, scratch: &Path) -> Result<Vec<DatabaseCheck>, VerifyError> {
+/// Every database in the view, each started from a copy-on-write overlay on it; `positions`
+/// (from the markers) are where their logs stood at the snapshot, by data directory.
+fn check_databases(
+    view: &Path,
+    scratch: &Path,
+    positions: &[LogPosition],
+) -> Result<Vec<DatabaseCheck>, VerifyError> {
     let found = databases::find(view);
     if found.is_empty() {
         return Ok(Vec::new());
@@ -300,7 +306,12 @@ fn check_databases(view: &Path, scratch: &Path) -> Result<Vec<DatabaseCheck>, Ve
             let scratch = scratch.join(format!("db-{n}"));
             let check = DatabaseCheck::new(*kind, &Path::new("/").join(rel));
             match kind {
-                DatabaseKind::Postgresql => postgres::check(check, &data, &scratch),
+                DatabaseKind::Postgresql => {
+                    // The data directory was at `…/rel` on the machine: its filesystem's
+                    // mountpoint, then the path inside it.
+                    let position = positions.iter().find(|p| p.data_directory.ends_with(rel));
+                    postgres::check(check, &data, &scratch, position)
+                }
                 DatabaseKind::Mariadb => mariadb::check(check, &data, &scratch),
                 DatabaseKind::Redis => redis::check(check, &data, &scratch),
             }
@@ -463,6 +474,8 @@ fn ext4_journal(dumpe2fs: &str) -> JournalState {
 struct Markers {
     found: Vec<(String, ProbeMoment)>,
     claimed: Option<Consistency>,
+    /// Where the quiesced databases' logs stood, from the `before` marker.
+    positions: Vec<LogPosition>,
 }
 
 /// The probe's markers in the filesystem mounted at `root`.
@@ -472,12 +485,15 @@ fn read_markers(root: &Path) -> Markers {
         root.join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
     ];
     let found: Vec<(String, ProbeMoment)> = dirs.iter().flat_map(|d| probe::markers_in(d)).collect();
-    let claimed = dirs
+    let before = dirs
         .iter()
         .flat_map(|d| found.iter().filter_map(move |(name, _)| probe::claimed(d, name)))
-        .map(|content| content.consistency)
         .next();
-    Markers { found, claimed }
+    Markers {
+        found,
+        claimed: before.as_ref().map(|content| content.consistency),
+        positions: before.map(|content| content.log_positions).unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

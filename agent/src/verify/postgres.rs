@@ -6,20 +6,33 @@
 
 use super::databases::{DatabaseCheck, TableRows};
 use super::server::{output, Owner, Server};
+use crate::transaction::ports::LogPosition;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const PORT: &str = "5432";
 
-pub(crate) fn check(mut check: DatabaseCheck, data: &Path, scratch: &Path) -> DatabaseCheck {
-    if let Err(problem) = run(&mut check, data, scratch) {
+/// Starts the data directory `data` (an overlay) and checks it; `position`, from the snapshot's
+/// marker, is where its WAL stood when the snapshot was taken, which recovery must reach.
+pub(crate) fn check(
+    mut check: DatabaseCheck,
+    data: &Path,
+    scratch: &Path,
+    position: Option<&LogPosition>,
+) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, data, scratch, position) {
         check.fail(problem);
     }
     check
 }
 
-fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), String> {
+fn run(
+    check: &mut DatabaseCheck,
+    data: &Path,
+    scratch: &Path,
+    position: Option<&LogPosition>,
+) -> Result<(), String> {
     let version = std::fs::read_to_string(data.join("PG_VERSION"))
         .map_err(|e| format!("cannot read its PG_VERSION: {e}"))?;
     let version = version.trim();
@@ -45,6 +58,7 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
             .map_or_else(|| "postgres".to_string(), |u| u.name),
     };
     forget_the_live_server(check, data);
+    let redo_point = checkpoint_redo(&client.bin, data);
     let mut server = Server::start(
         client.server_command(data, &settings(scratch)?, owner),
         &scratch.join("postgresql.log"),
@@ -52,6 +66,9 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
     let took = server.wait_ready(|| client.ready())?;
     check.recovery_seconds = Some(took.as_secs_f64());
     check.replayed_bytes = replayed(&server.log());
+    if let Some(position) = position {
+        reached_the_snapshot_point(check, &server.log(), redo_point, position)?;
+    }
     client.check_every_database(check, scratch)?;
     server.stop();
     Ok(())
@@ -157,6 +174,62 @@ fn settings(scratch: &Path) -> Result<Settings, String> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(files)
+}
+
+/// The REDO location of the image's latest checkpoint (where recovery starts), from
+/// `pg_controldata`, read before the server runs.
+fn checkpoint_redo(bin: &Path, data: &Path) -> Option<u64> {
+    let (_, text) = output(Command::new(bin.join("pg_controldata")).arg("-D").arg(data)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO location:"))
+        .and_then(|v| parse_lsn(v.trim()))
+}
+
+/// Recovery must have replayed to the WAL position the quiescer recorded before the freeze
+/// (every record before it was durable then): the last record replayed (`redo done at`), or
+/// with nothing to replay the checkpoint's own REDO point, at or past it. WAL damaged before
+/// that point ends recovery early and silently, losing committed transactions.
+fn reached_the_snapshot_point(
+    check: &mut DatabaseCheck,
+    log: &str,
+    redo_point: Option<u64>,
+    position: &LogPosition,
+) -> Result<(), String> {
+    let wanted = parse_lsn(&position.lsn)
+        .ok_or_else(|| format!("the marker's WAL position `{}` is not an LSN", position.lsn))?;
+    let reached = if log.contains("redo is not required") {
+        redo_point
+    } else {
+        log.lines()
+            .find_map(|line| line.split_once("redo done at "))
+            .and_then(|(_, rest)| parse_lsn(rest.split_whitespace().next()?))
+    };
+    match reached {
+        Some(reached) if reached >= wanted => {
+            check.checks.push(format!(
+                "WAL replayed to {}, past {} where it stood when the snapshot was taken",
+                format_lsn(reached),
+                position.lsn
+            ));
+            Ok(())
+        }
+        Some(reached) => Err(format!(
+            "recovery ended at WAL {}, before {} where the WAL stood when the snapshot was \
+             taken: WAL written before the freeze is damaged or missing, and the transactions \
+             it held are lost",
+            format_lsn(reached),
+            position.lsn
+        )),
+        None => Err(format!(
+            "the server's log does not say where recovery ended, so reaching the snapshot's WAL \
+             position {} cannot be shown",
+            position.lsn
+        )),
+    }
+}
+
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 /// Bytes of WAL replayed, from the server's log: `redo starts at A` … `redo done at B`.
@@ -368,6 +441,30 @@ SELECT format('SELECT %L, count(*) FROM %I.%I',
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_must_reach_the_wal_position_of_the_snapshot() {
+        let position = LogPosition {
+            data_directory: PathBuf::from("/srv/pg/data"),
+            lsn: "0/3000148".into(),
+        };
+        let mut check = DatabaseCheck::new(super::super::DatabaseKind::Postgresql, Path::new("/pg"));
+        let past = "LOG:  redo starts at 0/3000028\nLOG:  redo done at 0/30001A0 system usage";
+        assert!(reached_the_snapshot_point(&mut check, past, Some(0x3000028), &position).is_ok());
+        assert!(check.checks[0].contains("WAL replayed to 0/30001A0, past 0/3000148"));
+        let short = "LOG:  redo starts at 0/3000028\nLOG:  redo done at 0/3000100 system usage";
+        let err = reached_the_snapshot_point(&mut check, short, None, &position).unwrap_err();
+        assert!(
+            err.contains("recovery ended at WAL 0/3000100, before 0/3000148"),
+            "{err}"
+        );
+        // Nothing replayed: the checkpoint's REDO point counts.
+        let none = "LOG:  redo is not required";
+        assert!(reached_the_snapshot_point(&mut check, none, Some(0x3000200), &position).is_ok());
+        assert!(reached_the_snapshot_point(&mut check, none, Some(0x3000028), &position).is_err());
+        assert!(reached_the_snapshot_point(&mut check, "", None, &position).is_err());
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+    }
 
     #[test]
     fn replayed_bytes_come_from_the_redo_lines() {

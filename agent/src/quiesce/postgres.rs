@@ -87,9 +87,7 @@ impl Postgres {
             .map(String::from)
             .collect())
     }
-}
 
-impl Postgres {
     /// The WAL's insert position, read inside a transaction that then writes a record (a
     /// transactional logical message, which decoders of other prefixes skip) and commits
     /// synchronously: a commit is flushed only when its transaction wrote WAL, and a flush

@@ -7,15 +7,17 @@
 //!   or not. The first write after the thaw (the `after` marker's, at the latest) rewrites both
 //!   the superblock (`needs_recovery`) and the journal's own superblock (its start): an image
 //!   whose superblock is clean while its journal holds transactions was read part-way, the
-//!   superblock inside the window and the journal after it ("torn"). A frozen btrfs has committed its transaction and dropped its log tree (`log_root`
-//!   0); one with a log tree to replay was read live. A frozen XFS keeps records in its log
-//!   (covered, not emptied), so its log tells nothing either way;
+//!   superblock inside the window and the journal after it ("torn"). A frozen btrfs has
+//!   committed its transaction and dropped its log tree (`log_root` 0); one with a log tree to
+//!   replay was read live. A frozen XFS keeps records in its log (covered, not emptied), so its
+//!   log tells nothing either way;
 //! - the filesystem checker, read-only;
 //! - every database found in it (databases.rs), started from a copy-on-write overlay on the
 //!   view (namespace.rs), recovered as a restore would, checked and stopped (postgres.rs,
-//!   mariadb.rs, redis.rs; server.rs runs them).
+//!   mariadb.rs, redis.rs; server.rs runs them); PostgreSQL's recovery must reach the WAL
+//!   position its quiescer recorded in the `before` marker.
 //!
-//! An ext4 or btrfs image with a clean journal is attached to a read-only loop device and
+//! An ext4 or btrfs image with a clean (or torn) journal is attached to a read-only loop device and
 //! mounted without replay (a cloned btrfs mounts beside its original on kernels with temp-fsid,
 //! 6.7 and later). Any other image (a journal that needs recovery, any XFS) is read from a
 //! private sparse copy whose log the mount replays, as a restore would. Nothing is mounted

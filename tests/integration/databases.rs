@@ -381,7 +381,7 @@ fn overwrite(file: &Path, offset: u64, len: usize) {
 
 #[test]
 fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
-    let fs = scratch_fs_sized(Fs::Ext4, 160);
+    let fs = scratch_fs_sized(Fs::Ext4, 320);
     let pg = PgServer::start(&fs.path("pg/data"), &fs.dir.path().join("pg-run"), true);
     pg.sql("CREATE TABLE rows AS SELECT n::bigint FROM generate_series(1, 500) n");
     // verify installs nothing into a running server: amcheck is there already, or not run.
@@ -391,14 +391,27 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
     for n in 0..10 {
         redis(&mut conn, &["SET", &format!("key:{n}"), "v"]);
     }
+    let maria = MariaDb::start(&fs.path("mysql/data"), &fs.dir.path().join("mysql-run"), true);
+    maria.sql("CREATE DATABASE app; CREATE TABLE app.rows (n BIGINT PRIMARY KEY) ENGINE=InnoDB");
+    let values: Vec<String> = (1..=300).map(|n| format!("({n})")).collect();
+    maria.sql(&format!("INSERT INTO app.rows VALUES {}", values.join(",")));
     // The restored machine has the same configuration: its quiescers name its databases.
-    let config = pg_and_redis_config(&fs, &pg, &cache);
+    let config = quiescers_config(
+        &fs,
+        &[
+            ("postgresql", "socket_dir", &pg.sockets),
+            ("redis", "socket", &cache.socket),
+            ("mariadb", "socket", &maria.socket),
+        ],
+    );
     let out = agent_snapshot(&config, "machine").output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["consistency"], "application", "{report:#}");
     let (pg_sockets, redis_socket) = (pg.sockets.clone(), cache.socket.clone());
+    let maria_socket = maria.socket.clone();
     drop(pg);
     drop(cache);
+    drop(maria);
 
     // Its "boot", in a mount namespace of its own: the restored disk where the filesystem was,
     // and the databases started from it as their services would; then verify, as a drill runs
@@ -421,14 +434,20 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
            -o \"-p 5432 -k {pg_sockets} -c listen_addresses=''\" start >/dev/null\n\
          redis-server --port 0 --unixsocket {redis_socket} --dir {mp}/redis --daemonize yes \
            --pidfile {redis_dir}/restored.pid --logfile {redis_dir}/restored.log --appendonly yes --save ''\n\
+         mariadbd --user=mysql --skip-networking --log-bin=mysql-bin --innodb-log-file-size=8M \
+           --datadir={mp}/mysql/data --socket={maria_socket} --pid-file={maria_dir}/restored.pid \
+           --tmpdir={maria_dir} --log-error={maria_dir}/restored.log >/dev/null 2>&1 &\n\
          set +e\n{agent} --config {config} verify --json; status=$?\n\
          runuser -u postgres -- {pg_ctl} -D {mp}/pg/data stop -m fast >/dev/null\n\
-         redis-cli -s {redis_socket} shutdown nosave >/dev/null 2>&1\nexit $status\n",
+         redis-cli -s {redis_socket} shutdown nosave >/dev/null 2>&1\n\
+         mariadb-admin --socket={maria_socket} shutdown >/dev/null 2>&1; wait\nexit $status\n",
         copy = copy.display(),
         mp = mountpoint,
         pg_ctl = freezeframe_tests::postgres::pg_bin("pg_ctl").display(),
         pg_sockets = pg_sockets.display(),
         redis_socket = redis_socket.display(),
+        maria_socket = maria_socket.display(),
+        maria_dir = maria_socket.parent().unwrap().display(),
         agent = agent_bin().display(),
         config = config.display(),
     );
@@ -462,6 +481,11 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
         cached["checks"].to_string().contains("redis-check-rdb"),
         "{cached:#}"
     );
+    // MariaDB as its boot started it (InnoDB recovery, then the checks, through the socket the
+    // quiescer uses), each table counted.
+    let mariadb = databases.iter().find(|d| d["kind"] == "mariadb").unwrap();
+    assert_eq!(mariadb["ok"], true, "{mariadb:#}");
+    assert_eq!(rows_in(mariadb, "app.rows"), 300, "{mariadb:#}");
 
     // A machine whose databases did not come up: said, after the wait given.
     let out = Command::new(agent_bin())

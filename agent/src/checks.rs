@@ -50,6 +50,7 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
     let targets = plan.map(|p| p.targets).unwrap_or_default();
     checks.extend(provider(settings, &targets).await);
     checks.extend(quiescers(settings, &targets).await);
+    checks.push(scheduled_drills(settings));
     checks.push(check(
         "freeze self-test",
         freeze_self_test(&settings.runtime_dir).map_err(|e| {
@@ -139,6 +140,47 @@ async fn provider(settings: &Settings, targets: &[Target]) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// The opt-in restore drill this Droplet runs on itself: off, or on with its token and ssh key
+/// usable, said with what that token would give whoever took over this Droplet.
+fn scheduled_drills(settings: &Settings) -> Check {
+    let verify = &settings.verify;
+    let Some(every) = verify.schedule else {
+        return check::<&str>(
+            "scheduled restore drills",
+            Ok(
+                "off: drills run from an operator's machine (`freezeframe verify SNAPSHOT`), and \
+                no token here can create or destroy Droplets"
+                    .into(),
+            ),
+        );
+    };
+    let usable = crate::secret::read_private_file(&verify.token_file)
+        .map_err(|e| format!("the drill's token (verify.token_file): {e}"))
+        .and_then(|_| {
+            crate::secret::read_private_file(&verify.ssh_identity)
+                .map_err(|e| format!("the drill's ssh key (verify.ssh_identity): {e}"))
+        });
+    check(
+        "scheduled restore drills",
+        match usable {
+            Ok(_) => Ok(format!(
+                "on, at most every {}, after the timer's snapshot. Its token ({}) can create and \
+                 destroy every Droplet and volume of the account: whoever takes over this \
+                 Droplet can too. Keep it only where that is acceptable; otherwise set \
+                 verify.schedule = \"off\" and run drills from your own machine",
+                humantime::format_duration(every),
+                verify.token_file.display()
+            )),
+            Err(problem) => Err((
+                problem,
+                "put a token with the drill's scopes in verify.token_file and a private ssh key \
+                 whose public half is in /root/.ssh/authorized_keys in verify.ssh_identity (both \
+                 mode 600), or set verify.schedule = \"off\"",
+            )),
+        },
+    )
 }
 
 /// Databases found that nothing quiesces, and each quiescer's own check.

@@ -34,23 +34,43 @@ impl std::fmt::Display for Secret {
 
 /// A secret file that cannot be used, and what to do about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum SecretFileError {
+pub enum SecretFileError {
+    /// It is not there.
     #[error("{file} does not exist")]
-    Missing { file: PathBuf },
+    Missing {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Someone besides its owner may read it.
     #[error(
         "{file} is readable by group or others (mode {mode:o}); it holds a secret and must be \
          private: run `chmod 600 {file}`"
     )]
-    TooOpen { file: PathBuf, mode: u32 },
+    TooOpen {
+        /// The file.
+        file: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// It could not be read.
     #[error("cannot read {file}: {problem}")]
-    Unreadable { file: PathBuf, problem: String },
+    Unreadable {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// It holds nothing.
     #[error("{file} is empty")]
-    Empty { file: PathBuf },
+    Empty {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 /// Reads a secret from a file that, like an ssh key, no group or other user may read.
 /// Surrounding whitespace (a trailing newline) is not part of the secret.
-pub(crate) fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
+pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
     match std::fs::metadata(file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretFileError::Missing {
             file: file.to_path_buf(),

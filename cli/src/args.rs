@@ -77,11 +77,20 @@ pub enum Command {
     /// is shown first; --yes is needed without a terminal to ask on.
     Verify {
         /// The Droplet snapshot, by id or name
-        #[arg(value_name = "SNAPSHOT", required_unless_present = "cleanup")]
+        #[arg(value_name = "SNAPSHOT", required_unless_present_any = ["cleanup", "scheduled"])]
         snapshot: Option<String>,
         /// Destroy every Droplet and volume a drill left behind (tag freezeframe-verify)
-        #[arg(long, conflicts_with_all = ["snapshot", "size", "ssh_key"])]
+        #[arg(long, conflicts_with_all = ["snapshot", "size", "ssh_key", "scheduled"])]
         cleanup: bool,
+        /// On a Droplet: drill its newest snapshot if `verify.schedule` in the agent's
+        /// configuration says one is due (freezeframe-drill.service runs this after the timer's
+        /// snapshot), with the token of `verify.token_file`
+        #[arg(long, conflicts_with_all = ["snapshot", "size", "ssh_key", "user", "yes", "timeout"])]
+        scheduled: bool,
+        /// The agent's configuration, for --scheduled [default: /etc/freezeframe/config.toml
+        /// and its drop-ins]
+        #[arg(long, value_name = "FILE", requires = "scheduled")]
+        config: Option<PathBuf>,
         /// The Droplet size [default: the cheapest whose disk fits the snapshot]
         #[arg(long, value_name = "SLUG")]
         size: Option<String>,

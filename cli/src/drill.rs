@@ -87,6 +87,10 @@ pub struct DrillReport {
     pub left_behind: Vec<String>,
 }
 
+/// The scopes a drill's token needs, as the API names them.
+pub const DRILL_SCOPES: &str = "droplet:create, droplet:read, droplet:delete, \
+     block_storage:create, block_storage:delete, image:read, sizes:read and tag:create";
+
 /// The API client for the drill, with the operator's token.
 pub fn client(api_url: &str) -> Result<Client, Failure> {
     let token = std::env::var("DIGITALOCEAN_TOKEN")
@@ -95,16 +99,22 @@ pub fn client(api_url: &str) -> Result<Client, Failure> {
         .ok_or_else(|| {
             Failure::new(
                 Exit::Usage,
-                "a restore drill creates a Droplet and volumes with your token: set \
-                 DIGITALOCEAN_TOKEN to a token with droplet:create, droplet:read, droplet:delete, \
-                 block_storage:create, block_storage:delete, image:read, sizes:read and tag:create",
+                format!(
+                    "a restore drill creates a Droplet and volumes with your token: set \
+                     DIGITALOCEAN_TOKEN to a token with {DRILL_SCOPES}"
+                ),
             )
         })?;
+    client_with(api_url, freezeframe_agent::secret::Secret::new(token.trim()))
+}
+
+/// The API client for the drill, with `token`.
+pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
     let http = http_client().map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
     Ok(Client::new(
         http,
         api_url,
-        freezeframe_agent::secret::Secret::new(token.trim()),
+        token,
         &[
             "droplet:create",
             "droplet:read",

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod drill;
 pub mod fleet;
 pub mod man;
+pub mod scheduled;
 pub mod ssh;
 
 /// `println!` for results: a reader that went away (`freezeframe … | head`) ends the output

@@ -211,6 +211,8 @@ async fn drill(cli: &Cli) -> Exit {
     let Command::Verify {
         snapshot,
         cleanup,
+        scheduled,
+        config,
         size,
         ssh_key,
         user,
@@ -220,6 +222,26 @@ async fn drill(cli: &Cli) -> Exit {
     else {
         unreachable!("called for verify only")
     };
+    if *scheduled {
+        return match freezeframe::scheduled::run(config.as_deref(), &cli.ssh_command).await {
+            Ok(done) => {
+                if cli.json {
+                    freezeframe::outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&freezeframe::scheduled::json(&done))
+                            .unwrap_or_default()
+                    );
+                } else {
+                    freezeframe_agent::stdout::write(freezeframe::scheduled::text(&done).as_bytes());
+                }
+                match done {
+                    freezeframe::scheduled::Scheduled::Ran(exit, _) => exit,
+                    _ => Exit::Success,
+                }
+            }
+            Err(f) => fail_as(cli, &f.message, f.exit),
+        };
+    }
     let client = match freezeframe::drill::client(&cli.api_url) {
         Ok(client) => client,
         Err(f) => return fail_as(cli, &f.message, f.exit),

@@ -270,6 +270,107 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     );
 }
 
+/// The opt-in drill a Droplet runs on itself (`freezeframe verify --scheduled`, what
+/// freezeframe-drill.service runs after the timer's snapshot): with its own token and ssh key
+/// from the agent's configuration, on the Droplet's newest snapshot, only when due.
+#[test]
+fn a_scheduled_drill_runs_when_due_records_itself_and_waits_for_the_next() {
+    let droplet = snapshotted(Capture::Registration, "timer-1");
+    let machines = droplet.dir.path().join("machines");
+    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
+    let ssh = restoring_ssh(&droplet, &machines);
+    let dir = droplet.dir.path();
+    let (token, key, state) = (
+        dir.join("drill-token"),
+        dir.join("drill-key"),
+        dir.join("drill.json"),
+    );
+    for (file, text) in [(&token, TOKEN), (&key, "a private key")] {
+        std::fs::write(file, text).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let with_schedule = |schedule: &str| {
+        let config = std::fs::read_to_string(&droplet.config).unwrap();
+        let config = config.split("\n[verify]").next().unwrap().to_string();
+        std::fs::write(
+            &droplet.config,
+            format!(
+                "{config}\n[verify]\nschedule = {schedule:?}\ntoken_file = {:?}\nssh_identity = {:?}\n\
+                 state_file = {:?}\n",
+                token.display().to_string(),
+                key.display().to_string(),
+                state.display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    let scheduled = || {
+        Command::new(cli_bin())
+            .arg("--ssh-command")
+            .arg(&ssh)
+            .args(["--json", "verify", "--scheduled", "--config"])
+            .arg(&droplet.config)
+            // Not the operator's token: the drill's own, from its file.
+            .env_remove("DIGITALOCEAN_TOKEN")
+            .output()
+            .unwrap()
+    };
+
+    with_schedule("off");
+    let out = scheduled();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(drill_report(&out)["scheduled"], "off");
+    assert!(droplet.server.sim.restored_machines().is_empty());
+
+    with_schedule("7d");
+    let out = scheduled();
+    let report = drill_report(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["scheduled"], "ran");
+    assert_eq!(
+        report["snapshot_name"], "timer-1",
+        "the newest snapshot: {report:#}"
+    );
+    assert_eq!(report["verified"], true, "{report:#}");
+    let said = std::fs::read_to_string(dir.join("ssh.log")).unwrap();
+    assert!(said.contains(&format!("-i {}", key.display())), "{said}");
+    nothing_left(&droplet);
+    let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(recorded["snapshot"], "timer-1");
+    assert_eq!(recorded["verified"], true);
+
+    // Not due again for a week: nothing is created.
+    let out = scheduled();
+    let report = drill_report(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["scheduled"], "not-due", "{report:#}");
+    assert_eq!(report["last"]["snapshot"], "timer-1");
+    assert!(droplet.server.sim.restored_machines().is_empty());
+
+    // Due, but the token is readable by others: refused before anything is created.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = scheduled();
+    assert_eq!(out.status.code(), Some(2));
+    let error = drill_report(&out)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("verify.token_file") && error.contains("chmod 600"),
+        "{error}"
+    );
+    assert!(droplet.server.sim.restored_machines().is_empty());
+    assert!(!state.exists());
+
+    // doctor says what the drill's token would give whoever took over the Droplet.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let served = Served::start(&droplet);
+    let text = String::from_utf8_lossy(&served.cli(&["doctor"]).stdout).into_owned();
+    assert!(
+        text.contains("scheduled restore drills")
+            && text.contains("can create and destroy every Droplet and volume of the account"),
+        "{text}"
+    );
+}
+
 /// The Droplet's agent serving its bus (a private one), for the CLI's commands; stopped on drop.
 struct Served {
     bus: PrivateBus,

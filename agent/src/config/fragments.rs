@@ -16,6 +16,7 @@ pub struct ConfigFragment {
     pub(crate) local_image: Option<LocalImageFragment>,
     pub(crate) digitalocean: Option<DigitalOceanFragment>,
     pub(crate) retention: Option<RetentionFragment>,
+    pub(crate) verify: Option<VerifyFragment>,
     pub(crate) quiesce: Option<QuiesceFragment>,
     /// `[[quiescer]]` entries; a later file's list replaces an earlier one's.
     pub(crate) quiescer: Option<Vec<QuiescerFragment>>,
@@ -90,6 +91,17 @@ pub(crate) struct QuiesceFragment {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetentionFragment {
     pub(crate) keep_last: Option<u32>,
+}
+
+/// `[verify]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyFragment {
+    pub(crate) schedule: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) ssh_identity: Option<PathBuf>,
+    pub(crate) size: Option<String>,
+    pub(crate) state_file: Option<PathBuf>,
 }
 
 /// `[agent]`
@@ -185,6 +197,14 @@ impl ConfigFragment {
         if let Some(l) = later.retention {
             let e = self.retention.get_or_insert_with(Default::default);
             overlay(&mut e.keep_last, l.keep_last);
+        }
+        if let Some(l) = later.verify {
+            let e = self.verify.get_or_insert_with(Default::default);
+            overlay(&mut e.schedule, l.schedule);
+            overlay(&mut e.token_file, l.token_file);
+            overlay(&mut e.ssh_identity, l.ssh_identity);
+            overlay(&mut e.size, l.size);
+            overlay(&mut e.state_file, l.state_file);
         }
         if let Some(l) = later.digitalocean {
             let e = self.digitalocean.get_or_insert_with(Default::default);

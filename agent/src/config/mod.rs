@@ -88,7 +88,31 @@ pub struct Settings {
     pub snapshot: SnapshotSettings,
     /// `[quiesce]` and the `[[quiescer]]` list.
     pub quiesce: QuiesceSettings,
+    /// `[verify]`: the opt-in restore drill this machine runs on itself.
+    pub verify: VerifySettings,
 }
+
+/// `[verify]`: a restore drill (`freezeframe verify --scheduled`) after the timer's snapshot,
+/// at most once per `schedule`; off unless set, since its token can create and destroy every
+/// Droplet and volume of the account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifySettings {
+    /// How often at most; `None`: off.
+    pub schedule: Option<Duration>,
+    /// The drill's own token, readable by root alone.
+    pub token_file: PathBuf,
+    /// The SSH private key ssh reaches the restored copy with (the copy keeps this machine's
+    /// authorized keys).
+    pub ssh_identity: PathBuf,
+    /// The restored Droplet's size slug; `None`: the cheapest whose disk fits.
+    pub size: Option<String>,
+    /// Where the last scheduled drill is recorded.
+    pub state_file: PathBuf,
+}
+
+/// Bounds of `[verify] schedule`.
+const DRILL_SCHEDULE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(3600), Duration::from_secs(366 * 86400));
 
 /// How `freezeframe-agent run` serves D-Bus (`[agent]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -355,8 +379,49 @@ impl Settings {
                 fragment.quiesce.unwrap_or_default(),
                 fragment.quiescer.unwrap_or_default(),
             )?,
+            verify: validate_verify(fragment.verify.unwrap_or_default())?,
         })
     }
+}
+
+fn validate_verify(verify: fragments::VerifyFragment) -> Result<VerifySettings, ConfigError> {
+    let schedule = match verify.schedule.as_deref().map(str::trim) {
+        None | Some("off") => None,
+        Some(text) => Some(parse_duration_in("verify.schedule", text, DRILL_SCHEDULE_RANGE)?),
+    };
+    // ssh's command line is split on whitespace: the key's path may hold none.
+    let ssh_identity = absolute(
+        "verify.ssh_identity",
+        verify
+            .ssh_identity
+            .unwrap_or_else(|| "/etc/freezeframe/drill-ssh-key".into()),
+    )?;
+    if ssh_identity.to_string_lossy().contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            key: "verify.ssh_identity",
+            problem: format!(
+                "`{}` holds a space: ssh's command line cannot take it",
+                ssh_identity.display()
+            ),
+        });
+    }
+    Ok(VerifySettings {
+        schedule,
+        token_file: absolute(
+            "verify.token_file",
+            verify
+                .token_file
+                .unwrap_or_else(|| "/etc/freezeframe/drill-token".into()),
+        )?,
+        ssh_identity,
+        size: verify.size.filter(|s| !s.trim().is_empty()),
+        state_file: absolute(
+            "verify.state_file",
+            verify
+                .state_file
+                .unwrap_or_else(|| "/var/lib/freezeframe/drill.json".into()),
+        )?,
+    })
 }
 
 fn validate_service(agent: fragments::AgentFragment) -> Result<ServiceSettings, ConfigError> {

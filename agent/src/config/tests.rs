@@ -357,3 +357,23 @@ fn quiescers_are_read_in_order_and_checked() {
         .to_string();
     assert!(err.contains("quiesce.on_quiesce_failure"), "{err}");
 }
+
+#[test]
+fn scheduled_drills_are_off_unless_a_schedule_is_given() {
+    let s = settings("").unwrap();
+    assert_eq!(s.verify.schedule, None);
+    assert_eq!(s.verify.token_file, Path::new("/etc/freezeframe/drill-token"));
+    let s = settings("[verify]\nschedule = \"7d\"\nsize = \"s-1vcpu-2gb\"\n").unwrap();
+    assert_eq!(s.verify.schedule, Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(s.verify.size.as_deref(), Some("s-1vcpu-2gb"));
+    for (bad, expected) in [
+        ("schedule = \"5m\"", "between 1h and"),
+        ("schedule = \"weekly\"", "is not a duration"),
+        ("token_file = \"drill-token\"", "absolute path"),
+        ("ssh_identity = \"/etc/my key\"", "holds a space"),
+        ("keep = 1", "unknown field `keep`"),
+    ] {
+        let err = settings(&format!("[verify]\n{bad}\n")).unwrap_err().to_string();
+        assert!(err.contains(expected), "{bad}: {err}");
+    }
+}

@@ -411,7 +411,7 @@ pub(super) fn escape(value: &str) -> String {
 }
 
 /// The metadata service: which Droplet this is. Plain HTTP on a link-local address.
-pub(crate) async fn droplet_id_from_metadata(
+pub async fn droplet_id_from_metadata(
     http: &reqwest::Client,
     metadata_url: &str,
     timeout: Duration,

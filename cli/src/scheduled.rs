@@ -1,0 +1,219 @@
+//! `freezeframe verify --scheduled`: the restore drill a Droplet runs on itself after its
+//! timer's snapshot (`freezeframe-drill.service`, started when the snapshot service succeeds),
+//! at most once per the agent's `verify.schedule`, with the token of `verify.token_file`: a
+//! token of its own, not the agent's. Off unless configured, since that token can create and
+//! destroy every Droplet and volume of the account (README, "Scheduled drills").
+
+use crate::commands::{Exit, Failure};
+use crate::drill::{self, DrillOptions, DrillReport};
+use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
+use freezeframe_agent::provider::digitalocean::client::{droplet_id_from_metadata, http_client, Client};
+use freezeframe_agent::secret::read_private_file;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The bound on one scheduled drill, as `freezeframe verify`'s default `--timeout`.
+const DRILL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// The last scheduled drill, as `verify.state_file` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastDrill {
+    /// When it ran, in seconds since the Unix epoch.
+    pub unix_seconds: u64,
+    /// The snapshot it restored.
+    pub snapshot: String,
+    /// Whether it verified.
+    pub verified: bool,
+}
+
+/// What `--scheduled` did.
+#[derive(Debug)]
+pub enum Scheduled {
+    /// `verify.schedule` is off.
+    Off,
+    /// The last drill is recent enough.
+    NotDue {
+        /// It.
+        last: LastDrill,
+        /// When the next one is due, in seconds since the Unix epoch.
+        due_unix_seconds: u64,
+    },
+    /// A drill ran: its exit code and report.
+    Ran(Exit, Box<DrillReport>),
+}
+
+/// Runs the scheduled drill if it is due, from the agent's configuration (`config`, or the
+/// system's); `ssh_command` is the CLI's, to which the configured identity is added.
+pub async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Scheduled, Failure> {
+    let sources = config.map_or_else(ConfigSources::system, ConfigSources::explicit);
+    let settings = sources
+        .load()
+        .map_err(|e| Failure::new(Exit::Usage, format!("the agent's configuration: {e}")))?;
+    let Some(every) = settings.verify.schedule else {
+        return Ok(Scheduled::Off);
+    };
+    let ProviderSettings::DigitalOcean(ocean) = &settings.snapshot.provider else {
+        return Err(Failure::new(
+            Exit::Usage,
+            "verify.schedule is set, but drills restore DigitalOcean snapshots and \
+             snapshot.provider is local-image: set verify.schedule = \"off\"",
+        ));
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Some(last) = last_drill(&settings.verify.state_file) {
+        let due_unix_seconds = last.unix_seconds.saturating_add(every.as_secs());
+        if now < due_unix_seconds {
+            return Ok(Scheduled::NotDue {
+                last,
+                due_unix_seconds,
+            });
+        }
+    }
+    let (client, options) = prepare(&settings, ocean, ssh_command).await?;
+    let (exit, report) = drill::run(&client, &options).await?;
+    // A drill that reached a verdict counts; one the API or ssh cut short is tried again after
+    // the next snapshot.
+    if report.verification.is_some() {
+        record(
+            &settings.verify.state_file,
+            &LastDrill {
+                unix_seconds: now,
+                snapshot: report.snapshot_name.clone(),
+                verified: report.verified,
+            },
+        )?;
+    }
+    Ok(Scheduled::Ran(exit, Box::new(report)))
+}
+
+/// The drill's client and options: its token and ssh key checked, and this Droplet's newest
+/// snapshot chosen.
+async fn prepare(
+    settings: &Settings,
+    ocean: &DigitalOceanSettings,
+    ssh_command: &str,
+) -> Result<(Client, DrillOptions), Failure> {
+    let verify = &settings.verify;
+    let token = read_private_file(&verify.token_file).map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            format!(
+                "the drill's token (verify.token_file): {e}; it needs {}",
+                drill::DRILL_SCOPES
+            ),
+        )
+    })?;
+    // ssh refuses a key others can read, less plainly.
+    read_private_file(&verify.ssh_identity).map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            format!(
+                "the drill's ssh key (verify.ssh_identity): {e}; its public half must be in this \
+                 Droplet's /root/.ssh/authorized_keys, which the restored copy keeps"
+            ),
+        )
+    })?;
+    let client = drill::client_with(&ocean.api_url, token)?;
+    let droplet = match ocean.droplet_id {
+        Some(id) => id,
+        None => {
+            let http =
+                http_client().map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+            droplet_id_from_metadata(&http, &ocean.metadata_url, ocean.api_timeout)
+                .await
+                .map_err(|e| Failure::new(Exit::Failed, format!("cannot tell which Droplet this is: {e}")))?
+        }
+    };
+    let newest = client
+        .snapshots("droplet")
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("cannot list the Droplet snapshots: {e}")))?
+        .into_iter()
+        .filter(|s| s.resource_id == droplet.to_string())
+        .max_by(|a, b| a.created_at.cmp(&b.created_at))
+        .ok_or_else(|| {
+            Failure::new(
+                Exit::Failed,
+                format!("Droplet {droplet} has no snapshot to drill yet"),
+            )
+        })?;
+    let options = DrillOptions {
+        snapshot: newest.id,
+        size: verify.size.clone(),
+        ssh_keys: Vec::new(),
+        yes: true,
+        timeout: DRILL_TIMEOUT,
+        user: "root".into(),
+        ssh_command: format!("{ssh_command} -i {}", verify.ssh_identity.display()),
+        poll: Duration::from_secs(2),
+    };
+    Ok((client, options))
+}
+
+/// The recorded last drill; none when there is no record (or one this version cannot read,
+/// which the next drill replaces).
+fn last_drill(state_file: &Path) -> Option<LastDrill> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Records `last` atomically: a temporary file beside the record, then renamed over it.
+fn record(state_file: &Path, last: &LastDrill) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| {
+        Failure::new(
+            Exit::Failed,
+            format!("cannot record the drill in {}: {e}", state_file.display()),
+        )
+    };
+    if let Some(dir) = state_file.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let partial = state_file.with_extension("partial");
+    let json = serde_json::to_vec(last).unwrap_or_default();
+    std::fs::write(&partial, json).map_err(failed)?;
+    std::fs::rename(&partial, state_file).map_err(failed)
+}
+
+/// What `--scheduled` did, as text.
+pub fn text(done: &Scheduled) -> String {
+    let at = |unix: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix));
+    match done {
+        Scheduled::Off => "scheduled restore drills are off (verify.schedule in the agent's \
+                           configuration)\n"
+            .into(),
+        Scheduled::NotDue {
+            last,
+            due_unix_seconds,
+        } => format!(
+            "no drill due: the last, of snapshot {}, ran at {} and {}; the next is due after {}\n",
+            last.snapshot,
+            at(last.unix_seconds),
+            if last.verified { "verified it" } else { "FAILED" },
+            at(*due_unix_seconds)
+        ),
+        Scheduled::Ran(_, report) => drill::text(report),
+    }
+}
+
+/// What `--scheduled` did, for `--json`.
+pub fn json(done: &Scheduled) -> serde_json::Value {
+    match done {
+        Scheduled::Off => serde_json::json!({ "scheduled": "off" }),
+        Scheduled::NotDue {
+            last,
+            due_unix_seconds,
+        } => serde_json::json!({
+            "scheduled": "not-due",
+            "last": last,
+            "due_unix_seconds": due_unix_seconds,
+        }),
+        Scheduled::Ran(_, report) => {
+            let mut value = serde_json::to_value(report).unwrap_or_default();
+            value["scheduled"] = "ran".into();
+            value
+        }
+    }
+}

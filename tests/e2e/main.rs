@@ -198,6 +198,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     for (unit, limit) in [
         ("freezeframe-agent.service", 4.0),
         ("freezeframe-snapshot.service", 2.0),
+        ("freezeframe-drill.service", 3.0),
     ] {
         let rating = machine.sh(&format!("systemd-analyze security --no-pager {unit} | tail -1"));
         let exposure: f64 = rating
@@ -315,6 +316,24 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     assert!(machine
         .sh("journalctl -u freezeframe-snapshot.service --no-pager")
         .contains("succeeded"));
+    // Its success starts the restore drill's unit, which does nothing while verify.schedule is
+    // off (the default), and says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !machine
+        .sh("journalctl -u freezeframe-drill.service --no-pager")
+        .contains("scheduled restore drills are off")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the drill unit did not run after the snapshot: {}",
+            machine.sh("systemctl status freezeframe-drill.service --no-pager || true")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        machine.unit_property("freezeframe-drill.service", "Result"),
+        "success"
+    );
 
     // An upgrade (here: the same packages again) keeps an edited configuration and does not
     // restart the running agent.

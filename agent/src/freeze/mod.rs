@@ -11,8 +11,7 @@ pub mod sys;
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
 use crate::guard::{Guard, GuardError};
 use crate::transaction::ports::{
-    Consistency, Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, LogPosition, ProbeMoment, Target,
-    ThawReport,
+    Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment, Target, ThawReport,
 };
 use plan::{Plan, Selection};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -399,13 +398,7 @@ impl Filesystems for LiveFilesystems {
         }
     }
 
-    fn mark(
-        &mut self,
-        snapshot: &str,
-        moment: ProbeMoment,
-        consistency: Consistency,
-        positions: &[LogPosition],
-    ) -> Vec<String> {
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> Vec<String> {
         if !self.probe || self.frozen.is_some() {
             return Vec::new();
         }
@@ -413,15 +406,13 @@ impl Filesystems for LiveFilesystems {
             .iter()
             .filter_map(|t| {
                 let dir = probe::probe_dir(t, &self.targets);
-                probe::mark(&dir, snapshot, moment, consistency, positions)
-                    .err()
-                    .map(|e| {
-                        format!(
-                            "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
-                            moment.as_str(),
-                            dir.display()
-                        )
-                    })
+                probe::mark(&dir, snapshot, moment, record).err().map(|e| {
+                    format!(
+                        "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
+                        moment.as_str(),
+                        dir.display()
+                    )
+                })
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 //! `/var/lib/freezeframe/probe/`, elsewhere to `.freezeframe-probe/` at the top; each run
 //! removes the markers of earlier snapshots, so they never grow.
 
-use crate::transaction::ports::{Consistency, LogPosition, ProbeMoment, Target};
+use crate::transaction::ports::{MarkerRecord, ProbeMoment, Target};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -37,32 +37,24 @@ pub fn probe_dir(target: &Target, targets: &[Target]) -> PathBuf {
     target.mountpoint.join(PROBE_DIR)
 }
 
-/// What a marker holds: its snapshot, its moment, the consistency the run claims for the
-/// snapshot (what `verify` holds the image to), and when it was written.
+/// What a marker holds: its snapshot, its moment, what the run records for `verify` (the
+/// consistency it claims, its databases' log positions and endpoints), and when it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkerContent {
     /// The snapshot's name.
     pub snapshot: String,
     /// Before the freeze, or after the thaw.
     pub moment: ProbeMoment,
-    /// The consistency the run aims at, as in the snapshot's name.
-    pub consistency: Consistency,
+    /// What the run records.
+    #[serde(flatten)]
+    pub record: MarkerRecord,
     /// When it was written, in milliseconds since the Unix epoch.
     pub unix_ms: u64,
-    /// Where each quiesced database's log stood, which a restore must replay to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub log_positions: Vec<LogPosition>,
 }
 
-/// Writes and syncs the marker of `snapshot` at `moment`, claiming `consistency`, into `dir`;
-/// before the freeze, first removes the markers of other snapshots there.
-pub fn mark(
-    dir: &Path,
-    snapshot: &str,
-    moment: ProbeMoment,
-    consistency: Consistency,
-    log_positions: &[LogPosition],
-) -> std::io::Result<()> {
+/// Writes and syncs the marker of `snapshot` at `moment`, holding `record`, into `dir`; before
+/// the freeze, first removes the markers of other snapshots there.
+pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -81,11 +73,10 @@ pub fn mark(
     let content = MarkerContent {
         snapshot: snapshot.to_string(),
         moment,
-        consistency,
+        record: record.clone(),
         unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        log_positions: log_positions.to_vec(),
     };
     let path = dir.join(marker_name(snapshot, moment));
     let mut file = std::fs::OpenOptions::new()
@@ -132,19 +123,32 @@ mod tests {
     fn a_run_leaves_its_two_markers_and_removes_older_ones() {
         let dir = tempfile::tempdir().unwrap();
         let probe = dir.path().join(PROBE_DIR);
-        let claim = Consistency::Application;
-        let wal = [LogPosition {
-            data_directory: PathBuf::from("/var/lib/postgresql/15/main"),
-            lsn: "0/3000148".into(),
-        }];
-        mark(&probe, "web-1-old", ProbeMoment::Before, claim, &[]).unwrap();
-        mark(&probe, "web-1-old", ProbeMoment::After, claim, &[]).unwrap();
-        mark(&probe, "web-1-new", ProbeMoment::Before, claim, &wal).unwrap();
+        use crate::transaction::ports::{Consistency, DatabaseEndpoint, LogPosition};
+        let plain = MarkerRecord {
+            consistency: Consistency::Application,
+            log_positions: Vec::new(),
+            databases: Vec::new(),
+        };
+        let recorded = MarkerRecord {
+            log_positions: vec![LogPosition {
+                data_directory: PathBuf::from("/var/lib/postgresql/15/main"),
+                lsn: "0/3000148".into(),
+            }],
+            databases: vec![DatabaseEndpoint::Postgresql {
+                socket_dir: "/var/run/postgresql".into(),
+                port: 5432,
+                os_user: "postgres".into(),
+            }],
+            ..plain.clone()
+        };
+        mark(&probe, "web-1-old", ProbeMoment::Before, &plain).unwrap();
+        mark(&probe, "web-1-old", ProbeMoment::After, &plain).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::Before, &recorded).unwrap();
         assert_eq!(
             markers_in(&probe),
             [("web-1-new".to_string(), ProbeMoment::Before)]
         );
-        mark(&probe, "web-1-new", ProbeMoment::After, claim, &wal).unwrap();
+        mark(&probe, "web-1-new", ProbeMoment::After, &recorded).unwrap();
         assert_eq!(
             markers_in(&probe),
             [
@@ -157,8 +161,7 @@ mod tests {
             text.starts_with("{\"snapshot\":\"web-1-new\",\"moment\":\"before\""),
             "{text}"
         );
-        // What verify reads back: the claim and the WAL positions.
-        let read = claimed(&probe, "web-1-new").unwrap();
-        assert_eq!((read.consistency, read.log_positions), (claim, wal.to_vec()));
+        // What verify reads back: the claim, the WAL positions and the databases.
+        assert_eq!(claimed(&probe, "web-1-new").unwrap().record, recorded);
     }
 }

@@ -11,7 +11,7 @@ use super::systemd_unit::SystemdUnit;
 use crate::config::{QuiesceSettings, QuiescerSettings, DEFAULT_QUIESCER_TIMEOUT};
 use crate::systemd::discovery::{self, DatabaseKind};
 use crate::systemd::{SystemdError, Units};
-use crate::transaction::ports::{LogPosition, QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{DatabaseEndpoint, LogPosition, QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,6 +217,9 @@ impl Quiescer for ForUnit {
     }
     fn log_position(&self) -> Option<LogPosition> {
         self.inner.log_position()
+    }
+    fn endpoint(&self) -> Option<DatabaseEndpoint> {
+        self.inner.endpoint()
     }
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
         self.inner.check(targets).await

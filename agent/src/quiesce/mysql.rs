@@ -13,7 +13,7 @@
 use super::require_frozen;
 use crate::config::MariadbLogin;
 use crate::secret::{read_private_file, Secret};
-use crate::transaction::ports::{QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{DatabaseEndpoint, QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -193,6 +193,14 @@ impl Quiescer for Mysql {
 
     fn details(&self) -> Option<String> {
         self.binlog.as_ref().map(|b| format!("binary log position {b}"))
+    }
+
+    fn endpoint(&self) -> Option<DatabaseEndpoint> {
+        Some(DatabaseEndpoint::Mariadb {
+            socket: self.socket.clone(),
+            user: self.login.user.clone(),
+            password_file: self.login.password_file.clone(),
+        })
     }
 
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {

@@ -8,7 +8,7 @@
 //! `runuser`, so the stock `peer` authentication lets it in without a password.
 
 use super::require_frozen;
-use crate::transaction::ports::{LogPosition, QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{DatabaseEndpoint, LogPosition, QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,6 +123,14 @@ impl Quiescer for Postgres {
 
     fn log_position(&self) -> Option<LogPosition> {
         self.position.clone()
+    }
+
+    fn endpoint(&self) -> Option<DatabaseEndpoint> {
+        Some(DatabaseEndpoint::Postgresql {
+            socket_dir: self.socket_dir.clone(),
+            port: self.port,
+            os_user: self.os_user.clone(),
+        })
     }
 
     fn details(&self) -> Option<String> {

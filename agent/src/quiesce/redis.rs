@@ -6,7 +6,7 @@
 use super::require_frozen;
 use crate::config::RedisEndpoint;
 use crate::secret::{read_private_file, Secret};
-use crate::transaction::ports::{QuiesceError, Quiescer, Target};
+use crate::transaction::ports::{DatabaseEndpoint, QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -187,6 +187,18 @@ impl Quiescer for Redis {
 
     fn prepare_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn endpoint(&self) -> Option<DatabaseEndpoint> {
+        let (socket, address) = match &self.endpoint {
+            RedisEndpoint::Socket(socket) => (Some(socket.clone()), None),
+            RedisEndpoint::Tcp(address) => (None, Some(address.clone())),
+        };
+        Some(DatabaseEndpoint::Redis {
+            socket,
+            address,
+            password_file: self.password_file.clone(),
+        })
     }
 
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {

@@ -18,7 +18,7 @@ pub use report::{ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Repo
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Consistency, Filesystems, FreezeOutcome, GuardEvent, LogPosition, ProbeMoment, QuiescePolicy, Quiescer,
+    Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment, QuiescePolicy, Quiescer,
     Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
@@ -347,10 +347,8 @@ impl Transaction<'_> {
         rec.enter(Phase::Sync);
         // The probe's `before` marker is flushed with the rest: every image of this snapshot
         // holds it.
-        let positions: Vec<LogPosition> = self.quiescers.iter().filter_map(|q| q.log_position()).collect();
-        let unmarked = self
-            .filesystems
-            .mark(&name, ProbeMoment::Before, expected, &positions);
+        let record = self.marker_record(expected);
+        let unmarked = self.filesystems.mark(&name, ProbeMoment::Before, &record);
         rec.report.warnings.extend(unmarked);
         self.sync()
             .await
@@ -380,11 +378,8 @@ impl Transaction<'_> {
             );
         } else {
             // Only an image read after this point holds the `after` marker.
-            let positions: Vec<LogPosition> =
-                self.quiescers.iter().filter_map(|q| q.log_position()).collect();
-            let unmarked = self
-                .filesystems
-                .mark(&name, ProbeMoment::After, expected, &positions);
+            let record = self.marker_record(expected);
+            let unmarked = self.filesystems.mark(&name, ProbeMoment::After, &record);
             rec.report.warnings.extend(unmarked);
         }
         Ok(Window {
@@ -392,6 +387,16 @@ impl Transaction<'_> {
             guard_event: thaw.guard_event,
             registered,
         })
+    }
+
+    /// What the probe's markers record of this run: the claim, and each quiesced database's
+    /// log position and endpoint.
+    fn marker_record(&self, consistency: Consistency) -> MarkerRecord {
+        MarkerRecord {
+            consistency,
+            log_positions: self.quiescers.iter().filter_map(|q| q.log_position()).collect(),
+            databases: self.quiescers.iter().filter_map(|q| q.endpoint()).collect(),
+        }
     }
 
     /// Prepares each quiescer in order, counting in `started` those whose prepare began.

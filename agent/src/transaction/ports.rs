@@ -237,22 +237,68 @@ pub trait Filesystems: Send {
     async fn guard_tripped(&mut self) -> GuardEvent;
     /// Thaws in reverse order and disarms the guard. Does nothing if nothing is frozen.
     fn thaw(&mut self) -> ThawReport;
-    /// Leaves the snapshot-point marker of `snapshot` at `moment`, claiming `consistency` and
-    /// recording the databases' `positions`, on each target that takes one (never while
-    /// frozen); returns what could not be marked, as warnings.
-    fn mark(
-        &mut self,
-        snapshot: &str,
-        moment: ProbeMoment,
-        consistency: Consistency,
-        positions: &[LogPosition],
-    ) -> Vec<String> {
-        let _ = (snapshot, moment, consistency, positions);
+    /// Leaves the snapshot-point marker of `snapshot` at `moment`, holding `record`, on each
+    /// target that takes one (never while frozen); returns what could not be marked, as
+    /// warnings.
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> Vec<String> {
+        let _ = (snapshot, moment, record);
         Vec::new()
     }
 }
 
 // ---- Quiescers ----
+
+/// What a snapshot-point marker records of the run, for `verify` to hold a restore to: the
+/// consistency it claims, where each database's log stood, and how each quiesced database is
+/// reached (so a restored machine checks the same ones, detected or configured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerRecord {
+    /// The consistency the run aims at, as in the snapshot's name.
+    pub consistency: Consistency,
+    /// Where each quiesced database's log stood, which a restore must replay to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_positions: Vec<LogPosition>,
+    /// How each quiesced database is reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseEndpoint>,
+}
+
+/// How a quiesced database is reached: no secret, only where a password file is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DatabaseEndpoint {
+    /// PostgreSQL, through psql as `os_user`.
+    Postgresql {
+        /// The folder of its socket.
+        socket_dir: PathBuf,
+        /// Its port (the socket's name).
+        port: u16,
+        /// The OS user psql runs as (peer authentication).
+        os_user: String,
+    },
+    /// MariaDB or MySQL, over its socket.
+    Mariadb {
+        /// Its socket.
+        socket: PathBuf,
+        /// The user logged in as.
+        user: String,
+        /// The file holding that user's password, if it needs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+    },
+    /// Redis, over a socket or TCP.
+    Redis {
+        /// Its socket, or
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        socket: Option<PathBuf>,
+        /// its `host:port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// The file holding its `requirepass` password, if it needs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+    },
+}
 
 /// Where a database's write-ahead log stood when it was prepared, before the freeze: every
 /// record before it was durable, so a restore's recovery must replay at least that far. WAL
@@ -302,6 +348,10 @@ pub trait Quiescer: Send {
     }
     /// Where the database's write-ahead log stood after the last prepare, when it tells.
     fn log_position(&self) -> Option<LogPosition> {
+        None
+    }
+    /// How the database is reached, when this quiesces one.
+    fn endpoint(&self) -> Option<DatabaseEndpoint> {
         None
     }
     /// What the last `check` found that does not stop the run but belongs in the report's

@@ -52,16 +52,10 @@ impl Filesystems for FakeFs {
     fn targets(&self) -> &[Target] {
         &self.targets
     }
-    fn mark(
-        &mut self,
-        snapshot: &str,
-        moment: ProbeMoment,
-        consistency: Consistency,
-        _: &[LogPosition],
-    ) -> Vec<String> {
+    fn mark(&mut self, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> Vec<String> {
         note(
             &self.marks,
-            format!("{snapshot} {} {}", moment.as_str(), consistency.as_str()),
+            format!("{snapshot} {} {}", moment.as_str(), record.consistency.as_str()),
         );
         Vec::new()
     }

@@ -1,7 +1,8 @@
 //! `freezeframe-agent verify` on a machine restored from a snapshot (a restore drill's
 //! Droplet): the probe's markers on its mounted filesystems say when the platform read its
 //! disk; the databases its configuration quiesces, which its boot started from the restored
-//! disk, are checked as they run; and each restored volume named with `--volume` (attached, not
+//! disk, are checked as they run (with those the snapshot's marker records it quiesced, found
+//! through systemd or configured); and each restored volume named with `--volume` (attached, not
 //! mounted) is checked as an image, databases and all. The boot has replayed the journals
 //! already, so they tell nothing here; the markers do.
 
@@ -10,8 +11,9 @@ use super::{
     ImageVerification, JournalState, ProbeVerdict, VerifyError,
 };
 use crate::config::QuiescerSettings;
+use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
 use crate::freeze::mountinfo;
-use crate::transaction::ports::Consistency;
+use crate::transaction::ports::{Consistency, DatabaseEndpoint, MarkerRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +48,8 @@ pub struct MachineVerification {
     pub claimed: Option<Consistency>,
     /// The filesystems looked at.
     pub filesystems: Vec<MountedFilesystem>,
-    /// The databases this machine runs, as its configuration's quiescers name them.
+    /// The databases this machine runs: those its configuration's quiescers name, and those the
+    /// snapshot's marker records it quiesced.
     #[serde(default)]
     pub databases: Vec<DatabaseCheck>,
     /// The restored volumes, each checked as an image.
@@ -77,7 +80,7 @@ pub fn verify_machine(
         .map_err(|e| VerifyError::Tool(format!("cannot read /proc/self/mountinfo: {e}")))?;
     let mounts = mountinfo::parse(&table).map_err(|e| VerifyError::Tool(e.to_string()))?;
     let mut found = Vec::new();
-    let mut claimed = None;
+    let mut record = None;
     let mut filesystems = Vec::new();
     for mount in mounts.iter().filter(|m| match mountpoints {
         Some(list) => list.contains(&m.mountpoint),
@@ -91,7 +94,7 @@ pub fn verify_machine(
             continue;
         }
         let markers = read_markers(&mount.mountpoint);
-        claimed = claimed.or(markers.claimed);
+        record = record.or(markers.record);
         filesystems.push(MountedFilesystem {
             mountpoint: mount.mountpoint.clone(),
             fstype: mount.fstype.clone(),
@@ -103,6 +106,7 @@ pub fn verify_machine(
         });
         found.extend(markers.found);
     }
+    let claimed = record.as_ref().map(|r| r.consistency);
     // The boot replayed (or discarded) the journals: the markers alone tell here.
     let probe = verdict(&found, JournalState::NotTold);
     let mut reasons: Vec<String> = probe_reason(probe, claimed, &found, JournalState::NotTold)
@@ -127,7 +131,8 @@ pub fn verify_machine(
         .iter()
         .flat_map(|v| v.found.databases.iter().map(|d| d.kind))
         .collect();
-    let databases = running_databases(quiescers, &on_volumes, wait, scratch);
+    let expected = with_recorded(quiescers, record.as_ref());
+    let databases = running_databases(&expected, &on_volumes, wait, scratch);
     for database in databases.iter().filter(|d| !d.ok) {
         reasons.push(format!(
             "{}: {}",
@@ -144,6 +149,70 @@ pub fn verify_machine(
         verified: reasons.is_empty(),
         reasons,
     })
+}
+
+/// The configured quiescers, and each database the snapshot's marker records as quiesced that
+/// none of them reaches (one found through systemd, or configured then and not now): the
+/// restored machine must run the databases the original did.
+fn with_recorded(quiescers: &[QuiescerSettings], record: Option<&MarkerRecord>) -> Vec<QuiescerSettings> {
+    let mut all = quiescers.to_vec();
+    for endpoint in record.map(|r| r.databases.as_slice()).unwrap_or_default() {
+        let recorded = settings_of(endpoint);
+        if !all.iter().any(|q| address_of(q) == address_of(&recorded)) {
+            all.push(recorded);
+        }
+    }
+    all
+}
+
+/// A recorded database as the quiescer settings that reach it (the defaults for the rest).
+fn settings_of(endpoint: &DatabaseEndpoint) -> QuiescerSettings {
+    match endpoint.clone() {
+        DatabaseEndpoint::Postgresql {
+            socket_dir,
+            port,
+            os_user,
+        } => QuiescerSettings::Postgresql {
+            socket_dir,
+            port,
+            os_user,
+            checkpoint: true,
+            timeout: DEFAULT_QUIESCER_TIMEOUT,
+        },
+        DatabaseEndpoint::Mariadb {
+            socket,
+            user,
+            password_file,
+        } => QuiescerSettings::Mariadb {
+            socket,
+            login: MariadbLogin { user, password_file },
+            lock_wait_timeout: DEFAULT_LOCK_WAIT_TIMEOUT,
+            timeout: DEFAULT_QUIESCER_TIMEOUT,
+        },
+        DatabaseEndpoint::Redis {
+            socket,
+            address,
+            password_file,
+        } => QuiescerSettings::Redis {
+            endpoint: match (socket, address) {
+                (Some(socket), _) => RedisEndpoint::Socket(socket),
+                (None, address) => RedisEndpoint::Tcp(address.unwrap_or_default()),
+            },
+            password_file,
+            timeout: DEFAULT_QUIESCER_TIMEOUT,
+        },
+    }
+}
+
+/// Where a quiescer reaches its database: a socket's path or a TCP address.
+fn address_of(quiescer: &QuiescerSettings) -> Option<String> {
+    match quiescer {
+        QuiescerSettings::Redis {
+            endpoint: RedisEndpoint::Tcp(address),
+            ..
+        } => Some(address.clone()),
+        other => socket_of(other).map(|(_, socket)| socket.display().to_string()),
+    }
 }
 
 /// Each database a quiescer names, checked as it runs. One whose socket is not there while a

@@ -37,7 +37,7 @@ pub use namespace::enter_private_mounts;
 
 use crate::freeze::probe;
 use crate::loop_mount::{Attach, LoopMount};
-use crate::transaction::ports::{Consistency, LogPosition, ProbeMoment};
+use crate::transaction::ports::{Consistency, LogPosition, MarkerRecord, ProbeMoment};
 use namespace::Overlay;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -164,9 +164,10 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     .map_err(VerifyError::Tool)?;
     let Markers {
         found: markers,
-        claimed,
-        positions,
+        record,
     } = read_markers(view.mountpoint());
+    let claimed = record.as_ref().map(|r| r.consistency);
+    let positions = record.map(|r| r.log_positions).unwrap_or_default();
     let databases = check_databases(view.mountpoint(), scratch, &positions)?;
     drop(view);
     let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
@@ -475,9 +476,8 @@ fn ext4_journal(dumpe2fs: &str) -> JournalState {
 /// The probe's markers in an image, and the consistency the snapshot claimed.
 struct Markers {
     found: Vec<(String, ProbeMoment)>,
-    claimed: Option<Consistency>,
-    /// Where the quiesced databases' logs stood, from the `before` marker.
-    positions: Vec<LogPosition>,
+    /// What the `before` marker records of the run.
+    record: Option<MarkerRecord>,
 }
 
 /// The probe's markers in the filesystem mounted at `root`.
@@ -493,8 +493,7 @@ fn read_markers(root: &Path) -> Markers {
         .next();
     Markers {
         found,
-        claimed: before.as_ref().map(|content| content.consistency),
-        positions: before.map(|content| content.log_positions).unwrap_or_default(),
+        record: before.map(|content| content.record),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Run by `tests/e2e/run`, which builds the packages first (it takes minutes).
 
 use freezeframe_tests::container::{self, Bind, Container};
+use freezeframe_tests::restored::Machines;
 use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -97,6 +98,49 @@ fn fake_ssh(dir: &Path, machine_pid: u32) -> PathBuf {
             "#!/bin/sh\nfor last; do :; done\n\
              [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected $last\" >&2; exit 255; }}\n\
              exec nsenter -t {machine_pid} -a systemd-stdio-bridge\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// The drill's stand-in for ssh: to an address the simulator restored, it "boots" that Droplet
+/// inside the container: its disk, loop-mounted where nspawn propagates mounts into the
+/// container, becomes /vol in a mount namespace of its own, with a /run/postgresql of its own
+/// where PostgreSQL starts from it as its unit would (the live one goes on beside it); then the
+/// installed `freezeframe-agent` runs there. Any other address is refused as sshd would.
+fn restoring_ssh(dir: &Path, machines: &Path, machine: &Container) -> PathBuf {
+    let boot = "set -e\n\
+         mount --bind /run/host/incoming/restored /vol\n\
+         mount -t tmpfs tmpfs /run/postgresql\n\
+         chown postgres:postgres /run/postgresql\n\
+         rm -f /vol/pg/data/postmaster.pid\n\
+         v=$(ls /usr/lib/postgresql | sort -n | tail -1)\n\
+         runuser -u postgres -- /usr/lib/postgresql/$v/bin/pg_ctl -w -D /vol/pg/data -l /tmp/restored.log \
+           -o \"-c config_file=/etc/postgresql/$v/main/postgresql.conf -c listen_addresses=''\" start >/dev/null\n\
+         set +e\n\"$@\"; status=$?\n\
+         runuser -u postgres -- /usr/lib/postgresql/$v/bin/pg_ctl -D /vol/pg/data stop -m fast >/dev/null\n\
+         exit $status\n";
+    let inside = "/tmp/boot-restored.sh";
+    std::fs::write(format!("/proc/{}/root{inside}", machine.pid), boot).unwrap();
+    let script = dir.join("restoring-ssh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift\n\
+             ip=${{1#*@}}; shift\n\
+             [ -f {machines}/$ip ] || {{ echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255; }}\n\
+             . {machines}/$ip\n\
+             incoming=$(nsenter -t {nspawn} -m sh -c 'ls -d /run/systemd/nspawn/propagate/*')/restored\n\
+             nsenter -t {nspawn} -m sh -c \"mkdir -p $incoming && mount -o loop $disk $incoming\" || exit 255\n\
+             nsenter -t {pid} -a unshare -m --propagation private sh {inside} \"$@\"; status=$?\n\
+             nsenter -t {nspawn} -m umount $incoming\n\
+             exit $status\n",
+            machines = machines.display(),
+            nspawn = machine.nspawn_pid(),
+            pid = machine.pid,
         ),
     )
     .unwrap();
@@ -296,6 +340,44 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     assert_eq!(
         present, acked_before,
         "every row committed before the snapshot is in it"
+    );
+
+    // A restore drill of that snapshot, verified by the installed agent on the restored machine.
+    let machines = dir.join("machines");
+    let _watch = Machines::watch(sim.sim.clone(), &machines, 0);
+    let drill_ssh = restoring_ssh(dir, &machines, &machine);
+    let out = Command::new(cli_bin())
+        .args(["--api-url", &sim.url, "--ssh-command"])
+        .arg(&drill_ssh)
+        .args(["--json", "verify", "e2e-1", "--yes"])
+        .env("DIGITALOCEAN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let drilled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{drilled:#}");
+    let found = &drilled["verification"];
+    assert_eq!(found["probe"], "inside-window", "{found:#}");
+    // PostgreSQL was found through systemd, not configured: the snapshot's marker named it.
+    let pg = &found["databases"][0];
+    assert_eq!(pg["kind"], "postgresql", "{found:#}");
+    assert_eq!(pg["ok"], true, "{found:#}");
+    let rows = pg["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "postgres.public.rows")
+        .and_then(|t| t["rows"].as_u64())
+        .unwrap_or_else(|| panic!("no rows counted: {pg:#}"));
+    assert!(rows >= acked_before, "{pg:#}");
+    assert!(
+        sim.sim.restored_machines().is_empty(),
+        "the drill left its Droplet"
     );
 
     // The scheduled snapshot: one command enables the timer; its service runs the CLI against

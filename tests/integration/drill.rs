@@ -6,13 +6,12 @@
 
 use crate::droplet::{Droplet, TOKEN};
 use freezeframe_tests::bus::PrivateBus;
-use freezeframe_tests::sim::{Capture, Sim};
+use freezeframe_tests::restored::Machines;
+use freezeframe_tests::sim::Capture;
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A Droplet with PostgreSQL on its volume, 200 rows in, snapshotted and completed as `name`;
@@ -38,59 +37,6 @@ fn snapshotted(capture: Capture, name: &str) -> Droplet {
     assert_eq!(report["consistency"], "application", "{report:#}");
     drop(pg);
     droplet
-}
-
-/// The restored Droplets of the simulator, as the stand-in for ssh finds them: a file per
-/// address naming its disk and volumes, written once it has `volumes` volumes attached.
-struct Machines {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Machines {
-    fn watch(sim: Sim, dir: &Path, volumes: usize) -> Machines {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, dir) = (stop.clone(), dir.to_path_buf());
-        std::fs::create_dir_all(&dir).unwrap();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                for m in sim.restored_machines() {
-                    let file = dir.join(&m.ip);
-                    if m.volumes.len() < volumes || file.exists() {
-                        continue;
-                    }
-                    let attached: Vec<String> = m
-                        .volumes
-                        .iter()
-                        .map(|(name, disk)| format!("{name}:{}", disk.display()))
-                        .collect();
-                    let text = format!("disk='{}'\nvolumes='{}'\n", m.disk.display(), attached.join(" "));
-                    std::fs::write(
-                        dir.join(format!("{}.user-data", m.ip)),
-                        m.user_data.unwrap_or_default(),
-                    )
-                    .unwrap();
-                    let partial = dir.join(format!(".{}", m.ip));
-                    std::fs::write(&partial, text).unwrap();
-                    std::fs::rename(&partial, &file).unwrap();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        Machines {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Machines {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The stand-in for ssh: to an address the simulator restored, it "boots" the machine (a

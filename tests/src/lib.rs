@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod container;
 pub mod postgres;
+pub mod restored;
 
 pub use postgres::{assert_counted, pg_bin, PgServer};
 

@@ -141,13 +141,6 @@ impl Container {
         container
     }
 
-    /// systemd-nspawn's process: its mount namespace holds the folder whose mounts nspawn
-    /// propagates into the container (`/run/systemd/nspawn/propagate/<machine>`, seen inside at
-    /// `/run/host/incoming`).
-    pub fn nspawn_pid(&self) -> u32 {
-        self.nspawn.id()
-    }
-
     /// Runs a command inside the container (every namespace of its systemd).
     pub fn exec(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run nsenter")

@@ -522,6 +522,63 @@ async fn verify_fails_an_image_read_after_the_thaw_and_names_thaw_after() {
     );
 }
 
+/// A btrfs read live, between an fsync and the transaction after it, holds a log tree to
+/// replay: verify says so, and replays it on a private copy, never on the image. Any `sync` on
+/// this machine (another test's) commits the transaction and empties the log tree, so copies are
+/// made until one holds a log tree: the premise is checked, not assumed.
+#[test]
+fn verify_tells_a_btrfs_read_live_by_its_log_tree() {
+    let dir = scratch();
+    let lfs = loop_fs(Fs::Btrfs, 128, &dir.path().join("img"), &dir.path().join("mnt"));
+    // The log tree stays until a sync, or five minutes.
+    run(
+        "mount",
+        &["-o", "remount,commit=300", lfs.mountpoint.to_str().unwrap()],
+    );
+    let live = dir.path().join("live.img");
+    let log_root = |image: &std::path::Path| -> u64 {
+        run(
+            "btrfs",
+            &["inspect-internal", "dump-super", image.to_str().unwrap()],
+        )
+        .lines()
+        .find_map(|l| l.strip_prefix("log_root").filter(|r| r.starts_with([' ', '\t'])))
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or(0)
+    };
+    let held = (0..20).any(|n| {
+        // fsync goes to the log tree; the transaction that would empty it waits.
+        let mut file = std::fs::File::create(lfs.path(&format!("fsynced-{n}"))).unwrap();
+        std::io::Write::write_all(&mut file, &vec![n as u8; 64 << 10]).unwrap();
+        file.sync_all().unwrap();
+        let _ = std::fs::remove_file(&live);
+        run(
+            "dd",
+            &[
+                &format!("if={}", lfs.device),
+                &format!("of={}", live.display()),
+                "bs=1M",
+                "iflag=direct",
+                "status=none",
+            ],
+        );
+        log_root(&live) != 0
+    });
+    assert!(held, "no copy held a log tree (a sync emptied it every time)");
+    let before = sha256(&live);
+    let (code, found) = verify(&live);
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(found["journal"], "needs-recovery", "{found:#}");
+    assert_eq!(found["probe"], "no-markers", "{found:#}");
+    assert!(
+        found["reasons"]
+            .to_string()
+            .contains("the journal needs recovery"),
+        "{found:#}"
+    );
+    assert_eq!(sha256(&live), before, "the replay happened on a copy");
+}
+
 #[test]
 fn verify_fails_a_live_copy_by_its_journal_and_a_damaged_one_by_its_check() {
     let dir = scratch();

@@ -522,6 +522,66 @@ async fn verify_fails_an_image_read_after_the_thaw_and_names_thaw_after() {
     );
 }
 
+/// A whole disk (a partition table, a boot partition without a filesystem, the root filesystem
+/// read inside the window): verify finds the partitions itself and verifies the one it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_a_whole_disk_through_its_partition_table() {
+    let (dir, filesystem) = probed_image(Fs::Ext4, true).await;
+    let size = std::fs::metadata(&filesystem).unwrap().len();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(size + (4 << 20)))
+        .unwrap();
+    // As a Droplet's disk: a small BIOS boot partition, then the root filesystem at 2 MiB.
+    let table = format!(
+        "label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649\n\
+         start=4096, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
+        size / 512
+    );
+    let out = std::process::Command::new("sfdisk")
+        .args(["--quiet", disk.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), table.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "sfdisk: {out:?}");
+    run(
+        "dd",
+        &[
+            &format!("if={}", filesystem.display()),
+            &format!("of={}", disk.display()),
+            "bs=1M",
+            "seek=2",
+            "conv=notrunc,sparse",
+            "status=none",
+        ],
+    );
+    let before = sha256(&disk);
+    let (code, found) = verify(&disk);
+    assert_eq!(code, 0, "{found:#}");
+    assert_eq!(found["partition_table"], "gpt", "{found:#}");
+    assert_eq!(found["probe"], "inside-window", "{found:#}");
+    let partitions = found["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{found:#}");
+    assert!(
+        partitions[0]["found"].is_null(),
+        "the boot partition is not checked"
+    );
+    assert_eq!(partitions[1]["fstype"], "ext4");
+    assert_eq!(partitions[1]["found"]["verified"], true, "{found:#}");
+    assert_eq!(
+        partitions[1]["found"]["markers"],
+        serde_json::json!(["test-snapshot.before"])
+    );
+    assert_eq!(sha256(&disk), before, "verify changed the disk");
+    // No loop device is left holding it.
+    let held = run("losetup", &["--associated", disk.to_str().unwrap()]);
+    assert!(held.trim().is_empty(), "{held}");
+}
+
 /// A btrfs read live, between an fsync and the transaction after it, holds a log tree to
 /// replay: verify says so, and replays it on a private copy, never on the image. Any `sync` on
 /// this machine (another test's) commits the transaction and empties the log tree, so copies are

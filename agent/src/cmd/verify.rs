@@ -6,16 +6,17 @@
 use super::{Exit, Failure};
 use freezeframe_agent::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use freezeframe_agent::verify::{
-    enter_private_mounts, verify_image, verify_machine, DatabaseCheck, ImageVerification, JournalState,
-    MachineVerification, ProbeVerdict,
+    enter_private_mounts, partition_table, verify_disk, verify_image, verify_machine, DatabaseCheck,
+    DiskVerification, ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The image (or block device) of one filesystem from a snapshot; never written to.
-    /// Without it: this machine, restored from a snapshot
+    /// The image (or block device) of a filesystem from a snapshot, or of a whole disk whose
+    /// partitions hold them; never written to. Without it: this machine, restored from a
+    /// snapshot
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
     /// A volume restored from the snapshot's run and attached here (not mounted), by name:
@@ -46,10 +47,16 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
         .tempdir()
         .map_err(Failure::failed)?;
     match (&args.image, settings) {
-        (Some(image), _) => {
-            let found = verify_image(image, scratch.path())?;
-            Ok(show(&found, found.verified, args.json, text))
-        }
+        (Some(image), _) => match partition_table(image)? {
+            Some(table) => {
+                let found = verify_disk(image, &table, scratch.path())?;
+                Ok(show(&found, found.verified, args.json, disk_text))
+            }
+            None => {
+                let found = verify_image(image, scratch.path())?;
+                Ok(show(&found, found.verified, args.json, text))
+            }
+        },
         (None, settings) => {
             let settings = settings.expect("loaded when no image is given");
             let found = verify_machine(
@@ -134,6 +141,41 @@ fn probe_words(probe: ProbeVerdict) -> &'static str {
         ProbeVerdict::AfterThaw => "read AFTER the thaw",
         ProbeVerdict::NoMarkers => "no markers",
     }
+}
+
+fn disk_text(found: &DiskVerification) -> String {
+    let mut out = format!(
+        "{} ({} partition table): {}\n  probe: {}\n",
+        found.image.display(),
+        found.partition_table,
+        if found.verified {
+            "VERIFIED"
+        } else {
+            "NOT verified"
+        },
+        probe_words(found.probe)
+    );
+    for partition in &found.partitions {
+        match &partition.found {
+            Some(checked) => {
+                out.push_str(&format!("partition {}: ", partition.number));
+                out.push_str(&text(checked));
+            }
+            None => out.push_str(&format!(
+                "partition {}: {}, not checked\n",
+                partition.number,
+                if partition.fstype.is_empty() {
+                    "no filesystem verify knows"
+                } else {
+                    &partition.fstype
+                }
+            )),
+        }
+    }
+    for reason in &found.reasons {
+        out.push_str(&format!("  why not: {reason}\n"));
+    }
+    out
 }
 
 fn text(found: &ImageVerification) -> String {

@@ -24,6 +24,7 @@
 //! outside the caller's private mount namespace.
 
 mod databases;
+mod disk;
 mod machine;
 mod mariadb;
 mod namespace;
@@ -32,6 +33,7 @@ mod redis;
 mod server;
 
 pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
+pub use disk::{partition_table, verify_disk, DiskVerification, PartitionVerification};
 pub use machine::{verify_machine, MachineVerification, MountedFilesystem, VolumeVerification};
 pub use namespace::enter_private_mounts;
 
@@ -114,7 +116,7 @@ pub enum VerifyError {
         problem: String,
     },
     /// No filesystem this command knows is in it.
-    #[error("{path} holds no ext4, xfs or btrfs filesystem ({found}); give the image of one filesystem, or the partition's device (for a whole disk with a partition table, attach it with `losetup --find --show --partscan --read-only` and give the partition)")]
+    #[error("{path} holds no ext4, xfs or btrfs filesystem ({found}); give the image or device of a filesystem, or of a disk whose partitions hold them")]
     UnknownFilesystem {
         /// The image as given.
         path: PathBuf,

@@ -216,6 +216,37 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     );
 }
 
+/// A disk read front to back across the thaw: the restored machine's boot discards the torn
+/// journal, and the `after` marker's blocks may have been read before it was written; but the
+/// journal's log still holds the marker's creation, which verify finds there.
+#[test]
+fn a_drill_of_a_disk_read_part_way_fails_by_what_the_journal_logged() {
+    let droplet = snapshotted(Capture::PartWay, "partway-1");
+    let machines = droplet.dir.path().join("machines");
+    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
+    let ssh = restoring_ssh(&droplet, &machines);
+    let out = drill(&droplet, &ssh, &["partway-1", "--yes"]).output().unwrap();
+    let report = drill_report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let found = &report["verification"];
+    assert_eq!(found["probe"], "after-thaw", "{found:#}");
+    let disk = droplet.disk.mountpoint.display().to_string();
+    let root = found["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["mountpoint"] == disk.as_str())
+        .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"));
+    assert_eq!(root["after_logged"], true, "{found:#}");
+    assert!(
+        found["reasons"]
+            .to_string()
+            .contains("its journal logged the `after` marker's creation"),
+        "{found:#}"
+    );
+    nothing_left(&droplet);
+}
+
 /// PostgreSQL, MariaDB and Redis on the volume, each written to while the snapshot is taken:
 /// the drill restores the volume and every one of them recovers with every write acknowledged
 /// before the freeze.

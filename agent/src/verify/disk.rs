@@ -4,7 +4,7 @@
 //! loop device of its own at its offset, and each that holds ext4, XFS or btrfs verified as an
 //! image of its own; the others (EFI, BIOS boot, swap) are listed, not checked.
 
-use super::{probe_reason, run, verify_image, ImageVerification, ProbeVerdict, VerifyError};
+use super::{run, verify_image, Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -89,7 +89,12 @@ pub fn verify_disk(image: &Path, table: &str, scratch: &Path) -> Result<DiskVeri
     let probe = disk_verdict(checked.iter().map(|(_, found)| found.probe));
     // A partition without markers (one the snapshot did not freeze, such as /boot) does not
     // fail a disk whose other partitions tell when it was read.
-    let unmarked = probe_reason(ProbeVerdict::NoMarkers, None, &[], super::JournalState::NotTold);
+    let unmarked = Evidence {
+        markers: &[],
+        journal: JournalState::NotTold,
+        after_logged: false,
+    }
+    .reason(None);
     let reasons: Vec<String> = checked
         .iter()
         .flat_map(|(number, found)| {

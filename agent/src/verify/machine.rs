@@ -3,12 +3,13 @@
 //! disk; the databases its configuration quiesces, which its boot started from the restored
 //! disk, are checked as they run (with those the snapshot's marker records it quiesced, found
 //! through systemd or configured); and each restored volume named with `--volume` (attached, not
-//! mounted) is checked as an image, databases and all. The boot has replayed the journals
-//! already, so they tell nothing here; the markers do.
+//! mounted) is checked as an image, databases and all. The boot has replayed (or discarded)
+//! the journals, so their state tells nothing here; the markers do, and what each ext4 log
+//! still holds (the `after` marker's creation).
 
 use super::{
-    mariadb, postgres, probe_reason, read_markers, redis, verdict, verify_image, DatabaseCheck, DatabaseKind,
-    ImageVerification, JournalState, ProbeVerdict, VerifyError,
+    journal_holds_after, mariadb, postgres, read_markers, redis, verify_image, DatabaseCheck, DatabaseKind,
+    Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError,
 };
 use crate::config::QuiescerSettings;
 use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
@@ -27,6 +28,10 @@ pub struct MountedFilesystem {
     pub fstype: String,
     /// The markers found on it, as `snapshot.moment`.
     pub markers: Vec<String>,
+    /// Its journal logged the `after` marker's creation (ext4): part of the disk was read
+    /// after the thaw, even if the marker itself is not on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_logged: bool,
 }
 
 /// A restored volume, checked as an image.
@@ -82,6 +87,7 @@ pub fn verify_machine(
     let mut found = Vec::new();
     let mut record = None;
     let mut filesystems = Vec::new();
+    let mut after_logged_anywhere = false;
     for mount in mounts.iter().filter(|m| match mountpoints {
         Some(list) => list.contains(&m.mountpoint),
         None => matches!(m.fstype.as_str(), "ext4" | "xfs" | "btrfs"),
@@ -95,6 +101,10 @@ pub fn verify_machine(
         }
         let markers = read_markers(&mount.mountpoint);
         record = record.or(markers.record);
+        // The boot replayed (or discarded) the journal, but the log still holds what it logged.
+        let after_logged =
+            mount.fstype == "ext4" && journal_holds_after(Path::new(&mount.source), &markers.found);
+        after_logged_anywhere |= after_logged;
         filesystems.push(MountedFilesystem {
             mountpoint: mount.mountpoint.clone(),
             fstype: mount.fstype.clone(),
@@ -103,15 +113,19 @@ pub fn verify_machine(
                 .iter()
                 .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
                 .collect(),
+            after_logged,
         });
         found.extend(markers.found);
     }
     let claimed = record.as_ref().map(|r| r.consistency);
-    // The boot replayed (or discarded) the journals: the markers alone tell here.
-    let probe = verdict(&found, JournalState::NotTold);
-    let mut reasons: Vec<String> = probe_reason(probe, claimed, &found, JournalState::NotTold)
-        .into_iter()
-        .collect();
+    // The boot replayed (or discarded) the journals: their state tells nothing here.
+    let evidence = Evidence {
+        markers: &found,
+        journal: JournalState::NotTold,
+        after_logged: after_logged_anywhere,
+    };
+    let probe = evidence.verdict();
+    let mut reasons: Vec<String> = evidence.reason(claimed).into_iter().collect();
     let mut checked = Vec::new();
     for (n, (name, device)) in volumes.iter().enumerate() {
         let dir = scratch.join(format!("volume-{n}"));

@@ -7,7 +7,9 @@
 //!   or not. The first write after the thaw (the `after` marker's, at the latest) rewrites both
 //!   the superblock (`needs_recovery`) and the journal's own superblock (its start): an image
 //!   whose superblock is clean while its journal holds transactions was read part-way, the
-//!   superblock inside the window and the journal after it ("torn"). A frozen btrfs has
+//!   superblock inside the window and the journal after it ("torn"). The log itself keeps the
+//!   `after` marker's creation after a boot replays or discards the journal, so it tells on a
+//!   booted machine too (`journal_holds_after`). A frozen btrfs has
 //!   committed its transaction and dropped its log tree (`log_root` 0); one with a log tree to
 //!   replay was read live. A frozen XFS keeps records in its log (covered, not emptied), so its
 //!   log tells nothing either way;
@@ -89,6 +91,10 @@ pub struct ImageVerification {
     pub claimed: Option<Consistency>,
     /// The journal's state, read before anything else.
     pub journal: JournalState,
+    /// The journal logged the `after` marker's creation: part of the image was read after the
+    /// thaw, even if the marker itself is not in it (ext4).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_logged: bool,
     /// Whether the read-only filesystem check passed.
     pub filesystem_ok: bool,
     /// What the checker said, when it did not pass.
@@ -174,16 +180,14 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     drop(view);
     let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
     drop(source);
-    let probe = verdict(&markers, journal);
-    let reasons = reasons(
-        probe,
-        claimed,
-        &markers,
+    let after_logged = fstype == "ext4" && journal_holds_after(image, &markers);
+    let evidence = Evidence {
+        markers: &markers,
         journal,
-        &fstype,
-        filesystem_ok,
-        &databases,
-    );
+        after_logged,
+    };
+    let probe = evidence.verdict();
+    let reasons = reasons(evidence, claimed, &fstype, filesystem_ok, &databases);
     Ok(ImageVerification {
         image: image.to_path_buf(),
         fstype,
@@ -194,6 +198,7 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
             .collect(),
         claimed,
         journal,
+        after_logged,
         filesystem_ok,
         filesystem_report: if filesystem_ok {
             String::new()
@@ -208,19 +213,16 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
 
 /// Why the image is not verified, one line per failed check; empty when it is.
 fn reasons(
-    probe: ProbeVerdict,
+    evidence: Evidence<'_>,
     claimed: Option<Consistency>,
-    markers: &[(String, ProbeMoment)],
-    journal: JournalState,
     fstype: &str,
     filesystem_ok: bool,
     databases: &[DatabaseCheck],
 ) -> Vec<String> {
-    let mut reasons: Vec<String> = probe_reason(probe, claimed, markers, journal)
-        .into_iter()
-        .collect();
+    let probe = evidence.verdict();
+    let mut reasons: Vec<String> = evidence.reason(claimed).into_iter().collect();
     // With markers the journal is part of the probe's verdict; without, a reason of its own.
-    match journal {
+    match evidence.journal {
         _ if probe == ProbeVerdict::AfterThaw => {}
         JournalState::NeedsRecovery => reasons.push(
             "the journal needs recovery: the filesystem was live, not frozen, when the image was read"
@@ -247,47 +249,77 @@ fn reasons(
     reasons
 }
 
-/// What the probe's verdict says against the snapshot, if anything, with its evidence: the
-/// markers, and `journal`, the image's (`NotTold` on a booted machine, whose boot replayed or
-/// discarded it).
-fn probe_reason(
-    probe: ProbeVerdict,
-    claimed: Option<Consistency>,
-    markers: &[(String, ProbeMoment)],
+/// What tells when the platform read a filesystem: its markers, its journal's state (`NotTold`
+/// on a booted machine, whose boot replayed or discarded it), and whether its journal logged the
+/// `after` marker's creation.
+#[derive(Debug, Clone, Copy)]
+struct Evidence<'a> {
+    markers: &'a [(String, ProbeMoment)],
     journal: JournalState,
-) -> Option<String> {
-    let mut evidence = Vec::new();
-    if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
-        evidence.push("its probe holds the `after` marker");
+    after_logged: bool,
+}
+
+impl Evidence<'_> {
+    /// `after` anywhere (the marker, or its creation in the journal) wins; `before` with a
+    /// journal written after the thaw (all of it, or part-way) is after the thaw too; `before`
+    /// alone is inside the window. Without markers the journal is a reason of its own, not a
+    /// verdict.
+    fn verdict(&self) -> ProbeVerdict {
+        let has = |moment| self.markers.iter().any(|(_, m)| *m == moment);
+        let written_after_thaw = matches!(self.journal, JournalState::NeedsRecovery | JournalState::Torn);
+        if has(ProbeMoment::After) || (has(ProbeMoment::Before) && self.after_logged) {
+            ProbeVerdict::AfterThaw
+        } else if has(ProbeMoment::Before) {
+            if written_after_thaw {
+                ProbeVerdict::AfterThaw
+            } else {
+                ProbeVerdict::InsideWindow
+            }
+        } else {
+            ProbeVerdict::NoMarkers
+        }
     }
-    match journal {
-        JournalState::Torn => evidence.push(
-            "it was read part-way: its superblock is clean, read inside the window, but its \
+
+    /// What the verdict says against a snapshot taken as `claimed`, if anything, with the
+    /// evidence for it.
+    fn reason(&self, claimed: Option<Consistency>) -> Option<String> {
+        let (markers, journal, probe) = (self.markers, self.journal, self.verdict());
+        let mut evidence = Vec::new();
+        if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
+            evidence.push("its probe holds the `after` marker");
+        }
+        if self.after_logged {
+            evidence.push("its journal logged the `after` marker's creation");
+        }
+        match journal {
+            JournalState::Torn => evidence.push(
+                "it was read part-way: its superblock is clean, read inside the window, but its \
              journal holds writes made after the thaw",
-        ),
-        JournalState::NeedsRecovery => evidence.push("its journal needs recovery"),
-        JournalState::Clean | JournalState::NotTold => {}
-    }
-    match probe {
-        ProbeVerdict::InsideWindow => None,
-        ProbeVerdict::AfterThaw => Some(format!(
-            "the image was read after the thaw ({}): writes made after the snapshot point may be \
+            ),
+            JournalState::NeedsRecovery => evidence.push("its journal needs recovery"),
+            JournalState::Clean | JournalState::NotTold => {}
+        }
+        match probe {
+            ProbeVerdict::InsideWindow => None,
+            ProbeVerdict::AfterThaw => Some(format!(
+                "the image was read after the thaw ({}): writes made after the snapshot point may be \
              in it{}. If the snapshot used thaw_after = \"registered\", this platform does not \
              capture the disk when the action registers: use thaw_after = \"completed\"",
-            evidence.join("; "),
-            match claimed {
-                Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
-                    ", so the snapshot taken as {}-consistent is only crash-consistent",
-                    c.as_str()
-                ),
-                _ => String::new(),
-            }
-        )),
-        ProbeVerdict::NoMarkers => Some(
-            "no snapshot-point markers, so when the disk was read cannot be told \
+                evidence.join("; "),
+                match claimed {
+                    Some(c @ (Consistency::Application | Consistency::Filesystem)) => format!(
+                        ", so the snapshot taken as {}-consistent is only crash-consistent",
+                        c.as_str()
+                    ),
+                    _ => String::new(),
+                }
+            )),
+            ProbeVerdict::NoMarkers => Some(
+                "no snapshot-point markers, so when the disk was read cannot be told \
              (was `freeze.probe` off, or is this not a freezeframe snapshot?)"
-                .to_string(),
-        ),
+                    .to_string(),
+            ),
+        }
     }
 }
 
@@ -380,23 +412,6 @@ fn check_filesystem(fstype: &str, source: &Path) -> Result<(bool, String), Verif
     }
 }
 
-/// The probe's verdict: `after` anywhere wins; `before` with a journal written after the thaw
-/// (all of it, or part-way) is after the thaw too; `before` alone is inside the window.
-fn verdict(markers: &[(String, ProbeMoment)], journal: JournalState) -> ProbeVerdict {
-    let written_after_thaw = matches!(journal, JournalState::NeedsRecovery | JournalState::Torn);
-    if markers.iter().any(|(_, m)| *m == ProbeMoment::After) {
-        ProbeVerdict::AfterThaw
-    } else if markers.iter().any(|(_, m)| *m == ProbeMoment::Before) {
-        if written_after_thaw {
-            ProbeVerdict::AfterThaw
-        } else {
-            ProbeVerdict::InsideWindow
-        }
-    } else {
-        ProbeVerdict::NoMarkers
-    }
-}
-
 /// Runs a read-only tool; its exit status and everything it printed.
 fn run(program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
     server::output(Command::new(program).args(args)).map_err(VerifyError::Tool)
@@ -450,6 +465,54 @@ fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError
             }
         }
         _ => Ok(JournalState::NotTold),
+    }
+}
+
+/// Whether the ext4 journal of `device` holds the `after` marker of the snapshot whose markers
+/// are `markers`: the marker's creation (its directory block, as metadata) is the first thing
+/// logged after the thaw, and the log keeps it after a boot replays or discards the journal,
+/// until it wraps. So an image whose journal holds it was read, at least in part, after the
+/// thaw, even when the marker's own blocks were read before it was written.
+fn journal_holds_after(device: &Path, markers: &[(String, ProbeMoment)]) -> bool {
+    let Some((snapshot, _)) = markers.iter().find(|(_, m)| *m == ProbeMoment::Before) else {
+        return false;
+    };
+    let needle = probe::marker_name(snapshot, ProbeMoment::After).into_bytes();
+    let child = Command::new("debugfs")
+        .args(["-c", "-R", "cat <8>"])
+        .arg(device)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    let found = child
+        .stdout
+        .take()
+        .is_some_and(|mut out| stream_contains(&mut out, &needle));
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+/// Whether `reader` yields `needle` anywhere, read a chunk at a time.
+fn stream_contains(reader: &mut impl std::io::Read, needle: &[u8]) -> bool {
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        window.extend_from_slice(&chunk[..n]);
+        if window.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        // Keep what could begin a match that the next chunk ends.
+        let keep = window.len().min(needle.len().saturating_sub(1));
+        window.drain(..window.len() - keep);
     }
 }
 
@@ -532,28 +595,46 @@ mod tests {
             ("s1".to_string(), ProbeMoment::Before),
             ("s1".to_string(), ProbeMoment::After),
         ];
-        assert_eq!(verdict(&before, JournalState::Clean), ProbeVerdict::InsideWindow);
-        assert_eq!(
-            verdict(&before, JournalState::NotTold),
-            ProbeVerdict::InsideWindow
-        );
-        assert_eq!(verdict(&before, JournalState::Torn), ProbeVerdict::AfterThaw);
-        assert_eq!(
-            verdict(&before, JournalState::NeedsRecovery),
-            ProbeVerdict::AfterThaw
-        );
-        assert_eq!(verdict(&both, JournalState::Clean), ProbeVerdict::AfterThaw);
+        let verdict = |markers: &[(String, ProbeMoment)], journal, after_logged| {
+            Evidence {
+                markers,
+                journal,
+                after_logged,
+            }
+            .verdict()
+        };
+        use JournalState::*;
+        use ProbeVerdict::*;
+        assert_eq!(verdict(&before, Clean, false), InsideWindow);
+        assert_eq!(verdict(&before, NotTold, false), InsideWindow);
+        assert_eq!(verdict(&before, Torn, false), AfterThaw);
+        assert_eq!(verdict(&before, NeedsRecovery, false), AfterThaw);
+        assert_eq!(verdict(&both, Clean, false), AfterThaw);
+        // A booted machine: the journal's state is gone, but its log still holds the marker.
+        assert_eq!(verdict(&before, NotTold, true), AfterThaw);
         // Without markers the journal is a reason of its own, not a verdict.
-        assert_eq!(verdict(&[], JournalState::Torn), ProbeVerdict::NoMarkers);
-        let reason = probe_reason(
-            ProbeVerdict::AfterThaw,
-            Some(Consistency::Application),
-            &before,
-            JournalState::Torn,
-        )
+        assert_eq!(verdict(&[], Torn, false), NoMarkers);
+        let reason = Evidence {
+            markers: &before,
+            journal: Torn,
+            after_logged: true,
+        }
+        .reason(Some(Consistency::Application))
         .unwrap();
         assert!(reason.contains("part-way"), "{reason}");
+        assert!(
+            reason.contains("logged the `after` marker's creation"),
+            "{reason}"
+        );
         assert!(reason.contains("only crash-consistent"), "{reason}");
         assert!(reason.contains("thaw_after"), "{reason}");
+    }
+
+    #[test]
+    fn a_needle_is_found_across_the_chunks_it_is_read_in() {
+        let mut text = vec![b'x'; (1 << 20) - 3];
+        text.extend_from_slice(b"snap.after");
+        assert!(stream_contains(&mut text.as_slice(), b"snap.after"));
+        assert!(!stream_contains(&mut text.as_slice(), b"snap.before"));
     }
 }

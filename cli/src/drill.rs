@@ -679,13 +679,13 @@ fn verification_text(found: &MachineVerification) -> String {
         out.push_str(&format!(
             "  volume {}: {}\n",
             volume.name,
-            if volume.found.verified {
+            if volume.found.verified() {
                 "verified"
             } else {
                 "NOT verified"
             }
         ));
-        for db in &volume.found.databases {
+        for db in volume.found.databases() {
             out.push_str(&format!(
                 "    {} at {}: {}{}\n",
                 db.kind.label(),

@@ -576,6 +576,32 @@ async fn verify_reads_a_whole_disk_through_its_partition_table() {
         partitions[1]["found"]["markers"],
         serde_json::json!(["test-snapshot.before"])
     );
+    // A restored volume can be such a disk: on a restored machine it is checked the same way.
+    let links = dir.path().join("by-id");
+    std::fs::create_dir_all(&links).unwrap();
+    std::os::unix::fs::symlink(&disk, links.join("scsi-0DO_Volume_data")).unwrap();
+    let config = dir.path().join("restored.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[freeze]\nmountpoints = [{:?}]\n[snapshot]\nprovider = \"digitalocean\"\n\
+             [digitalocean]\nvolume_links = {:?}\n",
+            dir.path().join("no-such-mount").display().to_string(),
+            links.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["verify", "--json", "--volume", "data"])
+        .output()
+        .unwrap();
+    let machine: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let volume = &machine["volumes"][0]["found"];
+    assert_eq!(volume["partition_table"], "gpt", "{machine:#}");
+    assert_eq!(volume["verified"], true, "{machine:#}");
+    assert_eq!(volume["partitions"][1]["found"]["probe"], "inside-window");
     assert_eq!(sha256(&disk), before, "verify changed the disk");
     // No loop device is left holding it.
     let held = run("losetup", &["--associated", disk.to_str().unwrap()]);

@@ -6,8 +6,8 @@
 use super::{Exit, Failure};
 use freezeframe_agent::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use freezeframe_agent::verify::{
-    enter_private_mounts, partition_table, verify_disk, verify_image, verify_machine, DatabaseCheck,
-    DiskVerification, ImageVerification, JournalState, MachineVerification, ProbeVerdict,
+    enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, Findings,
+    ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -47,16 +47,10 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
         .tempdir()
         .map_err(Failure::failed)?;
     match (&args.image, settings) {
-        (Some(image), _) => match partition_table(image)? {
-            Some(table) => {
-                let found = verify_disk(image, &table, scratch.path())?;
-                Ok(show(&found, found.verified, args.json, disk_text))
-            }
-            None => {
-                let found = verify_image(image, scratch.path())?;
-                Ok(show(&found, found.verified, args.json, text))
-            }
-        },
+        (Some(image), _) => {
+            let found = verify_any(image, scratch.path())?;
+            Ok(show(&found, found.verified(), args.json, findings_text))
+        }
         (None, settings) => {
             let settings = settings.expect("loaded when no image is given");
             let found = verify_machine(
@@ -127,7 +121,7 @@ fn machine_text(found: &MachineVerification) -> String {
     }
     for volume in &found.volumes {
         out.push_str(&format!("volume {}:\n", volume.name));
-        out.push_str(&text(&volume.found));
+        out.push_str(&findings_text(&volume.found));
     }
     for reason in &found.reasons {
         out.push_str(&format!("  why not: {reason}\n"));
@@ -140,6 +134,13 @@ fn probe_words(probe: ProbeVerdict) -> &'static str {
         ProbeVerdict::InsideWindow => "read inside the frozen window",
         ProbeVerdict::AfterThaw => "read AFTER the thaw",
         ProbeVerdict::NoMarkers => "no markers",
+    }
+}
+
+fn findings_text(found: &Findings) -> String {
+    match found {
+        Findings::Disk(disk) => disk_text(disk),
+        Findings::Filesystem(filesystem) => text(filesystem),
     }
 }
 

@@ -4,7 +4,9 @@
 //! loop device of its own at its offset, and each that holds ext4, XFS or btrfs verified as an
 //! image of its own; the others (EFI, BIOS boot, swap) are listed, not checked.
 
-use super::{run, verify_image, Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError};
+use super::{
+    run, verify_image, DatabaseCheck, Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -38,8 +40,57 @@ pub struct DiskVerification {
     pub reasons: Vec<String>,
 }
 
+/// What checking an image or device found: a disk's partitions, or one filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Findings {
+    /// A whole disk, through its partition table.
+    Disk(DiskVerification),
+    /// One filesystem.
+    Filesystem(ImageVerification),
+}
+
+impl Findings {
+    /// Every check passed.
+    pub fn verified(&self) -> bool {
+        match self {
+            Findings::Disk(d) => d.verified,
+            Findings::Filesystem(f) => f.verified,
+        }
+    }
+
+    /// Why not, one line per failed check.
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Findings::Disk(d) => &d.reasons,
+            Findings::Filesystem(f) => &f.reasons,
+        }
+    }
+
+    /// Every database found and checked.
+    pub fn databases(&self) -> Vec<&DatabaseCheck> {
+        match self {
+            Findings::Disk(d) => d
+                .partitions
+                .iter()
+                .filter_map(|p| p.found.as_ref())
+                .flat_map(|f| &f.databases)
+                .collect(),
+            Findings::Filesystem(f) => f.databases.iter().collect(),
+        }
+    }
+}
+
+/// Checks `image`: through its partition table when it has one, else as one filesystem.
+pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
+    Ok(match partition_table(image)? {
+        Some(table) => Findings::Disk(verify_disk(image, &table, scratch)?),
+        None => Findings::Filesystem(verify_image(image, scratch)?),
+    })
+}
+
 /// The partition table of `image`, if it has one.
-pub fn partition_table(image: &Path) -> Result<Option<String>, VerifyError> {
+pub(super) fn partition_table(image: &Path) -> Result<Option<String>, VerifyError> {
     std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
         path: image.to_path_buf(),
         problem: e.to_string(),
@@ -54,7 +105,11 @@ pub fn partition_table(image: &Path) -> Result<Option<String>, VerifyError> {
 
 /// Verifies each partition of `image` (which has the partition table `table`) that holds a
 /// filesystem verify knows, with `scratch` for the work.
-pub fn verify_disk(image: &Path, table: &str, scratch: &Path) -> Result<DiskVerification, VerifyError> {
+pub(super) fn verify_disk(
+    image: &Path,
+    table: &str,
+    scratch: &Path,
+) -> Result<DiskVerification, VerifyError> {
     let mut partitions = Vec::new();
     for (number, offset, size) in table_entries(image)? {
         let part = PartitionLoop::attach(image, offset, size)?;

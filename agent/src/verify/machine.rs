@@ -8,8 +8,8 @@
 //! still holds (the `after` marker's creation).
 
 use super::{
-    journal_holds_after, mariadb, postgres, read_markers, redis, verify_image, DatabaseCheck, DatabaseKind,
-    Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError,
+    journal_holds_after, mariadb, postgres, read_markers, redis, verify_any, DatabaseCheck, DatabaseKind,
+    Evidence, Findings, JournalState, ProbeVerdict, VerifyError,
 };
 use crate::config::QuiescerSettings;
 use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
@@ -39,8 +39,8 @@ pub struct MountedFilesystem {
 pub struct VolumeVerification {
     /// Its name (the device is `scsi-0DO_Volume_<name>` under `digitalocean.volume_links`).
     pub name: String,
-    /// What checking its device found.
-    pub found: ImageVerification,
+    /// What checking its device found: one filesystem, or a disk's partitions.
+    pub found: Findings,
 }
 
 /// Everything `verify` found on a restored machine, and its verdict.
@@ -131,19 +131,19 @@ pub fn verify_machine(
         let dir = scratch.join(format!("volume-{n}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| VerifyError::Tool(format!("cannot create {}: {e}", dir.display())))?;
-        let image = verify_image(device, &dir)?;
-        for reason in &image.reasons {
+        let found = verify_any(device, &dir)?;
+        for reason in found.reasons() {
             reasons.push(format!("volume {name}: {reason}"));
         }
         checked.push(VolumeVerification {
             name: name.clone(),
-            found: image,
+            found,
         });
     }
     // After the volumes: a database whose data is on one of them does not run here.
     let on_volumes: Vec<DatabaseKind> = checked
         .iter()
-        .flat_map(|v| v.found.databases.iter().map(|d| d.kind))
+        .flat_map(|v| v.found.databases().into_iter().map(|d| d.kind))
         .collect();
     let expected = with_recorded(quiescers, record.as_ref());
     let databases = running_databases(&expected, &on_volumes, wait, scratch);

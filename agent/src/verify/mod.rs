@@ -35,7 +35,7 @@ mod redis;
 mod server;
 
 pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
-pub use disk::{partition_table, verify_disk, DiskVerification, PartitionVerification};
+pub use disk::{verify_any, DiskVerification, Findings, PartitionVerification};
 pub use machine::{verify_machine, MachineVerification, MountedFilesystem, VolumeVerification};
 pub use namespace::enter_private_mounts;
 

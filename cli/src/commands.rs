@@ -354,19 +354,27 @@ pub struct StatusView {
     pub snapshots_error: Option<String>,
 }
 
+/// How long `status` waits for the snapshot list (an API call on the agent's side).
+const STATUS_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn status(target: &Target) -> Result<StatusView, Failure> {
     let connection = client::connect(target).await?;
     let agent = proxy(target, &connection).await?;
     let status = agent.status().await.map_err(|e| call_failure(target, e))?;
     let status: AgentStatus = read(target, &status)?;
-    // The status stands without the list (an API that is down, a token without image:read).
-    let listed = match agent.list_snapshots().await {
-        Ok(list) => list
+    // The status stands without the list (an API that is down, a token without image:read),
+    // and does not wait long for it.
+    let listed = match tokio::time::timeout(STATUS_LIST_TIMEOUT, agent.list_snapshots()).await {
+        Ok(Ok(list)) => list
             .iter()
             .map(|s| read::<SnapshotInfo>(target, s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|f| f.message),
-        Err(e) => Err(call_failure(target, e).message),
+        Ok(Err(e)) => Err(call_failure(target, e).message),
+        Err(_) => Err(format!(
+            "the agent did not list them within {}s",
+            STATUS_LIST_TIMEOUT.as_secs()
+        )),
     };
     let (list, snapshots_error) = match listed {
         Ok(list) => (list, None),

@@ -214,6 +214,18 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
         text.contains("last restore drill: verified of snapshot drill-1"),
         "{text}"
     );
+    // An API that does not answer leaves the status standing, said, without waiting on it.
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["GET /v2/droplets/=hang".parse().unwrap()]);
+    let out = served.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("restore drills: unknown") && text.contains("did not list them within 5s"),
+        "{text}"
+    );
 }
 
 /// A disk read front to back across the thaw: the restored machine's boot discards the torn

@@ -4,9 +4,8 @@
 //! loop device of its own at its offset, and each that holds ext4, XFS or btrfs verified as an
 //! image of its own; the others (EFI, BIOS boot, swap) are listed, not checked.
 
-use super::{
-    run, verify_image, DatabaseCheck, Evidence, ImageVerification, JournalState, ProbeVerdict, VerifyError,
-};
+use super::evidence::Evidence;
+use super::{run, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict, VerifyError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

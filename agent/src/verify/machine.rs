@@ -7,9 +7,10 @@
 //! the journals, so their state tells nothing here; the markers do, and what each ext4 log
 //! still holds (the `after` marker's creation).
 
+use super::evidence::{journal_holds_after, read_markers, Evidence};
 use super::{
-    journal_holds_after, mariadb, postgres, read_markers, redis, verify_any, DatabaseCheck, DatabaseKind,
-    Evidence, Findings, JournalState, ProbeVerdict, VerifyError,
+    mariadb, postgres, redis, verify_any, DatabaseCheck, DatabaseKind, Findings, JournalState, ProbeVerdict,
+    VerifyError,
 };
 use crate::config::QuiescerSettings;
 use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};

@@ -120,6 +120,38 @@ fn drill_report(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The simulator's restored Droplets as the stand-in for ssh finds them (with one volume
+/// attached), and that ssh; watched until dropped.
+struct Restored {
+    machines: PathBuf,
+    ssh: PathBuf,
+    _watch: Machines,
+}
+
+impl Restored {
+    fn watch(droplet: &Droplet) -> Restored {
+        let machines = droplet.dir.path().join("machines");
+        let watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
+        let ssh = restoring_ssh(droplet, &machines);
+        Restored {
+            machines,
+            ssh,
+            _watch: watch,
+        }
+    }
+}
+
+/// What the restored machine's verify found on the restored disk of `droplet`.
+fn restored_disk<'a>(found: &'a serde_json::Value, droplet: &Droplet) -> &'a serde_json::Value {
+    let disk = droplet.disk.mountpoint.display().to_string();
+    found["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["mountpoint"] == disk.as_str())
+        .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"))
+}
+
 /// Nothing the drill created is left in the simulator, and no loop device holds its files.
 fn nothing_left(droplet: &Droplet) {
     assert!(
@@ -135,11 +167,10 @@ fn nothing_left(droplet: &Droplet) {
 #[test]
 fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     let droplet = snapshotted(Capture::Registration, "drill-1");
-    let machines = droplet.dir.path().join("machines");
-    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
-    let ssh = restoring_ssh(&droplet, &machines);
+    let restored = Restored::watch(&droplet);
+    let (machines, ssh) = (&restored.machines, &restored.ssh);
 
-    let out = drill(&droplet, &ssh, &["drill-1", "--yes"]).output().unwrap();
+    let out = drill(&droplet, ssh, &["drill-1", "--yes"]).output().unwrap();
     let report = drill_report(&out);
     assert_eq!(
         out.status.code(),
@@ -152,13 +183,7 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     let found = &report["verification"];
     assert_eq!(found["probe"], "inside-window", "{found:#}");
     assert_eq!(found["claimed"], "application");
-    let disk = droplet.disk.mountpoint.display().to_string();
-    let root = found["filesystems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["mountpoint"] == disk.as_str())
-        .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"));
+    let root = restored_disk(found, &droplet);
     assert_eq!(root["markers"], serde_json::json!(["drill-1.before"]));
     // The configuration's PostgreSQL does not run on the restored machine: its data is on the
     // volume, which is attached after the boot, and is checked there.
@@ -234,21 +259,14 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
 #[test]
 fn a_drill_of_a_disk_read_part_way_fails_by_what_the_journal_logged() {
     let droplet = snapshotted(Capture::PartWay, "partway-1");
-    let machines = droplet.dir.path().join("machines");
-    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
-    let ssh = restoring_ssh(&droplet, &machines);
-    let out = drill(&droplet, &ssh, &["partway-1", "--yes"]).output().unwrap();
+    let restored = Restored::watch(&droplet);
+    let ssh = &restored.ssh;
+    let out = drill(&droplet, ssh, &["partway-1", "--yes"]).output().unwrap();
     let report = drill_report(&out);
     assert_eq!(out.status.code(), Some(1), "{report:#}");
     let found = &report["verification"];
     assert_eq!(found["probe"], "after-thaw", "{found:#}");
-    let disk = droplet.disk.mountpoint.display().to_string();
-    let root = found["filesystems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["mountpoint"] == disk.as_str())
-        .unwrap_or_else(|| panic!("the restored disk at {disk}: {found:#}"));
+    let root = restored_disk(found, &droplet);
     assert_eq!(root["after_logged"], true, "{found:#}");
     assert!(
         found["reasons"]
@@ -304,10 +322,9 @@ fn a_drill_of_three_databases_snapshotted_under_writes_finds_every_acknowledged_
     assert_eq!(report["consistency"], "application", "{report:#}");
     drop((pg, maria, cache));
 
-    let machines = run.join("machines");
-    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
-    let ssh = restoring_ssh(&droplet, &machines);
-    let out = drill(&droplet, &ssh, &["load-1", "--yes"]).output().unwrap();
+    let restored = Restored::watch(&droplet);
+    let ssh = &restored.ssh;
+    let out = drill(&droplet, ssh, &["load-1", "--yes"]).output().unwrap();
     let report = drill_report(&out);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     let found = &report["verification"];
@@ -343,9 +360,8 @@ fn a_drill_of_three_databases_snapshotted_under_writes_finds_every_acknowledged_
 #[test]
 fn a_scheduled_drill_runs_when_due_records_itself_and_waits_for_the_next() {
     let droplet = snapshotted(Capture::Registration, "timer-1");
-    let machines = droplet.dir.path().join("machines");
-    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
-    let ssh = restoring_ssh(&droplet, &machines);
+    let restored = Restored::watch(&droplet);
+    let ssh = &restored.ssh;
     let dir = droplet.dir.path();
     let (token, key, state) = (
         dir.join("drill-token"),
@@ -374,7 +390,7 @@ fn a_scheduled_drill_runs_when_due_records_itself_and_waits_for_the_next() {
     let scheduled = || {
         Command::new(cli_bin())
             .arg("--ssh-command")
-            .arg(&ssh)
+            .arg(ssh)
             .args(["--json", "verify", "--scheduled", "--config"])
             .arg(&droplet.config)
             // Not the operator's token: the drill's own, from its file.
@@ -478,11 +494,10 @@ impl Drop for Served {
 #[test]
 fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
     let droplet = snapshotted(Capture::Completion, "late-1");
-    let machines = droplet.dir.path().join("machines");
-    let _watch = Machines::watch(droplet.server.sim.clone(), &machines, 1);
-    let ssh = restoring_ssh(&droplet, &machines);
+    let restored = Restored::watch(&droplet);
+    let ssh = &restored.ssh;
 
-    let out = drill(&droplet, &ssh, &["late-1", "--yes"]).output().unwrap();
+    let out = drill(&droplet, ssh, &["late-1", "--yes"]).output().unwrap();
     let report = drill_report(&out);
     assert_eq!(out.status.code(), Some(1), "{report:#}");
     assert_eq!(report["verified"], false);

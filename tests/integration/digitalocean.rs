@@ -69,11 +69,11 @@ fn the_probe_tells_the_three_capture_timings_apart() {
             "needs-recovery",
             "after-thaw",
         ),
-        // Pieces every 2 s / 16: the superblock's inside the window, the journal's (16 MiB in)
-        // long after the `after` marker was written and synced.
+        // Pieces every 4 s / 16: the superblock's inside the window, the journal's (16 MiB in,
+        // 1 s later) long after the `after` marker was written and synced.
         (
             Capture::PartWay,
-            2000,
+            4000,
             &["probe-1.before"][..],
             "torn",
             "after-thaw",

@@ -256,25 +256,13 @@ fn verify_fails_databases_damaged_in_the_image_and_says_which_check_failed() {
     assert_eq!(found["databases"].as_array().unwrap().len(), 2, "{found:#}");
 
     // A copy with a page of the table and the middle of the dump overwritten.
-    let damaged = image.with_extension("damaged.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            image.to_str().unwrap(),
-            damaged.to_str().unwrap(),
-        ],
-    );
-    {
-        let view = LoopMount::attach(&damaged, &fs.dir.path().join("damaging"), Attach::default())
-            .expect("mount the copy");
-        let root = view.mountpoint();
+    let damaged = damaged_copy(&image, fs.dir.path(), |root| {
         // Block 3's pd_lower and pd_upper: a page header no server accepts.
         overwrite(&root.join("pg/data").join(table_file.trim()), 3 * 8192 + 12, 4);
         let dump = root.join("redis/dump.rdb");
         let len = std::fs::metadata(&dump).unwrap().len();
         overwrite(&dump, len / 2, 16);
-    }
+    });
     let before = std::fs::read(&damaged).unwrap();
     let (code, found) = verify(&damaged);
     assert_eq!(code, 1, "{found:#}");
@@ -345,21 +333,10 @@ fn verify_fails_an_image_whose_wal_is_damaged_before_the_snapshot_point() {
     let at = (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap();
     let segment = format!("{:08X}{:08X}{:08X}", 1, at >> 32, (at >> 24) & 0xFF);
     let page = ((at - 1) & 0xFF_FFFF) & !8191;
-    let damaged = image.with_extension("damaged.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            image.to_str().unwrap(),
-            damaged.to_str().unwrap(),
-        ],
-    );
-    {
-        let view = LoopMount::attach(&damaged, &fs.dir.path().join("damaging"), Attach::default())
-            .expect("mount the copy");
+    let damaged = damaged_copy(&image, fs.dir.path(), |root| {
         // The page header's magic: recovery takes it for the end of the WAL.
-        overwrite(&view.mountpoint().join("pg/data/pg_wal").join(&segment), page, 2);
-    }
+        overwrite(&root.join("pg/data/pg_wal").join(&segment), page, 2);
+    });
     let (code, found) = verify(&damaged);
     assert_eq!(code, 1, "{found:#}");
     let reasons = found["reasons"].to_string();
@@ -369,6 +346,24 @@ fn verify_fails_an_image_whose_wal_is_damaged_before_the_snapshot_point() {
             && reasons.contains(&format!("before {lsn}")),
         "{found:#}"
     );
+}
+
+/// A sparse copy of `image` beside it, mounted in `dir` while `damage` changes files under the
+/// root it is given, then unmounted.
+fn damaged_copy(image: &Path, dir: &Path, damage: impl FnOnce(&Path)) -> PathBuf {
+    let damaged = image.with_extension("damaged.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            image.to_str().unwrap(),
+            damaged.to_str().unwrap(),
+        ],
+    );
+    let view = LoopMount::attach(&damaged, &dir.join("damaging"), Attach::default()).expect("mount the copy");
+    damage(view.mountpoint());
+    drop(view);
+    damaged
 }
 
 /// Overwrites `len` bytes of `file` at `offset` with 0xFF, synced.

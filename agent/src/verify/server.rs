@@ -29,9 +29,10 @@ impl Owner {
         })
     }
 
-    /// Runs `command` as this owner.
+    /// Runs `command` as this owner, from `/`: the caller's working directory (root's home over
+    /// ssh, a 0700 folder) may be closed to it, and psql says so on the output it is read by.
     pub(crate) fn apply<'c>(&self, command: &'c mut Command) -> &'c mut Command {
-        command.uid(self.uid).gid(self.gid)
+        command.uid(self.uid).gid(self.gid).current_dir("/")
     }
 
     /// A folder of ours (sockets, logs) that the owner may use and nobody else.

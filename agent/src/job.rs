@@ -10,7 +10,7 @@ use crate::provider::local_image::LocalImage;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
-use crate::transaction::ports::{Skipped, SnapshotProvider, Target};
+use crate::transaction::ports::{Barrier, Skipped, SnapshotProvider, Target};
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, systemd};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub struct JobRequest {
     pub name: Option<String>,
     /// Wait until the provider reports the snapshot complete.
     pub wait: bool,
+    /// A bound on the frozen window below `freeze.max_freeze` (a group's, say); never above it.
+    pub max_freeze: Option<std::time::Duration>,
 }
 
 /// Why a job could not start. Once it started, failures are in its [`Report`].
@@ -214,11 +216,15 @@ fn detection(quiesce: &QuiescePlan) -> DatabaseDetection {
 
 /// Takes one snapshot: plans, locks the runtime directory (recovering what an earlier run left
 /// frozen), detects what to quiesce, holds a shutdown inhibitor, and runs the transaction.
+///
+/// A member of a consistency group passes its `barrier`: the run waits there for the group,
+/// names its snapshot with the group's template, and leaves retention to the group's.
 pub async fn execute(
     settings: &Settings,
     request: &JobRequest,
     observer: &dyn Observer,
     interrupt: Interrupt,
+    barrier: Option<&mut dyn Barrier>,
 ) -> Result<Report, JobError> {
     if let Some(name) = &request.name {
         naming::check_name(name).map_err(JobError::Name)?;
@@ -228,9 +234,13 @@ pub async fn execute(
     let name = match &request.name {
         Some(name) => SnapshotName::Fixed(name.clone()),
         None => SnapshotName::Template {
-            template: settings.snapshot.name_template.clone(),
+            template: match &barrier {
+                Some(_) => settings.snapshot.group_name_template.clone(),
+                None => settings.snapshot.name_template.clone(),
+            },
             host: ours.host.clone(),
             at: std::time::SystemTime::now(),
+            group: barrier.as_ref().map(|b| b.group().to_string()),
         },
     };
     let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
@@ -265,10 +275,13 @@ pub async fn execute(
         observer,
         spec: SnapshotSpec {
             name,
-            max_freeze: settings.freeze.max_freeze,
+            max_freeze: request
+                .max_freeze
+                .map_or(settings.freeze.max_freeze, |m| m.min(settings.freeze.max_freeze)),
             wait: request.wait,
             on_quiesce_failure: settings.quiesce.on_failure,
-            retention: Some(Retention {
+            // A group is kept or deleted whole, by its coordinator: never one member's part.
+            retention: barrier.is_none().then_some(Retention {
                 keep_last: settings.snapshot.keep_last as usize,
                 ours,
             }),
@@ -276,6 +289,7 @@ pub async fn execute(
         },
         skipped: plan.skipped.clone(),
         interrupt,
+        barrier: barrier.map(|b| b as &mut dyn Barrier),
     }
     .run()
     .await;

@@ -8,6 +8,11 @@ use std::time::SystemTime;
 
 /// The default template.
 pub(crate) const DEFAULT_TEMPLATE: &str = "{hostname}-{utc:%Y%m%d-%H%M%S}-{consistency}";
+/// The default template of a consistency group's snapshots.
+pub(crate) const DEFAULT_GROUP_TEMPLATE: &str = "{hostname}-{utc:%Y%m%d-%H%M%S}-{group}-{consistency}";
+
+/// A group id: `g` and eight lowercase hexadecimal digits, made by the coordinator.
+const GROUP_ID_LEN: usize = 9;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -16,6 +21,8 @@ enum Part {
     /// A strftime-style format with `%Y %m %d %H %M %S %%`.
     Utc(String),
     Consistency,
+    /// A consistency group's id.
+    Group,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +32,7 @@ pub struct NameTemplate {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad name template `{template}`: {problem}; placeholders are {{hostname}}, {{utc:FORMAT}} (with %Y %m %d %H %M %S) and {{consistency}}")]
+#[error("bad name template `{template}`: {problem}; placeholders are {{hostname}}, {{utc:FORMAT}} (with %Y %m %d %H %M %S), {{consistency}} and, for groups, {{group}}")]
 /// A template that does not parse, and why.
 pub struct TemplateError {
     template: String,
@@ -50,6 +57,7 @@ impl std::str::FromStr for NameTemplate {
                     parts.push(match name {
                         "hostname" => Part::Hostname,
                         "consistency" => Part::Consistency,
+                        "group" => Part::Group,
                         _ => match name.strip_prefix("utc:") {
                             Some(fmt) => {
                                 check_format(fmt).map_err(bad)?;
@@ -110,8 +118,13 @@ fn utc_fields(t: SystemTime) -> [u64; 6] {
 }
 
 impl NameTemplate {
-    /// The name for a snapshot of `host` taken at `at` with `consistency`.
-    pub(crate) fn render(&self, host: &str, at: SystemTime, consistency: Consistency) -> String {
+    /// Whether names from this template carry a group id.
+    pub(crate) fn has_group(&self) -> bool {
+        self.parts.contains(&Part::Group)
+    }
+
+    /// The name for a snapshot of `host` taken at `at` with `consistency`, in `group` if any.
+    pub(crate) fn render(&self, host: &str, at: SystemTime, consistency: Consistency, group: Option<&str>) -> String {
         let [y, mo, d, h, mi, s] = utc_fields(at);
         let mut out = String::new();
         for part in &self.parts {
@@ -119,6 +132,7 @@ impl NameTemplate {
                 Part::Literal(l) => out.push_str(l),
                 Part::Hostname => out.push_str(host),
                 Part::Consistency => out.push_str(consistency.as_str()),
+                Part::Group => out.push_str(group.unwrap_or_default()),
                 Part::Utc(fmt) => {
                     let mut chars = fmt.chars();
                     while let Some(c) = chars.next() {
@@ -144,27 +158,66 @@ impl NameTemplate {
 
     /// Whether `name` is one this template makes for `host`.
     pub(crate) fn matches(&self, host: &str, name: &str) -> bool {
-        match_parts(&self.parts, host, name)
+        match_parts(&self.parts, host, name, &mut None)
+    }
+
+    /// The group id in `name`, when this template made it for `host` and it has one.
+    pub(crate) fn group_of(&self, host: &str, name: &str) -> Option<String> {
+        let mut group = None;
+        match_parts(&self.parts, host, name, &mut group).then_some(group).flatten()
     }
 }
 
-fn match_parts(parts: &[Part], host: &str, name: &str) -> bool {
+/// Whether `name` is what `parts` render for `host`; a group id met on the way goes to `group`.
+fn match_parts(parts: &[Part], host: &str, name: &str, group: &mut Option<String>) -> bool {
     let Some((first, rest)) = parts.split_first() else {
         return name.is_empty();
     };
     match first {
         Part::Literal(l) => name
             .strip_prefix(l.as_str())
-            .is_some_and(|r| match_parts(rest, host, r)),
+            .is_some_and(|r| match_parts(rest, host, r, group)),
         Part::Hostname => name
             .strip_prefix(host)
-            .is_some_and(|r| match_parts(rest, host, r)),
+            .is_some_and(|r| match_parts(rest, host, r, group)),
         Part::Consistency => Consistency::ALL.iter().any(|c| {
             name.strip_prefix(c.as_str())
-                .is_some_and(|r| match_parts(rest, host, r))
+                .is_some_and(|r| match_parts(rest, host, r, group))
         }),
-        Part::Utc(fmt) => match_time(fmt, name).is_some_and(|r| match_parts(rest, host, r)),
+        Part::Utc(fmt) => match_time(fmt, name).is_some_and(|r| match_parts(rest, host, r, group)),
+        Part::Group => {
+            let Some(id) = name.get(..GROUP_ID_LEN).filter(|id| is_group_id(id)) else {
+                return false;
+            };
+            let matched = match_parts(rest, host, &name[GROUP_ID_LEN..], group);
+            if matched {
+                *group = Some(id.to_string());
+            }
+            matched
+        }
     }
+}
+
+/// Whether `id` is a group id as [`new_group_id`] makes them.
+pub fn is_group_id(id: &str) -> bool {
+    id.len() == GROUP_ID_LEN
+        && id.starts_with('g')
+        && id[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new group id, `g` and eight random lowercase hexadecimal digits: unique enough to tell a
+/// group's snapshots from every other group's of the same machines.
+pub fn new_group_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is keyed from the operating system's random source.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("g{:08x}", hasher.finish() as u32)
 }
 
 /// Consumes what `fmt` renders to (digits for fields); returns the rest of `name`.
@@ -222,6 +275,8 @@ pub enum SnapshotName {
         host: String,
         /// The time it renders.
         at: SystemTime,
+        /// The consistency group's id, for a member's run.
+        group: Option<String>,
     },
 }
 
@@ -230,7 +285,12 @@ impl SnapshotName {
     pub(crate) fn render(&self, consistency: Consistency) -> String {
         match self {
             SnapshotName::Fixed(name) => name.clone(),
-            SnapshotName::Template { template, host, at } => template.render(host, *at, consistency),
+            SnapshotName::Template {
+                template,
+                host,
+                at,
+                group,
+            } => template.render(host, *at, consistency, group.as_deref()),
         }
     }
 }
@@ -287,11 +347,11 @@ mod tests {
     fn the_default_template_renders_where_when_and_how_consistent() {
         let t: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
         assert_eq!(
-            t.render("web-1", at(), Consistency::Application),
+            t.render("web-1", at(), Consistency::Application, None),
             "web-1-20261127-235101-application"
         );
         assert_eq!(
-            t.render("web-1", at(), Consistency::Crash),
+            t.render("web-1", at(), Consistency::Crash, None),
             "web-1-20261127-235101-crash"
         );
     }
@@ -308,9 +368,26 @@ mod tests {
         assert!(!t.matches("web-1", "web-1-2026112-235101-filesystem"));
         assert!(!t.matches("web-1", "web-1-20261127-235101-filesystem-copy"));
         let odd: NameTemplate = "ff-{utc:%Y.%m%%}-{hostname}".parse().unwrap();
-        let name = odd.render("db", at(), Consistency::Filesystem);
+        let name = odd.render("db", at(), Consistency::Filesystem, None);
         assert_eq!(name, "ff-2026.11%-db");
         assert!(odd.matches("db", &name));
+    }
+
+    #[test]
+    fn a_group_template_carries_the_group_id_and_gives_it_back() {
+        let t: NameTemplate = DEFAULT_GROUP_TEMPLATE.parse().unwrap();
+        assert!(t.has_group());
+        let id = new_group_id();
+        assert!(is_group_id(&id), "{id}");
+        assert_ne!(id, new_group_id(), "random");
+        let name = t.render("db-1", at(), Consistency::Application, Some(&id));
+        assert_eq!(name, format!("db-1-20261127-235101-{id}-application"));
+        assert_eq!(t.group_of("db-1", &name), Some(id.clone()));
+        assert_eq!(t.group_of("db-2", &name), None, "another host");
+        let single: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
+        assert!(!single.matches("db-1", &name), "a group's snapshot is not a single run's");
+        assert!(!t.matches("db-1", "db-1-20261127-235101-gxyz12345-application"));
+        assert!(!t.matches("db-1", "db-1-20261127-235101-application"));
     }
 
     #[test]

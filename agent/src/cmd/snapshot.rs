@@ -50,6 +50,7 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> 
     let request = JobRequest {
         name: args.name.clone(),
         wait: args.wait,
+        max_freeze: None,
     };
     let report = runtime.block_on(async {
         let (stop, interrupt) = Interrupt::new();
@@ -62,12 +63,12 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> 
             };
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             tracing::warn!("signal received: winding down (thaw, resume)");
-            let _ = stop.send(true);
+            stop.signal();
         });
         let observer = Progress {
             notifier: Notifier::from_env(),
         };
-        job::execute(&settings, &request, &observer, interrupt).await
+        job::execute(&settings, &request, &observer, interrupt, None).await
     })?;
     // A copy abandoned at the deadline may still be winding down; do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -130,6 +130,7 @@ pub(crate) struct FreezeFragment {
 pub(crate) struct SnapshotFragment {
     pub(crate) provider: Option<String>,
     pub(crate) name_template: Option<String>,
+    pub(crate) group_name_template: Option<String>,
 }
 
 /// `[local_image]`
@@ -181,6 +182,7 @@ impl ConfigFragment {
             let e = self.snapshot.get_or_insert_with(Default::default);
             overlay(&mut e.provider, l.provider);
             overlay(&mut e.name_template, l.name_template);
+            overlay(&mut e.group_name_template, l.group_name_template);
         }
         if let Some(l) = later.local_image {
             let e = self.local_image.get_or_insert_with(Default::default);

@@ -163,6 +163,8 @@ pub struct FreezeSettings {
 pub struct SnapshotSettings {
     /// How snapshots are named unless a name is given.
     pub name_template: NameTemplate,
+    /// How a consistency group's snapshots are named: always with the group's id.
+    pub group_name_template: NameTemplate,
     /// Keep this many of this machine's freezeframe snapshots, deleting older ones (0: all).
     pub keep_last: u32,
     /// `snapshot.provider` and its section.
@@ -366,7 +368,12 @@ impl Settings {
             freeze: validate_freeze(fragment.freeze.unwrap_or_default())?,
             snapshot: SnapshotSettings {
                 name_template: validate_name_template(
+                    "snapshot.name_template",
                     fragment.snapshot.as_ref().and_then(|s| s.name_template.clone()),
+                )?,
+                group_name_template: validate_name_template(
+                    "snapshot.group_name_template",
+                    fragment.snapshot.as_ref().and_then(|s| s.group_name_template.clone()),
                 )?,
                 keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
                 provider: validate_provider(
@@ -481,14 +488,35 @@ fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, 
     })
 }
 
-fn validate_name_template(text: Option<String>) -> Result<NameTemplate, ConfigError> {
-    let text = text.unwrap_or_else(|| DEFAULT_NAME_TEMPLATE.to_string());
-    let template: NameTemplate =
-        text.parse()
-            .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
-                key: "snapshot.name_template",
-                problem: e.to_string(),
-            })?;
+/// `snapshot.name_template` or `snapshot.group_name_template`: only the second, and always
+/// it, names the group, so that a group's snapshots are never a single run's (retention) and
+/// always say which group they belong to.
+fn validate_name_template(key: &'static str, text: Option<String>) -> Result<NameTemplate, ConfigError> {
+    let for_groups = key == "snapshot.group_name_template";
+    let text = text.unwrap_or_else(|| {
+        if for_groups {
+            crate::naming::DEFAULT_GROUP_TEMPLATE
+        } else {
+            DEFAULT_NAME_TEMPLATE
+        }
+        .to_string()
+    });
+    let template: NameTemplate = text
+        .parse()
+        .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
+            key,
+            problem: e.to_string(),
+        })?;
+    if template.has_group() != for_groups {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: if for_groups {
+                format!("`{text}` has no {{group}}: a group's snapshots must carry the group's id")
+            } else {
+                format!("`{text}` has {{group}}, which only snapshot.group_name_template may use")
+            },
+        });
+    }
     // Literal parts end up in file and image names: keep them plain.
     let literal = text.split(['{', '}']).step_by(2).collect::<String>();
     if !literal
@@ -496,7 +524,7 @@ fn validate_name_template(text: Option<String>) -> Result<NameTemplate, ConfigEr
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         return Err(ConfigError::Invalid {
-            key: "snapshot.name_template",
+            key,
             problem: format!("`{text}`: outside placeholders use only letters, digits, `.`, `_` and `-`"),
         });
     }

@@ -55,15 +55,18 @@ fn every_key_is_read() {
         "nightly-{hostname}-{utc:%Y%m%d}".parse().unwrap()
     );
     assert_eq!(s.snapshot.keep_last, 7);
-    for (bad, why) in [
-        ("{host}", "unknown placeholder"),
-        ("a/{hostname}", "outside placeholders"),
+    for (key, bad, why) in [
+        ("name_template", "{host}", "unknown placeholder"),
+        ("name_template", "a/{hostname}", "outside placeholders"),
+        ("name_template", "{hostname}-{group}", "only snapshot.group_name_template"),
+        ("group_name_template", "{hostname}-{consistency}", "has no {group}"),
+        ("group_name_template", "{group}/{hostname}", "outside placeholders"),
     ] {
-        let err = settings(&format!("[snapshot]\nname_template = \"{bad}\"\n"))
+        let err = settings(&format!("[snapshot]\n{key} = \"{bad}\"\n"))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("snapshot.name_template") && err.contains(why),
+            err.contains(&format!("snapshot.{key}")) && err.contains(why),
             "{bad}: {err}"
         );
     }

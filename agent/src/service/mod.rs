@@ -4,13 +4,15 @@
 //! D-Bus activation starts it on the next call, so nothing runs between snapshots.
 
 pub(crate) mod access;
+mod group;
 pub mod wire;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::job::{self, JobRequest};
 use crate::notify::Notifier;
 use crate::runtime::{RecoveredFilesystem, RecoveredResume, RuntimeDir, RuntimeError};
-use crate::transaction::{Interrupt, Observer, Phase, Report, Status};
+use crate::transaction::ports::{Barrier, BarrierPoint};
+use crate::transaction::{Interrupt, Interrupter, Observer, Phase, Report, Status};
 use access::Access;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -41,14 +43,34 @@ pub enum AgentError {
 pub use crate::checks::Check;
 use wire::Dict;
 
-/// What a Snapshot call asks for, read from its `a{sv}` options.
+/// What a Snapshot or Prepare call asks for, read from its `a{sv}` options.
 #[derive(Debug, Default, PartialEq)]
 struct SnapshotOptions {
     request: JobRequest,
     dry_run: bool,
+    /// Prepare's group id.
+    group: Option<String>,
+    /// Prepare's: how long the coordinator waits for the group to be prepared.
+    prepare_timeout: Option<Duration>,
 }
 
-fn parse_options(options: &Dict) -> Result<SnapshotOptions, AgentError> {
+/// Which method's options: each takes its own keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OptionsOf {
+    Snapshot,
+    Prepare,
+}
+
+impl OptionsOf {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            OptionsOf::Snapshot => &["name (s)", "wait (b)", "dry-run (b)"],
+            OptionsOf::Prepare => &["group (s)", "wait (b)", "max-freeze-ms (t)", "timeout-ms (t)"],
+        }
+    }
+}
+
+fn parse_options(options: &Dict, of: OptionsOf) -> Result<SnapshotOptions, AgentError> {
     let mut parsed = SnapshotOptions::default();
     for (key, value) in options {
         let wrong_type = |expected: &str| {
@@ -57,6 +79,13 @@ fn parse_options(options: &Dict) -> Result<SnapshotOptions, AgentError> {
                 value.value_signature()
             ))
         };
+        if !of.keys().iter().any(|k| k.split(' ').next() == Some(key.as_str())) {
+            return Err(AgentError::InvalidArgs(format!(
+                "unknown option `{}`; the options are {}",
+                key.chars().take(64).collect::<String>(),
+                of.keys().join(", ")
+            )));
+        }
         match key.as_str() {
             "name" => {
                 let name: &str = value.downcast_ref().map_err(|_| wrong_type("a string (s)"))?;
@@ -64,23 +93,56 @@ fn parse_options(options: &Dict) -> Result<SnapshotOptions, AgentError> {
                     .map_err(|e| AgentError::InvalidArgs(format!("option `name`: {e}")))?;
                 parsed.request.name = Some(name.to_string());
             }
+            "group" => {
+                let group: &str = value.downcast_ref().map_err(|_| wrong_type("a string (s)"))?;
+                if !crate::naming::is_group_id(group) {
+                    return Err(AgentError::InvalidArgs(format!(
+                        "option `group`: `{}` is not a group id (g and 8 lowercase hexadecimal digits)",
+                        group.chars().take(64).collect::<String>()
+                    )));
+                }
+                parsed.group = Some(group.to_string());
+            }
+            "max-freeze-ms" | "timeout-ms" => {
+                let ms: u64 = value.downcast_ref().map_err(|_| wrong_type("an unsigned integer (t)"))?;
+                if ms == 0 {
+                    return Err(AgentError::InvalidArgs(format!("option `{key}` must be above 0")));
+                }
+                let ms = Some(Duration::from_millis(ms));
+                if key == "timeout-ms" {
+                    parsed.prepare_timeout = ms;
+                } else {
+                    parsed.request.max_freeze = ms;
+                }
+            }
             "wait" => parsed.request.wait = value.downcast_ref().map_err(|_| wrong_type("a boolean (b)"))?,
             "dry-run" => parsed.dry_run = value.downcast_ref().map_err(|_| wrong_type("a boolean (b)"))?,
-            other => {
-                return Err(AgentError::InvalidArgs(format!(
-                    "unknown option `{}`; the options are name (s), wait (b), dry-run (b)",
-                    other.chars().take(64).collect::<String>()
-                )))
-            }
+            _ => unreachable!("every key listed is parsed"),
         }
+    }
+    if of == OptionsOf::Prepare && parsed.group.is_none() {
+        return Err(AgentError::InvalidArgs(
+            "option `group` is required: the group's id, as the coordinator made it".into(),
+        ));
     }
     Ok(parsed)
 }
 
+/// The job running now.
+struct Running {
+    id: u64,
+    /// Asks it to wind down.
+    stop: Interrupter,
+    /// For a group's member: its coordinator and barrier.
+    group: Option<Arc<group::GroupSlot>>,
+    /// The phase it is in.
+    phase: Option<Phase>,
+}
+
 /// What the service holds between calls.
 struct State {
-    /// The job running now, and how to ask it to wind down.
-    running: Option<(u64, tokio::sync::watch::Sender<bool>)>,
+    /// The job running now.
+    running: Option<Running>,
     next_job: u64,
     last_activity: Instant,
     /// The last job's report.
@@ -124,11 +186,16 @@ impl Agent {
 
     /// Makes the next job the running one, unless a job runs here or another process (a
     /// one-shot `freezeframe-agent snapshot`) holds the lock.
-    fn claim_job(&self, settings: &Settings) -> Result<(u64, Interrupt), AgentError> {
+    fn claim_job(
+        &self,
+        settings: &Settings,
+        group: Option<Arc<group::GroupSlot>>,
+    ) -> Result<(u64, Interrupt, Interrupter), AgentError> {
         let mut state = self.state.lock().unwrap();
-        if let Some((running, _)) = &state.running {
+        if let Some(running) = &state.running {
             return Err(AgentError::Busy(format!(
-                "snapshot job {running} is running; wait for its JobFinished signal"
+                "snapshot job {} is running; wait for its JobFinished signal",
+                running.id
             )));
         }
         if let Err(RuntimeError::Busy { pid }) =
@@ -141,8 +208,29 @@ impl Agent {
         }
         state.next_job += 1;
         let (stop, interrupt) = Interrupt::new();
-        state.running = Some((state.next_job, stop));
-        Ok((state.next_job, interrupt))
+        state.running = Some(Running {
+            id: state.next_job,
+            stop: stop.clone(),
+            group: group.clone(),
+            phase: None,
+        });
+        Ok((state.next_job, interrupt, stop))
+    }
+
+    /// The running group job `job`, for its coordinator's calls.
+    fn group_job(&self, job: u64) -> Result<(Arc<group::GroupSlot>, Interrupter), AgentError> {
+        let state = self.state.lock().unwrap();
+        match &state.running {
+            Some(Running {
+                id,
+                group: Some(slot),
+                stop,
+                ..
+            }) if *id == job => Ok((slot.clone(), stop.clone())),
+            _ => Err(AgentError::InvalidArgs(format!(
+                "no group job {job} is running here (it finished, or it was never prepared)"
+            ))),
+        }
     }
 
     fn settings(&self) -> Result<Settings, AgentError> {
@@ -196,12 +284,19 @@ impl Agent {
         job::last_report(&settings.runtime_dir).or_else(|| self.state.lock().unwrap().last_result.clone())
     }
 
+    fn refuse_when_stopping(&self) -> Result<(), AgentError> {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AgentError::Failed("the agent is shutting down; call again".into()));
+        }
+        Ok(())
+    }
+
     fn touch(&self) {
         self.state.lock().unwrap().last_activity = Instant::now();
     }
 
     fn busy(&self) -> Option<u64> {
-        self.state.lock().unwrap().running.as_ref().map(|(id, _)| *id)
+        self.state.lock().unwrap().running.as_ref().map(|r| r.id)
     }
 }
 
@@ -209,6 +304,7 @@ impl Agent {
 #[derive(Debug, Clone, Copy)]
 enum Changed {
     RunningJob,
+    JobPhase,
     Frozen,
     LastResult,
 }
@@ -227,6 +323,7 @@ async fn announce(connection: &zbus::Connection, what: Changed) {
     let emitter = iface.signal_emitter();
     let sent = match what {
         Changed::RunningJob => agent.running_job_changed(emitter).await,
+        Changed::JobPhase => agent.job_phase_changed(emitter).await,
         Changed::Frozen => agent.frozen_changed(emitter).await,
         Changed::LastResult => agent.last_result_changed(emitter).await,
     };
@@ -243,6 +340,8 @@ struct Job {
     request: JobRequest,
     state: Arc<Mutex<State>>,
     emitter: SignalEmitter<'static>,
+    /// For a group's member: the barrier, and the watch on its coordinator (ended with the job).
+    group: Option<(group::ServiceBarrier, tokio::task::JoinHandle<()>)>,
 }
 
 /// A phase as the observer saw it: the phase, whether it finished, whether it went well, and
@@ -250,10 +349,15 @@ struct Job {
 type PhaseEvent = (Phase, bool, bool, f64);
 
 impl Job {
-    async fn run(self, interrupt: Interrupt) {
+    async fn run(mut self, interrupt: Interrupt) {
         announce(self.emitter.connection(), Changed::RunningJob).await;
         let (events, received) = tokio::sync::mpsc::unbounded_channel::<PhaseEvent>();
-        let forwarder = tokio::spawn(forward_phases(self.emitter.clone(), self.id, received));
+        let forwarder = tokio::spawn(forward_phases(
+            self.emitter.clone(),
+            self.id,
+            self.state.clone(),
+            received,
+        ));
         let observer = SignalObserver {
             events,
             notifier: Notifier::from_env(),
@@ -262,12 +366,18 @@ impl Job {
             crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id.map(|id| id.to_string()),
             _ => None,
         };
+        let group = self.group.as_ref().map(|(b, _)| b.group.clone());
         tracing::info!(
             job = self.id,
             droplet = droplet.as_deref().unwrap_or("from metadata"),
+            group = group.as_deref().unwrap_or_default(),
             "snapshot job started"
         );
-        let result = job::execute(&self.settings, &self.request, &observer, interrupt).await;
+        let barrier = self.group.as_mut().map(|(b, _)| b as &mut dyn Barrier);
+        let result = job::execute(&self.settings, &self.request, &observer, interrupt, barrier).await;
+        if let Some((_, watcher)) = self.group.take() {
+            watcher.abort();
+        }
         drop(observer);
         let _ = forwarder.await;
         self.finish(result).await;
@@ -300,7 +410,7 @@ impl Job {
             state.last_activity = Instant::now();
             state.last_result = Some(report.clone());
         }
-        for changed in [Changed::RunningJob, Changed::Frozen, Changed::LastResult] {
+        for changed in [Changed::RunningJob, Changed::JobPhase, Changed::Frozen, Changed::LastResult] {
             announce(self.emitter.connection(), changed).await;
         }
         let _ = Agent::job_finished(&self.emitter, self.id, succeeded, wire::to_dict(&report)).await;
@@ -311,14 +421,23 @@ impl Job {
 async fn forward_phases(
     emitter: SignalEmitter<'static>,
     id: u64,
+    state: Arc<Mutex<State>>,
     mut received: tokio::sync::mpsc::UnboundedReceiver<PhaseEvent>,
 ) {
     while let Some((phase, finished, ok, ms)) = received.recv().await {
+        if !finished {
+            if let Some(running) = state.lock().unwrap().running.as_mut() {
+                running.phase = Some(phase);
+            }
+        }
         if finished {
             // Held by the log gate while frozen, like every line.
             tracing::info!(job = id, phase = %phase, ms = %format_args!("{ms:.1}"), ok, "phase finished");
         }
         let _ = Agent::phase_changed(&emitter, id, &phase.to_string(), finished, ok, ms).await;
+        if !finished {
+            announce(emitter.connection(), Changed::JobPhase).await;
+        }
         if finished && matches!(phase, Phase::Freeze | Phase::Thaw) {
             announce(emitter.connection(), Changed::Frozen).await;
         }
@@ -368,12 +487,8 @@ impl Agent {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<u64, AgentError> {
         let settings = self.admit(Access::Change, connection, &header).await?;
-        let options = parse_options(&options)?;
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(AgentError::Failed(
-                "the agent is shutting down; call again".into(),
-            ));
-        }
+        let options = parse_options(&options, OptionsOf::Snapshot)?;
+        self.refuse_when_stopping()?;
         let emitter = emitter.into_owned();
         if options.dry_run {
             let plan = job::snapshot_plan(&settings)
@@ -385,16 +500,110 @@ impl Agent {
             });
             return Ok(id);
         }
-        let (id, interrupt) = self.claim_job(&settings)?;
+        let (id, interrupt, _) = self.claim_job(&settings, None)?;
         let job = Job {
             id,
             settings,
             request: options.request,
             state: self.state.clone(),
             emitter,
+            group: None,
         };
         tokio::spawn(job.run(interrupt));
         Ok(id)
+    }
+
+    /// Starts this machine's part of a consistency group's snapshot (option `group`, the
+    /// group's id, is required); returns its job id. The job runs preflight, quiesces and
+    /// flushes, then waits (phase `ready`) for Freeze; freezes and waits (phase `hold`) for
+    /// Commit; then requests its snapshot and thaws as Snapshot does. Only the caller may call
+    /// Freeze and Commit; when it leaves the bus before committing, the job aborts: it thaws
+    /// and resumes at once and requests nothing. Abort does the same on request.
+    #[zbus(out_args("job"))]
+    async fn prepare(
+        &self,
+        options: Dict,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<u64, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        let options = parse_options(&options, OptionsOf::Prepare)?;
+        self.refuse_when_stopping()?;
+        let coordinator = header
+            .sender()
+            .ok_or_else(|| AgentError::AccessDenied("the call has no sender".into()))?
+            .to_string();
+        let slot = group::GroupSlot::new(coordinator);
+        let (id, interrupt, stop) = self.claim_job(&settings, Some(slot.clone()))?;
+        let watcher = match group::watch_coordinator(connection, slot.clone(), stop).await {
+            Ok(watcher) => watcher,
+            Err(e) => {
+                self.state.lock().unwrap().running = None;
+                return Err(e);
+            }
+        };
+        let barrier = group::ServiceBarrier {
+            group: options.group.unwrap_or_default(),
+            slot,
+            prepare_deadline: tokio::time::Instant::now()
+                + options.prepare_timeout.unwrap_or(group::DEFAULT_PREPARE_TIMEOUT),
+        };
+        let job = Job {
+            id,
+            settings,
+            request: options.request,
+            state: self.state.clone(),
+            emitter: emitter.into_owned(),
+            group: Some((barrier, watcher)),
+        };
+        tokio::spawn(job.run(interrupt));
+        Ok(id)
+    }
+
+    /// The coordinator's word to group job `job`, quiesced and flushed (phase `ready`): freeze.
+    async fn freeze(
+        &self,
+        job: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), AgentError> {
+        self.admit(Access::Change, connection, &header).await?;
+        let (slot, _) = self.group_job(job)?;
+        slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Synced)
+    }
+
+    /// The coordinator's word to group job `job`, frozen (phase `hold`): request the snapshot.
+    async fn commit(
+        &self,
+        job: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), AgentError> {
+        self.admit(Access::Change, connection, &header).await?;
+        let (slot, _) = self.group_job(job)?;
+        slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Frozen)
+    }
+
+    /// Aborts group job `job` before its commit: it thaws and resumes at once, requests
+    /// nothing, and its report gives `reason`. Refused once committed (the request is out).
+    async fn abort(
+        &self,
+        job: u64,
+        reason: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), AgentError> {
+        self.admit(Access::Change, connection, &header).await?;
+        let (slot, stop) = self.group_job(job)?;
+        if slot.committed() {
+            return Err(AgentError::Failed(format!(
+                "job {job} is committed: its request is out, and it thaws as soon as the snapshot registers"
+            )));
+        }
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        stop.stop(format!("aborted by the group's coordinator: {reason}"));
+        Ok(())
     }
 
     /// What a snapshot would freeze and quiesce, typed ([`wire`]), with the keys of
@@ -535,6 +744,24 @@ impl Agent {
     ) -> zbus::fdo::Result<u64> {
         self.admit_reader(header, connection).await?;
         Ok(self.busy().unwrap_or(0))
+    }
+
+    /// The phase the running job is in (`quiesce`, `ready`, `hold`, …); empty when none runs.
+    /// Changes are signalled.
+    #[zbus(property)]
+    async fn job_phase(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.admit_reader(header, connection).await?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .running
+            .as_ref()
+            .and_then(|r| r.phase)
+            .map(|p| p.to_string())
+            .unwrap_or_default())
     }
 
     /// Whether a run's filesystems are frozen now (its record exists). Changes are signalled.
@@ -680,8 +907,8 @@ pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     notifier.send("STOPPING=1");
     // Let a running job wind down (thaw, resume) and deliver its result before going.
-    if let Some((_, stop)) = &state.lock().unwrap().running {
-        let _ = stop.send(true);
+    if let Some(running) = &state.lock().unwrap().running {
+        running.stop.signal();
     }
     while state.lock().unwrap().running.is_some() {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -706,7 +933,7 @@ mod tests {
             ("name".to_string(), variant("nightly-1".to_string())),
             ("wait".to_string(), variant(true)),
         ]);
-        let parsed = parse_options(&options).unwrap();
+        let parsed = parse_options(&options, OptionsOf::Snapshot).unwrap();
         assert_eq!(parsed.request.name.as_deref(), Some("nightly-1"));
         assert!(parsed.request.wait && !parsed.dry_run);
 
@@ -717,7 +944,7 @@ mod tests {
             ("name", variant("x".repeat(100_000)), "name"),
             ("colour", variant(true), "unknown option `colour`"),
         ] {
-            let err = parse_options(&HashMap::from([(key.to_string(), value)])).unwrap_err();
+            let err = parse_options(&HashMap::from([(key.to_string(), value)]), OptionsOf::Snapshot).unwrap_err();
             assert!(
                 matches!(&err, AgentError::InvalidArgs(m) if m.contains(expected)),
                 "{key}: {err}"

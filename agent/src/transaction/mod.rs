@@ -13,13 +13,13 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{ms, FilesystemsReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
+pub use report::{ms, FilesystemsReport, GroupReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
 
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment, QuiescePolicy, Quiescer,
-    Registration, SkipReason, Skipped, SnapshotProvider, Target,
+    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment,
+    QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -70,16 +70,40 @@ pub(crate) fn deadline_margin(max_freeze: Duration) -> Duration {
     (max_freeze / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// Set when the user asks to stop (SIGINT, SIGTERM): the run winds down through thaw and resume
-/// instead of being dropped half-way.
+/// Set when the run is asked to stop (SIGINT, SIGTERM, a group's coordinator aborting or
+/// going away): it winds down through thaw and resume instead of being dropped half-way, and
+/// the report says why.
 #[derive(Clone)]
-pub struct Interrupt(tokio::sync::watch::Receiver<bool>);
+pub struct Interrupt(tokio::sync::watch::Receiver<Option<String>>);
+
+/// Triggers an [`Interrupt`]; the first reason given is the one reported.
+#[derive(Clone)]
+pub struct Interrupter(tokio::sync::watch::Sender<Option<String>>);
+
+impl Interrupter {
+    /// A signal asked the run to stop.
+    pub fn signal(&self) {
+        self.stop(INTERRUPTED);
+    }
+
+    /// Stops the run, saying why (the report's error).
+    pub fn stop(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.0.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        });
+    }
+}
 
 impl Interrupt {
-    /// An interrupt and the switch that triggers it (`send(true)`).
-    pub fn new() -> (tokio::sync::watch::Sender<bool>, Interrupt) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (tx, Interrupt(rx))
+    /// An interrupt and what triggers it.
+    pub fn new() -> (Interrupter, Interrupt) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (Interrupter(tx), Interrupt(rx))
     }
 
     /// An interrupt that never comes.
@@ -88,15 +112,22 @@ impl Interrupt {
     }
 
     fn requested(&self) -> bool {
-        *self.0.borrow()
+        self.0.borrow().is_some()
     }
 
-    async fn wait(&mut self) {
+    /// Why the run was stopped.
+    fn reason(&self) -> String {
+        self.0.borrow().clone().unwrap_or_else(|| INTERRUPTED.to_string())
+    }
+
+    /// Waits for the interrupt; returns its reason.
+    async fn wait(&mut self) -> String {
         while !self.requested() {
             if self.0.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
+        self.reason()
     }
 }
 
@@ -116,14 +147,18 @@ pub struct Transaction<'a> {
     pub skipped: Vec<Skipped>,
     /// A signal to wind down.
     pub interrupt: Interrupt,
+    /// For a member of a consistency group: where it waits for the group.
+    pub barrier: Option<&'a mut dyn Barrier>,
 }
 
 /// Why the window closed without a registration.
 enum RequestFailure {
-    Interrupted,
+    Interrupted(String),
     Provider(String),
     Deadline,
     Guard(GuardEvent),
+    /// The group did not reach its commit: nothing was requested.
+    NotCommitted(String),
 }
 
 impl RequestFailure {
@@ -131,10 +166,13 @@ impl RequestFailure {
     fn explain(self, max_freeze: Duration) -> String {
         let max = humantime::format_duration(max_freeze);
         match self {
-            RequestFailure::Interrupted => format!(
-                "{INTERRUPTED} while frozen; the request was abandoned, so a snapshot the \
+            RequestFailure::Interrupted(reason) => format!(
+                "{reason} while frozen; the request was abandoned, so a snapshot the \
                  provider may still create from it is not consistent"
             ),
+            RequestFailure::NotCommitted(why) => {
+                format!("the group did not commit: {why}; the filesystems were thawed and no snapshot was requested")
+            }
             RequestFailure::Provider(e) => format!("the snapshot request failed: {e}"),
             RequestFailure::Deadline => format!(
                 "the snapshot request did not register within max_freeze ({max}): the filesystems \
@@ -210,6 +248,11 @@ impl Recorder<'_> {
             };
             *slot += ms(elapsed);
         }
+    }
+
+    /// The group part of the report (set up by the run for a group's member).
+    fn group_mut(&mut self) -> &mut GroupReport {
+        self.report.group.get_or_insert_with(GroupReport::default)
     }
 
     fn fail(&mut self, phase: Phase, error: String) {
@@ -305,6 +348,10 @@ impl Transaction<'_> {
             .map(|u| format!("not quiesced: {u}"))
             .collect();
         report.filesystems.skipped = std::mem::take(&mut self.skipped);
+        report.group = self.barrier.as_ref().map(|b| GroupReport {
+            id: b.group().to_string(),
+            ..GroupReport::default()
+        });
         report.quiescers = self
             .quiescers
             .iter()
@@ -353,16 +400,38 @@ impl Transaction<'_> {
         self.sync()
             .await
             .map_err(|message| Stop::at(Phase::Sync, message))?;
+        if let Some(barrier) = self.barrier.as_deref_mut() {
+            barrier.arrived(BarrierPoint::Synced);
+            rec.enter(Phase::Ready);
+            let waited = Instant::now();
+            self.ready().await.map_err(|why| Stop::at(Phase::Ready, why))?;
+            rec.group_mut().ready_ms = ms(waited.elapsed());
+        }
         rec.enter(Phase::Freeze);
         let outcome = self.freeze(rec)?;
         let frozen_at = Instant::now();
-        rec.enter(Phase::Request);
-        let budget = self
-            .spec
-            .max_freeze
-            .saturating_sub(deadline_margin(self.spec.max_freeze))
-            .saturating_sub(outcome.guard_armed_at.unwrap_or(frozen_at).elapsed());
-        let registered = self.request(&name, &outcome.frozen, budget).await;
+        // The guard thaws at max_freeze from its arming; the agent gives up a margin before.
+        let deadline = outcome.guard_armed_at.unwrap_or(frozen_at) + self.spec.max_freeze
+            - deadline_margin(self.spec.max_freeze);
+        let mut held = Ok(());
+        if let Some(barrier) = self.barrier.as_deref_mut() {
+            barrier.arrived(BarrierPoint::Frozen);
+            rec.enter(Phase::Hold);
+            held = self.hold(deadline).await;
+            rec.group_mut().held_ms = ms(frozen_at.elapsed());
+        }
+        let committed_at = Instant::now();
+        let registered = match held {
+            Ok(()) => {
+                rec.enter(Phase::Request);
+                let budget = deadline.saturating_duration_since(Instant::now());
+                self.request(&name, &outcome.frozen, budget).await
+            }
+            Err(failure) => Err(failure),
+        };
+        if self.barrier.is_some() && registered.is_ok() {
+            rec.group_mut().commit_to_thaw_ms = Some(ms(committed_at.elapsed()));
+        }
         rec.enter(Phase::Thaw);
         let thaw = self.filesystems.thaw();
         rec.report.frozen_ms = ms(thaw.frozen_for);
@@ -405,7 +474,7 @@ impl Transaction<'_> {
         let mut all_prepared = true;
         for i in 0..self.quiescers.len() {
             if self.interrupt.requested() {
-                return Err(Stop::at(Phase::Quiesce, INTERRUPTED));
+                return Err(Stop::at(Phase::Quiesce, self.interrupt.reason()));
             }
             *started = i + 1;
             let q = &mut self.quiescers[i];
@@ -414,7 +483,7 @@ impl Transaction<'_> {
             // having started, resumed with the others.
             let result = tokio::select! {
                 biased;
-                () = self.interrupt.wait() => return Err(Stop::at(Phase::Quiesce, INTERRUPTED)),
+                reason = self.interrupt.wait() => return Err(Stop::at(Phase::Quiesce, reason)),
                 result = tokio::time::timeout(timeout, q.prepare()) => match result {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err(format!(
@@ -480,6 +549,40 @@ impl Transaction<'_> {
         Ok(outcome)
     }
 
+    /// A group member, quiesced and flushed: waits for the coordinator's word to freeze. Not
+    /// frozen yet, so only an abort (the interrupt) ends the wait early; the coordinator bounds
+    /// it, and a coordinator that goes away aborts it.
+    async fn ready(&mut self) -> Result<(), String> {
+        let Some(barrier) = self.barrier.as_deref_mut() else {
+            return Ok(());
+        };
+        tokio::select! {
+            biased;
+            reason = self.interrupt.wait() => Err(reason),
+            released = barrier.released(BarrierPoint::Synced) => released,
+        }
+    }
+
+    /// A group member, frozen: waits for the coordinator's word to request, raced like the
+    /// request itself against the deadline, the guard and an abort.
+    async fn hold(&mut self, deadline: Instant) -> Result<(), RequestFailure> {
+        let Some(barrier) = self.barrier.as_deref_mut() else {
+            return Ok(());
+        };
+        let max = humantime::format_duration(self.spec.max_freeze);
+        tokio::select! {
+            biased;
+            event = self.filesystems.guard_tripped() => Err(RequestFailure::NotCommitted(format!(
+                "the thaw guard ended the freeze ({event:?}) before the coordinator's commit"
+            ))),
+            reason = self.interrupt.wait() => Err(RequestFailure::NotCommitted(reason)),
+            () = tokio::time::sleep_until(deadline.into()) => Err(RequestFailure::NotCommitted(format!(
+                "the coordinator's commit did not come within max_freeze ({max})"
+            ))),
+            released = barrier.released(BarrierPoint::Frozen) => released.map_err(RequestFailure::NotCommitted),
+        }
+    }
+
     /// Asks for the snapshot, inside the window: raced against the deadline, the guard and
     /// signals, whichever comes first.
     async fn request(
@@ -491,7 +594,7 @@ impl Transaction<'_> {
         tokio::select! {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),
-            () = self.interrupt.wait() => Err(RequestFailure::Interrupted),
+            reason = self.interrupt.wait() => Err(RequestFailure::Interrupted(reason)),
             result = tokio::time::timeout(budget, self.provider.request(name, frozen)) => {
                 match result {
                     Ok(Ok(registration)) => Ok(registration),
@@ -521,6 +624,10 @@ impl Transaction<'_> {
                     None => window.expected,
                 });
                 Some(registration)
+            }
+            Err(failure @ RequestFailure::NotCommitted(_)) => {
+                rec.fail(Phase::Hold, failure.explain(self.spec.max_freeze));
+                None
             }
             Err(failure) => {
                 if !matches!(failure, RequestFailure::Provider(_)) {
@@ -589,7 +696,7 @@ impl Transaction<'_> {
 
     fn interrupted(&self) -> Result<(), String> {
         if self.interrupt.requested() {
-            Err(INTERRUPTED.to_string())
+            Err(self.interrupt.reason())
         } else {
             Ok(())
         }

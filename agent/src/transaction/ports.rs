@@ -611,3 +611,30 @@ pub trait SnapshotProvider: Send {
         )))
     }
 }
+
+// ---- A consistency group's barrier ----
+
+/// Where a member of a consistency group waits for the group's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BarrierPoint {
+    /// Quiesced and flushed, nothing frozen: waits for the word to freeze.
+    Synced,
+    /// Frozen: waits for the word to request the snapshot.
+    Frozen,
+}
+
+/// A consistency group's barrier, as one member sees it: the run stops at each point until the
+/// coordinator says go on. An abort comes as the run's interrupt (with its reason), and every
+/// wait is raced against it, the deadline and the guard by the transaction.
+#[async_trait::async_trait]
+pub trait Barrier: Send {
+    /// The group's id, for the snapshot's name and the report.
+    fn group(&self) -> &str;
+    /// The run is at `point`: called before the phase that waits there is announced, so a
+    /// coordinator told of that phase finds the member waiting.
+    fn arrived(&mut self, point: BarrierPoint);
+    /// Returns when the coordinator says go on from `point`, or why the member gives up
+    /// waiting (the coordinator's deadline passed).
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), String>;
+}

@@ -14,8 +14,12 @@ pub enum Phase {
     Quiesce,
     /// Filesystems flushed, outside the window.
     Sync,
+    /// A group's member, flushed: waiting for the coordinator's word to freeze.
+    Ready,
     /// FIFREEZE, in plan order.
     Freeze,
+    /// A group's member, frozen: waiting for the coordinator's word to request.
+    Hold,
     /// The snapshot asked for, inside the window.
     Request,
     /// FITHAW, in reverse.
@@ -36,7 +40,9 @@ impl Phase {
             Phase::Preflight => "checking",
             Phase::Quiesce => "quiescing applications",
             Phase::Sync => "flushing filesystems",
+            Phase::Ready => "waiting for the group to be ready",
             Phase::Freeze => "freezing filesystems",
+            Phase::Hold => "frozen: waiting for the group to commit",
             Phase::Request => "frozen: requesting the snapshot",
             Phase::Thaw => "thawing filesystems",
             Phase::Resume => "resuming applications",
@@ -101,6 +107,22 @@ pub struct FilesystemsReport {
     pub skipped: Vec<Skipped>,
 }
 
+/// A consistency group's member: its group, and its own times at the group's barriers (the
+/// coordinator puts them beside its own clock's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// The group's id, in every member's snapshot name.
+    pub id: String,
+    /// Quiesced and flushed, waiting for the word to freeze.
+    pub ready_ms: f64,
+    /// Frozen, waiting for the word to request (from the last FIFREEZE).
+    pub held_ms: f64,
+    /// From the word to request until the snapshot registered and the thaw began; absent when
+    /// the group did not commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_to_thaw_ms: Option<f64>,
+}
+
 /// Everything about one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -158,6 +180,9 @@ pub struct Report {
     pub resume_ms: f64,
     /// The whole run.
     pub total_ms: f64,
+    /// For a member of a consistency group: the group and its barriers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupReport>,
     /// Each phase, in order.
     pub phases: Vec<PhaseTiming>,
 }
@@ -189,6 +214,7 @@ impl Report {
             thawing_ms: 0.0,
             resume_ms: 0.0,
             total_ms: 0.0,
+            group: None,
             phases: Vec::new(),
         }
     }

@@ -262,6 +262,35 @@ struct Setup {
     name: SnapshotName,
     retention: Option<Retention>,
     unquiesced: Vec<String>,
+    barrier: Option<FakeBarrier>,
+}
+
+/// A group's barrier: what the coordinator says at each point.
+struct FakeBarrier {
+    log: Log,
+    synced: Behaviour,
+    frozen: Behaviour,
+}
+
+#[async_trait::async_trait]
+impl Barrier for FakeBarrier {
+    fn group(&self) -> &str {
+        "g0000abcd"
+    }
+    fn arrived(&mut self, point: BarrierPoint) {
+        note(&self.log, format!("barrier.{point:?}"));
+    }
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), String> {
+        let word = match point {
+            BarrierPoint::Synced => self.synced,
+            BarrierPoint::Frozen => self.frozen,
+        };
+        match word {
+            Behaviour::Works => Ok(()),
+            Behaviour::Fails => Err("the coordinator's deadline passed".into()),
+            Behaviour::Hangs => std::future::pending().await,
+        }
+    }
 }
 
 impl Setup {
@@ -285,7 +314,19 @@ impl Setup {
             name: SnapshotName::Fixed("snap".into()),
             retention: None,
             unquiesced: Vec::new(),
+            barrier: None,
         }
+    }
+
+    /// A member of a group whose coordinator answers `synced` and `frozen` so.
+    fn member(quiescers: &[&str], synced: Behaviour, frozen: Behaviour) -> Self {
+        let mut s = Setup::new(quiescers);
+        s.barrier = Some(FakeBarrier {
+            log: s.log.clone(),
+            synced,
+            frozen,
+        });
+        s
     }
 
     async fn run(mut self) -> (Report, Vec<String>, Vec<Phase>) {
@@ -309,6 +350,7 @@ impl Setup {
             },
             skipped: Vec::new(),
             interrupt: self.interrupt,
+            barrier: self.barrier.as_mut().map(|b| b as &mut dyn Barrier),
         }
         .run()
         .await;
@@ -529,7 +571,7 @@ async fn an_interrupt_while_frozen_thaws_and_resumes() {
     s.interrupt = interrupt;
     let run = tokio::spawn(s.run());
     tokio::task::yield_now().await;
-    stop.send(true).unwrap();
+    stop.signal();
     let (report, log, _) = run.await.unwrap();
     assert!(log.ends_with(&["fs.thaw".into(), "a.resume".into()]), "{log:?}");
     assert!(report.error.unwrap().contains("interrupted"));
@@ -546,7 +588,7 @@ async fn an_interrupt_during_a_slow_prepare_stops_it_and_resumes_what_started() 
     while !log.lock().unwrap().iter().any(|e| e == "b.prepare") {
         tokio::task::yield_now().await;
     }
-    stop.send(true).unwrap();
+    stop.signal();
     let (report, log, _) = run.await.unwrap();
     assert!(
         log.ends_with(&["b.prepare".into(), "b.resume".into(), "a.resume".into()]),
@@ -561,7 +603,7 @@ async fn an_interrupt_during_a_slow_prepare_stops_it_and_resumes_what_started() 
 async fn an_interrupt_before_the_freeze_freezes_nothing() {
     let mut s = Setup::new(&["a"]);
     let (stop, interrupt) = Interrupt::new();
-    stop.send(true).unwrap();
+    stop.signal();
     s.interrupt = interrupt;
     let (report, log, _) = s.run().await;
     assert!(
@@ -611,6 +653,7 @@ fn template_name(host: &str) -> (SnapshotName, OwnNames) {
             template: template.clone(),
             host: host.into(),
             at: UNIX_EPOCH + Duration::from_secs(1_795_823_461),
+            group: None,
         },
         OwnNames {
             template,
@@ -795,4 +838,95 @@ async fn an_application_no_quiescer_handles_caps_consistency_at_filesystem() {
         log.contains(&"db.prepare".to_string()),
         "the others are still quiesced: {log:?}"
     );
+}
+
+#[tokio::test]
+async fn a_group_member_waits_flushed_and_frozen_for_its_coordinator() {
+    let (report, log, phases) = Setup::member(&["db"], Behaviour::Works, Behaviour::Works)
+        .run()
+        .await;
+    assert_eq!(report.status, Status::Succeeded, "{:?}", report.error);
+    let at = |e: &str| log.iter().position(|l| l == e).unwrap_or_else(|| panic!("{e}: {log:?}"));
+    assert!(at("provider.ready") < at("barrier.Synced"), "flushed before it says ready");
+    assert!(at("barrier.Synced") < at("fs.freeze") && at("fs.freeze") < at("barrier.Frozen"));
+    assert!(at("barrier.Frozen") < at("provider.request snap 2") && at("provider.request snap 2") < at("fs.thaw"));
+    assert!(at("fs.thaw") < at("db.resume"));
+    let ready = phases.iter().position(|p| *p == Phase::Ready).unwrap();
+    assert_eq!(phases[ready - 1], Phase::Sync);
+    assert_eq!(phases[ready + 1], Phase::Freeze);
+    assert_eq!(phases[ready + 2], Phase::Hold);
+    assert_eq!(phases[ready + 3], Phase::Request);
+    let group = report.group.unwrap();
+    assert_eq!(group.id, "g0000abcd");
+    assert!(group.commit_to_thaw_ms.is_some());
+    assert_eq!(report.consistency, Some(Consistency::Application));
+}
+
+#[tokio::test]
+async fn a_group_member_aborted_while_frozen_thaws_resumes_and_requests_nothing() {
+    let s = Setup::member(&["db"], Behaviour::Works, Behaviour::Hangs);
+    let log = s.log.clone();
+    let (stop, interrupt) = Interrupt::new();
+    let mut s = s;
+    s.interrupt = interrupt;
+    let run = tokio::spawn(s.run());
+    while !log.lock().unwrap().iter().any(|e| e == "barrier.Frozen") {
+        tokio::task::yield_now().await;
+    }
+    stop.stop("aborted by the group's coordinator: member b failed");
+    let (report, log, _) = run.await.unwrap();
+    assert!(log.ends_with(&["fs.thaw".into(), "db.resume".into()]), "{log:?}");
+    assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
+    assert_eq!(report.failed_phase, Some(Phase::Hold));
+    let error = report.error.unwrap();
+    assert!(error.contains("member b failed") && error.contains("no snapshot was requested"), "{error}");
+    assert_eq!(report.consistency, None, "nothing was requested");
+    assert_eq!(report.group.unwrap().commit_to_thaw_ms, None);
+}
+
+#[tokio::test]
+async fn a_group_member_whose_commit_never_comes_thaws_before_max_freeze() {
+    let (report, log, _) = Setup::member(&["db"], Behaviour::Works, Behaviour::Hangs)
+        .run()
+        .await;
+    assert!(log.ends_with(&["fs.thaw".into(), "db.resume".into()]), "{log:?}");
+    assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
+    assert_eq!(report.failed_phase, Some(Phase::Hold));
+    assert!(report.error.unwrap().contains("did not come within max_freeze"));
+    let held = report.group.unwrap().held_ms;
+    assert!(held < 2000.0, "held {held} ms, max_freeze is 2 s");
+}
+
+#[tokio::test]
+async fn a_group_member_not_told_to_freeze_resumes_and_freezes_nothing() {
+    for (synced, interrupt) in [(Behaviour::Fails, false), (Behaviour::Hangs, true)] {
+        let s = Setup::member(&["db"], synced, Behaviour::Works);
+        let log = s.log.clone();
+        let (stop, signal) = Interrupt::new();
+        let mut s = s;
+        s.interrupt = signal;
+        let run = tokio::spawn(s.run());
+        if interrupt {
+            while !log.lock().unwrap().iter().any(|e| e == "barrier.Synced") {
+                tokio::task::yield_now().await;
+            }
+            stop.stop("the group's coordinator left the bus");
+        }
+        let (report, log, _) = run.await.unwrap();
+        assert!(!log.iter().any(|e| e == "fs.freeze"), "{log:?}");
+        assert!(log.ends_with(&["db.resume".into()]), "{log:?}");
+        assert_eq!(report.failed_phase, Some(Phase::Ready));
+        let error = report.error.unwrap();
+        assert!(error.contains(if interrupt { "left the bus" } else { "deadline passed" }), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_guard_acting_while_a_member_holds_ends_it_without_a_request() {
+    let mut s = Setup::member(&["db"], Behaviour::Works, Behaviour::Hangs);
+    s.fs.guard = Some((Duration::from_millis(10), GuardEvent::Died));
+    let (report, log, _) = s.run().await;
+    assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
+    assert_eq!(report.failed_phase, Some(Phase::Hold));
+    assert!(report.error.unwrap().contains("thaw guard"));
 }

@@ -1,0 +1,144 @@
+//! A consistency group's member on the service's side: the barrier a group job waits at
+//! (`Prepare` starts it; `Freeze` and `Commit` release it, each only from the coordinator that
+//! called `Prepare` and only where the job waits), and the watch that aborts the job when that
+//! coordinator leaves the bus (killed, or its ssh connection cut) before it committed.
+
+use super::AgentError;
+use crate::transaction::ports::{Barrier, BarrierPoint};
+use crate::transaction::Interrupter;
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex};
+
+/// What the service keeps of a group job: who coordinates it, where it waits, how far the
+/// coordinator released it.
+pub(crate) struct GroupSlot {
+    /// The coordinator's unique bus name (`:1.42`).
+    coordinator: String,
+    /// Where the job waits now, if it does.
+    waiting_at: Mutex<Option<BarrierPoint>>,
+    /// The last point the coordinator released.
+    released: tokio::sync::watch::Sender<Option<BarrierPoint>>,
+}
+
+impl GroupSlot {
+    pub(crate) fn new(coordinator: String) -> Arc<GroupSlot> {
+        Arc::new(GroupSlot {
+            coordinator,
+            waiting_at: Mutex::new(None),
+            released: tokio::sync::watch::channel(None).0,
+        })
+    }
+
+    /// The coordinator's word to go on from `point`: refused from anyone else, and unless the
+    /// job waits there now.
+    pub(crate) fn release(&self, sender: Option<&str>, job: u64, point: BarrierPoint) -> Result<(), AgentError> {
+        self.check_coordinator(sender, job)?;
+        let waiting_at = *self.waiting_at.lock().unwrap();
+        if waiting_at != Some(point) {
+            let (word, needs) = match point {
+                BarrierPoint::Synced => ("Freeze", "quiesced and flushed (phase `ready`)"),
+                BarrierPoint::Frozen => ("Commit", "frozen (phase `hold`)"),
+            };
+            return Err(AgentError::Failed(format!(
+                "job {job} is not waiting for {word}: it may be called once the job is {needs}, and once"
+            )));
+        }
+        *self.waiting_at.lock().unwrap() = None;
+        self.released.send_replace(Some(point));
+        Ok(())
+    }
+
+    /// Whether the coordinator committed: from then on the request is sent, and only the
+    /// registration ends the window.
+    pub(crate) fn committed(&self) -> bool {
+        *self.released.borrow() == Some(BarrierPoint::Frozen)
+    }
+
+    /// Refuses anyone but the coordinator.
+    pub(crate) fn check_coordinator(&self, sender: Option<&str>, job: u64) -> Result<(), AgentError> {
+        if sender != Some(self.coordinator.as_str()) {
+            return Err(AgentError::AccessDenied(format!(
+                "job {job} belongs to the coordinator {} that prepared it",
+                self.coordinator
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The barrier a group job's transaction waits at.
+pub(crate) struct ServiceBarrier {
+    pub(crate) group: String,
+    pub(crate) slot: Arc<GroupSlot>,
+    /// When the coordinator gives up on the group being prepared: a member still waiting to
+    /// freeze then stops waiting (its databases stay quiesced only that long).
+    pub(crate) prepare_deadline: tokio::time::Instant,
+}
+
+/// How long a coordinator waits for its group to be prepared unless it says (`timeout-ms`).
+pub(crate) const DEFAULT_PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[async_trait::async_trait]
+impl Barrier for ServiceBarrier {
+    fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn arrived(&mut self, point: BarrierPoint) {
+        // Before the phase signal (`ready`, `hold`) that tells the coordinator.
+        *self.slot.waiting_at.lock().unwrap() = Some(point);
+    }
+
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), String> {
+        let mut released = self.slot.released.subscribe();
+        let word = released.wait_for(|r| *r >= Some(point));
+        match point {
+            // Frozen, the transaction bounds the wait by max_freeze.
+            BarrierPoint::Frozen => {
+                let _ = word.await;
+                Ok(())
+            }
+            BarrierPoint::Synced => match tokio::time::timeout_at(self.prepare_deadline, word).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err("the coordinator's word to freeze did not come by its prepare deadline".into()),
+            },
+        }
+    }
+}
+
+/// Aborts the job through `stop` when the coordinator leaves the bus before it committed.
+/// Returns once watching (the name checked after subscribing, so no departure is missed);
+/// the watch itself runs until the returned task is aborted.
+pub(crate) async fn watch_coordinator(
+    connection: &zbus::Connection,
+    slot: Arc<GroupSlot>,
+    stop: Interrupter,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    let failed = |e: zbus::Error| AgentError::Failed(format!("cannot watch the coordinator on the bus: {e}"));
+    let bus = zbus::fdo::DBusProxy::new(connection).await.map_err(failed)?;
+    let mut changes = bus
+        .receive_name_owner_changed_with_args(&[(0, slot.coordinator.as_str())])
+        .await
+        .map_err(failed)?;
+    let name = zbus::names::BusName::try_from(slot.coordinator.as_str()).map_err(failed)?;
+    let present = bus
+        .name_has_owner(name)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    Ok(tokio::spawn(async move {
+        if present {
+            while let Some(change) = changes.next().await {
+                if change.args().is_ok_and(|a| a.new_owner().is_none()) {
+                    break;
+                }
+            }
+        }
+        if !slot.committed() {
+            tracing::warn!(coordinator = %slot.coordinator, "the group's coordinator left the bus: aborting");
+            stop.stop(format!(
+                "the group's coordinator ({}) left the bus before it committed",
+                slot.coordinator
+            ));
+        }
+    }))
+}

@@ -124,7 +124,13 @@ impl NameTemplate {
     }
 
     /// The name for a snapshot of `host` taken at `at` with `consistency`, in `group` if any.
-    pub(crate) fn render(&self, host: &str, at: SystemTime, consistency: Consistency, group: Option<&str>) -> String {
+    pub(crate) fn render(
+        &self,
+        host: &str,
+        at: SystemTime,
+        consistency: Consistency,
+        group: Option<&str>,
+    ) -> String {
         let [y, mo, d, h, mi, s] = utc_fields(at);
         let mut out = String::new();
         for part in &self.parts {
@@ -164,7 +170,9 @@ impl NameTemplate {
     /// The group id in `name`, when this template made it for `host` and it has one.
     pub(crate) fn group_of(&self, host: &str, name: &str) -> Option<String> {
         let mut group = None;
-        match_parts(&self.parts, host, name, &mut group).then_some(group).flatten()
+        match_parts(&self.parts, host, name, &mut group)
+            .then_some(group)
+            .flatten()
     }
 }
 
@@ -202,7 +210,9 @@ fn match_parts(parts: &[Part], host: &str, name: &str, group: &mut Option<String
 pub fn is_group_id(id: &str) -> bool {
     id.len() == GROUP_ID_LEN
         && id.starts_with('g')
-        && id[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A new group id, `g` and eight random lowercase hexadecimal digits: unique enough to tell a
@@ -259,6 +269,25 @@ pub struct OwnNames {
 impl OwnedNames for OwnNames {
     fn is_ours(&self, name: &str) -> bool {
         self.template.matches(&self.host, name)
+    }
+}
+
+/// A machine's snapshots of the given consistency groups: what group retention deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupsNamed {
+    /// `snapshot.group_name_template`.
+    pub template: NameTemplate,
+    /// This machine's host name, as the template renders it.
+    pub host: String,
+    /// The groups' ids.
+    pub groups: Vec<String>,
+}
+
+impl OwnedNames for GroupsNamed {
+    fn is_ours(&self, name: &str) -> bool {
+        self.template
+            .group_of(&self.host, name)
+            .is_some_and(|g| self.groups.contains(&g))
     }
 }
 
@@ -385,7 +414,10 @@ mod tests {
         assert_eq!(t.group_of("db-1", &name), Some(id.clone()));
         assert_eq!(t.group_of("db-2", &name), None, "another host");
         let single: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
-        assert!(!single.matches("db-1", &name), "a group's snapshot is not a single run's");
+        assert!(
+            !single.matches("db-1", &name),
+            "a group's snapshot is not a single run's"
+        );
         assert!(!t.matches("db-1", "db-1-20261127-235101-gxyz12345-application"));
         assert!(!t.matches("db-1", "db-1-20261127-235101-application"));
     }

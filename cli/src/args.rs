@@ -52,18 +52,40 @@ pub enum Command {
         /// Show what would be frozen and quiesced; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// One consistent cut across the machines (-H, --tag): all quiesce, then all freeze,
+        /// and only when all are frozen do they request their snapshots; any failure before
+        /// that aborts the group (everyone thaws and resumes, nothing is requested). Named with
+        /// the agents' `snapshot.group_name_template`, which carries the group's id
+        #[arg(long, conflicts_with_all = ["name", "dry_run"])]
+        group: bool,
+        /// With --group: how long the members have, from the start, to be frozen
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration, requires = "group")]
+        prepare_timeout: std::time::Duration,
+        /// With --group: a bound on every member's frozen window, below its own
+        /// `freeze.max_freeze` [default: each member's own]
+        #[arg(long, value_name = "DURATION", value_parser = duration, requires = "group")]
+        max_freeze: Option<std::time::Duration>,
     },
     /// Show what a snapshot would freeze and quiesce, in which order, and what it skips and why
     Plan,
     /// The agent's version, whether anything is frozen, and the last result
     Status,
     /// This machine's snapshots, oldest first
-    List,
-    /// Delete all but the newest N of this machine's snapshots
+    List {
+        /// Only the snapshots of this consistency group (its id, as in their names)
+        #[arg(long, value_name = "ID")]
+        group: Option<String>,
+    },
+    /// Delete all but the newest N of this machine's snapshots, or of the groups' snapshots
     Prune {
-        /// How many to keep (at least 1)
+        /// How many single snapshots to keep on each machine (at least 1)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+              required_unless_present = "keep_groups", conflicts_with = "keep_groups")]
+        keep: Option<u32>,
+        /// How many consistency groups to keep across the machines (at least 1): older groups
+        /// are deleted whole, on every machine, never one member's part
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        keep: u32,
+        keep_groups: Option<u32>,
     },
     /// Check everything a snapshot needs, and say how to fix what fails
     Doctor,

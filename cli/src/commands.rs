@@ -57,7 +57,7 @@ impl From<client::Unreachable> for Failure {
 }
 
 /// Turns a failed call into a message that says what to do, by the agent's typed errors.
-fn call_failure(target: &Target, e: AgentError) -> Failure {
+pub(crate) fn call_failure(target: &Target, e: AgentError) -> Failure {
     match e {
         AgentError::ZBus(e) => bus_failure(target, e),
         AgentError::InvalidArgs(m) => Failure::new(Exit::Usage, format!("{target}: {m}")),
@@ -72,7 +72,7 @@ fn call_failure(target: &Target, e: AgentError) -> Failure {
 }
 
 /// A call that failed on the bus, before or instead of the agent's answer.
-fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
+pub(crate) fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
     if client::is_missing_agent(&e) {
         return Failure::new(
             Exit::Unreachable,
@@ -98,7 +98,7 @@ fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
 
 /// Reads an answer back into its type; one that does not fit comes from an agent of another
 /// version.
-fn read<T: serde::de::DeserializeOwned>(target: &Target, dict: &Dict) -> Result<T, Failure> {
+pub(crate) fn read<T: serde::de::DeserializeOwned>(target: &Target, dict: &Dict) -> Result<T, Failure> {
     wire::from_dict(dict).map_err(|e| {
         Failure::new(
             Exit::Failed,
@@ -110,7 +110,10 @@ fn read<T: serde::de::DeserializeOwned>(target: &Target, dict: &Dict) -> Result<
     })
 }
 
-async fn proxy<'a>(target: &Target, connection: &zbus::Connection) -> Result<Agent1Proxy<'a>, Failure> {
+pub(crate) async fn proxy<'a>(
+    target: &Target,
+    connection: &zbus::Connection,
+) -> Result<Agent1Proxy<'a>, Failure> {
     Agent1Proxy::new(connection)
         .await
         .map_err(|e| Failure::new(Exit::Unreachable, format!("{target}: {e}")))
@@ -228,7 +231,7 @@ pub struct SnapshotRequest {
 /// How a snapshot job ended: its report, or for a dry run the plan.
 #[derive(Debug, Clone)]
 pub enum Finished {
-    Snapshot(Report),
+    Snapshot(Box<Report>),
     Plan(SnapshotPlan),
 }
 
@@ -238,9 +241,7 @@ impl Finished {
     pub fn exit(&self) -> Exit {
         match self {
             Finished::Plan(_) => Exit::Success,
-            Finished::Snapshot(report) if report.status == Status::Succeeded => Exit::Success,
-            Finished::Snapshot(report) if report.setup_error => Exit::Usage,
-            Finished::Snapshot(_) => Exit::Failed,
+            Finished::Snapshot(report) => report_exit(report),
         }
     }
 
@@ -257,6 +258,18 @@ impl Finished {
             Finished::Plan(plan) => serde_json::to_value(plan),
         }
         .unwrap_or_default()
+    }
+}
+
+/// A snapshot report's exit: 0 when it succeeded; 2 when the machine's set-up is at fault (its
+/// configuration, the token file), as for any configuration error; 1 otherwise.
+pub fn report_exit(report: &Report) -> Exit {
+    if report.status == Status::Succeeded {
+        Exit::Success
+    } else if report.setup_error {
+        Exit::Usage
+    } else {
+        Exit::Failed
     }
 }
 
@@ -322,7 +335,7 @@ pub async fn snapshot(
                 return if request.dry_run {
                     read(target, &a.report).map(Finished::Plan)
                 } else {
-                    read(target, &a.report).map(Finished::Snapshot)
+                    read(target, &a.report).map(|r| Finished::Snapshot(Box::new(r)))
                 };
             }
         }
@@ -410,6 +423,17 @@ pub async fn prune(target: &Target, keep: u32) -> Result<Vec<Pruned>, Failure> {
         .await
         .map_err(|e| call_failure(target, e))?;
     pruned.iter().map(|p| read(target, p)).collect()
+}
+
+/// Deletes the target's snapshots of the groups `groups`.
+pub async fn delete_groups(target: &Target, groups: &[String]) -> Result<Vec<Pruned>, Failure> {
+    let connection = client::connect(target).await?;
+    let deleted = proxy(target, &connection)
+        .await?
+        .delete_groups(groups.to_vec())
+        .await
+        .map_err(|e| call_failure(target, e))?;
+    deleted.iter().map(|p| read(target, p)).collect()
 }
 
 /// Thaws what a dead agent left on the target, through its agent.

@@ -21,7 +21,9 @@ struct Outcome {
 
 async fn one(command: &Command, target: &Target) -> Outcome {
     let result: Result<(Exit, Value, String), Failure> = match command {
-        Command::Snapshot { name, wait, dry_run } => {
+        Command::Snapshot {
+            name, wait, dry_run, ..
+        } => {
             let request = SnapshotRequest {
                 name: name.clone(),
                 wait: *wait,
@@ -29,7 +31,13 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             };
             commands::snapshot(target, &request, &mut commands::Silent)
                 .await
-                .map(|finished| (finished.exit(), finished.to_json(), snapshot_line(&finished)))
+                .map(|finished| {
+                    let line = match &finished {
+                        Finished::Snapshot(report) => snapshot_line(report),
+                        Finished::Plan(_) => "ok".into(),
+                    };
+                    (finished.exit(), finished.to_json(), line)
+                })
         }
         Command::Plan => commands::plan(target)
             .await
@@ -47,10 +55,11 @@ async fn one(command: &Command, target: &Target) -> Outcome {
             );
             (Exit::Success, json(&status), line)
         }),
-        Command::List => commands::list(target)
-            .await
-            .map(|list| (Exit::Success, json(&list), format!("{} snapshots", list.len()))),
-        Command::Prune { keep } => commands::prune(target, *keep).await.map(|pruned| {
+        Command::List { group } => commands::list(target).await.map(|mut list| {
+            list.retain(|s| group.is_none() || s.group == *group);
+            (Exit::Success, json(&list), format!("{} snapshots", list.len()))
+        }),
+        Command::Prune { keep, .. } => commands::prune(target, keep.unwrap_or(1)).await.map(|pruned| {
             (
                 Exit::Success,
                 json(&pruned),
@@ -94,10 +103,7 @@ fn json(value: &impl serde::Serialize) -> Value {
 }
 
 /// One line about a machine's snapshot.
-fn snapshot_line(finished: &Finished) -> String {
-    let Finished::Snapshot(report) = finished else {
-        return "ok".into();
-    };
+pub(crate) fn snapshot_line(report: &freezeframe_agent::transaction::Report) -> String {
     let verdict = if report.status == Status::Succeeded {
         "succeeded"
     } else {

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod doctor;
 pub mod drill;
 pub mod fleet;
+pub mod group;
 pub mod man;
 pub mod scheduled;
 pub mod ssh;

@@ -103,6 +103,27 @@ async fn remote(cli: &Cli) -> Exit {
         Ok(t) => t,
         Err(f) => return fail_as(cli, &f.message, f.exit),
     };
+    match &cli.command {
+        Command::Snapshot {
+            group: true,
+            wait,
+            prepare_timeout,
+            max_freeze,
+            ..
+        } => {
+            let request = freezeframe::group::GroupRequest {
+                wait: *wait,
+                prepare_timeout: *prepare_timeout,
+                max_freeze: *max_freeze,
+            };
+            return freezeframe::group::run(cli, &targets, &request).await;
+        }
+        Command::Prune {
+            keep_groups: Some(keep),
+            ..
+        } => return freezeframe::group::prune_groups(cli, &targets, *keep).await,
+        _ => {}
+    }
     if targets.len() > 1 || cli.tag.is_some() {
         return freezeframe::fleet::run(cli, &targets).await;
     }
@@ -124,6 +145,13 @@ async fn remote(cli: &Cli) -> Exit {
 
 /// Options that make no sense together, refused before anything is reached.
 fn check_combination(cli: &Cli) -> Result<(), String> {
+    if let Command::List { group: Some(id) } = &cli.command {
+        if !freezeframe_agent::naming::is_group_id(id) {
+            return Err(format!(
+                "--group {id}: a group's id is g and 8 lowercase hexadecimal digits, as in its snapshots' names"
+            ));
+        }
+    }
     if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
         return Err(
             "doctor checks one machine at a time: give one -H HOST (or none for this machine)".into(),
@@ -159,7 +187,9 @@ async fn one_machine(
     target: &Target,
 ) -> Result<(Exit, serde_json::Value, String), commands::Failure> {
     match &cli.command {
-        Command::Snapshot { name, wait, dry_run } => {
+        Command::Snapshot {
+            name, wait, dry_run, ..
+        } => {
             let request = SnapshotRequest {
                 name: name.clone(),
                 wait: *wait,
@@ -182,10 +212,12 @@ async fn one_machine(
         Command::Status => commands::status(target)
             .await
             .map(|status| (Exit::Success, json(&status), commands::status_text(&status))),
-        Command::List => commands::list(target)
-            .await
-            .map(|list| (Exit::Success, json(&list), commands::snapshots_text(&list))),
-        Command::Prune { keep } => commands::prune(target, *keep)
+        Command::List { group } => commands::list(target).await.map(|mut list| {
+            list.retain(|s| group.is_none() || s.group == *group);
+            (Exit::Success, json(&list), commands::snapshots_text(&list))
+        }),
+        // --keep-groups went to group retention before: here --keep is given.
+        Command::Prune { keep, .. } => commands::prune(target, keep.unwrap_or(1))
             .await
             .map(|pruned| (Exit::Success, json(&pruned), commands::pruned_text(&pruned))),
         Command::Thaw { runtime_dir } => {

@@ -49,6 +49,7 @@ async fn snapshot(
         },
         skipped: Vec::new(),
         interrupt: Interrupt::never(),
+        barrier: None,
     }
     .run()
     .await

@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 
 /// An agent serving a private bus and freezing one scratch filesystem. Fields drop in order:
 /// the agent stops before its bus, both before the filesystem.
-struct Served {
+pub(crate) struct Served {
     agent: Option<Child>,
     /// The agent's NOTIFY_SOCKET: its status says when it is frozen.
-    notify: NotifySocket,
-    bus: PrivateBus,
-    fs: ScratchFs,
+    pub(crate) notify: NotifySocket,
+    pub(crate) bus: PrivateBus,
+    pub(crate) fs: ScratchFs,
 }
 
 impl Served {
     /// Starts `freezeframe-agent run` on a permissive private bus; `agent_config` goes into
     /// its `[agent]` section, `env` into its environment.
-    fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
+    pub(crate) fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
         let fs = scratch_fs(Fs::Ext4);
         let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
         let config = local_image_config(&fs, "");
@@ -58,7 +58,7 @@ impl Served {
     }
 
     /// `freezeframe --bus-address BUS ARGS…`.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         cli_on(&self.bus, args)
     }
 }
@@ -79,7 +79,7 @@ fn cli_on(bus: &PrivateBus, args: &[&str]) -> Output {
     cli_on_address(&bus.address, args)
 }
 
-fn json_of(out: &Output) -> serde_json::Value {
+pub(crate) fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}{}",
@@ -89,7 +89,7 @@ fn json_of(out: &Output) -> serde_json::Value {
     })
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

@@ -373,7 +373,10 @@ impl Settings {
                 )?,
                 group_name_template: validate_name_template(
                     "snapshot.group_name_template",
-                    fragment.snapshot.as_ref().and_then(|s| s.group_name_template.clone()),
+                    fragment
+                        .snapshot
+                        .as_ref()
+                        .and_then(|s| s.group_name_template.clone()),
                 )?,
                 keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
                 provider: validate_provider(
@@ -501,12 +504,12 @@ fn validate_name_template(key: &'static str, text: Option<String>) -> Result<Nam
         }
         .to_string()
     });
-    let template: NameTemplate = text
-        .parse()
-        .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
-            key,
-            problem: e.to_string(),
-        })?;
+    let template: NameTemplate =
+        text.parse()
+            .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
+                key,
+                problem: e.to_string(),
+            })?;
     if template.has_group() != for_groups {
         return Err(ConfigError::Invalid {
             key,

@@ -58,9 +58,21 @@ fn every_key_is_read() {
     for (key, bad, why) in [
         ("name_template", "{host}", "unknown placeholder"),
         ("name_template", "a/{hostname}", "outside placeholders"),
-        ("name_template", "{hostname}-{group}", "only snapshot.group_name_template"),
-        ("group_name_template", "{hostname}-{consistency}", "has no {group}"),
-        ("group_name_template", "{group}/{hostname}", "outside placeholders"),
+        (
+            "name_template",
+            "{hostname}-{group}",
+            "only snapshot.group_name_template",
+        ),
+        (
+            "group_name_template",
+            "{hostname}-{consistency}",
+            "has no {group}",
+        ),
+        (
+            "group_name_template",
+            "{group}/{hostname}",
+            "outside placeholders",
+        ),
     ] {
         let err = settings(&format!("[snapshot]\n{key} = \"{bad}\"\n"))
             .unwrap_err()

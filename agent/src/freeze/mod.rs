@@ -19,6 +19,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How long the probe's markers may take to write before the run goes on without them.
+const MARK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Reads this process's mountinfo and plans with the real host.
 pub fn plan_from_system(selection: Selection<'_>) -> Result<Plan, PlanFromSystemError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(PlanFromSystemError::Read)?;
@@ -402,19 +405,50 @@ impl Filesystems for LiveFilesystems {
         if !self.probe || self.frozen.is_some() {
             return Vec::new();
         }
-        self.targets
+        let dirs: Vec<PathBuf> = self
+            .targets
             .iter()
-            .filter_map(|t| {
-                let dir = probe::probe_dir(t, &self.targets);
-                probe::mark(&dir, snapshot, moment, record).err().map(|e| {
-                    format!(
-                        "the snapshot-point probe could not leave its `{}` marker in {}: {e}",
-                        moment.as_str(),
-                        dir.display()
-                    )
-                })
-            })
-            .collect()
+            .map(|t| probe::probe_dir(t, &self.targets))
+            .collect();
+        // A filesystem someone else froze blocks the first write into it, in the kernel and
+        // past any signal: the markers are written by a thread of their own, and the run does
+        // not wait for it long (its freeze then fails with EBUSY, naming the filesystem).
+        let (done, written) = std::sync::mpsc::channel();
+        let (todo, snapshot, record) = (dirs.clone(), snapshot.to_string(), record.clone());
+        std::thread::spawn(move || {
+            for dir in todo {
+                let result = probe::mark(&dir, &snapshot, moment, &record);
+                if done.send((dir, result)).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + MARK_TIMEOUT;
+        let unmarked = |dir: &Path, problem: String| {
+            format!(
+                "the snapshot-point probe could not leave its `{}` marker in {}: {problem}",
+                moment.as_str(),
+                dir.display()
+            )
+        };
+        let mut warnings = Vec::new();
+        for dir in &dirs {
+            match written.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(e))) => warnings.push(unmarked(dir, e.to_string())),
+                Err(_) => {
+                    warnings.push(unmarked(
+                        dir,
+                        format!(
+                            "it was not written within {} s (is the filesystem frozen by another process?)",
+                            MARK_TIMEOUT.as_secs()
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        warnings
     }
 
     fn thaw(&mut self) -> ThawReport {

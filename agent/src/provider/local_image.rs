@@ -337,6 +337,7 @@ impl SnapshotProvider for LocalImage {
                 created_at: created,
                 size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
                 drill: None,
+                group: None,
             });
         }
         found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));

@@ -8,6 +8,8 @@ use crate::transaction::ports::{Barrier, BarrierPoint};
 use crate::transaction::Interrupter;
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
+#[cfg(test)]
+use std::time::Duration;
 
 /// What the service keeps of a group job: who coordinates it, where it waits, how far the
 /// coordinator released it.
@@ -31,7 +33,12 @@ impl GroupSlot {
 
     /// The coordinator's word to go on from `point`: refused from anyone else, and unless the
     /// job waits there now.
-    pub(crate) fn release(&self, sender: Option<&str>, job: u64, point: BarrierPoint) -> Result<(), AgentError> {
+    pub(crate) fn release(
+        &self,
+        sender: Option<&str>,
+        job: u64,
+        point: BarrierPoint,
+    ) -> Result<(), AgentError> {
         self.check_coordinator(sender, job)?;
         let waiting_at = *self.waiting_at.lock().unwrap();
         if waiting_at != Some(point) {
@@ -121,10 +128,7 @@ pub(crate) async fn watch_coordinator(
         .await
         .map_err(failed)?;
     let name = zbus::names::BusName::try_from(slot.coordinator.as_str()).map_err(failed)?;
-    let present = bus
-        .name_has_owner(name)
-        .await
-        .map_err(|e| failed(e.into()))?;
+    let present = bus.name_has_owner(name).await.map_err(|e| failed(e.into()))?;
     Ok(tokio::spawn(async move {
         if present {
             while let Some(change) = changes.next().await {
@@ -141,4 +145,50 @@ pub(crate) async fn watch_coordinator(
             ));
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_coordinator_releases_and_only_where_the_job_waits() {
+        let slot = GroupSlot::new(":1.7".into());
+        let mut barrier = ServiceBarrier {
+            group: "g00000001".into(),
+            slot: slot.clone(),
+            prepare_deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        };
+        let early = slot.release(Some(":1.7"), 3, BarrierPoint::Synced).unwrap_err();
+        assert!(early.to_string().contains("not waiting for Freeze"), "{early}");
+        barrier.arrived(BarrierPoint::Synced);
+        let stranger = slot.release(Some(":1.8"), 3, BarrierPoint::Synced).unwrap_err();
+        assert!(matches!(stranger, AgentError::AccessDenied(_)), "{stranger}");
+        let commit_too_soon = slot.release(Some(":1.7"), 3, BarrierPoint::Frozen).unwrap_err();
+        assert!(commit_too_soon.to_string().contains("not waiting for Commit"));
+        slot.release(Some(":1.7"), 3, BarrierPoint::Synced).unwrap();
+        barrier.released(BarrierPoint::Synced).await.unwrap();
+        assert!(
+            slot.release(Some(":1.7"), 3, BarrierPoint::Synced).is_err(),
+            "once"
+        );
+        assert!(!slot.committed());
+        barrier.arrived(BarrierPoint::Frozen);
+        slot.release(Some(":1.7"), 3, BarrierPoint::Frozen).unwrap();
+        barrier.released(BarrierPoint::Frozen).await.unwrap();
+        assert!(slot.committed());
+    }
+
+    #[tokio::test]
+    async fn a_member_stops_waiting_to_freeze_at_the_coordinators_deadline() {
+        let slot = GroupSlot::new(":1.7".into());
+        let mut barrier = ServiceBarrier {
+            group: "g00000001".into(),
+            slot,
+            prepare_deadline: tokio::time::Instant::now() + Duration::from_millis(50),
+        };
+        barrier.arrived(BarrierPoint::Synced);
+        let why = barrier.released(BarrierPoint::Synced).await.unwrap_err();
+        assert!(why.contains("prepare deadline"), "{why}");
+    }
 }

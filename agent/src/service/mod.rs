@@ -79,7 +79,11 @@ fn parse_options(options: &Dict, of: OptionsOf) -> Result<SnapshotOptions, Agent
                 value.value_signature()
             ))
         };
-        if !of.keys().iter().any(|k| k.split(' ').next() == Some(key.as_str())) {
+        if !of
+            .keys()
+            .iter()
+            .any(|k| k.split(' ').next() == Some(key.as_str()))
+        {
             return Err(AgentError::InvalidArgs(format!(
                 "unknown option `{}`; the options are {}",
                 key.chars().take(64).collect::<String>(),
@@ -104,7 +108,9 @@ fn parse_options(options: &Dict, of: OptionsOf) -> Result<SnapshotOptions, Agent
                 parsed.group = Some(group.to_string());
             }
             "max-freeze-ms" | "timeout-ms" => {
-                let ms: u64 = value.downcast_ref().map_err(|_| wrong_type("an unsigned integer (t)"))?;
+                let ms: u64 = value
+                    .downcast_ref()
+                    .map_err(|_| wrong_type("an unsigned integer (t)"))?;
                 if ms == 0 {
                     return Err(AgentError::InvalidArgs(format!("option `{key}` must be above 0")));
                 }
@@ -286,7 +292,9 @@ impl Agent {
 
     fn refuse_when_stopping(&self) -> Result<(), AgentError> {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(AgentError::Failed("the agent is shutting down; call again".into()));
+            return Err(AgentError::Failed(
+                "the agent is shutting down; call again".into(),
+            ));
         }
         Ok(())
     }
@@ -410,7 +418,12 @@ impl Job {
             state.last_activity = Instant::now();
             state.last_result = Some(report.clone());
         }
-        for changed in [Changed::RunningJob, Changed::JobPhase, Changed::Frozen, Changed::LastResult] {
+        for changed in [
+            Changed::RunningJob,
+            Changed::JobPhase,
+            Changed::Frozen,
+            Changed::LastResult,
+        ] {
             announce(self.emitter.connection(), changed).await;
         }
         let _ = Agent::job_finished(&self.emitter, self.id, succeeded, wire::to_dict(&report)).await;
@@ -654,11 +667,47 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Vec<Dict>, AgentError> {
         let settings = self.admit(Access::Read, connection, &header).await?;
-        let list = job::provider(&settings)
+        let mut list = job::provider(&settings)
             .list()
             .await
             .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+        let host = crate::naming::hostname();
+        for s in &mut list {
+            s.group = settings.snapshot.group_name_template.group_of(&host, &s.name);
+        }
         Ok(list.iter().map(wire::to_dict).collect())
+    }
+
+    /// Deletes this machine's snapshots of the consistency groups `groups` (their ids), as
+    /// `snapshot.group_name_template` names them; returns the deleted. Group retention calls
+    /// it on every member, so a group is deleted whole.
+    #[zbus(out_args("deleted"))]
+    async fn delete_groups(
+        &self,
+        groups: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        if let Some(bad) = groups.iter().find(|g| !crate::naming::is_group_id(g)) {
+            return Err(AgentError::InvalidArgs(format!(
+                "`{}` is not a group id (g and 8 lowercase hexadecimal digits)",
+                bad.chars().take(64).collect::<String>()
+            )));
+        }
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
+        }
+        let named = crate::naming::GroupsNamed {
+            template: settings.snapshot.group_name_template.clone(),
+            host: crate::naming::hostname(),
+            groups,
+        };
+        let deleted = job::provider(&settings)
+            .prune(0, &named)
+            .await
+            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+        Ok(deleted.iter().map(wire::to_dict).collect())
     }
 
     /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
@@ -944,7 +993,8 @@ mod tests {
             ("name", variant("x".repeat(100_000)), "name"),
             ("colour", variant(true), "unknown option `colour`"),
         ] {
-            let err = parse_options(&HashMap::from([(key.to_string(), value)]), OptionsOf::Snapshot).unwrap_err();
+            let err =
+                parse_options(&HashMap::from([(key.to_string(), value)]), OptionsOf::Snapshot).unwrap_err();
             assert!(
                 matches!(&err, AgentError::InvalidArgs(m) if m.contains(expected)),
                 "{key}: {err}"

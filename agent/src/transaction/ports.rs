@@ -521,6 +521,9 @@ pub struct SnapshotInfo {
     /// What a restore drill of it found, when one ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillResult>,
+    /// The consistency group it belongs to, when its name says (the agent fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// What a restore drill (`freezeframe verify`) found for a snapshot.

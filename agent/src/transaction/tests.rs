@@ -846,10 +846,19 @@ async fn a_group_member_waits_flushed_and_frozen_for_its_coordinator() {
         .run()
         .await;
     assert_eq!(report.status, Status::Succeeded, "{:?}", report.error);
-    let at = |e: &str| log.iter().position(|l| l == e).unwrap_or_else(|| panic!("{e}: {log:?}"));
-    assert!(at("provider.ready") < at("barrier.Synced"), "flushed before it says ready");
+    let at = |e: &str| {
+        log.iter()
+            .position(|l| l == e)
+            .unwrap_or_else(|| panic!("{e}: {log:?}"))
+    };
+    assert!(
+        at("provider.ready") < at("barrier.Synced"),
+        "flushed before it says ready"
+    );
     assert!(at("barrier.Synced") < at("fs.freeze") && at("fs.freeze") < at("barrier.Frozen"));
-    assert!(at("barrier.Frozen") < at("provider.request snap 2") && at("provider.request snap 2") < at("fs.thaw"));
+    assert!(
+        at("barrier.Frozen") < at("provider.request snap 2") && at("provider.request snap 2") < at("fs.thaw")
+    );
     assert!(at("fs.thaw") < at("db.resume"));
     let ready = phases.iter().position(|p| *p == Phase::Ready).unwrap();
     assert_eq!(phases[ready - 1], Phase::Sync);
@@ -879,7 +888,10 @@ async fn a_group_member_aborted_while_frozen_thaws_resumes_and_requests_nothing(
     assert!(!log.iter().any(|e| e.starts_with("provider.request")), "{log:?}");
     assert_eq!(report.failed_phase, Some(Phase::Hold));
     let error = report.error.unwrap();
-    assert!(error.contains("member b failed") && error.contains("no snapshot was requested"), "{error}");
+    assert!(
+        error.contains("member b failed") && error.contains("no snapshot was requested"),
+        "{error}"
+    );
     assert_eq!(report.consistency, None, "nothing was requested");
     assert_eq!(report.group.unwrap().commit_to_thaw_ms, None);
 }
@@ -917,7 +929,14 @@ async fn a_group_member_not_told_to_freeze_resumes_and_freezes_nothing() {
         assert!(log.ends_with(&["db.resume".into()]), "{log:?}");
         assert_eq!(report.failed_phase, Some(Phase::Ready));
         let error = report.error.unwrap();
-        assert!(error.contains(if interrupt { "left the bus" } else { "deadline passed" }), "{error}");
+        assert!(
+            error.contains(if interrupt {
+                "left the bus"
+            } else {
+                "deadline passed"
+            }),
+            "{error}"
+        );
     }
 }
 

@@ -484,6 +484,7 @@ impl SnapshotProvider for DigitalOcean {
                 created_at: s.created_at,
                 size_bytes: Some((s.size_gigabytes * 1e9) as u64),
                 drill: None,
+                group: None,
             })
             .collect();
         snapshots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));

@@ -1,0 +1,481 @@
+//! Consistency groups (`freezeframe -H … snapshot --group`): agents on private buses reached
+//! through the stand-in for ssh, a writer whose records carry one sequence across all the
+//! members, and the images the local-image provider copies while each member is frozen.
+
+use crate::service::{json_of, stderr, Served};
+use freezeframe_tests::bus::fake_ssh;
+use freezeframe_tests::*;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+/// Three agents, each freezing its own scratch filesystem, and the stand-in for ssh that
+/// reaches them by name.
+struct Group {
+    members: Vec<Served>,
+    ssh: PathBuf,
+}
+
+impl Group {
+    fn start(env: &[&[(&str, &str)]; 3]) -> Group {
+        let members: Vec<Served> = env.iter().map(|env| Served::start("", env)).collect();
+        let hosts: Vec<(&str, &freezeframe_tests::bus::PrivateBus)> =
+            HOSTS.iter().zip(&members).map(|(h, m)| (*h, &m.bus)).collect();
+        let ssh = fake_ssh(members[0].fs.dir.path(), &hosts);
+        Group { members, ssh }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cli_bin());
+        cmd.args(["--ssh-command", self.ssh.to_str().unwrap()]);
+        for host in HOSTS {
+            cmd.args(["-H", host]);
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// A hook on member `i` (qemu-ga style: `$1` is freeze or thaw), logging beside it.
+    fn hook(&self, i: usize, on_freeze: &str) {
+        let dir = self.members[i].fs.dir.path();
+        let hooks = dir.join("etc/hooks.d");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let path = hooks.join("10-app");
+        let log = dir.join("hooks.log");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"$1\" >> {}\nif [ \"$1\" = freeze ]; then\n:\n{on_freeze}\nfi\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn hook_log(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(self.members[i].fs.dir.path().join("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Member `i`'s images (local-image: one folder per snapshot).
+    fn images(&self, i: usize) -> Vec<PathBuf> {
+        let dir = self.members[i].fs.dir.path().join("images");
+        let mut found = Vec::new();
+        for snapshot in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(snapshot.path()).into_iter().flatten().flatten() {
+                if file.path().extension().is_some_and(|e| e == "img") {
+                    found.push(file.path());
+                }
+            }
+        }
+        found
+    }
+
+    fn assert_nothing_frozen_or_taken(&self, text: &str) {
+        for (i, m) in self.members.iter().enumerate() {
+            assert!(!is_frozen(&m.fs.mountpoint), "{}: frozen: {text}", HOSTS[i]);
+            assert!(
+                self.images(i).is_empty(),
+                "{}: an image was taken: {text}",
+                HOSTS[i]
+            );
+        }
+    }
+}
+
+/// Appends one sequence across the members' filesystems, record n to member n % 3, as an
+/// application spread over machines would: a record is written only after its predecessor.
+struct SequenceWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl SequenceWriter {
+    fn start(files: Vec<PathBuf>) -> SequenceWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out: Vec<std::fs::File> = files
+                .iter()
+                .map(|f| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(f)
+                        .unwrap()
+                })
+                .collect();
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let member = (n % out.len() as u64) as usize;
+                writeln!(out[member], "{n}").unwrap();
+                n += 1;
+                if n.is_multiple_of(64) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            n
+        });
+        SequenceWriter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for SequenceWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The sequence numbers an image's file holds.
+fn records_in(image: &Path, dir: &Path) -> BTreeSet<u64> {
+    let view = view_image(Fs::Ext4, image, &dir.join("view"));
+    let text = std::fs::read_to_string(view.path("sequence")).unwrap_or_default();
+    text.lines().filter_map(|l| l.parse().ok()).collect()
+}
+
+#[test]
+fn a_group_cuts_three_machines_at_one_point_and_is_kept_and_deleted_whole() {
+    require_root();
+    let group = Group::start(&[&[], &[], &[]]);
+    let files = group.members.iter().map(|m| m.fs.path("sequence")).collect();
+    let writer = SequenceWriter::start(files);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = group.cli(&["snapshot", "--group", "--json"]);
+    let written = writer.stop();
+    let result = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], true, "{result:#}");
+    let id = result["group"].as_str().unwrap().to_string();
+    assert!(result["overlap_ms"].as_f64().unwrap() > 0.0, "{result:#}");
+    for member in result["members"].as_array().unwrap() {
+        let report = &member["report"];
+        assert_eq!(report["status"], "succeeded", "{report:#}");
+        assert_eq!(report["group"]["id"], id.as_str());
+        assert!(
+            report["snapshot_name"].as_str().unwrap().contains(&id),
+            "{report:#}"
+        );
+        assert!(member["frozen_seen_ms"].as_f64().unwrap() <= 0.0, "{member:#}");
+        assert!(member["thawed_after_ms"].as_f64().unwrap() > 0.0, "{member:#}");
+        let phases: Vec<&str> = report["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                "preflight",
+                "quiesce",
+                "sync",
+                "ready",
+                "freeze",
+                "hold",
+                "request",
+                "thaw",
+                "resume"
+            ]
+        );
+    }
+
+    // Each image is what its member held while all were frozen: one cut of the sequence.
+    let mut held: Vec<BTreeSet<u64>> = Vec::new();
+    for (i, host) in HOSTS.iter().enumerate() {
+        let images = group.images(i);
+        assert_eq!(images.len(), 1, "{host}: {images:?}");
+        held.push(records_in(&images[0], group.members[i].fs.dir.path()));
+    }
+    let last = held
+        .iter()
+        .filter_map(|h| h.last().copied())
+        .max()
+        .expect("records were captured");
+    assert!(
+        last + 1 < written,
+        "the writer went on after the snapshots ({last} of {written})"
+    );
+    for n in 0..=last {
+        assert!(
+            held[(n % 3) as usize].contains(&n),
+            "record {n} is missing from {}'s image, while record {last} is in another's: \
+             not one cut",
+            HOSTS[(n % 3) as usize]
+        );
+    }
+
+    // Listed by group, and retention keeps or deletes a group whole.
+    let out = group.cli(&["list", "--group", &id, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().all(|l| l["result"].as_array().unwrap().len() == 1),
+        "{lines:?}"
+    );
+    let out = group.cli(&["snapshot", "--group", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let second = json_of(&out)["group"].as_str().unwrap().to_string();
+    let out = group.cli(&["prune", "--keep-groups", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert_eq!(
+        text.matches("1 snapshots of 1 older groups deleted").count(),
+        3,
+        "{text}"
+    );
+    for i in 0..3 {
+        let left = group.images(i);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].to_string_lossy().contains(&second), "{left:?}");
+    }
+    let out = group.cli(&["list", "--group", &id, "--json"]);
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["result"] == serde_json::json!([])));
+    let out = group.cli(&["list", "--group", "nogroup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A group where member `gamma` fails as `setup` makes it: nothing is requested anywhere, and
+/// every member that prepared thawed and resumed.
+fn assert_aborted_by_gamma(group: &Group, extra: &[&str], expected: &str) {
+    let out = group.cli(&[&["snapshot", "--group", "--json"], extra].concat());
+    let result = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], false);
+    let aborted = result["aborted"].as_str().unwrap();
+    assert!(
+        aborted.starts_with("gamma") && aborted.contains(expected),
+        "{aborted}"
+    );
+    group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
+    for (i, member) in result["members"].as_array().unwrap().iter().enumerate() {
+        let report = &member["report"];
+        assert_eq!(report["status"], "failed", "{report:#}");
+        assert_eq!(
+            report["consistency"],
+            serde_json::Value::Null,
+            "nothing requested: {report:#}"
+        );
+        if i < 2 {
+            let error = report["error"].as_str().unwrap();
+            assert!(
+                error.contains("aborted by the group's coordinator: gamma"),
+                "{error}"
+            );
+            // Their applications resumed: prepare ran, and its resume.
+            assert_eq!(group.hook_log(i), ["freeze", "thaw"], "{}", HOSTS[i]);
+        }
+    }
+}
+
+#[test]
+fn a_member_failing_to_quiesce_to_freeze_or_in_time_aborts_the_group() {
+    require_root();
+    let group = Group::start(&[&[], &[], &[]]);
+    group.hook(0, "");
+    group.hook(1, "");
+
+    group.hook(2, "exit 1");
+    assert_aborted_by_gamma(&group, &[], "failed at quiesce");
+
+    // Someone else froze gamma's filesystem: FIFREEZE answers EBUSY.
+    group.hook(2, "");
+    let gamma = &group.members[2].fs.mountpoint;
+    run("fsfreeze", &["-f", gamma.to_str().unwrap()]);
+    let thaw_gamma = scopeguard(gamma);
+    for i in 0..3 {
+        let _ = std::fs::remove_file(group.members[i].fs.dir.path().join("hooks.log"));
+    }
+    let out = group.cli(&["snapshot", "--group", "--json"]);
+    drop(thaw_gamma);
+    let result = json_of(&out);
+    let aborted = result["aborted"].as_str().unwrap_or_default();
+    assert!(aborted.starts_with("gamma failed at freeze"), "{result:#}");
+    group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
+    assert_eq!(group.hook_log(0), ["freeze", "thaw"]);
+
+    // Gamma hangs in its prepare: the deadline aborts the group.
+    for i in 0..3 {
+        let _ = std::fs::remove_file(group.members[i].fs.dir.path().join("hooks.log"));
+    }
+    group.hook(2, "sleep 30");
+    let started = Instant::now();
+    assert_aborted_by_gamma(
+        &group,
+        &["--prepare-timeout", "3s"],
+        "had not quiesced and flushed within the prepare deadline",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the hook's sleep was not waited for"
+    );
+}
+
+/// Thaws `mountpoint` when dropped (a test's own fsfreeze).
+fn scopeguard(mountpoint: &Path) -> impl Drop + '_ {
+    struct Thaw<'a>(&'a Path);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("fsfreeze").arg("-u").arg(self.0).status();
+        }
+    }
+    Thaw(mountpoint)
+}
+
+/// Waits until every member's filesystem is frozen.
+fn wait_all_frozen(group: &Group, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !group.members.iter().all(|m| is_frozen(&m.fs.mountpoint)) {
+        assert!(Instant::now() < deadline, "the members did not all freeze");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long until every member's filesystem is thawed.
+fn time_to_thaw_all(group: &Group, within: Duration) -> Duration {
+    let started = Instant::now();
+    while group.members.iter().any(|m| is_frozen(&m.fs.mountpoint)) {
+        assert!(started.elapsed() < within, "a member stayed frozen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
+    require_root();
+    // Gamma sleeps 20 s right after its freeze: everyone is frozen and waiting for the commit
+    // meanwhile, with max_freeze 20 s in their configurations.
+    let slow = [("FAILPOINTS", "after-freeze=sleep(20000)")];
+    let group = Group::start(&[&[], &[], &slow]);
+    for i in 0..3 {
+        group.hook(i, "");
+    }
+
+    // The coordinator SIGKILLed while all are frozen.
+    let mut cli = group
+        .command(&["snapshot", "--group"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_all_frozen(&group, Duration::from_secs(30));
+    cli.kill().unwrap();
+    let _ = cli.wait();
+    // Alpha and beta, waiting for the commit, thaw as their coordinator leaves; gamma, in its
+    // injected sleep, when that ends, still before max_freeze.
+    let started = Instant::now();
+    let deadline = Duration::from_secs(20);
+    while [0, 1].iter().any(|&i| is_frozen(&group.members[i].fs.mountpoint)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "alpha or beta waited for its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    time_to_thaw_all(&group, deadline);
+    for i in 0..3 {
+        wait_for_hook_thaw(&group, i);
+        let status = json_of(&group.members[i].cli(&["status", "--json"]));
+        let last = &status["last_result"];
+        assert_eq!(last["status"], "failed", "{last:#}");
+        assert_eq!(last["failed_phase"], "hold", "{last:#}");
+        assert_eq!(last["consistency"], serde_json::Value::Null);
+        // Gamma's injected sleep blocks its agent past max_freeze: its deadline ends it.
+        if i < 2 {
+            assert!(
+                last["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("left the bus before it committed"),
+                "{last:#}"
+            );
+        }
+    }
+    group.assert_nothing_frozen_or_taken("after the coordinator was killed");
+
+    // One member's link cut (its ssh session killed) while all are frozen: that member aborts
+    // because its coordinator left its bus, and the coordinator aborts the others.
+    for i in 0..3 {
+        let _ = std::fs::remove_file(group.members[i].fs.dir.path().join("hooks.log"));
+    }
+    let cli = group
+        .command(&["snapshot", "--group", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_all_frozen(&group, Duration::from_secs(30));
+    let bridges = bridges_to(&group.members[0].bus.address);
+    assert!(!bridges.is_empty(), "the stand-in ssh runs systemd-stdio-bridge");
+    for pid in bridges {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+    }
+    let out = cli.wait_with_output().unwrap();
+    let result = json_of(&out);
+    assert_eq!(result["consistent"], false, "{result:#}");
+    assert!(
+        result["aborted"].as_str().unwrap().starts_with("alpha"),
+        "{result:#}"
+    );
+    time_to_thaw_all(&group, deadline);
+    group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
+    for i in 0..3 {
+        wait_for_hook_thaw(&group, i);
+    }
+}
+
+/// Waits until member `i`'s hook ran its thaw.
+fn wait_for_hook_thaw(group: &Group, i: usize) {
+    let started = Instant::now();
+    while group.hook_log(i) != ["freeze", "thaw"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}: {:?}",
+            HOSTS[i],
+            group.hook_log(i)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The systemd-stdio-bridge processes connected to the bus at `address`.
+fn bridges_to(address: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("systemd-stdio-bridge") && c.contains(address)
+            })
+        })
+        .collect()
+}

@@ -204,6 +204,15 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
 
 /// A raw call of Snapshot with `options`, for argument shapes the CLI never sends.
 fn raw_snapshot(bus: &PrivateBus, options: Vec<(&str, zbus::Variant<'static>)>) -> Result<(), String> {
+    raw_call(bus, "Snapshot", options)
+}
+
+/// Calls `method` (Snapshot, Prepare) with `options` as a plain D-Bus client.
+fn raw_call(
+    bus: &PrivateBus,
+    method: &str,
+    options: Vec<(&str, zbus::Variant<'static>)>,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,7 +228,7 @@ fn raw_snapshot(bus: &PrivateBus, options: Vec<(&str, zbus::Variant<'static>)>) 
                 Some("org.freezeframe.Agent1"),
                 "/org/freezeframe/Agent1",
                 Some("org.freezeframe.Agent1"),
-                "Snapshot",
+                method,
                 &(options,),
             )
             .await
@@ -283,6 +292,94 @@ fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() 
             "{err}"
         );
     }
+    for (options, expected) in [
+        (vec![], "option `group` is required"),
+        (
+            vec![("group", zbus::Variant::from("nightly"))],
+            "`nightly` is not a group id",
+        ),
+        (
+            vec![
+                ("group", zbus::Variant::from("g0123abcd")),
+                ("name", zbus::Variant::from("x")),
+            ],
+            "unknown option `name`; the options are group (s), wait (b)",
+        ),
+        (
+            vec![
+                ("group", zbus::Variant::from("g0123abcd")),
+                ("timeout-ms", zbus::Variant::from(0u64)),
+            ],
+            "must be above 0",
+        ),
+    ] {
+        let err = raw_call(&served.bus, "Prepare", options).unwrap_err();
+        assert!(
+            err.starts_with("org.freezeframe.Agent1.Error.InvalidArgs") && err.contains(expected),
+            "{err}"
+        );
+    }
+    // busctl as a group's coordinator that leaves at once: the job aborts, freezing nothing.
+    let busctl = |uid: u32, args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg("busctl")
+            .arg(format!("--address={}", served.bus.address))
+            .args([
+                "call",
+                "org.freezeframe.Agent1",
+                "/org/freezeframe/Agent1",
+                "org.freezeframe.Agent1",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = busctl(0, &["Prepare", "a{sv}", "1", "group", "s", "g0123abcd"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("t ")
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = json_of(&served.cli(&["status", "--json"]));
+        if status["running_job"] == 0 {
+            let last = &status["last_result"];
+            let error = last["error"].as_str().unwrap_or_default();
+            assert!(error.contains("left the bus before it committed"), "{last:#}");
+            assert_eq!(last["group"]["id"], "g0123abcd");
+            assert!(
+                last["filesystems"]["frozen"].as_array().unwrap().is_empty(),
+                "{last:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "job {job} did not end: {status:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = busctl(0, &["Commit", "t", &job.to_string()]);
+    assert!(
+        stderr(&out).contains(&format!("no group job {job} is running here")),
+        "{}",
+        stderr(&out)
+    );
+    // Another user may not coordinate a group.
+    for args in [
+        &["Prepare", "a{sv}", "1", "group", "s", "g0123abcd"][..],
+        &["Commit", "t", "1"],
+        &["Abort", "ts", "1", "because"],
+    ] {
+        let out = busctl(65534, args);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("uid 65534"), "{args:?}: {}", stderr(&out));
+    }
+
     let out = served.cli(&["prune", "--keep", "0"]);
     assert_eq!(out.status.code(), Some(2), "clap refuses it: {}", stderr(&out));
     let out = served.cli(&["snapshot", "--name", "no/slashes"]);
@@ -437,7 +534,7 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
             fleet(13, "web-1", &["web"], "192.0.2.12"),
         ],
     });
-    let tagged = |tag: &str, token: Option<&str>| {
+    let tagged_do = |tag: &str, token: Option<&str>, args: &[&str]| {
         let mut cmd = Command::new(cli_bin());
         cmd.args([
             "--ssh-command",
@@ -447,13 +544,14 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
             "--tag",
             tag,
         ])
-        .args(["status", "--json"])
+        .args(args)
         .env_remove("DIGITALOCEAN_TOKEN");
         if let Some(token) = token {
             cmd.env("DIGITALOCEAN_TOKEN", token);
         }
         cmd.output().unwrap()
     };
+    let tagged = |tag: &str, token: Option<&str>| tagged_do(tag, token, &["status", "--json"]);
     let out = tagged("db", Some("dop_v1_fleet"));
     assert!(out.status.success(), "{}", stderr(&out));
     let mut hosts: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -484,6 +582,18 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
     let out = tagged("db", Some("dop_v1_wrong"));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(!stderr(&out).contains("dop_v1_wrong"), "the token never shows");
+
+    // The Droplets with the tag as one consistency group.
+    let out = tagged_do("db", Some("dop_v1_fleet"), &["snapshot", "--group", "--json"]);
+    let result = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], true, "{result:#}");
+    let members = result["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    let id = result["group"].as_str().unwrap();
+    assert!(members
+        .iter()
+        .all(|m| m["report"]["snapshot_name"].as_str().unwrap().contains(id)));
 }
 
 #[test]

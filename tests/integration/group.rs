@@ -1,7 +1,9 @@
 //! Consistency groups (`freezeframe -H … snapshot --group`): agents on private buses reached
-//! through the stand-in for ssh, a writer whose records carry one sequence across all the
-//! members, and the images the local-image provider copies while each member is frozen.
+//! through the stand-in for ssh, writers whose records carry one sequence across all the
+//! members (appended to files, or inserted into a PostgreSQL server on each), and the images
+//! the local-image provider copies while each member is frozen, restored.
 
+use crate::servers::{loop_fs_from_image, RowWriter};
 use crate::service::{json_of, stderr, Served};
 use freezeframe_tests::bus::fake_ssh;
 use freezeframe_tests::*;
@@ -478,4 +480,83 @@ fn bridges_to(address: &str) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+#[test]
+fn a_group_of_postgresql_servers_restores_to_one_cut_of_their_writes() {
+    require_root();
+    let group = Group::start(&[&[], &[], &[]]);
+    let servers: Vec<PgServer> = group
+        .members
+        .iter()
+        .map(|m| {
+            let server = PgServer::start(&m.fs.path("pg/data"), &m.fs.dir.path().join("pg-run"), true);
+            server.sql("CREATE TABLE rows (n bigint PRIMARY KEY)");
+            let config = m.fs.dir.path().join("etc/config.toml");
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!(
+                "\n[[quiescer]]\nkind = \"postgresql\"\nsocket_dir = {:?}\n",
+                server.sockets
+            ));
+            std::fs::write(&config, text).unwrap();
+            server
+        })
+        .collect();
+    // Row n goes to member n % 3, each INSERT committed before the next is sent: an
+    // application whose machines act on each other's acknowledged writes.
+    let sockets: Vec<PathBuf> = servers.iter().map(|s| s.sockets.clone()).collect();
+    let writer = RowWriter::start("INSERT across the group", 30, move |n| {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--", "psql", "-X", "-q", "-h"])
+            .arg(&sockets[(n % 3) as usize])
+            .args(["-p", "5432", "-d", "postgres", "-c"])
+            .arg(format!("INSERT INTO rows VALUES ({n})"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let out = group.cli(&["snapshot", "--group", "--json"]);
+    let written = writer.stop();
+    drop(servers);
+    let result = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], true, "{result:#}");
+    for member in result["members"].as_array().unwrap() {
+        assert_eq!(member["report"]["consistency"], "application", "{member:#}");
+    }
+
+    // Each member's image, started as its own database after crash recovery.
+    let mut held: Vec<BTreeSet<u64>> = Vec::new();
+    for (i, m) in group.members.iter().enumerate() {
+        let images = group.images(i);
+        assert_eq!(images.len(), 1, "{}: {images:?}", HOSTS[i]);
+        let restored = loop_fs_from_image(&images[0], &m.fs.dir.path().join("restored"));
+        let server = PgServer::restart(&restored.path("pg/data"), &m.fs.dir.path().join("pg-run-2"));
+        held.push(
+            server
+                .sql("SELECT n FROM rows")
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+        );
+    }
+    let last = held
+        .iter()
+        .filter_map(|h| h.last().copied())
+        .max()
+        .expect("rows were captured");
+    assert!(
+        last < written,
+        "the writer went on after the snapshots ({last} of {written})"
+    );
+    for n in 1..=last {
+        assert!(
+            held[(n % 3) as usize].contains(&n),
+            "row {n} is missing from {}'s restored database, while row {last} is in another's",
+            HOSTS[(n % 3) as usize]
+        );
+    }
 }

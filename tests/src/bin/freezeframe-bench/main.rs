@@ -2,14 +2,16 @@
 //! users do instead, side by side in one run, on loop filesystems against the API simulator with
 //! a fixed round trip: the `fsfreeze` script that ec2-consistent-snapshot and QEMU guest agent
 //! hooks amount to (`fsfreeze -f`, the API call, `fsfreeze -u`), and stopping the database
-//! service around the API call. Five parts: the frozen window and an application's write stalls
+//! service around the API call. Six parts: the frozen window and an application's write stalls
 //! ([`window`]), PostgreSQL under pgbench ([`database`]), scaling to many filesystems and a
 //! fleet ([`scaling`]), the agent's footprint ([`footprint`]), and the time from a snapshot to a
-//! verified restore, with and without the PostgreSQL quiescer's CHECKPOINT ([`restore`]). Prints markdown tables and
+//! verified restore, with and without the PostgreSQL quiescer's CHECKPOINT ([`restore`]), and
+//! consistency groups of many Droplets ([`group`]). Prints markdown tables and
 //! writes JSON. Measurements, not pass/fail tests. Run as root: tests/bench/run.
 
 mod database;
 mod footprint;
+mod group;
 mod restore;
 mod scaling;
 mod window;
@@ -29,6 +31,7 @@ pub struct Args {
     pub latency: Duration,
     pub dirty_mib: Vec<u64>,
     pub fleet: Vec<usize>,
+    pub group: Vec<usize>,
     pub filesystems: Vec<usize>,
     pub parts: Vec<String>,
     pub json: PathBuf,
@@ -36,7 +39,10 @@ pub struct Args {
 
 const USAGE: &str = "flags: --runs N (20) --latency-ms N (300) --dirty-mib A,B,C (0,256,1024) \
                      --filesystems A,B,C (1,4,16) --fleet A,B,C (1,10,50) \
-                     --parts window,database,scaling,footprint,restore (all) --json PATH";
+                     --group A,B,C (2,10,50) \
+                     --parts window,database,scaling,footprint,restore,group (all) --json PATH";
+
+const PARTS: [&str; 6] = ["window", "database", "scaling", "footprint", "restore", "group"];
 
 fn list<T: std::str::FromStr>(flag: &str, text: &str) -> Vec<T> {
     text.split(',')
@@ -59,10 +65,9 @@ fn args() -> Args {
         latency: Duration::from_millis(300),
         dirty_mib: vec![0, 256, 1024],
         fleet: vec![1, 10, 50],
+        group: vec![2, 10, 50],
         filesystems: vec![1, 4, 16],
-        parts: ["window", "database", "scaling", "footprint", "restore"]
-            .map(String::from)
-            .to_vec(),
+        parts: PARTS.map(String::from).to_vec(),
         json: "target/bench/results.json".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -77,6 +82,7 @@ fn args() -> Args {
             "--dirty-mib" => a.dirty_mib = list("--dirty-mib", &value()),
             "--filesystems" => a.filesystems = list("--filesystems", &value()),
             "--fleet" => a.fleet = list("--fleet", &value()),
+            "--group" => a.group = list("--group", &value()),
             "--parts" => a.parts = value().split(',').map(String::from).collect(),
             "--json" => a.json = value().into(),
             "-h" | "--help" => {
@@ -87,7 +93,7 @@ fn args() -> Args {
         }
     }
     for part in &a.parts {
-        if !["window", "database", "scaling", "footprint", "restore"].contains(&part.as_str()) {
+        if !PARTS.contains(&part.as_str()) {
             fail(&format!("unknown part {part}; {USAGE}"));
         }
     }
@@ -169,6 +175,7 @@ pub fn simulator(dir: &Path, latency: Duration) -> SimServer {
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
+        rate_limit: None,
     })
 }
 
@@ -363,6 +370,7 @@ fn main() {
             "scaling" => sections.extend(scaling::run(&args)),
             "footprint" => sections.push(footprint::run(&args)),
             "restore" => sections.push(restore::run(&args)),
+            "group" => sections.push(group::run(&args)),
             _ => unreachable!("checked in args()"),
         }
     }

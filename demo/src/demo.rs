@@ -219,6 +219,7 @@ fn start_simulator(dir: &Path, data: &LoopFs) -> Result<SimServer> {
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
+        rate_limit: None,
     });
     outln!(
         "  [2/6] the DigitalOcean API simulator listens on {} ({} ms per call)",

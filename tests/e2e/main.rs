@@ -211,6 +211,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
+        rate_limit: None,
     });
     let debs_dir = debs[0].parent().unwrap().to_path_buf();
     let root = container::debian_root(&["postgresql", "openssh-client"]);

@@ -209,6 +209,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
             tags: vec!["db".into()],
             public_ipv4: "192.0.2.10".into(),
         }],
+        rate_limit: None,
     });
     std::fs::create_dir_all(dir.path().join("images")).unwrap();
     let prism = Prism::start(&["proxy", "--errors", spec.to_str().unwrap(), &server.url]);

@@ -82,6 +82,7 @@ impl Droplet {
                 })
                 .collect(),
             fleet: Vec::new(),
+            rate_limit: None,
         });
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();

@@ -74,6 +74,7 @@ fn tls_and_dns_failures_fail_in_preflight_before_anything_freezes() {
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
+        rate_limit: None,
     });
     // TLS to a server that speaks plain HTTP: the handshake fails.
     let https = sim.url.replace("http://", "https://");

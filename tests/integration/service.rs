@@ -533,6 +533,7 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
             fleet(12, "db-2", &["db", "web"], "192.0.2.11"),
             fleet(13, "web-1", &["web"], "192.0.2.12"),
         ],
+        rate_limit: None,
     });
     let tagged_do = |tag: &str, token: Option<&str>, args: &[&str]| {
         let mut cmd = Command::new(cli_bin());

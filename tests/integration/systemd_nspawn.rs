@@ -233,6 +233,7 @@ fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) ->
         faults: Vec::new(),
         volumes: Vec::new(),
         fleet: Vec::new(),
+        rate_limit: None,
     });
     let etc = fs.dir.path().join("etc");
     write_config(&etc, &sim.url, quiescers);

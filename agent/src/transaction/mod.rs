@@ -265,7 +265,8 @@ impl Recorder<'_> {
         }
     }
 
-    fn finish(mut self) -> Report {
+    fn finish(mut self, provider_calls: u64) -> Report {
+        self.report.provider_calls = provider_calls;
         let ok = self.report.status == Status::Succeeded;
         self.leave(ok);
         self.report.total_ms = ms(self.started.elapsed());
@@ -312,7 +313,7 @@ impl Transaction<'_> {
             Err(refusal) => {
                 rec.fail(Phase::Preflight, refusal.message);
                 rec.report.setup_error = refusal.setup;
-                return rec.finish();
+                return rec.finish(self.provider.calls_made());
             }
         }
         // From here on, every quiescer whose prepare started is resumed, on every path.
@@ -332,7 +333,7 @@ impl Transaction<'_> {
                 self.prune(&mut rec, completed).await;
             }
         }
-        rec.finish()
+        rec.finish(self.provider.calls_made())
     }
 
     /// The report before anything ran: every quiescer listed, nothing prepared.

@@ -589,6 +589,11 @@ pub trait SnapshotProvider: Send {
     /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
     /// may be cancelled (dropped) at the deadline.
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
+    /// How many calls this provider made to its API so far (for a rate-limited API, what a
+    /// run costs its token); 0 when it has none.
+    fn calls_made(&self) -> u64 {
+        0
+    }
     /// Waits, after the thaw, until the snapshot is complete.
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;
     /// After a request that did not register (failed, timed out, or cut at the deadline), finds

@@ -180,6 +180,10 @@ pub struct Report {
     pub resume_ms: f64,
     /// The whole run.
     pub total_ms: f64,
+    /// Calls made to the provider's API during the run (DigitalOcean: what it cost the token's
+    /// rate limits).
+    #[serde(default)]
+    pub provider_calls: u64,
     /// For a member of a consistency group: the group and its barriers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupReport>,
@@ -214,6 +218,7 @@ impl Report {
             thawing_ms: 0.0,
             resume_ms: 0.0,
             total_ms: 0.0,
+            provider_calls: 0,
             group: None,
             phases: Vec::new(),
         }

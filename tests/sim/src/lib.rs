@@ -8,9 +8,11 @@
 //! method and path prefix, from flags or at run time through `PUT /_sim/faults`.
 
 mod faults;
+mod rate;
 mod restore;
 
 pub use faults::{Fault, FaultKind};
+pub use rate::{Admission, RateLimit};
 pub use restore::RestoredMachine;
 
 use axum::extract::{Path, Query, Request, State};
@@ -61,6 +63,9 @@ pub struct SimConfig {
     pub volumes: Vec<SimVolume>,
     /// More Droplets of the account, listed by `GET /v2/droplets` (for `--tag`), besides this one.
     pub fleet: Vec<FleetDroplet>,
+    /// The token's rate limits, shared by the simulators of one account; `None` lets every
+    /// request through (the headers then count down from 5,000).
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// When the simulated hypervisor reads a Droplet's disk for a snapshot. DigitalOcean does not
@@ -98,6 +103,8 @@ pub struct Counters {
     pub volume_snapshot_posts: u32,
     /// API calls answered, by `METHOD path`.
     pub calls: Vec<String>,
+    /// Calls refused by the rate limit (429), by `METHOD path`.
+    pub rate_limited: Vec<String>,
 }
 
 struct SimAction {
@@ -223,6 +230,20 @@ impl Sim {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Without a rate limit: every call let through, the hourly count going down as before.
+    fn unlimited(&self) -> Admission {
+        let mut st = self.lock();
+        st.remaining = st.remaining.saturating_sub(1);
+        Admission {
+            retry_after: None,
+            remaining: st.remaining,
+            reset: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + 60,
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         self.lock().counters.clone()
     }
@@ -328,7 +349,7 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
     if path.starts_with("/_sim/") {
         return next.run(request).await;
     }
-    let (latency, fault, token, remaining) = {
+    let (latency, fault, token, limit) = {
         let mut st = sim.lock();
         st.counters.calls.push(format!("{method} {path}"));
         let fault = st
@@ -337,8 +358,16 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
             .iter_mut()
             .find(|f| f.matches(&method, &path))
             .map(|f| f.take());
-        st.remaining = st.remaining.saturating_sub(1);
-        (st.config.latency, fault, st.config.token.clone(), st.remaining)
+        (
+            st.config.latency,
+            fault,
+            st.config.token.clone(),
+            st.config.rate_limit.clone(),
+        )
+    };
+    let admission = match &limit {
+        Some(limit) => limit.admit(),
+        None => sim.unlimited(),
     };
     tokio::time::sleep(latency).await;
     let call = Call {
@@ -346,22 +375,39 @@ async fn api_layer(State(sim): State<Sim>, request: Request, next: Next) -> Resp
         path,
         request_id,
     };
-    let mut response = match fault {
-        Some(fault) => faulty_answer(fault, &sim, request, next, &call).await,
-        None => call.answer(request, next).await,
+    let mut response = match (admission.retry_after, fault) {
+        (Some(retry_after), _) => {
+            sim.lock()
+                .counters
+                .rate_limited
+                .push(format!("{method} {}", call.path));
+            rate_limited(retry_after, &call.request_id)
+        }
+        (None, Some(fault)) => faulty_answer(fault, &sim, request, next, &call).await,
+        (None, None) => call.answer(request, next).await,
     };
-    let reset = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 60;
     let h = response.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from(5000u64));
-    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(reset));
+    let hourly = limit.as_ref().map_or(5000, |l| l.per_hour as u64);
+    h.insert("ratelimit-limit", HeaderValue::from(hourly));
+    h.insert("ratelimit-remaining", HeaderValue::from(admission.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(admission.reset));
     if let Ok(v) = HeaderValue::from_str(&call.request_id) {
         h.insert("x-request-id", v);
     }
     response
+}
+
+/// The API's answer past its rate limit.
+fn rate_limited(retry_after: u64, request_id: &str) -> Response {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "API rate limit exceeded.",
+        request_id,
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(retry_after));
+    r
 }
 
 /// One API call as the layer sees it.
@@ -442,17 +488,7 @@ async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next
             };
             error(status, id, message, request_id)
         }
-        FaultKind::RateLimited { retry_after } => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "API rate limit exceeded.",
-                request_id,
-            );
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from(retry_after));
-            r
-        }
+        FaultKind::RateLimited { retry_after } => rate_limited(retry_after, request_id),
     }
 }
 

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_do_sim::{Capture, Fault, Sim, SimConfig, SimVolume};
+use freezeframe_do_sim::{Capture, Fault, RateLimit, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +43,10 @@ struct Args {
     /// An attached volume, `NAME=DEVICE` (repeatable)
     #[arg(long = "volume", value_parser = parse_volume)]
     volumes: Vec<(String, PathBuf)>,
+    /// The token's rate limits, `PER_MINUTE[/PER_HOUR]` (the real API: 250/5000); past them,
+    /// 429 with `retry-after` [default: none]
+    #[arg(long, value_parser = RateLimit::parse)]
+    rate_limit: Option<std::sync::Arc<RateLimit>>,
 }
 
 fn parse_capture(text: &str) -> Result<Capture, String> {
@@ -89,6 +93,7 @@ async fn main() -> std::io::Result<()> {
             })
             .collect(),
         fleet: Vec::new(),
+        rate_limit: args.rate_limit,
     });
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;

@@ -153,6 +153,19 @@ pub struct Client {
     /// Bound on each call outside the frozen window.
     timeout: Duration,
     retry: RetryPolicy,
+    /// What the API's `ratelimit-*` headers said last, and how many calls this client made.
+    usage: std::sync::Mutex<Usage>,
+}
+
+/// A token's standing with the API's rate limits, as this client last heard it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Calls made (each attempt counts against the token).
+    pub calls: u64,
+    /// `ratelimit-remaining`: requests left in the hour.
+    pub remaining: Option<u64>,
+    /// `ratelimit-reset`: when the oldest request of the hour leaves it (Unix time).
+    pub reset: Option<u64>,
 }
 
 impl Client {
@@ -171,7 +184,18 @@ impl Client {
             scopes: scopes.join(", "),
             timeout,
             retry: RetryPolicy::default(),
+            usage: std::sync::Mutex::new(Usage::default()),
         }
+    }
+
+    /// The token's standing with the rate limits, as last heard.
+    pub(crate) fn usage(&self) -> Usage {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The retry policy's longest wait.
+    pub(crate) fn max_wait(&self) -> Duration {
+        self.retry.max_wait
     }
 
     /// A GET outside the frozen window, retried per the policy.
@@ -237,9 +261,11 @@ impl Client {
                 .header("content-type", "application/json")
                 .body(body.to_json());
         }
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
         let resp = req.send().await.map_err(|e| transport(&what, timeout, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        self.heard(&headers);
         let bytes = resp.bytes().await.map_err(|e| transport(&what, timeout, e))?;
         if status.is_success() {
             let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -474,6 +500,18 @@ fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
         source = s.source();
     }
     None
+}
+
+impl Client {
+    /// Keeps what an answer's `ratelimit-*` headers say.
+    fn heard(&self, headers: &reqwest::header::HeaderMap) {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(remaining) = number("ratelimit-remaining") {
+            usage.remaining = Some(remaining);
+            usage.reset = number("ratelimit-reset");
+        }
+    }
 }
 
 /// `retry-after` in seconds, or the wait until `ratelimit-reset` (Unix time).

@@ -348,14 +348,48 @@ impl SnapshotProvider for DigitalOcean {
 
     async fn ready(&mut self) -> Result<(), ProviderError> {
         // Quiescing and syncing may have taken long enough for the server to close the idle
-        // connection; one more call now keeps a warm one for the POST in the window.
+        // connection; one more call now keeps a warm one for the POST in the window. It also
+        // waits out a rate limit (429 and its retry-after) here, outside the window.
         let id = self.droplet_id;
-        self.client()?.droplet(id).await.map(drop).map_err(|e| {
-            api(
-                &format!("cannot reach the API right before the freeze (Droplet {id})"),
-                e,
-            )
-        })
+        let client = self.client()?;
+        let warm = || async {
+            client.droplet(id).await.map(drop).map_err(|e| {
+                api(
+                    &format!("cannot reach the API right before the freeze (Droplet {id})"),
+                    e,
+                )
+            })
+        };
+        warm().await?;
+        // The window's requests must find the hour's budget: a run that could not get them
+        // does not freeze yet.
+        let needed = 1 + self.volumes.len() as u64;
+        let usage = client.usage();
+        let Some(remaining) = usage.remaining.filter(|r| *r < needed) else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let wait = Duration::from_secs(usage.reset.unwrap_or(u64::MAX).saturating_sub(now));
+        if wait > client.max_wait() {
+            return Err(ProviderError::new(format!(
+                "the API token has {remaining} requests left this hour and the snapshot needs {needed}                  inside its window (the hour's budget frees in {}): nothing was frozen; try again then,                  or spread the runs that share this token",
+                humantime::format_duration(wait)
+            )));
+        }
+        tracing::warn!(
+            remaining,
+            needed,
+            "the token's hourly API budget is spent: waiting {} before freezing",
+            humantime::format_duration(wait)
+        );
+        tokio::time::sleep(wait).await;
+        warm().await
+    }
+
+    fn calls_made(&self) -> u64 {
+        self.client.as_ref().map_or(0, |c| c.usage().calls)
     }
 
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {

@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
+    /// With several machines: the DigitalOcean API calls a minute their snapshot runs may make
+    /// together (they share the token's limit of 250); runs start no faster than that allows
+    #[arg(long, value_name = "N", default_value_t = 200, global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_rate: u32,
     /// Print results as JSON (one object per machine)
     #[arg(long, global = true)]
     pub json: bool,

@@ -5,6 +5,7 @@
 use crate::args::{Cli, Command};
 use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
+use crate::pacing::Pacer;
 use freezeframe_agent::transaction::ports::DrillResult;
 use freezeframe_agent::transaction::Status;
 use serde_json::{json, Value};
@@ -19,7 +20,7 @@ struct Outcome {
     error: Option<(String, Option<&'static str>)>,
 }
 
-async fn one(command: &Command, target: &Target) -> Outcome {
+async fn one(command: &Command, target: &Target, progress: &mut dyn commands::Progress) -> Outcome {
     let result: Result<(Exit, Value, String), Failure> = match command {
         Command::Snapshot {
             name, wait, dry_run, ..
@@ -29,7 +30,7 @@ async fn one(command: &Command, target: &Target) -> Outcome {
                 wait: *wait,
                 dry_run: *dry_run,
             };
-            commands::snapshot(target, &request, &mut commands::Silent)
+            commands::snapshot(target, &request, progress)
                 .await
                 .map(|finished| {
                     let line = match &finished {
@@ -162,19 +163,35 @@ pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
 }
 
 /// Runs the command on every target; prints as each finishes; returns the combined exit.
+/// Snapshot runs are paced to the API budget (`--api-rate`), and a run longer than a few
+/// seconds shows its progress on stderr.
 pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
     let limit = Arc::new(tokio::sync::Semaphore::new(cli.parallel as usize));
+    let pacer = Arc::new(Pacer::new(cli.api_rate));
+    let board = Board::new(targets);
+    let paced = matches!(cli.command, Command::Snapshot { dry_run: false, .. });
     let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
-    for target in targets {
+    for (index, target) in targets.iter().enumerate() {
         let (limit, done, target) = (limit.clone(), done.clone(), target.clone());
+        let (pacer, board) = (pacer.clone(), board.clone());
         let command = cli.command.clone();
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let outcome = one(&command, &target).await;
+            if paced {
+                pacer.start().await;
+            }
+            board.set(index, State::Running(std::time::Instant::now()));
+            let mut progress = board.member(index);
+            let outcome = one(&command, &target, &mut progress).await;
+            if let Some(calls) = outcome.result.as_ref().and_then(|r| r["provider_calls"].as_u64()) {
+                pacer.finished(calls);
+            }
+            board.set(index, State::Done(outcome.exit == Exit::Success));
             let _ = done.send((target, outcome));
         });
     }
     drop(done);
+    let shown = tokio::spawn(show_progress(board.clone(), pacer.clone(), cli.api_rate));
     let (mut succeeded, mut failed, mut unreachable) = (0usize, 0usize, 0usize);
     while let Some((target, outcome)) = finished.recv().await {
         match outcome.exit {
@@ -193,6 +210,13 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
             crate::outln!("{line}");
         } else {
             crate::outln!("{target}: {}", outcome.line);
+        }
+    }
+    shown.abort();
+    if paced {
+        let (waited, time, cost) = pacer.summary();
+        if waited > 0 {
+            eprintln!("freezeframe: {}", pacing_line(waited, time, cost, cli.api_rate));
         }
     }
     if !cli.json {
@@ -216,4 +240,110 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         (0, _) => Exit::Unreachable,
         _ => Exit::Failed,
     }
+}
+
+/// Where each machine of a fleet run is.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Waiting,
+    Running(std::time::Instant),
+    Frozen(std::time::Instant),
+    Done(bool),
+}
+
+/// The fleet's progress: each machine's state, by index, and its name.
+#[derive(Clone)]
+struct Board {
+    states: Arc<std::sync::Mutex<Vec<State>>>,
+    names: Arc<Vec<String>>,
+}
+
+impl Board {
+    fn new(targets: &[Target]) -> Board {
+        Board {
+            states: Arc::new(std::sync::Mutex::new(vec![State::Waiting; targets.len()])),
+            names: Arc::new(targets.iter().map(|t| t.to_string()).collect()),
+        }
+    }
+
+    fn set(&self, index: usize, state: State) {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())[index] = state;
+    }
+
+    /// The progress of machine `index`'s snapshot, as its phases arrive.
+    fn member(&self, index: usize) -> MemberProgress {
+        MemberProgress {
+            board: self.clone(),
+            index,
+        }
+    }
+
+    /// One line: counts, and the slowest machine still running.
+    fn line(&self) -> String {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let count = |f: fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
+        let done = count(|s| matches!(s, State::Done(_)));
+        let failed = count(|s| matches!(s, State::Done(false)));
+        let frozen = count(|s| matches!(s, State::Frozen(_)));
+        let running = count(|s| matches!(s, State::Running(_)));
+        let waiting = count(|s| matches!(s, State::Waiting));
+        let slowest = states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                State::Running(at) | State::Frozen(at) => Some((i, at.elapsed())),
+                _ => None,
+            })
+            .max_by_key(|(_, d)| *d)
+            .map(|(i, d)| format!("; slowest: {} ({:.0} s)", self.names[i], d.as_secs_f64()))
+            .unwrap_or_default();
+        format!(
+            "progress: {done} of {} done ({failed} failed), {frozen} frozen, {running} running, {waiting} waiting{slowest}",
+            states.len()
+        )
+    }
+}
+
+/// A machine's phases, on the board: frozen from the freeze to the thaw.
+struct MemberProgress {
+    board: Board,
+    index: usize,
+}
+
+impl commands::Progress for MemberProgress {
+    fn phase(&mut self, phase: &str, finished: bool, _ok: bool, _elapsed_ms: f64) {
+        let now = std::time::Instant::now();
+        match (phase, finished) {
+            ("freeze", false) => self.board.set(self.index, State::Frozen(now)),
+            ("thaw", true) => self.board.set(self.index, State::Running(now)),
+            _ => {}
+        }
+    }
+}
+
+/// How often a long fleet run says where it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every few seconds, the board and what pacing did, on stderr.
+async fn show_progress(board: Board, pacer: Arc<Pacer>, api_rate: u32) {
+    let mut said = 0;
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let mut line = board.line();
+        let (waited, time, cost) = pacer.summary();
+        if waited > said {
+            said = waited;
+            line.push_str(&format!("; {}", pacing_line(waited, time, cost, api_rate)));
+        }
+        eprintln!("freezeframe: {line}");
+    }
+}
+
+/// What pacing did so far.
+fn pacing_line(waited: usize, time: std::time::Duration, cost: f64, api_rate: u32) -> String {
+    format!(
+        "pacing: {waited} runs waited {:.0} s in all for the API budget ({api_rate} calls a minute \
+         for the fleet, about {cost:.0} per run; --api-rate)",
+        time.as_secs_f64()
+    )
 }

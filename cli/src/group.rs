@@ -9,6 +9,7 @@
 use crate::args::Cli;
 use crate::client::{self, Target};
 use crate::commands::{self, Exit, Failure};
+use crate::pacing::Pacer;
 use freezeframe_agent::transaction::ports::Consistency;
 use freezeframe_agent::transaction::Report;
 use futures_util::StreamExt;
@@ -98,7 +99,8 @@ pub struct GroupResult {
 /// Runs the group snapshot on `targets` and prints its result.
 pub async fn run(cli: &Cli, targets: &[Target], request: &GroupRequest) -> Exit {
     let group = freezeframe_agent::naming::new_group_id();
-    let result = coordinate(targets, request, &group, cli.parallel as usize).await;
+    let pacer = Arc::new(Pacer::new(cli.api_rate));
+    let result = coordinate(targets, request, &group, cli.parallel as usize, pacer).await;
     if cli.json {
         crate::outln!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     } else {
@@ -108,7 +110,13 @@ pub async fn run(cli: &Cli, targets: &[Target], request: &GroupRequest) -> Exit 
 }
 
 /// The two barriers, then the results.
-async fn coordinate(targets: &[Target], request: &GroupRequest, group: &str, parallel: usize) -> GroupResult {
+async fn coordinate(
+    targets: &[Target],
+    request: &GroupRequest,
+    group: &str,
+    parallel: usize,
+    pacer: Arc<Pacer>,
+) -> GroupResult {
     let started = Instant::now();
     let (words, _) = tokio::sync::watch::channel(Word::Prepare);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -122,7 +130,7 @@ async fn coordinate(targets: &[Target], request: &GroupRequest, group: &str, par
             words: words.subscribe(),
             events: events.clone(),
         };
-        tokio::spawn(member.run(limit.clone()));
+        tokio::spawn(member.run(limit.clone(), pacer.clone()));
     }
     drop(events);
     let mut seen: Vec<Seen> = targets.iter().map(|_| Seen::default()).collect();
@@ -159,6 +167,7 @@ async fn coordinate(targets: &[Target], request: &GroupRequest, group: &str, par
             Event::Ready => member.ready = Some(at),
             Event::Frozen => member.frozen = Some(at),
             Event::Finished(report) => {
+                pacer.finished(report.provider_calls);
                 if committed.is_none() {
                     let why = report.error.clone().unwrap_or_else(|| "it ended early".into());
                     let phase = report
@@ -376,9 +385,11 @@ impl Member {
         let _ = self.events.send((self.index, Instant::now(), event));
     }
 
-    async fn run(mut self, limit: Arc<tokio::sync::Semaphore>) {
-        // Connections are set up at most `parallel` at once, and then all held open: a group
-        // needs every member at once.
+    async fn run(mut self, limit: Arc<tokio::sync::Semaphore>, pacer: Arc<Pacer>) {
+        // A member's run costs API calls (its preflight now, its request at the commit): the
+        // group's are spread over the budget like a fleet's. Connections are set up at most
+        // `parallel` at once, and then all held open: a group needs every member at once.
+        pacer.start().await;
         let permit = limit.acquire_owned().await;
         let prepared = self.prepare().await;
         drop(permit);

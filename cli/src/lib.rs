@@ -8,6 +8,7 @@ pub mod drill;
 pub mod fleet;
 pub mod group;
 pub mod man;
+pub mod pacing;
 pub mod scheduled;
 pub mod ssh;
 

@@ -1,7 +1,7 @@
 //! A Droplet for tests of the `digitalocean` provider: a loop filesystem as its disk (and one
 //! as an attached volume), the API simulator on loopback, a token file and the agent's config.
 
-use freezeframe_tests::sim::{Capture, SimConfig, SimVolume};
+use freezeframe_tests::sim::{Capture, RateLimit, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -53,6 +53,30 @@ impl Droplet {
         capture: Capture,
         volume_mib: u64,
     ) -> Droplet {
+        Droplet::build_with(
+            action_delay,
+            extra_config,
+            volume,
+            Some(capture),
+            volume_mib,
+            None,
+        )
+    }
+
+    /// One of a fleet whose simulators share the token's `rate_limit`; its disk is not read
+    /// (there are many, and the test is about the API).
+    pub(crate) fn in_fleet(rate_limit: std::sync::Arc<RateLimit>) -> Droplet {
+        Droplet::build_with(Duration::from_millis(100), "", None, None, 64, Some(rate_limit))
+    }
+
+    fn build_with(
+        action_delay: Duration,
+        extra_config: &str,
+        volume: Option<bool>,
+        capture: Option<Capture>,
+        volume_mib: u64,
+        rate_limit: Option<std::sync::Arc<RateLimit>>,
+    ) -> Droplet {
         let dir = scratch();
         let disk = loop_fs(
             Fs::Ext4,
@@ -67,10 +91,10 @@ impl Droplet {
             token: TOKEN.into(),
             droplet_id: 3164444,
             droplet_name: "web-1".into(),
-            disk: Some(disk.device.clone().into()),
+            disk: capture.map(|_| disk.device.clone().into()),
             image_dir: images.clone(),
             action_delay,
-            capture,
+            capture: capture.unwrap_or(Capture::Registration),
             latency: Duration::ZERO,
             faults: Vec::new(),
             volumes: volume
@@ -82,7 +106,7 @@ impl Droplet {
                 })
                 .collect(),
             fleet: Vec::new(),
-            rate_limit: None,
+            rate_limit,
         });
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();

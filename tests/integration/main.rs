@@ -11,6 +11,7 @@ mod drill;
 mod droplet;
 mod engine;
 mod faults;
+mod fleet;
 mod group;
 mod hooks;
 mod phases;

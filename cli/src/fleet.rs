@@ -6,6 +6,7 @@ use crate::args::{Cli, Command};
 use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
 use crate::pacing::Pacer;
+use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::DrillResult;
 use freezeframe_agent::transaction::Status;
 use serde_json::{json, Value};
@@ -191,7 +192,7 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         });
     }
     drop(done);
-    let shown = tokio::spawn(show_progress(board.clone(), pacer.clone(), cli.api_rate));
+    let shown = tokio::spawn(progress::show(board.clone(), pacer.clone()));
     let (mut succeeded, mut failed, mut unreachable) = (0usize, 0usize, 0usize);
     while let Some((target, outcome)) = finished.recv().await {
         match outcome.exit {
@@ -213,11 +214,8 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         }
     }
     shown.abort();
-    if paced {
-        let (waited, time, cost) = pacer.summary();
-        if waited > 0 {
-            eprintln!("freezeframe: {}", pacing_line(waited, time, cost, cli.api_rate));
-        }
+    if paced && pacer.summary().0 > 0 {
+        eprintln!("freezeframe: {}", progress::pacing_line(&pacer));
     }
     if !cli.json {
         crate::outln!(
@@ -240,110 +238,4 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         (0, _) => Exit::Unreachable,
         _ => Exit::Failed,
     }
-}
-
-/// Where each machine of a fleet run is.
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Waiting,
-    Running(std::time::Instant),
-    Frozen(std::time::Instant),
-    Done(bool),
-}
-
-/// The fleet's progress: each machine's state, by index, and its name.
-#[derive(Clone)]
-struct Board {
-    states: Arc<std::sync::Mutex<Vec<State>>>,
-    names: Arc<Vec<String>>,
-}
-
-impl Board {
-    fn new(targets: &[Target]) -> Board {
-        Board {
-            states: Arc::new(std::sync::Mutex::new(vec![State::Waiting; targets.len()])),
-            names: Arc::new(targets.iter().map(|t| t.to_string()).collect()),
-        }
-    }
-
-    fn set(&self, index: usize, state: State) {
-        self.states.lock().unwrap_or_else(|p| p.into_inner())[index] = state;
-    }
-
-    /// The progress of machine `index`'s snapshot, as its phases arrive.
-    fn member(&self, index: usize) -> MemberProgress {
-        MemberProgress {
-            board: self.clone(),
-            index,
-        }
-    }
-
-    /// One line: counts, and the slowest machine still running.
-    fn line(&self) -> String {
-        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let count = |f: fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
-        let done = count(|s| matches!(s, State::Done(_)));
-        let failed = count(|s| matches!(s, State::Done(false)));
-        let frozen = count(|s| matches!(s, State::Frozen(_)));
-        let running = count(|s| matches!(s, State::Running(_)));
-        let waiting = count(|s| matches!(s, State::Waiting));
-        let slowest = states
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                State::Running(at) | State::Frozen(at) => Some((i, at.elapsed())),
-                _ => None,
-            })
-            .max_by_key(|(_, d)| *d)
-            .map(|(i, d)| format!("; slowest: {} ({:.0} s)", self.names[i], d.as_secs_f64()))
-            .unwrap_or_default();
-        format!(
-            "progress: {done} of {} done ({failed} failed), {frozen} frozen, {running} running, {waiting} waiting{slowest}",
-            states.len()
-        )
-    }
-}
-
-/// A machine's phases, on the board: frozen from the freeze to the thaw.
-struct MemberProgress {
-    board: Board,
-    index: usize,
-}
-
-impl commands::Progress for MemberProgress {
-    fn phase(&mut self, phase: &str, finished: bool, _ok: bool, _elapsed_ms: f64) {
-        let now = std::time::Instant::now();
-        match (phase, finished) {
-            ("freeze", false) => self.board.set(self.index, State::Frozen(now)),
-            ("thaw", true) => self.board.set(self.index, State::Running(now)),
-            _ => {}
-        }
-    }
-}
-
-/// How often a long fleet run says where it is.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Every few seconds, the board and what pacing did, on stderr.
-async fn show_progress(board: Board, pacer: Arc<Pacer>, api_rate: u32) {
-    let mut said = 0;
-    loop {
-        tokio::time::sleep(PROGRESS_EVERY).await;
-        let mut line = board.line();
-        let (waited, time, cost) = pacer.summary();
-        if waited > said {
-            said = waited;
-            line.push_str(&format!("; {}", pacing_line(waited, time, cost, api_rate)));
-        }
-        eprintln!("freezeframe: {line}");
-    }
-}
-
-/// What pacing did so far.
-fn pacing_line(waited: usize, time: std::time::Duration, cost: f64, api_rate: u32) -> String {
-    format!(
-        "pacing: {waited} runs waited {:.0} s in all for the API budget ({api_rate} calls a minute \
-         for the fleet, about {cost:.0} per run; --api-rate)",
-        time.as_secs_f64()
-    )
 }

@@ -10,6 +10,7 @@ use crate::args::Cli;
 use crate::client::{self, Target};
 use crate::commands::{self, Exit, Failure};
 use crate::pacing::Pacer;
+use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::Consistency;
 use freezeframe_agent::transaction::Report;
 use futures_util::StreamExt;
@@ -41,7 +42,7 @@ enum Word {
 /// What a member tells the coordinator.
 #[derive(Debug)]
 enum Event {
-    /// Prepare answered with this job id.
+    /// Prepare answered: the member's job runs.
     Prepared,
     /// Quiesced and flushed: waiting for Freeze.
     Ready,
@@ -133,70 +134,132 @@ async fn coordinate(
         tokio::spawn(member.run(limit.clone(), pacer.clone()));
     }
     drop(events);
-    let mut seen: Vec<Seen> = targets.iter().map(|_| Seen::default()).collect();
-    let mut barrier = None;
-    let mut committed = None;
-    let mut aborted: Option<String> = None;
+    let board = Board::new(targets);
+    let shown = tokio::spawn(progress::show(board.clone(), pacer.clone()));
+    let mut c = Coordinator {
+        targets,
+        board,
+        words,
+        seen: targets.iter().map(|_| Seen::default()).collect(),
+        barrier: None,
+        committed: None,
+        aborted: None,
+    };
     let deadline = tokio::time::sleep_until((started + request.prepare_timeout).into());
     tokio::pin!(deadline);
     let mut signals = Signals::new();
-    let abort = |why: String, aborted: &mut Option<String>| {
-        if aborted.is_none() {
-            let _ = words.send(Word::Abort(why.clone()));
-            *aborted = Some(why);
-        }
-    };
     loop {
-        let event = tokio::select! {
-            event = received.recv() => event,
-            () = &mut deadline, if committed.is_none() && aborted.is_none() => {
-                let late = late_members(targets, &seen);
-                abort(format!("{late} within the prepare deadline ({})",
-                    humantime::format_duration(request.prepare_timeout)), &mut aborted);
-                continue;
-            }
-            () = signals.next(), if committed.is_none() && aborted.is_none() => {
-                abort("the coordinator was interrupted".into(), &mut aborted);
-                continue;
-            }
-        };
-        let Some((index, at, event)) = event else { break };
-        let member = &mut seen[index];
-        match event {
-            Event::Prepared => {}
-            Event::Ready => member.ready = Some(at),
-            Event::Frozen => member.frozen = Some(at),
-            Event::Finished(report) => {
-                pacer.finished(report.provider_calls);
-                if committed.is_none() {
-                    let why = report.error.clone().unwrap_or_else(|| "it ended early".into());
-                    let phase = report
-                        .failed_phase
-                        .map(|p| format!(" at {p}"))
-                        .unwrap_or_default();
-                    abort(format!("{} failed{phase}: {why}", targets[index]), &mut aborted);
+        tokio::select! {
+            event = received.recv() => match event {
+                Some((index, at, event)) => {
+                    if let Event::Finished(report) = &event {
+                        pacer.finished(report.provider_calls);
+                    }
+                    c.heard(index, at, event);
                 }
-                member.report = Some(*report);
+                None => break,
+            },
+            () = &mut deadline, if c.deciding() => {
+                let late = late_members(targets, &c.seen);
+                c.abort(format!(
+                    "{late} within the prepare deadline ({})",
+                    humantime::format_duration(request.prepare_timeout)
+                ));
             }
-            Event::Failed(failure) => {
-                if committed.is_none() {
-                    abort(failure.message.clone(), &mut aborted);
-                }
-                member.failure = Some(failure);
-            }
-        }
-        if aborted.is_some() || committed.is_some() {
-            continue;
-        }
-        if *words.borrow() == Word::Prepare && seen.iter().all(|s| s.ready.is_some()) {
-            let _ = words.send(Word::Freeze);
-        } else if seen.iter().all(|s| s.frozen.is_some()) {
-            barrier = seen.iter().filter_map(|s| s.frozen).max();
-            let _ = words.send(Word::Commit);
-            committed = Some(Instant::now());
+            () = signals.next(), if c.deciding() => c.abort("the coordinator was interrupted".into()),
         }
     }
-    result(targets, group, seen, aborted, barrier.zip(committed))
+    shown.abort();
+    result(targets, group, c.seen, c.aborted, c.barrier.zip(c.committed))
+}
+
+/// The coordinator's view of its group, and its words to it.
+struct Coordinator<'a> {
+    targets: &'a [Target],
+    /// Where each member is, for the progress line.
+    board: Board,
+    words: tokio::sync::watch::Sender<Word>,
+    seen: Vec<Seen>,
+    /// When the last member was seen frozen.
+    barrier: Option<Instant>,
+    /// When the commit went out.
+    committed: Option<Instant>,
+    /// Why the group stopped before its commit.
+    aborted: Option<String>,
+}
+
+impl Coordinator<'_> {
+    /// Neither committed nor aborted yet.
+    fn deciding(&self) -> bool {
+        self.committed.is_none() && self.aborted.is_none()
+    }
+
+    /// Tells every member to abort, once, saying why.
+    fn abort(&mut self, why: String) {
+        if self.aborted.is_none() {
+            let _ = self.words.send(Word::Abort(why.clone()));
+            self.aborted = Some(why);
+        }
+    }
+
+    /// Takes in what member `index` said at `at`; a failure before the commit aborts the group,
+    /// and the last member ready (or frozen) moves every member on.
+    fn heard(&mut self, index: usize, at: Instant, event: Event) {
+        let member = &mut self.seen[index];
+        let failed = match event {
+            Event::Prepared => {
+                self.board.set(index, State::Running(at));
+                None
+            }
+            Event::Ready => {
+                member.ready = Some(at);
+                self.board.moved(index, State::Ready);
+                None
+            }
+            Event::Frozen => {
+                member.frozen = Some(at);
+                self.board.moved(index, State::Frozen);
+                None
+            }
+            Event::Finished(report) => {
+                let why = report.error.clone().unwrap_or_else(|| "it ended early".into());
+                let phase = report
+                    .failed_phase
+                    .map(|p| format!(" at {p}"))
+                    .unwrap_or_default();
+                self.board.set(
+                    index,
+                    State::Done(commands::report_exit(&report) == Exit::Success),
+                );
+                member.report = Some(*report);
+                Some(format!("{} failed{phase}: {why}", self.targets[index]))
+            }
+            Event::Failed(failure) => {
+                let why = failure.message.clone();
+                if member.report.is_none() {
+                    self.board.set(index, State::Done(false));
+                }
+                member.failure = Some(failure);
+                Some(why)
+            }
+        };
+        if self.committed.is_some() {
+            return;
+        }
+        if let Some(why) = failed {
+            self.abort(why);
+        }
+        if !self.deciding() {
+            return;
+        }
+        if *self.words.borrow() == Word::Prepare && self.seen.iter().all(|s| s.ready.is_some()) {
+            let _ = self.words.send(Word::Freeze);
+        } else if self.seen.iter().all(|s| s.frozen.is_some()) {
+            self.barrier = self.seen.iter().filter_map(|s| s.frozen).max();
+            let _ = self.words.send(Word::Commit);
+            self.committed = Some(Instant::now());
+        }
+    }
 }
 
 /// The members that held the group up at the deadline, by name: those not yet quiesced and

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod group;
 pub mod man;
 pub mod pacing;
+pub mod progress;
 pub mod scheduled;
 pub mod ssh;
 

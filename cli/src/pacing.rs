@@ -14,6 +14,7 @@ use tokio::time::Instant;
 const FIRST_GUESS: f64 = 10.0;
 
 pub struct Pacer {
+    per_minute: u32,
     per_second: f64,
     /// At most this many calls at once (ten seconds' worth), so a fleet does not start with a
     /// burst the minute's window cannot hold.
@@ -35,6 +36,7 @@ impl Pacer {
         let per_second = f64::from(per_minute.max(1)) / 60.0;
         let burst = (per_second * 10.0).max(FIRST_GUESS);
         Pacer {
+            per_minute,
             per_second,
             burst,
             state: Mutex::new(Bucket {
@@ -81,6 +83,11 @@ impl Pacer {
         if calls > 0 {
             b.measured = Some(b.measured.unwrap_or(0.0).max(calls as f64));
         }
+    }
+
+    /// The budget, in calls a minute.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 
     /// What pacing did, for the progress line: the runs that waited, and the cost per run.

@@ -115,6 +115,10 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
         .await
         .expect("POST /v2/volumes/{id}/snapshots");
     client
+        .volume_snapshots(volume)
+        .await
+        .expect("GET /v2/volumes/{id}/snapshots");
+    client
         .delete_snapshot(6372321)
         .await
         .expect("DELETE /v2/snapshots/{id}");

@@ -434,6 +434,31 @@ fn attached_volumes_are_snapshotted_in_the_same_window_as_one_group() {
     assert_clean(Fs::Xfs, volume_image);
     let view = view_image(Fs::Xfs, volume_image, &droplet.dir.path().join("volume-view"));
     assert_records(&std::fs::read(view.path("records")).unwrap(), volume_acked);
+    drop(view);
+
+    // DigitalOcean's limits on volume snapshots, met in preflight: one every 10 minutes, 25
+    // kept. Nothing is frozen or requested for a run the platform would refuse.
+    let (out, report) = droplet.snapshot(&["--name", "too-soon"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["failed_phase"], "preflight", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("volume data was snapshotted at")
+            && error.contains("one snapshot of a volume every 10 minutes"),
+        "{error}"
+    );
+    assert!(report["filesystems"]["frozen"].as_array().unwrap().is_empty());
+    let counters = droplet.server.sim.counters();
+    assert_eq!((counters.snapshot_posts, counters.volume_snapshot_posts), (1, 1));
+    let volume_id = "506f78a4-e098-11e5-ad9f-000f53306ae1";
+    droplet
+        .server
+        .sim
+        .seed_volume_snapshots(volume_id, 24, Duration::from_secs(86_400));
+    let (_, report) = droplet.snapshot(&["--name", "too-many"]);
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("volume data has 25 snapshots"), "{error}");
+    assert_eq!(droplet.server.sim.counters().snapshot_posts, 1);
 }
 
 #[test]

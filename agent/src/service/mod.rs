@@ -437,6 +437,16 @@ async fn forward_phases(
     state: Arc<Mutex<State>>,
     mut received: tokio::sync::mpsc::UnboundedReceiver<PhaseEvent>,
 ) {
+    // Property changes go out from a task of their own, in order: computing them reads the
+    // configuration, which must not hold up the next phase's signal (a group's coordinator
+    // waits for `hold` with every member frozen).
+    let (changes, mut to_announce) = tokio::sync::mpsc::unbounded_channel::<Changed>();
+    let connection = emitter.connection().clone();
+    let announcer = tokio::spawn(async move {
+        while let Some(what) = to_announce.recv().await {
+            announce(&connection, what).await;
+        }
+    });
     while let Some((phase, finished, ok, ms)) = received.recv().await {
         if !finished {
             if let Some(running) = state.lock().unwrap().running.as_mut() {
@@ -449,12 +459,14 @@ async fn forward_phases(
         }
         let _ = Agent::phase_changed(&emitter, id, &phase.to_string(), finished, ok, ms).await;
         if !finished {
-            announce(emitter.connection(), Changed::JobPhase).await;
+            let _ = changes.send(Changed::JobPhase);
         }
         if finished && matches!(phase, Phase::Freeze | Phase::Thaw) {
-            announce(emitter.connection(), Changed::Frozen).await;
+            let _ = changes.send(Changed::Frozen);
         }
     }
+    drop(changes);
+    let _ = announcer.await;
 }
 
 /// Forwards the transaction's phases to a task that emits them as signals: the observer is
@@ -575,25 +587,21 @@ impl Agent {
     }
 
     /// The coordinator's word to group job `job`, quiesced and flushed (phase `ready`): freeze.
-    async fn freeze(
-        &self,
-        job: u64,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &zbus::Connection,
-    ) -> Result<(), AgentError> {
-        self.admit(Access::Change, connection, &header).await?;
+    async fn freeze(&self, job: u64, #[zbus(header)] header: Header<'_>) -> Result<(), AgentError> {
+        // Inside the group's window: no check of the caller with the bus (a round trip) and no
+        // configuration read. Only the caller of Prepare, admitted then, may release the job,
+        // and a bus never gives a unique name to another connection.
+        self.touch();
         let (slot, _) = self.group_job(job)?;
         slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Synced)
     }
 
     /// The coordinator's word to group job `job`, frozen (phase `hold`): request the snapshot.
-    async fn commit(
-        &self,
-        job: u64,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &zbus::Connection,
-    ) -> Result<(), AgentError> {
-        self.admit(Access::Change, connection, &header).await?;
+    async fn commit(&self, job: u64, #[zbus(header)] header: Header<'_>) -> Result<(), AgentError> {
+        // Inside the group's window: no check of the caller with the bus (a round trip) and no
+        // configuration read. Only the caller of Prepare, admitted then, may release the job,
+        // and a bus never gives a unique name to another connection.
+        self.touch();
         let (slot, _) = self.group_job(job)?;
         slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Frozen)
     }

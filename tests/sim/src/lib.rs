@@ -244,6 +244,24 @@ impl Sim {
         }
     }
 
+    /// Gives volume `volume_id` `count` snapshots taken `age` ago (each a copy of nothing), as
+    /// an account that has been snapshotting it would have.
+    pub fn seed_volume_snapshots(&self, volume_id: &str, count: usize, age: Duration) {
+        let mut st = self.lock();
+        for _ in 0..count {
+            st.next_id += 1;
+            let snapshot = SimVolumeSnapshot {
+                id: format!("8fa70202-0000-4000-8000-{:012}", st.next_id),
+                name: format!("earlier-{}", st.next_id),
+                volume_id: volume_id.to_string(),
+                created: SystemTime::now() - age,
+                size_bytes: 0,
+                image: PathBuf::from("/dev/null"),
+            };
+            st.volume_snapshots.push(snapshot);
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         self.lock().counters.clone()
     }
@@ -310,7 +328,7 @@ impl Sim {
             )
             .route(
                 "/v2/volumes/{id}/snapshots",
-                axum::routing::post(post_volume_snapshot),
+                get(volume_snapshots).post(post_volume_snapshot),
             )
             .route(
                 "/v2/snapshots/{id}",
@@ -862,6 +880,9 @@ async fn post_volume_snapshot(
         let Some(volume) = st.config.volumes.iter().find(|v| v.id == id).cloned() else {
             return not_found("volume");
         };
+        if let Some(refused) = volume_limits(&st, &volume.id) {
+            return refused;
+        }
         st.counters.volume_snapshot_posts += 1;
         st.next_id += 1;
         let snapshot_id = format!("8fa70202-0000-4000-8000-{:012}", st.next_id);
@@ -893,6 +914,56 @@ async fn post_volume_snapshot(
     let json = restore::volume_snapshot_json(&st, &snapshot);
     st.volume_snapshots.push(snapshot);
     (StatusCode::CREATED, Json(json!({"snapshot": json}))).into_response()
+}
+
+/// DigitalOcean's limits on volume snapshots: 25 kept, one every 10 minutes. The message is
+/// the simulator's own; the API documents the limits, not its words for them.
+fn volume_limits(st: &SimState, volume_id: &str) -> Option<Response> {
+    let taken: Vec<SystemTime> = st
+        .volume_snapshots
+        .iter()
+        .filter(|s| s.volume_id == volume_id)
+        .map(|s| s.created)
+        .collect();
+    let recent = taken
+        .iter()
+        .any(|t| t.elapsed().unwrap_or_default() < VOLUME_SNAPSHOT_INTERVAL);
+    let message = if taken.len() >= VOLUME_SNAPSHOTS_KEPT {
+        "the volume has the most snapshots a volume may have (25)"
+    } else if recent {
+        "a volume may be snapshotted once every 10 minutes"
+    } else {
+        return None;
+    };
+    Some(error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable_entity",
+        message,
+        "sim",
+    ))
+}
+
+/// How many snapshots DigitalOcean keeps of a volume, and how often it takes one.
+const VOLUME_SNAPSHOTS_KEPT: usize = 25;
+const VOLUME_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// `GET /v2/volumes/{id}/snapshots`.
+async fn volume_snapshots(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let st = sim.lock();
+    if !st.config.volumes.iter().any(|v| v.id == id) {
+        return not_found("volume");
+    }
+    let items = st
+        .volume_snapshots
+        .iter()
+        .filter(|s| s.volume_id == id)
+        .map(|s| restore::volume_snapshot_json(&st, s))
+        .collect();
+    Json(page("snapshots", items, &paging)).into_response()
 }
 
 async fn action(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {

@@ -422,6 +422,12 @@ impl Client {
         self.all::<SnapshotList>(&format!("/v2/droplets/{id}/snapshots"))
             .await
     }
+
+    /// The snapshots of volume `id`.
+    pub async fn volume_snapshots(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
+        self.all::<ImageList>(&format!("/v2/volumes/{}/snapshots", escape(id)))
+            .await
+    }
 }
 
 /// A query value, percent-encoded (tags are letters, digits, `:`, `-` and `_`; anything else is

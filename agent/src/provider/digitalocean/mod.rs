@@ -7,6 +7,7 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
+mod limits;
 pub mod platform;
 mod restore;
 pub(crate) mod token;
@@ -325,11 +326,16 @@ impl SnapshotProvider for DigitalOcean {
                     )
                 })?;
                 match volume_target(&self.settings.volume_links, &volume.name, targets) {
-                    Some(mountpoint) => self.volumes.push(PlannedVolume {
-                        id: volume.id,
-                        name: volume.name,
-                        mountpoint,
-                    }),
+                    Some(mountpoint) => {
+                        limits::check_volume(&client, &volume.id, &volume.name)
+                            .await
+                            .map_err(|e| ProviderError::new(e.to_string()))?;
+                        self.volumes.push(PlannedVolume {
+                            id: volume.id,
+                            name: volume.name,
+                            mountpoint,
+                        })
+                    }
                     None => tracing::warn!(
                         "volume {} ({volume_id}) is not among the filesystems to freeze: it is not snapshotted",
                         volume.name

@@ -42,7 +42,15 @@ pub fn run(args: &Args) -> Section {
         for _ in 0..args.runs {
             std::thread::sleep(std::time::Duration::from_millis(300));
             let mut cmd = Command::new(cli_bin());
-            cmd.args(["--ssh-command", ssh.to_str().unwrap(), "--parallel", "50"]);
+            // Each member has a simulator and a token of its own: nothing to pace.
+            cmd.args([
+                "--ssh-command",
+                ssh.to_str().unwrap(),
+                "--parallel",
+                "50",
+                "--api-rate",
+                "1000000",
+            ]);
             for name in &names[..n] {
                 cmd.args(["-H", name]);
             }

@@ -5,7 +5,7 @@
 use crate::args::{Cli, Command};
 use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::DrillResult;
 use freezeframe_agent::transaction::Status;
@@ -100,6 +100,17 @@ async fn one(command: &Command, target: &Target, progress: &mut dyn commands::Pr
     }
 }
 
+/// A machine whose run pacing did not start: the hour's budget is spent.
+fn not_started(until_unix: u64) -> Outcome {
+    let message = crate::pacing::hour_spent(until_unix);
+    Outcome {
+        exit: Exit::Failed,
+        result: None,
+        line: format!("NOT STARTED: {message}"),
+        error: Some((message, Some("pacing"))),
+    }
+}
+
 fn json(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
@@ -179,13 +190,21 @@ pub async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
             if paced {
-                pacer.start().await;
+                if let Start::HourSpent { until_unix } = pacer.start().await {
+                    board.set(index, State::Done(false));
+                    let _ = done.send((target, not_started(until_unix)));
+                    return;
+                }
             }
             board.set(index, State::Running(std::time::Instant::now()));
             let mut progress = board.member(index);
             let outcome = one(&command, &target, &mut progress).await;
-            if let Some(calls) = outcome.result.as_ref().and_then(|r| r["provider_calls"].as_u64()) {
-                pacer.finished(calls);
+            if paced {
+                let report = outcome.result.as_ref();
+                pacer.finished(
+                    report.and_then(|r| r["provider_calls"].as_u64()).unwrap_or(0),
+                    report.and_then(|r| serde_json::from_value(r["provider_budget"].clone()).ok()),
+                );
             }
             board.set(index, State::Done(outcome.exit == Exit::Success));
             let _ = done.send((target, outcome));

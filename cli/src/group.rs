@@ -9,7 +9,7 @@
 use crate::args::Cli;
 use crate::client::{self, Target};
 use crate::commands::{self, Exit, Failure};
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::Consistency;
 use freezeframe_agent::transaction::Report;
@@ -130,8 +130,9 @@ async fn coordinate(
             request: request.clone(),
             words: words.subscribe(),
             events: events.clone(),
+            pacer: pacer.clone(),
         };
-        tokio::spawn(member.run(limit.clone(), pacer.clone()));
+        tokio::spawn(member.run(limit.clone()));
     }
     drop(events);
     let board = Board::new(targets);
@@ -151,12 +152,7 @@ async fn coordinate(
     loop {
         tokio::select! {
             event = received.recv() => match event {
-                Some((index, at, event)) => {
-                    if let Event::Finished(report) = &event {
-                        pacer.finished(report.provider_calls);
-                    }
-                    c.heard(index, at, event);
-                }
+                Some((index, at, event)) => c.heard(index, at, event),
                 None => break,
             },
             () = &mut deadline, if c.deciding() => {
@@ -441,6 +437,7 @@ struct Member {
     request: GroupRequest,
     words: tokio::sync::watch::Receiver<Word>,
     events: tokio::sync::mpsc::UnboundedSender<(usize, Instant, Event)>,
+    pacer: Arc<Pacer>,
 }
 
 impl Member {
@@ -448,22 +445,32 @@ impl Member {
         let _ = self.events.send((self.index, Instant::now(), event));
     }
 
-    async fn run(mut self, limit: Arc<tokio::sync::Semaphore>, pacer: Arc<Pacer>) {
+    async fn run(mut self, limit: Arc<tokio::sync::Semaphore>) {
         // A member's run costs API calls (its preflight now, its request at the commit): the
         // group's are spread over the budget like a fleet's. Connections are set up at most
         // `parallel` at once, and then all held open: a group needs every member at once.
-        pacer.start().await;
+        if let Start::HourSpent { until_unix } = self.pacer.start().await {
+            let message = format!(
+                "{}: not started: {}",
+                self.target,
+                crate::pacing::hour_spent(until_unix)
+            );
+            self.tell(Event::Failed(Failure::new(Exit::Failed, message)));
+            return;
+        }
         let permit = limit.acquire_owned().await;
         let prepared = self.prepare().await;
         drop(permit);
-        match prepared {
+        let followed = match prepared {
             Ok((agent, phases, finished, job)) => {
                 self.tell(Event::Prepared);
-                if let Err(failure) = self.follow(&agent, phases, finished, job).await {
-                    self.tell(Event::Failed(failure));
-                }
+                self.follow(&agent, phases, finished, job).await
             }
-            Err(failure) => self.tell(Event::Failed(failure)),
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = followed {
+            self.pacer.finished(0, None);
+            self.tell(Event::Failed(failure));
         }
     }
 
@@ -556,6 +563,7 @@ impl Member {
                     let Ok(a) = signal.args() else { continue };
                     if a.job == job {
                         let report = commands::read::<Report>(&target, &a.report)?;
+                        self.pacer.finished(report.provider_calls, report.provider_budget);
                         self.tell(Event::Finished(Box::new(report)));
                         return Ok(());
                     }

@@ -1,6 +1,6 @@
-//! A fleet of 50 Droplets sharing one token, whose rate limit the simulators enforce together
-//! (lowered from the real API's): `freezeframe -H … snapshot` paces the runs to `--api-rate`,
-//! and no request inside a frozen window meets a 429.
+//! A fleet of Droplets sharing one token, whose rate limits the simulators enforce together
+//! (lowered from the real API's): `freezeframe -H … snapshot` paces the runs to `--api-rate`
+//! and to what is left of the hour, and no request inside a frozen window meets a 429.
 
 use crate::droplet::Droplet;
 use crate::service::stderr;
@@ -54,12 +54,9 @@ fn member(limit: &std::sync::Arc<RateLimit>) -> Member {
     Member { agent, bus, droplet }
 }
 
-#[test]
-fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_429() {
-    require_root();
-    // 300 calls a minute for the whole account; the fleet is told it may use 250.
-    let limit = RateLimit::new(300, 5000);
-    let members: Vec<Member> = (0..50).map(|_| member(&limit)).collect();
+/// `count` Droplets sharing `limit`, and `freezeframe` with `args` reaching them all.
+fn fleet(count: usize, limit: &std::sync::Arc<RateLimit>) -> (Vec<Member>, std::path::PathBuf, Vec<String>) {
+    let members: Vec<Member> = (0..count).map(|_| member(limit)).collect();
     let names: Vec<String> = (0..members.len()).map(|i| format!("droplet-{i}")).collect();
     let hosts: Vec<(&str, &PrivateBus)> = names
         .iter()
@@ -67,13 +64,34 @@ fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_4
         .zip(members.iter().map(|m| &m.bus))
         .collect();
     let ssh = fake_ssh(members[0].droplet.dir.path(), &hosts);
+    (members, ssh, names)
+}
+
+fn snapshot_all(ssh: &std::path::Path, names: &[String], args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(cli_bin());
-    cmd.args(["--ssh-command", ssh.to_str().unwrap(), "--api-rate", "250"]);
-    for name in &names {
+    cmd.args(["--ssh-command", ssh.to_str().unwrap()]).args(args);
+    for name in names {
         cmd.args(["-H", name]);
     }
+    cmd.arg("snapshot").output().unwrap()
+}
+
+/// Every call the simulators refused with 429.
+fn refused(members: &[Member]) -> Vec<String> {
+    members
+        .iter()
+        .flat_map(|m| m.droplet.server.sim.counters().rate_limited)
+        .collect()
+}
+
+#[test]
+fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_429() {
+    require_root();
+    // 300 calls a minute for the whole account; the fleet is told it may use 250.
+    let limit = RateLimit::new(300, 5000);
+    let (members, ssh, names) = fleet(50, &limit);
     let started = Instant::now();
-    let out = cmd.arg("snapshot").output().unwrap();
+    let out = snapshot_all(&ssh, &names, &["--api-rate", "250"]);
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -86,10 +104,7 @@ fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_4
     );
     assert!(progress.contains("progress: "), "{progress}");
 
-    let refused: Vec<String> = members
-        .iter()
-        .flat_map(|m| m.droplet.server.sim.counters().rate_limited)
-        .collect();
+    let refused = refused(&members);
     assert!(
         !refused.iter().any(|call| call.starts_with("POST")),
         "a snapshot request met the rate limit inside its window: {refused:?}"
@@ -104,4 +119,31 @@ fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_4
         .sum();
     assert_eq!(posts, 50);
     eprintln!("a fleet of 50 under 300 calls a minute took {took:?}");
+}
+
+#[test]
+fn runs_that_would_find_the_hours_budget_spent_are_not_started() {
+    require_root();
+    // 20 calls an hour: enough for two or three runs of this fleet, one at a time.
+    let limit = RateLimit::new(300, 20);
+    let (members, ssh, names) = fleet(5, &limit);
+    let out = snapshot_all(&ssh, &names, &["--parallel", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    let succeeded = text.matches("succeeded (").count();
+    let not_started = text
+        .matches("NOT STARTED: the API token's hourly budget is spent until")
+        .count();
+    assert!(succeeded >= 2, "{text}");
+    assert_eq!(
+        succeeded + not_started,
+        5,
+        "each either ran whole or was not started: {text}"
+    );
+    assert!(text.contains("run it again then"), "{text}");
+    assert!(
+        refused(&members).is_empty(),
+        "no call met the limit: {:?}",
+        refused(&members)
+    );
 }

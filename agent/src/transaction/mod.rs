@@ -18,8 +18,8 @@ pub use report::{ms, FilesystemsReport, GroupReport, Phase, PhaseTiming, Quiesce
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment,
-    QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
+    ApiUsage, Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord,
+    ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -265,8 +265,9 @@ impl Recorder<'_> {
         }
     }
 
-    fn finish(mut self, provider_calls: u64) -> Report {
-        self.report.provider_calls = provider_calls;
+    fn finish(mut self, usage: ApiUsage) -> Report {
+        self.report.provider_calls = usage.calls;
+        self.report.provider_budget = usage.budget;
         let ok = self.report.status == Status::Succeeded;
         self.leave(ok);
         self.report.total_ms = ms(self.started.elapsed());
@@ -313,7 +314,7 @@ impl Transaction<'_> {
             Err(refusal) => {
                 rec.fail(Phase::Preflight, refusal.message);
                 rec.report.setup_error = refusal.setup;
-                return rec.finish(self.provider.calls_made());
+                return rec.finish(self.provider.usage());
             }
         }
         // From here on, every quiescer whose prepare started is resumed, on every path.
@@ -333,7 +334,7 @@ impl Transaction<'_> {
                 self.prune(&mut rec, completed).await;
             }
         }
-        rec.finish(self.provider.calls_made())
+        rec.finish(self.provider.usage())
     }
 
     /// The report before anything ran: every quiescer listed, nothing prepared.

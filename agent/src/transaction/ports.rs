@@ -569,6 +569,24 @@ pub struct ClaimLimit {
     pub why: String,
 }
 
+/// What a run cost a rate-limited API, and what the API said was left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiUsage {
+    /// Calls made.
+    pub calls: u64,
+    /// The budget left, as the API last told it.
+    pub budget: Option<ApiBudget>,
+}
+
+/// What is left of an API's hourly request budget (DigitalOcean's `ratelimit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiBudget {
+    /// Requests left.
+    pub remaining: u64,
+    /// When the oldest counted request leaves the window (Unix seconds).
+    pub reset_unix: u64,
+}
+
 /// Something that takes snapshots.
 #[async_trait::async_trait]
 pub trait SnapshotProvider: Send {
@@ -590,9 +608,9 @@ pub trait SnapshotProvider: Send {
     /// may be cancelled (dropped) at the deadline.
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
     /// How many calls this provider made to its API so far (for a rate-limited API, what a
-    /// run costs its token); 0 when it has none.
-    fn calls_made(&self) -> u64 {
-        0
+    /// run costs its token), and what the API last said was left of its budget.
+    fn usage(&self) -> ApiUsage {
+        ApiUsage::default()
     }
     /// Waits, after the thaw, until the snapshot is complete.
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;

@@ -1,6 +1,6 @@
 //! The result of one snapshot transaction, as printed by `snapshot --json`.
 
-use super::ports::{Consistency, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef};
+use super::ports::{ApiBudget, Consistency, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -184,6 +184,10 @@ pub struct Report {
     /// rate limits).
     #[serde(default)]
     pub provider_calls: u64,
+    /// What the provider's API said was left of the token's hourly budget as the run ended
+    /// (a fleet's coordinator paces on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_budget: Option<ApiBudget>,
     /// For a member of a consistency group: the group and its barriers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupReport>,
@@ -219,6 +223,7 @@ impl Report {
             resume_ms: 0.0,
             total_ms: 0.0,
             provider_calls: 0,
+            provider_budget: None,
             group: None,
             phases: Vec::new(),
         }

@@ -17,8 +17,8 @@ pub use types::{Droplet, DropletCreate, Networks, Size, Snapshot, Volume, Volume
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
-    ClaimLimit, Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled, Registration,
-    SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    ApiBudget, ApiUsage, ClaimLimit, Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled,
+    Registration, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -394,8 +394,17 @@ impl SnapshotProvider for DigitalOcean {
         warm().await
     }
 
-    fn calls_made(&self) -> u64 {
-        self.client.as_ref().map_or(0, |c| c.usage().calls)
+    fn usage(&self) -> ApiUsage {
+        let Some(usage) = self.client.as_ref().map(|c| c.usage()) else {
+            return ApiUsage::default();
+        };
+        ApiUsage {
+            calls: usage.calls,
+            budget: usage.remaining.map(|remaining| ApiBudget {
+                remaining,
+                reset_unix: usage.reset.unwrap_or(0),
+            }),
+        }
     }
 
     async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {

@@ -3,7 +3,7 @@
 //! members (appended to files, or inserted into a PostgreSQL server on each), and the images
 //! the local-image provider copies while each member is frozen, restored.
 
-use crate::servers::{loop_fs_from_image, RowWriter};
+use crate::servers::{loop_fs_from_image, pg_insert, RowWriter};
 use crate::service::{json_of, stderr, Served};
 use freezeframe_tests::bus::fake_ssh;
 use freezeframe_tests::*;
@@ -522,17 +522,7 @@ fn a_group_of_postgresql_servers_restores_to_one_cut_of_their_writes() {
     // application whose machines act on each other's acknowledged writes.
     let sockets: Vec<PathBuf> = servers.iter().map(|s| s.sockets.clone()).collect();
     let writer = RowWriter::start("INSERT across the group", 30, move |n| {
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", "psql", "-X", "-q", "-h"])
-            .arg(&sockets[(n % 3) as usize])
-            .args(["-p", "5432", "-d", "postgres", "-c"])
-            .arg(format!("INSERT INTO rows VALUES ({n})"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        pg_insert(&sockets[(n % 3) as usize], n)
     });
     let out = group.cli(&["snapshot", "--group", "--json"]);
     let written = writer.stop();

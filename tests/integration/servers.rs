@@ -207,25 +207,28 @@ pub(crate) fn redis_pusher(socket: &Path) -> RowWriter {
 /// Inserts 1, 2, 3, … into `rows`, each INSERT committing on its own.
 pub(crate) fn pg_inserter(sockets: &Path) -> RowWriter {
     let sockets = sockets.to_path_buf();
-    RowWriter::start("PostgreSQL INSERT", 20, move |n| {
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", "psql", "-X", "-q", "-h"])
-            .arg(&sockets)
-            .args([
-                "-p",
-                "5432",
-                "-d",
-                "postgres",
-                "-c",
-                &format!("INSERT INTO rows VALUES ({n})"),
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
+    RowWriter::start("PostgreSQL INSERT", 20, move |n| pg_insert(&sockets, n))
+}
+
+/// Inserts row `n` into `rows` of the server on `sockets`, committed on its own.
+pub(crate) fn pg_insert(sockets: &Path, n: u64) -> Result<(), String> {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--", "psql", "-X", "-q", "-h"])
+        .arg(sockets)
+        .args([
+            "-p",
+            "5432",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("INSERT INTO rows VALUES ({n})"),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    out.status
+        .success()
+        .then_some(())
+        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Inserts 1, 2, 3, … into `app.rows` (InnoDB), each INSERT committing on its own.

@@ -4,24 +4,15 @@
 //! round trip), what the group's barriers add on top of that, and the overlap window in which
 //! every member was frozen (the coordinator's bound).
 
-use crate::scaling::Droplet;
+use crate::scaling::Behind;
 use crate::{median_max, percentile, Args, Section};
-use freezeframe_tests::bus::{fake_ssh, PrivateBus};
 use freezeframe_tests::*;
 use serde_json::{json, Value};
 use std::process::Command;
 
 pub fn run(args: &Args) -> Section {
     let most = args.group.iter().copied().max().unwrap_or(2);
-    let droplets: Vec<Droplet> = (0..most).map(|_| Droplet::start(args.latency)).collect();
-    let names: Vec<String> = (0..most).map(|i| format!("member-{i}")).collect();
-    let scratch_dir = scratch();
-    let hosts: Vec<(&str, &PrivateBus)> = names
-        .iter()
-        .map(String::as_str)
-        .zip(droplets.iter().map(|d| &d.bus))
-        .collect();
-    let ssh = fake_ssh(scratch_dir.path(), &hosts);
+    let Behind { names, ssh, .. } = &Behind::ssh(most, "member", args.latency);
     let mut section = Section::new(
         format!(
             "Consistency groups (`freezeframe -H … snapshot --group`), {} groups each",

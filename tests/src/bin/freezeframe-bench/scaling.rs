@@ -128,17 +128,39 @@ impl Drop for Droplet {
     }
 }
 
+/// `count` simulated Droplets named `{prefix}-0`, `{prefix}-1`, …, reached through a stand-in
+/// for ssh (kept in the returned folder).
+pub struct Behind {
+    /// Running as long as this is kept.
+    _droplets: Vec<Droplet>,
+    pub names: Vec<String>,
+    pub ssh: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Behind {
+    pub fn ssh(count: usize, prefix: &str, latency: Duration) -> Behind {
+        let droplets: Vec<Droplet> = (0..count).map(|_| Droplet::start(latency)).collect();
+        let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+        let dir = scratch();
+        let hosts: Vec<(&str, &PrivateBus)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(droplets.iter().map(|d| &d.bus))
+            .collect();
+        let ssh = fake_ssh(dir.path(), &hosts);
+        Behind {
+            _droplets: droplets,
+            names,
+            ssh,
+            _dir: dir,
+        }
+    }
+}
+
 fn fleet(args: &Args) -> Section {
     let most = args.fleet.iter().copied().max().unwrap_or(1);
-    let droplets: Vec<Droplet> = (0..most).map(|_| Droplet::start(args.latency)).collect();
-    let names: Vec<String> = (0..most).map(|i| format!("droplet-{i}")).collect();
-    let scratch_dir = scratch();
-    let hosts: Vec<(&str, &PrivateBus)> = names
-        .iter()
-        .map(String::as_str)
-        .zip(droplets.iter().map(|d| &d.bus))
-        .collect();
-    let ssh = fake_ssh(scratch_dir.path(), &hosts);
+    let Behind { names, ssh, .. } = &Behind::ssh(most, "droplet", args.latency);
     let mut section = Section::new(
         format!("Fleet snapshot from one CLI call (`freezeframe -H … snapshot`, default --parallel 10), {} calls each", args.runs),
         vec!["Droplets", "wall time ms (median / max)", "per Droplet ms (median)"],

@@ -625,15 +625,18 @@ pub async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
         }
     }
     let mut groups: Vec<(String, String)> = newest.into_iter().collect();
-    groups.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    // Snapshot times have a resolution of a second: a group made in the same second as the
+    // N-th newest cannot be told from it, so it is kept too. Only older groups go.
+    let cutoff = groups.get(keep as usize - 1).map(|(_, at)| at.clone());
     let old: Vec<String> = groups
         .iter()
-        .skip(keep as usize)
+        .filter(|(_, at)| cutoff.as_ref().is_some_and(|c| at < c))
         .map(|(g, _)| g.clone())
         .collect();
     if old.is_empty() {
         crate::outln!(
-            "nothing to delete: {} groups, no more than --keep-groups {keep}",
+            "nothing to delete: {} groups, none older than the newest {keep}",
             groups.len()
         );
         return Exit::Success;

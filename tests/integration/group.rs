@@ -240,6 +240,9 @@ fn a_group_cuts_three_machines_at_one_point_and_is_kept_and_deleted_whole() {
         lines.iter().all(|l| l["result"].as_array().unwrap().len() == 1),
         "{lines:?}"
     );
+    // A second later: snapshot times count seconds, and groups of the same second are kept
+    // together.
+    std::thread::sleep(Duration::from_millis(1100));
     let out = group.cli(&["snapshot", "--group", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let second = json_of(&out)["group"].as_str().unwrap().to_string();

@@ -487,16 +487,47 @@ fn sigterm_while_frozen_thaws_at_once_and_reports_the_interruption() {
 fn a_stopped_agent_is_thawed_by_its_guard_at_max_freeze() {
     let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "2s");
+    // No `after` marker: its write would wait for the other tool's thaw below.
+    let drop_ins = setup.config.with_file_name("config.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("probe.toml"), "[freeze]\nprobe = false\n").unwrap();
     let (mut agent, frozen_at) = setup.start_frozen("stopped");
     let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
     let probe = WriteProbe::start(&lfs.mountpoint);
     assert_writable_within(&probe, frozen_at, Duration::from_secs(3), "the guard thawed");
+    // Another tool freezes the filesystem now. The agent, when it runs again, must not undo
+    // that freeze: the guard thawed everything it had frozen.
+    let theirs = TheirFreeze::start(&lfs.mountpoint);
     nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
     let out = agent.wait_with_output_ref();
     let status = agent.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("\"consistency\": \"crash\""), "{out}");
+    assert!(
+        is_frozen(&lfs.mountpoint),
+        "the agent thawed a freeze that was not its own"
+    );
+    drop(theirs);
+    assert!(!is_frozen(&lfs.mountpoint));
+}
+
+/// A freeze made by another tool (`fsfreeze`), undone on drop.
+struct TheirFreeze<'a>(&'a Path);
+
+impl TheirFreeze<'_> {
+    fn start(mountpoint: &Path) -> TheirFreeze<'_> {
+        run("fsfreeze", &["--freeze", mountpoint.to_str().unwrap()]);
+        TheirFreeze(mountpoint)
+    }
+}
+
+impl Drop for TheirFreeze<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .args(["--unfreeze", self.0.to_str().unwrap()])
+            .status();
+    }
 }
 
 #[test]

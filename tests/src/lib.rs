@@ -145,14 +145,25 @@ pub fn assert_writable_within(probe: &WriteProbe, since: Instant, limit: Duratio
 }
 
 /// Whether the filesystem at `mountpoint` is frozen right now: a second freeze answers EBUSY.
-/// (If it was not frozen, the probe's own freeze is undone at once.)
+/// (If it was not frozen, the probe's own freeze is undone at once; a thaw guard finishing its
+/// work may have undone it first, which the probe's unfreeze then finds.)
 pub fn is_frozen(mountpoint: &Path) -> bool {
     let out = Command::new("fsfreeze")
         .args(["--freeze", mountpoint.to_str().unwrap()])
         .output()
         .expect("run fsfreeze");
     if out.status.success() {
-        run("fsfreeze", &["--unfreeze", mountpoint.to_str().unwrap()]);
+        let undone = Command::new("fsfreeze")
+            .args(["--unfreeze", mountpoint.to_str().unwrap()])
+            .output()
+            .expect("run fsfreeze");
+        let thawed_meanwhile = String::from_utf8_lossy(&undone.stderr).contains("Invalid argument");
+        assert!(
+            undone.status.success() || thawed_meanwhile,
+            "fsfreeze --unfreeze {}: {}",
+            mountpoint.display(),
+            String::from_utf8_lossy(&undone.stderr)
+        );
         false
     } else {
         true

@@ -116,11 +116,27 @@ pub(crate) struct FrozenSet {
     record_path: PathBuf,
     started: Instant,
     hold: Option<crate::log::Hold>,
+    /// The guard thaws at this moment or later, on its clock (CLOCK_BOOTTIME, which counts a
+    /// suspend too): it started counting after this was read.
+    guard_deadline_ns: i64,
+    /// When the last FIFREEZE returned, on the same clock, once every target froze.
+    all_frozen_ns: Option<i64>,
 }
 
 impl FrozenSet {
+    /// Whether the guard, at its deadline, thawed everything after the last freeze took hold:
+    /// then nothing of ours is frozen, and a FITHAW now could only undo a freeze someone else
+    /// made since. A freeze that raced with the deadline is thawed again.
+    fn guard_thawed_all(&self, event: Option<GuardEvent>) -> bool {
+        event == Some(GuardEvent::DeadlineThawed)
+            && self.all_frozen_ns.is_some_and(|at| at < self.guard_deadline_ns)
+    }
+
     fn thaw_now(&mut self) -> ThawReport {
         let guard_event = self.guard.as_mut().and_then(Guard::check);
+        if self.guard_thawed_all(guard_event) {
+            self.frozen.clear();
+        }
         let mut errors = Vec::new();
         let thaw_started = Instant::now();
         for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
@@ -320,6 +336,8 @@ impl LiveFilesystems {
     fn freeze_targets(&mut self, max_freeze: Duration) -> Result<FreezeOutcome, FreezeError> {
         let raw: Vec<RawFd> = self.opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         let armed_at = Instant::now();
+        let guard_deadline_ns = crate::guard::boottime_ns()
+            .saturating_add(i64::try_from(max_freeze.as_nanos()).unwrap_or(i64::MAX));
         let rcu = self.rcu.take();
         let guard = Guard::arm(
             &raw,
@@ -352,6 +370,8 @@ impl LiveFilesystems {
             record_path: self.record_path.clone(),
             started: Instant::now(),
             hold: Some(crate::log::hold()),
+            guard_deadline_ns,
+            all_frozen_ns: None,
         };
         let mut outcome = FreezeOutcome {
             guard_armed_at: Some(armed_at),
@@ -362,6 +382,9 @@ impl LiveFilesystems {
         }
         let frozen = self.freeze_each(&mut set, &mut outcome);
         outcome.freezing = set.started.elapsed();
+        if frozen.is_ok() {
+            set.all_frozen_ns = Some(crate::guard::boottime_ns());
+        }
         fail::fail_point!("after-freeze");
         if let Some(knob) = rcu {
             knob.restore();

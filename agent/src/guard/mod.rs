@@ -214,7 +214,8 @@ struct ChildArgs {
     rcu_previous: u8,
 }
 
-fn now_ns() -> i64 {
+/// Now on CLOCK_BOOTTIME, the guard's clock, in nanoseconds. Async-signal-safe.
+pub(crate) fn boottime_ns() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -274,7 +275,7 @@ unsafe fn guard_main(args: &ChildArgs) -> ! {
             libc::signal(sig, libc::SIG_IGN);
         }
         libc::prctl(libc::PR_SET_NAME, c"ff-thaw-guard".as_ptr(), 0, 0, 0);
-        let deadline = now_ns().saturating_add(args.max_freeze_ns);
+        let deadline = boottime_ns().saturating_add(args.max_freeze_ns);
         let mut deadline_passed = false;
         if libc::write(args.status, [ARMED].as_ptr().cast(), 1) != 1 {
             libc::_exit(3);
@@ -287,7 +288,7 @@ unsafe fn guard_main(args: &ChildArgs) -> ! {
             let timeout_ptr: *const libc::timespec = if deadline_passed {
                 std::ptr::null()
             } else {
-                let remaining = deadline - now_ns();
+                let remaining = deadline - boottime_ns();
                 if remaining <= 0 {
                     thaw_all(args);
                     deadline_passed = true;

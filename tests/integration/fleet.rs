@@ -124,8 +124,8 @@ fn a_fleet_sharing_a_token_is_paced_under_its_rate_limit_and_no_window_meets_a_4
 #[test]
 fn runs_that_would_find_the_hours_budget_spent_are_not_started() {
     require_root();
-    // 20 calls an hour: enough for two or three runs of this fleet, one at a time.
-    let limit = RateLimit::new(300, 20);
+    // 10 calls an hour: enough for two runs of this fleet (four calls each), one at a time.
+    let limit = RateLimit::new(300, 10);
     let (members, ssh, names) = fleet(5, &limit);
     let out = snapshot_all(&ssh, &names, &["--parallel", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);

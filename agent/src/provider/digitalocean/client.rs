@@ -166,6 +166,8 @@ pub(crate) struct Usage {
     pub remaining: Option<u64>,
     /// `ratelimit-reset`: when the oldest request of the hour leaves it (Unix time).
     pub reset: Option<u64>,
+    /// When the API last answered a call with success.
+    pub succeeded: Option<std::time::Instant>,
 }
 
 impl Client {
@@ -268,6 +270,7 @@ impl Client {
         self.heard(&headers);
         let bytes = resp.bytes().await.map_err(|e| transport(&what, timeout, e))?;
         if status.is_success() {
+            self.usage.lock().unwrap_or_else(|p| p.into_inner()).succeeded = Some(std::time::Instant::now());
             let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
             return serde_json::from_slice(text).map_err(|e| ApiError::Decode {
                 what,

@@ -36,6 +36,11 @@ pub(crate) const RETENTION_SCOPE: &str = "image:delete";
 /// How often `thaw_after = "completed"` polls inside the window.
 const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
 
+/// A connection that answered this recently is still open: `ready` need not call again to keep
+/// it warm (servers keep idle connections for a minute or more). Each call counts against the
+/// token's budget, which a fleet shares.
+const STILL_WARM: Duration = Duration::from_secs(5);
+
 /// The longest pause between two polls while waiting for completion.
 const POLL_MAX: Duration = Duration::from_secs(10);
 
@@ -355,10 +360,18 @@ impl SnapshotProvider for DigitalOcean {
     async fn ready(&mut self) -> Result<(), ProviderError> {
         // Quiescing and syncing may have taken long enough for the server to close the idle
         // connection; one more call now keeps a warm one for the POST in the window. It also
-        // waits out a rate limit (429 and its retry-after) here, outside the window.
+        // waits out a rate limit (429 and its retry-after) here, outside the window. When the
+        // last call was answered a moment ago, both hold already.
         let id = self.droplet_id;
         let client = self.client()?;
         let warm = || async {
+            if client
+                .usage()
+                .succeeded
+                .is_some_and(|at| at.elapsed() < STILL_WARM)
+            {
+                return Ok(());
+            }
             client.droplet(id).await.map(drop).map_err(|e| {
                 api(
                     &format!("cannot reach the API right before the freeze (Droplet {id})"),

@@ -28,25 +28,35 @@ pub(crate) struct Learned {
     pub(crate) taken: String,
 }
 
-/// The newest verdict drills left on `droplet`'s snapshots, if any drill has run.
+/// The newest verdict drills left on `droplet`'s snapshots, if a drill ever found this
+/// account's disks read after the thaw (only that verdict bounds a run). Every run asks, so the
+/// usual answer costs one call: no snapshot carries that tag. Only when one does are the
+/// Droplet's own snapshots and the later, opposite verdicts read too.
 pub(crate) async fn learned(client: &Client, droplet: u64) -> Result<Option<Learned>, ApiError> {
+    let after_thaw = client.images_tagged(AFTER_THAW_TAG).await?;
+    if after_thaw.is_empty() {
+        return Ok(None);
+    }
     let own: HashSet<u64> = client
         .droplet_snapshots(droplet)
         .await?
         .into_iter()
         .map(|s| s.id)
         .collect();
+    let inside_window = client.images_tagged(INSIDE_WINDOW_TAG).await?;
+    let verdicts = after_thaw
+        .into_iter()
+        .map(|image| (image, true))
+        .chain(inside_window.into_iter().map(|image| (image, false)));
     let mut newest: Option<Learned> = None;
-    for (tag, after_thaw) in [(INSIDE_WINDOW_TAG, false), (AFTER_THAW_TAG, true)] {
-        for image in client.images_tagged(tag).await? {
-            // RFC 3339 times in UTC sort as text.
-            if own.contains(&image.id) && newest.as_ref().is_none_or(|n| image.created_at > n.taken) {
-                newest = Some(Learned {
-                    after_thaw,
-                    snapshot: image.name,
-                    taken: image.created_at,
-                });
-            }
+    for (image, after_thaw) in verdicts {
+        // RFC 3339 times in UTC sort as text.
+        if own.contains(&image.id) && newest.as_ref().is_none_or(|n| image.created_at > n.taken) {
+            newest = Some(Learned {
+                after_thaw,
+                snapshot: image.name,
+                taken: image.created_at,
+            });
         }
     }
     Ok(newest)

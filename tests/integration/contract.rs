@@ -122,6 +122,10 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
         .delete_snapshot(6372321)
         .await
         .expect("DELETE /v2/snapshots/{id}");
+    client
+        .delete_volume_snapshot("fbe805e8-866b-11e6-96bf-000f53315a41")
+        .await
+        .expect("DELETE /v2/volumes/snapshots/{id}");
     drill_requests_agree_with_the_spec(&client).await;
 }
 
@@ -226,7 +230,8 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         format!(
             "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}, {:?}]\nmax_freeze = \"20s\"\n\
              [quiesce]\nhooks_dir = {:?}\n\
-             [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n",
+             [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
+             [retention]\nkeep_last = 1\n",
             dir.path().join("run").display().to_string(),
             disk.mountpoint.display().to_string(),
             volume.mountpoint.display().to_string(),
@@ -250,8 +255,19 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         report
     };
+    // An earlier run's volume snapshot, which retention deletes (its calls through the proxy).
+    let earlier = format!(
+        "{}-20261101-000000-filesystem",
+        crate::digitalocean::rendered_hostname()
+    );
+    server.sim.seed_volume_snapshot(
+        "506f78a4-e098-11e5-ad9f-000f53306ae1",
+        Some(&earlier),
+        Duration::from_secs(86_400),
+    );
     let report = run(&["--wait", "--name", "contract-1"]);
     assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["pruned"][0]["name"], earlier.as_str(), "{report:#}");
     assert!(report["snapshot_id"].is_string(), "{report:#}");
     assert_eq!(
         report["volume_snapshots"].as_array().map(Vec::len),

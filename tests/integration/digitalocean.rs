@@ -345,6 +345,51 @@ fn retention_keeps_the_newest_of_this_machines_snapshots_and_nothing_else() {
 }
 
 #[test]
+fn retention_keeps_the_newest_of_each_attached_volumes_snapshots_too() {
+    // Without it a volume reaches DigitalOcean's 25 snapshots and every later run is refused.
+    let droplet = Droplet::with_volume(Duration::from_millis(100), "[retention]\nkeep_last = 2\n", true);
+    let host = rendered_hostname();
+    let volume_id = "506f78a4-e098-11e5-ad9f-000f53306ae1";
+    let sim = &droplet.server.sim;
+    // Three earlier runs of this machine (a day, two and three old) and one made by hand.
+    let earlier: Vec<String> = (1..=3)
+        .map(|day| format!("{host}-2026110{day}-000000-filesystem"))
+        .collect();
+    for (i, name) in earlier.iter().enumerate() {
+        sim.seed_volume_snapshot(
+            volume_id,
+            Some(name),
+            Duration::from_secs(86_400 * (4 - i as u64)),
+        );
+    }
+    sim.seed_volume_snapshot(volume_id, Some("by-hand"), Duration::from_secs(86_400 * 5));
+    let (_, report) = droplet.snapshot(&["--wait"]);
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let new = report["snapshot_name"].as_str().unwrap().to_string();
+    let pruned: Vec<&str> = report["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(pruned, [&earlier[0], &earlier[1]], "{report:#}");
+    assert_eq!(
+        sim.volume_snapshot_names(),
+        ["by-hand", earlier[2].as_str(), new.as_str()],
+        "the newest two of this machine's, and the one made by hand"
+    );
+}
+
+/// This machine's host name as snapshot names carry it (`{hostname}`).
+pub(crate) fn rendered_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        .collect()
+}
+
+#[test]
 fn every_injected_fault_gives_a_clear_message_and_leaves_nothing_frozen() {
     let droplet = Droplet::new(Duration::from_millis(100), "");
     let cases = [

@@ -247,19 +247,32 @@ impl Sim {
     /// Gives volume `volume_id` `count` snapshots taken `age` ago (each a copy of nothing), as
     /// an account that has been snapshotting it would have.
     pub fn seed_volume_snapshots(&self, volume_id: &str, count: usize, age: Duration) {
-        let mut st = self.lock();
         for _ in 0..count {
-            st.next_id += 1;
-            let snapshot = SimVolumeSnapshot {
-                id: format!("8fa70202-0000-4000-8000-{:012}", st.next_id),
-                name: format!("earlier-{}", st.next_id),
-                volume_id: volume_id.to_string(),
-                created: SystemTime::now() - age,
-                size_bytes: 0,
-                image: PathBuf::from("/dev/null"),
-            };
-            st.volume_snapshots.push(snapshot);
+            self.seed_volume_snapshot(volume_id, None, age);
         }
+    }
+
+    /// Gives volume `volume_id` one snapshot taken `age` ago, named `name` (or `earlier-N`).
+    pub fn seed_volume_snapshot(&self, volume_id: &str, name: Option<&str>, age: Duration) {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let snapshot = SimVolumeSnapshot {
+            id: format!("8fa70202-0000-4000-8000-{:012}", st.next_id),
+            name: name.map_or_else(|| format!("earlier-{}", st.next_id), String::from),
+            volume_id: volume_id.to_string(),
+            created: SystemTime::now() - age,
+            size_bytes: 0,
+            image: PathBuf::from("/dev/null"),
+        };
+        st.volume_snapshots.push(snapshot);
+    }
+
+    /// Names of the volume snapshots that exist now, oldest first.
+    pub fn volume_snapshot_names(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut snapshots: Vec<&SimVolumeSnapshot> = st.volume_snapshots.iter().collect();
+        snapshots.sort_by_key(|s| s.created);
+        snapshots.iter().map(|s| s.name.clone()).collect()
     }
 
     pub fn counters(&self) -> Counters {
@@ -329,6 +342,10 @@ impl Sim {
             .route(
                 "/v2/volumes/{id}/snapshots",
                 get(volume_snapshots).post(post_volume_snapshot),
+            )
+            .route(
+                "/v2/volumes/snapshots/{id}",
+                axum::routing::delete(delete_volume_snapshot),
             )
             .route(
                 "/v2/snapshots/{id}",
@@ -571,7 +588,7 @@ fn droplet_json(st: &SimState) -> Value {
     d
 }
 
-/// `GET /v2/droplets[?tag_name=T]`: this Droplet (untagged) and the fleet, one page.
+/// `GET /v2/droplets[?tag_name=T]`: this Droplet (untagged) and the fleet, by pages.
 async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, String>>) -> Response {
     let mut st = sim.lock();
     st.refresh();
@@ -596,8 +613,11 @@ async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, St
                 .is_some_and(|t| t.iter().any(|t| t == tag.as_str()))
         });
     }
-    let total = all.len();
-    Json(json!({"droplets": all, "links": {}, "meta": {"total": total}})).into_response()
+    let paging = Paging {
+        page: query.get("page").and_then(|p| p.parse().ok()),
+        per_page: query.get("per_page").and_then(|p| p.parse().ok()),
+    };
+    Json(page("droplets", all, &paging)).into_response()
 }
 
 async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
@@ -1044,6 +1064,18 @@ async fn delete_snapshot(State(sim): State<Sim>, Path(id): Path<String>) -> Resp
     match st.snapshots.iter().position(|s| s.id == id) {
         Some(i) => {
             st.snapshots.remove(i);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => not_found("snapshot"),
+    }
+}
+
+/// `DELETE /v2/volumes/snapshots/{id}`.
+async fn delete_volume_snapshot(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    let mut st = sim.lock();
+    match st.volume_snapshots.iter().position(|s| s.id == id) {
+        Some(i) => {
+            st.volume_snapshots.remove(i);
             StatusCode::NO_CONTENT.into_response()
         }
         None => not_found("snapshot"),

@@ -387,6 +387,12 @@ impl Client {
         self.delete(&format!("/v2/snapshots/{id}")).await
     }
 
+    /// Deletes a volume snapshot (`block_storage_snapshot:delete`), retried like a GET.
+    pub async fn delete_volume_snapshot(&self, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v2/volumes/snapshots/{}", escape(id)))
+            .await
+    }
+
     /// A DELETE, retried like a GET; a 404 after a first attempt means that attempt went through.
     pub(super) async fn delete(&self, path: &str) -> Result<(), ApiError> {
         match self.idempotent::<serde_json::Value>(Method::DELETE, path).await {

@@ -17,7 +17,8 @@ pub(crate) const VOLUME_INTERVAL: Duration = Duration::from_secs(600);
 pub(crate) enum VolumeLimit {
     #[error(
         "volume {volume} has {count} snapshots, the most DigitalOcean keeps of a volume ({MOST_PER_VOLUME}): \
-         delete older ones (`retention.keep_last`, or the control panel) before the next; nothing was frozen"
+         delete older ones before the next (the control panel, or `retention.keep_last` of 24 or fewer, \
+         which keeps a volume's snapshots below it); nothing was frozen"
     )]
     Full { volume: String, count: usize },
     #[error(

@@ -32,6 +32,12 @@ pub(crate) const SNAPSHOT_SCOPES: &[&str] =
 pub(crate) const VOLUME_SCOPES: &[&str] = &["block_storage:read", "block_storage_snapshot:create"];
 /// The scope retention needs as well.
 pub(crate) const RETENTION_SCOPE: &str = "image:delete";
+/// The scopes retention needs for the snapshots of attached volumes.
+pub(crate) const VOLUME_RETENTION_SCOPES: &[&str] = &[
+    "block_storage:read",
+    "block_storage_snapshot:read",
+    "block_storage_snapshot:delete",
+];
 
 /// How often `thaw_after = "completed"` polls inside the window.
 const IN_WINDOW_POLL: Duration = Duration::from_millis(250);
@@ -181,6 +187,55 @@ impl DigitalOcean {
         self.client
             .as_ref()
             .ok_or_else(|| ProviderError::new("preflight did not run"))
+    }
+
+    /// Retention for the volumes attached now: of each, all but the newest `keep_last`
+    /// snapshots that this machine's runs made (named like its Droplet snapshots). Without it
+    /// a volume reaches DigitalOcean's 25 and every later run fails in preflight.
+    async fn prune_volumes(
+        &mut self,
+        keep_last: usize,
+        ours: &dyn OwnedNames,
+    ) -> Result<Vec<Pruned>, ProviderError> {
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| ProviderError::new("preflight did not run"))?;
+        client.add_scopes(VOLUME_RETENTION_SCOPES);
+        let id = self.droplet_id;
+        let droplet = client
+            .droplet(id)
+            .await
+            .map_err(|e| api(&format!("cannot read Droplet {id} for its volumes"), e))?;
+        let mut pruned = Vec::new();
+        for volume_id in &droplet.volume_ids {
+            let mut mine: Vec<_> = client
+                .volume_snapshots(volume_id)
+                .await
+                .map_err(|e| api(&format!("cannot list the snapshots of volume {volume_id}"), e))?
+                .into_iter()
+                .filter(|s| ours.is_ours(&s.name))
+                .collect();
+            mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            let excess = mine.len().saturating_sub(keep_last);
+            for old in mine.into_iter().take(excess) {
+                client.delete_volume_snapshot(&old.id).await.map_err(|e| {
+                    api(
+                        &format!(
+                            "cannot delete snapshot {} ({}) of volume {volume_id}",
+                            old.id, old.name
+                        ),
+                        e,
+                    )
+                })?;
+                tracing::info!(id = %old.id, name = %old.name, volume = %volume_id, "deleted an old volume snapshot (retention)");
+                pruned.push(Pruned {
+                    id: old.id,
+                    name: old.name,
+                });
+            }
+        }
+        Ok(pruned)
     }
 }
 
@@ -586,6 +641,9 @@ impl SnapshotProvider for DigitalOcean {
                 id: old.id.to_string(),
                 name: old.name,
             });
+        }
+        if self.settings.volumes {
+            pruned.extend(self.prune_volumes(keep_last, ours).await?);
         }
         Ok(pruned)
     }

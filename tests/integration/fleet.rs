@@ -28,7 +28,11 @@ impl Drop for Member {
 }
 
 fn member(limit: &std::sync::Arc<RateLimit>) -> Member {
-    let droplet = Droplet::in_fleet(limit.clone());
+    serve(Droplet::in_fleet(limit.clone()))
+}
+
+/// `droplet` with its agent serving a private bus, once it answers there.
+fn serve(droplet: Droplet) -> Member {
     let bus = PrivateBus::start(&droplet.dir.path().join("bus")).expect("start a private bus");
     let agent = Command::new(agent_bin())
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
@@ -56,7 +60,11 @@ fn member(limit: &std::sync::Arc<RateLimit>) -> Member {
 
 /// `count` Droplets sharing `limit`, and `freezeframe` with `args` reaching them all.
 fn fleet(count: usize, limit: &std::sync::Arc<RateLimit>) -> (Vec<Member>, std::path::PathBuf, Vec<String>) {
-    let members: Vec<Member> = (0..count).map(|_| member(limit)).collect();
+    reached((0..count).map(|_| member(limit)).collect())
+}
+
+/// The stand-in for ssh reaching `members` as `droplet-0`, `droplet-1`, …
+fn reached(members: Vec<Member>) -> (Vec<Member>, std::path::PathBuf, Vec<String>) {
     let names: Vec<String> = (0..members.len()).map(|i| format!("droplet-{i}")).collect();
     let hosts: Vec<(&str, &PrivateBus)> = names
         .iter()
@@ -146,4 +154,60 @@ fn runs_that_would_find_the_hours_budget_spent_are_not_started() {
         "no call met the limit: {:?}",
         refused(&members)
     );
+}
+
+#[test]
+fn a_group_of_droplets_requests_every_disk_and_volume_inside_one_cut() {
+    require_root();
+    let with_volume = || serve(Droplet::with_volume(Duration::from_millis(100), "", true));
+    let (members, ssh, names) = reached(vec![with_volume(), with_volume()]);
+    let mut cmd = Command::new(cli_bin());
+    cmd.args(["--ssh-command", ssh.to_str().unwrap(), "--json"]);
+    for name in &names {
+        cmd.args(["-H", name]);
+    }
+    let out = cmd.args(["snapshot", "--group", "--wait"]).output().unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    assert!(out.status.success(), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], true, "{result:#}");
+    let group = result["group"].as_str().unwrap();
+    for (m, member) in members.iter().zip(result["members"].as_array().unwrap()) {
+        let report = &member["report"];
+        let name = report["snapshot_name"].as_str().unwrap();
+        assert!(name.contains(group), "{name} carries {group}");
+        assert_eq!(report["consistency"], "filesystem", "{report:#}");
+        let volumes = report["volume_snapshots"].as_array().unwrap();
+        assert_eq!(volumes.len(), 1, "{report:#}");
+        let sim = &m.droplet.server.sim;
+        let counters = sim.counters();
+        assert_eq!((counters.snapshot_posts, counters.volume_snapshot_posts), (1, 1));
+        // Read as each request registered, while every member was frozen: both clean.
+        let images = sim.images();
+        assert_clean(Fs::Ext4, &images[name]);
+        assert_clean(Fs::Xfs, &images[&format!("{name}@data")]);
+    }
+
+    // The group is deleted whole, by the call `prune --keep-groups` makes of each member:
+    // every member's Droplet and volume snapshots.
+    for m in &members {
+        let out = Command::new("busctl")
+            .args(["--address", &m.bus.address, "call", "org.freezeframe.Agent1"])
+            .args([
+                "/org/freezeframe/Agent1",
+                "org.freezeframe.Agent1",
+                "DeleteGroups",
+            ])
+            .args(["as", "1", group])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sim = &m.droplet.server.sim;
+        assert!(sim.snapshot_names().is_empty(), "{:?}", sim.snapshot_names());
+        assert!(
+            sim.volume_snapshot_names().is_empty(),
+            "{:?}",
+            sim.volume_snapshot_names()
+        );
+    }
 }

@@ -274,15 +274,12 @@ fn late_members(targets: &[Target], seen: &[Seen]) -> String {
         })
         .map(|(t, _)| t.to_string())
         .collect();
-    let (was, were) = if all_ready {
-        ("was not frozen", "were not frozen")
-    } else {
-        ("had not quiesced and flushed", "had not quiesced and flushed")
+    let what = match (all_ready, late.len()) {
+        (true, 1) => "was not frozen",
+        (true, _) => "were not frozen",
+        (false, _) => "had not quiesced and flushed",
     };
-    match late.len() {
-        1 => format!("{} {was}", late[0]),
-        _ => format!("{} {were}", late.join(", ")),
-    }
+    format!("{} {what}", late.join(", "))
 }
 
 /// Puts what was seen together: each member's times on the coordinator's clock, and the

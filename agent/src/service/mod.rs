@@ -223,6 +223,16 @@ impl Agent {
         Ok((state.next_job, interrupt, stop))
     }
 
+    /// Lets group job `job` past `point`, for the caller of its Prepare. Inside the group's
+    /// window: no check of the caller with the bus (a round trip) and no configuration read;
+    /// the caller was admitted at Prepare, and a bus never gives its unique name to another
+    /// connection.
+    fn release(&self, job: u64, header: &Header<'_>, point: BarrierPoint) -> Result<(), AgentError> {
+        self.touch();
+        let (slot, _) = self.group_job(job)?;
+        slot.release(header.sender().map(|s| s.as_str()), job, point)
+    }
+
     /// The running group job `job`, for its coordinator's calls.
     fn group_job(&self, job: u64) -> Result<(Arc<group::GroupSlot>, Interrupter), AgentError> {
         let state = self.state.lock().unwrap();
@@ -588,22 +598,12 @@ impl Agent {
 
     /// The coordinator's word to group job `job`, quiesced and flushed (phase `ready`): freeze.
     async fn freeze(&self, job: u64, #[zbus(header)] header: Header<'_>) -> Result<(), AgentError> {
-        // Inside the group's window: no check of the caller with the bus (a round trip) and no
-        // configuration read. Only the caller of Prepare, admitted then, may release the job,
-        // and a bus never gives a unique name to another connection.
-        self.touch();
-        let (slot, _) = self.group_job(job)?;
-        slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Synced)
+        self.release(job, &header, BarrierPoint::Synced)
     }
 
     /// The coordinator's word to group job `job`, frozen (phase `hold`): request the snapshot.
     async fn commit(&self, job: u64, #[zbus(header)] header: Header<'_>) -> Result<(), AgentError> {
-        // Inside the group's window: no check of the caller with the bus (a round trip) and no
-        // configuration read. Only the caller of Prepare, admitted then, may release the job,
-        // and a bus never gives a unique name to another connection.
-        self.touch();
-        let (slot, _) = self.group_job(job)?;
-        slot.release(header.sender().map(|s| s.as_str()), job, BarrierPoint::Frozen)
+        self.release(job, &header, BarrierPoint::Frozen)
     }
 
     /// Aborts group job `job` before its commit: it thaws and resumes at once, requests

@@ -88,6 +88,21 @@ impl RateLimit {
             reset: unix_now + oldest.as_secs(),
         }
     }
+
+    /// The requests let through in the last hour, and the most of them in any one minute.
+    pub fn admitted(&self) -> (usize, usize) {
+        let admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        let times: Vec<Instant> = admitted.iter().copied().collect();
+        let mut busiest = 0;
+        let mut first = 0;
+        for (last, t) in times.iter().enumerate() {
+            while t.duration_since(times[first]) >= MINUTE {
+                first += 1;
+            }
+            busiest = busiest.max(last + 1 - first);
+        }
+        (times.len(), busiest)
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +119,7 @@ mod tests {
         let refused = limit.admit();
         assert!(matches!(refused.retry_after, Some(1..=60)), "{refused:?}");
         assert_eq!(refused.remaining, 4997, "a refused request is not counted");
+        assert_eq!(limit.admitted(), (3, 3));
         assert!(RateLimit::parse("250/5000").is_ok());
         assert!(RateLimit::parse("0").is_err() && RateLimit::parse("x/1").is_err());
     }

@@ -12,6 +12,7 @@
 mod database;
 mod footprint;
 mod group;
+mod limits;
 mod restore;
 mod scaling;
 mod window;
@@ -32,6 +33,7 @@ pub struct Args {
     pub dirty_mib: Vec<u64>,
     pub fleet: Vec<usize>,
     pub group: Vec<usize>,
+    pub fleet_limits: usize,
     pub filesystems: Vec<usize>,
     pub parts: Vec<String>,
     pub json: PathBuf,
@@ -39,10 +41,18 @@ pub struct Args {
 
 const USAGE: &str = "flags: --runs N (20) --latency-ms N (300) --dirty-mib A,B,C (0,256,1024) \
                      --filesystems A,B,C (1,4,16) --fleet A,B,C (1,10,50) \
-                     --group A,B,C (2,10,50) \
-                     --parts window,database,scaling,footprint,restore,group (all) --json PATH";
+                     --group A,B,C (2,10,50) --fleet-limits N (1000) \
+                     --parts window,database,scaling,footprint,restore,group,limits (all) --json PATH";
 
-const PARTS: [&str; 6] = ["window", "database", "scaling", "footprint", "restore", "group"];
+const PARTS: [&str; 7] = [
+    "window",
+    "database",
+    "scaling",
+    "footprint",
+    "restore",
+    "group",
+    "limits",
+];
 
 fn list<T: std::str::FromStr>(flag: &str, text: &str) -> Vec<T> {
     text.split(',')
@@ -66,6 +76,7 @@ fn args() -> Args {
         dirty_mib: vec![0, 256, 1024],
         fleet: vec![1, 10, 50],
         group: vec![2, 10, 50],
+        fleet_limits: 1000,
         filesystems: vec![1, 4, 16],
         parts: PARTS.map(String::from).to_vec(),
         json: "target/bench/results.json".into(),
@@ -83,6 +94,7 @@ fn args() -> Args {
             "--filesystems" => a.filesystems = list("--filesystems", &value()),
             "--fleet" => a.fleet = list("--fleet", &value()),
             "--group" => a.group = list("--group", &value()),
+            "--fleet-limits" => a.fleet_limits = list::<usize>("--fleet-limits", &value())[0].max(2),
             "--parts" => a.parts = value().split(',').map(String::from).collect(),
             "--json" => a.json = value().into(),
             "-h" | "--help" => {
@@ -371,6 +383,7 @@ fn main() {
             "footprint" => sections.push(footprint::run(&args)),
             "restore" => sections.push(restore::run(&args)),
             "group" => sections.push(group::run(&args)),
+            "limits" => sections.push(limits::run(&args)),
             _ => unreachable!("checked in args()"),
         }
     }

@@ -97,11 +97,7 @@ fn volume_devices(settings: &Settings, names: &[String]) -> Vec<(String, PathBuf
 fn machine_text(found: &MachineVerification) -> String {
     let mut out = format!(
         "this machine: {}\n  probe: {}\n",
-        if found.verified {
-            "VERIFIED"
-        } else {
-            "NOT verified"
-        },
+        verdict(found.verified),
         probe_words(found.probe)
     );
     for fs in &found.filesystems {
@@ -123,10 +119,21 @@ fn machine_text(found: &MachineVerification) -> String {
         out.push_str(&format!("volume {}:\n", volume.name));
         out.push_str(&findings_text(&volume.found));
     }
-    for reason in &found.reasons {
-        out.push_str(&format!("  why not: {reason}\n"));
-    }
+    out.push_str(&why_not(&found.reasons));
     out
+}
+
+fn verdict(verified: bool) -> &'static str {
+    if verified {
+        "VERIFIED"
+    } else {
+        "NOT verified"
+    }
+}
+
+/// What kept a verification from passing, one line each.
+fn why_not(reasons: &[String]) -> String {
+    reasons.iter().map(|r| format!("  why not: {r}\n")).collect()
 }
 
 fn probe_words(probe: ProbeVerdict) -> &'static str {
@@ -149,11 +156,7 @@ fn disk_text(found: &DiskVerification) -> String {
         "{} ({} partition table): {}\n  probe: {}\n",
         found.image.display(),
         found.partition_table,
-        if found.verified {
-            "VERIFIED"
-        } else {
-            "NOT verified"
-        },
+        verdict(found.verified),
         probe_words(found.probe)
     );
     for partition in &found.partitions {
@@ -173,9 +176,7 @@ fn disk_text(found: &DiskVerification) -> String {
             )),
         }
     }
-    for reason in &found.reasons {
-        out.push_str(&format!("  why not: {reason}\n"));
-    }
+    out.push_str(&why_not(&found.reasons));
     out
 }
 
@@ -184,11 +185,7 @@ fn text(found: &ImageVerification) -> String {
         "{} ({}): {}\n",
         found.image.display(),
         found.fstype,
-        if found.verified {
-            "VERIFIED"
-        } else {
-            "NOT verified"
-        }
+        verdict(found.verified)
     );
     out.push_str(&format!(
         "  probe: {} ({})\n",
@@ -209,9 +206,7 @@ fn text(found: &ImageVerification) -> String {
     for database in &found.databases {
         out.push_str(&database_text(database));
     }
-    for reason in &found.reasons {
-        out.push_str(&format!("  why not: {reason}\n"));
-    }
+    out.push_str(&why_not(&found.reasons));
     out
 }
 

@@ -183,7 +183,7 @@ fn disk_verdict(verdicts: impl Iterator<Item = ProbeVerdict>) -> ProbeVerdict {
 
 /// The partitions of `image`'s table: number, first byte, length in bytes.
 fn table_entries(image: &Path) -> Result<Vec<(u32, u64, u64)>, VerifyError> {
-    let (ok, text) = run(
+    let text = succeeded(
         "partx",
         &[
             "--raw",
@@ -193,14 +193,8 @@ fn table_entries(image: &Path) -> Result<Vec<(u32, u64, u64)>, VerifyError> {
             "NR,START,SIZE",
             &image.to_string_lossy(),
         ],
+        || format!("read the partition table of {}", image.display()),
     )?;
-    if !ok {
-        return Err(VerifyError::Tool(format!(
-            "cannot read the partition table of {}: {}",
-            image.display(),
-            text.trim()
-        )));
-    }
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -212,6 +206,15 @@ fn table_entries(image: &Path) -> Result<Vec<(u32, u64, u64)>, VerifyError> {
         .collect())
 }
 
+/// The output of `program`, which must succeed; otherwise an error saying it could not `what`.
+fn succeeded(program: &str, args: &[&str], what: impl FnOnce() -> String) -> Result<String, VerifyError> {
+    let (ok, text) = run(program, args)?;
+    if !ok {
+        return Err(VerifyError::Tool(format!("cannot {}: {}", what(), text.trim())));
+    }
+    Ok(text)
+}
+
 /// One partition on a read-only loop device of its own; detached on drop.
 struct PartitionLoop {
     device: String,
@@ -219,7 +222,7 @@ struct PartitionLoop {
 
 impl PartitionLoop {
     fn attach(image: &Path, offset: u64, size: u64) -> Result<PartitionLoop, VerifyError> {
-        let (ok, text) = run(
+        let text = succeeded(
             "losetup",
             &[
                 "--find",
@@ -231,14 +234,8 @@ impl PartitionLoop {
                 &size.to_string(),
                 &image.to_string_lossy(),
             ],
+            || format!("attach a partition of {} to a loop device", image.display()),
         )?;
-        if !ok {
-            return Err(VerifyError::Tool(format!(
-                "cannot attach a partition of {} to a loop device: {}",
-                image.display(),
-                text.trim()
-            )));
-        }
         Ok(PartitionLoop {
             device: text.trim().to_string(),
         })

@@ -5,7 +5,7 @@
 
 use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
 use freezeframe_agent::secret::Secret;
-use freezeframe_tests::sim::{Capture, Fault, SimConfig, SimVolume};
+use freezeframe_tests::sim::{Capture, Fault, PowerModel, Sim, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -255,7 +255,8 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         report
     };
-    // An earlier run's volume snapshot, which retention deletes (its calls through the proxy).
+    // An earlier run's volume snapshot, which retention deletes once this run's completed (its
+    // calls through the proxy).
     let earlier = format!(
         "{}-20261101-000000-filesystem",
         crate::digitalocean::rendered_hostname()
@@ -265,7 +266,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         Some(&earlier),
         Duration::from_secs(86_400),
     );
-    let report = run(&["--wait", "--name", "contract-1"]);
+    let report = run(&["--wait"]);
     assert_eq!(report["status"], "succeeded", "{report:#}");
     assert_eq!(report["pruned"][0]["name"], earlier.as_str(), "{report:#}");
     assert!(report["snapshot_id"].is_string(), "{report:#}");
@@ -309,6 +310,8 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         "the drill's volume is gone"
     );
     assert_eq!(server.sim.image_tags(&snapshot_id), ["freezeframe-verified"]);
+    // An offline snapshot's calls: power states by the API's rules, answers as the spec says.
+    rt.block_on(power_through_the_proxy(&prism.url, &server.sim));
 
     // Error answers must agree with the spec too.
     server
@@ -336,6 +339,100 @@ async fn prism_mock_refuses_a_request_that_breaks_the_spec() {
     let client = client_for(&prism.url);
     let err = client.droplet(3164444).await.err();
     assert!(err.is_none(), "a valid request is answered: {err:?}");
+}
+
+/// Shutdown, snapshot and power on through the validating proxy, against the simulator: a
+/// Droplet powers off when its guest does, is locked while its snapshot runs (a power_on then
+/// is refused), and boots again; a guest that ignores the shutdown stays on until power_off.
+async fn power_through_the_proxy(url: &str, sim: &Sim) {
+    use freezeframe_agent::provider::digitalocean::client::ApiError;
+    use freezeframe_agent::provider::digitalocean::PowerAction;
+    let quick = Duration::from_millis(300);
+    sim.set_power(PowerModel {
+        shutdown_takes: quick,
+        guest_ignores_shutdown: false,
+        boot_takes: quick,
+    });
+    let client = client_for(url);
+    let id = 3164444;
+    let until = |want: &'static str| {
+        let client = &client;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let droplet = client.droplet(id).await.expect("GET /v2/droplets/{id}");
+                if droplet.status == want && !droplet.locked {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the Droplet never became {want}: {droplet:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let refused = |result: Result<_, ApiError>, why: &str| {
+        assert!(
+            matches!(&result, Err(ApiError::Status { status: 422, message, .. }) if message.contains(why)),
+            "{result:?}"
+        );
+    };
+    until("active").await;
+    refused(
+        client.droplet_power(id, PowerAction::PowerOn).await,
+        "already powered on",
+    );
+    let action = client
+        .droplet_power(id, PowerAction::Shutdown)
+        .await
+        .expect("POST /v2/droplets/{id}/actions shutdown");
+    assert_eq!(action.kind, "shutdown");
+    until("off").await;
+    refused(
+        client.droplet_power(id, PowerAction::Shutdown).await,
+        "already powered off",
+    );
+    client
+        .snapshot_droplet(id, "offline-contract", Duration::from_secs(20))
+        .await
+        .expect("POST /v2/droplets/{id}/actions snapshot");
+    refused(
+        client.droplet_power(id, PowerAction::PowerOn).await,
+        "pending event",
+    );
+    until("off").await;
+    client
+        .droplet_power(id, PowerAction::PowerOn)
+        .await
+        .expect("POST /v2/droplets/{id}/actions power_on");
+    until("active").await;
+
+    sim.set_power(PowerModel {
+        guest_ignores_shutdown: true,
+        ..PowerModel::default()
+    });
+    let ignored = client
+        .droplet_power(id, PowerAction::Shutdown)
+        .await
+        .expect("shutdown");
+    until("active").await;
+    let done = client.action(ignored.id).await.expect("GET /v2/actions/{id}");
+    assert_eq!(done.status, "completed", "issued, not obeyed: {done:?}");
+    client
+        .droplet_power(id, PowerAction::PowerOff)
+        .await
+        .expect("POST /v2/droplets/{id}/actions power_off");
+    until("off").await;
+    client
+        .droplet_power(id, PowerAction::PowerOn)
+        .await
+        .expect("power_on");
+    until("active").await;
+    assert_eq!(
+        sim.counters().power_actions,
+        ["shutdown", "power_on", "shutdown", "power_off", "power_on"]
+    );
 }
 
 /// A restore drill's calls through the validating proxy, against the simulator.

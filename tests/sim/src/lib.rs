@@ -8,10 +8,12 @@
 //! method and path prefix, from flags or at run time through `PUT /_sim/faults`.
 
 mod faults;
+mod power;
 mod rate;
 mod restore;
 
 pub use faults::{Fault, FaultKind};
+pub use power::PowerModel;
 pub use rate::{Admission, RateLimit};
 pub use restore::RestoredMachine;
 
@@ -105,6 +107,8 @@ pub struct Counters {
     pub calls: Vec<String>,
     /// Calls refused by the rate limit (429), by `METHOD path`.
     pub rate_limited: Vec<String>,
+    /// Power actions accepted (`shutdown`, `power_off`, `power_on`), in order.
+    pub power_actions: Vec<String>,
 }
 
 struct SimAction {
@@ -117,6 +121,10 @@ struct SimAction {
     image: Option<PathBuf>,
     /// The disk was read (at once, or at completion: see [`Capture`]).
     captured: Arc<std::sync::atomic::AtomicBool>,
+    /// How long it runs once registered.
+    takes: Duration,
+    /// The power state it leaves when it completes (power actions).
+    leaves: Option<power::Power>,
 }
 
 struct SimSnapshot {
@@ -153,16 +161,20 @@ struct SimState {
     next_id: u64,
     counters: Counters,
     remaining: u64,
+    power: power::Power,
+    power_model: PowerModel,
 }
 
 impl SimState {
     /// Moves actions whose delay has passed to `completed`, creating their snapshot.
     fn refresh(&mut self) {
-        let delay = self.config.action_delay;
         let mut made = Vec::new();
         for a in self.actions.iter_mut().filter(|a| a.completed_at.is_none()) {
-            if a.registered.elapsed() >= delay && a.captured.load(Ordering::SeqCst) {
+            if a.registered.elapsed() >= a.takes && a.captured.load(Ordering::SeqCst) {
                 a.completed_at = Some(SystemTime::now());
+                if let Some(state) = a.leaves {
+                    self.power = state;
+                }
                 if a.kind == "snapshot" {
                     let size = a
                         .image
@@ -220,6 +232,8 @@ impl Sim {
                 next_id: 7_000_000,
                 counters: Counters::default(),
                 remaining: 5000,
+                power: power::Power::Active,
+                power_model: PowerModel::default(),
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             released: Arc::new(AtomicBool::new(false)),
@@ -273,6 +287,18 @@ impl Sim {
         let mut snapshots: Vec<&SimVolumeSnapshot> = st.volume_snapshots.iter().collect();
         snapshots.sort_by_key(|s| s.created);
         snapshots.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// How the guest and the hypervisor answer power actions from now on.
+    pub fn set_power(&self, model: PowerModel) {
+        self.lock().power_model = model;
+    }
+
+    /// The Droplet's `status`: `active` or `off`.
+    pub fn status(&self) -> &'static str {
+        let mut st = self.lock();
+        st.refresh();
+        st.power.status()
     }
 
     pub fn counters(&self) -> Counters {
@@ -582,6 +608,7 @@ fn droplet_json(st: &SimState) -> Value {
     d["id"] = json!(st.config.droplet_id);
     d["name"] = json!(st.config.droplet_name);
     d["locked"] = json!(st.locked());
+    d["status"] = json!(st.power.status());
     d["volume_ids"] = json!(st.config.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>());
     d["snapshot_ids"] = json!(st.snapshots.iter().map(|s| s.id).collect::<Vec<_>>());
     d["tags"] = json!([]);
@@ -719,14 +746,6 @@ async fn post_droplet_action(
         if id != st.config.droplet_id {
             return not_found("droplet");
         }
-        if body.kind != "snapshot" {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unprocessable_entity",
-                "the simulator only takes snapshots",
-                "sim",
-            );
-        }
         if st.locked() {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -734,6 +753,9 @@ async fn post_droplet_action(
                 "Droplet already has a pending event.",
                 "sim",
             );
+        }
+        if body.kind != "snapshot" {
+            return power_action(&mut st, id, &body.kind);
         }
         st.counters.snapshot_posts += 1;
         st.next_id += 1;
@@ -792,9 +814,48 @@ async fn post_droplet_action(
         snapshot_name: body.name.unwrap_or_else(|| format!("snapshot-{action_id}")),
         image: Some(image),
         captured,
+        takes: st.config.action_delay,
+        leaves: None,
     };
     let json = action_json(&action, id);
     st.actions.push(action);
+    (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
+}
+
+/// `shutdown`, `power_off` or `power_on` on Droplet `id`, not locked.
+fn power_action(st: &mut SimState, id: u64, kind: &str) -> Response {
+    let refused = |message: &str| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            message,
+            "sim",
+        )
+    };
+    let planned = match power::plan(&st.power_model, st.power, kind) {
+        None => {
+            return refused("the simulator takes snapshots and power actions (shutdown, power_off, power_on)")
+        }
+        Some(Err(message)) => return refused(message),
+        Some(Ok(planned)) => planned,
+    };
+    st.counters.power_actions.push(kind.to_string());
+    st.next_id += 1;
+    let action = SimAction {
+        id: st.next_id,
+        kind: kind.to_string(),
+        started: SystemTime::now(),
+        registered: Instant::now(),
+        completed_at: None,
+        snapshot_name: String::new(),
+        image: None,
+        captured: Arc::new(AtomicBool::new(true)),
+        takes: planned.takes,
+        leaves: planned.leaves,
+    };
+    let json = action_json(&action, id);
+    st.actions.push(action);
+    st.refresh();
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
 }
 

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_do_sim::{Capture, Fault, RateLimit, Sim, SimConfig, SimVolume};
+use freezeframe_do_sim::{Capture, Fault, PowerModel, RateLimit, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,15 @@ struct Args {
     /// 429 with `retry-after` [default: none]
     #[arg(long, value_parser = RateLimit::parse)]
     rate_limit: Option<std::sync::Arc<RateLimit>>,
+    /// How long the guest takes to power off after a `shutdown` action
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    shutdown_takes: Duration,
+    /// The guest ignores `shutdown` (the action completes, the Droplet stays on)
+    #[arg(long)]
+    guest_ignores_shutdown: bool,
+    /// How long the Droplet takes to boot after a `power_on` action
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    boot_takes: Duration,
 }
 
 fn parse_capture(text: &str) -> Result<Capture, String> {
@@ -94,6 +103,11 @@ async fn main() -> std::io::Result<()> {
             .collect(),
         fleet: Vec::new(),
         rate_limit: args.rate_limit,
+    });
+    sim.set_power(PowerModel {
+        shutdown_takes: args.shutdown_takes,
+        guest_ignores_shutdown: args.guest_ignores_shutdown,
+        boot_takes: args.boot_takes,
     });
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;

@@ -336,6 +336,21 @@ impl Client {
         Ok(env.action)
     }
 
+    /// Asks for a power action: one attempt, since the API refuses a second `shutdown` or
+    /// `power_on` as already done (the caller reads the Droplet to learn where it is).
+    pub async fn droplet_power(&self, id: u64, action: PowerAction) -> Result<Action, ApiError> {
+        let body = PowerRequest { kind: action };
+        let env: ActionEnvelope = self
+            .call(
+                Method::POST,
+                &format!("/v2/droplets/{id}/actions"),
+                Some(&body),
+                self.timeout,
+            )
+            .await?;
+        Ok(env.action)
+    }
+
     /// An action, by id.
     pub async fn action(&self, id: u64) -> Result<Action, ApiError> {
         let env: ActionEnvelope = self.get(&format!("/v2/actions/{id}")).await?;

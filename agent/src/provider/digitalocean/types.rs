@@ -68,6 +68,27 @@ pub(crate) struct SnapshotRequest<'a> {
     pub name: &'a str,
 }
 
+/// A power action on a Droplet (`POST /v2/droplets/{id}/actions`, `droplet_action`): a
+/// `shutdown` asks the guest to power off (it may not), `power_off` cuts the power, `power_on`
+/// boots it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Asks the guest to power off, as its power button would (ACPI).
+    Shutdown,
+    /// Cuts the power: a hard stop.
+    PowerOff,
+    /// Boots it.
+    PowerOn,
+}
+
+/// The body of a power action.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PowerRequest {
+    #[serde(rename = "type")]
+    pub kind: PowerAction,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct SnapshotList {
     pub snapshots: Vec<DropletSnapshot>,

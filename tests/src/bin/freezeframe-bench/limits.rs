@@ -9,7 +9,7 @@
 
 use crate::{agent_config, median_max, Args, Section, TOKEN};
 use freezeframe_tests::bus::{activated_bus, fake_ssh, PrivateBus};
-use freezeframe_tests::sim::{Capture, FleetDroplet, RateLimit, SimConfig, SimServer};
+use freezeframe_tests::sim::{FleetDroplet, RateLimit, SimConfig, SimServer};
 use freezeframe_tests::*;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -183,17 +183,8 @@ fn droplet_id(i: usize) -> u64 {
 /// A simulated Droplet `id` of the account, its images in `dir`.
 fn sim_config(dir: &std::path::Path, id: u64, latency: Duration, limit: &Arc<RateLimit>) -> SimConfig {
     SimConfig {
-        token: TOKEN.into(),
         droplet_id: id,
-        droplet_name: String::new(),
-        disk: None,
-        image_dir: dir.join("sim-images"),
-        action_delay: Duration::from_millis(100),
-        capture: Capture::Registration,
-        latency,
-        faults: Vec::new(),
-        volumes: Vec::new(),
-        fleet: Vec::new(),
         rate_limit: Some(limit.clone()),
+        ..crate::sim_config(dir, latency)
     }
 }

@@ -175,7 +175,12 @@ pub fn run_cmd(cmd: &str, args: &[&str]) {
 
 /// The API simulator for one Droplet, answering after `latency`.
 pub fn simulator(dir: &Path, latency: Duration) -> SimServer {
-    SimServer::start(SimConfig {
+    SimServer::start(sim_config(dir, latency))
+}
+
+/// The benchmark's simulated Droplet, its images in `dir`, answering after `latency`.
+pub fn sim_config(dir: &Path, latency: Duration) -> SimConfig {
+    SimConfig {
         token: TOKEN.into(),
         droplet_id: DROPLET_ID,
         droplet_name: "bench".into(),
@@ -188,7 +193,7 @@ pub fn simulator(dir: &Path, latency: Duration) -> SimServer {
         volumes: Vec::new(),
         fleet: Vec::new(),
         rate_limit: None,
-    })
+    }
 }
 
 /// An agent configuration in `dir` freezing `mountpoints` for a Droplet at `api`, with

@@ -393,6 +393,25 @@ async fn power_through_the_proxy(url: &str, sim: &Sim) {
         client.droplet_power(id, PowerAction::Shutdown).await,
         "already powered off",
     );
+    // The record of a pending power-on, on the Droplet itself, and taken off.
+    let pending = "freezeframe-offline-pending";
+    let tagged = || async {
+        let listed = client
+            .droplets_with_tag(pending)
+            .await
+            .expect("GET /v2/droplets?tag_name=");
+        listed.iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    client
+        .tag_droplet(pending, id)
+        .await
+        .expect("POST /v2/tags/{tag}/resources droplet");
+    assert_eq!(tagged().await, [id]);
+    client
+        .untag_droplet(pending, id)
+        .await
+        .expect("DELETE /v2/tags/{tag}/resources");
+    assert!(tagged().await.is_empty());
     client
         .snapshot_droplet(id, "offline-contract", Duration::from_secs(20))
         .await

@@ -158,6 +158,8 @@ struct SimState {
     /// Tags that exist, and the tags on each image by its id.
     tags: BTreeSet<String>,
     image_tags: HashMap<String, Vec<String>>,
+    /// The tags on this Droplet.
+    droplet_tags: Vec<String>,
     next_id: u64,
     counters: Counters,
     remaining: u64,
@@ -229,6 +231,7 @@ impl Sim {
                 restored_volumes: Vec::new(),
                 tags: BTreeSet::new(),
                 image_tags: HashMap::new(),
+                droplet_tags: Vec::new(),
                 next_id: 7_000_000,
                 counters: Counters::default(),
                 remaining: 5000,
@@ -363,7 +366,7 @@ impl Sim {
             .route("/v2/tags", axum::routing::post(restore::post_tags))
             .route(
                 "/v2/tags/{tag}/resources",
-                axum::routing::post(restore::post_tag_resources),
+                axum::routing::post(restore::post_tag_resources).delete(restore::delete_tag_resources),
             )
             .route(
                 "/v2/volumes/{id}/snapshots",
@@ -611,11 +614,11 @@ fn droplet_json(st: &SimState) -> Value {
     d["status"] = json!(st.power.status());
     d["volume_ids"] = json!(st.config.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>());
     d["snapshot_ids"] = json!(st.snapshots.iter().map(|s| s.id).collect::<Vec<_>>());
-    d["tags"] = json!([]);
+    d["tags"] = json!(st.droplet_tags);
     d
 }
 
-/// `GET /v2/droplets[?tag_name=T]`: this Droplet (untagged) and the fleet, by pages.
+/// `GET /v2/droplets[?tag_name=T]`: this Droplet and the fleet, by pages.
 async fn droplets(State(sim): State<Sim>, Query(query): Query<HashMap<String, String>>) -> Response {
     let mut st = sim.lock();
     st.refresh();

@@ -540,7 +540,7 @@ struct TagResource {
     resource_type: String,
 }
 
-/// `POST /v2/tags/{tag}/resources`: images (snapshots) only, the tag made first.
+/// `POST /v2/tags/{tag}/resources`: images (snapshots) and this Droplet, the tag made first.
 pub(crate) async fn post_tag_resources(
     State(sim): State<Sim>,
     Path(tag): Path<String>,
@@ -555,8 +555,17 @@ pub(crate) async fn post_tag_resources(
         return not_found("tag");
     }
     for r in &body.resources {
+        if r.resource_type == "droplet" {
+            if r.resource_id != st.config.droplet_id.to_string() {
+                return not_found("droplet");
+            }
+            if !st.droplet_tags.contains(&tag) {
+                st.droplet_tags.push(tag.clone());
+            }
+            continue;
+        }
         if !matches!(r.resource_type.as_str(), "image" | "volume_snapshot") {
-            return unprocessable("the simulator tags images and volume snapshots only");
+            return unprocessable("the simulator tags images, volume snapshots and its Droplet only");
         }
         let known = st.snapshots.iter().any(|s| s.id.to_string() == r.resource_id)
             || st.volume_snapshots.iter().any(|s| s.id == r.resource_id);
@@ -567,6 +576,29 @@ pub(crate) async fn post_tag_resources(
         if !tags.contains(&tag) {
             tags.push(tag.clone());
         }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /v2/tags/{tag}/resources`: untags this Droplet (what offline snapshots clear).
+pub(crate) async fn delete_tag_resources(
+    State(sim): State<Sim>,
+    Path(tag): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: TagResources = match json_body(&body) {
+        Ok(body) => body,
+        Err(answer) => return *answer,
+    };
+    let mut st = sim.lock();
+    if !st.tags.contains(&tag) {
+        return not_found("tag");
+    }
+    for r in &body.resources {
+        if r.resource_type != "droplet" || r.resource_id != st.config.droplet_id.to_string() {
+            return unprocessable("the simulator untags its Droplet only");
+        }
+        st.droplet_tags.retain(|t| *t != tag);
     }
     StatusCode::NO_CONTENT.into_response()
 }

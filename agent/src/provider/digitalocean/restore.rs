@@ -89,6 +89,35 @@ impl Client {
 
     /// Tags a snapshot (`volume` says which kind), creating the tag first.
     pub async fn tag_snapshot(&self, tag: &str, id: &str, volume: bool) -> Result<(), ApiError> {
+        self.tag(tag, id, if volume { "volume_snapshot" } else { "image" })
+            .await
+    }
+
+    /// Tags a Droplet, creating the tag first (a record the control panel shows).
+    pub async fn tag_droplet(&self, tag: &str, id: u64) -> Result<(), ApiError> {
+        self.tag(tag, &id.to_string(), "droplet").await
+    }
+
+    /// Takes `tag` off a Droplet.
+    pub async fn untag_droplet(&self, tag: &str, id: u64) -> Result<(), ApiError> {
+        let body = TagResources {
+            resources: [TagResource {
+                resource_id: &id.to_string(),
+                resource_type: "droplet",
+            }],
+        };
+        let _: serde_json::Value = self
+            .call(
+                Method::DELETE,
+                &format!("/v2/tags/{}/resources", escape(tag)),
+                Some(&body),
+                self.timeout(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn tag(&self, tag: &str, id: &str, resource_type: &'static str) -> Result<(), ApiError> {
         let _: serde_json::Value = self
             .call(
                 Method::POST,
@@ -100,7 +129,7 @@ impl Client {
         let body = TagResources {
             resources: [TagResource {
                 resource_id: id,
-                resource_type: if volume { "volume_snapshot" } else { "image" },
+                resource_type,
             }],
         };
         let _: serde_json::Value = self

@@ -408,7 +408,7 @@ pub(crate) struct TagResources<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TagResource<'a> {
     pub resource_id: &'a str,
-    /// `image` for a Droplet snapshot, `volume_snapshot` for a volume's.
+    /// `image` for a Droplet snapshot, `volume_snapshot` for a volume's, `droplet`.
     pub resource_type: &'static str,
 }
 

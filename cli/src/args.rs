@@ -70,7 +70,29 @@ pub enum Command {
         /// `freeze.max_freeze` [default: each member's own]
         #[arg(long, value_name = "DURATION", value_parser = duration, requires = "group")]
         max_freeze: Option<std::time::Duration>,
+        /// DigitalOcean's documented way instead of a live snapshot: shut each Droplet down
+        /// cleanly, snapshot it (and its volumes) while off, and power it on again, on every
+        /// path. Droplets by --tag or --droplet, through the API (token from
+        /// DIGITALOCEAN_TOKEN)
+        #[arg(long, conflicts_with_all = ["group", "dry_run", "wait"])]
+        offline: bool,
+        /// With --offline: a Droplet by its id (repeatable)
+        #[arg(long = "droplet", value_name = "ID", requires = "offline")]
+        droplets: Vec<u64>,
+        /// With --offline: how long the guest has to power off after the shutdown request
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration, requires = "offline")]
+        shutdown_timeout: std::time::Duration,
+        /// With --offline: past --shutdown-timeout, cut the power (power_off) instead of
+        /// giving up, as DigitalOcean's API guide suggests
+        #[arg(long, requires = "offline")]
+        force_power_off: bool,
+        /// With --offline: how long a Droplet has to be active again after power_on
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, requires = "offline")]
+        boot_timeout: std::time::Duration,
     },
+    /// Power on the Droplets that an offline snapshot killed outright left off: those recorded
+    /// under this user's state directory and those tagged freezeframe-offline-pending
+    Recover,
     /// Show what a snapshot would freeze and quiesce, in which order, and what it skips and why
     Plan,
     /// The agent's version, whether anything is frozen, and the last result

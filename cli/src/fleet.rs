@@ -135,23 +135,43 @@ pub(crate) fn snapshot_line(report: &freezeframe_agent::transaction::Report) -> 
     line
 }
 
-/// The public IPv4 addresses of the Droplets tagged `tag`, from the API with the user's token
-/// (`DIGITALOCEAN_TOKEN`).
-pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
+/// A client of the DigitalOcean API at `api_url` with the user's token (`DIGITALOCEAN_TOKEN`),
+/// which needs `scopes`; `why` says what the token is for when it is missing.
+pub fn api_client(
+    api_url: &str,
+    scopes: &[&str],
+    why: &str,
+) -> Result<freezeframe_agent::provider::digitalocean::client::Client, Failure> {
     use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
     let usage = |message: String| Failure::new(Exit::Usage, message);
     let token = std::env::var("DIGITALOCEAN_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| usage("--tag asks the DigitalOcean API which Droplets have the tag: set DIGITALOCEAN_TOKEN to a token with droplet:read".into()))?;
+        .ok_or_else(|| {
+            usage(format!(
+                "{why}: set DIGITALOCEAN_TOKEN to a token with {}",
+                scopes.join(", ")
+            ))
+        })?;
     let http = http_client().map_err(|e| usage(format!("cannot set up HTTPS: {e}")))?;
-    let client = Client::new(
+    Ok(Client::new(
         http,
         api_url,
         freezeframe_agent::secret::Secret::new(token.trim()),
-        &["droplet:read"],
+        scopes,
         std::time::Duration::from_secs(15),
-    );
+    ))
+}
+
+/// The public IPv4 addresses of the Droplets tagged `tag`, from the API with the user's token
+/// (`DIGITALOCEAN_TOKEN`).
+pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
+    let usage = |message: String| Failure::new(Exit::Usage, message);
+    let client = api_client(
+        api_url,
+        &["droplet:read"],
+        "--tag asks the DigitalOcean API which Droplets have the tag",
+    )?;
     let droplets = client.droplets_with_tag(tag).await.map_err(|e| {
         Failure::new(
             Exit::Unreachable,

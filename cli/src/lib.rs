@@ -8,6 +8,7 @@ pub mod drill;
 pub mod fleet;
 pub mod group;
 pub mod man;
+pub mod offline;
 pub mod pacing;
 pub mod progress;
 pub mod scheduled;

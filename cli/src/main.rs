@@ -99,6 +99,27 @@ async fn remote(cli: &Cli) -> Exit {
     if let Command::Verify { .. } = cli.command {
         return drill(cli).await;
     }
+    if let Command::Recover = cli.command {
+        return freezeframe::offline::recover_all(cli).await;
+    }
+    if let Command::Snapshot {
+        offline: true,
+        droplets,
+        name,
+        shutdown_timeout,
+        force_power_off,
+        boot_timeout,
+        ..
+    } = &cli.command
+    {
+        let request = freezeframe::offline::OfflineRequest {
+            name: name.clone(),
+            shutdown_timeout: *shutdown_timeout,
+            force_power_off: *force_power_off,
+            boot_timeout: *boot_timeout,
+        };
+        return freezeframe::offline::run(cli, droplets, &request).await;
+    }
     let targets = match targets(cli).await {
         Ok(t) => t,
         Err(f) => return fail_as(cli, &f.message, f.exit),
@@ -151,6 +172,19 @@ fn check_combination(cli: &Cli) -> Result<(), String> {
                 "--group {id}: a group's id is g and 8 lowercase hexadecimal digits, as in its snapshots' names"
             ));
         }
+    }
+    if matches!(cli.command, Command::Snapshot { offline: true, .. }) && !cli.hosts.is_empty() {
+        return Err(
+            "--offline names Droplets through the DigitalOcean API: by --droplet ID or --tag TAG, not -H"
+                .into(),
+        );
+    }
+    if matches!(cli.command, Command::Recover)
+        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
+    {
+        return Err(
+            "recover finds the Droplets to power on by itself: give it no -H, --tag or --bus-address".into(),
+        );
     }
     if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
         return Err(
@@ -232,7 +266,11 @@ async fn one_machine(
                     (exit, json(&recovered), recovered.text(&place))
                 })
         }
-        Command::Doctor | Command::Verify { .. } | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Doctor
+        | Command::Verify { .. }
+        | Command::Recover
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled before")
         }
     }

@@ -297,6 +297,11 @@ impl Sim {
         self.lock().power_model = model;
     }
 
+    /// The tags on the Droplet.
+    pub fn droplet_tags(&self) -> Vec<String> {
+        self.lock().droplet_tags.clone()
+    }
+
     /// The Droplet's `status`: `active` or `off`.
     pub fn status(&self) -> &'static str {
         let mut st = self.lock();

@@ -98,7 +98,7 @@ fn request_id_suffix(id: &Option<String>) -> String {
 impl ApiError {
     /// Whether a later attempt may succeed (outside the frozen window only): rate limits,
     /// server errors, "pending event", timeouts and connection failures.
-    pub(crate) fn retryable(&self) -> bool {
+    pub fn retryable(&self) -> bool {
         match self {
             ApiError::RateLimited { .. } | ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
             ApiError::Status { status, message, .. } => {

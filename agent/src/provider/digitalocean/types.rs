@@ -25,6 +25,9 @@ pub struct Droplet {
     /// Its addresses.
     #[serde(default)]
     pub networks: Networks,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

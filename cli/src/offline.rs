@@ -1,0 +1,590 @@
+//! `freezeframe snapshot --offline`: DigitalOcean's documented way (power off, snapshot, power
+//! on), driven through the API with the care of the live way. A clean `shutdown` first (the
+//! guest powers off through ACPI, every service stopping as `shutdown -h now` would), a hard
+//! `power_off` only when the user allowed it and the guest did not stop in time; the snapshot
+//! (and one of each attached volume) while off; `power_on` once the snapshot has released the
+//! Droplet's lock; and the Droplet powered on again on every path after the shutdown.
+//!
+//! What the platform guarantees: a powered-off Droplet's disk does not change, and a Droplet is
+//! locked while its snapshot runs. What freezeframe does: it records the pending power-on before
+//! the shutdown (a file under the user's state directory and the tag
+//! `freezeframe-offline-pending` on the Droplet), powers on from every failure and from
+//! SIGINT/SIGTERM, and `freezeframe recover` powers on what a run killed outright left off.
+
+use crate::commands::{Exit, Failure};
+use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
+use freezeframe_agent::provider::digitalocean::PowerAction;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The tag on a Droplet that an offline run powered off and has not powered on yet.
+pub const PENDING_TAG: &str = "freezeframe-offline-pending";
+
+/// How often the Droplet and its actions are read while waiting.
+const POLL: Duration = Duration::from_secs(1);
+/// The longest wait for a snapshot to release the Droplet before powering on.
+const SNAPSHOT_BOUND: Duration = Duration::from_secs(6 * 3600);
+
+/// What an offline snapshot asks.
+#[derive(Debug, Clone)]
+pub struct OfflineRequest {
+    /// The snapshot's name [default: `<droplet name>-<utc>-offline`].
+    pub name: Option<String>,
+    /// How long the guest has to power off after the shutdown request.
+    pub shutdown_timeout: Duration,
+    /// Past that, cut the power (`power_off`) instead of giving up.
+    pub force_power_off: bool,
+    /// How long the Droplet has to be active again after `power_on`.
+    pub boot_timeout: Duration,
+}
+
+/// One step of the run and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: &'static str,
+    pub ms: f64,
+}
+
+/// What an offline run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OfflineReport {
+    pub droplet_id: u64,
+    pub droplet_name: String,
+    pub succeeded: bool,
+    /// `offline` once the snapshot registered while the Droplet was off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<&'static str>,
+    pub snapshot_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<u64>,
+    /// The volume snapshots taken while off, by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_snapshots: Vec<String>,
+    /// The guest did not stop in time and the power was cut (`--force-power-off`).
+    pub hard_power_off: bool,
+    /// The Droplet was shut down by this run.
+    pub shut_down: bool,
+    /// It runs again (or never stopped).
+    pub running: bool,
+    /// From the shutdown request to the Droplet active again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<f64>,
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// SIGINT or SIGTERM seen: stop waiting for the shutdown or the snapshot and power on.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// A stop set by SIGINT or SIGTERM from now on.
+    pub fn on_signals() -> Stop {
+        let stop = Stop::default();
+        let flag = stop.0.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        stop
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The pending power-ons this user's runs recorded: one file per Droplet under
+/// `$XDG_STATE_HOME/freezeframe/offline` (default `~/.local/state/freezeframe/offline`).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    dir: PathBuf,
+}
+
+/// One recorded pending power-on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingPowerOn {
+    pub droplet_id: u64,
+    pub droplet_name: String,
+    /// When the run was about to shut the Droplet down (RFC 3339).
+    pub since: String,
+}
+
+impl Pending {
+    pub fn new() -> Result<Pending, Failure> {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .ok_or_else(|| {
+                Failure::new(
+                    Exit::Usage,
+                    "--offline records a pending power-on under the user's state directory: set HOME or XDG_STATE_HOME",
+                )
+            })?;
+        Ok(Pending {
+            dir: base.join("freezeframe/offline"),
+        })
+    }
+
+    fn file(&self, droplet: u64) -> PathBuf {
+        self.dir.join(format!("{droplet}.json"))
+    }
+
+    fn record(&self, entry: &PendingPowerOn) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = self.file(entry.droplet_id);
+        let temporary = file.with_extension("tmp");
+        std::fs::write(&temporary, serde_json::to_vec_pretty(entry).unwrap_or_default())?;
+        std::fs::rename(temporary, file)
+    }
+
+    fn clear(&self, droplet: u64) {
+        let _ = std::fs::remove_file(self.file(droplet));
+    }
+
+    /// Every recorded pending power-on.
+    pub fn all(&self) -> Vec<PendingPowerOn> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect()
+    }
+}
+
+/// Runs the offline snapshot of Droplet `id`.
+pub async fn snapshot(
+    client: &Client,
+    id: u64,
+    request: &OfflineRequest,
+    pending: &Pending,
+    stop: &Stop,
+) -> OfflineReport {
+    let mut run = Run {
+        client,
+        id,
+        pending,
+        stop,
+        report: OfflineReport {
+            droplet_id: id,
+            running: true,
+            ..OfflineReport::default()
+        },
+        down_at: None,
+    };
+    if let Err(why) = run.go(request).await {
+        run.report.error = Some(why);
+    }
+    if run.report.shut_down {
+        if let Err(why) = run.power_on(request.boot_timeout).await {
+            let error = run.report.error.take();
+            run.report.error = Some(match error {
+                Some(first) => format!("{first}; and {why}"),
+                None => why,
+            });
+        }
+    }
+    run.report.succeeded = run.report.error.is_none();
+    run.report
+}
+
+/// One Droplet's run, as it goes.
+struct Run<'a> {
+    client: &'a Client,
+    id: u64,
+    pending: &'a Pending,
+    stop: &'a Stop,
+    report: OfflineReport,
+    /// When the shutdown was requested.
+    down_at: Option<Instant>,
+}
+
+impl Run<'_> {
+    fn step(&mut self, step: &'static str, since: Instant) {
+        self.report.steps.push(Step {
+            step,
+            ms: freezeframe_agent::transaction::ms(since.elapsed()),
+        });
+    }
+
+    /// Preflight, shutdown, snapshot; the power-on follows in [`snapshot`] on every path.
+    async fn go(&mut self, request: &OfflineRequest) -> Result<(), String> {
+        let (client, id) = (self.client, self.id);
+        let started = Instant::now();
+        let droplet = client
+            .droplet(id)
+            .await
+            .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+        self.report.droplet_name = droplet.name.clone();
+        if droplet.status != "active" {
+            return Err(format!(
+                "Droplet {id} ({}) is {}, not active: an offline snapshot powers a running Droplet off and on again; nothing was done",
+                droplet.name, droplet.status
+            ));
+        }
+        let actions = client
+            .droplet_actions(id)
+            .await
+            .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
+        if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
+            return Err(format!(
+                "Droplet {id} ({}) has a pending event; wait for it to finish and try again; nothing was done",
+                droplet.name
+            ));
+        }
+        self.report.snapshot_name = request.name.clone().unwrap_or_else(|| {
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let compact: String = at.chars().filter(|c| c.is_ascii_digit()).collect();
+            format!("{}-{}-{}-offline", droplet.name, &compact[..8], &compact[8..14])
+        });
+        self.step("preflight", started);
+
+        // The record of the power-on this run owes, before anything is powered off.
+        let entry = PendingPowerOn {
+            droplet_id: id,
+            droplet_name: droplet.name.clone(),
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        self.pending
+            .record(&entry)
+            .map_err(|e| format!("cannot record the pending power-on ({e}); nothing was powered off"))?;
+        if let Err(e) = client.tag_droplet(PENDING_TAG, id).await {
+            self.pending.clear(id);
+            return Err(api(
+                &format!("cannot tag Droplet {id} {PENDING_TAG} (the record a killed run leaves); nothing was powered off"),
+                e,
+            ));
+        }
+
+        let asked = Instant::now();
+        self.down_at = Some(asked);
+        self.report.shut_down = true;
+        self.report.running = false;
+        client
+            .droplet_power(id, PowerAction::Shutdown)
+            .await
+            .map_err(|e| api("the shutdown request was refused", e))?;
+        match self.wait_for("off", request.shutdown_timeout).await? {
+            true => self.step("shutdown", asked),
+            false if request.force_power_off => {
+                self.step("shutdown", asked);
+                let cut = Instant::now();
+                client
+                    .droplet_power(id, PowerAction::PowerOff)
+                    .await
+                    .map_err(|e| api("the power_off request was refused", e))?;
+                self.report.hard_power_off = true;
+                if !self.wait_for("off", Duration::from_secs(60)).await? {
+                    return Err("the Droplet did not power off within a minute of power_off".into());
+                }
+                self.step("power_off", cut);
+            }
+            false => {
+                return Err(format!(
+                    "the guest did not power off within {} of the shutdown request (--shutdown-timeout); nothing was snapshotted (--force-power-off cuts the power past that bound)",
+                    humantime::format_duration(request.shutdown_timeout)
+                ))
+            }
+        }
+
+        let taking = Instant::now();
+        let action = client
+            .snapshot_droplet(id, &self.report.snapshot_name, Duration::from_secs(60))
+            .await
+            .map_err(|e| api("the snapshot request was not accepted", e))?;
+        self.report.action_id = Some(action.id);
+        for volume in &droplet.volume_ids {
+            let made = client
+                .snapshot_volume(volume, &self.report.snapshot_name, Duration::from_secs(60))
+                .await
+                .map_err(|e| api(&format!("the snapshot of volume {volume} was not accepted"), e))?;
+            self.report.volume_snapshots.push(made.id);
+        }
+        self.report.consistency = Some("offline");
+        self.wait_for_action(action.id).await?;
+        self.step("snapshot", taking);
+        Ok(())
+    }
+
+    /// Waits until the Droplet's status is `want` and it is not locked: true, or false when
+    /// `bound` passed; Err when a signal stops the run (not while powering on).
+    async fn wait_for(&self, want: &str, bound: Duration) -> Result<bool, String> {
+        let deadline = Instant::now() + bound;
+        loop {
+            match self.client.droplet(self.id).await {
+                Ok(d) if d.status == want && !d.locked => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.retryable() => {}
+                Err(e) => return Err(api(&format!("cannot read Droplet {}", self.id), e)),
+            }
+            if self.stop.requested() && want != "active" {
+                return Err("interrupted by a signal".into());
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits for the snapshot action to end (the Droplet stays locked until then).
+    async fn wait_for_action(&self, action: u64) -> Result<(), String> {
+        let deadline = Instant::now() + SNAPSHOT_BOUND;
+        loop {
+            match self.client.action(action).await {
+                Ok(a) if a.status == "completed" => return Ok(()),
+                Ok(a) if a.status == "errored" => {
+                    return Err(format!("snapshot action {action} errored on DigitalOcean's side"))
+                }
+                Ok(_) => {}
+                Err(e) if e.retryable() => {}
+                Err(e) => return Err(api(&format!("cannot follow snapshot action {action}"), e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("snapshot action {action} did not end within 6 hours"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Powers the Droplet on once nothing holds it, waits until it is active, and clears the
+    /// record of the pending power-on.
+    async fn power_on(&mut self, bound: Duration) -> Result<(), String> {
+        let (client, id) = (self.client, self.id);
+        let booting = Instant::now();
+        // A snapshot in progress locks the Droplet: power_on is refused until it ends.
+        let deadline = Instant::now() + SNAPSHOT_BOUND;
+        loop {
+            let droplet = client
+                .droplet(id)
+                .await
+                .map_err(|e| api(&format!("cannot read Droplet {id} to power it on"), e))?;
+            if droplet.status == "active" && !droplet.locked {
+                break;
+            }
+            if droplet.status == "off" && !droplet.locked {
+                client
+                    .droplet_power(id, PowerAction::PowerOn)
+                    .await
+                    .map_err(|e| api("the power_on request was refused", e))?;
+                if !self.wait_for("active", bound).await? {
+                    return Err(format!(
+                        "Droplet {id} was not active within {} of power_on",
+                        humantime::format_duration(bound)
+                    ));
+                }
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "Droplet {id} stayed locked; power it on with `freezeframe recover`"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.step("power_on", booting);
+        self.report.running = true;
+        self.report.downtime_ms = self
+            .down_at
+            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+        if let Err(e) = client.untag_droplet(PENDING_TAG, id).await {
+            eprintln!("freezeframe: warning: Droplet {id} is running, but its tag {PENDING_TAG} stays: {e}");
+        }
+        self.pending.clear(id);
+        Ok(())
+    }
+}
+
+/// Powers on every Droplet a killed offline run left off: those recorded under the user's
+/// state directory and those tagged [`PENDING_TAG`].
+pub async fn recover(client: &Client, pending: &Pending) -> Vec<OfflineReport> {
+    let mut ids: Vec<u64> = pending.all().iter().map(|p| p.droplet_id).collect();
+    match client.droplets_with_tag(PENDING_TAG).await {
+        Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
+        Err(e) => eprintln!("freezeframe: warning: cannot list the Droplets tagged {PENDING_TAG}: {e}"),
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut reports = Vec::new();
+    for id in ids {
+        reports.push(recover_one(client, pending, id).await);
+    }
+    reports
+}
+
+/// Whether an earlier run left Droplet `id` waiting for its power-on: recorded here, or
+/// tagged (by a run on another machine, or one whose record is gone).
+async fn left_off(client: &Client, pending: &Pending, id: u64) -> bool {
+    pending.all().iter().any(|p| p.droplet_id == id)
+        || client
+            .droplet(id)
+            .await
+            .is_ok_and(|d| d.tags.iter().any(|t| t == PENDING_TAG))
+}
+
+/// Powers Droplet `id` on (once nothing holds it) and clears its record.
+async fn recover_one(client: &Client, pending: &Pending, id: u64) -> OfflineReport {
+    let stop = Stop::default();
+    let mut run = Run {
+        client,
+        id,
+        pending,
+        stop: &stop,
+        report: OfflineReport {
+            droplet_id: id,
+            ..OfflineReport::default()
+        },
+        down_at: None,
+    };
+    if let Err(why) = run.power_on(Duration::from_secs(300)).await {
+        run.report.error = Some(why);
+    }
+    run.report.succeeded = run.report.error.is_none();
+    run.report
+}
+
+fn api(context: &str, e: ApiError) -> String {
+    format!("{context}: {e}")
+}
+
+/// The report for people.
+pub fn text(r: &OfflineReport) -> String {
+    let mut out = format!("Droplet {} ({}): ", r.droplet_id, r.droplet_name);
+    match &r.error {
+        None => out.push_str(&format!("snapshot {} succeeded (offline)", r.snapshot_name)),
+        Some(e) => out.push_str(&format!("FAILED: {e}")),
+    }
+    if let Some(down) = r.downtime_ms {
+        out.push_str(&format!(", down {:.1} s", down / 1000.0));
+    }
+    if r.hard_power_off {
+        out.push_str(", the power was CUT (the guest did not shut down in time)");
+    }
+    if !r.running {
+        out.push_str("; it is NOT running: `freezeframe recover` powers it on");
+    }
+    out.push('\n');
+    out
+}
+
+/// `snapshot --offline`: each Droplet named by `--droplet` or carrying `--tag`, one after the
+/// other; one JSON object per Droplet with `--json`. Exit 0 when every one succeeded.
+pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequest) -> Exit {
+    let (client, pending) = match setup(&cli.api_url) {
+        Ok(both) => both,
+        Err(f) => return said(f),
+    };
+    let mut ids = droplets.to_vec();
+    if let Some(tag) = &cli.tag {
+        match client.droplets_with_tag(tag).await {
+            Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
+            Err(e) => {
+                return said(Failure::new(
+                    Exit::Unreachable,
+                    format!("cannot list the Droplets tagged `{tag}`: {e}"),
+                ))
+            }
+        }
+    }
+    ids.dedup();
+    if ids.is_empty() {
+        return said(Failure::new(
+            Exit::Usage,
+            "--offline snapshots the Droplets named by --droplet ID or carrying --tag TAG: none was named",
+        ));
+    }
+    let stop = Stop::on_signals();
+    let mut exit = Exit::Success;
+    for id in ids {
+        if stop.requested() {
+            break;
+        }
+        if left_off(&client, &pending, id).await {
+            eprintln!(
+                "freezeframe: warning: an earlier offline run of Droplet {id} did not finish (it is \
+                 recorded, or tagged {PENDING_TAG}): powering it on first"
+            );
+            let recovered = recover_one(&client, &pending, id).await;
+            if !recovered.succeeded {
+                exit = Exit::Failed;
+                print(cli.json, &recovered);
+                continue;
+            }
+        }
+        let report = snapshot(&client, id, request, &pending, &stop).await;
+        if !report.succeeded {
+            exit = Exit::Failed;
+        }
+        print(cli.json, &report);
+    }
+    exit
+}
+
+/// `recover`: powers on what killed offline runs left off, and says what it did.
+pub async fn recover_all(cli: &crate::args::Cli) -> Exit {
+    let (client, pending) = match setup(&cli.api_url) {
+        Ok(both) => both,
+        Err(f) => return said(f),
+    };
+    let reports = recover(&client, &pending).await;
+    if reports.is_empty() && !cli.json {
+        crate::outln!("nothing to recover: no offline run left a Droplet waiting for its power-on");
+    }
+    let mut exit = Exit::Success;
+    for report in &reports {
+        if !report.succeeded {
+            exit = Exit::Failed;
+        }
+        if cli.json {
+            crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
+        } else {
+            match &report.error {
+                None => crate::outln!("Droplet {}: running again", report.droplet_id),
+                Some(e) => crate::outln!("Droplet {}: FAILED: {e}", report.droplet_id),
+            }
+        }
+    }
+    exit
+}
+
+fn print(json: bool, report: &OfflineReport) {
+    if json {
+        crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
+    } else {
+        freezeframe_agent::stdout::write(text(report).as_bytes());
+    }
+}
+
+fn said(f: Failure) -> Exit {
+    eprintln!("freezeframe: error: {}", f.message);
+    f.exit
+}
+
+/// The API client with the user's token, and the pending power-ons' records.
+fn setup(api_url: &str) -> Result<(Client, Pending), Failure> {
+    let client = crate::fleet::api_client(
+        api_url,
+        &[
+            "droplet:read",
+            "droplet:update",
+            "image:create",
+            "actions:read",
+            "tag:create",
+        ],
+        "--offline and recover drive the DigitalOcean API",
+    )?;
+    Ok((client, Pending::new()?))
+}

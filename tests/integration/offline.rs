@@ -1,0 +1,233 @@
+//! `freezeframe snapshot --offline` against the simulator's power model: the Droplet shut down
+//! cleanly, snapshotted while off, powered on again on every path (a guest that ignores the
+//! shutdown, a failure after it, a signal, the CLI killed outright and `recover`).
+
+use crate::droplet::{Droplet, TOKEN};
+use crate::service::stderr;
+use freezeframe_tests::sim::{Fault, PowerModel};
+use freezeframe_tests::*;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ID: &str = "3164444";
+
+/// A Droplet whose guest powers off and boots in `shutdown_takes` and 300 ms, and a folder
+/// standing for the user's state directory.
+fn droplet(
+    shutdown_takes: Duration,
+    guest_ignores_shutdown: bool,
+    volume: bool,
+) -> (Droplet, tempfile::TempDir) {
+    let droplet = if volume {
+        Droplet::with_volume(Duration::from_millis(200), "", true)
+    } else {
+        Droplet::new(Duration::from_millis(200), "")
+    };
+    droplet.server.sim.set_power(PowerModel {
+        shutdown_takes,
+        guest_ignores_shutdown,
+        boot_takes: Duration::from_millis(300),
+    });
+    (droplet, scratch())
+}
+
+fn freezeframe(droplet: &Droplet, state: &tempfile::TempDir, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cli_bin());
+    cmd.env("DIGITALOCEAN_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", state.path())
+        .args(["--api-url", &droplet.server.url, "--json"])
+        .args(args);
+    cmd
+}
+
+fn offline(droplet: &Droplet, state: &tempfile::TempDir, extra: &[&str]) -> (Output, serde_json::Value) {
+    let out = freezeframe(
+        droplet,
+        state,
+        &[&["snapshot", "--offline", "--droplet", ID], extra].concat(),
+    )
+    .output()
+    .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    (out, report)
+}
+
+/// Nothing left recorded or tagged, and the Droplet running.
+fn settled(droplet: &Droplet, state: &tempfile::TempDir) {
+    assert_eq!(droplet.server.sim.status(), "active");
+    let records = state.path().join("freezeframe/offline");
+    let left: Vec<_> = std::fs::read_dir(&records)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "records left: {left:?}");
+    assert!(droplet.server.sim.droplet_tags().is_empty(), "still tagged");
+}
+
+#[test]
+fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
+    let (droplet, state) = droplet(Duration::from_millis(500), false, true);
+    let (out, report) = offline(&droplet, &state, &[]);
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert_eq!(report["consistency"], "offline", "{report:#}");
+    assert_eq!(report["hard_power_off"], false);
+    assert_eq!(report["running"], true);
+    assert!(
+        report["snapshot_name"].as_str().unwrap().ends_with("-offline"),
+        "{report:#}"
+    );
+    assert!(report["downtime_ms"].as_f64().unwrap() >= 500.0, "{report:#}");
+    assert_eq!(
+        report["volume_snapshots"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    let counters = droplet.server.sim.counters();
+    assert_eq!(counters.power_actions, ["shutdown", "power_on"]);
+    assert_eq!((counters.snapshot_posts, counters.volume_snapshot_posts), (1, 1));
+    settled(&droplet, &state);
+}
+
+#[test]
+fn a_guest_that_ignores_the_shutdown_is_left_running_or_cut_off_when_allowed() {
+    let (droplet, state) = droplet(Duration::from_millis(500), true, false);
+    let (out, report) = offline(&droplet, &state, &["--shutdown-timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not power off within 1s") && error.contains("--force-power-off"),
+        "{error}"
+    );
+    assert_eq!(report["running"], true, "{report:#}");
+    let counters = droplet.server.sim.counters();
+    assert_eq!(
+        counters.power_actions,
+        ["shutdown"],
+        "never off, never powered on"
+    );
+    assert_eq!(counters.snapshot_posts, 0, "nothing snapshotted");
+    settled(&droplet, &state);
+
+    let (out, report) = offline(
+        &droplet,
+        &state,
+        &["--shutdown-timeout", "1s", "--force-power-off"],
+    );
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert_eq!(report["hard_power_off"], true, "{report:#}");
+    assert_eq!(report["consistency"], "offline");
+    assert_eq!(
+        droplet.server.sim.counters().power_actions,
+        ["shutdown", "shutdown", "power_off", "power_on"]
+    );
+    settled(&droplet, &state);
+}
+
+#[test]
+fn a_failure_after_the_shutdown_powers_the_droplet_on_and_says_what_failed() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, true);
+    droplet
+        .server
+        .sim
+        .set_faults(vec!["POST /v2/volumes/=500".parse::<Fault>().unwrap()]);
+    let (out, report) = offline(&droplet, &state, &[]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("was not accepted"),
+        "{report:#}"
+    );
+    assert_eq!(report["running"], true, "{report:#}");
+    assert_eq!(
+        droplet.server.sim.counters().power_actions,
+        ["shutdown", "power_on"]
+    );
+    settled(&droplet, &state);
+}
+
+/// Starts an offline run and waits until the simulator has its shutdown request.
+fn started(droplet: &Droplet, state: &tempfile::TempDir) -> Child {
+    let before = droplet.server.sim.counters().power_actions.len();
+    let child = freezeframe(droplet, state, &["snapshot", "--offline", "--droplet", ID])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while droplet.server.sim.counters().power_actions.len() == before {
+        assert!(Instant::now() < deadline, "no shutdown request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_signal_powers_on_and_a_killed_run_is_recovered_by_recover_or_the_next_run() {
+    let (droplet, state) = droplet(Duration::from_secs(2), false, false);
+
+    // SIGINT while the guest shuts down: the run stops waiting and powers the Droplet on.
+    let child = started(&droplet, &state);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("interrupted"),
+        "{report:#}"
+    );
+    assert_eq!(report["running"], true, "{report:#}");
+    assert_eq!(droplet.server.sim.counters().snapshot_posts, 0);
+    settled(&droplet, &state);
+
+    // SIGKILL: the Droplet stays off, recorded and tagged; `recover` powers it on.
+    let mut child = started(&droplet, &state);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while droplet.server.sim.status() != "off" {
+        assert!(Instant::now() < deadline, "the guest never powered off");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = freezeframe(&droplet, &state, &["recover"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    settled(&droplet, &state);
+
+    // Killed again: the next offline run warns, powers it on first, and takes its snapshot.
+    let mut child = started(&droplet, &state);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let (out, report) = offline(&droplet, &state, &[]);
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
+    assert_eq!(report["consistency"], "offline");
+    settled(&droplet, &state);
+}
+
+#[test]
+fn offline_needs_droplets_by_id_or_tag_and_a_token() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    let out = freezeframe(&droplet, &state, &["-H", "web-1", "snapshot", "--offline"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--droplet ID or --tag"), "{}", stderr(&out));
+    let out = freezeframe(&droplet, &state, &["snapshot", "--offline", "--droplet", ID])
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("set DIGITALOCEAN_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(droplet.server.sim.counters().power_actions.is_empty());
+}

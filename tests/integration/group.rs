@@ -378,11 +378,48 @@ fn scopeguard(mountpoint: &Path) -> impl Drop + '_ {
 
 /// Waits until every member's filesystem is frozen.
 fn wait_all_frozen(group: &Group, within: Duration) {
+    // The agents say where their jobs are (JobPhase): `hold` is frozen and waiting for the
+    // commit. A member held in its freeze phase (an injected sleep) is probed with fsfreeze, but
+    // only once every other member holds: the probe's own freeze of a filesystem about to be
+    // frozen would make the agent's fail with EBUSY.
     let deadline = Instant::now() + within;
-    while !group.members.iter().all(|m| is_frozen(&m.fs.mountpoint)) {
-        assert!(Instant::now() < deadline, "the members did not all freeze");
+    loop {
+        let phases: Vec<String> = group.members.iter().map(job_phase).collect();
+        let holding = phases.iter().filter(|p| *p == "hold").count();
+        let all = group.members.iter().zip(&phases).all(|(m, phase)| {
+            phase == "hold"
+                || (phase == "freeze" && holding == phases.len() - 1 && is_frozen(&m.fs.mountpoint))
+        });
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members did not all freeze: {phases:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The phase of the job `member`'s agent runs (`JobPhase`), empty when none.
+fn job_phase(member: &Served) -> String {
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", member.bus.address))
+        .args([
+            "get-property",
+            "org.freezeframe.Agent1",
+            "/org/freezeframe/Agent1",
+            "org.freezeframe.Agent1",
+            "JobPhase",
+        ])
+        .output()
+        .unwrap();
+    // `s "hold"`
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string()
 }
 
 /// How long until every member's filesystem is thawed.

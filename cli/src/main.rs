@@ -173,12 +173,6 @@ fn check_combination(cli: &Cli) -> Result<(), String> {
             ));
         }
     }
-    if matches!(cli.command, Command::Snapshot { offline: true, .. }) && !cli.hosts.is_empty() {
-        return Err(
-            "--offline names Droplets through the DigitalOcean API: by --droplet ID or --tag TAG, not -H"
-                .into(),
-        );
-    }
     if matches!(cli.command, Command::Recover)
         && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
     {

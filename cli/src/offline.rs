@@ -11,9 +11,10 @@
 //! `freezeframe-offline-pending` on the Droplet), powers on from every failure and from
 //! SIGINT/SIGTERM, and `freezeframe recover` powers on what a run killed outright left off.
 
+use crate::client::Target;
 use crate::commands::{Exit, Failure};
 use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
-use freezeframe_agent::provider::digitalocean::PowerAction;
+use freezeframe_agent::provider::digitalocean::{ListedDroplet, PowerAction};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 /// The tag on a Droplet that an offline run powered off and has not powered on yet.
 pub const PENDING_TAG: &str = "freezeframe-offline-pending";
 
+/// How long an agent has to answer, before the shutdown and each time after the boot.
+const AGENT_ANSWERS: Duration = Duration::from_secs(15);
 /// How often the Droplet and its actions are read while waiting.
 const POLL: Duration = Duration::from_secs(1);
 /// The longest wait for a snapshot to release the Droplet before powering on.
@@ -72,6 +75,9 @@ pub struct OfflineReport {
     /// From the shutdown request to the Droplet active again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<f64>,
+    /// From the shutdown request to its agent answering again, where one answered before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_downtime_ms: Option<f64>,
     pub steps: Vec<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -165,14 +171,24 @@ impl Pending {
     }
 }
 
-/// Runs the offline snapshot of Droplet `id`.
+/// Runs the offline snapshot of Droplet `id`; `agent`, if given, is how its agent is reached
+/// (waited for after the boot when it answered before the shutdown).
 pub async fn snapshot(
     client: &Client,
     id: u64,
+    agent: Option<&Target>,
     request: &OfflineRequest,
     pending: &Pending,
     stop: &Stop,
 ) -> OfflineReport {
+    let agent = match agent {
+        Some(target) => match tokio::time::timeout(AGENT_ANSWERS, answers(target)).await {
+            Ok(Ok(())) => Some(target),
+            Ok(Err(f)) => not_waited_for(target, &f.message),
+            Err(_) => not_waited_for(target, "no answer within 15 s"),
+        },
+        None => None,
+    };
     let mut run = Run {
         client,
         id,
@@ -189,7 +205,11 @@ pub async fn snapshot(
         run.report.error = Some(why);
     }
     if run.report.shut_down {
-        if let Err(why) = run.power_on(request.boot_timeout).await {
+        let mut after = run.power_on(request.boot_timeout).await;
+        if let (Ok(()), Some(target)) = (&after, agent) {
+            after = run.agent_back(target, request.boot_timeout).await;
+        }
+        if let Err(why) = after {
             let error = run.report.error.take();
             run.report.error = Some(match error {
                 Some(first) => format!("{first}; and {why}"),
@@ -199,6 +219,25 @@ pub async fn snapshot(
     }
     run.report.succeeded = run.report.error.is_none();
     run.report
+}
+
+/// No agent to wait for after the boot, and why.
+fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
+    eprintln!(
+        "freezeframe: {target}: no agent answers ({why}): the run does not wait for one after the boot"
+    );
+    None
+}
+
+/// Whether the agent at `target` answers (its status, which asks nothing of the API).
+async fn answers(target: &Target) -> Result<(), Failure> {
+    let connection = crate::client::connect(target).await?;
+    let agent = crate::commands::proxy(target, &connection).await?;
+    agent
+        .status()
+        .await
+        .map(drop)
+        .map_err(|e| crate::commands::call_failure(target, e))
 }
 
 /// One Droplet's run, as it goes.
@@ -408,6 +447,33 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// Waits until the agent at `target` answers again after the boot.
+    async fn agent_back(&mut self, target: &Target, bound: Duration) -> Result<(), String> {
+        let waiting = Instant::now();
+        let deadline = waiting + bound;
+        loop {
+            let last = match tokio::time::timeout(AGENT_ANSWERS, answers(target)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(f)) => f.message,
+                Err(_) => "no answer within 15 s".to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the Droplet runs, but its agent did not answer within {} of the boot: {last}",
+                    humantime::format_duration(bound)
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.step("agent", waiting);
+        self.report.agent_downtime_ms = self
+            .down_at
+            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+        Ok(())
+    }
+}
+
 /// Powers on every Droplet a killed offline run left off: those recorded under the user's
 /// state directory and those tagged [`PENDING_TAG`].
 pub async fn recover(client: &Client, pending: &Pending) -> Vec<OfflineReport> {
@@ -487,28 +553,19 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
         Ok(both) => both,
         Err(f) => return said(f),
     };
-    let mut ids = droplets.to_vec();
-    if let Some(tag) = &cli.tag {
-        match client.droplets_with_tag(tag).await {
-            Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
-            Err(e) => {
-                return said(Failure::new(
-                    Exit::Unreachable,
-                    format!("cannot list the Droplets tagged `{tag}`: {e}"),
-                ))
-            }
-        }
-    }
-    ids.dedup();
+    let ids = match named(cli, &client, droplets).await {
+        Ok(ids) => ids,
+        Err(f) => return said(f),
+    };
     if ids.is_empty() {
         return said(Failure::new(
             Exit::Usage,
-            "--offline snapshots the Droplets named by --droplet ID or carrying --tag TAG: none was named",
+            "--offline snapshots the Droplets named by -H HOST, --droplet ID or --tag TAG: none was named",
         ));
     }
     let stop = Stop::on_signals();
     let mut exit = Exit::Success;
-    for id in ids {
+    for (id, agent) in ids {
         if stop.requested() {
             break;
         }
@@ -524,13 +581,95 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
                 continue;
             }
         }
-        let report = snapshot(&client, id, request, &pending, &stop).await;
+        let report = snapshot(&client, id, agent.as_ref(), request, &pending, &stop).await;
         if !report.succeeded {
             exit = Exit::Failed;
         }
         print(cli.json, &report);
     }
     exit
+}
+
+/// The Droplets an offline run takes, by id, each with the way to its agent when one is known:
+/// `--droplet` ids, the Droplets carrying `--tag` (their agents by public address), and `-H`
+/// hosts (the Droplet its agent is configured for, or the one whose public address, or name,
+/// the host is).
+async fn named(
+    cli: &crate::args::Cli,
+    client: &Client,
+    droplets: &[u64],
+) -> Result<Vec<(u64, Option<Target>)>, Failure> {
+    let remote = |host: crate::client::Host| Target::Remote {
+        host,
+        ssh_command: cli.ssh_command.clone(),
+    };
+    let unreachable = |what: String, e: ApiError| Failure::new(Exit::Unreachable, format!("{what}: {e}"));
+    let mut named: Vec<(u64, Option<Target>)> = droplets.iter().map(|id| (*id, None)).collect();
+    if let Some(tag) = &cli.tag {
+        let tagged = client
+            .droplets_with_tag(tag)
+            .await
+            .map_err(|e| unreachable(format!("cannot list the Droplets tagged `{tag}`"), e))?;
+        for d in tagged {
+            let agent = d.public_ipv4().and_then(|ip| ip.parse().ok()).map(remote);
+            named.push((d.id, agent));
+        }
+    }
+    if !cli.hosts.is_empty() {
+        let all = client
+            .droplets()
+            .await
+            .map_err(|e| unreachable("cannot list the account's Droplets".into(), e))?;
+        for host in &cli.hosts {
+            let target = remote(host.clone());
+            let configured = tokio::time::timeout(Duration::from_secs(15), configured_droplet(&target))
+                .await
+                .ok()
+                .flatten();
+            let id = configured.or_else(|| which_droplet(&all, &host.host)).ok_or_else(|| {
+                Failure::new(
+                    Exit::Usage,
+                    format!(
+                        "-H {host}: no Droplet of this account has that public address or name, and its agent \
+                         names none (`digitalocean.droplet_id`): name it with --droplet ID"
+                    ),
+                )
+            })?;
+            named.push((id, Some(target)));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    named.retain(|(id, _)| seen.insert(*id));
+    Ok(named)
+}
+
+/// The Droplet the agent at `target` is configured for, when it answers and names one.
+async fn configured_droplet(target: &Target) -> Option<u64> {
+    let connection = crate::client::connect(target).await.ok()?;
+    let agent = crate::commands::proxy(target, &connection).await.ok()?;
+    let status = agent.status().await.ok()?;
+    let status: freezeframe_agent::service::AgentStatus = crate::commands::read(target, &status).ok()?;
+    status.droplet_id
+}
+
+/// The one Droplet whose public address, or else name, is `host` (resolved by DNS when it is
+/// a name that no Droplet carries).
+fn which_droplet(all: &[ListedDroplet], host: &str) -> Option<u64> {
+    let by = |wanted: &dyn Fn(&ListedDroplet) -> bool| {
+        let found: Vec<u64> = all.iter().filter(|d| wanted(d)).map(|d| d.id).collect();
+        (found.len() == 1).then(|| found[0])
+    };
+    if let Some(id) = by(&|d| d.public_ipv4() == Some(host)).or_else(|| by(&|d| d.name == host)) {
+        return Some(id);
+    }
+    let addresses: Vec<String> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 22))
+        .ok()?
+        .map(|a| a.ip().to_string())
+        .collect();
+    by(&|d| {
+        d.public_ipv4()
+            .is_some_and(|ip| addresses.iter().any(|a| a == ip))
+    })
 }
 
 /// `recover`: powers on what killed offline runs left off, and says what it did.

@@ -11,10 +11,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A Droplet of the fleet with its agent serving a private bus.
-struct Member {
+pub(crate) struct Member {
     agent: Child,
-    bus: PrivateBus,
-    droplet: Droplet,
+    pub(crate) bus: PrivateBus,
+    pub(crate) droplet: Droplet,
 }
 
 impl Drop for Member {
@@ -32,7 +32,7 @@ fn member(limit: &std::sync::Arc<RateLimit>) -> Member {
 }
 
 /// `droplet` with its agent serving a private bus, once it answers there.
-fn serve(droplet: Droplet) -> Member {
+pub(crate) fn serve(droplet: Droplet) -> Member {
     let bus = PrivateBus::start(&droplet.dir.path().join("bus")).expect("start a private bus");
     let agent = Command::new(agent_bin())
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)

@@ -61,7 +61,11 @@ fn settled(droplet: &Droplet, state: &tempfile::TempDir) {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "records left: {left:?}");
-    assert!(droplet.server.sim.droplet_tags().is_empty(), "still tagged");
+    let tags = droplet.server.sim.droplet_tags();
+    assert!(
+        !tags.iter().any(|t| t == "freezeframe-offline-pending"),
+        "still tagged: {tags:?}"
+    );
 }
 
 #[test]
@@ -214,11 +218,16 @@ fn a_signal_powers_on_and_a_killed_run_is_recovered_by_recover_or_the_next_run()
 #[test]
 fn offline_needs_droplets_by_id_or_tag_and_a_token() {
     let (droplet, state) = droplet(Duration::from_millis(300), false, false);
-    let out = freezeframe(&droplet, &state, &["-H", "web-1", "snapshot", "--offline"])
+    let out = freezeframe(&droplet, &state, &["--ssh-command", "false", "-H", "nosuchhost"])
+        .args(["snapshot", "--offline"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--droplet ID or --tag"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no Droplet of this account has that public address or name"),
+        "{}",
+        stderr(&out)
+    );
     let out = freezeframe(&droplet, &state, &["snapshot", "--offline", "--droplet", ID])
         .env_remove("DIGITALOCEAN_TOKEN")
         .output()
@@ -230,4 +239,66 @@ fn offline_needs_droplets_by_id_or_tag_and_a_token() {
         stderr(&out)
     );
     assert!(droplet.server.sim.counters().power_actions.is_empty());
+}
+
+#[test]
+fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_the_others() {
+    use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
+    use freezeframe_tests::bus::fake_ssh;
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    let member = crate::fleet::serve(droplet);
+    let droplet = &member.droplet;
+    // -H web-1: the agent names no Droplet (metadata would), so the API's Droplet of that name.
+    let ssh = fake_ssh(droplet.dir.path(), &[("web-1", &member.bus)]);
+    let out = freezeframe(droplet, &state, &["--ssh-command", ssh.to_str().unwrap()])
+        .args(["-H", "web-1", "snapshot", "--offline"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert_eq!(report["droplet_id"], 3164444);
+    let (down, agent) = (
+        report["downtime_ms"].as_f64().unwrap(),
+        report["agent_downtime_ms"].as_f64().unwrap(),
+    );
+    assert!(agent >= down, "the agent answers after the boot: {report:#}");
+    settled(droplet, &state);
+
+    // --tag, and a Droplet that does not exist: that one fails, the tagged one is done.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(
+        http_client().unwrap(),
+        &droplet.server.url,
+        freezeframe_agent::secret::Secret::new(TOKEN),
+        &["tag:create"],
+        Duration::from_secs(10),
+    );
+    rt.block_on(client.tag_droplet("db", 3164444)).unwrap();
+    // (The tagged Droplet's public address is not the stand-in's: no agent is waited for.)
+    let out = freezeframe(droplet, &state, &["--ssh-command", ssh.to_str().unwrap()])
+        .args(["--tag", "db", "snapshot", "--offline", "--droplet", "4040404"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:#?}");
+    let missing = reports.iter().find(|r| r["droplet_id"] == 4040404).unwrap();
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read Droplet 4040404"),
+        "{missing:#}"
+    );
+    assert_eq!(missing["shut_down"], false);
+    let tagged = reports.iter().find(|r| r["droplet_id"] == 3164444).unwrap();
+    assert_eq!(tagged["consistency"], "offline", "{tagged:#}");
+    settled(droplet, &state);
 }

@@ -435,6 +435,11 @@ impl Client {
         Ok(all)
     }
 
+    /// The account's Droplets, following pagination.
+    pub async fn droplets(&self) -> Result<Vec<ListedDroplet>, ApiError> {
+        self.all::<DropletList>("/v2/droplets").await
+    }
+
     /// The account's Droplets that carry `tag`, following pagination.
     pub async fn droplets_with_tag(&self, tag: &str) -> Result<Vec<ListedDroplet>, ApiError> {
         self.all::<DropletList>(&format!("/v2/droplets?tag_name={}", escape(tag)))

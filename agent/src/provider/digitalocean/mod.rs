@@ -13,7 +13,9 @@ mod restore;
 pub(crate) mod token;
 pub(crate) mod types;
 
-pub use types::{Droplet, DropletCreate, Networks, PowerAction, Size, Snapshot, Volume, VolumeCreate};
+pub use types::{
+    Droplet, DropletCreate, ListedDroplet, Networks, PowerAction, Size, Snapshot, Volume, VolumeCreate,
+};
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{

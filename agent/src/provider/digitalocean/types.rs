@@ -122,8 +122,11 @@ pub(crate) struct DropletList {
 /// A Droplet as a list shows it: enough to reach it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ListedDroplet {
+    /// Its id.
     pub id: u64,
+    /// Its name.
     pub name: String,
+    /// Its addresses.
     #[serde(default)]
     pub networks: Networks,
 }

@@ -74,7 +74,8 @@ pub enum Command {
         /// cleanly, snapshot it (and its volumes) while off, and power it on again, on every
         /// path. Droplets by --tag or --droplet, through the API (token from
         /// DIGITALOCEAN_TOKEN)
-        #[arg(long, conflicts_with_all = ["group", "dry_run", "wait"])]
+        /// (With --dry-run: what it would do to each Droplet, changing nothing.)
+        #[arg(long, conflicts_with_all = ["group", "wait"])]
         offline: bool,
         /// With --offline: a Droplet by its id (repeatable)
         #[arg(long = "droplet", value_name = "ID", requires = "offline")]

@@ -109,6 +109,7 @@ async fn remote(cli: &Cli) -> Exit {
         shutdown_timeout,
         force_power_off,
         boot_timeout,
+        dry_run,
         ..
     } = &cli.command
     {
@@ -117,6 +118,7 @@ async fn remote(cli: &Cli) -> Exit {
             shutdown_timeout: *shutdown_timeout,
             force_power_off: *force_power_off,
             boot_timeout: *boot_timeout,
+            dry_run: *dry_run,
         };
         return freezeframe::offline::run(cli, droplets, &request).await;
     }

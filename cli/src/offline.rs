@@ -42,6 +42,105 @@ pub struct OfflineRequest {
     pub force_power_off: bool,
     /// How long the Droplet has to be active again after `power_on`.
     pub boot_timeout: Duration,
+    /// Say what would be done, do nothing.
+    pub dry_run: bool,
+}
+
+/// What an offline run would do to one Droplet (`--offline --dry-run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OfflinePlan {
+    pub droplet_id: u64,
+    pub droplet_name: String,
+    pub status: String,
+    /// Why a run would stop before the shutdown, if it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// The attached volumes, snapshotted too while the Droplet is off.
+    pub volumes: Vec<String>,
+    /// An earlier run left it waiting for its power-on.
+    pub left_off: bool,
+    /// The steps, with their bounds.
+    pub steps: Vec<String>,
+}
+
+/// What an offline run of Droplet `id` would do; reads, changes nothing.
+pub async fn plan(
+    client: &Client,
+    id: u64,
+    request: &OfflineRequest,
+    pending: &Pending,
+) -> Result<OfflinePlan, String> {
+    let droplet = client
+        .droplet(id)
+        .await
+        .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+    let actions = client
+        .droplet_actions(id)
+        .await
+        .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
+    let refused = if droplet.status != "active" {
+        Some(format!("it is {}, not active", droplet.status))
+    } else if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
+        Some("it has a pending event".to_string())
+    } else {
+        None
+    };
+    let bound = |d: Duration| humantime::format_duration(d).to_string();
+    let mut steps = vec![
+        format!("record the pending power-on (file, and the tag {PENDING_TAG})"),
+        format!(
+            "shutdown, and wait up to {} for the guest to power off",
+            bound(request.shutdown_timeout)
+        ),
+    ];
+    if request.force_power_off {
+        steps.push("past that: power_off (cuts the power)".into());
+    } else {
+        steps.push("past that: give up, the Droplet left running (--force-power-off cuts the power)".into());
+    }
+    steps.push(match droplet.volume_ids.len() {
+        0 => "snapshot the Droplet while off".to_string(),
+        n => format!("snapshot the Droplet and its {n} attached volume(s) while off (volumes are not part of a Droplet snapshot)"),
+    });
+    steps.push(format!(
+        "power_on once the snapshot releases the Droplet, and wait up to {} for it to be active",
+        bound(request.boot_timeout)
+    ));
+    Ok(OfflinePlan {
+        droplet_id: id,
+        left_off: pending.all().iter().any(|p| p.droplet_id == id)
+            || droplet.tags.iter().any(|t| t == PENDING_TAG),
+        droplet_name: droplet.name,
+        status: droplet.status,
+        refused,
+        volumes: droplet.volume_ids,
+        steps,
+    })
+}
+
+/// The plan for people.
+fn plan_text(p: &OfflinePlan) -> String {
+    let mut out = format!(
+        "Droplet {} ({}), {}:
+",
+        p.droplet_id, p.droplet_name, p.status
+    );
+    if p.left_off {
+        out.push_str("  an earlier offline run did not finish: it is powered on first\n");
+    }
+    if let Some(why) = &p.refused {
+        out.push_str(&format!("  would NOT run: {why}\n"));
+    }
+    if !p.volumes.is_empty() {
+        out.push_str(&format!(
+            "  warning: {} attached volume(s), not part of a Droplet snapshot: each is snapshotted too\n",
+            p.volumes.len()
+        ));
+    }
+    for (i, step) in p.steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    out
 }
 
 /// One step of the run and how long it took.
@@ -562,6 +661,20 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
             Exit::Usage,
             "--offline snapshots the Droplets named by -H HOST, --droplet ID or --tag TAG: none was named",
         ));
+    }
+    if request.dry_run {
+        let mut exit = Exit::Success;
+        for (id, _) in ids {
+            match plan(&client, id, request, &pending).await {
+                Ok(p) if cli.json => crate::outln!("{}", serde_json::to_string(&p).unwrap_or_default()),
+                Ok(p) => freezeframe_agent::stdout::write(plan_text(&p).as_bytes()),
+                Err(why) => {
+                    exit = Exit::Failed;
+                    eprintln!("freezeframe: error: {why}");
+                }
+            }
+        }
+        return exit;
     }
     let stop = Stop::on_signals();
     let mut exit = Exit::Success;

@@ -90,6 +90,47 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
     assert_eq!(counters.power_actions, ["shutdown", "power_on"]);
     assert_eq!((counters.snapshot_posts, counters.volume_snapshot_posts), (1, 1));
     settled(&droplet, &state);
+
+    // --dry-run says what it would do, the volume warned about, and does nothing.
+    let out = freezeframe(
+        &droplet,
+        &state,
+        &["snapshot", "--offline", "--dry-run", "--droplet", ID],
+    )
+    .arg("--force-power-off")
+    .output()
+    .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{plan:#}{}", stderr(&out));
+    assert_eq!(plan["volumes"].as_array().unwrap().len(), 1, "{plan:#}");
+    assert!(
+        plan["steps"].to_string().contains("power_off (cuts the power)"),
+        "{plan:#}"
+    );
+    let out = Command::new(cli_bin())
+        .env("DIGITALOCEAN_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", state.path())
+        .args([
+            "--api-url",
+            &droplet.server.url,
+            "snapshot",
+            "--offline",
+            "--dry-run",
+            "--droplet",
+            ID,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("attached volume(s), not part of a Droplet snapshot"),
+        "{text}"
+    );
+    assert_eq!(
+        droplet.server.sim.counters().power_actions.len(),
+        2,
+        "nothing more was done"
+    );
 }
 
 #[test]

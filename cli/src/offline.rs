@@ -26,8 +26,30 @@ pub const PENDING_TAG: &str = "freezeframe-offline-pending";
 
 /// How long an agent has to answer, before the shutdown and each time after the boot.
 const AGENT_ANSWERS: Duration = Duration::from_secs(15);
-/// How often the Droplet and its actions are read while waiting.
+/// The first pause between two reads of the Droplet or an action while waiting; it doubles up to
+/// a bound ([`Backoff`]), so a long snapshot costs few of the token's calls.
 const POLL: Duration = Duration::from_secs(1);
+/// The longest pause while the guest shuts down or boots: the downtime is measured by it.
+const POLL_POWER: Duration = Duration::from_secs(4);
+/// The longest pause while a snapshot runs.
+const POLL_SNAPSHOT: Duration = Duration::from_secs(15);
+
+/// Pauses between polls, from [`POLL`], doubling up to `most`.
+struct Backoff {
+    next: Duration,
+    most: Duration,
+}
+
+impl Backoff {
+    fn up_to(most: Duration) -> Backoff {
+        Backoff { next: POLL, most }
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.most);
+    }
+}
 /// The longest wait for a snapshot to release the Droplet before powering on.
 const SNAPSHOT_BOUND: Duration = Duration::from_secs(6 * 3600);
 
@@ -461,6 +483,7 @@ impl Run<'_> {
     /// `bound` passed; Err when a signal stops the run (not while powering on).
     async fn wait_for(&self, want: &str, bound: Duration) -> Result<bool, String> {
         let deadline = Instant::now() + bound;
+        let mut backoff = Backoff::up_to(POLL_POWER);
         loop {
             match self.client.droplet(self.id).await {
                 Ok(d) if d.status == want && !d.locked => return Ok(true),
@@ -474,13 +497,14 @@ impl Run<'_> {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(POLL).await;
+            backoff.pause().await;
         }
     }
 
     /// Waits for the snapshot action to end (the Droplet stays locked until then).
     async fn wait_for_action(&self, action: u64) -> Result<(), String> {
         let deadline = Instant::now() + SNAPSHOT_BOUND;
+        let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
         loop {
             match self.client.action(action).await {
                 Ok(a) if a.status == "completed" => return Ok(()),
@@ -494,7 +518,7 @@ impl Run<'_> {
             if Instant::now() >= deadline {
                 return Err(format!("snapshot action {action} did not end within 6 hours"));
             }
-            tokio::time::sleep(POLL).await;
+            backoff.pause().await;
         }
     }
 
@@ -505,6 +529,7 @@ impl Run<'_> {
         let booting = Instant::now();
         // A snapshot in progress locks the Droplet: power_on is refused until it ends.
         let deadline = Instant::now() + SNAPSHOT_BOUND;
+        let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
         loop {
             let droplet = client
                 .droplet(id)
@@ -531,7 +556,7 @@ impl Run<'_> {
                     "Droplet {id} stayed locked; power it on with `freezeframe recover`"
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            backoff.pause().await;
         }
         self.step("power_on", booting);
         self.report.running = true;
@@ -551,6 +576,7 @@ impl Run<'_> {
     async fn agent_back(&mut self, target: &Target, bound: Duration) -> Result<(), String> {
         let waiting = Instant::now();
         let deadline = waiting + bound;
+        let mut backoff = Backoff::up_to(POLL_POWER);
         loop {
             let last = match tokio::time::timeout(AGENT_ANSWERS, answers(target)).await {
                 Ok(Ok(())) => break,
@@ -563,7 +589,7 @@ impl Run<'_> {
                     humantime::format_duration(bound)
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            backoff.pause().await;
         }
         self.step("agent", waiting);
         self.report.agent_downtime_ms = self

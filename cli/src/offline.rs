@@ -220,6 +220,11 @@ impl Stop {
             {
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 flag.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "freezeframe: interrupted: the Droplet is powered on again as soon as the \
+                     platform lets it (after its snapshot, if one runs); killed outright, it is \
+                     left to `freezeframe recover`"
+                );
             }
         });
         stop
@@ -412,6 +417,9 @@ impl Run<'_> {
         });
         self.step("preflight", started);
 
+        if self.stop.requested() {
+            return Err("interrupted before the shutdown; nothing was done".into());
+        }
         // The record of the power-on this run owes, before anything is powered off.
         let entry = PendingPowerOn {
             droplet_id: id,
@@ -537,6 +545,12 @@ impl Run<'_> {
                 .map_err(|e| api(&format!("cannot read Droplet {id} to power it on"), e))?;
             if droplet.status == "active" && !droplet.locked {
                 break;
+            }
+            if droplet.status != "active" && droplet.status != "off" {
+                return Err(format!(
+                    "Droplet {id} is {}: it cannot be powered on (see the control panel)",
+                    droplet.status
+                ));
             }
             if droplet.status == "off" && !droplet.locked {
                 client

@@ -223,6 +223,11 @@ fn a_signal_powers_on_and_a_killed_run_is_recovered_by_recover_or_the_next_run()
         report["error"].as_str().unwrap().contains("interrupted"),
         "{report:#}"
     );
+    assert!(
+        stderr(&out).contains("powered on again as soon as the platform lets it"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(report["running"], true, "{report:#}");
     assert_eq!(droplet.server.sim.counters().snapshot_posts, 0);
     settled(&droplet, &state);

@@ -41,6 +41,15 @@ pub enum JobError {
     /// What an earlier run left frozen or owed could not be recovered.
     #[error("cannot recover from an earlier run: {0}")]
     Recover(#[source] std::io::Error),
+    /// This Droplet is snapshotted offline, from another machine.
+    #[error(
+        "snapshot.strategy = \"offline\": this Droplet is snapshotted powered off, which it cannot \
+         do to itself (a Droplet that is off cannot power itself on), so its agent takes no \
+         snapshot; run `freezeframe -H <this host> snapshot --offline` (or `--tag`) from another \
+         machine, and disable this machine's timer (`systemctl disable --now \
+         freezeframe-snapshot.timer`); nothing was done"
+    )]
+    Offline,
 }
 
 impl JobError {
@@ -228,6 +237,9 @@ pub async fn execute(
 ) -> Result<Report, JobError> {
     if let Some(name) = &request.name {
         naming::check_name(name).map_err(JobError::Name)?;
+    }
+    if settings.snapshot.strategy == crate::config::Strategy::Offline {
+        return Err(JobError::Offline);
     }
     let plan = freeze_plan(settings)?;
     let ours = own_names(settings);

@@ -512,6 +512,36 @@ fn a_stopped_agent_is_thawed_by_its_guard_at_max_freeze() {
     assert!(!is_frozen(&lfs.mountpoint));
 }
 
+#[test]
+fn a_droplet_snapshotted_offline_takes_no_snapshot_of_its_own() {
+    let lfs = scratch_fs(Fs::Ext4);
+    let setup = Setup::new(&[&lfs.mountpoint], "20s");
+    let drop_ins = setup.config.with_file_name("config.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("offline.toml"),
+        "[snapshot]\nstrategy = \"offline\"\n",
+    )
+    .unwrap();
+    let out = setup.agent().args(["snapshot", "--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("snapshot --offline") && text.contains("cannot power itself on"),
+        "{text}"
+    );
+    assert!(!is_frozen(&lfs.mountpoint));
+    assert!(
+        std::fs::read_dir(&setup.images).map_or(true, |mut d| d.next().is_none()),
+        "no image"
+    );
+}
+
 /// A freeze made by another tool (`fsfreeze`), undone on drop.
 struct TheirFreeze<'a>(&'a Path);
 

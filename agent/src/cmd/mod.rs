@@ -125,6 +125,7 @@ impl From<JobError> for Failure {
             JobError::Plan(plan) => plan_exit(plan),
             JobError::Runtime(runtime) => runtime_exit(runtime),
             JobError::Recover(_) => Exit::Failed,
+            JobError::Offline => Exit::Usage,
         };
         Failure {
             exit,

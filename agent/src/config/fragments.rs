@@ -131,6 +131,7 @@ pub(crate) struct SnapshotFragment {
     pub(crate) provider: Option<String>,
     pub(crate) name_template: Option<String>,
     pub(crate) group_name_template: Option<String>,
+    pub(crate) strategy: Option<String>,
 }
 
 /// `[local_image]`
@@ -183,6 +184,7 @@ impl ConfigFragment {
             overlay(&mut e.provider, l.provider);
             overlay(&mut e.name_template, l.name_template);
             overlay(&mut e.group_name_template, l.group_name_template);
+            overlay(&mut e.strategy, l.strategy);
         }
         if let Some(l) = later.local_image {
             let e = self.local_image.get_or_insert_with(Default::default);

@@ -169,6 +169,19 @@ pub struct SnapshotSettings {
     pub keep_last: u32,
     /// `snapshot.provider` and its section.
     pub provider: ProviderSettings,
+    /// How this Droplet is to be snapshotted.
+    pub strategy: Strategy,
+}
+
+/// `snapshot.strategy`: live (this agent quiesces, freezes and snapshots), or offline (shut
+/// down, snapshotted while off, powered on: driven from another machine, since a Droplet that
+/// is off cannot power itself on; this agent then takes no snapshot of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Quiesce, freeze, request, thaw: the agent's own runs.
+    Live,
+    /// `freezeframe snapshot --offline` from another machine only.
+    Offline,
 }
 
 /// The snapshot provider and its own settings.
@@ -379,6 +392,16 @@ impl Settings {
                         .and_then(|s| s.group_name_template.clone()),
                 )?,
                 keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
+                strategy: match fragment.snapshot.as_ref().and_then(|s| s.strategy.as_deref()) {
+                    None | Some("live") => Strategy::Live,
+                    Some("offline") => Strategy::Offline,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            key: "snapshot.strategy",
+                            problem: format!("`{other}` is neither \"live\" nor \"offline\""),
+                        })
+                    }
+                },
                 provider: validate_provider(
                     fragment.snapshot.unwrap_or_default().provider,
                     fragment.digitalocean.unwrap_or_default(),

@@ -168,6 +168,20 @@ fn the_default_provider_is_digitalocean_and_unknown_ones_are_refused() {
 }
 
 #[test]
+fn the_strategy_is_live_unless_offline_is_asked_for() {
+    assert_eq!(settings("").unwrap().snapshot.strategy, Strategy::Live);
+    let offline = settings("[snapshot]\nstrategy = \"offline\"\n").unwrap();
+    assert_eq!(offline.snapshot.strategy, Strategy::Offline);
+    let err = settings("[snapshot]\nstrategy = \"sometimes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("snapshot.strategy") && err.contains("\"live\" nor \"offline\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn digitalocean_keys_are_read_and_checked() {
     let s = settings(
         "[digitalocean]\napi_url = \"http://127.0.0.1:4010/\"\nmetadata_url = \"http://127.0.0.1:9\"\n\

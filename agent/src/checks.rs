@@ -51,6 +51,7 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
     checks.extend(provider(settings, &targets).await);
     checks.extend(quiescers(settings, &targets).await);
     checks.push(scheduled_drills(settings));
+    checks.push(strategy(settings));
     checks.push(check(
         "freeze self-test",
         freeze_self_test(&settings.runtime_dir).map_err(|e| {
@@ -144,6 +145,24 @@ async fn provider(settings: &Settings, targets: &[Target]) -> Vec<Check> {
 
 /// The opt-in restore drill this Droplet runs on itself: off, or on with its token and ssh key
 /// usable, said with what that token would give whoever took over this Droplet.
+/// How this Droplet is snapshotted; offline says who takes the snapshots, and what of this
+/// machine they leave aside.
+fn strategy(settings: &Settings) -> Check {
+    let detail = match settings.snapshot.strategy {
+        crate::config::Strategy::Live => {
+            "live: this agent quiesces, freezes for about one API round trip and snapshots".to_string()
+        }
+        crate::config::Strategy::Offline => format!(
+            "offline: `freezeframe snapshot --offline` from another machine shuts this Droplet \
+             down, snapshots it while off and powers it on again; this agent takes no snapshot \
+             itself (disable freezeframe-snapshot.timer here; its quiescers ({}) are not needed: \
+             the shutdown stops every service)",
+            settings.quiesce.quiescers.len()
+        ),
+    };
+    check::<&str>("snapshot strategy", Ok(detail))
+}
+
 fn scheduled_drills(settings: &Settings) -> Check {
     let verify = &settings.verify;
     let Some(every) = verify.schedule else {

@@ -960,4 +960,16 @@ fn doctor_says_what_failed_and_the_fix_that_matches_it() {
     assert!(text.contains("does not look like a Droplet"), "{text}");
     assert!(text.contains("fix: on a Droplet, check its network"), "{text}");
     assert!(text.contains("`digitalocean.droplet_id`"), "{text}");
+    assert!(text.contains("snapshot strategy: live"), "{text}");
+    // A Droplet snapshotted offline: doctor says who takes its snapshots.
+    std::fs::write(
+        etc.join("config.d/60-offline.toml"),
+        "[snapshot]\nstrategy = \"offline\"\n",
+    )
+    .unwrap();
+    let text = doctor();
+    assert!(
+        text.contains("snapshot strategy: offline: `freezeframe snapshot --offline` from another machine"),
+        "{text}"
+    );
 }

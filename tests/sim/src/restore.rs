@@ -540,20 +540,26 @@ struct TagResource {
     resource_type: String,
 }
 
+/// The resources a tag request names, once the tag is known to exist.
+fn tag_request(st: &SimState, tag: &str, body: &[u8]) -> Result<TagResources, Box<Response>> {
+    let body: TagResources = json_body(body)?;
+    if !st.tags.contains(tag) {
+        return Err(Box::new(not_found("tag")));
+    }
+    Ok(body)
+}
+
 /// `POST /v2/tags/{tag}/resources`: images (snapshots) and this Droplet, the tag made first.
 pub(crate) async fn post_tag_resources(
     State(sim): State<Sim>,
     Path(tag): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: TagResources = match json_body(&body) {
+    let mut st = sim.lock();
+    let body = match tag_request(&st, &tag, &body) {
         Ok(body) => body,
         Err(answer) => return *answer,
     };
-    let mut st = sim.lock();
-    if !st.tags.contains(&tag) {
-        return not_found("tag");
-    }
     for r in &body.resources {
         if r.resource_type == "droplet" {
             if r.resource_id != st.config.droplet_id.to_string() {
@@ -586,14 +592,11 @@ pub(crate) async fn delete_tag_resources(
     Path(tag): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: TagResources = match json_body(&body) {
+    let mut st = sim.lock();
+    let body = match tag_request(&st, &tag, &body) {
         Ok(body) => body,
         Err(answer) => return *answer,
     };
-    let mut st = sim.lock();
-    if !st.tags.contains(&tag) {
-        return not_found("tag");
-    }
     for r in &body.resources {
         if r.resource_type != "droplet" || r.resource_id != st.config.droplet_id.to_string() {
             return unprocessable("the simulator untags its Droplet only");

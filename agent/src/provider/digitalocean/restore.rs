@@ -100,21 +100,8 @@ impl Client {
 
     /// Takes `tag` off a Droplet.
     pub async fn untag_droplet(&self, tag: &str, id: u64) -> Result<(), ApiError> {
-        let body = TagResources {
-            resources: [TagResource {
-                resource_id: &id.to_string(),
-                resource_type: "droplet",
-            }],
-        };
-        let _: serde_json::Value = self
-            .call(
-                Method::DELETE,
-                &format!("/v2/tags/{}/resources", escape(tag)),
-                Some(&body),
-                self.timeout(),
-            )
-            .await?;
-        Ok(())
+        self.tag_resources(Method::DELETE, tag, &id.to_string(), "droplet")
+            .await
     }
 
     async fn tag(&self, tag: &str, id: &str, resource_type: &'static str) -> Result<(), ApiError> {
@@ -126,6 +113,17 @@ impl Client {
                 self.timeout(),
             )
             .await?;
+        self.tag_resources(Method::POST, tag, id, resource_type).await
+    }
+
+    /// Puts `tag` on one resource (POST) or takes it off (DELETE).
+    async fn tag_resources(
+        &self,
+        method: Method,
+        tag: &str,
+        id: &str,
+        resource_type: &'static str,
+    ) -> Result<(), ApiError> {
         let body = TagResources {
             resources: [TagResource {
                 resource_id: id,
@@ -134,7 +132,7 @@ impl Client {
         };
         let _: serde_json::Value = self
             .call(
-                Method::POST,
+                method,
                 &format!("/v2/tags/{}/resources", escape(tag)),
                 Some(&body),
                 self.timeout(),

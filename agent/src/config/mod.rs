@@ -392,16 +392,12 @@ impl Settings {
                         .and_then(|s| s.group_name_template.clone()),
                 )?,
                 keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
-                strategy: match fragment.snapshot.as_ref().and_then(|s| s.strategy.as_deref()) {
-                    None | Some("live") => Strategy::Live,
-                    Some("offline") => Strategy::Offline,
-                    Some(other) => {
-                        return Err(ConfigError::Invalid {
-                            key: "snapshot.strategy",
-                            problem: format!("`{other}` is neither \"live\" nor \"offline\""),
-                        })
-                    }
-                },
+                strategy: either(
+                    "snapshot.strategy",
+                    fragment.snapshot.as_ref().and_then(|s| s.strategy.as_deref()),
+                    ("live", Strategy::Live),
+                    ("offline", Strategy::Offline),
+                )?,
                 provider: validate_provider(
                     fragment.snapshot.unwrap_or_default().provider,
                     fragment.digitalocean.unwrap_or_default(),
@@ -583,16 +579,12 @@ fn validate_quiesce(
     f: fragments::QuiesceFragment,
     quiescers: Vec<fragments::QuiescerFragment>,
 ) -> Result<QuiesceSettings, ConfigError> {
-    let on_failure = match f.on_quiesce_failure.as_deref() {
-        None | Some("abort") => QuiescePolicy::Abort,
-        Some("continue") => QuiescePolicy::Continue,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "quiesce.on_quiesce_failure",
-                problem: format!("`{other}` is neither \"abort\" nor \"continue\""),
-            })
-        }
-    };
+    let on_failure = either(
+        "quiesce.on_quiesce_failure",
+        f.on_quiesce_failure.as_deref(),
+        ("abort", QuiescePolicy::Abort),
+        ("continue", QuiescePolicy::Continue),
+    )?;
     let hook_timeout = duration_or(
         "quiesce.hook_timeout",
         f.hook_timeout,
@@ -627,17 +619,32 @@ fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
     }
 }
 
+/// A key that takes one of two words, the first its default: the value it names, or an error
+/// naming both.
+pub(crate) fn either<T>(
+    key: &'static str,
+    value: Option<&str>,
+    first: (&str, T),
+    second: (&str, T),
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(first.1),
+        Some(v) if v == first.0 => Ok(first.1),
+        Some(v) if v == second.0 => Ok(second.1),
+        Some(other) => Err(ConfigError::Invalid {
+            key,
+            problem: format!("`{other}` is neither \"{}\" nor \"{}\"", first.0, second.0),
+        }),
+    }
+}
+
 fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOceanSettings, ConfigError> {
-    let thaw_after = match f.thaw_after.as_deref() {
-        None | Some("registered") => ThawAfter::Registered,
-        Some("completed") => ThawAfter::Completed,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "digitalocean.thaw_after",
-                problem: format!("`{other}` is neither \"registered\" nor \"completed\""),
-            })
-        }
-    };
+    let thaw_after = either(
+        "digitalocean.thaw_after",
+        f.thaw_after.as_deref(),
+        ("registered", ThawAfter::Registered),
+        ("completed", ThawAfter::Completed),
+    )?;
     if f.droplet_id == Some(0) {
         return Err(ConfigError::Invalid {
             key: "digitalocean.droplet_id",

@@ -4,7 +4,7 @@
 use super::fragments::{
     DurationText, MariadbFragment, PostgresqlFragment, QuiescerFragment, RedisFragment, SystemdFragment,
 };
-use super::{absolute, duration_or, ConfigError, STEP_TIMEOUT_RANGE};
+use super::{absolute, duration_or, either, ConfigError, STEP_TIMEOUT_RANGE};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -160,16 +160,12 @@ impl SystemdFragment {
             key: "quiescer.unit",
             problem,
         })?;
-        let mode = match self.mode.as_deref() {
-            None | Some("freeze") => UnitMode::Freeze,
-            Some("stop") => UnitMode::Stop,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "quiescer.mode",
-                    problem: format!("`{other}` is neither \"freeze\" nor \"stop\""),
-                })
-            }
-        };
+        let mode = either(
+            "quiescer.mode",
+            self.mode.as_deref(),
+            ("freeze", UnitMode::Freeze),
+            ("stop", UnitMode::Stop),
+        )?;
         Ok(QuiescerSettings::Systemd {
             unit,
             mode,

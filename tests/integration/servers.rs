@@ -225,6 +225,11 @@ pub(crate) fn pg_insert(sockets: &Path, n: u64) -> Result<(), String> {
         ])
         .output()
         .map_err(|e| e.to_string())?;
+    succeeded(&out)
+}
+
+/// Ok if a database client succeeded, else what it said on stderr.
+fn succeeded(out: &std::process::Output) -> Result<(), String> {
     out.status
         .success()
         .then_some(())
@@ -240,10 +245,7 @@ pub(crate) fn mariadb_inserter(socket: &Path) -> RowWriter {
             .args(["--user=root", "-e", &format!("INSERT INTO app.rows VALUES ({n})")])
             .output()
             .map_err(|e| e.to_string())?;
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        succeeded(&out)
     })
 }
 

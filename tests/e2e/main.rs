@@ -468,3 +468,247 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     machine.sh("! systemctl cat freezeframe-agent.service >/dev/null 2>&1");
     drop(machine);
 }
+
+/// The Droplet's machine for an offline snapshot: the container, whose power button the
+/// simulator's `shutdown` presses and whose `power_on` boots it again on the same disks (its
+/// kept overlay, the volume). The stand-in for ssh reaches whatever runs now through `pid_file`,
+/// which is absent while the machine is off (ssh then fails as for a host that is down).
+struct PoweredContainer {
+    root: PathBuf,
+    kept: PathBuf,
+    volume: PathBuf,
+    debs: PathBuf,
+    pid_file: PathBuf,
+    machine: std::sync::Mutex<Option<Container>>,
+}
+
+impl PoweredContainer {
+    fn boot(&self) {
+        let machine = Container::boot_kept(
+            &self.root,
+            &self.kept,
+            &[
+                Bind {
+                    host: &self.volume,
+                    inside: "/vol",
+                    read_only: false,
+                },
+                Bind {
+                    host: &self.debs,
+                    inside: "/debs",
+                    read_only: true,
+                },
+            ],
+        );
+        std::fs::write(&self.pid_file, machine.pid.to_string()).unwrap();
+        *self.machine.lock().unwrap() = Some(machine);
+    }
+
+    /// Runs `script` in the machine, which must be on.
+    fn sh(&self, script: &str) -> String {
+        self.machine
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("the machine is on")
+            .sh(script)
+    }
+
+    fn off(&self, machine: Container) {
+        let _ = std::fs::remove_file(&self.pid_file);
+        drop(machine);
+        // The last thing a real machine does before the power goes: its disks are flushed. This
+        // machine's kernel holds the volume's pages for the container.
+        run("sync", &["-f", self.volume.to_str().unwrap()]);
+    }
+}
+
+impl freezeframe_tests::sim::Guest for PoweredContainer {
+    fn shutdown(&self) -> bool {
+        let mut slot = self.machine.lock().unwrap();
+        let Some(machine) = slot.as_mut() else {
+            return true;
+        };
+        machine.press_power_button();
+        if !machine.stopped_within(Duration::from_secs(120)) {
+            return false;
+        }
+        let machine = slot.take().unwrap();
+        self.off(machine);
+        true
+    }
+
+    fn power_off(&self) {
+        if let Some(machine) = self.machine.lock().unwrap().take() {
+            self.off(machine);
+        }
+    }
+
+    fn power_on(&self) {
+        self.boot();
+    }
+}
+
+/// Powers the machine off when the test ends, however it ends (the simulator holds it too).
+struct PowerCord(Arc<PoweredContainer>);
+
+impl Drop for PowerCord {
+    fn drop(&mut self) {
+        drop(self.0.machine.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// A stand-in for `ssh HOST systemd-stdio-bridge` to whichever machine `pid_file` names.
+fn ssh_to_machine(dir: &Path, pid_file: &Path) -> PathBuf {
+    let script = dir.join("ssh-powered");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\n\
+             [ \"$last\" = systemd-stdio-bridge ] || {{ echo \"ssh: unexpected $last\" >&2; exit 255; }}\n\
+             pid=$(cat {0} 2>/dev/null) || {{ echo 'ssh: connect to host droplet port 22: No route to host' >&2; exit 255; }}\n\
+             exec nsenter -t \"$pid\" -a systemd-stdio-bridge\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+#[ignore = "run by tests/e2e/run, which builds the packages first"]
+fn an_offline_snapshot_shuts_the_machine_down_cleanly_and_boots_it_again() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED the offline end-to-end test: {why}");
+        return;
+    }
+    let debs = debs();
+    let volume = scratch_fs_sized(Fs::Ext4, 256);
+    let dir = volume.dir.path();
+    let images = dir.join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let sim = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164445,
+        droplet_name: "offline-droplet".into(),
+        disk: Some(volume.device.clone().into()),
+        image_dir: images,
+        action_delay: Duration::from_secs(1),
+        capture: Capture::Registration,
+        latency: Duration::from_millis(100),
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+        rate_limit: None,
+    });
+    let kept = tempfile::Builder::new()
+        .prefix("freezeframe-test-machine-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let machine = Arc::new(PoweredContainer {
+        root: container::debian_root(&["postgresql", "openssh-client"]),
+        kept: kept.path().to_path_buf(),
+        volume: volume.mountpoint.clone(),
+        debs: debs[0].parent().unwrap().to_path_buf(),
+        pid_file: dir.join("machine.pid"),
+        machine: std::sync::Mutex::new(None),
+    });
+    let _cord = PowerCord(machine.clone());
+    machine.boot();
+    let names: Vec<String> = debs
+        .iter()
+        .map(|d| format!("/debs/{}", d.file_name().unwrap().to_string_lossy()))
+        .collect();
+    machine.sh(&format!("dpkg -i {}", names.join(" ")));
+    machine.sh(&format!("echo {TOKEN} | freezeframe-agent setup-token"));
+    machine.sh(&format!(
+        "printf '[snapshot]\\nstrategy = \"offline\"\\n[freeze]\\nmountpoints = [\"/vol\"]\\n\
+         [digitalocean]\\napi_url = \"{0}\"\\nmetadata_url = \"{0}\"\\n' > /etc/freezeframe/config.d/e2e.toml",
+        sim.url
+    ));
+    // PostgreSQL as a systemd unit, enabled as Debian enables it, its data on the volume.
+    machine.sh(
+        "v=$(ls /usr/lib/postgresql | sort -n | tail -1) && pg_dropcluster --stop $v main && \
+         install -d -o postgres -g postgres /vol/pg && pg_createcluster -d /vol/pg/data $v main && \
+         systemctl enable --now postgresql@$v-main && \
+         runuser -u postgres -- psql -X -q -c 'CREATE TABLE rows (n bigint PRIMARY KEY)' \
+           -c 'INSERT INTO rows SELECT generate_series(1, 1000)'",
+    );
+    sim.sim.set_guest(machine.clone());
+
+    let ssh = ssh_to_machine(dir, &machine.pid_file);
+    let out = Command::new(cli_bin())
+        .args(["--api-url", &sim.url, "--ssh-command"])
+        .arg(&ssh)
+        .args(["-H", "root@offline-droplet", "--json", "snapshot", "--offline"])
+        .args(["--name", "e2e-offline", "--shutdown-timeout", "2m"])
+        .env("DIGITALOCEAN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("the offline run: {report:#}");
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["consistency"], "offline", "{report:#}");
+    assert_eq!(report["hard_power_off"], false, "{report:#}");
+    assert_eq!(report["running"], true, "{report:#}");
+    assert!(
+        report["agent_downtime_ms"].as_f64().is_some(),
+        "the run waited for the agent to answer again: {report:#}"
+    );
+    assert_eq!(
+        sim.sim.counters().power_actions,
+        ["shutdown", "power_on"],
+        "a clean shutdown, no power cut"
+    );
+
+    // The power button reached systemd: PostgreSQL was stopped as a unit is at poweroff, with
+    // its shutdown checkpoint, and it runs again after the boot.
+    let log = machine.sh("cat /var/log/postgresql/postgresql-*-main.log");
+    assert!(
+        log.contains("received fast shutdown request") && log.contains("database system is shut down"),
+        "{log}"
+    );
+    assert!(log.contains("checkpoint starting: shutdown"), "{log}");
+    machine.sh("systemctl is-active postgresql@$(ls /usr/lib/postgresql | sort -n | tail -1)-main");
+    assert_eq!(
+        machine.sh("runuser -u postgres -- psql -X -A -t -c 'SELECT count(*) FROM rows'"),
+        "1000"
+    );
+
+    // The image holds a cluster that was shut down cleanly: it starts with no recovery.
+    let image = sim
+        .sim
+        .images()
+        .remove("e2e-offline")
+        .expect("the simulator copied the volume");
+    let copy = dir.join("restored.img");
+    run(
+        "cp",
+        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    let restored = LoopFs::attach(Fs::Ext4, copy, &dir.join("restored")).expect("mount the restored copy");
+    let control = Command::new("sh")
+        .arg("-c")
+        .arg("v=$(ls /usr/lib/postgresql | sort -n | tail -1) && /usr/lib/postgresql/$v/bin/pg_controldata \"$1\"")
+        .arg("sh")
+        .arg(restored.path("pg/data"))
+        .output()
+        .unwrap();
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert!(
+        control
+            .lines()
+            .any(|l| l.starts_with("Database cluster state:") && l.ends_with(" shut down")),
+        "{control}"
+    );
+    let present = count_restored_rows(&restored.path("pg/data"), &dir.join("pg-sockets"), 1000);
+    drop(restored);
+    assert_eq!(present, 1000, "every row is in the offline snapshot");
+}

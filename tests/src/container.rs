@@ -85,25 +85,53 @@ pub struct Bind<'a> {
 impl Container {
     /// Boots `root` (on a tmpfs overlay) with `binds`, and waits until systemd finished booting.
     pub fn boot(root: &Path, binds: &[Bind]) -> Container {
+        Container::start(root, None, binds)
+    }
+
+    /// Boots `root` on an overlay that keeps its changes in `kept` (made when missing), so that
+    /// a machine powered off and booted again finds what was installed on it, as a disk would.
+    pub fn boot_kept(root: &Path, kept: &Path, binds: &[Bind]) -> Container {
+        for part in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(kept.join(part)).expect("make the container's overlay");
+        }
+        Container::start(root, Some(kept), binds)
+    }
+
+    fn start(root: &Path, kept: Option<&Path>, binds: &[Bind]) -> Container {
         let mut nspawn_args = vec![
-            "-D".to_string(),
-            root.display().to_string(),
             // No host systemd to register with (see SYSTEMD-CONTAINER.md).
-            "--register=no".into(),
+            "--register=no".to_string(),
             "--keep-unit".into(),
-            "--volatile=overlay".into(),
             "--console=pipe".into(),
         ];
+        // A private mount namespace with its own /run: nspawn refuses a /run on a disk. The
+        // kept overlay is mounted in it too, so it goes when the container does.
+        let script = match kept {
+            None => {
+                nspawn_args.extend([
+                    "-D".into(),
+                    root.display().to_string(),
+                    "--volatile=overlay".into(),
+                ]);
+                "mount -t tmpfs tmpfs /run && exec systemd-nspawn \"$@\""
+            }
+            Some(kept) => {
+                nspawn_args.extend(["-D".into(), kept.join("merged").display().to_string()]);
+                "mount -t tmpfs tmpfs /run && \
+                 mount -t overlay overlay -o \"lowerdir=$LOWER,upperdir=$KEPT/upper,workdir=$KEPT/work\" \"$KEPT/merged\" && \
+                 exec systemd-nspawn \"$@\""
+            }
+        };
         for b in binds {
             let flag = if b.read_only { "--bind-ro" } else { "--bind" };
             nspawn_args.push(format!("{flag}={}:{}", b.host.display(), b.inside));
         }
         nspawn_args.push("-b".into());
-        // A private mount namespace with its own /run: nspawn refuses a /run on a disk.
-        let script = "mount -t tmpfs tmpfs /run && exec systemd-nspawn \"$@\"";
         let nspawn = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
             .args(&nspawn_args)
+            .env("LOWER", root)
+            .env("KEPT", kept.unwrap_or(root))
             // Pure cgroup v2 inside, without which FreezeUnit is unsupported on a hybrid host.
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .stdin(Stdio::null())
@@ -139,6 +167,33 @@ impl Container {
             std::thread::sleep(Duration::from_millis(200));
         }
         container
+    }
+
+    /// What the power button does: asks the container's systemd for a clean poweroff, with the
+    /// signal `machinectl poweroff` sends (SIGRTMIN+4), from outside the machine.
+    pub fn press_power_button(&self) {
+        // SAFETY: kill(2) on a pid, with a signal number the C library defines; no memory passes.
+        let sent = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGRTMIN() + 4) };
+        assert_eq!(
+            sent,
+            0,
+            "signal the container's systemd: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Whether the container stopped within `bound` (its nspawn exited).
+    pub fn stopped_within(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Runs a command inside the container (every namespace of its systemd).

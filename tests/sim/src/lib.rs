@@ -13,7 +13,7 @@ mod rate;
 mod restore;
 
 pub use faults::{Fault, FaultKind};
-pub use power::PowerModel;
+pub use power::{Guest, PowerModel};
 pub use rate::{Admission, RateLimit};
 pub use restore::RestoredMachine;
 
@@ -119,7 +119,8 @@ struct SimAction {
     completed_at: Option<SystemTime>,
     snapshot_name: String,
     image: Option<PathBuf>,
-    /// The disk was read (at once, or at completion: see [`Capture`]).
+    /// The disk was read (at once, or at completion: see [`Capture`]); for a power action,
+    /// the machine behind it did it (see [`Guest`]). The action completes no sooner.
     captured: Arc<std::sync::atomic::AtomicBool>,
     /// How long it runs once registered.
     takes: Duration,
@@ -165,6 +166,7 @@ struct SimState {
     remaining: u64,
     power: power::Power,
     power_model: PowerModel,
+    guest: Option<Arc<dyn Guest>>,
 }
 
 impl SimState {
@@ -237,6 +239,7 @@ impl Sim {
                 remaining: 5000,
                 power: power::Power::Active,
                 power_model: PowerModel::default(),
+                guest: None,
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             released: Arc::new(AtomicBool::new(false)),
@@ -295,6 +298,11 @@ impl Sim {
     /// How the guest and the hypervisor answer power actions from now on.
     pub fn set_power(&self, model: PowerModel) {
         self.lock().power_model = model;
+    }
+
+    /// Power actions reach `guest` from now on (the model's timings no longer apply).
+    pub fn set_guest(&self, guest: Arc<dyn Guest>) {
+        self.lock().guest = Some(guest);
     }
 
     /// The tags on the Droplet.
@@ -763,7 +771,7 @@ async fn post_droplet_action(
             );
         }
         if body.kind != "snapshot" {
-            return power_action(&mut st, id, &body.kind);
+            return power_action(&sim, &mut st, id, &body.kind);
         }
         st.counters.snapshot_posts += 1;
         st.next_id += 1;
@@ -831,7 +839,7 @@ async fn post_droplet_action(
 }
 
 /// `shutdown`, `power_off` or `power_on` on Droplet `id`, not locked.
-fn power_action(st: &mut SimState, id: u64, kind: &str) -> Response {
+fn power_action(sim: &Sim, st: &mut SimState, id: u64, kind: &str) -> Response {
     let refused = |message: &str| {
         error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -849,6 +857,7 @@ fn power_action(st: &mut SimState, id: u64, kind: &str) -> Response {
     };
     st.counters.power_actions.push(kind.to_string());
     st.next_id += 1;
+    let done = Arc::new(AtomicBool::new(st.guest.is_none()));
     let action = SimAction {
         id: st.next_id,
         kind: kind.to_string(),
@@ -857,14 +866,45 @@ fn power_action(st: &mut SimState, id: u64, kind: &str) -> Response {
         completed_at: None,
         snapshot_name: String::new(),
         image: None,
-        captured: Arc::new(AtomicBool::new(true)),
-        takes: planned.takes,
+        captured: done.clone(),
+        takes: if st.guest.is_some() {
+            Duration::ZERO
+        } else {
+            planned.takes
+        },
         leaves: planned.leaves,
     };
+    if let Some(guest) = st.guest.clone() {
+        reach_guest(sim.clone(), guest, action.id, kind.to_string(), done);
+    }
     let json = action_json(&action, id);
     st.actions.push(action);
     st.refresh();
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
+}
+
+/// Takes power action `action` (`kind`) on the real machine, apart from the request: the action
+/// stays in progress until the machine did it, and a shutdown it ignored leaves it on.
+fn reach_guest(sim: Sim, guest: Arc<dyn Guest>, action: u64, kind: String, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let stayed_on = match kind.as_str() {
+            "shutdown" => !guest.shutdown(),
+            "power_off" => {
+                guest.power_off();
+                false
+            }
+            _ => {
+                guest.power_on();
+                false
+            }
+        };
+        if stayed_on {
+            if let Some(a) = sim.lock().actions.iter_mut().find(|a| a.id == action) {
+                a.leaves = None;
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+    });
 }
 
 /// A disk read front to back in pieces over an action's duration (`Capture::PartWay`).

@@ -8,6 +8,18 @@
 
 use std::time::Duration;
 
+/// The machine behind the simulated Droplet, when a test has a real one (a booted container):
+/// power actions then reach it, and take as long as it takes, instead of the model's timings.
+pub trait Guest: Send + Sync {
+    /// What a `shutdown` sends: the ACPI power-button request. True once the machine is off,
+    /// false when it stayed on.
+    fn shutdown(&self) -> bool;
+    /// A power cut (`power_off`); returns once the machine is off.
+    fn power_off(&self);
+    /// Boots the machine (`power_on`); returns once it runs.
+    fn power_on(&self);
+}
+
 /// How the simulated guest and hypervisor answer power actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PowerModel {

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "dop_v1_bench";
-const DROPLET_ID: u64 = 3164444;
+pub const TOKEN: &str = "dop_v1_bench";
+pub const DROPLET_ID: u64 = 3164444;
 
 pub struct Args {
     pub runs: usize,
@@ -37,11 +37,15 @@ pub struct Args {
     pub filesystems: Vec<usize>,
     pub parts: Vec<String>,
     pub json: PathBuf,
+    /// The offline strategy in the database part: its runs, and the platform's timings.
+    pub offline: database::OfflineTimings,
 }
 
 const USAGE: &str = "flags: --runs N (20) --latency-ms N (300) --dirty-mib A,B,C (0,256,1024) \
                      --filesystems A,B,C (1,4,16) --fleet A,B,C (1,10,50) \
                      --group A,B,C (2,10,50) --fleet-limits N (1000) \
+                     --offline-runs N (3, 0: none) --offline-snapshot-s N (60) \
+                     --offline-shutdown-s N (2) --offline-boot-s N (4) \
                      --parts window,database,scaling,footprint,restore,group,limits (all) --json PATH";
 
 const PARTS: [&str; 7] = [
@@ -64,6 +68,10 @@ fn list<T: std::str::FromStr>(flag: &str, text: &str) -> Vec<T> {
         .collect()
 }
 
+fn seconds(flag: &str, text: &str) -> Duration {
+    Duration::from_secs_f64(list::<f64>(flag, text)[0].max(0.0))
+}
+
 fn fail(message: &str) -> ! {
     eprintln!("freezeframe-bench: {message}");
     std::process::exit(2)
@@ -80,6 +88,7 @@ fn args() -> Args {
         filesystems: vec![1, 4, 16],
         parts: PARTS.map(String::from).to_vec(),
         json: "target/bench/results.json".into(),
+        offline: database::OfflineTimings::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +104,10 @@ fn args() -> Args {
             "--fleet" => a.fleet = list("--fleet", &value()),
             "--group" => a.group = list("--group", &value()),
             "--fleet-limits" => a.fleet_limits = list::<usize>("--fleet-limits", &value())[0].max(2),
+            "--offline-runs" => a.offline.runs = list("--offline-runs", &value())[0],
+            "--offline-snapshot-s" => a.offline.snapshot = seconds("--offline-snapshot-s", &value()),
+            "--offline-shutdown-s" => a.offline.shutdown = seconds("--offline-shutdown-s", &value()),
+            "--offline-boot-s" => a.offline.boot = seconds("--offline-boot-s", &value()),
             "--parts" => a.parts = value().split(',').map(String::from).collect(),
             "--json" => a.json = value().into(),
             "-h" | "--help" => {

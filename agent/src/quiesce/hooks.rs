@@ -453,6 +453,9 @@ async fn run_as_unit(
         .map_err(failed)
 }
 
+/// How often a hook whose file is busy being written is tried again, 20 ms apart.
+const TEXT_BUSY_RETRIES: u32 = 10;
+
 /// [`run_hook`] as the agent's child, in its own process group (killed with SIGKILL at the
 /// timeout: a hook that ignores SIGTERM does not get to hang the run).
 async fn run_as_child(
@@ -487,7 +490,18 @@ async fn run_as_child(
             Ok(())
         });
     }
-    let spawned = command.spawn();
+    let mut spawned = command.spawn();
+    // A hook written a moment ago may still be open for writing in a process forked meanwhile
+    // (the descriptor lives in the child until its exec): exec fails with ETXTBSY until then.
+    for _ in 0..TEXT_BUSY_RETRIES {
+        match &spawned {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                spawned = command.spawn();
+            }
+            _ => break,
+        }
+    }
     // The command holds the pipe's write ends: they must close here, or its end never comes.
     drop(command);
     let mut child = spawned.map_err(cannot_run)?;
@@ -808,6 +822,25 @@ mod tests {
             text, "a freeze\nb freeze\nb thaw\na thaw\n",
             "c never froze, so it is not thawed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_still_open_for_writing_a_moment_runs_once_it_is_closed() {
+        let d = dir();
+        let log = d.path().join("log");
+        let path = hook(d.path(), "10-new", &format!("echo \"$1\" >> {}", log.display()));
+        // As a configuration tool that has just written it, or a process forked meanwhile.
+        let writer = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(writer);
+        });
+        let mut hooks = HookDir::new(d.path().to_path_buf(), Duration::from_secs(10));
+        hooks.check(&[]).await.unwrap();
+        hooks.prepare().await.unwrap();
+        hooks.resume().await.unwrap();
+        closer.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "freeze\nthaw\n");
     }
 
     #[tokio::test]

@@ -14,7 +14,8 @@
 use crate::client::Target;
 use crate::commands::{Exit, Failure};
 use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
-use freezeframe_agent::provider::digitalocean::{ListedDroplet, PowerAction};
+use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
+use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +89,43 @@ pub struct OfflinePlan {
     pub steps: Vec<String>,
 }
 
+/// Why an offline run of `droplet` must not start, if it must not: it is not active, it has a
+/// pending event, or the platform would refuse a snapshot of one of its volumes now (checked
+/// before the shutdown, not discovered with the Droplet off).
+async fn refusal(client: &Client, droplet: &Droplet) -> Result<Option<String>, String> {
+    let id = droplet.id;
+    if droplet.status != "active" {
+        return Ok(Some(format!(
+            "it is {}, not active: an offline snapshot powers a running Droplet off and on again",
+            droplet.status
+        )));
+    }
+    let actions = client
+        .droplet_actions(id)
+        .await
+        .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
+    if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
+        return Ok(Some(
+            "it has a pending event; wait for it to finish and try again".into(),
+        ));
+    }
+    for volume_id in &droplet.volume_ids {
+        let volume = client.volume(volume_id).await.map_err(|e| {
+            api(
+                &format!("cannot read volume {volume_id} attached to Droplet {id}"),
+                e,
+            )
+        })?;
+        if let Err(limit) = limits::check_volume(client, &volume.id, &volume.name).await {
+            return match limit {
+                VolumeLimit::Api { .. } => Err(limit.to_string()),
+                _ => Ok(Some(limit.to_string())),
+            };
+        }
+    }
+    Ok(None)
+}
+
 /// What an offline run of Droplet `id` would do; reads, changes nothing.
 pub async fn plan(
     client: &Client,
@@ -99,17 +137,7 @@ pub async fn plan(
         .droplet(id)
         .await
         .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
-    let actions = client
-        .droplet_actions(id)
-        .await
-        .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
-    let refused = if droplet.status != "active" {
-        Some(format!("it is {}, not active", droplet.status))
-    } else if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
-        Some("it has a pending event".to_string())
-    } else {
-        None
-    };
+    let refused = refusal(client, &droplet).await?;
     let bound = |d: Duration| humantime::format_duration(d).to_string();
     let mut steps = vec![
         format!("record the pending power-on (file, and the tag {PENDING_TAG})"),
@@ -397,19 +425,9 @@ impl Run<'_> {
             .await
             .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
         self.report.droplet_name = droplet.name.clone();
-        if droplet.status != "active" {
+        if let Some(why) = refusal(client, &droplet).await? {
             return Err(format!(
-                "Droplet {id} ({}) is {}, not active: an offline snapshot powers a running Droplet off and on again; nothing was done",
-                droplet.name, droplet.status
-            ));
-        }
-        let actions = client
-            .droplet_actions(id)
-            .await
-            .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
-        if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
-            return Err(format!(
-                "Droplet {id} ({}) has a pending event; wait for it to finish and try again; nothing was done",
+                "Droplet {id} ({}): {why}; nothing was done",
                 droplet.name
             ));
         }

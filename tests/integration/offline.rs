@@ -131,6 +131,19 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
         2,
         "nothing more was done"
     );
+
+    // The volume was snapshotted a moment ago: DigitalOcean takes one every 10 minutes, so a
+    // second run is refused before the shutdown, not with the Droplet off.
+    let (out, report) = offline(&droplet, &state, &[]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("every 10 minutes") && error.contains("nothing was done"),
+        "{report:#}"
+    );
+    assert_eq!(report["shut_down"], false, "{report:#}");
+    assert_eq!(droplet.server.sim.counters().power_actions.len(), 2);
+    settled(&droplet, &state);
 }
 
 #[test]

@@ -14,32 +14,45 @@ pub(crate) const VOLUME_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why a volume cannot be snapshotted now.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum VolumeLimit {
+pub enum VolumeLimit {
     #[error(
         "volume {volume} has {count} snapshots, the most DigitalOcean keeps of a volume ({MOST_PER_VOLUME}): \
          delete older ones before the next (the control panel, or `retention.keep_last` of 24 or fewer, \
-         which keeps a volume's snapshots below it); nothing was frozen"
+         which keeps a volume's snapshots below it)"
     )]
-    Full { volume: String, count: usize },
+    /// It holds the most snapshots the platform keeps.
+    Full {
+        /// The volume's name.
+        volume: String,
+        /// Its snapshots.
+        count: usize,
+    },
     #[error(
         "volume {volume} was snapshotted at {at}, and DigitalOcean takes at most one snapshot of a volume \
-         every 10 minutes: the next may be taken in {wait}; nothing was frozen"
+         every 10 minutes: the next may be taken in {wait}"
     )]
+    /// Its last snapshot is under 10 minutes old.
     TooSoon {
+        /// The volume's name.
         volume: String,
+        /// When its last snapshot was taken.
         at: String,
+        /// How long until the next may be.
         wait: String,
     },
+    /// Its snapshots could not be listed.
     #[error("cannot list the snapshots of volume {volume}: {source}")]
     Api {
+        /// The volume's name.
         volume: String,
+        /// The API's error.
         #[source]
         source: Box<ApiError>,
     },
 }
 
 /// Checks that volume `name` (`id`) may be snapshotted now.
-pub(crate) async fn check_volume(client: &Client, id: &str, name: &str) -> Result<(), VolumeLimit> {
+pub async fn check_volume(client: &Client, id: &str, name: &str) -> Result<(), VolumeLimit> {
     let snapshots = client
         .volume_snapshots(id)
         .await

@@ -7,7 +7,7 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
-mod limits;
+pub mod limits;
 pub mod platform;
 mod restore;
 pub(crate) mod token;
@@ -391,7 +391,7 @@ impl SnapshotProvider for DigitalOcean {
                     Some(mountpoint) => {
                         limits::check_volume(&client, &volume.id, &volume.name)
                             .await
-                            .map_err(|e| ProviderError::new(e.to_string()))?;
+                            .map_err(|e| ProviderError::new(format!("{e}; nothing was frozen")))?;
                         self.volumes.push(PlannedVolume {
                             id: volume.id,
                             name: volume.name,

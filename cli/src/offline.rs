@@ -85,6 +85,10 @@ pub struct OfflinePlan {
     pub volumes: Vec<String>,
     /// An earlier run left it waiting for its power-on.
     pub left_off: bool,
+    /// What its agent would have quiesced for a live snapshot (the shutdown stops them all),
+    /// when an agent answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
     /// The steps, with their bounds.
     pub steps: Vec<String>,
 }
@@ -126,10 +130,12 @@ async fn refusal(client: &Client, droplet: &Droplet) -> Result<Option<String>, S
     Ok(None)
 }
 
-/// What an offline run of Droplet `id` would do; reads, changes nothing.
+/// What an offline run of Droplet `id` would do, asking its agent (`agent`) what it would have
+/// quiesced; reads, changes nothing.
 pub async fn plan(
     client: &Client,
     id: u64,
+    agent: Option<&Target>,
     request: &OfflineRequest,
     pending: &Pending,
 ) -> Result<OfflinePlan, String> {
@@ -167,6 +173,10 @@ pub async fn plan(
         status: droplet.status,
         refused,
         volumes: droplet.volume_ids,
+        databases: match agent {
+            Some(target) => agent_plan(target).await.ok().map(|p| p.quiesce),
+            None => None,
+        },
         steps,
     })
 }
@@ -189,6 +199,14 @@ fn plan_text(p: &OfflinePlan) -> String {
             "  warning: {} attached volume(s), not part of a Droplet snapshot: each is snapshotted too\n",
             p.volumes.len()
         ));
+    }
+    match p.databases.as_deref() {
+        Some([]) => out.push_str("  its agent would quiesce nothing for a live snapshot\n"),
+        Some(quiesced) => out.push_str(&format!(
+            "  the shutdown stops what its agent would quiesce for a live snapshot: {}\n",
+            quiesced.join("; ")
+        )),
+        None => {}
     }
     for (i, step) in p.steps.iter().enumerate() {
         out.push_str(&format!("  {}. {step}\n", i + 1));
@@ -215,6 +233,10 @@ pub struct OfflineReport {
     pub snapshot_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_id: Option<u64>,
+    /// What its agent would have quiesced for a live snapshot, which the shutdown stopped,
+    /// when an agent answered before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
     /// The volume snapshots taken while off, by id.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<String>,
@@ -338,13 +360,13 @@ pub async fn snapshot(
     pending: &Pending,
     stop: &Stop,
 ) -> OfflineReport {
-    let agent = match agent {
-        Some(target) => match tokio::time::timeout(AGENT_ANSWERS, answers(target)).await {
-            Ok(Ok(())) => Some(target),
-            Ok(Err(f)) => not_waited_for(target, &f.message),
-            Err(_) => not_waited_for(target, "no answer within 15 s"),
+    let (agent, databases) = match agent {
+        Some(target) => match tokio::time::timeout(AGENT_ANSWERS, agent_plan(target)).await {
+            Ok(Ok(plan)) => (Some(target), Some(plan.quiesce)),
+            Ok(Err(f)) => (not_waited_for(target, &f.message), None),
+            Err(_) => (not_waited_for(target, "no answer within 15 s"), None),
         },
-        None => None,
+        None => (None, None),
     };
     let mut run = Run {
         client,
@@ -353,6 +375,7 @@ pub async fn snapshot(
         stop,
         report: OfflineReport {
             droplet_id: id,
+            databases,
             running: true,
             ..OfflineReport::default()
         },
@@ -384,6 +407,11 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
         "freezeframe: {target}: no agent answers ({why}): the run does not wait for one after the boot"
     );
     None
+}
+
+/// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API).
+async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, Failure> {
+    crate::commands::plan(target).await
 }
 
 /// Whether the agent at `target` answers (its status, which asks nothing of the API).
@@ -725,8 +753,8 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
     }
     if request.dry_run {
         let mut exit = Exit::Success;
-        for (id, _) in ids {
-            match plan(&client, id, request, &pending).await {
+        for (id, agent) in ids {
+            match plan(&client, id, agent.as_ref(), request, &pending).await {
                 Ok(p) if cli.json => crate::outln!("{}", serde_json::to_string(&p).unwrap_or_default()),
                 Ok(p) => freezeframe_agent::stdout::write(plan_text(&p).as_bytes()),
                 Err(why) => {

@@ -657,6 +657,10 @@ fn an_offline_snapshot_shuts_the_machine_down_cleanly_and_boots_it_again() {
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     assert_eq!(report["consistency"], "offline", "{report:#}");
     assert_eq!(report["hard_power_off"], false, "{report:#}");
+    assert!(
+        report["databases"].to_string().contains("postgresql"),
+        "the agent said what the shutdown stops: {report:#}"
+    );
     assert_eq!(report["running"], true, "{report:#}");
     assert!(
         report["agent_downtime_ms"].as_f64().is_some(),

@@ -322,7 +322,30 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
         report["agent_downtime_ms"].as_f64().unwrap(),
     );
     assert!(agent >= down, "the agent answers after the boot: {report:#}");
+    assert_eq!(
+        report["databases"],
+        serde_json::json!([]),
+        "the agent was asked what it would quiesce (nothing here): {report:#}"
+    );
     settled(droplet, &state);
+    let out = Command::new(cli_bin())
+        .env("DIGITALOCEAN_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", state.path())
+        .args([
+            "--api-url",
+            &droplet.server.url,
+            "--ssh-command",
+            ssh.to_str().unwrap(),
+        ])
+        .args(["-H", "web-1", "snapshot", "--offline", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("its agent would quiesce nothing"),
+        "{text}{}",
+        stderr(&out)
+    );
 
     // --tag, and a Droplet that does not exist: that one fails, the tagged one is done.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -4,6 +4,7 @@
 use crate::config::{ProviderSettings, Settings};
 use crate::freeze::plan::{Plan, Selection};
 use crate::freeze::{self, LiveFilesystems, PlanFromSystemError};
+use crate::history::{self, RunRecord};
 use crate::naming::{self, OwnNames, SnapshotName};
 use crate::provider::digitalocean::DigitalOcean;
 use crate::provider::local_image::LocalImage;
@@ -12,7 +13,7 @@ use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
 use crate::transaction::ports::{Barrier, Skipped, SnapshotProvider, Target};
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
-use crate::{dbus, logind, systemd};
+use crate::{dbus, logind, metrics, systemd};
 use serde::{Deserialize, Serialize};
 
 /// What the caller asks of one snapshot.
@@ -235,6 +236,7 @@ pub async fn execute(
     interrupt: Interrupt,
     barrier: Option<&mut dyn Barrier>,
 ) -> Result<Report, JobError> {
+    let started = std::time::SystemTime::now();
     if let Some(name) = &request.name {
         naming::check_name(name).map_err(JobError::Name)?;
     }
@@ -308,7 +310,15 @@ pub async fn execute(
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`).
     record_last_report(&settings.runtime_dir, &report);
+    let run = RunRecord::of(&report, started, std::time::SystemTime::now());
+    history::record(
+        &settings.history.file,
+        settings.history.keep,
+        &settings.runtime_dir,
+        Some(run),
+    );
     drop(lock);
+    metrics::publish(settings);
     Ok(report)
 }
 

@@ -10,12 +10,14 @@ mod dbus;
 pub mod errors;
 pub mod freeze;
 pub mod guard;
+pub mod history;
 pub mod job;
 #[cfg(test)]
 mod layering;
 pub mod log;
 mod logind;
 pub mod loop_mount;
+pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod provider;

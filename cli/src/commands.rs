@@ -490,6 +490,9 @@ pub fn status_text(view: &StatusView) -> String {
             out.push_str(&freezeframe_agent::render::report(last));
         }
     }
+    if let Some(history) = status.history.as_ref().filter(|h| !h.runs.is_empty()) {
+        out.push_str(&history_text(history, STATUS_RUNS));
+    }
     out.push_str(&match (&view.last_drill, &view.snapshots_error) {
         (_, Some(why)) => format!("restore drills: unknown, the snapshots could not be listed: {why}\n"),
         (Some(s), None) => format!(
@@ -507,6 +510,57 @@ pub fn status_text(view: &StatusView) -> String {
         ),
     });
     out
+}
+
+/// How many of the recorded runs `status` lists (`--json` gives every one kept).
+const STATUS_RUNS: usize = 10;
+
+/// The counts and the last `shown` runs of the agent's record, newest first.
+fn history_text(history: &freezeframe_agent::history::History, shown: usize) -> String {
+    use freezeframe_agent::transaction::Status;
+    let totals = &history.totals;
+    let mut out = format!(
+        "runs recorded: {} succeeded, {} failed; the thaw guard ended {} freezes at the deadline and {} \
+         for an agent that died\n",
+        totals.succeeded, totals.failed, totals.guard_deadline_thaws, totals.guard_agent_died_thaws
+    );
+    let mut rows = vec![["ENDED", "RESULT", "CONSISTENCY", "FROZEN", "TOTAL", "SNAPSHOT"]
+        .map(String::from)
+        .to_vec()];
+    for run in history.runs.iter().rev().take(shown) {
+        let ended = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(run.finished_unix.max(0.0));
+        rows.push(vec![
+            humantime::format_rfc3339_seconds(ended).to_string(),
+            match run.status {
+                Status::Succeeded => "succeeded".into(),
+                Status::Failed => "FAILED".into(),
+            },
+            run.consistency
+                .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
+            format!("{:.0} ms", run.frozen_ms),
+            format!("{:.1} s", run.total_ms / 1000.0),
+            run.snapshot_name.clone(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out
+}
+
+/// Rows as columns padded to their widest cell, the first row the header.
+fn table(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect()
 }
 
 /// A snapshot list as a table with a header; the id column only where ids are not the names.
@@ -544,20 +598,7 @@ pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
         }
         table.push(row);
     }
-    let widths: Vec<usize> = (0..table[0].len())
-        .map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    table
-        .iter()
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect()
+    self::table(&table)
 }
 
 /// What prune deleted, said as such.

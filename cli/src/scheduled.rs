@@ -7,25 +7,14 @@
 use crate::commands::{Exit, Failure};
 use crate::drill::{self, DrillOptions, DrillReport};
 use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
+use freezeframe_agent::history::LastDrill;
 use freezeframe_agent::provider::digitalocean::client::{droplet_id_from_metadata, http_client, Client};
 use freezeframe_agent::secret::read_private_file;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The bound on one scheduled drill, as `freezeframe verify`'s default `--timeout`.
 const DRILL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-
-/// The last scheduled drill, as `verify.state_file` records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastDrill {
-    /// When it ran, in seconds since the Unix epoch.
-    pub unix_seconds: u64,
-    /// The snapshot it restored.
-    pub snapshot: String,
-    /// Whether it verified.
-    pub verified: bool,
-}
 
 /// What `--scheduled` did.
 #[derive(Debug)]
@@ -63,7 +52,7 @@ pub async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Scheduled, 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if let Some(last) = last_drill(&settings.verify.state_file) {
+    if let Some(last) = LastDrill::load(&settings.verify.state_file) {
         let due_unix_seconds = last.unix_seconds.saturating_add(every.as_secs());
         if now < due_unix_seconds {
             return Ok(Scheduled::NotDue {
@@ -78,7 +67,7 @@ pub async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Scheduled, 
     // the next snapshot.
     if report.verification.is_some() {
         record(
-            &settings.verify.state_file,
+            &settings,
             &LastDrill {
                 unix_seconds: now,
                 snapshot: report.snapshot_name.clone(),
@@ -153,28 +142,17 @@ async fn prepare(
     Ok((client, options))
 }
 
-/// The recorded last drill; none when there is no record (or one this version cannot read,
-/// which the next drill replaces).
-fn last_drill(state_file: &Path) -> Option<LastDrill> {
-    let text = std::fs::read_to_string(state_file).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Records `last` atomically: a temporary file beside the record, then renamed over it.
-fn record(state_file: &Path, last: &LastDrill) -> Result<(), Failure> {
-    let failed = |e: std::io::Error| {
+/// Records `last` (atomically) and publishes the metrics, which carry the last drill.
+fn record(settings: &Settings, last: &LastDrill) -> Result<(), Failure> {
+    let state_file = &settings.verify.state_file;
+    last.store(state_file).map_err(|e| {
         Failure::new(
             Exit::Failed,
             format!("cannot record the drill in {}: {e}", state_file.display()),
         )
-    };
-    if let Some(dir) = state_file.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let partial = state_file.with_extension("partial");
-    let json = serde_json::to_vec(last).unwrap_or_default();
-    std::fs::write(&partial, json).map_err(failed)?;
-    std::fs::rename(&partial, state_file).map_err(failed)
+    })?;
+    freezeframe_agent::metrics::publish(settings);
+    Ok(())
 }
 
 /// What `--scheduled` did, as text.

@@ -243,8 +243,10 @@ fn write_config(dir: &Path, data: &LoopFs, api: &str) -> Result<PathBuf> {
         format!(
             "[agent]\nruntime_dir = {run:?}\n[freeze]\nmountpoints = [{mnt:?}]\nmax_freeze = \"20s\"\n\
              [quiesce]\nauto = false\nhooks_dir = {hooks:?}\n\
-             [digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\ntoken_file = {token:?}\nvolumes = false\n",
+             [digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\ntoken_file = {token:?}\nvolumes = false\n\
+             [history]\nfile = {history:?}\n[metrics]\ntextfile_dir = \"\"\n",
             run = dir.join("run").display().to_string(),
+            history = dir.join("history.json").display().to_string(),
             mnt = data.mountpoint.display().to_string(),
             hooks = etc.join("hooks.d").display().to_string(),
             token = token_file.display().to_string(),

@@ -40,6 +40,13 @@ fn redis_under_writes_gives_an_image_with_every_acknowledged_push() {
 
 /// A local-image configuration freezing `fs`, with one `[[quiescer]]` of `kind` whose `key`
 /// names `value` (a socket or socket folder).
+/// The runs the agent's history recorded for `fs`'s configuration.
+fn recorded_runs(fs: &ScratchFs) -> Vec<serde_json::Value> {
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fs.dir.path().join("etc/history.json")).unwrap()).unwrap();
+    history["runs"].as_array().cloned().unwrap_or_default()
+}
+
 fn quiescer_config(fs: &ScratchFs, kind: &str, key: &str, value: &Path) -> PathBuf {
     quiescers_config(fs, &[(kind, key, value)])
 }
@@ -110,6 +117,13 @@ fn postgresql_under_writes_gives_an_image_with_every_committed_row() {
         .as_str()
         .unwrap()
         .starts_with("postgresql"));
+    // The agent's history keeps where the database stood, to match a restore to a replica.
+    let position = &recorded_runs(&fs)[0]["positions"][0];
+    assert_eq!(
+        position["lsn"], report["quiescers"][0]["log_position"]["lsn"],
+        "{position:#}"
+    );
+    assert!(position["lsn"].as_str().unwrap().contains('/'), "{position:#}");
     // verify recovers it from the image while the server it came from still runs (its pid
     // file in the image names a live process), and reads every committed row.
     let checked = verified_database(&fs, "pg", "postgresql");
@@ -172,6 +186,7 @@ fn mariadb_under_writes_blocks_writers_without_failing_them_and_keeps_every_comm
         details.starts_with("binary log position mysql-bin.0"),
         "{report:#}"
     );
+    assert_eq!(recorded_runs(&fs)[0]["positions"][0]["details"], details);
     // verify runs InnoDB's recovery on the image's overlay, checks every table, reads every row.
     let checked = verified_database(&fs, "maria", "mariadb");
     assert!(rows_in(&checked, "app.rows") >= acked_at_freeze, "{checked:#}");

@@ -408,6 +408,20 @@ fn a_scheduled_drill_runs_when_due_records_itself_and_waits_for_the_next() {
             .unwrap()
     };
 
+    // node_exporter's textfile collector reads the drill's result from the metrics.
+    let textfiles = dir.join("textfile");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    let drop_ins = droplet.config.with_file_name("config.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("metrics.toml"),
+        format!(
+            "[metrics]\ntextfile_dir = {:?}\n",
+            textfiles.display().to_string()
+        ),
+    )
+    .unwrap();
+
     with_schedule("off");
     let out = scheduled();
     assert_eq!(out.status.code(), Some(0));
@@ -430,6 +444,15 @@ fn a_scheduled_drill_runs_when_due_records_itself_and_waits_for_the_next() {
     let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert_eq!(recorded["snapshot"], "timer-1");
     assert_eq!(recorded["verified"], true);
+    let metrics = std::fs::read_to_string(textfiles.join("freezeframe.prom")).unwrap();
+    assert!(
+        metrics.contains("freezeframe_last_verification_success{droplet=\"3164444\"} 1\n")
+            && metrics.contains(&format!(
+                "freezeframe_last_verification_timestamp_seconds{{droplet=\"3164444\"}} {}\n",
+                recorded["unix_seconds"]
+            )),
+        "{metrics}"
+    );
 
     // Not due again for a week: nothing is created.
     let out = scheduled();

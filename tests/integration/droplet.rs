@@ -123,7 +123,7 @@ impl Droplet {
                 "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"5s\"\n\
                  [quiesce]\nhooks_dir = {:?}\n\
                  [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
-                 {extra_config}",
+                 {}{extra_config}",
                 dir.path().join("run").display().to_string(),
                 mountpoints.join(", "),
                 dir.path().join("etc/hooks.d").display().to_string(),
@@ -131,6 +131,7 @@ impl Droplet {
                 server.url,
                 token.display().to_string(),
                 dir.path().join("by-id").display().to_string(),
+                kept_here(dir.path()),
             ),
         )
         .unwrap();

@@ -14,6 +14,7 @@ mod faults;
 mod fleet;
 mod group;
 mod hooks;
+mod metrics;
 mod offline;
 mod phases;
 mod servers;

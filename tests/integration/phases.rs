@@ -246,6 +246,12 @@ fn run_case(at: At, signal: Signal) {
     }
     let out = agent.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let history = || -> serde_json::Value {
+        std::fs::read(dir.path().join("etc/history.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
     if signal == Signal::SIGKILL {
         // What the unit's ExecStopPost runs.
         let thaw = Command::new(agent_bin())
@@ -261,6 +267,11 @@ fn run_case(at: At, signal: Signal) {
             String::from_utf8_lossy(&thaw.stderr)
         );
         assert!(text.contains("50-app: thaw: done"), "{case}: {text}");
+        // The guard left its note of the dead agent, which `thaw` counted into the history.
+        let died = history()["totals"]["guard_agent_died_thaws"]
+            .as_u64()
+            .unwrap_or(0);
+        assert_eq!(died, u64::from(frozen_at.is_some()), "{case}: {:#}", history());
     } else {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{case}: no report ({e}): {stderr}"));
@@ -289,6 +300,13 @@ fn run_case(at: At, signal: Signal) {
                         || error.contains("deadline")
                         || report["warnings"].to_string().contains("guard"),
                     "{case}: {report:#}"
+                );
+                assert_eq!(report["guard_event"], "deadline-thawed", "{case}: {report:#}");
+                let totals = &history()["totals"];
+                assert_eq!(totals["guard_deadline_thaws"], 1, "{case}: {totals:#}");
+                assert_eq!(
+                    totals["failed"].as_u64().unwrap_or(0) + totals["succeeded"].as_u64().unwrap_or(0),
+                    1
                 );
             }
             // Past the snapshot's registration, or before the freeze: the run completes.

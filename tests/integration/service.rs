@@ -22,6 +22,11 @@ impl Served {
     /// Starts `freezeframe-agent run` on a permissive private bus; `agent_config` goes into
     /// its `[agent]` section, `env` into its environment.
     pub(crate) fn start(agent_section: &str, env: &[(&str, &str)]) -> Served {
+        Served::start_with(agent_section, env, "")
+    }
+
+    /// As [`Served::start`], with `drop_in` as a configuration drop-in (`config.d/`).
+    pub(crate) fn start_with(agent_section: &str, env: &[(&str, &str)], drop_in: &str) -> Served {
         let fs = scratch_fs(Fs::Ext4);
         let bus = PrivateBus::start(&fs.dir.path().join("bus")).expect("start a private bus");
         let config = local_image_config(&fs, "");
@@ -29,6 +34,11 @@ impl Served {
             .unwrap()
             .replace("[agent]\n", &format!("[agent]\n{agent_section}"));
         std::fs::write(&config, text).unwrap();
+        if !drop_in.is_empty() {
+            let dir = config.with_file_name("config.d");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("50-test.toml"), drop_in).unwrap();
+        }
         let notify = NotifySocket::bind(fs.dir.path());
         let agent = Command::new(agent_bin())
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)

@@ -248,14 +248,24 @@ pub fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: 
         format!(
             "[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
              [snapshot]\nprovider = \"local-image\"\n\n[local_image]\nimage_dir = {:?}\n\n\
-             [quiesce]\nhooks_dir = {:?}\n",
+             [quiesce]\nhooks_dir = {:?}\n\n{}",
             runtime.display().to_string(),
             list.join(", "),
             images.display().to_string(),
             dir.join("hooks.d").display().to_string(),
+            kept_here(dir),
         ),
     )
     .unwrap();
+}
+
+/// The `[history]` and `[metrics]` of a test's configuration: the record in `dir`, no metrics
+/// file (the defaults are this machine's /var/lib, which no test may touch).
+pub fn kept_here(dir: &Path) -> String {
+    format!(
+        "[history]\nfile = {:?}\n[metrics]\ntextfile_dir = \"\"\n",
+        dir.join("history.json").display().to_string()
+    )
 }
 
 /// A `local-image` configuration freezing `fs` alone, in its scratch folder (`etc/config.toml`,

@@ -138,7 +138,7 @@ impl From<ServiceError> for Failure {
     fn from(e: ServiceError) -> Failure {
         let exit = match &e {
             ServiceError::Config(_) => Exit::Usage,
-            ServiceError::Bus { .. } => Exit::Failed,
+            ServiceError::Bus { .. } | ServiceError::Metrics { .. } => Exit::Failed,
         };
         Failure {
             exit,

@@ -67,12 +67,21 @@ fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recover
         (None, Some(settings)) => settings.runtime_dir.clone(),
         (None, None) => DEFAULT_RUNTIME_DIR.into(),
     };
-    let hook_timeout = settings.map_or(DEFAULT_HOOK_TIMEOUT, |s| s.quiesce.hook_timeout);
+    let hook_timeout = settings
+        .as_ref()
+        .map_or(DEFAULT_HOOK_TIMEOUT, |s| s.quiesce.hook_timeout);
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let recovered = tokio
         .block_on(runtime::recover(&dir, None, hook_timeout))
         .map_err(|e| anyhow::anyhow!("cannot recover {}: {e}", dir.display()))?;
+    // The guard's notes of a dead agent, counted now: the runtime directory goes at reboot.
+    if let Some(settings) = settings.as_ref().filter(|s| s.runtime_dir == dir) {
+        let history = &settings.history;
+        if freezeframe_agent::history::record(&history.file, history.keep, &dir, None) {
+            freezeframe_agent::metrics::publish(settings);
+        }
+    }
     Ok((recovered, dir.display().to_string()))
 }

@@ -17,6 +17,8 @@ pub struct ConfigFragment {
     pub(crate) digitalocean: Option<DigitalOceanFragment>,
     pub(crate) retention: Option<RetentionFragment>,
     pub(crate) verify: Option<VerifyFragment>,
+    pub(crate) history: Option<HistoryFragment>,
+    pub(crate) metrics: Option<MetricsFragment>,
     pub(crate) quiesce: Option<QuiesceFragment>,
     /// `[[quiescer]]` entries; a later file's list replaces an earlier one's.
     pub(crate) quiescer: Option<Vec<QuiescerFragment>>,
@@ -102,6 +104,22 @@ pub(crate) struct VerifyFragment {
     pub(crate) ssh_identity: Option<PathBuf>,
     pub(crate) size: Option<String>,
     pub(crate) state_file: Option<PathBuf>,
+}
+
+/// `[history]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryFragment {
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) keep: Option<u32>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsFragment {
+    pub(crate) textfile_dir: Option<PathBuf>,
+    pub(crate) listen: Option<String>,
 }
 
 /// `[agent]`
@@ -209,6 +227,16 @@ impl ConfigFragment {
             overlay(&mut e.ssh_identity, l.ssh_identity);
             overlay(&mut e.size, l.size);
             overlay(&mut e.state_file, l.state_file);
+        }
+        if let Some(l) = later.history {
+            let e = self.history.get_or_insert_with(Default::default);
+            overlay(&mut e.file, l.file);
+            overlay(&mut e.keep, l.keep);
+        }
+        if let Some(l) = later.metrics {
+            let e = self.metrics.get_or_insert_with(Default::default);
+            overlay(&mut e.textfile_dir, l.textfile_dir);
+            overlay(&mut e.listen, l.listen);
         }
         if let Some(l) = later.digitalocean {
             let e = self.digitalocean.get_or_insert_with(Default::default);

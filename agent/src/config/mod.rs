@@ -90,6 +90,31 @@ pub struct Settings {
     pub quiesce: QuiesceSettings,
     /// `[verify]`: the opt-in restore drill this machine runs on itself.
     pub verify: VerifySettings,
+    /// `[history]`: the record of the last runs.
+    pub history: HistorySettings,
+    /// `[metrics]`: Prometheus metrics from that record.
+    pub metrics: MetricsSettings,
+}
+
+/// `[history]`: the agent's record of its last runs (`status`, the metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySettings {
+    /// Where it is kept.
+    pub file: PathBuf,
+    /// How many runs it keeps.
+    pub keep: usize,
+}
+
+/// Bounds of `[history] keep`.
+const HISTORY_KEEP_RANGE: (u32, u32) = (1, 1000);
+
+/// `[metrics]`: where the metrics go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// node_exporter's textfile collector directory; `None`: no file.
+    pub textfile_dir: Option<PathBuf>,
+    /// The loopback address `freezeframe-agent run` serves `/metrics` on; `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[verify]`: a restore drill (`freezeframe verify --scheduled`) after the timer's snapshot,
@@ -409,8 +434,58 @@ impl Settings {
                 fragment.quiescer.unwrap_or_default(),
             )?,
             verify: validate_verify(fragment.verify.unwrap_or_default())?,
+            history: validate_history(fragment.history.unwrap_or_default())?,
+            metrics: validate_metrics(fragment.metrics.unwrap_or_default())?,
         })
     }
+}
+
+fn validate_history(history: fragments::HistoryFragment) -> Result<HistorySettings, ConfigError> {
+    let keep = history.keep.unwrap_or(50);
+    let (least, most) = HISTORY_KEEP_RANGE;
+    if !(least..=most).contains(&keep) {
+        return Err(ConfigError::Invalid {
+            key: "history.keep",
+            problem: format!("{keep} runs: keep between {least} and {most}"),
+        });
+    }
+    Ok(HistorySettings {
+        file: absolute(
+            "history.file",
+            history
+                .file
+                .unwrap_or_else(|| "/var/lib/freezeframe/history.json".into()),
+        )?,
+        keep: keep as usize,
+    })
+}
+
+fn validate_metrics(metrics: fragments::MetricsFragment) -> Result<MetricsSettings, ConfigError> {
+    let textfile_dir = match metrics.textfile_dir {
+        Some(dir) if dir.as_os_str().is_empty() => None,
+        Some(dir) => Some(absolute("metrics.textfile_dir", dir)?),
+        None => Some("/var/lib/prometheus/node-exporter".into()),
+    };
+    let listen = match metrics.listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => {
+            let address: std::net::SocketAddr = text.parse().map_err(|_| ConfigError::Invalid {
+                key: "metrics.listen",
+                problem: format!("`{text}` is not an address and port, such as \"127.0.0.1:9846\""),
+            })?;
+            if !address.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "metrics.listen",
+                    problem: format!(
+                        "{address} is not a loopback address: the metrics are served to this machine \
+                         only (127.0.0.1 or [::1]); a scraper elsewhere reads them through node_exporter"
+                    ),
+                });
+            }
+            Some(address)
+        }
+    };
+    Ok(MetricsSettings { textfile_dir, listen })
 }
 
 fn validate_verify(verify: fragments::VerifyFragment) -> Result<VerifySettings, ConfigError> {

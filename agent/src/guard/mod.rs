@@ -4,12 +4,14 @@
 //!
 //! The agent may be multi-threaded, so the forked child runs only async-signal-safe code: raw
 //! syscalls on memory prepared before the fork, no allocation, no locks, no exec, no disk write
-//! (but the unlink of the record in the runtime directory after thawing).
+//! (but, after thawing, the unlink of the record in the runtime directory, and there the empty
+//! note that says the agent died, which the run history counts).
 //!
 //! Protocol, one byte at a time over two pipes:
 //! - guard → agent: `A` armed; `T` the deadline passed and the guard thawed everything.
-//! - agent → guard: `D` the agent thawed everything itself, exit. End-of-file (the agent closed
-//!   the pipe or died) means: thaw everything and exit.
+//! - agent → guard: `D` the agent thawed everything itself, exit; `G` the agent gives up (it
+//!   could not thaw everything, or it is unwinding): thaw everything and exit. End-of-file with
+//!   neither means the agent died: thaw everything, leave the note, and exit.
 //!
 //! After a deadline thaw the guard keeps waiting for `D` or end-of-file and thaws again on
 //! end-of-file, so a freeze that raced with the deadline is not left behind either.
@@ -28,6 +30,11 @@ use tokio::io::unix::AsyncFd;
 const ARMED: u8 = b'A';
 const DEADLINE_THAWED: u8 = b'T';
 const DONE: u8 = b'D';
+const GAVE_UP: u8 = b'G';
+
+/// The start of the name of the guard's note, in the runtime directory, that it thawed for an
+/// agent that died (`guard-died.<agent pid>.<nanoseconds>`).
+pub(crate) const DIED_NOTE_PREFIX: &str = "guard-died.";
 
 /// A running guard. Dropping it closes the control pipe, which makes the guard thaw and exit.
 #[derive(Debug)]
@@ -51,7 +58,8 @@ pub(crate) enum GuardError {
 
 impl Guard {
     /// Forks the guard. `fds` are open descriptors of the targets in freeze order; the guard
-    /// thaws them in reverse. `record`, if given, is unlinked by the guard after it thaws.
+    /// thaws them in reverse. `record`, if given, is unlinked by the guard after it thaws, and
+    /// the note that the agent died goes beside it.
     /// `rcu`, if given, is the locked `rcu_expedited` knob and the value the guard writes back
     /// when it thaws (see [`crate::freeze::rcu`]).
     ///
@@ -68,6 +76,13 @@ impl Guard {
         let (status_r, status_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| GuardError::Pipe(e.into()))?;
         // Everything the child touches is built here, before the fork.
+        let died_note = record.and_then(|p| {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let note = p.with_file_name(format!("{DIED_NOTE_PREFIX}{}.{at}", std::process::id()));
+            CString::new(note.as_os_str().as_bytes()).ok()
+        });
         let record = record.and_then(|p| CString::new(p.as_os_str().as_bytes()).ok());
         let child = ChildArgs {
             control: control_r.as_raw_fd(),
@@ -78,6 +93,7 @@ impl Guard {
             fd_count: fds.len(),
             max_freeze_ns: i64::try_from(max_freeze.as_nanos()).unwrap_or(i64::MAX),
             record: record.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            died_note: died_note.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             rcu_fd: rcu.map_or(-1, |(fd, _)| fd),
             rcu_previous: rcu.map_or(b'0', |(_, value)| value),
         };
@@ -154,13 +170,11 @@ impl Guard {
         }
     }
 
-    /// Ends the guard: `D` if the agent thawed everything itself, otherwise end-of-file so the
-    /// guard thaws too. Waits for the guard to exit.
+    /// Ends the guard: `D` if the agent thawed everything itself, otherwise `G` so the guard
+    /// thaws too. Waits for the guard to exit.
     pub(crate) fn finish(mut self, all_thawed: bool) {
         if let Some(control) = self.control.take() {
-            if all_thawed {
-                let _ = nix::unistd::write(&control, &[DONE]);
-            }
+            let _ = nix::unistd::write(&control, &[if all_thawed { DONE } else { GAVE_UP }]);
         }
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
@@ -168,8 +182,11 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // Closing the control pipe (if `finish` has not) makes the guard thaw and exit.
-        if self.control.take().is_some() {
+        // `G` (if `finish` has not ended it) makes the guard thaw and exit; only an agent that
+        // died closes the pipe without a word.
+        if let Some(control) = self.control.take() {
+            let _ = nix::unistd::write(&control, &[GAVE_UP]);
+            drop(control);
             let _ = nix::sys::wait::waitpid(self.pid, None);
         }
     }
@@ -209,6 +226,8 @@ struct ChildArgs {
     fd_count: usize,
     max_freeze_ns: i64,
     record: *const libc::c_char,
+    /// Where to note that the agent died (null: nowhere).
+    died_note: *const libc::c_char,
     /// The `rcu_expedited` knob (-1: none) and the value to write back.
     rcu_fd: RawFd,
     rcu_previous: u8,
@@ -323,8 +342,20 @@ unsafe fn guard_main(args: &ChildArgs) -> ! {
             if r == 1 && byte == DONE {
                 libc::_exit(0);
             }
-            // End-of-file (the agent is gone or gave up) or anything unexpected: thaw.
+            // The agent gave up, died (end-of-file), or said something unexpected: thaw.
             thaw_all(args);
+            if r == 0 && !args.died_note.is_null() {
+                // SAFETY: open and close on a NUL-terminated path prepared before the fork;
+                // everything is thawed, so the note cannot land on a frozen filesystem.
+                let fd = libc::open(
+                    args.died_note,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o600,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
             libc::_exit(0);
         }
     }

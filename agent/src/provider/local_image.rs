@@ -5,7 +5,8 @@
 
 use crate::freeze::sys;
 use crate::transaction::ports::{
-    Completion, OwnedNames, ProviderError, Pruned, Registration, SnapshotInfo, SnapshotProvider, Target,
+    Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotInfo, SnapshotProvider,
+    Target,
 };
 use serde::Serialize;
 use std::fs::File;
@@ -344,7 +345,7 @@ impl SnapshotProvider for LocalImage {
         Ok(found)
     }
 
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         let mine: Vec<SnapshotInfo> = self
             .list()
             .await?
@@ -352,6 +353,7 @@ impl SnapshotProvider for LocalImage {
             .filter(|s| ours.is_ours(&s.name))
             .collect();
         let excess = mine.len().saturating_sub(keep_last);
+        let kept = mine.len() - excess;
         let mut pruned = Vec::new();
         for old in mine.into_iter().take(excess) {
             let dir = self.image_dir.join(&old.name);
@@ -362,7 +364,7 @@ impl SnapshotProvider for LocalImage {
                 name: old.name,
             });
         }
-        Ok(pruned)
+        Ok(Retained { pruned, kept })
     }
 
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError> {

@@ -172,6 +172,9 @@ pub struct AgentStatus {
     /// The last run's report; absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_result: Option<Report>,
+    /// The record of the last runs (`history.file`); absent from agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::History>,
 }
 
 /// The object served at [`OBJECT_PATH`].
@@ -664,6 +667,7 @@ impl Agent {
             frozen: runtime_dir.record_path().exists(),
             running_job: self.busy().unwrap_or(0),
             last_result: self.last_report(&settings),
+            history: Some(crate::history::History::load(&settings.history.file)),
         }))
     }
 
@@ -715,7 +719,7 @@ impl Agent {
             .prune(0, &named)
             .await
             .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
-        Ok(deleted.iter().map(wire::to_dict).collect())
+        Ok(deleted.pruned.iter().map(wire::to_dict).collect())
     }
 
     /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
@@ -739,7 +743,7 @@ impl Agent {
             .prune(keep_last as usize, &job::own_names(&settings))
             .await
             .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
-        Ok(pruned.iter().map(wire::to_dict).collect())
+        Ok(pruned.pruned.iter().map(wire::to_dict).collect())
     }
 
     /// The emergency exit, as `freezeframe-agent thaw`: thaws what a dead agent's record lists
@@ -894,6 +898,24 @@ pub enum ServiceError {
         /// What failed.
         source: zbus::Error,
     },
+    #[error("cannot serve metrics on {address} (metrics.listen): {source}")]
+    /// The metrics address could not be bound (in use, or not this machine's).
+    Metrics {
+        /// `metrics.listen`.
+        address: std::net::SocketAddr,
+        #[source]
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Ends a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves until idle for `agent.idle_exit`, or until SIGTERM/SIGINT (after the running job
@@ -944,7 +966,24 @@ pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
-    let idle_exit = settings.service.idle_exit;
+    // Metrics served here need an agent that stays: no idle exit then.
+    let _metrics = match settings.metrics.listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| ServiceError::Metrics { address, source })?;
+            tracing::info!("serving metrics at http://{address}/metrics");
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve_http(
+                listener,
+                settings.clone(),
+            ))))
+        }
+        None => None,
+    };
+    let idle_exit = match settings.metrics.listen {
+        Some(_) => Duration::MAX,
+        None => settings.service.idle_exit,
+    };
     loop {
         tokio::select! {
             _ = tick.tick() => {

@@ -18,8 +18,8 @@ pub use report::{ms, FilesystemsReport, GroupReport, Phase, PhaseTiming, Quiesce
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    ApiUsage, Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord,
-    ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
+    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment,
+    QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,9 @@ impl Recorder<'_> {
         }
     }
 
-    fn finish(mut self, usage: ApiUsage) -> Report {
+    fn finish(mut self, provider: &dyn SnapshotProvider) -> Report {
+        let usage = provider.usage();
+        self.report.droplet_id = provider.droplet_id();
         self.report.provider_calls = usage.calls;
         self.report.provider_budget = usage.budget;
         let ok = self.report.status == Status::Succeeded;
@@ -314,7 +316,7 @@ impl Transaction<'_> {
             Err(refusal) => {
                 rec.fail(Phase::Preflight, refusal.message);
                 rec.report.setup_error = refusal.setup;
-                return rec.finish(self.provider.usage());
+                return rec.finish(self.provider);
             }
         }
         // From here on, every quiescer whose prepare started is resumed, on every path.
@@ -334,7 +336,7 @@ impl Transaction<'_> {
                 self.prune(&mut rec, completed).await;
             }
         }
-        rec.finish(self.provider.usage())
+        rec.finish(self.provider)
     }
 
     /// The report before anything ran: every quiescer listed, nothing prepared.
@@ -436,6 +438,7 @@ impl Transaction<'_> {
         }
         rec.enter(Phase::Thaw);
         let thaw = self.filesystems.thaw();
+        rec.report.guard_event = thaw.guard_event;
         rec.report.frozen_ms = ms(thaw.frozen_for);
         rec.report.freezing_ms = ms(outcome.freezing);
         rec.report.thawing_ms = ms(thaw.thawing);
@@ -675,7 +678,10 @@ impl Transaction<'_> {
         if completed && rec.report.status == Status::Succeeded {
             rec.enter(Phase::Prune);
             match self.provider.prune(retention.keep_last, &retention.ours).await {
-                Ok(pruned) => rec.report.pruned = pruned,
+                Ok(retained) => {
+                    rec.report.pruned = retained.pruned;
+                    rec.report.snapshots_kept = Some(retained.kept as u64);
+                }
                 Err(e) => rec.fail(Phase::Prune, format!("retention failed: {}", error_chain(&e))),
             }
         } else if !self.spec.wait {

@@ -162,8 +162,18 @@ impl FilesystemsError {
     }
 }
 
+/// What retention did: the snapshots it deleted, and how many of this machine's it kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// The snapshots deleted.
+    pub pruned: Vec<Pruned>,
+    /// This machine's snapshots left.
+    pub kept: usize,
+}
+
 /// What the guard did on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GuardEvent {
     /// The deadline passed: the guard thawed every target.
     DeadlineThawed,
@@ -627,9 +637,13 @@ pub trait SnapshotProvider: Send {
             self.name()
         )))
     }
+    /// The Droplet its snapshots are of, once preflight learned it.
+    fn droplet_id(&self) -> Option<u64> {
+        None
+    }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
     /// Works outside a transaction too.
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         let _ = (keep_last, ours);
         Err(ProviderError::new(format!(
             "the {} provider does not delete old snapshots",

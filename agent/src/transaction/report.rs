@@ -1,6 +1,8 @@
 //! The result of one snapshot transaction, as printed by `snapshot --json`.
 
-use super::ports::{ApiBudget, Consistency, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef};
+use super::ports::{
+    ApiBudget, Consistency, GuardEvent, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef,
+};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -191,6 +193,15 @@ pub struct Report {
     /// For a member of a consistency group: the group and its barriers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupReport>,
+    /// The Droplet the snapshot is of, when the provider has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub droplet_id: Option<u64>,
+    /// What the thaw guard did on its own during the window, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_event: Option<GuardEvent>,
+    /// This machine's snapshots left after retention, when retention ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_kept: Option<u64>,
     /// Each phase, in order.
     pub phases: Vec<PhaseTiming>,
 }
@@ -225,6 +236,9 @@ impl Report {
             provider_calls: 0,
             provider_budget: None,
             group: None,
+            droplet_id: None,
+            guard_event: None,
+            snapshots_kept: None,
             phases: Vec::new(),
         }
     }

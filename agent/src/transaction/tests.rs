@@ -4,7 +4,7 @@ use super::*;
 use crate::naming::{NameTemplate, OwnNames, SnapshotName};
 use ports::{
     ClaimLimit, Completion, DevNum, FilesystemsError, FreezeOutcome, OwnedNames, ProviderError, Pruned,
-    QuiesceError, Target, ThawReport,
+    QuiesceError, Retained, Target, ThawReport,
 };
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
@@ -169,21 +169,24 @@ impl SnapshotProvider for FakeProvider {
             Behaviour::Hangs => std::future::pending().await,
         }
     }
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         note(&self.log, format!("provider.prune {keep_last}"));
         if self.prune == Behaviour::Fails {
             return Err(ProviderError::new("HTTP 403"));
         }
         let mine: Vec<&String> = self.existing.iter().filter(|n| ours.is_ours(n)).collect();
         let excess = mine.len().saturating_sub(keep_last);
-        Ok(mine
-            .into_iter()
-            .take(excess)
-            .map(|n| Pruned {
-                id: format!("id-{n}"),
-                name: n.clone(),
-            })
-            .collect())
+        Ok(Retained {
+            kept: mine.len() - excess,
+            pruned: mine
+                .into_iter()
+                .take(excess)
+                .map(|n| Pruned {
+                    id: format!("id-{n}"),
+                    name: n.clone(),
+                })
+                .collect(),
+        })
     }
     async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
         note(&self.log, format!("provider.wait {}", r.action_id));

@@ -20,7 +20,7 @@ pub use types::{
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
     ApiBudget, ApiUsage, ClaimLimit, Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled,
-    Registration, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -618,7 +618,11 @@ impl SnapshotProvider for DigitalOcean {
         Ok(snapshots)
     }
 
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Vec<Pruned>, ProviderError> {
+    fn droplet_id(&self) -> Option<u64> {
+        (self.droplet_id != 0).then_some(self.droplet_id)
+    }
+
+    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         self.ensure_connected(&["droplet:read", "image:read", RETENTION_SCOPE])
             .await?;
         let client = self.client()?;
@@ -632,6 +636,7 @@ impl SnapshotProvider for DigitalOcean {
             .collect();
         mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         let excess = mine.len().saturating_sub(keep_last);
+        let kept = mine.len() - excess;
         let mut pruned = Vec::new();
         for old in mine.into_iter().take(excess) {
             client
@@ -647,6 +652,6 @@ impl SnapshotProvider for DigitalOcean {
         if self.settings.volumes {
             pruned.extend(self.prune_volumes(keep_last, ours).await?);
         }
-        Ok(pruned)
+        Ok(Retained { pruned, kept })
     }
 }

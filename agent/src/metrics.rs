@@ -1,0 +1,349 @@
+//! Prometheus metrics from the run history, for alerts on backups that stopped working: the
+//! text exposition format, written for node_exporter's textfile collector (`freezeframe.prom`,
+//! replaced atomically after every run and drill, never while anything is frozen) and served
+//! over HTTP on a loopback address when `metrics.listen` is set. Names follow Velero's and
+//! restic's exporters, units in the names.
+
+use crate::config::Settings;
+use crate::history::{History, LastDrill, RunRecord};
+use crate::transaction::ports::Consistency;
+use crate::transaction::Status;
+use std::fmt::Write;
+use std::path::Path;
+
+/// The file node_exporter's textfile collector reads.
+pub const TEXTFILE: &str = "freezeframe.prom";
+
+/// Every consistency level a run can claim.
+const LEVELS: [Consistency; 3] = [
+    Consistency::Application,
+    Consistency::Filesystem,
+    Consistency::Crash,
+];
+
+/// One metric family: its help, type, and samples (labels beyond `droplet`, value).
+struct Family<'a> {
+    out: &'a mut String,
+    labels: &'a str,
+}
+
+impl Family<'_> {
+    fn begin(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, extra: &[(&str, &str)], value: f64) {
+        let mut labels = self.labels.to_string();
+        for (key, v) in extra {
+            let _ = write!(labels, ",{key}=\"{}\"", escape(v));
+        }
+        let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.begin(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value as the exposition format needs it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics of `history` (and of the last scheduled drill, when there was one), labelled
+/// with the Droplet (`droplet`: its id, or this host's name where the provider has none) and,
+/// for the last run's own figures, its consistency group.
+pub fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> String {
+    let last = history.runs.last();
+    let droplet = last
+        .and_then(|r| r.droplet_id)
+        .map_or_else(|| host.to_string(), |id| id.to_string());
+    let base = format!("droplet=\"{}\"", escape(&droplet));
+    let mut out = String::new();
+    let mut f = Family {
+        out: &mut out,
+        labels: &base,
+    };
+    f.begin(
+        "freezeframe_runs_total",
+        "counter",
+        "Snapshot runs since the record began, by result.",
+    );
+    f.sample(
+        "freezeframe_runs_total",
+        &[("result", "succeeded")],
+        history.totals.succeeded as f64,
+    );
+    f.sample(
+        "freezeframe_runs_total",
+        &[("result", "failed")],
+        history.totals.failed as f64,
+    );
+    f.begin(
+        "freezeframe_guard_thaws_total",
+        "counter",
+        "Freezes the thaw guard ended on its own, by reason.",
+    );
+    f.sample(
+        "freezeframe_guard_thaws_total",
+        &[("reason", "deadline")],
+        history.totals.guard_deadline_thaws as f64,
+    );
+    f.sample(
+        "freezeframe_guard_thaws_total",
+        &[("reason", "agent_died")],
+        history.totals.guard_agent_died_thaws as f64,
+    );
+    if let Some(success) = history.last_success() {
+        f.gauge(
+            "freezeframe_last_success_timestamp_seconds",
+            "When the last successful snapshot run ended, in seconds since the Unix epoch.",
+            success.finished_unix.floor(),
+        );
+    }
+    if let Some(run) = last {
+        last_run(&mut out, &base, run);
+    }
+    if let Some(drill) = drill {
+        let mut f = Family {
+            out: &mut out,
+            labels: &base,
+        };
+        f.gauge(
+            "freezeframe_last_verification_timestamp_seconds",
+            "When the last scheduled restore drill ran, in seconds since the Unix epoch.",
+            drill.unix_seconds as f64,
+        );
+        f.gauge(
+            "freezeframe_last_verification_success",
+            "Whether the last scheduled restore drill verified its snapshot (1) or not (0).",
+            f64::from(u8::from(drill.verified)),
+        );
+    }
+    out
+}
+
+/// The last run's own figures, with its group when it was a member of one.
+fn last_run(out: &mut String, base: &str, run: &RunRecord) {
+    let labels = match &run.group {
+        Some(group) => format!("{base},group=\"{}\"", escape(group)),
+        None => base.to_string(),
+    };
+    let mut f = Family { out, labels: &labels };
+    f.gauge(
+        "freezeframe_last_attempt_timestamp_seconds",
+        "When the last snapshot run ended, in seconds since the Unix epoch.",
+        run.finished_unix.floor(),
+    );
+    f.gauge(
+        "freezeframe_last_run_success",
+        "Whether the last snapshot run succeeded (1) or failed (0).",
+        f64::from(u8::from(run.status == Status::Succeeded)),
+    );
+    f.begin(
+        "freezeframe_last_run_consistency",
+        "gauge",
+        "The consistency the last run's snapshot achieved: 1 for its level, 0 for the others (all 0: no snapshot).",
+    );
+    for level in LEVELS {
+        let name = level.as_str();
+        let achieved = run.status == Status::Succeeded && run.consistency == Some(level);
+        f.sample(
+            "freezeframe_last_run_consistency",
+            &[("consistency", name)],
+            f64::from(u8::from(achieved)),
+        );
+    }
+    for (name, help, ms) in [
+        (
+            "freezeframe_last_run_frozen_seconds",
+            "How long the last run kept the filesystems frozen (writes blocked).",
+            run.frozen_ms,
+        ),
+        (
+            "freezeframe_last_run_request_seconds",
+            "How long the last run's snapshot request took, inside the frozen window.",
+            run.request_ms,
+        ),
+        (
+            "freezeframe_last_run_quiesce_seconds",
+            "How long the last run spent quiescing databases and hooks.",
+            run.quiesce_ms,
+        ),
+        (
+            "freezeframe_last_run_duration_seconds",
+            "How long the last run took from start to end.",
+            run.total_ms,
+        ),
+    ] {
+        f.gauge(name, help, ms / 1000.0);
+    }
+    if let Some(kept) = run.snapshots_kept {
+        f.gauge(
+            "freezeframe_snapshots_kept",
+            "This machine's snapshots left after the last run's retention.",
+            kept as f64,
+        );
+    }
+}
+
+/// The metrics as they stand: the history in `history.file` and the drill in
+/// `verify.state_file`.
+pub fn current(settings: &Settings) -> String {
+    let history = History::load(&settings.history.file);
+    let drill = LastDrill::load(&settings.verify.state_file);
+    render(&history, drill.as_ref(), &crate::naming::hostname())
+}
+
+/// Writes the current metrics for node_exporter when `metrics.textfile_dir` is set: after a
+/// run (its thaw and resumes long done) and after a drill.
+pub fn publish(settings: &Settings) {
+    if let Some(dir) = &settings.metrics.textfile_dir {
+        write_textfile(dir, &current(settings));
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped: each answer read afresh from
+/// the history and drill files. A minimal HTTP/1.1 responder, one request per connection
+/// (Prometheus and do-agent scrape that way); a slow or oversized request is dropped.
+pub async fn serve_http(listener: tokio::net::TcpListener, settings: Settings) {
+    let settings = std::sync::Arc::new(settings);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let bound = std::time::Duration::from_secs(10);
+            let _ = tokio::time::timeout(bound, answer(stream, &settings)).await;
+        });
+    }
+}
+
+/// Reads one request's head and answers it.
+async fn answer(mut stream: tokio::net::TcpStream, settings: &Settings) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET" | "HEAD", "/metrics") => ("200 OK", current(settings)),
+        ("GET" | "HEAD", _) => ("404 Not Found", "freezeframe serves /metrics only\n".to_string()),
+        _ => ("405 Method Not Allowed", "GET /metrics\n".to_string()),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Writes `text` as [`TEXTFILE`] in `dir`, atomically (the collector never reads half a file).
+/// A directory that does not exist means no collector here: one log line, nothing written.
+pub fn write_textfile(dir: &Path, text: &str) {
+    if !dir.is_dir() {
+        tracing::info!(
+            "no metrics written: {} does not exist (node_exporter's textfile collector; metrics.textfile_dir)",
+            dir.display()
+        );
+        return;
+    }
+    let file = dir.join(TEXTFILE);
+    if let Err(e) = crate::history::replace_file(&file, text.as_bytes(), 0o644) {
+        tracing::warn!("cannot write the metrics to {}: {e}", file.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: Status, consistency: Option<Consistency>, group: Option<&str>) -> RunRecord {
+        RunRecord {
+            started_unix: 1_764_000_000.5,
+            finished_unix: 1_764_000_001.9,
+            status,
+            consistency,
+            snapshot_name: "web-1".into(),
+            snapshot_id: None,
+            droplet_id: Some(3164444),
+            group: group.map(String::from),
+            quiesce_ms: 12.0,
+            frozen_ms: 305.0,
+            request_ms: 301.0,
+            total_ms: 1400.0,
+            guard_deadline_thaw: false,
+            snapshots_kept: Some(7),
+            positions: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn each_family_once_with_its_units_and_the_achieved_level_alone_set() {
+        let mut history = History::default();
+        history.add(run(Status::Succeeded, Some(Consistency::Application), None), 10);
+        history.add(run(Status::Failed, Some(Consistency::Crash), Some("g-1")), 10);
+        let text = render(
+            &history,
+            Some(&LastDrill {
+                unix_seconds: 1_764_000_100,
+                snapshot: "web-1".into(),
+                verified: true,
+            }),
+            "web",
+        );
+        assert!(
+            text.contains("freezeframe_runs_total{droplet=\"3164444\",result=\"succeeded\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezeframe_runs_total{droplet=\"3164444\",result=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("freezeframe_last_success_timestamp_seconds{droplet=\"3164444\"} 1764000001\n"));
+        assert!(text.contains("freezeframe_last_run_success{droplet=\"3164444\",group=\"g-1\"} 0\n"));
+        assert!(
+            text.contains("freezeframe_last_run_consistency{droplet=\"3164444\",group=\"g-1\",consistency=\"crash\"} 0\n"),
+            "a failed run achieved no level: {text}"
+        );
+        assert!(
+            text.contains("freezeframe_last_run_frozen_seconds{droplet=\"3164444\",group=\"g-1\"} 0.305\n")
+        );
+        assert!(text.contains("freezeframe_last_verification_success{droplet=\"3164444\"} 1\n"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert_eq!(text.matches(line).count(), 1, "{line} twice");
+        }
+    }
+
+    #[test]
+    fn without_a_droplet_the_host_labels_the_metrics_and_labels_are_escaped() {
+        let mut history = History::default();
+        let mut local = run(Status::Succeeded, Some(Consistency::Filesystem), Some("a\"b"));
+        local.droplet_id = None;
+        history.add(local, 10);
+        let text = render(&history, None, "web\\1");
+        assert!(text.contains("freezeframe_last_run_consistency{droplet=\"web\\\\1\",group=\"a\\\"b\",consistency=\"filesystem\"} 1\n"), "{text}");
+        assert!(!text.contains("verification"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Knowing that backups work without logging in: the run history (`freezeframe status`), the
+//! metrics node_exporter's textfile collector reads, and the same served over HTTP by the
+//! agent, each checked by Prometheus's own `promtool`.
+
+use crate::service::{json_of, stderr, Served};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// What `promtool check metrics` says of `text`: None when it is clean, or why it is not. It
+/// lints too (names, units, help), as Prometheus's own CI does.
+fn promtool(text: &str) -> Option<String> {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("promtool: {e} (.ci/run installs it from Debian's prometheus package)"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!out.status.success() || !said.trim().is_empty()).then_some(said)
+}
+
+/// One HTTP/1.1 GET on loopback: the status line and the body.
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn runs_are_recorded_and_their_metrics_are_written_and_served_as_prometheus_reads_them() {
+    let port = free_port();
+    let textfiles = tempfile::tempdir().unwrap();
+    let served = Served::start_with(
+        "idle_exit = \"1s\"\n",
+        &[],
+        &format!(
+            "[metrics]\ntextfile_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n",
+            textfiles.path().display().to_string()
+        ),
+    );
+    let first = json_of(&served.cli(&["snapshot", "--json", "--name", "kept-1"]));
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    // A run that fails: a hook refuses to freeze.
+    let hooks = served.fs.dir.path().join("etc/hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(
+        hooks.join("10-no"),
+        "#!/bin/sh\n[ \"$1\" = freeze ] && exit 3\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(hooks.join("10-no"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let second = served.cli(&["snapshot", "--json", "--name", "refused-2"]);
+    assert_eq!(json_of(&second)["status"], "failed", "{}", stderr(&second));
+
+    // The textfile: replaced after each run, readable by node_exporter's user, clean for promtool.
+    let file = textfiles.path().join("freezeframe.prom");
+    let text = std::fs::read_to_string(&file).expect("freezeframe.prom written");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(
+        std::fs::read_dir(textfiles.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+    if let Some(why) = promtool(&text) {
+        panic!("promtool check metrics: {why}\n{text}");
+    }
+    assert_eq!(
+        sample(&text, "freezeframe_runs_total{droplet=").unwrap_or(-1.0),
+        1.0,
+        "{text}"
+    );
+    assert!(text.contains("result=\"failed\"} 1\n"), "{text}");
+    assert_eq!(
+        sample(&text, "freezeframe_last_run_success{").unwrap(),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("consistency=\"application\"} 0\n") && text.contains("consistency=\"filesystem\"} 0\n"),
+        "a failed run achieved no level: {text}"
+    );
+    assert!(sample(&text, "freezeframe_last_success_timestamp_seconds{").unwrap() > 1.7e9);
+
+    // Served over HTTP, past the idle exit (metrics keep the agent up), the same text.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, text);
+    assert_eq!(get(port, "/").0, "HTTP/1.1 404 Not Found");
+
+    // `status` lists the runs, newest first; --json carries the whole record.
+    let out = served.cli(&["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("runs recorded: 1 succeeded, 1 failed"),
+        "{shown}{}",
+        stderr(&out)
+    );
+    let refused = shown.find("refused-2").expect("the failed run listed");
+    let kept = shown.find("kept-1").expect("the first run listed");
+    assert!(refused < kept, "newest first: {shown}");
+    let status = json_of(&served.cli(&["status", "--json"]));
+    let runs = status["history"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{status:#}");
+    assert_eq!(runs[0]["consistency"], "filesystem", "{status:#}");
+    assert!(runs[1]["error"].as_str().unwrap().contains("10-no"), "{status:#}");
+    let history = served.fs.dir.path().join("etc/history.json");
+    assert_eq!(
+        std::fs::metadata(&history).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the record is root's"
+    );
+}
+
+#[test]
+fn the_shipped_alert_rules_fire_when_they_should_and_not_before() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for args in [
+        vec!["check", "rules", "packaging/prometheus/freezeframe-alerts.yml"],
+        vec!["test", "rules", "tests/fixtures/prometheus/alerts-test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&root)
+            .output()
+            .unwrap_or_else(|e| panic!("promtool: {e} (.ci/run installs it)"));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_metrics_address_off_this_machine_is_refused_with_what_to_write() {
+    let fs = freezeframe_tests::scratch_fs(freezeframe_tests::Fs::Ext4);
+    let config = freezeframe_tests::local_image_config(&fs, "");
+    let dir = config.with_file_name("config.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (listen, why) in [
+        ("0.0.0.0:9846", "not a loopback address"),
+        ("localhost", "not an address and port"),
+    ] {
+        std::fs::write(dir.join("m.toml"), format!("[metrics]\nlisten = {listen:?}\n")).unwrap();
+        let out = Command::new(freezeframe_tests::agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("plan")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{listen}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("metrics.listen") && err.contains(why),
+            "{listen}: {err}"
+        );
+    }
+    assert!(Path::new(&config).exists());
+}

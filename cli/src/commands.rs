@@ -570,9 +570,13 @@ pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
     }
     let with_ids = list.iter().any(|s| s.id != s.name);
     let drilled = list.iter().any(|s| s.drill.is_some());
+    let recorded = list.iter().any(|s| s.consistency.is_some());
     let mut table = vec![vec!["CREATED".to_string(), "SIZE".into(), "NAME".into()]];
     if with_ids {
         table[0].push("ID".into());
+    }
+    if recorded {
+        table[0].push("CONSISTENCY".into());
     }
     if drilled {
         table[0].push("RESTORE DRILL".into());
@@ -585,6 +589,9 @@ pub fn snapshots_text(list: &[SnapshotInfo]) -> String {
         let mut row = vec![s.created_at.clone(), size, s.name.clone()];
         if with_ids {
             row.push(s.id.clone());
+        }
+        if recorded {
+            row.push(s.consistency.map_or("-", |c| c.as_str()).into());
         }
         if drilled {
             row.push(

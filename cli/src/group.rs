@@ -680,6 +680,7 @@ mod tests {
             size_bytes: None,
             drill: None,
             group: group.map(String::from),
+            consistency: None,
         }
     }
 

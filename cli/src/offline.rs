@@ -14,8 +14,10 @@
 use crate::client::Target;
 use crate::commands::{Exit, Failure};
 use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
+use freezeframe_agent::provider::digitalocean::labels;
 use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
 use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
+use freezeframe_agent::transaction::ports::RecordedConsistency;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,6 +255,9 @@ pub struct OfflineReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_downtime_ms: Option<f64>,
     pub steps: Vec<Step>,
+    /// What did not fail the run but matters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -395,6 +400,12 @@ pub async fn snapshot(
                 Some(first) => format!("{first}; and {why}"),
                 None => why,
             });
+        }
+    }
+    // Recorded once the Droplet runs again: the tags cost no downtime.
+    if run.report.error.is_none() && run.report.consistency.is_some() {
+        if let Err(why) = run.label().await {
+            run.report.warnings.push(why);
         }
     }
     run.report.succeeded = run.report.error.is_none();
@@ -577,6 +588,31 @@ impl Run<'_> {
             }
             backoff.pause().await;
         }
+    }
+
+    /// Tags the snapshot and the volumes' with `freezeframe:offline`, as live runs record their
+    /// level: the control panel, `doctl` and `freezeframe list` show it.
+    async fn label(&self) -> Result<(), String> {
+        let name = &self.report.snapshot_name;
+        let images: Vec<String> = self
+            .client
+            .droplet_snapshots(self.id)
+            .await
+            .map_err(|e| api("the snapshot is taken, but it could not be found to tag it", e))?
+            .into_iter()
+            .filter(|s| &s.name == name)
+            .map(|s| s.id.to_string())
+            .collect();
+        let tag = labels::consistency_tag(RecordedConsistency::Offline);
+        self.client
+            .tag_snapshots(&tag, &images, &self.report.volume_snapshots)
+            .await
+            .map_err(|e| {
+                api(
+                    &format!("the snapshot is taken, but it could not be tagged {tag}"),
+                    e,
+                )
+            })
     }
 
     /// Powers the Droplet on once nothing holds it, waits until it is active, and clears the

@@ -384,8 +384,13 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         "the drill left its Droplet"
     );
 
+    // The sandboxed agent keeps its record of the run, root's alone.
+    assert_eq!(machine.sh("stat -c %a /var/lib/freezeframe/history.json"), "600");
+
     // The scheduled snapshot: one command enables the timer; its service runs the CLI against
-    // the agent on the container's own system bus.
+    // the agent on the container's own system bus. node_exporter's textfile directory exists
+    // (as prometheus-node-exporter makes it): the agent's metrics land there.
+    machine.sh("install -d /var/lib/prometheus/node-exporter");
     machine.sh("systemctl enable --now freezeframe-snapshot.timer");
     assert_eq!(
         machine.sh("systemctl is-enabled freezeframe-snapshot.timer"),
@@ -402,6 +407,16 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     assert!(machine
         .sh("journalctl -u freezeframe-snapshot.service --no-pager")
         .contains("succeeded"));
+    let metrics = machine.sh("cat /var/lib/prometheus/node-exporter/freezeframe.prom");
+    assert!(
+        metrics.contains("freezeframe_runs_total{droplet=\"3164444\",result=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(
+        machine.sh("stat -c %a /var/lib/prometheus/node-exporter/freezeframe.prom"),
+        "644",
+        "readable by node_exporter's user"
+    );
     // Its success starts the restore drill's unit, which does nothing while verify.schedule is
     // off (the default), and says so.
     let deadline = Instant::now() + Duration::from_secs(60);

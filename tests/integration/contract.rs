@@ -310,7 +310,12 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
         server.sim.restored_volume_ids().is_empty(),
         "the drill's volume is gone"
     );
-    assert_eq!(server.sim.image_tags(&snapshot_id), ["freezeframe-verified"]);
+    // The run's level (tagged through the proxy, with the volume's snapshot in the same call),
+    // then the drill's verdict.
+    assert_eq!(
+        server.sim.image_tags(&snapshot_id),
+        ["freezeframe:filesystem", "freezeframe-verified"]
+    );
     // An offline snapshot's calls: power states by the API's rules, answers as the spec says.
     rt.block_on(power_through_the_proxy(&prism.url, &server.sim));
 

@@ -6,6 +6,7 @@ use freezeframe_tests::sim::{Capture, Fault};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn check_records(image: &Path, dir: &Path, acked: u64) {
@@ -627,5 +628,54 @@ fn retention_waits_out_a_rate_limited_delete_as_a_get_would() {
     assert_eq!(
         droplet.server.sim.snapshot_names(),
         [second["snapshot_name"].as_str().unwrap()]
+    );
+}
+
+#[test]
+fn a_completed_snapshot_and_its_volumes_carry_the_consistency_reached_and_list_shows_it() {
+    let member = crate::fleet::serve(Droplet::with_volume(Duration::from_millis(100), "", true));
+    let sim = &member.droplet.server.sim;
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--bus-address", &member.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["snapshot", "--json", "--wait", "--name", "tagged"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert!(report["warnings"].as_array().unwrap().is_empty(), "{report:#}");
+    let level = report["consistency"].as_str().unwrap().to_string();
+    let image = report["snapshot_id"].as_str().unwrap().to_string();
+    let volume = report["volume_snapshots"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in [&image, &volume] {
+        assert_eq!(sim.image_tags(id), [format!("freezeframe:{level}")], "{id}");
+    }
+    // One call tags both; the tag is made only because the API said it did not exist yet.
+    let calls = sim.counters().calls;
+    let count = |call: &str| calls.iter().filter(|c| *c == call).count();
+    assert_eq!(count("POST /v2/tags"), 1, "{calls:?}");
+    assert_eq!(
+        count(&format!("POST /v2/tags/freezeframe%3A{level}/resources")),
+        2,
+        "{calls:?}"
+    );
+
+    let out = cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = listed.lines().next().unwrap_or_default();
+    let row = listed.lines().find(|l| l.contains("tagged")).unwrap_or_default();
+    assert!(
+        header.find("CONSISTENCY").is_some() && header.find("CONSISTENCY") == row.find(level.as_str()),
+        "the level in its column: {listed}"
     );
 }

@@ -186,6 +186,16 @@ fn a_group_of_droplets_requests_every_disk_and_volume_inside_one_cut() {
         let images = sim.images();
         assert_clean(Fs::Ext4, &images[name]);
         assert_clean(Fs::Xfs, &images[&format!("{name}@data")]);
+        // Each snapshot records its level and its group, as the control panel shows them.
+        let recorded = [
+            "freezeframe:filesystem".to_string(),
+            format!("freezeframe-group:{group}"),
+        ];
+        assert_eq!(sim.snapshot_tags(name), recorded);
+        assert_eq!(
+            sim.image_tags(volumes[0]["snapshot_id"].as_str().unwrap()),
+            recorded
+        );
     }
 
     // The group is deleted whole, by the call `prune --keep-groups` makes of each member:

@@ -88,6 +88,29 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
     );
     let counters = droplet.server.sim.counters();
     assert_eq!(counters.power_actions, ["shutdown", "power_on"]);
+    // Recorded on the snapshot and the volume's, after the power-on, as live runs record theirs.
+    let sim = &droplet.server.sim;
+    assert_eq!(
+        sim.snapshot_tags(report["snapshot_name"].as_str().unwrap()),
+        ["freezeframe:offline"]
+    );
+    assert_eq!(
+        sim.image_tags(report["volume_snapshots"][0].as_str().unwrap()),
+        ["freezeframe:offline"]
+    );
+    let tagged_at = counters
+        .calls
+        .iter()
+        .position(|c| c.starts_with("POST /v2/tags/freezeframe%3Aoffline"));
+    let powered_on_at = counters
+        .calls
+        .iter()
+        .rposition(|c| c == "POST /v2/droplets/3164444/actions");
+    assert!(
+        tagged_at > powered_on_at,
+        "tagged once running: {:?}",
+        counters.calls
+    );
     assert_eq!((counters.snapshot_posts, counters.volume_snapshot_posts), (1, 1));
     settled(&droplet, &state);
 

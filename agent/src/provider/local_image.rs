@@ -339,6 +339,7 @@ impl SnapshotProvider for LocalImage {
                 size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
                 drill: None,
                 group: None,
+                consistency: None,
             });
         }
         found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));

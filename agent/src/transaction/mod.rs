@@ -18,8 +18,8 @@ pub use report::{ms, FilesystemsReport, GroupReport, Phase, PhaseTiming, Quiesce
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};
 use ports::{
-    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment,
-    QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
+    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, Labels, MarkerRecord,
+    ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
 };
 use std::time::{Duration, Instant};
 
@@ -656,6 +656,18 @@ impl Transaction<'_> {
         rec.enter(Phase::Wait);
         match self.provider.wait_completed(registration).await {
             Ok(done) => {
+                if let Some(consistency) = rec.report.consistency {
+                    let labels = Labels {
+                        consistency,
+                        group: rec.report.group.as_ref().map(|g| g.id.clone()),
+                    };
+                    if let Err(e) = self.provider.label(registration, &done, &labels).await {
+                        rec.report.warnings.push(format!(
+                            "the snapshot is complete, but what the run achieved could not be recorded on it: {}",
+                            error_chain(&e)
+                        ));
+                    }
+                }
                 rec.report.snapshot_id = done.snapshot_id;
                 rec.report.snapshot_size_bytes = done.size_bytes;
                 true

@@ -517,6 +517,64 @@ pub struct Completion {
     pub size_bytes: Option<u64>,
 }
 
+/// The consistency recorded on a snapshot: what a live run reached, or `offline` (taken while
+/// the Droplet was off, by `snapshot --offline`: the strongest there is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordedConsistency {
+    /// Taken while the machine was off.
+    Offline,
+    /// See [`Consistency::Application`].
+    Application,
+    /// See [`Consistency::Filesystem`].
+    Filesystem,
+    /// See [`Consistency::Crash`].
+    Crash,
+}
+
+impl RecordedConsistency {
+    /// As reports and tags write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordedConsistency::Offline => "offline",
+            RecordedConsistency::Application => Consistency::Application.as_str(),
+            RecordedConsistency::Filesystem => Consistency::Filesystem.as_str(),
+            RecordedConsistency::Crash => Consistency::Crash.as_str(),
+        }
+    }
+
+    /// The level `text` names.
+    pub fn parse(text: &str) -> Option<RecordedConsistency> {
+        [
+            RecordedConsistency::Offline,
+            RecordedConsistency::Application,
+            RecordedConsistency::Filesystem,
+            RecordedConsistency::Crash,
+        ]
+        .into_iter()
+        .find(|level| level.as_str() == text)
+    }
+}
+
+impl From<Consistency> for RecordedConsistency {
+    fn from(level: Consistency) -> Self {
+        match level {
+            Consistency::Application => RecordedConsistency::Application,
+            Consistency::Filesystem => RecordedConsistency::Filesystem,
+            Consistency::Crash => RecordedConsistency::Crash,
+        }
+    }
+}
+
+/// What a run achieved, recorded on its snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    /// The consistency it reached.
+    pub consistency: Consistency,
+    /// The consistency group it was part of.
+    pub group: Option<String>,
+}
+
 /// A snapshot the provider holds, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
@@ -534,6 +592,9 @@ pub struct SnapshotInfo {
     /// The consistency group it belongs to, when its name says (the agent fills it in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The consistency its run recorded on it (a tag), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<RecordedConsistency>,
 }
 
 /// What a restore drill (`freezeframe verify`) found for a snapshot.
@@ -624,6 +685,17 @@ pub trait SnapshotProvider: Send {
     }
     /// Waits, after the thaw, until the snapshot is complete.
     async fn wait_completed(&mut self, registration: &Registration) -> Result<Completion, ProviderError>;
+    /// Records on the completed snapshot (and its volumes') what the run achieved, where the
+    /// provider keeps such records (DigitalOcean: tags the control panel and `doctl` show).
+    async fn label(
+        &mut self,
+        registration: &Registration,
+        completion: &Completion,
+        labels: &Labels,
+    ) -> Result<(), ProviderError> {
+        let _ = (registration, completion, labels);
+        Ok(())
+    }
     /// After a request that did not register (failed, timed out, or cut at the deadline), finds
     /// out, outside the window, whether the provider created a snapshot from it anyway. Never
     /// sends the request again: a retry could make a second snapshot.

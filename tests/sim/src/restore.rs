@@ -94,6 +94,16 @@ impl Sim {
             .collect()
     }
 
+    /// The tags on the Droplet snapshot named `name`.
+    pub fn snapshot_tags(&self, name: &str) -> Vec<String> {
+        let st = self.lock();
+        st.snapshots
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| st.image_tags.get(&s.id.to_string()).cloned())
+            .unwrap_or_default()
+    }
+
     /// The tags on a snapshot, by its id.
     pub fn image_tags(&self, snapshot_id: &str) -> Vec<String> {
         self.lock()

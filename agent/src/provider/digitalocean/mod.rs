@@ -7,6 +7,7 @@
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
 
 pub mod client;
+pub mod labels;
 pub mod limits;
 pub mod platform;
 mod restore;
@@ -19,8 +20,8 @@ pub use types::{
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
-    ApiBudget, ApiUsage, ClaimLimit, Completion, DevNum, OwnedNames, ProviderError, Pruned, Reconciled,
-    Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    ApiBudget, ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned,
+    Reconciled, Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use client::{ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub(crate) const SNAPSHOT_SCOPES: &[&str] =
     &["droplet:read", "droplet:update", "image:create", "actions:read"];
 /// The scopes snapshotting attached volumes needs as well.
 pub(crate) const VOLUME_SCOPES: &[&str] = &["block_storage:read", "block_storage_snapshot:create"];
+/// The scope that records a run's consistency on its snapshots (tags) with `--wait`; without
+/// it the run warns and the snapshots go untagged.
+pub(crate) const LABEL_SCOPE: &str = "tag:create";
 /// The scope retention needs as well.
 pub(crate) const RETENTION_SCOPE: &str = "image:delete";
 /// The scopes retention needs for the snapshots of attached volumes.
@@ -592,13 +596,16 @@ impl SnapshotProvider for DigitalOcean {
     async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
         self.ensure_connected(&["droplet:read", "image:read"]).await?;
         let (id, client) = (self.droplet_id, self.client()?);
+        // The account's Droplet snapshots, with their tags (the Droplet's own list has none).
         let mut snapshots: Vec<SnapshotInfo> = client
-            .droplet_snapshots(id)
+            .snapshots("droplet")
             .await
             .map_err(|e| api(&format!("cannot list the snapshots of Droplet {id}"), e))?
             .into_iter()
+            .filter(|s| s.resource_id == id.to_string())
             .map(|s| SnapshotInfo {
-                id: s.id.to_string(),
+                consistency: labels::recorded(s.tags.as_deref().unwrap_or_default()),
+                id: s.id,
                 name: s.name,
                 created_at: s.created_at,
                 size_bytes: Some((s.size_gigabytes * 1e9) as u64),
@@ -620,6 +627,33 @@ impl SnapshotProvider for DigitalOcean {
 
     fn droplet_id(&self) -> Option<u64> {
         (self.droplet_id != 0).then_some(self.droplet_id)
+    }
+
+    async fn label(
+        &mut self,
+        registration: &Registration,
+        completion: &Completion,
+        labels: &Labels,
+    ) -> Result<(), ProviderError> {
+        if let Some(client) = self.client.as_mut() {
+            client.add_scopes(&[LABEL_SCOPE]);
+        }
+        let client = self.client()?;
+        let images: Vec<String> = completion.snapshot_id.iter().cloned().collect();
+        let volumes: Vec<String> = registration
+            .volume_snapshots
+            .iter()
+            .map(|v| v.snapshot_id.clone())
+            .collect();
+        let mut tags = vec![labels::consistency_tag(labels.consistency.into())];
+        tags.extend(labels.group.as_deref().map(labels::group_tag));
+        for tag in tags {
+            client
+                .tag_snapshots(&tag, &images, &volumes)
+                .await
+                .map_err(|e| api(&format!("cannot tag the snapshots {tag}"), e))?;
+        }
+        Ok(())
     }
 
     async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {

@@ -100,11 +100,57 @@ impl Client {
 
     /// Takes `tag` off a Droplet.
     pub async fn untag_droplet(&self, tag: &str, id: u64) -> Result<(), ApiError> {
-        self.tag_resources(Method::DELETE, tag, &id.to_string(), "droplet")
-            .await
+        let id = id.to_string();
+        self.tag_resources(
+            Method::DELETE,
+            tag,
+            &[TagResource {
+                resource_id: &id,
+                resource_type: "droplet",
+            }],
+        )
+        .await
+    }
+
+    /// Puts `tag` on snapshots, Droplet snapshots (`images`) and `volume_snapshots`, in one
+    /// call; the tag is made only when the API says it does not exist yet (a second call, once).
+    pub async fn tag_snapshots(
+        &self,
+        tag: &str,
+        images: &[String],
+        volume_snapshots: &[String],
+    ) -> Result<(), ApiError> {
+        let resources: Vec<TagResource> = images
+            .iter()
+            .map(|id| TagResource {
+                resource_id: id,
+                resource_type: "image",
+            })
+            .chain(volume_snapshots.iter().map(|id| TagResource {
+                resource_id: id,
+                resource_type: "volume_snapshot",
+            }))
+            .collect();
+        match self.tag_resources(Method::POST, tag, &resources).await {
+            Err(ApiError::Status { status: 404, .. }) => {
+                self.create_tag(tag).await?;
+                self.tag_resources(Method::POST, tag, &resources).await
+            }
+            done => done,
+        }
     }
 
     async fn tag(&self, tag: &str, id: &str, resource_type: &'static str) -> Result<(), ApiError> {
+        self.create_tag(tag).await?;
+        let resource = [TagResource {
+            resource_id: id,
+            resource_type,
+        }];
+        self.tag_resources(Method::POST, tag, &resource).await
+    }
+
+    /// Makes `tag` (one that exists already is no error).
+    async fn create_tag(&self, tag: &str) -> Result<(), ApiError> {
         let _: serde_json::Value = self
             .call(
                 Method::POST,
@@ -113,23 +159,17 @@ impl Client {
                 self.timeout(),
             )
             .await?;
-        self.tag_resources(Method::POST, tag, id, resource_type).await
+        Ok(())
     }
 
-    /// Puts `tag` on one resource (POST) or takes it off (DELETE).
+    /// Puts `tag` on resources (POST) or takes it off (DELETE).
     async fn tag_resources(
         &self,
         method: Method,
         tag: &str,
-        id: &str,
-        resource_type: &'static str,
+        resources: &[TagResource<'_>],
     ) -> Result<(), ApiError> {
-        let body = TagResources {
-            resources: [TagResource {
-                resource_id: id,
-                resource_type,
-            }],
-        };
+        let body = TagResources { resources };
         let _: serde_json::Value = self
             .call(
                 method,

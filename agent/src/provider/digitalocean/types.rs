@@ -408,7 +408,7 @@ pub(crate) struct TagCreate<'a> {
 /// `POST /v2/tags/{tag}/resources`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TagResources<'a> {
-    pub resources: [TagResource<'a>; 1],
+    pub resources: &'a [TagResource<'a>],
 }
 
 #[derive(Debug, Clone, Serialize)]

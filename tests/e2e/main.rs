@@ -147,6 +147,121 @@ fn restoring_ssh(dir: &Path, machines: &Path, machine: &Container) -> PathBuf {
     script
 }
 
+/// `apt-get` in the machine, reading only freezeframe's source (the container has no network
+/// but loopback).
+const APT: &str = "apt-get -q -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/freezeframe.list \
+                   -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0";
+
+/// The packages in a signed apt repository (`packaging/build-apt-repo`), served on loopback.
+struct AptRepo {
+    key: TestKey,
+    dir: tempfile::TempDir,
+    http: StaticHttp,
+}
+
+impl AptRepo {
+    fn build(debs: &[PathBuf]) -> AptRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = AptRepo {
+            key: TestKey::new("freezeframe test archive"),
+            http: StaticHttp::serve(dir.path()),
+            dir,
+        };
+        repo.publish(debs);
+        repo
+    }
+
+    /// Puts `debs` in, replacing older versions, and signs it again.
+    fn publish(&self, debs: &[PathBuf]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/build-apt-repo");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(self.dir.path())
+            .arg(&self.key.fingerprint)
+            .args(debs)
+            .env("GNUPGHOME", self.key.home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-apt-repo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The machine's source for this repository, its packages checked with `keyring`.
+    fn add_source(&self, machine: &Container, keyring: &[u8]) {
+        let root = format!("/proc/{}/root", machine.pid);
+        std::fs::write(
+            format!("{root}/usr/share/keyrings/freezeframe-archive-keyring.gpg"),
+            keyring,
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{root}/etc/apt/sources.list.d/freezeframe.list"),
+            format!(
+                "deb [signed-by=/usr/share/keyrings/freezeframe-archive-keyring.gpg] {} bookworm main\n",
+                self.http.url
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// `deb` again as version `version`: a newer build of the same package, in `dir`.
+fn rebuilt(deb: &Path, version: &str, dir: &Path) -> PathBuf {
+    let tree = tempfile::tempdir().unwrap();
+    run(
+        "dpkg-deb",
+        &["-R", deb.to_str().unwrap(), tree.path().to_str().unwrap()],
+    );
+    let control = tree.path().join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let package = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Package: "))
+        .unwrap()
+        .to_string();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(_) => format!("Version: {version}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    let out = dir.join(format!("{package}_{version}_amd64.deb"));
+    run(
+        "dpkg-deb",
+        &[
+            "--root-owner-group",
+            "-Zxz",
+            "-b",
+            tree.path().to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+/// Waits until the agent in `machine` says it is frozen, in the run `cli` asked for.
+fn wait_frozen(machine: &Container, cli: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !machine
+        .unit_property("freezeframe-agent", "StatusText")
+        .contains("frozen")
+    {
+        if let Some(status) = cli.try_wait().unwrap() {
+            panic!(
+                "the snapshot ended ({status}) before it was seen frozen: {}",
+                cli.wait_with_output_ref()
+            );
+        }
+        assert!(Instant::now() < deadline, "the snapshot never froze");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn debs() -> Vec<PathBuf> {
     let dir = std::env::var_os("FREEZEFRAME_DEBS")
         .map(PathBuf::from)
@@ -231,12 +346,22 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         ],
     );
 
-    // The packages install cleanly; nothing runs until the first call.
-    let names: Vec<String> = debs
-        .iter()
-        .map(|d| format!("/debs/{}", d.file_name().unwrap().to_string_lossy()))
-        .collect();
-    machine.sh(&format!("dpkg -i {}", names.join(" ")));
+    // The packages install cleanly from the signed apt repository, as users install them
+    // (refused while the keyring lacks the archive's key); nothing runs until the first call.
+    let repo = AptRepo::build(&debs);
+    repo.add_source(&machine, &TestKey::new("someone else").keyring());
+    let refused = machine.exec(&["sh", "-c", &format!("{APT} update 2>&1")]);
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success() && said.contains("NO_PUBKEY"), "{said}");
+    repo.add_source(&machine, &repo.key.keyring());
+    machine.sh(&format!(
+        "{APT} update && DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends freezeframe-agent"
+    ));
+    assert_eq!(
+        machine.sh("dpkg-query -W -f='${Package} ${Version}\\n' freezeframe freezeframe-agent"),
+        "freezeframe 0.1.0-1\nfreezeframe-agent 0.1.0-1",
+        "the agent's dependency came with it"
+    );
     machine.sh("getent group freezeframe");
     // Each unit is sandboxed as the README says: systemd's own rating.
     for (unit, limit) in [
@@ -436,11 +561,43 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         "success"
     );
 
-    // An upgrade (here: the same packages again) keeps an edited configuration and does not
-    // restart the running agent.
+    // An upgrade from the repository to a newer build, while a snapshot is frozen: the edited
+    // configuration stays, the running agent is not restarted, and the snapshot completes.
     machine.sh("echo '# edited by the administrator' >> /etc/freezeframe/config.toml");
     let agent_pid = machine.unit_property("freezeframe-agent", "MainPID");
-    machine.sh(&format!("dpkg -i {}", names.join(" ")));
+    let newer = tempfile::tempdir().unwrap();
+    repo.publish(
+        &debs
+            .iter()
+            .map(|d| rebuilt(d, "0.1.0-2", newer.path()))
+            .collect::<Vec<_>>(),
+    );
+    sim.sim
+        .set_faults(vec!["POST /v2/droplets/=latency:3000".parse().unwrap()]);
+    let mut running = Command::new(cli_bin())
+        .args(["--ssh-command", ssh.to_str().unwrap(), "-H", "root@droplet"])
+        .args(["snapshot", "--json", "--wait", "--name", "e2e-upgrade"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_frozen(&machine, &mut running);
+    machine.sh(&format!(
+        "{APT} update && DEBIAN_FRONTEND=noninteractive {APT} install -y --only-upgrade freezeframe-agent freezeframe"
+    ));
+    let out = running.wait_with_output().unwrap();
+    sim.sim.set_faults(Vec::new());
+    let upgraded_during: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(upgraded_during["status"], "succeeded", "{upgraded_during:#}");
+    assert_eq!(
+        upgraded_during["consistency"], "application",
+        "{upgraded_during:#}"
+    );
+    assert_eq!(
+        machine.sh("dpkg-query -W -f='${Version}' freezeframe-agent"),
+        "0.1.0-2"
+    );
     assert!(machine
         .sh("cat /etc/freezeframe/config.toml")
         .contains("# edited by the administrator"));
@@ -456,14 +613,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !machine
-        .unit_property("freezeframe-agent", "StatusText")
-        .contains("frozen")
-    {
-        assert!(Instant::now() < deadline, "the second snapshot never froze");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_frozen(&machine, &mut pending);
     machine.sh("systemctl stop freezeframe-agent");
     machine.sh("timeout 10 sh -c 'echo thawed >> /vol/probe && sync /vol/probe'");
     machine.sh("test ! -e /run/freezeframe/frozen.json");

@@ -16,6 +16,7 @@ mod group;
 mod hooks;
 mod metrics;
 mod offline;
+mod packaging;
 mod phases;
 mod servers;
 mod service;

@@ -402,3 +402,134 @@ pub fn process_alive(pid: u32) -> bool {
         .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
+
+/// A static file server on loopback, as an apt repository's web server: `GET` and `HEAD` of
+/// the files under its root, one request per connection. Stops on drop.
+pub struct StaticHttp {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StaticHttp {
+    pub fn serve(root: &Path) -> StaticHttp {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (root, done) = (root.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = answer_file(stream, &root);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        StaticHttp {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Answers one request for a file under `root` (never outside it).
+fn answer_file(mut stream: std::net::TcpStream, root: &Path) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let mut words = first.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+    let relative = path.split('?').next().unwrap_or("").trim_start_matches('/');
+    let file = (!relative.split('/').any(|part| part == ".."))
+        .then(|| root.join(relative))
+        .filter(|f| f.is_file())
+        .and_then(|f| std::fs::read(f).ok());
+    let (status, body) = match file {
+        Some(body) => ("200 OK", body),
+        None => ("404 Not Found", b"not found\n".to_vec()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        stream.write_all(&body)?;
+    }
+    stream.flush()
+}
+
+impl Drop for StaticHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A signing key made for a test, in a keyring of its own (`GNUPGHOME`), removed on drop.
+pub struct TestKey {
+    pub home: tempfile::TempDir,
+    pub fingerprint: String,
+}
+
+impl TestKey {
+    pub fn new(name: &str) -> TestKey {
+        let home = tempfile::tempdir().unwrap();
+        let gpg = |args: &[&str]| {
+            let out = Command::new("gpg")
+                .env("GNUPGHOME", home.path())
+                .arg("--batch")
+                .args(args)
+                .output()
+                .expect("run gpg");
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &format!("{name} <archive@test.invalid>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listed = gpg(&["--with-colons", "--list-secret-keys"]);
+        let fingerprint = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("the new key's fingerprint")
+            .to_string();
+        TestKey { home, fingerprint }
+    }
+
+    /// The public key, binary, as a `signed-by` keyring.
+    pub fn keyring(&self) -> Vec<u8> {
+        Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--export", &self.fingerprint])
+            .output()
+            .expect("run gpg")
+            .stdout
+    }
+}

@@ -1,0 +1,64 @@
+//! What users meet before the agent runs: the cloud-init user-data example (a new Droplet set
+//! up at creation), checked by cloud-init's own schema validator in a Debian root made for it
+//! (not on this machine, whose next boot an installed cloud-init would act on).
+
+use freezeframe_tests::container;
+use std::path::Path;
+use std::process::Command;
+
+/// `cloud-init schema` on `user_data`, in `root`: whether it is valid, and what it said.
+fn schema(root: &Path, user_data: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user-data.yaml");
+    std::fs::write(&file, user_data).unwrap();
+    // A tmpfs over the root's /tmp, in a mount namespace of its own: the cached root is left as
+    // it was.
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs \"$1/tmp\" && cp \"$2\" \"$1/tmp/user-data.yaml\" && \
+             chroot \"$1\" cloud-init schema --config-file /tmp/user-data.yaml",
+        )
+        .arg("sh")
+        .arg(root)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn the_cloud_init_example_is_valid_user_data_and_a_mistake_in_it_is_caught() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("SKIPPED the cloud-init check: {why}");
+        return;
+    }
+    // python3-cffi-backend by name: debootstrap does not resolve the virtual packages
+    // python3-cryptography depends on.
+    let root = container::debian_root(&["cloud-init", "python3-cffi-backend"]);
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/cloud-init/user-data.yaml"),
+    )
+    .unwrap();
+    let (valid, said) = schema(&root, &example);
+    assert!(valid && said.contains("Valid cloud-config"), "{said}");
+    // What a hand-edit gets wrong, caught the same way.
+    for (wrong, why) in [
+        (
+            example.replace("permissions: \"0600\"", "permissions: 600"),
+            "permissions",
+        ),
+        (
+            example.replace("package_update: true", "package_update: sometimes"),
+            "package_update",
+        ),
+    ] {
+        let (valid, said) = schema(&root, &wrong);
+        assert!(!valid && said.contains(why), "{why}: {said}");
+    }
+}

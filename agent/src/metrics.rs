@@ -69,36 +69,29 @@ pub fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> Strin
         out: &mut out,
         labels: &base,
     };
-    f.begin(
-        "freezeframe_runs_total",
-        "counter",
-        "Snapshot runs since the record began, by result.",
-    );
-    f.sample(
-        "freezeframe_runs_total",
-        &[("result", "succeeded")],
-        history.totals.succeeded as f64,
-    );
-    f.sample(
-        "freezeframe_runs_total",
-        &[("result", "failed")],
-        history.totals.failed as f64,
-    );
-    f.begin(
-        "freezeframe_guard_thaws_total",
-        "counter",
-        "Freezes the thaw guard ended on its own, by reason.",
-    );
-    f.sample(
-        "freezeframe_guard_thaws_total",
-        &[("reason", "deadline")],
-        history.totals.guard_deadline_thaws as f64,
-    );
-    f.sample(
-        "freezeframe_guard_thaws_total",
-        &[("reason", "agent_died")],
-        history.totals.guard_agent_died_thaws as f64,
-    );
+    let totals = &history.totals;
+    for (name, help, label, counts) in [
+        (
+            "freezeframe_runs_total",
+            "Snapshot runs since the record began, by result.",
+            "result",
+            [("succeeded", totals.succeeded), ("failed", totals.failed)],
+        ),
+        (
+            "freezeframe_guard_thaws_total",
+            "Freezes the thaw guard ended on its own, by reason.",
+            "reason",
+            [
+                ("deadline", totals.guard_deadline_thaws),
+                ("agent_died", totals.guard_agent_died_thaws),
+            ],
+        ),
+    ] {
+        f.begin(name, "counter", help);
+        for (value, count) in counts {
+            f.sample(name, &[(label, value)], count as f64);
+        }
+    }
     if let Some(success) = history.last_success() {
         f.gauge(
             "freezeframe_last_success_timestamp_seconds",

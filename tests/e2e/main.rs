@@ -286,6 +286,42 @@ fn debs() -> Vec<PathBuf> {
     debs
 }
 
+/// The simulator for a Droplet named `name` whose disk is `volume`, its images in the
+/// volume's scratch folder.
+fn simulated_droplet(volume: &ScratchFs, id: u64, name: &str) -> SimServer {
+    let images = volume.dir.path().join("sim-images");
+    std::fs::create_dir_all(&images).unwrap();
+    SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: id,
+        droplet_name: name.into(),
+        disk: Some(volume.device.clone().into()),
+        image_dir: images,
+        action_delay: Duration::from_secs(1),
+        capture: Capture::Registration,
+        latency: Duration::from_millis(100),
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+        rate_limit: None,
+    })
+}
+
+/// A copy of the simulator's image of snapshot `name` (the volume), mounted under `dir`.
+fn restored_copy(sim: &SimServer, name: &str, dir: &Path) -> LoopFs {
+    let image = sim
+        .sim
+        .images()
+        .remove(name)
+        .expect("the simulator copied the volume");
+    let copy = dir.join("restored.img");
+    run(
+        "cp",
+        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    LoopFs::attach(Fs::Ext4, copy, &dir.join("restored")).expect("mount the restored copy")
+}
+
 /// Starts the PostgreSQL of this machine on a data directory restored from the image and
 /// counts the rows numbered up to `acked`.
 fn count_restored_rows(data: &Path, sockets: &Path, acked: u64) -> u64 {
@@ -312,22 +348,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     let debs = debs();
     let volume = scratch_fs_sized(Fs::Ext4, 256);
     let dir = volume.dir.path();
-    let images = dir.join("sim-images");
-    std::fs::create_dir_all(&images).unwrap();
-    let sim = SimServer::start(SimConfig {
-        token: TOKEN.into(),
-        droplet_id: 3164444,
-        droplet_name: "e2e-droplet".into(),
-        disk: Some(volume.device.clone().into()),
-        image_dir: images,
-        action_delay: Duration::from_secs(1),
-        capture: Capture::Registration,
-        latency: Duration::from_millis(100),
-        faults: Vec::new(),
-        volumes: Vec::new(),
-        fleet: Vec::new(),
-        rate_limit: None,
-    });
+    let sim = simulated_droplet(&volume, 3164444, "e2e-droplet");
     let debs_dir = debs[0].parent().unwrap().to_path_buf();
     let root = container::debian_root(&["postgresql", "openssh-client"]);
     let machine = Container::boot(
@@ -449,17 +470,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
     assert!(total > acked_before);
 
     // PostgreSQL starts on a copy of the captured volume with every row committed before.
-    let image = sim
-        .sim
-        .images()
-        .remove("e2e-1")
-        .expect("the simulator copied the volume");
-    let copy = dir.join("restored.img");
-    run(
-        "cp",
-        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
-    );
-    let restored = LoopFs::attach(Fs::Ext4, copy, &dir.join("restored")).expect("mount the restored copy");
+    let restored = restored_copy(&sim, "e2e-1", dir);
     let present = count_restored_rows(&restored.path("pg/data"), &dir.join("pg-sockets"), acked_before);
     drop(restored);
     assert_eq!(
@@ -751,22 +762,7 @@ fn an_offline_snapshot_shuts_the_machine_down_cleanly_and_boots_it_again() {
     let debs = debs();
     let volume = scratch_fs_sized(Fs::Ext4, 256);
     let dir = volume.dir.path();
-    let images = dir.join("sim-images");
-    std::fs::create_dir_all(&images).unwrap();
-    let sim = SimServer::start(SimConfig {
-        token: TOKEN.into(),
-        droplet_id: 3164445,
-        droplet_name: "offline-droplet".into(),
-        disk: Some(volume.device.clone().into()),
-        image_dir: images,
-        action_delay: Duration::from_secs(1),
-        capture: Capture::Registration,
-        latency: Duration::from_millis(100),
-        faults: Vec::new(),
-        volumes: Vec::new(),
-        fleet: Vec::new(),
-        rate_limit: None,
-    });
+    let sim = simulated_droplet(&volume, 3164445, "offline-droplet");
     let kept = tempfile::Builder::new()
         .prefix("freezeframe-test-machine-")
         .tempdir_in("/var/tmp")
@@ -852,17 +848,7 @@ fn an_offline_snapshot_shuts_the_machine_down_cleanly_and_boots_it_again() {
     );
 
     // The image holds a cluster that was shut down cleanly: it starts with no recovery.
-    let image = sim
-        .sim
-        .images()
-        .remove("e2e-offline")
-        .expect("the simulator copied the volume");
-    let copy = dir.join("restored.img");
-    run(
-        "cp",
-        &["--sparse=always", image.to_str().unwrap(), copy.to_str().unwrap()],
-    );
-    let restored = LoopFs::attach(Fs::Ext4, copy, &dir.join("restored")).expect("mount the restored copy");
+    let restored = restored_copy(&sim, "e2e-offline", dir);
     let control = Command::new("sh")
         .arg("-c")
         .arg("v=$(ls /usr/lib/postgresql | sort -n | tail -1) && /usr/lib/postgresql/$v/bin/pg_controldata \"$1\"")

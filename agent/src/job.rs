@@ -317,8 +317,9 @@ pub async fn execute(
         &settings.runtime_dir,
         Some(run),
     );
-    drop(lock);
+    // Under the lock: no other run can freeze the filesystem the metrics are written to.
     metrics::publish(settings);
+    drop(lock);
     Ok(report)
 }
 

@@ -6,6 +6,7 @@
 
 use crate::config::Settings;
 use crate::history::{History, LastDrill, RunRecord};
+use crate::runtime::{RuntimeDir, RuntimeError};
 use crate::transaction::ports::Consistency;
 use crate::transaction::Status;
 use std::fmt::Write;
@@ -193,11 +194,36 @@ pub fn current(settings: &Settings) -> String {
     render(&history, drill.as_ref(), &crate::naming::hostname())
 }
 
-/// Writes the current metrics for node_exporter when `metrics.textfile_dir` is set: after a
-/// run (its thaw and resumes long done) and after a drill.
-pub fn publish(settings: &Settings) {
+/// Writes the current metrics for node_exporter when `metrics.textfile_dir` is set, at the end
+/// of a run (its thaw and resumes long done), which holds the transaction lock.
+pub(crate) fn publish(settings: &Settings) {
     if let Some(dir) = &settings.metrics.textfile_dir {
         write_textfile(dir, &current(settings));
+    }
+}
+
+/// As [`publish`], outside a run (after a scheduled drill, after `thaw`): holding the
+/// transaction lock, so that no run freezes the filesystem the file is on meanwhile. A run that
+/// holds the lock past 30 s writes them itself when it ends.
+pub fn publish_between_runs(settings: &Settings) {
+    if settings.metrics.textfile_dir.is_none() {
+        return;
+    }
+    let Ok(dir) = RuntimeDir::open(&settings.runtime_dir) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match dir.lock() {
+            Ok(_lock) => return publish(settings),
+            Err(RuntimeError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => {
+                tracing::info!("metrics not written now ({e}): the next run writes them");
+                return;
+            }
+        }
     }
 }
 

@@ -151,7 +151,7 @@ fn record(settings: &Settings, last: &LastDrill) -> Result<(), Failure> {
             format!("cannot record the drill in {}: {e}", state_file.display()),
         )
     })?;
-    freezeframe_agent::metrics::publish(settings);
+    freezeframe_agent::metrics::publish_between_runs(settings);
     Ok(())
 }
 

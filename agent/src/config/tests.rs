@@ -406,3 +406,30 @@ fn scheduled_drills_are_off_unless_a_schedule_is_given() {
         assert!(err.contains(expected), "{bad}: {err}");
     }
 }
+
+#[test]
+fn history_and_metrics_default_to_the_packaged_places_and_are_bounded() {
+    let s = settings(MINIMAL).unwrap();
+    assert_eq!(s.history.file, PathBuf::from("/var/lib/freezeframe/history.json"));
+    assert_eq!(s.history.keep, 50);
+    assert_eq!(
+        s.metrics.textfile_dir,
+        Some(PathBuf::from("/var/lib/prometheus/node-exporter"))
+    );
+    assert_eq!(s.metrics.listen, None);
+    let s = settings(&format!(
+        "{MINIMAL}[metrics]\ntextfile_dir = \"\"\nlisten = \"[::1]:9846\"\n[history]\nkeep = 1000\n"
+    ))
+    .unwrap();
+    assert_eq!(s.metrics.textfile_dir, None, "\"\" turns the file off");
+    assert_eq!(s.metrics.listen, Some("[::1]:9846".parse().unwrap()));
+    for (text, key) in [
+        ("[history]\nkeep = 0\n", "history.keep"),
+        ("[history]\nkeep = 1001\n", "history.keep"),
+        ("[history]\nfile = \"history.json\"\n", "history.file"),
+        ("[metrics]\nlisten = \"10.0.0.1:9846\"\n", "metrics.listen"),
+    ] {
+        let err = settings(&format!("{MINIMAL}{text}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

@@ -228,10 +228,10 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
     std::fs::write(
         &config,
         format!(
-            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}, {:?}]\nmax_freeze = \"20s\"\n\
+            "{kept}[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}, {:?}]\nmax_freeze = \"20s\"\n\
              [quiesce]\nhooks_dir = {:?}\n\
              [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
-             [retention]\nkeep_last = 1\n{}",
+             [retention]\nkeep_last = 1\n",
             dir.path().join("run").display().to_string(),
             disk.mountpoint.display().to_string(),
             volume.mountpoint.display().to_string(),
@@ -240,7 +240,7 @@ fn the_agent_and_the_simulator_agree_with_the_spec_through_a_validating_proxy() 
             server.url,
             token.display().to_string(),
             links.display().to_string(),
-            kept_here(dir.path()),
+            kept = kept_here(dir.path()),
         ),
     )
     .unwrap();

@@ -120,10 +120,10 @@ impl Droplet {
         std::fs::write(
             &config,
             format!(
-                "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"5s\"\n\
+                "{kept}[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"5s\"\n\
                  [quiesce]\nhooks_dir = {:?}\n\
                  [digitalocean]\napi_url = {:?}\nmetadata_url = {:?}\ntoken_file = {:?}\nvolume_links = {:?}\n\
-                 {}{extra_config}",
+                 {extra_config}",
                 dir.path().join("run").display().to_string(),
                 mountpoints.join(", "),
                 dir.path().join("etc/hooks.d").display().to_string(),
@@ -131,7 +131,7 @@ impl Droplet {
                 server.url,
                 token.display().to_string(),
                 dir.path().join("by-id").display().to_string(),
-                kept_here(dir.path()),
+                kept = kept_here(dir.path()),
             ),
         )
         .unwrap();

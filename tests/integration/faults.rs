@@ -39,13 +39,13 @@ fn api_config(fs: &ScratchFs, url: &str) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\n[quiesce]\nhooks_dir = {:?}\n\
-             [digitalocean]\napi_url = {url:?}\nmetadata_url = {url:?}\ntoken_file = {:?}\napi_timeout = \"3s\"\n{}",
+            "{kept}[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{:?}]\n[quiesce]\nhooks_dir = {:?}\n\
+             [digitalocean]\napi_url = {url:?}\nmetadata_url = {url:?}\ntoken_file = {:?}\napi_timeout = \"3s\"\n",
             fs.dir.path().join("run").display().to_string(),
             fs.mountpoint.display().to_string(),
             fs.dir.path().join("etc/hooks.d").display().to_string(),
             token.display().to_string(),
-            kept_here(fs.dir.path()),
+            kept = kept_here(fs.dir.path()),
         ),
     )
     .unwrap();

@@ -246,21 +246,22 @@ pub fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: 
     std::fs::write(
         path,
         format!(
-            "[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
+            "{kept}[agent]\nruntime_dir = {:?}\n\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"{max_freeze}\"\n\n\
              [snapshot]\nprovider = \"local-image\"\n\n[local_image]\nimage_dir = {:?}\n\n\
-             [quiesce]\nhooks_dir = {:?}\n\n{}",
+             [quiesce]\nhooks_dir = {:?}\n",
             runtime.display().to_string(),
             list.join(", "),
             images.display().to_string(),
             dir.join("hooks.d").display().to_string(),
-            kept_here(dir),
+            kept = kept_here(dir),
         ),
     )
     .unwrap();
 }
 
 /// The `[history]` and `[metrics]` of a test's configuration: the record in `dir`, no metrics
-/// file (the defaults are this machine's /var/lib, which no test may touch).
+/// file (the defaults are this machine's /var/lib, which no test may touch). First in the
+/// file, so that what a test appends stays in the section it follows.
 pub fn kept_here(dir: &Path) -> String {
     format!(
         "[history]\nfile = {:?}\n[metrics]\ntextfile_dir = \"\"\n",

@@ -225,14 +225,14 @@ pub fn agent_config(dir: &Path, mountpoints: &[&Path], api: &str, extra: &str) -
     std::fs::write(
         &config,
         format!(
-            "[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"60s\"\n\
+            "{kept}[agent]\nruntime_dir = {:?}\n[freeze]\nmountpoints = [{}]\nmax_freeze = \"60s\"\n\
              [quiesce]\nhooks_dir = {:?}\n[digitalocean]\napi_url = {api:?}\nmetadata_url = {api:?}\n\
-             token_file = {:?}\n{}{extra}",
+             token_file = {:?}\n{extra}",
             dir.join("run").display().to_string(),
             list.join(", "),
             dir.join("etc/hooks.d").display().to_string(),
             token.display().to_string(),
-            freezeframe_tests::kept_here(dir),
+            kept = freezeframe_tests::kept_here(dir),
         ),
     )
     .unwrap();

@@ -53,6 +53,13 @@ fn offline(droplet: &Droplet, state: &tempfile::TempDir, extra: &[&str]) -> (Out
     (out, report)
 }
 
+/// A run that failed (exit 1) with an error saying each of `says`.
+fn failed_saying(out: &Output, report: &serde_json::Value, says: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(says.iter().all(|s| error.contains(s)), "{says:?}: {report:#}");
+}
+
 /// Nothing left recorded or tagged, and the Droplet running.
 fn settled(droplet: &Droplet, state: &tempfile::TempDir) {
     assert_eq!(droplet.server.sim.status(), "active");
@@ -158,12 +165,7 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
     // The volume was snapshotted a moment ago: DigitalOcean takes one every 10 minutes, so a
     // second run is refused before the shutdown, not with the Droplet off.
     let (out, report) = offline(&droplet, &state, &[]);
-    assert_eq!(out.status.code(), Some(1), "{report:#}");
-    let error = report["error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("every 10 minutes") && error.contains("nothing was done"),
-        "{report:#}"
-    );
+    failed_saying(&out, &report, &["every 10 minutes", "nothing was done"]);
     assert_eq!(report["shut_down"], false, "{report:#}");
     assert_eq!(droplet.server.sim.counters().power_actions.len(), 2);
     settled(&droplet, &state);
@@ -173,11 +175,10 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
 fn a_guest_that_ignores_the_shutdown_is_left_running_or_cut_off_when_allowed() {
     let (droplet, state) = droplet(Duration::from_millis(500), true, false);
     let (out, report) = offline(&droplet, &state, &["--shutdown-timeout", "1s"]);
-    assert_eq!(out.status.code(), Some(1), "{report:#}");
-    let error = report["error"].as_str().unwrap();
-    assert!(
-        error.contains("did not power off within 1s") && error.contains("--force-power-off"),
-        "{error}"
+    failed_saying(
+        &out,
+        &report,
+        &["did not power off within 1s", "--force-power-off"],
     );
     assert_eq!(report["running"], true, "{report:#}");
     let counters = droplet.server.sim.counters();
@@ -212,11 +213,7 @@ fn a_failure_after_the_shutdown_powers_the_droplet_on_and_says_what_failed() {
         .sim
         .set_faults(vec!["POST /v2/volumes/=500".parse::<Fault>().unwrap()]);
     let (out, report) = offline(&droplet, &state, &[]);
-    assert_eq!(out.status.code(), Some(1), "{report:#}");
-    assert!(
-        report["error"].as_str().unwrap().contains("was not accepted"),
-        "{report:#}"
-    );
+    failed_saying(&out, &report, &["was not accepted"]);
     assert_eq!(report["running"], true, "{report:#}");
     assert_eq!(
         droplet.server.sim.counters().power_actions,
@@ -254,11 +251,7 @@ fn a_signal_powers_on_and_a_killed_run_is_recovered_by_recover_or_the_next_run()
     .unwrap();
     let out = child.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{report:#}");
-    assert!(
-        report["error"].as_str().unwrap().contains("interrupted"),
-        "{report:#}"
-    );
+    failed_saying(&out, &report, &["interrupted"]);
     assert!(
         stderr(&out).contains("powered on again as soon as the platform lets it"),
         "{}",

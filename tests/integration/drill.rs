@@ -251,7 +251,7 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     droplet
         .server
         .sim
-        .set_faults(vec!["GET /v2/droplets/=hang".parse().unwrap()]);
+        .set_faults(vec!["GET /v2/=hang".parse().unwrap()]);
     let out = served.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");

@@ -33,6 +33,28 @@ fn schema(root: &Path, user_data: &str) -> (bool, String) {
 }
 
 #[test]
+fn the_readme_shows_the_cloud_init_example_as_it_is_shipped() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = std::fs::read_to_string(root.join("packaging/cloud-init/user-data.yaml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shown: String = example
+        .lines()
+        .filter(|l| !l.starts_with('#') || l.starts_with("#cloud-config"))
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        readme.contains(&shown),
+        "README.md's cloud-init example differs from the file:\n{shown}"
+    );
+}
+
+#[test]
 fn the_cloud_init_example_is_valid_user_data_and_a_mistake_in_it_is_caught() {
     if let Some(why) = container::unavailable() {
         eprintln!("SKIPPED the cloud-init check: {why}");

@@ -31,13 +31,19 @@ fn droplet(
     (droplet, scratch())
 }
 
-fn freezeframe(droplet: &Droplet, state: &tempfile::TempDir, args: &[&str]) -> Command {
+/// The CLI as a user runs it against `droplet`'s API, its state in `state`, with `args`.
+fn as_user(droplet: &Droplet, state: &tempfile::TempDir, args: &[&str]) -> Command {
     let mut cmd = Command::new(cli_bin());
     cmd.env("DIGITALOCEAN_TOKEN", TOKEN)
         .env("XDG_STATE_HOME", state.path())
-        .args(["--api-url", &droplet.server.url, "--json"])
+        .args(["--api-url", &droplet.server.url])
         .args(args);
     cmd
+}
+
+/// As [`as_user`], answering in JSON.
+fn freezeframe(droplet: &Droplet, state: &tempfile::TempDir, args: &[&str]) -> Command {
+    as_user(droplet, state, &[&["--json"], args].concat())
 }
 
 fn offline(droplet: &Droplet, state: &tempfile::TempDir, extra: &[&str]) -> (Output, serde_json::Value) {
@@ -137,20 +143,13 @@ fn an_offline_snapshot_shuts_down_snapshots_while_off_and_powers_on() {
         plan["steps"].to_string().contains("power_off (cuts the power)"),
         "{plan:#}"
     );
-    let out = Command::new(cli_bin())
-        .env("DIGITALOCEAN_TOKEN", TOKEN)
-        .env("XDG_STATE_HOME", state.path())
-        .args([
-            "--api-url",
-            &droplet.server.url,
-            "snapshot",
-            "--offline",
-            "--dry-run",
-            "--droplet",
-            ID,
-        ])
-        .output()
-        .unwrap();
+    let out = as_user(
+        &droplet,
+        &state,
+        &["snapshot", "--offline", "--dry-run", "--droplet", ID],
+    )
+    .output()
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("attached volume(s), not part of a Droplet snapshot"),
@@ -344,15 +343,7 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
         "the agent was asked what it would quiesce (nothing here): {report:#}"
     );
     settled(droplet, &state);
-    let out = Command::new(cli_bin())
-        .env("DIGITALOCEAN_TOKEN", TOKEN)
-        .env("XDG_STATE_HOME", state.path())
-        .args([
-            "--api-url",
-            &droplet.server.url,
-            "--ssh-command",
-            ssh.to_str().unwrap(),
-        ])
+    let out = as_user(droplet, &state, &["--ssh-command", ssh.to_str().unwrap()])
         .args(["-H", "web-1", "snapshot", "--offline", "--dry-run"])
         .output()
         .unwrap();

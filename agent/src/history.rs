@@ -201,7 +201,7 @@ impl History {
     }
 }
 
-/// The guard's notes that it thawed for an agent that died (`guard::died_marker`), counted
+/// The guard's notes that it thawed for an agent that died ([`crate::guard::DIED_NOTE_PREFIX`]), counted
 /// into `history` and removed: the runtime directory does not survive a reboot, the history
 /// does.
 pub(crate) fn count_guard_notes(history: &mut History, runtime_dir: &Path) -> Vec<PathBuf> {
@@ -243,7 +243,7 @@ pub fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecor
 
 /// Replaces `path` with `bytes` (mode `mode`): a temporary file in the same directory, flushed
 /// to disk, renamed over it, and the directory flushed, so the file is old or new after a crash.
-pub(crate) fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()

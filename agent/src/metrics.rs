@@ -15,13 +15,6 @@ use std::path::Path;
 /// The file node_exporter's textfile collector reads.
 pub const TEXTFILE: &str = "freezeframe.prom";
 
-/// Every consistency level a run can claim.
-const LEVELS: [Consistency; 3] = [
-    Consistency::Application,
-    Consistency::Filesystem,
-    Consistency::Crash,
-];
-
 /// One metric family: its help, type, and samples (labels beyond `droplet`, value).
 struct Family<'a> {
     out: &'a mut String,
@@ -144,7 +137,7 @@ fn last_run(out: &mut String, base: &str, run: &RunRecord) {
         "gauge",
         "The consistency the last run's snapshot achieved: 1 for its level, 0 for the others (all 0: no snapshot).",
     );
-    for level in LEVELS {
+    for level in Consistency::ALL {
         let name = level.as_str();
         let achieved = run.status == Status::Succeeded && run.consistency == Some(level);
         f.sample(

@@ -17,6 +17,7 @@ use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
 use freezeframe_agent::provider::digitalocean::labels;
 use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
 use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
+use freezeframe_agent::service::AgentStatus;
 use freezeframe_agent::transaction::ports::RecordedConsistency;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -331,11 +332,8 @@ impl Pending {
     }
 
     fn record(&self, entry: &PendingPowerOn) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let file = self.file(entry.droplet_id);
-        let temporary = file.with_extension("tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(entry).unwrap_or_default())?;
-        std::fs::rename(temporary, file)
+        let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
+        freezeframe_agent::history::replace_file(&self.file(entry.droplet_id), &json, 0o644)
     }
 
     fn clear(&self, droplet: u64) {
@@ -366,10 +364,9 @@ pub async fn snapshot(
     stop: &Stop,
 ) -> OfflineReport {
     let (agent, databases) = match agent {
-        Some(target) => match tokio::time::timeout(AGENT_ANSWERS, agent_plan(target)).await {
-            Ok(Ok(plan)) => (Some(target), Some(plan.quiesce)),
-            Ok(Err(f)) => (not_waited_for(target, &f.message), None),
-            Err(_) => (not_waited_for(target, "no answer within 15 s"), None),
+        Some(target) => match agent_plan(target).await {
+            Ok(plan) => (Some(target), Some(plan.quiesce)),
+            Err(why) => (not_waited_for(target, &why), None),
         },
         None => (None, None),
     };
@@ -420,20 +417,35 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
     None
 }
 
-/// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API).
-async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, Failure> {
-    crate::commands::plan(target).await
+/// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API),
+/// or why it did not say within [`AGENT_ANSWERS`].
+async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, String> {
+    within_answer_time(crate::commands::plan(target)).await
 }
 
-/// Whether the agent at `target` answers (its status, which asks nothing of the API).
-async fn answers(target: &Target) -> Result<(), Failure> {
-    let connection = crate::client::connect(target).await?;
-    let agent = crate::commands::proxy(target, &connection).await?;
-    agent
-        .status()
-        .await
-        .map(drop)
-        .map_err(|e| crate::commands::call_failure(target, e))
+/// The status of the agent at `target` (which asks nothing of the API), or why it did not
+/// give it within [`AGENT_ANSWERS`].
+async fn agent_status(target: &Target) -> Result<AgentStatus, String> {
+    within_answer_time(async {
+        let connection = crate::client::connect(target).await?;
+        let agent = crate::commands::proxy(target, &connection).await?;
+        let status = agent
+            .status()
+            .await
+            .map_err(|e| crate::commands::call_failure(target, e))?;
+        crate::commands::read(target, &status)
+    })
+    .await
+}
+
+/// `asked`, bounded by [`AGENT_ANSWERS`]; its failure in words.
+async fn within_answer_time<T>(
+    asked: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(AGENT_ANSWERS, asked).await {
+        Ok(answer) => answer.map_err(|f| f.message),
+        Err(_) => Err(format!("no answer within {} s", AGENT_ANSWERS.as_secs())),
+    }
 }
 
 /// One Droplet's run, as it goes.
@@ -677,10 +689,9 @@ impl Run<'_> {
         let deadline = waiting + bound;
         let mut backoff = Backoff::up_to(POLL_POWER);
         loop {
-            let last = match tokio::time::timeout(AGENT_ANSWERS, answers(target)).await {
-                Ok(Ok(())) => break,
-                Ok(Err(f)) => f.message,
-                Err(_) => "no answer within 15 s".to_string(),
+            let last = match agent_status(target).await {
+                Ok(_) => break,
+                Err(why) => why,
             };
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -860,10 +871,7 @@ async fn named(
             .map_err(|e| unreachable("cannot list the account's Droplets".into(), e))?;
         for host in &cli.hosts {
             let target = remote(host.clone());
-            let configured = tokio::time::timeout(Duration::from_secs(15), configured_droplet(&target))
-                .await
-                .ok()
-                .flatten();
+            let configured = agent_status(&target).await.ok().and_then(|s| s.droplet_id);
             let id = configured.or_else(|| which_droplet(&all, &host.host)).ok_or_else(|| {
                 Failure::new(
                     Exit::Usage,
@@ -879,15 +887,6 @@ async fn named(
     let mut seen = std::collections::HashSet::new();
     named.retain(|(id, _)| seen.insert(*id));
     Ok(named)
-}
-
-/// The Droplet the agent at `target` is configured for, when it answers and names one.
-async fn configured_droplet(target: &Target) -> Option<u64> {
-    let connection = crate::client::connect(target).await.ok()?;
-    let agent = crate::commands::proxy(target, &connection).await.ok()?;
-    let status = agent.status().await.ok()?;
-    let status: freezeframe_agent::service::AgentStatus = crate::commands::read(target, &status).ok()?;
-    status.droplet_id
 }
 
 /// The one Droplet whose public address, or else name, is `host` (resolved by DNS when it is

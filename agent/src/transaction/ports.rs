@@ -545,14 +545,14 @@ impl RecordedConsistency {
 
     /// The level `text` names.
     pub fn parse(text: &str) -> Option<RecordedConsistency> {
-        [
-            RecordedConsistency::Offline,
-            RecordedConsistency::Application,
-            RecordedConsistency::Filesystem,
-            RecordedConsistency::Crash,
-        ]
-        .into_iter()
-        .find(|level| level.as_str() == text)
+        let offline = RecordedConsistency::Offline;
+        if text == offline.as_str() {
+            return Some(offline);
+        }
+        Consistency::ALL
+            .into_iter()
+            .find(|level| level.as_str() == text)
+            .map(RecordedConsistency::from)
     }
 }
 

@@ -91,12 +91,18 @@ impl std::str::FromStr for NameTemplate {
     }
 }
 
+/// A `{utc:…}` format: fields from `%Y %m %d %H %M %S`, and between them only what a literal
+/// part may hold (letters, digits, `.`, `_`, `-`): the name goes into an API call and, for
+/// local images, a file name, so neither `/` nor free text may come through the time.
 fn check_format(fmt: &str) -> Result<(), String> {
+    if fmt.is_empty() {
+        return Err("`{utc:}` has no format: write e.g. `{utc:%Y%m%d-%H%M%S}`".into());
+    }
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
         if c == '%' {
             match chars.next() {
-                Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S' | '%') => {}
+                Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S') => {}
                 other => {
                     return Err(format!(
                         "`%{}` is not a supported time field",
@@ -104,6 +110,11 @@ fn check_format(fmt: &str) -> Result<(), String> {
                     ))
                 }
             }
+        } else if !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(format!(
+                "`{c}` in `{{utc:{fmt}}}`: between its fields a time format uses only letters, \
+                 digits, `.`, `_` and `-`"
+            ));
         }
     }
     Ok(())
@@ -396,9 +407,9 @@ mod tests {
         assert!(!t.matches("web-1", "web-1-20261127-235101-manual"));
         assert!(!t.matches("web-1", "web-1-2026112-235101-filesystem"));
         assert!(!t.matches("web-1", "web-1-20261127-235101-filesystem-copy"));
-        let odd: NameTemplate = "ff-{utc:%Y.%m%%}-{hostname}".parse().unwrap();
+        let odd: NameTemplate = "ff-{utc:%Y.%m_}-{hostname}".parse().unwrap();
         let name = odd.render("db", at(), Consistency::Filesystem, None);
-        assert_eq!(name, "ff-2026.11%-db");
+        assert_eq!(name, "ff-2026.11_-db");
         assert!(odd.matches("db", &name));
     }
 
@@ -427,6 +438,32 @@ mod tests {
         for bad in ["", "{host}", "{utc:%j}", "x-{hostname", "x}"] {
             let err = bad.parse::<NameTemplate>().unwrap_err().to_string();
             assert!(err.contains("{hostname}, {utc:FORMAT}"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn text_inside_a_time_format_is_held_to_the_name_rules() {
+        for hostile in [
+            "{hostname}-{utc:%Y/../../etc/%m}",
+            "{hostname}-{utc:%Y %m}",
+            "{hostname}-{utc:%Y%%}",
+            "{hostname}-{utc:x;rm -rf}",
+            "{hostname}-{utc:%Y\n%m}",
+            "{hostname}-{utc:%Y\u{e9}}",
+            "{hostname}-{utc:%Y{x}",
+            "{hostname}-{utc:}",
+        ] {
+            let err = hostile.parse::<NameTemplate>().unwrap_err().to_string();
+            assert!(err.contains("{utc:FORMAT}"), "{hostile}: {err}");
+        }
+        // Every template that parses renders a name the API accepts.
+        for fine in [
+            "{hostname}-{utc:%Y%m%d-%H%M%S}",
+            "x-{utc:T%H.%M_%S}-{consistency}",
+        ] {
+            let t: NameTemplate = fine.parse().unwrap();
+            let name = t.render("db", at(), Consistency::Application, None);
+            check_name(&name).unwrap_or_else(|e| panic!("{fine}: {e}"));
         }
     }
 

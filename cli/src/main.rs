@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The token goes to this address: never in the clear across the network.
+    if let Err(problem) = freezeframe_agent::config::check_api_url(&cli.api_url) {
+        let exit = fail_as(&cli, &format!("--api-url: {problem}"), Exit::Usage);
+        return ExitCode::from(exit as u8);
+    }
     let exit = match &cli.command {
         Command::Completions { shell } => {
             let mut script = Vec::new();

@@ -694,6 +694,30 @@ fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
     }
 }
 
+/// The API's address (`digitalocean.api_url`, the CLI's `--api-url`): the token goes there,
+/// so only over TLS, except to this machine itself (a simulator, a local proxy).
+pub fn check_api_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "`{url}` is plain http to another machine: the API token would cross the network \
+             unencrypted; use https://"
+        )),
+        other => Err(format!(
+            "`{url}` is a {other}: URL; the API is reached over https://"
+        )),
+    }
+}
+
 /// A key that takes one of two words, the first its default: the value it names, or an error
 /// naming both.
 pub(crate) fn either<T>(
@@ -727,10 +751,12 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
         });
     }
     Ok(DigitalOceanSettings {
-        api_url: validate_url(
-            "digitalocean.api_url",
-            f.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()),
-        )?,
+        api_url: {
+            let key = "digitalocean.api_url";
+            let url = validate_url(key, f.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()))?;
+            check_api_url(&url).map_err(|problem| ConfigError::Invalid { key, problem })?;
+            url
+        },
         metadata_url: validate_url(
             "digitalocean.metadata_url",
             f.metadata_url.unwrap_or_else(|| DEFAULT_METADATA_URL.into()),

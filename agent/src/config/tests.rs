@@ -209,6 +209,41 @@ fn digitalocean_keys_are_read_and_checked() {
 }
 
 #[test]
+fn the_api_is_reached_over_https_except_on_loopback() {
+    for fine in [
+        "https://api.digitalocean.com",
+        "http://127.0.0.1:4010",
+        "http://127.9.9.9",
+        "http://localhost:8080/",
+        "http://[::1]:4010",
+    ] {
+        assert!(check_api_url(fine).is_ok(), "{fine}");
+        assert!(
+            settings(&format!("[digitalocean]\napi_url = {fine:?}\n")).is_ok(),
+            "{fine}"
+        );
+    }
+    for hostile in [
+        "http://api.digitalocean.com",
+        "http://10.0.0.1:4010",
+        "http://127.0.0.1.evil.example",
+        "http://localhost.evil.example",
+        "http://127.0.0.1@evil.example",
+        "http://[::ffff:10.0.0.1]",
+        "ftp://127.0.0.1",
+    ] {
+        let err = settings(&format!("[digitalocean]\napi_url = {hostile:?}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("digitalocean.api_url"), "{hostile}: {err}");
+        assert!(check_api_url(hostile).is_err(), "{hostile}");
+    }
+    assert!(check_api_url("http://api.digitalocean.com")
+        .unwrap_err()
+        .contains("use https://"));
+}
+
+#[test]
 fn names_are_checked() {
     assert!(crate::naming::check_name("freezeframe-web1.2026_11").is_ok());
     for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {

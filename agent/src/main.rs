@@ -48,6 +48,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any child: a psql run as postgres or a hook must not inherit the API token.
+    // SAFETY: the first statement of main; no other thread exists yet to read the environment.
+    unsafe { freezeframe_agent::secret::take_from_environment() };
     let cli = Cli::parse();
     freezeframe_agent::log::init(cli.verbose);
     // Fault points exist only in test builds; asking a build without them would silently test

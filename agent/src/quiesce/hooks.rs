@@ -6,6 +6,7 @@
 
 use super::pending::{self, Pending, Running};
 use super::process_group::{KillGroupOnDrop, ProcessGroup};
+use crate::secret::WithoutSecrets;
 use crate::systemd::{TransientError, TransientRun, Units};
 use crate::transaction::ports::{QuiesceError, Quiescer, Target};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -469,6 +470,7 @@ async fn run_as_child(
     let (mut pipe, write) = output_pipe().map_err(cannot_run)?;
     let mut command = tokio::process::Command::new(hook);
     command
+        .without_secrets()
         .arg(arg)
         .stdin(std::process::Stdio::null())
         .stdout(write.try_clone().map_err(cannot_run)?)

@@ -12,7 +12,7 @@
 
 use super::require_frozen;
 use crate::config::MariadbLogin;
-use crate::secret::{read_private_file, Secret};
+use crate::secret::{read_private_file, Secret, WithoutSecrets};
 use crate::transaction::ports::{DatabaseEndpoint, QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -108,7 +108,8 @@ impl Mysql {
 
     fn client(&self) -> Command {
         let mut cmd = Command::new(client_program());
-        cmd.arg(format!("--socket={}", self.socket.display()))
+        cmd.without_secrets()
+            .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--user={}", self.login.user));
         if let Some(password) = &self.password {
             cmd.env("MYSQL_PWD", password.expose());

@@ -8,6 +8,7 @@
 //! `runuser`, so the stock `peer` authentication lets it in without a password.
 
 use super::require_frozen;
+use crate::secret::WithoutSecrets;
 use crate::transaction::ports::{DatabaseEndpoint, LogPosition, QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +53,9 @@ impl Postgres {
     /// Runs one statement through psql as the database's OS user; returns its rows, one per line.
     async fn sql(&self, statement: &str) -> Result<Vec<String>, QuiesceError> {
         let out = tokio::process::Command::new("runuser")
+            // psql runs as the database's user, who must not read the API token in its
+            // environment.
+            .without_secrets()
             .args([
                 "-u",
                 &self.os_user,

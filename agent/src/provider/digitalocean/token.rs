@@ -25,7 +25,7 @@ pub(crate) fn load(token_file: &Path) -> Result<Secret, TokenError> {
         std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(PathBuf::from)
             .as_deref(),
-        std::env::var("DIGITALOCEAN_TOKEN").ok(),
+        crate::secret::variable("DIGITALOCEAN_TOKEN"),
         token_file,
     )
 }
@@ -76,6 +76,36 @@ mod tests {
         assert!(!err.to_string().contains("dop_v1_secret"));
         write(&file, "dop_v1_secret\n", 0o600);
         assert_eq!(load_from(None, None, &file).unwrap().expose(), "dop_v1_secret");
+    }
+
+    /// As the attacker: a private file another user owns (and so can rewrite at will).
+    #[test]
+    fn a_token_file_another_user_owns_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can give a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        write(&file, "dop_v1_planted\n", 0o600);
+        std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+        let err = load_from(None, None, &file).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                TokenError::File(SecretFileError::NotOwned { uid: 65534, .. })
+            ),
+            "{err:?}"
+        );
+        let said = err.to_string();
+        assert!(
+            said.contains(&file.display().to_string())
+                && said.contains(&format!("chown root:root {}", file.display())),
+            "{said}"
+        );
+        assert!(!said.contains("dop_v1_planted"), "{said}");
+        std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+        assert_eq!(load_from(None, None, &file).unwrap().expose(), "dop_v1_planted");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! When it registers a snapshot action it copies the block device that stands for the
 //! Droplet's disk into `image_dir/<snapshot id>.img`, as a hypervisor would take its
 //! point-in-time copy; the action completes after `action_delay`. Faults are injected per
-//! method and path prefix, from flags or at run time through `PUT /_sim/faults`.
+//! method and path prefix, from flags or at run time through `PUT /_sim/faults`, and per power
+//! action (`PowerFault`: a `power_on` refused, rate-limited, unanswered, or taken unanswered).
 
 mod faults;
 mod power;
@@ -13,7 +14,7 @@ mod rate;
 mod restore;
 
 pub use faults::{Fault, FaultKind};
-pub use power::{Guest, PowerModel};
+pub use power::{Guest, PowerFault, PowerFaultKind, PowerModel};
 pub use rate::{Admission, RateLimit};
 pub use restore::RestoredMachine;
 
@@ -166,6 +167,10 @@ struct SimState {
     remaining: u64,
     power: power::Power,
     power_model: PowerModel,
+    /// Faults that power actions meet (`--power-fault`).
+    power_faults: Vec<PowerFault>,
+    /// Faults that join `config.faults` once a Droplet snapshot completes.
+    after_snapshot: Vec<Fault>,
     guest: Option<Arc<dyn Guest>>,
 }
 
@@ -189,6 +194,10 @@ impl SimState {
                     made.push((a.snapshot_name.clone(), size, a.image.clone()));
                 }
             }
+        }
+        if !made.is_empty() {
+            let armed = std::mem::take(&mut self.after_snapshot);
+            self.config.faults.extend(armed);
         }
         for (name, size_bytes, image) in made {
             self.next_id += 1;
@@ -239,6 +248,8 @@ impl Sim {
                 remaining: 5000,
                 power: power::Power::Active,
                 power_model: PowerModel::default(),
+                power_faults: Vec::new(),
+                after_snapshot: Vec::new(),
                 guest: None,
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
@@ -298,6 +309,22 @@ impl Sim {
     /// How the guest and the hypervisor answer power actions from now on.
     pub fn set_power(&self, model: PowerModel) {
         self.lock().power_model = model;
+    }
+
+    /// The faults that power actions meet from now on.
+    pub fn set_power_faults(&self, faults: Vec<PowerFault>) {
+        self.lock().power_faults = faults;
+    }
+
+    /// Faults that start to apply once the next Droplet snapshot completes (what an offline run
+    /// meets as it powers the Droplet on).
+    pub fn faults_after_snapshot(&self, faults: Vec<Fault>) {
+        self.lock().after_snapshot = faults;
+    }
+
+    /// Lists `droplet` too, from now on (`GET /v2/droplets`).
+    pub fn list_also(&self, droplet: FleetDroplet) {
+        self.lock().config.fleet.push(droplet);
     }
 
     /// Power actions reach `guest` from now on (the model's timings no longer apply).
@@ -535,17 +562,7 @@ async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next
             "<html>502 Bad Gateway</html>",
         )
             .into_response(),
-        FaultKind::Hang => {
-            while !sim.released.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "simulator shutting down",
-                request_id,
-            )
-        }
+        FaultKind::Hang => hung(sim, request_id).await,
         FaultKind::Latency(extra) => {
             tokio::time::sleep(extra).await;
             call.answer(request, next).await
@@ -555,19 +572,62 @@ async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next
             tokio::time::sleep(delay).await;
             answer
         }
-        FaultKind::Status(code) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let (id, message) = match code {
-                401 => ("unauthorized", "Unable to authenticate you"),
-                403 => ("forbidden", "You do not have access for the attempted action."),
-                404 => ("not_found", "The resource you were accessing could not be found."),
-                422 => ("unprocessable_entity", "Droplet already has a pending event."),
-                _ => ("server_error", "Unexpected server-side error"),
-            };
-            error(status, id, message, request_id)
-        }
+        FaultKind::Status(code) => status_answer(code, request_id),
         FaultKind::RateLimited { retry_after } => rate_limited(retry_after, request_id),
     }
+}
+
+/// No answer until the simulator stops.
+async fn hung(sim: &Sim, request_id: &str) -> Response {
+    while !sim.released.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "simulator shutting down",
+        request_id,
+    )
+}
+
+/// An error status as the API words it.
+fn status_answer(code: u16, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (id, message) = match code {
+        401 => ("unauthorized", "Unable to authenticate you"),
+        403 => ("forbidden", "You do not have access for the attempted action."),
+        404 => ("not_found", "The resource you were accessing could not be found."),
+        422 => ("unprocessable_entity", "Droplet already has a pending event."),
+        _ => ("server_error", "Unexpected server-side error"),
+    };
+    error(status, id, message, request_id)
+}
+
+/// The answer a power action `kind` on Droplet `id` gets from an injected [`PowerFault`], if
+/// one applies; a `lost` one is taken first (when the Droplet takes actions now).
+async fn power_fault(sim: &Sim, id: u64, kind: &str) -> Option<Response> {
+    let fault = {
+        let mut st = sim.lock();
+        if id != st.config.droplet_id {
+            return None;
+        }
+        power::take_fault(&mut st.power_faults, kind)?
+    };
+    Some(match fault {
+        PowerFaultKind::Status(code) => status_answer(code, "sim"),
+        PowerFaultKind::RateLimited { retry_after } => rate_limited(retry_after, "sim"),
+        PowerFaultKind::Hang => hung(sim, "sim").await,
+        PowerFaultKind::Lost => {
+            {
+                let mut st = sim.lock();
+                st.refresh();
+                if !st.locked() {
+                    let _ = power_action(sim, &mut st, id, kind);
+                }
+            }
+            hung(sim, "sim").await
+        }
+    })
 }
 
 /// `None` if the call may go on; the 401 answer otherwise. The metadata service needs no token.
@@ -756,6 +816,11 @@ async fn post_droplet_action(
         Ok(body) => body,
         Err(answer) => return *answer,
     };
+    if body.kind != "snapshot" {
+        if let Some(answer) = power_fault(&sim, id, &body.kind).await {
+            return answer;
+        }
+    }
     let (disk, image, action_id, capture) = {
         let mut st = sim.lock();
         st.refresh();

@@ -2,7 +2,7 @@
 //! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM.
 
 use clap::Parser;
-use freezeframe_do_sim::{Capture, Fault, PowerModel, RateLimit, Sim, SimConfig, SimVolume};
+use freezeframe_do_sim::{Capture, Fault, PowerFault, PowerModel, RateLimit, Sim, SimConfig, SimVolume};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +56,10 @@ struct Args {
     /// How long the Droplet takes to boot after a `power_on` action
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     boot_takes: Duration,
+    /// Fault a power action meets, `ACTION=KIND[*COUNT]`: `power_on=500*3`, `power_on=429:90`,
+    /// `power_on=hang`, `power_on=lost` (taken, never answered) (repeatable)
+    #[arg(long = "power-fault")]
+    power_faults: Vec<PowerFault>,
 }
 
 fn parse_capture(text: &str) -> Result<Capture, String> {
@@ -109,6 +113,7 @@ async fn main() -> std::io::Result<()> {
         guest_ignores_shutdown: args.guest_ignores_shutdown,
         boot_takes: args.boot_takes,
     });
+    sim.set_power_faults(args.power_faults);
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
     let stop = sim.clone();

@@ -24,6 +24,99 @@ pub const DRILL_TAG: &str = "freezeframe-verify";
 const USER_DATA: &str = "#cloud-config\n\
 bootcmd:\n  - [systemctl, mask, --now, freezeframe-snapshot.timer, freezeframe-agent.service]\n";
 
+/// The restored Droplet's SSH host key, made for this drill: cloud-init installs it (the
+/// image's own keys are deleted, no others made) and it is the only key ssh accepts from the
+/// address, so a host that answers there with another key is never given the drill's login or
+/// trusted with its verdict. The private half lives in memory only, never prints, and goes
+/// with the drill; the directory (mode 700, the pinned known-hosts file) is removed on drop.
+struct HostKey {
+    dir: tempfile::TempDir,
+    /// `ssh-ed25519 AAAA…`, without a comment.
+    public: String,
+    private: Private,
+}
+
+/// Text that holds a private key: its `Debug` prints `[redacted]`.
+struct Private(String);
+
+impl std::fmt::Debug for Private {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKey")
+            .field("public", &self.public)
+            .field("private", &self.private)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostKey {
+    /// A new ed25519 key pair from `ssh-keygen`, in a private directory of its own; the
+    /// private key's file is removed once read.
+    fn generate() -> Result<HostKey, Failure> {
+        let failed =
+            |why: String| Failure::new(Exit::Failed, format!("cannot make the Droplet's host key: {why}"));
+        let dir = tempfile::Builder::new()
+            .prefix("freezeframe-verify-")
+            .tempdir()
+            .map_err(|e| failed(e.to_string()))?;
+        let file = dir.path().join("host_key");
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "freezeframe-verify", "-f"])
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("cannot run ssh-keygen ({e}): install openssh-client")))?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "ssh-keygen failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let private = std::fs::read_to_string(&file).map_err(|e| failed(e.to_string()));
+        let _ = std::fs::remove_file(&file);
+        let private = Private(private?);
+        let public =
+            std::fs::read_to_string(file.with_extension("pub")).map_err(|e| failed(e.to_string()))?;
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        if public.len() != 2 || public[0] != "ssh-ed25519" {
+            return Err(failed("ssh-keygen wrote no ed25519 public key".into()));
+        }
+        Ok(HostKey {
+            dir,
+            public: public.join(" "),
+            private,
+        })
+    }
+
+    /// The Droplet's user data: [`USER_DATA`], and this key as its only host key.
+    fn user_data(&self) -> Private {
+        let mut text = format!(
+            "{USER_DATA}ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n"
+        );
+        for line in self.private.0.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+        text.push_str(&format!("  ed25519_public: {}\n", self.public));
+        Private(text)
+    }
+
+    /// The known-hosts file that pins this key, under the name `alias` (written once).
+    fn known_hosts(&self, alias: &str) -> Result<std::path::PathBuf, Stop> {
+        let file = self.dir.path().join("known_hosts");
+        if !file.exists() {
+            std::fs::write(&file, format!("{alias} {}\n", self.public))
+                .map_err(|e| Stop::Failed(format!("cannot write {}: {e}", file.display())))?;
+        }
+        Ok(file)
+    }
+}
+
 /// What the drill is asked to do.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -293,6 +386,7 @@ enum Stop {
 pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, DrillReport), Failure> {
     let plan = plan(client, options).await?;
     consent(&plan, options)?;
+    let host_key = HostKey::generate()?;
     let run_tag = format!(
         "{DRILL_TAG}-{}",
         std::time::SystemTime::now()
@@ -308,7 +402,7 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
         ..DrillReport::default()
     }));
     let stop = {
-        let drill = restore_and_verify(client, options, &plan, &run_tag, report.clone());
+        let drill = restore_and_verify(client, options, &plan, &run_tag, &host_key, report.clone());
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
         tokio::select! {
@@ -370,6 +464,7 @@ async fn restore_and_verify(
     options: &DrillOptions,
     plan: &Plan,
     run_tag: &str,
+    host_key: &HostKey,
     report: Arc<Mutex<DrillReport>>,
 ) -> Result<(), Stop> {
     let started = Instant::now();
@@ -386,6 +481,7 @@ async fn restore_and_verify(
         "freezeframe: creating Droplet {name} ({}, {region})",
         plan.size.slug
     );
+    let user_data = host_key.user_data();
     let droplet = client
         .create_droplet(&DropletCreate {
             name: &name,
@@ -394,7 +490,7 @@ async fn restore_and_verify(
             image,
             ssh_keys: &options.ssh_keys,
             tags: &tags,
-            user_data: USER_DATA,
+            user_data: &user_data.0,
         })
         .await
         .map_err(|e| Stop::Failed(format!("cannot create the Droplet: {e}")))?;
@@ -429,7 +525,11 @@ async fn restore_and_verify(
         note(&|r| r.volumes = volume_names.clone());
     }
     eprintln!("freezeframe: running freezeframe-agent verify on {address}");
-    let found = remote_verify(options, &address, &volume_names).await?;
+    let pinned = Pinned {
+        known_hosts: host_key.known_hosts(&format!("freezeframe-verify-{}", droplet.id))?,
+        alias: format!("freezeframe-verify-{}", droplet.id),
+    };
+    let found = remote_verify(options, &address, &volume_names, &pinned).await?;
     note(&|r| {
         r.verified_seconds = Some(started.elapsed().as_secs_f64());
         r.verification = Some(found.clone());
@@ -453,23 +553,42 @@ async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<Strin
     }
 }
 
+/// The one host key ssh accepts from the restored Droplet: `known_hosts` lists it under
+/// `alias` (ssh's `HostKeyAlias`), which is what ssh looks up instead of the address.
+struct Pinned {
+    known_hosts: std::path::PathBuf,
+    alias: String,
+}
+
 /// `freezeframe-agent verify --json` on the restored Droplet over ssh, retried while ssh cannot
-/// connect yet (sshd starts after the Droplet is reported active). The new Droplet's host key
-/// is accepted into a known-hosts file of this drill's own.
+/// connect yet (sshd starts after the Droplet is reported active). Only the host key the drill
+/// gave the Droplet is accepted: another one ends the drill before anything runs there.
 async fn remote_verify(
     options: &DrillOptions,
     address: &str,
     volumes: &[String],
+    pinned: &Pinned,
 ) -> Result<MachineVerification, Stop> {
-    let known_hosts = tempfile::NamedTempFile::new()
-        .map_err(|e| Stop::Failed(format!("cannot make a known-hosts file: {e}")))?;
     loop {
-        let mut command = ssh_verify(options, address, volumes, known_hosts.path());
+        let mut command = ssh_verify(options, address, volumes, pinned);
         let out = command
             .output()
             .await
             .map_err(|e| Stop::Failed(format!("cannot run {}: {e}", options.ssh_command)))?;
         let said = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(255)
+            && ["Host key verification failed", "IDENTIFICATION HAS CHANGED"]
+                .iter()
+                .any(|w| said.contains(w))
+        {
+            return Err(Stop::Failed(format!(
+                "{address} answered with an SSH host key other than the one the drill gave the \
+                 restored Droplet: it is not that Droplet, or the image's cloud-init did not \
+                 install the key from the user data (ssh_keys); nothing was run there and \
+                 nothing it said is trusted. ssh said: {}",
+                said.trim()
+            )));
+        }
         match out.status.code() {
             // ssh could not connect (yet): sshd may still be starting.
             Some(255)
@@ -497,28 +616,40 @@ async fn remote_verify(
     }
 }
 
-/// `ssh … USER@ADDRESS freezeframe-agent verify --json --volume …`, the new host key accepted
-/// into `known_hosts`.
+/// `ssh … USER@ADDRESS freezeframe-agent verify --json --volume …`, accepting only the pinned
+/// host key. The pinning options come before the user's own (`--ssh-command`), since ssh keeps
+/// the first value it is given; no forwarding to the host, and no secret in ssh's environment.
 fn ssh_verify(
     options: &DrillOptions,
     address: &str,
     volumes: &[String],
-    known_hosts: &std::path::Path,
+    pinned: &Pinned,
 ) -> tokio::process::Command {
     let mut words = options.ssh_command.split_whitespace();
     let mut command = tokio::process::Command::new(words.next().unwrap_or("ssh"));
+    for name in freezeframe_agent::secret::SECRET_VARIABLES {
+        command.env_remove(name);
+    }
     command
-        .args(words)
         .args([
-            "-x",
-            "-T",
             "-o",
-            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
             "-o",
-            "StrictHostKeyChecking=accept-new",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "HostKeyAlgorithms=ssh-ed25519",
+            "-o",
+            "CheckHostIP=no",
+            "-o",
+            "UpdateHostKeys=no",
         ])
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(format!("UserKnownHostsFile={}", pinned.known_hosts.display()))
+        .arg("-o")
+        .arg(format!("HostKeyAlias={}", pinned.alias))
+        .args(words)
+        .args(crate::ssh::NO_FORWARDING)
+        .args(["-T", "-o", "BatchMode=yes"])
         .arg("--")
         .arg(format!("{}@{address}", options.user))
         .args(["freezeframe-agent", "verify", "--json"]);

@@ -28,21 +28,42 @@ impl Step {
     }
 }
 
+/// What every ssh the CLI starts is given after the user's own options: the host reached is
+/// not trusted with the user's ssh agent, display or forwarded ports (`-a` and `-x` override any
+/// earlier `-A`/`-X`, whatever the user's configuration says).
+pub const NO_FORWARDING: [&str; 10] = [
+    "-a",
+    "-o",
+    "ForwardAgent=no",
+    "-o",
+    "ForwardX11=no",
+    "-o",
+    "ForwardX11Trusted=no",
+    "-o",
+    "ClearAllForwardings=yes",
+    "-x",
+];
+
 /// Runs `ssh_command … HOST systemd-stdio-bridge` through `sh`, which sends ssh's stderr to
-/// `log` and adds ssh's exit status: a D-Bus transport has no other place for them.
+/// `log` and adds ssh's exit status: a D-Bus transport has no other place for them. The secret
+/// variables (the API token) are unset first: ssh and its helpers do not get them.
 pub fn bridge_command(ssh_command: &str, host: &Host, log: &Path) -> (OsString, Vec<OsString>) {
     let mut words = ssh_command.split_whitespace();
     let program = words.next().unwrap_or("ssh");
+    let script = format!(
+        r#"unset {}; log=$1; shift; "$@" 2>"$log"; status=$?; echo "exit status $status" >>"$log"; exit $status"#,
+        freezeframe_agent::secret::SECRET_VARIABLES.join(" ")
+    );
     let mut args: Vec<OsString> = vec![
         "-c".into(),
-        r#"log=$1; shift; "$@" 2>"$log"; status=$?; echo "exit status $status" >>"$log"; exit $status"#
-            .into(),
+        script.into(),
         "freezeframe-ssh".into(),
         log.into(),
         program.into(),
     ];
     args.extend(words.map(OsString::from));
-    args.extend(["-x", "-T", "-o", "BatchMode=yes"].map(OsString::from));
+    args.extend(NO_FORWARDING.map(OsString::from));
+    args.extend(["-T", "-o", "BatchMode=yes"].map(OsString::from));
     if let Some(port) = host.port {
         args.extend([OsString::from("-p"), OsString::from(port.to_string())]);
     }

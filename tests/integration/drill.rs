@@ -47,7 +47,11 @@ fn snapshotted(capture: Capture, name: &str) -> Droplet {
 /// private mount namespace: the restored disk mounted where the Droplet's disk was, the
 /// original volume gone, each restored volume on a read-only loop device linked by name as
 /// udev would) and runs the remote `freezeframe-agent` command there, with the machine's
-/// config; any other address is refused as sshd would before it is up.
+/// config; any other address is refused as sshd would before it is up. The host presents the
+/// ed25519 key its user data gave it, as cloud-init installs it (or, where `machines/impostor`
+/// exists, the key in that file: another host at the address), and the host key is checked as
+/// ssh checks it: against `UserKnownHostsFile` under `HostKeyAlias`, by
+/// `StrictHostKeyChecking` (`yes`: an unknown key is refused; `accept-new`: it is added).
 fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
     let dir = droplet.dir.path();
     let links = dir.join("restored-links");
@@ -87,13 +91,33 @@ fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
         &ssh,
         format!(
             "#!/bin/sh\necho \"$@\" >> {log}\n\
+             env > {env}\n\
+             kh=/dev/null; strict=ask; alias=''\n\
+             for a in \"$@\"; do case \"$a\" in UserKnownHostsFile=*) kh=${{a#*=}};; \
+             StrictHostKeyChecking=*) strict=${{a#*=}};; HostKeyAlias=*) alias=${{a#*=}};; esac; done\n\
              while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift\n\
              ip=${{1#*@}}; shift\n\
              [ -f {machines}/deny ] && {{ echo \"root@$ip: Permission denied (publickey).\" >&2; exit 255; }}\n\
              [ -f {machines}/$ip ] || {{ echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255; }}\n\
+             if [ -f {machines}/impostor ]; then key=$(cat {machines}/impostor); \
+             else key=$(sed -n 's/^  ed25519_public: //p' {machines}/$ip.user-data); fi\n\
+             [ -n \"$key\" ] || key='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIThe+image+s+own+key'\n\
+             name=${{alias:-$ip}}\n\
+             known=$(awk -v n=\"$name\" '$1 == n {{ print $2 \" \" $3 }}' \"$kh\" 2>/dev/null)\n\
+             if [ -z \"$known\" ]; then\n\
+               if [ \"$strict\" = accept-new ] || [ \"$strict\" = no ]; then echo \"$name $key\" >> \"$kh\";\n\
+               else echo \"No ED25519 host key is known for $name and you have requested strict checking.\" >&2; \
+             echo 'Host key verification failed.' >&2; exit 255; fi\n\
+             elif [ \"$known\" != \"$key\" ]; then\n\
+               echo '@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@' >&2\n\
+               echo '@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @' >&2\n\
+               echo \"Host key for $name has changed and you have requested strict checking.\" >&2\n\
+               echo 'Host key verification failed.' >&2; exit 255\n\
+             fi\n\
              [ \"$1\" = freezeframe-agent ] || {{ echo \"sh: $1: not found\" >&2; exit 127; }}\n\
              shift\nexec unshare -m --propagation private sh {boot} {machines}/$ip \"$@\"\n",
             log = dir.join("ssh.log").display(),
+            env = dir.join("ssh.env").display(),
             machines = machines.display(),
             boot = boot.display(),
         ),
@@ -258,6 +282,93 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
     assert!(
         text.contains("restore drills: unknown") && text.contains("did not list them within 5s"),
         "{text}"
+    );
+}
+
+/// As the attacker: another host at the restored Droplet's address (or a restored copy that
+/// kept the image's own host key). The drill pinned the key it gave the Droplet: ssh refuses
+/// the host before logging in, the drill fails saying so, trusts and records nothing, and
+/// destroys what it made. The private key it made is in the user data only: never in what the
+/// drill says, and gone from the machine afterwards; the ssh it ran forwarded nothing and
+/// carried no token.
+#[test]
+fn a_host_answering_with_another_key_fails_the_drill_and_leaves_nothing() {
+    let droplet = snapshotted(Capture::Registration, "impostor-1");
+    let restored = Restored::watch(&droplet);
+    std::fs::write(
+        restored.machines.join("impostor"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImpostor+host+key",
+    )
+    .unwrap();
+    let tmp = droplet.dir.path().join("drill-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = drill(&droplet, &restored.ssh, &["impostor-1", "--yes"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let report = drill_report(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report:#}\n{stderr}");
+    assert_eq!(report["verified"], false);
+    assert!(
+        report["verification"].is_null(),
+        "nothing it said is trusted: {report:#}"
+    );
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("SSH host key other than the one the drill gave")
+            && error.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{error}"
+    );
+    assert_eq!(report["recorded"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["left_behind"], serde_json::json!([]));
+    nothing_left(&droplet);
+    let id = report["snapshot_id"].as_str().unwrap();
+    assert_eq!(droplet.server.sim.image_tags(id), ["freezeframe:application"]);
+
+    // The private key went to the Droplet's user data, and nowhere else.
+    let address = report["address"].as_str().unwrap();
+    let user_data = std::fs::read_to_string(restored.machines.join(format!("{address}.user-data"))).unwrap();
+    let private: Vec<&str> = user_data
+        .lines()
+        .skip_while(|l| !l.contains("ed25519_private: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert!(
+        private.first() == Some(&"-----BEGIN OPENSSH PRIVATE KEY-----") && private.len() > 3,
+        "{user_data}"
+    );
+    let said = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    for line in &private[1..private.len() - 1] {
+        assert!(
+            !said.contains(line),
+            "a line of the private key was printed:\n{said}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the drill's key directory is left"
+    );
+    // No forwarding to the host, only the pinned key, and no token in ssh's environment.
+    let argv = std::fs::read_to_string(droplet.dir.path().join("ssh.log")).unwrap();
+    for word in [
+        " -a ",
+        " -x ",
+        "ForwardAgent=no",
+        "ForwardX11=no",
+        "StrictHostKeyChecking=yes",
+        "HostKeyAlias=freezeframe-verify-",
+    ] {
+        assert!(argv.contains(word), "{word} not in {argv}");
+    }
+    assert!(!argv.contains("accept-new"), "{argv}");
+    let env = std::fs::read_to_string(droplet.dir.path().join("ssh.env")).unwrap();
+    assert!(
+        !env.contains("DIGITALOCEAN_TOKEN") && !env.contains(TOKEN),
+        "ssh inherited the token"
     );
 }
 

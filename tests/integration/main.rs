@@ -18,6 +18,7 @@ mod metrics;
 mod offline;
 mod packaging;
 mod phases;
+mod secrets;
 mod servers;
 mod service;
 mod systemd_bus;

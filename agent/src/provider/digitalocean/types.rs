@@ -345,8 +345,9 @@ impl Paged for VolumeList {
     }
 }
 
-/// `POST /v2/droplets` from a snapshot image (`droplet_single_create`).
-#[derive(Debug, Clone, Serialize)]
+/// `POST /v2/droplets` from a snapshot image (`droplet_single_create`). Its `Debug` leaves out
+/// the user data, which may carry a private key (a restore drill's host key).
+#[derive(Clone, Serialize)]
 pub struct DropletCreate<'a> {
     /// Its name.
     pub name: &'a str,
@@ -362,6 +363,20 @@ pub struct DropletCreate<'a> {
     pub tags: &'a [String],
     /// cloud-init user data for its first boot.
     pub user_data: &'a str,
+}
+
+impl std::fmt::Debug for DropletCreate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropletCreate")
+            .field("name", &self.name)
+            .field("region", &self.region)
+            .field("size", &self.size)
+            .field("image", &self.image)
+            .field("ssh_keys", &self.ssh_keys)
+            .field("tags", &self.tags)
+            .field("user_data", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `POST /v2/volumes` from a volume snapshot.

@@ -62,10 +62,15 @@ impl HostKey {
             |why: String| Failure::new(Exit::Failed, format!("cannot make the Droplet's host key: {why}"));
         let dir = tempfile::Builder::new()
             .prefix("freezeframe-verify-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| failed(e.to_string()))?;
         let file = dir.path().join("host_key");
-        let out = std::process::Command::new("ssh-keygen")
+        let mut keygen = std::process::Command::new("ssh-keygen");
+        for name in freezeframe_agent::secret::SECRET_VARIABLES {
+            keygen.env_remove(name);
+        }
+        let out = keygen
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "freezeframe-verify", "-f"])
             .arg(&file)
             .stdin(std::process::Stdio::null())
@@ -525,9 +530,10 @@ async fn restore_and_verify(
         note(&|r| r.volumes = volume_names.clone());
     }
     eprintln!("freezeframe: running freezeframe-agent verify on {address}");
+    let alias = format!("freezeframe-verify-{}", droplet.id);
     let pinned = Pinned {
-        known_hosts: host_key.known_hosts(&format!("freezeframe-verify-{}", droplet.id))?,
-        alias: format!("freezeframe-verify-{}", droplet.id),
+        known_hosts: host_key.known_hosts(&alias)?,
+        alias,
     };
     let found = remote_verify(options, &address, &volume_names, &pinned).await?;
     note(&|r| {
@@ -832,4 +838,48 @@ fn verification_text(found: &MachineVerification) -> String {
         out.push_str(&format!("  why not: {reason}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The key as cloud-init reads it from the user data, and as ssh pins it; the private half
+    /// in memory only, never in Debug output.
+    #[test]
+    fn the_host_key_goes_to_the_user_data_and_the_pin_and_never_prints() {
+        let key = HostKey::generate().unwrap();
+        let dir = key.dir.path().to_path_buf();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(!dir.join("host_key").exists(), "the private key's file is left");
+        let user_data = key.user_data().0;
+        assert!(user_data.starts_with(USER_DATA), "{user_data}");
+        let block: Vec<&str> = user_data
+            .lines()
+            .skip_while(|l| *l != "  ed25519_private: |")
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| &l[4..])
+            .collect();
+        assert_eq!(block.join("\n"), key.private.0.trim_end());
+        assert_eq!(block[0], "-----BEGIN OPENSSH PRIVATE KEY-----");
+        assert!(user_data.ends_with(&format!("  ed25519_public: {}\n", key.public)));
+        assert!(user_data.contains("\nssh_genkeytypes: []\n"), "{user_data}");
+        let Ok(pin) = key.known_hosts("freezeframe-verify-7") else {
+            panic!("cannot write the known-hosts file")
+        };
+        assert_eq!(
+            std::fs::read_to_string(pin).unwrap(),
+            format!("freezeframe-verify-7 {}\n", key.public)
+        );
+        let printed = format!("{key:?}");
+        assert!(
+            printed.contains("[redacted]") && !printed.contains(block[1]),
+            "{printed}"
+        );
+        drop(key);
+        assert!(!dir.exists(), "the key's directory is left");
+    }
 }

@@ -612,3 +612,164 @@ fn a_group_of_postgresql_servers_restores_to_one_cut_of_their_writes() {
         );
     }
 }
+
+/// A coordinator that asks a member to wait longer than that machine's
+/// `agent.max_prepare_timeout` is refused by it before anything is quiesced, saying how much it
+/// may ask for; the CLI's coordinator then aborts the group.
+#[test]
+fn a_prepare_timeout_above_a_members_bound_is_refused_before_anything_is_quiesced() {
+    require_root();
+    let group = Group::start(&[&[], &[], &[]]);
+    for i in 0..3 {
+        group.hook(i, "");
+    }
+    // Gamma's owner allows 3 s (read at each call: no restart).
+    let drop_ins = group.members[2].fs.dir.path().join("etc/config.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("60-bound.toml"),
+        "[agent]\nmax_prepare_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let out = group.cli(&["snapshot", "--group", "--json", "--prepare-timeout", "1m"]);
+    let result = json_of(&out);
+    // A usage error: the option must change.
+    assert_eq!(out.status.code(), Some(2), "{result:#}{}", stderr(&out));
+    let aborted = result["aborted"].as_str().unwrap_or_default();
+    assert!(
+        aborted.starts_with("gamma") && aborted.contains("at most 3000 ms (3s, `agent.max_prepare_timeout`)"),
+        "{result:#}"
+    );
+    group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
+    assert!(group.hook_log(2).is_empty(), "gamma quiesced nothing");
+    // Within the bound, the same group goes through.
+    let out = group.cli(&["snapshot", "--group", "--json", "--prepare-timeout", "3s"]);
+    let result = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
+    assert_eq!(result["consistent"], true, "{result:#}");
+}
+
+/// Runs `busctl ARGS…` against `bus` through `systemd-stdio-bridge`, whose connection to the bus
+/// stays after busctl leaves (until the returned guard drops): a coordinator that called Prepare
+/// and never says another word, nor leaves.
+fn busctl_staying_on(
+    bus: &freezeframe_tests::bus::PrivateBus,
+    dir: &Path,
+    args: &[&str],
+) -> (Output, impl Drop) {
+    struct Leave(PathBuf);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let leave = dir.join("coordinator-leaves");
+    let _ = std::fs::remove_file(&leave);
+    let script = dir.join("staying-bridge");
+    // busctl's end of the socket is non-blocking: socat copies it, where cat would stop at
+    // EAGAIN. Not on busctl's stderr, which would keep its output open while the bridge stays.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec 2>/dev/null\n{{ socat -u STDIN STDOUT; i=0; while [ ! -e '{leave}' ] && [ $i -lt 1200 ]; do \
+             sleep 0.1; i=$((i+1)); done; }} | exec systemd-stdio-bridge --bus-path='{bus}'\n",
+            leave = leave.display(),
+            bus = bus.address,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("busctl")
+        .arg(format!("--address=unixexec:path={}", script.display()))
+        .args([
+            "call",
+            "org.freezeframe.Agent1",
+            "/org/freezeframe/Agent1",
+            "org.freezeframe.Agent1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (out, Leave(leave))
+}
+
+/// busctl as a coordinator that stays on the bus and never says Freeze: asking for a timeout of
+/// half a billion years is refused before anything is quiesced, and asking for none gets this
+/// machine's bound, at which its wait ends and its hook's lock is released.
+#[test]
+fn a_coordinator_that_stays_silent_holds_a_member_quiesced_no_longer_than_its_bound() {
+    require_root();
+    let member = Served::start("max_prepare_timeout = \"3s\"\n", &[]);
+    let dir = member.fs.dir.path().to_path_buf();
+    let hooks = dir.join("etc/hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let log = dir.join("hooks.log");
+    std::fs::write(
+        hooks.join("10-app"),
+        format!("#!/bin/sh\necho \"$1\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(hooks.join("10-app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let huge = u64::MAX.to_string();
+    let (out, gone) = busctl_staying_on(
+        &member.bus,
+        &dir,
+        &[
+            "Prepare",
+            "a{sv}",
+            "2",
+            "group",
+            "s",
+            "g0123abcd",
+            "timeout-ms",
+            "t",
+            &huge,
+        ],
+    );
+    drop(gone);
+    assert!(
+        !out.status.success(),
+        "accepted: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("at most 3000 ms (3s, `agent.max_prepare_timeout`)"),
+        "{}",
+        stderr(&out)
+    );
+    let status = json_of(&member.cli(&["status", "--json"]));
+    assert_eq!(status["running_job"], 0, "{status:#}");
+    assert_eq!(hook_log(), "", "nothing quiesced");
+
+    let (out, _stays) = busctl_staying_on(
+        &member.bus,
+        &dir,
+        &["Prepare", "a{sv}", "1", "group", "s", "g0123abcd"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let status = json_of(&member.cli(&["status", "--json"]));
+        if status["running_job"] == 0 && status["last_result"]["group"]["id"] == "g0123abcd" {
+            break status["last_result"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member still waits for its silent coordinator: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("did not come by its prepare deadline"),
+        "ended by the bound, the coordinator still on the bus: {last:#}"
+    );
+    assert!(
+        last["filesystems"]["frozen"].as_array().unwrap().is_empty(),
+        "{last:#}"
+    );
+    assert_eq!(hook_log(), "freeze\nthaw\n", "the hook's lock was released");
+    assert!(!is_frozen(&member.fs.mountpoint));
+}

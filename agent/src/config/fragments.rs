@@ -129,6 +129,7 @@ pub(crate) struct AgentFragment {
     pub(crate) runtime_dir: Option<PathBuf>,
     pub(crate) idle_exit: Option<DurationText>,
     pub(crate) public_read: Option<bool>,
+    pub(crate) max_prepare_timeout: Option<DurationText>,
 }
 
 /// `[freeze]`
@@ -188,6 +189,7 @@ impl ConfigFragment {
             overlay(&mut e.runtime_dir, l.runtime_dir);
             overlay(&mut e.idle_exit, l.idle_exit);
             overlay(&mut e.public_read, l.public_read);
+            overlay(&mut e.max_prepare_timeout, l.max_prepare_timeout);
         }
         if let Some(l) = later.freeze {
             let e = self.freeze.get_or_insert_with(Default::default);

@@ -147,10 +147,17 @@ pub struct ServiceSettings {
     /// Let any local user call `Status`, `Plan` and `ListSnapshots`, not only root and the
     /// group `freezeframe`.
     pub public_read: bool,
+    /// The longest a group's coordinator may keep this machine quiesced waiting to freeze
+    /// (`Prepare`'s `timeout-ms`); a Prepare asking for more is refused.
+    pub max_prepare_timeout: Duration,
 }
 
 /// Default for `[agent] idle_exit`.
 pub(crate) const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
+
+/// Default of `[agent] max_prepare_timeout`, and its bounds.
+pub(crate) const DEFAULT_MAX_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_PREPARE_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// `[quiesce]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -542,6 +549,10 @@ fn validate_service(agent: fragments::AgentFragment) -> Result<ServiceSettings, 
     Ok(ServiceSettings {
         idle_exit,
         public_read: agent.public_read.unwrap_or(false),
+        max_prepare_timeout: match &agent.max_prepare_timeout {
+            Some(text) => parse_duration_in("agent.max_prepare_timeout", text, MAX_PREPARE_TIMEOUT_RANGE)?,
+            None => DEFAULT_MAX_PREPARE_TIMEOUT,
+        },
     })
 }
 

@@ -85,6 +85,29 @@ pub(crate) struct ServiceBarrier {
 /// How long a coordinator waits for its group to be prepared unless it says (`timeout-ms`).
 pub(crate) const DEFAULT_PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long a member waits to freeze: what its coordinator asked (`timeout-ms`), or the
+/// default, never above this machine's `agent.max_prepare_timeout`. A coordinator asking for
+/// more is refused, not cut short unawares: its own deadline would otherwise outlast the
+/// member's, and its databases would stay quiesced on a caller's word.
+pub(crate) fn prepare_timeout(
+    asked: Option<std::time::Duration>,
+    bound: std::time::Duration,
+) -> Result<std::time::Duration, AgentError> {
+    match asked {
+        None => Ok(DEFAULT_PREPARE_TIMEOUT.min(bound)),
+        Some(asked) if asked <= bound => Ok(asked),
+        Some(asked) => Err(AgentError::InvalidArgs(format!(
+            "option `timeout-ms`: {} ms is more than this machine allows a coordinator to keep it \
+             quiesced: at most {} ms ({}, `agent.max_prepare_timeout`); ask for less \
+             (`freezeframe snapshot --group --prepare-timeout`) or raise that bound in this \
+             agent's configuration",
+            asked.as_millis(),
+            bound.as_millis(),
+            humantime::format_duration(bound)
+        ))),
+    }
+}
+
 #[async_trait::async_trait]
 impl Barrier for ServiceBarrier {
     fn group(&self) -> &str {
@@ -177,6 +200,22 @@ mod tests {
         slot.release(Some(":1.7"), 3, BarrierPoint::Frozen).unwrap();
         barrier.released(BarrierPoint::Frozen).await.unwrap();
         assert!(slot.committed());
+    }
+
+    #[test]
+    fn a_prepare_timeout_above_the_bound_is_refused_and_the_default_kept_below_it() {
+        let bound = Duration::from_secs(600);
+        assert_eq!(prepare_timeout(None, bound).unwrap(), DEFAULT_PREPARE_TIMEOUT);
+        assert_eq!(
+            prepare_timeout(None, Duration::from_secs(5)).unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(prepare_timeout(Some(bound), bound).unwrap(), bound);
+        let huge = prepare_timeout(Some(Duration::from_millis(u64::MAX)), bound).unwrap_err();
+        assert!(
+            matches!(&huge, AgentError::InvalidArgs(m) if m.contains("at most 600000 ms (10m")),
+            "{huge}"
+        );
     }
 
     #[tokio::test]

@@ -553,7 +553,9 @@ impl Agent {
 
     /// Starts this machine's part of a consistency group's snapshot (option `group`, the
     /// group's id, is required); returns its job id. The job runs preflight, quiesces and
-    /// flushes, then waits (phase `ready`) for Freeze; freezes and waits (phase `hold`) for
+    /// flushes, then waits (phase `ready`) for Freeze, at most `timeout-ms` from this call (a
+    /// timeout above `agent.max_prepare_timeout` is refused before anything starts, so no
+    /// caller holds this machine quiesced longer); freezes and waits (phase `hold`) for
     /// Commit; then requests its snapshot and thaws as Snapshot does. Only the caller may call
     /// Freeze and Commit; when it leaves the bus before committing, the job aborts: it thaws
     /// and resumes at once and requests nothing. Abort does the same on request.
@@ -567,6 +569,8 @@ impl Agent {
     ) -> Result<u64, AgentError> {
         let settings = self.admit(Access::Change, connection, &header).await?;
         let options = parse_options(&options, OptionsOf::Prepare)?;
+        let prepare_timeout =
+            group::prepare_timeout(options.prepare_timeout, settings.service.max_prepare_timeout)?;
         self.refuse_when_stopping()?;
         let coordinator = header
             .sender()
@@ -584,8 +588,7 @@ impl Agent {
         let barrier = group::ServiceBarrier {
             group: options.group.unwrap_or_default(),
             slot,
-            prepare_deadline: tokio::time::Instant::now()
-                + options.prepare_timeout.unwrap_or(group::DEFAULT_PREPARE_TIMEOUT),
+            prepare_deadline: tokio::time::Instant::now() + prepare_timeout,
         };
         let job = Job {
             id,

@@ -220,20 +220,39 @@ pub fn publish_between_runs(settings: &Settings) {
     }
 }
 
+/// At most this many connections are served at a time; one more is closed as it is accepted.
+/// Each holds a descriptor, and a snapshot needs its own (targets, the lock, the bus): local
+/// users must not be able to take them all. Prometheus and do-agent use one at a time.
+pub(crate) const HTTP_CONNECTIONS: usize = 32;
+
+/// A request's head must have arrived this soon after the connection was accepted.
+pub(crate) const HTTP_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A connection is closed this long after it was accepted, whatever it is doing.
+const HTTP_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `GET /metrics` on `listener` until the task is dropped: each answer read afresh from
 /// the history and drill files. A minimal HTTP/1.1 responder, one request per connection
-/// (Prometheus and do-agent scrape that way); a slow or oversized request is dropped.
+/// (Prometheus and do-agent scrape that way), [`HTTP_CONNECTIONS`] at a time; a request whose
+/// head is slow (over [`HTTP_HEAD_TIMEOUT`]) or oversized is dropped.
 pub async fn serve_http(listener: tokio::net::TcpListener, settings: Settings) {
     let settings = std::sync::Arc::new(settings);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS));
     loop {
+        // Accepted even when every slot is taken, and then closed at once: left in the
+        // kernel's queue, a flood would stall every later client instead.
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let settings = settings.clone();
         tokio::spawn(async move {
-            let bound = std::time::Duration::from_secs(10);
-            let _ = tokio::time::timeout(bound, answer(stream, &settings)).await;
+            let _ = tokio::time::timeout(HTTP_CONNECTION_TIMEOUT, answer(stream, &settings)).await;
+            drop(slot);
         });
     }
 }
@@ -243,8 +262,12 @@ async fn answer(mut stream: tokio::net::TcpStream, settings: &Settings) -> std::
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
+    let head_by = tokio::time::Instant::now() + HTTP_HEAD_TIMEOUT;
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
+        let Ok(read) = tokio::time::timeout_at(head_by, stream.read(&mut buf)).await else {
+            return Ok(());
+        };
+        let n = read?;
         if n == 0 || head.len() + n > 8192 {
             return Ok(());
         }

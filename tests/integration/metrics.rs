@@ -197,3 +197,48 @@ fn a_metrics_address_off_this_machine_is_refused_with_what_to_write() {
     }
     assert!(Path::new(&config).exists());
 }
+
+/// Any local user may connect to `/metrics`. Two thousand idle connections from another uid,
+/// to an agent with systemd's default soft limit of 1,024 descriptors, leave it the
+/// descriptors a snapshot needs; once they are gone, `/metrics` answers as before.
+#[test]
+fn idle_connections_to_metrics_cannot_starve_a_snapshot_of_descriptors() {
+    let port = free_port();
+    let served = Served::start_with("", &[], &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let limited = Command::new("prlimit")
+        .arg(format!("--pid={}", served.pid()))
+        .arg("--nofile=1024:1024")
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    // As nobody: connect 2,000 times, say nothing, and hold them until told (stdin closes).
+    let mut flood = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c"])
+        .arg(format!(
+            "for i in $(seq 2000); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port} || exit 1; done; \
+             echo held; read _"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    flood
+        .stdout
+        .as_mut()
+        .unwrap()
+        .take(5)
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(said, "held\n", "the connections were not all made");
+
+    let out = served.cli(&["snapshot", "--json"]);
+    let report = json_of(&out);
+    drop(flood.stdin.take());
+    let _ = flood.wait();
+    assert_eq!(report["status"], "succeeded", "{report:#}{}", stderr(&out));
+
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("freezeframe_runs_total"), "{body}");
+}

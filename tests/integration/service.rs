@@ -71,6 +71,11 @@ impl Served {
     pub(crate) fn cli(&self, args: &[&str]) -> Output {
         cli_on(&self.bus, args)
     }
+
+    /// The agent's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.agent.as_ref().expect("the agent runs").id()
+    }
 }
 
 impl Drop for Served {

@@ -988,3 +988,147 @@ fn doctor_says_what_failed_and_the_fix_that_matches_it() {
         "{text}"
     );
 }
+
+/// `busctl call` of org.freezeframe.Agent1's `args` on `address`, as `uid`, no groups.
+fn busctl_as(uid: u32, address: &str, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg("busctl")
+        .arg(format!("--address={address}"))
+        .args([
+            "call",
+            "org.freezeframe.Agent1",
+            "/org/freezeframe/Agent1",
+            "org.freezeframe.Agent1",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A caller the agent refuses is no activity: however often it calls, the agent leaves when
+/// idle, as if nobody had called.
+#[test]
+fn a_refused_caller_does_not_keep_the_agent_from_its_idle_exit() {
+    let mut served = Served::start("idle_exit = \"2s\"\n", &[]);
+    let address = served.bus.address.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut calls = 0;
+    loop {
+        if let Some(exit) = served.agent.as_mut().unwrap().try_wait().unwrap() {
+            assert!(exit.success(), "{exit:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent stayed up for a caller it refused {calls} times"
+        );
+        // Read (refused: no public_read), and a coordinator's word for a job it does not own.
+        let args: &[&str] = if calls % 2 == 0 {
+            &["Status"]
+        } else {
+            &["Commit", "t", "1"]
+        };
+        let out = busctl_as(65534, &address, args);
+        calls += 1;
+        if served.agent.as_mut().unwrap().try_wait().unwrap().is_none() {
+            assert!(!out.status.success(), "{args:?} was allowed");
+        }
+    }
+    assert!(calls > 2, "called while it ran");
+}
+
+/// The agent on `bus` with `config`, stopped when dropped.
+struct AgentOn(Child);
+
+impl AgentOn {
+    fn start(bus: &PrivateBus, config: &std::path::Path) -> AgentOn {
+        let agent = AgentOn(
+            Command::new(agent_bin())
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+                .env_remove("DIGITALOCEAN_TOKEN")
+                .arg("--config")
+                .arg(config)
+                .arg("run")
+                .spawn()
+                .expect("start the agent"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !busctl_as(0, &bus.address, &["Status"]).status.success() {
+            assert!(Instant::now() < deadline, "the agent did not come up on its bus");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+}
+
+impl Drop for AgentOn {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// With `public_read`, any local user may list the snapshots, and each list costs API calls
+/// from the token's budget: another uid's lists, however many, cost one list within its
+/// lifetime. Root's are fresh; a snapshot this agent takes makes the next one fresh too.
+#[test]
+fn every_users_lists_cost_the_api_one_list_within_its_lifetime() {
+    let droplet = crate::droplet::Droplet::new(Duration::from_millis(100), "");
+    let text = std::fs::read_to_string(&droplet.config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\npublic_read = true\n");
+    std::fs::write(&droplet.config, text).unwrap();
+    let bus = PrivateBus::start(&droplet.dir.path().join("bus")).expect("start a private bus");
+    let _agent = AgentOn::start(&bus, &droplet.config);
+    let calls = || droplet.server.sim.counters().calls.len();
+    let list_as_nobody = || {
+        let out = busctl_as(65534, &bus.address, &["ListSnapshots"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let before = calls();
+    assert_eq!(list_as_nobody().trim(), "aa{sv} 0");
+    let one_list = calls() - before;
+    assert!(one_list > 0, "a list asks the API");
+    // Fifty more, ten at a time: none reaches the API.
+    for _ in 0..5 {
+        std::thread::scope(|s| {
+            for _ in 0..10 {
+                s.spawn(|| list_as_nobody());
+            }
+        });
+    }
+    assert_eq!(
+        calls() - before,
+        one_list,
+        "{:#?}",
+        droplet.server.sim.counters().calls
+    );
+
+    // Root's list is fresh.
+    let out = busctl_as(0, &bus.address, &["ListSnapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(calls() - before, 2 * one_list);
+
+    // A snapshot by this agent: the next list, anyone's, sees it.
+    let report = json_of(&cli_on(&bus, &["snapshot", "--json", "--wait"]));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    let after_snapshot = calls();
+    let listed = list_as_nobody();
+    assert!(listed.starts_with("aa{sv} 1 "), "{listed}");
+    assert!(calls() > after_snapshot, "asked the API again");
+    let asked = calls();
+    for _ in 0..10 {
+        list_as_nobody();
+    }
+    assert_eq!(calls(), asked);
+}

@@ -47,16 +47,28 @@ pub(crate) async fn caller(
     })
 }
 
+/// Why a caller was let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Root or a member of the group: trusted with the machine's snapshots.
+    Privileged,
+    /// Anyone, by `public_read`: may read, and is kept from spending the API's budget.
+    Public,
+}
+
 /// Allows or refuses `caller` for `access`; `group` is the freezeframe group's id, if it exists.
 pub(crate) fn check(
     caller: &Caller,
     access: Access,
     group: Option<u32>,
     public_read: bool,
-) -> Result<(), AgentError> {
+) -> Result<Admitted, AgentError> {
     let member = group.is_some_and(|g| caller.groups.contains(&g));
-    if caller.uid == 0 || member || (access == Access::Read && public_read) {
-        return Ok(());
+    if caller.uid == 0 || member {
+        return Ok(Admitted::Privileged);
+    }
+    if access == Access::Read && public_read {
+        return Ok(Admitted::Public);
     }
     Err(AgentError::AccessDenied(format!(
         "uid {} may not call this: only root and members of the group `{GROUP}` may{}",
@@ -104,6 +116,13 @@ mod tests {
         let refused = check(&other, Access::Change, Some(990), true).unwrap_err();
         assert!(refused.to_string().contains("uid 1001"), "{refused}");
         assert!(check(&other, Access::Read, Some(990), false).is_err());
-        assert!(check(&other, Access::Read, Some(990), true).is_ok());
+        assert_eq!(
+            check(&other, Access::Read, Some(990), true).unwrap(),
+            Admitted::Public
+        );
+        assert_eq!(
+            check(&member, Access::Read, Some(990), true).unwrap(),
+            Admitted::Privileged
+        );
     }
 }

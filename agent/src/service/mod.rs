@@ -5,6 +5,7 @@
 
 pub(crate) mod access;
 mod group;
+mod listing;
 pub mod wire;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
@@ -177,10 +178,16 @@ pub struct AgentStatus {
     pub history: Option<crate::history::History>,
 }
 
+/// ListSnapshots' kept answer, for the `[snapshot]` settings it was fetched with.
+type Listings =
+    listing::ListCache<crate::config::SnapshotSettings, Vec<crate::transaction::ports::SnapshotInfo>>;
+
 /// The object served at [`OBJECT_PATH`].
 pub(crate) struct Agent {
     config: Option<PathBuf>,
     state: Arc<Mutex<State>>,
+    /// ListSnapshots' answer, kept for callers admitted by `public_read`.
+    listings: Arc<Listings>,
     group: Option<u32>,
     /// Set when the service winds down: no new jobs.
     stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -231,9 +238,10 @@ impl Agent {
     /// the caller was admitted at Prepare, and a bus never gives its unique name to another
     /// connection.
     fn release(&self, job: u64, header: &Header<'_>, point: BarrierPoint) -> Result<(), AgentError> {
-        self.touch();
         let (slot, _) = self.group_job(job)?;
-        slot.release(header.sender().map(|s| s.as_str()), job, point)
+        slot.release(header.sender().map(|s| s.as_str()), job, point)?;
+        self.touch();
+        Ok(())
     }
 
     /// The running group job `job`, for its coordinator's calls.
@@ -269,11 +277,24 @@ impl Agent {
         connection: &zbus::Connection,
         header: &Header<'_>,
     ) -> Result<Settings, AgentError> {
-        self.touch();
+        self.admit_as(access, connection, header)
+            .await
+            .map(|(settings, _)| settings)
+    }
+
+    /// As [`Agent::admit`], saying also how the caller was admitted. Only an admitted call
+    /// counts as activity: a refused caller cannot keep the agent from its idle exit.
+    async fn admit_as(
+        &self,
+        access: Access,
+        connection: &zbus::Connection,
+        header: &Header<'_>,
+    ) -> Result<(Settings, access::Admitted), AgentError> {
         let caller = access::caller(connection, header).await?;
         let settings = self.settings()?;
-        access::check(&caller, access, self.group, settings.service.public_read)?;
-        Ok(settings)
+        let admitted = access::check(&caller, access, self.group, settings.service.public_read)?;
+        self.touch();
+        Ok((settings, admitted))
     }
 
     /// Checks a property reader as `Status` is checked. Without a header the value is being
@@ -360,6 +381,8 @@ struct Job {
     settings: Settings,
     request: JobRequest,
     state: Arc<Mutex<State>>,
+    /// Made stale when the job ends: it may have created and pruned snapshots.
+    listings: Arc<Listings>,
     emitter: SignalEmitter<'static>,
     /// For a group's member: the barrier, and the watch on its coordinator (ended with the job).
     group: Option<(group::ServiceBarrier, tokio::task::JoinHandle<()>)>,
@@ -425,6 +448,7 @@ impl Job {
             "snapshot job finished"
         );
         Notifier::from_env().status("waiting for calls");
+        self.listings.invalidate();
         {
             let mut state = self.state.lock().unwrap();
             state.running = None;
@@ -544,6 +568,7 @@ impl Agent {
             settings,
             request: options.request,
             state: self.state.clone(),
+            listings: self.listings.clone(),
             emitter,
             group: None,
         };
@@ -595,6 +620,7 @@ impl Agent {
             settings,
             request: options.request,
             state: self.state.clone(),
+            listings: self.listings.clone(),
             emitter: emitter.into_owned(),
             group: Some((barrier, watcher)),
         };
@@ -674,18 +700,27 @@ impl Agent {
         }))
     }
 
-    /// This machine's snapshots, oldest first: id, name, created_at, size_bytes.
+    /// This machine's snapshots, oldest first: id, name, created_at, size_bytes. Callers let
+    /// in by `agent.public_read` alone get an answer up to 30 s old (each costs API calls);
+    /// root and the group a fresh one. A snapshot this agent takes or deletes renews it.
     #[zbus(out_args("snapshots"))]
     async fn list_snapshots(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Vec<Dict>, AgentError> {
-        let settings = self.admit(Access::Read, connection, &header).await?;
-        let mut list = job::provider(&settings)
-            .list()
+        let (settings, admitted) = self.admit_as(Access::Read, connection, &header).await?;
+        let fresh = admitted == access::Admitted::Privileged;
+        let mut list = self
+            .listings
+            .get(&settings.snapshot, fresh, || async {
+                job::provider(&settings)
+                    .list()
+                    .await
+                    .map_err(|e| crate::errors::error_chain(&e))
+            })
             .await
-            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+            .map_err(AgentError::Failed)?;
         let host = crate::naming::hostname();
         for s in &mut list {
             s.group = settings.snapshot.group_name_template.group_of(&host, &s.name);
@@ -718,10 +753,9 @@ impl Agent {
             host: crate::naming::hostname(),
             groups,
         };
-        let deleted = job::provider(&settings)
-            .prune(0, &named)
-            .await
-            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+        let deleted = job::provider(&settings).prune(0, &named).await;
+        self.listings.invalidate();
+        let deleted = deleted.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(deleted.pruned.iter().map(wire::to_dict).collect())
     }
 
@@ -744,8 +778,9 @@ impl Agent {
         }
         let pruned = job::provider(&settings)
             .prune(keep_last as usize, &job::own_names(&settings))
-            .await
-            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+            .await;
+        self.listings.invalidate();
+        let pruned = pruned.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(pruned.pruned.iter().map(wire::to_dict).collect())
     }
 
@@ -940,6 +975,7 @@ pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
     let agent = Agent {
         config,
         state: state.clone(),
+        listings: Arc::new(listing::ListCache::new()),
         group: access::group_id(),
         stopping: stopping.clone(),
     };

@@ -90,6 +90,11 @@ pub enum Command {
         /// With --offline: how long a Droplet has to be active again after power_on
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, requires = "offline")]
         boot_timeout: std::time::Duration,
+        /// With --offline: how long a failed power-on (an API error, a rate limit, no answer) is
+        /// tried again, with backoff, before the Droplet is left off for `freezeframe recover`
+        /// (a snapshot still running does not count)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration, requires = "offline")]
+        power_on_deadline: std::time::Duration,
     },
     /// Power on the Droplets that an offline snapshot killed outright left off: those recorded
     /// under this user's state directory and those tagged freezeframe-offline-pending

@@ -114,6 +114,7 @@ async fn remote(cli: &Cli) -> Exit {
         shutdown_timeout,
         force_power_off,
         boot_timeout,
+        power_on_deadline,
         dry_run,
         ..
     } = &cli.command
@@ -123,6 +124,7 @@ async fn remote(cli: &Cli) -> Exit {
             shutdown_timeout: *shutdown_timeout,
             force_power_off: *force_power_off,
             boot_timeout: *boot_timeout,
+            power_on_deadline: *power_on_deadline,
             dry_run: *dry_run,
         };
         return freezeframe::offline::run(cli, droplets, &request).await;

@@ -52,11 +52,22 @@ impl Backoff {
         Backoff { next: POLL, most }
     }
 
-    async fn pause(&mut self) {
-        tokio::time::sleep(self.next).await;
+    /// The next pause, doubling the one after it.
+    fn take(&mut self) -> Duration {
+        let now = self.next;
         self.next = (self.next * 2).min(self.most);
+        now
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.take()).await;
     }
 }
+/// The longest pause between two tries to power a Droplet on after failures: a Droplet left off
+/// is tried for all of `--power-on-deadline`, at no more than 120 calls an hour.
+const POLL_RETRY: Duration = Duration::from_secs(30);
+/// How long `recover` keeps trying to power a Droplet on (`--power-on-deadline`'s default).
+const RECOVER_PATIENCE: Duration = Duration::from_secs(3600);
 /// The longest wait for a snapshot to release the Droplet before powering on.
 const SNAPSHOT_BOUND: Duration = Duration::from_secs(6 * 3600);
 
@@ -69,8 +80,10 @@ pub struct OfflineRequest {
     pub shutdown_timeout: Duration,
     /// Past that, cut the power (`power_off`) instead of giving up.
     pub force_power_off: bool,
-    /// How long the Droplet has to be active again after `power_on`.
+    /// How long the Droplet has to be active again after `power_on`, before it is asked again.
     pub boot_timeout: Duration,
+    /// How long failures to power the Droplet on are retried before it is left to `recover`.
+    pub power_on_deadline: Duration,
     /// Say what would be done, do nothing.
     pub dry_run: bool,
 }
@@ -165,8 +178,10 @@ pub async fn plan(
         n => format!("snapshot the Droplet and its {n} attached volume(s) while off (volumes are not part of a Droplet snapshot)"),
     });
     steps.push(format!(
-        "power_on once the snapshot releases the Droplet, and wait up to {} for it to be active",
-        bound(request.boot_timeout)
+        "power_on once the snapshot releases the Droplet, and wait up to {} for it to be active; \
+         a failed power-on tried again for up to {} before the Droplet is left to `freezeframe recover`",
+        bound(request.boot_timeout),
+        bound(request.power_on_deadline)
     ));
     Ok(OfflinePlan {
         droplet_id: id,
@@ -387,7 +402,9 @@ pub async fn snapshot(
         run.report.error = Some(why);
     }
     if run.report.shut_down {
-        let mut after = run.power_on(request.boot_timeout).await;
+        let mut after = run
+            .power_on(request.boot_timeout, request.power_on_deadline)
+            .await;
         if let (Ok(()), Some(target)) = (&after, agent) {
             after = run.agent_back(target, request.boot_timeout).await;
         }
@@ -627,47 +644,73 @@ impl Run<'_> {
             })
     }
 
-    /// Powers the Droplet on once nothing holds it, waits until it is active, and clears the
-    /// record of the pending power-on.
-    async fn power_on(&mut self, bound: Duration) -> Result<(), String> {
+    /// Powers the Droplet on, waits until it is active, and clears the record of the pending
+    /// power-on. The one step that does not give up at a failure: a refused, rate-limited or
+    /// unanswered call is tried again, after the API's `retry-after` or a backoff, until
+    /// `patience` passed with nothing holding the Droplet (a running snapshot's lock, up to
+    /// [`SNAPSHOT_BOUND`], does not count); only then is the Droplet left to `recover`. Each try
+    /// reads the Droplet first, and power_on is sent again only to a Droplet that is off, not
+    /// locked and with no power_on in progress: a request whose answer was lost but which the
+    /// platform took is not repeated.
+    async fn power_on(&mut self, boot: Duration, patience: Duration) -> Result<(), String> {
         let (client, id) = (self.client, self.id);
         let booting = Instant::now();
-        // A snapshot in progress locks the Droplet: power_on is refused until it ends.
-        let deadline = Instant::now() + SNAPSHOT_BOUND;
-        let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
+        let held_until = booting + SNAPSHOT_BOUND;
+        let mut deadline = booting + patience;
+        let mut poll = Backoff::up_to(POLL_SNAPSHOT);
+        let mut retry = Backoff::up_to(POLL_RETRY);
+        let mut asked: Option<Instant> = None;
+        let mut last = None;
         loop {
-            let droplet = client
-                .droplet(id)
-                .await
-                .map_err(|e| api(&format!("cannot read Droplet {id} to power it on"), e))?;
-            if droplet.status == "active" && !droplet.locked {
-                break;
-            }
-            if droplet.status != "active" && droplet.status != "off" {
-                return Err(format!(
-                    "Droplet {id} is {}: it cannot be powered on (see the control panel)",
-                    droplet.status
-                ));
-            }
-            if droplet.status == "off" && !droplet.locked {
-                client
-                    .droplet_power(id, PowerAction::PowerOn)
-                    .await
-                    .map_err(|e| api("the power_on request was refused", e))?;
-                if !self.wait_for("active", bound).await? {
-                    return Err(format!(
-                        "Droplet {id} was not active within {} of power_on",
-                        humantime::format_duration(bound)
-                    ));
+            match self.power_on_step(boot, &mut asked).await? {
+                PowerOnStep::Running => break,
+                PowerOnStep::Held if Instant::now() >= held_until => {
+                    return Err(self.left_off("it stayed locked for 6 hours (a snapshot in progress)"))
                 }
-                break;
+                PowerOnStep::Held => {
+                    deadline = deadline.max(Instant::now() + patience);
+                    poll.pause().await;
+                }
+                PowerOnStep::Wait => {
+                    retry = Backoff::up_to(POLL_RETRY);
+                    poll.pause().await;
+                }
+                PowerOnStep::Failed(e) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let why = format!(
+                            "it could not be powered on within {} (--power-on-deadline): {e}",
+                            humantime::format_duration(patience)
+                        );
+                        return Err(self.left_off(&why));
+                    }
+                    let wait = match &e {
+                        ApiError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => *after,
+                        _ => retry.take(),
+                    }
+                    .min(deadline - now);
+                    eprintln!(
+                        "freezeframe: warning: Droplet {id} is off and powering it on failed ({e}):                          trying again in {}, until it runs or {} passed",
+                        humantime::format_duration(wait),
+                        humantime::format_duration(patience)
+                    );
+                    last = Some(e);
+                    tokio::time::sleep(wait).await;
+                }
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "Droplet {id} stayed locked; power it on with `freezeframe recover`"
-                ));
+                let why = format!(
+                    "it was not running within {} (--power-on-deadline){}",
+                    humantime::format_duration(patience),
+                    last.as_ref()
+                        .map(|e| format!("; last failure: {e}"))
+                        .unwrap_or_default()
+                );
+                return Err(self.left_off(&why));
             }
-            backoff.pause().await;
         }
         self.step("power_on", booting);
         self.report.running = true;
@@ -680,6 +723,88 @@ impl Run<'_> {
         self.pending.clear(id);
         Ok(())
     }
+
+    /// One look at the Droplet on the way to running it, and power_on sent when it is due.
+    /// `asked`: when the platform last took a power_on of this run. Err: a failure that no
+    /// later attempt mends (the token refused, the Droplet gone or in a state that does not boot).
+    async fn power_on_step(
+        &self,
+        boot: Duration,
+        asked: &mut Option<Instant>,
+    ) -> Result<PowerOnStep, String> {
+        let (client, id) = (self.client, self.id);
+        let droplet = match client.droplet(id).await {
+            Ok(d) => d,
+            Err(e) if e.retryable() => return Ok(PowerOnStep::Failed(e)),
+            Err(e) => return Err(self.left_off(&api("it cannot be read to power it on", e))),
+        };
+        match (droplet.status.as_str(), droplet.locked) {
+            ("active", false) => return Ok(PowerOnStep::Running),
+            ("active" | "off", true) if asked.is_some() => return Ok(PowerOnStep::Wait),
+            ("active" | "off", true) => return Ok(PowerOnStep::Held),
+            ("off", false) => {}
+            (status, _) => {
+                return Err(self.left_off(&format!(
+                    "it is {status}, which cannot be powered on (see the control panel)"
+                )))
+            }
+        }
+        if asked.is_some_and(|at| at.elapsed() < boot) {
+            return Ok(PowerOnStep::Wait);
+        }
+        if asked.is_some() {
+            eprintln!(
+                "freezeframe: warning: Droplet {id} is still off {} after power_on (--boot-timeout): asking again",
+                humantime::format_duration(boot)
+            );
+        }
+        // A power_on whose answer never came may have been taken: its action says so.
+        let taken = match client.droplet_actions(id).await {
+            Ok(actions) => actions
+                .iter()
+                .any(|a| a.kind == "power_on" && a.status == "in-progress"),
+            Err(e) if e.retryable() => return Ok(PowerOnStep::Failed(e)),
+            Err(e) => return Err(self.left_off(&api("its actions cannot be read", e))),
+        };
+        if taken {
+            *asked = Some(Instant::now());
+            return Ok(PowerOnStep::Wait);
+        }
+        match client.droplet_power(id, PowerAction::PowerOn).await {
+            Ok(_) => {
+                *asked = Some(Instant::now());
+                Ok(PowerOnStep::Wait)
+            }
+            // Already on, or an action in progress: the next read says which.
+            Err(ApiError::Status { status: 422, .. }) => Ok(PowerOnStep::Wait),
+            Err(e) if e.retryable() => Ok(PowerOnStep::Failed(e)),
+            Err(e) => Err(self.left_off(&api("the power_on request was refused", e))),
+        }
+    }
+
+    /// The error of a run that leaves Droplet `id` off, said at once on stderr too (with
+    /// `--json` the report goes to stdout).
+    fn left_off(&self, why: &str) -> String {
+        let message = format!(
+            "Droplet {} is left OFF: {why}; it stays recorded and tagged {PENDING_TAG}: power it \
+             on with `freezeframe recover` (with DIGITALOCEAN_TOKEN set), or in the control panel",
+            self.id
+        );
+        eprintln!("freezeframe: error: {message}");
+        message
+    }
+}
+
+/// Where one look at the Droplet leaves its power-on.
+enum PowerOnStep {
+    /// It runs.
+    Running,
+    /// Locked before this run's power_on was taken: its snapshot still runs.
+    Held,
+    /// Booting, or just asked to: look again.
+    Wait,
+    /// A call failed in a way a later one may not: try again after a pause.
+    Failed(ApiError),
 }
 
 impl Run<'_> {
@@ -750,7 +875,7 @@ async fn recover_one(client: &Client, pending: &Pending, id: u64) -> OfflineRepo
         },
         down_at: None,
     };
-    if let Err(why) = run.power_on(Duration::from_secs(300)).await {
+    if let Err(why) = run.power_on(Duration::from_secs(300), RECOVER_PATIENCE).await {
         run.report.error = Some(why);
     }
     run.report.succeeded = run.report.error.is_none();

@@ -391,3 +391,127 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
     assert_eq!(tagged["consistency"], "offline", "{tagged:#}");
     settled(droplet, &state);
 }
+
+/// The POSTs that reached the Droplet's actions (power actions and snapshots, taken or not).
+fn action_posts(droplet: &Droplet) -> usize {
+    let calls = droplet.server.sim.counters().calls;
+    calls
+        .iter()
+        .filter(|c| *c == &format!("POST /v2/droplets/{ID}/actions"))
+        .count()
+}
+
+/// An offline run whose power-on meets `faults` (the simulator's `--power-fault`): it succeeds,
+/// with the Droplet running and nothing left recorded or tagged, and `power_on` taken once.
+fn powered_on_despite(faults: &[&str], extra: &[&str]) -> (Droplet, serde_json::Value, String) {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    droplet
+        .server
+        .sim
+        .set_power_faults(faults.iter().map(|f| f.parse().unwrap()).collect());
+    let (out, report) = offline(&droplet, &state, extra);
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert_eq!(report["running"], true, "{report:#}");
+    assert_eq!(report["consistency"], "offline", "{report:#}");
+    assert_eq!(
+        droplet.server.sim.counters().power_actions,
+        ["shutdown", "power_on"]
+    );
+    settled(&droplet, &state);
+    (droplet, report, stderr(&out))
+}
+
+#[test]
+fn a_power_on_refused_with_500_is_tried_again_until_the_droplet_runs() {
+    let (droplet, _, stderr) = powered_on_despite(&["power_on=500*3"], &[]);
+    assert!(stderr.contains("trying again"), "{stderr}");
+    // shutdown, snapshot, three refused power_on and the one taken.
+    assert_eq!(action_posts(&droplet), 6);
+}
+
+#[test]
+fn a_power_on_rate_limited_past_a_minute_waits_as_long_as_the_api_asks() {
+    let (droplet, report, stderr) = powered_on_despite(&["power_on=429:61*1"], &[]);
+    assert!(stderr.contains("rate-limiting"), "{stderr}");
+    assert_eq!(action_posts(&droplet), 4, "asked once more, after the wait");
+    let power_on = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "power_on")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert!(
+        power_on["ms"].as_f64().unwrap() >= 61_000.0,
+        "retry-after honoured: {report:#}"
+    );
+}
+
+#[test]
+fn a_power_on_left_unanswered_is_sent_again_only_if_the_platform_did_not_take_it() {
+    // Not taken: after the client's timeout, the Droplet reads off, so power_on is sent again.
+    let (droplet, _, _) = powered_on_despite(&["power_on=hang*1"], &[]);
+    assert_eq!(action_posts(&droplet), 4);
+    // Taken, its answer lost: the Droplet reads booting or running, and nothing is sent again.
+    let (droplet, _, _) = powered_on_despite(&["power_on=lost*1"], &[]);
+    assert_eq!(
+        action_posts(&droplet),
+        3,
+        "{:?}",
+        droplet.server.sim.counters().calls
+    );
+}
+
+#[test]
+fn failed_reads_of_the_droplet_after_its_snapshot_do_not_leave_it_off() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    // Twice the client's own four attempts: two reads fail whole after the snapshot.
+    droplet
+        .server
+        .sim
+        .faults_after_snapshot(vec![format!("GET /v2/droplets/{ID}=500*8").parse().unwrap()]);
+    let (out, report) = offline(&droplet, &state, &[]);
+    assert!(out.status.success(), "{report:#}{}", stderr(&out));
+    assert_eq!(report["running"], true, "{report:#}");
+    settled(&droplet, &state);
+}
+
+#[test]
+fn past_the_power_on_deadline_the_droplet_is_left_recorded_and_recover_says_so_loudly() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    droplet
+        .server
+        .sim
+        .set_power_faults(vec!["power_on=500".parse().unwrap()]);
+    let (out, report) = offline(&droplet, &state, &["--power-on-deadline", "3s"]);
+    failed_saying(
+        &out,
+        &report,
+        &[
+            "left OFF",
+            "within 3s (--power-on-deadline)",
+            "freezeframe recover",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("left OFF"),
+        "said at once: {}",
+        stderr(&out)
+    );
+    assert_eq!(report["running"], false, "{report:#}");
+    assert_eq!(droplet.server.sim.status(), "off");
+    assert!(droplet
+        .server
+        .sim
+        .droplet_tags()
+        .iter()
+        .any(|t| t == "freezeframe-offline-pending"));
+    assert!(state
+        .path()
+        .join(format!("freezeframe/offline/{ID}.json"))
+        .exists());
+    // Once the API takes it, `recover` powers it on and clears the record.
+    droplet.server.sim.set_power_faults(Vec::new());
+    let out = freezeframe(&droplet, &state, &["recover"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    settled(&droplet, &state);
+}

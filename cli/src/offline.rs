@@ -966,8 +966,8 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
 
 /// The Droplets an offline run takes, by id, each with the way to its agent when one is known:
 /// `--droplet` ids, the Droplets carrying `--tag` (their agents by public address), and `-H`
-/// hosts (the Droplet its agent is configured for, or the one whose public address, or name,
-/// the host is).
+/// hosts (the Droplet the API says the host is: [`host_droplet`]). Every one is settled before
+/// anything is powered off.
 async fn named(
     cli: &crate::args::Cli,
     client: &Client,
@@ -996,16 +996,7 @@ async fn named(
             .map_err(|e| unreachable("cannot list the account's Droplets".into(), e))?;
         for host in &cli.hosts {
             let target = remote(host.clone());
-            let configured = agent_status(&target).await.ok().and_then(|s| s.droplet_id);
-            let id = configured.or_else(|| which_droplet(&all, &host.host)).ok_or_else(|| {
-                Failure::new(
-                    Exit::Usage,
-                    format!(
-                        "-H {host}: no Droplet of this account has that public address or name, and its agent \
-                         names none (`digitalocean.droplet_id`): name it with --droplet ID"
-                    ),
-                )
-            })?;
+            let id = host_droplet(&all, host, &target).await?;
             named.push((id, Some(target)));
         }
     }
@@ -1014,24 +1005,74 @@ async fn named(
     Ok(named)
 }
 
-/// The one Droplet whose public address, or else name, is `host` (resolved by DNS when it is
-/// a name that no Droplet carries).
+/// The Droplet that `-H host` is, by the API alone: [`which_droplet`]. What the host's agent
+/// says (`digitalocean.droplet_id`) is only checked against it, never taken on its word: root on
+/// that machine could name another Droplet and have the operator's token shut that one down.
+/// Where the two differ, or the API knows no such Droplet, nothing is done: `--droplet ID` names
+/// the Droplet instead.
+async fn host_droplet(
+    all: &[ListedDroplet],
+    host: &crate::client::Host,
+    target: &Target,
+) -> Result<u64, Failure> {
+    let claimed = agent_status(target).await.ok().and_then(|s| s.droplet_id);
+    let refuse = |what: String| {
+        Failure::new(
+            Exit::Usage,
+            format!(
+                "-H {host}: {what}; nothing was powered off. Name the Droplet to snapshot with \
+                 --droplet ID (its agent is then not waited for)"
+            ),
+        )
+    };
+    match (which_droplet(all, &host.host), claimed) {
+        (Some(id), None) => Ok(id),
+        (Some(id), Some(claimed)) if claimed == id => Ok(id),
+        (Some(id), Some(claimed)) => Err(refuse(format!(
+            "its agent says it is Droplet {claimed} (`digitalocean.droplet_id`), but by the API \
+             {} is Droplet {id}: a host does not choose which Droplet is powered off; correct \
+             that agent's configuration",
+            host.host
+        ))),
+        (None, Some(claimed)) => Err(refuse(format!(
+            "its agent says it is Droplet {claimed} (`digitalocean.droplet_id`), but no Droplet \
+             of this account has {}'s address or name, so the API cannot confirm it: a host \
+             does not choose which Droplet is powered off",
+            host.host
+        ))),
+        (None, None) => Err(refuse(
+            "no Droplet of this account has that public address or name, nor that private \
+             address, and its agent names none"
+                .into(),
+        )),
+    }
+}
+
+/// The one Droplet whose public address, or else private address, is the address `host` is
+/// (itself, or what it resolves to here: what ssh reaches), or else whose name it is. None when
+/// none or several are.
 fn which_droplet(all: &[ListedDroplet], host: &str) -> Option<u64> {
     let by = |wanted: &dyn Fn(&ListedDroplet) -> bool| {
         let found: Vec<u64> = all.iter().filter(|d| wanted(d)).map(|d| d.id).collect();
         (found.len() == 1).then(|| found[0])
     };
-    if let Some(id) = by(&|d| d.public_ipv4() == Some(host)).or_else(|| by(&|d| d.name == host)) {
-        return Some(id);
-    }
-    let addresses: Vec<String> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 22))
-        .ok()?
-        .map(|a| a.ip().to_string())
-        .collect();
-    by(&|d| {
-        d.public_ipv4()
-            .is_some_and(|ip| addresses.iter().any(|a| a == ip))
-    })
+    let addresses: Vec<std::net::IpAddr> = match host.parse() {
+        Ok(ip) => vec![ip],
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 22))
+            .map(|found| found.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    let at = |d: &ListedDroplet, kind: &str| {
+        d.networks.v4.iter().any(|n| {
+            n.kind == kind
+                && n.ip_address
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| addresses.contains(&ip))
+        })
+    };
+    by(&|d| at(d, "public"))
+        .or_else(|| by(&|d| at(d, "private")))
+        .or_else(|| by(&|d| d.name == host))
 }
 
 /// `recover`: powers on what killed offline runs left off, and says what it did.

@@ -515,3 +515,58 @@ fn past_the_power_on_deadline_the_droplet_is_left_recorded_and_recover_says_so_l
     assert!(out.status.success(), "{}", stderr(&out));
     settled(&droplet, &state);
 }
+
+#[test]
+fn a_host_whose_agent_names_another_droplet_has_nothing_powered_off() {
+    use freezeframe_tests::bus::fake_ssh;
+    use freezeframe_tests::sim::FleetDroplet;
+    // The agent on the host the operator names says it is Droplet 3164444 (the simulator's
+    // Droplet, which power actions reach), but the host is another Droplet of the account.
+    let member = crate::fleet::serve(Droplet::new(
+        Duration::from_millis(200),
+        &format!("droplet_id = {ID}\n"),
+    ));
+    let droplet = &member.droplet;
+    let state = scratch();
+    droplet.server.sim.list_also(FleetDroplet {
+        id: 4040405,
+        name: "web-2".into(),
+        tags: Vec::new(),
+        public_ipv4: "192.0.2.52".into(),
+    });
+    let hosts = ["web-2", "192.0.2.52", "web-9", "web-1"];
+    let ssh = fake_ssh(droplet.dir.path(), &hosts.map(|h| (h, &member.bus)));
+    let ssh = ssh.to_str().unwrap();
+    for (host, says) in [
+        ("web-2", "but by the API web-2 is Droplet 4040405"),
+        ("192.0.2.52", "but by the API 192.0.2.52 is Droplet 4040405"),
+        ("web-9", "the API cannot confirm it"),
+    ] {
+        // With --droplet too: nothing is powered off at all, not even the Droplet named by id.
+        let out = freezeframe(droplet, &state, &["--ssh-command", ssh, "-H", host])
+            .args(["snapshot", "--offline", "--droplet", ID])
+            .output()
+            .unwrap();
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{host}: {said}");
+        for words in [
+            says,
+            &format!("its agent says it is Droplet {ID}"),
+            "nothing was powered off",
+            "--droplet ID",
+        ] {
+            assert!(said.contains(words), "{host}: `{words}` in {said}");
+        }
+        assert!(droplet.server.sim.counters().power_actions.is_empty(), "{host}");
+        assert_eq!(droplet.server.sim.status(), "active");
+    }
+    // The host the API says is that Droplet: its agent's word agrees, and the plan is made.
+    let out = freezeframe(droplet, &state, &["--ssh-command", ssh, "-H", "web-1"])
+        .args(["snapshot", "--offline", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["droplet_id"], 3164444, "{plan:#}");
+    assert!(droplet.server.sim.counters().power_actions.is_empty());
+}

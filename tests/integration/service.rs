@@ -1103,7 +1103,7 @@ fn every_users_lists_cost_the_api_one_list_within_its_lifetime() {
     for _ in 0..5 {
         std::thread::scope(|s| {
             for _ in 0..10 {
-                s.spawn(|| list_as_nobody());
+                s.spawn(list_as_nobody);
             }
         });
     }

@@ -458,6 +458,23 @@ async fn power_through_the_proxy(url: &str, sim: &Sim) {
         sim.counters().power_actions,
         ["shutdown", "power_on", "shutdown", "power_off", "power_on"]
     );
+    // What an offline run's power-on may meet instead (the simulator's power faults), still
+    // answered as the spec says: the API's own 500, and 429 with its retry-after.
+    sim.set_power_faults(vec![
+        "power_on=500*1".parse().unwrap(),
+        "power_on=429:1*1".parse().unwrap(),
+    ]);
+    let refused = client.droplet_power(id, PowerAction::PowerOn).await;
+    assert!(
+        matches!(&refused, Err(ApiError::Status { status: 500, message, .. }) if message == "Unexpected server-side error"),
+        "{refused:?}"
+    );
+    let limited = client.droplet_power(id, PowerAction::PowerOn).await;
+    assert!(
+        matches!(&limited, Err(ApiError::RateLimited { retry_after: Some(after), .. }) if after.as_secs() == 1),
+        "{limited:?}"
+    );
+    sim.set_power_faults(Vec::new());
 }
 
 /// A restore drill's calls through the validating proxy, against the simulator.

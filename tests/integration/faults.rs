@@ -90,7 +90,7 @@ fn tls_and_dns_failures_fail_in_preflight_before_anything_freezes() {
 
     // DNS: a network namespace with nothing but a loopback, so no name resolves and no query
     // leaves this machine.
-    let config = api_config(&fs, "http://api.freezeframe-test.invalid");
+    let config = api_config(&fs, "https://api.freezeframe-test.invalid");
     let out = Command::new("unshare")
         .args(["--net", "--"])
         .arg(agent_bin())

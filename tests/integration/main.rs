@@ -14,6 +14,7 @@ mod faults;
 mod fleet;
 mod group;
 mod hooks;
+mod hostile_image;
 mod metrics;
 mod offline;
 mod packaging;

@@ -12,11 +12,12 @@
 //! - ext4's log itself, which keeps the `after` marker's creation after a boot replays or
 //!   discards the journal, so it tells on a booted machine too (`journal_holds_after`).
 
+use super::inside::{Kind, Root};
 use super::{run, VerifyError};
 use crate::freeze::probe;
 use crate::transaction::ports::{Consistency, MarkerRecord, ProbeMoment};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// When the platform read the image, as its markers tell.
@@ -232,21 +233,48 @@ pub(super) struct Markers {
     pub(super) record: Option<MarkerRecord>,
 }
 
-/// The probe's markers in the filesystem mounted at `root`.
-pub(super) fn read_markers(root: &Path) -> Markers {
+/// The probe's markers in the filesystem whose top is `root`: the probe folders resolved inside
+/// the image (a `var` that links to `/var` leads to the image's own `/var`, never to this
+/// machine's), each marker a regular file in them, read without following a link.
+pub(super) fn read_markers(root: &Root) -> Markers {
     let dirs = [
-        root.join(probe::PROBE_DIR),
-        root.join(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
+        PathBuf::from(probe::PROBE_DIR),
+        PathBuf::from(probe::ROOT_PROBE_DIR.trim_start_matches('/')),
     ];
-    let found: Vec<(String, ProbeMoment)> = dirs.iter().flat_map(|d| probe::markers_in(d)).collect();
-    let before = dirs
-        .iter()
-        .flat_map(|d| found.iter().filter_map(move |(name, _)| probe::claimed(d, name)))
-        .next();
-    Markers {
-        found,
-        record: before.map(|content| content.record),
+    let mut found: Vec<(String, ProbeMoment)> = Vec::new();
+    let mut record = None;
+    for dir in &dirs {
+        let mut here: Vec<(String, ProbeMoment)> = root
+            .entries(dir)
+            .into_iter()
+            .filter(|(_, kind)| *kind == Kind::File)
+            .filter_map(|(name, _)| marker_of(&name.into_string().ok()?))
+            .collect();
+        here.sort_by(|a, b| (&a.0, a.1.as_str()).cmp(&(&b.0, b.1.as_str())));
+        for (snapshot, moment) in &here {
+            if record.is_none() && *moment == ProbeMoment::Before {
+                let name = dir.join(probe::marker_name(snapshot, ProbeMoment::Before));
+                record = root
+                    .read_to_string(&name, MARKER_LIMIT)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<probe::MarkerContent>(&text).ok())
+                    .map(|content| content.record);
+            }
+        }
+        found.extend(here);
     }
+    Markers { found, record }
+}
+
+/// No marker is longer (a record names a few databases).
+const MARKER_LIMIT: u64 = 1 << 20;
+
+/// The snapshot and moment a marker's file name gives (`name.before`).
+fn marker_of(name: &str) -> Option<(String, ProbeMoment)> {
+    ProbeMoment::ALL.into_iter().find_map(|moment| {
+        let snapshot = name.strip_suffix(&format!(".{}", moment.as_str()))?;
+        Some((snapshot.to_string(), moment))
+    })
 }
 
 #[cfg(test)]

@@ -100,7 +100,14 @@ pub fn verify_machine(
         {
             continue;
         }
-        let markers = read_markers(&mount.mountpoint);
+        // Resolved inside the filesystem, as on an image.
+        let markers = match super::inside::Root::open(&mount.mountpoint) {
+            Ok(root) => read_markers(&root),
+            Err(_) => super::evidence::Markers {
+                found: Vec::new(),
+                record: None,
+            },
+        };
         record = record.or(markers.record);
         // The boot replayed (or discarded) the journal, but the log still holds what it logged.
         let after_logged =

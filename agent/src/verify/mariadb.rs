@@ -1,25 +1,27 @@
-//! MariaDB (or MySQL) from a restored data directory: started as its owner with none of the
-//! machine's option files (`--no-defaults`: no binary log, no replication, no network), on a
+//! MariaDB (or MySQL) from a restored data directory: started in its sandbox (sandbox.rs) with
+//! none of the machine's or the image's option files (`--no-defaults`: no binary log, no replication, no network), on a
 //! private socket without the grant tables, so that InnoDB's crash recovery runs as a restore
 //! would; then `mariadb-check --all-databases` and every table's rows counted, then stopped. On
 //! a restored machine (`check_running`), the same checks on the server its boot started.
 
 use super::databases::{DatabaseCheck, TableRows};
-use super::server::{output, Owner, Server};
+use super::inside::{Kind, Root};
+use super::sandbox::{Confined, DATA, RUN};
+use super::server::{output, Server};
 use crate::config::MariadbLogin;
 use crate::secret::{read_private_file, Secret};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub(crate) fn check(mut check: DatabaseCheck, data: &Path, scratch: &Path) -> DatabaseCheck {
-    if let Err(problem) = run(&mut check, data, scratch) {
+pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, confined) {
         check.fail(problem);
     }
     check
 }
 
-fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), String> {
+fn run(check: &mut DatabaseCheck, confined: &Confined) -> Result<(), String> {
     let server_program = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
         .into_iter()
         .map(PathBuf::from)
@@ -28,22 +30,32 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
             "no MariaDB or MySQL server is installed here, so this data directory could not be \
              started: install mariadb-server where verify runs",
         )?;
-    let owner = Owner::of(data)?;
-    let run_dir = owner.private_dir(&scratch.join("run"))?;
+    let data = Root::open(confined.merged()).map_err(|e| format!("cannot open its overlay: {e}"))?;
     let client = Client {
-        socket: run_dir.join("mysqld.sock"),
+        socket: PathBuf::from(format!("{RUN}/mysqld.sock")),
         login: None,
+        confined: Some(confined),
     };
-    let mut command = Command::new(server_program);
-    owner
-        .apply(&mut command)
+    let mut command = confined.command(server_program);
+    command
+        // No option file of this machine's or the image's.
         .arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--datadir={DATA}"))
         .arg(format!("--socket={}", client.socket.display()))
-        .arg(format!("--pid-file={}", run_dir.join("mysqld.pid").display()))
-        .arg(format!("--tmpdir={}", run_dir.display()))
-        .args(["--skip-networking", "--skip-grant-tables", "--skip-slave-start"]);
-    if let Some(base) = binary_log(data) {
+        .arg(format!("--pid-file={RUN}/mysqld.pid"))
+        .arg(format!("--tmpdir={RUN}"))
+        // No network, no replication; no grant tables, which also skips the plugins and
+        // functions (UDFs, code) the image's mysql.plugin and mysql.func would load; no event
+        // runs; no table's files through a link out of the data directory.
+        .args([
+            "--skip-networking",
+            "--skip-grant-tables",
+            "--skip-slave-start",
+            "--event-scheduler=DISABLED",
+            "--symbolic-links=0",
+            "--local-infile=0",
+        ]);
+    if let Some(base) = binary_log(&data) {
         // Transactions prepared in InnoDB are committed or rolled back from the binary log:
         // without it the server refuses to start after a crash.
         command.arg(format!("--log-bin={base}"));
@@ -51,7 +63,7 @@ fn run(check: &mut DatabaseCheck, data: &Path, scratch: &Path) -> Result<(), Str
             "started with its binary log ({base}.*) for crash recovery"
         ));
     }
-    let mut server = Server::start(command, &scratch.join("mariadb.log"))?;
+    let mut server = Server::start(command, &confined.log_file("mariadb.log"))?;
     let took = server.wait_ready(|| client.ready())?;
     check.recovery_seconds = Some(took.as_secs_f64());
     check.replayed_bytes = replayed(&server.log());
@@ -86,6 +98,7 @@ fn running(
     let client = Client {
         socket: socket.to_path_buf(),
         login: Some((login.user.clone(), password)),
+        confined: None,
     };
     if !super::server::wait_until(wait, || client.ready()) {
         return Err(format!(
@@ -103,18 +116,25 @@ fn running(
 }
 
 /// The binary log's base name in the data directory (`mysql-bin` for `mysql-bin.index` that
-/// lists `./mysql-bin.000001`), when it keeps one there.
-fn binary_log(data: &Path) -> Option<String> {
-    let entries = std::fs::read_dir(data).ok()?;
-    entries.flatten().find_map(|entry| {
-        let name = entry.file_name().to_string_lossy().into_owned();
+/// lists `./mysql-bin.000001`), when it keeps one there; read inside the overlay (`data`), a
+/// base name of letters, digits, `-`, `_` and `.` only, since it becomes an argument.
+fn binary_log(data: &Root) -> Option<String> {
+    data.entries(Path::new("")).into_iter().find_map(|(name, kind)| {
+        let name = name.into_string().ok()?;
         let base = name.strip_suffix(".index")?;
-        let index = std::fs::read_to_string(entry.path()).ok()?;
+        if kind != Kind::File
+            || !base
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return None;
+        }
+        let index = data.read_to_string(Path::new(&name), 1 << 20).ok()?;
         index
             .lines()
             .any(|line| {
                 let file = line.trim().trim_start_matches("./");
-                file.starts_with(&format!("{base}.")) && data.join(file).is_file()
+                file.starts_with(&format!("{base}.")) && data.kind(Path::new(file)) == Some(Kind::File)
             })
             .then(|| base.to_string())
     })
@@ -139,14 +159,19 @@ fn replayed(log: &str) -> Option<u64> {
 
 /// The server's clients: on the restored copy's private socket (no grant tables), or on a
 /// running server's as a user, with a password when it needs one.
-struct Client {
+struct Client<'a> {
     socket: PathBuf,
     login: Option<(String, Option<Secret>)>,
+    /// A copy from an image: its clients run in its sandbox.
+    confined: Option<&'a Confined>,
 }
 
-impl Client {
+impl Client<'_> {
     fn program(&self, name: &str) -> Command {
-        let mut command = Command::new(name);
+        let mut command = match self.confined {
+            Some(confined) => confined.command(name),
+            None => Command::new(name),
+        };
         command
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.socket.display()));

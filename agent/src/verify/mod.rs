@@ -2,7 +2,7 @@
 //! image (`verify_image`): when the platform read it (evidence.rs: the probe's markers, the
 //! journal's state, what ext4's log holds), the filesystem checker, read-only, and every
 //! database found in it (databases.rs), started from a copy-on-write overlay on the view
-//! (namespace.rs), recovered as a restore would, checked and stopped (postgres.rs, mariadb.rs,
+//! (sandbox.rs: as an identity that owns nothing here, in a sandbox), recovered as a restore would, checked and stopped (postgres.rs, mariadb.rs,
 //! redis.rs; server.rs runs them); PostgreSQL's recovery must reach the WAL position its
 //! quiescer recorded in the `before` marker. A whole disk goes through its partition table
 //! (disk.rs); a restored machine is checked as it runs (machine.rs).
@@ -16,11 +16,13 @@
 mod databases;
 mod disk;
 mod evidence;
+mod inside;
 mod machine;
 mod mariadb;
 mod namespace;
 mod postgres;
 mod redis;
+mod sandbox;
 mod server;
 
 pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
@@ -32,8 +34,10 @@ pub use namespace::enter_private_mounts;
 use crate::loop_mount::{Attach, LoopMount};
 use crate::transaction::ports::{Consistency, LogPosition};
 use evidence::{journal_holds_after, journal_state, read_markers, Evidence, Markers};
-use namespace::Overlay;
+use inside::Root;
+use sandbox::Confined;
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -105,8 +109,9 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
         path: image.to_path_buf(),
         problem: e.to_string(),
     })?;
-    // The databases run as their data's owners, who must reach the overlay inside it.
-    std::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+    // Root's alone: it holds the view of the image, and perhaps a copy of it. The databases'
+    // sandboxes reach what they need through mounts of their own.
+    std::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
     let fstype = filesystem_type(image)?;
     let journal = journal_state(&fstype, image)?;
@@ -121,24 +126,35 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
         &scratch.join("view"),
         Attach {
             read_only: matches!(source, Source::Image(_)),
-            // Without replay (noload) when clean; a copy's log is replayed as a restore would;
-            // nouuid: the original may be mounted here under the same UUID.
+            // Without replay (noload) when clean; a copy's log is replayed as a restore would
+            // (then the mount is made read-only); nouuid: the original may be mounted here
+            // under the same UUID. Never a setuid file, a device node or a program from it.
             options: Some(match (&source, fstype.as_str()) {
-                (Source::Image(_), "btrfs") => "ro,rescue=nologreplay",
-                (Source::Image(_), _) => "ro,noload",
-                (Source::Copy(_), "xfs") => "nouuid",
-                (Source::Copy(_), _) => "rw",
+                (Source::Image(_), "btrfs") => "ro,nosuid,nodev,noexec,rescue=nologreplay",
+                (Source::Image(_), _) => "ro,nosuid,nodev,noexec,noload",
+                (Source::Copy(_), "xfs") => "nosuid,nodev,noexec,nouuid",
+                (Source::Copy(_), _) => "rw,nosuid,nodev,noexec",
             }),
         },
     )
     .map_err(VerifyError::Tool)?;
+    if matches!(source, Source::Copy(_)) {
+        read_only(view.mountpoint())?;
+    }
+    let root = Root::open(view.mountpoint()).map_err(|e| {
+        VerifyError::Tool(format!(
+            "cannot open the image's view {}: {e}",
+            view.mountpoint().display()
+        ))
+    })?;
     let Markers {
         found: markers,
         record,
-    } = read_markers(view.mountpoint());
+    } = read_markers(&root);
     let claimed = record.as_ref().map(|r| r.consistency);
     let positions = record.map(|r| r.log_positions).unwrap_or_default();
-    let databases = check_databases(view.mountpoint(), scratch, &positions)?;
+    let databases = check_databases(&root, scratch, &positions);
+    drop(root);
     drop(view);
     let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
     drop(source);
@@ -211,40 +227,72 @@ fn reasons(
     reasons
 }
 
-/// Every database in the view, each started from a copy-on-write overlay on it; `positions`
-/// (from the markers) are where their logs stood at the snapshot, by data directory.
-fn check_databases(
-    view: &Path,
-    scratch: &Path,
-    positions: &[LogPosition],
-) -> Result<Vec<DatabaseCheck>, VerifyError> {
-    let found = databases::find(view);
-    if found.is_empty() {
-        return Ok(Vec::new());
-    }
-    let overlay = Overlay::mount(view, &scratch.join("overlay"))?;
-    let checked = found
+/// Makes the mount at `path` read-only, `nosuid,nodev,noexec` (a copy's view, once its log is
+/// replayed).
+fn read_only(path: &Path) -> Result<(), VerifyError> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| VerifyError::Tool(format!("cannot make the view of the copy read-only: {e}")))
+}
+
+/// Every database in the image whose top is `root`, each started in a sandbox of its own from
+/// a copy-on-write overlay on its folder (sandbox.rs); `positions` (from the markers) are where
+/// their logs stood at the snapshot, by data directory.
+fn check_databases(root: &Root, scratch: &Path, positions: &[LogPosition]) -> Vec<DatabaseCheck> {
+    databases::find(root)
         .iter()
         .enumerate()
         .map(|(n, (kind, rel))| {
-            let data = overlay.path().join(rel);
-            let scratch = scratch.join(format!("db-{n}"));
-            let check = DatabaseCheck::new(*kind, &Path::new("/").join(rel));
-            match kind {
-                DatabaseKind::Postgresql => {
+            let mut check = DatabaseCheck::new(*kind, &Path::new("/").join(rel));
+            // A dump's whole folder is the server's (it loads the file from its `dir`). The
+            // server runs as the owner of what it must write: PostgreSQL's data directory (it
+            // refuses any other), MariaDB's system tables (its data directory's top may be
+            // root's), the dump.
+            let (folder, owned, file) = match kind {
+                DatabaseKind::Redis => (
+                    rel.parent().unwrap_or(Path::new("")),
+                    rel.clone(),
+                    rel.file_name().map(|f| f.to_os_string()),
+                ),
+                DatabaseKind::Mariadb => (rel.as_path(), rel.join("mysql"), None),
+                DatabaseKind::Postgresql => (rel.as_path(), rel.clone(), None),
+            };
+            let dir = scratch.join(format!("db-{n}"));
+            let confined = match Confined::prepare(root, folder, &owned, &dir) {
+                Ok(confined) => confined,
+                Err(problem) => {
+                    check.fail(problem);
+                    return check.finish();
+                }
+            };
+            match (kind, file) {
+                (DatabaseKind::Postgresql, _) => {
                     // The data directory was at `…/rel` on the machine: its filesystem's
                     // mountpoint, then the path inside it.
                     let position = positions.iter().find(|p| p.data_directory.ends_with(rel));
-                    postgres::check(check, &data, &scratch, position)
+                    postgres::check(check, root, &confined, position)
                 }
-                DatabaseKind::Mariadb => mariadb::check(check, &data, &scratch),
-                DatabaseKind::Redis => redis::check(check, &data, &scratch),
+                (DatabaseKind::Mariadb, _) => mariadb::check(check, &confined),
+                (DatabaseKind::Redis, Some(file)) => redis::check(check, &confined, &file),
+                (DatabaseKind::Redis, None) => {
+                    check.fail("a dump without a file name");
+                    check
+                }
             }
             .finish()
         })
-        .collect();
-    drop(overlay);
-    Ok(checked)
+        .collect()
 }
 
 /// What the view is mounted from: the image itself (read-only), or a private sparse copy whose
@@ -257,6 +305,14 @@ enum Source {
 impl Source {
     fn copy_of(image: &Path, scratch: &Path) -> Result<Source, VerifyError> {
         let copy = scratch.join("replayed.img");
+        // Made 0600 before a byte is in it: cp keeps an existing file's mode, and a copy of a
+        // whole disk must not be readable by anyone else while verify runs.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy)
+            .map_err(|e| VerifyError::Tool(format!("cannot create {}: {e}", copy.display())))?;
         let (ok, text) = run(
             "cp",
             &[
@@ -319,5 +375,25 @@ fn filesystem_type(image: &Path) -> Result<String, VerifyError> {
                 found
             },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_copy_of_an_image_is_private_from_its_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::write(&image, vec![7u8; 4096]).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let copy = Source::copy_of(&image, &scratch).unwrap();
+        let meta = std::fs::metadata(copy.path()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::read(copy.path()).unwrap(), vec![7u8; 4096]);
     }
 }

@@ -1,27 +1,31 @@
-//! PostgreSQL from a restored data directory: started as its owner on a private socket with
-//! none of the cluster's settings that reach outside (its `postgresql.conf` is not read;
-//! archiving, replication and listening on the network are off), recovered, checked with
-//! `pg_amcheck` on every database and by counting every table's rows, then stopped. On a
-//! restored machine (`check_running`), the same checks on the server its boot started.
+//! PostgreSQL from a restored data directory: started in its sandbox (sandbox.rs) on a private
+//! socket, from a configuration that is entirely verify's own (`safe_settings`: nothing the
+//! image holds is read as configuration, and every setting that loads code or runs a command
+//! is pinned), recovered, checked with `pg_amcheck` on every database and by counting every
+//! table's rows, then stopped. On a restored machine (`check_running`), the same checks on the
+//! server its boot started.
 
 use super::databases::{DatabaseCheck, TableRows};
-use super::server::{output, Owner, Server};
+use super::inside::Root;
+use super::sandbox::{Confined, DATA, ETC, RUN};
+use super::server::{output, output_from, Owner, Server};
 use crate::transaction::ports::LogPosition;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PORT: &str = "5432";
 
-/// Starts the data directory `data` (an overlay) and checks it; `position`, from the snapshot's
+/// Starts the data directory prepared in `confined` (an overlay) and checks it; `image` is the
+/// image's top (its accounts name the bootstrap superuser); `position`, from the snapshot's
 /// marker, is where its WAL stood when the snapshot was taken, which recovery must reach.
 pub(crate) fn check(
     mut check: DatabaseCheck,
-    data: &Path,
-    scratch: &Path,
+    image: &Root,
+    confined: &Confined,
     position: Option<&LogPosition>,
 ) -> DatabaseCheck {
-    if let Err(problem) = run(&mut check, data, scratch, position) {
+    if let Err(problem) = run(&mut check, image, confined, position) {
         check.fail(problem);
     }
     check
@@ -29,13 +33,15 @@ pub(crate) fn check(
 
 fn run(
     check: &mut DatabaseCheck,
-    data: &Path,
-    scratch: &Path,
+    image: &Root,
+    confined: &Confined,
     position: Option<&LogPosition>,
 ) -> Result<(), String> {
-    let version = std::fs::read_to_string(data.join("PG_VERSION"))
-        .map_err(|e| format!("cannot read its PG_VERSION: {e}"))?;
-    let version = version.trim();
+    let data = Root::open(confined.merged()).map_err(|e| format!("cannot open its overlay: {e}"))?;
+    let text = data
+        .read_to_string(Path::new("PG_VERSION"), 64)
+        .map_err(|e| format!("cannot read its PG_VERSION ({e}), so it is not a PostgreSQL version"))?;
+    let (version, major) = version_of(&text)?;
     let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
     if !bin.join("postgres").is_file() {
         return Err(format!(
@@ -43,35 +49,68 @@ fn run(
              not be started: install postgresql-{version} where verify runs"
         ));
     }
-    let owner = Owner::of(data)?;
     let client = Client {
         bin,
-        sockets: owner.private_dir(&scratch.join("sockets"))?,
+        sockets: PathBuf::from(RUN),
         port: PORT.into(),
         run_as: None,
-        overlay: true,
-        // Trust on our own socket admits any role that exists; the bootstrap superuser is
-        // named after the user who ran initdb, which owns the data directory.
-        role: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid))
-            .ok()
-            .flatten()
-            .map_or_else(|| "postgres".to_string(), |u| u.name),
+        confined: Some(confined),
+        role: bootstrap_superuser(image, confined.image_owner),
     };
-    forget_the_live_server(check, data);
-    let redo_point = checkpoint_redo(&client.bin, data);
-    let mut server = Server::start(
-        client.server_command(data, &settings(scratch)?, owner),
-        &scratch.join("postgresql.log"),
-    )?;
+    forget_the_live_server(check, confined.merged());
+    let redo_point = checkpoint_redo(&client);
+    write_settings(confined.etc())?;
+    let mut server = Server::start(client.server_command(major), &confined.log_file("postgresql.log"))?;
     let took = server.wait_ready(|| client.ready())?;
     check.recovery_seconds = Some(took.as_secs_f64());
     check.replayed_bytes = replayed(&server.log());
     if let Some(position) = position {
         reached_the_snapshot_point(check, &server.log(), redo_point, position)?;
     }
-    client.check_every_database(check, scratch)?;
+    client.check_every_database(check, confined.etc())?;
     server.stop();
     Ok(())
+}
+
+/// The version a `PG_VERSION` names (`15`, or `9.6` before 10) and its major number; anything
+/// else is refused, since the version becomes part of the path of the programs run.
+fn version_of(text: &str) -> Result<(String, u32), String> {
+    let version = text.trim();
+    let parts: Vec<&str> = version.split('.').collect();
+    let numeric = parts.len() <= 2
+        && parts
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    match parts[0].parse::<u32>() {
+        Ok(major) if numeric => Ok((version.to_string(), major)),
+        _ => Err(format!(
+            "its PG_VERSION holds {version:?}, which is not a PostgreSQL version: the data \
+             directory is damaged or made to mislead, and is not started"
+        )),
+    }
+}
+
+/// The bootstrap superuser's name: initdb names it after the account that ran it, which owns
+/// the data directory. That account is the image's, so its name is looked up in the image's
+/// own `/etc/passwd` (when the data is on the root filesystem), never in this machine's; and
+/// `postgres` otherwise.
+fn bootstrap_superuser(image: &Root, uid: u32) -> String {
+    let passwd = image
+        .read_to_string(Path::new("etc/passwd"), 1 << 20)
+        .unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() > 2 && fields[2] == uid.to_string()).then(|| fields[0].to_string())
+        })
+        .filter(|name| {
+            (1..=32).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "postgres".to_string())
 }
 
 /// The server a restored machine's boot started, at `socket_dir` and `port`, reached as
@@ -112,7 +151,7 @@ fn running(
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
         }),
-        overlay: false,
+        confined: None,
     };
     if !super::server::wait_until(wait, || client.ready()) {
         return Err(format!(
@@ -140,10 +179,15 @@ fn running(
 }
 
 /// The files that tie the data directory to the machine it was copied from, removed from the
-/// overlay: the live server's pid file (its pid may be alive here), and the signals that would
-/// start a standby that follows a primary. The copy starts as a primary of its own.
+/// overlay (`data`, verify's view of it; each a name at its top, so no link is followed): the
+/// live server's pid file (its pid may be alive here), the signals that would start a standby
+/// that follows a primary (the copy starts as a primary of its own), and the configuration
+/// PostgreSQL reads from the data directory whatever `config_file` says
+/// (`postgresql.auto.conf`, and `recovery.conf` before 12), with whatever it includes.
 fn forget_the_live_server(check: &mut DatabaseCheck, data: &Path) {
-    let _ = std::fs::remove_file(data.join("postmaster.pid"));
+    for file in ["postmaster.pid", "postgresql.auto.conf", "recovery.conf"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
     for signal in ["standby.signal", "recovery.signal"] {
         if std::fs::remove_file(data.join(signal)).is_ok() {
             check
@@ -153,33 +197,87 @@ fn forget_the_live_server(check: &mut DatabaseCheck, data: &Path) {
     }
 }
 
-/// The settings files the copy runs with, in place of the cluster's own.
-struct Settings {
-    config: PathBuf,
-    hba: PathBuf,
-    ident: PathBuf,
+/// The settings files the copy runs with, in place of the cluster's own: written into verify's
+/// own folder, shown read-only to the sandbox at `ETC`.
+fn write_settings(etc: &Path) -> Result<(), String> {
+    for (name, text) in [
+        ("postgresql.conf", ""),
+        // Trust, on the sandbox's own socket, which only root and the sandbox reach.
+        ("pg_hba.conf", "local all all trust\n"),
+        ("pg_ident.conf", ""),
+    ] {
+        let path = etc.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
-fn settings(scratch: &Path) -> Result<Settings, String> {
-    let files = Settings {
-        config: scratch.join("postgresql.conf"),
-        hba: scratch.join("pg_hba.conf"),
-        ident: scratch.join("pg_ident.conf"),
-    };
-    for (path, text) in [
-        (&files.config, ""),
-        (&files.hba, "local all all trust\n"),
-        (&files.ident, ""),
-    ] {
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+/// Every setting the server starts with, on its command line, which outranks every file. With
+/// `config_file` verify's (empty) and `postgresql.auto.conf` removed, nothing of the image is
+/// read as configuration, so no `include` of it is followed either; the settings that load
+/// code, run a command or reach outside are pinned here all the same, so that nothing the image
+/// holds decides them. `major` is the server's version: a setting it does not know would stop
+/// it.
+fn safe_settings(major: u32) -> Vec<(&'static str, String)> {
+    let etc = |name: &str| format!("{ETC}/{name}");
+    let mut settings = vec![
+        // verify's own, empty: the image's postgresql.conf and its includes are never read.
+        ("config_file", etc("postgresql.conf")),
+        // Trust on the private socket only.
+        ("hba_file", etc("pg_hba.conf")),
+        ("ident_file", etc("pg_ident.conf")),
+        // The sandbox's socket folder, closed to everyone else; no TCP at all.
+        ("unix_socket_directories", RUN.to_string()),
+        ("unix_socket_permissions", "0700".into()),
+        ("listen_addresses", String::new()),
+        ("port", PORT.into()),
+        // Libraries loaded at start or at each connection: code.
+        ("shared_preload_libraries", String::new()),
+        ("session_preload_libraries", String::new()),
+        ("local_preload_libraries", String::new()),
+        // Where LOAD and C functions find libraries: only this machine's installed modules.
+        ("dynamic_library_path", "$libdir".into()),
+        // Runs a command to unlock an SSL key; SSL is off, no key is read.
+        ("ssl", "off".into()),
+        ("ssl_passphrase_command", String::new()),
+        // Kerberos' key file, read from a path the image would name.
+        ("krb_server_keyfile", String::new()),
+        // Archiving runs a command (or a library, from 15) on every finished WAL segment.
+        ("archive_mode", "off".into()),
+        ("archive_command", String::new()),
+        // Writes a file where the image says.
+        ("external_pid_file", String::new()),
+        // The log goes to verify's file (stderr), not to a folder the image names.
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+    ];
+    if major >= 11 {
+        // JIT loads a provider library.
+        settings.push(("jit", "off".into()));
+        settings.push(("jit_provider", "llvmjit".into()));
     }
-    Ok(files)
+    if major >= 12 {
+        // Recovery's commands, and replication from a primary.
+        settings.extend([
+            ("restore_command", String::new()),
+            ("archive_cleanup_command", String::new()),
+            ("recovery_end_command", String::new()),
+            ("primary_conninfo", String::new()),
+            ("primary_slot_name", String::new()),
+        ]);
+    }
+    if major >= 15 {
+        settings.push(("archive_library", String::new()));
+    }
+    settings
 }
 
 /// The REDO location of the image's latest checkpoint (where recovery starts), from
 /// `pg_controldata`, read before the server runs.
-fn checkpoint_redo(bin: &Path, data: &Path) -> Option<u64> {
-    let (_, text) = output(Command::new(bin.join("pg_controldata")).arg("-D").arg(data)).ok()?;
+fn checkpoint_redo(client: &Client<'_>) -> Option<u64> {
+    let mut command = client.sandboxed("pg_controldata");
+    command.arg("-D").arg(DATA);
+    let (_, text) = output(&mut command).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("Latest checkpoint's REDO location:"))
         .and_then(|v| parse_lsn(v.trim()))
@@ -252,49 +350,53 @@ fn parse_lsn(text: &str) -> Option<u64> {
 }
 
 /// The server's clients: on the restored copy's private socket, or on a running server's.
-struct Client {
+struct Client<'a> {
     bin: PathBuf,
     sockets: PathBuf,
     port: String,
     role: String,
-    /// Whom the clients run as (peer authentication); root otherwise.
+    /// Whom the clients run as (peer authentication) on a running server; root otherwise.
     run_as: Option<Owner>,
-    /// Its writes land on a throwaway overlay: amcheck may be installed. A running server's
-    /// databases are only read.
-    overlay: bool,
+    /// A copy from an image: its server and clients run in its sandbox, and its writes land on
+    /// a throwaway overlay (amcheck may be installed). A running server's databases are only
+    /// read.
+    confined: Option<&'a Confined>,
 }
 
-impl Client {
-    fn server_command(&self, data: &Path, settings: &Settings, owner: Owner) -> Command {
-        let mut command = Command::new(self.bin.join("postgres"));
-        owner.apply(&mut command).arg("-D").arg(data);
-        let settings = [
-            ("config_file", settings.config.display().to_string()),
-            ("hba_file", settings.hba.display().to_string()),
-            ("ident_file", settings.ident.display().to_string()),
-            ("unix_socket_directories", self.sockets.display().to_string()),
-            ("listen_addresses", String::new()),
-            ("port", self.port.clone()),
-            ("archive_mode", "off".into()),
-            ("primary_conninfo", String::new()),
-            ("restore_command", String::new()),
-            ("logging_collector", "off".into()),
-        ];
-        for (key, value) in settings {
+impl Client<'_> {
+    fn server_command(&self, major: u32) -> Command {
+        let mut command = self.sandboxed("postgres");
+        command.arg("-D").arg(DATA);
+        for (key, value) in safe_settings(major) {
             command.arg("-c").arg(format!("{key}={value}"));
         }
         command
     }
 
-    fn program(&self, name: &str) -> Command {
-        let mut command = Command::new(self.bin.join(name));
-        if let Some(owner) = self.run_as {
-            owner.apply(&mut command);
+    /// `name` from the server's binaries: in the sandbox for a copy from an image.
+    fn sandboxed(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        match self.confined {
+            Some(confined) => confined.command(program),
+            None => {
+                let mut command = Command::new(program);
+                if let Some(owner) = self.run_as {
+                    owner.apply(&mut command);
+                }
+                command
+            }
         }
+    }
+
+    fn program(&self, name: &str) -> Command {
+        let mut command = self.sandboxed(name);
         command
             .arg("-h")
             .arg(&self.sockets)
             .args(["-p", &self.port, "-U", &self.role]);
+        // Whatever the image's roles and databases set, a client's search path is the
+        // catalog's alone (a setting sent by the client outranks them).
+        command.env("PGOPTIONS", "-c search_path=pg_catalog");
         command
     }
 
@@ -327,7 +429,7 @@ impl Client {
     }
 
     fn ready(&self) -> bool {
-        let mut command = Command::new(self.bin.join("pg_isready"));
+        let mut command = self.sandboxed("pg_isready");
         command
             .arg("-h")
             .arg(&self.sockets)
@@ -364,7 +466,7 @@ impl Client {
         }
         let mut command = self.program("pg_amcheck");
         command.arg("--no-password");
-        let checked = if self.overlay {
+        let checked = if self.confined.is_some() {
             command.args(["--all", "--install-missing"]);
             databases.len()
         } else {
@@ -401,13 +503,15 @@ impl Client {
         }
     }
 
-    /// Every ordinary table's rows in `database`, each read from end to end.
+    /// Every ordinary table's rows in `database`, each read from end to end; the script is
+    /// written into `scratch`, a folder of root's, and read by psql from its standard input.
     fn count_rows(&self, database: &str, scratch: &Path) -> Result<Vec<TableRows>, String> {
         let script = scratch.join("count-rows.sql");
         std::fs::write(&script, COUNT_ROWS).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+        let input =
+            std::fs::File::open(&script).map_err(|e| format!("cannot read {}: {e}", script.display()))?;
         let mut command = self.psql(database);
-        command.arg("-f").arg(&script);
-        match output(&mut command)? {
+        match output_from(&mut command, Stdio::from(input))? {
             (true, text) => Ok(text
                 .lines()
                 .filter_map(|line| {
@@ -428,7 +532,7 @@ impl Client {
 
 /// One `SELECT count(*)` per ordinary table, generated and run by psql's `\gexec`.
 const COUNT_ROWS: &str = r"
-SELECT format('SELECT %L, count(*) FROM %I.%I',
+SELECT format('SELECT %L, pg_catalog.count(*) FROM %I.%I',
               current_database() || '.' || n.nspname || '.' || c.relname, n.nspname, c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r'
@@ -464,6 +568,16 @@ mod tests {
         assert!(reached_the_snapshot_point(&mut check, none, Some(0x3000028), &position).is_err());
         assert!(reached_the_snapshot_point(&mut check, "", None, &position).is_err());
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+    }
+
+    #[test]
+    fn a_pg_version_is_a_version_or_nothing() {
+        assert_eq!(version_of("15\n").unwrap(), ("15".to_string(), 15));
+        assert_eq!(version_of("9.6\n").unwrap(), ("9.6".to_string(), 9));
+        for bad in ["../../bin", "15/../../x", "", "1.2.3", "١٥", "9.", ".6", "1234"] {
+            let err = version_of(bad).unwrap_err();
+            assert!(err.contains("not a PostgreSQL version"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

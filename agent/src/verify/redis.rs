@@ -1,28 +1,31 @@
-//! Redis from a restored RDB dump: `redis-check-rdb` on the file, then a server loading it on a
-//! private socket (no port, no saving, no append-only file), its keys counted, then stopped.
+//! Redis from a restored RDB dump, in its sandbox (sandbox.rs): `redis-check-rdb` on the file,
+//! then a server loading it on a private socket (no port, no saving, no append-only file), its keys counted, then stopped.
 //! An instance that runs with `appendonly yes` restores from its AOF, not from this dump: the
 //! dump is still what the Redis quiescer's BGSAVE wrote, so it is what is checked. On a restored
 //! machine (`check_running`): the server its boot started answers, its keys are counted, and
 //! the dump it loaded is checked in place (read-only).
 
 use super::databases::DatabaseCheck;
+use super::sandbox::{Confined, DATA, RUN};
 use super::server::{output, Server};
 use crate::config::RedisEndpoint;
 use crate::secret::read_private_file;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-pub(crate) fn check(mut check: DatabaseCheck, dump: &Path, scratch: &Path) -> DatabaseCheck {
-    if let Err(problem) = run(&mut check, dump, scratch) {
+/// Checks the dump `file` in the folder prepared in `confined`.
+pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined, file: &OsStr) -> DatabaseCheck {
+    if let Err(problem) = run(&mut check, confined, file) {
         check.fail(problem);
     }
     check
 }
 
-/// `redis-check-rdb` on a dump.
-fn check_dump(check: &mut DatabaseCheck, dump: &Path) -> Result<(), String> {
-    let (sound, said) = output(Command::new("redis-check-rdb").arg(dump))?;
+/// `redis-check-rdb` on a dump (`command` runs it where it belongs).
+fn check_dump(check: &mut DatabaseCheck, mut command: Command, dump: &Path) -> Result<(), String> {
+    let (sound, said) = output(command.arg(dump))?;
     if !sound {
         let why: Vec<&str> = said
             .lines()
@@ -94,31 +97,26 @@ fn running(
     let dump = Path::new(&setting("dir")?).join(setting("dbfilename")?);
     check.path = dump.clone();
     if dump.is_file() {
-        check_dump(check, &dump)?;
+        check_dump(check, Command::new("redis-check-rdb"), &dump)?;
     }
     Ok(())
 }
 
-fn run(check: &mut DatabaseCheck, dump: &Path, scratch: &Path) -> Result<(), String> {
-    check_dump(check, dump)?;
-    let (Some(dir), Some(file)) = (dump.parent(), dump.file_name()) else {
-        return Err(format!("{} is not a file in a folder", dump.display()));
-    };
-    std::fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-    let socket = scratch.join("redis.sock");
-    let mut command = Command::new("redis-server");
+fn run(check: &mut DatabaseCheck, confined: &Confined, file: &OsStr) -> Result<(), String> {
+    let dump = Path::new(DATA).join(file);
+    check_dump(check, confined.command("redis-check-rdb"), &dump)?;
+    let socket = format!("{RUN}/redis.sock");
+    let mut command = confined.command("redis-server");
     command
-        .args(["--port", "0", "--unixsocket"])
-        .arg(&socket)
-        .args(["--unixsocketperm", "700", "--dir"])
-        .arg(dir)
+        .args(["--port", "0", "--unixsocket", &socket])
+        .args(["--unixsocketperm", "700", "--dir", DATA])
         .arg("--dbfilename")
         .arg(file)
         .args(["--appendonly", "no", "--save", "", "--daemonize", "no"]);
-    let mut server = Server::start(command, &scratch.join("redis.log"))?;
+    let mut server = Server::start(command, &confined.log_file("redis.log"))?;
     let cli = |args: &[&str]| {
-        let mut command = Command::new("redis-cli");
-        command.arg("-s").arg(&socket).args(args);
+        let mut command = confined.command("redis-cli");
+        command.args(["-s", &socket]).args(args);
         output(&mut command)
     };
     // PING answers LOADING until the whole dump is in memory.

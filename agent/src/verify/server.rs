@@ -1,19 +1,21 @@
-//! A database server started from a restored image for the length of one check: as the owner
-//! of its data, logging to a file of ours, killed with `verify` if `verify` dies
-//! (PR_SET_PDEATHSIG) and stopped on drop. The checks' clients run through `output`.
+//! A database server started for the length of one check (from an image: in its sandbox, see
+//! sandbox.rs), logging to a file of ours, killed with `verify` if `verify` dies
+//! (PR_SET_PDEATHSIG), at its hard time limit (`Watchdog`), and stopped on drop. The checks'
+//! clients run through `output`, under the same limit.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) use super::sandbox::LIFETIME;
+
 /// How long a server may take to recover and accept connections. Recovery replays what was
 /// written since the last checkpoint, which on a busy database can take minutes.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// Who owns a data directory: the server runs as them (PostgreSQL refuses anyone else).
+/// An account of this machine that a running server's clients run as (peer authentication).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Owner {
     pub(crate) uid: u32,
@@ -21,33 +23,10 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    pub(crate) fn of(path: &Path) -> Result<Owner, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Ok(Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
-    }
-
-    /// Runs `command` as this owner, from `/`: the caller's working directory (root's home over
-    /// ssh, a 0700 folder) may be closed to it, and psql says so on the output it is read by.
+    /// Runs `command` as this account, from `/`: the caller's working directory (root's home
+    /// over ssh, a 0700 folder) may be closed to it, and psql says so on the output it is read by.
     pub(crate) fn apply<'c>(&self, command: &'c mut Command) -> &'c mut Command {
         command.uid(self.uid).gid(self.gid).current_dir("/")
-    }
-
-    /// A folder of ours (sockets, logs) that the owner may use and nobody else.
-    pub(crate) fn private_dir(&self, path: &Path) -> Result<PathBuf, String> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(path)
-            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(self.uid)),
-            Some(nix::unistd::Gid::from_raw(self.gid)),
-        )
-        .map_err(|e| format!("cannot give {} to uid {}: {e}", path.display(), self.uid))?;
-        Ok(path.to_path_buf())
     }
 }
 
@@ -63,13 +42,26 @@ pub(crate) fn wait_until(bound: Duration, mut ready: impl FnMut() -> bool) -> bo
     true
 }
 
-/// Runs a client to its end: whether it succeeded, and everything it printed.
+/// Runs a client to its end: whether it succeeded, and everything it printed. It is killed if
+/// it outlives `LIFETIME`.
 pub(crate) fn output(command: &mut Command) -> Result<(bool, String), String> {
+    output_from(command, Stdio::null())
+}
+
+/// The same, reading `stdin`.
+pub(crate) fn output_from(command: &mut Command, stdin: Stdio) -> Result<(bool, String), String> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let out = command
-        .stdin(Stdio::null())
-        .output()
+    let child = command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run {program} (is it installed?): {e}"))?;
+    let watchdog = Watchdog::arm(&child, LIFETIME);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    drop(watchdog);
     Ok((
         out.status.success(),
         format!(
@@ -85,6 +77,9 @@ pub(crate) fn output(command: &mut Command) -> Result<(bool, String), String> {
 pub(crate) struct Server {
     child: Option<Child>,
     log: PathBuf,
+    /// Kills it at its hard time limit.
+    #[allow(dead_code)]
+    watchdog: Option<Watchdog>,
 }
 
 impl Server {
@@ -100,7 +95,8 @@ impl Server {
         // async-signal-safe, on no shared state.
         unsafe {
             command.pre_exec(|| {
-                // verify is single-threaded, so the parent this follows is verify itself.
+                // verify forks only from its main thread (its watchdogs never fork), so the
+                // parent this follows is verify itself.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -111,6 +107,7 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {program} (is it installed?): {e}"))?;
         Ok(Server {
+            watchdog: Watchdog::arm(&child, LIFETIME),
             child: Some(child),
             log: log.to_path_buf(),
         })
@@ -200,5 +197,72 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Kills a process when its time limit passes, through a pidfd (never another process that
+/// reused its pid); disarmed on drop.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Watches `child` (not yet waited for); none if the kernel has no pidfd.
+    pub(crate) fn arm(child: &Child, limit: Duration) -> Option<Watchdog> {
+        // SAFETY: pidfd_open takes a pid and flags; the descriptor it returns is checked and
+        // owned below. The child is ours and not yet reaped, so the pid is still its own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+        let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(limit) {
+                use std::os::fd::AsRawFd;
+                // SAFETY: signals the process the pidfd refers to; a process already gone
+                // makes it fail harmlessly.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                }
+            }
+        });
+        Some(Watchdog {
+            cancel: Some(cancel),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_past_its_time_limit_is_killed() {
+        let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+        let watchdog = Watchdog::arm(&child, Duration::from_millis(100)).unwrap();
+        let status = child.wait().unwrap();
+        drop(watchdog);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 }

@@ -1,0 +1,527 @@
+//! Where a database from an image runs: as an identity that owns nothing on this machine, in a
+//! sandbox of its own. An image may come from a compromised machine, and a database runs code
+//! its data names (settings, C functions, event triggers, index expressions), so whatever the
+//! image holds must not reach any real account here, let alone root.
+//!
+//! The identity is the fixed uid and gid `IDENTITY`, which no account on the verifier has (it is
+//! checked): not the image's owner of the data (the image chooses that number, and it may be a
+//! local account here), not a system user that owns files. The image's owner is mapped to it by
+//! an idmapped mount of the database's folder (a user namespace holding just that mapping, whose
+//! only use is the mount), and a copy-on-write overlay on that mount, its upper folder owned by
+//! the identity, takes the server's writes. So the server owns its data, and nothing else.
+//!
+//! Every program of a check (the server, its clients, the dump checker) starts through
+//! `Sandbox::command`: a mount namespace of its own in which everything is read-only and
+//! `nosuid,nodev` except the overlay (data), a folder for its socket (`run`) and a private
+//! `/tmp`, all `noexec`; `/dev` holds only null, zero, full, random and urandom; its own network
+//! namespace (nothing but a loopback that is down: the server listens on its Unix socket only),
+//! IPC and UTS namespaces; `/etc/passwd` and `/etc/group` name only the identity; no capability,
+//! `NO_NEW_PRIVS` (no setuid or file capability raises it), no core dumps; killed when verify
+//! dies, and after a hard time limit (`LIFETIME`) whatever it is doing.
+
+use super::inside::Root;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The uid and gid every program started from an image runs as. In the range systemd leaves
+/// unused (0x70000000–0x7FFDFFFF: above container ranges, below the "foreign" range), so that no
+/// account, container or dynamic user has it; `Confined::prepare` refuses to run if one does.
+pub(crate) const IDENTITY: u32 = 0x7FF0_0000;
+
+/// A second gid from the same range, which no process has: the group of a database's folder
+/// when it is not its files' group.
+const ASIDE: u32 = IDENTITY + 1;
+
+/// The longest any program of a check may live (a server, from its start to its stop, or one
+/// client): killed then, whatever it does. Recovery may take minutes and counting a large
+/// database hours; a server that never ends must not hold the verifier forever.
+pub(crate) const LIFETIME: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// Where the sandbox shows the data (the overlay), the socket folder, and verify's files.
+pub(crate) const DATA: &str = "/tmp/data";
+pub(crate) const RUN: &str = "/tmp/run";
+pub(crate) const ETC: &str = "/tmp/etc";
+
+/// A database's folder from the image, prepared for its server: the image's owner mapped to
+/// `IDENTITY` on a read-only idmapped mount, an overlay on it for the writes, a socket folder,
+/// and verify's own files (settings, passwd); all unmounted on drop.
+#[derive(Debug)]
+pub(crate) struct Confined {
+    dir: PathBuf,
+    lower: PathBuf,
+    merged: PathBuf,
+    etc: PathBuf,
+    /// The image's owner of the folder (uid), as the image numbers it.
+    pub(crate) image_owner: u32,
+    sandbox: Sandbox,
+}
+
+impl Confined {
+    /// Prepares the folder `rel` of the image whose top is `root`, under `dir` (a folder of
+    /// verify's own, created here); the owner of `owned` (inside `rel`: the database's own
+    /// files, whose owner the server must be) is the one mapped to `IDENTITY`.
+    pub(crate) fn prepare(root: &Root, rel: &Path, owned: &Path, dir: &Path) -> Result<Confined, String> {
+        if nix::unistd::User::from_uid(IDENTITY.into())
+            .ok()
+            .flatten()
+            .is_some()
+            || nix::unistd::Group::from_gid(IDENTITY.into())
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return Err(format!(
+                "uid or gid {IDENTITY} is an account on this machine, so a database from an \
+                 image cannot run as an identity that owns nothing here: remove that account"
+            ));
+        }
+        let source = root
+            .resolve(rel, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| format!("cannot open {} in the image: {e}", rel.display()))?;
+        let (_, top_gid, mode) = root
+            .owner(rel)
+            .map_err(|e| format!("cannot read {} in the image: {e}", rel.display()))?;
+        let (uid, gid, _) = root
+            .owner(owned)
+            .map_err(|e| format!("cannot read {} in the image: {e}", owned.display()))?;
+        let [lower, upper, work, merged, run, etc] =
+            ["lower", "upper", "work", "merged", "run", "etc"].map(|d| dir.join(d));
+        for (path, mode) in [
+            (dir, 0o700),
+            (&lower, 0o700),
+            (&upper, mode & 0o750),
+            (&work, 0o700),
+            (&merged, 0o700),
+            (&run, 0o700),
+            (&etc, 0o755),
+        ] {
+            std::fs::create_dir_all(path)
+                .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
+        // The overlay's top is its upper folder: the server's own, as its data directory must be.
+        for path in [&upper, &run] {
+            nix::unistd::chown(path, Some(IDENTITY.into()), Some(IDENTITY.into()))
+                .map_err(|e| format!("cannot give {} to uid {IDENTITY}: {e}", path.display()))?;
+        }
+        let identity = "freezeframe-verify";
+        std::fs::write(
+            etc.join("passwd"),
+            format!("{identity}:x:{IDENTITY}:{IDENTITY}::/nonexistent:/usr/sbin/nologin\n"),
+        )
+        .and_then(|()| std::fs::write(etc.join("group"), format!("{identity}:x:{IDENTITY}:\n")))
+        .map_err(|e| format!("cannot write into {}: {e}", etc.display()))?;
+        let mut confined = Confined {
+            dir: dir.to_path_buf(),
+            lower: PathBuf::new(),
+            merged: PathBuf::new(),
+            sandbox: Sandbox::new(&merged, &run, &etc)?,
+            etc,
+            image_owner: uid,
+        };
+        idmapped_mount(&source, (uid, gid, top_gid), &lower)?;
+        confined.lower = lower;
+        overlay(&confined.lower, &upper, &work, &merged)?;
+        confined.merged = merged;
+        Ok(confined)
+    }
+
+    /// The overlay, as verify sees it (to remove files before the server starts).
+    pub(crate) fn merged(&self) -> &Path {
+        &self.merged
+    }
+
+    /// Verify's own files, shown read-only to the sandbox at `ETC`.
+    pub(crate) fn etc(&self) -> &Path {
+        &self.etc
+    }
+
+    /// A server's log `name`, in verify's own folder (the server writes it through the
+    /// descriptor verify opens).
+    pub(crate) fn log_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `program`, to be started in the sandbox as `IDENTITY`.
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.sandbox.command(program)
+    }
+}
+
+impl Drop for Confined {
+    fn drop(&mut self) {
+        // Detached: a server that did not stop in time must not keep the image mounted.
+        for path in [&self.merged, &self.lower] {
+            if !path.as_os_str().is_empty() {
+                let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// `struct mount_attr` of `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: u32 = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+
+/// `mount_setattr(2)` on `path` relative to `dirfd`.
+fn mount_setattr(dirfd: i32, path: &std::ffi::CStr, flags: u32, attr: &MountAttr) -> std::io::Result<()> {
+    // SAFETY: the kernel reads `attr` (its size passed) and `path` (NUL-terminated) during the
+    // call only; no memory is written.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Mounts the folder `source` at `target`, read-only, `nosuid,nodev,noexec`, with the image's
+/// owner `(uid, gid)` shown as `IDENTITY` (and every other owner as nobody), and the folder's
+/// own group `top_gid`, when another, as `ASIDE` (see `mapping_namespace`).
+fn idmapped_mount(
+    source: &OwnedFd,
+    (uid, gid, top_gid): (u32, u32, u32),
+    target: &Path,
+) -> Result<(), String> {
+    let userns = mapping_namespace(uid, gid, top_gid)?;
+    let empty = c"";
+    // SAFETY: open_tree reads the NUL-terminated empty path; the descriptor it returns is
+    // checked and owned below.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+        )
+    };
+    if tree < 0 {
+        return Err(format!(
+            "cannot clone the database's folder for an idmapped mount: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor open_tree just returned, owned by nothing else.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP
+            | MOUNT_ATTR_RDONLY
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    mount_setattr(tree.as_raw_fd(), empty, libc::AT_EMPTY_PATH as u32, &attr).map_err(|e| {
+        format!("cannot map the image's owner of the database to uid {IDENTITY} (idmapped mounts need Linux 5.12 and a filesystem that supports them): {e}")
+    })?;
+    let target_c = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: move_mount reads the two NUL-terminated paths during the call only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot mount the database's folder at {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// A user namespace whose only mappings are the image's owner `(uid, gid)` to `IDENTITY` and
+/// the folder's group `top_gid`, when another, to `ASIDE` (the overlay copies nothing up whose
+/// ids are not mapped, and MariaDB's data directory is root's group), held by its descriptor: a
+/// process is started in a new one, its maps written from here, its namespace opened, and the
+/// process killed.
+fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String> {
+    let mut holder = Command::new("sleep");
+    holder
+        .arg("infinity")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec the closure calls only unshare and prctl, async-signal-safe
+    // system calls, on no shared state.
+    unsafe {
+        holder.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                || libc::unshare(libc::CLONE_NEWUSER) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = holder
+        .spawn()
+        .map_err(|e| format!("cannot make a user namespace for the idmapped mount: {e}"))?;
+    let proc = PathBuf::from(format!("/proc/{}", child.id()));
+    let mapped = std::fs::write(proc.join("uid_map"), format!("{uid} {IDENTITY} 1\n"))
+        .and_then(|()| {
+            let mut map = format!("{gid} {IDENTITY} 1\n");
+            if top_gid != gid {
+                map.push_str(&format!("{top_gid} {ASIDE} 1\n"));
+            }
+            std::fs::write(proc.join("gid_map"), map)
+        })
+        .and_then(|()| std::fs::File::open(proc.join("ns/user")));
+    let _ = child.kill();
+    let _ = child.wait();
+    mapped
+        .map(OwnedFd::from)
+        .map_err(|e| format!("cannot map uid {uid} to {IDENTITY} in a user namespace: {e}"))
+}
+
+/// The copy-on-write overlay on `lower` (the idmapped mount), writes in `upper`, at `merged`:
+/// `nosuid,nodev,noexec`, and neither redirects nor metadata-only copies (whose extended
+/// attributes an untrusted lower layer could forge).
+fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(), String> {
+    use nix::mount::MsFlags;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(options.as_str()),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot mount a copy-on-write overlay on the database's folder ({e}): it needs one to \
+             recover without changing the image (is overlayfs in this kernel?)"
+        )
+    })
+}
+
+/// What a sandboxed program's start needs, prepared before the fork (the child only makes
+/// system calls on it).
+#[derive(Debug, Clone)]
+struct Sandbox {
+    merged: CString,
+    run: CString,
+    etc: CString,
+    passwd: CString,
+    group: CString,
+    /// A tmpfs is mounted here to build the sandbox's `/tmp`, then moved.
+    stage: CString,
+}
+
+impl Sandbox {
+    fn new(merged: &Path, run: &Path, etc: &Path) -> Result<Sandbox, String> {
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| e.to_string());
+        let stage = etc.parent().unwrap_or(etc).join("stage");
+        std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+        Ok(Sandbox {
+            merged: c(merged)?,
+            run: c(run)?,
+            etc: c(etc)?,
+            passwd: c(&etc.join("passwd"))?,
+            group: c(&etc.join("group"))?,
+            stage: c(&stage)?,
+        })
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        // Nothing of root's environment (its HOME, its clients' settings) reaches the sandbox.
+        command
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .current_dir("/");
+        let sandbox = self.clone();
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure makes only system calls (unshare, mount,
+        // mkdir, open, close, setresuid, prctl, …), async-signal-safe, on strings prepared
+        // before the fork; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || sandbox.enter(parent).map_err(std::io::Error::from_raw_os_error));
+        }
+        command
+    }
+
+    /// In the child, before exec: builds the sandbox and becomes `IDENTITY`. An error is the
+    /// errno of the step that failed.
+    fn enter(&self, parent: libc::pid_t) -> Result<(), i32> {
+        // SAFETY: plain system calls, each on NUL-terminated strings that live as long as
+        // `self`, in a child that has one thread.
+        unsafe {
+            check(libc::unshare(
+                libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+            ))?;
+            mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+            // The new /tmp, built aside while the paths it binds are reachable.
+            let stage = self.stage.as_c_str();
+            let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            mount(
+                Some(c"tmpfs"),
+                stage,
+                Some(c"tmpfs"),
+                secure,
+                Some(c"mode=1777,size=64m"),
+            )?;
+            check(libc::chdir(stage.as_ptr()))?;
+            for dir in [c"data", c"run", c"etc", c"dev"] {
+                check(libc::mkdir(dir.as_ptr(), 0o755))?;
+            }
+            mount(Some(&self.merged), c"data", None, libc::MS_BIND, None)?;
+            mount(Some(&self.run), c"run", None, libc::MS_BIND, None)?;
+            mount(Some(&self.etc), c"etc", None, libc::MS_BIND, None)?;
+            mount(
+                Some(c"tmpfs"),
+                c"dev",
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                Some(c"mode=0755,size=1m"),
+            )?;
+            for (name, source) in [
+                (c"dev/null", c"/dev/null"),
+                (c"dev/zero", c"/dev/zero"),
+                (c"dev/full", c"/dev/full"),
+                (c"dev/random", c"/dev/random"),
+                (c"dev/urandom", c"/dev/urandom"),
+            ] {
+                let fd = libc::open(
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                check(fd)?;
+                libc::close(fd);
+                mount(Some(source), name, None, libc::MS_BIND, None)?;
+            }
+            check(libc::mkdir(c"dev/shm".as_ptr(), 0o755))?;
+            mount(
+                Some(c"tmpfs"),
+                c"dev/shm",
+                Some(c"tmpfs"),
+                secure,
+                Some(c"mode=1777,size=256m"),
+            )?;
+            mount(Some(&self.passwd), c"/etc/passwd", None, libc::MS_BIND, None)?;
+            mount(Some(&self.group), c"/etc/group", None, libc::MS_BIND, None)?;
+            mount(Some(c"dev"), c"/dev", None, libc::MS_MOVE, None)?;
+            check(libc::chdir(c"/".as_ptr()))?;
+            mount(Some(stage), c"/tmp", None, libc::MS_MOVE, None)?;
+            // Everything read-only, nosuid and nodev; then the few exceptions.
+            let all = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+            setattr(c"/", libc::AT_RECURSIVE as u32, all, 0)?;
+            for writable in [c"/tmp", c"/tmp/data", c"/tmp/run", c"/dev/shm"] {
+                setattr(writable, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_RDONLY)?;
+            }
+            setattr(c"/tmp/etc", 0, MOUNT_ATTR_NOEXEC, 0)?;
+            for device in [
+                c"/dev/null",
+                c"/dev/zero",
+                c"/dev/full",
+                c"/dev/random",
+                c"/dev/urandom",
+            ] {
+                setattr(device, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NODEV)?;
+            }
+            let id = IDENTITY as libc::uid_t;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(id, id, id))?;
+            check(libc::setresuid(id, id, id))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            // After the change of identity, which clears it.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            if libc::getppid() != parent {
+                return Err(libc::ESRCH);
+            }
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            check(libc::setrlimit(libc::RLIMIT_CORE, &none))?;
+        }
+        Ok(())
+    }
+}
+
+/// The errno of a failed call (a negative result).
+fn check(rc: i32) -> Result<(), i32> {
+    if rc < 0 {
+        // SAFETY: reads this thread's errno.
+        return Err(unsafe { *libc::__errno_location() });
+    }
+    Ok(())
+}
+
+/// `mount(2)`, no allocation.
+fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> Result<(), i32> {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is null or a NUL-terminated string alive for the call.
+    check(unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) })
+}
+
+/// Sets `set` and clears `clear` on the mount at `path` (and below with `AT_RECURSIVE`).
+fn setattr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> Result<(), i32> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(libc::AT_FDCWD, path, flags, &attr).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_is_outside_every_range_accounts_are_given_from() {
+        // Above the login and system ranges, systemd's dynamic users and nobody (65534), and
+        // below the range it gives foreign images (0x7FFE0000), and below 2^31.
+        const { assert!(IDENTITY > 0x7000_0000 && IDENTITY < 0x7FFE_0000) };
+    }
+}

@@ -663,17 +663,21 @@ fn busctl_staying_on(
             let _ = std::fs::write(&self.0, "");
         }
     }
-    let leave = dir.join("coordinator-leaves");
-    let _ = std::fs::remove_file(&leave);
-    let script = dir.join("staying-bridge");
+    // Each bridge its own file: a later call must not take away an earlier one's word to go.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, Ordering::SeqCst);
+    let leave = dir.join(format!("coordinator-{n}-leaves"));
+    let script = dir.join(format!("staying-bridge-{n}"));
     // busctl's end of the socket is non-blocking: socat copies it, where cat would stop at
     // EAGAIN. Not on busctl's stderr, which would keep its output open while the bridge stays.
+    // It stays until told, or until the test's folder is gone, two minutes at most.
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec 2>/dev/null\n{{ socat -u STDIN STDOUT; i=0; while [ ! -e '{leave}' ] && [ $i -lt 1200 ]; do \
-             sleep 0.1; i=$((i+1)); done; }} | exec systemd-stdio-bridge --bus-path='{bus}'\n",
+            "#!/bin/sh\nexec 2>/dev/null\n{{ socat -u STDIN STDOUT; i=0; while [ ! -e '{leave}' ] && [ -e '{script}' ] && \
+             [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; }} | exec systemd-stdio-bridge --bus-path='{bus}'\n",
             leave = leave.display(),
+            script = script.display(),
             bus = bus.address,
         ),
     )

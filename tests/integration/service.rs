@@ -1095,7 +1095,11 @@ fn every_users_lists_cost_the_api_one_list_within_its_lifetime() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
-    let before = calls();
+    // At most one list per 30 s (the kept answer's lifetime) begun since `since`: one, unless
+    // this machine is so loaded that the calls below took longer.
+    let allowed = |since: Instant| 1 + since.elapsed().as_secs() as usize / 30;
+
+    let (before, first) = (calls(), Instant::now());
     assert_eq!(list_as_nobody().trim(), "aa{sv} 0");
     let one_list = calls() - before;
     assert!(one_list > 0, "a list asks the API");
@@ -1107,28 +1111,28 @@ fn every_users_lists_cost_the_api_one_list_within_its_lifetime() {
             }
         });
     }
-    assert_eq!(
-        calls() - before,
-        one_list,
-        "{:#?}",
+    let spent = calls() - before;
+    assert!(
+        spent <= allowed(first) * one_list,
+        "{spent} calls for 51 lists: {:#?}",
         droplet.server.sim.counters().calls
     );
 
     // Root's list is fresh.
+    let before_root = calls();
     let out = busctl_as(0, &bus.address, &["ListSnapshots"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(calls() - before, 2 * one_list);
+    assert_eq!(calls() - before_root, one_list);
 
     // A snapshot by this agent: the next list, anyone's, sees it.
     let report = json_of(&cli_on(&bus, &["snapshot", "--json", "--wait"]));
     assert_eq!(report["status"], "succeeded", "{report:#}");
-    let after_snapshot = calls();
+    let (after_snapshot, first) = (calls(), Instant::now());
     let listed = list_as_nobody();
     assert!(listed.starts_with("aa{sv} 1 "), "{listed}");
     assert!(calls() > after_snapshot, "asked the API again");
-    let asked = calls();
     for _ in 0..10 {
         list_as_nobody();
     }
-    assert_eq!(calls(), asked);
+    assert!(calls() - after_snapshot <= allowed(first) * one_list);
 }

@@ -289,8 +289,10 @@ fn an_images_catalog_runs_its_programs_only_in_the_sandbox() {
             &minor.to_string(),
         ],
     );
+    // And a program left running, to outlive the check.
     let attack = format!(
-        "{}; dd if=payload of=./evil-disk conv=notrunc,fsync; true",
+        "{}; dd if=payload of=./evil-disk conv=notrunc,fsync; \
+         (sleep {LINGER} </dev/null >/dev/null 2>&1 &); true",
         hostile.attack(&data)
     );
     // An event trigger that runs the attack when verify installs amcheck (CREATE EXTENSION).
@@ -308,7 +310,22 @@ fn an_images_catalog_runs_its_programs_only_in_the_sandbox() {
     disk_canary.assert_untouched("verify of an image with a device node");
     // It ran, and was stopped by the sandbox: the database fails its checks or passes them.
     assert_eq!(the_database(&found)["kind"], "postgresql", "{found:#}");
+    let lingering = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {LINGER}")])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&lingering.stdout).to_string();
+    for pid in pids.split_whitespace() {
+        let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+    }
+    assert!(
+        pids.trim().is_empty(),
+        "a program the image started outlived verify: {pids}"
+    );
 }
+
+/// How long the program an image leaves behind would sleep: a number no other process has.
+const LINGER: u64 = 7_654_321;
 
 /// Detaches a loop device on drop.
 struct Detach(String);

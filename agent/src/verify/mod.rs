@@ -250,6 +250,7 @@ fn read_only(path: &Path) -> Result<(), VerifyError> {
 /// a copy-on-write overlay on its folder (sandbox.rs); `positions` (from the markers) are where
 /// their logs stood at the snapshot, by data directory.
 fn check_databases(root: &Root, scratch: &Path, positions: &[LogPosition]) -> Vec<DatabaseCheck> {
+    sandbox::adopt_orphans();
     databases::find(root)
         .iter()
         .enumerate()
@@ -276,7 +277,7 @@ fn check_databases(root: &Root, scratch: &Path, positions: &[LogPosition]) -> Ve
                     return check.finish();
                 }
             };
-            match (kind, file) {
+            let checked = match (kind, file) {
                 (DatabaseKind::Postgresql, _) => {
                     // The data directory was at `…/rel` on the machine: its filesystem's
                     // mountpoint, then the path inside it.
@@ -289,8 +290,10 @@ fn check_databases(root: &Root, scratch: &Path, positions: &[LogPosition]) -> Ve
                     check.fail("a dump without a file name");
                     check
                 }
-            }
-            .finish()
+            };
+            // Nothing it started outlives its check.
+            sandbox::kill_leftovers();
+            checked.finish()
         })
         .collect()
 }

@@ -17,7 +17,8 @@
 //! namespace (nothing but a loopback that is down: the server listens on its Unix socket only),
 //! IPC and UTS namespaces; `/etc/passwd` and `/etc/group` name only the identity; no capability,
 //! `NO_NEW_PRIVS` (no setuid or file capability raises it), no core dumps; killed when verify
-//! dies, and after a hard time limit (`LIFETIME`) whatever it is doing.
+//! dies, and after a hard time limit (`LIFETIME`) whatever it is doing; and whatever it leaves
+//! running is verify's to reap (`adopt_orphans`) and killed after each check (`kill_leftovers`).
 
 use super::inside::Root;
 use std::ffi::CString;
@@ -163,6 +164,66 @@ impl Drop for Confined {
             }
         }
     }
+}
+
+/// Makes verify the reaper of its descendants' orphans: a program that a database forks and
+/// abandons (a daemon started from its catalog) becomes verify's child, not init's, so that
+/// `kill_leftovers` finds it. Whoever runs verify's databases calls it before the first.
+pub(crate) fn adopt_orphans() {
+    // SAFETY: sets a flag of this process; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Kills and reaps every child of verify's that runs as `IDENTITY`: what a sandbox left behind
+/// (its servers are stopped by then). Each is opened as a pidfd and checked again before the
+/// signal, so a pid reused meanwhile is never signalled.
+pub(crate) fn kill_leftovers() {
+    let ours = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        if !is_left_over(pid, ours) {
+            continue;
+        }
+        // SAFETY: pidfd_open takes a pid and flags; the descriptor is checked and owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if is_left_over(pid, ours) {
+            // SAFETY: signals the process the pidfd refers to.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// Whether process `pid` is a child of `parent` running as `IDENTITY`.
+fn is_left_over(pid: i32, parent: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+    };
+    field("PPid:") == Some(parent) && field("Uid:") == Some(IDENTITY)
 }
 
 /// `struct mount_attr` of `<linux/mount.h>`.

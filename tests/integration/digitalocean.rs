@@ -85,11 +85,6 @@ fn the_probe_tells_the_three_capture_timings_apart() {
         assert_eq!(report["status"], "succeeded", "{capture:?}: {report:#}");
         let image = droplet.server.sim.images()["probe-1"].clone();
         let (code, found) = crate::servers::verify(&image);
-        std::fs::copy(&image, format!("/tmp/debug-{capture:?}.img")).unwrap();
-        eprintln!(
-            "DEBUG {capture:?} frozen_ms={} request_ms={} phases={}",
-            report["frozen_ms"], report["request_ms"], report["phases"]
-        );
         assert_eq!(found["journal"], journal, "{capture:?}: {found:#}");
         assert_eq!(found["probe"], probe, "{capture:?}: {found:#}");
         let mut found_markers: Vec<&str> = found["markers"]

@@ -300,11 +300,13 @@ fn assert_aborted_by_gamma(group: &Group, extra: &[&str], expected: &str) {
                 error.contains("aborted by the group's coordinator: gamma"),
                 "{error}"
             );
-            // Whatever they had quiesced was resumed (a quick failure may stop them before
-            // their hook ran at all).
+            // Whatever they had quiesced was resumed. A quick failure may stop them before
+            // their quiesce began (nothing), or stop the hook's `freeze` before it wrote its
+            // first line (under load): that hook still gets its `thaw`, since the agent cannot
+            // know how far a `freeze` it began got, and a lock taken must be let go.
             let log = group.hook_log(i);
             assert!(
-                log.is_empty() || log == ["freeze", "thaw"],
+                log.is_empty() || log == ["freeze", "thaw"] || log == ["thaw"],
                 "{}: {log:?}",
                 HOSTS[i]
             );

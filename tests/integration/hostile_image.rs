@@ -396,3 +396,54 @@ fn a_pg_version_that_is_a_path_runs_nothing() {
         "{found:#}"
     );
 }
+
+#[test]
+fn a_pg_wal_that_links_out_of_the_image_never_reaches_the_verifiers_files() {
+    let mut hostile = Hostile::new();
+    let data = hostile.initdb();
+    // The image's WAL moved to a folder of the verifier's (postgres's own, as a cluster's WAL
+    // folder here would be), and pg_wal a link to it: a server that followed it would recover
+    // from the verifier's files and write into them.
+    let theirs = hostile.dir.path().join("verifiers-wal");
+    run(
+        "cp",
+        &[
+            "-a",
+            data.join("pg_wal").to_str().unwrap(),
+            theirs.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_dir_all(data.join("pg_wal")).unwrap();
+    std::os::unix::fs::symlink(&theirs, data.join("pg_wal")).unwrap();
+    let before = tree_state(&theirs);
+    let (code, found) = verify(&hostile.image());
+    assert_eq!(
+        tree_state(&theirs),
+        before,
+        "verify changed the verifier's WAL folder: {found:#}"
+    );
+    hostile.assert_nothing_outside_changed("verify of an image whose pg_wal links out");
+    // Without its WAL the copy does not start: reported, not verified.
+    assert_eq!(code, 1, "{found:#}");
+    assert_eq!(the_database(&found)["ok"], false, "{found:#}");
+}
+
+/// Every file under `dir`: its name, mode and bytes.
+fn tree_state(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let bytes = if meta.is_file() {
+            std::fs::read(&path).unwrap()
+        } else {
+            Vec::new()
+        };
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+        found.push((path, meta.permissions().mode(), bytes));
+    }
+    found.sort();
+    found
+}

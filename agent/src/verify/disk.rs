@@ -5,7 +5,10 @@
 //! image of its own; the others (EFI, BIOS boot, swap) are listed, not checked.
 
 use super::evidence::Evidence;
-use super::{run, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict, VerifyError};
+use super::sandbox::{ToolBox, IMAGE};
+use super::{
+    run, run_on, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict, VerifyError,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -82,38 +85,43 @@ impl Findings {
 
 /// Checks `image`: through its partition table when it has one, else as one filesystem.
 pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
-    Ok(match partition_table(image)? {
-        Some(table) => Findings::Disk(verify_disk(image, &table, scratch)?),
-        None => Findings::Filesystem(verify_image(image, scratch)?),
-    })
-}
-
-/// The partition table of `image`, if it has one.
-pub(super) fn partition_table(image: &Path) -> Result<Option<String>, VerifyError> {
     std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
         path: image.to_path_buf(),
         problem: e.to_string(),
     })?;
-    let (_, found) = run(
-        "blkid",
-        &["-p", "-o", "value", "-s", "PTTYPE", &image.to_string_lossy()],
-    )?;
+    // The tools that parse the image run in a sandbox, reading it through a device of theirs.
+    let tools = ToolBox::new(image, &scratch.join("stage")).map_err(VerifyError::Tool)?;
+    match partition_table(&tools)? {
+        Some(table) => Ok(Findings::Disk(verify_disk(image, &tools, &table, scratch)?)),
+        None => {
+            drop(tools);
+            Ok(Findings::Filesystem(verify_image(image, scratch)?))
+        }
+    }
+}
+
+/// The partition table of the image in `tools`, if it has one.
+fn partition_table(tools: &ToolBox) -> Result<Option<String>, VerifyError> {
+    let (_, found) = run_on(tools, "blkid", &["-p", "-o", "value", "-s", "PTTYPE", IMAGE])?;
     let found = found.trim();
     Ok((!found.is_empty()).then(|| found.to_string()))
 }
 
 /// Verifies each partition of `image` (which has the partition table `table`) that holds a
 /// filesystem verify knows, with `scratch` for the work.
-pub(super) fn verify_disk(
+fn verify_disk(
     image: &Path,
+    tools: &ToolBox,
     table: &str,
     scratch: &Path,
 ) -> Result<DiskVerification, VerifyError> {
     let mut partitions = Vec::new();
-    for (number, offset, size) in table_entries(image)? {
+    for (number, offset, size) in table_entries(tools, image)? {
         let part = PartitionLoop::attach(image, offset, size)?;
         let device = PathBuf::from(&part.device);
-        let (_, fstype) = run("blkid", &["-p", "-o", "value", "-s", "TYPE", &part.device])?;
+        let part_tools = ToolBox::new(&device, &scratch.join("stage")).map_err(VerifyError::Tool)?;
+        let (_, fstype) = run_on(&part_tools, "blkid", &["-p", "-o", "value", "-s", "TYPE", IMAGE])?;
+        drop(part_tools);
         let fstype = fstype.trim().to_string();
         let found = if matches!(fstype.as_str(), "ext4" | "xfs" | "btrfs") {
             let dir = scratch.join(format!("partition-{number}"));
@@ -182,19 +190,23 @@ fn disk_verdict(verdicts: impl Iterator<Item = ProbeVerdict>) -> ProbeVerdict {
 }
 
 /// The partitions of `image`'s table: number, first byte, length in bytes.
-fn table_entries(image: &Path) -> Result<Vec<(u32, u64, u64)>, VerifyError> {
-    let text = succeeded(
-        "partx",
-        &[
-            "--raw",
-            "--noheadings",
-            "--bytes",
-            "--output",
-            "NR,START,SIZE",
-            &image.to_string_lossy(),
-        ],
-        || format!("read the partition table of {}", image.display()),
-    )?;
+fn table_entries(tools: &ToolBox, image: &Path) -> Result<Vec<(u32, u64, u64)>, VerifyError> {
+    let args = [
+        "--raw",
+        "--noheadings",
+        "--bytes",
+        "--output",
+        "NR,START,SIZE",
+        IMAGE,
+    ];
+    let (ok, text) = run_on(tools, "partx", &args)?;
+    if !ok {
+        return Err(VerifyError::Tool(format!(
+            "cannot read the partition table of {}: {}",
+            image.display(),
+            text.trim()
+        )));
+    }
     Ok(text
         .lines()
         .filter_map(|line| {

@@ -13,7 +13,8 @@
 //!   discards the journal, so it tells on a booted machine too (`journal_holds_after`).
 
 use super::inside::{Kind, Root};
-use super::{run, VerifyError};
+use super::sandbox::{ToolBox, IMAGE};
+use super::{run_on, VerifyError};
 use crate::freeze::probe;
 use crate::transaction::ports::{Consistency, MarkerRecord, ProbeMoment};
 use serde::{Deserialize, Serialize};
@@ -122,11 +123,12 @@ impl Evidence<'_> {
     }
 }
 
-pub(super) fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, VerifyError> {
-    let path = image.to_string_lossy();
+/// The journal's state of the image in `tools`.
+pub(super) fn journal_state(fstype: &str, tools: &ToolBox) -> Result<JournalState, VerifyError> {
+    let path = IMAGE;
     match fstype {
         "ext4" => {
-            let (ok, text) = run("dumpe2fs", &["-h", &path])?;
+            let (ok, text) = run_on(tools, "dumpe2fs", &["-h", path])?;
             if !ok {
                 return Err(VerifyError::Tool(format!(
                     "dumpe2fs cannot read {path}: {}",
@@ -136,7 +138,7 @@ pub(super) fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, 
             Ok(ext4_journal(&text))
         }
         "btrfs" => {
-            let (ok, text) = run("btrfs", &["inspect-internal", "dump-super", &path])?;
+            let (ok, text) = run_on(tools, "btrfs", &["inspect-internal", "dump-super", path])?;
             let log_root = text.lines().find_map(|l| {
                 // `log_root   0`, not `log_root_level   0`.
                 let rest = l.strip_prefix("log_root")?;
@@ -161,12 +163,17 @@ pub(super) fn journal_state(fstype: &str, image: &Path) -> Result<JournalState, 
 /// logged after the thaw, and the log keeps it after a boot replays or discards the journal,
 /// until it wraps. So an image whose journal holds it was read, at least in part, after the
 /// thaw, even when the marker's own blocks were read before it was written.
-pub(super) fn journal_holds_after(device: &Path, markers: &[(String, ProbeMoment)]) -> bool {
+/// `debugfs` is the command that runs it (in a sandbox, for an image).
+pub(super) fn journal_holds_after(
+    mut debugfs: Command,
+    device: &Path,
+    markers: &[(String, ProbeMoment)],
+) -> bool {
     let Some((snapshot, _)) = markers.iter().find(|(_, m)| *m == ProbeMoment::Before) else {
         return false;
     };
     let needle = probe::marker_name(snapshot, ProbeMoment::After).into_bytes();
-    let child = Command::new("debugfs")
+    let child = debugfs
         .args(["-c", "-R", "cat <8>"])
         .arg(device)
         .stdin(std::process::Stdio::null())

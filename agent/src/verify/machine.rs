@@ -110,8 +110,12 @@ pub fn verify_machine(
         };
         record = record.or(markers.record);
         // The boot replayed (or discarded) the journal, but the log still holds what it logged.
-        let after_logged =
-            mount.fstype == "ext4" && journal_holds_after(Path::new(&mount.source), &markers.found);
+        let after_logged = mount.fstype == "ext4"
+            && journal_holds_after(
+                std::process::Command::new("debugfs"),
+                Path::new(&mount.source),
+                &markers.found,
+            );
         after_logged_anywhere |= after_logged;
         filesystems.push(MountedFilesystem {
             mountpoint: mount.mountpoint.clone(),

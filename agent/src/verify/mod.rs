@@ -35,7 +35,7 @@ use crate::loop_mount::{Attach, LoopMount};
 use crate::transaction::ports::{Consistency, LogPosition};
 use evidence::{journal_holds_after, journal_state, read_markers, Evidence, Markers};
 use inside::Root;
-use sandbox::Confined;
+use sandbox::{Confined, ToolBox, IMAGE};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -113,8 +113,11 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     // sandboxes reach what they need through mounts of their own.
     std::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
-    let fstype = filesystem_type(image)?;
-    let journal = journal_state(&fstype, image)?;
+    // The tools that parse the image run in a sandbox, reading it through a device of theirs.
+    let stage = scratch.join("stage");
+    let tools = ToolBox::new(image, &stage).map_err(VerifyError::Tool)?;
+    let fstype = filesystem_type(&tools, image)?;
+    let journal = journal_state(&fstype, &tools)?;
     // A torn journal is discarded at mount, as a restore's boot discards it.
     let source = if matches!(journal, JournalState::Clean | JournalState::Torn) {
         Source::Image(image.to_path_buf())
@@ -156,9 +159,16 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     let databases = check_databases(&root, scratch, &positions);
     drop(root);
     drop(view);
-    let (filesystem_ok, filesystem_report) = check_filesystem(&fstype, source.path())?;
+    let (filesystem_ok, filesystem_report) = match &source {
+        Source::Image(_) => check_filesystem(&fstype, &tools)?,
+        Source::Copy(copy) => {
+            check_filesystem(&fstype, &ToolBox::new(copy, &stage).map_err(VerifyError::Tool)?)?
+        }
+    };
     drop(source);
-    let after_logged = fstype == "ext4" && journal_holds_after(image, &markers);
+    let after_logged =
+        fstype == "ext4" && journal_holds_after(tools.command("debugfs"), Path::new(IMAGE), &markers);
+    drop(tools);
     let evidence = Evidence {
         markers: &markers,
         journal,
@@ -349,24 +359,27 @@ impl Drop for Source {
     }
 }
 
-/// The filesystem checker, read-only, on an unmounted image.
-fn check_filesystem(fstype: &str, source: &Path) -> Result<(bool, String), VerifyError> {
-    let path = source.to_string_lossy();
+/// The filesystem checker, read-only, on an unmounted image (in `tools`).
+fn check_filesystem(fstype: &str, tools: &ToolBox) -> Result<(bool, String), VerifyError> {
     match fstype {
-        "ext4" => run("e2fsck", &["-n", "-f", &path]),
-        "btrfs" => run("btrfs", &["check", "--readonly", &path]),
-        _ => run("xfs_repair", &["-n", "-f", &path]),
+        "ext4" => run_on(tools, "e2fsck", &["-n", "-f", IMAGE]),
+        "btrfs" => run_on(tools, "btrfs", &["check", "--readonly", IMAGE]),
+        _ => run_on(tools, "xfs_repair", &["-n", "-f", IMAGE]),
     }
 }
 
-/// Runs a read-only tool; its exit status and everything it printed.
+/// Runs a tool of root's own (cp, losetup): its exit status and everything it printed.
 fn run(program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
     server::output(Command::new(program).args(args)).map_err(VerifyError::Tool)
 }
 
-fn filesystem_type(image: &Path) -> Result<String, VerifyError> {
-    let path = image.to_string_lossy();
-    let (_, found) = run("blkid", &["-p", "-o", "value", "-s", "TYPE", &path])?;
+/// Runs a read-only tool on the image in `tools` (at `IMAGE`), in their sandbox.
+fn run_on(tools: &ToolBox, program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
+    server::output(tools.command(program).args(args)).map_err(VerifyError::Tool)
+}
+
+fn filesystem_type(tools: &ToolBox, image: &Path) -> Result<String, VerifyError> {
+    let (_, found) = run_on(tools, "blkid", &["-p", "-o", "value", "-s", "TYPE", IMAGE])?;
     let found = found.trim().to_string();
     match found.as_str() {
         "ext4" | "xfs" | "btrfs" => Ok(found),

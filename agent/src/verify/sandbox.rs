@@ -400,14 +400,25 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(),
 /// system calls on it).
 #[derive(Debug, Clone)]
 struct Sandbox {
+    /// A database's folders, shown at `DATA`, `RUN` and `ETC`; none for a filesystem tool.
+    binds: Option<Binds>,
+    /// The one block device a filesystem tool reads, shown read-only at `IMAGE`.
+    device: Option<libc::dev_t>,
+    /// A tmpfs is mounted here to build the sandbox's `/tmp`, then moved.
+    stage: CString,
+}
+
+#[derive(Debug, Clone)]
+struct Binds {
     merged: CString,
     run: CString,
     etc: CString,
     passwd: CString,
     group: CString,
-    /// A tmpfs is mounted here to build the sandbox's `/tmp`, then moved.
-    stage: CString,
 }
+
+/// Where a filesystem tool finds the image it reads.
+pub(crate) const IMAGE: &str = "/dev/image";
 
 impl Sandbox {
     fn new(merged: &Path, run: &Path, etc: &Path) -> Result<Sandbox, String> {
@@ -415,11 +426,14 @@ impl Sandbox {
         let stage = etc.parent().unwrap_or(etc).join("stage");
         std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
         Ok(Sandbox {
-            merged: c(merged)?,
-            run: c(run)?,
-            etc: c(etc)?,
-            passwd: c(&etc.join("passwd"))?,
-            group: c(&etc.join("group"))?,
+            binds: Some(Binds {
+                merged: c(merged)?,
+                run: c(run)?,
+                etc: c(etc)?,
+                passwd: c(&etc.join("passwd"))?,
+                group: c(&etc.join("group"))?,
+            }),
+            device: None,
             stage: c(&stage)?,
         })
     }
@@ -435,8 +449,8 @@ impl Sandbox {
         let sandbox = self.clone();
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: between fork and exec the closure makes only system calls (unshare, mount,
-        // mkdir, open, close, setresuid, prctl, …), async-signal-safe, on strings prepared
-        // before the fork; it allocates nothing.
+        // mkdir, mknod, open, close, setresuid, prctl, …), async-signal-safe, on strings
+        // prepared before the fork; it allocates nothing.
         unsafe {
             command.pre_exec(move || sandbox.enter(parent).map_err(std::io::Error::from_raw_os_error));
         }
@@ -446,44 +460,68 @@ impl Sandbox {
     /// In the child, before exec: builds the sandbox and becomes `IDENTITY`. An error is the
     /// errno of the step that failed.
     fn enter(&self, parent: libc::pid_t) -> Result<(), i32> {
-        // SAFETY: plain system calls, each on NUL-terminated strings that live as long as
-        // `self`, in a child that has one thread.
+        // SAFETY: unshare and mount take no memory of ours but NUL-terminated strings alive
+        // for the call, in a child that has one thread.
         unsafe {
             check(libc::unshare(
                 libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
             ))?;
-            mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-            // The new /tmp, built aside while the paths it binds are reachable.
-            let stage = self.stage.as_c_str();
-            let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            mount(
-                Some(c"tmpfs"),
-                stage,
-                Some(c"tmpfs"),
-                secure,
-                Some(c"mode=1777,size=64m"),
-            )?;
-            check(libc::chdir(stage.as_ptr()))?;
+        }
+        mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+        self.build_tmp()?;
+        self.build_dev()?;
+        if let Some(binds) = &self.binds {
+            mount(Some(&binds.passwd), c"/etc/passwd", None, libc::MS_BIND, None)?;
+            mount(Some(&binds.group), c"/etc/group", None, libc::MS_BIND, None)?;
+        }
+        mount(Some(c"dev"), c"/dev", None, libc::MS_MOVE, None)?;
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::chdir(c"/".as_ptr()) })?;
+        mount(Some(&self.stage), c"/tmp", None, libc::MS_MOVE, None)?;
+        self.lock_down()?;
+        become_identity(parent)
+    }
+
+    /// The new /tmp, built aside (the working directory) while the paths it binds are
+    /// reachable: the database's folders, and `dev`, moved to /dev after.
+    fn build_tmp(&self) -> Result<(), i32> {
+        let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount(
+            Some(c"tmpfs"),
+            &self.stage,
+            Some(c"tmpfs"),
+            secure,
+            Some(c"mode=1777,size=64m"),
+        )?;
+        // SAFETY: NUL-terminated paths alive for each call.
+        unsafe {
+            check(libc::chdir(self.stage.as_ptr()))?;
             for dir in [c"data", c"run", c"etc", c"dev"] {
                 check(libc::mkdir(dir.as_ptr(), 0o755))?;
             }
-            mount(Some(&self.merged), c"data", None, libc::MS_BIND, None)?;
-            mount(Some(&self.run), c"run", None, libc::MS_BIND, None)?;
-            mount(Some(&self.etc), c"etc", None, libc::MS_BIND, None)?;
-            mount(
-                Some(c"tmpfs"),
-                c"dev",
-                Some(c"tmpfs"),
-                libc::MS_NOSUID | libc::MS_NOEXEC,
-                Some(c"mode=0755,size=1m"),
-            )?;
-            for (name, source) in [
-                (c"dev/null", c"/dev/null"),
-                (c"dev/zero", c"/dev/zero"),
-                (c"dev/full", c"/dev/full"),
-                (c"dev/random", c"/dev/random"),
-                (c"dev/urandom", c"/dev/urandom"),
-            ] {
+        }
+        if let Some(binds) = &self.binds {
+            mount(Some(&binds.merged), c"data", None, libc::MS_BIND, None)?;
+            mount(Some(&binds.run), c"run", None, libc::MS_BIND, None)?;
+            mount(Some(&binds.etc), c"etc", None, libc::MS_BIND, None)?;
+        }
+        Ok(())
+    }
+
+    /// `dev`: null, zero, full, random and urandom bound from /dev, a private /dev/shm, and
+    /// for a tool its image, a read-only node of root's.
+    fn build_dev(&self) -> Result<(), i32> {
+        let dev_flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+        mount(
+            Some(c"tmpfs"),
+            c"dev",
+            Some(c"tmpfs"),
+            dev_flags,
+            Some(c"mode=0755,size=1m"),
+        )?;
+        for (name, source) in DEVICES {
+            // SAFETY: a NUL-terminated path; the descriptor is closed at once.
+            unsafe {
                 let fd = libc::open(
                     name.as_ptr(),
                     libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
@@ -491,54 +529,143 @@ impl Sandbox {
                 );
                 check(fd)?;
                 libc::close(fd);
-                mount(Some(source), name, None, libc::MS_BIND, None)?;
             }
-            check(libc::mkdir(c"dev/shm".as_ptr(), 0o755))?;
-            mount(
-                Some(c"tmpfs"),
-                c"dev/shm",
-                Some(c"tmpfs"),
-                secure,
-                Some(c"mode=1777,size=256m"),
-            )?;
-            mount(Some(&self.passwd), c"/etc/passwd", None, libc::MS_BIND, None)?;
-            mount(Some(&self.group), c"/etc/group", None, libc::MS_BIND, None)?;
-            mount(Some(c"dev"), c"/dev", None, libc::MS_MOVE, None)?;
-            check(libc::chdir(c"/".as_ptr()))?;
-            mount(Some(stage), c"/tmp", None, libc::MS_MOVE, None)?;
-            // Everything read-only, nosuid and nodev; then the few exceptions.
-            let all = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-            setattr(c"/", libc::AT_RECURSIVE as u32, all, 0)?;
-            for writable in [c"/tmp", c"/tmp/data", c"/tmp/run", c"/dev/shm"] {
+            mount(Some(source), name, None, libc::MS_BIND, None)?;
+        }
+        if let Some(device) = self.device {
+            // SAFETY: a NUL-terminated path.
+            check(unsafe { libc::mknod(c"dev/image".as_ptr(), libc::S_IFBLK | 0o444, device) })?;
+        }
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::mkdir(c"dev/shm".as_ptr(), 0o755) })?;
+        let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount(
+            Some(c"tmpfs"),
+            c"dev/shm",
+            Some(c"tmpfs"),
+            secure,
+            Some(c"mode=1777,size=256m"),
+        )
+    }
+
+    /// Everything read-only, nosuid and nodev; then the few exceptions.
+    fn lock_down(&self) -> Result<(), i32> {
+        let all = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        setattr(c"/", libc::AT_RECURSIVE as u32, all, 0)?;
+        for writable in [c"/tmp", c"/dev/shm"] {
+            setattr(writable, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_RDONLY)?;
+        }
+        if self.binds.is_some() {
+            for writable in [c"/tmp/data", c"/tmp/run"] {
                 setattr(writable, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_RDONLY)?;
             }
             setattr(c"/tmp/etc", 0, MOUNT_ATTR_NOEXEC, 0)?;
-            for device in [
-                c"/dev/null",
-                c"/dev/zero",
-                c"/dev/full",
-                c"/dev/random",
-                c"/dev/urandom",
-            ] {
-                setattr(device, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NODEV)?;
-            }
-            let id = IDENTITY as libc::uid_t;
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(id, id, id))?;
-            check(libc::setresuid(id, id, id))?;
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            // After the change of identity, which clears it.
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
-            if libc::getppid() != parent {
-                return Err(libc::ESRCH);
-            }
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            check(libc::setrlimit(libc::RLIMIT_CORE, &none))?;
+        }
+        for (_, device) in DEVICES {
+            setattr(device, 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NODEV)?;
+        }
+        if self.device.is_some() {
+            // /dev holds nothing else: the bound devices above and the image's node.
+            setattr(c"/dev", 0, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NODEV)?;
         }
         Ok(())
+    }
+}
+
+/// The devices a sandbox has (its path while it is built, and after): none reaches hardware
+/// or another process.
+const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
+    (c"dev/null", c"/dev/null"),
+    (c"dev/zero", c"/dev/zero"),
+    (c"dev/full", c"/dev/full"),
+    (c"dev/random", c"/dev/random"),
+    (c"dev/urandom", c"/dev/urandom"),
+];
+
+/// Becomes `IDENTITY` for good, with no capability and no way to gain one, killed with verify
+/// (`parent`), and without core dumps.
+fn become_identity(parent: libc::pid_t) -> Result<(), i32> {
+    let id = IDENTITY as libc::uid_t;
+    // SAFETY: system calls on integers and a null list, in a child that has one thread.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(id, id, id))?;
+        check(libc::setresuid(id, id, id))?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        // After the change of identity, which clears it.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        if libc::getppid() != parent {
+            return Err(libc::ESRCH);
+        }
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        check(libc::setrlimit(libc::RLIMIT_CORE, &none))
+    }
+}
+
+/// A sandbox for the filesystem tools that read an image (blkid, partx, dumpe2fs, debugfs,
+/// e2fsck, btrfs, xfs_repair): they parse what the image's author wrote, so they run as
+/// `IDENTITY` in a sandbox with the image as their only device, `IMAGE`, read-only (a
+/// read-only loop device for a file); the loop device is detached on drop.
+#[derive(Debug)]
+pub(crate) struct ToolBox {
+    sandbox: Sandbox,
+    loop_device: Option<String>,
+}
+
+impl ToolBox {
+    /// For `image` (a file or a block device), with `stage` a folder of verify's own.
+    pub(crate) fn new(image: &Path, stage: &Path) -> Result<ToolBox, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+        let mut toolbox = ToolBox {
+            sandbox: Sandbox {
+                binds: None,
+                device: None,
+                stage: CString::new(stage.as_os_str().as_bytes()).map_err(|e| e.to_string())?,
+            },
+            loop_device: None,
+        };
+        std::fs::create_dir_all(stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+        let device = if meta.file_type().is_block_device() {
+            image.to_path_buf()
+        } else {
+            let out = Command::new("losetup")
+                .args(["--find", "--show", "--read-only"])
+                .arg(image)
+                .output()
+                .map_err(|e| format!("cannot run losetup: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot attach {} to a read-only loop device: {}",
+                    image.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            toolbox.loop_device = Some(device.clone());
+            PathBuf::from(device)
+        };
+        let rdev = std::fs::metadata(&device)
+            .map_err(|e| format!("cannot read {}: {e}", device.display()))?
+            .rdev();
+        toolbox.sandbox.device = Some(rdev);
+        Ok(toolbox)
+    }
+
+    /// `program`, to be started in the sandbox as `IDENTITY`, the image at `IMAGE`.
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.sandbox.command(program)
+    }
+}
+
+impl Drop for ToolBox {
+    fn drop(&mut self) {
+        if let Some(device) = &self.loop_device {
+            let _ = Command::new("losetup").args(["--detach", device]).output();
+        }
     }
 }
 
@@ -578,6 +705,38 @@ fn setattr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_reads_the_image_as_the_identity_and_cannot_write_it() {
+        // Loop devices and namespaces need root, which the integration run has.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::write(&image, vec![5u8; 1 << 20]).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tools = ToolBox::new(&image, &dir.path().join("stage")).unwrap();
+        let out = tools
+            .command("sh")
+            .args([
+                "-c",
+                "id -u; head -c 3 /dev/image | od -An -tu1; echo x > /dev/image && echo wrote; \
+                 ls /dev; touch /etc/x /tmp/data/x 2>/dev/null && echo touched; true",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(&format!("{IDENTITY}\n")), "{text}");
+        assert!(text.contains("5   5   5"), "{text}");
+        assert!(!text.contains("wrote") && !text.contains("touched"), "{text}");
+        assert!(
+            !text.contains("loop") && !text.contains("sda") && !text.contains("vda"),
+            "{text}"
+        );
+        drop(tools);
+        assert_eq!(std::fs::read(&image).unwrap(), vec![5u8; 1 << 20]);
+    }
 
     #[test]
     fn the_identity_is_outside_every_range_accounts_are_given_from() {

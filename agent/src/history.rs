@@ -1,13 +1,12 @@
 //! The agent's record of what it did, kept on disk for `status` and the metrics: its last runs
 //! (bounded), counts that only grow (runs by result, the guard's thaws by reason), and the last
 //! scheduled restore drill. Written after a run's thaw and resumes, never while anything is
-//! frozen, and atomically (a temporary file beside it, flushed, then renamed over it), so a
-//! crash or a reboot leaves the old record or the new one, never half of one.
+//! frozen, and atomically ([`crate::atomic_file`]), so a crash or a reboot leaves the old record
+//! or the new one, never half of one.
 
 use crate::transaction::ports::{Consistency, GuardEvent};
 use crate::transaction::{Report, Status};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -144,7 +143,7 @@ impl LastDrill {
 
     /// Records this drill in `state_file`, atomically.
     pub fn store(&self, state_file: &Path) -> std::io::Result<()> {
-        replace_file(state_file, &serde_json::to_vec(self).unwrap_or_default(), 0o644)
+        crate::atomic_file::replace(state_file, &serde_json::to_vec(self).unwrap_or_default(), 0o644)
     }
 }
 
@@ -197,7 +196,7 @@ impl History {
 
     /// Writes the record to `file`, atomically.
     pub(crate) fn store(&self, file: &Path) -> std::io::Result<()> {
-        replace_file(file, &serde_json::to_vec(self).unwrap_or_default(), 0o600)
+        crate::atomic_file::replace(file, &serde_json::to_vec(self).unwrap_or_default(), 0o600)
     }
 }
 
@@ -239,37 +238,6 @@ pub fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecor
         Err(e) => tracing::warn!("cannot keep the run history in {}: {e}", file.display()),
     }
     true
-}
-
-/// Replaces `path` with `bytes` (mode `mode`): a temporary file in the same directory, flushed
-/// to disk, renamed over it, and the directory flushed, so the file is old or new after a crash.
-pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&partial)?;
-        // Whatever the umask (a unit's UMask=0077 would hide the metrics from node_exporter).
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written
 }
 
 #[cfg(test)]

@@ -338,7 +338,7 @@ pub(crate) fn last_report_path(runtime_dir: &std::path::Path) -> std::path::Path
 pub(crate) fn record_last_report(runtime_dir: &std::path::Path, report: &Report) {
     let path = last_report_path(runtime_dir);
     let json = serde_json::to_string(report).unwrap_or_default();
-    if let Err(e) = std::fs::write(&path, json) {
+    if let Err(e) = crate::atomic_file::replace(&path, json.as_bytes(), 0o600) {
         tracing::warn!("cannot keep the last report in {}: {e}", path.display());
     }
 }

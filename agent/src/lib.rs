@@ -4,6 +4,7 @@
 
 #![warn(unreachable_pub, missing_docs)]
 
+pub mod atomic_file;
 mod checks;
 pub mod config;
 mod dbus;

@@ -304,7 +304,7 @@ pub fn write_textfile(dir: &Path, text: &str) {
         return;
     }
     let file = dir.join(TEXTFILE);
-    if let Err(e) = crate::history::replace_file(&file, text.as_bytes(), 0o644) {
+    if let Err(e) = crate::atomic_file::replace(&file, text.as_bytes(), 0o644) {
         tracing::warn!("cannot write the metrics to {}: {e}", file.display());
     }
 }

@@ -348,7 +348,7 @@ impl Pending {
 
     fn record(&self, entry: &PendingPowerOn) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        freezeframe_agent::history::replace_file(&self.file(entry.droplet_id), &json, 0o644)
+        freezeframe_agent::atomic_file::replace(&self.file(entry.droplet_id), &json, 0o644)
     }
 
     fn clear(&self, droplet: u64) {

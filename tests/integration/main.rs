@@ -24,3 +24,4 @@ mod servers;
 mod service;
 mod systemd_bus;
 mod systemd_nspawn;
+mod textfile_attacker;

@@ -4,6 +4,7 @@
 //!
 //! Every filesystem here is one the tests create; nothing touches the machine's own mounts.
 
+pub mod attacker;
 pub mod bus;
 pub mod container;
 pub mod postgres;

@@ -5,7 +5,6 @@
 use super::{Context, Exit, Failure};
 use freezeframe_agent::config::ProviderSettings;
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
@@ -39,23 +38,13 @@ pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
         );
         return Ok(Exit::Usage);
     }
-    let dir = file
-        .parent()
-        .ok_or_else(|| Failure::usage(anyhow::anyhow!("the token file {} has no folder", file.display())))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Written private from the first byte, then renamed over the old one.
-    let partial = file.with_extension("partial");
-    let _ = std::fs::remove_file(&partial);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    out.write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| out.sync_all())
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, file).with_context(|| format!("cannot replace {}", file.display()))?;
+    if file.file_name().is_none() {
+        let named = anyhow::anyhow!("the token file {} names no file", file.display());
+        return Err(Failure::usage(named));
+    }
+    // Private from its first byte, then renamed over the old one: never through a link.
+    freezeframe_agent::atomic_file::replace(file, format!("{token}\n").as_bytes(), 0o600)
+        .with_context(|| format!("cannot write the token file {}", file.display()))?;
     freezeframe_agent::stdout::line(&format!(
         "stored the token in {} (mode 600); `freezeframe doctor` checks it against the API",
         file.display()

@@ -39,11 +39,9 @@ impl RecordedFilesystem {
     }
 }
 
-/// Writes the record atomically (temporary file, then rename).
+/// Writes the record atomically ([`crate::atomic_file`]), before the first FIFREEZE.
 pub(crate) fn write(path: &Path, record: &FrozenRecord) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)?;
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::replace(path, &serde_json::to_vec_pretty(record)?, 0o600)
 }
 
 /// Reads the record, if there is one.

@@ -119,10 +119,7 @@ fn write(runtime_dir: &Path, entries: &[Pending]) -> std::io::Result<()> {
         };
     }
     let text: String = entries.iter().map(|e| e.to_line() + "\n").collect();
-    let partial = path(runtime_dir).with_extension("partial");
-    std::fs::write(&partial, text)?;
-    std::fs::File::open(&partial)?.sync_all()?;
-    std::fs::rename(partial, path(runtime_dir))
+    crate::atomic_file::replace(&path(runtime_dir), text.as_bytes(), 0o600)
 }
 
 /// Records `entry` before its prepare starts, or updates it in place (a hook's running group).

@@ -19,6 +19,7 @@ mod metrics;
 mod offline;
 mod packaging;
 mod phases;
+mod probe_attacker;
 mod secrets;
 mod servers;
 mod service;

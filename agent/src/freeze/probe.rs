@@ -3,12 +3,17 @@
 //! that holds `before` and not `after` was captured inside the frozen window; one that holds
 //! `after` was read after the thaw. On the root filesystem the markers go to
 //! `/var/lib/freezeframe/probe/`, elsewhere to `.freezeframe-probe/` at the top; each run
-//! removes the markers of earlier snapshots, so they never grow.
+//! removes the markers of earlier snapshots, so they never grow. The top may be writable by
+//! others (a 1777 disk): a probe folder that is a link, or not root's alone, is never used.
 
 use crate::transaction::ports::{MarkerRecord, ProbeMoment, Target};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The probe folder on the root filesystem.
@@ -52,23 +57,41 @@ pub struct MarkerContent {
     pub unix_ms: u64,
 }
 
+/// Why a marker was not left.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    /// The probe folder is one the run must not write into: a link, not a folder, or a folder
+    /// someone other than root owns or may write (who could plant a link at a marker's name).
+    #[error(
+        "the folder {why}, so it is not used and this filesystem gets no marker: remove it \
+         (`rm -r {dir}`); the next run makes it anew, owned and writable by root alone",
+        dir = .dir.display()
+    )]
+    UnsafeFolder {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Reading, writing or flushing failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<Errno> for MarkError {
+    fn from(e: Errno) -> Self {
+        MarkError::Io(e.into())
+    }
+}
+
 /// Writes and syncs the marker of `snapshot` at `moment`, holding `record`, into `dir`; before
-/// the freeze, first removes the markers of other snapshots there.
-pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)?;
+/// the freeze, first removes the markers of other snapshots there. Root writes here at the top
+/// of filesystems others may write: everything goes through the folder's descriptor, opened
+/// without following a link and used only when it is root's alone ([`open_folder`]).
+pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment, record: &MarkerRecord) -> Result<(), MarkError> {
+    let folder = open_folder(dir)?;
     if moment == ProbeMoment::Before {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            let ours = path
-                .file_stem()
-                .is_some_and(|stem| stem == std::ffi::OsStr::new(snapshot));
-            if !ours && path.is_file() {
-                std::fs::remove_file(&path)?;
-            }
-        }
+        remove_others(&folder, snapshot)?;
     }
     let content = MarkerContent {
         snapshot: snapshot.to_string(),
@@ -78,17 +101,113 @@ pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment, record: &MarkerReco
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
-    let path = dir.join(marker_name(snapshot, moment));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&path)?;
-    writeln!(file, "{}", serde_json::to_string(&content)?)?;
+    let name = marker_name(snapshot, moment);
+    // A marker of this name from an earlier run of the same name goes first (O_EXCL below).
+    match unlinkat(&folder, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let created = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut file = std::fs::File::from(openat(
+        &folder,
+        name.as_str(),
+        created,
+        Mode::from_bits_truncate(0o644),
+    )?);
+    writeln!(
+        file,
+        "{}",
+        serde_json::to_string(&content).map_err(std::io::Error::from)?
+    )?;
     file.sync_all()?;
     // The directory entry too: a marker the image lacks must be one that was never written.
-    std::fs::File::open(dir)?.sync_all()
+    Ok(nix::unistd::fsync(&folder)?)
+}
+
+/// The probe folder `dir`, made if missing, opened without following a link (its parents
+/// through [`crate::atomic_file::open_dir`]), and refused unless it is a folder that root owns
+/// and alone may write.
+fn open_folder(dir: &Path) -> Result<OwnedFd, MarkError> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(unsafe_folder(dir, "is no folder's name".into()));
+    };
+    let parent = crate::atomic_file::open_dir(parent, Some(0o755))?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let opened = match openat(&parent, name, flags, Mode::empty()) {
+        Err(Errno::ENOENT) => {
+            match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            openat(&parent, name, flags, Mode::empty())
+        }
+        other => other,
+    };
+    let folder = match opened {
+        Ok(folder) => folder,
+        Err(Errno::ELOOP | Errno::ENOTDIR) if crate::atomic_file::is_link(&parent, name)? => {
+            return Err(unsafe_folder(dir, "is a symbolic link".into()))
+        }
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(unsafe_folder(dir, "is not a folder".into())),
+        Err(e) => return Err(e.into()),
+    };
+    let stat = nix::sys::stat::fstat(folder.as_fd())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if stat.st_uid != 0 && stat.st_uid != me {
+        return Err(unsafe_folder(
+            dir,
+            format!("belongs to uid {}, not root", stat.st_uid),
+        ));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        let mode = stat.st_mode & 0o7777;
+        return Err(unsafe_folder(
+            dir,
+            format!("may be written by others (mode {mode:o})"),
+        ));
+    }
+    Ok(folder)
+}
+
+fn unsafe_folder(dir: &Path, why: String) -> MarkError {
+    MarkError::UnsafeFolder {
+        dir: dir.to_path_buf(),
+        why,
+    }
+}
+
+/// Removes the markers of snapshots other than `snapshot` from `folder`: regular files whose
+/// names are markers' only, each relative to the folder's descriptor.
+fn remove_others(folder: &OwnedFd, snapshot: &str) -> Result<(), MarkError> {
+    use std::os::fd::AsRawFd;
+    // Listed through the descriptor itself (/proc/self/fd: the folder we opened, wherever it
+    // is now), never through its path.
+    let listed = std::fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd()))?;
+    let names: Vec<std::ffi::OsString> = listed.filter_map(|e| Some(e.ok()?.file_name())).collect();
+    for name in names {
+        let Some(marked) = name.to_str().and_then(marker_of) else {
+            continue;
+        };
+        if marked == snapshot {
+            continue;
+        }
+        let stat = nix::sys::stat::fstatat(folder, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if stat.st_mode & libc::S_IFMT == libc::S_IFREG {
+            match unlinkat(folder, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot a marker's file name is of, if it is a marker's name.
+fn marker_of(name: &str) -> Option<&str> {
+    ProbeMoment::ALL
+        .into_iter()
+        .find_map(|moment| name.strip_suffix(&format!(".{}", moment.as_str())))
+        .filter(|snapshot| !snapshot.is_empty())
 }
 
 /// What the `before` marker of `snapshot` in `dir` holds, if it is there and readable.
@@ -163,5 +282,39 @@ mod tests {
         );
         // What verify reads back: the claim, the WAL positions and the databases.
         assert_eq!(claimed(&probe, "web-1-new").unwrap().record, recorded);
+    }
+    #[test]
+    fn a_linked_or_shared_probe_folder_is_never_used() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("canary"), b"kept").unwrap();
+        let record = MarkerRecord {
+            consistency: crate::transaction::ports::Consistency::Crash,
+            log_positions: Vec::new(),
+            databases: Vec::new(),
+        };
+        let linked = dir.path().join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        symlink(&elsewhere, linked.join(PROBE_DIR)).unwrap();
+        let err = mark(&linked.join(PROBE_DIR), "s", ProbeMoment::Before, &record).unwrap_err();
+        assert!(matches!(err, MarkError::UnsafeFolder { .. }), "{err}");
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read(elsewhere.join("canary")).unwrap(), b"kept");
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            1,
+            "no marker there"
+        );
+        let shared = dir.path().join("shared").join(PROBE_DIR);
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = mark(&shared, "s", ProbeMoment::After, &record).unwrap_err();
+        assert!(
+            err.to_string().contains("may be written by others (mode 777)"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
     }
 }

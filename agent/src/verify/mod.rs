@@ -1,11 +1,13 @@
 //! `freezeframe-agent verify`: what a snapshot proves, without changing a byte of it. On an
-//! image (`verify_image`): when the platform read it (evidence.rs: the probe's markers, the
-//! journal's state, what ext4's log holds), the filesystem checker, read-only, and every
+//! image (`verify_image`), which may come from a compromised machine and is read as hostile
+//! data (inside.rs, sandbox.rs): when the platform read it (evidence.rs: the probe's markers,
+//! the journal's state, what ext4's log holds), the filesystem checker, read-only, and every
 //! database found in it (databases.rs), started from a copy-on-write overlay on the view
-//! (sandbox.rs: as an identity that owns nothing here, in a sandbox), recovered as a restore would, checked and stopped (postgres.rs, mariadb.rs,
-//! redis.rs; server.rs runs them); PostgreSQL's recovery must reach the WAL position its
-//! quiescer recorded in the `before` marker. A whole disk goes through its partition table
-//! (disk.rs); a restored machine is checked as it runs (machine.rs).
+//! (sandbox.rs: as an identity that owns nothing here, in a sandbox), recovered as a restore
+//! would, checked and stopped (postgres.rs, mariadb.rs, redis.rs; server.rs runs them);
+//! PostgreSQL's recovery must reach the WAL position its quiescer recorded in the `before`
+//! marker. A whole disk goes through its partition table (disk.rs); a restored machine is
+//! checked as it runs (machine.rs).
 //!
 //! An ext4 or btrfs image with a clean (or torn) journal is attached to a read-only loop device
 //! and mounted without replay (a cloned btrfs mounts beside its original on kernels with temp-fsid,

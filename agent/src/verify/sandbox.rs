@@ -3,9 +3,10 @@
 //! its data names (settings, C functions, event triggers, index expressions), so whatever the
 //! image holds must not reach any real account here, let alone root.
 //!
-//! The identity is the fixed uid and gid `IDENTITY`, which no account on the verifier has (it is
-//! checked): not the image's owner of the data (the image chooses that number, and it may be a
-//! local account here), not a system user that owns files. The image's owner is mapped to it by
+//! The identity is a uid and gid of a reserved range (`identity`), one of its own for each
+//! verify, which no account on the verifier has (it is checked): not the image's owner of the
+//! data (the image chooses that number, and it may be a local account here), not a system user
+//! that owns files. The image's owner is mapped to it by
 //! an idmapped mount of the database's folder (a user namespace holding just that mapping, whose
 //! only use is the mount), and a copy-on-write overlay on that mount, its upper folder owned by
 //! the identity, takes the server's writes. So the server owns its data, and nothing else.
@@ -30,14 +31,50 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The uid and gid every program started from an image runs as. In the range systemd leaves
-/// unused (0x70000000–0x7FFDFFFF: above container ranges, below the "foreign" range), so that no
-/// account, container or dynamic user has it; `Confined::prepare` refuses to run if one does.
-pub(crate) const IDENTITY: u32 = 0x7FF0_0000;
+/// The range the sandboxes' identities come from: in the one systemd leaves unused
+/// (0x70000000–0x7FFDFFFF: above container ranges, below the "foreign" range), so that no
+/// account, container or dynamic user has them; `Confined::prepare` refuses to run if one does.
+/// Each verify takes a slot of two ids (its identity, and `aside`), so that two verifies at once
+/// (two images, one perhaps hostile) never run as the same uid, which could trace or reach into
+/// the other's sandbox.
+const RANGE_START: u32 = 0x7FF0_0000;
+const SLOTS: u32 = 0x8000;
 
-/// A second gid from the same range, which no process has: the group of a database's folder
-/// when it is not its files' group.
-const ASIDE: u32 = IDENTITY + 1;
+/// The uid and gid every program this verify starts from an image runs as: a slot no running
+/// process uses, looked for from one its pid picks (a verify starting at the same instant
+/// could pick the same; the slot is held by its processes after that).
+pub(crate) fn identity() -> u32 {
+    static IDENTITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *IDENTITY.get_or_init(|| {
+        let in_use = uids_in_use();
+        let first = std::process::id() % SLOTS;
+        (0..SLOTS)
+            .map(|n| RANGE_START + 2 * ((first + n) % SLOTS))
+            .find(|uid| !in_use.contains(uid) && !in_use.contains(&(uid + 1)))
+            .unwrap_or(RANGE_START + 2 * first)
+    })
+}
+
+/// A second gid of the slot, which no process has: the group of a database's folder when it is
+/// not its files' group.
+fn aside() -> u32 {
+    identity() + 1
+}
+
+/// The uids of every running process.
+fn uids_in_use() -> std::collections::HashSet<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            line.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
 
 /// The longest any program of a check may live (a server, from its start to its stop, or one
 /// client): killed then, whatever it does. Recovery may take minutes and counting a large
@@ -50,7 +87,7 @@ pub(crate) const RUN: &str = "/tmp/run";
 pub(crate) const ETC: &str = "/tmp/etc";
 
 /// A database's folder from the image, prepared for its server: the image's owner mapped to
-/// `IDENTITY` on a read-only idmapped mount, an overlay on it for the writes, a socket folder,
+/// `identity()` on a read-only idmapped mount, an overlay on it for the writes, a socket folder,
 /// and verify's own files (settings, passwd); all unmounted on drop.
 #[derive(Debug)]
 pub(crate) struct Confined {
@@ -66,19 +103,14 @@ pub(crate) struct Confined {
 impl Confined {
     /// Prepares the folder `rel` of the image whose top is `root`, under `dir` (a folder of
     /// verify's own, created here); the owner of `owned` (inside `rel`: the database's own
-    /// files, whose owner the server must be) is the one mapped to `IDENTITY`.
+    /// files, whose owner the server must be) is the one mapped to `identity()`.
     pub(crate) fn prepare(root: &Root, rel: &Path, owned: &Path, dir: &Path) -> Result<Confined, String> {
-        if nix::unistd::User::from_uid(IDENTITY.into())
-            .ok()
-            .flatten()
-            .is_some()
-            || nix::unistd::Group::from_gid(IDENTITY.into())
-                .ok()
-                .flatten()
-                .is_some()
+        let id = identity();
+        if nix::unistd::User::from_uid(id.into()).ok().flatten().is_some()
+            || nix::unistd::Group::from_gid(id.into()).ok().flatten().is_some()
         {
             return Err(format!(
-                "uid or gid {IDENTITY} is an account on this machine, so a database from an \
+                "uid or gid {id} is an account on this machine, so a database from an \
                  image cannot run as an identity that owns nothing here: remove that account"
             ));
         }
@@ -108,15 +140,15 @@ impl Confined {
         }
         // The overlay's top is its upper folder: the server's own, as its data directory must be.
         for path in [&upper, &run] {
-            nix::unistd::chown(path, Some(IDENTITY.into()), Some(IDENTITY.into()))
-                .map_err(|e| format!("cannot give {} to uid {IDENTITY}: {e}", path.display()))?;
+            nix::unistd::chown(path, Some(id.into()), Some(id.into()))
+                .map_err(|e| format!("cannot give {} to uid {id}: {e}", path.display()))?;
         }
         let identity = "freezeframe-verify";
         std::fs::write(
             etc.join("passwd"),
-            format!("{identity}:x:{IDENTITY}:{IDENTITY}::/nonexistent:/usr/sbin/nologin\n"),
+            format!("{identity}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"),
         )
-        .and_then(|()| std::fs::write(etc.join("group"), format!("{identity}:x:{IDENTITY}:\n")))
+        .and_then(|()| std::fs::write(etc.join("group"), format!("{identity}:x:{id}:\n")))
         .map_err(|e| format!("cannot write into {}: {e}", etc.display()))?;
         let mut confined = Confined {
             dir: dir.to_path_buf(),
@@ -149,7 +181,7 @@ impl Confined {
         self.dir.join(name)
     }
 
-    /// `program`, to be started in the sandbox as `IDENTITY`.
+    /// `program`, to be started in the sandbox as `identity()`.
     pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         self.sandbox.command(program)
     }
@@ -174,7 +206,7 @@ pub(crate) fn adopt_orphans() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
-/// Kills and reaps every child of verify's that runs as `IDENTITY`: what a sandbox left behind
+/// Kills and reaps every child of verify's that runs as `identity()`: what a sandbox left behind
 /// (its servers are stopped by then). Each is opened as a pidfd and checked again before the
 /// signal, so a pid reused meanwhile is never signalled.
 pub(crate) fn kill_leftovers() {
@@ -212,7 +244,7 @@ pub(crate) fn kill_leftovers() {
     }
 }
 
-/// Whether process `pid` is a child of `parent` running as `IDENTITY`.
+/// Whether process `pid` is a child of `parent` running as `identity()`.
 fn is_left_over(pid: i32, parent: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
@@ -223,7 +255,7 @@ fn is_left_over(pid: i32, parent: u32) -> bool {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
     };
-    field("PPid:") == Some(parent) && field("Uid:") == Some(IDENTITY)
+    field("PPid:") == Some(parent) && field("Uid:") == Some(identity())
 }
 
 /// `struct mount_attr` of `<linux/mount.h>`.
@@ -264,8 +296,8 @@ fn mount_setattr(dirfd: i32, path: &std::ffi::CStr, flags: u32, attr: &MountAttr
 }
 
 /// Mounts the folder `source` at `target`, read-only, `nosuid,nodev,noexec`, with the image's
-/// owner `(uid, gid)` shown as `IDENTITY` (and every other owner as nobody), and the folder's
-/// own group `top_gid`, when another, as `ASIDE` (see `mapping_namespace`).
+/// owner `(uid, gid)` shown as `identity()` (and every other owner as nobody), and the folder's
+/// own group `top_gid`, when another, as `aside()` (see `mapping_namespace`).
 fn idmapped_mount(
     source: &OwnedFd,
     (uid, gid, top_gid): (u32, u32, u32),
@@ -302,7 +334,7 @@ fn idmapped_mount(
         userns_fd: userns.as_raw_fd() as u64,
     };
     mount_setattr(tree.as_raw_fd(), empty, libc::AT_EMPTY_PATH as u32, &attr).map_err(|e| {
-        format!("cannot map the image's owner of the database to uid {IDENTITY} (idmapped mounts need Linux 5.12 and a filesystem that supports them): {e}")
+        format!("cannot map the image's owner of the database to uid {} (idmapped mounts need Linux 5.12 and a filesystem that supports them): {e}", identity())
     })?;
     let target_c = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: move_mount reads the two NUL-terminated paths during the call only.
@@ -326,8 +358,8 @@ fn idmapped_mount(
     Ok(())
 }
 
-/// A user namespace whose only mappings are the image's owner `(uid, gid)` to `IDENTITY` and
-/// the folder's group `top_gid`, when another, to `ASIDE` (the overlay copies nothing up whose
+/// A user namespace whose only mappings are the image's owner `(uid, gid)` to `identity()` and
+/// the folder's group `top_gid`, when another, to `aside()` (the overlay copies nothing up whose
 /// ids are not mapped, and MariaDB's data directory is root's group), held by its descriptor: a
 /// process is started in a new one, its maps written from here, its namespace opened, and the
 /// process killed.
@@ -354,11 +386,12 @@ fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String
         .spawn()
         .map_err(|e| format!("cannot make a user namespace for the idmapped mount: {e}"))?;
     let proc = PathBuf::from(format!("/proc/{}", child.id()));
-    let mapped = std::fs::write(proc.join("uid_map"), format!("{uid} {IDENTITY} 1\n"))
+    let id = identity();
+    let mapped = std::fs::write(proc.join("uid_map"), format!("{uid} {id} 1\n"))
         .and_then(|()| {
-            let mut map = format!("{gid} {IDENTITY} 1\n");
+            let mut map = format!("{gid} {id} 1\n");
             if top_gid != gid {
-                map.push_str(&format!("{top_gid} {ASIDE} 1\n"));
+                map.push_str(&format!("{top_gid} {} 1\n", aside()));
             }
             std::fs::write(proc.join("gid_map"), map)
         })
@@ -367,7 +400,7 @@ fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String
     let _ = child.wait();
     mapped
         .map(OwnedFd::from)
-        .map_err(|e| format!("cannot map uid {uid} to {IDENTITY} in a user namespace: {e}"))
+        .map_err(|e| format!("cannot map uid {uid} to {id} in a user namespace: {e}"))
 }
 
 /// The copy-on-write overlay on `lower` (the idmapped mount), writes in `upper`, at `merged`:
@@ -406,6 +439,8 @@ struct Sandbox {
     device: Option<libc::dev_t>,
     /// A tmpfs is mounted here to build the sandbox's `/tmp`, then moved.
     stage: CString,
+    /// Whom it runs as: `identity()`, read before the fork.
+    id: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +470,7 @@ impl Sandbox {
             }),
             device: None,
             stage: c(&stage)?,
+            id: identity(),
         })
     }
 
@@ -457,7 +493,7 @@ impl Sandbox {
         command
     }
 
-    /// In the child, before exec: builds the sandbox and becomes `IDENTITY`. An error is the
+    /// In the child, before exec: builds the sandbox and becomes `identity()`. An error is the
     /// errno of the step that failed.
     fn enter(&self, parent: libc::pid_t) -> Result<(), i32> {
         // SAFETY: unshare and mount take no memory of ours but NUL-terminated strings alive
@@ -479,7 +515,7 @@ impl Sandbox {
         check(unsafe { libc::chdir(c"/".as_ptr()) })?;
         mount(Some(&self.stage), c"/tmp", None, libc::MS_MOVE, None)?;
         self.lock_down()?;
-        become_identity(parent)
+        become_identity(self.id, parent)
     }
 
     /// The new /tmp, built aside (the working directory) while the paths it binds are
@@ -582,10 +618,10 @@ const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
     (c"dev/urandom", c"/dev/urandom"),
 ];
 
-/// Becomes `IDENTITY` for good, with no capability and no way to gain one, killed with verify
+/// Becomes `identity()` for good, with no capability and no way to gain one, killed with verify
 /// (`parent`), and without core dumps.
-fn become_identity(parent: libc::pid_t) -> Result<(), i32> {
-    let id = IDENTITY as libc::uid_t;
+fn become_identity(id: u32, parent: libc::pid_t) -> Result<(), i32> {
+    let id = id as libc::uid_t;
     // SAFETY: system calls on integers and a null list, in a child that has one thread.
     unsafe {
         check(libc::setgroups(0, std::ptr::null()))?;
@@ -607,7 +643,7 @@ fn become_identity(parent: libc::pid_t) -> Result<(), i32> {
 
 /// A sandbox for the filesystem tools that read an image (blkid, partx, dumpe2fs, debugfs,
 /// e2fsck, btrfs, xfs_repair): they parse what the image's author wrote, so they run as
-/// `IDENTITY` in a sandbox with the image as their only device, `IMAGE`, read-only (a
+/// `identity()` in a sandbox with the image as their only device, `IMAGE`, read-only (a
 /// read-only loop device for a file); the loop device is detached on drop.
 #[derive(Debug)]
 pub(crate) struct ToolBox {
@@ -625,6 +661,7 @@ impl ToolBox {
                 binds: None,
                 device: None,
                 stage: CString::new(stage.as_os_str().as_bytes()).map_err(|e| e.to_string())?,
+                id: identity(),
             },
             loop_device: None,
         };
@@ -655,7 +692,7 @@ impl ToolBox {
         Ok(toolbox)
     }
 
-    /// `program`, to be started in the sandbox as `IDENTITY`, the image at `IMAGE`.
+    /// `program`, to be started in the sandbox as `identity()`, the image at `IMAGE`.
     pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         self.sandbox.command(program)
     }
@@ -727,7 +764,7 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.starts_with(&format!("{IDENTITY}\n")), "{text}");
+        assert!(text.starts_with(&format!("{}\n", identity())), "{text}");
         assert!(text.contains("5   5   5"), "{text}");
         assert!(!text.contains("wrote") && !text.contains("touched"), "{text}");
         assert!(
@@ -742,6 +779,6 @@ mod tests {
     fn the_identity_is_outside_every_range_accounts_are_given_from() {
         // Above the login and system ranges, systemd's dynamic users and nobody (65534), and
         // below the range it gives foreign images (0x7FFE0000), and below 2^31.
-        const { assert!(IDENTITY > 0x7000_0000 && IDENTITY < 0x7FFE_0000) };
+        const { assert!(RANGE_START > 0x7000_0000 && RANGE_START + 2 * SLOTS <= 0x7FFE_0000) };
     }
 }

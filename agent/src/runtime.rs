@@ -76,7 +76,8 @@ impl RuntimeDir {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            // Never through a link: the lock is opened for writing, as root.
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(dir_err)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

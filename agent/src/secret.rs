@@ -120,6 +120,37 @@ pub enum SecretFileError {
         /// The uid this process runs as (the service's user), which may own it besides root.
         expected: u32,
     },
+    /// A symbolic link: whoever may change where it points chooses the secret.
+    #[error(
+        "{file} is a symbolic link, which is not followed for a secret: put the file itself \
+         there (mode 600, owned by root), e.g. `cp --remove-destination $(readlink -f {file}) \
+         {file}`"
+    )]
+    Link {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The folder holding it may be changed by someone besides root (or this process's user),
+    /// who could then swap the file.
+    #[error(
+        "{folder}, which holds {file}, {problem}: whoever may write the folder may replace the \
+         secret; move the file to a folder root owns and alone may write, or run `chown root \
+         {folder}; chmod go-w {folder}`"
+    )]
+    UnsafeFolder {
+        /// The file.
+        file: PathBuf,
+        /// Its folder.
+        folder: PathBuf,
+        /// What is wrong with the folder.
+        problem: String,
+    },
+    /// Larger than any secret: not the file meant.
+    #[error("{file} is larger than {MAX_SECRET_BYTES} bytes, too large for a secret: give the file that holds the secret alone")]
+    TooLarge {
+        /// The file.
+        file: PathBuf,
+    },
     /// It could not be read.
     #[error("cannot read {file}: {problem}")]
     Unreadable {
@@ -144,33 +175,24 @@ fn or_service_user(expected: &u32) -> String {
     }
 }
 
+/// The most a secret file may hold: a token, a password or an ssh key is far smaller.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// Reads a secret from a file that, like an ssh key, no group or other user may read, and that
-/// root (or this process's own user) owns: a file another user owns is theirs to rewrite.
-/// The checks are made on the file opened, the one then read, so a file swapped in between
-/// cannot pass them. Surrounding whitespace (a trailing newline) is not part of the secret.
+/// root (or this process's own user) owns: a file another user owns is theirs to rewrite. Its
+/// folder, like ssh's for authorized_keys, must be owned by root (or this user) and writable by
+/// no one else, and the file itself must not be a symbolic link. The checks are made on the
+/// folder and the file opened, the ones then read, so a file swapped in between cannot pass
+/// them. Surrounding whitespace (a trailing newline) is not part of the secret.
 pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |problem: String| SecretFileError::Unreadable {
-        file: file.to_path_buf(),
-        problem,
-    };
-    // Non-blocking: a FIFO put in its place must not hang the open.
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(file);
-    let mut opened = match opened {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SecretFileError::Missing {
-                file: file.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(unreadable(e.to_string())),
-        Ok(opened) => opened,
-    };
-    let meta = opened.metadata().map_err(|e| unreadable(e.to_string()))?;
+    let expected = nix::unistd::geteuid().as_raw();
+    let opened = open_private(file, expected)?;
+    let meta = opened.metadata().map_err(|e| unreadable(file, e))?;
     if !meta.is_file() {
-        return Err(unreadable("it is not a regular file".into()));
+        return Err(SecretFileError::Unreadable {
+            file: file.to_path_buf(),
+            problem: "it is not a regular file".into(),
+        });
     }
     if meta.mode() & 0o077 != 0 {
         return Err(SecretFileError::TooOpen {
@@ -178,7 +200,6 @@ pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
             mode: meta.mode() & 0o7777,
         });
     }
-    let expected = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != expected {
         return Err(SecretFileError::NotOwned {
             file: file.to_path_buf(),
@@ -186,19 +207,121 @@ pub fn read_private_file(file: &Path) -> Result<Secret, SecretFileError> {
             expected,
         });
     }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut opened, &mut text).map_err(|e| unreadable(e.to_string()))?;
+    read_bounded(file, opened)
+}
+
+/// `file` opened for reading inside its folder, once the folder is found safe: never through a
+/// symbolic link, never as a controlling terminal, never blocking (a FIFO in its place).
+fn open_private(file: &Path, expected: u32) -> Result<std::fs::File, SecretFileError> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (Some(name), folder) = (file.file_name(), file.parent()) else {
+        return Err(SecretFileError::Unreadable {
+            file: file.to_path_buf(),
+            problem: "it names no file".into(),
+        });
+    };
+    let folder = match folder {
+        Some(f) if !f.as_os_str().is_empty() => f,
+        _ => Path::new("."),
+    };
+    let unsafe_folder = |problem: String| SecretFileError::UnsafeFolder {
+        file: file.to_path_buf(),
+        folder: folder.to_path_buf(),
+        problem,
+    };
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(folder);
+    let dir = match dir {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SecretFileError::Missing {
+                file: file.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(unreadable(file, e)),
+        Ok(dir) => dir,
+    };
+    let dir_meta = dir.metadata().map_err(|e| unreadable(file, e))?;
+    if dir_meta.uid() != 0 && dir_meta.uid() != expected {
+        return Err(unsafe_folder(format!("is owned by uid {}", dir_meta.uid())));
+    }
+    if dir_meta.mode() & 0o022 != 0 {
+        return Err(unsafe_folder(format!(
+            "is writable by group or others (mode {:o})",
+            dir_meta.mode() & 0o7777
+        )));
+    }
+    // Looked at before it is opened, so that a device node is never opened (the folder is safe:
+    // no one else can swap the entry between this look and the open).
+    match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(nix::errno::Errno::ENOENT) => {
+            return Err(SecretFileError::Missing {
+                file: file.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(unreadable(file, e.into())),
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+            return Err(SecretFileError::Link {
+                file: file.to_path_buf(),
+            })
+        }
+        Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => {
+            return Err(SecretFileError::Unreadable {
+                file: file.to_path_buf(),
+                problem: "it is not a regular file".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    match nix::fcntl::openat(&dir, name, flags, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(nix::errno::Errno::ENOENT) => Err(SecretFileError::Missing {
+            file: file.to_path_buf(),
+        }),
+        Err(nix::errno::Errno::ELOOP) => Err(SecretFileError::Link {
+            file: file.to_path_buf(),
+        }),
+        Err(e) => Err(unreadable(file, e.into())),
+    }
+}
+
+/// Why `file` could not be read.
+fn unreadable(file: &Path, e: std::io::Error) -> SecretFileError {
+    SecretFileError::Unreadable {
+        file: file.to_path_buf(),
+        problem: e.to_string(),
+    }
+}
+
+/// The secret in `opened`, read up to [`MAX_SECRET_BYTES`]: more is not a secret file.
+fn read_bounded(file: &Path, opened: std::fs::File) -> Result<Secret, SecretFileError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(file, e))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(SecretFileError::TooLarge {
+            file: file.to_path_buf(),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| SecretFileError::Unreadable {
+        file: file.to_path_buf(),
+        problem: "it is not UTF-8 text".into(),
+    })?;
     secret_of(file, &text)
 }
 
-/// Reads a secret from a file without checking its mode: for files whose privacy someone else
-/// ensures, such as systemd credentials.
+/// Reads a secret from a file without checking its mode, owner or folder: for files whose
+/// privacy someone else ensures, such as systemd credentials (a folder systemd makes, owned by
+/// the service's user, mode 500); bounded like any secret all the same.
 pub(crate) fn read_file(file: &Path) -> Result<Secret, SecretFileError> {
-    let text = std::fs::read_to_string(file).map_err(|e| SecretFileError::Unreadable {
-        file: file.to_path_buf(),
-        problem: e.to_string(),
-    })?;
-    secret_of(file, &text)
+    let opened = std::fs::File::open(file).map_err(|e| unreadable(file, e))?;
+    read_bounded(file, opened)
 }
 
 /// The secret in a file's text: the text without surrounding whitespace, which must not be empty.
@@ -223,5 +346,102 @@ mod tests {
             "[redacted] [redacted] Some([redacted])"
         );
         assert_eq!(s.expose(), "dop_v1_abcdef");
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A private folder (as root makes it) holding `token`, a private root-owned secret file.
+    fn private_secret() -> (tempfile::TempDir, PathBuf) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests give files to other users: run the tests as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "dop_v1_secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file(&file).unwrap().expose(), "dop_v1_secret");
+        (dir, file)
+    }
+
+    /// As the attacker who may point a link (or the folder it is in) elsewhere: a symbolic link
+    /// at the configured path is refused, even to a private root-owned file, with the fix.
+    #[test]
+    fn a_symbolic_link_to_a_secret_is_refused() {
+        let (dir, target) = private_secret();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = read_private_file(&link).unwrap_err();
+        assert_eq!(err, SecretFileError::Link { file: link.clone() });
+        let said = err.to_string();
+        assert!(
+            said.contains(&link.display().to_string()) && said.contains("symbolic link"),
+            "{said}"
+        );
+        assert!(!said.contains("dop_v1_secret"), "{said}");
+    }
+
+    /// A device node or a FIFO at the path is refused as no regular file.
+    #[test]
+    fn a_device_or_fifo_is_no_secret() {
+        let (dir, _) = private_secret();
+        let device = dir.path().join("device");
+        nix::sys::stat::mknod(
+            &device,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for file in [device, fifo] {
+            let err = read_private_file(&file).unwrap_err();
+            assert!(
+                matches!(&err, SecretFileError::Unreadable { problem, .. } if problem.contains("not a regular file")),
+                "{err:?}"
+            );
+        }
+    }
+
+    /// A file of /dev/zero's kind, or a mistaken path to a large file: read no further than
+    /// a secret could be, and say so.
+    #[test]
+    fn a_file_larger_than_a_secret_is_refused() {
+        let (_dir, file) = private_secret();
+        std::fs::write(&file, vec![b'a'; MAX_SECRET_BYTES as usize]).unwrap();
+        assert_eq!(
+            read_private_file(&file).unwrap().expose().len(),
+            MAX_SECRET_BYTES as usize
+        );
+        std::fs::write(&file, vec![b'a'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+        let err = read_private_file(&file).unwrap_err();
+        assert_eq!(err, SecretFileError::TooLarge { file: file.clone() });
+        assert!(err.to_string().contains(&file.display().to_string()));
+    }
+
+    /// As the attacker who may write the folder (and so replace the file between checks, or at
+    /// will): a folder writable by group or others, or owned by another user, is refused.
+    #[test]
+    fn a_folder_another_user_may_write_is_refused() {
+        let (dir, file) = private_secret();
+        for mode in [0o770, 0o757, 0o1777] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_private_file(&file).unwrap_err();
+            assert!(
+                matches!(&err, SecretFileError::UnsafeFolder { folder, .. } if folder == dir.path()),
+                "mode {mode:o}: {err:?}"
+            );
+            assert!(err.to_string().contains("chmod go-w"), "{err}");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(read_private_file(&file).is_ok());
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        let err = read_private_file(&file).unwrap_err();
+        assert!(
+            matches!(&err, SecretFileError::UnsafeFolder { problem, .. } if problem.contains("65534")),
+            "{err:?}"
+        );
+        std::os::unix::fs::chown(dir.path(), Some(0), Some(0)).unwrap();
     }
 }

@@ -81,10 +81,10 @@ mod tests {
     /// As the attacker: a private file another user owns (and so can rewrite at will).
     #[test]
     fn a_token_file_another_user_owns_is_refused() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: only root can give a file to another user");
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "only root can give a file to another user: run the tests as root"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         write(&file, "dop_v1_planted\n", 0o600);

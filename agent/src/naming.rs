@@ -87,9 +87,16 @@ impl std::str::FromStr for NameTemplate {
         if parts.is_empty() {
             return Err(bad("it is empty".into()));
         }
-        Ok(NameTemplate { parts })
+        let parsed = NameTemplate { parts };
+        // Whatever the host: a name starting with `.`, `-` or `_` (or `.`, `..`, which the
+        // local-image provider would join to its folder), or too long without the host name.
+        parsed.check_renders(SHORTEST_HOST).map_err(bad)?;
+        Ok(parsed)
     }
 }
+
+/// The host name a template is first tried with: the shortest there is.
+const SHORTEST_HOST: &str = "h";
 
 /// A `{utc:…}` format: fields from `%Y %m %d %H %M %S`, and between them only what a literal
 /// part may hold (letters, digits, `.`, `_`, `-`): the name goes into an API call and, for
@@ -105,19 +112,50 @@ fn check_format(fmt: &str) -> Result<(), String> {
                 Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S') => {}
                 other => {
                     return Err(format!(
-                        "`%{}` is not a supported time field",
-                        other.unwrap_or(' ')
+                        "`%{}` is not a supported time field: write `{{utc:{}}}` instead",
+                        other.unwrap_or(' '),
+                        plain_format(fmt)
                     ))
                 }
             }
         } else if !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
             return Err(format!(
                 "`{c}` in `{{utc:{fmt}}}`: between its fields a time format uses only letters, \
-                 digits, `.`, `_` and `-`"
+                 digits, `.`, `_` and `-` (other characters, such as `:`, were accepted before \
+                 and are refused since, so no snapshot is taken until the template changes): \
+                 write `{{utc:{}}}` instead",
+                plain_format(fmt)
             ));
         }
     }
     Ok(())
+}
+
+/// `fmt` with what a name may not hold taken out: `:` and `%%` dropped, any other such
+/// character made `-`; the default's format if nothing is left.
+fn plain_format(fmt: &str) -> String {
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => {
+                if let Some(f @ ('Y' | 'm' | 'd' | 'H' | 'M' | 'S')) = chars.next() {
+                    out.push('%');
+                    out.push(f);
+                }
+            }
+            ':' => {}
+            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => out.push(c),
+            _ if out.ends_with('-') => {}
+            _ => out.push('-'),
+        }
+    }
+    let out = out.trim_matches('-').to_string();
+    if out.contains('%') {
+        out
+    } else {
+        "%Y%m%d-%H%M%S".into()
+    }
 }
 
 /// UTC calendar fields of `t`: year, month, day, hour, minute, second.
@@ -129,6 +167,49 @@ fn utc_fields(t: SystemTime) -> [u64; 6] {
 }
 
 impl NameTemplate {
+    /// Whether every name this template makes for `host` is one the API (and the local-image
+    /// folder) accepts: rendered with each consistency, a group id and a four-digit year, the
+    /// longest it renders, and checked with [`check_name`]. The problem, in words, if not.
+    pub(crate) fn check_renders(&self, host: &str) -> Result<(), String> {
+        // 2026-11-27T23:51:01Z: every field two digits, the year four, as in any year to 9999.
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_823_461);
+        let group = self.has_group().then_some("g00000000");
+        for consistency in crate::transaction::ports::Consistency::ALL {
+            let name = self.render(host, at, consistency, group);
+            if check_name(&name).is_err() {
+                let why = if name.len() > MAX_NAME_LEN {
+                    format!(
+                        "it renders names of {} characters, such as `{name}`, and a snapshot name \
+                         has at most {MAX_NAME_LEN}{}: shorten the template",
+                        name.len(),
+                        if host == SHORTEST_HOST {
+                            String::new()
+                        } else {
+                            format!(
+                                " (this machine's host name `{host}` has {} of them; a short \
+                                 literal name in place of {{hostname}} will do)",
+                                host.len()
+                            )
+                        }
+                    )
+                } else if name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                    format!(
+                        "outside placeholders use only letters, digits, `.`, `_` and `-` (it \
+                         renders names such as `{name}`)"
+                    )
+                } else {
+                    format!(
+                        "it renders names such as `{name}`, and a snapshot name starts with a \
+                         letter or digit: begin the template with a letter, a digit or \
+                         {{hostname}}"
+                    )
+                };
+                return Err(why);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether names from this template carry a group id.
     pub(crate) fn has_group(&self) -> bool {
         self.parts.contains(&Part::Group)
@@ -344,6 +425,7 @@ pub(crate) fn hostname() -> String {
     let safe: String = host
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        .skip_while(|c| !c.is_ascii_alphanumeric())
         .collect();
     if safe.is_empty() {
         "host".into()
@@ -357,10 +439,14 @@ pub(crate) fn hostname() -> String {
 #[error("`{0}` is not a valid snapshot name: use 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit")]
 pub struct BadName(pub String);
 
-/// Snapshot names: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+/// The longest snapshot name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Snapshot names: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit (so never
+/// `.`, `..` or a name a command would take for an option).
 pub fn check_name(name: &str) -> Result<(), BadName> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_NAME_LEN
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
@@ -456,7 +542,8 @@ mod tests {
             let err = hostile.parse::<NameTemplate>().unwrap_err().to_string();
             assert!(err.contains("{utc:FORMAT}"), "{hostile}: {err}");
         }
-        // Every template that parses renders a name the API accepts.
+        // Every template that parses renders a name the API accepts (with a host name short
+        // enough: the configuration checks this machine's).
         for fine in [
             "{hostname}-{utc:%Y%m%d-%H%M%S}",
             "x-{utc:T%H.%M_%S}-{consistency}",
@@ -464,6 +551,57 @@ mod tests {
             let t: NameTemplate = fine.parse().unwrap();
             let name = t.render("db", at(), Consistency::Application, None);
             check_name(&name).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+    }
+
+    /// As the attacker who writes a template (or the operator's slip): a name starting with
+    /// `.`, `-` or `_`, or `.`/`..`, which the local-image provider would join to its folder,
+    /// or longer than the API takes, is refused when the template is read, not at snapshot time.
+    #[test]
+    fn a_template_whose_names_the_api_refuses_does_not_parse() {
+        for bad in [
+            ".",
+            "..",
+            ".{hostname}",
+            "-{hostname}",
+            "_{utc:%Y}",
+            "..{consistency}",
+        ] {
+            let err = bad.parse::<NameTemplate>().unwrap_err().to_string();
+            assert!(err.contains("starts with a letter or digit"), "{bad}: {err}");
+        }
+        let long = format!("{}-{{consistency}}", "x".repeat(60));
+        let err = long.parse::<NameTemplate>().unwrap_err().to_string();
+        assert!(err.contains("at most 64"), "{err}");
+        // Fine with a short host, too long with this one: said with the host name and the fix.
+        let t: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
+        t.check_renders("web-1").unwrap();
+        let host = "a-rather-long-host-name-given-by-the-provisioner-01";
+        let err = t.check_renders(host).unwrap_err();
+        assert!(
+            err.contains(host) && err.contains("in place of {hostname}"),
+            "{err}"
+        );
+        let group: NameTemplate = DEFAULT_GROUP_TEMPLATE.parse().unwrap();
+        group.check_renders("db-1").unwrap();
+        assert!(group.check_renders(&"d".repeat(30)).is_err());
+    }
+
+    /// A template accepted before `{utc:…}` was held to the name rules fails to load after
+    /// the upgrade: the error gives the template to write instead, and that one loads.
+    #[test]
+    fn a_time_format_refused_since_says_what_to_write_instead() {
+        for (old, fixed) in [
+            ("{hostname}-{utc:%Y-%m-%dT%H:%M}", "{utc:%Y-%m-%dT%H%M}"),
+            ("{hostname}-{utc:%Y%m%d %H:%M:%S}", "{utc:%Y%m%d-%H%M%S}"),
+            ("{hostname}-{utc:%Y%m%d-%H%M%%}", "{utc:%Y%m%d-%H%M}"),
+            ("{hostname}-{utc::}", "{utc:%Y%m%d-%H%M%S}"),
+        ] {
+            let err = old.parse::<NameTemplate>().unwrap_err().to_string();
+            assert!(err.contains(&format!("write `{fixed}` instead")), "{old}: {err}");
+            format!("{{hostname}}-{fixed}")
+                .parse::<NameTemplate>()
+                .unwrap_or_else(|e| panic!("{fixed}: {e}"));
         }
     }
 

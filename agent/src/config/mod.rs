@@ -636,6 +636,14 @@ fn validate_name_template(key: &'static str, text: Option<String>) -> Result<Nam
             problem: format!("`{text}`: outside placeholders use only letters, digits, `.`, `_` and `-`"),
         });
     }
+    // With this machine's host name: a long one can push every name past the limit, and a
+    // snapshot whose name the API refuses fails only once the filesystems were frozen.
+    template
+        .check_renders(&crate::naming::hostname())
+        .map_err(|problem| ConfigError::Invalid {
+            key,
+            problem: format!("`{text}`: {problem}"),
+        })?;
     Ok(template)
 }
 
@@ -710,6 +718,8 @@ fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
 pub fn check_api_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
     let host = parsed.host_str().unwrap_or_default();
+    // `localhost` counts as this machine: the API client resolves it to 127.0.0.1/::1 itself,
+    // never through NSS (which could ask DNS where /etc/hosts lacks it).
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')

@@ -208,7 +208,7 @@ pub fn client(api_url: &str) -> Result<Client, Failure> {
 
 /// The API client for the drill, with `token`.
 pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
-    let http = http_client().map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+    let http = http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
     Ok(Client::new(
         http,
         api_url,
@@ -622,9 +622,36 @@ async fn remote_verify(
     }
 }
 
+/// The options that make ssh accept only the pinned host key, whatever the user's ssh_config
+/// says: ssh keeps the first value it is given for an option, so these go before any word of
+/// the user's `--ssh-command`. No connection sharing (a master socket the user's `ControlMaster
+/// auto` left open to the same address would carry the session with no host-key check), and
+/// no other source of keys (`KnownHostsCommand`, DNS) than the drill's own known-hosts file.
+fn pinned_options(pinned: &Pinned) -> Vec<String> {
+    let mut options: Vec<String> = [
+        "StrictHostKeyChecking=yes",
+        "GlobalKnownHostsFile=/dev/null",
+        "KnownHostsCommand=none",
+        "VerifyHostKeyDNS=no",
+        "HostKeyAlgorithms=ssh-ed25519",
+        "CheckHostIP=no",
+        "UpdateHostKeys=no",
+        "ControlMaster=no",
+        "ControlPath=none",
+    ]
+    .map(String::from)
+    .to_vec();
+    options.push(format!("UserKnownHostsFile={}", pinned.known_hosts.display()));
+    options.push(format!("HostKeyAlias={}", pinned.alias));
+    options
+        .into_iter()
+        .flat_map(|option| ["-o".to_string(), option])
+        .collect()
+}
+
 /// `ssh … USER@ADDRESS freezeframe-agent verify --json --volume …`, accepting only the pinned
-/// host key. The pinning options come before the user's own (`--ssh-command`), since ssh keeps
-/// the first value it is given; no forwarding to the host, and no secret in ssh's environment.
+/// host key ([`pinned_options`], before the user's own words); no forwarding to the host, and
+/// no secret in ssh's environment.
 fn ssh_verify(
     options: &DrillOptions,
     address: &str,
@@ -637,22 +664,7 @@ fn ssh_verify(
         command.env_remove(name);
     }
     command
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "HostKeyAlgorithms=ssh-ed25519",
-            "-o",
-            "CheckHostIP=no",
-            "-o",
-            "UpdateHostKeys=no",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", pinned.known_hosts.display()))
-        .arg("-o")
-        .arg(format!("HostKeyAlias={}", pinned.alias))
+        .args(pinned_options(pinned))
         .args(words)
         .args(crate::ssh::NO_FORWARDING)
         .args(["-T", "-o", "BatchMode=yes"])
@@ -881,5 +893,76 @@ mod tests {
         );
         drop(key);
         assert!(!dir.exists(), "the key's directory is left");
+    }
+
+    /// The services whose memory holds the API token dump no core (systemd-coredump would keep
+    /// it in the journal, where the adm and systemd-journal groups read it).
+    #[test]
+    fn the_services_holding_the_token_dump_no_core() {
+        for (unit, text) in [
+            (
+                "freezeframe-agent.service",
+                include_str!("../../packaging/systemd/freezeframe-agent.service"),
+            ),
+            (
+                "freezeframe-drill.service",
+                include_str!("../../packaging/systemd/freezeframe-drill.service"),
+            ),
+        ] {
+            let service = text.split("[Service]").nth(1).unwrap_or_default();
+            assert!(
+                service.lines().any(|l| l.trim() == "LimitCORE=0"),
+                "{unit} allows core dumps"
+            );
+        }
+    }
+
+    /// ssh keeps the first value of an option: the pins come before every word of a hostile
+    /// `--ssh-command`, and shut out connection sharing and every other source of host keys.
+    #[test]
+    fn the_pins_come_before_the_users_words_and_shut_out_shared_connections() {
+        let options = DrillOptions {
+            snapshot: "s".into(),
+            size: None,
+            ssh_keys: Vec::new(),
+            yes: true,
+            timeout: Duration::from_secs(1),
+            user: "root".into(),
+            ssh_command: "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                          -o ControlPath=/tmp/shared -o KnownHostsCommand=/bin/echo"
+                .into(),
+            poll: Duration::from_secs(1),
+        };
+        let pinned = Pinned {
+            known_hosts: "/run/drill/known_hosts".into(),
+            alias: "freezeframe-verify-7".into(),
+        };
+        let command = ssh_verify(&options, "192.0.2.7", &[], &pinned);
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let users = args
+            .iter()
+            .position(|a| a == "StrictHostKeyChecking=no")
+            .expect("the user's words are passed on");
+        for pin in [
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/run/drill/known_hosts",
+            "GlobalKnownHostsFile=/dev/null",
+            "HostKeyAlias=freezeframe-verify-7",
+            "KnownHostsCommand=none",
+            "VerifyHostKeyDNS=no",
+            "ControlMaster=no",
+            "ControlPath=none",
+        ] {
+            let at = args.iter().position(|a| a == pin);
+            assert!(
+                at.is_some_and(|at| at < users && args[at - 1] == "-o"),
+                "{pin} is not pinned before the user's words: {args:?}"
+            );
+        }
+        assert_eq!(args[..users - 1], pinned_options(&pinned)[..], "{args:?}");
     }
 }

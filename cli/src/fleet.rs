@@ -153,7 +153,7 @@ pub fn api_client(
                 scopes.join(", ")
             ))
         })?;
-    let http = http_client().map_err(|e| usage(format!("cannot set up HTTPS: {e}")))?;
+    let http = http_client(api_url).map_err(|e| usage(format!("cannot set up HTTPS: {e}")))?;
     Ok(Client::new(
         http,
         api_url,

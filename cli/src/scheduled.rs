@@ -110,7 +110,7 @@ async fn prepare(
         Some(id) => id,
         None => {
             let http =
-                http_client().map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+                http_client(&ocean.api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
             droplet_id_from_metadata(&http, &ocean.metadata_url, ocean.api_timeout)
                 .await
                 .map_err(|e| Failure::new(Exit::Failed, format!("cannot tell which Droplet this is: {e}")))?

@@ -36,7 +36,7 @@ fn prism_bin() -> PathBuf {
 /// The agent's API client, pointed at `url`.
 fn client_for(url: &str) -> Client {
     Client::new(
-        http_client().unwrap(),
+        http_client(url).unwrap(),
         url,
         Secret::new("dop_v1_contract"),
         &["droplet:read"],

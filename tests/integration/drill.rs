@@ -7,7 +7,7 @@
 use crate::droplet::{Droplet, TOKEN};
 use freezeframe_tests::bus::PrivateBus;
 use freezeframe_tests::restored::Machines;
-use freezeframe_tests::sim::Capture;
+use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -51,7 +51,8 @@ fn snapshotted(capture: Capture, name: &str) -> Droplet {
 /// ed25519 key its user data gave it, as cloud-init installs it (or, where `machines/impostor`
 /// exists, the key in that file: another host at the address), and the host key is checked as
 /// ssh checks it: against `UserKnownHostsFile` under `HostKeyAlias`, by
-/// `StrictHostKeyChecking` (`yes`: an unknown key is refused; `accept-new`: it is added).
+/// `StrictHostKeyChecking` (`yes`: an unknown key is refused; `accept-new`: it is added), each
+/// option's first value winning, as in OpenSSH.
 fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
     let dir = droplet.dir.path();
     let links = dir.join("restored-links");
@@ -92,9 +93,10 @@ fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
         format!(
             "#!/bin/sh\necho \"$@\" >> {log}\n\
              env > {env}\n\
-             kh=/dev/null; strict=ask; alias=''\n\
-             for a in \"$@\"; do case \"$a\" in UserKnownHostsFile=*) kh=${{a#*=}};; \
-             StrictHostKeyChecking=*) strict=${{a#*=}};; HostKeyAlias=*) alias=${{a#*=}};; esac; done\n\
+             kh=''; strict=''; alias=''\n\
+             for a in \"$@\"; do case \"$a\" in UserKnownHostsFile=*) kh=${{kh:-${{a#*=}}}};; \
+             StrictHostKeyChecking=*) strict=${{strict:-${{a#*=}}}};; HostKeyAlias=*) alias=${{alias:-${{a#*=}}}};; esac; done\n\
+             kh=${{kh:-/dev/null}}; strict=${{strict:-ask}}\n\
              while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift\n\
              ip=${{1#*@}}; shift\n\
              [ -f {machines}/deny ] && {{ echo \"root@$ip: Permission denied (publickey).\" >&2; exit 255; }}\n\
@@ -369,6 +371,114 @@ fn a_host_answering_with_another_key_fails_the_drill_and_leaves_nothing() {
     assert!(
         !env.contains("DIGITALOCEAN_TOKEN") && !env.contains(TOKEN),
         "ssh inherited the token"
+    );
+}
+
+/// As the attacker who also wrote the user's `--ssh-command` (or ssh_config): options that
+/// would turn the host-key check off. ssh keeps an option's first value and the drill's pins
+/// come first, so the impostor still fails the drill before anything runs there.
+#[test]
+fn an_ssh_command_turning_host_key_checks_off_does_not_unpin_the_key() {
+    let droplet = snapshotted(Capture::Registration, "unpinned-1");
+    let restored = Restored::watch(&droplet);
+    std::fs::write(
+        restored.machines.join("impostor"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImpostor+host+key",
+    )
+    .unwrap();
+    let hostile = format!(
+        "{} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        restored.ssh.display()
+    );
+    let out = drill(&droplet, Path::new(&hostile), &["unpinned-1", "--yes"])
+        .output()
+        .unwrap();
+    let report = drill_report(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report:#}\n{stderr}");
+    assert_eq!(report["verified"], false, "{report:#}");
+    assert!(report["verification"].is_null(), "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("SSH host key other than the one the drill gave"),
+        "{error}"
+    );
+    let argv = std::fs::read_to_string(droplet.dir.path().join("ssh.log")).unwrap();
+    assert!(argv.contains("StrictHostKeyChecking=no"), "{argv}");
+    assert_eq!(report["recorded"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["left_behind"], serde_json::json!([]));
+    nothing_left(&droplet);
+}
+
+/// As the attacker who runs the proxy the environment names (`http_proxy`, `ALL_PROXY`): the
+/// API on this machine over plain http is reached directly, so the token never goes to the
+/// proxy in the clear; the proxy hears nothing, the API (the simulator) answers.
+#[test]
+fn a_plain_http_api_on_this_machine_is_never_reached_through_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SimServer::start(SimConfig {
+        token: TOKEN.into(),
+        droplet_id: 3164444,
+        droplet_name: "web-1".into(),
+        disk: None,
+        image_dir: dir.path().to_path_buf(),
+        action_delay: Duration::ZERO,
+        capture: Capture::Registration,
+        latency: Duration::ZERO,
+        faults: Vec::new(),
+        volumes: Vec::new(),
+        fleet: Vec::new(),
+        rate_limit: None,
+    });
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listening = {
+        let (heard, stop) = (heard.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in proxy.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                heard.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        })
+    };
+    let mut cmd = Command::new(cli_bin());
+    cmd.args(["--api-url", &server.url, "--json", "verify", "--cleanup"])
+        .env("DIGITALOCEAN_TOKEN", TOKEN)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for name in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(name, &proxy_url);
+    }
+    let out = cmd.output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(proxy_url.trim_start_matches("http://"));
+    listening.join().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        heard.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the proxy was asked: {said}"
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !server.sim.counters().calls.is_empty(),
+        "the API was not reached: {said}"
     );
 }
 

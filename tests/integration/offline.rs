@@ -360,7 +360,7 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
         .build()
         .unwrap();
     let client = Client::new(
-        http_client().unwrap(),
+        http_client(&droplet.server.url).unwrap(),
         &droplet.server.url,
         freezeframe_agent::secret::Secret::new(TOKEN),
         &["tag:create"],

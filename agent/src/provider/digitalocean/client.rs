@@ -130,17 +130,32 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Builds the HTTP client used for every call: rustls, compiled-in roots, keep-alive.
-pub fn http_client() -> Result<reqwest::Client, ApiError> {
-    reqwest::Client::builder()
+/// Builds the HTTP client used for every call to the API at `api_url`: rustls, compiled-in
+/// roots, keep-alive. The system's proxy (`https_proxy`, `ALL_PROXY`) is used for an https API
+/// only: a plain-http API is on this machine (the configuration refuses any other), and a
+/// proxy would carry its token in the clear and to another process.
+pub fn http_client(api_url: &str) -> Result<reqwest::Client, ApiError> {
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("freezeframe/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(300))
-        .tcp_keepalive(Duration::from_secs(30))
-        .build()
-        .map_err(|e| ApiError::Transport {
-            what: "the HTTP client".into(),
-            problem: e.to_string(),
-        })
+        .tcp_keepalive(Duration::from_secs(30));
+    let url = reqwest::Url::parse(api_url).ok();
+    if url.as_ref().is_none_or(|url| url.scheme() != "https") {
+        builder = builder.no_proxy();
+    }
+    // `localhost` is this machine's whatever the resolver says: NSS could ask DNS for it where
+    // /etc/hosts lacks it (port 0: the URL's port is used).
+    if url.as_ref().and_then(|url| url.host_str()) == Some("localhost") {
+        let loopback = [
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        ];
+        builder = builder.resolve_to_addrs("localhost", &loopback);
+    }
+    builder.build().map_err(|e| ApiError::Transport {
+        what: "the HTTP client".into(),
+        problem: e.to_string(),
+    })
 }
 
 /// The DigitalOcean API, with one token: GETs and DELETEs retried outside the window, the snapshot POST sent once.

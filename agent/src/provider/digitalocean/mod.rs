@@ -147,7 +147,7 @@ impl DigitalOcean {
             };
             ProviderError::setup(e.to_string()).with_fix(fix)
         })?;
-        let http = client::http_client().map_err(|e| api("cannot set up HTTPS", e))?;
+        let http = client::http_client(&self.settings.api_url).map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
             Some(id) => id,
             None => client::droplet_id_from_metadata(

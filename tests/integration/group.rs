@@ -779,3 +779,217 @@ fn a_coordinator_that_stays_silent_holds_a_member_quiesced_no_longer_than_its_bo
     assert_eq!(hook_log(), "freeze\nthaw\n", "the hook's lock was released");
     assert!(!is_frozen(&member.fs.mountpoint));
 }
+
+/// The group `freezeframe` on this machine while held, created when missing (and removed when
+/// the last test holding it is done); agents started meanwhile let its members in.
+struct FreezeframeGroup {
+    gid: u32,
+}
+
+static GROUP_HOLDERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+impl FreezeframeGroup {
+    fn hold() -> FreezeframeGroup {
+        let mut holders = GROUP_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        if holders.0 == 0 && nix::unistd::Group::from_name("freezeframe").unwrap().is_none() {
+            let made = Command::new("groupadd")
+                .args(["--system", "freezeframe"])
+                .status()
+                .unwrap();
+            assert!(made.success(), "groupadd freezeframe");
+            holders.1 = true;
+        }
+        holders.0 += 1;
+        let gid = nix::unistd::Group::from_name("freezeframe")
+            .unwrap()
+            .expect("the group freezeframe")
+            .gid
+            .as_raw();
+        FreezeframeGroup { gid }
+    }
+
+    /// `busctl call` of org.freezeframe.Agent1's `args` on `bus`, as uid 65534 in this group
+    /// alone: a member of the group, not root.
+    fn busctl_as_member(&self, bus: &freezeframe_tests::bus::PrivateBus, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                &format!("--groups={}", self.gid),
+            ])
+            .arg("busctl")
+            .arg(format!("--address={}", bus.address))
+            .args([
+                "call",
+                "org.freezeframe.Agent1",
+                "/org/freezeframe/Agent1",
+                "org.freezeframe.Agent1",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for FreezeframeGroup {
+    fn drop(&mut self) {
+        let mut holders = GROUP_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        holders.0 -= 1;
+        if holders.0 == 0 && holders.1 {
+            let _ = Command::new("groupdel").arg("freezeframe").status();
+            holders.1 = false;
+        }
+    }
+}
+
+/// Waits until `member` runs no job, and returns its last result.
+fn last_result_once_idle(member: &Served) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = json_of(&member.cli(&["status", "--json"]));
+        if status["running_job"] == 0 {
+            return status["last_result"].clone();
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Another member of the group (busctl as uid 65534 in `freezeframe`) may not abort a group
+/// job it did not prepare: refused, the job goes on; its coordinator's Abort ends it.
+#[test]
+fn another_member_of_the_group_may_not_abort_a_group_job_its_coordinator_may() {
+    require_root();
+    let group = FreezeframeGroup::hold();
+    let member = Served::start("", &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The coordinator: a connection of the test's own (root), which stays until it aborts.
+    let coordinator = runtime.block_on(async {
+        zbus::connection::Builder::address(member.bus.address.as_str())
+            .build()
+            .await
+            .unwrap()
+    });
+    let options: std::collections::HashMap<&str, zbus::Variant> =
+        [("group", zbus::Variant::from("g0123abcd"))].into();
+    let job: u64 = runtime.block_on(async {
+        coordinator
+            .call_method(
+                Some("org.freezeframe.Agent1"),
+                "/org/freezeframe/Agent1",
+                Some("org.freezeframe.Agent1"),
+                "Prepare",
+                &(options,),
+            )
+            .await
+            .unwrap()
+            .body()
+            .deserialize()
+            .unwrap()
+    });
+
+    let out = group.busctl_as_member(&member.bus, &["Abort", "ts", &job.to_string(), "mine now"]);
+    assert!(
+        !out.status.success(),
+        "another member aborted the job: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("only that connection, or root, may abort it"),
+        "{}",
+        stderr(&out)
+    );
+    let status = json_of(&member.cli(&["status", "--json"]));
+    assert_eq!(status["running_job"], job, "{status:#}");
+
+    // Its coordinator's Abort is obeyed (it would find no job, had the member's ended it).
+    runtime
+        .block_on(coordinator.call_method(
+            Some("org.freezeframe.Agent1"),
+            "/org/freezeframe/Agent1",
+            Some("org.freezeframe.Agent1"),
+            "Abort",
+            &(job, "the coordinator's own"),
+        ))
+        .unwrap();
+    let last = last_result_once_idle(&member);
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the coordinator's own"), "{last:#}");
+    assert!(
+        last["filesystems"]["frozen"].as_array().unwrap().is_empty(),
+        "{last:#}"
+    );
+}
+
+/// A coordinator that lets its prepare deadline pass holds this machine quiesced that long:
+/// Prepare again right after is refused to a member of the group, naming the wait, and not to
+/// root.
+#[test]
+fn after_a_group_job_ends_uncommitted_prepare_waits_as_long_as_it_held_the_machine() {
+    require_root();
+    let group = FreezeframeGroup::hold();
+    let member = Served::start("max_prepare_timeout = \"10s\"\n", &[]);
+    let dir = member.fs.dir.path().to_path_buf();
+    let (out, _stays) = busctl_staying_on(
+        &member.bus,
+        &dir,
+        &[
+            "Prepare",
+            "a{sv}",
+            "2",
+            "group",
+            "s",
+            "g0123abcd",
+            "timeout-ms",
+            "t",
+            "10000",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = last_result_once_idle(&member);
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not come by its prepare deadline"),
+        "{last:#}"
+    );
+
+    let prepare = ["Prepare", "a{sv}", "1", "group", "s", "g0123abcd"];
+    let out = group.busctl_as_member(&member.bus, &prepare);
+    assert!(
+        !out.status.success(),
+        "prepared again at once: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr(&out).contains("may be tried again in"), "{}", stderr(&out));
+    let status = json_of(&member.cli(&["status", "--json"]));
+    assert_eq!(
+        status["running_job"], 0,
+        "the refused Prepare started nothing: {status:#}"
+    );
+    // Root may (busctl leaves at once, so that job aborts).
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", member.bus.address))
+        .args([
+            "call",
+            "org.freezeframe.Agent1",
+            "/org/freezeframe/Agent1",
+            "org.freezeframe.Agent1",
+        ])
+        .args(prepare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "root was refused: {}", stderr(&out));
+    let last = last_result_once_idle(&member);
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("left the bus"),
+        "{last:#}"
+    );
+}

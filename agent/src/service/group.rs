@@ -71,6 +71,56 @@ impl GroupSlot {
         }
         Ok(())
     }
+
+    /// Refuses an Abort from anyone but the coordinator (root's is not checked here): another
+    /// member of the group must not end someone else's group snapshot.
+    pub(crate) fn check_may_abort(&self, sender: Option<&str>, job: u64) -> Result<(), AgentError> {
+        if sender != Some(self.coordinator.as_str()) {
+            return Err(AgentError::AccessDenied(format!(
+                "job {job} belongs to the coordinator {} that prepared it: only that connection, \
+                 or root, may abort it",
+                self.coordinator
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A pause on Prepare after a group job that ended without a commit (aborted, its deadline
+/// passed, its coordinator gone): as long as that job held this machine (quiesced and frozen),
+/// so that a coordinator preparing again and again keeps MariaDB's lock and the freeze at most
+/// half the time. Root is never refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CoolDown {
+    held: std::time::Duration,
+    until: std::time::Instant,
+}
+
+impl CoolDown {
+    /// The pause after a job that held this machine `held`, ending now.
+    pub(crate) fn after(held: std::time::Duration) -> CoolDown {
+        CoolDown {
+            held,
+            until: std::time::Instant::now() + held,
+        }
+    }
+
+    /// Refuses a Prepare by `uid` (not root) before the pause is over, saying when to try again.
+    pub(crate) fn check(&self, uid: u32) -> Result<(), AgentError> {
+        let left = self.until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        // Whole seconds, rounded up: trying again after them is never too soon.
+        let wait = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Err(AgentError::Busy(format!(
+            "the last group job here ended without a commit after holding this machine {}: \
+             Prepare from uid {uid} may be tried again in {wait} s (root may now)",
+            humantime::format_duration(std::time::Duration::from_secs(
+                self.held.as_secs_f64().ceil() as u64
+            ))
+        )))
+    }
 }
 
 /// The barrier a group job's transaction waits at.
@@ -200,6 +250,25 @@ mod tests {
         slot.release(Some(":1.7"), 3, BarrierPoint::Frozen).unwrap();
         barrier.released(BarrierPoint::Frozen).await.unwrap();
         assert!(slot.committed());
+    }
+
+    #[test]
+    fn an_abort_is_the_coordinators_and_a_cool_down_names_the_wait() {
+        let slot = GroupSlot::new(":1.7".into());
+        let other = slot.check_may_abort(Some(":1.8"), 3).unwrap_err();
+        assert!(
+            matches!(&other, AgentError::AccessDenied(m) if m.contains("only that connection, or root")),
+            "{other}"
+        );
+        slot.check_may_abort(Some(":1.7"), 3).unwrap();
+        let cool_down = CoolDown::after(Duration::from_secs(90));
+        let refused = cool_down.check(1000).unwrap_err();
+        assert!(
+            matches!(&refused, AgentError::Busy(m) if m.contains("holding this machine 1m 30s")
+                && m.contains("tried again in 90 s")),
+            "{refused}"
+        );
+        CoolDown::after(Duration::ZERO).check(1000).unwrap();
     }
 
     #[test]

@@ -154,6 +154,9 @@ struct State {
     last_activity: Instant,
     /// The last job's report.
     last_result: Option<Report>,
+    /// Until when Prepare is refused to callers other than root: a group job ended here
+    /// without a commit (see [`group::cool_down`]).
+    prepare_cool_down: Option<group::CoolDown>,
 }
 
 /// What `Status` answers (as `a{sv}`, these keys).
@@ -290,11 +293,23 @@ impl Agent {
         connection: &zbus::Connection,
         header: &Header<'_>,
     ) -> Result<(Settings, access::Admitted), AgentError> {
+        let (settings, admitted, _) = self.admit_caller(access, connection, header).await?;
+        self.touch();
+        Ok((settings, admitted))
+    }
+
+    /// As [`Agent::admit_as`], with the caller, and not yet counted as activity: the method
+    /// checks more before it calls [`Agent::touch`].
+    async fn admit_caller(
+        &self,
+        access: Access,
+        connection: &zbus::Connection,
+        header: &Header<'_>,
+    ) -> Result<(Settings, access::Admitted, access::Caller), AgentError> {
         let caller = access::caller(connection, header).await?;
         let settings = self.settings()?;
         let admitted = access::check(&caller, access, self.group, settings.service.public_read)?;
-        self.touch();
-        Ok((settings, admitted))
+        Ok((settings, admitted, caller))
     }
 
     /// Checks a property reader as `Status` is checked. Without a header the value is being
@@ -394,6 +409,7 @@ type PhaseEvent = (Phase, bool, bool, f64);
 
 impl Job {
     async fn run(mut self, interrupt: Interrupt) {
+        let started = Instant::now();
         announce(self.emitter.connection(), Changed::RunningJob).await;
         let (events, received) = tokio::sync::mpsc::unbounded_channel::<PhaseEvent>();
         let forwarder = tokio::spawn(forward_phases(
@@ -419,8 +435,15 @@ impl Job {
         );
         let barrier = self.group.as_mut().map(|(b, _)| b as &mut dyn Barrier);
         let result = job::execute(&self.settings, &self.request, &observer, interrupt, barrier).await;
-        if let Some((_, watcher)) = self.group.take() {
+        let mut cool_down = None;
+        if let Some((barrier, watcher)) = self.group.take() {
             watcher.abort();
+            if !barrier.slot.committed() {
+                cool_down = Some(group::CoolDown::after(started.elapsed()));
+            }
+        }
+        if cool_down.is_some() {
+            self.state.lock().unwrap().prepare_cool_down = cool_down;
         }
         drop(observer);
         let _ = forwarder.await;
@@ -592,7 +615,14 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<u64, AgentError> {
-        let settings = self.admit(Access::Change, connection, &header).await?;
+        let (settings, _, caller) = self.admit_caller(Access::Change, connection, &header).await?;
+        if caller.uid != 0 {
+            let cool_down = self.state.lock().unwrap().prepare_cool_down;
+            if let Some(cool_down) = cool_down {
+                cool_down.check(caller.uid)?;
+            }
+        }
+        self.touch();
         let options = parse_options(&options, OptionsOf::Prepare)?;
         let prepare_timeout =
             group::prepare_timeout(options.prepare_timeout, settings.service.max_prepare_timeout)?;
@@ -639,7 +669,8 @@ impl Agent {
     }
 
     /// Aborts group job `job` before its commit: it thaws and resumes at once, requests
-    /// nothing, and its report gives `reason`. Refused once committed (the request is out).
+    /// nothing, and its report gives `reason`. Only its coordinator (the caller of its Prepare)
+    /// and root may; refused once committed (the request is out).
     async fn abort(
         &self,
         job: u64,
@@ -647,8 +678,12 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<(), AgentError> {
-        self.admit(Access::Change, connection, &header).await?;
+        let (_, _, caller) = self.admit_caller(Access::Change, connection, &header).await?;
         let (slot, stop) = self.group_job(job)?;
+        if caller.uid != 0 {
+            slot.check_may_abort(header.sender().map(|s| s.as_str()), job)?;
+        }
+        self.touch();
         if slot.committed() {
             return Err(AgentError::Failed(format!(
                 "job {job} is committed: its request is out, and it thaws as soon as the snapshot registers"
@@ -970,6 +1005,7 @@ pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
         next_job: 0,
         last_activity: Instant::now(),
         last_result: None,
+        prepare_cool_down: None,
     }));
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agent = Agent {

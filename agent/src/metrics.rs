@@ -220,9 +220,14 @@ pub fn publish_between_runs(settings: &Settings) {
     }
 }
 
-/// At most this many connections are served at a time; one more is closed as it is accepted.
-/// Each holds a descriptor, and a snapshot needs its own (targets, the lock, the bus): local
-/// users must not be able to take them all. Prometheus and do-agent use one at a time.
+// Serving over HTTP.
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// At most this many connections are served at a time. Each holds a descriptor, and a snapshot
+/// needs its own (targets, the lock, the bus): local users must not be able to take them all.
+/// Prometheus and do-agent use one at a time.
 pub(crate) const HTTP_CONNECTIONS: usize = 32;
 
 /// A request's head must have arrived this soon after the connection was accepted.
@@ -231,34 +236,76 @@ pub(crate) const HTTP_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::f
 /// A connection is closed this long after it was accepted, whatever it is doing.
 const HTTP_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// One connection being served: its task, and whether its request's head has arrived.
+struct Open {
+    id: u64,
+    head_read: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The connections being served, oldest first.
+type OpenConnections = Arc<Mutex<VecDeque<Open>>>;
+
+/// Takes a connection off the list when its task ends, or is aborted.
+struct Leaves(OpenConnections, u64);
+
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().retain(|o| o.id != self.1);
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until the task is dropped: each answer read afresh from
 /// the history and drill files. A minimal HTTP/1.1 responder, one request per connection
 /// (Prometheus and do-agent scrape that way), [`HTTP_CONNECTIONS`] at a time; a request whose
-/// head is slow (over [`HTTP_HEAD_TIMEOUT`]) or oversized is dropped.
+/// head is slow (over [`HTTP_HEAD_TIMEOUT`]) or oversized is dropped. When every slot is taken,
+/// a newcomer closes the oldest connection that has not sent its request yet: idle connections
+/// held by a local user cannot keep out a scraper, which sends its request at once.
 pub async fn serve_http(listener: tokio::net::TcpListener, settings: Settings) {
-    let settings = std::sync::Arc::new(settings);
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS));
+    let settings = Arc::new(settings);
+    let open: OpenConnections = Arc::default();
+    let mut next = 0u64;
     loop {
-        // Accepted even when every slot is taken, and then closed at once: left in the
-        // kernel's queue, a flood would stall every later client instead.
+        // Accepted even when every slot is taken: left in the kernel's queue, a flood would
+        // stall every later client instead.
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let settings = settings.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(HTTP_CONNECTION_TIMEOUT, answer(stream, &settings)).await;
-            drop(slot);
+        let mut connections = open.lock().unwrap();
+        if connections.len() >= HTTP_CONNECTIONS {
+            let idle = connections
+                .iter()
+                .position(|o| !o.head_read.load(Ordering::SeqCst));
+            // Every slot answering a request (they end soon): this one is closed at once.
+            let Some(oldest_idle) = idle.and_then(|i| connections.remove(i)) else {
+                drop(stream);
+                continue;
+            };
+            oldest_idle.task.abort();
+        }
+        next += 1;
+        let head_read = Arc::new(AtomicBool::new(false));
+        let leaves = Leaves(open.clone(), next);
+        let (settings, read) = (settings.clone(), head_read.clone());
+        let task = tokio::spawn(async move {
+            let _leaves = leaves;
+            let _ = tokio::time::timeout(HTTP_CONNECTION_TIMEOUT, answer(stream, settings, &read)).await;
+        });
+        connections.push_back(Open {
+            id: next,
+            head_read,
+            task: task.abort_handle(),
         });
     }
 }
 
-/// Reads one request's head and answers it.
-async fn answer(mut stream: tokio::net::TcpStream, settings: &Settings) -> std::io::Result<()> {
+/// Reads one request's head (saying so in `head_read` once it has all arrived) and answers it.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    settings: Arc<Settings>,
+    head_read: &AtomicBool,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -273,11 +320,19 @@ async fn answer(mut stream: tokio::net::TcpStream, settings: &Settings) -> std::
         }
         head.extend_from_slice(&buf[..n]);
     }
+    head_read.store(true, Ordering::SeqCst);
     let line = String::from_utf8_lossy(&head);
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", current(settings)),
+        // Reading and parsing the files blocks: off the runtime's workers, which serve the bus.
+        ("GET" | "HEAD", "/metrics") => match tokio::task::spawn_blocking(move || current(&settings)).await {
+            Ok(text) => ("200 OK", text),
+            Err(_) => (
+                "500 Internal Server Error",
+                "the metrics could not be read\n".to_string(),
+            ),
+        },
         ("GET" | "HEAD", _) => ("404 Not Found", "freezeframe serves /metrics only\n".to_string()),
         _ => ("405 Method Not Allowed", "GET /metrics\n".to_string()),
     };

@@ -242,3 +242,68 @@ fn idle_connections_to_metrics_cannot_starve_a_snapshot_of_descriptors() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(body.contains("freezeframe_runs_total"), "{body}");
 }
+
+/// One GET /metrics sent at once, as Prometheus does: the status line and body, or None when
+/// the connection was closed on it.
+fn try_get_metrics(port: u16) -> Option<(String, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// Another user holding far more idle connections than `/metrics` has slots, and opening new
+/// ones all the time, does not keep a scraper out: a newcomer closes the oldest connection that
+/// has not sent its request, so each scrape is answered within a few tries.
+#[test]
+fn a_scraper_is_answered_while_another_user_keeps_every_slot_with_idle_connections() {
+    let port = free_port();
+    let served = Served::start_with("", &[], &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    // As nobody: 100 connections (descriptors 10 to 109) that say nothing, each opened again in
+    // turn (its old one closed), without end.
+    let open_all =
+        format!("for i in $(seq 10 109); do eval \"exec $i<>/dev/tcp/127.0.0.1/{port}\" || exit 1; done");
+    struct Flood(std::process::Child);
+    impl Drop for Flood {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut flood = Flood(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c"])
+            .arg(format!(
+                "{open_all}; echo held; while :; do {open_all} 2>/dev/null; done"
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = String::new();
+    flood
+        .0
+        .stdout
+        .as_mut()
+        .unwrap()
+        .take(5)
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(said, "held\n", "the connections were not all made");
+    for scrape in 0..20 {
+        let answered = (0..3).find_map(|_| try_get_metrics(port));
+        let (status, body) =
+            answered.unwrap_or_else(|| panic!("scrape {scrape}: closed three times running"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "scrape {scrape}");
+        assert!(body.contains("freezeframe_runs_total"), "{body}");
+    }
+    assert!(
+        flood.0.try_wait().unwrap().is_none(),
+        "the flood stopped before the scrapes were done"
+    );
+    drop(flood);
+    drop(served);
+}

@@ -606,7 +606,9 @@ impl Agent {
     /// caller holds this machine quiesced longer); freezes and waits (phase `hold`) for
     /// Commit; then requests its snapshot and thaws as Snapshot does. Only the caller may call
     /// Freeze and Commit; when it leaves the bus before committing, the job aborts: it thaws
-    /// and resumes at once and requests nothing. Abort does the same on request.
+    /// and resumes at once and requests nothing. Abort does the same on request. After a group
+    /// job here ended without a commit, Prepare from anyone but root is refused (Busy, saying
+    /// when to try again) for as long as that job held this machine.
     #[zbus(out_args("job"))]
     async fn prepare(
         &self,

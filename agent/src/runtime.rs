@@ -8,7 +8,7 @@ use crate::quiesce::{owed, pending};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const LOCK_FILE: &str = "lock";
@@ -24,6 +24,18 @@ pub enum RuntimeError {
         /// What failed.
         #[source]
         source: std::io::Error,
+    },
+    /// Someone else could write it: what it records would be theirs to choose.
+    #[error(
+        "cannot use the runtime directory {path}: {why}; root keeps its lock and the records of \
+         what to thaw and resume there, so it must be a folder that root owns and no one else may \
+         write (remove it, or set `agent.runtime_dir` to such a folder)"
+    )]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
     /// Another run holds its lock.
     #[error("busy: another snapshot is in progress on this machine{}; wait for it to finish", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
@@ -44,7 +56,7 @@ pub(crate) struct TransactionLock {
 }
 
 impl RuntimeDir {
-    /// Creates the directory (mode 0700) if needed.
+    /// Creates the directory (mode 0700) if needed, and refuses one that others could write.
     pub(crate) fn open(path: &Path) -> Result<Self, RuntimeError> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -54,6 +66,7 @@ impl RuntimeDir {
                 path: path.to_path_buf(),
                 source,
             })?;
+        check_private(path)?;
         Ok(RuntimeDir {
             path: path.to_path_buf(),
         })
@@ -194,6 +207,14 @@ pub async fn recover(
     hook_timeout: std::time::Duration,
 ) -> std::io::Result<Recovered> {
     let mut recovered = Recovered::default();
+    // Its records name mountpoints to thaw, units to start and hooks to run, as root.
+    match check_private(dir) {
+        Err(RuntimeError::Dir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(recovered)
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+        Ok(()) => {}
+    }
     let path = dir.join(record::RECORD_FILE);
     if let Some(rec) = record::read(&path)? {
         recovered.filesystems = record::thaw_recorded(&rec).into_iter().map(Into::into).collect();
@@ -212,6 +233,31 @@ pub async fn recover(
             .collect();
     }
     Ok(recovered)
+}
+
+/// Refuses a runtime directory that is a link, not a folder, or one that anyone but root (or
+/// this process's own user) could write: its records say what root thaws, starts and runs.
+fn check_private(path: &Path) -> Result<(), RuntimeError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| RuntimeError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_string()
+    } else if !meta.is_dir() {
+        "it is not a folder".to_string()
+    } else if meta.uid() != 0 && meta.uid() != me {
+        format!("it belongs to uid {}", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!("group or others may write it (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(RuntimeError::NotPrivate {
+        path: path.to_path_buf(),
+        why,
+    })
 }
 
 #[cfg(test)]
@@ -233,5 +279,48 @@ mod tests {
             .starts_with("busy: another snapshot is in progress"));
         drop(held);
         rt.lock().unwrap();
+    }
+
+    /// As the attacker: a runtime folder someone else made first, or a link to one.
+    #[test]
+    fn a_runtime_directory_others_could_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = RuntimeDir::open(&shared).err().unwrap();
+        assert!(
+            matches!(&err, RuntimeError::NotPrivate { why, .. } if why.contains("mode 1777")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("agent.runtime_dir"), "{err}");
+
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let err = RuntimeDir::open(&link).err().unwrap();
+        assert!(
+            matches!(&err, RuntimeError::NotPrivate { why, .. } if why.contains("link")),
+            "{err}"
+        );
+        RuntimeDir::open(&private).unwrap();
+
+        // recover reads nothing from a folder others may write, and a missing one holds nothing.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = rt
+            .block_on(recover(&shared, None, std::time::Duration::from_secs(1)))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("mode 1777"), "{err}");
+        let none = rt
+            .block_on(recover(
+                &dir.path().join("none"),
+                None,
+                std::time::Duration::from_secs(1),
+            ))
+            .unwrap();
+        assert!(none.filesystems.is_empty() && none.resumes.is_empty());
     }
 }

@@ -115,6 +115,8 @@ fn runtime_exit(e: &RuntimeError) -> Exit {
     match e {
         RuntimeError::Busy { .. } => Exit::Busy,
         RuntimeError::Dir { .. } => Exit::Failed,
+        // The folder the configuration names (or its default) is the owner's to fix.
+        RuntimeError::NotPrivate { .. } => Exit::Usage,
     }
 }
 

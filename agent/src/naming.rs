@@ -180,17 +180,8 @@ impl NameTemplate {
                 let why = if name.len() > MAX_NAME_LEN {
                     format!(
                         "it renders names of {} characters, such as `{name}`, and a snapshot name \
-                         has at most {MAX_NAME_LEN}{}: shorten the template",
+                         has at most {MAX_NAME_LEN}: shorten the template",
                         name.len(),
-                        if host == SHORTEST_HOST {
-                            String::new()
-                        } else {
-                            format!(
-                                " (this machine's host name `{host}` has {} of them; a short \
-                                 literal name in place of {{hostname}} will do)",
-                                host.len()
-                            )
-                        }
                     )
                 } else if name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
                     format!(
@@ -217,6 +208,50 @@ impl NameTemplate {
 
     /// The name for a snapshot of `host` taken at `at` with `consistency`, in `group` if any.
     pub(crate) fn render(
+        &self,
+        host: &str,
+        at: SystemTime,
+        consistency: Consistency,
+        group: Option<&str>,
+    ) -> String {
+        self.render_as_given(self.fitted_host(host), at, consistency, group)
+    }
+
+    /// `host` as this template's names carry it: cut, at a letter or digit, so that every name
+    /// fits the length the API takes whatever its consistency and group. Host names a provider
+    /// makes (`ubuntu-s-1vcpu-1gb-35gb-intel-sfo3-01`) can be long enough to need it; the cut
+    /// is the same for every run, so retention still knows the names.
+    fn fitted_host<'h>(&self, host: &'h str) -> &'h str {
+        let count = self.parts.iter().filter(|p| **p == Part::Hostname).count();
+        if count == 0 {
+            return host;
+        }
+        // Every field of a time has a fixed width, so any moment gives the longest rest.
+        let group = self.has_group().then_some("g00000000");
+        let rest = Consistency::ALL
+            .iter()
+            .map(|c| self.render_as_given("", SystemTime::UNIX_EPOCH, *c, group).len())
+            .max()
+            .unwrap_or(0);
+        // Never cut to nothing: a template too long without its host name is refused whole.
+        let budget = (MAX_NAME_LEN.saturating_sub(rest) / count).max(1);
+        if host.len() <= budget {
+            return host;
+        }
+        let mut end = budget;
+        while !host.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = host[..end].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+        if cut.is_empty() {
+            &host[..end]
+        } else {
+            cut
+        }
+    }
+
+    /// The name with `host` as it is given.
+    fn render_as_given(
         &self,
         host: &str,
         at: SystemTime,
@@ -256,13 +291,13 @@ impl NameTemplate {
 
     /// Whether `name` is one this template makes for `host`.
     pub(crate) fn matches(&self, host: &str, name: &str) -> bool {
-        match_parts(&self.parts, host, name, &mut None)
+        match_parts(&self.parts, self.fitted_host(host), name, &mut None)
     }
 
     /// The group id in `name`, when this template made it for `host` and it has one.
     pub(crate) fn group_of(&self, host: &str, name: &str) -> Option<String> {
         let mut group = None;
-        match_parts(&self.parts, host, name, &mut group)
+        match_parts(&self.parts, self.fitted_host(host), name, &mut group)
             .then_some(group)
             .flatten()
     }
@@ -573,18 +608,35 @@ mod tests {
         let long = format!("{}-{{consistency}}", "x".repeat(60));
         let err = long.parse::<NameTemplate>().unwrap_err().to_string();
         assert!(err.contains("at most 64"), "{err}");
-        // Fine with a short host, too long with this one: said with the host name and the fix.
+    }
+
+    /// A long host name (DigitalOcean's own make them) is cut so that every name fits, the same
+    /// way every time, so retention still knows the names; a short one is left whole.
+    #[test]
+    fn a_long_host_name_is_cut_so_that_every_name_fits_and_is_still_recognised() {
+        let host = "ubuntu-s-1vcpu-1gb-35gb-intel-sfo3-01-with-a-long-suffix";
+        for (text, group) in [
+            (DEFAULT_TEMPLATE, None),
+            (DEFAULT_GROUP_TEMPLATE, Some("g1a2b3c4d")),
+            ("{hostname}.{hostname}-{consistency}", None),
+        ] {
+            let t: NameTemplate = text.parse().unwrap();
+            t.check_renders(host).unwrap();
+            for c in Consistency::ALL {
+                let name = t.render(host, at(), c, group);
+                check_name(&name).unwrap();
+                assert!(name.starts_with("ubuntu-s-1vcpu"), "{name}");
+                assert!(t.matches(host, &name), "{name}");
+                assert_eq!(t.group_of(host, &name).as_deref(), group, "{name}");
+                // Cut at a letter or digit, never leaving a dangling `-`.
+                assert!(!name.contains("--"), "{name}");
+            }
+        }
         let t: NameTemplate = DEFAULT_TEMPLATE.parse().unwrap();
-        t.check_renders("web-1").unwrap();
-        let host = "a-rather-long-host-name-given-by-the-provisioner-01";
-        let err = t.check_renders(host).unwrap_err();
-        assert!(
-            err.contains(host) && err.contains("in place of {hostname}"),
-            "{err}"
+        assert_eq!(
+            t.render("web-1", at(), Consistency::Application, None),
+            "web-1-20261127-235101-application"
         );
-        let group: NameTemplate = DEFAULT_GROUP_TEMPLATE.parse().unwrap();
-        group.check_renders("db-1").unwrap();
-        assert!(group.check_renders(&"d".repeat(30)).is_err());
     }
 
     /// A template accepted before `{utc:…}` was held to the name rules fails to load after

@@ -208,7 +208,8 @@ pub fn client(api_url: &str) -> Result<Client, Failure> {
 
 /// The API client for the drill, with `token`.
 pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
-    let http = http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+    let http =
+        http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
     Ok(Client::new(
         http,
         api_url,

@@ -109,8 +109,8 @@ async fn prepare(
     let droplet = match ocean.droplet_id {
         Some(id) => id,
         None => {
-            let http =
-                http_client(&ocean.api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
+            let http = http_client(&ocean.api_url)
+                .map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
             droplet_id_from_metadata(&http, &ocean.metadata_url, ocean.api_timeout)
                 .await
                 .map_err(|e| Failure::new(Exit::Failed, format!("cannot tell which Droplet this is: {e}")))?

@@ -221,26 +221,46 @@ pub(crate) fn kill_leftovers() {
         if !is_left_over(pid, ours) {
             continue;
         }
-        // SAFETY: pidfd_open takes a pid and flags; the descriptor is checked and owned below.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
+        let Some(process) = PidFd::open(pid) else {
             continue;
-        }
-        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        };
         if is_left_over(pid, ours) {
-            // SAFETY: signals the process the pidfd refers to.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+            process.kill();
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         }
+    }
+}
+
+/// A process held by a pidfd: a signal sent through it reaches that process, never one that
+/// took its pid since.
+#[derive(Debug)]
+pub(crate) struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// Process `pid`; none if it is gone or the kernel has no pidfd.
+    pub(crate) fn open(pid: libc::pid_t) -> Option<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags; the descriptor it returns is checked and
+        // owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+        Some(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// SIGKILL; a process already gone makes it fail harmlessly.
+    pub(crate) fn kill(&self) {
+        // SAFETY: signals the process the pidfd refers to; no memory is passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
 }
 

@@ -211,29 +211,12 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// Watches `child` (not yet waited for); none if the kernel has no pidfd.
     pub(crate) fn arm(child: &Child, limit: Duration) -> Option<Watchdog> {
-        // SAFETY: pidfd_open takes a pid and flags; the descriptor it returns is checked and
-        // owned below. The child is ours and not yet reaped, so the pid is still its own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-        let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        // The child is ours and not yet reaped, so the pid is still its own.
+        let process = super::sandbox::PidFd::open(child.id() as libc::pid_t)?;
         let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(limit) {
-                use std::os::fd::AsRawFd;
-                // SAFETY: signals the process the pidfd refers to; a process already gone
-                // makes it fail harmlessly.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    );
-                }
+                process.kill();
             }
         });
         Some(Watchdog {

@@ -811,23 +811,8 @@ impl FreezeframeGroup {
     /// `busctl call` of org.freezeframe.Agent1's `args` on `bus`, as uid 65534 in this group
     /// alone: a member of the group, not root.
     fn busctl_as_member(&self, bus: &freezeframe_tests::bus::PrivateBus, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                &format!("--groups={}", self.gid),
-            ])
-            .arg("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args([
-                "call",
-                "org.freezeframe.Agent1",
-                "/org/freezeframe/Agent1",
-                "org.freezeframe.Agent1",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
+        let groups = format!("--groups={}", self.gid);
+        crate::service::busctl_with_ids(&["--reuid=65534", "--regid=65534", &groups], &bus.address, args)
     }
 }
 

@@ -112,20 +112,7 @@ impl Hostile {
             "chown",
             &["postgres:postgres", data.parent().unwrap().to_str().unwrap()],
         );
-        run(
-            "runuser",
-            &[
-                "-u",
-                "postgres",
-                "--",
-                pg_bin("initdb").to_str().unwrap(),
-                "-A",
-                "trust",
-                "--no-sync",
-                "-D",
-                data.to_str().unwrap(),
-            ],
-        );
+        freezeframe_tests::postgres::initdb(&data);
         data
     }
 

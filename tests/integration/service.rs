@@ -335,25 +335,7 @@ fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() 
         );
     }
     // busctl as a group's coordinator that leaves at once: the job aborts, freezing nothing.
-    let busctl = |uid: u32, args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-            ])
-            .arg("busctl")
-            .arg(format!("--address={}", served.bus.address))
-            .args([
-                "call",
-                "org.freezeframe.Agent1",
-                "/org/freezeframe/Agent1",
-                "org.freezeframe.Agent1",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let busctl = |uid: u32, args: &[&str]| busctl_as(uid, &served.bus.address, args);
     let out = busctl(0, &["Prepare", "a{sv}", "1", "group", "s", "g0123abcd"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let job: u64 = String::from_utf8_lossy(&out.stdout)
@@ -991,12 +973,14 @@ fn doctor_says_what_failed_and_the_fix_that_matches_it() {
 
 /// `busctl call` of org.freezeframe.Agent1's `args` on `address`, as `uid`, no groups.
 fn busctl_as(uid: u32, address: &str, args: &[&str]) -> Output {
+    let (uid, gid) = (format!("--reuid={uid}"), format!("--regid={uid}"));
+    busctl_with_ids(&[&uid, &gid, "--clear-groups"], address, args)
+}
+
+/// `busctl call` of org.freezeframe.Agent1's `args` on `address`, as `setpriv`'s `ids` say.
+pub(crate) fn busctl_with_ids(ids: &[&str], address: &str, args: &[&str]) -> Output {
     Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ])
+        .args(ids)
         .arg("busctl")
         .arg(format!("--address={address}"))
         .args([

@@ -34,6 +34,25 @@ pub struct PgServer {
     pub sockets: PathBuf,
 }
 
+/// A new cluster at `data` (its folder `postgres`'s), made by initdb as `postgres`, trusting
+/// local connections.
+pub fn initdb(data: &Path) {
+    run(
+        "runuser",
+        &[
+            "-u",
+            "postgres",
+            "--",
+            pg_bin("initdb").to_str().unwrap(),
+            "-A",
+            "trust",
+            "--no-sync",
+            "-D",
+            data.to_str().unwrap(),
+        ],
+    );
+}
+
 impl PgServer {
     pub fn start(data: &Path, sockets: &Path, init: bool) -> PgServer {
         for dir in [data.parent().unwrap(), sockets] {
@@ -41,20 +60,7 @@ impl PgServer {
             run("chown", &["postgres:postgres", dir.to_str().unwrap()]);
         }
         if init {
-            run(
-                "runuser",
-                &[
-                    "-u",
-                    "postgres",
-                    "--",
-                    pg_bin("initdb").to_str().unwrap(),
-                    "-A",
-                    "trust",
-                    "--no-sync",
-                    "-D",
-                    data.to_str().unwrap(),
-                ],
-            );
+            initdb(data);
         }
         let options = format!("-p 5432 -k {} -c listen_addresses=''", sockets.display());
         let log = sockets.join("log");

@@ -7,10 +7,10 @@
 //! --cleanup` finds what a drill killed outright left behind.
 
 use crate::commands::{Exit, Failure};
-use freezeframe_agent::provider::digitalocean::client::{http_client, ApiError, Client};
-use freezeframe_agent::provider::digitalocean::platform;
-use freezeframe_agent::provider::digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
 use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
+use freezeframe_digitalocean::{
+    http_client, platform, ApiError, Client, DropletCreate, Size, Snapshot, Token, VolumeCreate,
+};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -203,11 +203,11 @@ pub fn client(api_url: &str) -> Result<Client, Failure> {
                 ),
             )
         })?;
-    client_with(api_url, freezeframe_agent::secret::Secret::new(token.trim()))
+    client_with(api_url, Token::new(token.trim()))
 }
 
 /// The API client for the drill, with `token`.
-pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
+pub fn client_with(api_url: &str, token: Token) -> Result<Client, Failure> {
     let http =
         http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
     Ok(Client::new(

@@ -141,8 +141,8 @@ pub fn api_client(
     api_url: &str,
     scopes: &[&str],
     why: &str,
-) -> Result<freezeframe_agent::provider::digitalocean::client::Client, Failure> {
-    use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
+) -> Result<freezeframe_digitalocean::Client, Failure> {
+    use freezeframe_digitalocean::{http_client, Client, Token};
     let usage = |message: String| Failure::new(Exit::Usage, message);
     let token = std::env::var("DIGITALOCEAN_TOKEN")
         .ok()
@@ -157,7 +157,7 @@ pub fn api_client(
     Ok(Client::new(
         http,
         api_url,
-        freezeframe_agent::secret::Secret::new(token.trim()),
+        Token::new(token.trim()),
         scopes,
         std::time::Duration::from_secs(15),
     ))

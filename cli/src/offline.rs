@@ -13,12 +13,9 @@
 
 use crate::client::Target;
 use crate::commands::{Exit, Failure};
-use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
-use freezeframe_agent::provider::digitalocean::labels;
-use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
-use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
 use freezeframe_agent::service::AgentStatus;
-use freezeframe_agent::transaction::ports::RecordedConsistency;
+use freezeframe_digitalocean::limits::{self, VolumeLimit};
+use freezeframe_digitalocean::{labels, ApiError, Client, Droplet, ListedDroplet, PowerAction};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -632,7 +629,7 @@ impl Run<'_> {
             .filter(|s| &s.name == name)
             .map(|s| s.id.to_string())
             .collect();
-        let tag = labels::consistency_tag(RecordedConsistency::Offline);
+        let tag = labels::consistency_tag(labels::Level::Offline);
         self.client
             .tag_snapshots(&tag, &images, &self.report.volume_snapshots)
             .await

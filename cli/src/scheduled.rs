@@ -8,8 +8,8 @@ use crate::commands::{Exit, Failure};
 use crate::drill::{self, DrillOptions, DrillReport};
 use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
 use freezeframe_agent::history::LastDrill;
-use freezeframe_agent::provider::digitalocean::client::{droplet_id_from_metadata, http_client, Client};
 use freezeframe_agent::secret::read_private_file;
+use freezeframe_digitalocean::{droplet_id_from_metadata, http_client, Client};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,7 +105,7 @@ async fn prepare(
             ),
         )
     })?;
-    let client = drill::client_with(&ocean.api_url, token)?;
+    let client = drill::client_with(&ocean.api_url, token.into())?;
     let droplet = match ocean.droplet_id {
         Some(id) => id,
         None => {

@@ -796,4 +796,6 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
 }
 
 #[cfg(test)]
+mod key_tests;
+#[cfg(test)]
 mod tests;

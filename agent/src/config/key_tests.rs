@@ -17,6 +17,7 @@ struct Documented {
     key: String,
     value: toml::Value,
     /// Written `#key = value`: the default. `# key = value` is an example.
+    #[allow(dead_code)] // read by the next test
     default: bool,
 }
 
@@ -100,14 +101,14 @@ fn vary(value: &toml::Value) -> toml::Value {
 
 /// `files`, read in order as a main file and its drop-ins, merged (not validated: the varied
 /// values need only be of the right type).
-fn merged(files: &[&str]) -> ConfigFragment {
-    let mut merged = ConfigFragment::default();
-    for (n, text) in files.iter().enumerate() {
-        let fragment = parse_fragment(Path::new(&format!("{n}.toml")), text)
-            .unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
-        merged.merge(fragment);
-    }
-    merged
+fn merged(files: &[&str]) -> ConfigFile {
+    let names: Vec<PathBuf> = (0..files.len()).map(|n| format!("{n}.toml").into()).collect();
+    let files: Vec<(&Path, &str)> = names
+        .iter()
+        .map(PathBuf::as_path)
+        .zip(files.iter().copied())
+        .collect();
+    parse(&files).unwrap_or_else(|e| panic!("{e}\nin:\n{files:?}"))
 }
 
 #[test]
@@ -144,3 +145,4 @@ fn every_key_set_in_a_drop_in_is_seen() {
         assert_ne!(seen, merged(&[&main]), "{doc:?}: {dropin} changes nothing");
     }
 }
+

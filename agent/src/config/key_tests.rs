@@ -2,6 +2,7 @@
 //! drop-in, it is seen in the merged configuration.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The packaged file, which documents every key (`#key = default`, or `# key = example` for
 /// keys without one and in the `[[quiescer]]` examples).
@@ -17,7 +18,6 @@ struct Documented {
     key: String,
     value: toml::Value,
     /// Written `#key = value`: the default. `# key = value` is an example.
-    #[allow(dead_code)] // read by the next test
     default: bool,
 }
 
@@ -146,3 +146,97 @@ fn every_key_set_in_a_drop_in_is_seen() {
     }
 }
 
+/// Every key of the schema with the code's default, as JSON (`null`: none): `section.key`, and
+/// `quiescer.KIND.key` for each kind of `[[quiescer]]`.
+fn schema_defaults() -> BTreeMap<String, serde_json::Value> {
+    let mut keys = BTreeMap::new();
+    let defaults = serde_json::to_value(ConfigFile::default()).unwrap();
+    for (section, table) in defaults.as_object().unwrap() {
+        if section == "quiescer" {
+            continue; // none by default: each kind below
+        }
+        for (key, value) in table.as_object().unwrap() {
+            keys.insert(format!("{section}.{key}"), value.clone());
+        }
+    }
+    for kind in schema::QuiescerSection::every_kind() {
+        let mut table = serde_json::to_value(kind).unwrap().as_object().unwrap().clone();
+        let name = table.remove("kind").unwrap();
+        for (key, value) in table {
+            keys.insert(format!("quiescer.{}.{key}", name.as_str().unwrap()), value);
+        }
+    }
+    keys
+}
+
+impl Documented {
+    fn name(&self) -> String {
+        match &self.kind {
+            Some(kind) => format!("{}.{kind}.{}", self.section, self.key),
+            None => format!("{}.{}", self.section, self.key),
+        }
+    }
+
+    /// The documented value as the schema reads it (a duration as the code writes it).
+    fn read(&self) -> serde_json::Value {
+        let (text, path) = match &self.kind {
+            Some(kind) => (
+                format!("[[quiescer]]\nkind = {kind:?}\n{} = {}\n", self.key, self.value),
+                format!("/quiescer/0/{}", self.key),
+            ),
+            None => (
+                format!("[{}]\n{} = {}\n", self.section, self.key, self.value),
+                format!("/{}/{}", self.section, self.key),
+            ),
+        };
+        let read = serde_json::to_value(merged(&[&text])).unwrap();
+        read.pointer(&path).unwrap().clone()
+    }
+}
+
+#[test]
+fn the_packaged_file_documents_every_key_with_the_code_s_default() {
+    let schema = schema_defaults();
+    let documented = documented();
+    let names: BTreeSet<String> = documented.iter().map(Documented::name).collect();
+    let missing: Vec<&String> = schema.keys().filter(|k| !names.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "packaging/config/config.toml does not document {missing:?}"
+    );
+    for doc in &documented {
+        let name = doc.name();
+        let default = schema
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} is documented but is no key of the schema"));
+        let read = doc.read();
+        match (default.is_null(), doc.kind.is_some()) {
+            // A key without a default is shown as an example (`# key = value`).
+            (true, _) => assert!(
+                !doc.default,
+                "{name} has no default: write it `# {} = …`",
+                doc.key
+            ),
+            // In [[quiescer]] examples, the keys that have a default show it.
+            (false, true) => assert_eq!(&read, default, "{name}: the example is not the default"),
+            (false, false) => {
+                assert!(doc.default, "{name}: write its default as `#{} = …`", doc.key);
+                assert_eq!(&read, default, "{name}: the documented default is not the code's");
+            }
+        }
+    }
+    // The Redis address is applied when validating (`socket` and `address` exclude each other).
+    let redis = documented
+        .iter()
+        .find(|d| d.name() == "quiescer.redis.address")
+        .expect("the Redis address is documented");
+    assert_eq!(redis.value.as_str(), Some(defaults::DEFAULT_REDIS_ADDRESS));
+    // Uncommented, the defaults are the code's; as shipped, it sets nothing.
+    assert_eq!(merged(&[&uncommented()]), ConfigFile::default());
+    assert_eq!(merged(&[PACKAGED]), ConfigFile::default());
+    assert_eq!(
+        toml::from_str::<toml::Table>(PACKAGED).unwrap(),
+        toml::Table::new(),
+        "the packaged file sets no key"
+    );
+}

@@ -139,6 +139,34 @@ fn rcu_expedited() -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// Waits until one of the agent's threads sleeps (the failpoint's `sleep(…)`; nothing else in a
+/// snapshot run sleeps so: its other threads wait on futexes and epoll), as its kernel stack
+/// says (`/proc/PID/task/TID/wchan`).
+fn wait_in_failpoint_pause(agent: &mut Child) {
+    let tasks = PathBuf::from(format!("/proc/{}/task", agent.id()));
+    let sleeping = || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w == "hrtimer_nanosleep")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sleeping() {
+        assert!(
+            agent.try_wait().unwrap().is_none(),
+            "the agent exited before its pause"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not reach its failpoint's pause"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn run_case(at: At, signal: Signal) {
     let case = format!("{signal} at {at:?}");
     let dir = scratch();
@@ -218,8 +246,9 @@ fn run_case(at: At, signal: Signal) {
             if next != "freezing filesystems" {
                 status(next, &mut agent);
             }
-            // Into the failpoint's pause (the calls before it take milliseconds).
-            std::thread::sleep(Duration::from_millis(500));
+            // Into the failpoint's pause: the status comes before the phase's work (a freeze
+            // flushes both filesystems first, seconds on a loaded disk).
+            wait_in_failpoint_pause(&mut agent);
         }
     }
     let pid = nix::unistd::Pid::from_raw(agent.id() as i32);

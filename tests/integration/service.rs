@@ -259,8 +259,10 @@ fn raw_call(
 
 #[test]
 fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() {
-    // The local-image copy sleeps inside the window, so the first snapshot is still running.
-    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(3000)")]);
+    // The local-image copy sleeps inside the window, so the first snapshot is still running
+    // while the twenty below start, connect and call, seconds on a loaded machine (within
+    // max_freeze, 20 s, with room for the copy itself).
+    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(8000)")]);
     let first = Command::new(cli_bin())
         .args(["--bus-address", &served.bus.address, "snapshot", "--json"])
         .stdout(std::process::Stdio::piped())

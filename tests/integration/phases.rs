@@ -167,6 +167,31 @@ fn wait_in_failpoint_pause(agent: &mut Child) {
     }
 }
 
+/// Waits until the thaw guard `pid`, past its deadline, has thawed and told the agent: it then
+/// waits for the agent's word with no timeout (`ppoll` with a null timeout, its third argument,
+/// in `/proc/PID/syscall`), where before its deadline it waits with one.
+fn wait_until_guard_said_deadline_thaw(pid: u32) {
+    #[cfg(target_arch = "x86_64")]
+    const PPOLL: &str = "271";
+    #[cfg(target_arch = "aarch64")]
+    const PPOLL: &str = "73";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let Ok(call) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+            return; // gone: it thawed and exited
+        };
+        let args: Vec<&str> = call.split_whitespace().collect();
+        if args.first() == Some(&PPOLL) && args.get(3) == Some(&"0x0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not say its deadline thaw: {call}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn run_case(at: At, signal: Signal) {
     let case = format!("{signal} at {at:?}");
     let dir = scratch();
@@ -251,6 +276,13 @@ fn run_case(at: At, signal: Signal) {
             wait_in_failpoint_pause(&mut agent);
         }
     }
+    // The guard of the freeze (its record is written before the first FIFREEZE).
+    let stopped_frozen = signal == Signal::SIGSTOP && matches!(at, At::AfterFreeze | At::Request);
+    let guard = stopped_frozen.then(|| {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(runtime.join("frozen.json")).unwrap()).unwrap();
+        record["guard_pid"].as_u64().unwrap() as u32
+    });
     let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
     let signalled = Instant::now();
     nix::sys::signal::kill(pid, signal).unwrap();
@@ -271,6 +303,12 @@ fn run_case(at: At, signal: Signal) {
     }
 
     if signal == Signal::SIGSTOP {
+        if let Some(guard) = guard {
+            // The guard thaws, then tells the agent so: the probes above may see the thaw
+            // before that word is out, and an agent resumed in between finds the filesystems
+            // thawed by someone it cannot name.
+            wait_until_guard_said_deadline_thaw(guard);
+        }
         nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
     }
     let out = agent.wait_with_output().unwrap();

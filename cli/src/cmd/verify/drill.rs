@@ -6,8 +6,9 @@
 //! creates carries the tag `freezeframe-verify` and one of its own run, so `freezeframe verify
 //! --cleanup` finds what a drill killed outright left behind.
 
-use crate::commands::{Exit, Failure};
-use freezeframe_agent::provider::digitalocean::client::{http_client, ApiError, Client};
+use crate::agent::{Exit, Failure};
+use crate::api::Access;
+use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
 use freezeframe_agent::provider::digitalocean::platform;
 use freezeframe_agent::provider::digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
 use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
@@ -185,48 +186,21 @@ pub struct DrillReport {
     pub left_behind: Vec<String>,
 }
 
-/// The scopes a drill's token needs, as the API names them.
-pub const DRILL_SCOPES: &str = "droplet:create, droplet:read, droplet:delete, \
-     block_storage:create, block_storage:delete, image:read, sizes:read and tag:create";
-
-/// The API client for the drill, with the operator's token.
-pub fn client(api_url: &str) -> Result<Client, Failure> {
-    let token = std::env::var("DIGITALOCEAN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            Failure::new(
-                Exit::Usage,
-                format!(
-                    "a restore drill creates a Droplet and volumes with your token: set \
-                     DIGITALOCEAN_TOKEN to a token with {DRILL_SCOPES}"
-                ),
-            )
-        })?;
-    client_with(api_url, freezeframe_agent::secret::Secret::new(token.trim()))
-}
-
-/// The API client for the drill, with `token`.
-pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
-    let http =
-        http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
-    Ok(Client::new(
-        http,
-        api_url,
-        token,
-        &[
-            "droplet:create",
-            "droplet:read",
-            "droplet:delete",
-            "block_storage:create",
-            "block_storage:delete",
-            "image:read",
-            "sizes:read",
-            "tag:create",
-        ],
-        Duration::from_secs(30),
-    ))
-}
+/// What a drill does with the API: the scopes its token needs, as the API names them.
+pub(crate) const ACCESS: Access = Access {
+    scopes: &[
+        "droplet:create",
+        "droplet:read",
+        "droplet:delete",
+        "block_storage:create",
+        "block_storage:delete",
+        "image:read",
+        "sizes:read",
+        "tag:create",
+    ],
+    timeout: Duration::from_secs(30),
+    why: "a restore drill creates a Droplet and volumes with your token",
+};
 
 /// What a drill will create, found before anything is.
 struct Plan {
@@ -695,7 +669,7 @@ fn ssh_failure(options: &DrillOptions, address: &str, status: &std::process::Exi
             .to_string()
     } else {
         format!("{}@{address}", options.user)
-            .parse::<crate::client::Host>()
+            .parse::<crate::ssh::Host>()
             .map(|host| crate::ssh::diagnose(said, &host).2)
             .unwrap_or_default()
     };
@@ -903,11 +877,11 @@ mod tests {
         for (unit, text) in [
             (
                 "freezeframe-agent.service",
-                include_str!("../../packaging/systemd/freezeframe-agent.service"),
+                include_str!("../../../../packaging/systemd/freezeframe-agent.service"),
             ),
             (
                 "freezeframe-drill.service",
-                include_str!("../../packaging/systemd/freezeframe-drill.service"),
+                include_str!("../../../../packaging/systemd/freezeframe-drill.service"),
             ),
         ] {
             let service = text.split("[Service]").nth(1).unwrap_or_default();

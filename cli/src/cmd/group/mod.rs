@@ -6,9 +6,9 @@
 //! requested anywhere. The coordinator's own clock times the barriers; each member's report
 //! gives its own durations, and together they bound the window in which all were frozen.
 
-use crate::args::Cli;
+use crate::agent::{self, Exit, Failure};
+use crate::args::{Cli, Command};
 use crate::client::{self, Target};
-use crate::commands::{self, Exit, Failure};
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::{Consistency, SnapshotInfo};
@@ -98,7 +98,21 @@ pub struct GroupResult {
 }
 
 /// Runs the group snapshot on `targets` and prints its result.
-pub async fn run(cli: &Cli, targets: &[Target], request: &GroupRequest) -> Exit {
+pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
+    let Command::Snapshot {
+        wait,
+        prepare_timeout,
+        max_freeze,
+        ..
+    } = &cli.command
+    else {
+        unreachable!("called for snapshot --group only")
+    };
+    let request = &GroupRequest {
+        wait: *wait,
+        prepare_timeout: *prepare_timeout,
+        max_freeze: *max_freeze,
+    };
     let group = freezeframe_agent::naming::new_group_id();
     let pacer = Arc::new(Pacer::new(cli.api_rate));
     let result = coordinate(targets, request, &group, cli.parallel as usize, pacer).await;
@@ -223,10 +237,8 @@ impl Coordinator<'_> {
                     .failed_phase
                     .map(|p| format!(" at {p}"))
                     .unwrap_or_default();
-                self.board.set(
-                    index,
-                    State::Done(commands::report_exit(&report) == Exit::Success),
-                );
+                self.board
+                    .set(index, State::Done(agent::report_exit(&report) == Exit::Success));
                 member.report = Some(*report);
                 Some(format!("{} failed{phase}: {why}", self.targets[index]))
             }
@@ -303,7 +315,7 @@ fn result(
                 .and_then(|r| r.group.as_ref())
                 .and_then(|g| g.commit_to_thaw_ms);
             let exit = match (&s.report, &s.failure) {
-                (Some(r), _) => commands::report_exit(r),
+                (Some(r), _) => agent::report_exit(r),
                 (None, Some(f)) => f.exit,
                 (None, None) => Exit::Failed,
             };
@@ -377,7 +389,7 @@ fn text(result: &GroupResult) -> String {
     };
     for m in &result.members {
         let line = match (&m.report, &m.error) {
-            (Some(report), _) => crate::fleet::snapshot_line(report),
+            (Some(report), _) => super::snapshot::line(report),
             (None, Some(error)) => format!("FAILED: {error}"),
             (None, None) => "no result".into(),
         };
@@ -485,15 +497,15 @@ impl Member {
     > {
         let target = &self.target;
         let connection = client::connect(target).await?;
-        let agent = commands::proxy(target, &connection).await?;
+        let agent = agent::proxy(target, &connection).await?;
         let phases = agent
             .receive_phase_changed()
             .await
-            .map_err(|e| commands::bus_failure(target, e))?;
+            .map_err(|e| agent::bus_failure(target, e))?;
         let finished = agent
             .receive_job_finished()
             .await
-            .map_err(|e| commands::bus_failure(target, e))?;
+            .map_err(|e| agent::bus_failure(target, e))?;
         if let Word::Abort(why) = &*self.words.borrow() {
             return Err(Failure::new(
                 Exit::Failed,
@@ -514,7 +526,7 @@ impl Member {
         let job = agent
             .prepare(options)
             .await
-            .map_err(|e| commands::call_failure(target, e))?;
+            .map_err(|e| agent::call_failure(target, e))?;
         Ok((agent, phases, finished, job))
     }
 
@@ -559,7 +571,7 @@ impl Member {
                     let signal = signal.ok_or_else(gone)?;
                     let Ok(a) = signal.args() else { continue };
                     if a.job == job {
-                        let report = commands::read::<Report>(&target, &a.report)?;
+                        let report = agent::read::<Report>(&target, &a.report)?;
                         self.pacer.finished(report.provider_calls, report.provider_budget);
                         self.tell(Event::Finished(Box::new(report)));
                         return Ok(());
@@ -586,7 +598,7 @@ impl Member {
             }
         };
         if let Err(e) = answer {
-            self.tell(Event::Failed(commands::call_failure(&self.target, e)));
+            self.tell(Event::Failed(agent::call_failure(&self.target, e)));
         }
     }
 }
@@ -620,10 +632,10 @@ fn older_groups(snapshots: &[SnapshotInfo], keep: u32) -> (Vec<String>, usize) {
 /// any machine) are kept, and every older group is deleted on every machine. Every machine is
 /// listed first; one that cannot be stops the prune before anything is deleted, since a group
 /// seen only in part would be judged by the part.
-pub async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
+pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
     use futures_util::stream::{self, StreamExt as _};
     let parallel = cli.parallel as usize;
-    let lists: Vec<_> = stream::iter(targets.iter().map(commands::list))
+    let lists: Vec<_> = stream::iter(targets.iter().map(agent::list))
         .buffered(parallel)
         .collect()
         .await;
@@ -643,7 +655,7 @@ pub async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
         crate::outln!("nothing to delete: {groups} groups, none older than the newest {keep}");
         return Exit::Success;
     }
-    let deleted: Vec<_> = stream::iter(targets.iter().map(|t| commands::delete_groups(t, &old)))
+    let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old)))
         .buffered(parallel)
         .collect()
         .await;

@@ -11,11 +11,14 @@
 //! `freezeframe-offline-pending` on the Droplet), powers on from every failure and from
 //! SIGINT/SIGTERM, and `freezeframe recover` powers on what a run killed outright left off.
 
+use crate::agent::{Exit, Failure};
+use crate::api::{self, Access};
+use crate::args::{Cli, Command};
 use crate::client::Target;
-use crate::commands::{Exit, Failure};
+use crate::ssh::Host;
 use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
 use freezeframe_agent::provider::digitalocean::labels;
-use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
+use freezeframe_agent::provider::digitalocean::limits::VolumeLimit;
 use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
 use freezeframe_agent::service::AgentStatus;
 use freezeframe_agent::transaction::ports::RecordedConsistency;
@@ -23,7 +26,13 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the tests run on a paused one that jumps over the pauses.
+use tokio::time::Instant;
+
+mod ports;
+
+pub(crate) use ports::Api;
 
 /// The tag on a Droplet that an offline run powered off and has not powered on yet.
 pub const PENDING_TAG: &str = "freezeframe-offline-pending";
@@ -112,7 +121,7 @@ pub struct OfflinePlan {
 /// Why an offline run of `droplet` must not start, if it must not: it is not active, it has a
 /// pending event, or the platform would refuse a snapshot of one of its volumes now (checked
 /// before the shutdown, not discovered with the Droplet off).
-async fn refusal(client: &Client, droplet: &Droplet) -> Result<Option<String>, String> {
+async fn refusal(client: &impl Api, droplet: &Droplet) -> Result<Option<String>, String> {
     let id = droplet.id;
     if droplet.status != "active" {
         return Ok(Some(format!(
@@ -136,7 +145,7 @@ async fn refusal(client: &Client, droplet: &Droplet) -> Result<Option<String>, S
                 e,
             )
         })?;
-        if let Err(limit) = limits::check_volume(client, &volume.id, &volume.name).await {
+        if let Err(limit) = client.check_volume(&volume.id, &volume.name).await {
             return match limit {
                 VolumeLimit::Api { .. } => Err(limit.to_string()),
                 _ => Ok(Some(limit.to_string())),
@@ -149,7 +158,7 @@ async fn refusal(client: &Client, droplet: &Droplet) -> Result<Option<String>, S
 /// What an offline run of Droplet `id` would do, asking its agent (`agent`) what it would have
 /// quiesced; reads, changes nothing.
 pub async fn plan(
-    client: &Client,
+    client: &impl Api,
     id: u64,
     agent: Option<&Target>,
     request: &OfflineRequest,
@@ -337,9 +346,12 @@ impl Pending {
                     "--offline records a pending power-on under the user's state directory: set HOME or XDG_STATE_HOME",
                 )
             })?;
-        Ok(Pending {
-            dir: base.join("freezeframe/offline"),
-        })
+        Ok(Pending::in_dir(base.join("freezeframe/offline")))
+    }
+
+    /// The records in `dir`.
+    fn in_dir(dir: PathBuf) -> Pending {
+        Pending { dir }
     }
 
     fn file(&self, droplet: u64) -> PathBuf {
@@ -371,7 +383,7 @@ impl Pending {
 /// Runs the offline snapshot of Droplet `id`; `agent`, if given, is how its agent is reached
 /// (waited for after the boot when it answered before the shutdown).
 pub async fn snapshot(
-    client: &Client,
+    client: &impl Api,
     id: u64,
     agent: Option<&Target>,
     request: &OfflineRequest,
@@ -437,22 +449,13 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
 /// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API),
 /// or why it did not say within [`AGENT_ANSWERS`].
 async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, String> {
-    within_answer_time(crate::commands::plan(target)).await
+    within_answer_time(crate::agent::plan(target)).await
 }
 
 /// The status of the agent at `target` (which asks nothing of the API), or why it did not
 /// give it within [`AGENT_ANSWERS`].
 async fn agent_status(target: &Target) -> Result<AgentStatus, String> {
-    within_answer_time(async {
-        let connection = crate::client::connect(target).await?;
-        let agent = crate::commands::proxy(target, &connection).await?;
-        let status = agent
-            .status()
-            .await
-            .map_err(|e| crate::commands::call_failure(target, e))?;
-        crate::commands::read(target, &status)
-    })
-    .await
+    within_answer_time(crate::agent::status(target)).await
 }
 
 /// `asked`, bounded by [`AGENT_ANSWERS`]; its failure in words.
@@ -466,8 +469,8 @@ async fn within_answer_time<T>(
 }
 
 /// One Droplet's run, as it goes.
-struct Run<'a> {
-    client: &'a Client,
+struct Run<'a, A> {
+    client: &'a A,
     id: u64,
     pending: &'a Pending,
     stop: &'a Stop,
@@ -476,7 +479,7 @@ struct Run<'a> {
     down_at: Option<Instant>,
 }
 
-impl Run<'_> {
+impl<A: Api> Run<'_, A> {
     fn step(&mut self, step: &'static str, since: Instant) {
         self.report.steps.push(Step {
             step,
@@ -562,16 +565,16 @@ impl Run<'_> {
             .snapshot_droplet(id, &self.report.snapshot_name, Duration::from_secs(60))
             .await
             .map_err(|e| api("the snapshot request was not accepted", e))?;
-        self.report.action_id = Some(action.id);
+        self.report.action_id = Some(action);
         for volume in &droplet.volume_ids {
             let made = client
                 .snapshot_volume(volume, &self.report.snapshot_name, Duration::from_secs(60))
                 .await
                 .map_err(|e| api(&format!("the snapshot of volume {volume} was not accepted"), e))?;
-            self.report.volume_snapshots.push(made.id);
+            self.report.volume_snapshots.push(made);
         }
         self.report.consistency = Some("offline");
-        self.wait_for_action(action.id).await?;
+        self.wait_for_action(action).await?;
         self.step("snapshot", taking);
         Ok(())
     }
@@ -604,8 +607,8 @@ impl Run<'_> {
         let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
         loop {
             match self.client.action(action).await {
-                Ok(a) if a.status == "completed" => return Ok(()),
-                Ok(a) if a.status == "errored" => {
+                Ok(status) if status == "completed" => return Ok(()),
+                Ok(status) if status == "errored" => {
                     return Err(format!("snapshot action {action} errored on DigitalOcean's side"))
                 }
                 Ok(_) => {}
@@ -630,7 +633,7 @@ impl Run<'_> {
             .map_err(|e| api("the snapshot is taken, but it could not be found to tag it", e))?
             .into_iter()
             .filter(|s| &s.name == name)
-            .map(|s| s.id.to_string())
+            .map(|s| s.id)
             .collect();
         let tag = labels::consistency_tag(RecordedConsistency::Offline);
         self.client
@@ -807,7 +810,7 @@ enum PowerOnStep {
     Failed(ApiError),
 }
 
-impl Run<'_> {
+impl<A: Api> Run<'_, A> {
     /// Waits until the agent at `target` answers again after the boot.
     async fn agent_back(&mut self, target: &Target, bound: Duration) -> Result<(), String> {
         let waiting = Instant::now();
@@ -836,7 +839,7 @@ impl Run<'_> {
 
 /// Powers on every Droplet a killed offline run left off: those recorded under the user's
 /// state directory and those tagged [`PENDING_TAG`].
-pub async fn recover(client: &Client, pending: &Pending) -> Vec<OfflineReport> {
+pub async fn recover(client: &impl Api, pending: &Pending) -> Vec<OfflineReport> {
     let mut ids: Vec<u64> = pending.all().iter().map(|p| p.droplet_id).collect();
     match client.droplets_with_tag(PENDING_TAG).await {
         Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
@@ -853,7 +856,7 @@ pub async fn recover(client: &Client, pending: &Pending) -> Vec<OfflineReport> {
 
 /// Whether an earlier run left Droplet `id` waiting for its power-on: recorded here, or
 /// tagged (by a run on another machine, or one whose record is gone).
-async fn left_off(client: &Client, pending: &Pending, id: u64) -> bool {
+async fn left_off(client: &impl Api, pending: &Pending, id: u64) -> bool {
     pending.all().iter().any(|p| p.droplet_id == id)
         || client
             .droplet(id)
@@ -862,7 +865,7 @@ async fn left_off(client: &Client, pending: &Pending, id: u64) -> bool {
 }
 
 /// Powers Droplet `id` on (once nothing holds it) and clears its record.
-async fn recover_one(client: &Client, pending: &Pending, id: u64) -> OfflineReport {
+async fn recover_one(client: &impl Api, pending: &Pending, id: u64) -> OfflineReport {
     let stop = Stop::default();
     let mut run = Run {
         client,
@@ -908,7 +911,28 @@ pub fn text(r: &OfflineReport) -> String {
 
 /// `snapshot --offline`: each Droplet named by `--droplet` or carrying `--tag`, one after the
 /// other; one JSON object per Droplet with `--json`. Exit 0 when every one succeeded.
-pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequest) -> Exit {
+pub(crate) async fn run(cli: &Cli) -> Exit {
+    let Command::Snapshot {
+        droplets,
+        name,
+        shutdown_timeout,
+        force_power_off,
+        boot_timeout,
+        power_on_deadline,
+        dry_run,
+        ..
+    } = &cli.command
+    else {
+        unreachable!("called for snapshot --offline only")
+    };
+    let request = &OfflineRequest {
+        name: name.clone(),
+        shutdown_timeout: *shutdown_timeout,
+        force_power_off: *force_power_off,
+        boot_timeout: *boot_timeout,
+        power_on_deadline: *power_on_deadline,
+        dry_run: *dry_run,
+    };
     let (client, pending) = match setup(&cli.api_url) {
         Ok(both) => both,
         Err(f) => return said(f),
@@ -969,11 +993,11 @@ pub async fn run(cli: &crate::args::Cli, droplets: &[u64], request: &OfflineRequ
 /// hosts (the Droplet the API says the host is: [`host_droplet`]). Every one is settled before
 /// anything is powered off.
 async fn named(
-    cli: &crate::args::Cli,
-    client: &Client,
+    cli: &Cli,
+    client: &impl Api,
     droplets: &[u64],
 ) -> Result<Vec<(u64, Option<Target>)>, Failure> {
-    let remote = |host: crate::client::Host| Target::Remote {
+    let remote = |host: Host| Target::Remote {
         host,
         ssh_command: cli.ssh_command.clone(),
     };
@@ -1010,11 +1034,7 @@ async fn named(
 /// that machine could name another Droplet and have the operator's token shut that one down.
 /// Where the two differ, or the API knows no such Droplet, nothing is done: `--droplet ID` names
 /// the Droplet instead.
-async fn host_droplet(
-    all: &[ListedDroplet],
-    host: &crate::client::Host,
-    target: &Target,
-) -> Result<u64, Failure> {
+async fn host_droplet(all: &[ListedDroplet], host: &Host, target: &Target) -> Result<u64, Failure> {
     let claimed = agent_status(target).await.ok().and_then(|s| s.droplet_id);
     let refuse = |what: String| {
         Failure::new(
@@ -1075,33 +1095,6 @@ fn which_droplet(all: &[ListedDroplet], host: &str) -> Option<u64> {
         .or_else(|| by(&|d| d.name == host))
 }
 
-/// `recover`: powers on what killed offline runs left off, and says what it did.
-pub async fn recover_all(cli: &crate::args::Cli) -> Exit {
-    let (client, pending) = match setup(&cli.api_url) {
-        Ok(both) => both,
-        Err(f) => return said(f),
-    };
-    let reports = recover(&client, &pending).await;
-    if reports.is_empty() && !cli.json {
-        crate::outln!("nothing to recover: no offline run left a Droplet waiting for its power-on");
-    }
-    let mut exit = Exit::Success;
-    for report in &reports {
-        if !report.succeeded {
-            exit = Exit::Failed;
-        }
-        if cli.json {
-            crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
-        } else {
-            match &report.error {
-                None => crate::outln!("Droplet {}: running again", report.droplet_id),
-                Some(e) => crate::outln!("Droplet {}: FAILED: {e}", report.droplet_id),
-            }
-        }
-    }
-    exit
-}
-
 fn print(json: bool, report: &OfflineReport) {
     if json {
         crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
@@ -1110,23 +1103,28 @@ fn print(json: bool, report: &OfflineReport) {
     }
 }
 
-fn said(f: Failure) -> Exit {
+pub(crate) fn said(f: Failure) -> Exit {
     eprintln!("freezeframe: error: {}", f.message);
     f.exit
 }
 
+/// What offline runs and `recover` do with the API.
+const ACCESS: Access = Access {
+    scopes: &[
+        "droplet:read",
+        "droplet:update",
+        "image:create",
+        "actions:read",
+        "tag:create",
+    ],
+    timeout: Duration::from_secs(15),
+    why: "--offline and recover drive the DigitalOcean API",
+};
+
 /// The API client with the user's token, and the pending power-ons' records.
-fn setup(api_url: &str) -> Result<(Client, Pending), Failure> {
-    let client = crate::fleet::api_client(
-        api_url,
-        &[
-            "droplet:read",
-            "droplet:update",
-            "image:create",
-            "actions:read",
-            "tag:create",
-        ],
-        "--offline and recover drive the DigitalOcean API",
-    )?;
-    Ok((client, Pending::new()?))
+pub(crate) fn setup(api_url: &str) -> Result<(Client, Pending), Failure> {
+    Ok((api::from_env(api_url, &ACCESS)?, Pending::new()?))
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,17 +8,19 @@
 
 use crate::agent::{self, Exit, Failure};
 use crate::args::{Cli, Command};
-use crate::client::{self, Target};
+use crate::client::Target;
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
 use freezeframe_agent::transaction::ports::{Consistency, SnapshotInfo};
 use freezeframe_agent::transaction::Report;
-use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zbus::OwnedVariant;
+
+mod link;
+
+use link::{Bus, Heard, Link};
 
 /// What a group snapshot asks of every member.
 #[derive(Debug, Clone)]
@@ -115,7 +117,8 @@ pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
     };
     let group = freezeframe_agent::naming::new_group_id();
     let pacer = Arc::new(Pacer::new(cli.api_rate));
-    let result = coordinate(targets, request, &group, cli.parallel as usize, pacer).await;
+    let links = targets.iter().cloned().map(Bus::new).collect();
+    let result = coordinate(targets, links, request, &group, cli.parallel as usize, pacer).await;
     if cli.json {
         crate::outln!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     } else {
@@ -125,8 +128,9 @@ pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
 }
 
 /// The two barriers, then the results.
-async fn coordinate(
+async fn coordinate<L: Link>(
     targets: &[Target],
+    links: Vec<L>,
     request: &GroupRequest,
     group: &str,
     parallel: usize,
@@ -136,9 +140,10 @@ async fn coordinate(
     let (words, _) = tokio::sync::watch::channel(Word::Prepare);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let limit = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    for (index, target) in targets.iter().enumerate() {
+    for (index, (target, link)) in targets.iter().zip(links).enumerate() {
         let member = Member {
             index,
+            link,
             target: target.clone(),
             group: group.to_string(),
             request: request.clone(),
@@ -439,8 +444,9 @@ impl Signals {
 }
 
 /// One member's connection, driven by the coordinator's words.
-struct Member {
+struct Member<L> {
     index: usize,
+    link: L,
     target: Target,
     group: String,
     request: GroupRequest,
@@ -449,7 +455,7 @@ struct Member {
     pacer: Arc<Pacer>,
 }
 
-impl Member {
+impl<L: Link> Member<L> {
     fn tell(&self, event: Event) {
         let _ = self.events.send((self.index, Instant::now(), event));
     }
@@ -471,9 +477,9 @@ impl Member {
         let prepared = self.prepare().await;
         drop(permit);
         let followed = match prepared {
-            Ok((agent, phases, finished, job)) => {
+            Ok(job) => {
                 self.tell(Event::Prepared);
-                self.follow(&agent, phases, finished, job).await
+                self.follow(job).await
             }
             Err(failure) => Err(failure),
         };
@@ -483,68 +489,21 @@ impl Member {
         }
     }
 
-    /// Connects, subscribes to the job's signals, and calls Prepare.
-    async fn prepare(
-        &self,
-    ) -> Result<
-        (
-            client::Agent1Proxy<'static>,
-            freezeframe_agent::service::PhaseChangedStream,
-            freezeframe_agent::service::JobFinishedStream,
-            u64,
-        ),
-        Failure,
-    > {
-        let target = &self.target;
-        let connection = client::connect(target).await?;
-        let agent = agent::proxy(target, &connection).await?;
-        let phases = agent
-            .receive_phase_changed()
-            .await
-            .map_err(|e| agent::bus_failure(target, e))?;
-        let finished = agent
-            .receive_job_finished()
-            .await
-            .map_err(|e| agent::bus_failure(target, e))?;
+    /// Connects, subscribes to the job's signals, and calls Prepare, unless the group was
+    /// aborted meanwhile.
+    async fn prepare(&mut self) -> Result<u64, Failure> {
+        self.link.connect().await?;
         if let Word::Abort(why) = &*self.words.borrow() {
             return Err(Failure::new(
                 Exit::Failed,
-                format!("{target}: not prepared: {why}"),
+                format!("{}: not prepared: {why}", self.target),
             ));
         }
-        let option = |v: zbus::Variant<'static>| OwnedVariant::try_from(v).expect("no file descriptors");
-        let mut options: HashMap<String, OwnedVariant> = HashMap::new();
-        options.insert("group".into(), option(self.group.clone().into()));
-        options.insert("wait".into(), option(self.request.wait.into()));
-        options.insert(
-            "timeout-ms".into(),
-            option((self.request.prepare_timeout.as_millis() as u64).into()),
-        );
-        if let Some(max) = self.request.max_freeze {
-            options.insert("max-freeze-ms".into(), option((max.as_millis() as u64).into()));
-        }
-        let job = agent
-            .prepare(options)
-            .await
-            .map_err(|e| agent::call_failure(target, e))?;
-        Ok((agent, phases, finished, job))
+        self.link.prepare(&self.group, &self.request).await
     }
 
     /// Passes the coordinator's words on to the job and its phases back, until it ends.
-    async fn follow(
-        &mut self,
-        agent: &client::Agent1Proxy<'static>,
-        mut phases: freezeframe_agent::service::PhaseChangedStream,
-        mut finished: freezeframe_agent::service::JobFinishedStream,
-        job: u64,
-    ) -> Result<(), Failure> {
-        let target = self.target.clone();
-        let gone = || {
-            Failure::new(
-                Exit::Unreachable,
-                format!("{target}: the connection closed before job {job} finished"),
-            )
-        };
+    async fn follow(&mut self, job: u64) -> Result<(), Failure> {
         let mut passed = Word::Prepare;
         let mut words_open = true;
         // A word given before Prepare answered is passed on at once.
@@ -553,52 +512,28 @@ impl Member {
             if std::mem::take(&mut pending_word) {
                 let word = self.words.borrow_and_update().clone();
                 if word != passed {
-                    self.pass(agent, job, &word).await;
+                    // A refusal is reported; the job's own report follows.
+                    if let Err(failure) = self.link.say(job, &word).await {
+                        self.tell(Event::Failed(failure));
+                    }
                     passed = word;
                 }
             }
             tokio::select! {
-                signal = phases.next() => {
-                    let signal = signal.ok_or_else(gone)?;
-                    let Ok(a) = signal.args() else { continue };
-                    match (a.job == job && !a.finished, a.phase) {
-                        (true, "ready") => self.tell(Event::Ready),
-                        (true, "hold") => self.tell(Event::Frozen),
-                        _ => {}
-                    }
-                }
-                signal = finished.next() => {
-                    let signal = signal.ok_or_else(gone)?;
-                    let Ok(a) = signal.args() else { continue };
-                    if a.job == job {
-                        let report = agent::read::<Report>(&target, &a.report)?;
+                heard = self.link.next(job) => match heard? {
+                    Heard::Ready => self.tell(Event::Ready),
+                    Heard::Frozen => self.tell(Event::Frozen),
+                    Heard::Finished(report) => {
                         self.pacer.finished(report.provider_calls, report.provider_budget);
-                        self.tell(Event::Finished(Box::new(report)));
+                        self.tell(Event::Finished(report));
                         return Ok(());
                     }
-                }
+                },
                 changed = self.words.changed(), if words_open => {
                     words_open = changed.is_ok();
                     pending_word = words_open;
                 }
             }
-        }
-    }
-
-    /// Says `word` to the member's agent. A refusal is reported; the job's own report follows.
-    async fn pass(&self, agent: &client::Agent1Proxy<'static>, job: u64, word: &Word) {
-        let answer = match word {
-            Word::Prepare => return,
-            Word::Freeze => agent.freeze(job).await,
-            Word::Commit => agent.commit(job).await,
-            // A job that already ended, or is committed, says so; its report tells the rest.
-            Word::Abort(why) => {
-                let _ = agent.abort(job, why).await;
-                return;
-            }
-        };
-        if let Err(e) = answer {
-            self.tell(Event::Failed(agent::call_failure(&self.target, e)));
         }
     }
 }
@@ -679,6 +614,9 @@ pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Ex
     }
     exit
 }
+
+#[cfg(test)]
+mod coordinator_tests;
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,8 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub(crate) use super::ports::Api;
+
 /// Every drill's resources carry this tag; `--cleanup` destroys what carries it.
 pub const DRILL_TAG: &str = "freezeframe-verify";
 
@@ -210,7 +212,7 @@ struct Plan {
 }
 
 /// The snapshot, its run's volume snapshots and the size: every check before anything costs.
-async fn plan(client: &Client, options: &DrillOptions) -> Result<Plan, Failure> {
+async fn plan(client: &impl Api, options: &DrillOptions) -> Result<Plan, Failure> {
     let api = |what: &str, e: ApiError| Failure::new(Exit::Failed, format!("{what}: {e}"));
     let snapshot = match client.snapshot(&options.snapshot).await {
         Ok(s) => s,
@@ -268,7 +270,7 @@ async fn plan(client: &Client, options: &DrillOptions) -> Result<Plan, Failure> 
 }
 
 /// The size asked for, or the cheapest on sale in the snapshot's region whose disk fits it.
-async fn choose_size(client: &Client, snapshot: &Snapshot, asked: Option<&str>) -> Result<Size, Failure> {
+async fn choose_size(client: &impl Api, snapshot: &Snapshot, asked: Option<&str>) -> Result<Size, Failure> {
     let region = snapshot.regions.first().map(String::as_str).unwrap_or_default();
     let sizes = client
         .sizes()
@@ -364,6 +366,15 @@ enum Stop {
 /// Runs a drill: plan, consent, restore and verify (raced against signals and the timeout),
 /// then cleanup and the record, whatever happened.
 pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, DrillReport), Failure> {
+    run_on(client, &Ssh, options).await
+}
+
+/// [`run`], with `client` for the API and `remote` for the check on the restored Droplet.
+async fn run_on(
+    client: &impl Api,
+    remote: &impl Remote,
+    options: &DrillOptions,
+) -> Result<(Exit, DrillReport), Failure> {
     let plan = plan(client, options).await?;
     consent(&plan, options)?;
     let host_key = HostKey::generate()?;
@@ -382,7 +393,15 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
         ..DrillReport::default()
     }));
     let stop = {
-        let drill = restore_and_verify(client, options, &plan, &run_tag, &host_key, report.clone());
+        let drill = restore_and_verify(
+            client,
+            remote,
+            options,
+            &plan,
+            &run_tag,
+            &host_key,
+            report.clone(),
+        );
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
         tokio::select! {
@@ -418,7 +437,7 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
 
 /// Tags the snapshot with the result, and with when the platform read its disk: the agent on
 /// the Droplet reads that verdict back before its next runs (`platform.rs`).
-async fn record(client: &Client, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
+async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
     let result = if found.verified {
         platform::VERIFIED_TAG
     } else {
@@ -440,7 +459,8 @@ async fn record(client: &Client, snapshot: &str, found: &MachineVerification, re
 /// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
 /// learns goes into `report` as it goes, so an interrupted drill still says what it made.
 async fn restore_and_verify(
-    client: &Client,
+    client: &impl Api,
+    remote: &impl Remote,
     options: &DrillOptions,
     plan: &Plan,
     run_tag: &str,
@@ -510,7 +530,7 @@ async fn restore_and_verify(
         known_hosts: host_key.known_hosts(&alias)?,
         alias,
     };
-    let found = remote_verify(options, &address, &volume_names, &pinned).await?;
+    let found = remote.verify(options, &address, &volume_names, &pinned).await?;
     note(&|r| {
         r.verified_seconds = Some(started.elapsed().as_secs_f64());
         r.verification = Some(found.clone());
@@ -519,7 +539,7 @@ async fn restore_and_verify(
 }
 
 /// Polls the Droplet until it is active with a public address.
-async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<String, Stop> {
+async fn wait_until_up(client: &impl Api, id: u64, poll: Duration) -> Result<String, Stop> {
     loop {
         let droplet = client
             .droplet(id)
@@ -539,6 +559,32 @@ async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<Strin
 struct Pinned {
     known_hosts: std::path::PathBuf,
     alias: String,
+}
+
+/// Where the restored Droplet is checked: [`Ssh`], or the tests' double.
+trait Remote {
+    async fn verify(
+        &self,
+        options: &DrillOptions,
+        address: &str,
+        volumes: &[String],
+        pinned: &Pinned,
+    ) -> Result<MachineVerification, Stop>;
+}
+
+/// The check over ssh: [`remote_verify`].
+struct Ssh;
+
+impl Remote for Ssh {
+    async fn verify(
+        &self,
+        options: &DrillOptions,
+        address: &str,
+        volumes: &[String],
+        pinned: &Pinned,
+    ) -> Result<MachineVerification, Stop> {
+        remote_verify(options, address, volumes, pinned).await
+    }
 }
 
 /// `freezeframe-agent verify --json` on the restored Droplet over ssh, retried while ssh cannot
@@ -683,7 +729,7 @@ fn ssh_failure(options: &DrillOptions, address: &str, status: &std::process::Exi
 /// Destroys every Droplet and volume that carries `tag`: the Droplets first (destroying one
 /// detaches its volumes), then the volumes, waiting out an attachment that is still being
 /// undone. What could not be destroyed, in words.
-pub async fn cleanup(client: &Client, tag: &str) -> Vec<String> {
+pub async fn cleanup(client: &impl Api, tag: &str) -> Vec<String> {
     let mut left = Vec::new();
     if let Err(e) = client.delete_droplets_tagged(tag).await {
         left.push(format!("the Droplets tagged {tag} ({e})"));
@@ -826,6 +872,9 @@ fn verification_text(found: &MachineVerification) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod drill_tests;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! (`--scheduled`, [`scheduled`]), or `--cleanup` of what drills left behind.
 
 pub(crate) mod drill;
+mod ports;
 pub(crate) mod scheduled;
 
 use crate::agent::Exit;

@@ -2,26 +2,20 @@
 //! live progress, the plan, status, the snapshot list, pruning.
 
 use crate::client::{self, Agent1Proxy, Target};
-use freezeframe_agent::job::SnapshotPlan;
-use freezeframe_agent::runtime::Recovered;
-use freezeframe_agent::service::wire::{self, Dict};
-use freezeframe_agent::service::{AgentError, AgentStatus};
-use freezeframe_agent::transaction::ports::{DrillResult, Pruned, SnapshotInfo};
-use freezeframe_agent::transaction::{Report, Status};
+use freezeframe_contract::wire::{self, Dict};
+use freezeframe_contract::Recovered;
+use freezeframe_contract::SnapshotPlan;
+use freezeframe_contract::{AgentError, AgentStatus};
+use freezeframe_contract::{DrillResult, Pruned, SnapshotInfo};
+use freezeframe_contract::{Report, Status};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::io::Write;
 use zbus::OwnedVariant;
 
-/// Exit codes: 0 success, 1 the snapshot (or call) failed, 2 usage or configuration error,
-/// 3 the agent could not be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Success = 0,
-    Failed = 1,
-    Usage = 2,
-    Unreachable = 3,
-}
+/// Exit codes: the table both binaries share (0 success, 1 the snapshot or call failed, 2 usage
+/// or configuration error, 3 the agent could not be reached, 75 the agent is busy).
+pub use freezeframe_contract::Exit;
 
 /// A failure, with what to do about it, and its exit code.
 #[derive(Debug, Clone)]
@@ -247,8 +241,8 @@ impl Finished {
 
     pub fn text(&self) -> String {
         match self {
-            Finished::Snapshot(report) => freezeframe_agent::render::report(report),
-            Finished::Plan(plan) => freezeframe_agent::render::plan(plan),
+            Finished::Snapshot(report) => freezeframe_contract::render::report(report),
+            Finished::Plan(plan) => freezeframe_contract::render::plan(plan),
         }
     }
 
@@ -450,19 +444,17 @@ pub async fn thaw(target: &Target) -> Result<Recovered, Failure> {
 /// Thaws what a dead agent left on this machine without an agent (root only): the runtime
 /// directory's record and owed resumes, as `freezeframe-agent thaw` does.
 pub async fn thaw_here(runtime_dir: &std::path::Path) -> Result<Recovered, Failure> {
-    freezeframe_agent::runtime::recover(runtime_dir, None, freezeframe_agent::config::DEFAULT_HOOK_TIMEOUT)
-        .await
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                "; run it as root"
-            } else {
-                ""
-            };
-            Failure::new(
-                Exit::Failed,
-                format!("cannot thaw from {}: {e}{hint}", runtime_dir.display()),
-            )
-        })
+    freezeframe_agent::thaw_leftovers(runtime_dir).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; run it as root"
+        } else {
+            ""
+        };
+        Failure::new(
+            Exit::Failed,
+            format!("cannot thaw from {}: {e}{hint}", runtime_dir.display()),
+        )
+    })
 }
 
 /// Status as text.
@@ -487,7 +479,7 @@ pub fn status_text(view: &StatusView) -> String {
         None => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),
         Some(last) => {
             out.push_str("last result: ");
-            out.push_str(&freezeframe_agent::render::report(last));
+            out.push_str(&freezeframe_contract::render::report(last));
         }
     }
     if let Some(history) = status.history.as_ref().filter(|h| !h.runs.is_empty()) {
@@ -516,8 +508,8 @@ pub fn status_text(view: &StatusView) -> String {
 const STATUS_RUNS: usize = 10;
 
 /// The counts and the last `shown` runs of the agent's record, newest first.
-fn history_text(history: &freezeframe_agent::history::History, shown: usize) -> String {
-    use freezeframe_agent::transaction::Status;
+fn history_text(history: &freezeframe_contract::history::History, shown: usize) -> String {
+    use freezeframe_contract::Status;
     let totals = &history.totals;
     let mut out = format!(
         "runs recorded: {} succeeded, {} failed; the thaw guard ended {} freezes at the deadline and {} \

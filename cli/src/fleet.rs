@@ -7,8 +7,8 @@ use crate::client::{Host, Target};
 use crate::commands::{self, Exit, Failure, Finished, SnapshotRequest};
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
-use freezeframe_agent::transaction::ports::DrillResult;
-use freezeframe_agent::transaction::Status;
+use freezeframe_contract::DrillResult;
+use freezeframe_contract::Status;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -116,7 +116,7 @@ fn json(value: &impl serde::Serialize) -> Value {
 }
 
 /// One line about a machine's snapshot.
-pub(crate) fn snapshot_line(report: &freezeframe_agent::transaction::Report) -> String {
+pub(crate) fn snapshot_line(report: &freezeframe_contract::Report) -> String {
     let verdict = if report.status == Status::Succeeded {
         "succeeded"
     } else {

@@ -11,8 +11,8 @@ use crate::client::{self, Target};
 use crate::commands::{self, Exit, Failure};
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
-use freezeframe_agent::transaction::ports::{Consistency, SnapshotInfo};
-use freezeframe_agent::transaction::Report;
+use freezeframe_contract::Report;
+use freezeframe_contract::{Consistency, SnapshotInfo};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -99,7 +99,7 @@ pub struct GroupResult {
 
 /// Runs the group snapshot on `targets` and prints its result.
 pub async fn run(cli: &Cli, targets: &[Target], request: &GroupRequest) -> Exit {
-    let group = freezeframe_agent::naming::new_group_id();
+    let group = freezeframe_agent::new_group_id();
     let pacer = Arc::new(Pacer::new(cli.api_rate));
     let result = coordinate(targets, request, &group, cli.parallel as usize, pacer).await;
     if cli.json {
@@ -291,7 +291,7 @@ fn result(
     aborted: Option<String>,
     cut: Option<(Instant, Instant)>,
 ) -> GroupResult {
-    let ms = |d: Duration| freezeframe_agent::transaction::ms(d);
+    let ms = |d: Duration| freezeframe_contract::report::ms(d);
     let signed = |a: Instant, b: Instant| if a >= b { ms(a - b) } else { -ms(b - a) };
     let members: Vec<MemberResult> = targets
         .iter()
@@ -477,8 +477,8 @@ impl Member {
     ) -> Result<
         (
             client::Agent1Proxy<'static>,
-            freezeframe_agent::service::PhaseChangedStream,
-            freezeframe_agent::service::JobFinishedStream,
+            freezeframe_contract::PhaseChangedStream,
+            freezeframe_contract::JobFinishedStream,
             u64,
         ),
         Failure,
@@ -522,8 +522,8 @@ impl Member {
     async fn follow(
         &mut self,
         agent: &client::Agent1Proxy<'static>,
-        mut phases: freezeframe_agent::service::PhaseChangedStream,
-        mut finished: freezeframe_agent::service::JobFinishedStream,
+        mut phases: freezeframe_contract::PhaseChangedStream,
+        mut finished: freezeframe_contract::JobFinishedStream,
         job: u64,
     ) -> Result<(), Failure> {
         let target = self.target.clone();

@@ -176,7 +176,7 @@ async fn remote(cli: &Cli) -> Exit {
 /// Options that make no sense together, refused before anything is reached.
 fn check_combination(cli: &Cli) -> Result<(), String> {
     if let Command::List { group: Some(id) } = &cli.command {
-        if !freezeframe_agent::naming::is_group_id(id) {
+        if !freezeframe_agent::is_group_id(id) {
             return Err(format!(
                 "--group {id}: a group's id is g and 8 lowercase hexadecimal digits, as in its snapshots' names"
             ));
@@ -243,9 +243,13 @@ async fn one_machine(
                 .await
                 .map(|finished| (finished.exit(), finished.to_json(), finished.text()))
         }
-        Command::Plan => commands::plan(target)
-            .await
-            .map(|plan| (Exit::Success, json(&plan), freezeframe_agent::render::plan(&plan))),
+        Command::Plan => commands::plan(target).await.map(|plan| {
+            (
+                Exit::Success,
+                json(&plan),
+                freezeframe_contract::render::plan(&plan),
+            )
+        }),
         Command::Status => commands::status(target)
             .await
             .map(|status| (Exit::Success, json(&status), commands::status_text(&status))),
@@ -364,7 +368,7 @@ fn json(value: &impl serde::Serialize) -> serde_json::Value {
 async fn thaw(
     target: &Target,
     runtime_dir: Option<&std::path::Path>,
-) -> Result<(freezeframe_agent::runtime::Recovered, String), commands::Failure> {
+) -> Result<(freezeframe_contract::Recovered, String), commands::Failure> {
     let through_agent = commands::thaw(target).await;
     match (through_agent, target) {
         (Ok(recovered), _) => Ok((recovered, target.to_string())),

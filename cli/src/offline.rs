@@ -17,8 +17,8 @@ use freezeframe_agent::provider::digitalocean::client::{ApiError, Client};
 use freezeframe_agent::provider::digitalocean::labels;
 use freezeframe_agent::provider::digitalocean::limits::{self, VolumeLimit};
 use freezeframe_agent::provider::digitalocean::{Droplet, ListedDroplet, PowerAction};
-use freezeframe_agent::service::AgentStatus;
-use freezeframe_agent::transaction::ports::RecordedConsistency;
+use freezeframe_contract::AgentStatus;
+use freezeframe_contract::RecordedConsistency;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -348,7 +348,7 @@ impl Pending {
 
     fn record(&self, entry: &PendingPowerOn) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        freezeframe_agent::atomic_file::replace(&self.file(entry.droplet_id), &json, 0o644)
+        freezeframe_agent::replace_file(&self.file(entry.droplet_id), &json, 0o644)
     }
 
     fn clear(&self, droplet: u64) {
@@ -436,7 +436,7 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
 
 /// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API),
 /// or why it did not say within [`AGENT_ANSWERS`].
-async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, String> {
+async fn agent_plan(target: &Target) -> Result<freezeframe_contract::SnapshotPlan, String> {
     within_answer_time(crate::commands::plan(target)).await
 }
 
@@ -480,7 +480,7 @@ impl Run<'_> {
     fn step(&mut self, step: &'static str, since: Instant) {
         self.report.steps.push(Step {
             step,
-            ms: freezeframe_agent::transaction::ms(since.elapsed()),
+            ms: freezeframe_contract::report::ms(since.elapsed()),
         });
     }
 
@@ -716,7 +716,7 @@ impl Run<'_> {
         self.report.running = true;
         self.report.downtime_ms = self
             .down_at
-            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+            .map(|at| freezeframe_contract::report::ms(at.elapsed()));
         if let Err(e) = client.untag_droplet(PENDING_TAG, id).await {
             eprintln!("freezeframe: warning: Droplet {id} is running, but its tag {PENDING_TAG} stays: {e}");
         }
@@ -829,7 +829,7 @@ impl Run<'_> {
         self.step("agent", waiting);
         self.report.agent_downtime_ms = self
             .down_at
-            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+            .map(|at| freezeframe_contract::report::ms(at.elapsed()));
         Ok(())
     }
 }

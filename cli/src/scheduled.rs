@@ -7,9 +7,9 @@
 use crate::commands::{Exit, Failure};
 use crate::drill::{self, DrillOptions, DrillReport};
 use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
-use freezeframe_agent::history::LastDrill;
 use freezeframe_agent::provider::digitalocean::client::{droplet_id_from_metadata, http_client, Client};
 use freezeframe_agent::secret::read_private_file;
+use freezeframe_agent::LastDrill;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -151,7 +151,7 @@ fn record(settings: &Settings, last: &LastDrill) -> Result<(), Failure> {
             format!("cannot record the drill in {}: {e}", state_file.display()),
         )
     })?;
-    freezeframe_agent::metrics::publish_between_runs(settings);
+    freezeframe_agent::publish_metrics(settings);
     Ok(())
 }
 

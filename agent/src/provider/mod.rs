@@ -2,4 +2,4 @@
 //! implements [`crate::transaction::ports::SnapshotProvider`].
 
 pub mod digitalocean;
-pub mod local_image;
+test_kit_mod!(local_image);

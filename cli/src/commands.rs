@@ -60,7 +60,7 @@ pub(crate) fn call_failure(target: &Target, e: AgentError) -> Failure {
             format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
         )
         .at("authorisation"),
-        AgentError::Busy(m) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
+        AgentError::Busy(m) => Failure::new(Exit::Busy, format!("{target}: busy: {m}")),
         AgentError::Failed(m) => Failure::new(Exit::Failed, format!("{target}: {m}")),
     }
 }

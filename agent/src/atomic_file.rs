@@ -22,7 +22,7 @@ const MAX_LINKS: usize = 40;
 
 /// Replaces `path` with `bytes`, mode exactly `mode` (whatever the umask), atomically; its
 /// folder (and any missing above it, mode 0755) is made if needed. See the module's comment.
-pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let (dir, name) = split(path)?;
     let dir = open_dir(dir, Some(0o755))?;
     replace_in(dir.as_fd(), name, bytes, mode)

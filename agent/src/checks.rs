@@ -12,18 +12,7 @@ use crate::transaction::ports::Target;
 use std::path::Path;
 use std::process::Command;
 
-/// One check's outcome, as `doctor` shows it (the service's `Check` answers a list of them).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Check {
-    /// What was checked, such as `provider digitalocean`.
-    pub name: String,
-    /// Whether it passed.
-    pub ok: bool,
-    /// What was found.
-    pub detail: String,
-    /// What to do when it failed.
-    pub fix: String,
-}
+pub(crate) use freezeframe_contract::Check;
 
 fn check<F: Into<String>>(name: &str, result: Result<String, (String, F)>) -> Check {
     match result {

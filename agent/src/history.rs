@@ -4,124 +4,9 @@
 //! frozen, and atomically ([`crate::atomic_file`]), so a crash or a reboot leaves the old record
 //! or the new one, never half of one.
 
-use crate::transaction::ports::{Consistency, GuardEvent};
-use crate::transaction::{Report, Status};
+pub(crate) use freezeframe_contract::history::{History, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// What the agent keeps (`history.file`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// Counts since the record began; trimming the runs does not lower them.
-    pub totals: Totals,
-    /// The last runs, oldest first, at most `history.keep`.
-    pub runs: Vec<RunRecord>,
-}
-
-/// Counts since the record began.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Runs that did everything asked.
-    pub succeeded: u64,
-    /// Runs that failed.
-    pub failed: u64,
-    /// Freezes the guard ended at `max_freeze`.
-    pub guard_deadline_thaws: u64,
-    /// Freezes the guard ended because the agent died while holding them.
-    pub guard_agent_died_thaws: u64,
-}
-
-/// One run, as `status` lists it and the metrics read it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// When it started, in seconds since the Unix epoch.
-    pub started_unix: f64,
-    /// When it ended, likewise.
-    pub finished_unix: f64,
-    /// How it ended.
-    pub status: Status,
-    /// What the snapshot achieved; none when no snapshot was requested.
-    pub consistency: Option<Consistency>,
-    /// The snapshot's name; empty when the run did not start.
-    pub snapshot_name: String,
-    /// The snapshot's id, when the run waited for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_id: Option<String>,
-    /// The Droplet it is of.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub droplet_id: Option<u64>,
-    /// The consistency group it was a member of.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Time spent quiescing, in milliseconds.
-    pub quiesce_ms: f64,
-    /// First FIFREEZE to last FITHAW: how long writes were blocked.
-    pub frozen_ms: f64,
-    /// The snapshot request, inside the window.
-    pub request_ms: f64,
-    /// The whole run.
-    pub total_ms: f64,
-    /// The guard ended the freeze at the deadline.
-    #[serde(default)]
-    pub guard_deadline_thaw: bool,
-    /// Snapshots of this machine kept after retention, when it ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshots_kept: Option<u64>,
-    /// Where each database stood in the snapshot (a restore is matched to a replica or a
-    /// point-in-time recovery by it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub positions: Vec<DatabasePosition>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl RunRecord {
-    /// The record of `report`, a run from `started` to `finished`.
-    pub fn of(report: &Report, started: SystemTime, finished: SystemTime) -> RunRecord {
-        RunRecord {
-            started_unix: unix(started),
-            finished_unix: unix(finished),
-            status: report.status,
-            consistency: report.consistency,
-            snapshot_name: report.snapshot_name.clone(),
-            snapshot_id: report.snapshot_id.clone(),
-            droplet_id: report.droplet_id,
-            group: report.group.as_ref().map(|g| g.id.clone()),
-            quiesce_ms: report.quiesce_ms,
-            frozen_ms: report.frozen_ms,
-            request_ms: report.request_ms,
-            total_ms: report.total_ms,
-            guard_deadline_thaw: report.guard_event == Some(GuardEvent::DeadlineThawed),
-            snapshots_kept: report.snapshots_kept,
-            positions: report
-                .quiescers
-                .iter()
-                .filter(|q| q.log_position.is_some() || q.details.is_some())
-                .map(|q| DatabasePosition {
-                    quiescer: q.name.clone(),
-                    lsn: q.log_position.as_ref().map(|p| p.lsn.clone()),
-                    details: q.details.clone(),
-                })
-                .collect(),
-            error: report.error.clone(),
-        }
-    }
-}
-
-/// Where one database stood in a run's snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatabasePosition {
-    /// The quiescer, as the report names it.
-    pub quiescer: String,
-    /// PostgreSQL's write-ahead log position once prepared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lsn: Option<String>,
-    /// What the quiescer recorded, such as MariaDB's binary log position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<String>,
-}
 
 /// The last scheduled restore drill (`verify.state_file`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,57 +32,32 @@ impl LastDrill {
     }
 }
 
-pub(crate) fn unix(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+/// The record in `file`; empty when there is none. One this version cannot read is set
+/// aside (`.unreadable`) with a warning, and a new one begins.
+pub(crate) fn load(file: &Path) -> History {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return History::default(),
+        Err(e) => {
+            tracing::warn!("cannot read the run history {}: {e}", file.display());
+            return History::default();
+        }
+    };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let aside = file.with_extension("unreadable");
+        tracing::warn!(
+            "the run history {} cannot be read ({e}): kept as {}, a new one begins",
+            file.display(),
+            aside.display()
+        );
+        let _ = std::fs::rename(file, &aside);
+        History::default()
+    })
 }
 
-impl History {
-    /// The record in `file`; empty when there is none. One this version cannot read is set
-    /// aside (`.unreadable`) with a warning, and a new one begins.
-    pub fn load(file: &Path) -> History {
-        let bytes = match std::fs::read(file) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return History::default(),
-            Err(e) => {
-                tracing::warn!("cannot read the run history {}: {e}", file.display());
-                return History::default();
-            }
-        };
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            let aside = file.with_extension("unreadable");
-            tracing::warn!(
-                "the run history {} cannot be read ({e}): kept as {}, a new one begins",
-                file.display(),
-                aside.display()
-            );
-            let _ = std::fs::rename(file, &aside);
-            History::default()
-        })
-    }
-
-    /// Adds `run`, keeping the last `keep` runs.
-    pub(crate) fn add(&mut self, run: RunRecord, keep: usize) {
-        match run.status {
-            Status::Succeeded => self.totals.succeeded += 1,
-            Status::Failed => self.totals.failed += 1,
-        }
-        if run.guard_deadline_thaw {
-            self.totals.guard_deadline_thaws += 1;
-        }
-        self.runs.push(run);
-        let over = self.runs.len().saturating_sub(keep.max(1));
-        self.runs.drain(..over);
-    }
-
-    /// The last run that succeeded.
-    pub fn last_success(&self) -> Option<&RunRecord> {
-        self.runs.iter().rev().find(|r| r.status == Status::Succeeded)
-    }
-
-    /// Writes the record to `file`, atomically.
-    pub(crate) fn store(&self, file: &Path) -> std::io::Result<()> {
-        crate::atomic_file::replace(file, &serde_json::to_vec(self).unwrap_or_default(), 0o600)
-    }
+/// Writes the record to `file`, atomically.
+fn store(history: &History, file: &Path) -> std::io::Result<()> {
+    crate::atomic_file::replace(file, &serde_json::to_vec(history).unwrap_or_default(), 0o600)
 }
 
 /// The guard's notes that it thawed for an agent that died ([`crate::guard::DIED_NOTE_PREFIX`]), counted
@@ -220,8 +80,8 @@ pub(crate) fn count_guard_notes(history: &mut History, runtime_dir: &Path) -> Ve
 
 /// Adds `run` (when there is one) and the guard's notes to the history in `file`; whether
 /// it changed. Failures are logged: a run is not failed for its record.
-pub fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecord>) -> bool {
-    let mut history = History::load(file);
+pub(crate) fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecord>) -> bool {
+    let mut history = load(file);
     let notes = count_guard_notes(&mut history, runtime_dir);
     if run.is_none() && notes.is_empty() {
         return false;
@@ -229,7 +89,7 @@ pub fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecor
     if let Some(run) = run {
         history.add(run, keep);
     }
-    match history.store(file) {
+    match store(&history, file) {
         Ok(()) => {
             for note in notes {
                 let _ = std::fs::remove_file(note);
@@ -243,6 +103,7 @@ pub fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freezeframe_contract::{Consistency, Status};
 
     fn run(status: Status, at: f64) -> RunRecord {
         RunRecord {
@@ -266,23 +127,6 @@ mod tests {
     }
 
     #[test]
-    fn the_runs_are_bounded_and_the_counts_are_not() {
-        let mut history = History::default();
-        for i in 0..7 {
-            let status = if i % 3 == 2 {
-                Status::Failed
-            } else {
-                Status::Succeeded
-            };
-            history.add(run(status, i as f64), 3);
-        }
-        assert_eq!(history.runs.len(), 3);
-        assert_eq!(history.runs[0].started_unix, 4.0, "the oldest go first");
-        assert_eq!((history.totals.succeeded, history.totals.failed), (5, 2));
-        assert_eq!(history.last_success().unwrap().started_unix, 6.0);
-    }
-
-    #[test]
     fn a_record_survives_as_written_and_an_unreadable_one_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("state/history.json");
@@ -290,7 +134,7 @@ mod tests {
         std::fs::create_dir_all(&runtime).unwrap();
         std::fs::write(runtime.join(format!("{}1-2", crate::guard::DIED_NOTE_PREFIX)), "").unwrap();
         assert!(record(&file, 10, &runtime, Some(run(Status::Succeeded, 1.0))));
-        let written = History::load(&file);
+        let written = load(&file);
         assert_eq!(written.totals.guard_agent_died_thaws, 1);
         assert_eq!(written.runs.len(), 1);
         assert!(!record(&file, 10, &runtime, None), "nothing new to record");
@@ -305,7 +149,7 @@ mod tests {
             "no temporary file is left"
         );
         std::fs::write(&file, "{ not json").unwrap();
-        assert_eq!(History::load(&file), History::default());
+        assert_eq!(load(&file), History::default());
         assert!(file.with_extension("unreadable").exists());
     }
 }

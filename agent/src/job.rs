@@ -11,14 +11,14 @@ use crate::provider::local_image::LocalImage;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
-use crate::transaction::ports::{Barrier, Skipped, SnapshotProvider, Target};
+use crate::transaction::ports::{Barrier, SnapshotProvider};
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, metrics, systemd};
-use serde::{Deserialize, Serialize};
+pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
 
 /// What the caller asks of one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     /// A fixed name instead of `snapshot.name_template`.
     pub name: Option<String>,
     /// Wait until the provider reports the snapshot complete.
@@ -29,7 +29,7 @@ pub struct JobRequest {
 
 /// Why a job could not start. Once it started, failures are in its [`Report`].
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     /// The name asked for is not a valid snapshot name.
     #[error(transparent)]
     Name(naming::BadName),
@@ -55,7 +55,7 @@ pub enum JobError {
 
 impl JobError {
     /// Whether another run holds the runtime directory.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         matches!(self, JobError::Runtime(RuntimeError::Busy { .. }))
     }
 }
@@ -94,64 +94,8 @@ pub(crate) async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connect
     QuiescePlan::discover(&settings.quiesce, units).await
 }
 
-/// Everything `plan` shows: the freeze order, skips, quiescers and detected databases. Its
-/// JSON form is `plan --json`; on D-Bus it is the same keys as `a{sv}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotPlan {
-    /// The provider, as in `snapshot.provider`.
-    pub provider: String,
-    /// `freeze.max_freeze`, in milliseconds.
-    pub max_freeze_ms: u64,
-    /// The quiescers, in prepare order, as lines.
-    pub quiesce: Vec<String>,
-    /// What database detection found.
-    pub databases: DatabaseDetection,
-    /// Applications found running that nothing quiesces, each with why.
-    #[serde(default)]
-    pub not_quiesced: Vec<String>,
-    #[serde(default)]
-    /// What would be frozen, in freeze order.
-    pub freeze_order: Vec<Target>,
-    #[serde(default)]
-    /// What would not be frozen, and why.
-    pub skipped: Vec<Skipped>,
-}
-
-/// What database detection found. `enabled` is false with `quiesce.auto = false`; otherwise
-/// one of `systemd` (there is none to ask: why), `error` (listing failed) or `units` is set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatabaseDetection {
-    /// `quiesce.auto`.
-    pub enabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// There is no systemd to ask: why.
-    pub systemd: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// Listing the units failed: why.
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// The database units found running.
-    pub units: Option<Vec<DetectedUnit>>,
-}
-
-/// A database unit found running, and what quiesces it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DetectedUnit {
-    /// The unit, such as `postgresql@15-main.service`.
-    pub unit: String,
-    /// `postgresql`, `mariadb`, `redis` or `mongodb`.
-    pub kind: String,
-    /// Its main process.
-    pub main_pid: u32,
-    /// What quiesces it: its native quiescer, a configured one, or nothing.
-    pub handled_by: String,
-    /// Why nothing quiesces it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
 /// What a snapshot would freeze and quiesce now.
-pub async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, PlanFromSystemError> {
+pub(crate) async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, PlanFromSystemError> {
     let plan = freeze_plan(settings)?;
     let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
@@ -229,7 +173,7 @@ fn detection(quiesce: &QuiescePlan) -> DatabaseDetection {
 ///
 /// A member of a consistency group passes its `barrier`: the run waits there for the group,
 /// names its snapshot with the group's template, and leaves retention to the group's.
-pub async fn execute(
+pub(crate) async fn execute(
     settings: &Settings,
     request: &JobRequest,
     observer: &dyn Observer,

@@ -1,33 +1,90 @@
 //! freezeframe-agent: database-consistent live snapshots. Quiesces applications, flushes and
 //! freezes the filesystems under a thaw guard, asks the provider for a snapshot, and thaws as
 //! soon as the request has registered. See ARCHITECTURE.md for the map.
+//!
+//! The library is the agent's program ([`main`]) and what the `freezeframe` CLI runs on the
+//! machine itself; the agent's contract with its clients (the D-Bus interface, reports, exit
+//! codes) is the `freezeframe-contract` crate. Exported:
+//!
+//! - [`main`]: the `freezeframe-agent` program.
+//! - [`thaw_leftovers`]: the emergency thaw without an agent (`freezeframe thaw`).
+//! - [`publish_metrics`]: the metrics files, between runs (after a scheduled drill).
+//! - [`replace_file`]: the one writer of state files (the CLI's pending power-on).
+//! - [`new_group_id`], [`is_group_id`]: a consistency group's id.
+//! - [`LastDrill`]: the record of the last scheduled restore drill.
+//! - [`config`]: the configuration, for the CLI's scheduled drill.
+//! - [`provider`]: DigitalOcean's API client, for the CLI's fleets, offline snapshots and drills.
+//! - [`secret`]: tokens that never print, and the secret variables.
+//! - [`stdout`]: results on stdout, ended quietly when the reader goes.
+//! - [`verify`]: what `verify` finds on a restored machine, as the CLI's drill reads it back.
+//!
+//! With the `test-kit` feature (the tests, the demo and the fuzz targets; nothing shipped) also
+//! the engine itself: [`freeze`], [`transaction`], [`naming`], [`loop_mount`] and the
+//! local-image provider.
 
 #![warn(unreachable_pub, missing_docs)]
 
-pub mod atomic_file;
+/// A module public to the test kit (feature `test-kit`), the crate's own otherwise.
+macro_rules! test_kit_mod {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        #[cfg(feature = "test-kit")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "test-kit"))]
+        #[allow(unreachable_pub, dead_code)]
+        pub(crate) mod $name;
+    };
+}
+
+mod atomic_file;
 mod checks;
+mod cmd;
 pub mod config;
 mod dbus;
-pub mod errors;
-pub mod freeze;
-pub mod guard;
-pub mod history;
-pub mod job;
+mod errors;
+test_kit_mod!(freeze);
+mod guard;
+mod history;
+mod job;
 #[cfg(test)]
 mod layering;
-pub mod log;
+mod log;
 mod logind;
-pub mod loop_mount;
-pub mod metrics;
-pub mod naming;
-pub mod notify;
+test_kit_mod!(loop_mount);
+mod metrics;
+test_kit_mod!(naming);
+mod notify;
 pub mod provider;
 mod quiesce;
-pub mod render;
-pub mod runtime;
+mod runtime;
 pub mod secret;
-pub mod service;
+mod service;
 pub mod stdout;
 mod systemd;
-pub mod transaction;
+test_kit_mod!(transaction);
 pub mod verify;
+
+pub use cmd::main;
+pub use history::LastDrill;
+pub use naming::{is_group_id, new_group_id};
+
+/// Thaws what a dead agent left in `runtime_dir` (its frozen record, then the resumes it owed),
+/// as `freezeframe-agent thaw` does: the way back when no agent answers. Root only.
+pub async fn thaw_leftovers(
+    runtime_dir: &std::path::Path,
+) -> std::io::Result<freezeframe_contract::Recovered> {
+    runtime::recover(runtime_dir, None, config::DEFAULT_HOOK_TIMEOUT).await
+}
+
+/// Writes the metrics files (`metrics.textfile_dir`) outside a run, holding the transaction lock
+/// so no run freezes their filesystem meanwhile; waits up to 30 s for a running one.
+pub fn publish_metrics(settings: &config::Settings) {
+    metrics::publish_between_runs(settings)
+}
+
+/// Replaces `path` with `bytes`, mode exactly `mode`, atomically: the folder opened without
+/// following a link others could have placed, a new file renamed over the target, both flushed.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    atomic_file::replace(path, bytes, mode)
+}

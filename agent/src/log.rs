@@ -241,7 +241,7 @@ impl<'a> MakeWriter<'a> for GatedStderr {
 
 /// Installs the tracing subscriber (stderr, no timestamps: journald adds its own) and a panic
 /// hook that goes through the gate too. `verbosity` counts `-v` flags; `RUST_LOG` overrides.
-pub fn init(verbosity: u8) {
+pub(crate) fn init(verbosity: u8) {
     let level = match verbosity {
         0 => "info",
         1 => "debug",

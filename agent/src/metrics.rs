@@ -13,7 +13,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// The file node_exporter's textfile collector reads.
-pub const TEXTFILE: &str = "freezeframe.prom";
+pub(crate) const TEXTFILE: &str = "freezeframe.prom";
 
 /// One metric family: its help, type, and samples (labels beyond `droplet`, value).
 struct Family<'a> {
@@ -52,7 +52,7 @@ fn escape(value: &str) -> String {
 /// The metrics of `history` (and of the last scheduled drill, when there was one), labelled
 /// with the Droplet (`droplet`: its id, or this host's name where the provider has none) and,
 /// for the last run's own figures, its consistency group.
-pub fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> String {
+pub(crate) fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> String {
     let last = history.runs.last();
     let droplet = last
         .and_then(|r| r.droplet_id)
@@ -181,8 +181,8 @@ fn last_run(out: &mut String, base: &str, run: &RunRecord) {
 
 /// The metrics as they stand: the history in `history.file` and the drill in
 /// `verify.state_file`.
-pub fn current(settings: &Settings) -> String {
-    let history = History::load(&settings.history.file);
+pub(crate) fn current(settings: &Settings) -> String {
+    let history = crate::history::load(&settings.history.file);
     let drill = LastDrill::load(&settings.verify.state_file);
     render(&history, drill.as_ref(), &crate::naming::hostname())
 }
@@ -198,7 +198,7 @@ pub(crate) fn publish(settings: &Settings) {
 /// As [`publish`], outside a run (after a scheduled drill, after `thaw`): holding the
 /// transaction lock, so that no run freezes the filesystem the file is on meanwhile. A run that
 /// holds the lock past 30 s writes them itself when it ends.
-pub fn publish_between_runs(settings: &Settings) {
+pub(crate) fn publish_between_runs(settings: &Settings) {
     if settings.metrics.textfile_dir.is_none() {
         return;
     }
@@ -261,7 +261,7 @@ impl Drop for Leaves {
 /// head is slow (over [`HTTP_HEAD_TIMEOUT`]) or oversized is dropped. When every slot is taken,
 /// a newcomer closes the oldest connection that has not sent its request yet: idle connections
 /// held by a local user cannot keep out a scraper, which sends its request at once.
-pub async fn serve_http(listener: tokio::net::TcpListener, settings: Settings) {
+pub(crate) async fn serve_http(listener: tokio::net::TcpListener, settings: Settings) {
     let settings = Arc::new(settings);
     let open: OpenConnections = Arc::default();
     let mut next = 0u64;
@@ -350,7 +350,7 @@ async fn answer(
 
 /// Writes `text` as [`TEXTFILE`] in `dir`, atomically (the collector never reads half a file).
 /// A directory that does not exist means no collector here: one log line, nothing written.
-pub fn write_textfile(dir: &Path, text: &str) {
+pub(crate) fn write_textfile(dir: &Path, text: &str) {
     if !dir.is_dir() {
         tracing::info!(
             "no metrics written: {} does not exist (node_exporter's textfile collector; metrics.textfile_dir)",

@@ -4,14 +4,14 @@
 use std::os::unix::net::UnixDatagram;
 
 /// A connection to the service manager's notification socket, if there is one.
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<UnixDatagram>,
 }
 
 impl Notifier {
     /// Connects to `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket); without it,
     /// or if it cannot be reached, notifications are dropped.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let socket = std::env::var_os("NOTIFY_SOCKET").and_then(|addr| {
             let socket = UnixDatagram::unbound().ok()?;
             let addr = addr.to_string_lossy().into_owned();
@@ -38,7 +38,7 @@ impl Notifier {
     }
 
     /// `STATUS=<text>`.
-    pub fn status(&self, text: &str) {
+    pub(crate) fn status(&self, text: &str) {
         self.send(&format!("STATUS={text}"));
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::guard::record::{self, ThawOutcome};
 use crate::quiesce::{owed, pending};
+pub(crate) use freezeframe_contract::{Recovered, RecoveredFilesystem, RecoveredResume};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -15,7 +16,7 @@ const LOCK_FILE: &str = "lock";
 
 /// Why the runtime directory cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub(crate) enum RuntimeError {
     /// It cannot be made, opened or written.
     #[error("cannot use the runtime directory {path}: {source}")]
     Dir {
@@ -114,85 +115,18 @@ impl RuntimeDir {
     }
 }
 
-/// One recorded filesystem, and what recovery did to it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
-pub struct RecoveredFilesystem {
-    /// The mountpoint as recorded.
-    pub mountpoint: String,
-    /// `thawed`, `was-not-frozen`, `mount-changed` (left alone) or `failed`.
-    pub outcome: String,
-    /// Why, for `failed`; empty otherwise.
-    pub error: String,
-}
-
-/// One owed resume (a unit to thaw or start, a hook to `thaw`), and how it went.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type)]
-pub struct RecoveredResume {
-    /// What was owed, in words.
-    pub resume: String,
-    /// Whether it went well.
-    pub ok: bool,
-    /// Why it failed; empty when it went well.
-    pub error: String,
-}
-
-/// What recovery found a dead agent had left, and what it did about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Recovered {
-    /// The filesystems the frozen record listed (none when there was no record).
-    pub filesystems: Vec<RecoveredFilesystem>,
-    /// The resumes it owed, in the order they ran (last prepared first).
-    pub resumes: Vec<RecoveredResume>,
-}
-
-impl Recovered {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.filesystems.is_empty() && self.resumes.is_empty()
-    }
-
-    /// Whether anything could not be thawed or resumed.
-    pub fn failed(&self) -> bool {
-        self.filesystems.iter().any(|f| f.outcome == "failed") || self.resumes.iter().any(|r| !r.ok)
-    }
-
-    /// One line per filesystem and resume, or one saying there was nothing to do.
-    pub fn text(&self, where_: &str) -> String {
-        if self.is_empty() {
-            return format!("nothing to thaw: nothing frozen or owed in {where_}\n");
-        }
-        let mut out = String::new();
-        for f in &self.filesystems {
-            let outcome = match f.outcome.as_str() {
-                "mount-changed" => "a different filesystem is mounted there now; left alone".to_string(),
-                "failed" => format!("thaw FAILED: {}", f.error),
-                other => other.replace('-', " "),
-            };
-            out.push_str(&format!("{}: {outcome}\n", f.mountpoint));
-        }
-        for r in &self.resumes {
-            if r.ok {
-                out.push_str(&format!("{}: done\n", r.resume));
-            } else {
-                out.push_str(&format!("{}: FAILED: {}\n", r.resume, r.error));
-            }
-        }
-        out
-    }
-}
-
-impl From<(PathBuf, ThawOutcome)> for RecoveredFilesystem {
-    fn from((mountpoint, outcome): (PathBuf, ThawOutcome)) -> Self {
-        let (outcome, error) = match outcome {
-            ThawOutcome::Thawed => ("thawed", String::new()),
-            ThawOutcome::WasNotFrozen => ("was-not-frozen", String::new()),
-            ThawOutcome::MountChanged => ("mount-changed", String::new()),
-            ThawOutcome::Failed(e) => ("failed", e),
-        };
-        RecoveredFilesystem {
-            mountpoint: mountpoint.display().to_string(),
-            outcome: outcome.into(),
-            error,
-        }
+/// What recovery did to the filesystem recorded at `mountpoint`, as `Thaw` answers it.
+pub(crate) fn recovered_filesystem((mountpoint, outcome): (PathBuf, ThawOutcome)) -> RecoveredFilesystem {
+    let (outcome, error) = match outcome {
+        ThawOutcome::Thawed => ("thawed", String::new()),
+        ThawOutcome::WasNotFrozen => ("was-not-frozen", String::new()),
+        ThawOutcome::MountChanged => ("mount-changed", String::new()),
+        ThawOutcome::Failed(e) => ("failed", e),
+    };
+    RecoveredFilesystem {
+        mountpoint: mountpoint.display().to_string(),
+        outcome: outcome.into(),
+        error,
     }
 }
 
@@ -201,7 +135,7 @@ impl From<(PathBuf, ThawOutcome)> for RecoveredFilesystem {
 /// Filesystems come first because a resume (a hook, a service starting) may need to write to
 /// them. Needs no lock: it is the emergency exit (a next run calls it with the lock held).
 /// systemd is reached through `bus` (the system bus when `None`) only if a unit is owed.
-pub async fn recover(
+pub(crate) async fn recover(
     dir: &Path,
     bus: Option<&zbus::Connection>,
     hook_timeout: std::time::Duration,
@@ -217,7 +151,10 @@ pub async fn recover(
     }
     let path = dir.join(record::RECORD_FILE);
     if let Some(rec) = record::read(&path)? {
-        recovered.filesystems = record::thaw_recorded(&rec).into_iter().map(Into::into).collect();
+        recovered.filesystems = record::thaw_recorded(&rec)
+            .into_iter()
+            .map(recovered_filesystem)
+            .collect();
         record::remove(&path)?;
     }
     if !pending::recorded(dir).is_empty() {

@@ -5,25 +5,19 @@
 
 use crate::client::{self, Agent1Proxy, Target};
 use crate::progress::Progress;
-use freezeframe_agent::job::SnapshotPlan;
-use freezeframe_agent::runtime::Recovered;
-use freezeframe_agent::service::wire::{self, Dict};
-use freezeframe_agent::service::{AgentError, AgentStatus};
-use freezeframe_agent::transaction::ports::{Pruned, SnapshotInfo};
-use freezeframe_agent::transaction::{Report, Status};
+use freezeframe_contract::wire::{self, Dict};
+use freezeframe_contract::Recovered;
+use freezeframe_contract::SnapshotPlan;
+use freezeframe_contract::{AgentError, AgentStatus};
+use freezeframe_contract::{Pruned, SnapshotInfo};
+use freezeframe_contract::{Report, Status};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use zbus::OwnedVariant;
 
-/// Exit codes: 0 success, 1 the snapshot (or call) failed, 2 usage or configuration error,
-/// 3 the agent could not be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Success = 0,
-    Failed = 1,
-    Usage = 2,
-    Unreachable = 3,
-}
+/// Exit codes: the table both binaries share (0 success, 1 the snapshot or call failed, 2 usage
+/// or configuration error, 3 the agent could not be reached, 75 the agent is busy).
+pub use freezeframe_contract::Exit;
 
 /// A failure, with what to do about it, and its exit code.
 #[derive(Debug, Clone)]
@@ -68,7 +62,7 @@ pub(crate) fn call_failure(target: &Target, e: AgentError) -> Failure {
             format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
         )
         .at("authorisation"),
-        AgentError::Busy(m) => Failure::new(Exit::Failed, format!("{target}: busy: {m}")),
+        AgentError::Busy(m) => Failure::new(Exit::Busy, format!("{target}: busy: {m}")),
         AgentError::Failed(m) => Failure::new(Exit::Failed, format!("{target}: {m}")),
     }
 }
@@ -148,8 +142,8 @@ impl Finished {
 
     pub fn text(&self) -> String {
         match self {
-            Finished::Snapshot(report) => freezeframe_agent::render::report(report),
-            Finished::Plan(plan) => freezeframe_agent::render::plan(plan),
+            Finished::Snapshot(report) => freezeframe_contract::render::report(report),
+            Finished::Plan(plan) => freezeframe_contract::render::plan(plan),
         }
     }
 
@@ -309,17 +303,15 @@ pub async fn thaw(target: &Target) -> Result<Recovered, Failure> {
 /// Thaws what a dead agent left on this machine without an agent (root only): the runtime
 /// directory's record and owed resumes, as `freezeframe-agent thaw` does.
 pub async fn thaw_here(runtime_dir: &std::path::Path) -> Result<Recovered, Failure> {
-    freezeframe_agent::runtime::recover(runtime_dir, None, freezeframe_agent::config::DEFAULT_HOOK_TIMEOUT)
-        .await
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                "; run it as root"
-            } else {
-                ""
-            };
-            Failure::new(
-                Exit::Failed,
-                format!("cannot thaw from {}: {e}{hint}", runtime_dir.display()),
-            )
-        })
+    freezeframe_agent::thaw_leftovers(runtime_dir).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; run it as root"
+        } else {
+            ""
+        };
+        Failure::new(
+            Exit::Failed,
+            format!("cannot thaw from {}: {e}{hint}", runtime_dir.display()),
+        )
+    })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
 
 /// The agent's interface, as a client sees it: generated from the agent's own definition.
-pub use freezeframe_agent::service::Agent1Proxy;
+pub use freezeframe_contract::Agent1Proxy;
 
 /// Where the agent is.
 #[derive(Debug, Clone, PartialEq, Eq)]

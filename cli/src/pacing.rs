@@ -8,7 +8,7 @@
 //! a minute, and is not started otherwise. The agents still wait out a 429 before they freeze;
 //! pacing keeps them from meeting one.
 
-use freezeframe_agent::transaction::ports::ApiBudget;
+use freezeframe_contract::ApiBudget;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;

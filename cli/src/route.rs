@@ -86,7 +86,7 @@ pub async fn run(cli: &Cli) -> Exit {
 /// Options that make no sense together, refused before anything is reached.
 fn check_combination(cli: &Cli) -> Result<(), String> {
     if let Command::List { group: Some(id) } = &cli.command {
-        if !freezeframe_agent::naming::is_group_id(id) {
+        if !freezeframe_agent::is_group_id(id) {
             return Err(format!(
                 "--group {id}: a group's id is g and 8 lowercase hexadecimal digits, as in its snapshots' names"
             ));

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use freezeframe::agent::{self as commands, Finished, SnapshotRequest};
 use freezeframe::client::Target;
 use freezeframe::outln;
-use freezeframe_agent::transaction::{Report, Status};
+use freezeframe_contract::{Report, Status};
 use freezeframe_do_sim::{Capture, SimConfig, SimServer};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

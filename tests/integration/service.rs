@@ -263,6 +263,37 @@ fn raw_call(
     })
 }
 
+/// The shared exit-code table: a machine already snapshotting is 75 (EX_TEMPFAIL) whichever
+/// program is told so, the CLI through the agent or the agent's own one-shot command.
+#[test]
+fn a_busy_agent_is_exit_75_for_the_cli_as_for_the_agent() {
+    // The local-image copy sleeps inside the window, so the first snapshot is still running.
+    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(3000)")]);
+    let first = Command::new(cli_bin())
+        .args(["--bus-address", &served.bus.address, "snapshot", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    served
+        .notify
+        .wait_for_status("frozen", Duration::from_secs(30), || None);
+    let cli = served.cli(&["snapshot"]);
+    assert_eq!(cli.status.code(), Some(75), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("busy"), "{}", stderr(&cli));
+    let config = served.fs.dir.path().join("etc/config.toml");
+    let agent = Command::new(agent_bin())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &served.bus.address)
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(agent.status.code(), Some(75), "{}", stderr(&agent));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(json_of(&first)["status"], "succeeded", "{}", stderr(&first));
+}
+
 #[test]
 fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() {
     // The local-image copy sleeps inside the window, so the first snapshot is still running
@@ -291,7 +322,7 @@ fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() 
         .collect();
     for other in others {
         let out = other.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
         assert!(stderr(&out).contains("busy: snapshot job"), "{}", stderr(&out));
     }
     let first = first.wait_with_output().unwrap();

@@ -1,40 +1,38 @@
-//! The agent's subcommands, and how their errors map to exit codes (one place: [`Failure`]).
+//! `freezeframe-agent`'s commands: the arguments ([`main`]), the one-shot commands (`snapshot`,
+//! `plan`, `thaw`, `verify`, `setup-token`), the D-Bus service (`run`), and how their errors map
+//! to exit codes (one place: [`Failure`]).
 
-pub mod setup_token;
-pub mod snapshot;
-pub mod thaw;
-pub mod verify;
+pub(crate) mod setup_token;
+pub(crate) mod snapshot;
+pub(crate) mod thaw;
+pub(crate) mod verify;
 
-use freezeframe_agent::config::{ConfigError, ConfigSources, Settings};
-use freezeframe_agent::freeze::PlanFromSystemError;
-use freezeframe_agent::job::JobError;
-use freezeframe_agent::runtime::RuntimeError;
-use freezeframe_agent::service::ServiceError;
-use freezeframe_agent::verify::VerifyError;
-use std::path::Path;
+use crate::config::{ConfigError, ConfigSources, Settings};
+use crate::freeze::PlanFromSystemError;
+use crate::job::JobError;
+use crate::runtime::RuntimeError;
+use crate::service::ServiceError;
+use crate::verify::VerifyError;
+use clap::{ArgAction, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-/// Exit codes: 0 success, 1 the snapshot (or thaw) failed, 2 bad configuration or arguments,
-/// 75 (EX_TEMPFAIL) another snapshot is running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Success = 0,
-    Failed = 1,
-    Usage = 2,
-    Busy = 75,
-}
+/// Exit codes: the table both binaries share (0 success, 1 the snapshot or thaw failed, 2 bad
+/// configuration or arguments, 75 (EX_TEMPFAIL) another snapshot is running).
+pub(crate) use freezeframe_contract::Exit;
 
 /// Why a subcommand failed, with its exit code. The code is decided when the failure is made,
 /// from the typed error, by exhaustive matches: a new kind of error must be given its code here,
 /// and nothing guesses afterwards from the error's text or chain.
 #[derive(Debug)]
-pub struct Failure {
-    pub exit: Exit,
-    pub error: anyhow::Error,
+pub(crate) struct Failure {
+    pub(crate) exit: Exit,
+    pub(crate) error: anyhow::Error,
 }
 
 impl Failure {
     /// A failure of the run itself (exit 1).
-    pub fn failed(error: impl Into<anyhow::Error>) -> Failure {
+    pub(crate) fn failed(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             exit: Exit::Failed,
             error: error.into(),
@@ -42,7 +40,7 @@ impl Failure {
     }
 
     /// Bad configuration or arguments (exit 2).
-    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             exit: Exit::Usage,
             error: error.into(),
@@ -59,7 +57,7 @@ impl Failure {
 }
 
 /// `.context()` for results whose errors know their exit code.
-pub trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, doing: &'static str) -> Result<T, Failure>;
     fn with_context<D: std::fmt::Display + Send + Sync + 'static>(
         self,
@@ -180,14 +178,8 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-impl From<Exit> for std::process::ExitCode {
-    fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e as u8)
-    }
-}
-
 /// Loads settings from `--config PATH` or the system locations.
-pub fn load_settings(config: Option<&Path>) -> Result<Settings, ConfigError> {
+pub(crate) fn load_settings(config: Option<&Path>) -> Result<Settings, ConfigError> {
     match config {
         Some(path) => ConfigSources::explicit(path).load(),
         None => ConfigSources::system().load(),
@@ -195,15 +187,158 @@ pub fn load_settings(config: Option<&Path>) -> Result<Settings, ConfigError> {
 }
 
 /// `freezeframe-agent run`: the D-Bus service.
-pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
+pub(crate) fn run(config: Option<&Path>) -> Result<Exit, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(freezeframe_agent::service::serve(config.map(Path::to_path_buf)))?;
+    runtime.block_on(crate::service::serve(config.map(Path::to_path_buf)))?;
     // A copy abandoned at a deadline may still be winding down; do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(Exit::Success)
+}
+
+/// Database-consistent live snapshots: quiesce, freeze, snapshot, thaw.
+#[derive(Debug, Parser)]
+#[command(name = "freezeframe-agent", version)]
+struct Cli {
+    /// Configuration file; drop-ins are read from `config.d/` beside it
+    /// [default: /usr/lib/freezeframe/config.d, /etc/freezeframe/config.toml, /etc/freezeframe/config.d]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take a snapshot now, in this process
+    Snapshot(snapshot::SnapshotArgs),
+    /// Show what a snapshot would freeze, in which order, and what it skips and why
+    Plan {
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Thaw filesystems that a dead agent left frozen (also run as ExecStopPost=)
+    Thaw(thaw::ThawArgs),
+    /// Serve org.freezeframe.Agent1 on the system bus until idle (what D-Bus activation runs)
+    Run,
+    /// Check what a snapshot proves, from its image or on a machine restored from it: when the
+    /// disk was read (the probe's markers, the journal), whether its filesystems are sound and
+    /// its databases recover; nothing is written to an image
+    Verify(verify::VerifyArgs),
+    /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
+    SetupToken,
+    /// Write the man page freezeframe-agent.1 into a directory (for packaging)
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+/// The `freezeframe-agent` program: its arguments parsed, the command run, and its exit code.
+pub fn main() -> ExitCode {
+    // Before any child: a psql run as postgres or a hook must not inherit the API token.
+    // SAFETY: the first statement of main; no other thread exists yet to read the environment.
+    unsafe { crate::secret::take_from_environment() };
+    let cli = Cli::parse();
+    crate::log::init(cli.verbose);
+    // Fault points exist only in test builds; asking a build without them would silently test
+    // nothing, so say so instead.
+    if cfg!(not(feature = "failpoints")) && std::env::var_os("FAILPOINTS").is_some() {
+        eprintln!(
+            "freezeframe-agent: error: FAILPOINTS is set, but this build has no fault points \
+             (build the workspace, or this crate with --features failpoints)"
+        );
+        return Exit::Usage.into();
+    }
+    let _failpoints = fail::FailScenario::setup();
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Snapshot(args) => snapshot::run(config, &args),
+        Command::Plan { json } => snapshot::run(
+            config,
+            &snapshot::SnapshotArgs {
+                json,
+                dry_run: true,
+                ..Default::default()
+            },
+        ),
+        Command::Thaw(args) => thaw::run(config, &args),
+        Command::Run => run(config),
+        Command::Verify(args) => verify::run(config, &args),
+        Command::SetupToken => setup_token::run(config),
+        Command::Man { dir } => man_page(&dir),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(failure) => {
+            let chain = crate::errors::error_chain(failure.error.as_ref());
+            eprintln!("freezeframe-agent: error: {chain}");
+            failure.exit.into()
+        }
+    }
+}
+
+/// What clap does not write into freezeframe-agent.1.
+const AGENT_MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
+.TP
+0
+Success.
+.TP
+1
+The snapshot or thaw failed (the report says why), or verify found the image not verified.
+.TP
+2
+Bad configuration or arguments, or a set-up fault found before anything was frozen; nothing was touched.
+.TP
+75
+Another snapshot is running on this machine.
+.SH ENVIRONMENT
+.TP
+\fBDIGITALOCEAN_TOKEN\fR
+The API token, when neither the credential \fBdo-token\fR nor the token file has one.
+.TP
+\fBDBUS_SYSTEM_BUS_ADDRESS\fR
+The system bus (systemd, logind, and where \fBrun\fR serves).
+.SH FILES
+.TP
+\fI/etc/freezeframe/config.toml\fR, \fI/etc/freezeframe/config.d/*.toml\fR
+The configuration; every key is documented in the first.
+.TP
+\fI/etc/freezeframe/token\fR
+The DigitalOcean API token, mode 600 (\fBsetup-token\fR writes it).
+.TP
+\fI/etc/freezeframe/hooks.d/\fR
+Hook scripts, run with freeze and thaw as QEMU guest agent runs its own.
+.TP
+\fI/run/freezeframe/\fR
+The lock, the record of what is frozen, the resumes owed, the last report.
+.SH EXAMPLES
+.PP
+.nf
+freezeframe\-agent plan
+freezeframe\-agent snapshot \-\-json \-\-wait
+freezeframe\-agent thaw
+freezeframe\-agent verify \-\-image /var/tmp/restored.img
+.fi
+.SH "SEE ALSO"
+freezeframe(1)
+"#;
+
+/// freezeframe-agent.1, from the clap definitions.
+fn man_page(dir: &std::path::Path) -> Result<Exit, Failure> {
+    use clap::CommandFactory;
+    use Context;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    page.extend_from_slice(AGENT_MAN_SECTIONS.as_bytes());
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("freezeframe-agent.1");
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Exit::Success)
 }
 
@@ -227,7 +362,7 @@ mod tests {
             problem: "out of range".into(),
         };
         assert_eq!(Failure::from(bad_config).exit, Exit::Usage);
-        let cycle = PlanFromSystemError::Plan(freezeframe_agent::freeze::plan::PlanError::Cycle(Vec::new()));
+        let cycle = PlanFromSystemError::Plan(crate::freeze::plan::PlanError::Cycle(Vec::new()));
         assert_eq!(Failure::from(JobError::Plan(cycle)).exit, Exit::Usage);
         let unreadable = PlanFromSystemError::Read(std::io::Error::other("EIO"));
         assert_eq!(

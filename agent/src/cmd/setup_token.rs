@@ -3,11 +3,11 @@
 //! shell history or the terminal's echo.
 
 use super::{Context, Exit, Failure};
-use freezeframe_agent::config::ProviderSettings;
+use crate::config::ProviderSettings;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
+pub(crate) fn run(config: Option<&Path>) -> Result<Exit, Failure> {
     let settings = super::load_settings(config).context("cannot load the configuration")?;
     let ProviderSettings::DigitalOcean(digitalocean) = &settings.snapshot.provider else {
         eprintln!(
@@ -43,9 +43,9 @@ pub fn run(config: Option<&Path>) -> Result<Exit, Failure> {
         return Err(Failure::usage(named));
     }
     // Private from its first byte, then renamed over the old one: never through a link.
-    freezeframe_agent::atomic_file::replace(file, format!("{token}\n").as_bytes(), 0o600)
+    crate::atomic_file::replace(file, format!("{token}\n").as_bytes(), 0o600)
         .with_context(|| format!("cannot write the token file {}", file.display()))?;
-    freezeframe_agent::stdout::line(&format!(
+    crate::stdout::line(&format!(
         "stored the token in {} (mode 600); `freezeframe doctor` checks it against the API",
         file.display()
     ));

@@ -1,33 +1,33 @@
 //! `freezeframe-agent snapshot` (and `plan`): runs one transaction in this process.
 
 use super::{Context, Exit, Failure};
-use freezeframe_agent::job::{self, JobRequest};
-use freezeframe_agent::notify::Notifier;
-use freezeframe_agent::render;
-use freezeframe_agent::transaction::{Interrupt, Observer, Phase, Status};
+use crate::job::{self, JobRequest};
+use crate::notify::Notifier;
+use crate::transaction::{Interrupt, Observer, Phase, Status};
+use freezeframe_contract::render;
 use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Default, clap::Args)]
-pub struct SnapshotArgs {
+pub(crate) struct SnapshotArgs {
     /// Print the result as one JSON object on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Print the plan (what would be frozen, in which order) and freeze nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Snapshot name [default: from `snapshot.name_template`]
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Wait until the provider reports the snapshot complete
     #[arg(long)]
-    pub wait: bool,
+    pub(crate) wait: bool,
 }
 
-pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> {
+pub(crate) fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> {
     if let Some(name) = &args.name {
-        freezeframe_agent::naming::check_name(name)
-            .map_err(freezeframe_agent::job::JobError::Name)
+        crate::naming::check_name(name)
+            .map_err(crate::job::JobError::Name)
             .context("option --name")?;
     }
     let settings = super::load_settings(config).context("cannot load the configuration")?;
@@ -41,9 +41,9 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> 
             .block_on(job::snapshot_plan(&settings))
             .context("cannot plan which filesystems to freeze")?;
         if args.json {
-            freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&plan)?);
+            crate::stdout::line(&serde_json::to_string_pretty(&plan)?);
         } else {
-            freezeframe_agent::stdout::write(render::plan(&plan).as_bytes());
+            crate::stdout::write(render::plan(&plan).as_bytes());
         }
         return Ok(Exit::Success);
     }
@@ -74,9 +74,9 @@ pub fn run(config: Option<&Path>, args: &SnapshotArgs) -> Result<Exit, Failure> 
     runtime.shutdown_timeout(Duration::from_secs(1));
 
     if args.json {
-        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&report)?);
+        crate::stdout::line(&serde_json::to_string_pretty(&report)?);
     } else {
-        freezeframe_agent::stdout::write(render::report(&report).as_bytes());
+        crate::stdout::write(render::report(&report).as_bytes());
     }
     Ok(if report.status == Status::Succeeded {
         Exit::Success

@@ -4,14 +4,14 @@
 //! mountpoints named.
 
 use super::{Exit, Failure};
-use freezeframe_agent::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
-use freezeframe_agent::freeze::sys;
-use freezeframe_agent::guard::record::{self, ThawOutcome};
-use freezeframe_agent::runtime::{self, Recovered};
+use crate::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
+use crate::freeze::sys;
+use crate::guard::record::{self, ThawOutcome};
+use crate::runtime::{self, Recovered};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
-pub struct ThawArgs {
+pub(crate) struct ThawArgs {
     /// Runtime directory holding the record [default: `agent.runtime_dir` from the
     /// configuration, or /run/freezeframe if it cannot be read]
     #[arg(long, value_name = "DIR")]
@@ -23,7 +23,7 @@ pub struct ThawArgs {
     mountpoints: Vec<PathBuf>,
 }
 
-pub fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failure> {
+pub(crate) fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failure> {
     let (recovered, place) = if args.mountpoints.is_empty() {
         recover(config, args.runtime_dir.as_deref())?
     } else {
@@ -35,7 +35,7 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failure> {
                     Ok(fd) => record::thaw_one(&fd),
                     Err(e) => ThawOutcome::Failed(format!("cannot open: {e}")),
                 };
-                (mp.clone(), outcome).into()
+                crate::runtime::recovered_filesystem((mp.clone(), outcome))
             })
             .collect();
         let named = Recovered {
@@ -45,9 +45,9 @@ pub fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failure> {
         (named, String::new())
     };
     if args.json {
-        freezeframe_agent::stdout::line(&serde_json::to_string_pretty(&recovered)?);
+        crate::stdout::line(&serde_json::to_string_pretty(&recovered)?);
     } else {
-        freezeframe_agent::stdout::line(recovered.text(&place).trim_end());
+        crate::stdout::line(recovered.text(&place).trim_end());
     }
     Ok(if recovered.failed() {
         Exit::Failed
@@ -79,8 +79,8 @@ fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recover
     // The guard's notes of a dead agent, counted now: the runtime directory goes at reboot.
     if let Some(settings) = settings.as_ref().filter(|s| s.runtime_dir == dir) {
         let history = &settings.history;
-        if freezeframe_agent::history::record(&history.file, history.keep, &dir, None) {
-            freezeframe_agent::metrics::publish_between_runs(settings);
+        if crate::history::record(&history.file, history.keep, &dir, None) {
+            crate::metrics::publish_between_runs(settings);
         }
     }
     Ok((recovered, dir.display().to_string()))

@@ -1,11 +1,11 @@
-//! `freezeframe-agent verify`: what a snapshot proves (see `freezeframe_agent::verify`), from
+//! `freezeframe-agent verify`: what a snapshot proves (see `crate::verify`), from
 //! its image (`--image PATH`) or on a machine restored from it (the restore drill runs this
 //! there, with `--volume` for each restored volume), as text or JSON; exit 0 only when it is
 //! verified.
 
 use super::{Exit, Failure};
-use freezeframe_agent::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
-use freezeframe_agent::verify::{
+use crate::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
+use crate::verify::{
     enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, Findings,
     ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The image (or block device) of a filesystem from a snapshot, or of a whole disk whose
     /// partitions hold them; never written to. Without it: this machine, restored from a
     /// snapshot
@@ -33,7 +33,7 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
+pub(crate) fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
     // The machine's settings first: a bad one is a usage error, before anything is mounted.
     let settings = match &args.image {
         Some(_) => None,
@@ -69,11 +69,11 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {
 fn show<T: Serialize>(found: &T, verified: bool, json: bool, text: fn(&T) -> String) -> Exit {
     if json {
         match serde_json::to_string_pretty(found) {
-            Ok(line) => freezeframe_agent::stdout::line(&line),
+            Ok(line) => crate::stdout::line(&line),
             Err(e) => eprintln!("freezeframe-agent: error: {e}"),
         }
     } else {
-        freezeframe_agent::stdout::write(text(found).as_bytes());
+        crate::stdout::write(text(found).as_bytes());
     }
     if verified {
         Exit::Success

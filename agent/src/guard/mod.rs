@@ -16,7 +16,7 @@
 //! After a deadline thaw the guard keeps waiting for `D` or end-of-file and thaws again on
 //! end-of-file, so a freeze that raced with the deadline is not left behind either.
 
-pub mod record;
+pub(crate) mod record;
 
 use crate::freeze::sys::fithaw;
 use crate::transaction::ports::GuardEvent;

@@ -69,7 +69,7 @@ pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
 /// What happened to one filesystem on an emergency thaw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ThawOutcome {
+pub(crate) enum ThawOutcome {
     /// FITHAW succeeded.
     Thawed,
     /// It was not frozen (FITHAW answered EINVAL).
@@ -125,7 +125,7 @@ pub(crate) fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)
 }
 
 /// Thaws the filesystem behind `fd`, telling "not frozen" apart from failure.
-pub fn thaw_one(fd: &std::os::fd::OwnedFd) -> ThawOutcome {
+pub(crate) fn thaw_one(fd: &std::os::fd::OwnedFd) -> ThawOutcome {
     match sys::thaw(fd) {
         Ok(()) => ThawOutcome::Thawed,
         Err(nix::Error::EINVAL) => ThawOutcome::WasNotFrozen,

@@ -3,4 +3,4 @@
 //! is the `freezeframe_digitalocean` crate; `digitalocean` adapts it.
 
 pub(crate) mod digitalocean;
-pub mod local_image;
+test_kit_mod!(local_image);

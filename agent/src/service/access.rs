@@ -2,7 +2,7 @@
 //! checks again from the bus's own account of the caller (its uid and groups), so a wrong or
 //! missing policy file does not open the agent up.
 
-use super::AgentError;
+use freezeframe_contract::AgentError;
 
 /// The group whose members may take snapshots, like root.
 pub(crate) const GROUP: &str = "freezeframe";

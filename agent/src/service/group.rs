@@ -3,9 +3,9 @@
 //! called `Prepare` and only where the job waits), and the watch that aborts the job when that
 //! coordinator leaves the bus (killed, or its ssh connection cut) before it committed.
 
-use super::AgentError;
 use crate::transaction::ports::{Barrier, BarrierPoint};
 use crate::transaction::Interrupter;
+use freezeframe_contract::AgentError;
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 #[cfg(test)]

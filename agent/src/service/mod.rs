@@ -6,7 +6,6 @@
 pub(crate) mod access;
 mod group;
 mod listing;
-pub mod wire;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::job::{self, JobRequest};
@@ -21,28 +20,8 @@ use std::time::{Duration, Instant};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-pub(crate) const BUS_NAME: &str = "org.freezeframe.Agent1";
-pub(crate) const OBJECT_PATH: &str = "/org/freezeframe/Agent1";
-
-/// The errors callers get, as typed D-Bus errors (`org.freezeframe.Agent1.Error.Busy`, …).
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "org.freezeframe.Agent1.Error")]
-pub enum AgentError {
-    #[zbus(error)]
-    /// The bus failed (on the caller's side: a proxy's call).
-    ZBus(zbus::Error),
-    /// A snapshot is already running.
-    Busy(String),
-    /// An argument of the wrong type, an unknown option, a bad name.
-    InvalidArgs(String),
-    /// The caller may not call this method.
-    AccessDenied(String),
-    /// The configuration or the provider failed.
-    Failed(String),
-}
-
-pub use crate::checks::Check;
-use wire::Dict;
+use freezeframe_contract::wire::{self, Dict};
+use freezeframe_contract::{AgentError, AgentStatus, BUS_NAME, OBJECT_PATH};
 
 /// What a Snapshot or Prepare call asks for, read from its `a{sv}` options.
 #[derive(Debug, Default, PartialEq)]
@@ -157,28 +136,6 @@ struct State {
     /// Until when Prepare is refused to callers other than root: a group job ended here
     /// without a commit (see [`group::cool_down`]).
     prepare_cool_down: Option<group::CoolDown>,
-}
-
-/// What `Status` answers (as `a{sv}`, these keys).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AgentStatus {
-    /// The agent's version.
-    pub version: String,
-    /// `snapshot.provider`.
-    pub provider: String,
-    /// The configured Droplet; absent when the metadata service tells it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub droplet_id: Option<u64>,
-    /// A run's filesystems are frozen now.
-    pub frozen: bool,
-    /// The running job's id; 0 when none runs.
-    pub running_job: u64,
-    /// The last run's report; absent before the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_result: Option<Report>,
-    /// The record of the last runs (`history.file`); absent from agents before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history: Option<crate::history::History>,
 }
 
 /// ListSnapshots' kept answer, for the `[snapshot]` settings it was fetched with.
@@ -549,16 +506,9 @@ impl Observer for SignalObserver {
     }
 }
 
-// The one definition of the interface: the CLI's proxy (`Agent1Proxy`) is generated from it,
-// so the two sides cannot drift apart.
-#[zbus::interface(
-    name = "org.freezeframe.Agent1",
-    proxy(
-        default_service = "org.freezeframe.Agent1",
-        default_path = "/org/freezeframe/Agent1",
-        async_name = "Agent1Proxy"
-    )
-)]
+// The served side of `org.freezeframe.Agent1`; clients call it through the contract's
+// `Agent1Proxy`, which `tests::the_contracts_proxy_reaches_every_member` holds to this.
+#[zbus::interface(name = "org.freezeframe.Agent1")]
 impl Agent {
     /// Starts a snapshot; returns its job id (counted from 1 by each agent process) at once.
     /// Progress comes as PhaseChanged signals and the result as JobFinished, both carrying the
@@ -733,7 +683,7 @@ impl Agent {
             frozen: runtime_dir.record_path().exists(),
             running_job: self.busy().unwrap_or(0),
             last_result: self.last_report(&settings),
-            history: Some(crate::history::History::load(&settings.history.file)),
+            history: Some(crate::history::load(&settings.history.file)),
         }))
     }
 
@@ -960,7 +910,7 @@ impl Agent {
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     #[error(transparent)]
     /// The configuration is not valid.
     Config(#[from] ConfigError),
@@ -995,7 +945,7 @@ impl Drop for AbortOnDrop {
 
 /// Serves until idle for `agent.idle_exit`, or until SIGTERM/SIGINT (after the running job
 /// wound down through thaw and resume).
-pub async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
+pub(crate) async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
     let sources = match &config {
         Some(path) => ConfigSources::explicit(path),
         None => ConfigSources::system(),
@@ -1124,5 +1074,97 @@ mod tests {
                 "{key}: {err}"
             );
         }
+    }
+
+    /// The agent and a client of the contract's `Agent1Proxy`, peer to peer: no bus, so no
+    /// caller has a sender and every admitted method refuses it (AccessDenied), after zbus has
+    /// matched the call's name and signature against the served interface.
+    async fn served_and_proxy() -> (zbus::Connection, freezeframe_contract::Agent1Proxy<'static>) {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        let agent = Agent {
+            config: Some(PathBuf::from("/nonexistent/freezeframe.toml")),
+            state: Arc::new(Mutex::new(State {
+                running: None,
+                next_job: 0,
+                last_activity: Instant::now(),
+                last_result: None,
+                prepare_cool_down: None,
+            })),
+            listings: Arc::new(listing::ListCache::new()),
+            group: None,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let server = zbus::connection::Builder::unix_stream(server)
+            .server(zbus::Guid::generate())
+            .p2p()
+            .serve_at(OBJECT_PATH, agent)
+            .build();
+        let client = zbus::connection::Builder::unix_stream(client).p2p().build();
+        let (server, client) = tokio::try_join!(server, client).unwrap();
+        let proxy = freezeframe_contract::Agent1Proxy::new(&client).await.unwrap();
+        (server, proxy)
+    }
+
+    /// What the served interface made of a call: `Err` when zbus refused it before the
+    /// method (no such member, or another signature), which means the proxy has drifted.
+    fn reached<T: std::fmt::Debug>(member: &str, answer: Result<T, AgentError>) {
+        if let Err(AgentError::ZBus(e)) = &answer {
+            panic!("{member}: the served interface does not take the proxy's call: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_contracts_proxy_reaches_every_member_of_the_served_interface() {
+        let (server, agent) = served_and_proxy().await;
+        reached("Snapshot", agent.snapshot(Dict::new()).await);
+        reached("Prepare", agent.prepare(Dict::new()).await);
+        reached("Freeze", agent.freeze(1).await);
+        reached("Commit", agent.commit(1).await);
+        reached("Abort", agent.abort(1, "test").await);
+        reached("Plan", agent.plan().await);
+        reached("Status", agent.status().await);
+        reached("ListSnapshots", agent.list_snapshots().await);
+        reached(
+            "DeleteGroups",
+            agent.delete_groups(vec!["g0123abcd".into()]).await,
+        );
+        reached("Prune", agent.prune(1).await);
+        reached("Thaw", agent.thaw().await);
+        reached("Check", agent.check().await);
+        assert_eq!(agent.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+        // The other properties check the reader: refused, which is found only by their name.
+        let refused = |name: &str, e: zbus::Error| {
+            assert!(
+                matches!(&e, zbus::Error::FDO(f) if matches!(**f, zbus::fdo::Error::AccessDenied(_))),
+                "{name}: {e}"
+            )
+        };
+        refused("RunningJob", agent.running_job().await.unwrap_err());
+        refused("JobPhase", agent.job_phase().await.unwrap_err());
+        refused("Frozen", agent.frozen().await.unwrap_err());
+        refused("LastResult", agent.last_result().await.unwrap_err());
+
+        // The signals, as the agent sends them, read by the proxy's typed streams.
+        use futures_util::StreamExt;
+        let mut phases = agent.receive_phase_changed().await.unwrap();
+        let mut finished = agent.receive_job_finished().await.unwrap();
+        let emitter = SignalEmitter::new(&server, OBJECT_PATH).unwrap();
+        Agent::phase_changed(&emitter, 7, "freeze", true, true, 1.5)
+            .await
+            .unwrap();
+        let report = Report::not_started("busy".into());
+        Agent::job_finished(&emitter, 7, false, wire::to_dict(&report))
+            .await
+            .unwrap();
+        let phase = phases.next().await.unwrap();
+        let args = phase.args().unwrap();
+        assert_eq!(
+            (args.job, args.phase, args.finished, args.ok, args.elapsed_ms),
+            (7, "freeze", true, true, 1.5)
+        );
+        let done = finished.next().await.unwrap();
+        let args = done.args().unwrap();
+        assert_eq!((args.job, args.succeeded), (7, false));
+        assert_eq!(wire::from_dict::<Report>(&args.report).unwrap(), report);
     }
 }

@@ -9,11 +9,12 @@
 //!   before its guard has to); a guard that thaws or dies ends the window at once.
 
 pub mod ports;
-mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{ms, FilesystemsReport, GroupReport, Phase, PhaseTiming, QuiescerReport, Report, Status};
+pub use freezeframe_contract::report::{
+    ms, GroupReport, Phase, PhaseTiming, QuiescerReport, Report, Status,
+};
 
 use crate::errors::error_chain;
 use crate::naming::{OwnNames, SnapshotName};

@@ -1,154 +1,22 @@
 //! The snapshot transaction's ports: the three sides it drives (filesystems, quiescers, the
 //! provider) as traits, and the plain types they exchange. The transaction imports only this;
 //! `freeze/`, `quiesce/` and `provider/` implement it, and the one-shot command and the service
-//! plug the implementations in. So this module imports nothing else of the crate.
+//! plug the implementations in. So this module imports nothing else of the crate. The values
+//! that also cross the bus (a target, a consistency level, a pruned snapshot, …) are the
+//! contract's (`freezeframe_contract`), and are re-exported here as the ports exchange them.
 
+pub use freezeframe_contract::{
+    ApiBudget, Consistency, DevNum, GuardEvent, LogPosition, Pruned, SkipReason, Skipped, SnapshotInfo,
+    Target, VolumeSnapshotRef,
+};
+// What provider/digitalocean records on and reads from snapshots: the contract's too, since
+// `ListSnapshots` carries them; not values the transaction exchanges.
+pub(crate) use freezeframe_contract::{DrillResult, RecordedConsistency};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 // ---- Filesystems ----
-
-/// A block or anonymous device number, as `major:minor` in mountinfo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DevNum {
-    /// The major number.
-    pub major: u32,
-    /// The minor number.
-    pub minor: u32,
-}
-
-impl DevNum {
-    /// Splits a `st_dev`/`st_rdev` value.
-    pub(crate) fn from_raw(dev: u64) -> Self {
-        DevNum {
-            major: libc::major(dev),
-            minor: libc::minor(dev),
-        }
-    }
-}
-
-impl std::fmt::Display for DevNum {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
-
-/// A filesystem to freeze, reached through one of its mounts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    /// Where it is reached.
-    pub mountpoint: PathBuf,
-    /// The mount's id, checked again when the mountpoint is opened.
-    pub mount_id: u64,
-    /// `st_dev` of its files.
-    pub dev: DevNum,
-    /// Its type, such as `ext4`.
-    pub fstype: String,
-    /// The device (or other source) named in mountinfo.
-    pub source: String,
-    /// Other mounts of the same filesystem (bind mounts, subvolumes): frozen with it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub also_mounted_at: Vec<PathBuf>,
-}
-
-/// Why a mount is not frozen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SkipReason {
-    /// A pseudo filesystem (proc, sysfs, …): no data on disk.
-    Pseudo,
-    /// tmpfs or ramfs.
-    MemoryBacked,
-    /// overlayfs: its layers are frozen instead.
-    Overlay,
-    /// A FUSE filesystem.
-    Fuse,
-    /// A network filesystem.
-    Network,
-    /// Read-only: nothing to flush.
-    ReadOnly,
-    /// Not backed by a block device.
-    NoBlockDevice,
-    /// In `freeze.exclude`.
-    Excluded,
-    /// Another mount of a filesystem frozen through this path.
-    SameFilesystemAs(PathBuf),
-    /// Mounted over by a later mount at the same path.
-    Hidden,
-    /// The filesystem answered FIFREEZE with EOPNOTSUPP.
-    FreezeNotSupported,
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SkipReason::Pseudo => write!(f, "pseudo filesystem (no data on disk)"),
-            SkipReason::MemoryBacked => write!(f, "memory-backed (tmpfs/ramfs): not part of a disk snapshot"),
-            SkipReason::Overlay => write!(f, "overlay: its upper and lower filesystems are frozen instead"),
-            SkipReason::Fuse => write!(f, "FUSE filesystem: cannot be frozen"),
-            SkipReason::Network => write!(f, "network filesystem: not part of this machine's disks"),
-            SkipReason::ReadOnly => write!(f, "read-only filesystem: nothing to flush"),
-            SkipReason::NoBlockDevice => write!(f, "not backed by a block device"),
-            SkipReason::Excluded => write!(f, "excluded by `freeze.exclude`"),
-            SkipReason::SameFilesystemAs(p) => write!(f, "same filesystem as {} (frozen once)", p.display()),
-            SkipReason::Hidden => write!(f, "hidden under a later mount at the same path"),
-            SkipReason::FreezeNotSupported => {
-                write!(f, "the filesystem does not support freezing (EOPNOTSUPP)")
-            }
-        }
-    }
-}
-
-impl Serialize for SkipReason {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl std::str::FromStr for SkipReason {
-    type Err = String;
-
-    /// Reads back what `Display` wrote (reports are JSON with the reason in words).
-    fn from_str(text: &str) -> Result<Self, String> {
-        const PLAIN: [SkipReason; 10] = [
-            SkipReason::Pseudo,
-            SkipReason::MemoryBacked,
-            SkipReason::Overlay,
-            SkipReason::Fuse,
-            SkipReason::Network,
-            SkipReason::ReadOnly,
-            SkipReason::NoBlockDevice,
-            SkipReason::Excluded,
-            SkipReason::Hidden,
-            SkipReason::FreezeNotSupported,
-        ];
-        if let Some(reason) = PLAIN.into_iter().find(|r| r.to_string() == text) {
-            return Ok(reason);
-        }
-        text.strip_prefix("same filesystem as ")
-            .and_then(|rest| rest.strip_suffix(" (frozen once)"))
-            .map(|path| SkipReason::SameFilesystemAs(PathBuf::from(path)))
-            .ok_or_else(|| format!("unknown skip reason `{text}`"))
-    }
-}
-
-impl<'de> Deserialize<'de> for SkipReason {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A mount that is not frozen, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    /// Where it is mounted.
-    pub mountpoint: PathBuf,
-    /// Its type.
-    pub fstype: String,
-    /// Why it is not frozen.
-    pub reason: SkipReason,
-}
 
 /// Why the filesystems could not be checked, flushed or frozen, with the cause chain. When a
 /// freeze fails, nothing that this run froze is frozen any more.
@@ -169,16 +37,6 @@ pub struct Retained {
     pub pruned: Vec<Pruned>,
     /// This machine's snapshots left.
     pub kept: usize,
-}
-
-/// What the guard did on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GuardEvent {
-    /// The deadline passed: the guard thawed every target.
-    DeadlineThawed,
-    /// The guard process is gone (killed): nothing guards the freeze any more.
-    Died,
 }
 
 /// When a snapshot-point marker is written: `Before` the freeze (so every image of the snapshot
@@ -310,17 +168,6 @@ pub enum DatabaseEndpoint {
     },
 }
 
-/// Where a database's write-ahead log stood when it was prepared, before the freeze: every
-/// record before it was durable, so a restore's recovery must replay at least that far. WAL
-/// damaged before it would otherwise end recovery early without a word.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPosition {
-    /// The database's data directory on the machine that was snapshotted.
-    pub data_directory: PathBuf,
-    /// PostgreSQL's LSN, such as `0/3000148`.
-    pub lsn: String,
-}
-
 /// Default bound on one `prepare` or `resume`.
 pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -379,49 +226,6 @@ pub trait Quiescer: Send {
 }
 
 // ---- The provider ----
-
-/// How consistent the snapshot is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Consistency {
-    /// Every quiescer prepared and every filesystem was frozen across the request.
-    Application,
-    /// Every filesystem was frozen across the request; applications were not quiesced.
-    Filesystem,
-    /// The freeze did not cover the request: as if the power had been cut.
-    Crash,
-}
-
-impl Consistency {
-    /// This, or `cap` if that is weaker.
-    pub(crate) fn capped(self, cap: Consistency) -> Consistency {
-        let rank = |c: Consistency| match c {
-            Consistency::Crash => 0,
-            Consistency::Filesystem => 1,
-            Consistency::Application => 2,
-        };
-        if rank(cap) < rank(self) {
-            cap
-        } else {
-            self
-        }
-    }
-
-    pub(crate) const ALL: [Consistency; 3] = [
-        Consistency::Application,
-        Consistency::Filesystem,
-        Consistency::Crash,
-    ];
-
-    /// As in names and reports: `application`, `filesystem`, `crash`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Application => "application",
-            Consistency::Filesystem => "filesystem",
-            Consistency::Crash => "crash",
-        }
-    }
-}
 
 /// A provider's failure, with the cause chain kept for the report.
 #[derive(Debug, thiserror::Error)]
@@ -495,19 +299,6 @@ pub struct Registration {
     pub volume_snapshots: Vec<VolumeSnapshotRef>,
 }
 
-/// A volume snapshot taken with the machine's snapshot, as one consistent group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeSnapshotRef {
-    /// The volume's id.
-    pub volume_id: String,
-    /// The volume's name.
-    pub volume_name: String,
-    /// Where its filesystem is mounted.
-    pub mountpoint: PathBuf,
-    /// The volume snapshot's id.
-    pub snapshot_id: String,
-}
-
 /// A finished snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Completion {
@@ -515,55 +306,6 @@ pub struct Completion {
     pub snapshot_id: Option<String>,
     /// Its size, when the provider tells it.
     pub size_bytes: Option<u64>,
-}
-
-/// The consistency recorded on a snapshot: what a live run reached, or `offline` (taken while
-/// the Droplet was off, by `snapshot --offline`: the strongest there is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecordedConsistency {
-    /// Taken while the machine was off.
-    Offline,
-    /// See [`Consistency::Application`].
-    Application,
-    /// See [`Consistency::Filesystem`].
-    Filesystem,
-    /// See [`Consistency::Crash`].
-    Crash,
-}
-
-impl RecordedConsistency {
-    /// As reports and tags write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordedConsistency::Offline => "offline",
-            RecordedConsistency::Application => Consistency::Application.as_str(),
-            RecordedConsistency::Filesystem => Consistency::Filesystem.as_str(),
-            RecordedConsistency::Crash => Consistency::Crash.as_str(),
-        }
-    }
-
-    /// The level `text` names.
-    pub fn parse(text: &str) -> Option<RecordedConsistency> {
-        let offline = RecordedConsistency::Offline;
-        if text == offline.as_str() {
-            return Some(offline);
-        }
-        Consistency::ALL
-            .into_iter()
-            .find(|level| level.as_str() == text)
-            .map(RecordedConsistency::from)
-    }
-}
-
-impl From<Consistency> for RecordedConsistency {
-    fn from(level: Consistency) -> Self {
-        match level {
-            Consistency::Application => RecordedConsistency::Application,
-            Consistency::Filesystem => RecordedConsistency::Filesystem,
-            Consistency::Crash => RecordedConsistency::Crash,
-        }
-    }
 }
 
 /// What a run achieved, recorded on its snapshots.
@@ -575,38 +317,6 @@ pub struct Labels {
     pub group: Option<String>,
 }
 
-/// A snapshot the provider holds, as `list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    /// The provider's id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// RFC 3339, as the provider gives it.
-    pub created_at: String,
-    /// Its size, when the provider tells it.
-    pub size_bytes: Option<u64>,
-    /// What a restore drill of it found, when one ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drill: Option<DrillResult>,
-    /// The consistency group it belongs to, when its name says (the agent fills it in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// The consistency its run recorded on it (a tag), when it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<RecordedConsistency>,
-}
-
-/// What a restore drill (`freezeframe verify`) found for a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DrillResult {
-    /// It restored, and every check passed.
-    Verified,
-    /// It did not restore, or a check failed.
-    Failed,
-}
-
 /// What [`SnapshotProvider::reconcile`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciled {
@@ -614,15 +324,6 @@ pub struct Reconciled {
     pub action_id: Option<String>,
     /// What to tell the user.
     pub note: String,
-}
-
-/// A snapshot deleted by retention.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pruned {
-    /// The provider's id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
 }
 
 /// Which snapshot names are this machine's own: all that retention may delete.
@@ -647,15 +348,6 @@ pub struct ApiUsage {
     pub calls: u64,
     /// The budget left, as the API last told it.
     pub budget: Option<ApiBudget>,
-}
-
-/// What is left of an API's hourly request budget (DigitalOcean's `ratelimit-*` headers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiBudget {
-    /// Requests left.
-    pub remaining: u64,
-    /// When the oldest counted request leaves the window (Unix seconds).
-    pub reset_unix: u64,
 }
 
 /// Something that takes snapshots.

@@ -3,7 +3,7 @@
 
 use crate::agent::Exit;
 use crate::client::{self, Agent1Proxy, Target};
-use freezeframe_agent::service::{wire, AgentError, AgentStatus, Check};
+use freezeframe_contract::{wire, AgentError, AgentStatus, Check};
 
 fn line(ok: bool, name: &str, detail: &str, fix: &str) {
     crate::outln!("{} {name}: {detail}", if ok { "✓" } else { "✗" });

@@ -3,7 +3,7 @@
 use crate::agent::{self, Exit, Failure};
 use crate::client::Target;
 use crate::output::json;
-use freezeframe_agent::transaction::ports::{DrillResult, SnapshotInfo};
+use freezeframe_contract::{DrillResult, SnapshotInfo};
 
 use super::Done;
 

@@ -39,7 +39,10 @@ fn extra_sections(sub: Option<&str>) -> String {
          .TP\n2\nUsage or configuration error, or a set-up fault found before anything was frozen \
          (the report says \\fBsetup_error\\fR); nothing was touched.\n\
          .TP\n3\nThe agent could not be reached (ssh, the host's bus, or no agent installed).\n\
-         .PP\nWith several machines, the exit status is the worst of theirs.\n\
+         .TP\n75\nThe agent is busy: another snapshot is running on that machine; nothing was done, \
+         try again later (EX_TEMPFAIL, as \\fBfreezeframe-agent\\fR(1) exits).\n\
+         .PP\nWith several machines, the exit status is the worst of theirs (from best to worst: 0, \
+         75, 1, 2, 3).\n\
          .SH ENVIRONMENT\n\
          .TP\n\\fBDBUS_SYSTEM_BUS_ADDRESS\\fR\nThe system bus to reach the local agent on \
          (default unix:path=/run/dbus/system_bus_socket).\n\

@@ -12,7 +12,7 @@ pub(crate) async fn run(target: &Target) -> Result<Done, Failure> {
     Ok(Done {
         exit: Exit::Success,
         value: json(&plan),
-        text: freezeframe_agent::render::plan(&plan),
+        text: freezeframe_contract::render::plan(&plan),
         line: "ok".into(),
     })
 }

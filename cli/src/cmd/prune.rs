@@ -4,7 +4,7 @@
 use crate::agent::{self, Exit, Failure};
 use crate::client::Target;
 use crate::output::json;
-use freezeframe_agent::transaction::ports::Pruned;
+use freezeframe_contract::Pruned;
 
 use super::Done;
 

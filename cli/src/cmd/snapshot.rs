@@ -4,7 +4,7 @@
 use crate::agent::{self, Failure, Finished, SnapshotRequest};
 use crate::client::Target;
 use crate::progress::Progress;
-use freezeframe_agent::transaction::{Report, Status};
+use freezeframe_contract::{Report, Status};
 
 use super::Done;
 

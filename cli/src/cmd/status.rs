@@ -4,8 +4,8 @@
 use crate::agent::{call_failure, proxy, read, Exit, Failure};
 use crate::client::{self, Target};
 use crate::output::{json, table};
-use freezeframe_agent::service::AgentStatus;
-use freezeframe_agent::transaction::ports::{DrillResult, SnapshotInfo};
+use freezeframe_contract::AgentStatus;
+use freezeframe_contract::{DrillResult, SnapshotInfo};
 
 use super::Done;
 
@@ -105,7 +105,7 @@ fn status_text(view: &StatusView) -> String {
         None => out.push_str("no snapshot taken since the agent's runtime directory was made\n"),
         Some(last) => {
             out.push_str("last result: ");
-            out.push_str(&freezeframe_agent::render::report(last));
+            out.push_str(&freezeframe_contract::render::report(last));
         }
     }
     if let Some(history) = status.history.as_ref().filter(|h| !h.runs.is_empty()) {
@@ -134,8 +134,8 @@ fn status_text(view: &StatusView) -> String {
 const STATUS_RUNS: usize = 10;
 
 /// The counts and the last `shown` runs of the agent's record, newest first.
-fn history_text(history: &freezeframe_agent::history::History, shown: usize) -> String {
-    use freezeframe_agent::transaction::Status;
+fn history_text(history: &freezeframe_contract::history::History, shown: usize) -> String {
+    use freezeframe_contract::Status;
     let totals = &history.totals;
     let mut out = format!(
         "runs recorded: {} succeeded, {} failed; the thaw guard ended {} freezes at the deadline and {} \

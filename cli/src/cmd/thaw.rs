@@ -5,7 +5,7 @@
 use crate::agent::{self, Exit, Failure};
 use crate::client::Target;
 use crate::output::json;
-use freezeframe_agent::runtime::Recovered;
+use freezeframe_contract::Recovered;
 use std::path::Path;
 
 use super::Done;

@@ -4,8 +4,8 @@
 
 use super::link::{Heard, Link};
 use super::*;
-use freezeframe_agent::transaction::ports::Consistency;
-use freezeframe_agent::transaction::{GroupReport, Status};
+use freezeframe_contract::report::{GroupReport, Status};
+use freezeframe_contract::Consistency;
 use std::sync::Mutex;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 

@@ -5,8 +5,8 @@
 use super::{GroupRequest, Word};
 use crate::agent::{self, Exit, Failure};
 use crate::client::{self, Agent1Proxy, Target};
-use freezeframe_agent::service::{JobFinishedStream, PhaseChangedStream};
-use freezeframe_agent::transaction::Report;
+use freezeframe_contract::Report;
+use freezeframe_contract::{JobFinishedStream, PhaseChangedStream};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::future::Future;

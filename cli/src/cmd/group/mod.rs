@@ -11,8 +11,8 @@ use crate::args::{Cli, Command};
 use crate::client::Target;
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
-use freezeframe_agent::transaction::ports::{Consistency, SnapshotInfo};
-use freezeframe_agent::transaction::Report;
+use freezeframe_contract::Report;
+use freezeframe_contract::{Consistency, SnapshotInfo};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
         prepare_timeout: *prepare_timeout,
         max_freeze: *max_freeze,
     };
-    let group = freezeframe_agent::naming::new_group_id();
+    let group = freezeframe_agent::new_group_id();
     let pacer = Arc::new(Pacer::new(cli.api_rate));
     let links = targets.iter().cloned().map(Bus::new).collect();
     let result = coordinate(targets, links, request, &group, cli.parallel as usize, pacer).await;

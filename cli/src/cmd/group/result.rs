@@ -46,7 +46,7 @@ pub(super) fn result(
     aborted: Option<String>,
     cut: Option<(Instant, Instant)>,
 ) -> GroupResult {
-    let ms = |d: Duration| freezeframe_agent::transaction::ms(d);
+    let ms = |d: Duration| freezeframe_contract::report::ms(d);
     let signed = |a: Instant, b: Instant| if a >= b { ms(a - b) } else { -ms(b - a) };
     let members: Vec<MemberResult> = targets
         .iter()

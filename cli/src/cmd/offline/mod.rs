@@ -16,7 +16,7 @@ use crate::api::{self, Access};
 use crate::args::{Cli, Command};
 use crate::client::Target;
 use crate::ssh::Host;
-use freezeframe_agent::service::AgentStatus;
+use freezeframe_contract::AgentStatus;
 use freezeframe_digitalocean::labels;
 use freezeframe_digitalocean::limits::VolumeLimit;
 use freezeframe_digitalocean::{ApiError, Client};
@@ -286,7 +286,7 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
 
 /// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API),
 /// or why it did not say within [`AGENT_ANSWERS`].
-async fn agent_plan(target: &Target) -> Result<freezeframe_agent::job::SnapshotPlan, String> {
+async fn agent_plan(target: &Target) -> Result<freezeframe_contract::SnapshotPlan, String> {
     within_answer_time(crate::agent::plan(target)).await
 }
 

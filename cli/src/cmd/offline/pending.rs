@@ -45,7 +45,7 @@ impl Pending {
 
     pub(super) fn record(&self, entry: &PendingPowerOn) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        freezeframe_agent::atomic_file::replace(&self.file(entry.droplet_id), &json, 0o644)
+        freezeframe_agent::replace_file(&self.file(entry.droplet_id), &json, 0o644)
     }
 
     pub(super) fn clear(&self, droplet: u64) {

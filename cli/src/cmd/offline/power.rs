@@ -19,7 +19,7 @@ impl<A: Api> Run<'_, A> {
     fn step(&mut self, step: &'static str, since: Instant) {
         self.report.steps.push(Step {
             step,
-            ms: freezeframe_agent::transaction::ms(since.elapsed()),
+            ms: freezeframe_contract::report::ms(since.elapsed()),
         });
     }
 
@@ -255,7 +255,7 @@ impl<A: Api> Run<'_, A> {
         self.report.running = true;
         self.report.downtime_ms = self
             .down_at
-            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+            .map(|at| freezeframe_contract::report::ms(at.elapsed()));
         if let Err(e) = client.untag_droplet(PENDING_TAG, id).await {
             eprintln!("freezeframe: warning: Droplet {id} is running, but its tag {PENDING_TAG} stays: {e}");
         }
@@ -368,7 +368,7 @@ impl<A: Api> Run<'_, A> {
         self.step("agent", waiting);
         self.report.agent_downtime_ms = self
             .down_at
-            .map(|at| freezeframe_agent::transaction::ms(at.elapsed()));
+            .map(|at| freezeframe_contract::report::ms(at.elapsed()));
         Ok(())
     }
 }

@@ -8,8 +8,8 @@ use super::drill::{self, DrillOptions, DrillReport};
 use crate::agent::{Exit, Failure};
 use crate::api::{self, Access};
 use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
-use freezeframe_agent::history::LastDrill;
 use freezeframe_agent::secret::read_private_file;
+use freezeframe_agent::LastDrill;
 use freezeframe_digitalocean::{droplet_id_from_metadata, http_client, Client};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,7 +147,7 @@ fn record(settings: &Settings, last: &LastDrill) -> Result<(), Failure> {
             format!("cannot record the drill in {}: {e}", state_file.display()),
         )
     })?;
-    freezeframe_agent::metrics::publish_between_runs(settings);
+    freezeframe_agent::publish_metrics(settings);
     Ok(())
 }
 

@@ -1,9 +1,8 @@
 //! Plans and reports as text for people: the agent's own commands and the `freezeframe` CLI
 //! (which gets them over D-Bus and reads them back into the same types) print them the same way.
 
-use crate::job::{DatabaseDetection, SnapshotPlan};
-use crate::transaction::Report;
-use crate::transaction::Status;
+use crate::plan::{DatabaseDetection, SnapshotPlan};
+use crate::report::{Report, Status};
 use std::fmt::Write;
 
 /// A plan as text.

@@ -1,8 +1,7 @@
-//! The result of one snapshot transaction, as printed by `snapshot --json`.
+//! The result of one snapshot transaction, as printed by `snapshot --json`, sent as the
+//! `JobFinished` signal's report and kept as `Status`'s `last_result`.
 
-use super::ports::{
-    ApiBudget, Consistency, GuardEvent, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef,
-};
+use crate::{ApiBudget, Consistency, GuardEvent, LogPosition, Pruned, Skipped, Target, VolumeSnapshotRef};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -208,7 +207,7 @@ pub struct Report {
 
 impl Report {
     /// A run that has done nothing yet: succeeded so far, every figure zero.
-    pub(crate) fn new(snapshot_name: String, provider: String) -> Report {
+    pub fn new(snapshot_name: String, provider: String) -> Report {
         Report {
             status: Status::Succeeded,
             snapshot_name,
@@ -245,7 +244,7 @@ impl Report {
 
     /// A job that failed before its transaction could start (another run holds the lock, the
     /// plan failed): nothing ran, nothing was named.
-    pub(crate) fn not_started(error: String) -> Report {
+    pub fn not_started(error: String) -> Report {
         Report {
             status: Status::Failed,
             error: Some(error),

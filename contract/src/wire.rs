@@ -17,7 +17,7 @@ fn owned(value: Variant<'static>) -> OwnedVariant {
 }
 
 /// `value` as a D-Bus value; `None` for null.
-pub(crate) fn to_value(value: &Json) -> Option<OwnedVariant> {
+pub fn to_value(value: &Json) -> Option<OwnedVariant> {
     Some(match value {
         Json::Null => return None,
         Json::Bool(b) => owned(Variant::from(*b)),
@@ -41,7 +41,7 @@ pub(crate) fn to_value(value: &Json) -> Option<OwnedVariant> {
 
 /// A value that serializes as a JSON object (a report, a plan) as `a{sv}`; anything else as
 /// an empty one.
-pub(crate) fn to_dict(value: &impl serde::Serialize) -> Dict {
+pub fn to_dict(value: &impl serde::Serialize) -> Dict {
     match serde_json::to_value(value).unwrap_or_default() {
         Json::Object(map) => map
             .into_iter()
@@ -52,7 +52,7 @@ pub(crate) fn to_dict(value: &impl serde::Serialize) -> Dict {
 }
 
 /// A D-Bus value back as JSON (any D-Bus value, not only those [`to_value`] makes).
-pub(crate) fn to_json(value: &Variant<'_>) -> Json {
+pub fn to_json(value: &Variant<'_>) -> Json {
     match value {
         Variant::Bool(b) => Json::from(*b),
         Variant::U8(n) => Json::from(*n),
@@ -91,7 +91,7 @@ pub fn from_dict<T: serde::de::DeserializeOwned>(dict: &Dict) -> Result<T, serde
 }
 
 /// An `a{sv}` back as a JSON object.
-pub(crate) fn dict_to_json(dict: &Dict) -> Json {
+pub fn dict_to_json(dict: &Dict) -> Json {
     Json::Object(dict.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
 }
 
@@ -127,8 +127,8 @@ mod tests {
 
     #[test]
     fn a_typed_report_comes_back_equal() {
-        use crate::transaction::ports::{Consistency, DevNum, SkipReason, Skipped, Target};
-        use crate::transaction::{Phase, PhaseTiming, Report};
+        use crate::report::{Phase, PhaseTiming, Report};
+        use crate::{Consistency, DevNum, SkipReason, Skipped, Target};
         let mut report = Report::new("web-1-application".into(), "digitalocean".into());
         report.consistency = Some(Consistency::Application);
         report.action_id = Some("42".into());

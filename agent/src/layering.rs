@@ -167,7 +167,7 @@ fn the_reader_finds_the_edges_it_must() {
         "{:?}",
         graph["quiesce::owed"]
     );
-    assert!(graph["provider::local_image"].contains("freeze::sys"));
+    assert!(graph["provider::local_image"].contains("kernel::sys"));
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn the_guard_uses_of_freeze_only_the_kernel_calls() {
     for (module, uses) in graph.iter().filter(|(m, _)| in_layer(m, "guard")) {
         for used in uses.iter().filter(|u| in_layer(u, "freeze")) {
             assert!(
-                used == "freeze::sys" || used == "freeze::mountinfo",
+                false,
                 "{module} imports {used}"
             );
         }

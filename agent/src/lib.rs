@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod guard;
 pub mod history;
 pub mod job;
+pub mod kernel;
 #[cfg(test)]
 mod layering;
 pub mod log;

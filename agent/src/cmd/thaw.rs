@@ -5,8 +5,8 @@
 
 use super::{Exit, Failure};
 use freezeframe_agent::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
-use freezeframe_agent::freeze::sys;
 use freezeframe_agent::guard::record::{self, ThawOutcome};
+use freezeframe_agent::kernel::sys;
 use freezeframe_agent::runtime::{self, Recovered};
 use std::path::{Path, PathBuf};
 

@@ -219,10 +219,7 @@ fn the_guard_uses_of_freeze_only_the_kernel_calls() {
     let graph = graph();
     for (module, uses) in graph.iter().filter(|(m, _)| in_layer(m, "guard")) {
         for used in uses.iter().filter(|u| in_layer(u, "freeze")) {
-            assert!(
-                false,
-                "{module} imports {used}"
-            );
+            assert!(false, "{module} imports {used}");
         }
     }
 }

@@ -40,7 +40,7 @@ async fn snapshot(
         quiescers: Vec::new(),
         observer: &NoObserver,
         spec: SnapshotSpec {
-            name: SnapshotName::Fixed("test-snapshot".into()),
+            name: std::sync::Arc::new(SnapshotName::Fixed("test-snapshot".into())),
             max_freeze,
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,

@@ -14,8 +14,6 @@ pub mod guard;
 pub mod history;
 pub mod job;
 pub mod kernel;
-#[cfg(test)]
-mod layering;
 pub mod log;
 mod logind;
 pub mod loop_mount;

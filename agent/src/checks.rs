@@ -4,8 +4,8 @@
 
 use crate::config::Settings;
 use crate::freeze::plan::Plan;
-use crate::freeze::sys;
 use crate::freeze::PlanFromSystemError;
+use crate::kernel::sys;
 use crate::loop_mount::{Attach, LoopMount};
 use crate::runtime::RuntimeDir;
 use crate::transaction::ports::Target;

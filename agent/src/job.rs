@@ -232,7 +232,7 @@ pub(crate) async fn execute(
         quiescers: quiesce.quiescers(),
         observer,
         spec: SnapshotSpec {
-            name,
+            name: std::sync::Arc::new(name),
             max_freeze: request
                 .max_freeze
                 .map_or(settings.freeze.max_freeze, |m| m.min(settings.freeze.max_freeze)),
@@ -241,7 +241,7 @@ pub(crate) async fn execute(
             // A group is kept or deleted whole, by its coordinator: never one member's part.
             retention: barrier.is_none().then_some(Retention {
                 keep_last: settings.snapshot.keep_last as usize,
-                ours,
+                ours: std::sync::Arc::new(ours),
             }),
             unquiesced: quiesce.unquiesced(),
         },

@@ -47,8 +47,7 @@ test_kit_mod!(freeze);
 mod guard;
 mod history;
 mod job;
-#[cfg(test)]
-mod layering;
+test_kit_mod!(kernel);
 mod log;
 mod logind;
 test_kit_mod!(loop_mount);

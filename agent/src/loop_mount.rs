@@ -3,7 +3,7 @@
 //! one; the demo and the tests build their scratch filesystems on it. Only images made for the
 //! purpose are ever attached: nothing here looks at the machine's own mounts.
 
-use crate::freeze::sys;
+use crate::kernel::sys;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

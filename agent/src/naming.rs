@@ -3,7 +3,7 @@
 //! consistent. The same template recognises the names it made, which is how retention knows
 //! which snapshots are freezeframe's to delete.
 
-use crate::transaction::ports::{Consistency, OwnedNames};
+use crate::transaction::ports::{Consistency, OwnedNames, SnapshotNamer};
 use std::time::SystemTime;
 
 /// The default template.
@@ -436,9 +436,8 @@ pub enum SnapshotName {
     },
 }
 
-impl SnapshotName {
-    /// The name for a snapshot of the given consistency.
-    pub(crate) fn render(&self, consistency: Consistency) -> String {
+impl SnapshotNamer for SnapshotName {
+    fn render(&self, consistency: Consistency) -> String {
         match self {
             SnapshotName::Fixed(name) => name.clone(),
             SnapshotName::Template {

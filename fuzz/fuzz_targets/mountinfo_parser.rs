@@ -2,7 +2,7 @@
 //! that has no loop devices): errors are fine, panics and cycles that hang are not.
 #![no_main]
 
-use freezeframe_agent::freeze::mountinfo::{self, Mount};
+use freezeframe_agent::kernel::mountinfo::{self, Mount};
 use freezeframe_agent::transaction::ports::DevNum;
 use freezeframe_agent::freeze::plan::{plan, HostLookup, Selection};
 use libfuzzer_sys::fuzz_target;

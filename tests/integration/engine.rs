@@ -2,9 +2,9 @@
 //! local-image copies; only the provider is wrapped to observe the frozen window from inside.
 
 use crate::servers::verify;
-use freezeframe_agent::freeze::mountinfo;
 use freezeframe_agent::freeze::plan::Selection;
 use freezeframe_agent::freeze::{plan_from_system, probe, LiveFilesystems};
+use freezeframe_agent::kernel::mountinfo;
 use freezeframe_agent::naming::SnapshotName;
 use freezeframe_agent::provider::local_image::LocalImage;
 use freezeframe_agent::transaction::ports::{
@@ -40,7 +40,7 @@ async fn snapshot(
         quiescers: Vec::new(),
         observer: &NoObserver,
         spec: SnapshotSpec {
-            name: SnapshotName::Fixed("test-snapshot".into()),
+            name: std::sync::Arc::new(SnapshotName::Fixed("test-snapshot".into())),
             max_freeze,
             wait: true,
             on_quiesce_failure: QuiescePolicy::Abort,

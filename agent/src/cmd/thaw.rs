@@ -5,8 +5,8 @@
 
 use super::{Exit, Failure};
 use crate::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
-use crate::freeze::sys;
 use crate::guard::record::{self, ThawOutcome};
+use crate::kernel::sys;
 use crate::runtime::{self, Recovered};
 use std::path::{Path, PathBuf};
 

@@ -170,7 +170,7 @@ pub struct FreezeSettings {
     pub exclude: Vec<PathBuf>,
     /// No filesystem stays frozen longer than this, whatever happens.
     pub max_freeze: Duration,
-    /// Expedite RCU grace periods during FIFREEZE (see `freeze::rcu`).
+    /// Expedite RCU grace periods during FIFREEZE (see `kernel::rcu`).
     pub expedite_rcu: bool,
     /// Leave the snapshot-point probe's markers on the frozen filesystems (see `freeze::probe`).
     pub probe: bool,

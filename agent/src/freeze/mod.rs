@@ -1,19 +1,18 @@
-//! Freezing filesystems: discovery and ordering ([`plan`]), the ioctls ([`sys`]), and the live
+//! Freezing filesystems: discovery and ordering ([`plan`]), the ioctls (in [`crate::kernel`]), and the live
 //! implementation of [`crate::transaction::ports::Filesystems`], whose frozen state lives only inside a
 //! [`FrozenSet`]: a value that thaws in `Drop` and exists only while the thaw guard is armed.
 
-pub mod mountinfo;
 pub mod plan;
 pub mod probe;
-pub(crate) mod rcu;
-pub mod sys;
 
 use crate::guard::record::{self, FrozenRecord, RecordedFilesystem};
 use crate::guard::{Guard, GuardError};
+use crate::kernel::{mountinfo, rcu, sys};
 use crate::transaction::ports::{
-    Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment, Target, ThawReport,
+    DevNum, Filesystems, FilesystemsError, FreezeOutcome, GuardEvent, MarkerRecord, ProbeMoment, Target,
+    ThawReport,
 };
-use plan::{Plan, Selection};
+use plan::{HostLookup, Plan, Selection};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,30 @@ const MARK_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn plan_from_system(selection: Selection<'_>) -> Result<Plan, PlanFromSystemError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(PlanFromSystemError::Read)?;
     let mounts = mountinfo::parse(&text)?;
-    Ok(plan::plan(&mounts, selection, &sys::RealHost)?)
+    Ok(plan::plan(&mounts, selection, &RealHost)?)
+}
+
+/// The real host: sysfs for loop devices, stat for device numbers.
+struct RealHost;
+
+impl HostLookup for RealHost {
+    fn loop_backing_file(&self, mount: &mountinfo::Mount) -> Option<PathBuf> {
+        // mountinfo's device is the block device, except for btrfs (anonymous): ask the source.
+        let dev = if mount.dev.major != 0 {
+            mount.dev
+        } else {
+            DevNum::from_raw(nix::sys::stat::stat(mount.source.as_str()).ok()?.st_rdev)
+        };
+        let text = std::fs::read_to_string(format!("/sys/dev/block/{dev}/loop/backing_file")).ok()?;
+        let path = text.trim_end_matches('\n');
+        Some(PathBuf::from(path.strip_suffix(" (deleted)").unwrap_or(path)))
+    }
+
+    fn device_of(&self, path: &Path) -> Option<DevNum> {
+        nix::sys::stat::stat(path)
+            .ok()
+            .map(|st| DevNum::from_raw(st.st_dev))
+    }
 }
 
 /// Why this machine's plan could not be made.

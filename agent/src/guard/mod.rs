@@ -18,7 +18,7 @@
 
 pub(crate) mod record;
 
-use crate::freeze::sys::fithaw;
+use crate::kernel::sys::fithaw;
 use crate::transaction::ports::GuardEvent;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -61,7 +61,7 @@ impl Guard {
     /// thaws them in reverse. `record`, if given, is unlinked by the guard after it thaws, and
     /// the note that the agent died goes beside it.
     /// `rcu`, if given, is the locked `rcu_expedited` knob and the value the guard writes back
-    /// when it thaws (see [`crate::freeze::rcu`]).
+    /// when it thaws (see [`crate::kernel::rcu`]).
     ///
     /// Must be called from within a tokio runtime (the status pipe is watched with `AsyncFd`).
     pub(crate) fn arm(

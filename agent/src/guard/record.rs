@@ -3,7 +3,7 @@
 //! guard are gone and the record remains, `freezeframe-agent thaw` (also run as the service's
 //! `ExecStopPost=`) and the next agent thaw what it lists.
 
-use crate::freeze::sys;
+use crate::kernel::sys;
 use crate::transaction::ports::DevNum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ pub(crate) fn thaw_recorded(record: &FrozenRecord) -> Vec<(PathBuf, ThawOutcome)
     // Mount ids are reused, so the filesystem behind the id must be the recorded one too.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .ok()
-        .and_then(|text| crate::freeze::mountinfo::parse(&text).ok())
+        .and_then(|text| crate::kernel::mountinfo::parse(&text).ok())
         .unwrap_or_default();
     record
         .filesystems

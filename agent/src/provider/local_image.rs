@@ -3,7 +3,7 @@
 //! with small disks. The copy reads the devices with O_DIRECT (the page cache of a block device
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
-use crate::freeze::sys;
+use crate::kernel::sys;
 use crate::transaction::ports::{
     Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotInfo, SnapshotProvider,
     Target,

@@ -17,11 +17,12 @@ pub use freezeframe_contract::report::{
 };
 
 use crate::errors::error_chain;
-use crate::naming::{OwnNames, SnapshotName};
 use ports::{
     Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, Labels, MarkerRecord,
-    ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotProvider, Target,
+    OwnedNames, ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotNamer,
+    SnapshotProvider, Target,
 };
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Told of every phase as it starts and ends (logging, progress, sd_notify).
@@ -40,7 +41,7 @@ impl Observer for NoObserver {}
 #[derive(Debug, Clone)]
 pub struct SnapshotSpec {
     /// The snapshot's name, or the template it is rendered from.
-    pub name: SnapshotName,
+    pub name: Arc<dyn SnapshotNamer>,
     /// No filesystem stays frozen longer than this.
     pub max_freeze: Duration,
     /// Wait for the provider to report the snapshot complete.
@@ -61,7 +62,7 @@ pub struct Retention {
     /// How many to keep; 0 keeps all.
     pub keep_last: usize,
     /// Which names this machine made.
-    pub ours: OwnNames,
+    pub ours: Arc<dyn OwnedNames>,
 }
 
 const INTERRUPTED: &str = "interrupted by a signal";
@@ -690,7 +691,11 @@ impl Transaction<'_> {
         };
         if completed && rec.report.status == Status::Succeeded {
             rec.enter(Phase::Prune);
-            match self.provider.prune(retention.keep_last, &retention.ours).await {
+            match self
+                .provider
+                .prune(retention.keep_last, retention.ours.as_ref())
+                .await
+            {
                 Ok(retained) => {
                     rec.report.pruned = retained.pruned;
                     rec.report.snapshots_kept = Some(retained.kept as u64);

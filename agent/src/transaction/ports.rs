@@ -326,8 +326,15 @@ pub struct Reconciled {
     pub note: String,
 }
 
+/// What a run's snapshot is called, asked once the consistency it reaches is known (`naming`
+/// renders its templates behind this port).
+pub trait SnapshotNamer: std::fmt::Debug + Send + Sync {
+    /// The name for a snapshot of the given consistency.
+    fn render(&self, consistency: Consistency) -> String;
+}
+
 /// Which snapshot names are this machine's own: all that retention may delete.
-pub trait OwnedNames: Send + Sync {
+pub trait OwnedNames: std::fmt::Debug + Send + Sync {
     /// Whether this machine's template made `name`.
     fn is_ours(&self, name: &str) -> bool;
 }

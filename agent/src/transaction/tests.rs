@@ -344,7 +344,7 @@ impl Setup {
                 .collect(),
             observer: &phases,
             spec: SnapshotSpec {
-                name: self.name,
+                name: Arc::new(self.name),
                 max_freeze: Duration::from_secs(2),
                 wait: self.wait,
                 on_quiesce_failure: self.policy,
@@ -730,7 +730,7 @@ async fn retention_prunes_only_after_completion_and_only_our_names() {
     s.wait = true;
     s.retention = Some(Retention {
         keep_last: 2,
-        ours: ours.clone(),
+        ours: Arc::new(ours.clone()),
     });
     s.provider.existing = vec![
         "web-1-20261101-000000-filesystem".into(),
@@ -752,7 +752,7 @@ async fn retention_prunes_only_after_completion_and_only_our_names() {
     let mut s = Setup::new(&[]);
     s.retention = Some(Retention {
         keep_last: 1,
-        ours: ours.clone(),
+        ours: Arc::new(ours.clone()),
     });
     let (report, log, _) = s.run().await;
     assert!(!log.iter().any(|e| e.starts_with("provider.prune")));
@@ -762,7 +762,10 @@ async fn retention_prunes_only_after_completion_and_only_our_names() {
     let mut s = Setup::new(&[]);
     s.wait = true;
     s.provider.request = Behaviour::Fails;
-    s.retention = Some(Retention { keep_last: 1, ours });
+    s.retention = Some(Retention {
+        keep_last: 1,
+        ours: Arc::new(ours),
+    });
     let (_, log, _) = s.run().await;
     assert!(!log.iter().any(|e| e.starts_with("provider.prune")));
 }
@@ -774,7 +777,10 @@ async fn a_failed_prune_fails_the_run_but_keeps_the_snapshot() {
     s.name = name;
     s.wait = true;
     s.provider.prune = Behaviour::Fails;
-    s.retention = Some(Retention { keep_last: 1, ours });
+    s.retention = Some(Retention {
+        keep_last: 1,
+        ours: Arc::new(ours),
+    });
     let (report, _, _) = s.run().await;
     assert_eq!(report.failed_phase, Some(Phase::Prune));
     assert_eq!(report.snapshot_id.as_deref(), Some("snap-1"));

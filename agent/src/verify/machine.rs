@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::QuiescerSettings;
 use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
-use crate::freeze::mountinfo;
+use crate::kernel::mountinfo;
 use crate::transaction::ports::{Consistency, DatabaseEndpoint, MarkerRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Which filesystems to freeze, which to skip and why, and in what order. Pure: the little it
 //! needs from the host (loop backing files, device numbers) comes through [`HostLookup`].
 
-use super::mountinfo::Mount;
+use crate::kernel::mountinfo::Mount;
 use crate::transaction::ports::{DevNum, SkipReason, Skipped, Target};
 use serde::Serialize;
 use std::collections::HashMap;

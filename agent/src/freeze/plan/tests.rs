@@ -1,5 +1,5 @@
 use super::*;
-use crate::freeze::mountinfo::parse;
+use crate::kernel::mountinfo::parse;
 use std::collections::HashMap;
 
 /// A host where loop devices and file devices are given by the test.

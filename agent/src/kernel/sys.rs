@@ -1,11 +1,9 @@
 //! The system calls behind freezing: FIFREEZE/FITHAW, syncfs, opening mountpoints and checking
 //! that a descriptor still leads to the planned mount.
 
-use super::mountinfo::Mount;
-use super::plan::HostLookup;
 use crate::transaction::ports::DevNum;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 // FIFREEZE and FITHAW are `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` (linux/fs.h).
 nix::ioctl_readwrite!(
@@ -90,27 +88,4 @@ pub(crate) fn can_freeze() -> bool {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-}
-
-/// The real host: sysfs for loop devices, stat for device numbers.
-pub(crate) struct RealHost;
-
-impl HostLookup for RealHost {
-    fn loop_backing_file(&self, mount: &Mount) -> Option<PathBuf> {
-        // mountinfo's device is the block device, except for btrfs (anonymous): ask the source.
-        let dev = if mount.dev.major != 0 {
-            mount.dev
-        } else {
-            DevNum::from_raw(nix::sys::stat::stat(mount.source.as_str()).ok()?.st_rdev)
-        };
-        let text = std::fs::read_to_string(format!("/sys/dev/block/{dev}/loop/backing_file")).ok()?;
-        let path = text.trim_end_matches('\n');
-        Some(PathBuf::from(path.strip_suffix(" (deleted)").unwrap_or(path)))
-    }
-
-    fn device_of(&self, path: &Path) -> Option<DevNum> {
-        nix::sys::stat::stat(path)
-            .ok()
-            .map(|st| DevNum::from_raw(st.st_dev))
-    }
 }

@@ -1,0 +1,200 @@
+//! The allow lists: for each crate of the workspace (by its root file), each folder (top-level
+//! module) and the modules it may import. An entry allows a module and everything inside it
+//! (`transaction::ports` allows the ports, not the transaction); `crate` is the crate's root
+//! file (its macros, a binary's shared helpers). A crate's root may use all its folders. Listed
+//! bottom to top: a folder names only folders listed above it.
+//!
+//! To change the layering, change the list here and the diagram in ARCHITECTURE.md ("Layers");
+//! `cargo test -p freezeframe-tests --test layering -- --ignored --nocapture print_the_edges`
+//! prints what each folder imports today.
+
+/// One crate's folders, each with what it may import.
+pub(crate) type Layers = &'static [(&'static str, &'static [&'static str])];
+
+/// The ports: the values and traits the transaction drives; they import nothing.
+const PORTS: &str = "transaction::ports";
+
+pub(crate) const CRATES: &[(&str, Layers)] = &[
+    ("agent/src/lib.rs", AGENT),
+    // The agent's binary: its root dispatches to cmd/, which uses the library.
+    ("agent/src/main.rs", &[("cmd", &[])]),
+    ("cli/src/lib.rs", CLI),
+    ("cli/src/main.rs", &[]),
+    (
+        "demo/src/lib.rs",
+        &[
+            ("scratch", &[]),
+            ("private_bus", &[]),
+            ("demo", &["private_bus", "scratch"]),
+        ],
+    ),
+    ("demo/src/main.rs", &[]),
+    ("tests/src/lib.rs", TESTS_KIT),
+    ("tests/src/bin/freezeframe-bench/main.rs", BENCH),
+    ("tests/sim/src/lib.rs", SIM),
+    ("tests/sim/src/main.rs", &[]),
+];
+
+/// Cycles between folders that a change under way breaks, as (crate root, folder, folder): the
+/// test fails once the cycle is gone, so the line is removed with it.
+pub(crate) const PENDING_CYCLES: &[(&str, &str, &str)] = &[
+    // issue 29: the CLI's restructuring into cli/src/cmd/ takes ssh off the client.
+    ("cli/src/lib.rs", "client", "ssh"),
+];
+
+const AGENT: Layers = &[
+    // The core: the transaction over its ports, and plain helpers.
+    ("transaction", &["errors"]),
+    ("errors", &[]),
+    ("atomic_file", &[]),
+    ("secret", &[]),
+    ("stdout", &[]),
+    ("notify", &[]),
+    ("log", &[]),
+    // The kernel's calls: the bottom of everything that touches filesystems.
+    ("kernel", &[PORTS]),
+    ("loop_mount", &["kernel::sys"]),
+    ("naming", &[PORTS]),
+    ("config", &["naming", PORTS]),
+    // One module per outside system, each implementing a port or serving the ones above.
+    ("dbus", &[]),
+    ("logind", &[]),
+    ("systemd", &["dbus"]),
+    ("guard", &["atomic_file", "kernel", PORTS]),
+    ("freeze", &["atomic_file", "guard", "kernel", "log", PORTS]),
+    (
+        "quiesce",
+        &["atomic_file", "config", "freeze", "secret", "systemd", PORTS],
+    ),
+    (
+        "provider",
+        &["config", "errors", "freeze", "kernel", "secret", PORTS],
+    ),
+    (
+        "verify",
+        &["config", "freeze::probe", "kernel", "loop_mount", "secret", PORTS],
+    ),
+    (
+        "runtime",
+        &["guard::record", "quiesce::owed", "quiesce::pending", "systemd"],
+    ),
+    ("history", &["atomic_file", "guard", "transaction"]),
+    (
+        "metrics",
+        &[
+            "atomic_file",
+            "config",
+            "history",
+            "naming",
+            "runtime",
+            "transaction",
+        ],
+    ),
+    // One job from settings to report, plugging the implementations into the transaction.
+    (
+        "job",
+        &[
+            "atomic_file",
+            "config",
+            "dbus",
+            "freeze",
+            "history",
+            "logind",
+            "metrics",
+            "naming",
+            "provider",
+            "quiesce",
+            "runtime",
+            "systemd",
+            "transaction",
+        ],
+    ),
+    ("render", &["job", "transaction"]),
+    (
+        "checks",
+        &[
+            "config",
+            "dbus",
+            "errors",
+            "freeze",
+            "job",
+            "kernel::sys",
+            "loop_mount",
+            "runtime",
+            "secret",
+            PORTS,
+        ],
+    ),
+    // The D-Bus service: the top.
+    (
+        "service",
+        &[
+            "checks",
+            "config",
+            "dbus",
+            "errors",
+            "guard::record",
+            "history",
+            "job",
+            "metrics",
+            "naming",
+            "notify",
+            "runtime",
+            "transaction",
+        ],
+    ),
+];
+
+/// The CLI as it is laid out flat in cli/src/ (the restructuring into cli/src/cmd/ replaces
+/// this list with its folders).
+const CLI: Layers = &[
+    ("client", &["ssh"]),
+    ("ssh", &["client"]),
+    ("man", &[]),
+    ("args", &["client"]),
+    ("commands", &["client"]),
+    ("pacing", &[]),
+    ("progress", &["client", "commands", "pacing"]),
+    ("doctor", &["client", "commands", "crate"]),
+    ("drill", &["client", "commands", "ssh"]),
+    ("scheduled", &["commands", "drill"]),
+    (
+        "fleet",
+        &["args", "client", "commands", "crate", "pacing", "progress"],
+    ),
+    ("offline", &["args", "client", "commands", "crate", "fleet"]),
+    (
+        "group",
+        &[
+            "args", "client", "commands", "crate", "fleet", "pacing", "progress",
+        ],
+    ),
+];
+
+/// The tests' kit: helpers over the crate root's (the binaries, write probes).
+const TESTS_KIT: Layers = &[
+    ("attacker", &[]),
+    ("container", &[]),
+    ("restored", &[]),
+    ("bus", &["crate"]),
+    ("postgres", &["crate"]),
+];
+
+/// The benchmark: one module per part, over its root's measuring helpers.
+const BENCH: Layers = &[
+    ("window", &["crate"]),
+    ("scaling", &["crate"]),
+    ("database", &["crate"]),
+    ("limits", &["crate"]),
+    ("footprint", &["crate", "scaling"]),
+    ("group", &["crate", "scaling"]),
+    ("restore", &["crate", "database"]),
+];
+
+/// The API simulator: its root is the server; the parts it serves from.
+const SIM: Layers = &[
+    ("faults", &[]),
+    ("power", &[]),
+    ("rate", &[]),
+    ("restore", &["crate"]),
+];

@@ -217,11 +217,11 @@ fn run_case(at: At, signal: Signal) {
     let log = dir.path().join("hook.log");
     let hooks = dir.path().join("etc/hooks.d");
     std::fs::create_dir_all(&hooks).unwrap();
+    // The fraction marks this case's sleeps, to look for them afterwards (tests run alongside:
+    // the SIGKILL matrix's sleeps are not this case's).
+    let mark = if at == At::HookSpawned { 99 } else { signal as i32 };
     let pause = |arg: &str, secs: u32| match (at, arg) {
-        // The fraction marks this case's sleeps, to look for them afterwards.
-        (At::Quiesce | At::HookSpawned, "freeze") | (At::Resume, "thaw") => {
-            format!("sleep {secs}.{}", signal as i32)
-        }
+        (At::Quiesce | At::HookSpawned, "freeze") | (At::Resume, "thaw") => format!("sleep {secs}.{mark}"),
         _ => "true".into(),
     };
     let hook = hooks.join("50-app");
@@ -404,8 +404,8 @@ fn run_case(at: At, signal: Signal) {
     // for, or one cut short with a killed agent, must not race the `thaw` run after it.
     for marker in [
         hook.display().to_string(),
-        format!("sleep 5.{}", signal as i32),
-        format!("sleep 4.{}", signal as i32),
+        format!("sleep 5.{mark}"),
+        format!("sleep 4.{mark}"),
     ] {
         let survivors = processes_running(&marker);
         assert!(survivors.is_empty(), "{case}: {survivors:?}");

@@ -26,6 +26,8 @@ enum At {
     Request,
     BetweenThaws,
     Resume,
+    /// The hook's `freeze` process exists, its process group not yet recorded.
+    HookSpawned,
 }
 
 const PHASES: [At; 5] = [
@@ -43,6 +45,7 @@ impl At {
             At::AfterFreeze => "after-freeze=sleep(6000)",
             At::Request => "local-image-copy=sleep(6000)",
             At::BetweenThaws => "between-thaws=sleep(6000)",
+            At::HookSpawned => "hook-spawned-unrecorded=sleep(6000)",
             At::Quiesce | At::Resume => "",
         }
     }
@@ -214,9 +217,11 @@ fn run_case(at: At, signal: Signal) {
     let log = dir.path().join("hook.log");
     let hooks = dir.path().join("etc/hooks.d");
     std::fs::create_dir_all(&hooks).unwrap();
+    // The fraction marks this case's sleeps, to look for them afterwards (tests run alongside:
+    // the SIGKILL matrix's sleeps are not this case's).
+    let mark = if at == At::HookSpawned { 99 } else { signal as i32 };
     let pause = |arg: &str, secs: u32| match (at, arg) {
-        // The fraction marks this case's sleeps, to look for them afterwards.
-        (At::Quiesce, "freeze") | (At::Resume, "thaw") => format!("sleep {secs}.{}", signal as i32),
+        (At::Quiesce | At::HookSpawned, "freeze") | (At::Resume, "thaw") => format!("sleep {secs}.{mark}"),
         _ => "true".into(),
     };
     let hook = hooks.join("50-app");
@@ -257,6 +262,19 @@ fn run_case(at: At, signal: Signal) {
     let mut frozen_at = None;
     match at {
         At::Quiesce => wait_for_line(&log, "freeze-started", &mut agent),
+        At::HookSpawned => {
+            wait_in_failpoint_pause(&mut agent);
+            // A hook that ran now would write its first line within moments.
+            let grace = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < grace && hook_log(&log).is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(
+                hook_log(&log),
+                Vec::<String>::new(),
+                "{case}: the hook ran before its process group was recorded"
+            );
+        }
         At::Resume => {
             status("resuming applications", &mut agent);
             wait_for_line(&log, "thaw-started", &mut agent);
@@ -386,8 +404,8 @@ fn run_case(at: At, signal: Signal) {
     // for, or one cut short with a killed agent, must not race the `thaw` run after it.
     for marker in [
         hook.display().to_string(),
-        format!("sleep 5.{}", signal as i32),
-        format!("sleep 4.{}", signal as i32),
+        format!("sleep 5.{mark}"),
+        format!("sleep 4.{mark}"),
     ] {
         let survivors = processes_running(&marker);
         assert!(survivors.is_empty(), "{case}: {survivors:?}");
@@ -455,6 +473,54 @@ fn sigkill_at_each_phase_thaws_and_leaves_every_resume_to_thaw() {
     for at in PHASES {
         run_case(at, Signal::SIGKILL);
     }
+}
+
+/// Between the hook's spawn and the record of its process group: what the hook's `freeze` would
+/// start could not be found by `thaw`, so the hook must not run until it is recorded.
+#[test]
+fn sigkill_before_a_hooks_group_is_recorded_leaves_nothing_of_it_running() {
+    run_case(At::HookSpawned, Signal::SIGKILL);
+}
+
+/// The agent reads its guard's word, then is held (as a SIGSTOP would hold it) past the guard's
+/// deadline thaw: its own FITHAWs then find nothing frozen, and it must still learn and report
+/// that the guard thawed at the deadline, as the guard says a moment after its thaw.
+#[test]
+fn a_deadline_thaw_the_agent_learns_of_after_its_thaw_is_reported_and_counted() {
+    let dir = scratch();
+    let a = loop_fs(Fs::Ext4, 64, &dir.path().join("a.img"), &dir.path().join("a"));
+    let config = dir.path().join("etc/config.toml");
+    write_config(
+        &config,
+        &[&a.mountpoint],
+        &dir.path().join("run"),
+        &dir.path().join("images"),
+        &format!("{}s", MAX_FREEZE.as_secs()),
+    );
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .env(
+            "FAILPOINTS",
+            format!(
+                "thaw-after-guard-check=sleep({})",
+                (MAX_FREEZE + SLACK).as_millis()
+            ),
+        )
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["guard_event"], "deadline-thawed", "{report:#}");
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("etc/history.json")).unwrap()).unwrap();
+    assert_eq!(
+        history["totals"]["guard_deadline_thaws"], 1,
+        "{:#}",
+        history["totals"]
+    );
+    assert!(!is_frozen(&a.mountpoint));
 }
 
 #[test]

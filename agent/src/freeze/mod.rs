@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long the probe's markers may take to write before the run goes on without them.
 const MARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an agent that found its guard's deadline thaw waits for the guard to say so.
+const GUARD_WORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Reads this process's mountinfo and plans with the real host.
 pub fn plan_from_system(selection: Selection<'_>) -> Result<Plan, PlanFromSystemError> {
@@ -155,24 +157,39 @@ impl FrozenSet {
     }
 
     fn thaw_now(&mut self) -> ThawReport {
-        let guard_event = self.guard.as_mut().and_then(Guard::check);
+        let mut guard_event = self.guard.as_mut().and_then(Guard::check);
+        fail::fail_point!("thaw-after-guard-check");
         if self.guard_thawed_all(guard_event) {
             self.frozen.clear();
         }
         let mut errors = Vec::new();
+        let mut found_thawed = 0;
         let thaw_started = Instant::now();
         for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
             if i > 0 {
                 fail::fail_point!("between-thaws");
             }
             match sys::thaw(fd) {
+                Ok(()) => {}
                 // EINVAL: not frozen, because the guard thawed it at the deadline.
-                Ok(()) | Err(nix::Error::EINVAL) => {}
+                Err(nix::Error::EINVAL) => found_thawed += 1,
                 Err(e) => errors.push(format!("{}: {}", mountpoint.display(), e.desc())),
             }
         }
         let thawed_at = Instant::now();
         let (frozen_for, thawing) = (thawed_at - self.started, thawed_at - thaw_started);
+        // All found thawed past the guard's deadline: the guard thawed them, and its word comes
+        // a moment after its thaw (an agent resumed in between has not read it yet).
+        if guard_event.is_none()
+            && found_thawed > 0
+            && found_thawed == self.frozen.len()
+            && crate::guard::boottime_ns() >= self.guard_deadline_ns
+        {
+            guard_event = self
+                .guard
+                .as_mut()
+                .and_then(|guard| guard.wait_for_event(GUARD_WORD_WAIT));
+        }
         if let Some(guard) = self.guard.take() {
             guard.finish(errors.is_empty());
         }

@@ -156,6 +156,27 @@ impl Guard {
         self.event
     }
 
+    /// Waits (blocking, up to `wait`) for what the guard did on its own: for an agent that
+    /// finds everything thawed past the guard's deadline, whose word follows its thaw.
+    pub(crate) fn wait_for_event(&mut self, wait: Duration) -> Option<GuardEvent> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if let Some(event) = self.check() {
+                return Some(event);
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut pfd = [nix::poll::PollFd::new(
+                self.status.get_ref().as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms));
+        }
+    }
+
     /// Waits until the guard acts on its own: deadline thaw or death.
     pub(crate) async fn event(&mut self) -> GuardEvent {
         loop {

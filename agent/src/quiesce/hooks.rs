@@ -468,50 +468,27 @@ async fn run_as_child(
 ) -> Result<(), QuiesceError> {
     let cannot_run = |e: std::io::Error| QuiesceError(format!("cannot run hook {name}: {e}"));
     let (mut pipe, write) = output_pipe().map_err(cannot_run)?;
-    let mut command = tokio::process::Command::new(hook);
-    command
-        .without_secrets()
-        .arg(arg)
-        .stdin(std::process::Stdio::null())
-        .stdout(write.try_clone().map_err(cannot_run)?)
-        .stderr(write)
-        .process_group(0)
-        .kill_on_drop(true);
-    let agent = nix::unistd::getpid().as_raw();
-    // SAFETY: the closure runs between fork and exec and calls only prctl and getppid, both
-    // async-signal-safe, on no shared state.
-    unsafe {
-        command.pre_exec(move || {
-            // A hook must not outlive an agent killed mid-run: its `thaw` is run by whoever
-            // resumes for the dead agent, and must not race a `freeze` still going. (The signal
-            // follows the spawning thread: a runtime worker, which lives as long as the run.)
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != agent {
-                // The agent is already gone. No allocation here (between fork and exec).
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    let mut spawned = command.spawn();
+    let record = |group: Option<ProcessGroup>| record_group(runtime_dir, hook, name, arg, group);
+    let mut spawned = spawn_recorded(hook, arg, &write, &record);
     // A hook written a moment ago may still be open for writing in a process forked meanwhile
     // (the descriptor lives in the child until its exec): exec fails with ETXTBSY until then.
     for _ in 0..TEXT_BUSY_RETRIES {
         match &spawned {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+            Err(SpawnFailure::Spawn(e)) if e.raw_os_error() == Some(libc::ETXTBSY) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                spawned = command.spawn();
+                spawned = spawn_recorded(hook, arg, &write, &record);
             }
             _ => break,
         }
     }
-    // The command holds the pipe's write ends: they must close here, or its end never comes.
-    drop(command);
-    let mut child = spawned.map_err(cannot_run)?;
+    // The hook holds the pipe's write end now: this one must close, or its end never comes.
+    drop(write);
+    let (mut child, running) = match spawned {
+        Ok(spawned) => spawned,
+        Err(SpawnFailure::Spawn(e)) => return Err(cannot_run(e)),
+        Err(SpawnFailure::Unrecorded(e)) => return Err(e),
+    };
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
-    let running = child.id().and_then(ProcessGroup::led_by);
-    if let Some(group) = running {
-        record_running(runtime_dir, hook, Some(Running::Group(group)));
-    }
     let mut output = Output::default();
     let exited = tokio::time::timeout(timeout, output.read_until(&mut pipe, child.wait())).await;
     if running.is_some() {
@@ -531,6 +508,185 @@ async fn run_as_child(
     // It exited: what it left running (a lock session held until `thaw`) is its own business.
     group.0 = None;
     output.finish(name, arg, pipe, status.success(), &status.to_string())
+}
+
+/// Records (in `runtime_dir`, when given) the process group `group` of hook `name` about to run
+/// with `arg`. A `freeze` that cannot be recorded must not run: what it started would outlive a
+/// SIGKILLed agent unseen and race the `thaw` run for it. A `thaw` runs even so: it is owed.
+fn record_group(
+    runtime_dir: Option<&Path>,
+    hook: &Path,
+    name: &str,
+    arg: &str,
+    group: Option<ProcessGroup>,
+) -> Result<(), QuiesceError> {
+    let Some(dir) = runtime_dir else { return Ok(()) };
+    let recorded = match group {
+        Some(group) => pending::add(
+            dir,
+            Pending::Hook {
+                path: hook.to_path_buf(),
+                running: Some(Running::Group(group)),
+            },
+        )
+        .map_err(|e| format!("cannot record its process group in {}: {e}", dir.display())),
+        None => Err("cannot read its process group from /proc".to_string()),
+    };
+    match recorded {
+        Ok(()) => Ok(()),
+        Err(why) if arg == "freeze" => Err(QuiesceError(format!(
+            "hook {name} freeze was not run: {why} (a resume for an agent killed meanwhile could \
+             not end what it starts; check that the runtime directory is writable and has room)"
+        ))),
+        Err(why) => {
+            tracing::warn!("hook {name} {arg} runs unrecorded: {why}");
+            Ok(())
+        }
+    }
+}
+
+/// Why a hook's process did not start.
+enum SpawnFailure {
+    /// Fork or exec failed.
+    Spawn(std::io::Error),
+    /// Its process group could not be recorded: it was killed before it ran.
+    Unrecorded(QuiesceError),
+}
+
+/// The byte that lets a held hook run ([`spawn_recorded`]).
+const RELEASE: u8 = b'R';
+
+/// Starts `hook arg` as the agent's child leading a process group of its own, writing to
+/// `output`, but holds it between fork and exec until `record` has recorded its group (from a
+/// thread of the agent, as the spawn waits for the exec): an agent SIGKILLed at any moment
+/// leaves no hook process that `thaw` cannot find. When `record` fails, the held process is
+/// killed before the hook ran. Returns the child and its recorded group.
+fn spawn_recorded(
+    hook: &Path,
+    arg: &str,
+    output: &std::os::fd::OwnedFd,
+    record: &(dyn Fn(Option<ProcessGroup>) -> Result<(), QuiesceError> + Sync),
+) -> Result<(tokio::process::Child, Option<ProcessGroup>), SpawnFailure> {
+    use std::os::fd::AsRawFd;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnFailure::Spawn(e.into()));
+    let (hello_r, hello_w) = pipe()?;
+    let (release_r, release_w) = pipe()?;
+    let out = || output.try_clone().map_err(SpawnFailure::Spawn);
+    let mut command = tokio::process::Command::new(hook);
+    command
+        .without_secrets()
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .stdout(out()?)
+        .stderr(out()?)
+        .process_group(0)
+        .kill_on_drop(true);
+    let held = HeldChild {
+        agent: nix::unistd::getpid().as_raw(),
+        hello: hello_w.as_raw_fd(),
+        release: release_r.as_raw_fd(),
+        agent_ends: [hello_r.as_raw_fd(), release_w.as_raw_fd()],
+    };
+    // SAFETY: `hold` runs between fork and exec and calls only async-signal-safe functions
+    // (prctl, getppid, getpid, close, write, read) on descriptors the child inherited, with no
+    // allocation and no shared state.
+    unsafe {
+        command.pre_exec(move || held.hold());
+    }
+    std::thread::scope(|scope| {
+        let recorder = scope.spawn(move || record_then_release(hello_r, release_w, record));
+        let spawned = command.spawn();
+        // The command holds the output pipe's write ends, the hook has its own copies now.
+        drop(command);
+        // With no child left that could still say its pid, the recorder reads end-of-file.
+        drop(hello_w);
+        let recorded = recorder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (spawned, recorded) {
+            // Recording failed: the held process was killed, whatever the spawn says.
+            (_, Err(e)) => Err(SpawnFailure::Unrecorded(e)),
+            (Err(e), Ok(_)) => Err(SpawnFailure::Spawn(e)),
+            (Ok(child), Ok(group)) => Ok((child, group)),
+        }
+    })
+}
+
+/// The agent's side of [`spawn_recorded`]: reads the held child's pid, records its group, then
+/// lets it run, or kills it when the record failed. `Ok(None)`: no child got as far as saying
+/// its pid (the spawn failed), so nothing was recorded or released.
+fn record_then_release(
+    hello: std::os::fd::OwnedFd,
+    release: std::os::fd::OwnedFd,
+    record: &(dyn Fn(Option<ProcessGroup>) -> Result<(), QuiesceError> + Sync),
+) -> Result<Option<ProcessGroup>, QuiesceError> {
+    let mut pid = [0u8; 4];
+    if std::io::Read::read_exact(&mut std::fs::File::from(hello), &mut pid).is_err() {
+        return Ok(None);
+    }
+    let pid = i32::from_ne_bytes(pid);
+    let group = u32::try_from(pid).ok().and_then(ProcessGroup::led_by);
+    fail::fail_point!("hook-spawned-unrecorded");
+    match record(group) {
+        Ok(()) => {
+            // A child that died meanwhile makes this fail (EPIPE): the spawn says why.
+            let _ = nix::unistd::write(&release, &[RELEASE]);
+            Ok(group)
+        }
+        Err(e) => {
+            // Held before its exec, it has started nothing: the process is all there is.
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+/// What a hook's process does between fork and exec ([`spawn_recorded`]): raw descriptor
+/// numbers and the agent's pid, copied into the child.
+#[derive(Clone, Copy)]
+struct HeldChild {
+    agent: i32,
+    /// Where the child writes its pid.
+    hello: std::os::fd::RawFd,
+    /// Where it reads [`RELEASE`].
+    release: std::os::fd::RawFd,
+    /// The agent's ends of both pipes, closed in the child.
+    agent_ends: [std::os::fd::RawFd; 2],
+}
+
+impl HeldChild {
+    /// Dies with the agent, says its pid, and waits to be released. Async-signal-safe only
+    /// (between fork and exec): no allocation, no locks.
+    fn hold(&self) -> std::io::Result<()> {
+        // SAFETY: prctl, getppid, getpid, close, write and read are async-signal-safe; the
+        // buffers live on this stack frame and the descriptors are this process's own.
+        unsafe {
+            // A hook must not outlive an agent killed mid-run: its `thaw` is run by whoever
+            // resumes for the dead agent, and must not race a `freeze` still going. (The signal
+            // follows the spawning thread: a runtime worker, which lives as long as the run.)
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != self.agent {
+                // The agent is already gone. No allocation here (between fork and exec).
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            for fd in self.agent_ends {
+                libc::close(fd);
+            }
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(self.hello, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut byte = 0u8;
+            loop {
+                match libc::read(self.release, (&mut byte as *mut u8).cast(), 1) {
+                    1 if byte == RELEASE => return Ok(()),
+                    -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+                    // End-of-file: the agent did not record it, or is gone.
+                    _ => return Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+                }
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -859,5 +1015,31 @@ mod tests {
         let err = hooks.prepare().await.unwrap_err().to_string();
         assert!(err.contains("did not finish within 300ms"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A `freeze` whose process group cannot be recorded never runs (a SIGKILLed agent would
+    /// leave what it starts unseen); a `thaw` runs even so, since it is owed.
+    #[tokio::test]
+    async fn a_freeze_whose_group_cannot_be_recorded_is_not_run_and_a_thaw_is() {
+        let d = dir();
+        let ran = d.path().join("ran");
+        let h = hook(d.path(), "10-db", &format!("echo \"$1\" >> {}", ran.display()));
+        // A runtime directory that is a file: nothing can be recorded in it.
+        let runtime = d.path().join("not-a-dir");
+        std::fs::write(&runtime, "").unwrap();
+        let timeout = Duration::from_secs(10);
+        let err = run_as_child(&h, "10-db", "freeze", timeout, Some(&runtime))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hook 10-db freeze was not run: cannot record its process group in"),
+            "{err}"
+        );
+        assert!(!ran.exists(), "the freeze ran unrecorded");
+        run_as_child(&h, "10-db", "thaw", timeout, Some(&runtime))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "thaw\n");
     }
 }

@@ -4,6 +4,16 @@
 
 #![warn(unreachable_pub, missing_docs)]
 
+/// A named fault-injection point (`fail::fail_point!`), driven by the FAILPOINTS environment
+/// variable when the `failpoints` feature is on (the tests turn it on), and nothing at all
+/// otherwise: release builds neither link `fail` nor pay for a lookup inside the window.
+macro_rules! fault_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
+}
+
 pub mod atomic_file;
 mod checks;
 pub mod config;

@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         );
         return cmd::Exit::Usage.into();
     }
+    #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let config = cli.config.as_deref();
     let result = match cli.command {

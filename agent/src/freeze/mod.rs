@@ -141,7 +141,7 @@ impl FrozenSet {
         let thaw_started = Instant::now();
         for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
             if i > 0 {
-                fail::fail_point!("between-thaws");
+                fault_point!("between-thaws");
             }
             match sys::thaw(fd) {
                 // EINVAL: not frozen, because the guard thawed it at the deadline.
@@ -385,7 +385,7 @@ impl LiveFilesystems {
         if frozen.is_ok() {
             set.all_frozen_ns = Some(crate::guard::boottime_ns());
         }
-        fail::fail_point!("after-freeze");
+        fault_point!("after-freeze");
         if let Some(knob) = rcu {
             knob.restore();
         }

@@ -277,7 +277,7 @@ impl SnapshotProvider for LocalImage {
         };
         let copy_dir = dir.clone();
         let copied = tokio::task::spawn_blocking(move || {
-            fail::fail_point!("local-image-copy");
+            fault_point!("local-image-copy");
             let result = jobs
                 .iter()
                 .try_for_each(|(device, out)| copy_device(&device.path, device.size, out, &cancel));

@@ -308,18 +308,25 @@ pub async fn execute(
     .run()
     .await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
-    // run was started (the service, or a one-shot `freezeframe-agent snapshot`).
-    record_last_report(&settings.runtime_dir, &report);
-    let run = RunRecord::of(&report, started, std::time::SystemTime::now());
-    history::record(
-        &settings.history.file,
-        settings.history.keep,
-        &settings.runtime_dir,
-        Some(run),
-    );
-    // Under the lock: no other run can freeze the filesystem the metrics are written to.
-    metrics::publish(settings);
-    drop(lock);
+    // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
+    // so off the async workers; the lock goes with them and is released only once they are
+    // written, even if this run's task is dropped meanwhile: no other run can freeze the
+    // filesystem they are written to before then.
+    let settings = settings.clone();
+    let last = report.clone();
+    crate::blocking::run(move || {
+        record_last_report(&settings.runtime_dir, &last);
+        let run = RunRecord::of(&last, started, std::time::SystemTime::now());
+        history::record(
+            &settings.history.file,
+            settings.history.keep,
+            &settings.runtime_dir,
+            Some(run),
+        );
+        metrics::publish(&settings);
+        drop(lock);
+    })
+    .await;
     Ok(report)
 }
 

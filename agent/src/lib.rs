@@ -15,6 +15,7 @@ macro_rules! fault_point {
 }
 
 pub mod atomic_file;
+mod blocking;
 mod checks;
 pub mod config;
 mod dbus;

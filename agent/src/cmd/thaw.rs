@@ -80,7 +80,7 @@ fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recover
     if let Some(settings) = settings.as_ref().filter(|s| s.runtime_dir == dir) {
         let history = &settings.history;
         if freezeframe_agent::history::record(&history.file, history.keep, &dir, None) {
-            freezeframe_agent::metrics::publish_between_runs(settings);
+            tokio.block_on(freezeframe_agent::metrics::publish_between_runs(settings));
         }
     }
     Ok((recovered, dir.display().to_string()))

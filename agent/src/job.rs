@@ -72,11 +72,9 @@ pub(crate) fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemErr
 pub(crate) fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
     match &settings.snapshot.provider {
         ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
-        ProviderSettings::DigitalOcean(s) => Box::new(DigitalOcean::new(
-            s.clone(),
-            settings.freeze.max_freeze,
-            settings.snapshot.keep_last > 0,
-        )),
+        ProviderSettings::DigitalOcean(s) => {
+            Box::new(DigitalOcean::new(s.clone(), settings.snapshot.keep_last > 0))
+        }
     }
 }
 
@@ -100,8 +98,9 @@ pub(crate) async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connect
 pub struct SnapshotPlan {
     /// The provider, as in `snapshot.provider`.
     pub provider: String,
-    /// `freeze.max_freeze`, in milliseconds.
-    pub max_freeze_ms: u64,
+    /// `freeze.max_freeze` (in milliseconds on the wire).
+    #[serde(rename = "max_freeze_ms", with = "crate::millis")]
+    pub max_freeze: std::time::Duration,
     /// The quiescers, in prepare order, as lines.
     pub quiesce: Vec<String>,
     /// What database detection found.
@@ -157,7 +156,7 @@ pub async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, PlanFrom
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
     Ok(SnapshotPlan {
         provider: settings.snapshot.provider.name().to_string(),
-        max_freeze_ms: u64::try_from(settings.freeze.max_freeze.as_millis()).unwrap_or(u64::MAX),
+        max_freeze: settings.freeze.max_freeze,
         quiesce: quiesce_lines(&quiesce),
         databases: detection(&quiesce),
         not_quiesced: quiesce.unquiesced(),

@@ -30,6 +30,7 @@ pub mod log;
 mod logind;
 pub mod loop_mount;
 pub mod metrics;
+mod millis;
 pub mod naming;
 pub mod notify;
 pub mod provider;

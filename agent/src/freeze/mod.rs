@@ -351,7 +351,7 @@ impl LiveFilesystems {
             frozen_at_unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            max_freeze_ms: u64::try_from(max_freeze.as_millis()).unwrap_or(u64::MAX),
+            max_freeze,
             filesystems: self
                 .opened
                 .iter()

@@ -234,7 +234,12 @@ impl SnapshotProvider for LocalImage {
         Ok(())
     }
 
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        _: std::time::Duration,
+    ) -> Result<Registration, ProviderError> {
         let dir = self.image_dir.join(name);
         private_dir(&dir, false).map_err(|e| {
             ProviderError::with_source(

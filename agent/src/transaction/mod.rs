@@ -596,11 +596,12 @@ impl Transaction<'_> {
         frozen: &[Target],
         budget: Duration,
     ) -> Result<Registration, RequestFailure> {
+        let max_freeze = self.spec.max_freeze;
         tokio::select! {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),
             reason = self.interrupt.wait() => Err(RequestFailure::Interrupted(reason)),
-            result = tokio::time::timeout(budget, self.provider.request(name, frozen)) => {
+            result = tokio::time::timeout(budget, self.provider.request(name, frozen, max_freeze)) => {
                 match result {
                     Ok(Ok(registration)) => Ok(registration),
                     Ok(Err(e)) => Err(RequestFailure::Provider(error_chain(&e))),

@@ -676,8 +676,14 @@ pub trait SnapshotProvider: Send {
         Ok(())
     }
     /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
-    /// may be cancelled (dropped) at the deadline.
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
+    /// may be cancelled (dropped) at the deadline. `max_freeze` is the run's bound on the window
+    /// (the transaction's own, the one the guard holds), for a provider's own time limits.
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        max_freeze: Duration,
+    ) -> Result<Registration, ProviderError>;
     /// How many calls this provider made to its API so far (for a rate-limited API, what a
     /// run costs its token), and what the API last said was left of its budget.
     fn usage(&self) -> ApiUsage {

@@ -157,7 +157,12 @@ impl SnapshotProvider for FakeProvider {
             _ => Ok(()),
         }
     }
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        _: Duration,
+    ) -> Result<Registration, ProviderError> {
         note(&self.log, format!("provider.request {name} {}", frozen.len()));
         match self.request {
             Behaviour::Works => Ok(Registration {

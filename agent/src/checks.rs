@@ -237,7 +237,12 @@ async fn quiescers(settings: &Settings, targets: &[Target]) -> Vec<Check> {
                 .check(targets)
                 .await
                 .map(|()| "reachable, and its data is on the filesystems to freeze".to_string())
-                .map_err(|e| (e.0, "see the error; `freezeframe plan` shows what runs")),
+                .map_err(|e| {
+                    (
+                        crate::errors::error_chain(&e),
+                        "see the error; `freezeframe plan` shows what runs",
+                    )
+                }),
         ));
     }
     checks

@@ -490,7 +490,7 @@ impl Transaction<'_> {
                 biased;
                 reason = self.interrupt.wait() => return Err(Stop::at(Phase::Quiesce, reason)),
                 result = tokio::time::timeout(timeout, q.prepare()) => match result {
-                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Ok(r) => r.map_err(|e| error_chain(&e)),
                     Err(_) => Err(format!(
                         "did not finish preparing within {}",
                         humantime::format_duration(timeout)
@@ -746,7 +746,7 @@ impl Transaction<'_> {
         for q in &mut self.quiescers {
             q.check(&targets)
                 .await
-                .map_err(|e| Refusal::failure(format!("quiescer {}: {e}", q.name())))?;
+                .map_err(|e| Refusal::failure(format!("quiescer {}: {}", q.name(), error_chain(&e))))?;
             warnings.extend(q.warnings());
         }
         Ok(warnings)
@@ -757,7 +757,7 @@ impl Transaction<'_> {
         for i in (0..started).rev() {
             let q = &mut self.quiescers[i];
             let result = match tokio::time::timeout(q.resume_timeout(), q.resume()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
+                Ok(r) => r.map_err(|e| error_chain(&e)),
                 Err(_) => Err(format!(
                     "did not finish resuming within {}",
                     humantime::format_duration(q.resume_timeout())

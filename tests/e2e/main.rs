@@ -384,7 +384,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         "the agent's dependency came with it"
     );
     machine.sh("getent group freezeframe");
-    // Each unit is sandboxed as the README says: systemd's own rating.
+    // Each unit is sandboxed as docs/src/installing.md says: systemd's own rating.
     for (unit, limit) in [
         ("freezeframe-agent.service", 4.0),
         ("freezeframe-snapshot.service", 2.0),

@@ -574,13 +574,18 @@ fn a_registered_snapshot_whose_answer_lacks_an_id_is_reconciled_not_repeated() {
 
 #[test]
 fn a_snapshot_while_another_still_waits_for_completion_is_refused_as_busy() {
-    let droplet = Droplet::new(Duration::from_secs(4), "");
+    let droplet = Droplet::new(Duration::from_secs(6), "");
     let mut waiting = droplet.agent();
     waiting.args(["snapshot", "--json", "--wait", "--name", "first"]);
     let (first, _) = spawn_until_frozen(waiting, droplet.dir.path());
-    // The first thaws as soon as its request registered, then polls for completion; the run
-    // (and its lock) lasts until then, so a second one is refused, not interleaved.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first thaws as soon as its request registered, then polls for completion (6 s after
+    // the request: time for the second to start on a loaded machine); the run (and its lock)
+    // lasts until then, so a second one is refused, not interleaved.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_frozen(&droplet.disk.mountpoint) {
+        assert!(Instant::now() < deadline, "the first run did not thaw");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = droplet
         .agent()
         .args(["snapshot", "--json", "--name", "second"])

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,13 +104,16 @@ impl Group {
 /// application spread over machines would: a record is written only after its predecessor.
 struct SequenceWriter {
     stop: Arc<AtomicBool>,
+    /// How many records were written so far.
+    written: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl SequenceWriter {
     fn start(files: Vec<PathBuf>) -> SequenceWriter {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), written.clone());
         let thread = std::thread::spawn(move || {
             let mut out: Vec<std::fs::File> = files
                 .iter()
@@ -127,6 +130,7 @@ impl SequenceWriter {
                 let member = (n % out.len() as u64) as usize;
                 writeln!(out[member], "{n}").unwrap();
                 n += 1;
+                count.store(n, Ordering::SeqCst);
                 if n.is_multiple_of(64) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -135,7 +139,25 @@ impl SequenceWriter {
         });
         SequenceWriter {
             stop,
+            written,
             thread: Some(thread),
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` records were written: a member left frozen stalls it.
+    fn wait_for(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.written() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the writer stalled at {} records",
+                self.written()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -164,8 +186,12 @@ fn a_group_cuts_three_machines_at_one_point_and_is_kept_and_deleted_whole() {
     let group = Group::start(&[&[], &[], &[]]);
     let files = group.members.iter().map(|m| m.fs.path("sequence")).collect();
     let writer = SequenceWriter::start(files);
-    std::thread::sleep(Duration::from_millis(300));
+    writer.wait_for(300);
     let out = group.cli(&["snapshot", "--group", "--json"]);
+    // Every record in an image was written before the CLI returned: at most the one being
+    // written then is not counted yet. Two more, and the writer went on after the snapshots,
+    // however late it was scheduled after the thaw.
+    writer.wait_for(writer.written() + 2);
     let written = writer.stop();
     let result = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
@@ -350,20 +376,31 @@ fn a_member_failing_its_preflight_quiesce_freeze_or_deadline_aborts_the_group() 
     group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
     assert_eq!(group.hook_log(0), ["freeze", "thaw"]);
 
-    // Gamma hangs in its prepare: the deadline aborts the group.
+    // Gamma hangs in its prepare: the deadline aborts the group. The deadline counts from the
+    // coordinator's start (connections included) and must leave alpha and beta, on a loaded
+    // machine, the time to quiesce; gamma's hook would hang far longer than that and than the
+    // wait allowed below, its timeout raised to match (read at each call).
     for i in 0..3 {
         let _ = std::fs::remove_file(group.members[i].fs.dir.path().join("hooks.log"));
     }
-    group.hook(2, "sleep 30");
+    let drop_ins = group.members[2].fs.dir.path().join("etc/config.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("60-hooks.toml"),
+        "[quiesce]\nhook_timeout = \"10m\"\n",
+    )
+    .unwrap();
+    group.hook(2, "sleep 300");
     let started = Instant::now();
     assert_aborted_by_gamma(
         &group,
-        &["--prepare-timeout", "3s"],
+        &["--prepare-timeout", "10s"],
         "had not quiesced and flushed within the prepare deadline",
     );
     assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "the hook's sleep was not waited for"
+        started.elapsed() < Duration::from_secs(120),
+        "the hook's sleep was waited for: {:?}",
+        started.elapsed()
     );
 }
 
@@ -446,6 +483,7 @@ fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
     }
 
     // The coordinator SIGKILLed while all are frozen.
+    let spawned = Instant::now();
     let mut cli = group
         .command(&["snapshot", "--group"])
         .stdout(Stdio::null())
@@ -455,13 +493,15 @@ fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
     wait_all_frozen(&group, Duration::from_secs(30));
     cli.kill().unwrap();
     let _ = cli.wait();
-    // Alpha and beta, waiting for the commit, thaw as their coordinator leaves; gamma, in its
-    // injected sleep, when that ends, still before max_freeze.
-    let started = Instant::now();
-    let deadline = Duration::from_secs(20);
+    // Alpha and beta, waiting for the commit, thaw as their coordinator leaves: before their
+    // max_freeze (20 s) could have ended it, which is no sooner than 20 s after the coordinator
+    // was started, however long its members took to freeze. Gamma, in its injected sleep, thaws
+    // when that ends, by its own max_freeze at the latest (slack for a loaded machine).
+    let max_freeze = Duration::from_secs(20);
+    let deadline = max_freeze + Duration::from_secs(10);
     while [0, 1].iter().any(|&i| is_frozen(&group.members[i].fs.mountpoint)) {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            spawned.elapsed() < max_freeze,
             "alpha or beta waited for its deadline"
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -469,8 +509,8 @@ fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
     time_to_thaw_all(&group, deadline);
     for i in 0..3 {
         wait_for_hook_thaw(&group, i);
-        let status = json_of(&group.members[i].cli(&["status", "--json"]));
-        let last = &status["last_result"];
+        // The hook's thaw is logged before its run ends and records its result.
+        let last = &last_result_once_idle(&group.members[i]);
         assert_eq!(last["status"], "failed", "{last:#}");
         assert_eq!(last["failed_phase"], "hold", "{last:#}");
         assert_eq!(last["consistency"], serde_json::Value::Null);
@@ -573,6 +613,10 @@ fn a_group_of_postgresql_servers_restores_to_one_cut_of_their_writes() {
         pg_insert(&sockets[(n % 3) as usize], n)
     });
     let out = group.cli(&["snapshot", "--group", "--json"]);
+    // Every row in an image was committed before the CLI returned, its acknowledgement at most
+    // one behind: two more, and the writer went on after the snapshots, however late it was
+    // scheduled after the thaw.
+    writer.wait_for(writer.acked() + 2);
     let written = writer.stop();
     drop(servers);
     let result = json_of(&out);
@@ -625,12 +669,13 @@ fn a_prepare_timeout_above_a_members_bound_is_refused_before_anything_is_quiesce
     for i in 0..3 {
         group.hook(i, "");
     }
-    // Gamma's owner allows 3 s (read at each call: no restart).
+    // Gamma's owner allows 30 s (read at each call: no restart): time enough for three members
+    // to connect and quiesce on a loaded machine.
     let drop_ins = group.members[2].fs.dir.path().join("etc/config.d");
     std::fs::create_dir_all(&drop_ins).unwrap();
     std::fs::write(
         drop_ins.join("60-bound.toml"),
-        "[agent]\nmax_prepare_timeout = \"3s\"\n",
+        "[agent]\nmax_prepare_timeout = \"30s\"\n",
     )
     .unwrap();
     let out = group.cli(&["snapshot", "--group", "--json", "--prepare-timeout", "1m"]);
@@ -639,13 +684,14 @@ fn a_prepare_timeout_above_a_members_bound_is_refused_before_anything_is_quiesce
     assert_eq!(out.status.code(), Some(2), "{result:#}{}", stderr(&out));
     let aborted = result["aborted"].as_str().unwrap_or_default();
     assert!(
-        aborted.starts_with("gamma") && aborted.contains("at most 3000 ms (3s, `agent.max_prepare_timeout`)"),
+        aborted.starts_with("gamma")
+            && aborted.contains("at most 30000 ms (30s, `agent.max_prepare_timeout`)"),
         "{result:#}"
     );
     group.assert_nothing_frozen_or_taken(&format!("{result:#}"));
     assert!(group.hook_log(2).is_empty(), "gamma quiesced nothing");
     // Within the bound, the same group goes through.
-    let out = group.cli(&["snapshot", "--group", "--json", "--prepare-timeout", "3s"]);
+    let out = group.cli(&["snapshot", "--group", "--json", "--prepare-timeout", "30s"]);
     let result = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{result:#}{}", stderr(&out));
     assert_eq!(result["consistent"], true, "{result:#}");

@@ -273,9 +273,11 @@ fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
 
     for round in 1..=2 {
         server.sql(&format!("INSERT INTO app.rows VALUES ({round})"));
-        // Held inside the window long enough to look at the lock from another session.
+        // Held inside the window long enough to look at the lock from another session (whose
+        // client may take seconds to start on a loaded machine, then waits a second), within
+        // max_freeze (20 s) with room for the copy itself.
         let mut cmd = Command::new(agent_bin());
-        cmd.env("FAILPOINTS", "local-image-copy=sleep(3000)")
+        cmd.env("FAILPOINTS", "local-image-copy=sleep(6000)")
             .arg("--config")
             .arg(&config)
             .args(["snapshot", "--json"]);

@@ -1,5 +1,5 @@
 //! Integration tests on real, loop-mounted ext4, xfs and btrfs filesystems. Run as root:
-//! `cargo test --workspace` (see README.md). One test binary, so the build is shared.
+//! `cargo test --workspace` (see docs/src/testing.md). One test binary, so the build is shared.
 
 mod agent_binary;
 mod cli;
@@ -7,6 +7,7 @@ mod contract;
 mod databases;
 mod demo;
 mod digitalocean;
+mod docs;
 mod drill;
 mod droplet;
 mod engine;

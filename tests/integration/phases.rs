@@ -139,6 +139,59 @@ fn rcu_expedited() -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// Waits until one of the agent's threads sleeps (the failpoint's `sleep(…)`; nothing else in a
+/// snapshot run sleeps so: its other threads wait on futexes and epoll), as its kernel stack
+/// says (`/proc/PID/task/TID/wchan`).
+fn wait_in_failpoint_pause(agent: &mut Child) {
+    let tasks = PathBuf::from(format!("/proc/{}/task", agent.id()));
+    let sleeping = || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w == "hrtimer_nanosleep")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sleeping() {
+        assert!(
+            agent.try_wait().unwrap().is_none(),
+            "the agent exited before its pause"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not reach its failpoint's pause"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the thaw guard `pid`, past its deadline, has thawed and told the agent: it then
+/// waits for the agent's word with no timeout (`ppoll` with a null timeout, its third argument,
+/// in `/proc/PID/syscall`), where before its deadline it waits with one.
+fn wait_until_guard_said_deadline_thaw(pid: u32) {
+    #[cfg(target_arch = "x86_64")]
+    const PPOLL: &str = "271";
+    #[cfg(target_arch = "aarch64")]
+    const PPOLL: &str = "73";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let Ok(call) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+            return; // gone: it thawed and exited
+        };
+        let args: Vec<&str> = call.split_whitespace().collect();
+        if args.first() == Some(&PPOLL) && args.get(3) == Some(&"0x0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not say its deadline thaw: {call}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn run_case(at: At, signal: Signal) {
     let case = format!("{signal} at {at:?}");
     let dir = scratch();
@@ -218,11 +271,20 @@ fn run_case(at: At, signal: Signal) {
             if next != "freezing filesystems" {
                 status(next, &mut agent);
             }
-            // Into the failpoint's pause (the calls before it take milliseconds).
-            std::thread::sleep(Duration::from_millis(500));
+            // Into the failpoint's pause: the status comes before the phase's work (a freeze
+            // flushes both filesystems first, seconds on a loaded disk).
+            wait_in_failpoint_pause(&mut agent);
         }
     }
-    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    // The guard of the freeze (its record is written before the first FIFREEZE).
+    let stopped_frozen = signal == Signal::SIGSTOP && matches!(at, At::AfterFreeze | At::Request);
+    let guard = stopped_frozen.then(|| {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(runtime.join("frozen.json")).unwrap()).unwrap();
+        record["guard_pid"].as_u64().unwrap() as u32
+    });
+    let agent_pid = agent.id();
+    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
     let signalled = Instant::now();
     nix::sys::signal::kill(pid, signal).unwrap();
 
@@ -242,6 +304,12 @@ fn run_case(at: At, signal: Signal) {
     }
 
     if signal == Signal::SIGSTOP {
+        if let Some(guard) = guard {
+            // The guard thaws, then tells the agent so: the probes above may see the thaw
+            // before that word is out, and an agent resumed in between finds the filesystems
+            // thawed by someone it cannot name.
+            wait_until_guard_said_deadline_thaw(guard);
+        }
         nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
     }
     let out = agent.wait_with_output().unwrap();
@@ -344,14 +412,42 @@ fn run_case(at: At, signal: Signal) {
         "{case}: a frozen record is left"
     );
     writer.stop_and_check(&case);
-    // The RCU knob is back to what it was (other tests may hold it for a few milliseconds).
+    // The RCU knob is back to what it was. Another freeze on this machine (another test, run
+    // alongside, held in its after-freeze pause for seconds) may hold it meanwhile, locked: it
+    // puts its own value back. Still 1 and not held by another is a value left behind.
     if rcu_before.as_deref() == Some("0") {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while rcu_expedited().as_deref() != Some("0") {
+        while rcu_expedited().as_deref() != Some("0") && !rcu_held_by_another(agent_pid) {
             assert!(Instant::now() < deadline, "{case}: rcu_expedited left at 1");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether `/sys/kernel/rcu_expedited` is locked by a freeze of another agent than `ours` (the
+/// lock an agent takes while it changes the knob; `/proc/locks` names the process that took it,
+/// which stays the agent's pid when its guard holds it after the agent died).
+fn rcu_held_by_another(ours: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(knob) = std::fs::metadata("/sys/kernel/rcu_expedited") else {
+        return false;
+    };
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(knob.dev()),
+        nix::sys::stat::minor(knob.dev()),
+        knob.ino()
+    );
+    // `1: FLOCK  ADVISORY  WRITE 1234 00:16:3664 0 EOF`
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|f| {
+            f.get(1) == Some(&"FLOCK")
+                && f.get(5) == Some(&id.as_str())
+                && f.get(4) != Some(&ours.to_string().as_str())
+        })
 }
 
 #[test]

@@ -133,7 +133,13 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
             "resume"
         ]
     );
-    assert!(writer.acked() > 0);
+    // The writer goes on after the thaw (its first write may have met the freeze, on a loaded
+    // disk): a filesystem left frozen stalls it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while writer.acked() == 0 {
+        assert!(Instant::now() < deadline, "the writer never got a write through");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     writer.stop();
 
     // On a terminal (a pty from script(1)): the live spinner, and the frozen window as it ends.
@@ -259,8 +265,10 @@ fn raw_call(
 
 #[test]
 fn busy_bad_arguments_and_other_users_get_typed_errors_and_nothing_is_touched() {
-    // The local-image copy sleeps inside the window, so the first snapshot is still running.
-    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(3000)")]);
+    // The local-image copy sleeps inside the window, so the first snapshot is still running
+    // while the twenty below start, connect and call, seconds on a loaded machine (within
+    // max_freeze, 20 s, with room for the copy itself).
+    let served = Served::start("", &[("FAILPOINTS", "local-image-copy=sleep(8000)")]);
     let first = Command::new(cli_bin())
         .args(["--bus-address", &served.bus.address, "snapshot", "--json"])
         .stdout(std::process::Stdio::piped())

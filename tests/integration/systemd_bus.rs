@@ -294,11 +294,11 @@ fn freezeframe_thaw_after_agent_and_guard_died_thaws_the_filesystem_then_starts_
             .output()
             .unwrap()
     };
+    // Unreachable (3) until the agent is up on its bus: a deadline, not a count of tries, as
+    // the service tests wait.
     let mut out = through_agent();
-    for _ in 0..100 {
-        if out.status.code() != Some(3) {
-            break;
-        }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while out.status.code() == Some(3) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         out = through_agent();
     }

@@ -155,10 +155,10 @@ impl SnapshotProvider for CountingLocalImage {
         &mut self,
         name: &str,
         frozen: &[Target],
-        _: Duration,
+        max_freeze: Duration,
     ) -> Result<Registration, ProviderError> {
         self.acked_at_request = Some(self.acked.load(Ordering::SeqCst));
-        self.inner.request(name, frozen).await
+        self.inner.request(name, frozen, max_freeze).await
     }
     async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
         self.inner.wait_completed(r).await

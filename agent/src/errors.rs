@@ -1,5 +1,5 @@
-//! Errors as one line for people: what the binaries print, what reports and D-Bus errors
-//! carry, and what the API client says of a failed connection.
+//! Errors as one line for people: what the binaries print, and what reports and D-Bus errors
+//! carry.
 
 /// An error and its causes, joined with `: `.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -1,7 +1,7 @@
 //! The command line, as clap definitions: parsed by the binary, and turned into shell
 //! completions and man pages (`freezeframe completions`, `freezeframe man`).
 
-use crate::client::Host;
+use crate::ssh::Host;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! `systemctl -H` does (`ssh HOST systemd-stdio-bridge` as a `unixexec` transport: no port is
 //! opened on the remote machine, and SSH's own authentication is the gate).
 
-use crate::ssh::{self, Step};
+use crate::ssh::{self, Host, Step};
 use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
 
@@ -28,78 +28,6 @@ impl std::fmt::Display for Target {
             Target::Bus(address) => write!(f, "the agent on {address}"),
             Target::Remote { host, .. } => write!(f, "{host}"),
         }
-    }
-}
-
-/// `[USER@]HOST[:PORT]`, as `-H` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
-}
-
-impl std::fmt::Display for Host {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(user) = &self.user {
-            write!(f, "{user}@")?;
-        }
-        f.write_str(&self.host)?;
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for Host {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Host, String> {
-        let bad = |why: &str| format!("`{text}` is not [USER@]HOST[:PORT]: {why}");
-        let (user, rest) = match text.rsplit_once('@') {
-            Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
-            Some(_) => return Err(bad("the user before `@` is empty")),
-            None => (None, text),
-        };
-        // [v6]:port, v6, host:port, host.
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (addr, after) = inner.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("text after `]` that is not `:PORT`")),
-            };
-            (addr.to_string(), port)
-        } else if rest.matches(':').count() == 1 {
-            let (h, p) = rest.split_once(':').expect("one colon");
-            (h.to_string(), Some(p))
-        } else {
-            (rest.to_string(), None)
-        };
-        let port = port
-            .map(|p| {
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| bad("the port is not 1-65535"))
-            })
-            .transpose()?;
-        let valid = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('-')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-._:%".contains(c))
-        };
-        if !valid(&host) {
-            return Err(bad("the host name has characters a host name cannot have"));
-        }
-        if let Some(u) = &user {
-            if !valid(u) {
-                return Err(bad("the user name has characters a user name cannot have"));
-            }
-        }
-        Ok(Host { user, host, port })
     }
 }
 
@@ -186,35 +114,4 @@ pub fn is_missing_agent(e: &zbus::Error) -> bool {
 /// Whether the bus's policy refused the call before it reached the agent.
 pub fn is_bus_refusal(e: &zbus::Error) -> bool {
     matches!(bus_error(e), Some(zbus::fdo::Error::AccessDenied(_)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_parse_like_ssh_destinations() {
-        let h: Host = "root@db1.example.com:2222".parse().unwrap();
-        assert_eq!(
-            (h.user.as_deref(), h.host.as_str(), h.port),
-            (Some("root"), "db1.example.com", Some(2222))
-        );
-        let h: Host = "[2001:db8::1]:22".parse().unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("2001:db8::1", Some(22)));
-        let h: Host = "2001:db8::1".parse().unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("2001:db8::1", None));
-        assert_eq!("web".parse::<Host>().unwrap().to_string(), "web");
-        for bad in [
-            "",
-            "@host",
-            "host:0",
-            "host:99999",
-            "-oProxyCommand=x",
-            "a b",
-            "[::1",
-            "u;rm@h",
-        ] {
-            assert!(bad.parse::<Host>().is_err(), "{bad}");
-        }
-    }
 }

@@ -1,27 +1,18 @@
 //! The `freezeframe` command-line client, as a library for its binary and its tests.
+//!
+//! Imports run one way: `route` (where a parsed command goes) → `fleet` (one command on many
+//! machines) → `cmd/` (one module per subcommand) → the shared parts: `agent` (the agent's
+//! calls) → `client` (reaching its bus) → `ssh`; `api` (the DigitalOcean client); `progress` →
+//! `pacing`; `output`; `args`.
 
+pub mod agent;
+pub mod api;
 pub mod args;
 pub mod client;
-pub mod commands;
-pub mod doctor;
-pub mod drill;
+pub mod cmd;
 pub mod fleet;
-pub mod group;
-pub mod man;
-pub mod offline;
+pub mod output;
 pub mod pacing;
 pub mod progress;
-pub mod scheduled;
+pub mod route;
 pub mod ssh;
-
-/// `println!` for results: a reader that went away (`freezeframe … | head`) ends the output
-/// quietly instead of a panic on the closed pipe.
-#[macro_export]
-macro_rules! outln {
-    () => {
-        freezeframe_agent::stdout::line("")
-    };
-    ($($arg:tt)*) => {
-        freezeframe_agent::stdout::line(&format!($($arg)*))
-    };
-}

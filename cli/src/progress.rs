@@ -1,9 +1,12 @@
-//! Where a run over many machines is, on stderr every few seconds: how many are done (and
-//! failed), frozen, ready (a group's members, quiesced and waiting to freeze), running and
-//! waiting to start, the slowest machine still going, and what pacing held back.
+//! Progress on stderr: one snapshot's phases as they happen ([`Progress`]: a spinner, lines
+//! held while frozen, or nothing), and where a run over many machines is, every few seconds: how
+//! many are done (and failed), frozen, ready (a group's members, quiesced and waiting to
+//! freeze), running and waiting to start, the slowest machine still going, and what pacing held
+//! back.
 
 use crate::client::Target;
 use crate::pacing::Pacer;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,7 +99,7 @@ pub struct MemberProgress {
     index: usize,
 }
 
-impl crate::commands::Progress for MemberProgress {
+impl Progress for MemberProgress {
     fn phase(&mut self, phase: &str, finished: bool, _ok: bool, _elapsed_ms: f64) {
         match (phase, finished) {
             ("freeze", false) => self.board.moved(self.index, State::Frozen),
@@ -133,6 +136,119 @@ pub fn pacing_line(pacer: &Pacer) -> String {
          for the fleet, about {cost:.0} per run; --api-rate)",
         time.as_secs_f64()
     )
+}
+
+/// Shows a snapshot's phases as they happen.
+pub trait Progress: Send {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64);
+    fn done(&mut self) {}
+}
+
+/// No progress (JSON to a pipe, or fleet runs that print one line per machine).
+pub struct Silent;
+impl Progress for Silent {
+    fn phase(&mut self, _: &str, _: bool, _: bool, _: f64) {}
+}
+
+/// One line per phase on stderr. Lines during the frozen window are held until the thaw: stderr
+/// may be a file on a filesystem being frozen, and a write there would block this client.
+#[derive(Default)]
+pub struct Lines {
+    held: Vec<String>,
+    frozen: bool,
+}
+
+impl Progress for Lines {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
+        let line = if finished {
+            format!(
+                "{phase}: {} in {elapsed_ms:.1} ms",
+                if ok { "done" } else { "FAILED" }
+            )
+        } else {
+            format!("{phase}: started")
+        };
+        if phase == "freeze" && !finished {
+            self.frozen = true;
+        }
+        self.held.push(line);
+        if phase == "thaw" && finished {
+            self.frozen = false;
+        }
+        if !self.frozen {
+            let mut err = std::io::stderr().lock();
+            for line in self.held.drain(..) {
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+
+    fn done(&mut self) {
+        let mut err = std::io::stderr().lock();
+        for line in self.held.drain(..) {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+/// A live spinner on a terminal: the phase running now, and the frozen window as it happens.
+pub struct Spinner {
+    bar: indicatif::ProgressBar,
+    frozen_at: Option<std::time::Instant>,
+}
+
+impl Spinner {
+    pub fn new(what: &str) -> Spinner {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}{msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!("{what}: "));
+        bar.enable_steady_tick(std::time::Duration::from_millis(80));
+        Spinner { bar, frozen_at: None }
+    }
+}
+
+impl Progress for Spinner {
+    fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
+        match (phase, finished) {
+            ("freeze", false) => {
+                self.frozen_at = Some(std::time::Instant::now());
+                self.bar.set_message("freezing filesystems");
+            }
+            ("request", false) => self.bar.set_message("FROZEN: requesting the snapshot"),
+            ("thaw", true) => {
+                if let Some(at) = self.frozen_at.take() {
+                    self.bar.println(format!(
+                        "  writes were blocked for {:.0} ms",
+                        at.elapsed().as_secs_f64() * 1000.0
+                    ));
+                }
+            }
+            (_, false) => self.bar.set_message(format!("{phase}…")),
+            (_, true) => self.bar.println(format!(
+                "  {phase} {} {elapsed_ms:.1} ms",
+                if ok { "✓" } else { "✗" }
+            )),
+        }
+    }
+
+    fn done(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// How one machine's snapshot shows its progress: nothing under `--json`, a spinner on a
+/// terminal, else one line per phase.
+pub fn for_one(json: bool) -> Box<dyn Progress> {
+    if json {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Spinner::new("snapshot"))
+    } else {
+        Box::new(Lines::default())
+    }
 }
 
 #[cfg(test)]

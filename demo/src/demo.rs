@@ -10,8 +10,8 @@
 use crate::private_bus::PrivateBus;
 use crate::scratch::{verify_records, Fs, LoopFs, Writer};
 use anyhow::{bail, Context, Result};
+use freezeframe::agent::{self as commands, Finished, SnapshotRequest};
 use freezeframe::client::Target;
-use freezeframe::commands::{self, Finished, SnapshotRequest};
 use freezeframe::outln;
 use freezeframe_agent::transaction::{Report, Status};
 use freezeframe_do_sim::{Capture, SimConfig, SimServer};
@@ -36,7 +36,7 @@ struct Progress {
     frozen: bool,
 }
 
-impl commands::Progress for Progress {
+impl freezeframe::progress::Progress for Progress {
     fn phase(&mut self, phase: &str, finished: bool, ok: bool, elapsed_ms: f64) {
         if !finished {
             if phase == "freeze" {

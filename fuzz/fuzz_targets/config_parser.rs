@@ -1,9 +1,9 @@
-//! The configuration parser on arbitrary text: two fragments (split at the first NUL) parsed,
-//! merged and validated. It may refuse anything; it must never panic, hang or accept a value
+//! The configuration parser on arbitrary text: two files (split at the first NUL), a main file
+//! and a drop-in, merged and validated. It may refuse anything; it must never panic, hang or accept a value
 //! that validation should have refused.
 #![no_main]
 
-use freezeframe_agent::config::{parse_duration, parse_fragment, Settings};
+use freezeframe_agent::config::{parse, parse_duration, Settings};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
@@ -13,12 +13,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let (first, second) = text.split_once('\0').unwrap_or((text, ""));
     let _ = parse_duration("fuzz", first);
-    let Ok(mut merged) = parse_fragment(Path::new("fuzz.toml"), first) else {
+    let Ok(merged) = parse(&[
+        (Path::new("fuzz.toml"), first),
+        (Path::new("fuzz-drop-in.toml"), second),
+    ]) else {
         return;
     };
-    if let Ok(later) = parse_fragment(Path::new("fuzz-drop-in.toml"), second) {
-        merged.merge(later);
-    }
     if let Ok(settings) = Settings::validate(merged) {
         // What validation accepts keeps its promises.
         assert!(settings.freeze.max_freeze >= std::time::Duration::from_secs(1));

@@ -3,8 +3,7 @@
 //! answers 422 to any request that breaks the spec; and the agent and the simulator through
 //! `prism proxy --errors`, which also fails any response of the simulator that breaks it.
 
-use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
-use freezeframe_agent::secret::Secret;
+use freezeframe_digitalocean::{http_client, Client, Token};
 use freezeframe_tests::sim::{Capture, Fault, PowerModel, Sim, SimConfig, SimVolume};
 use freezeframe_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -38,7 +37,7 @@ fn client_for(url: &str) -> Client {
     Client::new(
         http_client(url).unwrap(),
         url,
-        Secret::new("dop_v1_contract"),
+        Token::new("dop_v1_contract"),
         &["droplet:read"],
         Duration::from_secs(20),
     )
@@ -131,7 +130,7 @@ async fn every_request_of_the_client_agrees_with_the_spec() {
 
 /// The calls of a restore drill, each as the spec has it (against `prism mock`).
 async fn drill_requests_agree_with_the_spec(client: &Client) {
-    use freezeframe_agent::provider::digitalocean::{DropletCreate, VolumeCreate};
+    use freezeframe_digitalocean::{DropletCreate, VolumeCreate};
     client.snapshot("6372321").await.expect("GET /v2/snapshots/{id}");
     client
         .snapshots("volume")
@@ -351,8 +350,7 @@ async fn prism_mock_refuses_a_request_that_breaks_the_spec() {
 /// Droplet powers off when its guest does, is locked while its snapshot runs (a power_on then
 /// is refused), and boots again; a guest that ignores the shutdown stays on until power_off.
 async fn power_through_the_proxy(url: &str, sim: &Sim) {
-    use freezeframe_agent::provider::digitalocean::client::ApiError;
-    use freezeframe_agent::provider::digitalocean::PowerAction;
+    use freezeframe_digitalocean::{ApiError, PowerAction};
     let quick = Duration::from_millis(300);
     sim.set_power(PowerModel {
         shutdown_takes: quick,
@@ -479,7 +477,7 @@ async fn power_through_the_proxy(url: &str, sim: &Sim) {
 
 /// A restore drill's calls through the validating proxy, against the simulator.
 async fn drill_through_the_proxy(url: &str, snapshot_id: &str) {
-    use freezeframe_agent::provider::digitalocean::{DropletCreate, VolumeCreate};
+    use freezeframe_digitalocean::{DropletCreate, VolumeCreate};
     let client = client_for(url);
     let snapshot = client
         .snapshot(snapshot_id)

@@ -317,7 +317,7 @@ fn offline_needs_droplets_by_id_or_tag_and_a_token() {
 
 #[test]
 fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_the_others() {
-    use freezeframe_agent::provider::digitalocean::client::{http_client, Client};
+    use freezeframe_digitalocean::{http_client, Client, Token};
     use freezeframe_tests::bus::fake_ssh;
     let (droplet, state) = droplet(Duration::from_millis(300), false, false);
     let member = crate::fleet::serve(droplet);
@@ -362,7 +362,7 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
     let client = Client::new(
         http_client(&droplet.server.url).unwrap(),
         &droplet.server.url,
-        freezeframe_agent::secret::Secret::new(TOKEN),
+        Token::new(TOKEN),
         &["tag:create"],
         Duration::from_secs(10),
     );

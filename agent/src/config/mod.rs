@@ -3,20 +3,26 @@
 //! Files are read in this order, later keys winning:
 //! `/usr/lib/freezeframe/config.d/*.toml` (vendor defaults), `/etc/freezeframe/config.toml`,
 //! `/etc/freezeframe/config.d/*.toml` (drop-ins, by file name). `--config PATH` replaces that list
-//! with `PATH` followed by the drop-ins in `config.d/` next to it. Every key and its default is
-//! documented in `packaging/config/config.toml`. Nothing here does I/O beyond reading files.
+//! with `PATH` followed by the drop-ins in `config.d/` next to it. The files are merged as TOML
+//! tables (`merge.rs`) and deserialized once into the schema (`schema.rs`, every key with its
+//! default from `defaults.rs`), then checked here. Every key and its default is documented in
+//! `packaging/config/config.toml`, which a test holds equal to the schema. Nothing here does I/O
+//! beyond reading files.
 
-mod fragments;
+mod defaults;
+mod merge;
 mod quiescer;
+mod schema;
 
-pub(crate) use fragments::ConfigFragment;
-pub(crate) use quiescer::{
-    MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode, DEFAULT_LOCK_WAIT_TIMEOUT,
-    DEFAULT_QUIESCER_TIMEOUT,
-};
+pub use defaults::{DEFAULT_API_URL, DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR, DEFAULT_VOLUME_LINKS};
+pub(crate) use defaults::{DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
+pub use merge::parse;
+pub(crate) use quiescer::{MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode};
+pub use schema::ConfigFile;
 
 use crate::naming::NameTemplate;
 use crate::transaction::ports::QuiescePolicy;
+use schema::DurationText;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -24,26 +30,10 @@ use std::time::Duration;
 pub(crate) const VENDOR_DROPIN_DIR: &str = "/usr/lib/freezeframe/config.d";
 /// The administrator's main file.
 pub(crate) const MAIN_CONFIG: &str = "/etc/freezeframe/config.toml";
-/// Where `/run/freezeframe` state lives by default: on tmpfs, never on a frozen filesystem.
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/freezeframe";
-/// Default for `[freeze] max_freeze`.
-pub(crate) const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(20);
+/// The administrator's drop-ins.
+const DROPIN_DIR: &str = "/etc/freezeframe/config.d";
 /// Bounds for `[freeze] max_freeze`.
 pub(crate) const MAX_FREEZE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
-pub(crate) use crate::naming::DEFAULT_TEMPLATE as DEFAULT_NAME_TEMPLATE;
-/// Defaults for `[digitalocean]`.
-pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
-pub(crate) const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
-pub(crate) const DEFAULT_TOKEN_FILE: &str = "/etc/freezeframe/token";
-pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
-/// Where udev links DigitalOcean volumes by name, unless `digitalocean.volume_links` says otherwise.
-pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
-/// Defaults for `[quiesce]`.
-pub(crate) const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
-/// Default for `[quiesce] hook_timeout`.
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for `[local_image] image_dir`.
-pub(crate) const DEFAULT_IMAGE_DIR: &str = "/var/lib/freezeframe/images";
 
 /// Errors from reading or validating configuration. Each says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -152,11 +142,7 @@ pub struct ServiceSettings {
     pub max_prepare_timeout: Duration,
 }
 
-/// Default for `[agent] idle_exit`.
-pub(crate) const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
-
-/// Default of `[agent] max_prepare_timeout`, and its bounds.
-pub(crate) const DEFAULT_MAX_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bounds of `[agent] max_prepare_timeout`.
 const MAX_PREPARE_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// `[quiesce]`, validated.
@@ -280,7 +266,7 @@ impl ConfigSources {
     pub fn system() -> Self {
         let mut files: Vec<(PathBuf, bool)> = dropins(Path::new(VENDOR_DROPIN_DIR));
         files.push((PathBuf::from(MAIN_CONFIG), false));
-        files.extend(dropins(Path::new("/etc/freezeframe/config.d")));
+        files.extend(dropins(Path::new(DROPIN_DIR)));
         ConfigSources { files }
     }
 
@@ -300,10 +286,10 @@ impl ConfigSources {
 
     /// Reads and merges every file, then validates.
     pub fn load(&self) -> Result<Settings, ConfigError> {
-        let mut merged = ConfigFragment::default();
+        let mut texts = Vec::with_capacity(self.files.len());
         for (path, required) in &self.files {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
+            match std::fs::read_to_string(path) {
+                Ok(text) => texts.push((path.as_path(), text)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
                 Err(source) => {
                     return Err(ConfigError::Read {
@@ -311,10 +297,10 @@ impl ConfigSources {
                         source,
                     })
                 }
-            };
-            merged.merge(parse_fragment(path, &text)?);
+            }
         }
-        Settings::validate(merged)
+        let files: Vec<(&Path, &str)> = texts.iter().map(|(path, text)| (*path, text.as_str())).collect();
+        Settings::validate(parse(&files)?)
     }
 }
 
@@ -331,20 +317,15 @@ fn dropins(dir: &Path) -> Vec<(PathBuf, bool)> {
     files.into_iter().map(|p| (p, true)).collect()
 }
 
-/// Parses one file's text.
-pub fn parse_fragment(path: &Path, text: &str) -> Result<ConfigFragment, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().replace('\n', "\n  "),
-    })
-}
-
 /// Parses a duration such as `20s`, `1500ms` or `2m`.
 pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim()).map_err(|e| ConfigError::Invalid {
-        key,
-        problem: format!("`{text}` is not a duration ({e}); write it like \"20s\", \"1500ms\" or \"2m\""),
-    })
+    duration(text).map_err(|problem| ConfigError::Invalid { key, problem })
+}
+
+/// A duration, or what is wrong with it and how to write it.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like \"20s\", \"1500ms\" or \"2m\""))
 }
 
 /// Parses a duration and requires it within `range` (inclusive): a typo like "1000000d" is an
@@ -356,30 +337,33 @@ pub(crate) fn parse_duration_in(
 ) -> Result<Duration, ConfigError> {
     let value = parse_duration(key, text)?;
     if value < min || value > max {
-        return Err(ConfigError::Invalid {
-            key,
-            problem: format!(
-                "`{}` is out of range: it must be between {} and {}",
-                text.trim(),
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
-        });
+        return Err(out_of_range(key, text, (min, max)));
     }
     Ok(value)
 }
 
-/// A duration key within `range`, or `default` when it is not set.
-fn duration_or(
-    key: &'static str,
-    text: Option<fragments::DurationText>,
-    range: (Duration, Duration),
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match text {
-        Some(text) => parse_duration_in(key, &text, range),
-        None => Ok(default),
+fn out_of_range(key: &'static str, text: &str, (min, max): (Duration, Duration)) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: format!(
+            "`{}` is out of range: it must be between {} and {}",
+            text.trim(),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ),
     }
+}
+
+/// A duration key's value, which must be within `range` (inclusive), named as written.
+fn in_range(
+    key: &'static str,
+    value: &DurationText,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    if value.value < min || value.value > max {
+        return Err(out_of_range(key, &value.text, (min, max)));
+    }
+    Ok(value.value)
 }
 
 /// Bounds of the timeouts of quiescers and hooks, and of API calls.
@@ -398,57 +382,40 @@ fn absolute(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
 }
 
 impl Settings {
-    /// Turns merged fragments into settings, applying defaults and checking every value.
-    pub fn validate(fragment: ConfigFragment) -> Result<Settings, ConfigError> {
-        let agent = fragment.agent.unwrap_or_default();
+    /// Turns the merged configuration into settings, checking every value.
+    pub fn validate(file: ConfigFile) -> Result<Settings, ConfigError> {
         Ok(Settings {
-            runtime_dir: absolute(
-                "agent.runtime_dir",
-                agent
-                    .runtime_dir
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into()),
-            )?,
-            service: validate_service(agent)?,
-            freeze: validate_freeze(fragment.freeze.unwrap_or_default())?,
+            runtime_dir: absolute("agent.runtime_dir", file.agent.runtime_dir.clone())?,
+            service: validate_service(file.agent)?,
+            freeze: validate_freeze(file.freeze)?,
             snapshot: SnapshotSettings {
                 name_template: validate_name_template(
                     "snapshot.name_template",
-                    fragment.snapshot.as_ref().and_then(|s| s.name_template.clone()),
+                    &file.snapshot.name_template,
                 )?,
                 group_name_template: validate_name_template(
                     "snapshot.group_name_template",
-                    fragment
-                        .snapshot
-                        .as_ref()
-                        .and_then(|s| s.group_name_template.clone()),
+                    &file.snapshot.group_name_template,
                 )?,
-                keep_last: fragment.retention.unwrap_or_default().keep_last.unwrap_or(0),
+                keep_last: file.retention.keep_last,
                 strategy: either(
                     "snapshot.strategy",
-                    fragment.snapshot.as_ref().and_then(|s| s.strategy.as_deref()),
+                    &file.snapshot.strategy,
                     ("live", Strategy::Live),
                     ("offline", Strategy::Offline),
                 )?,
-                provider: validate_provider(
-                    fragment.snapshot.unwrap_or_default().provider,
-                    fragment.digitalocean.unwrap_or_default(),
-                    fragment.local_image.unwrap_or_default(),
-                )?,
+                provider: validate_provider(&file.snapshot.provider, file.digitalocean, file.local_image)?,
             },
-            quiesce: validate_quiesce(
-                fragment.quiesce.unwrap_or_default(),
-                fragment.quiescer.unwrap_or_default(),
-            )?,
-            verify: validate_verify(fragment.verify.unwrap_or_default())?,
-            history: validate_history(fragment.history.unwrap_or_default())?,
-            metrics: validate_metrics(fragment.metrics.unwrap_or_default())?,
+            quiesce: validate_quiesce(file.quiesce, file.quiescer)?,
+            verify: validate_verify(file.verify)?,
+            history: validate_history(file.history)?,
+            metrics: validate_metrics(file.metrics)?,
         })
     }
 }
 
-fn validate_history(history: fragments::HistoryFragment) -> Result<HistorySettings, ConfigError> {
-    let keep = history.keep.unwrap_or(50);
+fn validate_history(history: schema::HistorySection) -> Result<HistorySettings, ConfigError> {
+    let keep = history.keep;
     let (least, most) = HISTORY_KEEP_RANGE;
     if !(least..=most).contains(&keep) {
         return Err(ConfigError::Invalid {
@@ -457,25 +424,19 @@ fn validate_history(history: fragments::HistoryFragment) -> Result<HistorySettin
         });
     }
     Ok(HistorySettings {
-        file: absolute(
-            "history.file",
-            history
-                .file
-                .unwrap_or_else(|| "/var/lib/freezeframe/history.json".into()),
-        )?,
+        file: absolute("history.file", history.file)?,
         keep: keep as usize,
     })
 }
 
-fn validate_metrics(metrics: fragments::MetricsFragment) -> Result<MetricsSettings, ConfigError> {
+fn validate_metrics(metrics: schema::MetricsSection) -> Result<MetricsSettings, ConfigError> {
     let textfile_dir = match metrics.textfile_dir {
-        Some(dir) if dir.as_os_str().is_empty() => None,
-        Some(dir) => Some(absolute("metrics.textfile_dir", dir)?),
-        None => Some("/var/lib/prometheus/node-exporter".into()),
+        dir if dir.as_os_str().is_empty() => None,
+        dir => Some(absolute("metrics.textfile_dir", dir)?),
     };
-    let listen = match metrics.listen.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => {
+    let listen = match metrics.listen.trim() {
+        "" => None,
+        text => {
             let address: std::net::SocketAddr = text.parse().map_err(|_| ConfigError::Invalid {
                 key: "metrics.listen",
                 problem: format!("`{text}` is not an address and port, such as \"127.0.0.1:9846\""),
@@ -495,18 +456,13 @@ fn validate_metrics(metrics: fragments::MetricsFragment) -> Result<MetricsSettin
     Ok(MetricsSettings { textfile_dir, listen })
 }
 
-fn validate_verify(verify: fragments::VerifyFragment) -> Result<VerifySettings, ConfigError> {
-    let schedule = match verify.schedule.as_deref().map(str::trim) {
-        None | Some("off") => None,
-        Some(text) => Some(parse_duration_in("verify.schedule", text, DRILL_SCHEDULE_RANGE)?),
+fn validate_verify(verify: schema::VerifySection) -> Result<VerifySettings, ConfigError> {
+    let schedule = match verify.schedule.trim() {
+        "off" => None,
+        text => Some(parse_duration_in("verify.schedule", text, DRILL_SCHEDULE_RANGE)?),
     };
     // ssh's command line is split on whitespace: the key's path may hold none.
-    let ssh_identity = absolute(
-        "verify.ssh_identity",
-        verify
-            .ssh_identity
-            .unwrap_or_else(|| "/etc/freezeframe/drill-ssh-key".into()),
-    )?;
+    let ssh_identity = absolute("verify.ssh_identity", verify.ssh_identity)?;
     if ssh_identity.to_string_lossy().contains(char::is_whitespace) {
         return Err(ConfigError::Invalid {
             key: "verify.ssh_identity",
@@ -518,55 +474,36 @@ fn validate_verify(verify: fragments::VerifyFragment) -> Result<VerifySettings, 
     }
     Ok(VerifySettings {
         schedule,
-        token_file: absolute(
-            "verify.token_file",
-            verify
-                .token_file
-                .unwrap_or_else(|| "/etc/freezeframe/drill-token".into()),
-        )?,
+        token_file: absolute("verify.token_file", verify.token_file)?,
         ssh_identity,
-        size: verify.size.filter(|s| !s.trim().is_empty()),
-        state_file: absolute(
-            "verify.state_file",
-            verify
-                .state_file
-                .unwrap_or_else(|| "/var/lib/freezeframe/drill.json".into()),
-        )?,
+        size: Some(verify.size).filter(|s| !s.trim().is_empty()),
+        state_file: absolute("verify.state_file", verify.state_file)?,
     })
 }
 
-fn validate_service(agent: fragments::AgentFragment) -> Result<ServiceSettings, ConfigError> {
-    let idle_exit = match &agent.idle_exit {
-        Some(text) => parse_duration("agent.idle_exit", text)?,
-        None => DEFAULT_IDLE_EXIT,
-    };
-    if idle_exit < Duration::from_secs(1) {
+fn validate_service(agent: schema::AgentSection) -> Result<ServiceSettings, ConfigError> {
+    if agent.idle_exit.value < Duration::from_secs(1) {
         return Err(ConfigError::Invalid {
             key: "agent.idle_exit",
             problem: "it must be at least 1s".into(),
         });
     }
     Ok(ServiceSettings {
-        idle_exit,
-        public_read: agent.public_read.unwrap_or(false),
-        max_prepare_timeout: match &agent.max_prepare_timeout {
-            Some(text) => parse_duration_in("agent.max_prepare_timeout", text, MAX_PREPARE_TIMEOUT_RANGE)?,
-            None => DEFAULT_MAX_PREPARE_TIMEOUT,
-        },
+        idle_exit: agent.idle_exit.value,
+        public_read: agent.public_read,
+        max_prepare_timeout: in_range(
+            "agent.max_prepare_timeout",
+            &agent.max_prepare_timeout,
+            MAX_PREPARE_TIMEOUT_RANGE,
+        )?,
     })
 }
 
-fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, ConfigError> {
-    let max_freeze = duration_or(
-        "freeze.max_freeze",
-        freeze.max_freeze,
-        MAX_FREEZE_RANGE,
-        DEFAULT_MAX_FREEZE,
-    )?;
+fn validate_freeze(freeze: schema::FreezeSection) -> Result<FreezeSettings, ConfigError> {
+    let max_freeze = in_range("freeze.max_freeze", &freeze.max_freeze, MAX_FREEZE_RANGE)?;
     let mountpoints = match freeze.mountpoints {
-        None => None,
-        Some(list) if list.is_empty() => None,
-        Some(list) => Some(
+        list if list.is_empty() => None,
+        list => Some(
             list.into_iter()
                 .map(|p| absolute("freeze.mountpoints", p))
                 .collect::<Result<Vec<_>, _>>()?,
@@ -574,7 +511,6 @@ fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, 
     };
     let exclude = freeze
         .exclude
-        .unwrap_or_default()
         .into_iter()
         .map(|p| absolute("freeze.exclude", p))
         .collect::<Result<Vec<_>, _>>()?;
@@ -591,24 +527,16 @@ fn validate_freeze(freeze: fragments::FreezeFragment) -> Result<FreezeSettings, 
         mountpoints,
         exclude,
         max_freeze,
-        expedite_rcu: freeze.expedite_rcu.unwrap_or(true),
-        probe: freeze.probe.unwrap_or(true),
+        expedite_rcu: freeze.expedite_rcu,
+        probe: freeze.probe,
     })
 }
 
 /// `snapshot.name_template` or `snapshot.group_name_template`: only the second, and always
 /// it, names the group, so that a group's snapshots are never a single run's (retention) and
 /// always say which group they belong to.
-fn validate_name_template(key: &'static str, text: Option<String>) -> Result<NameTemplate, ConfigError> {
+fn validate_name_template(key: &'static str, text: &str) -> Result<NameTemplate, ConfigError> {
     let for_groups = key == "snapshot.group_name_template";
-    let text = text.unwrap_or_else(|| {
-        if for_groups {
-            crate::naming::DEFAULT_GROUP_TEMPLATE
-        } else {
-            DEFAULT_NAME_TEMPLATE
-        }
-        .to_string()
-    });
     let template: NameTemplate =
         text.parse()
             .map_err(|e: crate::naming::TemplateError| ConfigError::Invalid {
@@ -641,21 +569,18 @@ fn validate_name_template(key: &'static str, text: Option<String>) -> Result<Nam
 }
 
 fn validate_provider(
-    name: Option<String>,
-    digitalocean: fragments::DigitalOceanFragment,
-    local_image: fragments::LocalImageFragment,
+    name: &str,
+    digitalocean: schema::DigitalOceanSection,
+    local_image: schema::LocalImageSection,
 ) -> Result<ProviderSettings, ConfigError> {
-    match name.as_deref() {
-        None | Some("digitalocean") => Ok(ProviderSettings::DigitalOcean(validate_digitalocean(
+    match name {
+        "digitalocean" => Ok(ProviderSettings::DigitalOcean(validate_digitalocean(
             digitalocean,
         )?)),
-        Some("local-image") => Ok(ProviderSettings::LocalImage {
-            image_dir: absolute(
-                "local_image.image_dir",
-                local_image.image_dir.unwrap_or_else(|| DEFAULT_IMAGE_DIR.into()),
-            )?,
+        "local-image" => Ok(ProviderSettings::LocalImage {
+            image_dir: absolute("local_image.image_dir", local_image.image_dir)?,
         }),
-        Some(other) => Err(ConfigError::Invalid {
+        other => Err(ConfigError::Invalid {
             key: "snapshot.provider",
             problem: format!("unknown provider `{other}`; the providers are: digitalocean, local-image"),
         }),
@@ -663,32 +588,22 @@ fn validate_provider(
 }
 
 fn validate_quiesce(
-    f: fragments::QuiesceFragment,
-    quiescers: Vec<fragments::QuiescerFragment>,
+    quiesce: schema::QuiesceSection,
+    quiescers: Vec<schema::QuiescerSection>,
 ) -> Result<QuiesceSettings, ConfigError> {
-    let on_failure = either(
-        "quiesce.on_quiesce_failure",
-        f.on_quiesce_failure.as_deref(),
-        ("abort", QuiescePolicy::Abort),
-        ("continue", QuiescePolicy::Continue),
-    )?;
-    let hook_timeout = duration_or(
-        "quiesce.hook_timeout",
-        f.hook_timeout,
-        STEP_TIMEOUT_RANGE,
-        DEFAULT_HOOK_TIMEOUT,
-    )?;
     Ok(QuiesceSettings {
-        auto: f.auto.unwrap_or(true),
-        on_failure,
-        hooks_dir: absolute(
-            "quiesce.hooks_dir",
-            f.hooks_dir.unwrap_or_else(|| DEFAULT_HOOKS_DIR.into()),
+        auto: quiesce.auto,
+        on_failure: either(
+            "quiesce.on_quiesce_failure",
+            &quiesce.on_quiesce_failure,
+            ("abort", QuiescePolicy::Abort),
+            ("continue", QuiescePolicy::Continue),
         )?,
-        hook_timeout,
+        hooks_dir: absolute("quiesce.hooks_dir", quiesce.hooks_dir)?,
+        hook_timeout: in_range("quiesce.hook_timeout", &quiesce.hook_timeout, STEP_TIMEOUT_RANGE)?,
         quiescers: quiescers
             .into_iter()
-            .map(fragments::QuiescerFragment::validate)
+            .map(schema::QuiescerSection::validate)
             .collect::<Result<_, _>>()?,
     })
 }
@@ -732,29 +647,27 @@ pub fn check_api_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// A key that takes one of two words, the first its default: the value it names, or an error
-/// naming both.
+/// A key that takes one of two words: the value it names, or an error naming both.
 pub(crate) fn either<T>(
     key: &'static str,
-    value: Option<&str>,
+    value: &str,
     first: (&str, T),
     second: (&str, T),
 ) -> Result<T, ConfigError> {
     match value {
-        None => Ok(first.1),
-        Some(v) if v == first.0 => Ok(first.1),
-        Some(v) if v == second.0 => Ok(second.1),
-        Some(other) => Err(ConfigError::Invalid {
+        v if v == first.0 => Ok(first.1),
+        v if v == second.0 => Ok(second.1),
+        other => Err(ConfigError::Invalid {
             key,
             problem: format!("`{other}` is neither \"{}\" nor \"{}\"", first.0, second.0),
         }),
     }
 }
 
-fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOceanSettings, ConfigError> {
+fn validate_digitalocean(f: schema::DigitalOceanSection) -> Result<DigitalOceanSettings, ConfigError> {
     let thaw_after = either(
         "digitalocean.thaw_after",
-        f.thaw_after.as_deref(),
+        &f.thaw_after,
         ("registered", ThawAfter::Registered),
         ("completed", ThawAfter::Completed),
     )?;
@@ -767,33 +680,21 @@ fn validate_digitalocean(f: fragments::DigitalOceanFragment) -> Result<DigitalOc
     Ok(DigitalOceanSettings {
         api_url: {
             let key = "digitalocean.api_url";
-            let url = validate_url(key, f.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()))?;
+            let url = validate_url(key, f.api_url)?;
             check_api_url(&url).map_err(|problem| ConfigError::Invalid { key, problem })?;
             url
         },
-        metadata_url: validate_url(
-            "digitalocean.metadata_url",
-            f.metadata_url.unwrap_or_else(|| DEFAULT_METADATA_URL.into()),
-        )?,
-        token_file: absolute(
-            "digitalocean.token_file",
-            f.token_file.unwrap_or_else(|| DEFAULT_TOKEN_FILE.into()),
-        )?,
+        metadata_url: validate_url("digitalocean.metadata_url", f.metadata_url)?,
+        token_file: absolute("digitalocean.token_file", f.token_file)?,
         droplet_id: f.droplet_id,
         thaw_after,
-        api_timeout: duration_or(
-            "digitalocean.api_timeout",
-            f.api_timeout,
-            API_TIMEOUT_RANGE,
-            DEFAULT_API_TIMEOUT,
-        )?,
-        volumes: f.volumes.unwrap_or(true),
-        volume_links: absolute(
-            "digitalocean.volume_links",
-            f.volume_links.unwrap_or_else(|| DEFAULT_VOLUME_LINKS.into()),
-        )?,
+        api_timeout: in_range("digitalocean.api_timeout", &f.api_timeout, API_TIMEOUT_RANGE)?,
+        volumes: f.volumes,
+        volume_links: absolute("digitalocean.volume_links", f.volume_links)?,
     })
 }
 
+#[cfg(test)]
+mod key_tests;
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,13 @@
-//! `[[quiescer]]`, validated: each kind's fragment (see `fragments.rs`, where a key that does not
+//! `[[quiescer]]`, validated: each kind's section (see `schema.rs`, where a key that does not
 //! apply to the kind is refused by the parser) checks its own values into [`QuiescerSettings`].
 
-use super::fragments::{
-    DurationText, MariadbFragment, PostgresqlFragment, QuiescerFragment, RedisFragment, SystemdFragment,
+use super::defaults::{DEFAULT_MARIADB_USER, DEFAULT_REDIS_ADDRESS};
+use super::schema::{
+    DurationText, MariadbSection, PostgresqlSection, QuiescerSection, RedisSection, SystemdSection,
 };
-use super::{absolute, duration_or, either, ConfigError, STEP_TIMEOUT_RANGE};
+use super::{absolute, either, in_range, ConfigError, STEP_TIMEOUT_RANGE};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Default bound on a database quiescer's prepare.
-pub(crate) const DEFAULT_QUIESCER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default for a MariaDB/MySQL quiescer's `lock_wait_timeout`.
-pub(crate) const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Where Debian's Redis listens by default.
-pub(crate) const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
 
 /// One `[[quiescer]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,79 +52,63 @@ impl QuiescerSettings {
     }
 }
 
-impl QuiescerFragment {
-    /// Checks every value and fills in the defaults.
+impl QuiescerSection {
+    /// Checks every value.
     pub(crate) fn validate(self) -> Result<QuiescerSettings, ConfigError> {
         match self {
-            QuiescerFragment::Mariadb(f) => f.validate(),
-            QuiescerFragment::Postgresql(f) => f.validate(),
-            QuiescerFragment::Redis(f) => f.validate(),
-            QuiescerFragment::Systemd(f) => f.validate(),
+            QuiescerSection::Mariadb(f) => f.validate(),
+            QuiescerSection::Postgresql(f) => f.validate(),
+            QuiescerSection::Redis(f) => f.validate(),
+            QuiescerSection::Systemd(f) => f.validate(),
         }
     }
 }
 
-fn timeout(text: Option<DurationText>) -> Result<Duration, ConfigError> {
-    duration_or(
-        "quiescer.timeout",
-        text,
-        STEP_TIMEOUT_RANGE,
-        DEFAULT_QUIESCER_TIMEOUT,
-    )
+fn timeout(value: &DurationText) -> Result<Duration, ConfigError> {
+    in_range("quiescer.timeout", value, STEP_TIMEOUT_RANGE)
 }
 
 fn password_file(path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
     path.map(|p| absolute("quiescer.password_file", p)).transpose()
 }
 
-impl MariadbFragment {
+impl MariadbSection {
     fn validate(self) -> Result<QuiescerSettings, ConfigError> {
-        let user = match self.user {
-            Some(user) if user.is_empty() || user.contains(['\0', '\n']) => {
-                return Err(ConfigError::Invalid {
-                    key: "quiescer.user",
-                    problem: "it must be a non-empty database user name".into(),
-                })
-            }
-            Some(user) => user,
-            None => MariadbLogin::default().user,
-        };
+        if self.user.is_empty() || self.user.contains(['\0', '\n']) {
+            return Err(ConfigError::Invalid {
+                key: "quiescer.user",
+                problem: "it must be a non-empty database user name".into(),
+            });
+        }
         Ok(QuiescerSettings::Mariadb {
-            socket: absolute(
-                "quiescer.socket",
-                self.socket.unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
-            )?,
+            socket: absolute("quiescer.socket", self.socket)?,
             login: MariadbLogin {
-                user,
+                user: self.user,
                 password_file: password_file(self.password_file)?,
             },
-            lock_wait_timeout: duration_or(
+            lock_wait_timeout: in_range(
                 "quiescer.lock_wait_timeout",
-                self.lock_wait_timeout,
+                &self.lock_wait_timeout,
                 STEP_TIMEOUT_RANGE,
-                DEFAULT_LOCK_WAIT_TIMEOUT,
             )?,
-            timeout: timeout(self.timeout)?,
+            timeout: timeout(&self.timeout)?,
         })
     }
 }
 
-impl PostgresqlFragment {
+impl PostgresqlSection {
     fn validate(self) -> Result<QuiescerSettings, ConfigError> {
         Ok(QuiescerSettings::Postgresql {
-            socket_dir: absolute(
-                "quiescer.socket_dir",
-                self.socket_dir.unwrap_or_else(|| "/var/run/postgresql".into()),
-            )?,
-            port: self.port.unwrap_or(5432),
-            os_user: self.os_user.unwrap_or_else(|| "postgres".into()),
-            checkpoint: self.checkpoint.unwrap_or(true),
-            timeout: timeout(self.timeout)?,
+            socket_dir: absolute("quiescer.socket_dir", self.socket_dir)?,
+            port: self.port,
+            os_user: self.os_user,
+            checkpoint: self.checkpoint,
+            timeout: timeout(&self.timeout)?,
         })
     }
 }
 
-impl RedisFragment {
+impl RedisSection {
     fn validate(self) -> Result<QuiescerSettings, ConfigError> {
         let endpoint = match (self.socket, self.address) {
             (Some(_), Some(_)) => {
@@ -145,12 +123,12 @@ impl RedisFragment {
         Ok(QuiescerSettings::Redis {
             endpoint,
             password_file: password_file(self.password_file)?,
-            timeout: timeout(self.timeout)?,
+            timeout: timeout(&self.timeout)?,
         })
     }
 }
 
-impl SystemdFragment {
+impl SystemdSection {
     fn validate(self) -> Result<QuiescerSettings, ConfigError> {
         let unit = self.unit.ok_or_else(|| ConfigError::Invalid {
             key: "quiescer.unit",
@@ -162,14 +140,14 @@ impl SystemdFragment {
         })?;
         let mode = either(
             "quiescer.mode",
-            self.mode.as_deref(),
+            &self.mode,
             ("freeze", UnitMode::Freeze),
             ("stop", UnitMode::Stop),
         )?;
         Ok(QuiescerSettings::Systemd {
             unit,
             mode,
-            timeout: timeout(self.timeout)?,
+            timeout: timeout(&self.timeout)?,
         })
     }
 }
@@ -255,7 +233,7 @@ pub struct MariadbLogin {
 impl Default for MariadbLogin {
     fn default() -> Self {
         MariadbLogin {
-            user: "root".into(),
+            user: DEFAULT_MARIADB_USER.into(),
             password_file: None,
         }
     }

@@ -1,7 +1,8 @@
+use super::defaults::DEFAULT_NAME_TEMPLATE;
 use super::*;
 
 fn settings(text: &str) -> Result<Settings, ConfigError> {
-    Settings::validate(parse_fragment(Path::new("test.toml"), text)?)
+    Settings::validate(parse(&[(Path::new("test.toml"), text)])?)
 }
 
 const MINIMAL: &str = "[snapshot]\nprovider = \"local-image\"\n";
@@ -297,28 +298,6 @@ fn an_explicit_file_must_exist() {
 }
 
 #[test]
-fn the_shipped_sample_parses_and_matches_the_defaults() {
-    let text = include_str!("../../../packaging/config/config.toml");
-    let fragment = parse_fragment(Path::new("config.toml"), text).unwrap();
-    // The sample documents every key commented out, so it must equal an empty file.
-    assert_eq!(fragment, ConfigFragment::default());
-    // Uncommented, every documented default must be what the code uses.
-    let uncommented: String = text
-        .lines()
-        .map(|l| {
-            l.strip_prefix("#")
-                .filter(|r| !r.starts_with(' ') && !r.starts_with('#'))
-                .unwrap_or(l)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let documented =
-        Settings::validate(parse_fragment(Path::new("uncommented"), &uncommented).unwrap()).unwrap();
-    let defaults = settings("").unwrap();
-    assert_eq!(documented, defaults);
-}
-
-#[test]
 fn quiescers_are_read_in_order_and_checked() {
     let s = settings(
         "[[quiescer]]\nkind = \"redis\"\nsocket = \"/run/redis/redis.sock\"\ntimeout = \"5s\"\n\
@@ -467,4 +446,49 @@ fn history_and_metrics_default_to_the_packaged_places_and_are_bounded() {
         let err = settings(&format!("{MINIMAL}{text}")).unwrap_err().to_string();
         assert!(err.contains(key), "{text}: {err}");
     }
+}
+
+#[test]
+fn an_error_in_a_drop_in_names_that_file_its_line_and_the_key() {
+    let main = "[freeze]\nmax_freeze = \"10s\"\n\n[agent]\npublic_read = true\n";
+    for (dropin, line, expected) in [
+        (
+            "# a comment\n[agent]\n\npublic_reed = true\n",
+            "line 4, column 1",
+            "unknown field `public_reed`, expected one of `runtime_dir`, `idle_exit`, `public_read`, `max_prepare_timeout`",
+        ),
+        ("[freeze]\nmax_freeze = \"soon\"\n", "line 2, column 14", "`soon` is not a duration"),
+        ("[freeze]\nexpedite_rcu = \"yes\"\n", "line 2, column 16", "invalid type: string \"yes\", expected a boolean"),
+        (
+            "[[quiescer]]\nkind = \"redis\"\n[[quiescer]]\nkind = \"oracle\"\n",
+            "line 4, column 8",
+            "unknown variant `oracle`",
+        ),
+    ] {
+        let err = parse(&[(Path::new("/etc/main.toml"), main), (Path::new("/etc/config.d/50-x.toml"), dropin)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration file /etc/config.d/50-x.toml is not valid: TOML parse error at ")
+                && err.contains(line)
+                && err.contains(expected),
+            "{dropin}: {err}"
+        );
+    }
+    // The main file's own error names the main file, after a drop-in was merged over it.
+    let err = parse(&[
+        (Path::new("/etc/main.toml"), "[agent]\nidle_exit = 5\n"),
+        (
+            Path::new("/etc/config.d/50-x.toml"),
+            "[agent]\npublic_read = true\n",
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(
+            "configuration file /etc/main.toml is not valid: TOML parse error at line 2, column 13"
+        ) && err.contains("2 | idle_exit = 5\n    |             ^\n  `5` has no unit"),
+        "{err}"
+    );
 }

@@ -5,28 +5,22 @@
 //! Droplet with a pending event. Inside the frozen window it sends exactly one
 //! `POST /v2/droplets/{id}/actions`; "registered" is a 201 whose action is `in-progress` or
 //! `completed`. With `thaw_after = "completed"` it holds the window until the action completes.
+//!
+//! The API itself (calls, JSON, limits, tags) is the `freezeframe_digitalocean` crate; this
+//! module adapts it to the transaction's `SnapshotProvider` port (`convert.rs`: its values as
+//! the port's).
 
-pub mod client;
-pub mod labels;
-pub mod limits;
-pub mod platform;
-mod restore;
+mod convert;
 pub(crate) mod token;
-pub(crate) mod types;
-
-pub use types::{
-    Droplet, DropletCreate, ListedDroplet, Networks, PowerAction, Size, Snapshot, Volume, VolumeCreate,
-};
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
-    ApiBudget, ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned,
-    Reconciled, Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned, Reconciled,
+    Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
-use client::{ApiError, Client};
+use freezeframe_digitalocean::{labels, limits, platform, Action, ApiError, Client};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use types::Action;
 
 /// Scopes a Droplet snapshot needs.
 pub(crate) const SNAPSHOT_SCOPES: &[&str] =
@@ -144,10 +138,11 @@ impl DigitalOcean {
             };
             ProviderError::setup(e.to_string()).with_fix(fix)
         })?;
-        let http = client::http_client(&self.settings.api_url).map_err(|e| api("cannot set up HTTPS", e))?;
+        let http = freezeframe_digitalocean::http_client(&self.settings.api_url)
+            .map_err(|e| api("cannot set up HTTPS", e))?;
         self.droplet_id = match self.settings.droplet_id {
             Some(id) => id,
-            None => client::droplet_id_from_metadata(
+            None => freezeframe_digitalocean::droplet_id_from_metadata(
                 &http,
                 &self.settings.metadata_url,
                 self.settings.api_timeout,
@@ -172,7 +167,7 @@ impl DigitalOcean {
         Ok(Client::new(
             http,
             &self.settings.api_url,
-            token,
+            token.into(),
             scopes,
             self.settings.api_timeout,
         ))
@@ -412,7 +407,7 @@ impl SnapshotProvider for DigitalOcean {
     }
 
     fn claim_limit(&self) -> Option<ClaimLimit> {
-        self.platform.as_ref().and_then(platform::limit)
+        self.platform.as_ref().and_then(convert::claim_limit)
     }
 
     async fn ready(&mut self) -> Result<(), ProviderError> {
@@ -466,16 +461,9 @@ impl SnapshotProvider for DigitalOcean {
     }
 
     fn usage(&self) -> ApiUsage {
-        let Some(usage) = self.client.as_ref().map(|c| c.usage()) else {
-            return ApiUsage::default();
-        };
-        ApiUsage {
-            calls: usage.calls,
-            budget: usage.remaining.map(|remaining| ApiBudget {
-                remaining,
-                reset_unix: usage.reset.unwrap_or(0),
-            }),
-        }
+        self.client
+            .as_ref()
+            .map_or_else(ApiUsage::default, |c| convert::usage(c.usage()))
     }
 
     async fn request(
@@ -606,7 +594,7 @@ impl SnapshotProvider for DigitalOcean {
             .into_iter()
             .filter(|s| s.resource_id == id.to_string())
             .map(|s| SnapshotInfo {
-                consistency: labels::recorded(s.tags.as_deref().unwrap_or_default()),
+                consistency: labels::recorded(s.tags.as_deref().unwrap_or_default()).map(convert::recorded),
                 id: s.id,
                 name: s.name,
                 created_at: s.created_at,
@@ -619,7 +607,11 @@ impl SnapshotProvider for DigitalOcean {
         match platform::drill_results(client).await {
             Ok(results) => {
                 for s in &mut snapshots {
-                    s.drill = s.id.parse().ok().and_then(|id: u64| results.get(&id).copied());
+                    s.drill =
+                        s.id.parse()
+                            .ok()
+                            .and_then(|id: u64| results.get(&id).copied())
+                            .map(convert::drill_result);
                 }
             }
             Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
@@ -647,7 +639,7 @@ impl SnapshotProvider for DigitalOcean {
             .iter()
             .map(|v| v.snapshot_id.clone())
             .collect();
-        let mut tags = vec![labels::consistency_tag(labels.consistency.into())];
+        let mut tags = vec![labels::consistency_tag(convert::level(labels.consistency.into()))];
         tags.extend(labels.group.as_deref().map(labels::group_tag));
         for tag in tags {
             client

@@ -3,7 +3,16 @@
 //! like an ssh key, must not be readable by group or others.
 
 use crate::secret::{read_file, read_private_file, Secret, SecretFileError};
+use freezeframe_digitalocean::Token;
 use std::path::{Path, PathBuf};
+
+/// A secret read by the agent's checks, as the API client's token (which prints as redacted
+/// too).
+impl From<Secret> for Token {
+    fn from(secret: Secret) -> Token {
+        Token::new(secret.expose())
+    }
+}
 
 /// The name of the systemd credential.
 pub(crate) const CREDENTIAL_NAME: &str = "do-token";

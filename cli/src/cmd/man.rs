@@ -1,8 +1,37 @@
-//! The man pages' sections that clap does not write (EXIT STATUS, ENVIRONMENT, FILES,
-//! EXAMPLES, SEE ALSO), as roff, appended to what `clap_mangen` renders.
+//! `freezeframe man DIR`: the man pages, `clap_mangen`'s rendering of the arguments with the
+//! sections clap does not write (EXIT STATUS, ENVIRONMENT, FILES, EXAMPLES, SEE ALSO) as roff.
+
+use crate::args::Cli;
+use clap::CommandFactory;
+use std::path::Path;
+
+/// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …), each with the
+/// global options and the sections clap does not write.
+pub fn write(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut command = Cli::command();
+    // Propagates the global options (-H, --json, --bus-address, …) into each subcommand's page.
+    command.build();
+    let mut pages = vec![("freezeframe".to_string(), command.clone(), None)];
+    for sub in command.get_subcommands() {
+        let name = format!("freezeframe-{}", sub.get_name());
+        pages.push((
+            name.clone(),
+            sub.clone().name(name.clone()),
+            Some(sub.get_name().to_string()),
+        ));
+    }
+    for (name, page, sub) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        out.extend_from_slice(extra_sections(sub.as_deref()).as_bytes());
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+    }
+    Ok(())
+}
 
 /// The sections for `freezeframe.1` (`None`) or the page of subcommand `sub`.
-pub fn extra_sections(sub: Option<&str>) -> String {
+fn extra_sections(sub: Option<&str>) -> String {
     let mut roff = String::from(
         ".SH \"EXIT STATUS\"\n\
          .TP\n0\nSuccess.\n\

@@ -40,25 +40,32 @@ pub(crate) struct ActionList {
     pub actions: Vec<Action>,
 }
 
+/// An action on a Droplet (a snapshot, a power action), as `GET /v2/actions/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Action {
+    /// Its id.
     pub id: u64,
     /// `in-progress`, `completed` or `errored`.
     pub status: String,
+    /// What it does: `snapshot`, `shutdown`, `power_on`, ….
     #[serde(rename = "type")]
     pub kind: String,
+    /// When it started (RFC 3339).
     #[serde(default)]
     pub started_at: Option<String>,
 }
 
 impl Action {
-    pub(crate) fn in_progress(&self) -> bool {
+    /// Still running.
+    pub fn in_progress(&self) -> bool {
         self.status == "in-progress"
     }
-    pub(crate) fn completed(&self) -> bool {
+    /// Done.
+    pub fn completed(&self) -> bool {
         self.status == "completed"
     }
-    pub(crate) fn errored(&self) -> bool {
+    /// Failed on DigitalOcean's side.
+    pub fn errored(&self) -> bool {
         self.status == "errored"
     }
 }
@@ -180,18 +187,26 @@ impl Paged for SnapshotList {
     }
 }
 
+/// One of a Droplet's IPv4 addresses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct NetworkV4 {
+    /// The address.
     pub ip_address: String,
+    /// `public` or `private`.
     #[serde(rename = "type")]
     pub kind: String,
 }
 
+/// A snapshot as `GET /v2/droplets/{id}/snapshots` lists it (completed ones only).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DropletSnapshot {
+    /// Its image id.
     pub id: u64,
+    /// Its name.
     pub name: String,
+    /// When it was taken (RFC 3339).
     pub created_at: String,
+    /// What it holds.
     pub size_gigabytes: f64,
 }
 
@@ -246,9 +261,12 @@ pub(crate) struct VolumeSnapshotEnvelope {
     pub snapshot: VolumeSnapshot,
 }
 
+/// A volume snapshot, as `POST /v2/volumes/{id}/snapshots` answers.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VolumeSnapshot {
+    /// Its id (a UUID).
     pub id: String,
+    /// Its name.
     pub name: String,
 }
 

@@ -3,8 +3,8 @@
 //! and a volume may be snapshotted once every 10 minutes
 //! (docs.digitalocean.com/products/snapshots/details/limits).
 
-use super::client::{ApiError, Client};
-use super::types::Snapshot;
+use crate::client::{ApiError, Client};
+use crate::types::Snapshot;
 use std::time::{Duration, SystemTime};
 
 /// The most snapshots DigitalOcean keeps of one volume.

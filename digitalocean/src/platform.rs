@@ -1,11 +1,10 @@
 //! What restore drills learned about when this platform reads a Droplet's disk. Each drill
-//! (`freezeframe verify`) tags the snapshot it restored with the probe's verdict; the newest
-//! verdict among this Droplet's own snapshots stands (a platform can change). Under
-//! `thaw_after = "registered"`, an after-the-thaw verdict means a snapshot here may hold writes
-//! from after the snapshot point, so a run may claim no more than crash-consistent.
+//! (`freezeframe verify`) tags the snapshot it restored with its result and the probe's
+//! verdict; the newest verdict among this Droplet's own snapshots stands (a platform can
+//! change). What a verdict means for a run (under `thaw_after = "registered"`, an
+//! after-the-thaw verdict caps its claim at crash-consistent) is the agent's to say.
 
-use super::client::{ApiError, Client};
-use crate::transaction::ports::{ClaimLimit, Consistency, DrillResult};
+use crate::client::{ApiError, Client};
 use std::collections::{HashMap, HashSet};
 
 /// The tag a drill puts on a snapshot that restored and passed every check.
@@ -19,20 +18,29 @@ pub const AFTER_THAW_TAG: &str = "freezeframe-probe-after-thaw";
 
 /// The newest drill verdict on one of this Droplet's snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Learned {
+pub struct Learned {
     /// The disk was read after the thaw.
-    pub(crate) after_thaw: bool,
-    /// The snapshot drilled.
-    pub(crate) snapshot: String,
-    /// When it was taken.
-    pub(crate) taken: String,
+    pub after_thaw: bool,
+    /// The snapshot drilled (its name).
+    pub snapshot: String,
+    /// When it was taken (RFC 3339).
+    pub taken: String,
+}
+
+/// What a restore drill found for a snapshot, as its tags record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillResult {
+    /// It restored, and every check passed ([`VERIFIED_TAG`]).
+    Verified,
+    /// It did not restore, or a check failed ([`FAILED_TAG`]).
+    Failed,
 }
 
 /// The newest verdict drills left on `droplet`'s snapshots, if a drill ever found this
 /// account's disks read after the thaw (only that verdict bounds a run). Every run asks, so the
 /// usual answer costs one call: no snapshot carries that tag. Only when one does are the
 /// Droplet's own snapshots and the later, opposite verdicts read too.
-pub(crate) async fn learned(client: &Client, droplet: u64) -> Result<Option<Learned>, ApiError> {
+pub async fn learned(client: &Client, droplet: u64) -> Result<Option<Learned>, ApiError> {
     let after_thaw = client.images_tagged(AFTER_THAW_TAG).await?;
     if after_thaw.is_empty() {
         return Ok(None);
@@ -64,7 +72,7 @@ pub(crate) async fn learned(client: &Client, droplet: u64) -> Result<Option<Lear
 
 /// Each drilled snapshot's result, by image id. A snapshot drilled twice with different results
 /// counts as failed: one restore that failed is a fact that a later success does not undo.
-pub(crate) async fn drill_results(client: &Client) -> Result<HashMap<u64, DrillResult>, ApiError> {
+pub async fn drill_results(client: &Client) -> Result<HashMap<u64, DrillResult>, ApiError> {
     let mut results = HashMap::new();
     for (tag, result) in [
         (VERIFIED_TAG, DrillResult::Verified),
@@ -75,19 +83,4 @@ pub(crate) async fn drill_results(client: &Client) -> Result<HashMap<u64, DrillR
         }
     }
     Ok(results)
-}
-
-/// The bound a verdict puts on runs that thaw when the action registers.
-pub(crate) fn limit(learned: &Learned) -> Option<ClaimLimit> {
-    learned.after_thaw.then(|| ClaimLimit {
-        at_most: Consistency::Crash,
-        why: format!(
-            "a restore drill of snapshot {} (taken {}) found that this platform read the \
-             Droplet's disk after the thaw: with thaw_after = \"registered\" a snapshot here may \
-             hold writes from after the snapshot point, so this one is only crash-consistent. Set \
-             `digitalocean.thaw_after = \"completed\"` (the freeze then lasts until the snapshot \
-             completes, within max_freeze), or drill a newer snapshot if the platform changed",
-            learned.snapshot, learned.taken
-        ),
-    })
 }

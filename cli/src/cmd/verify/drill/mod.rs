@@ -6,121 +6,31 @@
 //! creates carries the tag `freezeframe-verify` and one of its own run, so `freezeframe verify
 //! --cleanup` finds what a drill killed outright left behind.
 
-use crate::commands::{Exit, Failure};
-use freezeframe_agent::provider::digitalocean::client::{http_client, ApiError, Client};
-use freezeframe_agent::provider::digitalocean::platform;
-use freezeframe_agent::provider::digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
+use crate::agent::{Exit, Failure};
+use crate::api::Access;
 use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
+use freezeframe_digitalocean::platform;
+use freezeframe_digitalocean::{ApiError, Client};
+use freezeframe_digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub(crate) use super::ports::Api;
+
+mod host_key;
+mod remote;
+mod text;
+
+use host_key::HostKey;
+#[cfg(test)]
+use remote::{pinned_options, ssh_verify};
+use remote::{Pinned, Remote, Ssh};
+pub(crate) use text::text;
+
 /// Every drill's resources carry this tag; `--cleanup` destroys what carries it.
 pub const DRILL_TAG: &str = "freezeframe-verify";
-
-/// The restored copy must never snapshot itself: its timer and its agent (which serves
-/// snapshots over D-Bus) are masked at first boot, before either can start.
-const USER_DATA: &str = "#cloud-config\n\
-bootcmd:\n  - [systemctl, mask, --now, freezeframe-snapshot.timer, freezeframe-agent.service]\n";
-
-/// The restored Droplet's SSH host key, made for this drill: cloud-init installs it (the
-/// image's own keys are deleted, no others made) and it is the only key ssh accepts from the
-/// address, so a host that answers there with another key is never given the drill's login or
-/// trusted with its verdict. The private half lives in memory only, never prints, and goes
-/// with the drill; the directory (mode 700, the pinned known-hosts file) is removed on drop.
-struct HostKey {
-    dir: tempfile::TempDir,
-    /// `ssh-ed25519 AAAA…`, without a comment.
-    public: String,
-    private: Private,
-}
-
-/// Text that holds a private key: its `Debug` prints `[redacted]`.
-struct Private(String);
-
-impl std::fmt::Debug for Private {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::fmt::Debug for HostKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostKey")
-            .field("public", &self.public)
-            .field("private", &self.private)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HostKey {
-    /// A new ed25519 key pair from `ssh-keygen`, in a private directory of its own; the
-    /// private key's file is removed once read.
-    fn generate() -> Result<HostKey, Failure> {
-        let failed =
-            |why: String| Failure::new(Exit::Failed, format!("cannot make the Droplet's host key: {why}"));
-        let dir = tempfile::Builder::new()
-            .prefix("freezeframe-verify-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| failed(e.to_string()))?;
-        let file = dir.path().join("host_key");
-        let mut keygen = std::process::Command::new("ssh-keygen");
-        for name in freezeframe_agent::secret::SECRET_VARIABLES {
-            keygen.env_remove(name);
-        }
-        let out = keygen
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "freezeframe-verify", "-f"])
-            .arg(&file)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| failed(format!("cannot run ssh-keygen ({e}): install openssh-client")))?;
-        if !out.status.success() {
-            return Err(failed(format!(
-                "ssh-keygen failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let private = std::fs::read_to_string(&file).map_err(|e| failed(e.to_string()));
-        let _ = std::fs::remove_file(&file);
-        let private = Private(private?);
-        let public =
-            std::fs::read_to_string(file.with_extension("pub")).map_err(|e| failed(e.to_string()))?;
-        let public: Vec<&str> = public.split_whitespace().take(2).collect();
-        if public.len() != 2 || public[0] != "ssh-ed25519" {
-            return Err(failed("ssh-keygen wrote no ed25519 public key".into()));
-        }
-        Ok(HostKey {
-            dir,
-            public: public.join(" "),
-            private,
-        })
-    }
-
-    /// The Droplet's user data: [`USER_DATA`], and this key as its only host key.
-    fn user_data(&self) -> Private {
-        let mut text = format!(
-            "{USER_DATA}ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n"
-        );
-        for line in self.private.0.lines() {
-            text.push_str(&format!("    {line}\n"));
-        }
-        text.push_str(&format!("  ed25519_public: {}\n", self.public));
-        Private(text)
-    }
-
-    /// The known-hosts file that pins this key, under the name `alias` (written once).
-    fn known_hosts(&self, alias: &str) -> Result<std::path::PathBuf, Stop> {
-        let file = self.dir.path().join("known_hosts");
-        if !file.exists() {
-            std::fs::write(&file, format!("{alias} {}\n", self.public))
-                .map_err(|e| Stop::Failed(format!("cannot write {}: {e}", file.display())))?;
-        }
-        Ok(file)
-    }
-}
 
 /// What the drill is asked to do.
 #[derive(Debug, Clone)]
@@ -185,48 +95,21 @@ pub struct DrillReport {
     pub left_behind: Vec<String>,
 }
 
-/// The scopes a drill's token needs, as the API names them.
-pub const DRILL_SCOPES: &str = "droplet:create, droplet:read, droplet:delete, \
-     block_storage:create, block_storage:delete, image:read, sizes:read and tag:create";
-
-/// The API client for the drill, with the operator's token.
-pub fn client(api_url: &str) -> Result<Client, Failure> {
-    let token = std::env::var("DIGITALOCEAN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            Failure::new(
-                Exit::Usage,
-                format!(
-                    "a restore drill creates a Droplet and volumes with your token: set \
-                     DIGITALOCEAN_TOKEN to a token with {DRILL_SCOPES}"
-                ),
-            )
-        })?;
-    client_with(api_url, freezeframe_agent::secret::Secret::new(token.trim()))
-}
-
-/// The API client for the drill, with `token`.
-pub fn client_with(api_url: &str, token: freezeframe_agent::secret::Secret) -> Result<Client, Failure> {
-    let http =
-        http_client(api_url).map_err(|e| Failure::new(Exit::Failed, format!("cannot set up HTTPS: {e}")))?;
-    Ok(Client::new(
-        http,
-        api_url,
-        token,
-        &[
-            "droplet:create",
-            "droplet:read",
-            "droplet:delete",
-            "block_storage:create",
-            "block_storage:delete",
-            "image:read",
-            "sizes:read",
-            "tag:create",
-        ],
-        Duration::from_secs(30),
-    ))
-}
+/// What a drill does with the API: the scopes its token needs, as the API names them.
+pub(crate) const ACCESS: Access = Access {
+    scopes: &[
+        "droplet:create",
+        "droplet:read",
+        "droplet:delete",
+        "block_storage:create",
+        "block_storage:delete",
+        "image:read",
+        "sizes:read",
+        "tag:create",
+    ],
+    timeout: Duration::from_secs(30),
+    why: "a restore drill creates a Droplet and volumes with your token",
+};
 
 /// What a drill will create, found before anything is.
 struct Plan {
@@ -236,7 +119,7 @@ struct Plan {
 }
 
 /// The snapshot, its run's volume snapshots and the size: every check before anything costs.
-async fn plan(client: &Client, options: &DrillOptions) -> Result<Plan, Failure> {
+async fn plan(client: &impl Api, options: &DrillOptions) -> Result<Plan, Failure> {
     let api = |what: &str, e: ApiError| Failure::new(Exit::Failed, format!("{what}: {e}"));
     let snapshot = match client.snapshot(&options.snapshot).await {
         Ok(s) => s,
@@ -294,7 +177,7 @@ async fn plan(client: &Client, options: &DrillOptions) -> Result<Plan, Failure> 
 }
 
 /// The size asked for, or the cheapest on sale in the snapshot's region whose disk fits it.
-async fn choose_size(client: &Client, snapshot: &Snapshot, asked: Option<&str>) -> Result<Size, Failure> {
+async fn choose_size(client: &impl Api, snapshot: &Snapshot, asked: Option<&str>) -> Result<Size, Failure> {
     let region = snapshot.regions.first().map(String::as_str).unwrap_or_default();
     let sizes = client
         .sizes()
@@ -390,6 +273,15 @@ enum Stop {
 /// Runs a drill: plan, consent, restore and verify (raced against signals and the timeout),
 /// then cleanup and the record, whatever happened.
 pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, DrillReport), Failure> {
+    run_on(client, &Ssh, options).await
+}
+
+/// [`run`], with `client` for the API and `remote` for the check on the restored Droplet.
+async fn run_on(
+    client: &impl Api,
+    remote: &impl Remote,
+    options: &DrillOptions,
+) -> Result<(Exit, DrillReport), Failure> {
     let plan = plan(client, options).await?;
     consent(&plan, options)?;
     // ssh-keygen waited for, and files read: off the async workers.
@@ -411,7 +303,15 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
         ..DrillReport::default()
     }));
     let stop = {
-        let drill = restore_and_verify(client, options, &plan, &run_tag, &host_key, report.clone());
+        let drill = restore_and_verify(
+            client,
+            remote,
+            options,
+            &plan,
+            &run_tag,
+            &host_key,
+            report.clone(),
+        );
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
         tokio::select! {
@@ -447,7 +347,7 @@ pub async fn run(client: &Client, options: &DrillOptions) -> Result<(Exit, Drill
 
 /// Tags the snapshot with the result, and with when the platform read its disk: the agent on
 /// the Droplet reads that verdict back before its next runs (`platform.rs`).
-async fn record(client: &Client, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
+async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
     let result = if found.verified {
         platform::VERIFIED_TAG
     } else {
@@ -469,7 +369,8 @@ async fn record(client: &Client, snapshot: &str, found: &MachineVerification, re
 /// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
 /// learns goes into `report` as it goes, so an interrupted drill still says what it made.
 async fn restore_and_verify(
-    client: &Client,
+    client: &impl Api,
+    remote: &impl Remote,
     options: &DrillOptions,
     plan: &Plan,
     run_tag: &str,
@@ -539,7 +440,7 @@ async fn restore_and_verify(
         known_hosts: host_key.known_hosts(&alias)?,
         alias,
     };
-    let found = remote_verify(options, &address, &volume_names, &pinned).await?;
+    let found = remote.verify(options, &address, &volume_names, &pinned).await?;
     note(&|r| {
         r.verified_seconds = Some(started.elapsed().as_secs_f64());
         r.verification = Some(found.clone());
@@ -548,7 +449,7 @@ async fn restore_and_verify(
 }
 
 /// Polls the Droplet until it is active with a public address.
-async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<String, Stop> {
+async fn wait_until_up(client: &impl Api, id: u64, poll: Duration) -> Result<String, Stop> {
     loop {
         let droplet = client
             .droplet(id)
@@ -563,156 +464,10 @@ async fn wait_until_up(client: &Client, id: u64, poll: Duration) -> Result<Strin
     }
 }
 
-/// The one host key ssh accepts from the restored Droplet: `known_hosts` lists it under
-/// `alias` (ssh's `HostKeyAlias`), which is what ssh looks up instead of the address.
-struct Pinned {
-    known_hosts: std::path::PathBuf,
-    alias: String,
-}
-
-/// `freezeframe-agent verify --json` on the restored Droplet over ssh, retried while ssh cannot
-/// connect yet (sshd starts after the Droplet is reported active). Only the host key the drill
-/// gave the Droplet is accepted: another one ends the drill before anything runs there.
-async fn remote_verify(
-    options: &DrillOptions,
-    address: &str,
-    volumes: &[String],
-    pinned: &Pinned,
-) -> Result<MachineVerification, Stop> {
-    loop {
-        let mut command = ssh_verify(options, address, volumes, pinned);
-        let out = command
-            .output()
-            .await
-            .map_err(|e| Stop::Failed(format!("cannot run {}: {e}", options.ssh_command)))?;
-        let said = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(255)
-            && ["Host key verification failed", "IDENTIFICATION HAS CHANGED"]
-                .iter()
-                .any(|w| said.contains(w))
-        {
-            return Err(Stop::Failed(format!(
-                "{address} answered with an SSH host key other than the one the drill gave the \
-                 restored Droplet: it is not that Droplet, or the image's cloud-init did not \
-                 install the key from the user data (ssh_keys); nothing was run there and \
-                 nothing it said is trusted. ssh said: {}",
-                said.trim()
-            )));
-        }
-        match out.status.code() {
-            // ssh could not connect (yet): sshd may still be starting.
-            Some(255)
-                if [
-                    "Connection refused",
-                    "timed out",
-                    "No route to host",
-                    "Connection reset",
-                ]
-                .iter()
-                .any(|w| said.contains(w)) =>
-            {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Some(0 | 1) => {
-                return serde_json::from_slice(&out.stdout).map_err(|e| {
-                    Stop::Failed(format!(
-                        "freezeframe-agent verify on {address} answered no report ({e}): {}",
-                        said.trim()
-                    ))
-                })
-            }
-            _ => return Err(ssh_failure(options, address, &out.status, &said)),
-        }
-    }
-}
-
-/// The options that make ssh accept only the pinned host key, whatever the user's ssh_config
-/// says: ssh keeps the first value it is given for an option, so these go before any word of
-/// the user's `--ssh-command`. No connection sharing (a master socket the user's `ControlMaster
-/// auto` left open to the same address would carry the session with no host-key check), and
-/// no other source of keys (`KnownHostsCommand`, DNS) than the drill's own known-hosts file.
-fn pinned_options(pinned: &Pinned) -> Vec<String> {
-    let mut options: Vec<String> = [
-        "StrictHostKeyChecking=yes",
-        "GlobalKnownHostsFile=/dev/null",
-        "KnownHostsCommand=none",
-        "VerifyHostKeyDNS=no",
-        "HostKeyAlgorithms=ssh-ed25519",
-        "CheckHostIP=no",
-        "UpdateHostKeys=no",
-        "ControlMaster=no",
-        "ControlPath=none",
-    ]
-    .map(String::from)
-    .to_vec();
-    options.push(format!("UserKnownHostsFile={}", pinned.known_hosts.display()));
-    options.push(format!("HostKeyAlias={}", pinned.alias));
-    options
-        .into_iter()
-        .flat_map(|option| ["-o".to_string(), option])
-        .collect()
-}
-
-/// `ssh … USER@ADDRESS freezeframe-agent verify --json --volume …`, accepting only the pinned
-/// host key ([`pinned_options`], before the user's own words); no forwarding to the host, and
-/// no secret in ssh's environment.
-fn ssh_verify(
-    options: &DrillOptions,
-    address: &str,
-    volumes: &[String],
-    pinned: &Pinned,
-) -> tokio::process::Command {
-    let mut words = options.ssh_command.split_whitespace();
-    let mut command = tokio::process::Command::new(words.next().unwrap_or("ssh"));
-    for name in freezeframe_agent::secret::SECRET_VARIABLES {
-        command.env_remove(name);
-    }
-    command
-        .args(pinned_options(pinned))
-        .args(words)
-        .args(crate::ssh::NO_FORWARDING)
-        .args(["-T", "-o", "BatchMode=yes"])
-        .arg("--")
-        .arg(format!("{}@{address}", options.user))
-        .args(["freezeframe-agent", "verify", "--json"]);
-    for volume in volumes {
-        command.args(["--volume", volume]);
-    }
-    command.kill_on_drop(true).stdin(std::process::Stdio::null());
-    command
-}
-
-/// Why the remote verify could not run, with what to do.
-fn ssh_failure(options: &DrillOptions, address: &str, status: &std::process::ExitStatus, said: &str) -> Stop {
-    if status.code() == Some(127) {
-        return Stop::Failed(format!(
-            "freezeframe-agent is not installed on the snapshot's image, so {address} cannot \
-             check itself: install the freezeframe-agent package on the machine that is \
-             snapshotted"
-        ));
-    }
-    let fix = if said.contains("Permission denied") {
-        "the restored Droplet lets in the keys the snapshotted machine did, and those given with \
-         --ssh-key (an id or fingerprint from your account): give yours with --ssh-key, or load \
-         one of the others into an ssh agent"
-            .to_string()
-    } else {
-        format!("{}@{address}", options.user)
-            .parse::<crate::client::Host>()
-            .map(|host| crate::ssh::diagnose(said, &host).2)
-            .unwrap_or_default()
-    };
-    Stop::Failed(format!(
-        "{} to {address} failed ({status}): {}; {fix}",
-        options.ssh_command,
-        said.trim()
-    ))
-}
-
 /// Destroys every Droplet and volume that carries `tag`: the Droplets first (destroying one
 /// detaches its volumes), then the volumes, waiting out an attachment that is still being
 /// undone. What could not be destroyed, in words.
-pub async fn cleanup(client: &Client, tag: &str) -> Vec<String> {
+pub async fn cleanup(client: &impl Api, tag: &str) -> Vec<String> {
     let mut left = Vec::new();
     if let Err(e) = client.delete_droplets_tagged(tag).await {
         left.push(format!("the Droplets tagged {tag} ({e})"));
@@ -751,154 +506,15 @@ pub async fn cleanup(client: &Client, tag: &str) -> Vec<String> {
     left
 }
 
-/// The drill's report as text.
-pub fn text(report: &DrillReport) -> String {
-    let mut out = format!(
-        "snapshot {} ({}): {}\n",
-        report.snapshot_name,
-        report.snapshot_id,
-        if report.verified {
-            "VERIFIED: it restores"
-        } else {
-            "NOT verified"
-        }
-    );
-    if let (Some(id), Some(up)) = (report.droplet_id, report.up_seconds) {
-        out.push_str(&format!(
-            "  restored on Droplet {id} ({}, ${:.4}/hour), up in {up:.0} s\n",
-            report.size, report.price_hourly
-        ));
-    }
-    if let Some(found) = &report.verification {
-        out.push_str(&verification_text(found));
-    }
-    if let Some(error) = &report.error {
-        out.push_str(&format!("  drill failed: {error}\n"));
-    }
-    if !report.recorded.is_empty() {
-        out.push_str(&format!(
-            "  recorded on the snapshot as the tags {}\n",
-            report.recorded.join(", ")
-        ));
-    }
-    if report.left_behind.is_empty() {
-        out.push_str("  everything the drill created is destroyed\n");
-    } else {
-        out.push_str(&format!(
-            "  LEFT BEHIND: {} (run `freezeframe verify --cleanup`)\n",
-            report.left_behind.join("; ")
-        ));
-    }
-    out
-}
-
-fn probe_words(probe: ProbeVerdict) -> &'static str {
-    match probe {
-        ProbeVerdict::InsideWindow => "the disk was read inside the frozen window",
-        ProbeVerdict::AfterThaw => "the disk was read AFTER the thaw",
-        ProbeVerdict::NoMarkers => "no markers: when the disk was read cannot be told",
-    }
-}
-
-/// What `freezeframe-agent verify` found on the restored Droplet, as lines of text.
-fn verification_text(found: &MachineVerification) -> String {
-    let mut out = String::new();
-    out.push_str(&format!("  probe: {}\n", probe_words(found.probe)));
-    for fs in &found.filesystems {
-        out.push_str(&format!(
-            "  {} ({}): {}\n",
-            fs.mountpoint.display(),
-            fs.fstype,
-            if fs.markers.is_empty() {
-                "no markers".to_string()
-            } else {
-                fs.markers.join(", ")
-            }
-        ));
-    }
-    for db in &found.databases {
-        let status = if db.ok {
-            db.checks.first().cloned().unwrap_or_else(|| "checked".into())
-        } else {
-            format!("FAILED: {}", db.problems.join("; "))
-        };
-        out.push_str(&format!(
-            "  {} ({}): {status}\n",
-            db.kind.label(),
-            db.path.display()
-        ));
-    }
-    for volume in &found.volumes {
-        out.push_str(&format!(
-            "  volume {}: {}\n",
-            volume.name,
-            if volume.found.verified() {
-                "verified"
-            } else {
-                "NOT verified"
-            }
-        ));
-        for db in volume.found.databases() {
-            out.push_str(&format!(
-                "    {} at {}: {}{}\n",
-                db.kind.label(),
-                db.path.display(),
-                if db.ok { "recovered and checked" } else { "FAILED" },
-                db.recovery_seconds
-                    .map(|s| format!(" ({s:.1} s to recover)"))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    for reason in &found.reasons {
-        out.push_str(&format!("  why not: {reason}\n"));
-    }
-    out
-}
+#[cfg(test)]
+mod drill_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// The key as cloud-init reads it from the user data, and as ssh pins it; the private half
     /// in memory only, never in Debug output.
-    #[test]
-    fn the_host_key_goes_to_the_user_data_and_the_pin_and_never_prints() {
-        let key = HostKey::generate().unwrap();
-        let dir = key.dir.path().to_path_buf();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        assert!(!dir.join("host_key").exists(), "the private key's file is left");
-        let user_data = key.user_data().0;
-        assert!(user_data.starts_with(USER_DATA), "{user_data}");
-        let block: Vec<&str> = user_data
-            .lines()
-            .skip_while(|l| *l != "  ed25519_private: |")
-            .skip(1)
-            .take_while(|l| l.starts_with("    "))
-            .map(|l| &l[4..])
-            .collect();
-        assert_eq!(block.join("\n"), key.private.0.trim_end());
-        assert_eq!(block[0], "-----BEGIN OPENSSH PRIVATE KEY-----");
-        assert!(user_data.ends_with(&format!("  ed25519_public: {}\n", key.public)));
-        assert!(user_data.contains("\nssh_genkeytypes: []\n"), "{user_data}");
-        let Ok(pin) = key.known_hosts("freezeframe-verify-7") else {
-            panic!("cannot write the known-hosts file")
-        };
-        assert_eq!(
-            std::fs::read_to_string(pin).unwrap(),
-            format!("freezeframe-verify-7 {}\n", key.public)
-        );
-        let printed = format!("{key:?}");
-        assert!(
-            printed.contains("[redacted]") && !printed.contains(block[1]),
-            "{printed}"
-        );
-        drop(key);
-        assert!(!dir.exists(), "the key's directory is left");
-    }
-
     /// The services whose memory holds the API token dump no core (systemd-coredump would keep
     /// it in the journal, where the adm and systemd-journal groups read it).
     #[test]
@@ -906,11 +522,11 @@ mod tests {
         for (unit, text) in [
             (
                 "freezeframe-agent.service",
-                include_str!("../../packaging/systemd/freezeframe-agent.service"),
+                include_str!("../../../../../packaging/systemd/freezeframe-agent.service"),
             ),
             (
                 "freezeframe-drill.service",
-                include_str!("../../packaging/systemd/freezeframe-drill.service"),
+                include_str!("../../../../../packaging/systemd/freezeframe-drill.service"),
             ),
         ] {
             let service = text.split("[Service]").nth(1).unwrap_or_default();

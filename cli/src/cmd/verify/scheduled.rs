@@ -4,12 +4,13 @@
 //! token of its own, not the agent's. Off unless configured, since that token can create and
 //! destroy every Droplet and volume of the account (README, "Scheduled drills").
 
-use crate::commands::{Exit, Failure};
-use crate::drill::{self, DrillOptions, DrillReport};
+use super::drill::{self, DrillOptions, DrillReport};
+use crate::agent::{Exit, Failure};
+use crate::api::{self, Access};
 use freezeframe_agent::config::{ConfigSources, DigitalOceanSettings, ProviderSettings, Settings};
 use freezeframe_agent::history::LastDrill;
-use freezeframe_agent::provider::digitalocean::client::{droplet_id_from_metadata, http_client, Client};
 use freezeframe_agent::secret::read_private_file;
+use freezeframe_digitalocean::{droplet_id_from_metadata, http_client, Client};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ const DRILL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// What `--scheduled` did.
 #[derive(Debug)]
-pub enum Scheduled {
+pub(crate) enum Scheduled {
     /// `verify.schedule` is off.
     Off,
     /// The last drill is recent enough.
@@ -34,7 +35,7 @@ pub enum Scheduled {
 
 /// Runs the scheduled drill if it is due, from the agent's configuration (`config`, or the
 /// system's); `ssh_command` is the CLI's, to which the configured identity is added.
-pub async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Scheduled, Failure> {
+pub(crate) async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Scheduled, Failure> {
     let sources = config.map_or_else(ConfigSources::system, ConfigSources::explicit);
     let settings = sources
         .load()
@@ -87,15 +88,11 @@ async fn prepare(
     ssh_command: &str,
 ) -> Result<(Client, DrillOptions), Failure> {
     let verify = &settings.verify;
-    let token = read_private_file(&verify.token_file).map_err(|e| {
-        Failure::new(
-            Exit::Usage,
-            format!(
-                "the drill's token (verify.token_file): {e}; it needs {}",
-                drill::DRILL_SCOPES
-            ),
-        )
-    })?;
+    let access = Access {
+        why: "the drill's token",
+        ..drill::ACCESS
+    };
+    let client = api::from_file(&ocean.api_url, &verify.token_file, "verify.token_file", &access)?;
     // ssh refuses a key others can read, less plainly.
     read_private_file(&verify.ssh_identity).map_err(|e| {
         Failure::new(
@@ -106,7 +103,6 @@ async fn prepare(
             ),
         )
     })?;
-    let client = drill::client_with(&ocean.api_url, token)?;
     let droplet = match ocean.droplet_id {
         Some(id) => id,
         None => {
@@ -157,7 +153,7 @@ async fn record(settings: &Settings, last: LastDrill) -> Result<(), Failure> {
 }
 
 /// What `--scheduled` did, as text.
-pub fn text(done: &Scheduled) -> String {
+pub(crate) fn text(done: &Scheduled) -> String {
     let at = |unix: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix));
     match done {
         Scheduled::Off => "scheduled restore drills are off (verify.schedule in the agent's \
@@ -178,7 +174,7 @@ pub fn text(done: &Scheduled) -> String {
 }
 
 /// What `--scheduled` did, for `--json`.
-pub fn json(done: &Scheduled) -> serde_json::Value {
+pub(crate) fn json(done: &Scheduled) -> serde_json::Value {
     match done {
         Scheduled::Off => serde_json::json!({ "scheduled": "off" }),
         Scheduled::NotDue {

@@ -2,8 +2,8 @@
 //! OpenSSL, no certificate files read at request time). The base URLs are injected; tests point
 //! them at the simulator or at Prism on loopback.
 
-use super::types::*;
-use crate::secret::Secret;
+use crate::types::*;
+use crate::Token;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -162,7 +162,7 @@ pub fn http_client(api_url: &str) -> Result<reqwest::Client, ApiError> {
 pub struct Client {
     http: reqwest::Client,
     api_url: String,
-    token: Secret,
+    token: Token,
     /// Scopes a snapshot with this configuration needs, for 401/403 messages.
     scopes: String,
     /// Bound on each call outside the frozen window.
@@ -174,7 +174,7 @@ pub struct Client {
 
 /// A token's standing with the API's rate limits, as this client last heard it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Usage {
+pub struct Usage {
     /// Calls made (each attempt counts against the token).
     pub calls: u64,
     /// `ratelimit-remaining`: requests left in the hour.
@@ -190,7 +190,7 @@ impl Client {
     pub fn new(
         http: reqwest::Client,
         api_url: &str,
-        token: Secret,
+        token: Token,
         scopes: &[&str],
         timeout: Duration,
     ) -> Self {
@@ -206,17 +206,17 @@ impl Client {
     }
 
     /// The token's standing with the rate limits, as last heard.
-    pub(crate) fn usage(&self) -> Usage {
+    pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The retry policy's longest wait.
-    pub(crate) fn max_wait(&self) -> Duration {
+    pub fn max_wait(&self) -> Duration {
         self.retry.max_wait
     }
 
     /// A GET outside the frozen window, retried per the policy.
-    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.idempotent(Method::GET, path).await.map_err(|(e, _)| e)
     }
 
@@ -224,7 +224,7 @@ impl Client {
     /// policy: after the API's `retry-after` (failing at once when that is past `max_wait`),
     /// otherwise after a backoff that doubles up to `max_wait`. A failure comes with the number
     /// of attempts made.
-    pub(super) async fn idempotent<T: DeserializeOwned>(
+    pub(crate) async fn idempotent<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -260,7 +260,7 @@ impl Client {
         }
     }
 
-    pub(super) async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -398,12 +398,12 @@ impl Client {
     }
 
     /// The bound on each call outside the frozen window.
-    pub(super) fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Adds scopes to name in 401/403 messages.
-    pub(crate) fn add_scopes(&mut self, scopes: &[&str]) {
+    pub fn add_scopes(&mut self, scopes: &[&str]) {
         for s in scopes {
             if !self.scopes.split(", ").any(|have| have == *s) {
                 self.scopes.push_str(", ");
@@ -424,7 +424,7 @@ impl Client {
     }
 
     /// A DELETE, retried like a GET; a 404 after a first attempt means that attempt went through.
-    pub(super) async fn delete(&self, path: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), ApiError> {
         match self.idempotent::<serde_json::Value>(Method::DELETE, path).await {
             Ok(_) => Ok(()),
             Err((ApiError::Status { status: 404, .. }, attempts)) if attempts > 1 => Ok(()),
@@ -433,7 +433,7 @@ impl Client {
     }
 
     /// Every item of the paginated list at `path`, page by page.
-    pub(super) async fn all<L: Paged>(&self, path: &str) -> Result<Vec<L::Item>, ApiError> {
+    pub(crate) async fn all<L: Paged>(&self, path: &str) -> Result<Vec<L::Item>, ApiError> {
         let mut all = Vec::new();
         let separator = if path.contains('?') { '&' } else { '?' };
         for page in 1..=100 {
@@ -476,7 +476,7 @@ impl Client {
 
 /// A query value, percent-encoded (tags are letters, digits, `:`, `-` and `_`; anything else is
 /// escaped all the same).
-pub(super) fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -527,9 +527,25 @@ fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     } else {
         ApiError::Transport {
             what: what.to_string(),
-            problem: crate::errors::error_chain(&e),
+            problem: error_chain(&e),
         }
     }
+}
+
+/// An error and its causes, on one line (reqwest's own message leaves out why a connection
+/// failed: refused, no route, a name that does not resolve).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The TLS error behind a failed request, if that is what failed. (rustls's errors come wrapped
@@ -579,8 +595,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Request bodies, serialised without making `call` generic over them.
-pub(super) mod erased {
-    pub(in crate::provider::digitalocean) trait Body: Sync {
+pub(crate) mod erased {
+    pub(crate) trait Body: Sync {
         fn to_json(&self) -> Vec<u8>;
     }
     impl<T: serde::Serialize + Sync> Body for T {

@@ -4,8 +4,8 @@
 //! carries the drill's tags, by which the drill's cleanup finds it); GETs and DELETEs are
 //! retried.
 
-use super::client::{escape, ApiError, Client};
-use super::types::*;
+use crate::client::{escape, ApiError, Client};
+use crate::types::*;
 use reqwest::Method;
 
 impl Client {

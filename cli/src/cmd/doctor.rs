@@ -1,8 +1,8 @@
 //! `freezeframe doctor`: every check a snapshot depends on, each as pass or fail with the fix,
 //! from the bus to the freeze path itself.
 
+use crate::agent::Exit;
 use crate::client::{self, Agent1Proxy, Target};
-use crate::commands::Exit;
 use freezeframe_agent::service::{wire, AgentError, AgentStatus, Check};
 
 fn line(ok: bool, name: &str, detail: &str, fix: &str) {
@@ -13,7 +13,7 @@ fn line(ok: bool, name: &str, detail: &str, fix: &str) {
 }
 
 /// Prints the checks; the exit says whether all passed (3 when the agent is out of reach).
-pub async fn run(target: &Target) -> Exit {
+pub(crate) async fn run(target: &Target) -> Exit {
     let connection = match client::connect(target).await {
         Ok(c) => c,
         Err(e) => {

@@ -1,0 +1,122 @@
+//! `prune --keep-groups N`: deletes every member's snapshots of the groups older than the
+//! newest N, judged across all members.
+
+use super::*;
+
+/// The groups among `snapshots` (of every machine) older than the newest `keep`, judged by each
+/// group's newest snapshot, and how many groups there are. Snapshot times have a resolution of a
+/// second: a group made in the same second as the `keep`-th newest cannot be told from it, so it
+/// is kept too. Only older groups go.
+fn older_groups(snapshots: &[SnapshotInfo], keep: u32) -> (Vec<String>, usize) {
+    let mut newest: HashMap<&str, &str> = HashMap::new();
+    for s in snapshots {
+        if let Some(group) = &s.group {
+            let at = newest.entry(group).or_default();
+            if s.created_at.as_str() > *at {
+                *at = &s.created_at;
+            }
+        }
+    }
+    let mut groups: Vec<(&str, &str)> = newest.into_iter().collect();
+    groups.sort_by(|a, b| b.1.cmp(a.1));
+    let cutoff = groups.get((keep as usize).saturating_sub(1)).map(|(_, at)| *at);
+    let old = groups
+        .iter()
+        .filter(|(_, at)| cutoff.is_some_and(|c| *at < c))
+        .map(|(g, _)| g.to_string())
+        .collect();
+    (old, groups.len())
+}
+
+/// `prune --keep-groups N` over the machines: the newest N groups (by their newest snapshot on
+/// any machine) are kept, and every older group is deleted on every machine. Every machine is
+/// listed first; one that cannot be stops the prune before anything is deleted, since a group
+/// seen only in part would be judged by the part.
+pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
+    use futures_util::stream::{self, StreamExt as _};
+    let parallel = cli.parallel as usize;
+    let lists: Vec<_> = stream::iter(targets.iter().map(agent::list))
+        .buffered(parallel)
+        .collect()
+        .await;
+    let mut listed = Vec::new();
+    for (target, list) in targets.iter().zip(lists) {
+        match list {
+            Ok(list) => listed.extend(list),
+            Err(f) => {
+                let message = format!("{}; nothing was deleted", f.message);
+                eprintln!("freezeframe: error: {target}: cannot list its snapshots: {message}");
+                return f.exit;
+            }
+        }
+    }
+    let (old, groups) = older_groups(&listed, keep);
+    if old.is_empty() {
+        crate::outln!("nothing to delete: {groups} groups, none older than the newest {keep}");
+        return Exit::Success;
+    }
+    let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old)))
+        .buffered(parallel)
+        .collect()
+        .await;
+    let mut exit = Exit::Success;
+    for (target, result) in targets.iter().zip(deleted) {
+        match result {
+            Ok(pruned) if cli.json => crate::outln!(
+                "{}",
+                serde_json::json!({ "host": target.to_string(), "groups": old, "deleted": pruned })
+            ),
+            Ok(pruned) => crate::outln!(
+                "{target}: {} snapshots of {} older groups deleted",
+                pruned.len(),
+                old.len()
+            ),
+            Err(f) => {
+                exit = exit.max(f.exit);
+                crate::outln!("{target}: FAILED: {}", f.message);
+            }
+        }
+    }
+    exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(group: Option<&str>, created_at: &str) -> SnapshotInfo {
+        SnapshotInfo {
+            id: format!("{group:?}-{created_at}"),
+            name: String::new(),
+            created_at: created_at.into(),
+            size_bytes: None,
+            drill: None,
+            group: group.map(String::from),
+            consistency: None,
+        }
+    }
+
+    #[test]
+    fn groups_are_judged_by_their_newest_snapshot_and_same_second_ties_are_kept() {
+        let listed = [
+            // gold's members finished a second apart: its newest counts.
+            snapshot(Some("gold"), "2026-12-04T10:00:00Z"),
+            snapshot(Some("gold"), "2026-12-04T10:00:01Z"),
+            // silver and bronze share a second: neither can be told the newer.
+            snapshot(Some("silver"), "2026-12-04T09:00:00Z"),
+            snapshot(Some("bronze"), "2026-12-04T09:00:00Z"),
+            snapshot(Some("lead"), "2026-12-04T08:00:00Z"),
+            // A machine's own snapshots belong to no group and are never counted.
+            snapshot(None, "2026-12-04T11:00:00Z"),
+        ];
+        let (old, groups) = older_groups(&listed, 2);
+        assert_eq!(groups, 4);
+        assert_eq!(old, ["lead"], "the tie with the second newest is kept");
+        let (mut old, _) = older_groups(&listed, 1);
+        old.sort();
+        assert_eq!(old, ["bronze", "lead", "silver"]);
+        assert!(older_groups(&listed, 4).0.is_empty());
+        assert!(older_groups(&listed, 9).0.is_empty(), "fewer groups than kept");
+        assert!(older_groups(&[], 1).0.is_empty());
+    }
+}

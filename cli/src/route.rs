@@ -1,0 +1,129 @@
+//! Where a parsed command goes: to the DigitalOcean API's commands (`verify`, `recover`,
+//! `snapshot --offline`), to a group of agents (`snapshot --group`, `prune --keep-groups`), to
+//! [`fleet`](crate::fleet) for several machines, or through [`cmd::one`] to one machine.
+
+use crate::agent::{Exit, Failure};
+use crate::args::{Cli, Command};
+use crate::client::Target;
+use crate::cmd;
+use crate::output::{fail_as, fail_at, print};
+use crate::progress::{self, Progress};
+
+/// The machines a command addresses.
+async fn targets(cli: &Cli) -> Result<Vec<Target>, Failure> {
+    let mut targets: Vec<Target> = cli
+        .hosts
+        .iter()
+        .map(|host| Target::Remote {
+            host: host.clone(),
+            ssh_command: cli.ssh_command.clone(),
+        })
+        .collect();
+    if let Some(tag) = &cli.tag {
+        let hosts = crate::api::tagged(&cli.api_url, tag).await?;
+        targets.extend(hosts.into_iter().map(|host| Target::Remote {
+            host,
+            ssh_command: cli.ssh_command.clone(),
+        }));
+        if targets.is_empty() {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("no Droplet has the tag `{tag}` (or none of them has a public IPv4 address)"),
+            ));
+        }
+    }
+    if targets.is_empty() {
+        targets.push(match &cli.bus_address {
+            Some(address) => Target::Bus(address.clone()),
+            None => Target::Local,
+        });
+    }
+    Ok(targets)
+}
+
+/// The commands that go through the agent or the API.
+pub async fn run(cli: &Cli) -> Exit {
+    if let Err(message) = check_combination(cli) {
+        return fail_as(cli.json, &message, Exit::Usage);
+    }
+    match &cli.command {
+        Command::Verify { .. } => return cmd::verify::run(cli).await,
+        Command::Recover => return cmd::recover::run(cli).await,
+        Command::Snapshot { offline: true, .. } => return cmd::offline::run(cli).await,
+        _ => {}
+    }
+    let targets = match targets(cli).await {
+        Ok(t) => t,
+        Err(f) => return fail_as(cli.json, &f.message, f.exit),
+    };
+    match &cli.command {
+        Command::Snapshot { group: true, .. } => return cmd::group::run(cli, &targets).await,
+        Command::Prune {
+            keep_groups: Some(keep),
+            ..
+        } => return cmd::group::prune_groups(cli, &targets, *keep).await,
+        _ => {}
+    }
+    if targets.len() > 1 || cli.tag.is_some() {
+        return crate::fleet::run(cli, &targets).await;
+    }
+    if let Command::Doctor = cli.command {
+        return cmd::doctor::run(&targets[0]).await;
+    }
+    let mut shown: Box<dyn Progress> = match cli.command {
+        Command::Snapshot { .. } => progress::for_one(cli.json),
+        _ => Box::new(progress::Silent),
+    };
+    match cmd::one(&cli.command, &targets[0], shown.as_mut()).await {
+        Ok(done) => {
+            print(cli.json, &done.value, &done.text);
+            done.exit
+        }
+        Err(f) => fail_at(cli.json, &f.message, f.exit, f.step),
+    }
+}
+
+/// Options that make no sense together, refused before anything is reached.
+fn check_combination(cli: &Cli) -> Result<(), String> {
+    if let Command::List { group: Some(id) } = &cli.command {
+        if !freezeframe_agent::naming::is_group_id(id) {
+            return Err(format!(
+                "--group {id}: a group's id is g and 8 lowercase hexadecimal digits, as in its snapshots' names"
+            ));
+        }
+    }
+    if matches!(cli.command, Command::Recover)
+        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
+    {
+        return Err(
+            "recover finds the Droplets to power on by itself: give it no -H, --tag or --bus-address".into(),
+        );
+    }
+    if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
+        return Err(
+            "doctor checks one machine at a time: give one -H HOST (or none for this machine)".into(),
+        );
+    }
+    if matches!(cli.command, Command::Verify { .. })
+        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
+    {
+        return Err(
+            "verify restores a snapshot on a Droplet of its own through the DigitalOcean API, not \
+             on a machine you name: leave out -H, --tag and --bus-address"
+                .into(),
+        );
+    }
+    if let Command::Thaw {
+        runtime_dir: Some(dir),
+    } = &cli.command
+    {
+        if !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some() {
+            return Err(format!(
+                "--runtime-dir {} names a directory on this machine, for a thaw without an agent; \
+                 with -H, --tag or --bus-address the agent there uses its own: leave it out",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}

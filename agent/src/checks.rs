@@ -11,6 +11,7 @@ use crate::runtime::RuntimeDir;
 use crate::transaction::ports::Target;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 pub(crate) use freezeframe_contract::Check;
 
@@ -31,26 +32,38 @@ fn check<F: Into<String>>(name: &str, result: Result<String, (String, F)>) -> Ch
     }
 }
 
-/// Runs every check.
+/// Runs every check. What reads the machine's files, runs mkfs or mounts runs off the async
+/// workers ([`blocking`](crate::blocking)): the service answers other calls meanwhile.
 pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
-    let mut checks = vec![runtime_dir(settings)];
-    let plan = crate::job::freeze_plan(settings);
-    checks.push(filesystems(&plan));
-    let targets = plan.map(|p| p.targets).unwrap_or_default();
-    checks.extend(provider(settings, &targets).await);
-    checks.extend(quiescers(settings, &targets).await);
-    checks.push(scheduled_drills(settings));
-    checks.push(strategy(settings));
-    checks.push(check(
-        "freeze self-test",
-        freeze_self_test(&settings.runtime_dir).map_err(|e| {
-            (
-                e,
-                "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a container, \
-                 run it on the host",
-            )
-        }),
-    ));
+    let settings = Arc::new(settings.clone());
+    let local = Arc::clone(&settings);
+    let (mut checks, targets) = crate::blocking::run(move || {
+        let plan = crate::job::freeze_plan(&local);
+        let checks = vec![runtime_dir(&local), filesystems(&plan)];
+        (checks, plan.map(|p| p.targets).unwrap_or_default())
+    })
+    .await;
+    checks.extend(provider(&settings, &targets).await);
+    checks.extend(quiescers(&settings, &targets).await);
+    checks.extend(
+        crate::blocking::run(move || {
+            vec![
+                scheduled_drills(&settings),
+                strategy(&settings),
+                check(
+                    "freeze self-test",
+                    freeze_self_test(&settings.runtime_dir).map_err(|e| {
+                        (
+                            e,
+                            "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a \
+                             container, run it on the host",
+                        )
+                    }),
+                ),
+            ]
+        })
+        .await,
+    );
     checks
 }
 
@@ -213,7 +226,12 @@ async fn quiescers(settings: &Settings, targets: &[Target]) -> Vec<Check> {
                 .check(targets)
                 .await
                 .map(|()| "reachable, and its data is on the filesystems to freeze".to_string())
-                .map_err(|e| (e.0, "see the error; `freezeframe plan` shows what runs")),
+                .map_err(|e| {
+                    (
+                        crate::errors::error_chain(&e),
+                        "see the error; `freezeframe plan` shows what runs",
+                    )
+                }),
         ));
     }
     checks

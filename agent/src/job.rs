@@ -72,11 +72,9 @@ pub(crate) fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemErr
 pub(crate) fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
     match &settings.snapshot.provider {
         ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
-        ProviderSettings::DigitalOcean(s) => Box::new(DigitalOcean::new(
-            s.clone(),
-            settings.freeze.max_freeze,
-            settings.snapshot.keep_last > 0,
-        )),
+        ProviderSettings::DigitalOcean(s) => {
+            Box::new(DigitalOcean::new(s.clone(), settings.snapshot.keep_last > 0))
+        }
     }
 }
 
@@ -101,7 +99,7 @@ pub(crate) async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, P
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
     Ok(SnapshotPlan {
         provider: settings.snapshot.provider.name().to_string(),
-        max_freeze_ms: u64::try_from(settings.freeze.max_freeze.as_millis()).unwrap_or(u64::MAX),
+        max_freeze: settings.freeze.max_freeze,
         quiesce: quiesce_lines(&quiesce),
         databases: detection(&quiesce),
         not_quiesced: quiesce.unquiesced(),
@@ -252,18 +250,25 @@ pub(crate) async fn execute(
     .run()
     .await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
-    // run was started (the service, or a one-shot `freezeframe-agent snapshot`).
-    record_last_report(&settings.runtime_dir, &report);
-    let run = RunRecord::of(&report, started, std::time::SystemTime::now());
-    history::record(
-        &settings.history.file,
-        settings.history.keep,
-        &settings.runtime_dir,
-        Some(run),
-    );
-    // Under the lock: no other run can freeze the filesystem the metrics are written to.
-    metrics::publish(settings);
-    drop(lock);
+    // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
+    // so off the async workers; the lock goes with them and is released only once they are
+    // written, even if this run's task is dropped meanwhile: no other run can freeze the
+    // filesystem they are written to before then.
+    let settings = settings.clone();
+    let last = report.clone();
+    crate::blocking::run(move || {
+        record_last_report(&settings.runtime_dir, &last);
+        let run = RunRecord::of(&last, started, std::time::SystemTime::now());
+        history::record(
+            &settings.history.file,
+            settings.history.keep,
+            &settings.runtime_dir,
+            Some(run),
+        );
+        metrics::publish(&settings);
+        drop(lock);
+    })
+    .await;
     Ok(report)
 }
 

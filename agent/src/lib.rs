@@ -37,7 +37,18 @@ macro_rules! test_kit_mod {
     };
 }
 
+/// A named fault-injection point (`fail::fail_point!`), driven by the FAILPOINTS environment
+/// variable when the `failpoints` feature is on (the tests turn it on), and nothing at all
+/// otherwise: release builds neither link `fail` nor pay for a lookup inside the window.
+macro_rules! fault_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
+}
+
 mod atomic_file;
+mod blocking;
 mod checks;
 mod cmd;
 pub mod config;
@@ -78,8 +89,8 @@ pub async fn thaw_leftovers(
 
 /// Writes the metrics files (`metrics.textfile_dir`) outside a run, holding the transaction lock
 /// so no run freezes their filesystem meanwhile; waits up to 30 s for a running one.
-pub fn publish_metrics(settings: &config::Settings) {
-    metrics::publish_between_runs(settings)
+pub async fn publish_metrics(settings: &config::Settings) {
+    metrics::publish_between_runs(settings).await
 }
 
 /// Replaces `path` with `bytes`, mode exactly `mode`, atomically: the folder opened without

@@ -197,20 +197,20 @@ pub(crate) fn publish(settings: &Settings) {
 
 /// As [`publish`], outside a run (after a scheduled drill, after `thaw`): holding the
 /// transaction lock, so that no run freezes the filesystem the file is on meanwhile. A run that
-/// holds the lock past 30 s writes them itself when it ends.
-pub(crate) fn publish_between_runs(settings: &Settings) {
+/// holds the lock past 30 s writes them itself when it ends. Each try, and the writing, runs
+/// off the async workers; the waits between tries are async sleeps.
+pub(crate) async fn publish_between_runs(settings: &Settings) {
     if settings.metrics.textfile_dir.is_none() {
         return;
     }
-    let Ok(dir) = RuntimeDir::open(&settings.runtime_dir) else {
-        return;
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let settings = std::sync::Arc::new(settings.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match dir.lock() {
-            Ok(_lock) => return publish(settings),
-            Err(RuntimeError::Busy { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(200));
+        let attempt = std::sync::Arc::clone(&settings);
+        match crate::blocking::run(move || publish_if_unlocked(&attempt)).await {
+            Ok(()) => return,
+            Err(RuntimeError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             Err(e) => {
                 tracing::info!("metrics not written now ({e}): the next run writes them");
@@ -218,6 +218,18 @@ pub(crate) fn publish_between_runs(settings: &Settings) {
             }
         }
     }
+}
+
+/// Publishes under the transaction lock if it is free now; `Busy` if a run (or its guard)
+/// holds it. Without a usable runtime directory there is no lock to hold: nothing is written,
+/// and nothing said (the run that needs the directory says why).
+fn publish_if_unlocked(settings: &Settings) -> Result<(), RuntimeError> {
+    let Ok(dir) = RuntimeDir::open(&settings.runtime_dir) else {
+        return Ok(());
+    };
+    let _lock = dir.lock()?;
+    publish(settings);
+    Ok(())
 }
 
 // Serving over HTTP.
@@ -367,6 +379,46 @@ pub(crate) fn write_textfile(dir: &Path, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waiting for a run's transaction lock must leave the async runtime free: on a runtime of
+    /// one thread, the task that releases the lock runs meanwhile, and the metrics are written
+    /// as soon as it has (a thread asleep between tries would wait out its 30 s, then give up).
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_the_lock_leaves_the_runtime_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let textfile_dir = dir.path().join("textfiles");
+        std::fs::create_dir(&textfile_dir).unwrap();
+        let config = dir.path().join("config.toml");
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nruntime_dir = {:?}\n[snapshot]\nprovider = \"local-image\"\n\
+                 [history]\nfile = {:?}\n[verify]\nstate_file = {:?}\n\
+                 [metrics]\ntextfile_dir = {:?}\n",
+                at("run"),
+                at("history.json"),
+                at("drill.json"),
+                textfile_dir.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let settings = crate::config::ConfigSources::explicit(&config).load().unwrap();
+        let held = RuntimeDir::open(&settings.runtime_dir).unwrap().lock().unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        publish_between_runs(&settings).await;
+        release.await.unwrap();
+        assert!(
+            textfile_dir.join(TEXTFILE).exists(),
+            "not written after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     fn run(status: Status, consistency: Option<Consistency>, group: Option<&str>) -> RunRecord {
         RunRecord {

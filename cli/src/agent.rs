@@ -127,7 +127,7 @@ pub struct SnapshotRequest {
 #[derive(Debug, Clone)]
 pub enum Finished {
     Snapshot(Box<Report>),
-    Plan(SnapshotPlan),
+    Plan(Box<SnapshotPlan>),
 }
 
 impl Finished {
@@ -228,7 +228,7 @@ pub async fn snapshot(
                 }
                 progress.done();
                 return if request.dry_run {
-                    read(target, &a.report).map(Finished::Plan)
+                    read(target, &a.report).map(|plan| Finished::Plan(Box::new(plan)))
                 } else {
                     read(target, &a.report).map(|r| Finished::Snapshot(Box::new(r)))
                 };

@@ -12,6 +12,7 @@ mod exit;
 mod filesystems;
 pub mod history;
 mod interface;
+pub mod millis;
 pub mod plan;
 mod records;
 pub mod render;

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct SnapshotPlan {
     /// The provider, as in `snapshot.provider`.
     pub provider: String,
-    /// `freeze.max_freeze`, in milliseconds.
-    pub max_freeze_ms: u64,
+    /// `freeze.max_freeze` (in milliseconds on the wire).
+    #[serde(rename = "max_freeze_ms", with = "crate::millis")]
+    pub max_freeze: std::time::Duration,
     /// The quiescers, in prepare order, as lines.
     pub quiesce: Vec<String>,
     /// What database detection found.

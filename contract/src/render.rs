@@ -8,7 +8,7 @@ use std::fmt::Write;
 /// A plan as text.
 pub fn plan(plan: &SnapshotPlan) -> String {
     let mut out = String::new();
-    let max = std::time::Duration::from_millis(plan.max_freeze_ms);
+    let max = plan.max_freeze;
     let _ = writeln!(
         out,
         "Would freeze, in this order (thawed in reverse), for at most {}:",

@@ -71,7 +71,7 @@ impl SnapshotProvider for WindowProbe {
     async fn preflight(&mut self, _: &str, _: &[Target]) -> Result<(), ProviderError> {
         Ok(())
     }
-    async fn request(&mut self, _: &str, _: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(&mut self, _: &str, _: &[Target], _: Duration) -> Result<Registration, ProviderError> {
         let probe = WriteProbe::start(&self.dir);
         tokio::time::sleep(self.hold).await;
         let got_through = probe.completed_within(Duration::ZERO).is_some();
@@ -151,9 +151,14 @@ impl SnapshotProvider for CountingLocalImage {
     async fn preflight(&mut self, name: &str, t: &[Target]) -> Result<(), ProviderError> {
         self.inner.preflight(name, t).await
     }
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        max_freeze: Duration,
+    ) -> Result<Registration, ProviderError> {
         self.acked_at_request = Some(self.acked.load(Ordering::SeqCst));
-        self.inner.request(name, frozen).await
+        self.inner.request(name, frozen, max_freeze).await
     }
     async fn wait_completed(&mut self, r: &Registration) -> Result<Completion, ProviderError> {
         self.inner.wait_completed(r).await
@@ -372,7 +377,7 @@ impl SnapshotProvider for CopyingProvider {
     async fn preflight(&mut self, _: &str, _: &[Target]) -> Result<(), ProviderError> {
         Ok(())
     }
-    async fn request(&mut self, _: &str, _: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(&mut self, _: &str, _: &[Target], _: Duration) -> Result<Registration, ProviderError> {
         if self.at_request {
             self.copy()?;
         }

@@ -255,6 +255,7 @@ pub fn main() -> ExitCode {
         );
         return Exit::Usage.into();
     }
+    #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let config = cli.config.as_deref();
     let result = match cli.command {

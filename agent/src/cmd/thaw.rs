@@ -80,7 +80,7 @@ fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recover
     if let Some(settings) = settings.as_ref().filter(|s| s.runtime_dir == dir) {
         let history = &settings.history;
         if crate::history::record(&history.file, history.keep, &dir, None) {
-            crate::metrics::publish_between_runs(settings);
+            tokio.block_on(crate::metrics::publish_between_runs(settings));
         }
     }
     Ok((recovered, dir.display().to_string()))

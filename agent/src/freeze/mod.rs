@@ -167,7 +167,7 @@ impl FrozenSet {
         let thaw_started = Instant::now();
         for (i, (mountpoint, fd)) in self.frozen.iter().rev().enumerate() {
             if i > 0 {
-                fail::fail_point!("between-thaws");
+                fault_point!("between-thaws");
             }
             match sys::thaw(fd) {
                 Ok(()) => {}
@@ -390,7 +390,7 @@ impl LiveFilesystems {
             frozen_at_unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            max_freeze_ms: u64::try_from(max_freeze.as_millis()).unwrap_or(u64::MAX),
+            max_freeze,
             filesystems: self
                 .opened
                 .iter()
@@ -424,7 +424,7 @@ impl LiveFilesystems {
         if frozen.is_ok() {
             set.all_frozen_ns = Some(crate::guard::boottime_ns());
         }
-        fail::fail_point!("after-freeze");
+        fault_point!("after-freeze");
         if let Some(knob) = rcu {
             knob.restore();
         }

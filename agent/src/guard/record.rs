@@ -17,7 +17,9 @@ pub(crate) struct FrozenRecord {
     pub guard_pid: u32,
     /// Wall-clock time of the freeze, milliseconds since the Unix epoch.
     pub frozen_at_unix_ms: u64,
-    pub max_freeze_ms: u64,
+    /// The guard's bound on the freeze (in milliseconds in the file).
+    #[serde(rename = "max_freeze_ms", with = "freezeframe_contract::millis")]
+    pub max_freeze: std::time::Duration,
     /// In freeze order; thawed in reverse.
     pub filesystems: Vec<RecordedFilesystem>,
 }
@@ -146,7 +148,7 @@ mod tests {
             agent_pid: 10,
             guard_pid: 11,
             frozen_at_unix_ms: 1,
-            max_freeze_ms: 20_000,
+            max_freeze: std::time::Duration::from_secs(20),
             filesystems: vec![RecordedFilesystem::new(
                 Path::new("/data"),
                 31,

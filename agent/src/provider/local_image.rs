@@ -234,7 +234,12 @@ impl SnapshotProvider for LocalImage {
         Ok(())
     }
 
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        _: std::time::Duration,
+    ) -> Result<Registration, ProviderError> {
         let dir = self.image_dir.join(name);
         private_dir(&dir, false).map_err(|e| {
             ProviderError::with_source(
@@ -277,7 +282,7 @@ impl SnapshotProvider for LocalImage {
         };
         let copy_dir = dir.clone();
         let copied = tokio::task::spawn_blocking(move || {
-            fail::fail_point!("local-image-copy");
+            fault_point!("local-image-copy");
             let result = jobs
                 .iter()
                 .try_for_each(|(device, out)| copy_device(&device.path, device.size, out, &cancel));

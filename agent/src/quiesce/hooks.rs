@@ -67,11 +67,11 @@ pub(crate) async fn thaw_recorded(
     timeout: Duration,
     units: &dyn Units,
 ) -> Result<(), QuiesceError> {
-    let meta =
-        std::fs::metadata(hook).map_err(|e| QuiesceError(format!("cannot read {}: {e}", hook.display())))?;
+    let meta = std::fs::metadata(hook)
+        .map_err(|e| QuiesceError::with_source(format!("cannot read {}", hook.display()), e))?;
     if let Some(dir) = hook.parent() {
         let dir_meta = std::fs::metadata(dir)
-            .map_err(|e| QuiesceError(format!("cannot read {}: {e}", dir.display())))?;
+            .map_err(|e| QuiesceError::with_source(format!("cannot read {}", dir.display()), e))?;
         check_owner(dir, &dir_meta)?;
     }
     check_owner(hook, &meta)?;
@@ -112,7 +112,7 @@ fn ignored(name: &str) -> bool {
 /// Refuses what a non-root user could have changed.
 fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), QuiesceError> {
     if meta.uid() != 0 {
-        return Err(QuiesceError(format!(
+        return Err(QuiesceError::new(format!(
             "{} is owned by uid {}, not root: a hook runs as root, so it must be root's \
              (chown root:root {})",
             path.display(),
@@ -121,7 +121,7 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), QuiesceError
         )));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(QuiesceError(format!(
+        return Err(QuiesceError::new(format!(
             "{} is writable by group or others (mode {:o}): run `chmod go-w {}`",
             path.display(),
             meta.mode() & 0o7777,
@@ -147,14 +147,20 @@ pub(crate) fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
     let meta = match std::fs::metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Discovered::default()),
-        Err(e) => return Err(QuiesceError(format!("cannot read {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(QuiesceError::with_source(
+                format!("cannot read {}", dir.display()),
+                e,
+            ))
+        }
     };
     check_owner(dir, &meta)?;
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| QuiesceError::with_source(format!("cannot list {}", dir.display()), e))?;
     let mut found = Discovered::default();
     for entry in entries {
-        let entry = entry.map_err(|e| QuiesceError(format!("cannot list {}: {e}", dir.display())))?;
+        let entry =
+            entry.map_err(|e| QuiesceError::with_source(format!("cannot list {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if ignored(&name) {
             continue;
@@ -170,7 +176,12 @@ pub(crate) fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
                 ));
                 continue;
             }
-            Err(e) => return Err(QuiesceError(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(QuiesceError::with_source(
+                    format!("cannot read {}", path.display()),
+                    e,
+                ))
+            }
         };
         if !meta.is_file() {
             tracing::debug!("{} is not a file: not a hook", path.display());
@@ -289,7 +300,7 @@ impl Output {
         }
         let tail: Vec<&str> = text.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        Err(QuiesceError(format!(
+        Err(QuiesceError::new(format!(
             "hook {name} {arg} failed ({status}){}",
             if tail.is_empty() {
                 String::new()
@@ -409,7 +420,7 @@ async fn run_as_unit(
 ) -> Result<(), HookFailure> {
     let failed = |e: QuiesceError| HookFailure::Failed(e);
     let (mut pipe, write) =
-        output_pipe().map_err(|e| failed(QuiesceError(format!("cannot run hook {name}: {e}"))))?;
+        output_pipe().map_err(|e| failed(QuiesceError::with_source(format!("cannot run hook {name}"), e)))?;
     let unit = unit_name(name, arg);
     record_running(runtime_dir, hook, Some(Running::Unit(unit.clone())));
     let run = units.run_transient(TransientRun {
@@ -431,11 +442,11 @@ async fn run_as_unit(
             record_running(runtime_dir, hook, None);
             return Err(HookFailure::NotStarted(e.to_string()));
         }
-        Err(_) | Ok(Err(TransientError::TimedOut)) => Err(QuiesceError(format!(
+        Err(_) | Ok(Err(TransientError::TimedOut)) => Err(QuiesceError::new(format!(
             "hook {name} {arg} did not finish within {} and was killed, with everything it started",
             humantime::format_duration(timeout)
         ))),
-        Ok(Err(TransientError::Lost(e))) => Err(QuiesceError(format!("hook {name} {arg}: {e}"))),
+        Ok(Err(TransientError::Lost(e))) => Err(QuiesceError::new(format!("hook {name} {arg}: {e}"))),
         Ok(Ok(status)) => Ok(status),
     };
     let status = match result {
@@ -466,7 +477,7 @@ async fn run_as_child(
     timeout: Duration,
     runtime_dir: Option<&Path>,
 ) -> Result<(), QuiesceError> {
-    let cannot_run = |e: std::io::Error| QuiesceError(format!("cannot run hook {name}: {e}"));
+    let cannot_run = |e: std::io::Error| QuiesceError::with_source(format!("cannot run hook {name}"), e);
     let (mut pipe, write) = output_pipe().map_err(cannot_run)?;
     let record = |group: Option<ProcessGroup>| record_group(runtime_dir, hook, name, arg, group);
     let mut spawned = spawn_recorded(hook, arg, &write, &record);
@@ -497,7 +508,7 @@ async fn run_as_child(
     let status = match exited {
         Err(_) => {
             drop(group);
-            return Err(QuiesceError(format!(
+            return Err(QuiesceError::new(format!(
                 "hook {name} {arg} did not finish within {} and was killed, with everything it started",
                 humantime::format_duration(timeout)
             )));
@@ -534,7 +545,7 @@ fn record_group(
     };
     match recorded {
         Ok(()) => Ok(()),
-        Err(why) if arg == "freeze" => Err(QuiesceError(format!(
+        Err(why) if arg == "freeze" => Err(QuiesceError::new(format!(
             "hook {name} freeze was not run: {why} (a resume for an agent killed meanwhile could \
              not end what it starts; check that the runtime directory is writable and has room)"
         ))),
@@ -730,7 +741,7 @@ impl Quiescer for HookDir {
         for (i, hook) in self.hooks.iter().enumerate() {
             if let Some(dir) = &self.runtime_dir {
                 pending::add(dir, Pending::hook(hook.clone())).map_err(|e| {
-                    QuiesceError(format!(
+                    QuiesceError::new(format!(
                         "cannot record hook {} in {}: {e}",
                         hook.display(),
                         dir.display()
@@ -764,7 +775,7 @@ impl Quiescer for HookDir {
             )
             .await
             {
-                failures.push(e.0);
+                failures.push(crate::errors::error_chain(&e));
             }
             // Its `thaw` ran; a failure is this run's to report, not one to repeat later.
             if let Some(dir) = &self.runtime_dir {
@@ -779,7 +790,7 @@ impl Quiescer for HookDir {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(QuiesceError(failures.join("; ")))
+            Err(QuiesceError::new(failures.join("; ")))
         }
     }
 }

@@ -24,12 +24,12 @@ pub(crate) fn require_frozen(
 ) -> Result<(), QuiesceError> {
     match crate::freeze::target_holding(dir, targets) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(QuiesceError(format!(
+        Ok(None) => Err(QuiesceError::new(format!(
             "{what} {} is not on a filesystem being frozen, so the snapshot would not be consistent; \
              add its mountpoint to `freeze.mountpoints`",
             dir.display()
         ))),
-        Err(e) => Err(QuiesceError(format!(
+        Err(e) => Err(QuiesceError::new(format!(
             "cannot tell where {} is mounted: {e}",
             dir.display()
         ))),

@@ -127,9 +127,9 @@ impl Mysql {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| QuiesceError(format!("cannot run the mariadb client (is it installed?): {e}")))?;
+            .map_err(|e| QuiesceError::with_source("cannot run the mariadb client (is it installed?)", e))?;
         if !out.status.success() {
-            return Err(QuiesceError(format!(
+            return Err(QuiesceError::new(format!(
                 "the server at {} refused `{statement}`: {}",
                 self.socket.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -149,7 +149,7 @@ impl Session {
         self.stdin
             .write_all(batch.as_bytes())
             .await
-            .map_err(|e| QuiesceError(format!("the lock session ended: {e}")))?;
+            .map_err(|e| QuiesceError::with_source("the lock session ended", e))?;
         let mut lines = Vec::new();
         loop {
             match self.stdout.next_line().await {
@@ -168,7 +168,7 @@ impl Session {
                         .filter(|l| l.starts_with("ERROR"))
                         .collect::<Vec<_>>()
                         .join("; ");
-                    return Err(QuiesceError(format!(
+                    return Err(QuiesceError::new(format!(
                         "the session ended{}; any lock it held is released",
                         if said.is_empty() {
                             String::new()
@@ -207,7 +207,7 @@ impl Quiescer for Mysql {
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
         if let Some(file) = &self.login.password_file {
             self.password = Some(
-                read_private_file(file).map_err(|e| QuiesceError(format!("the database password: {e}")))?,
+                read_private_file(file).map_err(|e| QuiesceError::with_source("the database password", e))?,
             );
         }
         let version = self.query("SELECT VERSION()").await?;
@@ -215,7 +215,7 @@ impl Quiescer for Mysql {
         let rows = self.query("SELECT @@datadir").await?;
         let datadir = PathBuf::from(
             rows.first()
-                .ok_or_else(|| QuiesceError("no @@datadir".into()))?
+                .ok_or_else(|| QuiesceError::new("no @@datadir"))?
                 .trim(),
         );
         require_frozen("MariaDB's data directory", &datadir, targets)
@@ -230,10 +230,10 @@ impl Quiescer for Mysql {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| QuiesceError(format!("cannot run the mariadb client (is it installed?): {e}")))?;
+            .map_err(|e| QuiesceError::with_source("cannot run the mariadb client (is it installed?)", e))?;
         let child_stderr = child.stderr.take();
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(QuiesceError("the mariadb client has no pipes".into()));
+            return Err(QuiesceError::new("the mariadb client has no pipes"));
         };
         let mut session = Session {
             child,
@@ -254,7 +254,7 @@ impl Quiescer for Mysql {
                 self.lock_wait_timeout.as_secs().max(1)
             ))
             .await
-            .map_err(|e| QuiesceError(format!("{lock} did not complete: {e}")))?;
+            .map_err(|e| QuiesceError::with_source(format!("{lock} did not complete"), e))?;
         self.locked = true;
         // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB has no SHOW BINARY LOG STATUS.
         let status = match session.run("SHOW MASTER STATUS;").await {
@@ -288,7 +288,7 @@ impl Quiescer for Mysql {
             } else {
                 match self.query(&format!("KILL QUERY {id}")).await {
                     // The session is gone already, and whatever it waited for with it.
-                    Err(e) if e.0.contains("Unknown thread id") => Ok(()),
+                    Err(e) if e.message().contains("Unknown thread id") => Ok(()),
                     other => other.map(drop),
                 }
             }

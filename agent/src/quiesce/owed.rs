@@ -47,7 +47,7 @@ pub(crate) async fn resume_recorded(
                 }
                 hooks::thaw_recorded(path, hook_timeout, units)
                     .await
-                    .map_err(|e| e.0)
+                    .map_err(|e| crate::errors::error_chain(&e))
             }
         };
         // A unit's state can be checked again later; a hook's `thaw` is not repeated.

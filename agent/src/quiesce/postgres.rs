@@ -75,9 +75,9 @@ impl Postgres {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| QuiesceError(format!("cannot run psql (is postgresql-client installed?): {e}")))?;
+            .map_err(|e| QuiesceError::with_source("cannot run psql (is postgresql-client installed?)", e))?;
         if !out.status.success() {
-            return Err(QuiesceError(format!(
+            return Err(QuiesceError::new(format!(
                 "PostgreSQL at {} port {} refused `{statement}`: {}",
                 self.socket_dir.display(),
                 self.port,
@@ -151,13 +151,13 @@ impl Quiescer for Postgres {
         let data = self.sql("SHOW data_directory").await?;
         let data = PathBuf::from(
             data.first()
-                .ok_or_else(|| QuiesceError("no data_directory".into()))?,
+                .ok_or_else(|| QuiesceError::new("no data_directory"))?,
         );
         self.data_directory = Some(data.clone());
         require_frozen("PostgreSQL's data directory", &data, targets)?;
         // pg_wal may be a link to another filesystem.
         let wal = std::fs::canonicalize(data.join("pg_wal"))
-            .map_err(|e| QuiesceError(format!("cannot resolve {}/pg_wal: {e}", data.display())))?;
+            .map_err(|e| QuiesceError::with_source(format!("cannot resolve {}/pg_wal", data.display()), e))?;
         require_frozen("PostgreSQL's WAL directory", &wal, targets)?;
         let spaces = self
             .sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")
@@ -177,7 +177,7 @@ impl Quiescer for Postgres {
         // Not recording it (a role that may not emit WAL messages) costs only that check.
         match self.wal_position().await {
             Ok(position) => self.position = position,
-            Err(e) => self.unrecorded = Some(e.0),
+            Err(e) => self.unrecorded = Some(crate::errors::error_chain(&e)),
         }
         Ok(())
     }

@@ -139,17 +139,17 @@ impl Redis {
     }
 
     async fn connect(&self) -> Result<Connection, QuiesceError> {
-        let mut conn = Connection::open(&self.endpoint)
-            .await
-            .map_err(|e| QuiesceError(format!("cannot connect to Redis at {}: {e}", self.endpoint)))?;
+        let mut conn = Connection::open(&self.endpoint).await.map_err(|e| {
+            QuiesceError::with_source(format!("cannot connect to Redis at {}", self.endpoint), e)
+        })?;
         if let Some(password) = &self.password {
             let reply = conn
                 .call(&["AUTH", password.expose()])
                 .await
-                .map_err(|e| QuiesceError(format!("Redis AUTH: {e}")))?;
+                .map_err(|e| QuiesceError::with_source("Redis AUTH", e))?;
             if let Reply::Error(e) = reply {
                 // Redis's answer never repeats the password.
-                return Err(QuiesceError(format!(
+                return Err(QuiesceError::new(format!(
                     "Redis at {} refused the password from {}: {e}",
                     self.endpoint,
                     self.password_file.as_deref().unwrap_or(Path::new("?")).display()
@@ -164,12 +164,11 @@ async fn call(conn: &mut Connection, args: &[&str]) -> Result<Reply, QuiesceErro
     let reply = conn
         .call(args)
         .await
-        .map_err(|e| QuiesceError(format!("Redis {}: {e}", args[0])))?;
+        .map_err(|e| QuiesceError::with_source(format!("Redis {}", args[0]), e))?;
     match reply {
-        Reply::Error(e) if e.starts_with("NOAUTH") => Err(QuiesceError(
+        Reply::Error(e) if e.starts_with("NOAUTH") => Err(QuiesceError::new(
             "Redis wants a password (requirepass): put it in a file only root can read and set \
-             `password_file` on a [[quiescer]] kind = \"redis\""
-                .into(),
+             `password_file` on a [[quiescer]] kind = \"redis\"",
         )),
         other => Ok(other),
     }
@@ -203,17 +202,26 @@ impl Quiescer for Redis {
 
     async fn check(&mut self, targets: &[Target]) -> Result<(), QuiesceError> {
         if let Some(file) = &self.password_file {
-            self.password =
-                Some(read_private_file(file).map_err(|e| QuiesceError(format!("the Redis password: {e}")))?);
+            self.password = Some(
+                read_private_file(file).map_err(|e| QuiesceError::with_source("the Redis password", e))?,
+            );
         }
         let mut conn = self.connect().await?;
         let pong = call(&mut conn, &["PING"]).await?;
         if pong != Reply::Simple("PONG".into()) {
-            return Err(QuiesceError(format!("Redis answered PING with {}", pong.text())));
+            return Err(QuiesceError::new(format!(
+                "Redis answered PING with {}",
+                pong.text()
+            )));
         }
         let dir = match call(&mut conn, &["CONFIG", "GET", "dir"]).await? {
             Reply::Array(items) if items.len() == 2 => PathBuf::from(items[1].text()),
-            other => return Err(QuiesceError(format!("cannot read Redis's dir: {}", other.text()))),
+            other => {
+                return Err(QuiesceError::new(format!(
+                    "cannot read Redis's dir: {}",
+                    other.text()
+                )))
+            }
         };
         require_frozen("Redis's data directory", &dir, targets)
     }
@@ -229,7 +237,7 @@ impl Quiescer for Redis {
                 Reply::Error(e) if e.contains("in progress") => {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
-                Reply::Error(e) => return Err(QuiesceError(format!("Redis refused BGSAVE: {e}"))),
+                Reply::Error(e) => return Err(QuiesceError::new(format!("Redis refused BGSAVE: {e}"))),
                 _ => break,
             }
         }
@@ -240,7 +248,7 @@ impl Quiescer for Redis {
                 continue;
             }
             if info_field(&info, "rdb_last_bgsave_status").as_deref() != Some("ok") {
-                return Err(QuiesceError(format!(
+                return Err(QuiesceError::new(format!(
                     "Redis's background save failed (rdb_last_bgsave_status {}); see the Redis log",
                     info_field(&info, "rdb_last_bgsave_status").unwrap_or_default()
                 )));

@@ -58,7 +58,7 @@ impl SystemdUnit {
     }
 
     fn error(&self, problem: impl std::fmt::Display) -> QuiesceError {
-        QuiesceError(format!("{}: {problem}", self.unit))
+        QuiesceError::new(format!("{}: {problem}", self.unit))
     }
 }
 
@@ -102,7 +102,7 @@ impl Quiescer for SystemdUnit {
             .units
             .describe(&self.unit)
             .await
-            .map_err(|e| QuiesceError(e.to_string()))?;
+            .map_err(QuiesceError::caused_by)?;
         if state.load_state != "loaded" {
             return Err(self.error(format!(
                 "the unit is {}; check the name with `systemctl status {}`",
@@ -140,7 +140,7 @@ impl Quiescer for SystemdUnit {
             UnitMode::Freeze => self.units.freeze(&self.unit).await,
             UnitMode::Stop => self.units.stop(&self.unit).await,
         }
-        .map_err(|e| QuiesceError(e.to_string()))
+        .map_err(QuiesceError::caused_by)
     }
 
     async fn resume(&mut self) -> Result<(), QuiesceError> {
@@ -151,19 +151,19 @@ impl Quiescer for SystemdUnit {
                     .units
                     .describe(&self.unit)
                     .await
-                    .map_err(|e| QuiesceError(e.to_string()))?;
+                    .map_err(QuiesceError::caused_by)?;
                 if state.freezer_state != "running" {
                     self.units
                         .thaw(&self.unit)
                         .await
-                        .map_err(|e| QuiesceError(e.to_string()))?;
+                        .map_err(QuiesceError::caused_by)?;
                 }
             }
             UnitMode::Stop => self
                 .units
                 .start(&self.unit)
                 .await
-                .map_err(|e| QuiesceError(e.to_string()))?,
+                .map_err(QuiesceError::caused_by)?,
         }
         if let Some(dir) = &self.runtime_dir {
             let _ = pending::remove(dir, &self.pending());
@@ -280,7 +280,7 @@ mod tests {
             .prepare()
             .await
             .unwrap_err()
-            .0
+            .message()
             .contains("does not support freezing"));
         q.resume().await.unwrap();
         assert_eq!(units.calls(), ["freeze app.service"]);
@@ -314,7 +314,7 @@ mod tests {
                 .check(&[])
                 .await
                 .unwrap_err();
-            assert!(err.0.contains(expected), "{active}/{can_freeze}: {err}");
+            assert!(err.message().contains(expected), "{active}/{can_freeze}: {err}");
             assert!(units.calls().is_empty());
         }
         let units = FakeUnits::new("active", true);
@@ -323,6 +323,6 @@ mod tests {
             .check(&[])
             .await
             .unwrap_err();
-        assert!(err.0.contains("already frozen"), "{err}");
+        assert!(err.message().contains("already frozen"), "{err}");
     }
 }

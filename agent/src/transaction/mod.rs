@@ -492,7 +492,7 @@ impl Transaction<'_> {
                 biased;
                 reason = self.interrupt.wait() => return Err(Stop::at(Phase::Quiesce, reason)),
                 result = tokio::time::timeout(timeout, q.prepare()) => match result {
-                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Ok(r) => r.map_err(|e| error_chain(&e)),
                     Err(_) => Err(format!(
                         "did not finish preparing within {}",
                         humantime::format_duration(timeout)
@@ -598,11 +598,12 @@ impl Transaction<'_> {
         frozen: &[Target],
         budget: Duration,
     ) -> Result<Registration, RequestFailure> {
+        let max_freeze = self.spec.max_freeze;
         tokio::select! {
             biased;
             event = self.filesystems.guard_tripped() => Err(RequestFailure::Guard(event)),
             reason = self.interrupt.wait() => Err(RequestFailure::Interrupted(reason)),
-            result = tokio::time::timeout(budget, self.provider.request(name, frozen)) => {
+            result = tokio::time::timeout(budget, self.provider.request(name, frozen, max_freeze)) => {
                 match result {
                     Ok(Ok(registration)) => Ok(registration),
                     Ok(Err(e)) => Err(RequestFailure::Provider(error_chain(&e))),
@@ -751,7 +752,7 @@ impl Transaction<'_> {
         for q in &mut self.quiescers {
             q.check(&targets)
                 .await
-                .map_err(|e| Refusal::failure(format!("quiescer {}: {e}", q.name())))?;
+                .map_err(|e| Refusal::failure(format!("quiescer {}: {}", q.name(), error_chain(&e))))?;
             warnings.extend(q.warnings());
         }
         Ok(warnings)
@@ -762,7 +763,7 @@ impl Transaction<'_> {
         for i in (0..started).rev() {
             let q = &mut self.quiescers[i];
             let result = match tokio::time::timeout(q.resume_timeout(), q.resume()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
+                Ok(r) => r.map_err(|e| error_chain(&e)),
                 Err(_) => Err(format!(
                     "did not finish resuming within {}",
                     humantime::format_duration(q.resume_timeout())

@@ -171,10 +171,51 @@ pub enum DatabaseEndpoint {
 /// Default bound on one `prepare` or `resume`.
 pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a quiescer's check, prepare or resume failed, in words for the user.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct QuiesceError(pub String);
+/// Why a quiescer's check, prepare or resume failed: what failed, in words for the user, and
+/// the error under it (a program that would not start, the database's socket, systemd), kept
+/// as the error's source so that reports and logs carry the whole chain. The transaction
+/// names the quiescer.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct QuiesceError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl QuiesceError {
+    /// A failure with no error under it (a database's answer, a hook's exit status).
+    pub fn new(message: impl Into<String>) -> Self {
+        QuiesceError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `message` (what was being done), caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        QuiesceError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// `source` itself as the failure (it says what failed), its own causes kept.
+    pub fn caused_by(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        QuiesceError {
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// What failed, without the causes.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 /// What to do when a quiescer fails to prepare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -375,8 +416,14 @@ pub trait SnapshotProvider: Send {
         Ok(())
     }
     /// Asks for the snapshot. Runs inside the frozen window: no disk writes to targets, and it
-    /// may be cancelled (dropped) at the deadline.
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError>;
+    /// may be cancelled (dropped) at the deadline. `max_freeze` is the run's bound on the window
+    /// (the transaction's own, the one the guard holds), for a provider's own time limits.
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        max_freeze: Duration,
+    ) -> Result<Registration, ProviderError>;
     /// How many calls this provider made to its API so far (for a rate-limited API, what a
     /// run costs its token), and what the API last said was left of its budget.
     fn usage(&self) -> ApiUsage {

@@ -157,7 +157,12 @@ impl SnapshotProvider for FakeProvider {
             _ => Ok(()),
         }
     }
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        _: Duration,
+    ) -> Result<Registration, ProviderError> {
         note(&self.log, format!("provider.request {name} {}", frozen.len()));
         match self.request {
             Behaviour::Works => Ok(Registration {
@@ -218,7 +223,10 @@ fn quiescer(log: &Log, name: &str) -> FakeQuiescer {
 async fn act(b: Behaviour) -> Result<(), QuiesceError> {
     match b {
         Behaviour::Works => Ok(()),
-        Behaviour::Fails => Err(QuiesceError("refused".into())),
+        Behaviour::Fails => Err(QuiesceError::with_source(
+            "refused",
+            std::io::Error::other("the database reset the connection"),
+        )),
         Behaviour::Hangs => std::future::pending().await,
     }
 }
@@ -454,6 +462,32 @@ async fn a_failed_prepare_aborts_and_resumes_every_prepare_that_started_in_rever
         .unwrap()
         .contains("quiescer b failed to prepare: refused"));
     assert!(report.quiescers[0].resumed && report.quiescers[1].resumed && !report.quiescers[2].resumed);
+}
+
+/// A quiescer's error reaches the report with what failed under it, at check, prepare and
+/// resume alike.
+#[tokio::test]
+async fn a_quiescer_failure_reaches_the_report_with_its_cause() {
+    let cause = "refused: the database reset the connection";
+    for (step, expected) in [
+        ("check", format!("quiescer a: {cause}")),
+        ("prepare", format!("quiescer a failed to prepare: {cause}")),
+        ("resume", format!("quiescer a failed to resume: {cause}")),
+    ] {
+        let mut s = Setup::new(&["a"]);
+        match step {
+            "check" => s.quiescers[0].check = Behaviour::Fails,
+            "prepare" => s.quiescers[0].prepare = Behaviour::Fails,
+            _ => s.quiescers[0].resume = Behaviour::Fails,
+        }
+        let (report, _, _) = s.run().await;
+        let error = report.error.as_deref().unwrap_or_default();
+        assert!(error.contains(&expected), "{step}: {error}");
+        if step != "check" {
+            let own = report.quiescers[0].error.as_deref().unwrap_or_default();
+            assert_eq!(own, cause, "{step}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -52,8 +52,6 @@ const POLL_MAX: Duration = Duration::from_secs(10);
 
 pub(crate) struct DigitalOcean {
     settings: DigitalOceanSettings,
-    /// Bound on the POST inside the window (the transaction bounds it too).
-    max_freeze: Duration,
     client: Option<Client>,
     droplet_id: u64,
     requested_name: Option<String>,
@@ -109,10 +107,9 @@ impl DigitalOcean {
         }
     }
 
-    pub(crate) fn new(settings: DigitalOceanSettings, max_freeze: Duration, prunes: bool) -> Self {
+    pub(crate) fn new(settings: DigitalOceanSettings, prunes: bool) -> Self {
         DigitalOcean {
             settings,
-            max_freeze,
             client: None,
             droplet_id: 0,
             requested_name: None,
@@ -469,7 +466,12 @@ impl SnapshotProvider for DigitalOcean {
             .map_or_else(ApiUsage::default, |c| convert::usage(c.usage()))
     }
 
-    async fn request(&mut self, name: &str, frozen: &[Target]) -> Result<Registration, ProviderError> {
+    async fn request(
+        &mut self,
+        name: &str,
+        frozen: &[Target],
+        max_freeze: Duration,
+    ) -> Result<Registration, ProviderError> {
         self.requested_name = Some(name.to_string());
         let client = self.client()?;
         let volumes: Vec<&PlannedVolume> = self
@@ -480,12 +482,12 @@ impl SnapshotProvider for DigitalOcean {
         // The Droplet and its volumes in the same window, all at once: one consistent group.
         // One attempt each; the transaction bounds them by max_freeze as well.
         let (action, volume_results) = tokio::join!(
-            client.snapshot_droplet(self.droplet_id, name, self.max_freeze),
-            futures_util::future::join_all(volumes.iter().map(|v| client.snapshot_volume(
-                &v.id,
-                name,
-                self.max_freeze
-            )))
+            client.snapshot_droplet(self.droplet_id, name, max_freeze),
+            futures_util::future::join_all(
+                volumes
+                    .iter()
+                    .map(|v| client.snapshot_volume(&v.id, name, max_freeze))
+            )
         );
         let mut group = Group::default();
         for (v, result) in volumes.iter().zip(volume_results) {

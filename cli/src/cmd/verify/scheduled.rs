@@ -69,12 +69,13 @@ pub(crate) async fn run(config: Option<&Path>, ssh_command: &str) -> Result<Sche
     if report.verification.is_some() {
         record(
             &settings,
-            &LastDrill {
+            LastDrill {
                 unix_seconds: now,
                 snapshot: report.snapshot_name.clone(),
                 verified: report.verified,
             },
-        )?;
+        )
+        .await?;
     }
     Ok(Scheduled::Ran(exit, Box::new(report)))
 }
@@ -138,16 +139,16 @@ async fn prepare(
     Ok((client, options))
 }
 
-/// Records `last` (atomically) and publishes the metrics, which carry the last drill.
-fn record(settings: &Settings, last: &LastDrill) -> Result<(), Failure> {
-    let state_file = &settings.verify.state_file;
-    last.store(state_file).map_err(|e| {
-        Failure::new(
-            Exit::Failed,
-            format!("cannot record the drill in {}: {e}", state_file.display()),
-        )
-    })?;
-    freezeframe_agent::publish_metrics(settings);
+/// Records `last` (atomically, flushed: off the async workers) and publishes the metrics,
+/// which carry the last drill.
+async fn record(settings: &Settings, last: LastDrill) -> Result<(), Failure> {
+    let state_file = settings.verify.state_file.clone();
+    let shown = state_file.display().to_string();
+    tokio::task::spawn_blocking(move || last.store(&state_file))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| Failure::new(Exit::Failed, format!("cannot record the drill in {shown}: {e}")))?;
+    freezeframe_agent::publish_metrics(settings).await;
     Ok(())
 }
 

@@ -284,7 +284,10 @@ async fn run_on(
 ) -> Result<(Exit, DrillReport), Failure> {
     let plan = plan(client, options).await?;
     consent(&plan, options)?;
-    let host_key = HostKey::generate()?;
+    // ssh-keygen waited for, and files read: off the async workers.
+    let host_key = tokio::task::spawn_blocking(HostKey::generate)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let run_tag = format!(
         "{DRILL_TAG}-{}",
         std::time::SystemTime::now()

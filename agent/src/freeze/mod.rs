@@ -158,7 +158,7 @@ impl FrozenSet {
 
     fn thaw_now(&mut self) -> ThawReport {
         let mut guard_event = self.guard.as_mut().and_then(Guard::check);
-        fail::fail_point!("thaw-after-guard-check");
+        fault_point!("thaw-after-guard-check");
         if self.guard_thawed_all(guard_event) {
             self.frozen.clear();
         }

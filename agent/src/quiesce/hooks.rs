@@ -637,7 +637,7 @@ fn record_then_release(
     }
     let pid = i32::from_ne_bytes(pid);
     let group = u32::try_from(pid).ok().and_then(ProcessGroup::led_by);
-    fail::fail_point!("hook-spawned-unrecorded");
+    fault_point!("hook-spawned-unrecorded");
     match record(group) {
         Ok(()) => {
             // A child that died meanwhile makes this fail (EPIPE): the spawn says why.

@@ -16,10 +16,11 @@ const PORTS: &str = "transaction::ports";
 
 pub(crate) const CRATES: &[(&str, Layers)] = &[
     ("agent/src/lib.rs", AGENT),
-    // The agent's binary: its root dispatches to cmd/, which uses the library.
-    ("agent/src/main.rs", &[("cmd", &[])]),
+    // The agent's binary: `main` only, the program is the library's `cmd/`.
+    ("agent/src/main.rs", &[]),
     ("cli/src/lib.rs", CLI),
     ("cli/src/main.rs", &[]),
+    ("contract/src/lib.rs", CONTRACT),
     (
         "demo/src/lib.rs",
         &[
@@ -29,6 +30,7 @@ pub(crate) const CRATES: &[(&str, Layers)] = &[
         ],
     ),
     ("demo/src/main.rs", &[]),
+    ("digitalocean/src/lib.rs", DIGITALOCEAN),
     ("tests/src/lib.rs", TESTS_KIT),
     ("tests/src/bin/freezeframe-bench/main.rs", BENCH),
     ("tests/sim/src/lib.rs", SIM),
@@ -37,10 +39,7 @@ pub(crate) const CRATES: &[(&str, Layers)] = &[
 
 /// Cycles between folders that a change under way breaks, as (crate root, folder, folder): the
 /// test fails once the cycle is gone, so the line is removed with it.
-pub(crate) const PENDING_CYCLES: &[(&str, &str, &str)] = &[
-    // issue 29: the CLI's restructuring into cli/src/cmd/ takes ssh off the client.
-    ("cli/src/lib.rs", "client", "ssh"),
-];
+pub(crate) const PENDING_CYCLES: &[(&str, &str, &str)] = &[];
 
 const AGENT: Layers = &[
     // The core: the transaction over its ports, and plain helpers.
@@ -51,6 +50,8 @@ const AGENT: Layers = &[
     ("stdout", &[]),
     ("notify", &[]),
     ("log", &[]),
+    // Blocking work off the async workers.
+    ("blocking", &[]),
     // The kernel's calls: the bottom of everything that touches filesystems.
     ("kernel", &[PORTS]),
     ("loop_mount", &["kernel::sys"]),
@@ -64,7 +65,15 @@ const AGENT: Layers = &[
     ("freeze", &["atomic_file", "guard", "kernel", "log", PORTS]),
     (
         "quiesce",
-        &["atomic_file", "config", "freeze", "secret", "systemd", PORTS],
+        &[
+            "atomic_file",
+            "config",
+            "errors",
+            "freeze",
+            "secret",
+            "systemd",
+            PORTS,
+        ],
     ),
     (
         "provider",
@@ -83,6 +92,7 @@ const AGENT: Layers = &[
         "metrics",
         &[
             "atomic_file",
+            "blocking",
             "config",
             "history",
             "naming",
@@ -95,6 +105,7 @@ const AGENT: Layers = &[
         "job",
         &[
             "atomic_file",
+            "blocking",
             "config",
             "dbus",
             "freeze",
@@ -109,10 +120,10 @@ const AGENT: Layers = &[
             "transaction",
         ],
     ),
-    ("render", &["job", "transaction"]),
     (
         "checks",
         &[
+            "blocking",
             "config",
             "dbus",
             "errors",
@@ -143,32 +154,85 @@ const AGENT: Layers = &[
             "transaction",
         ],
     ),
-];
-
-/// The CLI as it is laid out flat in cli/src/ (the restructuring into cli/src/cmd/ replaces
-/// this list with its folders).
-const CLI: Layers = &[
-    ("client", &["ssh"]),
-    ("ssh", &["client"]),
-    ("man", &[]),
-    ("args", &["client"]),
-    ("commands", &["client"]),
-    ("pacing", &[]),
-    ("progress", &["client", "commands", "pacing"]),
-    ("doctor", &["client", "commands", "crate"]),
-    ("drill", &["client", "commands", "ssh"]),
-    ("scheduled", &["commands", "drill"]),
+    // The program (`freezeframe_agent::main`): one file per subcommand, over everything.
     (
-        "fleet",
-        &["args", "client", "commands", "crate", "pacing", "progress"],
-    ),
-    ("offline", &["args", "client", "commands", "crate", "fleet"]),
-    (
-        "group",
+        "cmd",
         &[
-            "args", "client", "commands", "crate", "fleet", "pacing", "progress",
+            "atomic_file",
+            "config",
+            "errors",
+            "freeze",
+            "guard::record",
+            "history",
+            "job",
+            "kernel::sys",
+            "log",
+            "metrics",
+            "naming",
+            "notify",
+            "runtime",
+            "secret",
+            "service",
+            "stdout",
+            "transaction",
+            "verify",
         ],
     ),
+];
+
+/// The CLI: the shared parts at the bottom, one file (or folder) per subcommand in `cmd/`, the
+/// fleet over it, and `route` (where a parsed command goes) on top.
+const CLI: Layers = &[
+    ("ssh", &[]),
+    ("client", &["ssh"]),
+    ("args", &["ssh"]),
+    ("pacing", &[]),
+    ("progress", &["client", "pacing"]),
+    ("agent", &["client", "progress"]),
+    ("api", &["agent", "ssh"]),
+    ("output", &["agent", "crate"]),
+    (
+        "cmd",
+        &[
+            "agent", "api", "args", "client", "crate", "output", "pacing", "progress", "ssh",
+        ],
+    ),
+    (
+        "fleet",
+        &["agent", "args", "client", "cmd", "crate", "pacing", "progress"],
+    ),
+    (
+        "route",
+        &[
+            "agent", "api", "args", "client", "cmd", "fleet", "output", "progress",
+        ],
+    ),
+];
+
+/// The agent's D-Bus contract: records at the bottom, the report over them, the interface on top.
+const CONTRACT: Layers = &[
+    ("exit", &[]),
+    ("filesystems", &[]),
+    ("millis", &[]),
+    ("records", &["crate"]),
+    ("report", &["crate"]),
+    ("history", &["crate", "report"]),
+    ("plan", &["crate"]),
+    ("render", &["plan", "report"]),
+    ("status", &["history", "report"]),
+    ("wire", &[]),
+    ("interface", &["status", "wire"]),
+];
+
+/// The DigitalOcean API: the client over its JSON types; the calls and records built on it.
+const DIGITALOCEAN: Layers = &[
+    ("token", &[]),
+    ("types", &[]),
+    ("client", &["crate", "types"]),
+    ("labels", &[]),
+    ("limits", &["client", "types"]),
+    ("platform", &["client"]),
+    ("restore", &["client", "types"]),
 ];
 
 /// The tests' kit: helpers over the crate root's (the binaries, write probes).

@@ -114,8 +114,7 @@ fn collect(
         if is_test_only(attrs_of(&item)) {
             continue;
         }
-        let syn::Item::Mod(m) = item else {
-            kept.push(item);
+        let Some(m) = as_module(item, &mut kept) else {
             continue;
         };
         let name = m.ident.to_string();
@@ -139,6 +138,22 @@ fn collect(
     }
     out.insert(module, (file.to_path_buf(), kept));
     Ok(())
+}
+
+/// `item` as a module declaration: a `mod` item, or the agent's `test_kit_mod!(name)` (a module
+/// public to the test kit only), which declares `mod name;` too. Anything else goes to `kept`.
+fn as_module(item: syn::Item, kept: &mut Vec<syn::Item>) -> Option<syn::ItemMod> {
+    match item {
+        syn::Item::Mod(m) => Some(m),
+        syn::Item::Macro(m) if m.mac.path.is_ident("test_kit_mod") => {
+            let name: syn::Ident = m.mac.parse_body().ok()?;
+            syn::parse_str(&format!("mod {name};")).ok()
+        }
+        other => {
+            kept.push(other);
+            None
+        }
+    }
 }
 
 fn path_attribute(attr: &syn::Attribute) -> Option<String> {

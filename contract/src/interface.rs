@@ -29,7 +29,7 @@ pub enum AgentError {
 }
 
 /// The interface, as a client calls it: `Agent1Proxy` (async). Each method's documentation is
-/// the agent's (README, "The D-Bus API"); answers typed `a{sv}` are read back with
+/// the agent's (docs/src/dbus.md); answers typed `a{sv}` are read back with
 /// [`crate::wire::from_dict`].
 #[zbus::proxy(
     interface = "org.freezeframe.Agent1",

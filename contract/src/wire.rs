@@ -1,5 +1,5 @@
 //! Results on the bus as D-Bus types, not JSON text: a report, a plan or a status is sent as
-//! `a{sv}` whose keys are the JSON document's (README, "The D-Bus API"), so `busctl` and any
+//! `a{sv}` whose keys are the JSON document's (docs/src/dbus.md), so `busctl` and any
 //! D-Bus client read them without parsing JSON, and the CLI turns them back into the same JSON.
 //! Objects become `a{sv}`, arrays `av`, strings `s`, booleans `b`, integers `t` (or `x` when
 //! negative), floating-point numbers `d` (a report's milliseconds, even when whole); a null is

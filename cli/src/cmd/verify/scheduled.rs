@@ -2,7 +2,7 @@
 //! timer's snapshot (`freezeframe-drill.service`, started when the snapshot service succeeds),
 //! at most once per the agent's `verify.schedule`, with the token of `verify.token_file`: a
 //! token of its own, not the agent's. Off unless configured, since that token can create and
-//! destroy every Droplet and volume of the account (README, "Scheduled drills").
+//! destroy every Droplet and volume of the account (docs/src/restore-drills.md, "Scheduled drills").
 
 use super::drill::{self, DrillOptions, DrillReport};
 use crate::agent::{Exit, Failure};

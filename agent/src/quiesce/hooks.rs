@@ -502,20 +502,31 @@ async fn run_as_child(
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
     let mut output = Output::default();
     let exited = tokio::time::timeout(timeout, output.read_until(&mut pipe, child.wait())).await;
-    if running.is_some() {
-        record_running(runtime_dir, hook, None);
-    }
+    // The record of its group goes only once nothing of it can run on: after it exited, or
+    // after its group was killed (an agent killed in between leaves the record, so `thaw`
+    // still kills what the hook started before running its `thaw`).
+    let forget_group = || {
+        if running.is_some() {
+            record_running(runtime_dir, hook, None);
+        }
+    };
     let status = match exited {
         Err(_) => {
             drop(group);
+            forget_group();
             return Err(QuiesceError::new(format!(
                 "hook {name} {arg} did not finish within {} and was killed, with everything it started",
                 humantime::format_duration(timeout)
             )));
         }
-        Ok(Err(e)) => return Err(cannot_run(e)),
+        Ok(Err(e)) => {
+            drop(group);
+            forget_group();
+            return Err(cannot_run(e));
+        }
         Ok(Ok(status)) => status,
     };
+    forget_group();
     // It exited: what it left running (a lock session held until `thaw`) is its own business.
     group.0 = None;
     output.finish(name, arg, pipe, status.success(), &status.to_string())

@@ -8,10 +8,11 @@ use crate::history::{self, RunRecord};
 use crate::naming::{self, OwnNames, SnapshotName};
 use crate::provider::digitalocean::DigitalOcean;
 use crate::provider::local_image::LocalImage;
+use crate::provider::Provider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeDir, RuntimeError};
-use crate::transaction::ports::{Barrier, SnapshotProvider};
+use crate::transaction::ports::Barrier;
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, metrics, systemd};
 pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
@@ -69,12 +70,15 @@ pub(crate) fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemErr
 }
 
 /// The provider the settings name.
-pub(crate) fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
+pub(crate) fn provider(settings: &Settings) -> Provider {
     match &settings.snapshot.provider {
-        ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
-        ProviderSettings::DigitalOcean(s) => {
-            Box::new(DigitalOcean::new(s.clone(), settings.snapshot.keep_last > 0))
+        ProviderSettings::LocalImage { image_dir } => {
+            Provider::LocalImage(LocalImage::new(image_dir.clone()))
         }
+        ProviderSettings::DigitalOcean(s) => Provider::DigitalOcean(Box::new(DigitalOcean::new(
+            s.clone(),
+            settings.snapshot.keep_last > 0,
+        ))),
     }
 }
 
@@ -224,9 +228,9 @@ pub(crate) async fn execute(
     let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir)
         .with_rcu_expediting(settings.freeze.expedite_rcu)
         .with_probe(settings.freeze.probe);
-    let report = Transaction {
+    let mut report = Transaction {
         filesystems: &mut filesystems,
-        provider: provider.as_mut(),
+        provider: provider.port(),
         quiescers: quiesce.quiescers(),
         observer,
         spec: SnapshotSpec {
@@ -249,6 +253,7 @@ pub(crate) async fn execute(
     }
     .run()
     .await;
+    report.droplet_id = provider.droplet_id();
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
     // so off the async workers; the lock goes with them and is released only once they are

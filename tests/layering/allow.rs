@@ -184,6 +184,7 @@ const AGENT: Layers = &[
 /// fleet over it, and `route` (where a parsed command goes) on top.
 const CLI: Layers = &[
     ("ssh", &[]),
+    ("blocking", &[]),
     ("client", &["ssh"]),
     ("args", &["ssh"]),
     ("pacing", &[]),
@@ -194,7 +195,7 @@ const CLI: Layers = &[
     (
         "cmd",
         &[
-            "agent", "api", "args", "client", "crate", "output", "pacing", "progress", "ssh",
+            "agent", "api", "args", "blocking", "client", "crate", "output", "pacing", "progress", "ssh",
         ],
     ),
     (
@@ -221,6 +222,7 @@ const CONTRACT: Layers = &[
     ("render", &["plan", "report"]),
     ("status", &["history", "report"]),
     ("wire", &[]),
+    ("verification", &["crate"]),
     ("interface", &["status", "wire"]),
 ];
 

@@ -4,8 +4,9 @@
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
 use crate::kernel::sys;
+use freezeframe_contract::SnapshotInfo;
 use crate::transaction::ports::{
-    Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotInfo, SnapshotProvider,
+    Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotProvider,
     Target,
 };
 use serde::Serialize;
@@ -157,6 +158,45 @@ fn open_device(path: &Path) -> std::io::Result<File> {
     match direct {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => File::open(path),
         other => other,
+    }
+}
+
+impl LocalImage {
+    /// The snapshots in `image_dir`, oldest first.
+    pub async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.image_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| {
+                ProviderError::with_source(format!("cannot read {}", self.image_dir.display()), e)
+            })?,
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            // Only complete snapshots have a manifest; a copy cut short has none.
+            let manifest_path = entry.path().join("manifest.json");
+            let Ok(text) = std::fs::read(&manifest_path) else {
+                continue;
+            };
+            let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
+                continue;
+            };
+            let created = std::fs::metadata(&manifest_path)
+                .and_then(|m| m.modified())
+                .map(humantime::format_rfc3339_seconds)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            found.push(SnapshotInfo {
+                id: manifest.name.clone(),
+                name: manifest.name,
+                created_at: created,
+                size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
+                drill: None,
+                group: None,
+                consistency: None,
+            });
+        }
+        found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(found)
     }
 }
 
@@ -315,41 +355,6 @@ impl SnapshotProvider for LocalImage {
         })
     }
 
-    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
-        let entries = match std::fs::read_dir(&self.image_dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            other => other.map_err(|e| {
-                ProviderError::with_source(format!("cannot read {}", self.image_dir.display()), e)
-            })?,
-        };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            // Only complete snapshots have a manifest; a copy cut short has none.
-            let manifest_path = entry.path().join("manifest.json");
-            let Ok(text) = std::fs::read(&manifest_path) else {
-                continue;
-            };
-            let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
-                continue;
-            };
-            let created = std::fs::metadata(&manifest_path)
-                .and_then(|m| m.modified())
-                .map(humantime::format_rfc3339_seconds)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            found.push(SnapshotInfo {
-                id: manifest.name.clone(),
-                name: manifest.name,
-                created_at: created,
-                size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
-                drill: None,
-                group: None,
-                consistency: None,
-            });
-        }
-        found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
-        Ok(found)
-    }
 
     async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         let mine: Vec<SnapshotInfo> = self

@@ -139,8 +139,7 @@ struct State {
 }
 
 /// ListSnapshots' kept answer, for the `[snapshot]` settings it was fetched with.
-type Listings =
-    listing::ListCache<crate::config::SnapshotSettings, Vec<crate::transaction::ports::SnapshotInfo>>;
+type Listings = listing::ListCache<crate::config::SnapshotSettings, Vec<freezeframe_contract::SnapshotInfo>>;
 
 /// The object served at [`OBJECT_PATH`].
 pub(crate) struct Agent {
@@ -740,7 +739,7 @@ impl Agent {
             host: crate::naming::hostname(),
             groups,
         };
-        let deleted = job::provider(&settings).prune(0, &named).await;
+        let deleted = job::provider(&settings).port().prune(0, &named).await;
         self.listings.invalidate();
         let deleted = deleted.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(deleted.pruned.iter().map(wire::to_dict).collect())
@@ -764,6 +763,7 @@ impl Agent {
             return Err(AgentError::Busy(format!("snapshot job {running} is running")));
         }
         let pruned = job::provider(&settings)
+            .port()
             .prune(keep_last as usize, &job::own_names(&settings))
             .await;
         self.listings.invalidate();

@@ -53,7 +53,7 @@ impl LoopMount {
     }
 
     /// The loop device, such as `/dev/loop3` (the demo's kit shows it).
-    #[cfg(any(test, feature = "test-kit"))]
+    #[cfg(feature = "test-kit")]
     pub fn device(&self) -> &str {
         &self.device
     }

@@ -62,7 +62,10 @@ const AGENT: Layers = &[
     ("logind", &[]),
     ("systemd", &["dbus"]),
     ("guard", &["atomic_file", "kernel", PORTS]),
-    ("freeze", &["atomic_file", "guard", "kernel", "log", PORTS]),
+    (
+        "freeze",
+        &["atomic_file", "blocking", "guard", "kernel", "log", PORTS],
+    ),
     (
         "quiesce",
         &[
@@ -77,7 +80,9 @@ const AGENT: Layers = &[
     ),
     (
         "provider",
-        &["config", "errors", "freeze", "kernel", "secret", PORTS],
+        &[
+            "blocking", "config", "errors", "freeze", "kernel", "secret", PORTS,
+        ],
     ),
     (
         "verify",
@@ -85,7 +90,13 @@ const AGENT: Layers = &[
     ),
     (
         "runtime",
-        &["guard::record", "quiesce::owed", "quiesce::pending", "systemd"],
+        &[
+            "blocking",
+            "guard::record",
+            "quiesce::owed",
+            "quiesce::pending",
+            "systemd",
+        ],
     ),
     ("history", &["atomic_file", "guard", "transaction"]),
     (

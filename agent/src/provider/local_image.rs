@@ -321,7 +321,7 @@ impl SnapshotProvider for LocalImage {
             discard: Some(dir.clone()),
         };
         let copy_dir = dir.clone();
-        let copied = tokio::task::spawn_blocking(move || {
+        let copied = crate::blocking::run(move || {
             fault_point!("local-image-copy");
             let result = jobs
                 .iter()
@@ -331,8 +331,7 @@ impl SnapshotProvider for LocalImage {
             }
             result
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .await;
         copied.map_err(|e| ProviderError::with_source("copying the block devices failed", e))?;
 
         let manifest = Manifest {
@@ -393,7 +392,7 @@ impl SnapshotProvider for LocalImage {
             .collect();
         let size = snapshot.manifest.images.iter().map(|i| i.size_bytes).sum();
         // Complete means durable: flush the images, the manifest and the folder itself.
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        crate::blocking::run(move || -> std::io::Result<()> {
             for f in files
                 .iter()
                 .chain([dir.join("manifest.json"), dir.clone()].iter())
@@ -403,7 +402,6 @@ impl SnapshotProvider for LocalImage {
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| ProviderError::with_source("cannot flush the images to disk", e))?;
         Ok(Completion {
             snapshot_id: Some(snapshot.dir.display().to_string()),

@@ -10,7 +10,7 @@
 
 pub mod ports;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use freezeframe_contract::report::{
     ms, GroupReport, Phase, PhaseTiming, QuiescerReport, Report, Status,
@@ -34,9 +34,9 @@ pub trait Observer: Send + Sync {
 }
 
 /// An observer that ignores everything (the tests').
-#[cfg(any(test, feature = "test-kit"))]
+#[cfg(feature = "test-kit")]
 pub struct NoObserver;
-#[cfg(any(test, feature = "test-kit"))]
+#[cfg(feature = "test-kit")]
 impl Observer for NoObserver {}
 
 /// What the caller asks of one run: the snapshot's name, the bounds, the policies.

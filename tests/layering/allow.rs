@@ -151,6 +151,7 @@ const AGENT: Layers = &[
     (
         "service",
         &[
+            "blocking",
             "checks",
             "config",
             "dbus",

@@ -113,6 +113,7 @@ fn filesystems(plan: &Result<Plan, PlanFromSystemError>) -> Check {
 /// that too, loudly.
 async fn provider(settings: &Settings, targets: &[Target]) -> Vec<Check> {
     let mut provider = crate::job::provider(settings);
+    let provider = provider.port();
     let mut checks = vec![check(
         &format!("provider {}", provider.name()),
         provider

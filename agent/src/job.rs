@@ -8,10 +8,11 @@ use crate::history::{self, RunRecord};
 use crate::naming::{self, OwnNames, SnapshotName};
 use crate::provider::digitalocean::DigitalOcean;
 use crate::provider::local_image::LocalImage;
+use crate::provider::Provider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
-use crate::runtime::{self, RuntimeDir, RuntimeError};
-use crate::transaction::ports::{Barrier, SnapshotProvider};
+use crate::runtime::{self, RuntimeError};
+use crate::transaction::ports::Barrier;
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, metrics, systemd};
 pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
@@ -68,13 +69,23 @@ pub(crate) fn freeze_plan(settings: &Settings) -> Result<Plan, PlanFromSystemErr
     })
 }
 
+/// [`freeze_plan`] on the blocking pool: it stats every mountpoint, and a stat waits while a
+/// (network) filesystem hangs.
+async fn freeze_plan_off_workers(settings: &Settings) -> Result<Plan, PlanFromSystemError> {
+    let settings = settings.clone();
+    crate::blocking::run(move || freeze_plan(&settings)).await
+}
+
 /// The provider the settings name.
-pub(crate) fn provider(settings: &Settings) -> Box<dyn SnapshotProvider> {
+pub(crate) fn provider(settings: &Settings) -> Provider {
     match &settings.snapshot.provider {
-        ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::new(image_dir.clone())),
-        ProviderSettings::DigitalOcean(s) => {
-            Box::new(DigitalOcean::new(s.clone(), settings.snapshot.keep_last > 0))
+        ProviderSettings::LocalImage { image_dir } => {
+            Provider::LocalImage(LocalImage::new(image_dir.clone()))
         }
+        ProviderSettings::DigitalOcean(s) => Provider::DigitalOcean(Box::new(DigitalOcean::new(
+            s.clone(),
+            settings.snapshot.keep_last > 0,
+        ))),
     }
 }
 
@@ -94,7 +105,7 @@ pub(crate) async fn quiesce_plan(settings: &Settings, bus: Option<&zbus::Connect
 
 /// What a snapshot would freeze and quiesce now.
 pub(crate) async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, PlanFromSystemError> {
-    let plan = freeze_plan(settings)?;
+    let plan = freeze_plan_off_workers(settings).await?;
     let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
     Ok(SnapshotPlan {
@@ -185,7 +196,7 @@ pub(crate) async fn execute(
     if settings.snapshot.strategy == crate::config::Strategy::Offline {
         return Err(JobError::Offline);
     }
-    let plan = freeze_plan(settings)?;
+    let plan = freeze_plan_off_workers(settings).await?;
     let ours = own_names(settings);
     let name = match &request.name {
         Some(name) => SnapshotName::Fixed(name.clone()),
@@ -199,8 +210,7 @@ pub(crate) async fn execute(
             group: barrier.as_ref().map(|b| b.group().to_string()),
         },
     };
-    let runtime_dir = RuntimeDir::open(&settings.runtime_dir)?;
-    let lock = runtime_dir.lock()?;
+    let (_runtime_dir, lock) = runtime::open_locked(&settings.runtime_dir).await?;
     let bus = dbus::system_bus().await.ok();
     // What an earlier, dead agent left: its filesystems thawed, then the resumes it owed.
     let recovered = runtime::recover(&settings.runtime_dir, bus.as_ref(), settings.quiesce.hook_timeout)
@@ -224,31 +234,26 @@ pub(crate) async fn execute(
     let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir)
         .with_rcu_expediting(settings.freeze.expedite_rcu)
         .with_probe(settings.freeze.probe);
-    let report = Transaction {
+    let mut report = Transaction {
         filesystems: &mut filesystems,
-        provider: provider.as_mut(),
+        provider: provider.port(),
         quiescers: quiesce.quiescers(),
         observer,
-        spec: SnapshotSpec {
-            name: std::sync::Arc::new(name),
-            max_freeze: request
-                .max_freeze
-                .map_or(settings.freeze.max_freeze, |m| m.min(settings.freeze.max_freeze)),
-            wait: request.wait,
-            on_quiesce_failure: settings.quiesce.on_failure,
-            // A group is kept or deleted whole, by its coordinator: never one member's part.
-            retention: barrier.is_none().then_some(Retention {
-                keep_last: settings.snapshot.keep_last as usize,
-                ours: std::sync::Arc::new(ours),
-            }),
-            unquiesced: quiesce.unquiesced(),
-        },
+        spec: snapshot_spec(
+            settings,
+            request,
+            name,
+            barrier.is_none(),
+            ours,
+            quiesce.unquiesced(),
+        ),
         skipped: plan.skipped.clone(),
         interrupt,
         barrier: barrier.map(|b| b as &mut dyn Barrier),
     }
     .run()
     .await;
+    report.droplet_id = provider.droplet_id();
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
     // so off the async workers; the lock goes with them and is released only once they are
@@ -270,6 +275,31 @@ pub(crate) async fn execute(
     })
     .await;
     Ok(report)
+}
+
+/// What the transaction is asked: the name, the bounds (the request's `max_freeze`, never
+/// above `freeze.max_freeze`) and the policies. A group member's run (`alone` false) keeps no
+/// retention of its own: a group is kept or deleted whole, by its coordinator.
+pub(crate) fn snapshot_spec(
+    settings: &Settings,
+    request: &JobRequest,
+    name: SnapshotName,
+    alone: bool,
+    ours: OwnNames,
+    unquiesced: Vec<String>,
+) -> SnapshotSpec {
+    let configured = settings.freeze.max_freeze;
+    SnapshotSpec {
+        name: std::sync::Arc::new(name),
+        max_freeze: request.max_freeze.map_or(configured, |m| m.min(configured)),
+        wait: request.wait,
+        on_quiesce_failure: settings.quiesce.on_failure,
+        retention: alone.then_some(Retention {
+            keep_last: settings.snapshot.keep_last as usize,
+            ours: std::sync::Arc::new(ours),
+        }),
+        unquiesced,
+    }
 }
 
 /// The last run's report, if there was one.

@@ -12,19 +12,28 @@
 //! - [`replace_file`]: the one writer of state files (the CLI's pending power-on).
 //! - [`new_group_id`], [`is_group_id`]: a consistency group's id.
 //! - [`LastDrill`]: the record of the last scheduled restore drill.
-//! - [`config`]: the configuration, for the CLI's scheduled drill.
-//! - [`provider`]: DigitalOcean's API client, for the CLI's fleets, offline snapshots and drills.
-//! - [`secret`]: tokens that never print, and the secret variables.
+//! - [`config`]: the configuration (`ConfigSources` → `Settings`), for the CLI's scheduled
+//!   drill; the defaults the CLI shows (`DEFAULT_API_URL`, `DEFAULT_RUNTIME_DIR`) and
+//!   `check_api_url`.
+//! - [`secret`]: `read_private_file` (a token or key file, checked private; its `Secret` never
+//!   prints) and `SECRET_VARIABLES`, kept out of what the CLI starts.
 //! - [`stdout`]: results on stdout, ended quietly when the reader goes.
-//! - [`verify`]: what `verify` finds on a restored machine, as the CLI's drill reads it back.
 //!
-//! With the `test-kit` feature (the tests, the demo and the fuzz targets; nothing shipped) also
-//! the engine itself: [`freeze`], [`transaction`], [`naming`], [`loop_mount`] and the
-//! local-image provider.
+//! What `verify` finds crosses to the CLI as the contract's records
+//! (`freezeframe_contract::verification`); the DigitalOcean API is the
+//! `freezeframe_digitalocean` crate.
+//!
+//! With the `test-kit` feature (the tests, the demo, the simulator and the fuzz targets; nothing
+//! shipped) also the engine itself: [`freeze`], [`transaction`], [`naming`], [`kernel`],
+//! [`loop_mount`], the providers (`provider`: the local-image one), and the configuration's
+//! parser on its own (`config::parse`, `Settings::validate`, `config::parse_duration`).
 
 #![warn(unreachable_pub, missing_docs)]
 
-/// A module public to the test kit (feature `test-kit`), the crate's own otherwise.
+/// A module public to the test kit (feature `test-kit`), the crate's own otherwise. Without the
+/// feature its `pub` items are the crate's alone (`unreachable_pub` allowed for that), and dead
+/// code in them is found as anywhere else: what only the tests use is compiled only for them
+/// (`#[cfg(any(test, feature = "test-kit"))]`).
 macro_rules! test_kit_mod {
     ($(#[$attr:meta])* $name:ident) => {
         $(#[$attr])*
@@ -32,8 +41,21 @@ macro_rules! test_kit_mod {
         pub mod $name;
         $(#[$attr])*
         #[cfg(not(feature = "test-kit"))]
-        #[allow(unreachable_pub, dead_code)]
+        #[allow(unreachable_pub)]
         pub(crate) mod $name;
+    };
+}
+
+/// An item public to the test kit (feature `test-kit`: the fuzz targets' parser, say), the
+/// crate's own otherwise: `test_kit_pub!(pub fn …)`, `test_kit_pub!(pub use …;)`.
+macro_rules! test_kit_pub {
+    ($(#[$attr:meta])* pub $($item:tt)*) => {
+        $(#[$attr])*
+        #[cfg(feature = "test-kit")]
+        pub $($item)*
+        $(#[$attr])*
+        #[cfg(not(feature = "test-kit"))]
+        pub(crate) $($item)*
     };
 }
 
@@ -65,7 +87,7 @@ test_kit_mod!(loop_mount);
 mod metrics;
 test_kit_mod!(naming);
 mod notify;
-pub mod provider;
+test_kit_mod!(provider);
 mod quiesce;
 mod runtime;
 pub mod secret;
@@ -73,7 +95,7 @@ mod service;
 pub mod stdout;
 mod systemd;
 test_kit_mod!(transaction);
-pub mod verify;
+mod verify;
 
 pub use cmd::main;
 pub use history::LastDrill;

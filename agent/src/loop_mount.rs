@@ -85,7 +85,8 @@ impl LoopMount {
         Ok(attached)
     }
 
-    /// The loop device, such as `/dev/loop3`.
+    /// The loop device, such as `/dev/loop3` (the demo's kit shows it).
+    #[cfg(feature = "test-kit")]
     pub fn device(&self) -> &str {
         &self.device
     }

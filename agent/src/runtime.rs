@@ -115,6 +115,19 @@ impl RuntimeDir {
     }
 }
 
+/// The runtime directory opened and its transaction lock taken, on the blocking pool: a mkdir,
+/// an open and the holder's pid written, each of which waits while the directory's filesystem
+/// hangs (or is frozen), and would hold up an async worker meanwhile.
+pub(crate) async fn open_locked(path: &Path) -> Result<(RuntimeDir, TransactionLock), RuntimeError> {
+    let path = path.to_path_buf();
+    crate::blocking::run(move || {
+        let dir = RuntimeDir::open(&path)?;
+        let lock = dir.lock()?;
+        Ok((dir, lock))
+    })
+    .await
+}
+
 /// What recovery did to the filesystem recorded at `mountpoint`, as `Thaw` answers it.
 pub(crate) fn recovered_filesystem((mountpoint, outcome): (PathBuf, ThawOutcome)) -> RecoveredFilesystem {
     let (outcome, error) = match outcome {
@@ -141,23 +154,11 @@ pub(crate) async fn recover(
     hook_timeout: std::time::Duration,
 ) -> std::io::Result<Recovered> {
     let mut recovered = Recovered::default();
-    // Its records name mountpoints to thaw, units to start and hooks to run, as root.
-    match check_private(dir) {
-        Err(RuntimeError::Dir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(recovered)
-        }
-        Err(e) => return Err(std::io::Error::other(e.to_string())),
-        Ok(()) => {}
-    }
-    let path = dir.join(record::RECORD_FILE);
-    if let Some(rec) = record::read(&path)? {
-        recovered.filesystems = record::thaw_recorded(&rec)
-            .into_iter()
-            .map(recovered_filesystem)
-            .collect();
-        record::remove(&path)?;
-    }
-    if !pending::recorded(dir).is_empty() {
+    // Stats, reads, thaws and an unlink in the runtime directory: on the blocking pool.
+    let owned = dir.to_path_buf();
+    let (filesystems, owes) = crate::blocking::run(move || thaw_record(&owned)).await?;
+    recovered.filesystems = filesystems;
+    if owes {
         let units = crate::systemd::connect_or_unreachable(bus).await;
         recovered.resumes = owed::resume_recorded(dir, units.as_ref(), hook_timeout)
             .await
@@ -173,6 +174,29 @@ pub(crate) async fn recover(
             .collect();
     }
     Ok(recovered)
+}
+
+/// What [`recover`] does on the blocking pool: thaws what the frozen record in `dir` lists and
+/// removes the record; says whether resumes are owed too.
+fn thaw_record(dir: &Path) -> std::io::Result<(Vec<RecoveredFilesystem>, bool)> {
+    // Its records name mountpoints to thaw, units to start and hooks to run, as root.
+    match check_private(dir) {
+        Err(RuntimeError::Dir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), false))
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+        Ok(()) => {}
+    }
+    let path = dir.join(record::RECORD_FILE);
+    let mut filesystems = Vec::new();
+    if let Some(rec) = record::read(&path)? {
+        filesystems = record::thaw_recorded(&rec)
+            .into_iter()
+            .map(recovered_filesystem)
+            .collect();
+        record::remove(&path)?;
+    }
+    Ok((filesystems, !pending::recorded(dir).is_empty()))
 }
 
 /// Refuses a runtime directory that is a link, not a folder, or one that anyone but root (or

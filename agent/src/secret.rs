@@ -10,7 +10,7 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value; from here on it never prints.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
@@ -46,7 +46,7 @@ static TAKEN: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::Once
 ///
 /// Call it while the process has one thread (first thing in `main`): changing the environment
 /// races every other thread's `getenv` (which is why `remove_var` is `unsafe` from edition 2024).
-pub unsafe fn take_from_environment() {
+pub(crate) unsafe fn take_from_environment() {
     let values = SECRET_VARIABLES
         .iter()
         .filter_map(|name| Some((*name, std::env::var(name).ok()?)))
@@ -176,7 +176,7 @@ fn or_service_user(expected: &u32) -> String {
 }
 
 /// The most a secret file may hold: a token, a password or an ssh key is far smaller.
-pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 /// Reads a secret from a file that, like an ssh key, no group or other user may read, and that
 /// root (or this process's own user) owns: a file another user owns is theirs to rewrite. Its

@@ -2,8 +2,9 @@
 //! `org.freezeframe.Agent1` as clients call it ([`Agent1Proxy`], [`AgentError`], [`BUS_NAME`],
 //! [`OBJECT_PATH`]), the answers it sends as typed `a{sv}` ([`wire`]) and the types they are
 //! read back into ([`Report`], [`SnapshotPlan`], [`AgentStatus`], [`Check`], [`SnapshotInfo`],
-//! the history), how both binaries print plans and reports ([`render`]), and the exit codes
-//! both binaries share ([`Exit`]). It depends on no part of the agent: the agent and the CLI
+//! the history), how both binaries print plans and reports ([`render`]), the exit codes
+//! both binaries share ([`Exit`]), and what `verify` finds ([`verification`]), which the CLI's
+//! restore drill reads back. It depends on no part of the agent: the agent and the CLI
 //! both depend on it.
 
 #![warn(unreachable_pub, missing_docs)]
@@ -18,6 +19,7 @@ mod records;
 pub mod render;
 pub mod report;
 mod status;
+pub mod verification;
 pub mod wire;
 
 pub use exit::Exit;

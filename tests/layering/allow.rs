@@ -62,7 +62,10 @@ const AGENT: Layers = &[
     ("logind", &[]),
     ("systemd", &["dbus"]),
     ("guard", &["atomic_file", "kernel", PORTS]),
-    ("freeze", &["atomic_file", "guard", "kernel", "log", PORTS]),
+    (
+        "freeze",
+        &["atomic_file", "blocking", "guard", "kernel", "log", PORTS],
+    ),
     (
         "quiesce",
         &[
@@ -77,7 +80,9 @@ const AGENT: Layers = &[
     ),
     (
         "provider",
-        &["config", "errors", "freeze", "kernel", "secret", PORTS],
+        &[
+            "blocking", "config", "errors", "freeze", "kernel", "secret", PORTS,
+        ],
     ),
     (
         "verify",
@@ -86,6 +91,7 @@ const AGENT: Layers = &[
     (
         "runtime",
         &[
+            "blocking",
             "errors",
             "guard::record",
             "quiesce::owed",
@@ -146,6 +152,7 @@ const AGENT: Layers = &[
     (
         "service",
         &[
+            "blocking",
             "checks",
             "config",
             "dbus",
@@ -190,6 +197,7 @@ const AGENT: Layers = &[
 /// fleet over it, and `route` (where a parsed command goes) on top.
 const CLI: Layers = &[
     ("ssh", &[]),
+    ("blocking", &[]),
     ("client", &["ssh"]),
     ("args", &["ssh"]),
     ("pacing", &[]),
@@ -200,7 +208,7 @@ const CLI: Layers = &[
     (
         "cmd",
         &[
-            "agent", "api", "args", "client", "crate", "output", "pacing", "progress", "ssh",
+            "agent", "api", "args", "blocking", "client", "crate", "output", "pacing", "progress", "ssh",
         ],
     ),
     (
@@ -227,6 +235,7 @@ const CONTRACT: Layers = &[
     ("render", &["plan", "report"]),
     ("status", &["history", "report"]),
     ("wire", &[]),
+    ("verification", &["crate"]),
     ("interface", &["status", "wire"]),
 ];
 

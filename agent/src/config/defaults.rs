@@ -54,7 +54,7 @@ pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
 /// `digitalocean.volumes`.
 pub(crate) const DEFAULT_VOLUMES: bool = true;
 /// `digitalocean.volume_links`: where udev links DigitalOcean volumes by name.
-pub const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
+pub(crate) const DEFAULT_VOLUME_LINKS: &str = "/dev/disk/by-id";
 
 // [verify]
 /// `verify.schedule`: no scheduled drill.
@@ -88,7 +88,7 @@ pub(crate) const DEFAULT_ON_QUIESCE_FAILURE: &str = "abort";
 /// `quiesce.hooks_dir`.
 pub(crate) const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 /// `quiesce.hook_timeout`.
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 // [[quiescer]]
 /// Every quiescer's `timeout`: the bound on its prepare.

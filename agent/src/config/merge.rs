@@ -12,6 +12,7 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+test_kit_pub! {
 /// The files' texts, in reading order, merged and deserialized.
 pub fn parse(files: &[(&Path, &str)]) -> Result<ConfigFile, ConfigError> {
     let mut merged = DeTable::new();
@@ -55,6 +56,7 @@ pub fn parse(files: &[(&Path, &str)]) -> Result<ConfigFile, ConfigError> {
             },
         }
     })
+}
 }
 
 /// Merges `later` into `earlier`: tables key by key, anything else replaced (with the later

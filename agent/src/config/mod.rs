@@ -14,11 +14,17 @@ mod merge;
 mod quiescer;
 mod schema;
 
-pub use defaults::{DEFAULT_API_URL, DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR, DEFAULT_VOLUME_LINKS};
-pub(crate) use defaults::{DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
-pub use merge::parse;
+pub use defaults::{DEFAULT_API_URL, DEFAULT_RUNTIME_DIR};
+pub(crate) use defaults::{
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT, DEFAULT_VOLUME_LINKS,
+};
+test_kit_pub!(
+    pub use merge::parse;
+);
 pub(crate) use quiescer::{MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode};
-pub use schema::ConfigFile;
+test_kit_pub!(
+    pub use schema::ConfigFile;
+);
 
 use crate::naming::NameTemplate;
 use crate::transaction::ports::QuiescePolicy;
@@ -317,12 +323,14 @@ fn dropins(dir: &Path) -> Vec<(PathBuf, bool)> {
     files.into_iter().map(|p| (p, true)).collect()
 }
 
+test_kit_pub! {
 /// Parses a duration such as `20s`, `1500ms` or `2m`.
 pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     duration(text).map_err(|e| ConfigError::Invalid {
         key,
         problem: e.to_string(),
     })
+}
 }
 
 /// A text that is not a duration, and how to write one.
@@ -395,6 +403,7 @@ fn absolute(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
 }
 
 impl Settings {
+    test_kit_pub! {
     /// Turns the merged configuration into settings, checking every value.
     pub fn validate(file: ConfigFile) -> Result<Settings, ConfigError> {
         Ok(Settings {
@@ -424,6 +433,7 @@ impl Settings {
             history: validate_history(file.history)?,
             metrics: validate_metrics(file.metrics)?,
         })
+    }
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+test_kit_pub! {
 /// The whole configuration as written, every key given its default.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +25,7 @@ pub struct ConfigFile {
     pub(crate) quiesce: QuiesceSection,
     /// `[[quiescer]]` entries; a later file's list replaces an earlier one's.
     pub(crate) quiescer: Vec<QuiescerSection>,
+}
 }
 
 /// `[agent]`

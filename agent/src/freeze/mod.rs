@@ -358,7 +358,7 @@ impl LiveFilesystems {
 
     async fn sync_targets(&self) -> Result<(), FreezeError> {
         let fds = self.dup_fds()?;
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run(move || {
             for (mountpoint, fd) in &fds {
                 nix::unistd::syncfs(fd).map_err(|source| FreezeError::Sync {
                     mountpoint: mountpoint.clone(),
@@ -368,7 +368,6 @@ impl LiveFilesystems {
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Arms the guard, writes the record, then freezes in plan order.

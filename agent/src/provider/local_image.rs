@@ -4,8 +4,9 @@
 //! can hold stale pages the filesystem wrote around) and writes sparse images.
 
 use crate::kernel::sys;
+use freezeframe_contract::SnapshotInfo;
 use crate::transaction::ports::{
-    Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotInfo, SnapshotProvider,
+    Completion, OwnedNames, ProviderError, Pruned, Registration, Retained, SnapshotProvider,
     Target,
 };
 use serde::Serialize;
@@ -160,6 +161,45 @@ fn open_device(path: &Path) -> std::io::Result<File> {
     }
 }
 
+impl LocalImage {
+    /// The snapshots in `image_dir`, oldest first.
+    pub async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.image_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| {
+                ProviderError::with_source(format!("cannot read {}", self.image_dir.display()), e)
+            })?,
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            // Only complete snapshots have a manifest; a copy cut short has none.
+            let manifest_path = entry.path().join("manifest.json");
+            let Ok(text) = std::fs::read(&manifest_path) else {
+                continue;
+            };
+            let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
+                continue;
+            };
+            let created = std::fs::metadata(&manifest_path)
+                .and_then(|m| m.modified())
+                .map(humantime::format_rfc3339_seconds)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            found.push(SnapshotInfo {
+                id: manifest.name.clone(),
+                name: manifest.name,
+                created_at: created,
+                size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
+                drill: None,
+                group: None,
+                consistency: None,
+            });
+        }
+        found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(found)
+    }
+}
+
 #[async_trait::async_trait]
 impl SnapshotProvider for LocalImage {
     fn name(&self) -> &'static str {
@@ -281,7 +321,7 @@ impl SnapshotProvider for LocalImage {
             discard: Some(dir.clone()),
         };
         let copy_dir = dir.clone();
-        let copied = tokio::task::spawn_blocking(move || {
+        let copied = crate::blocking::run(move || {
             fault_point!("local-image-copy");
             let result = jobs
                 .iter()
@@ -291,8 +331,7 @@ impl SnapshotProvider for LocalImage {
             }
             result
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .await;
         copied.map_err(|e| ProviderError::with_source("copying the block devices failed", e))?;
 
         let manifest = Manifest {
@@ -315,41 +354,6 @@ impl SnapshotProvider for LocalImage {
         })
     }
 
-    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
-        let entries = match std::fs::read_dir(&self.image_dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            other => other.map_err(|e| {
-                ProviderError::with_source(format!("cannot read {}", self.image_dir.display()), e)
-            })?,
-        };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            // Only complete snapshots have a manifest; a copy cut short has none.
-            let manifest_path = entry.path().join("manifest.json");
-            let Ok(text) = std::fs::read(&manifest_path) else {
-                continue;
-            };
-            let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
-                continue;
-            };
-            let created = std::fs::metadata(&manifest_path)
-                .and_then(|m| m.modified())
-                .map(humantime::format_rfc3339_seconds)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            found.push(SnapshotInfo {
-                id: manifest.name.clone(),
-                name: manifest.name,
-                created_at: created,
-                size_bytes: Some(manifest.images.iter().map(|i| i.size_bytes).sum()),
-                drill: None,
-                group: None,
-                consistency: None,
-            });
-        }
-        found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
-        Ok(found)
-    }
 
     async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
         let mine: Vec<SnapshotInfo> = self
@@ -388,7 +392,7 @@ impl SnapshotProvider for LocalImage {
             .collect();
         let size = snapshot.manifest.images.iter().map(|i| i.size_bytes).sum();
         // Complete means durable: flush the images, the manifest and the folder itself.
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        crate::blocking::run(move || -> std::io::Result<()> {
             for f in files
                 .iter()
                 .chain([dir.join("manifest.json"), dir.clone()].iter())
@@ -398,7 +402,6 @@ impl SnapshotProvider for LocalImage {
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| ProviderError::with_source("cannot flush the images to disk", e))?;
         Ok(Completion {
             snapshot_id: Some(snapshot.dir.display().to_string()),

@@ -4,3 +4,41 @@
 
 pub(crate) mod digitalocean;
 test_kit_mod!(local_image);
+
+use crate::transaction::ports::{ProviderError, SnapshotProvider};
+use freezeframe_contract::SnapshotInfo;
+
+/// The provider the settings name, as the job and the service hold it: the port the
+/// transaction drives, and what only they ask of it, outside any run (the list, the Droplet).
+pub(crate) enum Provider {
+    /// Images of the block devices in a folder.
+    LocalImage(local_image::LocalImage),
+    /// DigitalOcean's Droplet snapshots (boxed: its client and settings are large).
+    DigitalOcean(Box<digitalocean::DigitalOcean>),
+}
+
+impl Provider {
+    /// The port, for the transaction (and retention outside a run).
+    pub(crate) fn port(&mut self) -> &mut dyn SnapshotProvider {
+        match self {
+            Provider::LocalImage(p) => p,
+            Provider::DigitalOcean(p) => p.as_mut(),
+        }
+    }
+
+    /// This machine's completed snapshots, oldest first.
+    pub(crate) async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        match self {
+            Provider::LocalImage(p) => p.list().await,
+            Provider::DigitalOcean(p) => p.list().await,
+        }
+    }
+
+    /// The Droplet its snapshots are of, once preflight learned it (DigitalOcean's).
+    pub(crate) fn droplet_id(&self) -> Option<u64> {
+        match self {
+            Provider::LocalImage(_) => None,
+            Provider::DigitalOcean(p) => p.droplet_id(),
+        }
+    }
+}

@@ -141,7 +141,7 @@ struct State {
 /// ListSnapshots' kept answer, for the `[snapshot]` settings it was fetched with.
 type Listings = listing::ListCache<
     crate::config::SnapshotSettings,
-    Vec<crate::transaction::ports::SnapshotInfo>,
+    Vec<freezeframe_contract::SnapshotInfo>,
     Arc<crate::transaction::ports::ProviderError>,
 >;
 
@@ -154,6 +154,23 @@ pub(crate) struct Agent {
     group: Option<u32>,
     /// Set when the service winds down: no new jobs.
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by one claim at a time, across its probe of the transaction lock: a probe (which
+    /// takes the lock for a moment) then never meets a job of this agent's own taking it.
+    claiming: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Who holds the transaction lock, when another holds it (`Some(pid)`, the pid when known): a
+/// probe, the lock let go at once, on the blocking pool (a mkdir and a lock file opened and
+/// written in the runtime directory).
+async fn lock_holder(runtime_dir: &std::path::Path) -> Option<Option<u32>> {
+    let dir = runtime_dir.to_path_buf();
+    crate::blocking::run(
+        move || match RuntimeDir::open(&dir).and_then(|d| d.lock().map(drop)) {
+            Err(RuntimeError::Busy { pid }) => Some(pid),
+            _ => None,
+        },
+    )
+    .await
 }
 
 impl Agent {
@@ -165,21 +182,31 @@ impl Agent {
 
     /// Makes the next job the running one, unless a job runs here or another process (a
     /// one-shot `freezeframe-agent snapshot`) holds the lock.
-    fn claim_job(
+    async fn claim_job(
         &self,
         settings: &Settings,
         group: Option<Arc<group::GroupSlot>>,
     ) -> Result<(u64, Interrupt, Interrupter), AgentError> {
-        let mut state = self.state.lock().unwrap();
-        if let Some(running) = &state.running {
-            return Err(AgentError::Busy(format!(
-                "snapshot job {} is running; wait for its JobFinished signal",
-                running.id
-            )));
+        let _claiming = self.claiming.lock().await;
+        let running = |state: &State| {
+            state.running.as_ref().map(|running| {
+                AgentError::Busy(format!(
+                    "snapshot job {} is running; wait for its JobFinished signal",
+                    running.id
+                ))
+            })
+        };
+        if let Some(busy) = running(&self.state.lock().unwrap()) {
+            return Err(busy);
         }
-        if let Err(RuntimeError::Busy { pid }) =
-            RuntimeDir::open(&settings.runtime_dir).and_then(|dir| dir.lock().map(drop))
-        {
+        // Probed with the state unlocked (it opens files: the blocking pool's work), and only
+        // while no job of this agent's runs, so the probe never holds the lock a job needs.
+        let holder = lock_holder(&settings.runtime_dir).await;
+        let mut state = self.state.lock().unwrap();
+        if let Some(busy) = running(&state) {
+            return Err(busy);
+        }
+        if let Some(pid) = holder {
             return Err(AgentError::Busy(format!(
                 "another snapshot is in progress on this machine{}",
                 pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
@@ -223,13 +250,15 @@ impl Agent {
         }
     }
 
-    fn settings(&self) -> Result<Settings, AgentError> {
+    /// The configuration, read anew: files read on the blocking pool, where a hung filesystem
+    /// holds up this call alone.
+    async fn settings(&self) -> Result<Settings, AgentError> {
         let sources = match &self.config {
             Some(path) => ConfigSources::explicit(path),
             None => ConfigSources::system(),
         };
-        sources
-            .load()
+        crate::blocking::run(move || sources.load())
+            .await
             .map_err(|e| AgentError::Failed(format!("the agent's configuration: {e}")))
     }
 
@@ -267,7 +296,7 @@ impl Agent {
         header: &Header<'_>,
     ) -> Result<(Settings, access::Admitted, access::Caller), AgentError> {
         let caller = access::caller(connection, header).await?;
-        let settings = self.settings()?;
+        let settings = self.settings().await?;
         let admitted = access::check(&caller, access, self.group, settings.service.public_read)?;
         Ok((settings, admitted, caller))
     }
@@ -289,14 +318,18 @@ impl Agent {
                 }),
             None => self
                 .settings()
+                .await
                 .map_err(|e| zbus::fdo::Error::Failed(e.to_string())),
         }
     }
 
     /// The last run's report, typed: from the runtime directory, where every run keeps it (a
     /// one-shot `freezeframe-agent snapshot` too), else this process's own last job.
-    fn last_report(&self, settings: &Settings) -> Option<Report> {
-        job::last_report(&settings.runtime_dir).or_else(|| self.state.lock().unwrap().last_result.clone())
+    async fn last_report(&self, settings: &Settings) -> Option<Report> {
+        let runtime_dir = settings.runtime_dir.clone();
+        crate::blocking::run(move || job::last_report(&runtime_dir))
+            .await
+            .or_else(|| self.state.lock().unwrap().last_result.clone())
     }
 
     fn refuse_when_stopping(&self) -> Result<(), AgentError> {
@@ -418,7 +451,9 @@ impl Job {
                 let report = Report::not_started(e.to_string());
                 // A job that could not start (busy, a bad plan) is still the last result.
                 if !e.is_busy() {
-                    job::record_last_report(&self.settings.runtime_dir, &report);
+                    // Written and flushed: on the blocking pool.
+                    let (dir, last) = (self.settings.runtime_dir.clone(), report.clone());
+                    crate::blocking::run(move || job::record_last_report(&dir, &last)).await;
                 }
                 report
             }
@@ -538,7 +573,7 @@ impl Agent {
             });
             return Ok(id);
         }
-        let (id, interrupt, _) = self.claim_job(&settings, None)?;
+        let (id, interrupt, _) = self.claim_job(&settings, None).await?;
         let job = Job {
             id,
             settings,
@@ -587,7 +622,7 @@ impl Agent {
             .ok_or_else(|| AgentError::AccessDenied("the call has no sender".into()))?
             .to_string();
         let slot = group::GroupSlot::new(coordinator);
-        let (id, interrupt, stop) = self.claim_job(&settings, Some(slot.clone()))?;
+        let (id, interrupt, stop) = self.claim_job(&settings, Some(slot.clone())).await?;
         let watcher = match group::watch_coordinator(connection, slot.clone(), stop).await {
             Ok(watcher) => watcher,
             Err(e) => {
@@ -673,8 +708,17 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Dict, AgentError> {
         let settings = self.admit(Access::Read, connection, &header).await?;
-        let runtime_dir =
-            RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
+        let (dir, history_file) = (settings.runtime_dir.clone(), settings.history.file.clone());
+        // A mkdir, a stat and a file read: on the blocking pool.
+        let (frozen, history) = crate::blocking::run(move || {
+            let runtime_dir = RuntimeDir::open(&dir)?;
+            Ok::<_, RuntimeError>((
+                runtime_dir.record_path().exists(),
+                crate::history::load(&history_file),
+            ))
+        })
+        .await
+        .map_err(|e| AgentError::Failed(e.to_string()))?;
         let droplet_id = match &settings.snapshot.provider {
             crate::config::ProviderSettings::DigitalOcean(d) => d.droplet_id,
             crate::config::ProviderSettings::LocalImage { .. } => None,
@@ -683,10 +727,10 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             provider: settings.snapshot.provider.name().to_string(),
             droplet_id,
-            frozen: runtime_dir.record_path().exists(),
+            frozen,
             running_job: self.busy().unwrap_or(0),
-            last_result: self.last_report(&settings),
-            history: Some(crate::history::load(&settings.history.file)),
+            last_result: self.last_report(&settings).await,
+            history: Some(history),
         }))
     }
 
@@ -740,7 +784,7 @@ impl Agent {
             host: crate::naming::hostname(),
             groups,
         };
-        let deleted = job::provider(&settings).prune(0, &named).await;
+        let deleted = job::provider(&settings).port().prune(0, &named).await;
         self.listings.invalidate();
         let deleted = deleted.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
         Ok(deleted.pruned.iter().map(wire::to_dict).collect())
@@ -764,6 +808,7 @@ impl Agent {
             return Err(AgentError::Busy(format!("snapshot job {running} is running")));
         }
         let pruned = job::provider(&settings)
+            .port()
             .prune(keep_last as usize, &job::own_names(&settings))
             .await;
         self.listings.invalidate();
@@ -785,11 +830,15 @@ impl Agent {
                 "snapshot job {running} is running; it thaws by itself, within max_freeze at the latest"
             )));
         }
-        let runtime_dir =
-            RuntimeDir::open(&settings.runtime_dir).map_err(|e| AgentError::Failed(e.to_string()))?;
         // Held while recovering, so no snapshot starts meanwhile. Busy: a one-shot snapshot
-        // runs, or a guard still holds its filesystems (it thaws them by its deadline).
-        let _lock = runtime_dir.lock().map_err(|e| AgentError::Busy(e.to_string()))?;
+        // runs, or a guard still holds its filesystems (it thaws them by its deadline). A mkdir
+        // and a lock file opened and written: on the blocking pool.
+        let dir = settings.runtime_dir.clone();
+        let _lock = crate::blocking::run(move || {
+            let runtime_dir = RuntimeDir::open(&dir).map_err(|e| AgentError::Failed(e.to_string()))?;
+            runtime_dir.lock().map_err(|e| AgentError::Busy(e.to_string()))
+        })
+        .await?;
         let bus = crate::dbus::system_bus().await.ok();
         let recovered =
             crate::runtime::recover(&settings.runtime_dir, bus.as_ref(), settings.quiesce.hook_timeout)
@@ -859,11 +908,10 @@ impl Agent {
     ) -> zbus::fdo::Result<bool> {
         let settings = self.admit_reader(header, connection).await?;
         // A stat, nothing more: this is read inside the window too (for the change signal),
-        // where even a mkdir of an existing folder would wait on a frozen filesystem.
-        Ok(settings
-            .runtime_dir
-            .join(crate::guard::record::RECORD_FILE)
-            .exists())
+        // where even a mkdir of an existing folder would wait on a frozen filesystem. On the
+        // blocking pool, as a stat on a hung filesystem waits too.
+        let record = settings.runtime_dir.join(crate::guard::record::RECORD_FILE);
+        Ok(crate::blocking::run(move || record.exists()).await)
     }
 
     /// The last run's report, typed as `Status`'s `last_result`; empty before the first run.
@@ -876,6 +924,7 @@ impl Agent {
         let settings = self.admit_reader(header, connection).await?;
         Ok(self
             .last_report(&settings)
+            .await
             .map(|r| wire::to_dict(&r))
             .unwrap_or_default())
     }
@@ -966,6 +1015,7 @@ pub(crate) async fn serve(config: Option<PathBuf>) -> Result<(), ServiceError> {
         listings: Arc::new(listing::ListCache::new()),
         group: access::group_id(),
         stopping: stopping.clone(),
+        claiming: Arc::default(),
     };
     let bus_error = |source| ServiceError::Bus {
         address: crate::dbus::system_bus_address(),
@@ -1076,6 +1126,33 @@ mod tests {
         }
     }
 
+    /// A group member's `max-freeze-ms`, below `freeze.max_freeze`, is the bound the provider's
+    /// request is handed (its own time limits, DigitalOcean's POST): the road from the bus
+    /// through the job's spec and the transaction.
+    #[tokio::test]
+    async fn a_lower_max_freeze_asked_on_the_bus_reaches_the_providers_request() {
+        let options: Dict = HashMap::from([
+            ("group".to_string(), variant("g0000abcd".to_string())),
+            ("max-freeze-ms".to_string(), variant(2_000u64)),
+        ]);
+        let request = parse_options(&options, OptionsOf::Prepare).unwrap().request;
+        let mut settings = Settings::validate(crate::config::ConfigFile::default()).unwrap();
+        settings.freeze.max_freeze = Duration::from_secs(20);
+        let mut run = crate::transaction::tests::Setup::new(&[]);
+        run.spec = Some(job::snapshot_spec(
+            &settings,
+            &request,
+            crate::naming::SnapshotName::Fixed("snap".into()),
+            false,
+            job::own_names(&settings),
+            Vec::new(),
+        ));
+        let asked = run.provider.max_freeze_asked.clone();
+        let (report, _, _) = run.run().await;
+        assert_eq!(report.status, Status::Succeeded, "{report:?}");
+        assert_eq!(*asked.lock().unwrap(), [Duration::from_secs(2)]);
+    }
+
     /// The agent and a client of the contract's `Agent1Proxy`, peer to peer: no bus, so no
     /// caller has a sender and every admitted method refuses it (AccessDenied), after zbus has
     /// matched the call's name and signature against the served interface.
@@ -1093,6 +1170,7 @@ mod tests {
             listings: Arc::new(listing::ListCache::new()),
             group: None,
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            claiming: Arc::default(),
         };
         let server = zbus::connection::Builder::unix_stream(server)
             .server(zbus::Guid::generate())

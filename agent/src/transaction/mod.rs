@@ -10,7 +10,7 @@
 
 pub mod ports;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use freezeframe_contract::report::{
     ms, GroupReport, Phase, PhaseTiming, QuiescerReport, Report, Status,
@@ -33,8 +33,10 @@ pub trait Observer: Send + Sync {
     fn phase_finished(&self, _phase: Phase, _elapsed: Duration, _ok: bool) {}
 }
 
-/// An observer that ignores everything.
+/// An observer that ignores everything (the tests').
+#[cfg(feature = "test-kit")]
 pub struct NoObserver;
+#[cfg(feature = "test-kit")]
 impl Observer for NoObserver {}
 
 /// What the caller asks of one run: the snapshot's name, the bounds, the policies.
@@ -108,7 +110,8 @@ impl Interrupt {
         (Interrupter(tx), Interrupt(rx))
     }
 
-    /// An interrupt that never comes.
+    /// An interrupt that never comes (the tests').
+    #[cfg(any(test, feature = "test-kit"))]
     pub fn never() -> Interrupt {
         Interrupt::new().1
     }
@@ -286,7 +289,6 @@ impl Recorder<'_> {
 
     fn finish(mut self, provider: &dyn SnapshotProvider) -> Report {
         let usage = provider.usage();
-        self.report.droplet_id = provider.droplet_id();
         self.report.provider_calls = usage.calls;
         self.report.provider_budget = usage.budget;
         let ok = self.report.status == Status::Succeeded;

@@ -6,8 +6,8 @@
 //! contract's (`freezeframe_contract`), and are re-exported here as the ports exchange them.
 
 pub use freezeframe_contract::{
-    ApiBudget, Consistency, DevNum, GuardEvent, LogPosition, Pruned, SkipReason, Skipped, SnapshotInfo,
-    Target, VolumeSnapshotRef,
+    ApiBudget, Consistency, DevNum, GuardEvent, LogPosition, Pruned, SkipReason, Skipped, Target,
+    VolumeSnapshotRef,
 };
 // What provider/digitalocean records on and reads from snapshots: the contract's too, since
 // `ListSnapshots` carries them; not values the transaction exchanges.
@@ -446,17 +446,6 @@ pub trait SnapshotProvider: Send {
     /// out, outside the window, whether the provider created a snapshot from it anyway. Never
     /// sends the request again: a retry could make a second snapshot.
     async fn reconcile(&mut self) -> Option<Reconciled> {
-        None
-    }
-    /// This machine's completed snapshots, oldest first. Works outside a transaction.
-    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
-        Err(ProviderError::new(format!(
-            "the {} provider cannot list snapshots",
-            self.name()
-        )))
-    }
-    /// The Droplet its snapshots are of, once preflight learned it.
-    fn droplet_id(&self) -> Option<u64> {
         None
     }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.

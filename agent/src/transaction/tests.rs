@@ -123,8 +123,10 @@ enum Behaviour {
 }
 
 #[derive(Default)]
-struct FakeProvider {
+pub(crate) struct FakeProvider {
     log: Log,
+    /// The `max_freeze` each request was handed.
+    pub(crate) max_freeze_asked: Arc<Mutex<Vec<Duration>>>,
     preflight: Behaviour,
     request: Behaviour,
     /// Names of existing snapshots, oldest first, for retention.
@@ -161,9 +163,10 @@ impl SnapshotProvider for FakeProvider {
         &mut self,
         name: &str,
         frozen: &[Target],
-        _: Duration,
+        max_freeze: Duration,
     ) -> Result<Registration, ProviderError> {
         note(&self.log, format!("provider.request {name} {}", frozen.len()));
+        self.max_freeze_asked.lock().unwrap().push(max_freeze);
         match self.request {
             Behaviour::Works => Ok(Registration {
                 action_id: "42".into(),
@@ -262,10 +265,13 @@ impl Observer for Phases {
     }
 }
 
-struct Setup {
+/// One run over the doubles (other modules' tests build one too: `Setup::new`, then `run`).
+pub(crate) struct Setup {
     log: Log,
     fs: FakeFs,
-    provider: FakeProvider,
+    pub(crate) provider: FakeProvider,
+    /// The spec to run with, instead of the one made of the fields below.
+    pub(crate) spec: Option<SnapshotSpec>,
     quiescers: Vec<FakeQuiescer>,
     policy: QuiescePolicy,
     wait: bool,
@@ -305,7 +311,7 @@ impl Barrier for FakeBarrier {
 }
 
 impl Setup {
-    fn new(quiescers: &[&str]) -> Self {
+    pub(crate) fn new(quiescers: &[&str]) -> Self {
         let log = Log::default();
         Setup {
             fs: FakeFs {
@@ -326,6 +332,7 @@ impl Setup {
             retention: None,
             unquiesced: Vec::new(),
             barrier: None,
+            spec: None,
         }
     }
 
@@ -340,7 +347,7 @@ impl Setup {
         s
     }
 
-    async fn run(mut self) -> (Report, Vec<String>, Vec<Phase>) {
+    pub(crate) async fn run(mut self) -> (Report, Vec<String>, Vec<Phase>) {
         let phases = Phases::default();
         let report = Transaction {
             filesystems: &mut self.fs,
@@ -351,14 +358,14 @@ impl Setup {
                 .map(|q| Box::new(q) as Box<dyn Quiescer>)
                 .collect(),
             observer: &phases,
-            spec: SnapshotSpec {
+            spec: self.spec.unwrap_or(SnapshotSpec {
                 name: Arc::new(self.name),
                 max_freeze: Duration::from_secs(2),
                 wait: self.wait,
                 on_quiesce_failure: self.policy,
                 retention: self.retention,
                 unquiesced: self.unquiesced,
-            },
+            }),
             skipped: Vec::new(),
             interrupt: self.interrupt,
             barrier: self.barrier.as_mut().map(|b| b as &mut dyn Barrier),

@@ -7,84 +7,13 @@
 use super::evidence::Evidence;
 use super::sandbox::{ToolBox, IMAGE};
 use super::{
-    run, run_on, verify_image, DatabaseCheck, ImageVerification, JournalState, ProbeVerdict, VerifyError,
+    run, run_on, verify_image, DiskVerification, Findings, ImageVerification, JournalState,
+    PartitionVerification, ProbeVerdict, VerifyError,
 };
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// One partition of a disk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PartitionVerification {
-    /// Its number in the table (1 for `p1`).
-    pub number: u32,
-    /// What blkid finds in it (empty: nothing it knows).
-    pub fstype: String,
-    /// What verifying it found; none for a partition without ext4, XFS or btrfs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub found: Option<ImageVerification>,
-}
-
-/// Everything `verify --image` found on a partitioned disk, and its verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiskVerification {
-    /// The image or device checked.
-    pub image: PathBuf,
-    /// Its partition table, as blkid names it (`gpt`, `dos`).
-    pub partition_table: String,
-    /// Every partition, in order.
-    pub partitions: Vec<PartitionVerification>,
-    /// When the platform read the disk, by the markers and journals of its partitions.
-    pub probe: ProbeVerdict,
-    /// Every check passed.
-    pub verified: bool,
-    /// Why not, one line per failed check, each naming its partition.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-}
-
-/// What checking an image or device found: a disk's partitions, or one filesystem.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Findings {
-    /// A whole disk, through its partition table.
-    Disk(DiskVerification),
-    /// One filesystem.
-    Filesystem(ImageVerification),
-}
-
-impl Findings {
-    /// Every check passed.
-    pub fn verified(&self) -> bool {
-        match self {
-            Findings::Disk(d) => d.verified,
-            Findings::Filesystem(f) => f.verified,
-        }
-    }
-
-    /// Why not, one line per failed check.
-    pub fn reasons(&self) -> &[String] {
-        match self {
-            Findings::Disk(d) => &d.reasons,
-            Findings::Filesystem(f) => &f.reasons,
-        }
-    }
-
-    /// Every database found and checked.
-    pub fn databases(&self) -> Vec<&DatabaseCheck> {
-        match self {
-            Findings::Disk(d) => d
-                .partitions
-                .iter()
-                .filter_map(|p| p.found.as_ref())
-                .flat_map(|f| &f.databases)
-                .collect(),
-            Findings::Filesystem(f) => f.databases.iter().collect(),
-        }
-    }
-}
-
 /// Checks `image`: through its partition table when it has one, else as one filesystem.
-pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
+pub(crate) fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError> {
     std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
         path: image.to_path_buf(),
         problem: e.to_string(),

@@ -14,40 +14,11 @@
 
 use super::inside::{Kind, Root};
 use super::sandbox::{ToolBox, IMAGE};
-use super::{run_on, VerifyError};
+use super::{run_on, JournalState, ProbeVerdict, VerifyError};
 use crate::freeze::probe;
 use crate::transaction::ports::{Consistency, MarkerRecord, ProbeMoment};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// When the platform read the image, as its markers tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProbeVerdict {
-    /// `before` and not `after`: read while the filesystem was frozen.
-    InsideWindow,
-    /// `after` too: read after the thaw, so it may hold writes from after the snapshot point.
-    AfterThaw,
-    /// No marker (the probe was off, or this is not freezeframe's snapshot).
-    NoMarkers,
-}
-
-/// The journal's state in the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JournalState {
-    /// Nothing to replay: what a freeze leaves.
-    Clean,
-    /// Transactions to replay: the filesystem was live, not frozen, when it was read.
-    NeedsRecovery,
-    /// The superblock says clean but the journal holds transactions: the superblock was read
-    /// inside the window and the journal after the thaw (a read part-way through it). A boot
-    /// discards those transactions, as this check does.
-    Torn,
-    /// The log cannot tell (XFS: a freeze covers its log but does not empty it).
-    NotTold,
-}
 
 /// What tells when the platform read a filesystem: its markers, its journal's state (`NotTold`
 /// on a booted machine, whose boot replayed or discarded it), and whether its journal logged the

@@ -9,70 +9,21 @@
 
 use super::evidence::{journal_holds_after, read_markers, Evidence};
 use super::{
-    mariadb, postgres, redis, verify_any, DatabaseCheck, DatabaseKind, Findings, JournalState, ProbeVerdict,
-    VerifyError,
+    mariadb, postgres, redis, verify_any, DatabaseCheck, DatabaseKind, JournalState, MachineVerification,
+    MountedFilesystem, VerifyError, VolumeVerification,
 };
 use crate::config::QuiescerSettings;
 use crate::config::{MariadbLogin, RedisEndpoint, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_QUIESCER_TIMEOUT};
 use crate::kernel::mountinfo;
-use crate::transaction::ports::{Consistency, DatabaseEndpoint, MarkerRecord};
-use serde::{Deserialize, Serialize};
+use crate::transaction::ports::{DatabaseEndpoint, MarkerRecord};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// One mounted filesystem's markers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MountedFilesystem {
-    /// Where it is mounted.
-    pub mountpoint: PathBuf,
-    /// Its type.
-    pub fstype: String,
-    /// The markers found on it, as `snapshot.moment`.
-    pub markers: Vec<String>,
-    /// Its journal logged the `after` marker's creation (ext4): part of the disk was read
-    /// after the thaw, even if the marker itself is not on it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub after_logged: bool,
-}
-
-/// A restored volume, checked as an image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VolumeVerification {
-    /// Its name (the device is `scsi-0DO_Volume_<name>` under `digitalocean.volume_links`).
-    pub name: String,
-    /// What checking its device found: one filesystem, or a disk's partitions.
-    pub found: Findings,
-}
-
-/// Everything `verify` found on a restored machine, and its verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MachineVerification {
-    /// When the platform read the machine's disk, by the markers on its filesystems.
-    pub probe: ProbeVerdict,
-    /// The consistency the snapshot was taken as, from its `before` marker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claimed: Option<Consistency>,
-    /// The filesystems looked at.
-    pub filesystems: Vec<MountedFilesystem>,
-    /// The databases this machine runs: those its configuration's quiescers name, and those the
-    /// snapshot's marker records it quiesced.
-    #[serde(default)]
-    pub databases: Vec<DatabaseCheck>,
-    /// The restored volumes, each checked as an image.
-    #[serde(default)]
-    pub volumes: Vec<VolumeVerification>,
-    /// Every check passed.
-    pub verified: bool,
-    /// Why not, one line per failed check.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-}
 
 /// Checks this machine: the filesystems mounted at `mountpoints` (those of them that are
 /// mounted; every ext4, XFS and btrfs mount when `None`), the running databases that
 /// `quiescers` name (each given up to `wait` to come up: the boot may still be recovering
 /// them), and each `(name, device)` volume as an image, with `scratch` for the work.
-pub fn verify_machine(
+pub(crate) fn verify_machine(
     mountpoints: Option<&[PathBuf]>,
     quiescers: &[QuiescerSettings],
     volumes: &[(String, PathBuf)],

@@ -4,10 +4,10 @@
 //! would; then `mariadb-check --all-databases` and every table's rows counted, then stopped. On
 //! a restored machine (`check_running`), the same checks on the server its boot started.
 
-use super::databases::{DatabaseCheck, TableRows};
 use super::inside::{Kind, Root};
 use super::sandbox::{Confined, DATA, RUN};
 use super::server::{output, Server, ServerError};
+use super::{DatabaseCheck, TableRows};
 use crate::config::MariadbLogin;
 use crate::secret::{read_private_file, Secret, SecretFileError};
 use std::path::{Path, PathBuf};

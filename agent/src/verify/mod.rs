@@ -27,60 +27,27 @@ mod redis;
 mod sandbox;
 mod server;
 
-pub use databases::{DatabaseCheck, DatabaseKind, TableRows};
-pub use disk::{verify_any, DiskVerification, Findings, PartitionVerification};
-pub use evidence::{JournalState, ProbeVerdict};
-pub use machine::{verify_machine, MachineVerification, MountedFilesystem, VolumeVerification};
-pub use namespace::enter_private_mounts;
+pub(crate) use disk::verify_any;
+pub(crate) use freezeframe_contract::verification::{
+    DatabaseCheck, DatabaseKind, DiskVerification, Findings, ImageVerification, JournalState,
+    MachineVerification, MountedFilesystem, PartitionVerification, ProbeVerdict, TableRows,
+    VolumeVerification,
+};
+pub(crate) use machine::verify_machine;
+pub(crate) use namespace::enter_private_mounts;
 
 use crate::loop_mount::{Attach, LoopMount};
 use crate::transaction::ports::{Consistency, LogPosition};
 use evidence::{journal_holds_after, journal_state, read_markers, Evidence, Markers};
 use inside::Root;
 use sandbox::{Confined, ToolBox, IMAGE};
-use serde::{Deserialize, Serialize};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Everything `verify --image` found, and its verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageVerification {
-    /// The image or device checked.
-    pub image: PathBuf,
-    /// Its filesystem type, as blkid names it.
-    pub fstype: String,
-    /// When the platform read it, by the markers.
-    pub probe: ProbeVerdict,
-    /// The markers found, as `snapshot.moment`.
-    pub markers: Vec<String>,
-    /// The consistency the snapshot was taken as, from its `before` marker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claimed: Option<Consistency>,
-    /// The journal's state, read before anything else.
-    pub journal: JournalState,
-    /// The journal logged the `after` marker's creation: part of the image was read after the
-    /// thaw, even if the marker itself is not in it (ext4).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub after_logged: bool,
-    /// Whether the read-only filesystem check passed.
-    pub filesystem_ok: bool,
-    /// What the checker said, when it did not pass.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub filesystem_report: String,
-    /// Every database found in the image, started from it and checked.
-    #[serde(default)]
-    pub databases: Vec<DatabaseCheck>,
-    /// Every check passed.
-    pub verified: bool,
-    /// Why not, one line per failed check.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-}
-
 /// Why an image could not be checked at all.
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// The path is not a readable image or block device.
     #[error("cannot read {path}: {problem}")]
     Unreadable {
@@ -106,7 +73,7 @@ pub enum VerifyError {
 /// folder for mountpoints, the overlay's writes, the databases' sockets and, when the journal
 /// needs recovery, a sparse copy. Mounts belong in a namespace of the caller's
 /// (`enter_private_mounts`).
-pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, VerifyError> {
+pub(crate) fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, VerifyError> {
     std::fs::File::open(image).map_err(|e| VerifyError::Unreadable {
         path: image.to_path_buf(),
         problem: e.to_string(),

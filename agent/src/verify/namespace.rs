@@ -9,7 +9,7 @@ use nix::sched::{unshare, CloneFlags};
 
 /// Moves this process into a mount namespace of its own, whose mounts propagate nowhere.
 /// Call it while the process still has one thread (the kernel refuses otherwise).
-pub fn enter_private_mounts() -> Result<(), VerifyError> {
+pub(crate) fn enter_private_mounts() -> Result<(), VerifyError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| {
         VerifyError::Tool(format!(
             "cannot make a private mount namespace ({e}): verify mounts images, so it runs as root"

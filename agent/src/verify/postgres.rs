@@ -5,10 +5,10 @@
 //! table's rows, then stopped. On a restored machine (`check_running`), the same checks on the
 //! server its boot started.
 
-use super::databases::{DatabaseCheck, TableRows};
 use super::inside::Root;
 use super::sandbox::{Confined, DATA, ETC, RUN};
 use super::server::{output, output_from, Owner, Server, ServerError};
+use super::{DatabaseCheck, TableRows};
 use crate::transaction::ports::LogPosition;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -5,9 +5,9 @@
 //! machine (`check_running`): the server its boot started answers, its keys are counted, and
 //! the dump it loaded is checked in place (read-only).
 
-use super::databases::DatabaseCheck;
 use super::sandbox::{Confined, DATA, RUN};
 use super::server::{output, Server, ServerError};
+use super::DatabaseCheck;
 use crate::config::RedisEndpoint;
 use crate::secret::{read_private_file, SecretFileError};
 use std::ffi::OsStr;

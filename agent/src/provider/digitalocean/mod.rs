@@ -14,9 +14,10 @@ mod convert;
 pub(crate) mod token;
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
+use freezeframe_contract::SnapshotInfo;
 use crate::transaction::ports::{
     ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned, Reconciled,
-    Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    Registration, Retained, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use freezeframe_digitalocean::{labels, limits, platform, Action, ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -185,6 +186,48 @@ impl DigitalOcean {
         self.client
             .as_ref()
             .ok_or_else(|| ProviderError::new("preflight did not run"))
+    }
+
+    /// This Droplet's completed snapshots, oldest first, with their drills' results.
+    pub(crate) async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        self.ensure_connected(&["droplet:read", "image:read"]).await?;
+        let (id, client) = (self.droplet_id, self.client()?);
+        // The account's Droplet snapshots, with their tags (the Droplet's own list has none).
+        let mut snapshots: Vec<SnapshotInfo> = client
+            .snapshots("droplet")
+            .await
+            .map_err(|e| api(&format!("cannot list the snapshots of Droplet {id}"), e))?
+            .into_iter()
+            .filter(|s| s.resource_id == id.to_string())
+            .map(|s| SnapshotInfo {
+                consistency: labels::recorded(s.tags.as_deref().unwrap_or_default()).map(convert::recorded),
+                id: s.id,
+                name: s.name,
+                created_at: s.created_at,
+                size_bytes: Some((s.size_gigabytes * 1e9) as u64),
+                drill: None,
+                group: None,
+            })
+            .collect();
+        snapshots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        match platform::drill_results(client).await {
+            Ok(results) => {
+                for s in &mut snapshots {
+                    s.drill =
+                        s.id.parse()
+                            .ok()
+                            .and_then(|id: u64| results.get(&id).copied())
+                            .map(convert::drill_result);
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
+        }
+        Ok(snapshots)
+    }
+
+    /// The Droplet its snapshots are of, once preflight learned it.
+    pub(crate) fn droplet_id(&self) -> Option<u64> {
+        (self.droplet_id != 0).then_some(self.droplet_id)
     }
 
     /// Retention for the volumes attached now: of each, all but the newest `keep_last`
@@ -583,45 +626,7 @@ impl SnapshotProvider for DigitalOcean {
         })
     }
 
-    async fn list(&mut self) -> Result<Vec<SnapshotInfo>, ProviderError> {
-        self.ensure_connected(&["droplet:read", "image:read"]).await?;
-        let (id, client) = (self.droplet_id, self.client()?);
-        // The account's Droplet snapshots, with their tags (the Droplet's own list has none).
-        let mut snapshots: Vec<SnapshotInfo> = client
-            .snapshots("droplet")
-            .await
-            .map_err(|e| api(&format!("cannot list the snapshots of Droplet {id}"), e))?
-            .into_iter()
-            .filter(|s| s.resource_id == id.to_string())
-            .map(|s| SnapshotInfo {
-                consistency: labels::recorded(s.tags.as_deref().unwrap_or_default()).map(convert::recorded),
-                id: s.id,
-                name: s.name,
-                created_at: s.created_at,
-                size_bytes: Some((s.size_gigabytes * 1e9) as u64),
-                drill: None,
-                group: None,
-            })
-            .collect();
-        snapshots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        match platform::drill_results(client).await {
-            Ok(results) => {
-                for s in &mut snapshots {
-                    s.drill =
-                        s.id.parse()
-                            .ok()
-                            .and_then(|id: u64| results.get(&id).copied())
-                            .map(convert::drill_result);
-                }
-            }
-            Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
-        }
-        Ok(snapshots)
-    }
 
-    fn droplet_id(&self) -> Option<u64> {
-        (self.droplet_id != 0).then_some(self.droplet_id)
-    }
 
     async fn label(
         &mut self,

@@ -144,9 +144,8 @@ async fn prepare(
 async fn record(settings: &Settings, last: LastDrill) -> Result<(), Failure> {
     let state_file = settings.verify.state_file.clone();
     let shown = state_file.display().to_string();
-    tokio::task::spawn_blocking(move || last.store(&state_file))
+    crate::blocking::run(move || last.store(&state_file))
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| Failure::new(Exit::Failed, format!("cannot record the drill in {shown}: {e}")))?;
     freezeframe_agent::publish_metrics(settings).await;
     Ok(())

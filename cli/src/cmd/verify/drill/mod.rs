@@ -8,7 +8,7 @@
 
 use crate::agent::{Exit, Failure};
 use crate::api::Access;
-use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
+use freezeframe_contract::verification::{MachineVerification, ProbeVerdict};
 use freezeframe_digitalocean::platform;
 use freezeframe_digitalocean::{ApiError, Client};
 use freezeframe_digitalocean::{DropletCreate, Size, Snapshot, VolumeCreate};
@@ -285,9 +285,7 @@ async fn run_on(
     let plan = plan(client, options).await?;
     consent(&plan, options)?;
     // ssh-keygen waited for, and files read: off the async workers.
-    let host_key = tokio::task::spawn_blocking(HostKey::generate)
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let host_key = crate::blocking::run(HostKey::generate).await?;
     let run_tag = format!(
         "{DRILL_TAG}-{}",
         std::time::SystemTime::now()

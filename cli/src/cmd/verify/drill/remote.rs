@@ -2,7 +2,7 @@
 //! the host key the drill gave it ([`Remote`], whose double the tests use).
 
 use super::{DrillOptions, Stop};
-use freezeframe_agent::verify::MachineVerification;
+use freezeframe_contract::verification::MachineVerification;
 use std::time::Duration;
 
 /// The one host key ssh accepts from the restored Droplet: `known_hosts` lists it under

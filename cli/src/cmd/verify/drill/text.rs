@@ -1,7 +1,7 @@
 //! A drill's report for people.
 
 use super::DrillReport;
-use freezeframe_agent::verify::{MachineVerification, ProbeVerdict};
+use freezeframe_contract::verification::{MachineVerification, ProbeVerdict};
 
 /// The drill's report as text.
 pub fn text(report: &DrillReport) -> String {

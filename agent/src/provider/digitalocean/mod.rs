@@ -15,8 +15,8 @@ pub(crate) mod token;
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use crate::transaction::ports::{
-    ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned, Reconciled,
-    Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
+    ApiUsage, ClaimLimit, Completion, DevNum, DrillSeen, Labels, OwnedNames, ProviderError, Pruned,
+    Reconciled, Registration, Retained, SnapshotInfo, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use freezeframe_digitalocean::{labels, limits, platform, Action, ApiError, Client};
 use std::path::{Path, PathBuf};
@@ -611,7 +611,7 @@ impl SnapshotProvider for DigitalOcean {
                         s.id.parse()
                             .ok()
                             .and_then(|id: u64| results.get(&id).copied())
-                            .map(convert::drill_result);
+                            .map(|(result, _)| convert::drill_result(result));
                 }
             }
             Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
@@ -621,6 +621,19 @@ impl SnapshotProvider for DigitalOcean {
 
     fn droplet_id(&self) -> Option<u64> {
         (self.droplet_id != 0).then_some(self.droplet_id)
+    }
+
+    async fn last_drill(&mut self) -> Option<DrillSeen> {
+        // Only with the client this run's preflight connected: a run that never reached the
+        // API does not start asking it now.
+        let client = self.client.as_ref().filter(|_| self.droplet_id != 0)?;
+        match platform::newest_drill(client, self.droplet_id).await {
+            Ok(drilled) => drilled.map(convert::drill_seen),
+            Err(e) => {
+                tracing::info!("cannot read the restore drills' tags for the metrics (image:read): {e}");
+                None
+            }
+        }
     }
 
     async fn label(

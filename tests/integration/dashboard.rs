@@ -122,7 +122,10 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 if GROUPING.contains(&word.as_str()) {
                     // Past the label list, if one follows.
                     if rest.starts_with('(') {
-                        i += chars[i..].iter().position(|c| *c == ')').map_or(chars.len() - i, |p| p + 1);
+                        i += chars[i..]
+                            .iter()
+                            .position(|c| *c == ')')
+                            .map_or(chars.len() - i, |p| p + 1);
                     }
                     continue;
                 }

@@ -8,7 +8,8 @@ pub(crate) use freezeframe_contract::history::{History, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The last scheduled restore drill (`verify.state_file`).
+/// The newest restore drill known (`verify.state_file`): the last one scheduled here, or a newer
+/// one run elsewhere (`freezeframe verify`) that a run read from its tags on a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastDrill {
     /// When it ran, in seconds since the Unix epoch.
@@ -29,6 +30,20 @@ impl LastDrill {
     /// Records this drill in `state_file`, atomically.
     pub fn store(&self, state_file: &Path) -> std::io::Result<()> {
         crate::atomic_file::replace(state_file, &serde_json::to_vec(self).unwrap_or_default(), 0o644)
+    }
+
+    /// Records this drill in `state_file` if it ran after the one recorded there (or none is):
+    /// the newest drill is the last verification, wherever it ran. Failures are logged.
+    pub(crate) fn keep_if_newer(&self, state_file: &Path) {
+        if LastDrill::load(state_file).is_some_and(|known| known.unix_seconds >= self.unix_seconds) {
+            return;
+        }
+        if let Err(e) = self.store(state_file) {
+            tracing::warn!(
+                "cannot record the last restore drill in {}: {e}",
+                state_file.display()
+            );
+        }
     }
 }
 
@@ -124,6 +139,31 @@ mod tests {
             positions: Vec::new(),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_drill_read_from_tags_replaces_only_an_older_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("drill.json");
+        let drill = |at: u64, verified: bool| LastDrill {
+            unix_seconds: at,
+            snapshot: format!("s-{at}"),
+            verified,
+        };
+        drill(200, true).keep_if_newer(&file);
+        assert_eq!(
+            LastDrill::load(&file),
+            Some(drill(200, true)),
+            "none recorded: kept"
+        );
+        drill(100, false).keep_if_newer(&file);
+        assert_eq!(
+            LastDrill::load(&file),
+            Some(drill(200, true)),
+            "an older one is not"
+        );
+        drill(300, false).keep_if_newer(&file);
+        assert_eq!(LastDrill::load(&file), Some(drill(300, false)), "a newer one is");
     }
 
     #[test]

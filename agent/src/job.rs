@@ -4,7 +4,7 @@
 use crate::config::{ProviderSettings, Settings};
 use crate::freeze::plan::{Plan, Selection};
 use crate::freeze::{self, LiveFilesystems, PlanFromSystemError};
-use crate::history::{self, RunRecord};
+use crate::history::{self, LastDrill, RunRecord};
 use crate::naming::{self, OwnNames, SnapshotName};
 use crate::provider::digitalocean::DigitalOcean;
 use crate::provider::local_image::LocalImage;
@@ -12,7 +12,7 @@ use crate::provider::Provider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeError};
-use crate::transaction::ports::Barrier;
+use crate::transaction::ports::{Barrier, SnapshotProvider};
 use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
 use crate::{dbus, logind, metrics, systemd};
 pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
@@ -254,6 +254,7 @@ pub(crate) async fn execute(
     .run()
     .await;
     report.droplet_id = provider.droplet_id();
+    let drill = drill_for_metrics(settings, provider.port()).await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
     // so off the async workers; the lock goes with them and is released only once they are
@@ -270,6 +271,9 @@ pub(crate) async fn execute(
             &settings.runtime_dir,
             Some(run),
         );
+        if let Some(drill) = drill {
+            drill.keep_if_newer(&settings.verify.state_file);
+        }
         metrics::publish(&settings);
         drop(lock);
     })
@@ -301,6 +305,33 @@ pub(crate) fn snapshot_spec(
         unquiesced,
     }
 }
+
+/// The newest restore drill the provider records on this machine's snapshots (one run
+/// elsewhere leaves its verdict and time as tags), when anything reads the metrics here: asked
+/// after the thaw, bounded in time, so a slow API delays the metrics, never a freeze.
+async fn drill_for_metrics(settings: &Settings, provider: &mut dyn SnapshotProvider) -> Option<LastDrill> {
+    let wanted = {
+        let settings = settings.clone();
+        crate::blocking::run(move || metrics::wanted(&settings)).await
+    };
+    if !wanted {
+        return None;
+    }
+    let seen = tokio::time::timeout(DRILL_LOOKUP_TIMEOUT, provider.last_drill())
+        .await
+        .unwrap_or_else(|_| {
+            tracing::info!("the restore drills' tags were not read within {DRILL_LOOKUP_TIMEOUT:?}");
+            None
+        })?;
+    Some(LastDrill {
+        unix_seconds: seen.unix_seconds,
+        snapshot: seen.snapshot,
+        verified: seen.verified,
+    })
+}
+
+/// How long a run waits for the restore drills' tags after its thaw.
+const DRILL_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The last run's report, if there was one.
 pub(crate) fn last_report(runtime_dir: &std::path::Path) -> Option<Report> {

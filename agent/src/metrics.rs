@@ -49,7 +49,7 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The metrics of `history` (and of the last scheduled drill, when there was one), labelled
+/// The metrics of `history` (and of the last restore drill, when there was one), labelled
 /// with the Droplet (`droplet`: its id, or this host's name where the provider has none) and,
 /// for the last run's own figures, its consistency group.
 pub(crate) fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> String {
@@ -103,12 +103,12 @@ pub(crate) fn render(history: &History, drill: Option<&LastDrill>, host: &str) -
         };
         f.gauge(
             "freezeframe_last_verification_timestamp_seconds",
-            "When the last scheduled restore drill ran, in seconds since the Unix epoch.",
+            "When the last restore drill of this machine's snapshots ran (scheduled here, or elsewhere as its tag on the snapshot says), in seconds since the Unix epoch.",
             drill.unix_seconds as f64,
         );
         f.gauge(
             "freezeframe_last_verification_success",
-            "Whether the last scheduled restore drill verified its snapshot (1) or not (0).",
+            "Whether the last restore drill of this machine's snapshots verified it (1) or not (0).",
             f64::from(u8::from(drill.verified)),
         );
     }
@@ -185,6 +185,12 @@ pub(crate) fn current(settings: &Settings) -> String {
     let history = crate::history::load(&settings.history.file);
     let drill = LastDrill::load(&settings.verify.state_file);
     render(&history, drill.as_ref(), &crate::naming::hostname())
+}
+
+/// Whether anything reads the metrics here: a textfile directory that exists, or `/metrics`
+/// served. Blocking (the directory is looked at).
+pub(crate) fn wanted(settings: &Settings) -> bool {
+    settings.metrics.listen.is_some() || settings.metrics.textfile_dir.as_deref().is_some_and(Path::is_dir)
 }
 
 /// Writes the current metrics for node_exporter when `metrics.textfile_dir` is set, at the end

@@ -457,6 +457,9 @@ pub(crate) struct Image {
     pub id: u64,
     pub name: String,
     pub created_at: String,
+    /// Its tags (a drill's verdict and time among them).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -679,3 +679,133 @@ fn a_completed_snapshot_and_its_volumes_carry_the_consistency_reached_and_list_s
         "the level in its column: {listed}"
     );
 }
+
+/// Tags a snapshot as `freezeframe verify` does from an operator's machine: its result and when
+/// it ran, through the same client calls.
+fn drilled_elsewhere(url: &str, image: &str, verified: bool, at: u64) {
+    use freezeframe_digitalocean::{http_client, platform, Client, Token};
+    let client = Client::new(
+        http_client(url).unwrap(),
+        url,
+        Token::new(crate::droplet::TOKEN),
+        &["image:read", "tag:create"],
+        Duration::from_secs(20),
+    );
+    let result = if verified {
+        platform::VERIFIED_TAG
+    } else {
+        platform::FAILED_TAG
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for tag in [result.to_string(), platform::drilled_tag(at)] {
+        runtime
+            .block_on(client.tag_snapshot(&tag, image, false))
+            .unwrap_or_else(|e| panic!("tag {tag}: {e}"));
+    }
+}
+
+/// A drill run elsewhere leaves its verdict and time as tags on the snapshot: the Droplet's
+/// next run reports them as the last verification in its metrics (the newest drill wins, a
+/// failed one too), and `status` shows each run's verification from the same tags.
+#[test]
+fn a_drill_run_elsewhere_reaches_the_metrics_and_the_status_of_each_run() {
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    let textfiles = droplet.dir.path().join("textfiles");
+    std::fs::create_dir(&textfiles).unwrap();
+    let state = droplet.dir.path().join("drill.json");
+    let dropins = droplet.config.with_file_name("config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("metrics.toml"),
+        format!(
+            "[metrics]\ntextfile_dir = {:?}\n[verify]\nstate_file = {:?}\n",
+            textfiles.display().to_string(),
+            state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let member = crate::fleet::serve(droplet);
+    let url = member.droplet.server.url.clone();
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--bus-address", &member.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let snapshot = |name: &str| {
+        let out = cli(&["snapshot", "--json", "--wait", "--name", name]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["status"], "succeeded", "{report:#}");
+        report["snapshot_id"].as_str().unwrap().to_string()
+    };
+    let metrics = || std::fs::read_to_string(textfiles.join("freezeframe.prom")).unwrap();
+    let sample = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{droplet=\"3164444\"}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(String::from)
+    };
+
+    let first = snapshot("drilled-1");
+    assert_eq!(
+        sample(&metrics(), "freezeframe_last_verification_success"),
+        None,
+        "no drill yet"
+    );
+    drilled_elsewhere(&url, &first, true, 1_765_000_000);
+    snapshot("plain-2");
+    let text = metrics();
+    assert_eq!(
+        sample(&text, "freezeframe_last_verification_success").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "freezeframe_last_verification_timestamp_seconds").as_deref(),
+        Some("1765000000"),
+        "{text}"
+    );
+
+    // A later drill of another snapshot failed: that is the last verification now.
+    let third = snapshot("failed-3");
+    drilled_elsewhere(&url, &third, false, 1_765_000_100);
+    snapshot("plain-4");
+    let text = metrics();
+    assert_eq!(
+        sample(&text, "freezeframe_last_verification_success").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "freezeframe_last_verification_timestamp_seconds").as_deref(),
+        Some("1765000100"),
+        "{text}"
+    );
+
+    let out = cli(&["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = shown.lines().find(|l| l.starts_with("ENDED")).unwrap_or_default();
+    let column = header.find("VERIFICATION").expect("a VERIFICATION column");
+    for (run, said) in [
+        ("drilled-1", "verified"),
+        ("plain-2", "-"),
+        ("failed-3", "FAILED"),
+        ("plain-4", "-"),
+    ] {
+        let row = shown.lines().find(|l| l.ends_with(run)).unwrap_or_default();
+        assert_eq!(
+            row.get(column..).map(|r| r.split_whitespace().next()),
+            Some(Some(said)),
+            "{run}: {shown}"
+        );
+    }
+}

@@ -196,6 +196,10 @@ fn nothing_left(droplet: &Droplet) {
 
 #[test]
 fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
+    let test_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let droplet = snapshotted(Capture::Registration, "drill-1");
     let restored = Restored::watch(&droplet);
     let (machines, ssh) = (&restored.machines, &restored.ssh);
@@ -232,14 +236,30 @@ fn a_drill_restores_the_snapshot_verifies_it_records_it_and_leaves_nothing() {
         "{pg:#}"
     );
     // Recorded on the snapshot, and the restored copy was kept from snapshotting itself.
-    let recorded = ["freezeframe-verified", "freezeframe-probe-inside-window"];
-    assert_eq!(report["recorded"], serde_json::json!(recorded));
+    // The result, when the drill ran (during this test), and the probe's verdict.
+    let recorded: Vec<String> = serde_json::from_value(report["recorded"].clone()).unwrap();
+    let drilled_at: u64 = recorded
+        .get(1)
+        .and_then(|t| t.strip_prefix("freezeframe-drilled:"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no drill time recorded: {recorded:?}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (test_started..=now).contains(&drilled_at),
+        "{drilled_at} is not during this test"
+    );
+    assert_eq!(
+        [recorded[0].as_str(), recorded[2].as_str()],
+        ["freezeframe-verified", "freezeframe-probe-inside-window"]
+    );
     let id = report["snapshot_id"].as_str().unwrap();
     // After the level its own run recorded on it.
-    assert_eq!(
-        droplet.server.sim.image_tags(id),
-        ["freezeframe:application", recorded[0], recorded[1]]
-    );
+    let mut expected = vec!["freezeframe:application".to_string()];
+    expected.extend(recorded);
+    assert_eq!(droplet.server.sim.image_tags(id), expected);
     let address = report["address"].as_str().unwrap();
     let user_data = std::fs::read_to_string(machines.join(format!("{address}.user-data"))).unwrap();
     assert!(

@@ -4,6 +4,7 @@
 mod agent_binary;
 mod cli;
 mod contract;
+mod dashboard;
 mod databases;
 mod demo;
 mod digitalocean;

@@ -307,3 +307,80 @@ fn a_scraper_is_answered_while_another_user_keeps_every_slot_with_idle_connectio
     drop(flood);
     drop(served);
 }
+
+/// Never during a freeze: with node_exporter's textfile folder on the very filesystem the run
+/// freezes, the run neither stalls nor fails on its metrics (a write there while frozen would
+/// block the run until the thaw guard's deadline), and the file it leaves holds that run's own
+/// figures, which exist only once it has thawed: written after the thaw, after the probe's
+/// `after` marker.
+#[test]
+fn metrics_on_the_frozen_filesystem_are_written_after_the_thaw_and_the_run_does_not_stall() {
+    let fs = freezeframe_tests::scratch_fs(freezeframe_tests::Fs::Ext4);
+    let textfiles = fs.mountpoint.join("textfiles");
+    std::fs::create_dir(&textfiles).unwrap();
+    let config = freezeframe_tests::local_image_config(&fs, "");
+    let dropins = config.with_file_name("config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("metrics.toml"),
+        format!(
+            "[metrics]\ntextfile_dir = {:?}\n[freeze]\nmax_freeze = \"5s\"\n",
+            textfiles.display().to_string()
+        ),
+    )
+    .unwrap();
+    for (run, name) in ["frozen-1", "frozen-2"].into_iter().enumerate() {
+        let out = Command::new(freezeframe_tests::agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["snapshot", "--json", "--name", name])
+            .output()
+            .unwrap();
+        let report = json_of(&out);
+        assert_eq!(report["status"], "succeeded", "{report:#}{}", stderr(&out));
+        assert!(
+            report["guard_event"].is_null(),
+            "the guard had to thaw: {report:#}"
+        );
+        let frozen: Vec<&str> = report["filesystems"]["frozen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["mountpoint"].as_str())
+            .collect();
+        assert_eq!(
+            frozen,
+            [fs.mountpoint.to_str().unwrap()],
+            "the textfile's filesystem was frozen: {report:#}"
+        );
+
+        let file = textfiles.join("freezeframe.prom");
+        let text = std::fs::read_to_string(&file).expect("freezeframe.prom written");
+        let runs = (run + 1) as f64;
+        assert_eq!(
+            sample(&text, "freezeframe_runs_total{droplet=").unwrap_or(-1.0),
+            runs,
+            "this run is counted: {text}"
+        );
+        let frozen_ms = report["frozen_ms"].as_f64().unwrap();
+        assert_eq!(
+            sample(&text, "freezeframe_last_run_frozen_seconds{").unwrap(),
+            frozen_ms / 1000.0,
+            "this run's window, known only after its thaw: {text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&textfiles).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        let after = fs
+            .mountpoint
+            .join(".freezeframe-probe")
+            .join(format!("{name}.after"));
+        let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert!(
+            modified(&file) >= modified(&after),
+            "the metrics were written before the probe's after-the-thaw marker"
+        );
+    }
+}

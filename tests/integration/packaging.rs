@@ -81,3 +81,59 @@ fn the_cloud_init_example_is_valid_user_data_and_a_mistake_in_it_is_caught() {
         assert!(!valid && said.contains(why), "{why}: {said}");
     }
 }
+
+/// The agent package's metadata for cargo-deb, as far as the test reads it.
+#[derive(serde::Deserialize)]
+struct AgentManifest {
+    package: ManifestPackage,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestPackage {
+    metadata: ManifestMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestMetadata {
+    deb: DebMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct DebMetadata {
+    /// Each: source (relative to agent/), destination, mode.
+    assets: Vec<(String, String, String)>,
+}
+
+/// The examples the docs point at are in the agent package, where they say, from files that
+/// exist: the alert rules and the Grafana dashboard.
+#[test]
+fn the_agent_package_ships_the_alert_rules_and_the_dashboard_as_examples() {
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent");
+    let manifest: AgentManifest =
+        toml::from_str(&std::fs::read_to_string(agent.join("Cargo.toml")).unwrap()).unwrap();
+    let assets = manifest.package.metadata.deb.assets;
+    let examples = "usr/share/doc/freezeframe-agent/examples/";
+    for shipped in [
+        "../packaging/prometheus/freezeframe-alerts.yml",
+        "../packaging/grafana/freezeframe.json",
+    ] {
+        let (source, _, mode) = assets
+            .iter()
+            .find(|(source, to, _)| source == shipped && to == examples)
+            .unwrap_or_else(|| panic!("{shipped} is not in the agent package's {examples}"));
+        assert!(agent.join(source).is_file(), "{source} does not exist");
+        assert_eq!(mode, "644", "{source}");
+    }
+    // Every packaged file from the source tree exists (built ones come from target/).
+    for (source, _, _) in assets.iter().filter(|(s, _, _)| s.starts_with("../")) {
+        assert!(
+            agent.join(source).is_file(),
+            "{source} is packaged but does not exist"
+        );
+    }
+    let page = std::fs::read_to_string(agent.join("../docs/src/metrics.md")).unwrap();
+    assert!(
+        page.contains(&format!("/{examples}freezeframe.json")),
+        "docs/src/metrics.md does not say where the dashboard is installed"
+    );
+}

@@ -340,6 +340,17 @@ pub struct Registration {
     pub volume_snapshots: Vec<VolumeSnapshotRef>,
 }
 
+/// A restore drill the provider recorded on one of this machine's snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillSeen {
+    /// The snapshot it restored (its name).
+    pub snapshot: String,
+    /// Whether it verified.
+    pub verified: bool,
+    /// When it ran, in seconds since the Unix epoch.
+    pub unix_seconds: u64,
+}
+
 /// A finished snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Completion {
@@ -446,6 +457,12 @@ pub trait SnapshotProvider: Send {
     /// out, outside the window, whether the provider created a snapshot from it anyway. Never
     /// sends the request again: a retry could make a second snapshot.
     async fn reconcile(&mut self) -> Option<Reconciled> {
+        None
+    }
+    /// The newest restore drill of this machine's snapshots that the provider keeps a record
+    /// of, wherever the drill ran (DigitalOcean: the drill's tags on the snapshot). Asked after
+    /// the thaw, for the metrics; none when there is none, or it cannot be read.
+    async fn last_drill(&mut self) -> Option<DrillSeen> {
         None
     }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.

@@ -43,6 +43,9 @@ pub(crate) struct StatusView {
     /// Why the snapshots could not be listed, when they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshots_error: Option<String>,
+    /// The snapshots listed, for each run's verification (the list shows them).
+    #[serde(skip)]
+    pub listed: Vec<SnapshotInfo>,
 }
 
 /// How long `status` waits for the snapshot list (an API call on the agent's side).
@@ -80,6 +83,7 @@ async fn status(target: &Target) -> Result<StatusView, Failure> {
             .cloned(),
         snapshots: list.len(),
         snapshots_error,
+        listed: list,
     })
 }
 
@@ -109,7 +113,8 @@ fn status_text(view: &StatusView) -> String {
         }
     }
     if let Some(history) = status.history.as_ref().filter(|h| !h.runs.is_empty()) {
-        out.push_str(&history_text(history, STATUS_RUNS));
+        let listed = view.snapshots_error.is_none().then_some(view.listed.as_slice());
+        out.push_str(&history_text(history, STATUS_RUNS, listed));
     }
     out.push_str(&match (&view.last_drill, &view.snapshots_error) {
         (_, Some(why)) => format!("restore drills: unknown, the snapshots could not be listed: {why}\n"),
@@ -133,8 +138,34 @@ fn status_text(view: &StatusView) -> String {
 /// How many of the recorded runs `status` lists (`--json` gives every one kept).
 const STATUS_RUNS: usize = 10;
 
-/// The counts and the last `shown` runs of the agent's record, newest first.
-fn history_text(history: &freezeframe_contract::history::History, shown: usize) -> String {
+/// What restore drills found for `run`'s snapshot, from its tags in `listed` (none: the
+/// snapshots could not be listed).
+fn verification(
+    run: &freezeframe_contract::history::RunRecord,
+    listed: Option<&[SnapshotInfo]>,
+) -> &'static str {
+    let Some(listed) = listed else {
+        return "?";
+    };
+    let snapshot = listed.iter().find(|s| match &run.snapshot_id {
+        Some(id) => &s.id == id,
+        None => !run.snapshot_name.is_empty() && s.name == run.snapshot_name,
+    });
+    match snapshot.and_then(|s| s.drill) {
+        Some(DrillResult::Verified) => "verified",
+        Some(DrillResult::Failed) => "FAILED",
+        None => "-",
+    }
+}
+
+/// The counts and the last `shown` runs of the agent's record, newest first, each with what
+/// restore drills found for its snapshot (VERIFICATION: `-` when none ran, `?` when the
+/// snapshots could not be listed).
+fn history_text(
+    history: &freezeframe_contract::history::History,
+    shown: usize,
+    listed: Option<&[SnapshotInfo]>,
+) -> String {
     use freezeframe_contract::Status;
     let totals = &history.totals;
     let mut out = format!(
@@ -142,9 +173,17 @@ fn history_text(history: &freezeframe_contract::history::History, shown: usize) 
          for an agent that died\n",
         totals.succeeded, totals.failed, totals.guard_deadline_thaws, totals.guard_agent_died_thaws
     );
-    let mut rows = vec![["ENDED", "RESULT", "CONSISTENCY", "FROZEN", "TOTAL", "SNAPSHOT"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "ENDED",
+        "RESULT",
+        "CONSISTENCY",
+        "FROZEN",
+        "TOTAL",
+        "VERIFICATION",
+        "SNAPSHOT",
+    ]
+    .map(String::from)
+    .to_vec()];
     for run in history.runs.iter().rev().take(shown) {
         let ended = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(run.finished_unix.max(0.0));
         rows.push(vec![
@@ -157,6 +196,7 @@ fn history_text(history: &freezeframe_contract::history::History, shown: usize) 
                 .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
             format!("{:.0} ms", run.frozen_ms),
             format!("{:.1} s", run.total_ms / 1000.0),
+            verification(run, listed).to_string(),
             run.snapshot_name.clone(),
         ]);
     }

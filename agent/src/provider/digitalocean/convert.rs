@@ -2,7 +2,7 @@
 //! nothing of the transaction, and the transaction nothing of DigitalOcean.
 
 use crate::transaction::ports::{
-    ApiBudget, ApiUsage, ClaimLimit, Consistency, DrillResult, RecordedConsistency,
+    ApiBudget, ApiUsage, ClaimLimit, Consistency, DrillResult, DrillSeen, RecordedConsistency,
 };
 use freezeframe_digitalocean::labels::Level;
 use freezeframe_digitalocean::{platform, Usage};
@@ -32,6 +32,15 @@ pub(super) fn drill_result(result: platform::DrillResult) -> DrillResult {
     match result {
         platform::DrillResult::Verified => DrillResult::Verified,
         platform::DrillResult::Failed => DrillResult::Failed,
+    }
+}
+
+/// The newest drill its tags record, as the metrics report it.
+pub(super) fn drill_seen(drilled: platform::Drilled) -> DrillSeen {
+    DrillSeen {
+        snapshot: drilled.snapshot,
+        verified: drilled.result == platform::DrillResult::Verified,
+        unix_seconds: drilled.unix_seconds,
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) mod token;
 use crate::config::{DigitalOceanSettings, ThawAfter};
 use freezeframe_contract::SnapshotInfo;
 use crate::transaction::ports::{
-    ApiUsage, ClaimLimit, Completion, DevNum, Labels, OwnedNames, ProviderError, Pruned, Reconciled,
+    ApiUsage, ClaimLimit, Completion, DevNum, DrillSeen, Labels, OwnedNames, ProviderError, Pruned, Reconciled,
     Registration, Retained, SnapshotProvider, Target, VolumeSnapshotRef,
 };
 use freezeframe_digitalocean::{labels, limits, platform, Action, ApiError, Client};
@@ -217,7 +217,7 @@ impl DigitalOcean {
                         s.id.parse()
                             .ok()
                             .and_then(|id: u64| results.get(&id).copied())
-                            .map(convert::drill_result);
+                            .map(|(result, _)| convert::drill_result(result));
                 }
             }
             Err(e) => tracing::warn!("cannot read the restore drills' results: {e}"),
@@ -627,6 +627,19 @@ impl SnapshotProvider for DigitalOcean {
     }
 
 
+
+    async fn last_drill(&mut self) -> Option<DrillSeen> {
+        // Only with the client this run's preflight connected: a run that never reached the
+        // API does not start asking it now.
+        let client = self.client.as_ref().filter(|_| self.droplet_id != 0)?;
+        match platform::newest_drill(client, self.droplet_id).await {
+            Ok(drilled) => drilled.map(convert::drill_seen),
+            Err(e) => {
+                tracing::info!("cannot read the restore drills' tags for the metrics (image:read): {e}");
+                None
+            }
+        }
+    }
 
     async fn label(
         &mut self,

@@ -343,8 +343,9 @@ async fn run_on(
     Ok((exit, report))
 }
 
-/// Tags the snapshot with the result, and with when the platform read its disk: the agent on
-/// the Droplet reads that verdict back before its next runs (`platform.rs`).
+/// Tags the snapshot with the result, when the drill ran, and when the platform read its disk:
+/// the agent on the Droplet reads the verdict back before its next runs (`platform.rs`), and
+/// its metrics report the newest drill's result and time.
 async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, report: &mut DrillReport) {
     let result = if found.verified {
         platform::VERIFIED_TAG
@@ -356,7 +357,12 @@ async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, 
         ProbeVerdict::AfterThaw => Some(platform::AFTER_THAW_TAG),
         ProbeVerdict::NoMarkers => None,
     };
-    for tag in std::iter::once(result).chain(probe) {
+    // When it ran: the Droplet's agent reports the newest drill's time in its metrics.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let when = platform::drilled_tag(now);
+    for tag in [result, when.as_str()].into_iter().chain(probe) {
         match client.tag_snapshot(tag, snapshot, false).await {
             Ok(()) => report.recorded.push(tag.to_string()),
             Err(e) => eprintln!("freezeframe: cannot tag the snapshot {tag}: {e}"),

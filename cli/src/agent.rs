@@ -282,7 +282,11 @@ pub async fn prune(target: &Target, keep: u32, dry_run: bool) -> Result<Vec<Prun
 }
 
 /// Deletes the target's snapshots of the groups `groups`; with `dry_run`, says which.
-pub async fn delete_groups(target: &Target, groups: &[String], dry_run: bool) -> Result<Vec<Pruned>, Failure> {
+pub async fn delete_groups(
+    target: &Target,
+    groups: &[String],
+    dry_run: bool,
+) -> Result<Vec<Pruned>, Failure> {
     let connection = client::connect(target).await?;
     let agent = proxy(target, &connection).await?;
     let deleted = match dry_run {

@@ -956,7 +956,12 @@ fn scripted_ssh(droplet: &Droplet, name: &str, answers: &[&str]) -> PathBuf {
 fn a_drill_whose_ssh_fails_says_each_attempt_and_gives_up_on_what_will_not_heal() {
     let droplet = Droplet::new(Duration::from_millis(200), "");
     let (out, report) = droplet.snapshot(&["--wait", "--name", "unreached-1"]);
-    assert_eq!(report["status"], "succeeded", "{report:#}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        report["status"],
+        "succeeded",
+        "{report:#}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ran = |ssh: &Path, timeout: &str| {
         let out = drill(&droplet, ssh, &["unreached-1", "--yes", "--timeout", timeout])
             .output()
@@ -975,7 +980,10 @@ fn a_drill_whose_ssh_fails_says_each_attempt_and_gives_up_on_what_will_not_heal(
         error.contains("Permission denied") && error.contains("--ssh-key") && !error.contains("--timeout"),
         "{error}"
     );
-    for attempt in ["(attempt 1): ssh: connect to host", "(attempt 2): ssh: connect to host"] {
+    for attempt in [
+        "(attempt 1): ssh: connect to host",
+        "(attempt 2): ssh: connect to host",
+    ] {
         assert!(
             stderr.contains(attempt) && stderr.contains("Connection refused; trying again in"),
             "{attempt}: {stderr}"

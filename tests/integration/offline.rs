@@ -600,7 +600,10 @@ fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_
     let snapshot = report["snapshot_name"].as_str().unwrap().to_string();
     let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
     assert_eq!(recorded["api_url"], droplet.server.url.as_str(), "{recorded:#}");
-    assert_eq!(recorded["account"], "b6fr89dbf6d9156cace5f3c78dc9851d957381ef", "{recorded:#}");
+    assert_eq!(
+        recorded["account"], "b6fr89dbf6d9156cace5f3c78dc9851d957381ef",
+        "{recorded:#}"
+    );
     assert_eq!(recorded["snapshot_name"], snapshot.as_str(), "{recorded:#}");
     assert!(!recorded.to_string().contains(TOKEN), "{recorded:#}");
 
@@ -609,12 +612,23 @@ fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_
     let write = |id: u64, extra: &str| {
         std::fs::write(
             records.join(format!("{id}.json")),
-            format!(r#"{{"droplet_id": {id}, "droplet_name": "d{id}", "since": "2026-12-01T00:00:00Z"{extra}}}"#),
+            format!(
+                r#"{{"droplet_id": {id}, "droplet_name": "d{id}", "since": "2026-12-01T00:00:00Z"{extra}}}"#
+            ),
         )
         .unwrap()
     };
-    write(777, &format!(r#", "api_url": "{}", "account": "another-account""#, droplet.server.url));
-    write(888, r#", "api_url": "https://api.elsewhere.example", "account": "another-account""#);
+    write(
+        777,
+        &format!(
+            r#", "api_url": "{}", "account": "another-account""#,
+            droplet.server.url
+        ),
+    );
+    write(
+        888,
+        r#", "api_url": "https://api.elsewhere.example", "account": "another-account""#,
+    );
     write(999, "");
 
     droplet.server.sim.set_power_faults(Vec::new());
@@ -633,20 +647,31 @@ fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_
     assert_eq!(ours["shut_down"], true, "{ours:#}");
     assert_eq!(ours["droplet_name"], "web-1", "{ours:#}");
     assert_eq!(ours["snapshot_name"], snapshot.as_str(), "{ours:#}");
-    for (id, why) in [(777, "another account"), (888, "against the API at https://api.elsewhere.example")] {
+    for (id, why) in [
+        (777, "another account"),
+        (888, "against the API at https://api.elsewhere.example"),
+    ] {
         let kept = of(id);
         let error = kept["error"].as_str().unwrap_or_default();
         let file = records.join(format!("{id}.json"));
         assert!(
-            error.contains("is not tried") && error.contains(why) && error.contains(&format!("`rm {}`", file.display())),
+            error.contains("is not tried")
+                && error.contains(why)
+                && error.contains(&format!("`rm {}`", file.display())),
             "{kept:#}"
         );
         assert!(file.exists(), "the record of {id} is kept");
     }
     let gone = of(999);
     assert_eq!(gone["succeeded"], true, "{gone:#}");
-    assert!(gone["warnings"].to_string().contains("no longer exists"), "{gone:#}");
-    assert!(!records.join("999.json").exists(), "the record of a Droplet that is gone is cleared");
+    assert!(
+        gone["warnings"].to_string().contains("no longer exists"),
+        "{gone:#}"
+    );
+    assert!(
+        !records.join("999.json").exists(),
+        "the record of a Droplet that is gone is cleared"
+    );
     assert!(!own.exists());
     assert_eq!(droplet.server.sim.status(), "active");
     // As text, the record still kept is named with how to drop it.
@@ -654,7 +679,8 @@ fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        text.contains("Droplet 777: FAILED") && text.contains(&format!("`rm {}`", records.join("777.json").display())),
+        text.contains("Droplet 777: FAILED")
+            && text.contains(&format!("`rm {}`", records.join("777.json").display())),
         "{text}"
     );
 }

@@ -196,7 +196,11 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     let bytes = list[2]["size_bytes"].as_u64().unwrap();
     assert!(bytes > 1_000_000 && bytes < 1_000_000_000, "{list:#}");
     let size = lines[3].split("  ").map(str::trim).find(|c| c.ends_with("B"));
-    assert_eq!(size, Some(format!("{:.0} MB", bytes as f64 / 1e6).as_str()), "{text}");
+    assert_eq!(
+        size,
+        Some(format!("{:.0} MB", bytes as f64 / 1e6).as_str()),
+        "{text}"
+    );
 
     // Without --bus-address the CLI uses the system bus, wherever DBUS_SYSTEM_BUS_ADDRESS says.
     let out = Command::new(cli_bin())
@@ -222,16 +226,29 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
 
     // A dry run lists what the real run then deletes, exactly, and deletes nothing itself.
     let would = json_of(&served.cli(&["prune", "--keep", "2", "--dry-run", "--json"]));
-    assert_eq!(json_of(&served.cli(&["list", "--json"])).as_array().unwrap().len(), 3);
+    assert_eq!(
+        json_of(&served.cli(&["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let pruned = json_of(&served.cli(&["prune", "--keep", "2", "--json"]));
     assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
     assert_eq!(would, pruned, "the dry run's selection is the real run's");
-    let would = String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1", "--dry-run"]).stdout).into_owned();
+    let would =
+        String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1", "--dry-run"]).stdout).into_owned();
     assert!(
         would.starts_with("would delete 1 snapshot (--dry-run: nothing was deleted):\n  "),
         "{would}"
     );
-    assert_eq!(json_of(&served.cli(&["list", "--json"])).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json_of(&served.cli(&["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let text = String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1"]).stdout).into_owned();
     assert!(text.starts_with("deleted 1 snapshot:\n  "), "{text}");
     assert_eq!(

@@ -314,7 +314,12 @@ impl Agent {
     }
 
     /// `Prune` and its dry run: one selection, which the dry run only does not act on.
-    async fn pruned(&self, settings: &Settings, keep_last: u32, dry_run: bool) -> Result<Vec<Dict>, AgentError> {
+    async fn pruned(
+        &self,
+        settings: &Settings,
+        keep_last: u32,
+        dry_run: bool,
+    ) -> Result<Vec<Dict>, AgentError> {
         if keep_last == 0 {
             return Err(AgentError::InvalidArgs(
                 "keep_last must be at least 1: prune never deletes every snapshot".into(),

@@ -34,7 +34,11 @@ fn pruned_text(pruned: &[Pruned], dry_run: bool) -> String {
         if dry_run { "would delete" } else { "deleted" },
         pruned.len(),
         if pruned.len() == 1 { "" } else { "s" },
-        if dry_run { " (--dry-run: nothing was deleted)" } else { "" }
+        if dry_run {
+            " (--dry-run: nothing was deleted)"
+        } else {
+            ""
+        }
     );
     for p in pruned {
         if p.id == p.name {

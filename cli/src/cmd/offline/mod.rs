@@ -385,7 +385,10 @@ async fn recover_one(client: &impl Api, pending: &Pending, id: u64) -> OfflineRe
         stop: &stop,
         report: OfflineReport {
             droplet_id: id,
-            droplet_name: record.as_ref().map(|r| r.droplet_name.clone()).unwrap_or_default(),
+            droplet_name: record
+                .as_ref()
+                .map(|r| r.droplet_name.clone())
+                .unwrap_or_default(),
             snapshot_name: record
                 .as_ref()
                 .and_then(|r| r.snapshot_name.clone())

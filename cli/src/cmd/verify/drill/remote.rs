@@ -274,10 +274,26 @@ mod tests {
         for (status, said, expected) in [
             (Some(0), "", Attempt::Answered),
             (Some(1), "", Attempt::Answered),
-            (Some(255), "ssh: connect to host 192.0.2.7 port 22: Connection refused", Attempt::NotYet),
-            (Some(255), "ssh: connect to host 192.0.2.7 port 22: Connection timed out", Attempt::NotYet),
-            (Some(255), "kex_exchange_identification: read: Connection reset by peer", Attempt::NotYet),
-            (Some(255), "root@192.0.2.7: Permission denied (publickey).", Attempt::Failed),
+            (
+                Some(255),
+                "ssh: connect to host 192.0.2.7 port 22: Connection refused",
+                Attempt::NotYet,
+            ),
+            (
+                Some(255),
+                "ssh: connect to host 192.0.2.7 port 22: Connection timed out",
+                Attempt::NotYet,
+            ),
+            (
+                Some(255),
+                "kex_exchange_identification: read: Connection reset by peer",
+                Attempt::NotYet,
+            ),
+            (
+                Some(255),
+                "root@192.0.2.7: Permission denied (publickey).",
+                Attempt::Failed,
+            ),
             (
                 Some(255),
                 "Connection closed by 192.0.2.7\nroot@192.0.2.7: Permission denied (publickey).",
@@ -285,7 +301,11 @@ mod tests {
             ),
             (Some(255), "Host key verification failed.", Attempt::WrongHostKey),
             (Some(127), "sh: freezeframe-agent: not found", Attempt::Failed),
-            (Some(255), "ssh: Could not resolve hostname x: Name or service not known", Attempt::Failed),
+            (
+                Some(255),
+                "ssh: Could not resolve hostname x: Name or service not known",
+                Attempt::Failed,
+            ),
             (None, "", Attempt::Failed),
         ] {
             assert_eq!(attempt(status, said), expected, "{status:?} {said}");
@@ -301,6 +321,9 @@ mod tests {
         let Err(Stop::Failed(why)) = report("192.0.2.7", b"{}", "warning: x\n") else {
             panic!("an empty object is no report")
         };
-        assert!(why.contains("missing field") && why.ends_with("; it printed: {}; on stderr: warning: x"), "{why}");
+        assert!(
+            why.contains("missing field") && why.ends_with("; it printed: {}; on stderr: warning: x"),
+            "{why}"
+        );
     }
 }

@@ -128,6 +128,7 @@ mod tests {
             consistency: Some(Consistency::Application),
             snapshot_name: format!("run-{at}"),
             snapshot_id: None,
+            action_id: None,
             droplet_id: Some(3164444),
             group: None,
             quiesce_ms: 1.0,

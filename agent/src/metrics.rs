@@ -434,6 +434,7 @@ mod tests {
             consistency,
             snapshot_name: "web-1".into(),
             snapshot_id: None,
+            action_id: None,
             droplet_id: Some(3164444),
             group: group.map(String::from),
             quiesce_ms: 12.0,

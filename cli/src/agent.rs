@@ -268,24 +268,32 @@ pub async fn list(target: &Target) -> Result<Vec<SnapshotInfo>, Failure> {
     list.iter().map(|s| read(target, s)).collect()
 }
 
-pub async fn prune(target: &Target, keep: u32) -> Result<Vec<Pruned>, Failure> {
+/// Deletes all but the newest `keep` of the target's snapshots; with `dry_run`, says which
+/// (the agent's same selection) and deletes nothing.
+pub async fn prune(target: &Target, keep: u32, dry_run: bool) -> Result<Vec<Pruned>, Failure> {
     let connection = client::connect(target).await?;
-    let pruned = proxy(target, &connection)
-        .await?
-        .prune(keep)
-        .await
-        .map_err(|e| call_failure(target, e))?;
+    let agent = proxy(target, &connection).await?;
+    let pruned = match dry_run {
+        true => agent.prune_dry_run(keep).await,
+        false => agent.prune(keep).await,
+    }
+    .map_err(|e| call_failure(target, e))?;
     pruned.iter().map(|p| read(target, p)).collect()
 }
 
-/// Deletes the target's snapshots of the groups `groups`.
-pub async fn delete_groups(target: &Target, groups: &[String]) -> Result<Vec<Pruned>, Failure> {
+/// Deletes the target's snapshots of the groups `groups`; with `dry_run`, says which.
+pub async fn delete_groups(
+    target: &Target,
+    groups: &[String],
+    dry_run: bool,
+) -> Result<Vec<Pruned>, Failure> {
     let connection = client::connect(target).await?;
-    let deleted = proxy(target, &connection)
-        .await?
-        .delete_groups(groups.to_vec())
-        .await
-        .map_err(|e| call_failure(target, e))?;
+    let agent = proxy(target, &connection).await?;
+    let deleted = match dry_run {
+        true => agent.delete_groups_dry_run(groups.to_vec()).await,
+        false => agent.delete_groups(groups.to_vec()).await,
+    }
+    .map_err(|e| call_failure(target, e))?;
     deleted.iter().map(|p| read(target, p)).collect()
 }
 

@@ -110,15 +110,18 @@ pub enum Command {
         group: Option<String>,
     },
     /// Delete all but the newest N of this machine's snapshots, or of the groups' snapshots
+    #[command(group = clap::ArgGroup::new("retention").required(true).args(["keep", "keep_groups"]))]
     Prune {
         /// How many single snapshots to keep on each machine (at least 1)
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
-              required_unless_present = "keep_groups", conflicts_with = "keep_groups")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
         /// How many consistency groups to keep across the machines (at least 1): older groups
         /// are deleted whole, on every machine, never one member's part
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         keep_groups: Option<u32>,
+        /// List exactly what would be deleted (the agent's own selection), and delete nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check everything a snapshot needs, and say how to fix what fails
     Doctor,

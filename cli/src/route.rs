@@ -60,8 +60,9 @@ pub async fn run(cli: &Cli) -> Exit {
         Command::Snapshot { group: true, .. } => return cmd::group::run(cli, &targets).await,
         Command::Prune {
             keep_groups: Some(keep),
+            dry_run,
             ..
-        } => return cmd::group::prune_groups(cli, &targets, *keep).await,
+        } => return cmd::group::prune_groups(cli, &targets, *keep, *dry_run).await,
         _ => {}
     }
     if targets.len() > 1 || cli.tag.is_some() {

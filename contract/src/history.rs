@@ -45,6 +45,10 @@ pub struct RunRecord {
     /// The snapshot's id, when the run waited for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// The provider's handle on the request, once the snapshot was requested and taken (or
+    /// found taken after a failed request): a failed run without one made no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
     /// The Droplet it is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub droplet_id: Option<u64>,
@@ -75,6 +79,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Whether the run made a snapshot (complete or not): it succeeded, or its request was
+    /// taken. Records kept before `action_id` was, judged by the level their request achieved.
+    pub fn made_snapshot(&self) -> bool {
+        self.status == Status::Succeeded
+            || self.snapshot_id.is_some()
+            || self.action_id.is_some()
+            || self.consistency.is_some()
+    }
+
     /// The record of `report`, a run from `started` to `finished`.
     pub fn of(report: &Report, started: SystemTime, finished: SystemTime) -> RunRecord {
         RunRecord {
@@ -84,6 +97,7 @@ impl RunRecord {
             consistency: report.consistency,
             snapshot_name: report.snapshot_name.clone(),
             snapshot_id: report.snapshot_id.clone(),
+            action_id: report.action_id.clone(),
             droplet_id: report.droplet_id,
             group: report.group.as_ref().map(|g| g.id.clone()),
             quiesce_ms: report.quiesce_ms,
@@ -159,6 +173,7 @@ mod tests {
             consistency: Some(Consistency::Application),
             snapshot_name: format!("run-{at}"),
             snapshot_id: None,
+            action_id: None,
             droplet_id: Some(3164444),
             group: None,
             quiesce_ms: 1.0,

@@ -70,6 +70,12 @@ pub trait Agent1 {
     /// [`crate::Pruned`].
     fn prune(&self, keep_last: u32) -> Result<Vec<Dict>, AgentError>;
 
+    /// What `Prune(keep_last)` would delete now, deleting nothing: the same selection.
+    fn prune_dry_run(&self, keep_last: u32) -> Result<Vec<Dict>, AgentError>;
+
+    /// What `DeleteGroups(groups)` would delete now, deleting nothing: the same selection.
+    fn delete_groups_dry_run(&self, groups: Vec<String>) -> Result<Vec<Dict>, AgentError>;
+
     /// Thaws what a dead agent's record lists and runs the resumes it owed.
     fn thaw(&self) -> Result<(Vec<RecoveredFilesystem>, Vec<RecoveredResume>), AgentError>;
 

@@ -320,6 +320,17 @@ impl Client {
         })
     }
 
+    /// The account the token belongs to.
+    pub async fn account(&self) -> Result<Account, ApiError> {
+        let env: AccountEnvelope = self.get("/v2/account").await?;
+        Ok(env.account)
+    }
+
+    /// The API this client calls.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
     /// A Droplet, by id.
     pub async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let env: DropletEnvelope = self.get(&format!("/v2/droplets/{id}")).await?;

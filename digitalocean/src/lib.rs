@@ -17,6 +17,6 @@ mod types;
 pub use client::{droplet_id_from_metadata, error_chain, http_client, ApiError, Client, Usage};
 pub use token::Token;
 pub use types::{
-    Action, Droplet, DropletCreate, DropletSnapshot, ListedDroplet, NetworkV4, Networks, PowerAction, Size,
-    Snapshot, Volume, VolumeCreate, VolumeSnapshot,
+    Account, Action, Droplet, DropletCreate, DropletSnapshot, ListedDroplet, NetworkV4, Networks,
+    PowerAction, Size, Snapshot, Volume, VolumeCreate, VolumeSnapshot,
 };

@@ -3,6 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `GET /v2/account`, as far as it is read: which account the token belongs to.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct AccountEnvelope {
+    pub account: Account,
+}
+
+/// The account a token belongs to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    /// The account's unique id.
+    pub uuid: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct DropletEnvelope {
     pub droplet: Droplet,

@@ -98,7 +98,14 @@ fn every_wrong_shape_of_arguments_is_a_usage_error_that_reaches_no_machine() {
             &["--ssh-command=", "-H", "a", "status"],
             "a value is required for '--ssh-command",
         ),
-        (&["prune"], "--keep <N>"),
+        (
+            &["prune"],
+            "Usage: freezeframe prune <--keep <N>|--keep-groups <N>>",
+        ),
+        (
+            &["prune", "--keep", "1", "--keep-groups", "1"],
+            "cannot be used with",
+        ),
         (&["prune", "--keep", "0"], "0 is not in 1.."),
         (&["prune", "--keep", "-1"], "unexpected argument '-1'"),
         (&["prune", "--keep", "lots"], "invalid value 'lots'"),

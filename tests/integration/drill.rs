@@ -863,7 +863,9 @@ fn an_interrupted_or_failed_drill_destroys_what_it_made_and_cleanup_takes_the_re
         let out = child.wait_with_output().unwrap();
         let report = drill_report(&out);
         assert_eq!(out.status.code(), Some(1), "{report:#}");
-        assert_eq!(report["error"], format!("interrupted by {name}"));
+        // With what ssh said last, if it was tried before the signal.
+        let error = report["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(&format!("interrupted by {name}")), "{report:#}");
         nothing_left(&droplet);
     }
 
@@ -935,4 +937,118 @@ fn wait_for(mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting");
+}
+
+/// A stand-in for ssh that answers each attempt by the next line of `answers` (the last one
+/// again once they run out): `refused`, `denied`, `no-agent` (the remote command missing) or
+/// `silent` (the remote verify printing nothing, exit 0). Each attempt is logged.
+fn scripted_ssh(droplet: &Droplet, name: &str, answers: &[&str]) -> PathBuf {
+    let dir = droplet.dir.path();
+    let (script, tries) = (dir.join(name), dir.join(format!("{name}.tries")));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho x >> {tries}\nn=$(wc -l < {tries})\n\
+             answer=$(printf '%s\\n' {answers} | sed -n \"${{n}}p\")\n\
+             [ -n \"$answer\" ] || answer={last}\n\
+             while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; ip=${{2#*@}}\n\
+             case $answer in\n\
+             refused) echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255;;\n\
+             denied) echo \"root@$ip: Permission denied (publickey).\" >&2; exit 255;;\n\
+             no-agent) echo 'sh: 1: freezeframe-agent: not found' >&2; exit 127;;\n\
+             silent) exit 0;;\n\
+             esac\n",
+            tries = tries.display(),
+            answers = answers.join(" "),
+            last = answers.last().unwrap(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// A drill whose ssh cannot reach the restored Droplet says each failed attempt as it happens;
+/// errors that no later attempt mends (keys refused, the agent missing) end it at once, and a
+/// drill that runs out of time, or whose remote verify printed nothing, says what it saw last.
+/// The timeouts given are bounds only: a drill that gave up early ends long before.
+#[test]
+fn a_drill_whose_ssh_fails_says_each_attempt_and_gives_up_on_what_will_not_heal() {
+    let droplet = Droplet::new(Duration::from_millis(200), "");
+    let (out, report) = droplet.snapshot(&["--wait", "--name", "unreached-1"]);
+    assert_eq!(
+        report["status"],
+        "succeeded",
+        "{report:#}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran = |ssh: &Path, timeout: &str| {
+        let out = drill(&droplet, ssh, &["unreached-1", "--yes", "--timeout", timeout])
+            .output()
+            .unwrap();
+        let report = drill_report(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{report:#}\n{stderr}");
+        nothing_left(&droplet);
+        (report["error"].as_str().unwrap_or_default().to_string(), stderr)
+    };
+
+    // Refused twice while "booting", then the keys are refused: said at once, not waited out.
+    let ssh = scripted_ssh(&droplet, "denied-ssh", &["refused", "refused", "denied"]);
+    let (error, stderr) = ran(&ssh, "1h");
+    assert!(
+        error.contains("Permission denied") && error.contains("--ssh-key") && !error.contains("--timeout"),
+        "{error}"
+    );
+    for attempt in [
+        "(attempt 1): ssh: connect to host",
+        "(attempt 2): ssh: connect to host",
+    ] {
+        assert!(
+            stderr.contains(attempt) && stderr.contains("Connection refused; trying again in"),
+            "{attempt}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("(attempt 3)"), "{stderr}");
+
+    // The agent missing on the image: said at once.
+    let ssh = scripted_ssh(&droplet, "no-agent-ssh", &["no-agent"]);
+    let (error, _) = ran(&ssh, "1h");
+    assert!(error.contains("freezeframe-agent is not installed"), "{error}");
+
+    // The remote verify printed nothing: said so, with no dangling colon.
+    let ssh = scripted_ssh(&droplet, "silent-ssh", &["refused", "silent"]);
+    let (error, _) = ran(&ssh, "1h");
+    assert!(
+        error.contains("answered no report (") && error.ends_with("; it printed nothing on stdout"),
+        "{error}"
+    );
+
+    // Never reachable: each attempt said while the drill still runs, and the last one at the end.
+    let ssh = scripted_ssh(&droplet, "refused-ssh", &["refused"]);
+    let mut child = drill(&droplet, &ssh, &["unreached-1", "--yes", "--timeout", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let seen = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("(attempt 1)") || l.contains("destroying what the drill created"));
+    assert!(
+        seen.as_deref().is_some_and(|l| l.contains("Connection refused")),
+        "no attempt said before the drill ended: {seen:?}"
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let report = drill_report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}\n{rest:?}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("(--timeout); the last ssh attempt failed: attempt ")
+            && error.ends_with("port 22: Connection refused"),
+        "{error}"
+    );
+    nothing_left(&droplet);
 }

@@ -570,3 +570,117 @@ fn a_host_whose_agent_names_another_droplet_has_nothing_powered_off() {
     assert_eq!(plan["droplet_id"], 3164444, "{plan:#}");
     assert!(droplet.server.sim.counters().power_actions.is_empty());
 }
+
+/// Every JSON document on `out`'s stdout (one per Droplet, or one array of them).
+fn documents(out: &Output) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|d| d.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))))
+        .flat_map(|d| match d {
+            serde_json::Value::Array(all) => all,
+            one => vec![one],
+        })
+        .collect()
+}
+
+/// Records keep the API and account a run had (never its token) and the snapshot it took;
+/// `recover` powers on only its own API's and account's, keeps and names the others, clears the
+/// record of a Droplet that no longer exists, and says where each record lives.
+#[test]
+fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_the_file() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    droplet
+        .server
+        .sim
+        .set_power_faults(vec!["power_on=500".parse().unwrap()]);
+    let (out, report) = offline(&droplet, &state, &["--power-on-deadline", "3s"]);
+    let records = state.path().join("freezeframe/offline");
+    let own = records.join(format!("{ID}.json"));
+    failed_saying(&out, &report, &["left OFF", &format!("`rm {}`", own.display())]);
+    let snapshot = report["snapshot_name"].as_str().unwrap().to_string();
+    let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
+    assert_eq!(recorded["api_url"], droplet.server.url.as_str(), "{recorded:#}");
+    assert_eq!(
+        recorded["account"], "b6fr89dbf6d9156cace5f3c78dc9851d957381ef",
+        "{recorded:#}"
+    );
+    assert_eq!(recorded["snapshot_name"], snapshot.as_str(), "{recorded:#}");
+    assert!(!recorded.to_string().contains(TOKEN), "{recorded:#}");
+
+    // Another account's record, another API's, and an old record (no API, no account) of a
+    // Droplet that is gone.
+    let write = |id: u64, extra: &str| {
+        std::fs::write(
+            records.join(format!("{id}.json")),
+            format!(
+                r#"{{"droplet_id": {id}, "droplet_name": "d{id}", "since": "2026-12-01T00:00:00Z"{extra}}}"#
+            ),
+        )
+        .unwrap()
+    };
+    write(
+        777,
+        &format!(
+            r#", "api_url": "{}", "account": "another-account""#,
+            droplet.server.url
+        ),
+    );
+    write(
+        888,
+        r#", "api_url": "https://api.elsewhere.example", "account": "another-account""#,
+    );
+    write(999, "");
+
+    droplet.server.sim.set_power_faults(Vec::new());
+    let out = freezeframe(&droplet, &state, &["recover"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let reports = documents(&out);
+    let of = |id: u64| {
+        reports
+            .iter()
+            .find(|r| r["droplet_id"] == id)
+            .unwrap_or_else(|| panic!("no report of {id}: {reports:#?}"))
+    };
+    let ours = of(3164444);
+    assert_eq!(ours["succeeded"], true, "{ours:#}");
+    assert_eq!(ours["running"], true, "{ours:#}");
+    assert_eq!(ours["shut_down"], true, "{ours:#}");
+    assert_eq!(ours["droplet_name"], "web-1", "{ours:#}");
+    assert_eq!(ours["snapshot_name"], snapshot.as_str(), "{ours:#}");
+    for (id, why) in [
+        (777, "another account"),
+        (888, "against the API at https://api.elsewhere.example"),
+    ] {
+        let kept = of(id);
+        let error = kept["error"].as_str().unwrap_or_default();
+        let file = records.join(format!("{id}.json"));
+        assert!(
+            error.contains("is not tried")
+                && error.contains(why)
+                && error.contains(&format!("`rm {}`", file.display())),
+            "{kept:#}"
+        );
+        assert!(file.exists(), "the record of {id} is kept");
+    }
+    let gone = of(999);
+    assert_eq!(gone["succeeded"], true, "{gone:#}");
+    assert!(
+        gone["warnings"].to_string().contains("no longer exists"),
+        "{gone:#}"
+    );
+    assert!(
+        !records.join("999.json").exists(),
+        "the record of a Droplet that is gone is cleared"
+    );
+    assert!(!own.exists());
+    assert_eq!(droplet.server.sim.status(), "active");
+    // As text, the record still kept is named with how to drop it.
+    let out = as_user(&droplet, &state, &["recover"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("Droplet 777: FAILED")
+            && text.contains(&format!("`rm {}`", records.join("777.json").display())),
+        "{text}"
+    );
+}

@@ -192,6 +192,15 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     );
     assert_eq!(lines.len(), 4, "{text}");
     assert_eq!(lines[3].matches(newest.as_str()).count(), 1, "{text}");
+    // A scratch filesystem's image is some MB: said in MB, not as `0.0 GB`.
+    let bytes = list[2]["size_bytes"].as_u64().unwrap();
+    assert!(bytes > 1_000_000 && bytes < 1_000_000_000, "{list:#}");
+    let size = lines[3].split("  ").map(str::trim).find(|c| c.ends_with("B"));
+    assert_eq!(
+        size,
+        Some(format!("{:.0} MB", bytes as f64 / 1e6).as_str()),
+        "{text}"
+    );
 
     // Without --bus-address the CLI uses the system bus, wherever DBUS_SYSTEM_BUS_ADDRESS says.
     let out = Command::new(cli_bin())
@@ -215,10 +224,38 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
     }
     assert!(!text.contains('✗'), "{text}");
 
+    // A dry run lists what the real run then deletes, exactly, and deletes nothing itself.
+    let would = json_of(&served.cli(&["prune", "--keep", "2", "--dry-run", "--json"]));
+    assert_eq!(
+        json_of(&served.cli(&["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let pruned = json_of(&served.cli(&["prune", "--keep", "2", "--json"]));
     assert_eq!(pruned.as_array().unwrap().len(), 1, "{pruned:#}");
+    assert_eq!(would, pruned, "the dry run's selection is the real run's");
+    let would =
+        String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1", "--dry-run"]).stdout).into_owned();
+    assert!(
+        would.starts_with("would delete 1 snapshot (--dry-run: nothing was deleted):\n  "),
+        "{would}"
+    );
+    assert_eq!(
+        json_of(&served.cli(&["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let text = String::from_utf8_lossy(&served.cli(&["prune", "--keep", "1"]).stdout).into_owned();
     assert!(text.starts_with("deleted 1 snapshot:\n  "), "{text}");
+    assert_eq!(
+        would.lines().skip(1).collect::<Vec<_>>(),
+        text.lines().skip(1).collect::<Vec<_>>(),
+        "the dry run named what was deleted"
+    );
     let list = json_of(&served.cli(&["list", "--json"]));
     assert_eq!(list[0]["name"], newest.as_str(), "the newest is kept");
 }

@@ -355,7 +355,12 @@ impl SnapshotProvider for LocalImage {
     }
 
 
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
+    async fn prune(
+        &mut self,
+        keep_last: usize,
+        ours: &dyn OwnedNames,
+        dry_run: bool,
+    ) -> Result<Retained, ProviderError> {
         let mine: Vec<SnapshotInfo> = self
             .list()
             .await?
@@ -367,8 +372,10 @@ impl SnapshotProvider for LocalImage {
         let mut pruned = Vec::new();
         for old in mine.into_iter().take(excess) {
             let dir = self.image_dir.join(&old.name);
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| ProviderError::with_source(format!("cannot delete {}", dir.display()), e))?;
+            if !dry_run {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| ProviderError::with_source(format!("cannot delete {}", dir.display()), e))?;
+            }
             pruned.push(Pruned {
                 id: old.id,
                 name: old.name,

@@ -348,6 +348,61 @@ impl Agent {
     fn busy(&self) -> Option<u64> {
         self.state.lock().unwrap().running.as_ref().map(|r| r.id)
     }
+
+    /// `Prune` and its dry run: one selection, which the dry run only does not act on.
+    async fn pruned(
+        &self,
+        settings: &Settings,
+        keep_last: u32,
+        dry_run: bool,
+    ) -> Result<Vec<Dict>, AgentError> {
+        if keep_last == 0 {
+            return Err(AgentError::InvalidArgs(
+                "keep_last must be at least 1: prune never deletes every snapshot".into(),
+            ));
+        }
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
+        }
+        let pruned = job::provider(settings)
+            .port()
+            .prune(keep_last as usize, &job::own_names(settings), dry_run)
+            .await;
+        if !dry_run {
+            self.listings.invalidate();
+        }
+        let pruned = pruned.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+        Ok(pruned.pruned.iter().map(wire::to_dict).collect())
+    }
+
+    /// `DeleteGroups` and its dry run: one selection, which the dry run only does not act on.
+    async fn groups_pruned(
+        &self,
+        settings: &Settings,
+        groups: Vec<String>,
+        dry_run: bool,
+    ) -> Result<Vec<Dict>, AgentError> {
+        if let Some(bad) = groups.iter().find(|g| !crate::naming::is_group_id(g)) {
+            return Err(AgentError::InvalidArgs(format!(
+                "`{}` is not a group id (g and 8 lowercase hexadecimal digits)",
+                bad.chars().take(64).collect::<String>()
+            )));
+        }
+        if let Some(running) = self.busy() {
+            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
+        }
+        let named = crate::naming::GroupsNamed {
+            template: settings.snapshot.group_name_template.clone(),
+            host: crate::naming::hostname(),
+            groups,
+        };
+        let deleted = job::provider(settings).port().prune(0, &named, dry_run).await;
+        if !dry_run {
+            self.listings.invalidate();
+        }
+        let deleted = deleted.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
+        Ok(deleted.pruned.iter().map(wire::to_dict).collect())
+    }
 }
 
 /// The agent's properties that change with its jobs.
@@ -770,24 +825,19 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Vec<Dict>, AgentError> {
         let settings = self.admit(Access::Change, connection, &header).await?;
-        if let Some(bad) = groups.iter().find(|g| !crate::naming::is_group_id(g)) {
-            return Err(AgentError::InvalidArgs(format!(
-                "`{}` is not a group id (g and 8 lowercase hexadecimal digits)",
-                bad.chars().take(64).collect::<String>()
-            )));
-        }
-        if let Some(running) = self.busy() {
-            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
-        }
-        let named = crate::naming::GroupsNamed {
-            template: settings.snapshot.group_name_template.clone(),
-            host: crate::naming::hostname(),
-            groups,
-        };
-        let deleted = job::provider(&settings).port().prune(0, &named).await;
-        self.listings.invalidate();
-        let deleted = deleted.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
-        Ok(deleted.pruned.iter().map(wire::to_dict).collect())
+        self.groups_pruned(&settings, groups, false).await
+    }
+
+    /// What `DeleteGroups(groups)` would delete now; deletes nothing.
+    #[zbus(out_args("would_delete"))]
+    async fn delete_groups_dry_run(
+        &self,
+        groups: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        self.groups_pruned(&settings, groups, true).await
     }
 
     /// Deletes all but the newest `keep_last` of this machine's snapshots; returns the deleted.
@@ -799,21 +849,19 @@ impl Agent {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Vec<Dict>, AgentError> {
         let settings = self.admit(Access::Change, connection, &header).await?;
-        if keep_last == 0 {
-            return Err(AgentError::InvalidArgs(
-                "keep_last must be at least 1: prune never deletes every snapshot".into(),
-            ));
-        }
-        if let Some(running) = self.busy() {
-            return Err(AgentError::Busy(format!("snapshot job {running} is running")));
-        }
-        let pruned = job::provider(&settings)
-            .port()
-            .prune(keep_last as usize, &job::own_names(&settings))
-            .await;
-        self.listings.invalidate();
-        let pruned = pruned.map_err(|e| AgentError::Failed(crate::errors::error_chain(&e)))?;
-        Ok(pruned.pruned.iter().map(wire::to_dict).collect())
+        self.pruned(&settings, keep_last, false).await
+    }
+
+    /// What `Prune(keep_last)` would delete now; deletes nothing.
+    #[zbus(out_args("would_delete"))]
+    async fn prune_dry_run(
+        &self,
+        keep_last: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<Dict>, AgentError> {
+        let settings = self.admit(Access::Change, connection, &header).await?;
+        self.pruned(&settings, keep_last, true).await
     }
 
     /// The emergency exit, as `freezeframe-agent thaw`: thaws what a dead agent's record lists
@@ -1207,6 +1255,11 @@ mod tests {
             agent.delete_groups(vec!["g0123abcd".into()]).await,
         );
         reached("Prune", agent.prune(1).await);
+        reached("PruneDryRun", agent.prune_dry_run(1).await);
+        reached(
+            "DeleteGroupsDryRun",
+            agent.delete_groups_dry_run(vec!["g0123abcd".into()]).await,
+        );
         reached("Thaw", agent.thaw().await);
         reached("Check", agent.check().await);
         assert_eq!(agent.version().await.unwrap(), env!("CARGO_PKG_VERSION"));

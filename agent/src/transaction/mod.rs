@@ -717,7 +717,7 @@ impl Transaction<'_> {
             rec.enter(Phase::Prune);
             match self
                 .provider
-                .prune(retention.keep_last, retention.ours.as_ref())
+                .prune(retention.keep_last, retention.ours.as_ref(), false)
                 .await
             {
                 Ok(retained) => {

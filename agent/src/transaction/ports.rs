@@ -466,9 +466,15 @@ pub trait SnapshotProvider: Send {
         None
     }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
-    /// Works outside a transaction too.
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
-        let _ = (keep_last, ours);
+    /// Works outside a transaction too. With `dry_run` it deletes nothing and answers what it
+    /// would delete: the same selection, so a dry run lists exactly what the real one deletes.
+    async fn prune(
+        &mut self,
+        keep_last: usize,
+        ours: &dyn OwnedNames,
+        dry_run: bool,
+    ) -> Result<Retained, ProviderError> {
+        let _ = (keep_last, ours, dry_run);
         Err(ProviderError::new(format!(
             "the {} provider does not delete old snapshots",
             self.name()

@@ -177,7 +177,13 @@ impl SnapshotProvider for FakeProvider {
             Behaviour::Hangs => std::future::pending().await,
         }
     }
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
+    async fn prune(
+        &mut self,
+        keep_last: usize,
+        ours: &dyn OwnedNames,
+        dry_run: bool,
+    ) -> Result<Retained, ProviderError> {
+        assert!(!dry_run, "a run's retention is never a dry run");
         note(&self.log, format!("provider.prune {keep_last}"));
         if self.prune == Behaviour::Fails {
             return Err(ProviderError::new("HTTP 403"));

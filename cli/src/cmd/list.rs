@@ -38,10 +38,7 @@ fn snapshots_text(list: &[SnapshotInfo]) -> String {
         table[0].push("RESTORE DRILL".into());
     }
     for s in list {
-        let size = s
-            .size_bytes
-            .map(|b| format!("{:.1} GB", b as f64 / 1e9))
-            .unwrap_or_else(|| "-".into());
+        let size = s.size_bytes.map_or_else(|| "-".into(), human_size);
         let mut row = vec![s.created_at.clone(), size, s.name.clone()];
         if with_ids {
             row.push(s.id.clone());
@@ -62,4 +59,43 @@ fn snapshots_text(list: &[SnapshotInfo]) -> String {
         table.push(row);
     }
     crate::output::table(&table)
+}
+
+/// A size in the unit that keeps it between 1 and 1000 (decimal, as DigitalOcean counts its GB):
+/// one decimal below 10, none above, so a 20 MB snapshot reads `20 MB`, not `0.0 GB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ if value < 9.95 => format!("{value:.1} {}", UNITS[unit]),
+        _ => format!("{value:.0} {}", UNITS[unit]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_in_the_unit_that_fits_them() {
+        for (bytes, said) in [
+            (0, "0 B"),
+            (999, "999 B"),
+            (1_000, "1.0 kB"),
+            (20_000_000, "20 MB"),
+            (20_971_520, "21 MB"),
+            (999_960, "1.0 MB"),
+            (1_500_000_000, "1.5 GB"),
+            (25_000_000_000, "25 GB"),
+            (3_200_000_000_000, "3.2 TB"),
+        ] {
+            assert_eq!(human_size(bytes), said, "{bytes}");
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub async fn one(command: &Command, target: &Target, progress: &mut dyn Progress
         Command::Status => status::run(target).await,
         Command::List { group } => list::run(target, group.as_deref()).await,
         // --keep-groups went to group retention before: here --keep is given.
-        Command::Prune { keep, .. } => prune::run(target, keep.unwrap_or(1)).await,
+        Command::Prune { keep, dry_run, .. } => prune::run(target, keep.unwrap_or(1), *dry_run).await,
         Command::Thaw { runtime_dir } => thaw::run(target, runtime_dir.as_deref()).await,
         Command::Doctor
         | Command::Verify { .. }

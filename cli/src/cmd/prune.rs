@@ -8,26 +8,37 @@ use freezeframe_contract::Pruned;
 
 use super::Done;
 
-/// Prunes the snapshots of the agent at `target` to the newest `keep`.
-pub(crate) async fn run(target: &Target, keep: u32) -> Result<Done, Failure> {
-    let pruned = agent::prune(target, keep).await?;
+/// Prunes the snapshots of the agent at `target` to the newest `keep`; with `dry_run`, lists
+/// what that would delete.
+pub(crate) async fn run(target: &Target, keep: u32, dry_run: bool) -> Result<Done, Failure> {
+    let pruned = agent::prune(target, keep, dry_run).await?;
     Ok(Done {
         exit: Exit::Success,
         value: json(&pruned),
-        text: pruned_text(&pruned),
-        line: format!("{} snapshots deleted", pruned.len()),
+        text: pruned_text(&pruned, dry_run),
+        line: format!(
+            "{} snapshots {}",
+            pruned.len(),
+            if dry_run { "would be deleted" } else { "deleted" }
+        ),
     })
 }
 
-/// What prune deleted, said as such.
-fn pruned_text(pruned: &[Pruned]) -> String {
+/// What prune deleted (or, in a dry run, would delete), said as such.
+fn pruned_text(pruned: &[Pruned], dry_run: bool) -> String {
     if pruned.is_empty() {
         return "nothing to delete: no more snapshots than --keep\n".into();
     }
     let mut out = format!(
-        "deleted {} snapshot{}:\n",
+        "{} {} snapshot{}{}:\n",
+        if dry_run { "would delete" } else { "deleted" },
         pruned.len(),
-        if pruned.len() == 1 { "" } else { "s" }
+        if pruned.len() == 1 { "" } else { "s" },
+        if dry_run {
+            " (--dry-run: nothing was deleted)"
+        } else {
+            ""
+        }
     );
     for p in pruned {
         if p.id == p.name {

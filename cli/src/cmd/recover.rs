@@ -24,6 +24,9 @@ pub(crate) async fn run(cli: &Cli) -> Exit {
             crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
         } else {
             match &report.error {
+                None if !report.running => {
+                    crate::outln!("Droplet {}: {}", report.droplet_id, report.warnings.join("; "))
+                }
                 None => crate::outln!("Droplet {}: running again", report.droplet_id),
                 Some(e) => crate::outln!("Droplet {}: FAILED: {e}", report.droplet_id),
             }

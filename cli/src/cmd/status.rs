@@ -197,7 +197,12 @@ fn history_text(
             format!("{:.0} ms", run.frozen_ms),
             format!("{:.1} s", run.total_ms / 1000.0),
             verification(run, listed).to_string(),
-            run.snapshot_name.clone(),
+            // A failed run's name is only the one it would have had.
+            if run.made_snapshot() {
+                run.snapshot_name.clone()
+            } else {
+                "- (none taken)".into()
+            },
         ]);
     }
     out.push_str(&table(&rows));

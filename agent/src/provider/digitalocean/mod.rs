@@ -237,6 +237,7 @@ impl DigitalOcean {
         &mut self,
         keep_last: usize,
         ours: &dyn OwnedNames,
+        dry_run: bool,
     ) -> Result<Vec<Pruned>, ProviderError> {
         let client = self
             .client
@@ -260,16 +261,18 @@ impl DigitalOcean {
             mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
             let excess = mine.len().saturating_sub(keep_last);
             for old in mine.into_iter().take(excess) {
-                client.delete_volume_snapshot(&old.id).await.map_err(|e| {
-                    api(
-                        &format!(
-                            "cannot delete snapshot {} ({}) of volume {volume_id}",
-                            old.id, old.name
-                        ),
-                        e,
-                    )
-                })?;
-                tracing::info!(id = %old.id, name = %old.name, volume = %volume_id, "deleted an old volume snapshot (retention)");
+                if !dry_run {
+                    client.delete_volume_snapshot(&old.id).await.map_err(|e| {
+                        api(
+                            &format!(
+                                "cannot delete snapshot {} ({}) of volume {volume_id}",
+                                old.id, old.name
+                            ),
+                            e,
+                        )
+                    })?;
+                    tracing::info!(id = %old.id, name = %old.name, volume = %volume_id, "deleted an old volume snapshot (retention)");
+                }
                 pruned.push(Pruned {
                     id: old.id,
                     name: old.name,
@@ -668,7 +671,12 @@ impl SnapshotProvider for DigitalOcean {
         Ok(())
     }
 
-    async fn prune(&mut self, keep_last: usize, ours: &dyn OwnedNames) -> Result<Retained, ProviderError> {
+    async fn prune(
+        &mut self,
+        keep_last: usize,
+        ours: &dyn OwnedNames,
+        dry_run: bool,
+    ) -> Result<Retained, ProviderError> {
         self.ensure_connected(&["droplet:read", "image:read", RETENTION_SCOPE])
             .await?;
         let client = self.client()?;
@@ -685,18 +693,20 @@ impl SnapshotProvider for DigitalOcean {
         let kept = mine.len() - excess;
         let mut pruned = Vec::new();
         for old in mine.into_iter().take(excess) {
-            client
-                .delete_snapshot(old.id)
-                .await
-                .map_err(|e| api(&format!("cannot delete snapshot {} ({})", old.id, old.name), e))?;
-            tracing::info!(id = old.id, name = %old.name, "deleted an old snapshot (retention)");
+            if !dry_run {
+                client
+                    .delete_snapshot(old.id)
+                    .await
+                    .map_err(|e| api(&format!("cannot delete snapshot {} ({})", old.id, old.name), e))?;
+                tracing::info!(id = old.id, name = %old.name, "deleted an old snapshot (retention)");
+            }
             pruned.push(Pruned {
                 id: old.id.to_string(),
                 name: old.name,
             });
         }
         if self.settings.volumes {
-            pruned.extend(self.prune_volumes(keep_last, ours).await?);
+            pruned.extend(self.prune_volumes(keep_last, ours, dry_run).await?);
         }
         Ok(Retained { pruned, kept })
     }

@@ -2,6 +2,7 @@
 //! newest N, judged across all members.
 
 use super::*;
+use freezeframe_contract::Pruned;
 
 /// The groups among `snapshots` (of every machine) older than the newest `keep`, judged by each
 /// group's newest snapshot, and how many groups there are. Snapshot times have a resolution of a
@@ -28,11 +29,23 @@ fn older_groups(snapshots: &[SnapshotInfo], keep: u32) -> (Vec<String>, usize) {
     (old, groups.len())
 }
 
+/// One machine's part of `prune --keep-groups` with `--json`.
+#[derive(serde::Serialize)]
+struct GroupsPruned<'a> {
+    host: String,
+    groups: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<&'a [Pruned]>,
+    /// With `--dry-run`: what would be deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_delete: Option<&'a [Pruned]>,
+}
+
 /// `prune --keep-groups N` over the machines: the newest N groups (by their newest snapshot on
 /// any machine) are kept, and every older group is deleted on every machine. Every machine is
 /// listed first; one that cannot be stops the prune before anything is deleted, since a group
 /// seen only in part would be judged by the part.
-pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
+pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32, dry_run: bool) -> Exit {
     use futures_util::stream::{self, StreamExt as _};
     let parallel = cli.parallel as usize;
     let lists: Vec<_> = stream::iter(targets.iter().map(agent::list))
@@ -55,17 +68,36 @@ pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Ex
         crate::outln!("nothing to delete: {groups} groups, none older than the newest {keep}");
         return Exit::Success;
     }
-    let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old)))
+    let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old, dry_run)))
         .buffered(parallel)
         .collect()
         .await;
     let mut exit = Exit::Success;
     for (target, result) in targets.iter().zip(deleted) {
         match result {
-            Ok(pruned) if cli.json => crate::outln!(
-                "{}",
-                serde_json::json!({ "host": target.to_string(), "groups": old, "deleted": pruned })
-            ),
+            Ok(pruned) if cli.json => {
+                let (deleted, would_delete) = match dry_run {
+                    true => (None, Some(pruned.as_slice())),
+                    false => (Some(pruned.as_slice()), None),
+                };
+                let document = GroupsPruned {
+                    host: target.to_string(),
+                    groups: &old,
+                    deleted,
+                    would_delete,
+                };
+                crate::outln!("{}", serde_json::to_string(&document).unwrap_or_default());
+            }
+            Ok(pruned) if dry_run => {
+                crate::outln!(
+                    "{target}: {} snapshots of {} older groups would be deleted (--dry-run: nothing was deleted)",
+                    pruned.len(),
+                    old.len()
+                );
+                for p in &pruned {
+                    crate::outln!("  {}", p.name);
+                }
+            }
             Ok(pruned) => crate::outln!(
                 "{target}: {} snapshots of {} older groups deleted",
                 pruned.len(),

@@ -307,20 +307,60 @@ async fn within_answer_time<T>(
 }
 
 /// Powers on every Droplet a killed offline run left off: those recorded under the user's
-/// state directory and those tagged [`PENDING_TAG`].
+/// state directory and those tagged [`PENDING_TAG`]. A record that another API or account made
+/// is not tried here: said, and kept for a token of its own.
 pub async fn recover(client: &impl Api, pending: &Pending) -> Vec<OfflineReport> {
-    let mut ids: Vec<u64> = pending.all().iter().map(|p| p.droplet_id).collect();
+    let mut ids = Vec::new();
     match client.droplets_with_tag(PENDING_TAG).await {
         Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
         Err(e) => eprintln!("freezeframe: warning: cannot list the Droplets tagged {PENDING_TAG}: {e}"),
     }
+    let (api_url, account) = (client.api_url(), client.account().await);
+    if let Err(e) = &account {
+        eprintln!(
+            "freezeframe: warning: cannot read which account the token belongs to ({e}): records \
+             are tried whatever account they came from"
+        );
+    }
+    let mut reports = Vec::new();
+    for record in pending.all() {
+        let id = record.droplet_id;
+        // Tagged in this account: its own, whoever recorded it.
+        if ids.contains(&id) {
+            continue;
+        }
+        match record.foreign(&api_url, account.as_ref().ok().map(String::as_str)) {
+            None => ids.push(id),
+            Some(why) => reports.push(not_tried(pending, &record, &why)),
+        }
+    }
     ids.sort_unstable();
     ids.dedup();
-    let mut reports = Vec::new();
     for id in ids {
         reports.push(recover_one(client, pending, id).await);
     }
     reports
+}
+
+/// The report of a record from another API or account: not tried, kept.
+fn not_tried(pending: &Pending, record: &PendingPowerOn, why: &str) -> OfflineReport {
+    let id = record.droplet_id;
+    let message = format!(
+        "Droplet {id} ({}) is not tried with this API and token: {why}; run `freezeframe recover` \
+         with a token of that account (and --api-url of that API){}",
+        record.droplet_name,
+        pending.where_recorded(id)
+    );
+    eprintln!("freezeframe: error: {message}");
+    OfflineReport {
+        droplet_id: id,
+        droplet_name: record.droplet_name.clone(),
+        snapshot_name: record.snapshot_name.clone().unwrap_or_default(),
+        shut_down: true,
+        running: false,
+        error: Some(message),
+        ..OfflineReport::default()
+    }
 }
 
 /// Whether an earlier run left Droplet `id` waiting for its power-on: recorded here, or
@@ -333,9 +373,11 @@ async fn left_off(client: &impl Api, pending: &Pending, id: u64) -> bool {
             .is_ok_and(|d| d.tags.iter().any(|t| t == PENDING_TAG))
 }
 
-/// Powers Droplet `id` on (once nothing holds it) and clears its record.
+/// Powers Droplet `id` on (once nothing holds it) and clears its record; a Droplet that no
+/// longer exists has its record cleared, said.
 async fn recover_one(client: &impl Api, pending: &Pending, id: u64) -> OfflineReport {
     let stop = Stop::default();
+    let record = pending.get(id);
     let mut run = Run {
         client,
         id,
@@ -343,10 +385,40 @@ async fn recover_one(client: &impl Api, pending: &Pending, id: u64) -> OfflineRe
         stop: &stop,
         report: OfflineReport {
             droplet_id: id,
+            droplet_name: record
+                .as_ref()
+                .map(|r| r.droplet_name.clone())
+                .unwrap_or_default(),
+            snapshot_name: record
+                .as_ref()
+                .and_then(|r| r.snapshot_name.clone())
+                .unwrap_or_default(),
             ..OfflineReport::default()
         },
         down_at: None,
     };
+    match client.droplet(id).await {
+        Ok(droplet) => {
+            run.report.droplet_name = droplet.name;
+            // Left off by the run (a run killed before its shutdown left it running).
+            run.report.shut_down = droplet.status != "active";
+        }
+        Err(ApiError::Status { status: 404, .. }) => {
+            let file = pending.file(id);
+            pending.clear(id);
+            let said = format!(
+                "Droplet {id} no longer exists (the API answers 404): there is nothing to power \
+                 on, and its record {} is cleared",
+                file.display()
+            );
+            eprintln!("freezeframe: {said}");
+            run.report.warnings.push(said);
+            run.report.succeeded = true;
+            return run.report;
+        }
+        // The power-on reads it again, and says why it cannot.
+        Err(_) => {}
+    }
     if let Err(why) = run.power_on(Duration::from_secs(300), RECOVER_PATIENCE).await {
         run.report.error = Some(why);
     }
@@ -473,6 +545,7 @@ pub(crate) fn said(f: Failure) -> Exit {
 /// What offline runs and `recover` do with the API.
 const ACCESS: Access = Access {
     scopes: &[
+        "account:read",
         "droplet:read",
         "droplet:update",
         "image:create",

@@ -25,6 +25,10 @@ pub(crate) struct Image {
 
 /// The calls, as [`Client`] names them, each answering what the run reads of it.
 pub(crate) trait Api {
+    /// The API's address, as records of pending power-ons keep it.
+    fn api_url(&self) -> String;
+    /// The uuid of the account the token belongs to.
+    async fn account(&self) -> Result<String, ApiError>;
     async fn droplet(&self, id: u64) -> Result<Droplet, ApiError>;
     async fn droplet_actions(&self, id: u64) -> Result<Vec<Event>, ApiError>;
     async fn volume(&self, id: &str) -> Result<Volume, ApiError>;
@@ -46,6 +50,12 @@ pub(crate) trait Api {
 }
 
 impl Api for Client {
+    fn api_url(&self) -> String {
+        Client::api_url(self).to_string()
+    }
+    async fn account(&self) -> Result<String, ApiError> {
+        Ok(Client::account(self).await?.uuid)
+    }
     async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         Client::droplet(self, id).await
     }

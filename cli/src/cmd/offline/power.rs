@@ -49,10 +49,23 @@ impl<A: Api> Run<'_, A> {
             return Err("interrupted before the shutdown; nothing was done".into());
         }
         // The record of the power-on this run owes, before anything is powered off.
+        let account = match client.account().await {
+            Ok(uuid) => Some(uuid),
+            Err(e) => {
+                self.report.warnings.push(format!(
+                    "the token's account could not be read ({e}): the record of the pending \
+                     power-on does not say which account it is for"
+                ));
+                None
+            }
+        };
         let entry = PendingPowerOn {
             droplet_id: id,
             droplet_name: droplet.name.clone(),
             since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            snapshot_name: Some(self.report.snapshot_name.clone()),
+            api_url: Some(client.api_url()),
+            account,
         };
         self.pending
             .record(&entry)
@@ -326,8 +339,10 @@ impl<A: Api> Run<'_, A> {
     fn left_off(&self, why: &str) -> String {
         let message = format!(
             "Droplet {} is left OFF: {why}; it stays recorded and tagged {PENDING_TAG}: power it \
-             on with `freezeframe recover` (with DIGITALOCEAN_TOKEN set), or in the control panel",
-            self.id
+             on with `freezeframe recover` (with DIGITALOCEAN_TOKEN set), or in the control \
+             panel{}",
+            self.id,
+            self.pending.where_recorded(self.id)
         );
         eprintln!("freezeframe: error: {message}");
         message

@@ -111,6 +111,12 @@ impl Fake {
 }
 
 impl Api for Fake {
+    fn api_url(&self) -> String {
+        "https://api.example".into()
+    }
+    async fn account(&self) -> Result<String, ApiError> {
+        Ok("account-1".into())
+    }
     async fn droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let world = self.0.lock().unwrap();
         Ok(Droplet {
@@ -336,6 +342,9 @@ async fn recover_powers_on_what_a_killed_run_left_off_and_clears_its_record() {
             droplet_id: ID,
             droplet_name: "db1".into(),
             since: "2026-01-01T00:00:00Z".into(),
+            snapshot_name: None,
+            api_url: None,
+            account: None,
         })
         .unwrap();
     let reports = recover(&api, &pending).await;

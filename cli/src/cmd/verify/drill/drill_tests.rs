@@ -163,6 +163,7 @@ impl Remote for Check {
         _: &str,
         _: &[String],
         _: &Pinned,
+        _: &LastTry,
     ) -> Result<MachineVerification, Stop> {
         match self {
             Check::Verified => Ok(serde_json::from_value(serde_json::json!({

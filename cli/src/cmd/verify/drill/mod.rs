@@ -26,7 +26,7 @@ mod text;
 use host_key::HostKey;
 #[cfg(test)]
 use remote::{pinned_options, ssh_verify};
-use remote::{Pinned, Remote, Ssh};
+use remote::{LastTry, Pinned, Remote, Ssh};
 pub(crate) use text::text;
 
 /// Every drill's resources carry this tag; `--cleanup` destroys what carries it.
@@ -300,6 +300,7 @@ async fn run_on(
         price_hourly: plan.size.price_hourly,
         ..DrillReport::default()
     }));
+    let last_try = LastTry::default();
     let stop = {
         let drill = restore_and_verify(
             client,
@@ -309,6 +310,7 @@ async fn run_on(
             &run_tag,
             &host_key,
             report.clone(),
+            &last_try,
         );
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
@@ -323,11 +325,16 @@ async fn run_on(
     let left_behind = cleanup(client, &run_tag).await;
     let mut report = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
     report.left_behind = left_behind;
+    // Cut short while ssh could not connect: what it said last is why.
+    let waiting_on = last_try
+        .get()
+        .map(|why| format!("; the last ssh attempt failed: {why}"))
+        .unwrap_or_default();
     report.error = stop.map(|stop| match stop {
         Stop::Failed(why) => why,
-        Stop::Interrupted(signal) => format!("interrupted by {signal}"),
+        Stop::Interrupted(signal) => format!("interrupted by {signal}{waiting_on}"),
         Stop::TimedOut => format!(
-            "the drill did not finish within {} (--timeout)",
+            "the drill did not finish within {} (--timeout){waiting_on}",
             humantime::format_duration(options.timeout)
         ),
     });
@@ -371,7 +378,9 @@ async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, 
 }
 
 /// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
-/// learns goes into `report` as it goes, so an interrupted drill still says what it made.
+/// learns goes into `report` as it goes, so an interrupted drill still says what it made, and
+/// why ssh could not connect into `last_try`.
+#[allow(clippy::too_many_arguments)]
 async fn restore_and_verify(
     client: &impl Api,
     remote: &impl Remote,
@@ -380,6 +389,7 @@ async fn restore_and_verify(
     run_tag: &str,
     host_key: &HostKey,
     report: Arc<Mutex<DrillReport>>,
+    last_try: &LastTry,
 ) -> Result<(), Stop> {
     let started = Instant::now();
     let note = |f: &dyn Fn(&mut DrillReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
@@ -444,7 +454,9 @@ async fn restore_and_verify(
         known_hosts: host_key.known_hosts(&alias)?,
         alias,
     };
-    let found = remote.verify(options, &address, &volume_names, &pinned).await?;
+    let found = remote
+        .verify(options, &address, &volume_names, &pinned, last_try)
+        .await?;
     note(&|r| {
         r.verified_seconds = Some(started.elapsed().as_secs_f64());
         r.verification = Some(found.clone());

@@ -317,3 +317,188 @@ fn qemus_mysql_sample_hook_holds_the_lock_through_the_window_twice_in_a_row() {
     }
     assert_eq!(images_in(&fs.dir.path().join("images")), 2);
 }
+
+/// Live processes (not zombies) whose command line is `cmdline` (arguments joined by spaces).
+fn pids_running(cmdline: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let line = std::fs::read(e.path().join("cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&line)
+                .trim_end_matches('\0')
+                .replace('\0', " ");
+            (line == cmdline && process_alive(pid)).then_some(pid as i32)
+        })
+        .collect()
+}
+
+/// The agent's record of resumes owed, as text (empty when there is none).
+fn pending_record(setup: &Setup) -> String {
+    std::fs::read_to_string(setup.fs.dir.path().join("run/pending-resumes")).unwrap_or_default()
+}
+
+/// `freezeframe-agent thaw`, as the unit's ExecStopPost runs it after a SIGKILLed agent; its
+/// output.
+fn thaw_for_dead_agent(setup: &Setup) -> String {
+    let thaw = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("thaw")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&thaw.stdout).into_owned();
+    assert!(
+        thaw.status.success(),
+        "thaw failed: {text}{}",
+        String::from_utf8_lossy(&thaw.stderr)
+    );
+    text
+}
+
+/// A `freeze` that exits leaving a process in its group, held until `thaw` (as QEMU's MySQL
+/// sample holds its lock session): with the agent SIGKILLed while frozen, `thaw` runs the hook's
+/// `thaw` while that process still lives, then ends what is left of it.
+#[test]
+fn what_a_freeze_left_running_is_ended_after_its_thaw_when_the_agent_was_sigkilled() {
+    let setup = Setup::new("");
+    let (pid_file, seen) = (
+        setup.fs.dir.path().join("session.pid"),
+        setup.fs.dir.path().join("session.seen"),
+    );
+    // Its `thaw` leaves the session alone (a `thaw` that fails to end it, or one that only
+    // tells it to finish), so only the resume can end it.
+    setup.hook(
+        "10-session",
+        &format!(
+            "case \"$1\" in\nfreeze) sleep 600.21 & echo $! > {pid} ;;\n\
+             thaw) kill -0 $(cat {pid}) && echo alive-at-thaw >> {seen} ;;\nesac",
+            pid = pid_file.display(),
+            seen = seen.display()
+        ),
+    );
+    let mut cmd = Command::new(agent_bin());
+    cmd.env("FAILPOINTS", "local-image-copy=sleep(60000)")
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["snapshot", "--json"]);
+    let (mut agent, _) = spawn_until_frozen(cmd, setup.fs.dir.path());
+    let session: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let record = pending_record(&setup);
+    assert!(
+        process_alive(session),
+        "the session outlives the agent, as it would a real one"
+    );
+    let text = thaw_for_dead_agent(&setup);
+    let alive_after = process_alive(session);
+    if alive_after {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(session as i32),
+            nix::sys::signal::SIGKILL,
+        );
+    }
+    assert!(
+        record
+            .lines()
+            .any(|l| l.starts_with("hook-left ") && l.ends_with("/10-session")),
+        "what the freeze left is recorded: {record}"
+    );
+    assert!(text.contains("10-session: thaw: done"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap_or_default(),
+        "alive-at-thaw\n",
+        "the thaw ran while the session lived"
+    );
+    assert!(!alive_after, "the session was ended after the thaw");
+    assert_eq!(pending_record(&setup), "", "nothing is owed any more");
+}
+
+/// A hook that times out is killed, with its group, before its group's record is forgotten: an
+/// agent SIGKILLed in between leaves the record, for `thaw` to kill what the hook started.
+#[test]
+fn a_timed_out_hook_is_killed_before_its_group_is_forgotten() {
+    let setup = Setup::new("hook_timeout = \"1s\"\n");
+    setup.hook(
+        "10-stuck",
+        "[ \"$1\" = freeze ] && { sleep 600.22 & wait; }; exit 0",
+    );
+    let mut agent = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["snapshot", "--json"])
+        .env("FAILPOINTS", "hook-killed-unforgotten=sleep(60000)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Between the kill and the record's change.
+    crate::phases::wait_in_failpoint_pause(&mut agent);
+    let record = pending_record(&setup);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let text = thaw_for_dead_agent(&setup);
+    // This test's own `sleep` (its fraction marks it), ended here whatever the outcome.
+    let survivors = pids_running("sleep 600.22");
+    for pid in &survivors {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+    }
+    assert!(
+        record
+            .lines()
+            .any(|l| l.starts_with("hook-running ") && l.ends_with("/10-stuck")),
+        "the group's record stays until the group is killed: {record}"
+    );
+    assert_eq!(survivors, Vec::<i32>::new(), "what the hook started runs on");
+    assert!(text.contains("10-stuck: thaw: done"), "{text}");
+    assert_eq!(
+        setup.log(),
+        ["10-stuck freeze", "10-stuck thaw"],
+        "its thaw ran, once"
+    );
+    assert_eq!(pending_record(&setup), "", "nothing is owed any more");
+}
+
+/// A runtime directory that hangs (here its first write, held by a fault point) fails the
+/// prepare within a bound, before the hook's `freeze` runs, instead of hanging the run.
+#[test]
+fn a_record_that_hangs_fails_the_prepare_within_its_bound_and_no_freeze_runs() {
+    let setup = Setup::new("");
+    setup.hook("10-db", "");
+    let mut agent = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["snapshot", "--json"])
+        .env("FAILPOINTS", "pending-write=1*sleep(600000)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Far past the bound (10 s), far short of the hang (600 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while agent.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            agent.kill().unwrap();
+            agent.wait().unwrap();
+            panic!("the run hangs with its record");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = agent.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["failed_phase"], "quiesce", "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot record hook") && error.contains("did not take the change within 10s"),
+        "{error}"
+    );
+    assert!(setup.log().is_empty(), "no hook ran unrecorded");
+    assert_eq!(images_in(&setup.images), 0);
+}

@@ -145,7 +145,7 @@ fn rcu_expedited() -> Option<String> {
 /// Waits until one of the agent's threads sleeps (the failpoint's `sleep(…)`; nothing else in a
 /// snapshot run sleeps so: its other threads wait on futexes and epoll), as its kernel stack
 /// says (`/proc/PID/task/TID/wchan`).
-fn wait_in_failpoint_pause(agent: &mut Child) {
+pub(crate) fn wait_in_failpoint_pause(agent: &mut Child) {
     let tasks = PathBuf::from(format!("/proc/{}/task", agent.id()));
     let sleeping = || {
         std::fs::read_dir(&tasks)

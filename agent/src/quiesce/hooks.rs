@@ -204,22 +204,39 @@ pub(crate) fn discover(dir: &Path) -> Result<Discovered, QuiesceError> {
     Ok(found)
 }
 
-/// Records in `runtime_dir` (when given) where `hook` is running, or that it no longer is.
-fn record_running(runtime_dir: Option<&Path>, hook: &Path, running: Option<Running>) {
+/// Records in `runtime_dir` (when given) that `hook` no longer runs, and, for a `freeze`, what
+/// it `left` running (its process group, or its unit): a resume for a dead agent ends that after
+/// the hook's `thaw`.
+fn record_ended(runtime_dir: Option<&Path>, hook: &Path, left: Option<Running>) {
     let Some(dir) = runtime_dir else { return };
-    let entry = Pending::Hook {
+    let mut entries = vec![Pending::hook(hook.to_path_buf())];
+    entries.extend(left.map(|left| Pending::HookLeft {
         path: hook.to_path_buf(),
-        running,
-    };
-    if let Err(e) = pending::add(dir, entry) {
-        // The hook itself stays recorded (its `thaw` is still owed); only what it starts could
-        // be missed by a resume for a dead agent.
+        left,
+    }));
+    if let Err(e) = pending::add_all(dir, entries) {
+        // What it ran in stays recorded as running (the hook was recorded before it ran): a
+        // resume for a dead agent ends it before the `thaw`, rather than after.
         tracing::warn!(
-            "cannot record hook {}'s process group in {}: {e}",
-            hook.display(),
-            dir.display()
+            "cannot record in {} that hook {} ended: {e}",
+            dir.display(),
+            hook.display()
         );
     }
+}
+
+/// What to do about hook `name` about to run with `arg`, unrecorded (`why`). A `freeze` that
+/// cannot be recorded must not run: what it started would outlive a SIGKILLed agent unseen and
+/// race the `thaw` run for it. A `thaw` runs even so: it is owed.
+fn refuse_unrecorded(name: &str, arg: &str, why: &str) -> Result<(), QuiesceError> {
+    if arg == "freeze" {
+        return Err(QuiesceError::new(format!(
+            "hook {name} freeze was not run: {why} (a resume for an agent killed meanwhile could \
+             not end what it starts; check that the runtime directory is writable and has room)"
+        )));
+    }
+    tracing::warn!("hook {name} {arg} runs unrecorded: {why}");
+    Ok(())
 }
 
 /// What a hook printed is kept up to this size for the log and the report.
@@ -422,7 +439,16 @@ async fn run_as_unit(
     let (mut pipe, write) =
         output_pipe().map_err(|e| failed(QuiesceError::with_source(format!("cannot run hook {name}"), e)))?;
     let unit = unit_name(name, arg);
-    record_running(runtime_dir, hook, Some(Running::Unit(unit.clone())));
+    if let Some(dir) = runtime_dir {
+        let running = Pending::Hook {
+            path: hook.to_path_buf(),
+            running: Some(Running::Unit(unit.clone())),
+        };
+        if let Err(e) = pending::add(dir, running) {
+            let why = format!("cannot record its unit in {}: {e}", dir.display());
+            refuse_unrecorded(name, arg, &why).map_err(failed)?;
+        }
+    }
     let run = units.run_transient(TransientRun {
         unit: &unit,
         description: format!("freezeframe hook {name} {arg}"),
@@ -439,7 +465,7 @@ async fn run_as_unit(
     .await;
     let result = match ended {
         Ok(Err(TransientError::NotStarted(e))) => {
-            record_running(runtime_dir, hook, None);
+            record_ended(runtime_dir, hook, None);
             return Err(HookFailure::NotStarted(e.to_string()));
         }
         Err(_) | Ok(Err(TransientError::TimedOut)) => Err(QuiesceError::new(format!(
@@ -454,12 +480,14 @@ async fn run_as_unit(
         Err(e) => {
             // Whatever is left of it goes now, before anything else runs.
             let _ = units.stop(&unit).await;
-            record_running(runtime_dir, hook, None);
+            record_ended(runtime_dir, hook, None);
             return Err(failed(e));
         }
     };
+    // The unit stays, with what the `freeze` left running in it, until every `thaw` ran.
+    let left = (arg == "freeze").then(|| Running::Unit(unit.clone()));
     started.push(unit);
-    record_running(runtime_dir, hook, None);
+    record_ended(runtime_dir, hook, left);
     output
         .finish(name, arg, pipe, status == 0, &format!("exit status: {status}"))
         .map_err(failed)
@@ -480,14 +508,14 @@ async fn run_as_child(
     let cannot_run = |e: std::io::Error| QuiesceError::with_source(format!("cannot run hook {name}"), e);
     let (mut pipe, write) = output_pipe().map_err(cannot_run)?;
     let record = |group: Option<ProcessGroup>| record_group(runtime_dir, hook, name, arg, group);
-    let mut spawned = spawn_recorded(hook, arg, &write, &record);
+    let mut spawned = spawn_or_end(hook, arg, &write, &record, runtime_dir).await;
     // A hook written a moment ago may still be open for writing in a process forked meanwhile
     // (the descriptor lives in the child until its exec): exec fails with ETXTBSY until then.
     for _ in 0..TEXT_BUSY_RETRIES {
         match &spawned {
-            Err(SpawnFailure::Spawn(e)) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+            Err(SpawnFailure::Spawn(e, _)) if e.raw_os_error() == Some(libc::ETXTBSY) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                spawned = spawn_recorded(hook, arg, &write, &record);
+                spawned = spawn_or_end(hook, arg, &write, &record, runtime_dir).await;
             }
             _ => break,
         }
@@ -496,7 +524,7 @@ async fn run_as_child(
     drop(write);
     let (mut child, running) = match spawned {
         Ok(spawned) => spawned,
-        Err(SpawnFailure::Spawn(e)) => return Err(cannot_run(e)),
+        Err(SpawnFailure::Spawn(e, _)) => return Err(cannot_run(e)),
         Err(SpawnFailure::Unrecorded(e)) => return Err(e),
     };
     let mut group = KillGroupOnDrop(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
@@ -505,36 +533,76 @@ async fn run_as_child(
     // The record of its group goes only once nothing of it can run on: after it exited, or
     // after its group was killed (an agent killed in between leaves the record, so `thaw`
     // still kills what the hook started before running its `thaw`).
-    let forget_group = || {
-        if running.is_some() {
-            record_running(runtime_dir, hook, None);
-        }
-    };
     let status = match exited {
+        Ok(Ok(status)) => status,
         Err(_) => {
-            drop(group);
-            forget_group();
-            return Err(QuiesceError::new(format!(
+            let error = QuiesceError::new(format!(
                 "hook {name} {arg} did not finish within {} and was killed, with everything it started",
                 humantime::format_duration(timeout)
-            )));
+            ));
+            return Err(end_unwaited(group, running, runtime_dir, hook, error));
         }
-        Ok(Err(e)) => {
-            drop(group);
-            forget_group();
-            return Err(cannot_run(e));
-        }
-        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(end_unwaited(group, running, runtime_dir, hook, cannot_run(e))),
     };
-    forget_group();
-    // It exited: what it left running (a lock session held until `thaw`) is its own business.
+    // It exited: what it left running (a lock session held until `thaw`) is its own business,
+    // but stays recorded after a `freeze`, for a resume after a SIGKILLed agent to end once it
+    // ran the hook's `thaw`.
     group.0 = None;
+    if let Some(running) = running {
+        let left = (arg == "freeze" && !running.members().is_empty()).then_some(Running::Group(running));
+        record_ended(runtime_dir, hook, left);
+    }
     output.finish(name, arg, pipe, status.success(), &status.to_string())
 }
 
+/// Ends a hook the run no longer waits for (timed out, or its wait failed): kills its process
+/// group, then forgets the group's record (in that order: an agent killed in between leaves the
+/// record, and `thaw` kills what the hook started), and returns `error`.
+fn end_unwaited(
+    group: KillGroupOnDrop,
+    recorded: Option<ProcessGroup>,
+    runtime_dir: Option<&Path>,
+    hook: &Path,
+    error: QuiesceError,
+) -> QuiesceError {
+    drop(group);
+    fault_point!("hook-killed-unforgotten");
+    if recorded.is_some() {
+        record_ended(runtime_dir, hook, None);
+    }
+    error
+}
+
+/// [`spawn_recorded`], and when the spawn reports an error after the hook was recorded and let
+/// run (tokio could not watch the process it started, which then runs on), kills the recorded
+/// group and only then forgets its record, as for a hook that timed out.
+async fn spawn_or_end(
+    hook: &Path,
+    arg: &str,
+    output: &std::os::fd::OwnedFd,
+    record: &(dyn Fn(Option<ProcessGroup>) -> Result<(), QuiesceError> + Sync),
+    runtime_dir: Option<&Path>,
+) -> Result<(tokio::process::Child, Option<ProcessGroup>), SpawnFailure> {
+    match spawn_recorded(hook, arg, output, record) {
+        Err(SpawnFailure::Spawn(e, Some(group))) => {
+            let killed = group.kill_leftovers(Duration::from_secs(5)).await;
+            // The leader is the agent's own child, unwaited: no zombie stays behind.
+            group.reap_leader();
+            if killed > 0 {
+                tracing::warn!(
+                    "hook {}: its start failed ({e}) after it ran: killed {killed} processes",
+                    hook.display()
+                );
+            }
+            record_ended(runtime_dir, hook, None);
+            Err(SpawnFailure::Spawn(e, None))
+        }
+        other => other,
+    }
+}
+
 /// Records (in `runtime_dir`, when given) the process group `group` of hook `name` about to run
-/// with `arg`. A `freeze` that cannot be recorded must not run: what it started would outlive a
-/// SIGKILLed agent unseen and race the `thaw` run for it. A `thaw` runs even so: it is owed.
+/// with `arg`; see [`refuse_unrecorded`] for one that cannot be recorded.
 fn record_group(
     runtime_dir: Option<&Path>,
     hook: &Path,
@@ -556,21 +624,15 @@ fn record_group(
     };
     match recorded {
         Ok(()) => Ok(()),
-        Err(why) if arg == "freeze" => Err(QuiesceError::new(format!(
-            "hook {name} freeze was not run: {why} (a resume for an agent killed meanwhile could \
-             not end what it starts; check that the runtime directory is writable and has room)"
-        ))),
-        Err(why) => {
-            tracing::warn!("hook {name} {arg} runs unrecorded: {why}");
-            Ok(())
-        }
+        Err(why) => refuse_unrecorded(name, arg, &why),
     }
 }
 
 /// Why a hook's process did not start.
 enum SpawnFailure {
-    /// Fork or exec failed.
-    Spawn(std::io::Error),
+    /// Fork or exec failed; with the group recorded when the hook was recorded and let run
+    /// before the spawn said so (it may be running).
+    Spawn(std::io::Error, Option<ProcessGroup>),
     /// Its process group could not be recorded: it was killed before it ran.
     Unrecorded(QuiesceError),
 }
@@ -590,10 +652,11 @@ fn spawn_recorded(
     record: &(dyn Fn(Option<ProcessGroup>) -> Result<(), QuiesceError> + Sync),
 ) -> Result<(tokio::process::Child, Option<ProcessGroup>), SpawnFailure> {
     use std::os::fd::AsRawFd;
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnFailure::Spawn(e.into()));
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnFailure::Spawn(e.into(), None));
     let (hello_r, hello_w) = pipe()?;
     let (release_r, release_w) = pipe()?;
-    let out = || output.try_clone().map_err(SpawnFailure::Spawn);
+    let out = || output.try_clone().map_err(|e| SpawnFailure::Spawn(e, None));
     let mut command = tokio::process::Command::new(hook);
     command
         .without_secrets()
@@ -617,7 +680,7 @@ fn spawn_recorded(
     }
     std::thread::scope(|scope| {
         let recorder = scope.spawn(move || record_then_release(hello_r, release_w, record));
-        let spawned = command.spawn();
+        let spawned = as_reported(hook, command.spawn());
         // The command holds the output pipe's write ends, the hook has its own copies now.
         drop(command);
         // With no child left that could still say its pid, the recorder reads end-of-file.
@@ -628,10 +691,45 @@ fn spawn_recorded(
         match (spawned, recorded) {
             // Recording failed: the held process was killed, whatever the spawn says.
             (_, Err(e)) => Err(SpawnFailure::Unrecorded(e)),
-            (Err(e), Ok(_)) => Err(SpawnFailure::Spawn(e)),
+            // Recorded and released, yet reported failed: the caller ends the group.
+            (Err(e), Ok(group)) => Err(SpawnFailure::Spawn(e, group)),
             (Ok(child), Ok(group)) => Ok((child, group)),
         }
     })
+}
+
+/// What the spawn of `hook` reported. Fault point `hook-spawn-lost`, configured
+/// `return(NAME)`: the spawn of hook NAME reports an error although the hook runs, as tokio's
+/// does when it cannot watch a process it started (that process then runs on, unwaited).
+#[cfg(feature = "failpoints")]
+fn as_reported(
+    hook: &Path,
+    spawned: std::io::Result<tokio::process::Child>,
+) -> std::io::Result<tokio::process::Child> {
+    let lost = || -> Option<String> {
+        fail::fail_point!("hook-spawn-lost", |name| name);
+        None
+    };
+    let ours = lost().is_some_and(|name| hook.file_name().is_some_and(|f| f == name.as_str()));
+    match spawned {
+        Ok(child) if ours => {
+            // Unwatched, as tokio leaves it: neither killed nor waited for.
+            std::mem::forget(child);
+            Err(std::io::Error::other(
+                "the hook's start was lost (fault point hook-spawn-lost)",
+            ))
+        }
+        spawned => spawned,
+    }
+}
+
+/// What the spawn of a hook reported.
+#[cfg(not(feature = "failpoints"))]
+fn as_reported(
+    _hook: &Path,
+    spawned: std::io::Result<tokio::process::Child>,
+) -> std::io::Result<tokio::process::Child> {
+    spawned
 }
 
 /// The agent's side of [`spawn_recorded`]: reads the held child's pid, records its group, then
@@ -651,8 +749,9 @@ fn record_then_release(
     fault_point!("hook-spawned-unrecorded");
     match record(group) {
         Ok(()) => {
-            // A child that died meanwhile makes this fail (EPIPE): the spawn says why.
-            let _ = nix::unistd::write(&release, &[RELEASE]);
+            // A child that died meanwhile makes this fail (EPIPE): the spawn says why. A signal
+            // to this thread (EINTR) is no reason to leave the hook held.
+            while let Err(nix::errno::Errno::EINTR) = nix::unistd::write(&release, &[RELEASE]) {}
             Ok(group)
         }
         Err(e) => {
@@ -788,9 +887,10 @@ impl Quiescer for HookDir {
             {
                 failures.push(crate::errors::error_chain(&e));
             }
-            // Its `thaw` ran; a failure is this run's to report, not one to repeat later.
+            // Its `thaw` ran; a failure is this run's to report, not one to repeat later. What
+            // its `freeze` left running was the `thaw`'s to end (and its unit is stopped below).
             if let Some(dir) = &self.runtime_dir {
-                let _ = pending::remove(dir, &Pending::hook(hook.clone()));
+                let _ = pending::remove_hook(dir, hook);
             }
         }
         self.started = 0;
@@ -1063,5 +1163,164 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "thaw\n");
+    }
+
+    /// Live processes (not zombies) whose command line mentions `needle`.
+    fn running(needle: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+                (!zombie && String::from_utf8_lossy(&cmdline).contains(needle)).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// A spawn that reports an error after the hook was recorded and let run: the hook may be
+    /// running (tokio could not watch it), so its group is killed, and only then forgotten.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test]
+    async fn a_hook_whose_spawn_fails_after_it_ran_is_killed_before_its_group_is_forgotten() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        let h = hook(d.path(), "10-lost", "sleep 600.17 & wait");
+        let runtime = d.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        // Only this hook's spawn is lost: other tests run hooks alongside.
+        fail::cfg("hook-spawn-lost", "return(10-lost)").unwrap();
+        let result = run_as_child(&h, "10-lost", "freeze", Duration::from_secs(10), Some(&runtime)).await;
+        fail::remove("hook-spawn-lost");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("cannot run hook 10-lost"), "{err}");
+        let survivors = running(&h.display().to_string());
+        for pid in &survivors {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+        }
+        assert_eq!(survivors, Vec::<i32>::new(), "the lost hook runs on");
+        assert_eq!(
+            pending::recorded(&runtime),
+            [Pending::hook(h.clone())],
+            "its group is forgotten once killed"
+        );
+    }
+
+    /// A `freeze` that exits leaving processes in its group (a lock session held until `thaw`)
+    /// leaves them recorded until its `thaw` ran.
+    #[tokio::test]
+    async fn what_a_freeze_leaves_running_is_recorded_until_its_thaw_ran() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "hooks run as root: run the tests as root"
+        );
+        let d = dir();
+        let pid_file = d.path().join("bg.pid");
+        hook(
+            d.path(),
+            "10-lock",
+            &format!(
+                "case \"$1\" in\nfreeze) sleep 600.18 & echo $! > {pid} ;;\nthaw) kill $(cat {pid}) ;;\nesac",
+                pid = pid_file.display()
+            ),
+        );
+        hook(d.path(), "20-plain", "true");
+        let runtime = d.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        let mut hooks =
+            HookDir::new(d.path().to_path_buf(), Duration::from_secs(10)).recorded_in(Some(runtime.clone()));
+        hooks.check(&[]).await.unwrap();
+        hooks.prepare().await.unwrap();
+        let recorded = pending::recorded(&runtime);
+        let left: Vec<&Pending> = recorded
+            .iter()
+            .filter(|e| matches!(e, Pending::HookLeft { .. }))
+            .collect();
+        assert!(
+            matches!(left[..], [Pending::HookLeft { path, left: Running::Group(_) }] if path.ends_with("10-lock")),
+            "{recorded:?}"
+        );
+        hooks.resume().await.unwrap();
+        assert_eq!(pending::recorded(&runtime), [], "forgotten once the thaw ran");
+    }
+
+    /// systemd that records the transient units asked for, and says each exited 0.
+    #[derive(Default)]
+    struct RunsRecorded(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Units for RunsRecorded {
+        async fn list_active(
+            &self,
+            _: &[&str],
+        ) -> Result<Vec<crate::systemd::UnitState>, crate::systemd::SystemdError> {
+            Ok(Vec::new())
+        }
+        async fn describe(
+            &self,
+            unit: &str,
+        ) -> Result<crate::systemd::UnitState, crate::systemd::SystemdError> {
+            Err(crate::systemd::SystemdError::Unreachable(unit.into()))
+        }
+        async fn freeze(&self, _: &str) -> Result<(), crate::systemd::SystemdError> {
+            Ok(())
+        }
+        async fn thaw(&self, _: &str) -> Result<(), crate::systemd::SystemdError> {
+            Ok(())
+        }
+        async fn stop(&self, _: &str) -> Result<(), crate::systemd::SystemdError> {
+            Ok(())
+        }
+        async fn start(&self, _: &str) -> Result<(), crate::systemd::SystemdError> {
+            Ok(())
+        }
+        async fn run_transient(&self, run: TransientRun<'_>) -> Result<i32, TransientError> {
+            self.0.lock().unwrap().push(run.argv.join(" "));
+            Ok(0)
+        }
+    }
+
+    /// As a child: a `freeze` whose unit cannot be recorded is not run, a `thaw` is.
+    #[tokio::test]
+    async fn a_freeze_whose_unit_cannot_be_recorded_is_not_run_and_a_thaw_is() {
+        let d = dir();
+        let h = hook(d.path(), "10-db", "true");
+        let runtime = d.path().join("not-a-dir");
+        std::fs::write(&runtime, "").unwrap();
+        let units = RunsRecorded::default();
+        let mut started = Vec::new();
+        let timeout = Duration::from_secs(10);
+        let freeze = run_as_unit(
+            &h,
+            "10-db",
+            "freeze",
+            timeout,
+            Some(&runtime),
+            &units,
+            &mut started,
+        )
+        .await;
+        let err = match freeze {
+            Err(HookFailure::Failed(e)) => e.to_string(),
+            Err(HookFailure::NotStarted(why)) => panic!("fell back to a child: {why}"),
+            Ok(()) => panic!("the freeze ran unrecorded"),
+        };
+        assert!(
+            err.contains("hook 10-db freeze was not run: cannot record its unit in"),
+            "{err}"
+        );
+        assert_eq!(*units.0.lock().unwrap(), Vec::<String>::new(), "the freeze ran");
+        assert!(
+            run_as_unit(&h, "10-db", "thaw", timeout, Some(&runtime), &units, &mut started)
+                .await
+                .is_ok(),
+            "the thaw is owed"
+        );
+        assert_eq!(*units.0.lock().unwrap(), [format!("{} thaw", h.display())]);
     }
 }

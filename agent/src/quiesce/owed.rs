@@ -1,11 +1,12 @@
 //! The resumes a dead agent owed, done from its record (`pending.rs`) by `thaw` and the next
-//! run: units thawed or started, what a cut-short hook left running ended, then its `thaw`.
+//! run: units thawed or started, what a cut-short hook left running ended, then its `thaw`, then
+//! what its `freeze` left running (a lock session the `thaw` was to end).
 
 use super::hooks;
 use super::pending::{recorded, remove, Pending, Running};
 use crate::systemd::{SystemdError, Units};
 use crate::transaction::ports::QuiesceError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why an owed resume failed.
@@ -21,15 +22,25 @@ pub(crate) enum OwedError {
 }
 
 /// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
-/// resumed (or gone). Returns what happened to each.
+/// resumed (or gone). Returns what happened to each. What a hook's `freeze` left running is ended
+/// right after that hook's `thaw` (which may need it, as a lock session's client), and belongs
+/// to the hook's outcome.
 pub(crate) async fn resume_recorded(
     runtime_dir: &Path,
     units: &dyn Units,
     hook_timeout: Duration,
 ) -> Vec<(Pending, Result<(), OwedError>)> {
+    let entries = recorded(runtime_dir);
+    let hooks: Vec<PathBuf> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Pending::Hook { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
     let mut outcomes = Vec::new();
-    for entry in recorded(runtime_dir).into_iter().rev() {
-        let outcome = match &entry {
+    for entry in entries.iter().rev() {
+        let outcome = match entry {
             Pending::FrozenUnit(unit) => match units.describe(unit).await {
                 Ok(state) if state.freezer_state == "running" || state.load_state != "loaded" => Ok(()),
                 Ok(_) => units.thaw(unit).await.map_err(OwedError::Unit),
@@ -41,35 +52,62 @@ pub(crate) async fn resume_recorded(
                 Err(e) => Err(e.into()),
             },
             Pending::Hook { path, running } => {
-                match running {
-                    Some(Running::Group(group)) => {
-                        let killed = group.kill_leftovers(Duration::from_secs(5)).await;
-                        if killed > 0 {
-                            tracing::warn!(
-                                "hook {}: killed {killed} processes left running by the dead agent's run",
-                                path.display()
-                            );
-                        }
-                    }
-                    Some(Running::Unit(unit)) => {
-                        if let Err(e) = units.stop(unit).await {
-                            tracing::warn!("hook {}: cannot stop {unit}: {e}", path.display());
-                        }
-                    }
-                    None => {}
+                if let Some(running) = running {
+                    end(path, running, units).await;
                 }
-                hooks::thaw_recorded(path, hook_timeout, units)
+                let thawed = hooks::thaw_recorded(path, hook_timeout, units)
                     .await
-                    .map_err(OwedError::Hook)
+                    .map_err(OwedError::Hook);
+                // The `thaw` ran (or cannot): what the `freeze` left goes now, or never.
+                for left in entries.iter() {
+                    if let Pending::HookLeft { path: p, left } = left {
+                        if p == path {
+                            end(path, left, units).await;
+                        }
+                    }
+                }
+                thawed
+            }
+            // Ended after its hook's `thaw`, above; alone (its hook's `thaw` already ran), now.
+            Pending::HookLeft { path, .. } if hooks.contains(path) => continue,
+            Pending::HookLeft { path, left } => {
+                end(path, left, units).await;
+                Ok(())
             }
         };
         // A unit's state can be checked again later; a hook's `thaw` is not repeated.
-        if outcome.is_ok() || matches!(entry, Pending::Hook { .. }) {
-            let _ = remove(runtime_dir, &entry);
+        match entry {
+            Pending::Hook { path, .. } => {
+                let _ = super::pending::remove_hook(runtime_dir, path);
+            }
+            _ if outcome.is_ok() => {
+                let _ = remove(runtime_dir, entry);
+            }
+            _ => {}
         }
-        outcomes.push((entry, outcome));
+        outcomes.push((entry.clone(), outcome));
     }
     outcomes
+}
+
+/// Ends what is left of a hook's run: kills its process group, or stops its unit.
+async fn end(hook: &Path, running: &Running, units: &dyn Units) {
+    match running {
+        Running::Group(group) => {
+            let killed = group.kill_leftovers(Duration::from_secs(5)).await;
+            if killed > 0 {
+                tracing::warn!(
+                    "hook {}: killed {killed} processes left running by the dead agent's run",
+                    hook.display()
+                );
+            }
+        }
+        Running::Unit(unit) => {
+            if let Err(e) = units.stop(unit).await {
+                tracing::warn!("hook {}: cannot stop {unit}: {e}", hook.display());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

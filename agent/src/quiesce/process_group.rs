@@ -17,30 +17,36 @@ pub(crate) struct ProcessGroup {
     pub leader_start: u64,
 }
 
-/// What `/proc/PID/stat` says of a process: (process group, start time).
-fn stat(pid: i32) -> Option<(i32, u64)> {
+/// What `/proc/PID/stat` says of a process: (process group, start time, whether it is a zombie:
+/// dead, waiting for its parent to reap it).
+fn stat(pid: i32) -> Option<(i32, u64, bool)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields are counted after
     // its closing parenthesis, from field 3 (state).
     let fields: Vec<&str> = text.get(text.rfind(')')? + 1..)?.split_whitespace().collect();
-    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+    Some((
+        fields.get(2)?.parse().ok()?,
+        fields.get(19)?.parse().ok()?,
+        fields.first() == Some(&"Z"),
+    ))
 }
 
 impl ProcessGroup {
     /// The group `leader` leads (a child spawned with `process_group(0)`).
     pub(crate) fn led_by(leader: u32) -> Option<ProcessGroup> {
-        let (group, start) = stat(leader as i32)?;
+        let (group, start, _) = stat(leader as i32)?;
         (group == leader as i32).then_some(ProcessGroup {
             id: group,
             leader_start: start,
         })
     }
 
-    /// The processes still in this group. Empty when the group is gone, or when its id now
-    /// belongs to a different leader (a leader alive with another start time). While any member
-    /// of a group lives, the kernel does not hand its id to a new process.
+    /// The processes still running in this group (zombies, dead already, are not). Empty when
+    /// the group is gone, or when its id now belongs to a different leader (a leader alive with
+    /// another start time). While any member of a group lives, the kernel does not hand its id
+    /// to a new process.
     pub(crate) fn members(&self) -> Vec<i32> {
-        if let Some((_, start)) = stat(self.id) {
+        if let Some((_, start, _)) = stat(self.id) {
             if start != self.leader_start {
                 return Vec::new();
             }
@@ -50,8 +56,18 @@ impl ProcessGroup {
         };
         entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| stat(*pid).is_some_and(|(group, _)| group == self.id))
+            .filter(|pid| stat(*pid).is_some_and(|(group, _, zombie)| group == self.id && !zombie))
             .collect()
+    }
+
+    /// Reaps the group's leader, when it is still the process that led it and a child of this
+    /// one that nothing waits for (a spawn that failed after the fork), once it has died.
+    pub(crate) fn reap_leader(&self) {
+        if stat(self.id).is_some_and(|(_, start, zombie)| start == self.leader_start && zombie) {
+            // Still that process (its pid is not free while unreaped), so only it is reaped.
+            let _ =
+                nix::sys::wait::waitpid(Pid::from_raw(self.id), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
     }
 
     /// SIGKILLs what is left of the group and waits (up to `wait`) until it is gone; returns how

@@ -89,6 +89,8 @@ pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError>
         path: image.to_path_buf(),
         problem: e.to_string(),
     })?;
+    refuse_folder(image)?;
+    super::live::refuse_mounted(image)?;
     // The tools that parse the image run in a sandbox, reading it through a device of theirs.
     let tools = ToolBox::new(image, &scratch.join("stage")).map_err(VerifyError::Tool)?;
     match partition_table(&tools)? {
@@ -98,6 +100,26 @@ pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError>
             Ok(Findings::Filesystem(verify_image(image, scratch)?))
         }
     }
+}
+
+/// Refuses a folder, naming the images in it (a local-image snapshot's folder holds one per
+/// filesystem, and its manifest).
+fn refuse_folder(image: &Path) -> Result<(), VerifyError> {
+    if !image.is_dir() {
+        return Ok(());
+    }
+    let mut images: Vec<PathBuf> = std::fs::read_dir(image)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| PathBuf::from(entry.file_name()))
+        .filter(|name| name.extension().is_some_and(|x| x == "img"))
+        .collect();
+    images.sort();
+    Err(VerifyError::Folder {
+        path: image.to_path_buf(),
+        images,
+    })
 }
 
 /// The partition table of the image in `tools`, if it has one.

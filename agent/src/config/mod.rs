@@ -63,6 +63,18 @@ pub enum ConfigError {
         /// What is wrong and what to write instead.
         problem: String,
     },
+    /// As `Invalid`, with the file and line that set the key (a drop-in, say).
+    #[error("invalid `{key}` in {path}, line {line}: {problem}")]
+    InvalidAt {
+        /// The file whose value counts (the last that sets the key).
+        path: PathBuf,
+        /// The key's line in it, from 1.
+        line: usize,
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        problem: String,
+    },
 }
 
 /// Validated settings: every value typed, checked and defaulted.
@@ -300,7 +312,19 @@ impl ConfigSources {
             }
         }
         let files: Vec<(&Path, &str)> = texts.iter().map(|(path, text)| (*path, text.as_str())).collect();
-        Settings::validate(parse(&files)?)
+        // A value found wrong after the merge is placed in the file that set it.
+        Settings::validate(parse(&files)?).map_err(|e| match e {
+            ConfigError::Invalid { key, problem } => match merge::origin(&files, key) {
+                Some((path, line)) => ConfigError::InvalidAt {
+                    path: path.to_path_buf(),
+                    line,
+                    key,
+                    problem,
+                },
+                None => ConfigError::Invalid { key, problem },
+            },
+            other => other,
+        })
     }
 }
 
@@ -322,10 +346,24 @@ pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigE
     duration(text).map_err(|problem| ConfigError::Invalid { key, problem })
 }
 
-/// A duration, or what is wrong with it and how to write it.
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like \"20s\", \"1500ms\" or \"2m\""))
+/// A duration, or what is wrong with it and how to write it, in words of ours (the parser's
+/// own, "expected number at 0", tell a reader nothing).
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+    use humantime::DurationError;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        let why = match e {
+            DurationError::UnknownUnit { unit, .. } => {
+                format!(" (`{unit}` is not a unit: use ms, s, m, h or d)")
+            }
+            DurationError::NumberOverflow => " (too long)".to_string(),
+            DurationError::Empty => " (it is empty)".to_string(),
+            DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => String::new(),
+        };
+        format!(
+            "`{text}` is not a duration{why}: write a number and its unit, like \"30s\", \"1500ms\" \
+             or \"2m\""
+        )
+    })
 }
 
 /// Parses a duration and requires it within `range` (inclusive): a typo like "1000000d" is an

@@ -163,7 +163,7 @@ pub(crate) async fn dry_run(settings: &Settings, request: &JobRequest) -> Result
         ProviderSettings::LocalImage { image_dir } => Box::new(LocalImage::checking_only(image_dir.clone())),
         ProviderSettings::DigitalOcean(_) => provider(settings),
     };
-    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir);
+    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir).checking_only();
     let preflight = Transaction {
         filesystems: &mut filesystems,
         provider: provider.as_mut(),

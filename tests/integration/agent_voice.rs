@@ -39,7 +39,10 @@ fn thaw_refuses_a_path_that_is_not_a_mountpoint_and_thaws_nothing() {
     let config = local_image_config(&fs, "");
     std::fs::create_dir_all(fs.path("sub")).unwrap();
     for (args, expected) in [
-        (vec!["thaw", "/no/such/path"], "/no/such/path does not exist".to_string()),
+        (
+            vec!["thaw", "/no/such/path"],
+            "/no/such/path does not exist".to_string(),
+        ),
         (
             vec!["thaw", "--json", "/no/such/path"],
             "/no/such/path does not exist".to_string(),
@@ -174,7 +177,10 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
     let out = droplet.agent().args(["snapshot", "--dry-run"]).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("Provider: digitalocean"), "the plan too: {stdout}");
+    assert!(
+        stdout.contains("Provider: digitalocean"),
+        "the plan too: {stdout}"
+    );
     assert!(
         stdout.contains("Preflight: a snapshot now would FAIL (exit 1): digitalocean provider: cannot read Droplet 3164444")
             && stdout.contains("HTTP 401"),
@@ -239,8 +245,7 @@ fn a_refused_token_is_told_from_a_missing_scope() {
     let (_, report) = droplet.snapshot(&[]);
     let error = report["error"].as_str().unwrap();
     assert!(
-        error.contains("the token lacks a scope this needs (HTTP 403")
-            && error.contains("droplet:read"),
+        error.contains("the token lacks a scope this needs (HTTP 403") && error.contains("droplet:read"),
         "{error}"
     );
     assert!(!error.contains("revoked"), "{error}");
@@ -294,7 +299,7 @@ fn a_drop_in_that_breaks_the_configuration_is_named_with_its_line() {
     let dropins = config.parent().unwrap().join("config.d");
     std::fs::create_dir_all(&dropins).unwrap();
     let dropin = dropins.join("50-keep.toml");
-    for (text, expected, not) in [
+    for (written, expected, not) in [
         (
             "# keep more\n[history]\nkeep = 0\n",
             format!("invalid `history.keep` in {}, line 3:", dropin.display()),
@@ -306,12 +311,12 @@ fn a_drop_in_that_breaks_the_configuration_is_named_with_its_line() {
             "expected number",
         ),
     ] {
-        std::fs::write(&dropin, text).unwrap();
+        std::fs::write(&dropin, written).unwrap();
         let out = agent(&config).arg("plan").output().unwrap();
         let (_, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
-        assert!(stderr.contains(&expected), "{text}: {stderr}");
-        assert!(!stderr.contains(not), "{text}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{written}: {stderr}");
+        assert!(stderr.contains(&expected), "{written}: {stderr}");
+        assert!(!stderr.contains(not), "{written}: {stderr}");
     }
     std::fs::remove_file(&dropin).unwrap();
     let out = agent(&config)
@@ -321,7 +326,8 @@ fn a_drop_in_that_breaks_the_configuration_is_named_with_its_line() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("`ten seconds` is not a duration: write a number") && !stderr.contains("expected number"),
+        stderr.contains("`ten seconds` is not a duration: write a number")
+            && !stderr.contains("expected number"),
         "{stderr}"
     );
 }
@@ -340,7 +346,10 @@ fn a_local_image_run_says_where_its_images_are_and_publishes_plain_numbers() {
         &config,
         kit.replace(
             "[metrics]\ntextfile_dir = \"\"\n",
-            &format!("[metrics]\ntextfile_dir = {:?}\n", textfiles.display().to_string()),
+            &format!(
+                "[metrics]\ntextfile_dir = {:?}\n",
+                textfiles.display().to_string()
+            ),
         ),
     )
     .unwrap();
@@ -351,10 +360,16 @@ fn a_local_image_run_says_where_its_images_are_and_publishes_plain_numbers() {
     let report = json(&out);
     let folder = fs.dir.path().join("images/here-1");
     assert_eq!(report["location"], folder.display().to_string(), "{report:#}");
-    let out = agent(&config).args(["snapshot", "--name", "here-2"]).output().unwrap();
+    let out = agent(&config)
+        .args(["snapshot", "--name", "here-2"])
+        .output()
+        .unwrap();
     let (stdout, _) = text(&out);
     assert!(
-        stdout.contains(&format!("stored in {}", fs.dir.path().join("images/here-2").display())),
+        stdout.contains(&format!(
+            "stored in {}",
+            fs.dir.path().join("images/here-2").display()
+        )),
         "{stdout}"
     );
 
@@ -372,10 +387,8 @@ fn a_local_image_run_says_where_its_images_are_and_publishes_plain_numbers() {
             "{line}"
         );
     }
-    let docs = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/metrics.md"),
-    )
-    .unwrap();
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/metrics.md"))
+        .unwrap();
     let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
         docs.contains(

@@ -69,7 +69,7 @@ enum NotAMountpoint {
     #[error("{} is not a directory, so not a mountpoint", .0.display())]
     NotADirectory(PathBuf),
     #[error(
-        "{} is not a mountpoint: it is inside the filesystem mounted at {} (give that)",
+        "{} is not a mountpoint: it is inside the filesystem mounted at {}",
         .path.display(),
         .holder.display()
     )]

@@ -503,7 +503,10 @@ fn a_value_found_wrong_after_the_merge_names_the_file_and_line_that_set_it() {
     std::fs::write(&dropin, "# fewer\n\n[history]\nkeep = 0\n").unwrap();
     let err = ConfigSources::explicit(&main).load().unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("invalid `history.keep` in {}, line 4: ", dropin.display())),
+        err.starts_with(&format!(
+            "invalid `history.keep` in {}, line 4: ",
+            dropin.display()
+        )),
         "{err}"
     );
     // In a list of tables, the table that has the key.

@@ -93,8 +93,8 @@ fn loop_devices_of(dev: u64, ino: u64) -> Vec<u64> {
         let Ok(backing) = std::fs::read_to_string(path.join("loop/backing_file")) else {
             continue;
         };
-        let same = std::fs::metadata(backing.trim_end_matches('\n'))
-            .is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        let same =
+            std::fs::metadata(backing.trim_end_matches('\n')).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
         if same {
             found.extend(read_dev(&path.join("dev")));
         }

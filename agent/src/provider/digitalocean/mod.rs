@@ -359,7 +359,9 @@ impl SnapshotProvider for DigitalOcean {
                 ),
                 ApiError::Unauthorized { status: 401, .. } => (
                     "",
-                    format!("store a new token with `freezeframe-agent setup-token` (it writes {token_file})"),
+                    format!(
+                        "store a new token with `freezeframe-agent setup-token` (it writes {token_file})"
+                    ),
                 ),
                 ApiError::Unauthorized { .. } => (
                     "",
@@ -374,7 +376,8 @@ impl SnapshotProvider for DigitalOcean {
                 ),
             };
             // The fix in the message too: the report is where a failed run is read.
-            ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e).with_fix(fix)
+            ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e)
+                .with_fix(fix)
         })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(

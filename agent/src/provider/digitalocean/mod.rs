@@ -329,7 +329,8 @@ fn no_droplet_id(metadata_url: &str, e: ApiError) -> ProviderError {
             set_id.to_string(),
         ),
     };
-    ProviderError::with_source(format!("{message}; {fix}"), e).with_fix(fix)
+    // The message holds the cause in its own words: the fix ends it.
+    ProviderError::new(format!("{message}; {fix}")).with_fix(fix)
 }
 
 fn api(context: &str, e: ApiError) -> ProviderError {

@@ -165,6 +165,7 @@ const AGENT: Layers = &[
             "guard::record",
             "history",
             "job",
+            "kernel::mountinfo",
             "kernel::sys",
             "log",
             "metrics",

@@ -343,26 +343,41 @@ fn dropins(dir: &Path) -> Vec<(PathBuf, bool)> {
 
 /// Parses a duration such as `20s`, `1500ms` or `2m`.
 pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    duration(text).map_err(|problem| ConfigError::Invalid { key, problem })
+    duration(text).map_err(|e| ConfigError::Invalid {
+        key,
+        problem: e.to_string(),
+    })
 }
 
-/// A duration, or what is wrong with it and how to write it, in words of ours (the parser's
-/// own, "expected number at 0", tell a reader nothing).
-pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+/// A text that is not a duration, and how to write one, in words of ours (the parser's own,
+/// "expected number at 0", tell a reader nothing).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{text}` is not a duration{}: write a number and its unit, like \"30s\", \"1500ms\" or \"2m\"",
+    why(.problem)
+)]
+pub(crate) struct BadDuration {
+    text: String,
+    /// Not a source: its words are the parser's.
+    problem: humantime::DurationError,
+}
+
+/// What is wrong, where the parser's error says something a reader can use.
+fn why(problem: &humantime::DurationError) -> String {
     use humantime::DurationError;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        let why = match e {
-            DurationError::UnknownUnit { unit, .. } => {
-                format!(" (`{unit}` is not a unit: use ms, s, m, h or d)")
-            }
-            DurationError::NumberOverflow => " (too long)".to_string(),
-            DurationError::Empty => " (it is empty)".to_string(),
-            DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => String::new(),
-        };
-        format!(
-            "`{text}` is not a duration{why}: write a number and its unit, like \"30s\", \"1500ms\" \
-             or \"2m\""
-        )
+    match problem {
+        DurationError::UnknownUnit { unit, .. } => format!(" (`{unit}` is not a unit: use ms, s, m, h or d)"),
+        DurationError::NumberOverflow => " (too long)".to_string(),
+        DurationError::Empty => " (it is empty)".to_string(),
+        DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => String::new(),
+    }
+}
+
+/// A duration, or what is wrong with it and how to write it.
+pub(crate) fn duration(text: &str) -> Result<Duration, BadDuration> {
+    humantime::parse_duration(text.trim()).map_err(|problem| BadDuration {
+        text: text.to_string(),
+        problem,
     })
 }
 
@@ -659,10 +674,43 @@ fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
     }
 }
 
+/// An API address the token must not be sent to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiUrlError {
+    /// Not a URL at all.
+    #[error("`{url}` is not a URL ({problem})")]
+    NotUrl {
+        /// The address as given.
+        url: String,
+        /// What the URL parser said.
+        problem: String,
+    },
+    /// Plain http to another machine: the token would cross the network in the clear.
+    #[error(
+        "`{url}` is plain http to another machine: the API token would cross the network \
+         unencrypted; use https://"
+    )]
+    Cleartext {
+        /// The address as given.
+        url: String,
+    },
+    /// Neither https nor http.
+    #[error("`{url}` is a {scheme}: URL; the API is reached over https://")]
+    Scheme {
+        /// The address as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
 /// The API's address (`digitalocean.api_url`, the CLI's `--api-url`): the token goes there,
 /// so only over TLS, except to this machine itself (a simulator, a local proxy).
-pub fn check_api_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+pub fn check_api_url(url: &str) -> Result<(), ApiUrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| ApiUrlError::NotUrl {
+        url: url.to_string(),
+        problem: e.to_string(),
+    })?;
     let host = parsed.host_str().unwrap_or_default();
     // `localhost` counts as this machine: the API client resolves it to 127.0.0.1/::1 itself,
     // never through NSS (which could ask DNS where /etc/hosts lacks it).
@@ -675,13 +723,11 @@ pub fn check_api_url(url: &str) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        "http" => Err(format!(
-            "`{url}` is plain http to another machine: the API token would cross the network \
-             unencrypted; use https://"
-        )),
-        other => Err(format!(
-            "`{url}` is a {other}: URL; the API is reached over https://"
-        )),
+        "http" => Err(ApiUrlError::Cleartext { url: url.to_string() }),
+        other => Err(ApiUrlError::Scheme {
+            url: url.to_string(),
+            scheme: other.to_string(),
+        }),
     }
 }
 
@@ -719,7 +765,10 @@ fn validate_digitalocean(f: schema::DigitalOceanSection) -> Result<DigitalOceanS
         api_url: {
             let key = "digitalocean.api_url";
             let url = validate_url(key, f.api_url)?;
-            check_api_url(&url).map_err(|problem| ConfigError::Invalid { key, problem })?;
+            check_api_url(&url).map_err(|e| ConfigError::Invalid {
+                key,
+                problem: e.to_string(),
+            })?;
             url
         },
         metadata_url: validate_url("digitalocean.metadata_url", f.metadata_url)?,

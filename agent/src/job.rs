@@ -13,7 +13,9 @@ use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeError};
 use crate::transaction::ports::{Barrier, SnapshotProvider};
-use crate::transaction::{Interrupt, Observer, Report, Retention, SnapshotSpec, Transaction};
+use crate::transaction::{
+    Interrupt, NoObserver, Observer, Refusal, Report, Retention, SnapshotSpec, Transaction,
+};
 use crate::{dbus, logind, metrics, systemd};
 pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
 
@@ -108,15 +110,114 @@ pub(crate) async fn snapshot_plan(settings: &Settings) -> Result<SnapshotPlan, P
     let plan = freeze_plan_off_workers(settings).await?;
     let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
-    Ok(SnapshotPlan {
+    Ok(describe(settings, plan, &quiesce))
+}
+
+/// The plan as `plan` shows it.
+fn describe(settings: &Settings, plan: Plan, quiesce: &QuiescePlan) -> SnapshotPlan {
+    SnapshotPlan {
         provider: settings.snapshot.provider.name().to_string(),
         max_freeze: settings.freeze.max_freeze,
-        quiesce: quiesce_lines(&quiesce),
-        databases: detection(&quiesce),
+        quiesce: quiesce_lines(quiesce),
+        databases: detection(quiesce),
         not_quiesced: quiesce.unquiesced(),
         freeze_order: plan.targets,
         skipped: plan.skipped,
+    }
+}
+
+/// What a dry run found: the plan, and what a run would meet before its freeze.
+pub(crate) struct DryRun {
+    pub(crate) plan: SnapshotPlan,
+    /// The quiescers' warnings, or why the run would stop.
+    pub(crate) preflight: Result<Vec<String>, WouldFail>,
+}
+
+/// Why a run would stop before it quiesced or froze anything.
+pub(crate) enum WouldFail {
+    /// The runtime directory is unusable, or another run holds it.
+    Runtime(RuntimeError),
+    /// The transaction's preflight refused (the filesystems, the provider, a quiescer).
+    Preflight(Refusal),
+}
+
+impl std::fmt::Display for WouldFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WouldFail::Runtime(e) => write!(f, "{e}"),
+            WouldFail::Preflight(refusal) => write!(f, "{}", refusal.message),
+        }
+    }
+}
+
+/// A dry run: the plan, then everything a run checks before it quiesces or freezes (the
+/// runtime directory and its lock, the filesystems, the provider with its token and its
+/// Droplet, the quiescers), with nothing made, locked, recovered or recorded.
+pub(crate) async fn dry_run(settings: &Settings, request: &JobRequest) -> Result<DryRun, JobError> {
+    if let Some(name) = &request.name {
+        naming::check_name(name).map_err(JobError::Name)?;
+    }
+    if settings.snapshot.strategy == crate::config::Strategy::Offline {
+        return Err(JobError::Offline);
+    }
+    let plan = freeze_plan(settings)?;
+    let bus = dbus::system_bus().await.ok();
+    let quiesce = quiesce_plan(settings, bus.as_ref()).await;
+    let described = describe(settings, plan.clone(), &quiesce);
+    if let Err(e) = runtime::check_usable(&settings.runtime_dir) {
+        return Ok(DryRun {
+            plan: described,
+            preflight: Err(WouldFail::Runtime(e)),
+        });
+    }
+    let mut provider = match &settings.snapshot.provider {
+        ProviderSettings::LocalImage { image_dir } => {
+            Provider::LocalImage(LocalImage::checking_only(image_dir.clone()))
+        }
+        ProviderSettings::DigitalOcean(_) => provider(settings),
+    };
+    let mut filesystems = LiveFilesystems::new(plan.targets.clone(), &settings.runtime_dir).checking_only();
+    let preflight = Transaction {
+        filesystems: &mut filesystems,
+        provider: provider.port(),
+        quiescers: quiesce.quiescers(),
+        observer: &NoObserver,
+        spec: SnapshotSpec {
+            name: std::sync::Arc::new(snapshot_name(settings, request, None)),
+            max_freeze: settings.freeze.max_freeze,
+            wait: request.wait,
+            on_quiesce_failure: settings.quiesce.on_failure,
+            retention: None,
+            unquiesced: quiesce.unquiesced(),
+        },
+        skipped: plan.skipped,
+        interrupt: Interrupt::never(),
+        barrier: None,
+    }
+    .preflight_only()
+    .await
+    .map_err(WouldFail::Preflight);
+    Ok(DryRun {
+        plan: described,
+        preflight,
     })
+}
+
+/// The name a run gives its snapshot: the one asked for, or the template's (a group member's
+/// carries its group's id).
+fn snapshot_name(settings: &Settings, request: &JobRequest, group: Option<String>) -> SnapshotName {
+    match &request.name {
+        Some(name) => SnapshotName::Fixed(name.clone()),
+        None => SnapshotName::Template {
+            template: match &group {
+                Some(_) => settings.snapshot.group_name_template.clone(),
+                None => settings.snapshot.name_template.clone(),
+            },
+            host: naming::hostname(),
+            at: std::time::SystemTime::now(),
+            group,
+        },
+    }
 }
 
 /// The quiescers a plan lists, in prepare order.
@@ -198,18 +299,7 @@ pub(crate) async fn execute(
     }
     let plan = freeze_plan_off_workers(settings).await?;
     let ours = own_names(settings);
-    let name = match &request.name {
-        Some(name) => SnapshotName::Fixed(name.clone()),
-        None => SnapshotName::Template {
-            template: match &barrier {
-                Some(_) => settings.snapshot.group_name_template.clone(),
-                None => settings.snapshot.name_template.clone(),
-            },
-            host: ours.host.clone(),
-            at: std::time::SystemTime::now(),
-            group: barrier.as_ref().map(|b| b.group().to_string()),
-        },
-    };
+    let name = snapshot_name(settings, request, barrier.as_ref().map(|b| b.group().to_string()));
     let (_runtime_dir, lock) = runtime::open_locked(&settings.runtime_dir).await?;
     let bus = dbus::system_bus().await.ok();
     // What an earlier, dead agent left: its filesystems thawed, then the resumes it owed.

@@ -32,12 +32,26 @@ impl Family<'_> {
         for (key, v) in extra {
             let _ = write!(labels, ",{key}=\"{}\"", escape(v));
         }
-        let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        let _ = writeln!(self.out, "{name}{{{labels}}} {}", number(value));
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.begin(name, "gauge", help);
         self.sample(name, &[], value);
+    }
+}
+
+/// A sample's value as written: whole numbers without a fraction, others to the microsecond
+/// (seconds made from milliseconds carry float noise, `0.21572999999999998`, past that).
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        return format!("{value:.0}");
+    }
+    let text = format!("{value:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "" | "-0" => "0".to_string(),
+        text => text.to_string(),
     }
 }
 
@@ -50,12 +64,17 @@ fn escape(value: &str) -> String {
 }
 
 /// The metrics of `history` (and of the last restore drill, when there was one), labelled
-/// with the Droplet (`droplet`: its id, or this host's name where the provider has none) and,
-/// for the last run's own figures, its consistency group.
+/// with the Droplet (`droplet`: its id, as the newest run that learned it recorded it; this
+/// host's name where no run did, as under local-image, which has no Droplet) and, for the last
+/// run's own figures, its consistency group. A run that failed before it learned the id (a
+/// refused token) does not change the label: the series stay one.
 pub(crate) fn render(history: &History, drill: Option<&LastDrill>, host: &str) -> String {
     let last = history.runs.last();
-    let droplet = last
-        .and_then(|r| r.droplet_id)
+    let droplet = history
+        .runs
+        .iter()
+        .rev()
+        .find_map(|r| r.droplet_id)
         .map_or_else(|| host.to_string(), |id| id.to_string());
     let base = format!("droplet=\"{}\"", escape(&droplet));
     let mut out = String::new();
@@ -483,6 +502,42 @@ mod tests {
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             assert_eq!(text.matches(line).count(), 1, "{line} twice");
         }
+    }
+
+    #[test]
+    fn seconds_are_written_without_float_noise() {
+        let mut history = History::default();
+        let mut noisy = run(Status::Succeeded, Some(Consistency::Application), None);
+        noisy.frozen_ms = 215.73;
+        noisy.request_ms = 0.0004;
+        history.add(noisy, 10);
+        let text = render(&history, None, "web");
+        assert!(
+            text.contains("freezeframe_last_run_frozen_seconds{droplet=\"3164444\"} 0.21573\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezeframe_last_run_request_seconds{droplet=\"3164444\"} 0\n"),
+            "{text}"
+        );
+        assert_eq!(number(1_764_000_001.0), "1764000001");
+        assert_eq!(number(0.1 + 0.2), "0.3");
+        assert_eq!(number(-0.0000001), "0");
+    }
+
+    #[test]
+    fn a_run_that_never_learned_the_droplet_keeps_its_label() {
+        let mut history = History::default();
+        history.add(run(Status::Succeeded, Some(Consistency::Application), None), 10);
+        let mut refused = run(Status::Failed, None, None);
+        refused.droplet_id = None;
+        history.add(refused, 10);
+        let text = render(&history, None, "web");
+        assert!(
+            text.contains("freezeframe_runs_total{droplet=\"3164444\",result=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("droplet=\"web\""), "{text}");
     }
 
     #[test]

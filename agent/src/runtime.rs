@@ -201,6 +201,38 @@ fn thaw_record(dir: &Path) -> std::io::Result<(Vec<RecoveredFilesystem>, bool)> 
 
 /// Refuses a runtime directory that is a link, not a folder, or one that anyone but root (or
 /// this process's own user) could write: its records say what root thaws, starts and runs.
+/// What a run would find in the runtime directory at `path`, changing nothing (a dry run): a
+/// folder others could write is refused, and a lock another run holds is busy. A folder or lock
+/// that does not exist yet is one a run would make.
+pub(crate) fn check_usable(path: &Path) -> Result<(), RuntimeError> {
+    match check_private(path) {
+        Err(RuntimeError::Dir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(())
+        }
+        other => other?,
+    }
+    let lock = path.join(LOCK_FILE);
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&lock)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(|source| RuntimeError::Dir { path: lock, source })?,
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_released_on_drop) => Ok(()),
+        Err((mut file, nix::Error::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Err(RuntimeError::Busy {
+                pid: text.trim().parse().ok(),
+            })
+        }
+        Err(_) => Ok(()),
+    }
+}
+
 fn check_private(path: &Path) -> Result<(), RuntimeError> {
     let meta = std::fs::symlink_metadata(path).map_err(|source| RuntimeError::Dir {
         path: path.to_path_buf(),

@@ -103,6 +103,9 @@ pub fn report(report: &Report) -> String {
     if let Some(id) = &report.snapshot_id {
         let _ = writeln!(out, "  snapshot: {id}");
     }
+    if let Some(place) = &report.location {
+        let _ = writeln!(out, "  stored in {place}");
+    }
     for p in &report.pruned {
         let _ = writeln!(out, "  deleted old snapshot {} ({})", p.id, p.name);
     }

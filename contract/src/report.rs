@@ -140,6 +140,10 @@ pub struct Report {
     /// Its size as the provider reports it, with --wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_size_bytes: Option<u64>,
+    /// Where the snapshot is kept, when that is a place on this machine (local-image: its
+    /// folder, which holds an image per filesystem and a manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// Snapshots of attached volumes, taken in the same frozen window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<VolumeSnapshotRef>,
@@ -215,6 +219,7 @@ impl Report {
             action_id: None,
             snapshot_id: None,
             snapshot_size_bytes: None,
+            location: None,
             volume_snapshots: Vec::new(),
             pruned: Vec::new(),
             consistency: None,

@@ -11,12 +11,9 @@ use std::time::Duration;
 /// A failed API call, with what DigitalOcean said. Never holds the token.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The token was refused (401, 403).
-    #[error(
-        "the DigitalOcean API refused the token (HTTP {status}: {message}{}); it needs a token with \
-         the scopes {scopes} (the API cannot list a token's scopes, so check them in the control panel)",
-        request_id_suffix(.request_id)
-    )]
+    /// The token was refused: 401, a token the API does not accept (mistyped, expired or
+    /// revoked); 403, a token without a scope the call needs.
+    #[error("{}", refused(*.status, .message, .request_id, .scopes))]
     Unauthorized {
         /// 401 or 403.
         status: u16,
@@ -87,6 +84,22 @@ pub enum ApiError {
         /// What did not fit.
         problem: String,
     },
+}
+
+/// A refused token's one cause, by status.
+fn refused(status: u16, message: &str, request_id: &Option<String>, scopes: &str) -> String {
+    let answer = format!("HTTP {status}: {message}{}", request_id_suffix(request_id));
+    if status == 401 {
+        format!(
+            "the DigitalOcean API does not accept the token ({answer}): it is mistyped, expired or \
+             revoked; replace it with a new one (with the scopes {scopes})"
+        )
+    } else {
+        format!(
+            "the token lacks a scope this needs ({answer}): it needs the scopes {scopes} (the API \
+             cannot list a token's scopes, so check them in the control panel)"
+        )
+    }
 }
 
 fn request_id_suffix(id: &Option<String>) -> String {

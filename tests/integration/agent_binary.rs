@@ -339,15 +339,17 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
     let lfs = scratch_fs(Fs::Ext4);
     let setup = Setup::new(&[&lfs.mountpoint], "20s");
 
-    let cases: Vec<(String, &str)> =
-        vec![
+    let cases: Vec<(String, &str)> = vec![
         (
             "[freeze]\nmax_frezee = \"5s\"\n".into(),
             "unknown field `max_frezee`",
         ),
         ("[freeze]\nmax_freeze = \"10m\"\n".into(), "between 1s and 5m"),
         // What the user wrote is echoed as written.
-        ("[freeze]\nmax_freeze = \"999h\"\n".into(), "`999h` is out of range: it must be between 1s and 5m"),
+        (
+            "[freeze]\nmax_freeze = \"999h\"\n".into(),
+            "`999h` is out of range: it must be between 1s and 5m",
+        ),
         (
             format!(
                 "[freeze]\nmountpoints = [{:?}]\n",
@@ -362,10 +364,16 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
         // Hostile or mistyped values: each named, nothing started.
         (
             "[agent]\nruntime_dir = \"/run/../etc/x\"\n".into(),
-            "`agent.runtime_dir` in the configuration: `/run/../etc/x` must be an absolute path without `..`",
+            "config.d/90-test.toml, line 2: `/run/../etc/x` must be an absolute path without `..`",
         ),
-        ("[quiesce]\nhooks_dir = \"hooks\"\n".into(), "must be an absolute path"),
-        ("[freeze]\nmax_freeze = \"-5s\"\n".into(), "`-5s` is not a duration"),
+        (
+            "[quiesce]\nhooks_dir = \"hooks\"\n".into(),
+            "must be an absolute path",
+        ),
+        (
+            "[freeze]\nmax_freeze = \"-5s\"\n".into(),
+            "`-5s` is not a duration",
+        ),
         (
             "[freeze]\nmax_freeze = \"99999999999999999999999h\"\n".into(),
             "is not a duration",
@@ -374,13 +382,19 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "[freeze]\nmax_freeze = 5\n".into(),
             "`5` has no unit: write a duration as a string with its unit, like \"5s\"",
         ),
-        ("[quiesce]\nhook_timeout = \"1000000d\"\n".into(), "between 1s and 1h"),
+        (
+            "[quiesce]\nhook_timeout = \"1000000d\"\n".into(),
+            "between 1s and 1h",
+        ),
         ("[quiesce]\nhook_timeout = \"0s\"\n".into(), "between 1s and 1h"),
         (
             "[[quiescer]]\nkind = \"redis\"\ntimeout = \"9999h\"\n".into(),
             "`quiescer.timeout`",
         ),
-        ("[[quiescer]]\nkind = \"oracle\"\n".into(), "unknown variant `oracle`"),
+        (
+            "[[quiescer]]\nkind = \"oracle\"\n".into(),
+            "unknown variant `oracle`",
+        ),
         (
             format!("[freeze]\nmountpoints = [\"/{}\"]\n", "a".repeat(5000)),
             "is not a mountpoint",

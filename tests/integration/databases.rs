@@ -458,7 +458,7 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
     let mountpoint = fs.mountpoint.display().to_string();
     let redis_dir = redis_socket.parent().unwrap().display().to_string();
     let boot = format!(
-        "set -e\ndev=$(losetup --find --show {copy})\ntrap 'umount -l {mp}; losetup -d $dev' EXIT\n\
+        "set -e\n{new_boot}dev=$(losetup --find --show {copy})\ntrap 'umount -l {mp}; losetup -d $dev' EXIT\n\
          mount $dev {mp}\n\
          runuser -u postgres -- {pg_ctl} -w -D {mp}/pg/data -l {pg_sockets}/restored.log \
            -o \"-p 5432 -k {pg_sockets} -c listen_addresses=''\" start >/dev/null\n\
@@ -480,6 +480,7 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
         maria_dir = maria_socket.parent().unwrap().display(),
         agent = agent_bin().display(),
         config = bare.display(),
+        new_boot = NEW_BOOT,
     );
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &boot])
@@ -517,11 +518,15 @@ fn verify_on_a_restored_machine_checks_the_databases_its_boot_started() {
     assert_eq!(mariadb["ok"], true, "{mariadb:#}");
     assert_eq!(rows_in(mariadb, "app.rows"), 300, "{mariadb:#}");
 
-    // A machine whose databases did not come up: said, after the wait given.
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&bare)
-        .args(["verify", "--json", "--wait", "1s"])
+    // A machine whose databases did not come up: said, after the wait given (booted anew, so
+    // it is not the machine that took the snapshot, still in that boot).
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "{NEW_BOOT}exec {} --config {} verify --json --wait 1s",
+            agent_bin().display(),
+            bare.display()
+        ))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -122,7 +122,7 @@ fn a_refused_token_fails_in_preflight_and_names_the_scopes() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(report["failed_phase"], "preflight");
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("refused the token (HTTP 401"), "{error}");
+    assert!(error.contains("does not accept the token (HTTP 401"), "{error}");
     assert!(error.contains("request id sim-"), "{error}");
     for scope in ["droplet:read", "droplet:update", "image:create", "actions:read"] {
         assert!(error.contains(scope), "{error}");

@@ -70,7 +70,7 @@ fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
     std::fs::write(
         &boot,
         format!(
-            "set -e\n. \"$1\"; shift\n\
+            "set -e\n. \"$1\"; shift\n{new_boot}\
              dev=$(losetup --find --show \"$disk\"); vdevs=''\n\
              trap 'umount {disk_mp} 2>/dev/null; losetup -d $dev; for v in $vdevs; do losetup -d $v; done' EXIT\n\
              mount \"$dev\" {disk_mp}\n\
@@ -84,6 +84,7 @@ fn restoring_ssh(droplet: &Droplet, machines: &Path) -> PathBuf {
             links = links.display(),
             agent = agent_bin().display(),
             config = config.display(),
+            new_boot = NEW_BOOT,
         ),
     )
     .unwrap();

@@ -80,6 +80,7 @@ impl SnapshotProvider for WindowProbe {
             action_id: "probe".into(),
             completed: true,
             volume_snapshots: Vec::new(),
+            location: None,
         })
     }
     async fn wait_completed(&mut self, _: &Registration) -> Result<Completion, ProviderError> {
@@ -385,6 +386,7 @@ impl SnapshotProvider for CopyingProvider {
             action_id: "copy".into(),
             completed: self.at_request,
             volume_snapshots: Vec::new(),
+            location: None,
         })
     }
     async fn wait_completed(&mut self, _: &Registration) -> Result<Completion, ProviderError> {

@@ -2,6 +2,7 @@
 //! `cargo test --workspace` (see docs/src/testing.md). One test binary, so the build is shared.
 
 mod agent_binary;
+mod agent_voice;
 mod cli;
 mod contract;
 mod dashboard;

@@ -178,6 +178,7 @@ const AGENT: Layers = &[
             "guard::record",
             "history",
             "job",
+            "kernel::mountinfo",
             "kernel::sys",
             "log",
             "metrics",

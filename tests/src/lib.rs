@@ -263,6 +263,12 @@ pub fn write_config(path: &Path, mountpoints: &[&Path], runtime: &Path, images: 
     .unwrap();
 }
 
+/// A shell snippet that, in a mount namespace of its own, gives what runs after it a boot id of
+/// its own, as a machine restored from a snapshot has booted anew (`verify` refuses the machine
+/// whose markers carry the current boot's id: the one that took the snapshot).
+pub const NEW_BOOT: &str = "boot_id=$(mktemp); cat /proc/sys/kernel/random/uuid > \"$boot_id\"; \
+    mount --bind \"$boot_id\" /proc/sys/kernel/random/boot_id; rm -f \"$boot_id\"\n";
+
 /// The `[history]` and `[metrics]` of a test's configuration: the record in `dir`, no metrics
 /// file (the defaults are this machine's /var/lib, which no test may touch). First in the
 /// file, so that what a test appends stays in the section it follows.

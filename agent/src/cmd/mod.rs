@@ -81,7 +81,10 @@ impl<T, E: Into<Failure>> Context<T> for Result<T, E> {
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Failure {
         let exit = match &e {
-            ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Invalid { .. } => Exit::Usage,
+            ConfigError::Read { .. }
+            | ConfigError::Parse { .. }
+            | ConfigError::Invalid { .. }
+            | ConfigError::InvalidAt { .. } => Exit::Usage,
         };
         Failure {
             exit,
@@ -109,7 +112,7 @@ fn plan_exit(e: &PlanFromSystemError) -> Exit {
     }
 }
 
-fn runtime_exit(e: &RuntimeError) -> Exit {
+pub(crate) fn runtime_exit(e: &RuntimeError) -> Exit {
     match e {
         RuntimeError::Busy { .. } => Exit::Busy,
         RuntimeError::Dir { .. } => Exit::Failed,
@@ -150,7 +153,11 @@ impl From<ServiceError> for Failure {
 impl From<VerifyError> for Failure {
     fn from(e: VerifyError) -> Failure {
         let exit = match &e {
-            VerifyError::Unreadable { .. } | VerifyError::UnknownFilesystem { .. } => Exit::Usage,
+            VerifyError::Unreadable { .. }
+            | VerifyError::UnknownFilesystem { .. }
+            | VerifyError::Folder { .. }
+            | VerifyError::Mounted { .. }
+            | VerifyError::LiveMachine { .. } => Exit::Usage,
             VerifyError::Tool(_) => Exit::Failed,
         };
         Failure {
@@ -260,14 +267,7 @@ pub fn main() -> ExitCode {
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot::run(config, &args),
-        Command::Plan { json } => snapshot::run(
-            config,
-            &snapshot::SnapshotArgs {
-                json,
-                dry_run: true,
-                ..Default::default()
-            },
-        ),
+        Command::Plan { json } => snapshot::plan(config, json),
         Command::Thaw(args) => thaw::run(config, &args),
         Command::Run => run(config),
         Command::Verify(args) => verify::run(config, &args),

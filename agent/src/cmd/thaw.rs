@@ -5,8 +5,8 @@
 
 use super::{Exit, Failure};
 use crate::config::{DEFAULT_HOOK_TIMEOUT, DEFAULT_RUNTIME_DIR};
-use crate::guard::record::{self, ThawOutcome};
-use crate::kernel::sys;
+use crate::guard::record;
+use crate::kernel::{mountinfo, sys};
 use crate::runtime::{self, Recovered};
 use std::path::{Path, PathBuf};
 
@@ -27,16 +27,21 @@ pub(crate) fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failur
     let (recovered, place) = if args.mountpoints.is_empty() {
         recover(config, args.runtime_dir.as_deref())?
     } else {
-        let filesystems = args
+        // Every path is checked before anything is thawed: a typo thaws nothing.
+        let opened = args
             .mountpoints
             .iter()
-            .map(|mp| {
-                let outcome = match sys::open_mountpoint(mp) {
-                    Ok(fd) => record::thaw_one(&fd),
-                    Err(e) => ThawOutcome::Failed(format!("cannot open: {e}")),
-                };
-                crate::runtime::recovered_filesystem((mp.clone(), outcome))
-            })
+            .map(|mp| open_mountpoint(mp).map(|fd| (mp.clone(), fd)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Failure::usage(anyhow::anyhow!(
+                    "{e}; name the mountpoint of a frozen filesystem (as findmnt lists it), or none \
+                     to thaw what the record in the runtime directory lists; nothing was thawed"
+                ))
+            })?;
+        let filesystems = opened
+            .into_iter()
+            .map(|(mp, fd)| crate::runtime::recovered_filesystem((mp, record::thaw_one(&fd))))
             .collect();
         let named = Recovered {
             filesystems,
@@ -54,6 +59,56 @@ pub(crate) fn run(config: Option<&Path>, args: &ThawArgs) -> Result<Exit, Failur
     } else {
         Exit::Success
     })
+}
+
+/// Why a path named to `thaw` is refused.
+#[derive(Debug, thiserror::Error)]
+enum NotAMountpoint {
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("{} is not a directory, so not a mountpoint", .0.display())]
+    NotADirectory(PathBuf),
+    #[error(
+        "{} is not a mountpoint: it is inside the filesystem mounted at {}",
+        .path.display(),
+        .holder.display()
+    )]
+    Inside { path: PathBuf, holder: PathBuf },
+    #[error("cannot open {}: {problem}", .path.display())]
+    Unreadable { path: PathBuf, problem: String },
+}
+
+/// Opens `path`, which must be where a filesystem is mounted (FITHAW would thaw whatever
+/// filesystem holds any path; naming a folder inside one is a mistake to point out).
+fn open_mountpoint(path: &Path) -> Result<std::os::fd::OwnedFd, NotAMountpoint> {
+    let unreadable = |problem: String| NotAMountpoint::Unreadable {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let fd = match sys::open_mountpoint(path) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => return Err(NotAMountpoint::Missing(path.to_path_buf())),
+        Err(nix::Error::ENOTDIR) => return Err(NotAMountpoint::NotADirectory(path.to_path_buf())),
+        Err(e) => return Err(unreadable(e.desc().to_string())),
+    };
+    // The mount the opened folder belongs to, and where that mount is: reads only, which a
+    // frozen filesystem answers.
+    let mount_id = sys::mount_id_of(&fd).map_err(|e| unreadable(e.to_string()))?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| unreadable(e.to_string()))?;
+    let mounts = mountinfo::parse(&table).map_err(|e| unreadable(e.to_string()))?;
+    let holder = mounts
+        .iter()
+        .find(|m| m.mount_id == mount_id)
+        .map(|m| m.mountpoint.clone())
+        .ok_or_else(|| unreadable("its mount is not in /proc/self/mountinfo".into()))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
+    if canonical != holder {
+        return Err(NotAMountpoint::Inside {
+            path: path.to_path_buf(),
+            holder,
+        });
+    }
+    Ok(fd)
 }
 
 /// Recovers the runtime directory the arguments or the configuration name.

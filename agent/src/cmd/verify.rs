@@ -26,7 +26,7 @@ pub(crate) struct VerifyArgs {
     /// How long each database this machine runs may take to come up (its boot may still be
     /// recovering it)
     #[arg(long, value_name = "DURATION", default_value = "15m", conflicts_with = "image",
-          value_parser = humantime::parse_duration)]
+          value_parser = crate::config::duration)]
     wait: std::time::Duration,
     /// Print the findings as JSON
     #[arg(long)]

@@ -59,6 +59,46 @@ pub fn parse(files: &[(&Path, &str)]) -> Result<ConfigFile, ConfigError> {
 }
 }
 
+/// The file, and the line in it, whose value of `key` (`section.key`; in a list of tables
+/// such as `[[quiescer]]`, any of its tables' `key`) the merge kept: the last file that sets
+/// it. Where no file sets the whole key (a key missing from a table), the last file that sets
+/// the most of it. `None` when no file names even its section.
+pub(crate) fn origin<'f>(files: &[(&'f Path, &str)], key: &str) -> Option<(&'f Path, usize)> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut best: Option<(usize, &'f Path, usize)> = None;
+    for (path, text) in files {
+        let Ok(table) = DeTable::parse(text) else {
+            continue;
+        };
+        let Some((depth, at)) = deepest(table.get_ref(), &parts) else {
+            continue;
+        };
+        // A later file that sets as much wins, as in the merge.
+        if best.is_none_or(|(most, _, _)| depth >= most) {
+            let line = text[..at.min(text.len())].matches('\n').count() + 1;
+            best = Some((depth, path, line));
+        }
+    }
+    best.map(|(_, path, line)| (path, line))
+}
+
+/// How many of `parts` `table` holds, and where the last of them is written.
+fn deepest(table: &DeTable<'_>, parts: &[&str]) -> Option<(usize, usize)> {
+    let (first, rest) = parts.split_first()?;
+    let value = table.get(*first)?;
+    let here = (1, value.span().start);
+    let below = match value.get_ref() {
+        DeValue::Table(inner) => deepest(inner, rest),
+        // The last table of a list that has the key.
+        DeValue::Array(items) => items.iter().rev().find_map(|item| match item.get_ref() {
+            DeValue::Table(inner) => deepest(inner, rest),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some(below.map_or(here, |(depth, at)| (depth + 1, at)))
+}
+
 /// Merges `later` into `earlier`: tables key by key, anything else replaced (with the later
 /// file's key and position).
 fn merge<'i>(earlier: &mut DeTable<'i>, later: DeTable<'i>) {

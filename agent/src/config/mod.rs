@@ -69,6 +69,18 @@ pub enum ConfigError {
         /// What is wrong and what to write instead.
         problem: String,
     },
+    /// As `Invalid`, with the file and line that set the key (a drop-in, say).
+    #[error("invalid `{key}` in {path}, line {line}: {problem}")]
+    InvalidAt {
+        /// The file whose value counts (the last that sets the key).
+        path: PathBuf,
+        /// The key's line in it, from 1.
+        line: usize,
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        problem: String,
+    },
 }
 
 /// Validated settings: every value typed, checked and defaulted.
@@ -306,7 +318,19 @@ impl ConfigSources {
             }
         }
         let files: Vec<(&Path, &str)> = texts.iter().map(|(path, text)| (*path, text.as_str())).collect();
-        Settings::validate(parse(&files)?)
+        // A value found wrong after the merge is placed in the file that set it.
+        Settings::validate(parse(&files)?).map_err(|e| match e {
+            ConfigError::Invalid { key, problem } => match merge::origin(&files, key) {
+                Some((path, line)) => ConfigError::InvalidAt {
+                    path: path.to_path_buf(),
+                    line,
+                    key,
+                    problem,
+                },
+                None => ConfigError::Invalid { key, problem },
+            },
+            other => other,
+        })
     }
 }
 
@@ -333,19 +357,35 @@ pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigE
 }
 }
 
-/// A text that is not a duration, and how to write one.
+/// A text that is not a duration, and how to write one, in words of ours (the parser's own,
+/// "expected number at 0", tell a reader nothing).
 #[derive(Debug, thiserror::Error)]
-#[error("`{text}` is not a duration ({source}); write it like \"20s\", \"1500ms\" or \"2m\"")]
+#[error(
+    "`{text}` is not a duration{}: write a number and its unit, like \"30s\", \"1500ms\" or \"2m\"",
+    why(.problem)
+)]
 pub(crate) struct BadDuration {
     text: String,
-    source: humantime::DurationError,
+    /// Not a source: its words are the parser's.
+    problem: humantime::DurationError,
+}
+
+/// What is wrong, where the parser's error says something a reader can use.
+fn why(problem: &humantime::DurationError) -> String {
+    use humantime::DurationError;
+    match problem {
+        DurationError::UnknownUnit { unit, .. } => format!(" (`{unit}` is not a unit: use ms, s, m, h or d)"),
+        DurationError::NumberOverflow => " (too long)".to_string(),
+        DurationError::Empty => " (it is empty)".to_string(),
+        DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => String::new(),
+    }
 }
 
 /// A duration, or what is wrong with it and how to write it.
-fn duration(text: &str) -> Result<Duration, BadDuration> {
-    humantime::parse_duration(text.trim()).map_err(|source| BadDuration {
+pub(crate) fn duration(text: &str) -> Result<Duration, BadDuration> {
+    humantime::parse_duration(text.trim()).map_err(|problem| BadDuration {
         text: text.to_string(),
-        source,
+        problem,
     })
 }
 

@@ -503,3 +503,29 @@ fn an_error_in_a_drop_in_names_that_file_its_line_and_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_value_found_wrong_after_the_merge_names_the_file_and_line_that_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    std::fs::write(&main, "[history]\nkeep = 10\n").unwrap();
+    std::fs::create_dir(dir.path().join("config.d")).unwrap();
+    let dropin = dir.path().join("config.d/50-x.toml");
+    std::fs::write(&dropin, "# fewer\n\n[history]\nkeep = 0\n").unwrap();
+    let err = ConfigSources::explicit(&main).load().unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "invalid `history.keep` in {}, line 4: ",
+            dropin.display()
+        )),
+        "{err}"
+    );
+    // In a list of tables, the table that has the key.
+    std::fs::write(
+        &dropin,
+        "[[quiescer]]\nkind = \"redis\"\n[[quiescer]]\nkind = \"systemd\"\nunit = \"a b\"\n",
+    )
+    .unwrap();
+    let err = ConfigSources::explicit(&main).load().unwrap_err().to_string();
+    assert!(err.contains(&format!("{}, line 5", dropin.display())), "{err}");
+}

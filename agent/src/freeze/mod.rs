@@ -226,6 +226,8 @@ pub struct LiveFilesystems {
     rcu: Option<rcu::ExpeditedRcu>,
     /// Leave snapshot-point markers (`[freeze] probe`).
     probe: bool,
+    /// A dry run's: preflight makes nothing (a missing runtime directory is one a run makes).
+    checking_only: bool,
 }
 
 impl LiveFilesystems {
@@ -239,7 +241,14 @@ impl LiveFilesystems {
             expedite_rcu: false,
             rcu: None,
             probe: false,
+            checking_only: false,
         }
+    }
+
+    /// For a dry run: preflight checks, and makes nothing.
+    pub(crate) fn checking_only(mut self) -> Self {
+        self.checking_only = true;
+        self
     }
 
     /// Whether to leave snapshot-point markers on the targets (`[freeze] probe`).
@@ -302,13 +311,8 @@ impl LiveFilesystems {
 }
 
 impl LiveFilesystems {
-    /// Opens every target and checks it is still the filesystem that was planned.
-    fn open_targets(&mut self) -> Result<(), FreezeError> {
-        if !sys::can_freeze() {
-            return Err(FreezeError::NotPermitted);
-        }
-        // The record is written right before the first FIFREEZE; make sure it can be.
-        let runtime_dir = self.record_path.parent().unwrap_or(Path::new("/"));
+    /// Makes the runtime directory if needed, and checks the record can be written there.
+    fn runtime_dir_writable(&self, runtime_dir: &Path) -> Result<(), FreezeError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -319,7 +323,20 @@ impl LiveFilesystems {
             .map_err(|source| FreezeError::Record {
                 path: self.record_path.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// Opens every target and checks it is still the filesystem that was planned.
+    fn open_targets(&mut self) -> Result<(), FreezeError> {
+        if !sys::can_freeze() {
+            return Err(FreezeError::NotPermitted);
+        }
+        // The record is written right before the first FIFREEZE; make sure it can be.
+        let runtime_dir = self.record_path.parent().unwrap_or(Path::new("/"));
+        let made_by_the_run = self.checking_only && !runtime_dir.exists();
+        if !made_by_the_run {
+            self.runtime_dir_writable(runtime_dir)?;
+        }
         self.opened.clear();
         // Mount ids are reused: a mount that replaced a planned one may carry its id, so the
         // filesystem behind the id is compared too.

@@ -55,6 +55,20 @@ pub struct MarkerContent {
     pub record: MarkerRecord,
     /// When it was written, in milliseconds since the Unix epoch.
     pub unix_ms: u64,
+    /// The boot it was written in (see [`boot_id`]); none in markers from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+/// Where the kernel tells this boot's id.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's id. A machine restored from a snapshot has booted since the snapshot was taken,
+/// so a marker that carries the current boot's id is on the machine that wrote it, live, not on
+/// a copy.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string(BOOT_ID).ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
 }
 
 /// Why a marker was not left.
@@ -100,6 +114,7 @@ pub fn mark(dir: &Path, snapshot: &str, moment: ProbeMoment, record: &MarkerReco
         unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        boot_id: boot_id(),
     };
     let name = marker_name(snapshot, moment);
     // A marker of this name from an earlier run of the same name goes first (O_EXCL below).

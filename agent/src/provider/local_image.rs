@@ -27,6 +27,8 @@ pub struct LocalImage {
     image_dir: PathBuf,
     devices: Vec<Device>,
     last: Option<Snapshot>,
+    /// A dry run's: preflight checks `image_dir` as it stands, making nothing.
+    checking_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,16 @@ impl LocalImage {
             image_dir,
             devices: Vec::new(),
             last: None,
+            checking_only: false,
+        }
+    }
+
+    /// A provider for a dry run: its preflight makes and changes nothing (a missing `image_dir`
+    /// is checked where it would be made).
+    pub fn checking_only(image_dir: PathBuf) -> Self {
+        LocalImage {
+            checking_only: true,
+            ..LocalImage::new(image_dir)
         }
     }
 }
@@ -207,30 +219,36 @@ impl SnapshotProvider for LocalImage {
     }
 
     async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError> {
-        let dir = &self.image_dir;
-        if dir.join(name).exists() {
+        let image_dir = &self.image_dir;
+        if image_dir.join(name).exists() {
             return Err(ProviderError::new(format!(
                 "a snapshot named {name} already exists in {}; choose another name",
-                dir.display()
+                image_dir.display()
             )));
         }
-        private_dir(dir, true).map_err(|e| {
-            ProviderError::with_source(format!("cannot create image_dir {}", dir.display()), e)
-        })?;
-        make_private(dir)?;
+        // A dry run looks at the nearest folder that exists: where image_dir would be made.
+        let dir = if self.checking_only {
+            image_dir.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("/"))
+        } else {
+            private_dir(image_dir, true).map_err(|e| {
+                ProviderError::with_source(format!("cannot create image_dir {}", image_dir.display()), e)
+            })?;
+            make_private(image_dir)?;
+            image_dir.as_path()
+        };
         match crate::freeze::target_holding(dir, targets) {
             Ok(None) => {}
             Ok(Some(mountpoint)) => {
                 return Err(ProviderError::new(format!(
                     "image_dir {} is on {}, which is frozen while the images are written; put \
                      `local_image.image_dir` on a filesystem that is not frozen",
-                    dir.display(),
+                    image_dir.display(),
                     mountpoint.display()
                 )))
             }
             Err(e) => {
                 return Err(ProviderError::with_source(
-                    format!("cannot tell which filesystem holds image_dir {}", dir.display()),
+                    format!("cannot tell which filesystem holds image_dir {}", image_dir.display()),
                     e,
                 ))
             }
@@ -266,7 +284,7 @@ impl SnapshotProvider for LocalImage {
             return Err(ProviderError::new(format!(
                 "image_dir {} has {} MiB free, and the images may need up to {} MiB; free space or \
                  point `local_image.image_dir` elsewhere",
-                dir.display(),
+                image_dir.display(),
                 free >> 20,
                 needed.div_ceil(1 << 20)
             )));
@@ -346,11 +364,13 @@ impl SnapshotProvider for LocalImage {
                 ProviderError::with_source(format!("cannot write {}/manifest.json", dir.display()), e)
             })?;
         stop_on_drop.discard = None;
+        let location = Some(dir.display().to_string());
         self.last = Some(Snapshot { dir, manifest });
         Ok(Registration {
             action_id: name.to_string(),
             completed: true,
             volume_snapshots: Vec::new(),
+            location,
         })
     }
 

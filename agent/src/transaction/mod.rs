@@ -299,10 +299,12 @@ impl Recorder<'_> {
 }
 
 /// Why preflight refused to go on.
-struct Refusal {
-    message: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What failed, and what to do about it.
+    pub message: String,
     /// The machine's set-up is at fault (see [`Report::setup_error`]).
-    setup: bool,
+    pub setup: bool,
 }
 
 impl Refusal {
@@ -358,6 +360,13 @@ impl Transaction<'_> {
             }
         }
         rec.finish(self.provider)
+    }
+
+    /// Runs preflight alone, for a dry run: everything a run checks before it quiesces or
+    /// freezes anything (the filesystems, the provider and its API, the quiescers), and nothing
+    /// after. The quiescers' warnings, or why a run would stop there.
+    pub async fn preflight_only(mut self) -> Result<Vec<String>, Refusal> {
+        self.preflight().await
     }
 
     /// The report before anything ran: every quiescer listed, nothing prepared.
@@ -644,6 +653,7 @@ impl Transaction<'_> {
             Ok(registration) => {
                 rec.report.action_id = Some(registration.action_id.clone());
                 rec.report.volume_snapshots = registration.volume_snapshots.clone();
+                rec.report.location = registration.location.clone();
                 rec.report.consistency = Some(match window.guard_event {
                     Some(event) => {
                         rec.report.warnings.push(format!(

@@ -338,6 +338,8 @@ pub struct Registration {
     pub completed: bool,
     /// Snapshots of attached volumes taken in the same window.
     pub volume_snapshots: Vec<VolumeSnapshotRef>,
+    /// Where the snapshot is kept, when that is a place on this machine (a folder).
+    pub location: Option<String>,
 }
 
 /// A restore drill the provider recorded on one of this machine's snapshots.

@@ -172,6 +172,7 @@ impl SnapshotProvider for FakeProvider {
                 action_id: "42".into(),
                 completed: false,
                 volume_snapshots: Vec::new(),
+                location: None,
             }),
             Behaviour::Fails => Err(ProviderError::new("HTTP 500")),
             Behaviour::Hangs => std::future::pending().await,

@@ -18,6 +18,8 @@ pub(crate) fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, Verif
         path: image.to_path_buf(),
         problem: e.to_string(),
     })?;
+    refuse_folder(image)?;
+    super::live::refuse_mounted(image)?;
     // The tools that parse the image run in a sandbox, reading it through a device of theirs.
     let tools = ToolBox::new(image, &scratch.join("stage")).map_err(|e| VerifyError::Tool(e.to_string()))?;
     match partition_table(&tools)? {
@@ -27,6 +29,26 @@ pub(crate) fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, Verif
             Ok(Findings::Filesystem(verify_image(image, scratch)?))
         }
     }
+}
+
+/// Refuses a folder, naming the images in it (a local-image snapshot's folder holds one per
+/// filesystem, and its manifest).
+fn refuse_folder(image: &Path) -> Result<(), VerifyError> {
+    if !image.is_dir() {
+        return Ok(());
+    }
+    let mut images: Vec<PathBuf> = std::fs::read_dir(image)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| PathBuf::from(entry.file_name()))
+        .filter(|name| name.extension().is_some_and(|x| x == "img"))
+        .collect();
+    images.sort();
+    Err(VerifyError::Folder {
+        path: image.to_path_buf(),
+        images,
+    })
 }
 
 /// The partition table of the image in `tools`, if it has one.

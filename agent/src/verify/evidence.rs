@@ -209,6 +209,8 @@ pub(super) struct Markers {
     pub(super) found: Vec<(String, ProbeMoment)>,
     /// What the `before` marker records of the run.
     pub(super) record: Option<MarkerRecord>,
+    /// The boot the `before` marker was written in, when it says.
+    pub(super) boot_id: Option<String>,
 }
 
 /// The probe's markers in the filesystem whose top is `root`: the probe folders resolved inside
@@ -221,6 +223,7 @@ pub(super) fn read_markers(root: &Root) -> Markers {
     ];
     let mut found: Vec<(String, ProbeMoment)> = Vec::new();
     let mut record = None;
+    let mut boot_id = None;
     for dir in &dirs {
         let mut here: Vec<(String, ProbeMoment)> = root
             .entries(dir)
@@ -232,16 +235,23 @@ pub(super) fn read_markers(root: &Root) -> Markers {
         for (snapshot, moment) in &here {
             if record.is_none() && *moment == ProbeMoment::Before {
                 let name = dir.join(probe::marker_name(snapshot, ProbeMoment::Before));
-                record = root
+                let content = root
                     .read_to_string(&name, MARKER_LIMIT)
                     .ok()
-                    .and_then(|text| serde_json::from_str::<probe::MarkerContent>(&text).ok())
-                    .map(|content| content.record);
+                    .and_then(|text| serde_json::from_str::<probe::MarkerContent>(&text).ok());
+                if let Some(content) = content {
+                    record = Some(content.record);
+                    boot_id = content.boot_id;
+                }
             }
         }
         found.extend(here);
     }
-    Markers { found, record }
+    Markers {
+        found,
+        record,
+        boot_id,
+    }
 }
 
 /// No marker is longer (a record names a few databases).

@@ -57,8 +57,11 @@ pub(crate) fn verify_machine(
             Err(_) => super::evidence::Markers {
                 found: Vec::new(),
                 record: None,
+                boot_id: None,
             },
         };
+        let snapshot = markers.found.first().map(|(name, _)| name.as_str());
+        super::live::refuse_own_boot(markers.boot_id.as_deref(), snapshot, &mount.mountpoint)?;
         record = record.or(markers.record);
         // The boot replayed (or discarded) the journal, but the log still holds what it logged.
         let after_logged = mount.fstype == "ext4"

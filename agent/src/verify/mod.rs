@@ -19,6 +19,7 @@ mod databases;
 mod disk;
 mod evidence;
 mod inside;
+mod live;
 mod machine;
 mod mariadb;
 mod namespace;
@@ -67,6 +68,54 @@ pub(crate) enum VerifyError {
     /// A tool it needs failed.
     #[error("{0}")]
     Tool(String),
+    /// A folder was given: a local-image snapshot's, say, which holds one image per filesystem.
+    #[error(
+        "{} is a folder, not an image{}",
+        .path.display(),
+        match .images.first() {
+            Some(first) => format!(
+                "; it holds {}: give one of them, such as --image {}",
+                .images.iter().map(|i| i.display().to_string()).collect::<Vec<_>>().join(", "),
+                .path.join(first).display()
+            ),
+            None => "; give the image file of a filesystem, or a block device".to_string(),
+        }
+    )]
+    Folder {
+        /// The folder as given.
+        path: PathBuf,
+        /// The images in it (`*.img`), by file name.
+        images: Vec<PathBuf>,
+    },
+    /// The image or device is mounted here: a live filesystem, not a snapshot's copy.
+    #[error(
+        "{} is mounted at {}: a live filesystem, not a copy restored from a snapshot, so it says \
+         nothing of when a snapshot was read; give the image or device of a restored copy that \
+         is not mounted",
+        .path.display(),
+        .mountpoint.display()
+    )]
+    Mounted {
+        /// The image as given.
+        path: PathBuf,
+        /// Where it (or a partition of it, or the loop device it backs) is mounted.
+        mountpoint: PathBuf,
+    },
+    /// Without `--image`: this is the machine the snapshot was taken on, in the same boot.
+    #[error(
+        "this is the machine that took snapshot {snapshot}, still in the boot that took it (the \
+         markers on {} carry this boot's id): its filesystems are live, not restored from the \
+         snapshot, so they say nothing of when it was read. `verify` without --image checks a \
+         machine restored from a snapshot: run `freezeframe verify` (a restore drill), or give \
+         --image the image of a restored copy",
+        .mountpoint.display()
+    )]
+    LiveMachine {
+        /// The snapshot its markers name.
+        snapshot: String,
+        /// A filesystem that carries them.
+        mountpoint: PathBuf,
+    },
 }
 
 /// Checks `image` (a file or a block device holding one filesystem); `scratch` is a private
@@ -122,6 +171,7 @@ pub(crate) fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerifica
     let Markers {
         found: markers,
         record,
+        ..
     } = read_markers(&root);
     let claimed = record.as_ref().map(|r| r.consistency);
     let positions = record.map(|r| r.log_positions).unwrap_or_default();

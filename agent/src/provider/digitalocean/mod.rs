@@ -149,21 +149,7 @@ impl DigitalOcean {
                 self.settings.api_timeout,
             )
             .await
-            .map_err(|e| {
-                api(
-                    &format!(
-                        "cannot tell which Droplet this is: the metadata service ({}) did not \
-                         answer, so this machine does not look like a Droplet",
-                        self.settings.metadata_url
-                    ),
-                    e,
-                )
-                .with_fix(
-                    "on a Droplet, check its network (the metadata service is 169.254.169.254); \
-                     elsewhere, set `digitalocean.droplet_id` to the Droplet to snapshot, or use \
-                     `snapshot.provider = \"local-image\"`",
-                )
-            })?,
+            .map_err(|e| no_droplet_id(&self.settings.metadata_url, e))?,
         };
         Ok(Client::new(
             http,
@@ -360,6 +346,39 @@ async fn follow_until_completed(client: &Client, mut action: Action) -> Result<A
     Ok(action)
 }
 
+/// Why the metadata service could not tell which Droplet this is, with the one fix for it:
+/// no answer means this is not a Droplet (or its network is down); an answer that is not the
+/// Droplet's metadata means something else answers at that address.
+fn no_droplet_id(metadata_url: &str, e: ApiError) -> ProviderError {
+    let set_id = "set `digitalocean.droplet_id` to the id of the Droplet to snapshot (the number \
+                  in its control panel address)";
+    let (message, fix) = match &e {
+        ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Tls { .. } => (
+            format!(
+                "cannot tell which Droplet this is: the metadata service ({metadata_url}) did not \
+                 answer ({e}), so this machine does not look like a Droplet"
+            ),
+            format!(
+                "on a Droplet, check its network (the metadata service is 169.254.169.254); \
+                 elsewhere, {set_id}, or use `snapshot.provider = \"local-image\"`"
+            ),
+        ),
+        other => (
+            format!(
+                "cannot tell which Droplet this is: the metadata service ({metadata_url}) answered, \
+                 but not with this Droplet's metadata ({})",
+                match other {
+                    ApiError::Decode { problem, .. } => problem.clone(),
+                    other => other.to_string(),
+                }
+            ),
+            set_id.to_string(),
+        ),
+    };
+    // The message holds the cause in its own words: the fix ends it.
+    ProviderError::new(format!("{message}; {fix}")).with_fix(fix)
+}
+
 fn api(context: &str, e: ApiError) -> ProviderError {
     ProviderError::with_source(context.to_string(), e)
 }
@@ -379,19 +398,23 @@ impl SnapshotProvider for DigitalOcean {
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
         let droplet = client.droplet(id).await.map_err(|e| {
-            let (hint, fix) = match e {
+            let token_file = self.settings.token_file.display();
+            let (cause, fix) = match e {
                 ApiError::Status { status: 404, .. } => (
-                    " (no such Droplet for this token: check `digitalocean.droplet_id`)",
+                    " (no such Droplet for this token)",
                     "set `digitalocean.droplet_id` to a Droplet of the token's account".to_string(),
                 ),
-                ApiError::Status {
-                    status: 401 | 403, ..
-                } => (
+                ApiError::Unauthorized { status: 401, .. } => (
                     "",
                     format!(
-                        "make a token with the scopes named above and store it with \
-                         `freezeframe-agent setup-token` ({})",
-                        self.settings.token_file.display()
+                        "store a new token with `freezeframe-agent setup-token` (it writes {token_file})"
+                    ),
+                ),
+                ApiError::Unauthorized { .. } => (
+                    "",
+                    format!(
+                        "store a token with those scopes with `freezeframe-agent setup-token` (it \
+                         writes {token_file})"
                     ),
                 ),
                 _ => (
@@ -399,7 +422,9 @@ impl SnapshotProvider for DigitalOcean {
                     format!("check `digitalocean.api_url` ({})", self.settings.api_url),
                 ),
             };
-            api(&format!("cannot read Droplet {id}{hint}"), e).with_fix(fix)
+            // The fix in the message too: the report is where a failed run is read.
+            ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e)
+                .with_fix(fix)
         })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(
@@ -555,6 +580,7 @@ impl SnapshotProvider for DigitalOcean {
             action_id: action.id.to_string(),
             completed: action.completed(),
             volume_snapshots: group.made,
+            location: None,
         })
     }
 

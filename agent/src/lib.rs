@@ -61,6 +61,7 @@ mod job;
 test_kit_mod!(kernel);
 mod log;
 mod logind;
+pub mod man;
 test_kit_mod!(loop_mount);
 mod metrics;
 test_kit_mod!(naming);
@@ -75,7 +76,7 @@ mod systemd;
 test_kit_mod!(transaction);
 pub mod verify;
 
-pub use cmd::main;
+pub use cmd::{command, main};
 pub use history::LastDrill;
 pub use naming::{is_group_id, new_group_id};
 

@@ -345,14 +345,14 @@ fn listed_after(help: &str, marker: &str) -> BTreeSet<String> {
 #[test]
 fn the_help_of_minus_h_names_the_commands_the_router_takes_several_machines_for() {
     let help = text(&run(&cli_bin(), &["--help"]));
-    let block = help
-        .split("-H, --host")
-        .nth(1)
-        .expect("-H in --help")
-        .split("\n  -")
-        .next()
-        .unwrap()
-        .to_string();
+    // -H's help: its line, and the lines wrapped under it up to the next option.
+    let after = help.split("-H, --host").nth(1).expect("-H in --help");
+    let block: String = after
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
     let said_many = listed_after(&block, "Repeat for several machines (");
     let said_one = listed_after(&block, "one only for ");
     assert!(!said_many.is_empty(), "-H's help names no command: {block}");

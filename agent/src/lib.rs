@@ -83,6 +83,7 @@ mod job;
 test_kit_mod!(kernel);
 mod log;
 mod logind;
+pub mod man;
 test_kit_mod!(loop_mount);
 mod metrics;
 test_kit_mod!(naming);
@@ -97,7 +98,7 @@ mod systemd;
 test_kit_mod!(transaction);
 mod verify;
 
-pub use cmd::main;
+pub use cmd::{command, main};
 pub use history::LastDrill;
 pub use naming::{is_group_id, new_group_id};
 

@@ -1,16 +1,18 @@
-//! The command line, as clap definitions: parsed by the binary, and turned into shell
-//! completions and man pages (`freezeframe completions`, `freezeframe man`).
+//! The command line, as clap definitions: parsed by the binary, and turned into its help, shell
+//! completions and man pages (`freezeframe completions`, `freezeframe man`), all from
+//! [`command`]. Which commands take several machines ([`machines`]) is here too: the router
+//! refuses by it, and `-H`'s help lists by it.
 
 use crate::ssh::Host;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Consistent live snapshots without a shutdown: drives freezeframe-agent, locally or over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "freezeframe", version, disable_help_subcommand = true)]
+#[command(name = "freezeframe", version)]
 pub struct Cli {
-    /// Run on another machine, over SSH, the way `systemctl -H` does: [USER@]HOST[:PORT].
-    /// Repeat for several machines (snapshot, status, list)
+    /// Run on another machine, over SSH, the way `systemctl -H` does: [USER@]HOST[:PORT]
+    /// (which commands take several: [`hosts_help`])
     #[arg(short = 'H', long = "host", value_name = "[USER@]HOST[:PORT]", global = true)]
     pub hosts: Vec<Host>,
     /// The Droplets with this tag, by public IPv4 (DigitalOcean API; token from DIGITALOCEAN_TOKEN)
@@ -186,6 +188,77 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Snapshot { .. } => "snapshot",
+            Command::Recover => "recover",
+            Command::Plan => "plan",
+            Command::Status => "status",
+            Command::List { .. } => "list",
+            Command::Prune { .. } => "prune",
+            Command::Doctor => "doctor",
+            Command::Verify { .. } => "verify",
+            Command::Thaw { .. } => "thaw",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
+        }
+    }
+}
+
+/// How many machines a command takes through -H and --tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machines {
+    /// None: it runs here (or finds its Droplets through the API); --bus-address is refused too.
+    None,
+    /// One -H (or none, for this machine); no --tag.
+    One,
+    /// Any number, run as a fleet (or a group).
+    Many,
+}
+
+/// How many machines the subcommand `name` takes; the router refuses more.
+pub fn machines(name: &str) -> Machines {
+    match name {
+        "snapshot" | "plan" | "status" | "list" | "prune" | "thaw" => Machines::Many,
+        "doctor" => Machines::One,
+        _ => Machines::None,
+    }
+}
+
+/// `-H`'s help: which of `program`'s subcommands take several machines, and which one.
+fn hosts_help(program: &clap::Command) -> String {
+    let named = |wanted: Machines| {
+        let names: Vec<&str> = program
+            .get_subcommands()
+            .map(|s| s.get_name())
+            .filter(|name| machines(name) == wanted)
+            .collect();
+        names.join(", ")
+    };
+    format!(
+        "Run on another machine, over SSH, the way `systemctl -H` does: [USER@]HOST[:PORT]. \
+         Repeat for several machines ({}); one only for {}",
+        named(Machines::Many),
+        named(Machines::One)
+    )
+}
+
+/// The one definition of the command line: what parses it, its help, completions and man pages.
+pub fn command() -> clap::Command {
+    let program = Cli::command();
+    let help = hosts_help(&program);
+    program.mut_arg("hosts", |arg| arg.help(help))
+}
+
+/// The arguments of this process, parsed by [`command`]; exits as clap does on a usage error
+/// (2) or for --help and --version (0).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
 }
 
 /// A D-Bus address as the specification writes them (`unix:path=/run/dbus/system_bus_socket`).

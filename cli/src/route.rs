@@ -3,7 +3,7 @@
 //! [`fleet`](crate::fleet) for several machines, or through [`cmd::one`] to one machine.
 
 use crate::agent::{Exit, Failure};
-use crate::args::{Cli, Command};
+use crate::args::{machines, Cli, Command, Machines};
 use crate::client::Target;
 use crate::cmd;
 use crate::output::{fail_as, fail_at, print};
@@ -84,8 +84,24 @@ pub async fn run(cli: &Cli) -> Exit {
     }
 }
 
-/// Options that make no sense together, refused before anything is reached.
-fn check_combination(cli: &Cli) -> Result<(), String> {
+/// Why `name` takes no -H, --tag or --bus-address.
+fn no_machines(name: &str) -> String {
+    match name {
+        "recover" => {
+            "recover finds the Droplets to power on by itself: give it no -H, --tag or --bus-address".into()
+        }
+        "verify" => "verify restores a snapshot on a Droplet of its own through the DigitalOcean API, not \
+                     on a machine you name: leave out -H, --tag and --bus-address"
+            .into(),
+        _ => {
+            format!("{name} runs on this machine and reaches no agent: leave out -H, --tag and --bus-address")
+        }
+    }
+}
+
+/// Options that make no sense together, refused before anything is reached: among them more
+/// machines than the command takes ([`machines`]).
+pub fn check_combination(cli: &Cli) -> Result<(), String> {
     if let Command::List { group: Some(id) } = &cli.command {
         if !freezeframe_agent::is_group_id(id) {
             return Err(format!(
@@ -93,26 +109,19 @@ fn check_combination(cli: &Cli) -> Result<(), String> {
             ));
         }
     }
-    if matches!(cli.command, Command::Recover)
-        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
-    {
-        return Err(
-            "recover finds the Droplets to power on by itself: give it no -H, --tag or --bus-address".into(),
-        );
-    }
-    if matches!(cli.command, Command::Doctor) && (cli.hosts.len() > 1 || cli.tag.is_some()) {
-        return Err(
-            "doctor checks one machine at a time: give one -H HOST (or none for this machine)".into(),
-        );
-    }
-    if matches!(cli.command, Command::Verify { .. })
-        && (!cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some())
-    {
-        return Err(
-            "verify restores a snapshot on a Droplet of its own through the DigitalOcean API, not \
-             on a machine you name: leave out -H, --tag and --bus-address"
-                .into(),
-        );
+    let name = cli.command.name();
+    let several = cli.hosts.len() > 1 || cli.tag.is_some();
+    let any = !cli.hosts.is_empty() || cli.tag.is_some() || cli.bus_address.is_some();
+    match machines(name) {
+        Machines::Many => {}
+        Machines::One if several => {
+            return Err(format!(
+                "{name} checks one machine at a time: give one -H HOST (or none for this machine)"
+            ))
+        }
+        Machines::One => {}
+        Machines::None if any => return Err(no_machines(name)),
+        Machines::None => {}
     }
     if let Command::Thaw {
         runtime_dir: Some(dir),

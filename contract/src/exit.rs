@@ -58,6 +58,70 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
+impl Exit {
+    /// Every code, best to worst.
+    pub const ALL: [Exit; 5] = [
+        Exit::Success,
+        Exit::Busy,
+        Exit::Failed,
+        Exit::Usage,
+        Exit::Unreachable,
+    ];
+
+    /// What the code says, in the words the man pages' EXIT STATUS sections print.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Success => "Success: everything asked was done.",
+            Exit::Busy => {
+                "The agent is busy: another snapshot is running on that machine; nothing was done, \
+                 and trying again later can succeed (EX_TEMPFAIL)."
+            }
+            Exit::Failed => {
+                "It failed: the snapshot, the call, the thaw or the check (the message or the \
+                 report says why)."
+            }
+            Exit::Usage => {
+                "Usage or configuration error, or a set-up fault found before anything was frozen \
+                 (the report says setup_error); nothing was touched."
+            }
+            Exit::Unreachable => {
+                "The agent could not be reached (ssh, the host's bus, or no agent installed)."
+            }
+        }
+    }
+
+    /// The codes `freezeframe COMMAND` can end with (`None`: the program's own page); `None` for
+    /// a command this table does not know. Usage errors, clap's own included, are 2 everywhere.
+    pub fn of_cli(command: Option<&str>) -> Option<&'static [Exit]> {
+        use Exit::*;
+        match command {
+            None => Some(&Exit::ALL),
+            // Through an agent that may be running a snapshot (or may not be reached).
+            Some("snapshot" | "prune" | "thaw") => Some(&[Success, Busy, Failed, Usage, Unreachable]),
+            // Through an agent, reading only.
+            Some("plan" | "status" | "list" | "doctor") => Some(&[Success, Failed, Usage, Unreachable]),
+            // The DigitalOcean API, ssh to a restored Droplet, or files here: never the agent.
+            Some("verify" | "recover" | "man") => Some(&[Success, Failed, Usage]),
+            Some("completions" | "help") => Some(&[Success, Usage]),
+            Some(_) => None,
+        }
+    }
+
+    /// The codes `freezeframe-agent COMMAND` can end with (`None`: the program's own page);
+    /// `None` for a command this table does not know. The agent never exits with 3.
+    pub fn of_agent(command: Option<&str>) -> Option<&'static [Exit]> {
+        use Exit::*;
+        match command {
+            None | Some("snapshot") => Some(&[Success, Busy, Failed, Usage]),
+            Some("plan" | "thaw" | "run" | "verify" | "setup-token" | "man") => {
+                Some(&[Success, Failed, Usage])
+            }
+            Some("help") => Some(&[Success, Usage]),
+            Some(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Exit;
@@ -76,5 +140,18 @@ mod tests {
         assert_eq!(codes, [0, 75, 1, 2, 3]);
         assert!(Exit::Success < Exit::Busy && Exit::Busy < Exit::Failed);
         assert!(Exit::Failed < Exit::Usage && Exit::Usage < Exit::Unreachable);
+    }
+
+    #[test]
+    fn all_is_every_code_best_to_worst_and_each_command_lists_its_codes_in_that_order() {
+        // A code left out of ALL leaves a gap in the ranks.
+        let ranks: Vec<u8> = Exit::ALL.iter().map(|e| e.rank()).collect();
+        assert_eq!(ranks, (0..Exit::ALL.len() as u8).collect::<Vec<_>>());
+        for name in ["snapshot", "plan", "verify", "completions", "help"] {
+            let codes = Exit::of_cli(Some(name)).unwrap();
+            assert!(codes.windows(2).all(|w| w[0] < w[1]), "{name}: {codes:?}");
+        }
+        assert!(!Exit::of_agent(None).unwrap().contains(&Exit::Unreachable));
+        assert_eq!(Exit::of_cli(Some("frobnicate")), None);
     }
 }

@@ -18,6 +18,7 @@ mod fleet;
 mod group;
 mod hooks;
 mod hostile_image;
+mod man_pages;
 mod metrics;
 mod offline;
 mod packaging;

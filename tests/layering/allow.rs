@@ -50,6 +50,8 @@ const AGENT: Layers = &[
     ("stdout", &[]),
     ("notify", &[]),
     ("log", &[]),
+    // The man pages of both programs, from a clap definition and the contract's exit table.
+    ("man", &[]),
     // Blocking work off the async workers.
     ("blocking", &[]),
     // The kernel's calls: the bottom of everything that touches filesystems.
@@ -181,6 +183,7 @@ const AGENT: Layers = &[
             "kernel::mountinfo",
             "kernel::sys",
             "log",
+            "man",
             "metrics",
             "naming",
             "notify",

@@ -241,7 +241,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Store the DigitalOcean API token (read from stdin) in `digitalocean.token_file`, mode 600
     SetupToken,
-    /// Write the man page freezeframe-agent.1 into a directory (for packaging)
+    /// Write the man pages (freezeframe-agent.1 and one per command) into a directory (for
+    /// packaging)
     #[command(hide = true)]
     Man { dir: PathBuf },
 }
@@ -284,24 +285,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What clap does not write into freezeframe-agent.1.
-const AGENT_MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
-.TP
-0
-Success.
-.TP
-1
-The snapshot or thaw failed (the report says why), or verify found the image not verified.
-.TP
-2
-Bad configuration or arguments, or a set-up fault found before anything was frozen; nothing was touched.
-.TP
-75
-Another snapshot is running on this machine.
-.SH ENVIRONMENT
+/// The program's definition as clap has it: what parses the arguments, and what its help and man
+/// pages are made from.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// What clap does not write into the agent's pages, for all of them.
+const AGENT_MAN_SECTIONS: &str = r#".SH ENVIRONMENT
 .TP
 \fBDIGITALOCEAN_TOKEN\fR
-The API token, when neither the credential \fBdo-token\fR nor the token file has one.
+The API token, when neither the credential \fBdo\-token\fR nor the token file has one.
 .TP
 \fBDBUS_SYSTEM_BUS_ADDRESS\fR
 The system bus (systemd, logind, and where \fBrun\fR serves).
@@ -311,35 +305,58 @@ The system bus (systemd, logind, and where \fBrun\fR serves).
 The configuration; every key is documented in the first.
 .TP
 \fI/etc/freezeframe/token\fR
-The DigitalOcean API token, mode 600 (\fBsetup-token\fR writes it).
+The DigitalOcean API token, mode 600 (\fBsetup\-token\fR writes it).
 .TP
 \fI/etc/freezeframe/hooks.d/\fR
 Hook scripts, run with freeze and thaw as QEMU guest agent runs its own.
 .TP
 \fI/run/freezeframe/\fR
 The lock, the record of what is frozen, the resumes owed, the last report.
-.SH EXAMPLES
-.PP
-.nf
-freezeframe\-agent plan
-freezeframe\-agent snapshot \-\-json \-\-wait
-freezeframe\-agent thaw
-freezeframe\-agent verify \-\-image /var/tmp/restored.img
-.fi
-.SH "SEE ALSO"
-freezeframe(1)
 "#;
 
-/// freezeframe-agent.1, from the clap definitions.
+/// The sections after EXIT STATUS of the page of `sub` (`None`: freezeframe-agent.1).
+fn agent_man_sections(sub: Option<&str>) -> String {
+    let examples: &[&str] = match sub {
+        None => &[
+            "freezeframe-agent plan",
+            "freezeframe-agent snapshot --json --wait",
+            "freezeframe-agent thaw",
+            "freezeframe-agent verify --image /var/tmp/restored.img",
+        ],
+        Some("snapshot") => &[
+            "freezeframe-agent snapshot --json --wait",
+            "freezeframe-agent snapshot --dry-run",
+        ],
+        Some("plan") => &["freezeframe-agent plan", "freezeframe-agent plan --json"],
+        Some("thaw") => &["freezeframe-agent thaw"],
+        Some("verify") => &["freezeframe-agent verify --image /var/tmp/restored.img"],
+        Some("setup-token") => &["freezeframe-agent setup-token < token.txt"],
+        Some(_) => &[],
+    };
+    let mut roff = String::from(AGENT_MAN_SECTIONS);
+    if !examples.is_empty() {
+        roff.push_str(".SH EXAMPLES\n.PP\n.nf\n");
+        for example in examples {
+            roff.push_str(&format!("{}\n", crate::man::escape(example)));
+        }
+        roff.push_str(".fi\n");
+    }
+    let see_also = match sub {
+        None => "freezeframe(1)".to_string(),
+        Some(_) => "freezeframe-agent(1), freezeframe(1)".to_string(),
+    };
+    roff.push_str(&format!(".SH \"SEE ALSO\"\n{}\n", crate::man::escape(&see_also)));
+    roff
+}
+
+/// freezeframe-agent.1 and a page for each subcommand, from the clap definitions.
 fn man_page(dir: &std::path::Path) -> Result<Exit, Failure> {
-    use clap::CommandFactory;
-    use Context;
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
-    page.extend_from_slice(AGENT_MAN_SECTIONS.as_bytes());
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("freezeframe-agent.1");
-    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    let sections = crate::man::Sections {
+        exits: Exit::of_agent,
+        rest: agent_man_sections,
+    };
+    crate::man::write(command(), &sections, dir)
+        .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
     Ok(Exit::Success)
 }
 

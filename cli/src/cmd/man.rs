@@ -1,56 +1,40 @@
-//! `freezeframe man DIR`: the man pages, `clap_mangen`'s rendering of the arguments with the
-//! sections clap does not write (EXIT STATUS, ENVIRONMENT, FILES, EXAMPLES, SEE ALSO) as roff.
+//! `freezeframe man DIR`: the man pages, from the argument definitions
+//! ([`args::command`](crate::args::command)) through the agent's page writer, with the exit
+//! codes each command ends with from the exit table, and the sections clap does not write
+//! (ENVIRONMENT, FILES, EXAMPLES, SEE ALSO) as roff.
 
-use crate::args::Cli;
-use clap::CommandFactory;
+use crate::agent::Exit;
 use std::path::Path;
 
 /// freezeframe.1 and one page per subcommand (freezeframe-snapshot.1, …), each with the
-/// global options and the sections clap does not write.
+/// global options, its own exit codes and the sections clap does not write.
 pub fn write(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut command = Cli::command();
-    // Propagates the global options (-H, --json, --bus-address, …) into each subcommand's page.
-    command.build();
-    let mut pages = vec![("freezeframe".to_string(), command.clone(), None)];
-    for sub in command.get_subcommands() {
-        let name = format!("freezeframe-{}", sub.get_name());
-        pages.push((
-            name.clone(),
-            sub.clone().name(name.clone()),
-            Some(sub.get_name().to_string()),
-        ));
-    }
-    for (name, page, sub) in pages {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(page).render(&mut out)?;
-        out.extend_from_slice(extra_sections(sub.as_deref()).as_bytes());
-        std::fs::write(dir.join(format!("{name}.1")), out)?;
-    }
-    Ok(())
+    let sections = freezeframe_agent::man::Sections {
+        exits: Exit::of_cli,
+        rest: extra_sections,
+    };
+    freezeframe_agent::man::write(crate::args::command(), &sections, dir).map(drop)
 }
 
 /// The sections for `freezeframe.1` (`None`) or the page of subcommand `sub`.
 fn extra_sections(sub: Option<&str>) -> String {
-    let mut roff = String::from(
-        ".SH \"EXIT STATUS\"\n\
-         .TP\n0\nSuccess.\n\
-         .TP\n1\nThe snapshot, or the call, failed (the message or the report says why).\n\
-         .TP\n2\nUsage or configuration error, or a set-up fault found before anything was frozen \
-         (the report says \\fBsetup_error\\fR); nothing was touched.\n\
-         .TP\n3\nThe agent could not be reached (ssh, the host's bus, or no agent installed).\n\
-         .TP\n75\nThe agent is busy: another snapshot is running on that machine; nothing was done, \
-         try again later (EX_TEMPFAIL, as \\fBfreezeframe-agent\\fR(1) exits).\n\
-         .PP\nWith several machines, the exit status is the worst of theirs (from best to worst: 0, \
-         75, 1, 2, 3).\n\
-         .SH ENVIRONMENT\n\
+    let mut roff = String::new();
+    if sub.is_none_or(|name| crate::args::machines(name) == crate::args::Machines::Many) {
+        roff.push_str(
+            ".PP\nWith several machines, the exit status is the worst of theirs (from best to worst: ",
+        );
+        let codes: Vec<String> = Exit::ALL.iter().map(|e| e.code().to_string()).collect();
+        roff.push_str(&format!("{}).\n", codes.join(", ")));
+    }
+    roff.push_str(
+        ".SH ENVIRONMENT\n\
          .TP\n\\fBDBUS_SYSTEM_BUS_ADDRESS\\fR\nThe system bus to reach the local agent on \
          (default unix:path=/run/dbus/system_bus_socket).\n\
          .TP\n\\fBDIGITALOCEAN_TOKEN\\fR\nThe API token \\fB--tag\\fR lists Droplets with \
          (scope droplet:read). The agent reads its own token from its configuration.\n\
          .SH FILES\n\
          .TP\n\\fI/etc/freezeframe/config.toml\\fR, \\fI/etc/freezeframe/config.d/*.toml\\fR\n\
-         The agent's configuration (freezeframe-agent(1)).\n\
+         The agent's configuration (freezeframe\\-agent(1)).\n\
          .TP\n\\fI/etc/freezeframe/hooks.d/\\fR\nHook scripts, called with freeze and thaw.\n\
          .TP\n\\fI/run/freezeframe/\\fR\nThe agent's runtime directory: the lock, the record of \
          what is frozen, the resumes owed, the last report.\n",
@@ -77,6 +61,11 @@ fn extra_sections(sub: Option<&str>) -> String {
             roff.push_str(&format!(".PP\n.nf\n{}\n.fi\n", example.replace('-', "\\-")));
         }
     }
-    roff.push_str(".SH \"SEE ALSO\"\nfreezeframe-agent(1), systemd-stdio-bridge(1), ssh(1)\n");
+    let parent = if sub.is_some() { "freezeframe(1), " } else { "" };
+    let see_also = format!("{parent}freezeframe-agent(1), systemd-stdio-bridge(1), ssh(1)");
+    roff.push_str(&format!(
+        ".SH \"SEE ALSO\"\n{}\n",
+        freezeframe_agent::man::escape(&see_also)
+    ));
     roff
 }

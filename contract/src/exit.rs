@@ -1,9 +1,11 @@
 //! The exit codes of both binaries, `freezeframe` and `freezeframe-agent`: one table, so the
-//! same situation exits the same way whichever program met it.
+//! same situation exits the same way whichever program met it. What each code means is written
+//! here once ([`TABLE`]): the man pages are made from it, and tests hold the README's and the
+//! CLI reference's tables to [`markdown`].
 
 /// How a program ended. Ordered from best to worst (the declaration order, not the codes): a
 /// command over several machines exits with the worst of theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Exit {
     /// 0: everything asked was done.
     Success = 0,
@@ -13,11 +15,110 @@ pub enum Exit {
     /// 1: the snapshot, the call or the thaw failed (the message or the report says why).
     Failed = 1,
     /// 2: usage or configuration error, or a set-up fault found before anything was frozen;
-    /// nothing was touched.
+    /// nothing was touched. The user's configuration includes the credentials: a token the
+    /// API refuses, a user the agent refuses.
     Usage = 2,
-    /// 3: the agent could not be reached (ssh, the host's bus, no agent installed). The CLI
-    /// only: the agent never exits with it.
+    /// 3: the agent could not be reached (ssh, the host's bus, no agent installed, an agent too
+    /// old for the call). The CLI only: the agent never exits with it.
     Unreachable = 3,
+}
+
+/// What one code means, said for each program (`None`: that program never exits with it).
+#[derive(Debug, Clone, Copy)]
+pub struct Meaning {
+    /// The code.
+    pub exit: Exit,
+    /// What it means from `freezeframe`.
+    pub cli: &'static str,
+    /// What it means from `freezeframe-agent`.
+    pub agent: Option<&'static str>,
+}
+
+/// Every code of both programs, in the order the documentation lists them.
+pub const TABLE: [Meaning; 5] = [
+    Meaning {
+        exit: Exit::Success,
+        cli: "success",
+        agent: Some("success"),
+    },
+    Meaning {
+        exit: Exit::Failed,
+        cli: "the snapshot or call failed (the message or the report says why)",
+        agent: Some("the snapshot or thaw failed, or verify found the image not verified"),
+    },
+    Meaning {
+        exit: Exit::Usage,
+        cli: "usage or configuration error, nothing touched: bad arguments, no token or one the \
+              API refuses, a user the agent refuses, a Droplet that does not exist, a name already \
+              taken, or a set-up fault found before anything froze (the report says \
+              `\"setup_error\": true`)",
+        agent: Some(
+            "usage or configuration error, nothing touched: bad configuration or arguments, no \
+             token or one the API refuses, a name already taken, a set-up fault found before \
+             anything froze",
+        ),
+    },
+    Meaning {
+        exit: Exit::Unreachable,
+        cli: "the agent could not be reached: no system bus, ssh failed, no agent on the bus, or \
+              an agent too old for the call (the message says which, and the fix)",
+        agent: None,
+    },
+    Meaning {
+        exit: Exit::Busy,
+        cli: "the agent is busy: another snapshot is running there; nothing was done, try again later",
+        agent: Some("another snapshot is running on this machine; nothing was done, try again later"),
+    },
+];
+
+/// Which program's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `freezeframe`.
+    Cli,
+    /// `freezeframe-agent`.
+    Agent,
+}
+
+/// The table as markdown, as the README and the CLI reference show it.
+pub fn markdown() -> String {
+    let mut out = String::from("| code | `freezeframe` | `freezeframe-agent` |\n|---|---|---|\n");
+    for m in TABLE {
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            m.exit.code(),
+            m.cli,
+            m.agent.unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// The EXIT STATUS section of `program`'s man pages, as roff.
+pub fn roff(program: Program) -> String {
+    let mut out = String::from(".SH \"EXIT STATUS\"\n");
+    for m in TABLE {
+        let meaning = match program {
+            Program::Cli => Some(m.cli),
+            Program::Agent => m.agent,
+        };
+        if let Some(meaning) = meaning {
+            let text = meaning.replace('\\', "\\\\").replace('-', "\\-").replace('`', "");
+            out.push_str(&format!(".TP\n{}\n{}.\n", m.exit.code(), upper_first(&text)));
+        }
+    }
+    if program == Program::Cli {
+        out.push_str(".PP\nWith several machines, the exit status is the worst of theirs (from best to worst: 0, 75, 1, 2, 3).\n");
+    }
+    out
+}
+
+fn upper_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 impl Exit {
@@ -25,9 +126,12 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
-}
 
-impl Exit {
+    /// The exit whose code is `code`, if one is.
+    pub fn from_code(code: u8) -> Option<Exit> {
+        TABLE.iter().map(|m| m.exit).find(|e| e.code() == code)
+    }
+
     /// The place in the order best to worst.
     fn rank(self) -> u8 {
         match self {
@@ -52,6 +156,19 @@ impl PartialOrd for Exit {
     }
 }
 
+impl Default for Exit {
+    fn default() -> Exit {
+        Exit::Success
+    }
+}
+
+/// As its code, as the `exit` of `--json` documents.
+impl serde::Serialize for Exit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.code())
+    }
+}
+
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {
         std::process::ExitCode::from(exit.code())
@@ -60,7 +177,7 @@ impl From<Exit> for std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::Exit;
+    use super::{markdown, Exit, TABLE};
 
     #[test]
     fn the_codes_are_the_documented_ones_and_worst_is_greatest() {
@@ -76,5 +193,23 @@ mod tests {
         assert_eq!(codes, [0, 75, 1, 2, 3]);
         assert!(Exit::Success < Exit::Busy && Exit::Busy < Exit::Failed);
         assert!(Exit::Failed < Exit::Usage && Exit::Usage < Exit::Unreachable);
+        let mut listed: Vec<u8> = TABLE.iter().map(|m| m.exit.code()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, [0, 1, 2, 3, 75], "every code once in the table");
+    }
+
+    /// The README and the CLI reference show the table as it is here, word for word.
+    #[test]
+    fn the_readme_and_the_cli_reference_show_this_table() {
+        let table = markdown();
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("docs/src/cli.md", include_str!("../../docs/src/cli.md")),
+        ] {
+            assert!(
+                text.contains(&table),
+                "{file}'s exit-code table differs from contract/src/exit.rs; it must read:\n{table}"
+            );
+        }
     }
 }

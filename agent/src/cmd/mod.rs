@@ -244,7 +244,10 @@ pub fn main() -> ExitCode {
     // Before any child: a psql run as postgres or a hook must not inherit the API token.
     // SAFETY: the first statement of main; no other thread exists yet to read the environment.
     unsafe { crate::secret::take_from_environment() };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refused_arguments(e),
+    };
     crate::log::init(cli.verbose);
     // Fault points exist only in test builds; asking a build without them would silently test
     // nothing, so say so instead.
@@ -258,6 +261,7 @@ pub fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let config = cli.config.as_deref();
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot::run(config, &args),
         Command::Plan { json } => snapshot::run(
@@ -279,26 +283,55 @@ pub fn main() -> ExitCode {
         Err(failure) => {
             let chain = crate::errors::error_chain(failure.error.as_ref());
             eprintln!("freezeframe-agent: error: {chain}");
+            if json {
+                failure_document(&chain, failure.exit);
+            }
             failure.exit.into()
         }
     }
 }
 
+impl Command {
+    /// Whether the command prints JSON (`--json`): then its failure is the one JSON document
+    /// on stdout too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Snapshot(args) => args.json,
+            Command::Plan { json } => *json,
+            Command::Thaw(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Run | Command::SetupToken | Command::Man { .. } => false,
+        }
+    }
+}
+
+/// A failure as the one JSON document on stdout: `{"error": …, "exit": N}`, as the CLI's.
+fn failure_document(message: &str, exit: Exit) {
+    let document = serde_json::json!({ "error": message, "exit": exit });
+    crate::stdout::line(&document.to_string());
+}
+
+/// Arguments clap refused: its words on stderr, exit 2; with `--json` among them, the failure
+/// is the one JSON document on stdout too. Help and the version are clap's to print.
+fn refused_arguments(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !json {
+        e.exit()
+    }
+    let message = e.render().to_string();
+    let first = message.lines().next().unwrap_or_default();
+    let _ = e.print();
+    failure_document(first.strip_prefix("error: ").unwrap_or(first), Exit::Usage);
+    Exit::Usage.into()
+}
+
 /// What clap does not write into freezeframe-agent.1.
-const AGENT_MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
-.TP
-0
-Success.
-.TP
-1
-The snapshot or thaw failed (the report says why), or verify found the image not verified.
-.TP
-2
-Bad configuration or arguments, or a set-up fault found before anything was frozen; nothing was touched.
-.TP
-75
-Another snapshot is running on this machine.
-.SH ENVIRONMENT
+/// (The EXIT STATUS section comes before it, from the contract's table.)
+const AGENT_MAN_SECTIONS: &str = r#".SH ENVIRONMENT
 .TP
 \fBDIGITALOCEAN_TOKEN\fR
 The API token, when neither the credential \fBdo-token\fR nor the token file has one.
@@ -336,6 +369,9 @@ fn man_page(dir: &std::path::Path) -> Result<Exit, Failure> {
     use Context;
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    page.extend_from_slice(
+        freezeframe_contract::exit::roff(freezeframe_contract::exit::Program::Agent).as_bytes(),
+    );
     page.extend_from_slice(AGENT_MAN_SECTIONS.as_bytes());
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("freezeframe-agent.1");

@@ -169,7 +169,8 @@ impl SnapshotProvider for LocalImage {
     async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError> {
         let dir = &self.image_dir;
         if dir.join(name).exists() {
-            return Err(ProviderError::new(format!(
+            // The name the user gave, or their template: theirs to change (exit 2).
+            return Err(ProviderError::setup(format!(
                 "a snapshot named {name} already exists in {}; choose another name",
                 dir.display()
             )));
@@ -181,7 +182,8 @@ impl SnapshotProvider for LocalImage {
         match crate::freeze::target_holding(dir, targets) {
             Ok(None) => {}
             Ok(Some(mountpoint)) => {
-                return Err(ProviderError::new(format!(
+                // The configuration's to fix (exit 2), as every configuration error.
+                return Err(ProviderError::setup(format!(
                     "image_dir {} is on {}, which is frozen while the images are written; put \
                      `local_image.image_dir` on a filesystem that is not frozen",
                     dir.display(),

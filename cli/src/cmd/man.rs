@@ -32,18 +32,9 @@ pub fn write(dir: &Path) -> std::io::Result<()> {
 
 /// The sections for `freezeframe.1` (`None`) or the page of subcommand `sub`.
 fn extra_sections(sub: Option<&str>) -> String {
-    let mut roff = String::from(
-        ".SH \"EXIT STATUS\"\n\
-         .TP\n0\nSuccess.\n\
-         .TP\n1\nThe snapshot, or the call, failed (the message or the report says why).\n\
-         .TP\n2\nUsage or configuration error, or a set-up fault found before anything was frozen \
-         (the report says \\fBsetup_error\\fR); nothing was touched.\n\
-         .TP\n3\nThe agent could not be reached (ssh, the host's bus, or no agent installed).\n\
-         .TP\n75\nThe agent is busy: another snapshot is running on that machine; nothing was done, \
-         try again later (EX_TEMPFAIL, as \\fBfreezeframe-agent\\fR(1) exits).\n\
-         .PP\nWith several machines, the exit status is the worst of theirs (from best to worst: 0, \
-         75, 1, 2, 3).\n\
-         .SH ENVIRONMENT\n\
+    let mut roff = freezeframe_contract::exit::roff(freezeframe_contract::exit::Program::Cli);
+    roff.push_str(
+        ".SH ENVIRONMENT\n\
          .TP\n\\fBDBUS_SYSTEM_BUS_ADDRESS\\fR\nThe system bus to reach the local agent on \
          (default unix:path=/run/dbus/system_bus_socket).\n\
          .TP\n\\fBDIGITALOCEAN_TOKEN\\fR\nThe API token \\fB--tag\\fR lists Droplets with \

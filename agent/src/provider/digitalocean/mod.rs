@@ -333,6 +333,16 @@ impl SnapshotProvider for DigitalOcean {
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
         let droplet = client.droplet(id).await.map_err(|e| {
+            // A token the API refuses, or a Droplet id it does not know, is the configuration's
+            // to fix (exit 2), as a missing token is.
+            let setup = matches!(
+                e,
+                ApiError::Unauthorized { .. }
+                    | ApiError::Status {
+                        status: 401 | 403 | 404,
+                        ..
+                    }
+            );
             let (hint, fix) = match e {
                 ApiError::Status { status: 404, .. } => (
                     " (no such Droplet for this token: check `digitalocean.droplet_id`)",
@@ -353,7 +363,12 @@ impl SnapshotProvider for DigitalOcean {
                     format!("check `digitalocean.api_url` ({})", self.settings.api_url),
                 ),
             };
-            api(&format!("cannot read Droplet {id}{hint}"), e).with_fix(fix)
+            let error = api(&format!("cannot read Droplet {id}{hint}"), e).with_fix(fix);
+            if setup {
+                error.as_setup()
+            } else {
+                error
+            }
         })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(

@@ -31,8 +31,9 @@ fn older_groups(snapshots: &[SnapshotInfo], keep: u32) -> (Vec<String>, usize) {
 /// `prune --keep-groups N` over the machines: the newest N groups (by their newest snapshot on
 /// any machine) are kept, and every older group is deleted on every machine. Every machine is
 /// listed first; one that cannot be stops the prune before anything is deleted, since a group
-/// seen only in part would be judged by the part.
-pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Exit {
+/// seen only in part would be judged by the part. One result (one JSON document): the groups
+/// deleted and, per machine, what was deleted there or why not.
+pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Result<Done, Failure> {
     use futures_util::stream::{self, StreamExt as _};
     let parallel = cli.parallel as usize;
     let lists: Vec<_> = stream::iter(targets.iter().map(agent::list))
@@ -44,40 +45,56 @@ pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32) -> Ex
         match list {
             Ok(list) => listed.extend(list),
             Err(f) => {
-                let message = format!("{}; nothing was deleted", f.message);
-                eprintln!("freezeframe: error: {target}: cannot list its snapshots: {message}");
-                return f.exit;
+                return Err(Failure {
+                    message: format!(
+                        "{target}: cannot list its snapshots: {}; nothing was deleted",
+                        f.message
+                    ),
+                    ..f
+                })
             }
         }
     }
     let (old, groups) = older_groups(&listed, keep);
     if old.is_empty() {
-        crate::outln!("nothing to delete: {groups} groups, none older than the newest {keep}");
-        return Exit::Success;
+        return Ok(Done {
+            exit: Exit::Success,
+            value: serde_json::json!({ "groups": old, "machines": [] }),
+            text: format!("nothing to delete: {groups} groups, none older than the newest {keep}\n"),
+            line: String::new(),
+        });
     }
     let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old)))
         .buffered(parallel)
         .collect()
         .await;
     let mut exit = Exit::Success;
+    let (mut machines, mut text) = (Vec::new(), String::new());
     for (target, result) in targets.iter().zip(deleted) {
         match result {
-            Ok(pruned) if cli.json => crate::outln!(
-                "{}",
-                serde_json::json!({ "host": target.to_string(), "groups": old, "deleted": pruned })
-            ),
-            Ok(pruned) => crate::outln!(
-                "{target}: {} snapshots of {} older groups deleted",
-                pruned.len(),
-                old.len()
-            ),
+            Ok(pruned) => {
+                text.push_str(&format!(
+                    "{target}: {} snapshots of {} older groups deleted\n",
+                    pruned.len(),
+                    old.len()
+                ));
+                machines.push(serde_json::json!({ "host": target.to_string(), "deleted": pruned }));
+            }
             Err(f) => {
                 exit = exit.max(f.exit);
-                crate::outln!("{target}: FAILED: {}", f.message);
+                text.push_str(&format!("{target}: FAILED: {}\n", f.message));
+                machines.push(serde_json::json!({
+                    "host": target.to_string(), "error": f.message, "exit": f.exit, "step": f.step,
+                }));
             }
         }
     }
-    exit
+    Ok(Done {
+        exit,
+        value: serde_json::json!({ "groups": old, "machines": machines }),
+        text,
+        line: String::new(),
+    })
 }
 
 #[cfg(test)]

@@ -338,7 +338,7 @@ async fn recover_powers_on_what_a_killed_run_left_off_and_clears_its_record() {
             since: "2026-01-01T00:00:00Z".into(),
         })
         .unwrap();
-    let reports = recover(&api, &pending).await;
+    let reports = recover(&api, &pending).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].succeeded && reports[0].running);
     assert_eq!(api.calls(), ["power_on", "untag"]);

@@ -18,6 +18,7 @@ mod hooks;
 mod hostile_image;
 mod metrics;
 mod offline;
+mod one_voice;
 mod packaging;
 mod phases;
 mod probe_attacker;

@@ -5,9 +5,10 @@
 
 /// How a program ended. Ordered from best to worst (the declaration order, not the codes): a
 /// command over several machines exits with the worst of theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Exit {
     /// 0: everything asked was done.
+    #[default]
     Success = 0,
     /// 75 (EX_TEMPFAIL): another snapshot is running on that machine; nothing was done, and
     /// trying again later can succeed (so it ranks below a failure).
@@ -153,12 +154,6 @@ impl Ord for Exit {
 impl PartialOrd for Exit {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
-    }
-}
-
-impl Default for Exit {
-    fn default() -> Exit {
-        Exit::Success
     }
 }
 

@@ -52,13 +52,7 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
                 strategy(&settings),
                 check(
                     "freeze self-test",
-                    freeze_self_test(&settings.runtime_dir).map_err(|e| {
-                        (
-                            e,
-                            "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a \
-                             container, run it on the host",
-                        )
-                    }),
+                    freeze_self_test(&settings.runtime_dir).map_err(|e| (e.to_string(), e.fix())),
                 ),
             ]
         })
@@ -237,34 +231,103 @@ async fn quiescers(settings: &Settings, targets: &[Target]) -> Vec<Check> {
     checks
 }
 
+/// Why the freeze self-test failed: each step's failure has its own fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SelfTestError {
+    /// The scratch folder or image could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Scratch {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// `mkfs.ext4` is missing.
+    #[error("cannot run mkfs.ext4: {0}")]
+    NoMkfs(#[source] std::io::Error),
+    /// `mkfs.ext4` ran and failed.
+    #[error("mkfs.ext4 failed: {0}")]
+    Mkfs(String),
+    /// The image could not be attached or mounted.
+    #[error(transparent)]
+    Mount(#[from] crate::loop_mount::LoopMountError),
+    /// The mounted scratch filesystem could not be opened.
+    #[error("cannot open the scratch mount: {0}")]
+    Open(#[source] nix::Error),
+    /// FIFREEZE itself failed.
+    #[error("FIFREEZE failed: {0}")]
+    Freeze(#[source] nix::Error),
+    /// FITHAW failed.
+    #[error("FITHAW failed: {0}")]
+    Thaw(#[source] nix::Error),
+}
+
+impl SelfTestError {
+    /// What to do about it.
+    fn fix(&self) -> &'static str {
+        match self {
+            SelfTestError::NoMkfs(_) => "install e2fsprogs (it provides mkfs.ext4)",
+            SelfTestError::Scratch { .. } => {
+                "check that `runtime_dir` is on a writable filesystem with 32 MiB free"
+            }
+            _ => {
+                "the agent needs root (CAP_SYS_ADMIN) and a kernel with FIFREEZE; in a \
+                 container, run it on the host"
+            }
+        }
+    }
+}
+
 /// Freezes and thaws a 32 MiB ext4 loop filesystem made in `dir` for the purpose, then removes
 /// it: proves FIFREEZE works here without touching a filesystem anyone uses.
-pub(crate) fn freeze_self_test(dir: &Path) -> Result<String, String> {
+pub(crate) fn freeze_self_test(dir: &Path) -> Result<String, SelfTestError> {
     let work = dir.join("doctor");
     let image = work.join("scratch.img");
+    let scratch = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SelfTestError::Scratch { path, source }
+    };
     let result = (|| {
-        std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        std::fs::create_dir_all(&work).map_err(scratch(&work))?;
         std::fs::File::create(&image)
             .and_then(|file| file.set_len(32 << 20))
-            .map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+            .map_err(scratch(&image))?;
         let out = Command::new("mkfs.ext4")
             .args(["-q", "-F"])
             .arg(&image)
             .output()
-            .map_err(|e| format!("cannot run mkfs.ext4: {e}"))?;
+            .map_err(SelfTestError::NoMkfs)?;
         if !out.status.success() {
-            return Err(format!(
-                "mkfs.ext4 failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(SelfTestError::Mkfs(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
         let mounted = LoopMount::attach(&image, &work.join("mnt"), Attach::default())?;
-        let fd = sys::open_mountpoint(mounted.mountpoint())
-            .map_err(|e| format!("cannot open the scratch mount: {e}"))?;
-        sys::freeze(&fd).map_err(|e| format!("FIFREEZE failed: {e}"))?;
-        sys::thaw(&fd).map_err(|e| format!("FITHAW failed: {e}"))?;
+        let fd = sys::open_mountpoint(mounted.mountpoint()).map_err(SelfTestError::Open)?;
+        sys::freeze(&fd).map_err(SelfTestError::Freeze)?;
+        sys::thaw(&fd).map_err(SelfTestError::Thaw)?;
         Ok("froze and thawed a scratch ext4 loop filesystem".to_string())
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder that cannot be made fails as such, with its own fix (not the one for a
+    /// kernel or privileges that cannot freeze), and leaves nothing behind.
+    #[test]
+    fn a_self_test_without_a_scratch_folder_says_where_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, "").unwrap();
+        let err = freeze_self_test(&file).unwrap_err();
+        assert!(
+            matches!(&err, SelfTestError::Scratch { path, .. } if path == &file.join("doctor")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("cannot create"), "{err}");
+        assert!(err.fix().contains("runtime_dir"), "{}", err.fix());
+        assert!(std::fs::metadata(&file).unwrap().is_file());
+    }
 }

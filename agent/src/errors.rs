@@ -1,17 +1,6 @@
 //! Errors as one line for people: what the binaries print, and what reports and D-Bus errors
-//! carry.
+//! carry. The formatter is the DigitalOcean crate's (it depends on no freezeframe crate, so it
+//! holds the one copy).
 
 /// An error and its causes, joined with `: `.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use freezeframe_digitalocean::error_chain;

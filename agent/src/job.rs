@@ -155,7 +155,7 @@ fn detection(quiesce: &QuiescePlan) -> DatabaseDetection {
                             Handler::Unhandled(_) => "nothing".to_string(),
                         },
                         note: match &d.handler {
-                            Handler::Unhandled(why) => Some(why.clone()),
+                            Handler::Unhandled(why) => Some(why.to_string()),
                             _ => None,
                         },
                     })

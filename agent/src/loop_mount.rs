@@ -16,6 +16,37 @@ pub struct LoopMount {
     mounted: bool,
 }
 
+/// Why an image could not be attached and mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopMountError {
+    /// The mountpoint could not be made.
+    #[error("cannot create {}: {source}", mountpoint.display())]
+    Mountpoint {
+        /// The mountpoint asked for.
+        mountpoint: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `losetup`, `mount` or `umount` did not run at all (not installed?).
+    #[error("cannot run {program}: {source}")]
+    NotRun {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It ran and failed: what it said.
+    #[error("{program} {args} failed: {said}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// Its arguments, joined with spaces.
+        args: String,
+        /// Its standard error, trimmed.
+        said: String,
+    },
+}
+
 /// How to attach an image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Attach<'a> {
@@ -27,9 +58,11 @@ pub struct Attach<'a> {
 
 impl LoopMount {
     /// Attaches `image` to a free loop device and mounts it at `mountpoint` (made if needed).
-    pub fn attach(image: &Path, mountpoint: &Path, how: Attach<'_>) -> Result<LoopMount, String> {
-        std::fs::create_dir_all(mountpoint)
-            .map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
+    pub fn attach(image: &Path, mountpoint: &Path, how: Attach<'_>) -> Result<LoopMount, LoopMountError> {
+        std::fs::create_dir_all(mountpoint).map_err(|source| LoopMountError::Mountpoint {
+            mountpoint: mountpoint.to_path_buf(),
+            source,
+        })?;
         let image = image.to_string_lossy();
         let mut losetup = vec!["--find", "--show"];
         if how.read_only {
@@ -87,18 +120,21 @@ impl Drop for LoopMount {
 }
 
 /// Runs a program; its trimmed stdout, or what it said on failure.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
+fn run(program: &str, args: &[&str]) -> Result<String, LoopMountError> {
     let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|source| LoopMountError::NotRun {
+            program: program.to_string(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(LoopMountError::Failed {
+            program: program.to_string(),
+            args: args.join(" "),
+            said: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }

@@ -36,14 +36,93 @@ pub struct NameTemplate {
 /// A template that does not parse, and why.
 pub struct TemplateError {
     template: String,
-    problem: String,
+    problem: TemplateProblem,
+}
+
+impl TemplateError {
+    /// What is wrong with it.
+    pub fn problem(&self) -> &TemplateProblem {
+        &self.problem
+    }
+}
+
+/// What is wrong with a name template, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateProblem {
+    /// A `{` without its `}`.
+    #[error("a `{{` is not closed")]
+    Unclosed,
+    /// A `}` without its `{`.
+    #[error("a `}}` has no `{{`")]
+    Unopened,
+    /// Nothing at all.
+    #[error("it is empty")]
+    Empty,
+    /// `{name}` that is no placeholder.
+    #[error("unknown placeholder `{{{0}}}`")]
+    UnknownPlaceholder(String),
+    /// `{utc:}`.
+    #[error("`{{utc:}}` has no format: write e.g. `{{utc:%Y%m%d-%H%M%S}}`")]
+    EmptyTimeFormat,
+    /// A `%` field other than `%Y %m %d %H %M %S`.
+    #[error("`%{field}` is not a supported time field: write `{{utc:{instead}}}` instead")]
+    TimeField {
+        /// The letter after `%` (a space when there is none).
+        field: char,
+        /// The format with what a name may not hold taken out.
+        instead: String,
+    },
+    /// A character between a time's fields that a name may not hold.
+    #[error(
+        "`{character}` in `{{utc:{format}}}`: between its fields a time format uses only letters, \
+         digits, `.`, `_` and `-` (other characters, such as `:`, were accepted before \
+         and are refused since, so no snapshot is taken until the template changes): \
+         write `{{utc:{instead}}}` instead"
+    )]
+    TimeCharacter {
+        /// The character.
+        character: char,
+        /// The format as written.
+        format: String,
+        /// The format with what a name may not hold taken out.
+        instead: String,
+    },
+    /// Names longer than the API takes.
+    #[error(
+        "it renders names of {length} characters, such as `{example}`, and a snapshot name \
+         has at most {MAX_NAME_LEN}: shorten the template"
+    )]
+    TooLong {
+        /// The longest name's length.
+        length: usize,
+        /// That name.
+        example: String,
+    },
+    /// A character outside placeholders that a name may not hold.
+    #[error(
+        "outside placeholders use only letters, digits, `.`, `_` and `-` (it renders names \
+         such as `{example}`)"
+    )]
+    Character {
+        /// A name it renders.
+        example: String,
+    },
+    /// Names that start with something other than a letter or digit.
+    #[error(
+        "it renders names such as `{example}`, and a snapshot name starts with a letter or \
+         digit: begin the template with a letter, a digit or {{hostname}}"
+    )]
+    Start {
+        /// A name it renders.
+        example: String,
+    },
 }
 
 impl std::str::FromStr for NameTemplate {
     type Err = TemplateError;
 
     fn from_str(template: &str) -> Result<Self, TemplateError> {
-        let bad = |problem: String| TemplateError {
+        let bad = |problem: TemplateProblem| TemplateError {
             template: template.to_string(),
             problem,
         };
@@ -52,7 +131,7 @@ impl std::str::FromStr for NameTemplate {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest.find('}').ok_or_else(|| bad("a `{` is not closed".into()))?;
+                    let end = rest.find('}').ok_or_else(|| bad(TemplateProblem::Unclosed))?;
                     let name = &rest[1..end];
                     parts.push(match name {
                         "hostname" => Part::Hostname,
@@ -63,7 +142,7 @@ impl std::str::FromStr for NameTemplate {
                                 check_format(fmt).map_err(bad)?;
                                 Part::Utc(fmt.to_string())
                             }
-                            None => return Err(bad(format!("unknown placeholder `{{{name}}}`"))),
+                            None => return Err(bad(TemplateProblem::UnknownPlaceholder(name.to_string()))),
                         },
                     });
                     rest = &rest[end + 1..];
@@ -82,10 +161,10 @@ impl std::str::FromStr for NameTemplate {
             .iter()
             .any(|p| matches!(p, Part::Literal(l) if l.contains('}')))
         {
-            return Err(bad("a `}` has no `{`".into()));
+            return Err(bad(TemplateProblem::Unopened));
         }
         if parts.is_empty() {
-            return Err(bad("it is empty".into()));
+            return Err(bad(TemplateProblem::Empty));
         }
         let parsed = NameTemplate { parts };
         // Whatever the host: a name starting with `.`, `-` or `_` (or `.`, `..`, which the
@@ -101,9 +180,9 @@ const SHORTEST_HOST: &str = "h";
 /// A `{utc:…}` format: fields from `%Y %m %d %H %M %S`, and between them only what a literal
 /// part may hold (letters, digits, `.`, `_`, `-`): the name goes into an API call and, for
 /// local images, a file name, so neither `/` nor free text may come through the time.
-fn check_format(fmt: &str) -> Result<(), String> {
+fn check_format(fmt: &str) -> Result<(), TemplateProblem> {
     if fmt.is_empty() {
-        return Err("`{utc:}` has no format: write e.g. `{utc:%Y%m%d-%H%M%S}`".into());
+        return Err(TemplateProblem::EmptyTimeFormat);
     }
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
@@ -111,21 +190,18 @@ fn check_format(fmt: &str) -> Result<(), String> {
             match chars.next() {
                 Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S') => {}
                 other => {
-                    return Err(format!(
-                        "`%{}` is not a supported time field: write `{{utc:{}}}` instead",
-                        other.unwrap_or(' '),
-                        plain_format(fmt)
-                    ))
+                    return Err(TemplateProblem::TimeField {
+                        field: other.unwrap_or(' '),
+                        instead: plain_format(fmt),
+                    })
                 }
             }
         } else if !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-            return Err(format!(
-                "`{c}` in `{{utc:{fmt}}}`: between its fields a time format uses only letters, \
-                 digits, `.`, `_` and `-` (other characters, such as `:`, were accepted before \
-                 and are refused since, so no snapshot is taken until the template changes): \
-                 write `{{utc:{}}}` instead",
-                plain_format(fmt)
-            ));
+            return Err(TemplateProblem::TimeCharacter {
+                character: c,
+                format: fmt.to_string(),
+                instead: plain_format(fmt),
+            });
         }
     }
     Ok(())
@@ -170,32 +246,23 @@ impl NameTemplate {
     /// Whether every name this template makes for `host` is one the API (and the local-image
     /// folder) accepts: rendered with each consistency, a group id and a four-digit year, the
     /// longest it renders, and checked with [`check_name`]. The problem, in words, if not.
-    pub(crate) fn check_renders(&self, host: &str) -> Result<(), String> {
+    pub(crate) fn check_renders(&self, host: &str) -> Result<(), TemplateProblem> {
         // 2026-11-27T23:51:01Z: every field two digits, the year four, as in any year to 9999.
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_823_461);
         let group = self.has_group().then_some("g00000000");
         for consistency in crate::transaction::ports::Consistency::ALL {
             let name = self.render(host, at, consistency, group);
             if check_name(&name).is_err() {
-                let why = if name.len() > MAX_NAME_LEN {
-                    format!(
-                        "it renders names of {} characters, such as `{name}`, and a snapshot name \
-                         has at most {MAX_NAME_LEN}: shorten the template",
-                        name.len(),
-                    )
+                return Err(if name.len() > MAX_NAME_LEN {
+                    TemplateProblem::TooLong {
+                        length: name.len(),
+                        example: name,
+                    }
                 } else if name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-                    format!(
-                        "outside placeholders use only letters, digits, `.`, `_` and `-` (it \
-                         renders names such as `{name}`)"
-                    )
+                    TemplateProblem::Character { example: name }
                 } else {
-                    format!(
-                        "it renders names such as `{name}`, and a snapshot name starts with a \
-                         letter or digit: begin the template with a letter, a digit or \
-                         {{hostname}}"
-                    )
-                };
-                return Err(why);
+                    TemplateProblem::Start { example: name }
+                });
             }
         }
         Ok(())
@@ -601,12 +668,17 @@ mod tests {
             "_{utc:%Y}",
             "..{consistency}",
         ] {
-            let err = bad.parse::<NameTemplate>().unwrap_err().to_string();
-            assert!(err.contains("starts with a letter or digit"), "{bad}: {err}");
+            let err = bad.parse::<NameTemplate>().unwrap_err();
+            assert!(matches!(err.problem(), TemplateProblem::Start { .. }), "{bad}: {err:?}");
+            assert!(err.to_string().contains("starts with a letter or digit"), "{bad}: {err}");
         }
         let long = format!("{}-{{consistency}}", "x".repeat(60));
-        let err = long.parse::<NameTemplate>().unwrap_err().to_string();
-        assert!(err.contains("at most 64"), "{err}");
+        let err = long.parse::<NameTemplate>().unwrap_err();
+        assert!(
+            matches!(err.problem(), TemplateProblem::TooLong { length, .. } if *length > 64),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("at most 64"), "{err}");
     }
 
     /// A long host name (DigitalOcean's own make them) is cut so that every name fits, the same

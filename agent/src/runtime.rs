@@ -165,7 +165,10 @@ pub(crate) async fn recover(
             .map(|(entry, outcome)| RecoveredResume {
                 resume: entry.to_string(),
                 ok: outcome.is_ok(),
-                error: outcome.err().unwrap_or_default(),
+                error: outcome
+                    .err()
+                    .map(|e| crate::errors::error_chain(&e))
+                    .unwrap_or_default(),
             })
             .collect();
     }

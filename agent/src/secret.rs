@@ -350,6 +350,39 @@ mod tests {
 
     use std::os::unix::fs::PermissionsExt;
 
+    /// A secret file refused (too open, too large, empty after its whitespace) is named in the
+    /// error, never its contents: not in the text, the Debug output or the chain.
+    #[test]
+    fn a_refused_secret_file_never_prints_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "dop_v1_secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = read_private_file(&file).unwrap_err();
+        assert!(matches!(open, SecretFileError::TooOpen { .. }), "{open:?}");
+        let big = dir.path().join("big");
+        std::fs::write(
+            &big,
+            format!("dop_v1_secret{}", " ".repeat(MAX_SECRET_BYTES as usize)),
+        )
+        .unwrap();
+        let large = read_file(&big).unwrap_err();
+        assert!(matches!(large, SecretFileError::TooLarge { .. }), "{large:?}");
+        for err in [open, large] {
+            for printed in [
+                err.to_string(),
+                format!("{err:?}"),
+                crate::errors::error_chain(&err),
+            ] {
+                assert!(!printed.contains("dop_v1_secret"), "{printed}");
+            }
+        }
+        // Held in a value that is printed whole, it stays hidden.
+        let held = Some(Secret::new("dop_v1_secret"));
+        assert!(!format!("{held:?}").contains("dop_v1_secret"));
+    }
+
     /// A private folder (as root makes it) holding `token`, a private root-owned secret file.
     fn private_secret() -> (tempfile::TempDir, PathBuf) {
         assert!(

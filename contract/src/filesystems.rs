@@ -100,11 +100,24 @@ impl Serialize for SkipReason {
     }
 }
 
+/// A skip reason in words that no [`SkipReason`] writes (a report from another version, or
+/// edited by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSkipReason(pub String);
+
+impl std::fmt::Display for UnknownSkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown skip reason `{}`", self.0)
+    }
+}
+
+impl std::error::Error for UnknownSkipReason {}
+
 impl std::str::FromStr for SkipReason {
-    type Err = String;
+    type Err = UnknownSkipReason;
 
     /// Reads back what `Display` wrote (reports are JSON with the reason in words).
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, UnknownSkipReason> {
         const PLAIN: [SkipReason; 10] = [
             SkipReason::Pseudo,
             SkipReason::MemoryBacked,
@@ -123,7 +136,7 @@ impl std::str::FromStr for SkipReason {
         text.strip_prefix("same filesystem as ")
             .and_then(|rest| rest.strip_suffix(" (frozen once)"))
             .map(|path| SkipReason::SameFilesystemAs(PathBuf::from(path)))
-            .ok_or_else(|| format!("unknown skip reason `{text}`"))
+            .ok_or_else(|| UnknownSkipReason(text.to_string()))
     }
 }
 
@@ -153,4 +166,22 @@ pub enum GuardEvent {
     DeadlineThawed,
     /// The guard process is gone (killed): nothing guards the freeze any more.
     Died,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_reasons_read_back_and_an_unknown_one_is_named() {
+        for reason in [
+            SkipReason::Overlay,
+            SkipReason::SameFilesystemAs(PathBuf::from("/srv")),
+        ] {
+            assert_eq!(reason.to_string().parse::<SkipReason>(), Ok(reason));
+        }
+        let err = "mounted on a whim".parse::<SkipReason>().unwrap_err();
+        assert_eq!(err, UnknownSkipReason("mounted on a whim".into()));
+        assert_eq!(err.to_string(), "unknown skip reason `mounted on a whim`");
+    }
 }

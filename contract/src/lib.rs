@@ -21,7 +21,7 @@ mod status;
 pub mod wire;
 
 pub use exit::Exit;
-pub use filesystems::{DevNum, GuardEvent, SkipReason, Skipped, Target};
+pub use filesystems::{DevNum, GuardEvent, SkipReason, Skipped, Target, UnknownSkipReason};
 pub use interface::{
     Agent1Proxy, AgentError, JobFinished, JobFinishedArgs, JobFinishedStream, PhaseChanged, PhaseChangedArgs,
     PhaseChangedStream, BUS_NAME, OBJECT_PATH,

@@ -6,7 +6,7 @@
 //! Only filesystems made here are ever touched: nothing looks at the machine's own mounts.
 
 use anyhow::{bail, Context, Result};
-use freezeframe_agent::loop_mount::{Attach, LoopMount};
+use freezeframe_agent::loop_mount::{Attach, LoopMount, LoopMountError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,7 +168,12 @@ impl LoopFs {
         LoopFs::new(fs, image.to_path_buf(), false, mounted)
     }
 
-    fn new(fs: Fs, image: PathBuf, owns_image: bool, mounted: Result<LoopMount, String>) -> Result<LoopFs> {
+    fn new(
+        fs: Fs,
+        image: PathBuf,
+        owns_image: bool,
+        mounted: Result<LoopMount, LoopMountError>,
+    ) -> Result<LoopFs> {
         match mounted {
             Ok(mount) => Ok(LoopFs {
                 fs,

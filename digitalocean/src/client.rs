@@ -532,9 +532,10 @@ fn transport(what: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     }
 }
 
-/// An error and its causes, on one line (reqwest's own message leaves out why a connection
-/// failed: refused, no route, a name that does not resolve).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes, joined with `: ` on one line, each cause left out when the text so
+/// far already says it (reqwest's own message leaves out why a connection failed: refused, no
+/// route, a name that does not resolve). The agent's reports and both binaries' messages use it.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -602,6 +603,74 @@ pub(crate) mod erased {
     impl<T: serde::Serialize + Sync> Body for T {
         fn to_json(&self) -> Vec<u8> {
             serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Causes are joined once each: a cause the text already holds is not repeated.
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot reach the API: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot reach the API")]
+        struct Wraps(#[source] std::io::Error);
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(error_chain(&Repeats(refused())), "cannot reach the API: refused");
+        assert_eq!(error_chain(&Wraps(refused())), "cannot reach the API: refused");
+    }
+
+    /// The token is sent, and a refusal's error (as text, as Debug, with its causes) does not
+    /// hold it.
+    #[tokio::test]
+    async fn a_refused_token_is_not_in_the_error() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const SECRET: &str = "dop_v1_0123456789abcdef";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"id":"unauthorized","message":"Unable to authenticate you"}"#;
+            let answer = format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let client = Client::new(
+            http_client(&url).unwrap(),
+            &url,
+            Token::new(SECRET),
+            &["droplet:read"],
+            Duration::from_secs(30),
+        );
+        let err = client.droplet(1).await.unwrap_err();
+        let request = server.await.unwrap();
+        assert!(
+            request.contains(&format!("Bearer {SECRET}")),
+            "the token was not sent: {request}"
+        );
+        assert!(
+            matches!(err, ApiError::Unauthorized { status: 401, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("refused the token"), "{err}");
+        for printed in [err.to_string(), format!("{err:?}"), error_chain(&err)] {
+            assert!(!printed.contains(SECRET), "{printed}");
         }
     }
 }

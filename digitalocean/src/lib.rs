@@ -14,7 +14,7 @@ mod restore;
 mod token;
 mod types;
 
-pub use client::{droplet_id_from_metadata, http_client, ApiError, Client, Usage};
+pub use client::{droplet_id_from_metadata, error_chain, http_client, ApiError, Client, Usage};
 pub use token::Token;
 pub use types::{
     Action, Droplet, DropletCreate, DropletSnapshot, ListedDroplet, NetworkV4, Networks, PowerAction, Size,

@@ -415,8 +415,9 @@ fn scopeguard(mountpoint: &Path) -> impl Drop + '_ {
     Thaw(mountpoint)
 }
 
-/// Waits until every member's filesystem is frozen.
-fn wait_all_frozen(group: &Group, within: Duration) {
+/// Waits until every member's filesystem is frozen by the group run `cli`; a run that ended
+/// meanwhile fails the test with what it said.
+fn wait_all_frozen(group: &Group, cli: &mut std::process::Child, within: Duration) {
     // The agents say where their jobs are (JobPhase): `hold` is frozen and waiting for the
     // commit. A member held in its freeze phase (an injected sleep) is probed with fsfreeze, but
     // only once every other member holds: the probe's own freeze of a filesystem about to be
@@ -431,6 +432,20 @@ fn wait_all_frozen(group: &Group, within: Duration) {
         });
         if all {
             return;
+        }
+        if let Some(status) = cli.try_wait().unwrap() {
+            let said = |pipe: Option<&mut dyn std::io::Read>| {
+                let mut text = String::new();
+                if let Some(pipe) = pipe {
+                    let _ = pipe.read_to_string(&mut text);
+                }
+                text
+            };
+            let stdout = said(cli.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+            let stderr = said(cli.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+            panic!(
+                "the group run ended ({status}) before its members all froze: {phases:?}\n{stdout}\n{stderr}"
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -487,10 +502,10 @@ fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
     let mut cli = group
         .command(&["snapshot", "--group"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_all_frozen(&group, Duration::from_secs(30));
+    wait_all_frozen(&group, &mut cli, Duration::from_secs(90));
     cli.kill().unwrap();
     let _ = cli.wait();
     // Alpha and beta, waiting for the commit, thaw as their coordinator leaves: before their
@@ -532,13 +547,13 @@ fn members_thaw_and_resume_at_once_when_the_coordinator_or_its_link_goes() {
     for i in 0..3 {
         let _ = std::fs::remove_file(group.members[i].fs.dir.path().join("hooks.log"));
     }
-    let cli = group
+    let mut cli = group
         .command(&["snapshot", "--group", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_all_frozen(&group, Duration::from_secs(30));
+    wait_all_frozen(&group, &mut cli, Duration::from_secs(90));
     let bridges = bridges_to(&group.members[0].bus.address);
     assert!(!bridges.is_empty(), "the stand-in ssh runs systemd-stdio-bridge");
     for pid in bridges {

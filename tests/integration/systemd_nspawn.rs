@@ -150,15 +150,28 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     let snapshot = machine.command(&["freezeframe-agent", "snapshot", "--json"]);
     let (child, _) = spawn_until_frozen(snapshot, notify);
     assert_eq!(machine.unit_property("writer", "FreezerState"), "frozen");
-    // The agent, not its guard (a child of the agent's, with the same command line).
+    // The agent, not its guard (a child of the agent's, with the same command line). Every
+    // process is judged before any is killed: a guard whose agent died first is reparented and
+    // would pass for an agent.
     machine.sh(
-        "for p in /proc/[0-9]*; do grep -qa '[f]reezeframe-agent.snapshot' $p/cmdline 2>/dev/null || continue; \
+        "agents=; for p in /proc/[0-9]*; do grep -qa '[f]reezeframe-agent.snapshot' $p/cmdline 2>/dev/null || continue; \
          ppid=$(awk '/^PPid/ {print $2}' $p/status); \
-         grep -qa '[f]reezeframe-agent' /proc/$ppid/cmdline 2>/dev/null || kill -KILL ${p#/proc/}; done",
+         grep -qa '[f]reezeframe-agent' /proc/$ppid/cmdline 2>/dev/null || agents=\"$agents ${p#/proc/}\"; done; \
+         test -n \"$agents\" && kill -KILL $agents",
     );
     let _ = child.wait_with_output();
     sim.sim.set_faults(Vec::new());
-    machine.sh("timeout 10 sh -c 'echo after-kill >> /vol/probe'");
+    // The guard thaws at the dead agent's end. Looked at from outside: a write to a filesystem
+    // left frozen would wait in the kernel beyond any timeout's reach.
+    let killed = std::time::Instant::now();
+    while freezeframe_tests::is_frozen(&rig.fs.mountpoint) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the guard did not thaw /vol after its agent was SIGKILLed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    machine.sh("echo after-kill >> /vol/probe");
     assert_eq!(
         machine.unit_property("writer", "FreezerState"),
         "frozen",

@@ -85,7 +85,13 @@ const AGENT: Layers = &[
     ),
     (
         "runtime",
-        &["guard::record", "quiesce::owed", "quiesce::pending", "systemd"],
+        &[
+            "errors",
+            "guard::record",
+            "quiesce::owed",
+            "quiesce::pending",
+            "systemd",
+        ],
     ),
     ("history", &["atomic_file", "guard", "transaction"]),
     (

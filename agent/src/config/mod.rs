@@ -319,13 +319,26 @@ fn dropins(dir: &Path) -> Vec<(PathBuf, bool)> {
 
 /// Parses a duration such as `20s`, `1500ms` or `2m`.
 pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    duration(text).map_err(|problem| ConfigError::Invalid { key, problem })
+    duration(text).map_err(|e| ConfigError::Invalid {
+        key,
+        problem: e.to_string(),
+    })
+}
+
+/// A text that is not a duration, and how to write one.
+#[derive(Debug, thiserror::Error)]
+#[error("`{text}` is not a duration ({source}); write it like \"20s\", \"1500ms\" or \"2m\"")]
+pub(crate) struct BadDuration {
+    text: String,
+    source: humantime::DurationError,
 }
 
 /// A duration, or what is wrong with it and how to write it.
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like \"20s\", \"1500ms\" or \"2m\""))
+fn duration(text: &str) -> Result<Duration, BadDuration> {
+    humantime::parse_duration(text.trim()).map_err(|source| BadDuration {
+        text: text.to_string(),
+        source,
+    })
 }
 
 /// Parses a duration and requires it within `range` (inclusive): a typo like "1000000d" is an
@@ -621,10 +634,43 @@ fn validate_url(key: &'static str, url: String) -> Result<String, ConfigError> {
     }
 }
 
+/// An API address the token must not be sent to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiUrlError {
+    /// Not a URL at all.
+    #[error("`{url}` is not a URL ({problem})")]
+    NotUrl {
+        /// The address as given.
+        url: String,
+        /// What the URL parser said.
+        problem: String,
+    },
+    /// Plain http to another machine: the token would cross the network in the clear.
+    #[error(
+        "`{url}` is plain http to another machine: the API token would cross the network \
+         unencrypted; use https://"
+    )]
+    Cleartext {
+        /// The address as given.
+        url: String,
+    },
+    /// Neither https nor http.
+    #[error("`{url}` is a {scheme}: URL; the API is reached over https://")]
+    Scheme {
+        /// The address as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
 /// The API's address (`digitalocean.api_url`, the CLI's `--api-url`): the token goes there,
 /// so only over TLS, except to this machine itself (a simulator, a local proxy).
-pub fn check_api_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+pub fn check_api_url(url: &str) -> Result<(), ApiUrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| ApiUrlError::NotUrl {
+        url: url.to_string(),
+        problem: e.to_string(),
+    })?;
     let host = parsed.host_str().unwrap_or_default();
     // `localhost` counts as this machine: the API client resolves it to 127.0.0.1/::1 itself,
     // never through NSS (which could ask DNS where /etc/hosts lacks it).
@@ -637,13 +683,11 @@ pub fn check_api_url(url: &str) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        "http" => Err(format!(
-            "`{url}` is plain http to another machine: the API token would cross the network \
-             unencrypted; use https://"
-        )),
-        other => Err(format!(
-            "`{url}` is a {other}: URL; the API is reached over https://"
-        )),
+        "http" => Err(ApiUrlError::Cleartext { url: url.to_string() }),
+        other => Err(ApiUrlError::Scheme {
+            url: url.to_string(),
+            scheme: other.to_string(),
+        }),
     }
 }
 
@@ -681,7 +725,10 @@ fn validate_digitalocean(f: schema::DigitalOceanSection) -> Result<DigitalOceanS
         api_url: {
             let key = "digitalocean.api_url";
             let url = validate_url(key, f.api_url)?;
-            check_api_url(&url).map_err(|problem| ConfigError::Invalid { key, problem })?;
+            check_api_url(&url).map_err(|e| ConfigError::Invalid {
+                key,
+                problem: e.to_string(),
+            })?;
             url
         },
         metadata_url: validate_url("digitalocean.metadata_url", f.metadata_url)?,

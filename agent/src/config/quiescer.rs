@@ -134,9 +134,9 @@ impl SystemdSection {
             key: "quiescer.unit",
             problem: "a systemd quiescer needs the `unit` to quiesce, such as \"myapp.service\"".into(),
         })?;
-        let unit = validate_unit(&unit).map_err(|problem| ConfigError::Invalid {
+        let unit = validate_unit(&unit).map_err(|e| ConfigError::Invalid {
             key: "quiescer.unit",
-            problem,
+            problem: e.to_string(),
         })?;
         let mode = either(
             "quiescer.mode",
@@ -180,17 +180,32 @@ const NEEDED_BY_THE_AGENT: &[&str] = &[
     "system.slice",
 ];
 
+/// A configured unit that cannot be quiesced, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum UnitNameError {
+    /// Not a unit name at all.
+    #[error("`{0}` is not a unit name")]
+    Malformed(String),
+    /// A unit of a type that cannot be frozen or stopped (a mount, a timer, …).
+    #[error("`{0}` is not a service or scope; only those can be frozen or stopped for a snapshot")]
+    NotServiceOrScope(String),
+    /// A unit the agent needs while it works.
+    #[error(
+        "`{0}` is needed while the snapshot is taken (the agent talks to systemd over D-Bus); \
+         quiescing it would hang the run"
+    )]
+    NeededByTheAgent(String),
+}
+
 /// Checks a configured unit name and completes a bare name with `.service`, as systemctl does.
-pub(super) fn validate_unit(unit: &str) -> Result<String, String> {
+pub(super) fn validate_unit(unit: &str) -> Result<String, UnitNameError> {
     if unit.is_empty() || unit.len() > 255 || unit.contains(['/', '\0', '\n', ' ']) {
-        return Err(format!("`{unit}` is not a unit name"));
+        return Err(UnitNameError::Malformed(unit.to_string()));
     }
     let unit = if [".service", ".scope"].iter().any(|s| unit.ends_with(s)) {
         unit.to_string()
     } else if unit.contains('.') && !unit.contains('@') {
-        return Err(format!(
-            "`{unit}` is not a service or scope; only those can be frozen or stopped for a snapshot"
-        ));
+        return Err(UnitNameError::NotServiceOrScope(unit.to_string()));
     } else {
         format!("{unit}.service")
     };
@@ -198,10 +213,7 @@ pub(super) fn validate_unit(unit: &str) -> Result<String, String> {
         || unit.starts_with("systemd-")
         || unit.starts_with("freezeframe")
     {
-        return Err(format!(
-            "`{unit}` is needed while the snapshot is taken (the agent talks to systemd over D-Bus); \
-             quiescing it would hang the run"
-        ));
+        return Err(UnitNameError::NeededByTheAgent(unit));
     }
     Ok(unit)
 }
@@ -248,16 +260,18 @@ mod tests {
         assert_eq!(validate_unit("redis-server").unwrap(), "redis-server.service");
         assert_eq!(validate_unit("app@1").unwrap(), "app@1.service");
         assert_eq!(validate_unit("job.scope").unwrap(), "job.scope");
-        for bad in [
-            "",
-            "a/b",
-            "dbus",
-            "dbus.service",
-            "systemd-logind",
-            "freezeframe-agent",
-            "x.timer",
+        let needed = |unit: &str| UnitNameError::NeededByTheAgent(unit.into());
+        for (bad, why) in [
+            ("", UnitNameError::Malformed("".into())),
+            ("a/b", UnitNameError::Malformed("a/b".into())),
+            ("dbus", needed("dbus.service")),
+            ("dbus.service", needed("dbus.service")),
+            ("systemd-logind", needed("systemd-logind.service")),
+            ("freezeframe-agent", needed("freezeframe-agent.service")),
+            ("x.timer", UnitNameError::NotServiceOrScope("x.timer".into())),
         ] {
-            assert!(validate_unit(bad).is_err(), "{bad}");
+            assert_eq!(validate_unit(bad), Err(why), "{bad}");
         }
+        assert!(needed("dbus.service").to_string().contains("would hang the run"));
     }
 }

@@ -239,9 +239,20 @@ fn the_api_is_reached_over_https_except_on_loopback() {
         assert!(err.contains("digitalocean.api_url"), "{hostile}: {err}");
         assert!(check_api_url(hostile).is_err(), "{hostile}");
     }
-    assert!(check_api_url("http://api.digitalocean.com")
-        .unwrap_err()
-        .contains("use https://"));
+    let cleartext = check_api_url("http://api.digitalocean.com").unwrap_err();
+    assert!(
+        matches!(cleartext, ApiUrlError::Cleartext { .. }),
+        "{cleartext:?}"
+    );
+    assert!(cleartext.to_string().contains("use https://"), "{cleartext}");
+    assert!(matches!(
+        check_api_url("ftp://127.0.0.1"),
+        Err(ApiUrlError::Scheme { scheme, .. }) if scheme == "ftp"
+    ));
+    assert!(matches!(
+        check_api_url("not a url"),
+        Err(ApiUrlError::NotUrl { .. })
+    ));
 }
 
 #[test]

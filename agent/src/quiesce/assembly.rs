@@ -33,7 +33,7 @@ pub(crate) struct QuiescePlan {
     pub hooks_dir: PathBuf,
     pub hook_timeout: Duration,
     /// The hooks that would run and the files passed over, or why the directory is refused.
-    pub hooks: Result<hooks::Discovered, String>,
+    pub hooks: Result<hooks::Discovered, QuiesceError>,
     pub configured: Vec<QuiescerSettings>,
     pub detection: Detection,
     units: Arc<dyn Units>,
@@ -73,7 +73,7 @@ impl QuiescePlan {
         QuiescePlan {
             hooks_dir: settings.hooks_dir.clone(),
             hook_timeout: settings.hook_timeout,
-            hooks: hooks::discover(&settings.hooks_dir).map_err(|e| e.to_string()),
+            hooks: hooks::discover(&settings.hooks_dir),
             configured: settings.quiescers.clone(),
             detection,
             units,

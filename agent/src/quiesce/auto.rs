@@ -17,7 +17,63 @@ pub(crate) enum Handler {
     /// A `[[quiescer]]` in the configuration handles it.
     Configured,
     /// Nothing: the snapshot of its data is only crash-consistent. Says why and what to do.
-    Unhandled(String),
+    Unhandled(Unhandled),
+}
+
+/// Why a detected database gets no native quiescer, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unhandled {
+    /// systemd names no main process to read the settings from.
+    #[error("it has no main process")]
+    NoMainProcess,
+    /// A kind freezeframe has no quiescer for.
+    #[error(
+        "freezeframe has no native MongoDB quiescer; add [[quiescer]] kind = \"systemd\" with \
+         this unit, or a hook script"
+    )]
+    NoMongodbQuiescer,
+    /// PostgreSQL's working directory (its data directory) cannot be read.
+    #[error("cannot read its data directory: {problem}")]
+    DataDirectory { problem: String },
+    /// PostgreSQL's `postmaster.pid` cannot be read.
+    #[error("cannot read {}: {problem}", file.display())]
+    PidFile { file: PathBuf, problem: String },
+    /// PostgreSQL listens on no unix socket.
+    #[error(
+        "{} names no socket directory (unix_socket_directories is empty); configure \
+         [[quiescer]] kind = \"postgresql\"",
+        file.display()
+    )]
+    NoSocketDirectory { file: PathBuf },
+    /// The OS user it runs as (whom PostgreSQL's peer authentication lets in) is unknown.
+    #[error(transparent)]
+    User(#[from] UnknownUser),
+    /// Its sockets cannot be listed.
+    #[error("cannot list its sockets: {problem}")]
+    Sockets { problem: String },
+    /// MariaDB listens on no unix socket.
+    #[error(
+        "it listens on no unix socket, which the lock session needs; configure [[quiescer]] \
+         kind = \"mariadb\" with `socket`"
+    )]
+    NoUnixSocket,
+    /// Redis listens on nothing.
+    #[error("it listens on no socket")]
+    NoSocket,
+}
+
+/// Why the OS user of a process is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnknownUser {
+    /// Its /proc status cannot be read (it exited?).
+    #[error("cannot read its process status: {problem}")]
+    Status { problem: String },
+    /// Its status names no uid.
+    #[error("no Uid in its status")]
+    NoUid,
+    /// The uid has no name in this machine's accounts.
+    #[error("uid {0} has no user name")]
+    NoName(u32),
 }
 
 /// A database unit and how it will be quiesced.
@@ -139,17 +195,19 @@ fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 /// The OS user a process runs as.
-fn process_user(proc_dir: &Path) -> Result<String, String> {
-    let status = std::fs::read_to_string(proc_dir.join("status")).map_err(|e| e.to_string())?;
+fn process_user(proc_dir: &Path) -> Result<String, UnknownUser> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).map_err(|e| UnknownUser::Status {
+        problem: e.to_string(),
+    })?;
     let uid: u32 = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|u| u.parse().ok())
-        .ok_or("no Uid in its status")?;
+        .ok_or(UnknownUser::NoUid)?;
     match nix::unistd::User::from_uid(uid.into()) {
         Ok(Some(user)) => Ok(user.name),
-        _ => Err(format!("uid {uid} has no user name")),
+        _ => Err(UnknownUser::NoName(uid)),
     }
 }
 
@@ -166,36 +224,33 @@ impl Proc {
     /// The settings of `db`'s native quiescer, or why there are none.
     pub(crate) fn handler(&self, db: &DatabaseUnit, timeout: Duration) -> Handler {
         let Some(pid) = db.unit.main_pid else {
-            return Handler::Unhandled("it has no main process".into());
+            return Handler::Unhandled(Unhandled::NoMainProcess);
         };
         let found = match db.kind {
             DatabaseKind::Postgresql => self.postgres(pid, timeout),
             DatabaseKind::Mariadb => self.mariadb(pid, timeout),
             DatabaseKind::Redis => self.redis(pid, timeout),
-            DatabaseKind::Mongodb => Err("freezeframe has no native MongoDB quiescer; add \
-                 [[quiescer]] kind = \"systemd\" with this unit, or a hook script"
-                .into()),
+            DatabaseKind::Mongodb => Err(Unhandled::NoMongodbQuiescer),
         };
         found.map_or_else(Handler::Unhandled, Handler::Native)
     }
 
-    fn postgres(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, String> {
+    fn postgres(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, Unhandled> {
         let dir = self.of(pid);
-        let data_dir = std::fs::read_link(dir.join("cwd"))
-            .map_err(|e| format!("cannot read its data directory: {e}"))?;
+        let data_dir = std::fs::read_link(dir.join("cwd")).map_err(|e| Unhandled::DataDirectory {
+            problem: e.to_string(),
+        })?;
         let pid_file = data_dir.join("postmaster.pid");
         let text = std::fs::read_to_string(
             dir.join("root")
                 .join(pid_file.strip_prefix("/").unwrap_or(&pid_file)),
         )
-        .map_err(|e| format!("cannot read {}: {e}", pid_file.display()))?;
-        let (port, socket_dir) = parse_postmaster_pid(&text).ok_or_else(|| {
-            format!(
-                "{} names no socket directory (unix_socket_directories is empty); configure \
-                 [[quiescer]] kind = \"postgresql\"",
-                pid_file.display()
-            )
+        .map_err(|e| Unhandled::PidFile {
+            file: pid_file.clone(),
+            problem: e.to_string(),
         })?;
+        let (port, socket_dir) =
+            parse_postmaster_pid(&text).ok_or(Unhandled::NoSocketDirectory { file: pid_file })?;
         Ok(QuiescerSettings::Postgresql {
             socket_dir,
             port,
@@ -205,14 +260,11 @@ impl Proc {
         })
     }
 
-    fn mariadb(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, String> {
-        let listeners = self
-            .listeners(pid)
-            .map_err(|e| format!("cannot list its sockets: {e}"))?;
-        let socket = listeners.unix.into_iter().next().ok_or(
-            "it listens on no unix socket, which the lock session needs; configure [[quiescer]] \
-             kind = \"mariadb\" with `socket`",
-        )?;
+    fn mariadb(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, Unhandled> {
+        let listeners = self.listeners(pid).map_err(|e| Unhandled::Sockets {
+            problem: e.to_string(),
+        })?;
+        let socket = listeners.unix.into_iter().next().ok_or(Unhandled::NoUnixSocket)?;
         Ok(QuiescerSettings::Mariadb {
             socket,
             login: crate::config::MariadbLogin::default(),
@@ -221,17 +273,17 @@ impl Proc {
         })
     }
 
-    fn redis(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, String> {
-        let listeners = self
-            .listeners(pid)
-            .map_err(|e| format!("cannot list its sockets: {e}"))?;
+    fn redis(&self, pid: u32, timeout: Duration) -> Result<QuiescerSettings, Unhandled> {
+        let listeners = self.listeners(pid).map_err(|e| Unhandled::Sockets {
+            problem: e.to_string(),
+        })?;
         let endpoint = match (
             listeners.unix.into_iter().next(),
             listeners.tcp.into_iter().next(),
         ) {
             (Some(socket), _) => RedisEndpoint::Socket(socket),
             (None, Some(addr)) => RedisEndpoint::Tcp(reachable(addr).to_string()),
-            (None, None) => return Err("it listens on no socket".into()),
+            (None, None) => return Err(Unhandled::NoSocket),
         };
         Ok(QuiescerSettings::Redis {
             endpoint,

@@ -3,9 +3,22 @@
 
 use super::hooks;
 use super::pending::{recorded, remove, Pending, Running};
-use crate::systemd::Units;
+use crate::systemd::{SystemdError, Units};
+use crate::transaction::ports::QuiesceError;
 use std::path::Path;
 use std::time::Duration;
+
+/// Why an owed resume failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OwedError {
+    /// systemd could not be asked about the unit, or would not thaw or start it: the unit stays
+    /// recorded, to be tried again.
+    #[error(transparent)]
+    Unit(#[from] SystemdError),
+    /// The hook's `thaw` failed; it is not repeated.
+    #[error(transparent)]
+    Hook(QuiesceError),
+}
 
 /// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
 /// resumed (or gone). Returns what happened to each.
@@ -13,19 +26,19 @@ pub(crate) async fn resume_recorded(
     runtime_dir: &Path,
     units: &dyn Units,
     hook_timeout: Duration,
-) -> Vec<(Pending, Result<(), String>)> {
+) -> Vec<(Pending, Result<(), OwedError>)> {
     let mut outcomes = Vec::new();
     for entry in recorded(runtime_dir).into_iter().rev() {
         let outcome = match &entry {
             Pending::FrozenUnit(unit) => match units.describe(unit).await {
                 Ok(state) if state.freezer_state == "running" || state.load_state != "loaded" => Ok(()),
-                Ok(_) => units.thaw(unit).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => units.thaw(unit).await.map_err(OwedError::Unit),
+                Err(e) => Err(e.into()),
             },
             Pending::StoppedUnit(unit) => match units.describe(unit).await {
                 Ok(state) if state.active_state == "active" || state.load_state != "loaded" => Ok(()),
-                Ok(_) => units.start(unit).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => units.start(unit).await.map_err(OwedError::Unit),
+                Err(e) => Err(e.into()),
             },
             Pending::Hook { path, running } => {
                 match running {
@@ -47,7 +60,7 @@ pub(crate) async fn resume_recorded(
                 }
                 hooks::thaw_recorded(path, hook_timeout, units)
                     .await
-                    .map_err(|e| crate::errors::error_chain(&e))
+                    .map_err(OwedError::Hook)
             }
         };
         // A unit's state can be checked again later; a hook's `thaw` is not repeated.
@@ -89,8 +102,26 @@ mod tests {
             assert!(recorded(dir.path()).is_empty());
         } else {
             // Hooks must be root's: as another user they are refused and stay recorded.
-            assert!(outcomes.iter().all(|(_, o)| o.is_err()), "{outcomes:?}");
+            assert!(
+                outcomes.iter().all(|(_, o)| matches!(o, Err(OwedError::Hook(_)))),
+                "{outcomes:?}"
+            );
             assert_eq!(recorded(dir.path()).len(), 2);
         }
+    }
+
+    /// A unit systemd cannot be asked about fails as systemd's error and stays recorded, to be
+    /// tried again; its message is systemd's.
+    #[tokio::test]
+    async fn a_unit_systemd_cannot_be_asked_about_stays_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        add(dir.path(), Pending::FrozenUnit("app.service".into())).unwrap();
+        let units = crate::systemd::Unreachable("no bus in this test".into());
+        let outcomes = resume_recorded(dir.path(), &units, Duration::from_secs(10)).await;
+        let [(_, Err(OwedError::Unit(SystemdError::Unreachable(why))))] = outcomes.as_slice() else {
+            panic!("{outcomes:?}");
+        };
+        assert_eq!(why, "no bus in this test");
+        assert_eq!(recorded(dir.path()).len(), 1);
     }
 }

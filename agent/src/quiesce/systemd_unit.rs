@@ -62,23 +62,36 @@ impl SystemdUnit {
     }
 }
 
+/// Why the kernel's freezer cannot freeze a unit here, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FreezerUnavailable {
+    /// The cgroup v1 (or hybrid) hierarchy: no freezer for units.
+    #[error(
+        "{} is not the unified cgroup hierarchy (cgroup v2), which the freezer needs; use \
+         mode = \"stop\", or boot with systemd.unified_cgroup_hierarchy=1",
+        root.display()
+    )]
+    NotUnified { root: PathBuf },
+    /// The unit's cgroup has no `cgroup.freeze` (a kernel before 5.2).
+    #[error(
+        "its cgroup {} has no cgroup.freeze (kernel older than 5.2?); use mode = \"stop\"",
+        cgroup.display()
+    )]
+    NoFreezeFile { cgroup: PathBuf },
+}
+
 /// Whether the kernel's cgroup v2 freezer can freeze `state`'s cgroup: the unified hierarchy
 /// with a `cgroup.freeze` file for it. systemd's own CanFreeze says only that the unit type
 /// could be frozen, not that the host's cgroup setup allows it.
-fn freezer_available(cgroup_root: &Path, state: &UnitState) -> Result<(), String> {
+fn freezer_available(cgroup_root: &Path, state: &UnitState) -> Result<(), FreezerUnavailable> {
     if !cgroup_root.join("cgroup.controllers").exists() {
-        return Err(format!(
-            "{} is not the unified cgroup hierarchy (cgroup v2), which the freezer needs; use \
-             mode = \"stop\", or boot with systemd.unified_cgroup_hierarchy=1",
-            cgroup_root.display()
-        ));
+        return Err(FreezerUnavailable::NotUnified {
+            root: cgroup_root.to_path_buf(),
+        });
     }
     let cgroup = cgroup_root.join(state.control_group.trim_start_matches('/'));
     if state.control_group.is_empty() || !cgroup.join("cgroup.freeze").exists() {
-        return Err(format!(
-            "its cgroup {} has no cgroup.freeze (kernel older than 5.2?); use mode = \"stop\"",
-            cgroup.display()
-        ));
+        return Err(FreezerUnavailable::NoFreezeFile { cgroup });
     }
     Ok(())
 }

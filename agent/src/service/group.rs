@@ -3,7 +3,7 @@
 //! called `Prepare` and only where the job waits), and the watch that aborts the job when that
 //! coordinator leaves the bus (killed, or its ssh connection cut) before it committed.
 
-use crate::transaction::ports::{Barrier, BarrierPoint};
+use crate::transaction::ports::{Barrier, BarrierError, BarrierPoint};
 use crate::transaction::Interrupter;
 use freezeframe_contract::AgentError;
 use futures_util::StreamExt;
@@ -169,7 +169,7 @@ impl Barrier for ServiceBarrier {
         *self.slot.waiting_at.lock().unwrap() = Some(point);
     }
 
-    async fn released(&mut self, point: BarrierPoint) -> Result<(), String> {
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError> {
         let mut released = self.slot.released.subscribe();
         let word = released.wait_for(|r| *r >= Some(point));
         match point {
@@ -180,7 +180,7 @@ impl Barrier for ServiceBarrier {
             }
             BarrierPoint::Synced => match tokio::time::timeout_at(self.prepare_deadline, word).await {
                 Ok(_) => Ok(()),
-                Err(_) => Err("the coordinator's word to freeze did not come by its prepare deadline".into()),
+                Err(_) => Err(BarrierError::Deadline(point)),
             },
         }
     }
@@ -297,6 +297,7 @@ mod tests {
         };
         barrier.arrived(BarrierPoint::Synced);
         let why = barrier.released(BarrierPoint::Synced).await.unwrap_err();
-        assert!(why.contains("prepare deadline"), "{why}");
+        assert_eq!(why, BarrierError::Deadline(BarrierPoint::Synced));
+        assert!(why.to_string().contains("prepare deadline"), "{why}");
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 pub(crate) const LIFETIME: Duration = Duration::from_secs(30);
 
 /// One fetched answer and what it was fetched for.
-struct Listed<K, T> {
+struct Listed<K, T, E> {
     /// Its fetch's place in the order fetches began: a later one's answer is not replaced by
     /// an earlier one's.
     began: u64,
@@ -25,12 +25,12 @@ struct Listed<K, T> {
     generation: u64,
     /// The settings it was fetched with.
     key: K,
-    answer: Result<T, String>,
+    answer: Result<T, E>,
 }
 
-/// The kept answer (`T`), for the settings (`K`) it was fetched with.
-pub(crate) struct ListCache<K, T> {
-    listed: Mutex<Option<Listed<K, T>>>,
+/// The kept answer (`T`, or the error `E`), for the settings (`K`) it was fetched with.
+pub(crate) struct ListCache<K, T, E> {
+    listed: Mutex<Option<Listed<K, T, E>>>,
     /// One fetch at a time for callers who may get the kept answer…
     public_flight: tokio::sync::Mutex<()>,
     /// …and another for those who get a fresh one, so that they never wait behind the first.
@@ -41,8 +41,8 @@ pub(crate) struct ListCache<K, T> {
     fetches: AtomicU64,
 }
 
-impl<K: PartialEq + Clone, T: Clone> ListCache<K, T> {
-    pub(crate) fn new() -> ListCache<K, T> {
+impl<K: PartialEq + Clone, T: Clone, E: Clone> ListCache<K, T, E> {
+    pub(crate) fn new() -> ListCache<K, T, E> {
         ListCache {
             listed: Mutex::new(None),
             public_flight: tokio::sync::Mutex::new(()),
@@ -61,10 +61,10 @@ impl<K: PartialEq + Clone, T: Clone> ListCache<K, T> {
     /// `fetch`'s (kept, an error too: a failing API is not asked again by every caller). One
     /// fetch at a time of each kind: callers who come meanwhile wait for it and get its answer
     /// (or, fresh, fetch again after it).
-    pub(crate) async fn get<F, Fut>(&self, key: &K, fresh: bool, fetch: F) -> Result<T, String>
+    pub(crate) async fn get<F, Fut>(&self, key: &K, fresh: bool, fetch: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let flight = if fresh {
             &self.fresh_flight
@@ -94,7 +94,7 @@ impl<K: PartialEq + Clone, T: Clone> ListCache<K, T> {
     }
 
     /// The kept answer, if it is for `key`, no change since, and younger than [`LIFETIME`].
-    fn kept(&self, key: &K, generation: u64) -> Option<Result<T, String>> {
+    fn kept(&self, key: &K, generation: u64) -> Option<Result<T, E>> {
         let listed = self.listed.lock().unwrap();
         listed
             .as_ref()
@@ -111,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_fetch_serves_public_callers_until_a_change_or_other_settings() {
-        let cache = Arc::new(ListCache::<u32, u32>::new());
+        let cache = Arc::new(ListCache::<u32, u32, String>::new());
         let fetches = Arc::new(AtomicU32::new(0));
         let ask = |key: u32, fresh: bool| {
             let (cache, fetches) = (cache.clone(), fetches.clone());
@@ -143,7 +143,7 @@ mod tests {
     /// counts from its end.
     #[tokio::test(start_paused = true)]
     async fn an_answer_is_aged_from_the_end_of_its_fetch() {
-        let cache = ListCache::<u32, u32>::new();
+        let cache = ListCache::<u32, u32, String>::new();
         let slow = || async {
             tokio::time::sleep(LIFETIME + Duration::from_secs(10)).await;
             Ok(1)
@@ -158,7 +158,7 @@ mod tests {
     /// A privileged caller's fresh fetch does not wait for a public fetch in flight.
     #[tokio::test(start_paused = true)]
     async fn a_fresh_caller_does_not_queue_behind_a_public_fetch() {
-        let cache = Arc::new(ListCache::<u32, u32>::new());
+        let cache = Arc::new(ListCache::<u32, u32, String>::new());
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let public = tokio::spawn({
             let cache = cache.clone();
@@ -181,5 +181,20 @@ mod tests {
         assert_eq!(public.await.unwrap(), Ok(1));
         // The fresh answer began later: the public one did not replace it.
         assert_eq!(cache.get(&1, false, || async { Ok(3) }).await, Ok(2));
+    }
+
+    /// A failed fetch is kept too, as the error it was (not asked again by every caller).
+    #[tokio::test]
+    async fn a_failed_fetch_is_kept_as_its_error() {
+        #[derive(Debug, Clone, PartialEq)]
+        enum Failure {
+            RateLimited,
+        }
+        let cache = ListCache::<u32, u32, Failure>::new();
+        let failed = cache.get(&1, false, || async { Err(Failure::RateLimited) }).await;
+        assert_eq!(failed, Err(Failure::RateLimited));
+        let kept = cache.get(&1, false, || async { Ok(2) }).await;
+        assert_eq!(kept, Err(Failure::RateLimited));
+        assert_eq!(cache.get(&1, true, || async { Ok(3) }).await, Ok(3));
     }
 }

@@ -139,8 +139,11 @@ struct State {
 }
 
 /// ListSnapshots' kept answer, for the `[snapshot]` settings it was fetched with.
-type Listings =
-    listing::ListCache<crate::config::SnapshotSettings, Vec<crate::transaction::ports::SnapshotInfo>>;
+type Listings = listing::ListCache<
+    crate::config::SnapshotSettings,
+    Vec<crate::transaction::ports::SnapshotInfo>,
+    Arc<crate::transaction::ports::ProviderError>,
+>;
 
 /// The object served at [`OBJECT_PATH`].
 pub(crate) struct Agent {
@@ -701,13 +704,10 @@ impl Agent {
         let mut list = self
             .listings
             .get(&settings.snapshot, fresh, || async {
-                job::provider(&settings)
-                    .list()
-                    .await
-                    .map_err(|e| crate::errors::error_chain(&e))
+                job::provider(&settings).list().await.map_err(Arc::new)
             })
             .await
-            .map_err(AgentError::Failed)?;
+            .map_err(|e| AgentError::Failed(crate::errors::error_chain(&*e)))?;
         let host = crate::naming::hostname();
         for s in &mut list {
             s.group = settings.snapshot.group_name_template.group_of(&host, &s.name);

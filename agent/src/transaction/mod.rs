@@ -18,7 +18,7 @@ pub use freezeframe_contract::report::{
 
 use crate::errors::error_chain;
 use ports::{
-    Barrier, BarrierPoint, Consistency, Filesystems, FreezeOutcome, GuardEvent, Labels, MarkerRecord,
+    Barrier, BarrierError, BarrierPoint, Consistency, FilesystemsError, ProviderError, Filesystems, FreezeOutcome, GuardEvent, Labels, MarkerRecord,
     OwnedNames, ProbeMoment, QuiescePolicy, Quiescer, Registration, SkipReason, Skipped, SnapshotNamer,
     SnapshotProvider, Target,
 };
@@ -207,6 +207,23 @@ impl Stop {
             message: message.into(),
         }
     }
+}
+
+/// Why a step before the window stopped the run, as the report says it.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// A signal or an abort, with its reason.
+    #[error("{0}")]
+    Interrupted(String),
+    /// The filesystems could not be flushed.
+    #[error("{}", error_chain(.0))]
+    Filesystems(FilesystemsError),
+    /// The provider's last set-up before the window failed.
+    #[error("{provider} provider: {}", error_chain(.error))]
+    Provider { provider: String, error: ProviderError },
+    /// A group member's coordinator did not say go on.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
 }
 
 /// What the frozen window came to.
@@ -405,12 +422,14 @@ impl Transaction<'_> {
         rec.report.warnings.extend(unmarked);
         self.sync()
             .await
-            .map_err(|message| Stop::at(Phase::Sync, message))?;
+            .map_err(|e| Stop::at(Phase::Sync, e.to_string()))?;
         if let Some(barrier) = self.barrier.as_deref_mut() {
             barrier.arrived(BarrierPoint::Synced);
             rec.enter(Phase::Ready);
             let waited = Instant::now();
-            self.ready().await.map_err(|why| Stop::at(Phase::Ready, why))?;
+            self.ready()
+                .await
+                .map_err(|e| Stop::at(Phase::Ready, e.to_string()))?;
             rec.group_mut().ready_ms = ms(waited.elapsed());
         }
         rec.enter(Phase::Freeze);
@@ -522,19 +541,19 @@ impl Transaction<'_> {
 
     /// Flushes the filesystems, then has the provider make sure its request needs no set-up:
     /// the last calls outside the window.
-    async fn sync(&mut self) -> Result<(), String> {
+    async fn sync(&mut self) -> Result<(), StepError> {
         self.interrupted()?;
-        self.filesystems.sync().await.map_err(|e| error_chain(&e))?;
-        self.provider
-            .ready()
-            .await
-            .map_err(|e| format!("{} provider: {}", self.provider.name(), error_chain(&e)))
+        self.filesystems.sync().await.map_err(StepError::Filesystems)?;
+        self.provider.ready().await.map_err(|error| StepError::Provider {
+            provider: self.provider.name().to_string(),
+            error,
+        })
     }
 
     /// Freezes, and records what was frozen and what answered EOPNOTSUPP.
     fn freeze(&mut self, rec: &mut Recorder<'_>) -> Result<FreezeOutcome, Stop> {
         let stop = |message: String| Stop::at(Phase::Freeze, message);
-        self.interrupted().map_err(stop)?;
+        self.interrupted().map_err(|e| stop(e.to_string()))?;
         let outcome = self
             .filesystems
             .freeze(self.spec.max_freeze)
@@ -559,14 +578,14 @@ impl Transaction<'_> {
     /// A group member, quiesced and flushed: waits for the coordinator's word to freeze. Not
     /// frozen yet, so only an abort (the interrupt) ends the wait early; the coordinator bounds
     /// it, and a coordinator that goes away aborts it.
-    async fn ready(&mut self) -> Result<(), String> {
+    async fn ready(&mut self) -> Result<(), StepError> {
         let Some(barrier) = self.barrier.as_deref_mut() else {
             return Ok(());
         };
         tokio::select! {
             biased;
-            reason = self.interrupt.wait() => Err(reason),
-            released = barrier.released(BarrierPoint::Synced) => released,
+            reason = self.interrupt.wait() => Err(StepError::Interrupted(reason)),
+            released = barrier.released(BarrierPoint::Synced) => Ok(released?),
         }
     }
 
@@ -586,7 +605,9 @@ impl Transaction<'_> {
             () = tokio::time::sleep_until(deadline.into()) => Err(RequestFailure::NotCommitted(format!(
                 "the coordinator's commit did not come within max_freeze ({max})"
             ))),
-            released = barrier.released(BarrierPoint::Frozen) => released.map_err(RequestFailure::NotCommitted),
+            released = barrier.released(BarrierPoint::Frozen) => {
+                released.map_err(|e| RequestFailure::NotCommitted(e.to_string()))
+            }
         }
     }
 
@@ -721,9 +742,9 @@ impl Transaction<'_> {
         }
     }
 
-    fn interrupted(&self) -> Result<(), String> {
+    fn interrupted(&self) -> Result<(), StepError> {
         if self.interrupt.requested() {
-            Err(self.interrupt.reason())
+            Err(StepError::Interrupted(self.interrupt.reason()))
         } else {
             Ok(())
         }

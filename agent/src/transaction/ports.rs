@@ -487,6 +487,17 @@ pub enum BarrierPoint {
     Frozen,
 }
 
+/// Why a member of a group stopped waiting at the barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BarrierError {
+    /// The coordinator's word to go on from the point did not come by its deadline.
+    #[error("{}", match .0 {
+        BarrierPoint::Synced => "the coordinator's word to freeze did not come by its prepare deadline",
+        BarrierPoint::Frozen => "the coordinator's word to request the snapshot did not come by its deadline",
+    })]
+    Deadline(BarrierPoint),
+}
+
 /// A consistency group's barrier, as one member sees it: the run stops at each point until the
 /// coordinator says go on. An abort comes as the run's interrupt (with its reason), and every
 /// wait is raced against it, the deadline and the guard by the transaction.
@@ -499,5 +510,5 @@ pub trait Barrier: Send {
     fn arrived(&mut self, point: BarrierPoint);
     /// Returns when the coordinator says go on from `point`, or why the member gives up
     /// waiting (the coordinator's deadline passed).
-    async fn released(&mut self, point: BarrierPoint) -> Result<(), String>;
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError>;
 }

@@ -291,14 +291,14 @@ impl Barrier for FakeBarrier {
     fn arrived(&mut self, point: BarrierPoint) {
         note(&self.log, format!("barrier.{point:?}"));
     }
-    async fn released(&mut self, point: BarrierPoint) -> Result<(), String> {
+    async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError> {
         let word = match point {
             BarrierPoint::Synced => self.synced,
             BarrierPoint::Frozen => self.frozen,
         };
         match word {
             Behaviour::Works => Ok(()),
-            Behaviour::Fails => Err("the coordinator's deadline passed".into()),
+            Behaviour::Fails => Err(BarrierError::Deadline(point)),
             Behaviour::Hangs => std::future::pending().await,
         }
     }
@@ -976,7 +976,7 @@ async fn a_group_member_not_told_to_freeze_resumes_and_freezes_nothing() {
             error.contains(if interrupt {
                 "left the bus"
             } else {
-                "deadline passed"
+                "did not come by its prepare deadline"
             }),
             "{error}"
         );

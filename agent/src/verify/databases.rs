@@ -84,8 +84,8 @@ impl DatabaseCheck {
     }
 
     /// Records a failed step; `ok` stays false.
-    pub(crate) fn fail(&mut self, problem: impl Into<String>) {
-        self.problems.push(problem.into());
+    pub(crate) fn fail(&mut self, problem: impl std::fmt::Display) {
+        self.problems.push(problem.to_string());
     }
 
     /// Settles `ok`: every step ran and none failed.

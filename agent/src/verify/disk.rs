@@ -90,7 +90,7 @@ pub fn verify_any(image: &Path, scratch: &Path) -> Result<Findings, VerifyError>
         problem: e.to_string(),
     })?;
     // The tools that parse the image run in a sandbox, reading it through a device of theirs.
-    let tools = ToolBox::new(image, &scratch.join("stage")).map_err(VerifyError::Tool)?;
+    let tools = ToolBox::new(image, &scratch.join("stage")).map_err(|e| VerifyError::Tool(e.to_string()))?;
     match partition_table(&tools)? {
         Some(table) => Ok(Findings::Disk(verify_disk(image, &tools, &table, scratch)?)),
         None => {
@@ -119,7 +119,8 @@ fn verify_disk(
     for (number, offset, size) in table_entries(tools, image)? {
         let part = PartitionLoop::attach(image, offset, size)?;
         let device = PathBuf::from(&part.device);
-        let part_tools = ToolBox::new(&device, &scratch.join("stage")).map_err(VerifyError::Tool)?;
+        let part_tools =
+            ToolBox::new(&device, &scratch.join("stage")).map_err(|e| VerifyError::Tool(e.to_string()))?;
         let (_, fstype) = run_on(&part_tools, "blkid", &["-p", "-o", "value", "-s", "TYPE", IMAGE])?;
         drop(part_tools);
         let fstype = fstype.trim().to_string();

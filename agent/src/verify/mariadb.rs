@@ -7,12 +7,62 @@
 use super::databases::{DatabaseCheck, TableRows};
 use super::inside::{Kind, Root};
 use super::sandbox::{Confined, DATA, RUN};
-use super::server::{output, Server};
+use super::server::{output, Server, ServerError};
 use crate::config::MariadbLogin;
-use crate::secret::{read_private_file, Secret};
+use crate::secret::{read_private_file, Secret, SecretFileError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// Why a MariaDB check stopped: what the check records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MariadbError {
+    /// No server program to start the copy with.
+    #[error(
+        "no MariaDB or MySQL server is installed here, so this data directory could not be \
+         started: install mariadb-server where verify runs"
+    )]
+    NoServer,
+    /// The copy's overlay could not be opened.
+    #[error("cannot open its overlay: {0}")]
+    Overlay(#[source] std::io::Error),
+    /// A client or the server could not be run.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The password file of a running server's quiescer cannot be used.
+    #[error("the database password: {0}")]
+    Password(#[source] SecretFileError),
+    /// The running server did not accept connections within `--wait`.
+    #[error(
+        "MariaDB at {} did not accept connections within {} (`--wait`)",
+        socket.display(),
+        humantime::format_duration(*.wait)
+    )]
+    NotAnswering { socket: PathBuf, wait: Duration },
+    /// A statement failed.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
+/// A statement that did not run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SqlError {
+    /// The client could not be run.
+    #[error(transparent)]
+    Client(#[from] ServerError),
+    /// The server refused it: what the client said.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Why a table's rows could not be counted.
+#[derive(Debug, thiserror::Error)]
+enum CountError {
+    #[error("cannot list its tables: {0}")]
+    List(#[source] SqlError),
+    #[error("reading every row failed: {0}")]
+    Read(#[source] SqlError),
+}
 
 pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined) -> DatabaseCheck {
     if let Err(problem) = run(&mut check, confined) {
@@ -21,16 +71,13 @@ pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined) -> DatabaseCh
     check
 }
 
-fn run(check: &mut DatabaseCheck, confined: &Confined) -> Result<(), String> {
+fn run(check: &mut DatabaseCheck, confined: &Confined) -> Result<(), MariadbError> {
     let server_program = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or(
-            "no MariaDB or MySQL server is installed here, so this data directory could not be \
-             started: install mariadb-server where verify runs",
-        )?;
-    let data = Root::open(confined.merged()).map_err(|e| format!("cannot open its overlay: {e}"))?;
+        .ok_or(MariadbError::NoServer)?;
+    let data = Root::open(confined.merged()).map_err(MariadbError::Overlay)?;
     let client = Client {
         socket: PathBuf::from(format!("{RUN}/mysqld.sock")),
         login: None,
@@ -90,9 +137,9 @@ fn running(
     socket: &Path,
     login: &MariadbLogin,
     wait: Duration,
-) -> Result<(), String> {
+) -> Result<(), MariadbError> {
     let password = match &login.password_file {
-        Some(file) => Some(read_private_file(file).map_err(|e| format!("the database password: {e}"))?),
+        Some(file) => Some(read_private_file(file).map_err(MariadbError::Password)?),
         None => None,
     };
     let client = Client {
@@ -101,11 +148,10 @@ fn running(
         confined: None,
     };
     if !super::server::wait_until(wait, || client.ready()) {
-        return Err(format!(
-            "MariaDB at {} did not accept connections within {} (`--wait`)",
-            socket.display(),
-            humantime::format_duration(wait)
-        ));
+        return Err(MariadbError::NotAnswering {
+            socket: socket.to_path_buf(),
+            wait,
+        });
     }
     check.path = PathBuf::from(client.sql("SELECT @@datadir")?.trim());
     check
@@ -203,12 +249,12 @@ impl Client<'_> {
         output(&mut command).is_ok_and(|(ok, _)| ok)
     }
 
-    fn sql(&self, statements: &str) -> Result<String, String> {
+    fn sql(&self, statements: &str) -> Result<String, SqlError> {
         let mut command = self.program("mariadb");
         command.args(["--batch", "--skip-column-names", "-e", statements]);
         match output(&mut command)? {
             (true, text) => Ok(text),
-            (false, text) => Err(text.trim().to_string()),
+            (false, text) => Err(SqlError::Refused(text.trim().to_string())),
         }
     }
 
@@ -239,16 +285,12 @@ impl Client<'_> {
     }
 
     /// Every base table's rows outside the server's own schemas.
-    fn count_rows(&self) -> Result<Vec<TableRows>, String> {
-        let counts = self
-            .sql(LIST_COUNTS)
-            .map_err(|e| format!("cannot list its tables: {e}"))?;
+    fn count_rows(&self) -> Result<Vec<TableRows>, CountError> {
+        let counts = self.sql(LIST_COUNTS).map_err(CountError::List)?;
         if counts.trim().is_empty() {
             return Ok(Vec::new());
         }
-        let text = self
-            .sql(&counts)
-            .map_err(|e| format!("reading every row failed: {e}"))?;
+        let text = self.sql(&counts).map_err(CountError::Read)?;
         Ok(text
             .lines()
             .filter_map(|line| {

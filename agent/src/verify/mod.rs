@@ -117,7 +117,7 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
         .map_err(|e| VerifyError::Tool(format!("cannot open {}: {e}", scratch.display())))?;
     // The tools that parse the image run in a sandbox, reading it through a device of theirs.
     let stage = scratch.join("stage");
-    let tools = ToolBox::new(image, &stage).map_err(VerifyError::Tool)?;
+    let tools = ToolBox::new(image, &stage).map_err(|e| VerifyError::Tool(e.to_string()))?;
     let fstype = filesystem_type(&tools, image)?;
     let journal = journal_state(&fstype, &tools)?;
     // A torn journal is discarded at mount, as a restore's boot discards it.
@@ -142,7 +142,7 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
             }),
         },
     )
-    .map_err(VerifyError::Tool)?;
+    .map_err(|e| VerifyError::Tool(e.to_string()))?;
     if matches!(source, Source::Copy(_)) {
         read_only(view.mountpoint())?;
     }
@@ -163,9 +163,10 @@ pub fn verify_image(image: &Path, scratch: &Path) -> Result<ImageVerification, V
     drop(view);
     let (filesystem_ok, filesystem_report) = match &source {
         Source::Image(_) => check_filesystem(&fstype, &tools)?,
-        Source::Copy(copy) => {
-            check_filesystem(&fstype, &ToolBox::new(copy, &stage).map_err(VerifyError::Tool)?)?
-        }
+        Source::Copy(copy) => check_filesystem(
+            &fstype,
+            &ToolBox::new(copy, &stage).map_err(|e| VerifyError::Tool(e.to_string()))?,
+        )?,
     };
     drop(source);
     let after_logged =
@@ -372,12 +373,12 @@ fn check_filesystem(fstype: &str, tools: &ToolBox) -> Result<(bool, String), Ver
 
 /// Runs a tool of root's own (cp, losetup): its exit status and everything it printed.
 fn run(program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
-    server::output(Command::new(program).args(args)).map_err(VerifyError::Tool)
+    server::output(Command::new(program).args(args)).map_err(|e| VerifyError::Tool(e.to_string()))
 }
 
 /// Runs a read-only tool on the image in `tools` (at `IMAGE`), in their sandbox.
 fn run_on(tools: &ToolBox, program: &str, args: &[&str]) -> Result<(bool, String), VerifyError> {
-    server::output(tools.command(program).args(args)).map_err(VerifyError::Tool)
+    server::output(tools.command(program).args(args)).map_err(|e| VerifyError::Tool(e.to_string()))
 }
 
 fn filesystem_type(tools: &ToolBox, image: &Path) -> Result<String, VerifyError> {

@@ -8,13 +8,98 @@
 use super::databases::{DatabaseCheck, TableRows};
 use super::inside::Root;
 use super::sandbox::{Confined, DATA, ETC, RUN};
-use super::server::{output, output_from, Owner, Server};
+use super::server::{output, output_from, Owner, Server, ServerError};
 use crate::transaction::ports::LogPosition;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PORT: &str = "5432";
+
+/// Why a PostgreSQL check stopped, or a step of it failed: what the check records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PostgresError {
+    /// The copy's overlay could not be opened.
+    #[error("cannot open its overlay: {0}")]
+    Overlay(#[source] std::io::Error),
+    /// `PG_VERSION` could not be read.
+    #[error("cannot read its PG_VERSION ({0}), so it is not a PostgreSQL version")]
+    NoVersion(#[source] std::io::Error),
+    /// `PG_VERSION` holds something other than a version (it becomes part of a path).
+    #[error(
+        "its PG_VERSION holds {0:?}, which is not a PostgreSQL version: the data directory is \
+         damaged or made to mislead, and is not started"
+    )]
+    BadVersion(String),
+    /// The server of that version is not installed where verify runs.
+    #[error(
+        "PostgreSQL {0}'s server is not installed here, so this data directory could not be \
+         started: install postgresql-{0} where verify runs"
+    )]
+    NotInstalled(String),
+    /// A client or the server could not be run.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// No account here to reach a running server as.
+    #[error("no user {0} here to reach PostgreSQL as")]
+    NoUser(String),
+    /// The running server did not accept connections within `--wait`.
+    #[error(
+        "PostgreSQL at {} port {port} did not accept connections within {} (`--wait`)",
+        socket_dir.display(),
+        humantime::format_duration(*.wait)
+    )]
+    NotAnswering {
+        socket_dir: PathBuf,
+        port: u16,
+        wait: Duration,
+    },
+    /// A query failed: what psql said.
+    #[error("`{query}` failed: {said}")]
+    Query { query: String, said: String },
+    /// `server_version_num` is not a number.
+    #[error("server version {0}?")]
+    ServerVersion(String),
+    /// The running server is a standby, or still recovering.
+    #[error("the server is still in recovery (is it a standby?)")]
+    InRecovery,
+    /// A file or folder of verify's own could not be made or read.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Own {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The snapshot's marker names no WAL position.
+    #[error("the marker's WAL position `{0}` is not an LSN")]
+    MarkerPosition(String),
+    /// Recovery stopped before the WAL position the snapshot was taken at: committed
+    /// transactions are lost.
+    #[error(
+        "recovery ended at WAL {reached}, before {wanted} where the WAL stood when the snapshot \
+         was taken: WAL written before the freeze is damaged or missing, and the transactions \
+         it held are lost"
+    )]
+    RecoveryShort { reached: String, wanted: String },
+    /// The log does not say where recovery ended.
+    #[error(
+        "the server's log does not say where recovery ended, so reaching the snapshot's WAL \
+         position {0} cannot be shown"
+    )]
+    RecoveryEndUnknown(String),
+    /// Its databases could not be listed.
+    #[error("cannot list its databases: {0}")]
+    Databases(String),
+    /// A database's rows could not be read to the end.
+    #[error("reading every row of database {database} failed: {said}")]
+    Rows { database: String, said: String },
+}
+
+/// `action` on `path`, a file or folder of verify's own, failed.
+fn own(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PostgresError {
+    let path = path.to_path_buf();
+    move |source| PostgresError::Own { action, path, source }
+}
 
 /// Starts the data directory prepared in `confined` (an overlay) and checks it; `image` is the
 /// image's top (its accounts name the bootstrap superuser); `position`, from the snapshot's
@@ -36,18 +121,15 @@ fn run(
     image: &Root,
     confined: &Confined,
     position: Option<&LogPosition>,
-) -> Result<(), String> {
-    let data = Root::open(confined.merged()).map_err(|e| format!("cannot open its overlay: {e}"))?;
+) -> Result<(), PostgresError> {
+    let data = Root::open(confined.merged()).map_err(PostgresError::Overlay)?;
     let text = data
         .read_to_string(Path::new("PG_VERSION"), 64)
-        .map_err(|e| format!("cannot read its PG_VERSION ({e}), so it is not a PostgreSQL version"))?;
+        .map_err(PostgresError::NoVersion)?;
     let (version, major) = version_of(&text)?;
     let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
     if !bin.join("postgres").is_file() {
-        return Err(format!(
-            "PostgreSQL {version}'s server is not installed here, so this data directory could \
-             not be started: install postgresql-{version} where verify runs"
-        ));
+        return Err(PostgresError::NotInstalled(version));
     }
     let client = Client {
         bin,
@@ -74,7 +156,7 @@ fn run(
 
 /// The version a `PG_VERSION` names (`15`, or `9.6` before 10) and its major number; anything
 /// else is refused, since the version becomes part of the path of the programs run.
-fn version_of(text: &str) -> Result<(String, u32), String> {
+fn version_of(text: &str) -> Result<(String, u32), PostgresError> {
     let version = text.trim();
     let parts: Vec<&str> = version.split('.').collect();
     let numeric = parts.len() <= 2
@@ -83,10 +165,7 @@ fn version_of(text: &str) -> Result<(String, u32), String> {
             .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
     match parts[0].parse::<u32>() {
         Ok(major) if numeric => Ok((version.to_string(), major)),
-        _ => Err(format!(
-            "its PG_VERSION holds {version:?}, which is not a PostgreSQL version: the data \
-             directory is damaged or made to mislead, and is not started"
-        )),
+        _ => Err(PostgresError::BadVersion(version.to_string())),
     }
 }
 
@@ -137,11 +216,11 @@ fn running(
     os_user: &str,
     wait: Duration,
     scratch: &Path,
-) -> Result<(), String> {
+) -> Result<(), PostgresError> {
     let user = nix::unistd::User::from_name(os_user)
         .ok()
         .flatten()
-        .ok_or_else(|| format!("no user {os_user} here to reach PostgreSQL as"))?;
+        .ok_or_else(|| PostgresError::NoUser(os_user.to_string()))?;
     let mut client = Client {
         bin: PathBuf::from("/usr/bin"),
         sockets: socket_dir.to_path_buf(),
@@ -154,27 +233,27 @@ fn running(
         confined: None,
     };
     if !super::server::wait_until(wait, || client.ready()) {
-        return Err(format!(
-            "PostgreSQL at {} port {port} did not accept connections within {} (`--wait`)",
-            socket_dir.display(),
-            humantime::format_duration(wait)
-        ));
+        return Err(PostgresError::NotAnswering {
+            socket_dir: socket_dir.to_path_buf(),
+            port,
+            wait,
+        });
     }
     let version = client.one("template1", "SHOW server_version_num")?;
     let major = version
         .trim()
         .parse::<u32>()
-        .map_err(|_| format!("server version {version}?"))?
+        .map_err(|_| PostgresError::ServerVersion(version.clone()))?
         / 10000;
     client.bin = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
     check.path = PathBuf::from(client.one("template1", "SHOW data_directory")?.trim());
     if client.one("template1", "SELECT pg_is_in_recovery()")?.trim() != "f" {
-        return Err("the server is still in recovery (is it a standby?)".into());
+        return Err(PostgresError::InRecovery);
     }
     check
         .checks
         .push("accepting connections, recovery finished".into());
-    std::fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch).map_err(own("create", scratch))?;
     client.check_every_database(check, scratch)
 }
 
@@ -199,7 +278,7 @@ fn forget_the_live_server(check: &mut DatabaseCheck, data: &Path) {
 
 /// The settings files the copy runs with, in place of the cluster's own: written into verify's
 /// own folder, shown read-only to the sandbox at `ETC`.
-fn write_settings(etc: &Path) -> Result<(), String> {
+fn write_settings(etc: &Path) -> Result<(), PostgresError> {
     for (name, text) in [
         ("postgresql.conf", ""),
         // Trust, on the sandbox's own socket, which only root and the sandbox reach.
@@ -207,7 +286,7 @@ fn write_settings(etc: &Path) -> Result<(), String> {
         ("pg_ident.conf", ""),
     ] {
         let path = etc.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(own("write", &path))?;
     }
     Ok(())
 }
@@ -292,9 +371,9 @@ fn reached_the_snapshot_point(
     log: &str,
     redo_point: Option<u64>,
     position: &LogPosition,
-) -> Result<(), String> {
-    let wanted = parse_lsn(&position.lsn)
-        .ok_or_else(|| format!("the marker's WAL position `{}` is not an LSN", position.lsn))?;
+) -> Result<(), PostgresError> {
+    let wanted =
+        parse_lsn(&position.lsn).ok_or_else(|| PostgresError::MarkerPosition(position.lsn.clone()))?;
     let reached = if log.contains("redo is not required") {
         redo_point
     } else {
@@ -311,18 +390,11 @@ fn reached_the_snapshot_point(
             ));
             Ok(())
         }
-        Some(reached) => Err(format!(
-            "recovery ended at WAL {}, before {} where the WAL stood when the snapshot was \
-             taken: WAL written before the freeze is damaged or missing, and the transactions \
-             it held are lost",
-            format_lsn(reached),
-            position.lsn
-        )),
-        None => Err(format!(
-            "the server's log does not say where recovery ended, so reaching the snapshot's WAL \
-             position {} cannot be shown",
-            position.lsn
-        )),
+        Some(reached) => Err(PostgresError::RecoveryShort {
+            reached: format_lsn(reached),
+            wanted: position.lsn.clone(),
+        }),
+        None => Err(PostgresError::RecoveryEndUnknown(position.lsn.clone())),
     }
 }
 
@@ -401,17 +473,20 @@ impl Client<'_> {
     }
 
     /// One value from `database`.
-    fn one(&self, database: &str, query: &str) -> Result<String, String> {
+    fn one(&self, database: &str, query: &str) -> Result<String, PostgresError> {
         let mut command = self.psql(database);
         command.args(["-c", query]);
         match output(&mut command)? {
             (true, text) => Ok(text.trim().to_string()),
-            (false, text) => Err(format!("`{query}` failed: {}", text.trim())),
+            (false, text) => Err(PostgresError::Query {
+                query: query.to_string(),
+                said: text.trim().to_string(),
+            }),
         }
     }
 
     /// pg_amcheck on every database, and every table's rows counted.
-    fn check_every_database(&self, check: &mut DatabaseCheck, scratch: &Path) -> Result<(), String> {
+    fn check_every_database(&self, check: &mut DatabaseCheck, scratch: &Path) -> Result<(), PostgresError> {
         let databases = self.databases()?;
         self.amcheck(check, &databases);
         for database in &databases {
@@ -443,7 +518,7 @@ impl Client<'_> {
         command
     }
 
-    fn databases(&self) -> Result<Vec<String>, String> {
+    fn databases(&self) -> Result<Vec<String>, PostgresError> {
         let mut command = self.psql("template1");
         command.args([
             "-c",
@@ -451,7 +526,7 @@ impl Client<'_> {
         ]);
         match output(&mut command)? {
             (true, text) => Ok(text.lines().map(str::to_string).collect()),
-            (false, text) => Err(format!("cannot list its databases: {}", text.trim())),
+            (false, text) => Err(PostgresError::Databases(text.trim().to_string())),
         }
     }
 
@@ -505,11 +580,10 @@ impl Client<'_> {
 
     /// Every ordinary table's rows in `database`, each read from end to end; the script is
     /// written into `scratch`, a folder of root's, and read by psql from its standard input.
-    fn count_rows(&self, database: &str, scratch: &Path) -> Result<Vec<TableRows>, String> {
+    fn count_rows(&self, database: &str, scratch: &Path) -> Result<Vec<TableRows>, PostgresError> {
         let script = scratch.join("count-rows.sql");
-        std::fs::write(&script, COUNT_ROWS).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
-        let input =
-            std::fs::File::open(&script).map_err(|e| format!("cannot read {}: {e}", script.display()))?;
+        std::fs::write(&script, COUNT_ROWS).map_err(own("write", &script))?;
+        let input = std::fs::File::open(&script).map_err(own("read", &script))?;
         let mut command = self.psql(database);
         match output_from(&mut command, Stdio::from(input))? {
             (true, text) => Ok(text
@@ -522,10 +596,10 @@ impl Client<'_> {
                     })
                 })
                 .collect()),
-            (false, text) => Err(format!(
-                "reading every row of database {database} failed: {}",
-                text.trim()
-            )),
+            (false, text) => Err(PostgresError::Rows {
+                database: database.to_string(),
+                said: text.trim().to_string(),
+            }),
         }
     }
 }
@@ -559,14 +633,23 @@ mod tests {
         let short = "LOG:  redo starts at 0/3000028\nLOG:  redo done at 0/3000100 system usage";
         let err = reached_the_snapshot_point(&mut check, short, None, &position).unwrap_err();
         assert!(
-            err.contains("recovery ended at WAL 0/3000100, before 0/3000148"),
+            matches!(&err, PostgresError::RecoveryShort { reached, wanted }
+                if reached == "0/3000100" && wanted == "0/3000148"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("recovery ended at WAL 0/3000100, before 0/3000148"),
             "{err}"
         );
         // Nothing replayed: the checkpoint's REDO point counts.
         let none = "LOG:  redo is not required";
         assert!(reached_the_snapshot_point(&mut check, none, Some(0x3000200), &position).is_ok());
         assert!(reached_the_snapshot_point(&mut check, none, Some(0x3000028), &position).is_err());
-        assert!(reached_the_snapshot_point(&mut check, "", None, &position).is_err());
+        assert!(matches!(
+            reached_the_snapshot_point(&mut check, "", None, &position),
+            Err(PostgresError::RecoveryEndUnknown(_))
+        ));
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
     }
 
@@ -576,7 +659,11 @@ mod tests {
         assert_eq!(version_of("9.6\n").unwrap(), ("9.6".to_string(), 9));
         for bad in ["../../bin", "15/../../x", "", "1.2.3", "١٥", "9.", ".6", "1234"] {
             let err = version_of(bad).unwrap_err();
-            assert!(err.contains("not a PostgreSQL version"), "{bad:?}: {err}");
+            assert!(matches!(&err, PostgresError::BadVersion(_)), "{bad:?}: {err:?}");
+            assert!(
+                err.to_string().contains("not a PostgreSQL version"),
+                "{bad:?}: {err}"
+            );
         }
     }
 

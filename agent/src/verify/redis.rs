@@ -7,13 +7,30 @@
 
 use super::databases::DatabaseCheck;
 use super::sandbox::{Confined, DATA, RUN};
-use super::server::{output, Server};
+use super::server::{output, Server, ServerError};
 use crate::config::RedisEndpoint;
-use crate::secret::read_private_file;
+use crate::secret::{read_private_file, SecretFileError};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+/// Why a Redis check stopped: what the check records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedisError {
+    /// A client or the server could not be run.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// redis-check-rdb says the dump is damaged: its words.
+    #[error("redis-check-rdb finds the dump damaged: {0}")]
+    Damaged(String),
+    /// The password file of a running server's quiescer cannot be used.
+    #[error("the Redis password: {0}")]
+    Password(#[source] SecretFileError),
+    /// The running server did not answer within `--wait`.
+    #[error("Redis at {endpoint} did not answer within {} (`--wait`)", humantime::format_duration(*.wait))]
+    NotAnswering { endpoint: String, wait: Duration },
+}
 
 /// Checks the dump `file` in the folder prepared in `confined`.
 pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined, file: &OsStr) -> DatabaseCheck {
@@ -24,7 +41,7 @@ pub(crate) fn check(mut check: DatabaseCheck, confined: &Confined, file: &OsStr)
 }
 
 /// `redis-check-rdb` on a dump (`command` runs it where it belongs).
-fn check_dump(check: &mut DatabaseCheck, mut command: Command, dump: &Path) -> Result<(), String> {
+fn check_dump(check: &mut DatabaseCheck, mut command: Command, dump: &Path) -> Result<(), RedisError> {
     let (sound, said) = output(command.arg(dump))?;
     if !sound {
         let why: Vec<&str> = said
@@ -32,10 +49,7 @@ fn check_dump(check: &mut DatabaseCheck, mut command: Command, dump: &Path) -> R
             .filter(|l| l.contains("--- ") || l.contains("Error") || l.contains("error"))
             .take(4)
             .collect();
-        return Err(format!(
-            "redis-check-rdb finds the dump damaged: {}",
-            why.join(" | ")
-        ));
+        return Err(RedisError::Damaged(why.join(" | ")));
     }
     check.checks.push("redis-check-rdb: the dump is sound".into());
     Ok(())
@@ -59,9 +73,9 @@ fn running(
     endpoint: &RedisEndpoint,
     password_file: Option<&Path>,
     wait: Duration,
-) -> Result<(), String> {
+) -> Result<(), RedisError> {
     let password = match password_file {
-        Some(file) => Some(read_private_file(file).map_err(|e| format!("the Redis password: {e}"))?),
+        Some(file) => Some(read_private_file(file).map_err(RedisError::Password)?),
         None => None,
     };
     let cli = |args: &[&str]| {
@@ -83,10 +97,10 @@ fn running(
     if !super::server::wait_until(wait, || {
         cli(&["PING"]).is_ok_and(|(_, said)| said.trim() == "PONG")
     }) {
-        return Err(format!(
-            "Redis at {endpoint} did not answer within {} (`--wait`)",
-            humantime::format_duration(wait)
-        ));
+        return Err(RedisError::NotAnswering {
+            endpoint: endpoint.to_string(),
+            wait,
+        });
     }
     check.checks.push("answering, its data loaded".into());
     let (_, keyspace) = cli(&["INFO", "keyspace"])?;
@@ -102,7 +116,7 @@ fn running(
     Ok(())
 }
 
-fn run(check: &mut DatabaseCheck, confined: &Confined, file: &OsStr) -> Result<(), String> {
+fn run(check: &mut DatabaseCheck, confined: &Confined, file: &OsStr) -> Result<(), RedisError> {
     let dump = Path::new(DATA).join(file);
     check_dump(check, confined.command("redis-check-rdb"), &dump)?;
     let socket = format!("{RUN}/redis.sock");

@@ -86,6 +86,87 @@ pub(crate) const DATA: &str = "/tmp/data";
 pub(crate) const RUN: &str = "/tmp/run";
 pub(crate) const ETC: &str = "/tmp/etc";
 
+/// Why a database's or a tool's sandbox could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SandboxError {
+    /// The identity the sandbox runs as is an account here, and would own something.
+    #[error(
+        "uid or gid {0} is an account on this machine, so a database from an image cannot run \
+         as an identity that owns nothing here: remove that account"
+    )]
+    IdentityTaken(u32),
+    /// A folder of the image could not be opened or read.
+    #[error("cannot {action} {} in the image: {source}", path.display())]
+    Image {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file or folder of verify's own could not be made or read.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Own {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A folder could not be given to the sandbox's identity.
+    #[error("cannot give {} to uid {id}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        id: u32,
+        source: nix::Error,
+    },
+    /// A path with a NUL byte, which no system call takes.
+    #[error(transparent)]
+    Nul(#[from] std::ffi::NulError),
+    /// The idmapped mount's tree could not be cloned.
+    #[error("cannot clone the database's folder for an idmapped mount: {0}")]
+    Clone(#[source] std::io::Error),
+    /// The kernel or the filesystem has no idmapped mounts.
+    #[error(
+        "cannot map the image's owner of the database to uid {id} (idmapped mounts need Linux \
+         5.12 and a filesystem that supports them): {source}"
+    )]
+    Idmap { id: u32, source: std::io::Error },
+    /// The idmapped mount could not be put in place.
+    #[error("cannot mount the database's folder at {}: {source}", target.display())]
+    Move { target: PathBuf, source: std::io::Error },
+    /// No user namespace to map the owner in.
+    #[error("cannot make a user namespace for the idmapped mount: {0}")]
+    UserNamespace(#[source] std::io::Error),
+    /// The owner's mapping could not be written.
+    #[error("cannot map uid {uid} to {id} in a user namespace: {source}")]
+    Map {
+        uid: u32,
+        id: u32,
+        source: std::io::Error,
+    },
+    /// No overlay: nothing to recover on without changing the image.
+    #[error(
+        "cannot mount a copy-on-write overlay on the database's folder ({0}): it needs one to \
+         recover without changing the image (is overlayfs in this kernel?)"
+    )]
+    Overlay(#[source] nix::Error),
+    /// losetup is missing.
+    #[error("cannot run losetup: {0}")]
+    NoLosetup(#[source] std::io::Error),
+    /// The image could not be attached read-only.
+    #[error("cannot attach {} to a read-only loop device: {said}", image.display())]
+    Attach { image: PathBuf, said: String },
+}
+
+/// `action` on `path`, a file or folder of verify's own, failed.
+fn own(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let path = path.to_path_buf();
+    move |source| SandboxError::Own { action, path, source }
+}
+
+/// `action` on `path`, in the image, failed.
+fn in_image(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let path = path.to_path_buf();
+    move |source| SandboxError::Image { action, path, source }
+}
+
 /// A database's folder from the image, prepared for its server: the image's owner mapped to
 /// `identity()` on a read-only idmapped mount, an overlay on it for the writes, a socket folder,
 /// and verify's own files (settings, passwd); all unmounted on drop.
@@ -104,25 +185,23 @@ impl Confined {
     /// Prepares the folder `rel` of the image whose top is `root`, under `dir` (a folder of
     /// verify's own, created here); the owner of `owned` (inside `rel`: the database's own
     /// files, whose owner the server must be) is the one mapped to `identity()`.
-    pub(crate) fn prepare(root: &Root, rel: &Path, owned: &Path, dir: &Path) -> Result<Confined, String> {
+    pub(crate) fn prepare(
+        root: &Root,
+        rel: &Path,
+        owned: &Path,
+        dir: &Path,
+    ) -> Result<Confined, SandboxError> {
         let id = identity();
         if nix::unistd::User::from_uid(id.into()).ok().flatten().is_some()
             || nix::unistd::Group::from_gid(id.into()).ok().flatten().is_some()
         {
-            return Err(format!(
-                "uid or gid {id} is an account on this machine, so a database from an \
-                 image cannot run as an identity that owns nothing here: remove that account"
-            ));
+            return Err(SandboxError::IdentityTaken(id));
         }
         let source = root
             .resolve(rel, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|e| format!("cannot open {} in the image: {e}", rel.display()))?;
-        let (_, top_gid, mode) = root
-            .owner(rel)
-            .map_err(|e| format!("cannot read {} in the image: {e}", rel.display()))?;
-        let (uid, gid, _) = root
-            .owner(owned)
-            .map_err(|e| format!("cannot read {} in the image: {e}", owned.display()))?;
+            .map_err(in_image("open", rel))?;
+        let (_, top_gid, mode) = root.owner(rel).map_err(in_image("read", rel))?;
+        let (uid, gid, _) = root.owner(owned).map_err(in_image("read", owned))?;
         let [lower, upper, work, merged, run, etc] =
             ["lower", "upper", "work", "merged", "run", "etc"].map(|d| dir.join(d));
         for (path, mode) in [
@@ -136,12 +215,17 @@ impl Confined {
         ] {
             std::fs::create_dir_all(path)
                 .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                .map_err(own("create", path))?;
         }
         // The overlay's top is its upper folder: the server's own, as its data directory must be.
         for path in [&upper, &run] {
-            nix::unistd::chown(path, Some(id.into()), Some(id.into()))
-                .map_err(|e| format!("cannot give {} to uid {id}: {e}", path.display()))?;
+            nix::unistd::chown(path, Some(id.into()), Some(id.into())).map_err(|source| {
+                SandboxError::Chown {
+                    path: path.to_path_buf(),
+                    id,
+                    source,
+                }
+            })?;
         }
         let identity = "freezeframe-verify";
         std::fs::write(
@@ -149,7 +233,7 @@ impl Confined {
             format!("{identity}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"),
         )
         .and_then(|()| std::fs::write(etc.join("group"), format!("{identity}:x:{id}:\n")))
-        .map_err(|e| format!("cannot write into {}: {e}", etc.display()))?;
+        .map_err(own("write into", &etc))?;
         let mut confined = Confined {
             dir: dir.to_path_buf(),
             lower: PathBuf::new(),
@@ -322,7 +406,7 @@ fn idmapped_mount(
     source: &OwnedFd,
     (uid, gid, top_gid): (u32, u32, u32),
     target: &Path,
-) -> Result<(), String> {
+) -> Result<(), SandboxError> {
     let userns = mapping_namespace(uid, gid, top_gid)?;
     let empty = c"";
     // SAFETY: open_tree reads the NUL-terminated empty path; the descriptor it returns is
@@ -336,10 +420,7 @@ fn idmapped_mount(
         )
     };
     if tree < 0 {
-        return Err(format!(
-            "cannot clone the database's folder for an idmapped mount: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(SandboxError::Clone(std::io::Error::last_os_error()));
     }
     // SAFETY: a descriptor open_tree just returned, owned by nothing else.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
@@ -353,10 +434,13 @@ fn idmapped_mount(
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
-    mount_setattr(tree.as_raw_fd(), empty, libc::AT_EMPTY_PATH as u32, &attr).map_err(|e| {
-        format!("cannot map the image's owner of the database to uid {} (idmapped mounts need Linux 5.12 and a filesystem that supports them): {e}", identity())
+    mount_setattr(tree.as_raw_fd(), empty, libc::AT_EMPTY_PATH as u32, &attr).map_err(|source| {
+        SandboxError::Idmap {
+            id: identity(),
+            source,
+        }
     })?;
-    let target_c = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let target_c = CString::new(target.as_os_str().as_bytes())?;
     // SAFETY: move_mount reads the two NUL-terminated paths during the call only.
     let rc = unsafe {
         libc::syscall(
@@ -369,11 +453,10 @@ fn idmapped_mount(
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "cannot mount the database's folder at {}: {}",
-            target.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(SandboxError::Move {
+            target: target.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -383,7 +466,7 @@ fn idmapped_mount(
 /// ids are not mapped, and MariaDB's data directory is root's group), held by its descriptor: a
 /// process is started in a new one, its maps written from here, its namespace opened, and the
 /// process killed.
-fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String> {
+fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, SandboxError> {
     let mut holder = Command::new("sleep");
     holder
         .arg("infinity")
@@ -402,9 +485,7 @@ fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String
             Ok(())
         });
     }
-    let mut child = holder
-        .spawn()
-        .map_err(|e| format!("cannot make a user namespace for the idmapped mount: {e}"))?;
+    let mut child = holder.spawn().map_err(SandboxError::UserNamespace)?;
     let proc = PathBuf::from(format!("/proc/{}", child.id()));
     let id = identity();
     let mapped = std::fs::write(proc.join("uid_map"), format!("{uid} {id} 1\n"))
@@ -420,13 +501,13 @@ fn mapping_namespace(uid: u32, gid: u32, top_gid: u32) -> Result<OwnedFd, String
     let _ = child.wait();
     mapped
         .map(OwnedFd::from)
-        .map_err(|e| format!("cannot map uid {uid} to {id} in a user namespace: {e}"))
+        .map_err(|source| SandboxError::Map { uid, id, source })
 }
 
 /// The copy-on-write overlay on `lower` (the idmapped mount), writes in `upper`, at `merged`:
 /// `nosuid,nodev,noexec`, and neither redirects nor metadata-only copies (whose extended
 /// attributes an untrusted lower layer could forge).
-fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(), String> {
+fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(), SandboxError> {
     use nix::mount::MsFlags;
     let options = format!(
         "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off",
@@ -441,12 +522,7 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(options.as_str()),
     )
-    .map_err(|e| {
-        format!(
-            "cannot mount a copy-on-write overlay on the database's folder ({e}): it needs one to \
-             recover without changing the image (is overlayfs in this kernel?)"
-        )
-    })
+    .map_err(SandboxError::Overlay)
 }
 
 /// What a sandboxed program's start needs, prepared before the fork (the child only makes
@@ -476,10 +552,10 @@ struct Binds {
 pub(crate) const IMAGE: &str = "/dev/image";
 
 impl Sandbox {
-    fn new(merged: &Path, run: &Path, etc: &Path) -> Result<Sandbox, String> {
-        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| e.to_string());
+    fn new(merged: &Path, run: &Path, etc: &Path) -> Result<Sandbox, SandboxError> {
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes());
         let stage = etc.parent().unwrap_or(etc).join("stage");
-        std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+        std::fs::create_dir_all(&stage).map_err(own("create", &stage))?;
         Ok(Sandbox {
             binds: Some(Binds {
                 merged: c(merged)?,
@@ -673,19 +749,19 @@ pub(crate) struct ToolBox {
 
 impl ToolBox {
     /// For `image` (a file or a block device), with `stage` a folder of verify's own.
-    pub(crate) fn new(image: &Path, stage: &Path) -> Result<ToolBox, String> {
+    pub(crate) fn new(image: &Path, stage: &Path) -> Result<ToolBox, SandboxError> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let meta = std::fs::metadata(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+        let meta = std::fs::metadata(image).map_err(own("read", image))?;
         let mut toolbox = ToolBox {
             sandbox: Sandbox {
                 binds: None,
                 device: None,
-                stage: CString::new(stage.as_os_str().as_bytes()).map_err(|e| e.to_string())?,
+                stage: CString::new(stage.as_os_str().as_bytes())?,
                 id: identity(),
             },
             loop_device: None,
         };
-        std::fs::create_dir_all(stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+        std::fs::create_dir_all(stage).map_err(own("create", stage))?;
         let device = if meta.file_type().is_block_device() {
             image.to_path_buf()
         } else {
@@ -693,21 +769,18 @@ impl ToolBox {
                 .args(["--find", "--show", "--read-only"])
                 .arg(image)
                 .output()
-                .map_err(|e| format!("cannot run losetup: {e}"))?;
+                .map_err(SandboxError::NoLosetup)?;
             if !out.status.success() {
-                return Err(format!(
-                    "cannot attach {} to a read-only loop device: {}",
-                    image.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+                return Err(SandboxError::Attach {
+                    image: image.to_path_buf(),
+                    said: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
             }
             let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
             toolbox.loop_device = Some(device.clone());
             PathBuf::from(device)
         };
-        let rdev = std::fs::metadata(&device)
-            .map_err(|e| format!("cannot read {}: {e}", device.display()))?
-            .rdev();
+        let rdev = std::fs::metadata(&device).map_err(own("read", &device))?.rdev();
         toolbox.sandbox.device = Some(rdev);
         Ok(toolbox)
     }

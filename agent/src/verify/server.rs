@@ -30,6 +30,34 @@ impl Owner {
     }
 }
 
+/// A client that could not be run, or a server that did not come up: what the check records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServerError {
+    /// The program could not be started (not installed?).
+    #[error("cannot {verb} {program} (is it installed?): {source}")]
+    NotStarted {
+        /// `run` for a client, `start` for a server.
+        verb: &'static str,
+        program: String,
+        source: std::io::Error,
+    },
+    /// Its output could not be read to its end.
+    #[error("cannot run {program}: {source}")]
+    Output { program: String, source: std::io::Error },
+    /// The server's log file could not be made.
+    #[error("cannot create {}: {source}", log.display())]
+    Log { log: PathBuf, source: std::io::Error },
+    /// The server exited before it accepted connections: its last words.
+    #[error("the server exited ({status}) instead of starting: {last_words}")]
+    Exited {
+        status: std::process::ExitStatus,
+        last_words: String,
+    },
+    /// The server did not accept connections within `START_TIMEOUT`.
+    #[error("the server did not accept connections within {} s: {last_words}", START_TIMEOUT.as_secs())]
+    NotReady { last_words: String },
+}
+
 /// Polls `ready` until it says so, up to `bound`; whether it did.
 pub(crate) fn wait_until(bound: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
@@ -44,23 +72,27 @@ pub(crate) fn wait_until(bound: Duration, mut ready: impl FnMut() -> bool) -> bo
 
 /// Runs a client to its end: whether it succeeded, and everything it printed. It is killed if
 /// it outlives `LIFETIME`.
-pub(crate) fn output(command: &mut Command) -> Result<(bool, String), String> {
+pub(crate) fn output(command: &mut Command) -> Result<(bool, String), ServerError> {
     output_from(command, Stdio::null())
 }
 
 /// The same, reading `stdin`.
-pub(crate) fn output_from(command: &mut Command, stdin: Stdio) -> Result<(bool, String), String> {
+pub(crate) fn output_from(command: &mut Command, stdin: Stdio) -> Result<(bool, String), ServerError> {
     let program = command.get_program().to_string_lossy().into_owned();
     let child = command
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {program} (is it installed?): {e}"))?;
+        .map_err(|source| ServerError::NotStarted {
+            verb: "run",
+            program: program.clone(),
+            source,
+        })?;
     let watchdog = Watchdog::arm(&child, LIFETIME);
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|source| ServerError::Output { program, source })?;
     drop(watchdog);
     Ok((
         out.status.success(),
@@ -84,12 +116,14 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts `command` with its output in `log`.
-    pub(crate) fn start(mut command: Command, log: &Path) -> Result<Server, String> {
+    pub(crate) fn start(mut command: Command, log: &Path) -> Result<Server, ServerError> {
         let program = command.get_program().to_string_lossy().into_owned();
-        let file = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let err = file
-            .try_clone()
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_error = |source| ServerError::Log {
+            log: log.to_path_buf(),
+            source,
+        };
+        let file = File::create(log).map_err(log_error)?;
+        let err = file.try_clone().map_err(log_error)?;
         command.stdin(Stdio::null()).stdout(file).stderr(err);
         // SAFETY: the closure runs between fork and exec and calls only prctl, which is
         // async-signal-safe, on no shared state.
@@ -103,9 +137,11 @@ impl Server {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {program} (is it installed?): {e}"))?;
+        let child = command.spawn().map_err(|source| ServerError::NotStarted {
+            verb: "start",
+            program,
+            source,
+        })?;
         Ok(Server {
             watchdog: Watchdog::arm(&child, LIFETIME),
             child: Some(child),
@@ -115,7 +151,7 @@ impl Server {
 
     /// Waits until `ready` says so; how long that took. Fails with the server's last words when
     /// it exits first, or when `START_TIMEOUT` passes.
-    pub(crate) fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<Duration, String> {
+    pub(crate) fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<Duration, ServerError> {
         let started = Instant::now();
         loop {
             if ready() {
@@ -124,18 +160,16 @@ impl Server {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(format!(
-                        "the server exited ({status}) instead of starting: {}",
-                        self.last_words()
-                    ));
+                    return Err(ServerError::Exited {
+                        status,
+                        last_words: self.last_words(),
+                    });
                 }
             }
             if started.elapsed() > START_TIMEOUT {
-                return Err(format!(
-                    "the server did not accept connections within {} s: {}",
-                    START_TIMEOUT.as_secs(),
-                    self.last_words()
-                ));
+                return Err(ServerError::NotReady {
+                    last_words: self.last_words(),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }

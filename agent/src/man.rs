@@ -4,12 +4,15 @@
 //! in its footer, an EXIT STATUS from the exit table ([`Exit`]) for that command, and the
 //! sections clap does not write.
 
+use freezeframe_contract::exit::Program;
 use freezeframe_contract::Exit;
 use std::path::{Path, PathBuf};
 
 /// What a program's pages say beyond clap's rendering, by subcommand name (`None`: the
 /// program's own page).
 pub struct Sections {
+    /// Whose pages: the exit table says each code's meaning for each program.
+    pub program: Program,
     /// The codes the command can end with: [`Exit::of_cli`] or [`Exit::of_agent`].
     pub exits: fn(Option<&str>) -> Option<&'static [Exit]>,
     /// ENVIRONMENT, FILES, EXAMPLES and SEE ALSO (whichever apply), as roff.
@@ -73,18 +76,34 @@ fn render(
         .source(footer)
         .manual("freezeframe")
         .render(&mut roff)?;
-    roff.extend_from_slice(exit_status(exits).as_bytes());
+    roff.extend_from_slice(exit_status(exits, sections.program).as_bytes());
     roff.extend_from_slice((sections.rest)(sub).as_bytes());
     Ok((name, roff))
 }
 
-/// The EXIT STATUS section: each code and what it says.
-pub fn exit_status(exits: &[Exit]) -> String {
+/// The EXIT STATUS section: each code and what it means from `program`, as a sentence.
+pub fn exit_status(exits: &[Exit], program: Program) -> String {
     let mut roff = String::from(".SH \"EXIT STATUS\"\n");
     for exit in exits {
-        roff.push_str(&format!(".TP\n{}\n{}\n", exit.code(), escape(exit.meaning())));
+        roff.push_str(&format!(
+            ".TP\n{}\n{}\n",
+            exit.code(),
+            escape(&exit_sentence(*exit, program))
+        ));
     }
     roff
+}
+
+/// What `exit` means from `program`, as the EXIT STATUS sections print it: the table's words
+/// as a sentence, without markdown's backquotes.
+pub fn exit_sentence(exit: Exit, program: Program) -> String {
+    let meaning = exit.meaning(program).unwrap_or_default().replace('`', "");
+    let mut chars = meaning.chars();
+    let first: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    format!("{first}{}.", chars.as_str())
 }
 
 /// Text as roff takes it: hyphens as such, no line starting with a control character.

@@ -3,7 +3,7 @@
 //! every answer read back into the agent's own types, every failure into a [`Failure`] that says
 //! what to do and with which exit.
 
-use crate::client::{self, Agent1Proxy, Target};
+use crate::client::{self, Agent1Proxy, Target, Unreachable};
 use crate::progress::Progress;
 use freezeframe_contract::wire::{self, Dict};
 use freezeframe_contract::Recovered;
@@ -47,8 +47,7 @@ impl Failure {
 
 impl From<client::Unreachable> for Failure {
     fn from(e: client::Unreachable) -> Failure {
-        let step = e.step.map_or("bus", |s| s.as_str());
-        Failure::new(Exit::Unreachable, e.to_string()).at(step)
+        Failure::new(e.exit(), e.to_string()).at(e.cause.step())
     }
 }
 
@@ -57,53 +56,35 @@ pub(crate) fn call_failure(target: &Target, e: AgentError) -> Failure {
     match e {
         AgentError::ZBus(e) => bus_failure(target, e),
         AgentError::InvalidArgs(m) => Failure::new(Exit::Usage, format!("{target}: {m}")),
-        AgentError::AccessDenied(m) => Failure::new(
-            Exit::Failed,
-            format!("{target}: access denied: {m}; run as root, or add the user to the group `freezeframe`"),
-        )
-        .at("authorisation"),
+        AgentError::AccessDenied(m) => Unreachable::denied(target, &m).into(),
         AgentError::Busy(m) => Failure::new(Exit::Busy, format!("{target}: busy: {m}")),
         AgentError::Failed(m) => Failure::new(Exit::Failed, format!("{target}: {m}")),
     }
 }
 
-/// A call that failed on the bus, before or instead of the agent's answer.
+/// What a failed call says about reaching the agent (the bus, the policy, the agent's own
+/// refusal, its version), if it says something about that.
+pub(crate) fn unreachable_of(target: &Target, e: &AgentError) -> Option<Unreachable> {
+    match e {
+        AgentError::ZBus(e) => Unreachable::of_call(target, e),
+        AgentError::AccessDenied(m) => Some(Unreachable::denied(target, m)),
+        _ => None,
+    }
+}
+
+/// A call that failed on the bus, before or instead of the agent's answer: the one diagnosis
+/// of an agent out of reach ([`Unreachable::of_call`]), or the call's own failure.
 pub(crate) fn bus_failure(target: &Target, e: zbus::Error) -> Failure {
-    if client::is_missing_agent(&e) {
-        return Failure::new(
-            Exit::Unreachable,
-            format!(
-                "{target}: the agent is not on the bus (is the package freezeframe-agent installed, and its \
-                 D-Bus activation file in place?): {e}"
-            ),
-        )
-        .at("agent");
+    match Unreachable::of_call(target, &e) {
+        Some(unreachable) => unreachable.into(),
+        None => Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")).at("bus"),
     }
-    if client::is_bus_refusal(&e) {
-        return Failure::new(
-            Exit::Failed,
-            format!(
-                "{target}: access denied by the bus policy ({e}); run as root, or add the user to the \
-                 group `freezeframe`"
-            ),
-        )
-        .at("authorisation");
-    }
-    Failure::new(Exit::Unreachable, format!("{target}: the call failed: {e}")).at("bus")
 }
 
 /// Reads an answer back into its type; one that does not fit comes from an agent of another
 /// version.
 pub(crate) fn read<T: serde::de::DeserializeOwned>(target: &Target, dict: &Dict) -> Result<T, Failure> {
-    wire::from_dict(dict).map_err(|e| {
-        Failure::new(
-            Exit::Failed,
-            format!(
-                "{target}: the agent's answer is not understood ({e}); install the same version of \
-                 freezeframe and freezeframe-agent"
-            ),
-        )
-    })
+    wire::from_dict(dict).map_err(|e| Unreachable::not_understood(target, e).into())
 }
 
 pub(crate) async fn proxy<'a>(
@@ -112,7 +93,7 @@ pub(crate) async fn proxy<'a>(
 ) -> Result<Agent1Proxy<'a>, Failure> {
     Agent1Proxy::new(connection)
         .await
-        .map_err(|e| Failure::new(Exit::Unreachable, format!("{target}: {e}")))
+        .map_err(|e| bus_failure(target, e))
 }
 
 /// What to ask for.

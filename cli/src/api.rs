@@ -5,7 +5,7 @@
 use crate::agent::{Exit, Failure};
 use crate::ssh::Host;
 use freezeframe_agent::secret::read_private_file;
-use freezeframe_digitalocean::{http_client, Client, Token};
+use freezeframe_digitalocean::{http_client, ApiError, Client, Token};
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,6 +28,15 @@ impl Access {
             [one] => (*one).to_string(),
             [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
         }
+    }
+}
+
+/// The exit of an API call's failure: a token the API refuses is the user's configuration (2,
+/// as a missing one is); any other failure is `otherwise`.
+pub(crate) fn exit_of(e: &ApiError, otherwise: Exit) -> Exit {
+    match e {
+        ApiError::Unauthorized { .. } => Exit::Usage,
+        _ => otherwise,
     }
 }
 
@@ -91,7 +100,7 @@ pub async fn tagged(api_url: &str, tag: &str) -> Result<Vec<Host>, Failure> {
     )?;
     let droplets = client.droplets_with_tag(tag).await.map_err(|e| {
         Failure::new(
-            Exit::Unreachable,
+            exit_of(&e, Exit::Unreachable),
             format!("cannot list the Droplets tagged `{tag}`: {e}"),
         )
     })?;

@@ -254,11 +254,11 @@ pub fn command() -> clap::Command {
     program.mut_arg("hosts", |arg| arg.help(help))
 }
 
-/// The arguments of this process, parsed by [`command`]; exits as clap does on a usage error
-/// (2) or for --help and --version (0).
-pub fn parse() -> Cli {
-    let matches = command().get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+/// The arguments of this process, parsed by [`command`]; clap's error (a usage error, or
+/// --help and --version, which it prints itself) for the caller to end with.
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))
 }
 
 /// A D-Bus address as the specification writes them (`unix:path=/run/dbus/system_bus_socket`).

@@ -31,13 +31,25 @@ pub fn fail_as(json: bool, message: &str, exit: Exit) -> Exit {
 /// [`fail_as`] for a failure at a known step (`ssh`, `agent`, …), which --json names.
 pub fn fail_at(json: bool, message: &str, exit: Exit, step: Option<&str>) -> Exit {
     if json {
-        let mut document = serde_json::json!({ "error": message, "exit": exit as u8 });
+        let mut document = serde_json::json!({ "error": message, "exit": exit });
         if let Some(step) = step {
             document["step"] = step.into();
         }
         crate::outln!("{document}");
     }
     fail(message, exit)
+}
+
+/// The failure as the one JSON document on stdout, said nowhere else (the caller said it).
+pub fn document_only(message: &str, exit: Exit) {
+    let document = serde_json::json!({ "error": message, "exit": exit });
+    crate::outln!("{document}");
+}
+
+/// Whether the arguments ask for `--json`, read without clap (for arguments clap refused):
+/// the flag before any `--`.
+pub fn json_asked(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
 }
 
 /// A result as JSON.

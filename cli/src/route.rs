@@ -5,8 +5,8 @@
 use crate::agent::{Exit, Failure};
 use crate::args::{machines, Cli, Command, Machines};
 use crate::client::Target;
-use crate::cmd;
-use crate::output::{fail_as, fail_at, print};
+use crate::cmd::{self, Ended};
+use crate::output::{fail_at, print};
 use crate::progress::{self, Progress};
 
 /// The machines a command addresses.
@@ -41,47 +41,63 @@ async fn targets(cli: &Cli) -> Result<Vec<Target>, Failure> {
     Ok(targets)
 }
 
-/// The commands that go through the agent or the API.
+/// The commands that go through the agent or the API: run, then printed in one place
+/// ([`finish`]), so every path, a failure too, prints its one JSON document with `--json`.
 pub async fn run(cli: &Cli) -> Exit {
-    if let Err(message) = check_combination(cli) {
-        return fail_as(cli.json, &message, Exit::Usage);
+    finish(cli.json, dispatch(cli).await)
+}
+
+/// Prints how a command ended: its result (one JSON document with `--json`, else its text),
+/// nothing more for results printed machine by machine as they came, or its failure (on
+/// stderr, and with `--json` as the one document on stdout). Its exit.
+pub fn finish(json: bool, ended: Result<Ended, Failure>) -> Exit {
+    match ended {
+        Ok(Ended::Done(done)) => {
+            print(json, &done.value, &done.text);
+            done.exit
+        }
+        Ok(Ended::Streamed(exit)) => exit,
+        Err(f) => fail_at(json, &f.message, f.exit, f.step),
     }
+}
+
+/// The command, its options already checked together (`main`, [`check_combination`]).
+async fn dispatch(cli: &Cli) -> Result<Ended, Failure> {
     match &cli.command {
         Command::Verify { .. } => return cmd::verify::run(cli).await,
-        Command::Recover => return cmd::recover::run(cli).await,
+        Command::Recover => return cmd::recover::run(cli).await.map(Ended::Done),
         Command::Snapshot { offline: true, .. } => return cmd::offline::run(cli).await,
         _ => {}
     }
-    let targets = match targets(cli).await {
-        Ok(t) => t,
-        Err(f) => return fail_as(cli.json, &f.message, f.exit),
-    };
+    let targets = targets(cli).await?;
     match &cli.command {
-        Command::Snapshot { group: true, .. } => return cmd::group::run(cli, &targets).await,
+        Command::Snapshot { group: true, .. } => {
+            return Ok(Ended::Done(cmd::group::run(cli, &targets).await))
+        }
         Command::Prune {
             keep_groups: Some(keep),
             dry_run,
             ..
-        } => return cmd::group::prune_groups(cli, &targets, *keep, *dry_run).await,
+        } => {
+            return cmd::group::prune_groups(cli, &targets, *keep, *dry_run)
+                .await
+                .map(Ended::Done)
+        }
         _ => {}
     }
     if targets.len() > 1 || cli.tag.is_some() {
-        return crate::fleet::run(cli, &targets).await;
+        return Ok(Ended::Streamed(crate::fleet::run(cli, &targets).await));
     }
     if let Command::Doctor = cli.command {
-        return cmd::doctor::run(&targets[0]).await;
+        return Ok(Ended::Done(cmd::doctor::run(&targets[0]).await));
     }
     let mut shown: Box<dyn Progress> = match cli.command {
         Command::Snapshot { .. } => progress::for_one(cli.json),
         _ => Box::new(progress::Silent),
     };
-    match cmd::one(&cli.command, &targets[0], shown.as_mut()).await {
-        Ok(done) => {
-            print(cli.json, &done.value, &done.text);
-            done.exit
-        }
-        Err(f) => fail_at(cli.json, &f.message, f.exit, f.step),
-    }
+    cmd::one(&cli.command, &targets[0], shown.as_mut())
+        .await
+        .map(Ended::Done)
 }
 
 /// Why `name` takes no -H, --tag or --bus-address.

@@ -175,11 +175,22 @@ impl std::fmt::Display for Host {
     }
 }
 
-impl std::str::FromStr for Host {
-    type Err = String;
+/// Text that is not `[USER@]HOST[:PORT]`, and why (a usage error wherever it is met).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not [USER@]HOST[:PORT]: {why}")]
+pub struct BadHost {
+    pub text: String,
+    pub why: &'static str,
+}
 
-    fn from_str(text: &str) -> Result<Host, String> {
-        let bad = |why: &str| format!("`{text}` is not [USER@]HOST[:PORT]: {why}");
+impl std::str::FromStr for Host {
+    type Err = BadHost;
+
+    fn from_str(text: &str) -> Result<Host, BadHost> {
+        let bad = |why: &'static str| BadHost {
+            text: text.to_string(),
+            why,
+        };
         let (user, rest) = match text.rsplit_once('@') {
             Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
             Some(_) => return Err(bad("the user before `@` is empty")),

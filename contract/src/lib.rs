@@ -9,7 +9,7 @@
 
 #![warn(unreachable_pub, missing_docs)]
 
-mod exit;
+pub mod exit;
 mod filesystems;
 pub mod history;
 mod interface;

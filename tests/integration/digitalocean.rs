@@ -119,7 +119,9 @@ fn a_refused_token_fails_in_preflight_and_names_the_scopes() {
         .sim
         .set_faults(vec!["GET /v2/droplets/=401".parse::<Fault>().unwrap()]);
     let (out, report) = droplet.snapshot(&[]);
-    assert_eq!(out.status.code(), Some(1));
+    // The user's configuration, as a missing token is: 2.
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(report["setup_error"], true);
     assert_eq!(report["failed_phase"], "preflight");
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("does not accept the token (HTTP 401"), "{error}");

@@ -21,6 +21,7 @@ mod hostile_image;
 mod man_pages;
 mod metrics;
 mod offline;
+mod one_voice;
 mod packaging;
 mod phases;
 mod probe_attacker;

@@ -16,6 +16,7 @@ struct Program {
     name: &'static str,
     definition: clap::Command,
     exits: fn(Option<&str>) -> Option<&'static [Exit]>,
+    kind: freezeframe_contract::exit::Program,
 }
 
 fn programs() -> [Program; 2] {
@@ -29,12 +30,14 @@ fn programs() -> [Program; 2] {
             name: "freezeframe",
             definition: cli,
             exits: Exit::of_cli,
+            kind: freezeframe_contract::exit::Program::Cli,
         },
         Program {
             bin: agent_bin(),
             name: "freezeframe-agent",
             definition: agent,
             exits: Exit::of_agent,
+            kind: freezeframe_contract::exit::Program::Agent,
         },
     ]
 }
@@ -252,7 +255,13 @@ fn each_page_lists_the_exit_codes_of_its_command_as_the_exit_table_has_them() {
                 .collect();
             assert_eq!(exit_codes(&roff), table, "{name}");
             for exit in Exit::ALL.iter().filter(|e| table.contains(&e.code())) {
-                let meaning = exit.meaning().replace('-', "\\-");
+                // The table's words, with roff's hyphens.
+                let meaning = exit
+                    .meaning(program.kind)
+                    .unwrap()
+                    .replace('-', "\\-")
+                    .replace('`', "");
+                let meaning = &meaning[1..];
                 assert!(roff.contains(&meaning), "{name}: {meaning}");
             }
         }

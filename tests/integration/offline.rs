@@ -372,7 +372,8 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
         .args(["--tag", "db", "snapshot", "--offline", "--droplet", "4040404"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // A Droplet that does not exist is the user's to fix (2), the worst of the two runs.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -383,9 +384,10 @@ fn hosts_are_found_by_name_and_their_agents_waited_for_and_one_failure_spares_th
         missing["error"]
             .as_str()
             .unwrap()
-            .contains("cannot read Droplet 4040404"),
+            .contains("no Droplet 4040404 in this account"),
         "{missing:#}"
     );
+    assert_eq!(missing["exit"], 2, "{missing:#}");
     assert_eq!(missing["shut_down"], false);
     let tagged = reports.iter().find(|r| r["droplet_id"] == 3164444).unwrap();
     assert_eq!(tagged["consistency"], "offline", "{tagged:#}");

@@ -252,7 +252,10 @@ pub fn main() -> ExitCode {
     // Before any child: a psql run as postgres or a hook must not inherit the API token.
     // SAFETY: the first statement of main; no other thread exists yet to read the environment.
     unsafe { crate::secret::take_from_environment() };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refused_arguments(e),
+    };
     crate::log::init(cli.verbose);
     // Fault points exist only in test builds; asking a build without them would silently test
     // nothing, so say so instead.
@@ -266,6 +269,7 @@ pub fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let config = cli.config.as_deref();
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot::run(config, &args),
         Command::Plan { json } => snapshot::plan(config, json),
@@ -280,6 +284,9 @@ pub fn main() -> ExitCode {
         Err(failure) => {
             let chain = crate::errors::error_chain(failure.error.as_ref());
             eprintln!("freezeframe-agent: error: {chain}");
+            if json {
+                failure_document(&chain, failure.exit);
+            }
             failure.exit.into()
         }
     }
@@ -289,6 +296,44 @@ pub fn main() -> ExitCode {
 /// pages are made from.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+impl Command {
+    /// Whether the command prints JSON (`--json`): then its failure is the one JSON document
+    /// on stdout too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Snapshot(args) => args.json,
+            Command::Plan { json } => *json,
+            Command::Thaw(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Run | Command::SetupToken | Command::Man { .. } => false,
+        }
+    }
+}
+
+/// A failure as the one JSON document on stdout: `{"error": …, "exit": N}`, as the CLI's.
+fn failure_document(message: &str, exit: Exit) {
+    let document = serde_json::json!({ "error": message, "exit": exit });
+    crate::stdout::line(&document.to_string());
+}
+
+/// Arguments clap refused: its words on stderr, exit 2; with `--json` among them, the failure
+/// is the one JSON document on stdout too. Help and the version are clap's to print.
+fn refused_arguments(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !json {
+        e.exit()
+    }
+    let message = e.render().to_string();
+    let first = message.lines().next().unwrap_or_default();
+    let _ = e.print();
+    failure_document(first.strip_prefix("error: ").unwrap_or(first), Exit::Usage);
+    Exit::Usage.into()
 }
 
 /// What clap does not write into the agent's pages, for all of them.
@@ -352,6 +397,7 @@ fn agent_man_sections(sub: Option<&str>) -> String {
 /// freezeframe-agent.1 and a page for each subcommand, from the clap definitions.
 fn man_page(dir: &std::path::Path) -> Result<Exit, Failure> {
     let sections = crate::man::Sections {
+        program: freezeframe_contract::exit::Program::Agent,
         exits: Exit::of_agent,
         rest: agent_man_sections,
     };

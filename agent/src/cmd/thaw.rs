@@ -18,7 +18,7 @@ pub(crate) struct ThawArgs {
     runtime_dir: Option<PathBuf>,
     /// Print what was done as JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Thaw these mountpoints instead of what the record lists
     mountpoints: Vec<PathBuf>,
 }

@@ -30,7 +30,7 @@ pub(crate) struct VerifyArgs {
     wait: std::time::Duration,
     /// Print the findings as JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 pub(crate) fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Exit, Failure> {

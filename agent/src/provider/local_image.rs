@@ -221,7 +221,8 @@ impl SnapshotProvider for LocalImage {
     async fn preflight(&mut self, name: &str, targets: &[Target]) -> Result<(), ProviderError> {
         let image_dir = &self.image_dir;
         if image_dir.join(name).exists() {
-            return Err(ProviderError::new(format!(
+            // The name the user gave, or their template: theirs to change (exit 2).
+            return Err(ProviderError::setup(format!(
                 "a snapshot named {name} already exists in {}; choose another name",
                 image_dir.display()
             )));
@@ -239,7 +240,8 @@ impl SnapshotProvider for LocalImage {
         match crate::freeze::target_holding(dir, targets) {
             Ok(None) => {}
             Ok(Some(mountpoint)) => {
-                return Err(ProviderError::new(format!(
+                // The configuration's to fix (exit 2), as every configuration error.
+                return Err(ProviderError::setup(format!(
                     "image_dir {} is on {}, which is frozen while the images are written; put \
                      `local_image.image_dir` on a filesystem that is not frozen",
                     image_dir.display(),

@@ -300,6 +300,11 @@ impl ProviderError {
         }
     }
 
+    /// The same failure, found to be the machine's set-up (see [`Self::is_setup`]).
+    pub(crate) fn as_setup(self) -> Self {
+        ProviderError { setup: true, ..self }
+    }
+
     pub(crate) fn is_setup(&self) -> bool {
         self.setup
     }

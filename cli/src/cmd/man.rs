@@ -10,6 +10,7 @@ use std::path::Path;
 /// global options, its own exit codes and the sections clap does not write.
 pub fn write(dir: &Path) -> std::io::Result<()> {
     let sections = freezeframe_agent::man::Sections {
+        program: freezeframe_contract::exit::Program::Cli,
         exits: Exit::of_cli,
         rest: extra_sections,
     };

@@ -36,6 +36,15 @@ pub struct Done {
     pub line: String,
 }
 
+/// How a command ended, for the one place that prints it (`route::finish`).
+#[derive(Debug)]
+pub enum Ended {
+    /// One result, printed as one JSON document with `--json`, else as its text.
+    Done(Done),
+    /// Printed already, one JSON document (or line) per machine as each finished; their exit.
+    Streamed(Exit),
+}
+
 /// Runs `command` against the agent at `target`, its progress shown on `progress`.
 pub async fn one(command: &Command, target: &Target, progress: &mut dyn Progress) -> Result<Done, Failure> {
     match command {

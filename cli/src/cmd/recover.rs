@@ -1,36 +1,36 @@
 //! `freezeframe recover`: powers on the Droplets killed offline runs left off (recorded under the
-//! user's state directory, or tagged `freezeframe-offline-pending`), and says what it did.
+//! user's state directory, or tagged `freezeframe-offline-pending`), and says what it did: one
+//! JSON document with `--json`, `{"droplets": […]}`, also when there was nothing to recover.
 
-use super::offline::{self, said, setup};
-use crate::agent::Exit;
+use super::offline::{self, setup};
+use super::Done;
+use crate::agent::{Exit, Failure};
 use crate::args::Cli;
 
-/// `recover`: powers on what killed offline runs left off, and says what it did.
-pub(crate) async fn run(cli: &Cli) -> Exit {
-    let (client, pending) = match setup(&cli.api_url) {
-        Ok(both) => both,
-        Err(f) => return said(f),
-    };
-    let reports = offline::recover(&client, &pending).await;
-    if reports.is_empty() && !cli.json {
-        crate::outln!("nothing to recover: no offline run left a Droplet waiting for its power-on");
-    }
+/// `recover`: powers on what killed offline runs left off; what it did.
+pub(crate) async fn run(cli: &Cli) -> Result<Done, Failure> {
+    let (client, pending) = setup(&cli.api_url)?;
+    let reports = offline::recover(&client, &pending).await?;
     let mut exit = Exit::Success;
-    for report in &reports {
-        if !report.succeeded {
-            exit = Exit::Failed;
-        }
-        if cli.json {
-            crate::outln!("{}", serde_json::to_string(report).unwrap_or_default());
-        } else {
-            match &report.error {
-                None if !report.running => {
-                    crate::outln!("Droplet {}: {}", report.droplet_id, report.warnings.join("; "))
-                }
-                None => crate::outln!("Droplet {}: running again", report.droplet_id),
-                Some(e) => crate::outln!("Droplet {}: FAILED: {e}", report.droplet_id),
-            }
-        }
+    let mut text = String::new();
+    if reports.is_empty() {
+        text.push_str("nothing to recover: no offline run left a Droplet waiting for its power-on\n");
     }
-    exit
+    for report in &reports {
+        exit = exit.max(report.exit);
+        text.push_str(&match &report.error {
+            // Nothing to power on (a Droplet that no longer exists): what was done instead.
+            None if !report.running => {
+                format!("Droplet {}: {}\n", report.droplet_id, report.warnings.join("; "))
+            }
+            None => format!("Droplet {}: running again\n", report.droplet_id),
+            Some(e) => format!("Droplet {}: FAILED: {e}\n", report.droplet_id),
+        });
+    }
+    Ok(Done {
+        exit,
+        value: serde_json::json!({ "droplets": reports }),
+        line: format!("{} Droplets recovered", reports.len()),
+        text,
+    })
 }

@@ -398,6 +398,16 @@ impl SnapshotProvider for DigitalOcean {
         let id = self.droplet_id;
         // Reading the Droplet proves the token and warms the connection for the window.
         let droplet = client.droplet(id).await.map_err(|e| {
+            // A token the API refuses, or a Droplet id it does not know, is the configuration's
+            // to fix (exit 2), as a missing token is.
+            let setup = matches!(
+                e,
+                ApiError::Unauthorized { .. }
+                    | ApiError::Status {
+                        status: 401 | 403 | 404,
+                        ..
+                    }
+            );
             let token_file = self.settings.token_file.display();
             let (cause, fix) = match e {
                 ApiError::Status { status: 404, .. } => (
@@ -423,8 +433,13 @@ impl SnapshotProvider for DigitalOcean {
                 ),
             };
             // The fix in the message too: the report is where a failed run is read.
-            ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e)
-                .with_fix(fix)
+            let error = ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e)
+                .with_fix(fix);
+            if setup {
+                error.as_setup()
+            } else {
+                error
+            }
         })?;
         if droplet.locked {
             return Err(ProviderError::new(format!(

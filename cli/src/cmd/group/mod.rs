@@ -9,6 +9,7 @@
 use crate::agent::{self, Exit, Failure};
 use crate::args::{Cli, Command};
 use crate::client::Target;
+use crate::cmd::Done;
 use crate::pacing::{Pacer, Start};
 use crate::progress::{self, Board, State};
 use freezeframe_contract::Report;
@@ -72,8 +73,8 @@ struct Seen {
     failure: Option<Failure>,
 }
 
-/// Runs the group snapshot on `targets` and prints its result.
-pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
+/// Runs the group snapshot on `targets`; its result.
+pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> crate::cmd::Done {
     let Command::Snapshot {
         wait,
         prepare_timeout,
@@ -92,12 +93,12 @@ pub(crate) async fn run(cli: &Cli, targets: &[Target]) -> Exit {
     let pacer = Arc::new(Pacer::new(cli.api_rate));
     let links = targets.iter().cloned().map(Bus::new).collect();
     let result = coordinate(targets, links, request, &group, cli.parallel as usize, pacer).await;
-    if cli.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
-    } else {
-        freezeframe_agent::stdout::write(text(&result).as_bytes());
+    crate::cmd::Done {
+        exit: exit(&result),
+        value: crate::output::json(&result),
+        text: text(&result),
+        line: String::new(),
     }
-    exit(&result)
 }
 
 /// The two barriers, then the results.

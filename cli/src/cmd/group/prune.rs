@@ -2,7 +2,6 @@
 //! newest N, judged across all members.
 
 use super::*;
-use freezeframe_contract::Pruned;
 
 /// The groups among `snapshots` (of every machine) older than the newest `keep`, judged by each
 /// group's newest snapshot, and how many groups there are. Snapshot times have a resolution of a
@@ -29,23 +28,17 @@ fn older_groups(snapshots: &[SnapshotInfo], keep: u32) -> (Vec<String>, usize) {
     (old, groups.len())
 }
 
-/// One machine's part of `prune --keep-groups` with `--json`.
-#[derive(serde::Serialize)]
-struct GroupsPruned<'a> {
-    host: String,
-    groups: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deleted: Option<&'a [Pruned]>,
-    /// With `--dry-run`: what would be deleted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    would_delete: Option<&'a [Pruned]>,
-}
-
 /// `prune --keep-groups N` over the machines: the newest N groups (by their newest snapshot on
 /// any machine) are kept, and every older group is deleted on every machine. Every machine is
 /// listed first; one that cannot be stops the prune before anything is deleted, since a group
-/// seen only in part would be judged by the part.
-pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32, dry_run: bool) -> Exit {
+/// seen only in part would be judged by the part. One result (one JSON document): the groups
+/// deleted (with `--dry-run`: that would be) and, per machine, what was deleted there or why not.
+pub(crate) async fn prune_groups(
+    cli: &Cli,
+    targets: &[Target],
+    keep: u32,
+    dry_run: bool,
+) -> Result<Done, Failure> {
     use futures_util::stream::{self, StreamExt as _};
     let parallel = cli.parallel as usize;
     let lists: Vec<_> = stream::iter(targets.iter().map(agent::list))
@@ -57,59 +50,71 @@ pub(crate) async fn prune_groups(cli: &Cli, targets: &[Target], keep: u32, dry_r
         match list {
             Ok(list) => listed.extend(list),
             Err(f) => {
-                let message = format!("{}; nothing was deleted", f.message);
-                eprintln!("freezeframe: error: {target}: cannot list its snapshots: {message}");
-                return f.exit;
+                return Err(Failure {
+                    message: format!(
+                        "{target}: cannot list its snapshots: {}; nothing was deleted",
+                        f.message
+                    ),
+                    ..f
+                })
             }
         }
     }
     let (old, groups) = older_groups(&listed, keep);
     if old.is_empty() {
-        crate::outln!("nothing to delete: {groups} groups, none older than the newest {keep}");
-        return Exit::Success;
+        return Ok(Done {
+            exit: Exit::Success,
+            value: serde_json::json!({ "groups": old, "machines": [] }),
+            text: format!("nothing to delete: {groups} groups, none older than the newest {keep}\n"),
+            line: String::new(),
+        });
     }
     let deleted: Vec<_> = stream::iter(targets.iter().map(|t| agent::delete_groups(t, &old, dry_run)))
         .buffered(parallel)
         .collect()
         .await;
     let mut exit = Exit::Success;
+    let (mut machines, mut text) = (Vec::new(), String::new());
     for (target, result) in targets.iter().zip(deleted) {
         match result {
-            Ok(pruned) if cli.json => {
-                let (deleted, would_delete) = match dry_run {
-                    true => (None, Some(pruned.as_slice())),
-                    false => (Some(pruned.as_slice()), None),
+            Ok(pruned) => {
+                let (verb, key) = match dry_run {
+                    true => (
+                        "would be deleted (--dry-run: nothing was deleted)",
+                        "would_delete",
+                    ),
+                    false => ("deleted", "deleted"),
                 };
-                let document = GroupsPruned {
-                    host: target.to_string(),
-                    groups: &old,
-                    deleted,
-                    would_delete,
-                };
-                crate::outln!("{}", serde_json::to_string(&document).unwrap_or_default());
-            }
-            Ok(pruned) if dry_run => {
-                crate::outln!(
-                    "{target}: {} snapshots of {} older groups would be deleted (--dry-run: nothing was deleted)",
+                text.push_str(&format!(
+                    "{target}: {} snapshots of {} older groups {verb}\n",
                     pruned.len(),
                     old.len()
-                );
-                for p in &pruned {
-                    crate::outln!("  {}", p.name);
+                ));
+                if dry_run {
+                    for p in &pruned {
+                        text.push_str(&format!("  {}\n", p.name));
+                    }
                 }
+                let mut machine = serde_json::Map::new();
+                machine.insert("host".into(), target.to_string().into());
+                machine.insert(key.into(), serde_json::json!(pruned));
+                machines.push(serde_json::Value::Object(machine));
             }
-            Ok(pruned) => crate::outln!(
-                "{target}: {} snapshots of {} older groups deleted",
-                pruned.len(),
-                old.len()
-            ),
             Err(f) => {
                 exit = exit.max(f.exit);
-                crate::outln!("{target}: FAILED: {}", f.message);
+                text.push_str(&format!("{target}: FAILED: {}\n", f.message));
+                machines.push(serde_json::json!({
+                    "host": target.to_string(), "error": f.message, "exit": f.exit, "step": f.step,
+                }));
             }
         }
     }
-    exit
+    Ok(Done {
+        exit,
+        value: serde_json::json!({ "groups": old, "machines": machines }),
+        text,
+        line: String::new(),
+    })
 }
 
 #[cfg(test)]

@@ -98,16 +98,19 @@ pub(super) fn result(
 }
 
 pub(super) fn exit(result: &GroupResult) -> Exit {
-    if result.consistent && result.members.iter().all(|m| m.exit == 0) {
-        return Exit::Success;
+    let worst = result
+        .members
+        .iter()
+        .map(|m| Exit::from_code(m.exit).unwrap_or(Exit::Failed))
+        .max()
+        .unwrap_or(Exit::Success);
+    match (result.consistent, worst) {
+        (true, Exit::Success) => Exit::Success,
+        // Not consistent, though no member failed: the coordinator stopped it.
+        (false, Exit::Success) => Exit::Failed,
+        // The worst of the members', as for a fleet: a busy member alone is 75.
+        (_, worst) => worst,
     }
-    if result.members.iter().any(|m| m.exit == Exit::Unreachable as u8) {
-        return Exit::Unreachable;
-    }
-    if result.members.iter().any(|m| m.exit == Exit::Usage as u8) {
-        return Exit::Usage;
-    }
-    Exit::Failed
 }
 
 /// The group's result for people.

@@ -16,7 +16,9 @@ pub(super) async fn named(
         host,
         ssh_command: cli.ssh_command.clone(),
     };
-    let unreachable = |what: String, e: ApiError| Failure::new(Exit::Unreachable, format!("{what}: {e}"));
+    let unreachable = |what: String, e: ApiError| {
+        Failure::new(crate::api::exit_of(&e, Exit::Unreachable), format!("{what}: {e}"))
+    };
     let mut named: Vec<(u64, Option<Target>)> = droplets.iter().map(|id| (*id, None)).collect();
     if let Some(tag) = &cli.tag {
         let tagged = client

@@ -30,12 +30,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod droplets;
+mod error;
 mod pending;
 mod plan;
 mod ports;
 mod power;
 
 use droplets::named;
+pub(crate) use error::OfflineError;
 pub(crate) use pending::{Pending, PendingPowerOn};
 use plan::{plan, plan_text};
 pub(crate) use ports::Api;
@@ -107,7 +109,7 @@ pub struct OfflineRequest {
 /// Why an offline run of `droplet` must not start, if it must not: it is not active, it has a
 /// pending event, or the platform would refuse a snapshot of one of its volumes now (checked
 /// before the shutdown, not discovered with the Droplet off).
-async fn refusal(client: &impl Api, droplet: &Droplet) -> Result<Option<String>, String> {
+async fn refusal(client: &impl Api, droplet: &Droplet) -> Result<Option<String>, OfflineError> {
     let id = droplet.id;
     if droplet.status != "active" {
         return Ok(Some(format!(
@@ -118,7 +120,7 @@ async fn refusal(client: &impl Api, droplet: &Droplet) -> Result<Option<String>,
     let actions = client
         .droplet_actions(id)
         .await
-        .map_err(|e| api(&format!("cannot list the actions of Droplet {id}"), e))?;
+        .map_err(|e| OfflineError::api(format!("cannot list the actions of Droplet {id}"), e))?;
     if droplet.locked || actions.iter().any(|a| a.status == "in-progress") {
         return Ok(Some(
             "it has a pending event; wait for it to finish and try again".into(),
@@ -126,14 +128,17 @@ async fn refusal(client: &impl Api, droplet: &Droplet) -> Result<Option<String>,
     }
     for volume_id in &droplet.volume_ids {
         let volume = client.volume(volume_id).await.map_err(|e| {
-            api(
-                &format!("cannot read volume {volume_id} attached to Droplet {id}"),
+            OfflineError::api(
+                format!("cannot read volume {volume_id} attached to Droplet {id}"),
                 e,
             )
         })?;
         if let Err(limit) = client.check_volume(&volume.id, &volume.name).await {
             return match limit {
-                VolumeLimit::Api { .. } => Err(limit.to_string()),
+                VolumeLimit::Api { volume, source } => Err(OfflineError::api(
+                    format!("cannot list the snapshots of volume {volume}"),
+                    *source,
+                )),
                 _ => Ok(Some(limit.to_string())),
             };
         }
@@ -185,6 +190,17 @@ pub struct OfflineReport {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The exit this Droplet's run ends with (the command's is the worst of its Droplets').
+    pub exit: Exit,
+}
+
+impl OfflineReport {
+    /// Records how the run ended: its error, if any, and the exit that follows from it.
+    fn ended(&mut self, error: Option<OfflineError>) {
+        self.succeeded = error.is_none();
+        self.exit = error.as_ref().map_or(Exit::Success, OfflineError::exit);
+        self.error = error.map(|e| e.to_string());
+    }
 }
 
 /// SIGINT or SIGTERM seen: stop waiting for the shutdown or the snapshot and power on.
@@ -248,9 +264,7 @@ pub async fn snapshot(
         },
         down_at: None,
     };
-    if let Err(why) = run.go(request).await {
-        run.report.error = Some(why);
-    }
+    let mut error = run.go(request).await.err();
     if run.report.shut_down {
         let mut after = run
             .power_on(request.boot_timeout, request.power_on_deadline)
@@ -258,26 +272,29 @@ pub async fn snapshot(
         if let (Ok(()), Some(target)) = (&after, agent) {
             after = run.agent_back(target, request.boot_timeout).await;
         }
-        if let Err(why) = after {
-            let error = run.report.error.take();
-            run.report.error = Some(match error {
-                Some(first) => format!("{first}; and {why}"),
-                None => why,
+        if let Err(then) = after {
+            error = Some(match error {
+                Some(first) => OfflineError::Both {
+                    first: Box::new(first),
+                    then: Box::new(then),
+                },
+                None => then,
             });
         }
     }
     // Recorded once the Droplet runs again: the tags cost no downtime.
-    if run.report.error.is_none() && run.report.consistency.is_some() {
+    if error.is_none() && run.report.consistency.is_some() {
         if let Err(why) = run.label().await {
-            run.report.warnings.push(why);
+            run.report.warnings.push(why.to_string());
         }
     }
-    run.report.succeeded = run.report.error.is_none();
+    run.report.ended(error);
     run.report
 }
 
 /// No agent to wait for after the boot, and why.
-fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
+fn not_waited_for<'a>(target: &Target, why: &Failure) -> Option<&'a Target> {
+    let why = &why.message;
     eprintln!(
         "freezeframe: {target}: no agent answers ({why}): the run does not wait for one after the boot"
     );
@@ -286,33 +303,43 @@ fn not_waited_for<'a>(target: &Target, why: &str) -> Option<&'a Target> {
 
 /// What the agent at `target` would do for a live snapshot (its plan asks nothing of the API),
 /// or why it did not say within [`AGENT_ANSWERS`].
-async fn agent_plan(target: &Target) -> Result<freezeframe_contract::SnapshotPlan, String> {
+async fn agent_plan(target: &Target) -> Result<freezeframe_contract::SnapshotPlan, Failure> {
     within_answer_time(crate::agent::plan(target)).await
 }
 
 /// The status of the agent at `target` (which asks nothing of the API), or why it did not
 /// give it within [`AGENT_ANSWERS`].
-async fn agent_status(target: &Target) -> Result<AgentStatus, String> {
+async fn agent_status(target: &Target) -> Result<AgentStatus, Failure> {
     within_answer_time(crate::agent::status(target)).await
 }
 
-/// `asked`, bounded by [`AGENT_ANSWERS`]; its failure in words.
+/// `asked`, bounded by [`AGENT_ANSWERS`] (past it, the agent is out of reach).
 async fn within_answer_time<T>(
     asked: impl std::future::Future<Output = Result<T, Failure>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(AGENT_ANSWERS, asked).await {
-        Ok(answer) => answer.map_err(|f| f.message),
-        Err(_) => Err(format!("no answer within {} s", AGENT_ANSWERS.as_secs())),
+        Ok(answer) => answer,
+        Err(_) => Err(Failure::new(
+            Exit::Unreachable,
+            format!("no answer within {} s", AGENT_ANSWERS.as_secs()),
+        )),
     }
 }
 
 /// Powers on every Droplet a killed offline run left off: those recorded under the user's
 /// state directory and those tagged [`PENDING_TAG`]. A record that another API or account made
-/// is not tried here: said, and kept for a token of its own.
-pub async fn recover(client: &impl Api, pending: &Pending) -> Vec<OfflineReport> {
+/// is not tried here: said, and kept for a token of its own. A token the API refuses stops it
+/// before anything (exit 2, as a missing token).
+pub async fn recover(client: &impl Api, pending: &Pending) -> Result<Vec<OfflineReport>, Failure> {
     let mut ids = Vec::new();
     match client.droplets_with_tag(PENDING_TAG).await {
         Ok(tagged) => ids.extend(tagged.iter().map(|d| d.id)),
+        Err(e @ ApiError::Unauthorized { .. }) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("cannot list the Droplets tagged {PENDING_TAG}: {e}"),
+            ))
+        }
         Err(e) => eprintln!("freezeframe: warning: cannot list the Droplets tagged {PENDING_TAG}: {e}"),
     }
     let (api_url, account) = (client.api_url(), client.account().await);
@@ -339,7 +366,7 @@ pub async fn recover(client: &impl Api, pending: &Pending) -> Vec<OfflineReport>
     for id in ids {
         reports.push(recover_one(client, pending, id).await);
     }
-    reports
+    Ok(reports)
 }
 
 /// The report of a record from another API or account: not tried, kept.
@@ -359,6 +386,7 @@ fn not_tried(pending: &Pending, record: &PendingPowerOn, why: &str) -> OfflineRe
         shut_down: true,
         running: false,
         error: Some(message),
+        exit: Exit::Failed,
         ..OfflineReport::default()
     }
 }
@@ -419,15 +447,12 @@ async fn recover_one(client: &impl Api, pending: &Pending, id: u64) -> OfflineRe
         // The power-on reads it again, and says why it cannot.
         Err(_) => {}
     }
-    if let Err(why) = run.power_on(Duration::from_secs(300), RECOVER_PATIENCE).await {
-        run.report.error = Some(why);
-    }
-    run.report.succeeded = run.report.error.is_none();
+    let error = run
+        .power_on(Duration::from_secs(300), RECOVER_PATIENCE)
+        .await
+        .err();
+    run.report.ended(error);
     run.report
-}
-
-fn api(context: &str, e: ApiError) -> String {
-    format!("{context}: {e}")
 }
 
 /// The report for people.
@@ -451,8 +476,9 @@ pub fn text(r: &OfflineReport) -> String {
 }
 
 /// `snapshot --offline`: each Droplet named by `--droplet` or carrying `--tag`, one after the
-/// other; one JSON object per Droplet with `--json`. Exit 0 when every one succeeded.
-pub(crate) async fn run(cli: &Cli) -> Exit {
+/// other; one JSON document per Droplet with `--json`, printed as each ends. Exit 0 when every
+/// one succeeded, else the worst of theirs.
+pub(crate) async fn run(cli: &Cli) -> Result<crate::cmd::Ended, Failure> {
     let Command::Snapshot {
         droplets,
         name,
@@ -474,57 +500,80 @@ pub(crate) async fn run(cli: &Cli) -> Exit {
         power_on_deadline: *power_on_deadline,
         dry_run: *dry_run,
     };
-    let (client, pending) = match setup(&cli.api_url) {
-        Ok(both) => both,
-        Err(f) => return said(f),
-    };
-    let ids = match named(cli, &client, droplets).await {
-        Ok(ids) => ids,
-        Err(f) => return said(f),
-    };
+    let (client, pending) = setup(&cli.api_url)?;
+    let ids = named(cli, &client, droplets).await?;
     if ids.is_empty() {
-        return said(Failure::new(
+        return Err(Failure::new(
             Exit::Usage,
             "--offline snapshots the Droplets named by -H HOST, --droplet ID or --tag TAG: none was named",
         ));
     }
-    if request.dry_run {
-        let mut exit = Exit::Success;
-        for (id, agent) in ids {
-            match plan(&client, id, agent.as_ref(), request, &pending).await {
-                Ok(p) if cli.json => crate::outln!("{}", serde_json::to_string(&p).unwrap_or_default()),
-                Ok(p) => freezeframe_agent::stdout::write(plan_text(&p).as_bytes()),
-                Err(why) => {
-                    exit = Exit::Failed;
-                    eprintln!("freezeframe: error: {why}");
+    let exit = if request.dry_run {
+        dry_run_all(cli.json, &client, ids, request, &pending).await
+    } else {
+        run_all(cli.json, &client, ids, request, &pending).await
+    };
+    Ok(crate::cmd::Ended::Streamed(exit))
+}
+
+/// The dry run of each Droplet: its plan, or why it cannot be made, one document each.
+async fn dry_run_all(
+    json: bool,
+    client: &Client,
+    ids: Vec<(u64, Option<Target>)>,
+    request: &OfflineRequest,
+    pending: &Pending,
+) -> Exit {
+    let mut exit = Exit::Success;
+    for (id, agent) in ids {
+        match plan(client, id, agent.as_ref(), request, pending).await {
+            Ok(p) if json => crate::outln!("{}", serde_json::to_string(&p).unwrap_or_default()),
+            Ok(p) => freezeframe_agent::stdout::write(plan_text(&p).as_bytes()),
+            Err(why) => {
+                exit = exit.max(why.exit());
+                let failure = Failure::new(why.exit(), why.to_string());
+                if json {
+                    let document = serde_json::json!({
+                        "droplet_id": id, "error": failure.message, "exit": failure.exit,
+                    });
+                    crate::outln!("{document}");
                 }
+                eprintln!("freezeframe: error: {}", failure.message);
             }
         }
-        return exit;
     }
+    exit
+}
+
+/// The run of each Droplet, one after the other, a killed earlier run's power-on first.
+async fn run_all(
+    json: bool,
+    client: &Client,
+    ids: Vec<(u64, Option<Target>)>,
+    request: &OfflineRequest,
+    pending: &Pending,
+) -> Exit {
     let stop = Stop::on_signals();
     let mut exit = Exit::Success;
     for (id, agent) in ids {
         if stop.requested() {
             break;
         }
-        if left_off(&client, &pending, id).await {
+        if left_off(client, pending, id).await {
             eprintln!(
                 "freezeframe: warning: an earlier offline run of Droplet {id} did not finish (it is \
                  recorded, or tagged {PENDING_TAG}): powering it on first"
             );
-            let recovered = recover_one(&client, &pending, id).await;
+            let recovered = recover_one(client, pending, id).await;
             if !recovered.succeeded {
-                exit = Exit::Failed;
-                print(cli.json, &recovered);
+                exit = exit.max(recovered.exit);
+                print(json, &recovered);
                 continue;
             }
         }
-        let report = snapshot(&client, id, agent.as_ref(), request, &pending, &stop).await;
-        if !report.succeeded {
-            exit = Exit::Failed;
-        }
-        print(cli.json, &report);
+        let report = snapshot(client, id, agent.as_ref(), request, pending, &stop).await;
+        exit = exit.max(report.exit);
+        print(json, &report);
     }
     exit
 }
@@ -535,11 +584,6 @@ fn print(json: bool, report: &OfflineReport) {
     } else {
         freezeframe_agent::stdout::write(text(report).as_bytes());
     }
-}
-
-pub(crate) fn said(f: Failure) -> Exit {
-    eprintln!("freezeframe: error: {}", f.message);
-    f.exit
 }
 
 /// What offline runs and `recover` do with the API.

@@ -32,11 +32,11 @@ pub(super) async fn plan(
     agent: Option<&Target>,
     request: &OfflineRequest,
     pending: &Pending,
-) -> Result<OfflinePlan, String> {
+) -> Result<OfflinePlan, OfflineError> {
     let droplet = client
         .droplet(id)
         .await
-        .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+        .map_err(|e| OfflineError::reading(id, e))?;
     let refused = refusal(client, &droplet).await?;
     let bound = |d: Duration| humantime::format_duration(d).to_string();
     let mut steps = vec![

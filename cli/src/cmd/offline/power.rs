@@ -24,19 +24,20 @@ impl<A: Api> Run<'_, A> {
     }
 
     /// Preflight, shutdown, snapshot; the power-on follows in [`snapshot`] on every path.
-    pub(super) async fn go(&mut self, request: &OfflineRequest) -> Result<(), String> {
+    pub(super) async fn go(&mut self, request: &OfflineRequest) -> Result<(), OfflineError> {
         let (client, id) = (self.client, self.id);
         let started = Instant::now();
         let droplet = client
             .droplet(id)
             .await
-            .map_err(|e| api(&format!("cannot read Droplet {id}"), e))?;
+            .map_err(|e| OfflineError::reading(id, e))?;
         self.report.droplet_name = droplet.name.clone();
         if let Some(why) = refusal(client, &droplet).await? {
-            return Err(format!(
-                "Droplet {id} ({}): {why}; nothing was done",
-                droplet.name
-            ));
+            return Err(OfflineError::Refused {
+                id,
+                name: droplet.name.clone(),
+                why,
+            });
         }
         self.report.snapshot_name = request.name.clone().unwrap_or_else(|| {
             let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -46,7 +47,9 @@ impl<A: Api> Run<'_, A> {
         self.step("preflight", started);
 
         if self.stop.requested() {
-            return Err("interrupted before the shutdown; nothing was done".into());
+            return Err(OfflineError::Interrupted(
+                " before the shutdown; nothing was done",
+            ));
         }
         // The record of the power-on this run owes, before anything is powered off.
         let account = match client.account().await {
@@ -67,13 +70,11 @@ impl<A: Api> Run<'_, A> {
             api_url: Some(client.api_url()),
             account,
         };
-        self.pending
-            .record(&entry)
-            .map_err(|e| format!("cannot record the pending power-on ({e}); nothing was powered off"))?;
+        self.pending.record(&entry).map_err(OfflineError::Record)?;
         if let Err(e) = client.tag_droplet(PENDING_TAG, id).await {
             self.pending.clear(id);
-            return Err(api(
-                &format!("cannot tag Droplet {id} {PENDING_TAG} (the record a killed run leaves); nothing was powered off"),
+            return Err(OfflineError::api(
+                format!("cannot tag Droplet {id} {PENDING_TAG} (the record a killed run leaves); nothing was powered off"),
                 e,
             ));
         }
@@ -85,7 +86,7 @@ impl<A: Api> Run<'_, A> {
         client
             .droplet_power(id, PowerAction::Shutdown)
             .await
-            .map_err(|e| api("the shutdown request was refused", e))?;
+            .map_err(|e| OfflineError::api("the shutdown request was refused", e))?;
         match self.wait_for("off", request.shutdown_timeout).await? {
             true => self.step("shutdown", asked),
             false if request.force_power_off => {
@@ -94,18 +95,20 @@ impl<A: Api> Run<'_, A> {
                 client
                     .droplet_power(id, PowerAction::PowerOff)
                     .await
-                    .map_err(|e| api("the power_off request was refused", e))?;
+                    .map_err(|e| OfflineError::api("the power_off request was refused", e))?;
                 self.report.hard_power_off = true;
                 if !self.wait_for("off", Duration::from_secs(60)).await? {
-                    return Err("the Droplet did not power off within a minute of power_off".into());
+                    return Err(OfflineError::Stalled(
+                        "the Droplet did not power off within a minute of power_off".into(),
+                    ));
                 }
                 self.step("power_off", cut);
             }
             false => {
-                return Err(format!(
+                return Err(OfflineError::Stalled(format!(
                     "the guest did not power off within {} of the shutdown request (--shutdown-timeout); nothing was snapshotted (--force-power-off cuts the power past that bound)",
                     humantime::format_duration(request.shutdown_timeout)
-                ))
+                )))
             }
         }
 
@@ -113,13 +116,15 @@ impl<A: Api> Run<'_, A> {
         let action = client
             .snapshot_droplet(id, &self.report.snapshot_name, Duration::from_secs(60))
             .await
-            .map_err(|e| api("the snapshot request was not accepted", e))?;
+            .map_err(|e| OfflineError::api("the snapshot request was not accepted", e))?;
         self.report.action_id = Some(action);
         for volume in &droplet.volume_ids {
             let made = client
                 .snapshot_volume(volume, &self.report.snapshot_name, Duration::from_secs(60))
                 .await
-                .map_err(|e| api(&format!("the snapshot of volume {volume} was not accepted"), e))?;
+                .map_err(|e| {
+                    OfflineError::api(format!("the snapshot of volume {volume} was not accepted"), e)
+                })?;
             self.report.volume_snapshots.push(made);
         }
         self.report.consistency = Some("offline");
@@ -130,7 +135,7 @@ impl<A: Api> Run<'_, A> {
 
     /// Waits until the Droplet's status is `want` and it is not locked: true, or false when
     /// `bound` passed; Err when a signal stops the run (not while powering on).
-    async fn wait_for(&self, want: &str, bound: Duration) -> Result<bool, String> {
+    async fn wait_for(&self, want: &str, bound: Duration) -> Result<bool, OfflineError> {
         let deadline = Instant::now() + bound;
         let mut backoff = Backoff::up_to(POLL_POWER);
         loop {
@@ -138,10 +143,10 @@ impl<A: Api> Run<'_, A> {
                 Ok(d) if d.status == want && !d.locked => return Ok(true),
                 Ok(_) => {}
                 Err(e) if e.retryable() => {}
-                Err(e) => return Err(api(&format!("cannot read Droplet {}", self.id), e)),
+                Err(e) => return Err(OfflineError::api(format!("cannot read Droplet {}", self.id), e)),
             }
             if self.stop.requested() && want != "active" {
-                return Err("interrupted by a signal".into());
+                return Err(OfflineError::Interrupted(""));
             }
             if Instant::now() >= deadline {
                 return Ok(false);
@@ -151,21 +156,30 @@ impl<A: Api> Run<'_, A> {
     }
 
     /// Waits for the snapshot action to end (the Droplet stays locked until then).
-    async fn wait_for_action(&self, action: u64) -> Result<(), String> {
+    async fn wait_for_action(&self, action: u64) -> Result<(), OfflineError> {
         let deadline = Instant::now() + SNAPSHOT_BOUND;
         let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
         loop {
             match self.client.action(action).await {
                 Ok(status) if status == "completed" => return Ok(()),
                 Ok(status) if status == "errored" => {
-                    return Err(format!("snapshot action {action} errored on DigitalOcean's side"))
+                    return Err(OfflineError::Stalled(format!(
+                        "snapshot action {action} errored on DigitalOcean's side"
+                    )))
                 }
                 Ok(_) => {}
                 Err(e) if e.retryable() => {}
-                Err(e) => return Err(api(&format!("cannot follow snapshot action {action}"), e)),
+                Err(e) => {
+                    return Err(OfflineError::api(
+                        format!("cannot follow snapshot action {action}"),
+                        e,
+                    ))
+                }
             }
             if Instant::now() >= deadline {
-                return Err(format!("snapshot action {action} did not end within 6 hours"));
+                return Err(OfflineError::Stalled(format!(
+                    "snapshot action {action} did not end within 6 hours"
+                )));
             }
             backoff.pause().await;
         }
@@ -173,13 +187,13 @@ impl<A: Api> Run<'_, A> {
 
     /// Tags the snapshot and the volumes' with `freezeframe:offline`, as live runs record their
     /// level: the control panel, `doctl` and `freezeframe list` show it.
-    pub(super) async fn label(&self) -> Result<(), String> {
+    pub(super) async fn label(&self) -> Result<(), OfflineError> {
         let name = &self.report.snapshot_name;
         let images: Vec<String> = self
             .client
             .droplet_snapshots(self.id)
             .await
-            .map_err(|e| api("the snapshot is taken, but it could not be found to tag it", e))?
+            .map_err(|e| OfflineError::api("the snapshot is taken, but it could not be found to tag it", e))?
             .into_iter()
             .filter(|s| &s.name == name)
             .map(|s| s.id)
@@ -189,8 +203,8 @@ impl<A: Api> Run<'_, A> {
             .tag_snapshots(&tag, &images, &self.report.volume_snapshots)
             .await
             .map_err(|e| {
-                api(
-                    &format!("the snapshot is taken, but it could not be tagged {tag}"),
+                OfflineError::api(
+                    format!("the snapshot is taken, but it could not be tagged {tag}"),
                     e,
                 )
             })
@@ -204,7 +218,7 @@ impl<A: Api> Run<'_, A> {
     /// reads the Droplet first, and power_on is sent again only to a Droplet that is off, not
     /// locked and with no power_on in progress: a request whose answer was lost but which the
     /// platform took is not repeated.
-    pub(super) async fn power_on(&mut self, boot: Duration, patience: Duration) -> Result<(), String> {
+    pub(super) async fn power_on(&mut self, boot: Duration, patience: Duration) -> Result<(), OfflineError> {
         let (client, id) = (self.client, self.id);
         let booting = Instant::now();
         let held_until = booting + SNAPSHOT_BOUND;
@@ -245,7 +259,8 @@ impl<A: Api> Run<'_, A> {
                     }
                     .min(deadline - now);
                     eprintln!(
-                        "freezeframe: warning: Droplet {id} is off and powering it on failed ({e}):                          trying again in {}, until it runs or {} passed",
+                        "freezeframe: warning: Droplet {id} is off and powering it on failed ({e}): \
+                         trying again in {}, until it runs or {} passed",
                         humantime::format_duration(wait),
                         humantime::format_duration(patience)
                     );
@@ -283,12 +298,12 @@ impl<A: Api> Run<'_, A> {
         &self,
         boot: Duration,
         asked: &mut Option<Instant>,
-    ) -> Result<PowerOnStep, String> {
+    ) -> Result<PowerOnStep, OfflineError> {
         let (client, id) = (self.client, self.id);
         let droplet = match client.droplet(id).await {
             Ok(d) => d,
             Err(e) if e.retryable() => return Ok(PowerOnStep::Failed(e)),
-            Err(e) => return Err(self.left_off(&api("it cannot be read to power it on", e))),
+            Err(e) => return Err(self.left_off(&format!("it cannot be read to power it on: {e}"))),
         };
         match (droplet.status.as_str(), droplet.locked) {
             ("active", false) => return Ok(PowerOnStep::Running),
@@ -316,7 +331,7 @@ impl<A: Api> Run<'_, A> {
                 .iter()
                 .any(|a| a.kind == "power_on" && a.status == "in-progress"),
             Err(e) if e.retryable() => return Ok(PowerOnStep::Failed(e)),
-            Err(e) => return Err(self.left_off(&api("its actions cannot be read", e))),
+            Err(e) => return Err(self.left_off(&format!("its actions cannot be read: {e}"))),
         };
         if taken {
             *asked = Some(Instant::now());
@@ -330,13 +345,13 @@ impl<A: Api> Run<'_, A> {
             // Already on, or an action in progress: the next read says which.
             Err(ApiError::Status { status: 422, .. }) => Ok(PowerOnStep::Wait),
             Err(e) if e.retryable() => Ok(PowerOnStep::Failed(e)),
-            Err(e) => Err(self.left_off(&api("the power_on request was refused", e))),
+            Err(e) => Err(self.left_off(&format!("the power_on request was refused: {e}"))),
         }
     }
 
     /// The error of a run that leaves Droplet `id` off, said at once on stderr too (with
     /// `--json` the report goes to stdout).
-    fn left_off(&self, why: &str) -> String {
+    fn left_off(&self, why: &str) -> OfflineError {
         let message = format!(
             "Droplet {} is left OFF: {why}; it stays recorded and tagged {PENDING_TAG}: power it \
              on with `freezeframe recover` (with DIGITALOCEAN_TOKEN set), or in the control \
@@ -345,7 +360,7 @@ impl<A: Api> Run<'_, A> {
             self.pending.where_recorded(self.id)
         );
         eprintln!("freezeframe: error: {message}");
-        message
+        OfflineError::LeftOff(message)
     }
 }
 
@@ -363,7 +378,7 @@ enum PowerOnStep {
 
 impl<A: Api> Run<'_, A> {
     /// Waits until the agent at `target` answers again after the boot.
-    pub(super) async fn agent_back(&mut self, target: &Target, bound: Duration) -> Result<(), String> {
+    pub(super) async fn agent_back(&mut self, target: &Target, bound: Duration) -> Result<(), OfflineError> {
         let waiting = Instant::now();
         let deadline = waiting + bound;
         let mut backoff = Backoff::up_to(POLL_POWER);
@@ -373,10 +388,11 @@ impl<A: Api> Run<'_, A> {
                 Err(why) => why,
             };
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the Droplet runs, but its agent did not answer within {} of the boot: {last}",
-                    humantime::format_duration(bound)
-                ));
+                return Err(OfflineError::Stalled(format!(
+                    "the Droplet runs, but its agent did not answer within {} of the boot: {}",
+                    humantime::format_duration(bound),
+                    last.message
+                )));
             }
             backoff.pause().await;
         }

@@ -347,7 +347,7 @@ async fn recover_powers_on_what_a_killed_run_left_off_and_clears_its_record() {
             account: None,
         })
         .unwrap();
-    let reports = recover(&api, &pending).await;
+    let reports = recover(&api, &pending).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].succeeded && reports[0].running);
     assert_eq!(api.calls(), ["power_on", "untag"]);

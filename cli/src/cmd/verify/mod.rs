@@ -6,13 +6,14 @@ pub(crate) mod drill;
 mod ports;
 pub(crate) mod scheduled;
 
-use crate::agent::Exit;
+use crate::agent::{Exit, Failure};
 use crate::api;
 use crate::args::{Cli, Command};
-use crate::output::{fail, fail_as, print};
+use crate::cmd::{Done, Ended};
+use crate::output::json;
 
 /// Runs `freezeframe verify` as the command line asks.
-pub(crate) async fn run(cli: &Cli) -> Exit {
+pub(crate) async fn run(cli: &Cli) -> Result<Ended, Failure> {
     let Command::Verify {
         snapshot,
         cleanup,
@@ -28,32 +29,37 @@ pub(crate) async fn run(cli: &Cli) -> Exit {
         unreachable!("called for verify only")
     };
     if *scheduled {
-        return match scheduled::run(config.as_deref(), &cli.ssh_command).await {
-            Ok(done) => {
-                print(cli.json, &scheduled::json(&done), &scheduled::text(&done));
-                match done {
-                    scheduled::Scheduled::Ran(exit, _) => exit,
-                    _ => Exit::Success,
-                }
-            }
-            Err(f) => fail_as(cli.json, &f.message, f.exit),
-        };
+        let done = scheduled::run(config.as_deref(), &cli.ssh_command).await?;
+        return Ok(Ended::Done(Done {
+            exit: match done {
+                scheduled::Scheduled::Ran(exit, _) => exit,
+                _ => Exit::Success,
+            },
+            value: scheduled::json(&done),
+            text: scheduled::text(&done),
+            line: String::new(),
+        }));
     }
-    let client = match api::from_env(&cli.api_url, &drill::ACCESS) {
-        Ok(client) => client,
-        Err(f) => return fail_as(cli.json, &f.message, f.exit),
-    };
+    let client = api::from_env(&cli.api_url, &drill::ACCESS)?;
     if *cleanup {
         let left = drill::cleanup(&client, drill::DRILL_TAG).await;
-        if cli.json {
-            crate::outln!("{}", serde_json::json!({ "left_behind": left }));
-        } else if left.is_empty() {
-            crate::outln!("nothing a drill created is left");
+        if !left.is_empty() {
+            eprintln!("freezeframe: error: could not destroy: {}", left.join("; "));
         }
-        if left.is_empty() {
-            return Exit::Success;
-        }
-        return fail(&format!("could not destroy: {}", left.join("; ")), Exit::Failed);
+        return Ok(Ended::Done(Done {
+            exit: if left.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Failed
+            },
+            value: serde_json::json!({ "left_behind": left }),
+            text: if left.is_empty() {
+                "nothing a drill created is left\n".into()
+            } else {
+                String::new()
+            },
+            line: String::new(),
+        }));
     }
     let options = drill::DrillOptions {
         snapshot: snapshot.clone().unwrap_or_default(),
@@ -65,11 +71,11 @@ pub(crate) async fn run(cli: &Cli) -> Exit {
         ssh_command: cli.ssh_command.clone(),
         poll: std::time::Duration::from_secs(2),
     };
-    match drill::run(&client, &options).await {
-        Ok((exit, report)) => {
-            print(cli.json, &report, &drill::text(&report));
-            exit
-        }
-        Err(f) => fail_as(cli.json, &f.message, f.exit),
-    }
+    let (exit, report) = drill::run(&client, &options).await?;
+    Ok(Ended::Done(Done {
+        exit,
+        value: json(&report),
+        text: drill::text(&report),
+        line: String::new(),
+    }))
 }

@@ -262,7 +262,7 @@ fn each_page_lists_the_exit_codes_of_its_command_as_the_exit_table_has_them() {
                     .replace('-', "\\-")
                     .replace('`', "");
                 let meaning = &meaning[1..];
-                assert!(roff.contains(&meaning), "{name}: {meaning}");
+                assert!(roff.contains(meaning), "{name}: {meaning}");
             }
         }
     }

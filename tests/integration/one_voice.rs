@@ -369,7 +369,8 @@ fn an_agent_out_of_reach_is_one_diagnosis_with_its_fix_for_every_command() {
     let refusing = refusing_bus(refusing_dir.path());
     let _owner = Owner::on(&refusing.address);
     // (state, where, what every command says, the fix, step, exit)
-    let states: [(&str, Option<&str>, &str, &str, &str, i32); 4] = [
+    type State<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, &'a str, i32);
+    let states: [State; 4] = [
         (
             "no system bus",
             None,
@@ -420,9 +421,7 @@ fn an_agent_out_of_reach_is_one_diagnosis_with_its_fix_for_every_command() {
         assert_eq!(out.status.code(), Some(exit), "doctor, {state}: {text}");
         let check = if step == "bus" { "bus" } else { "agent" };
         assert!(
-            text.contains(&format!("✗ {check}: {says}"))
-                && text.contains(&format!("fix: "))
-                && text.contains(fix),
+            text.contains(&format!("✗ {check}: {says}")) && text.contains("fix: ") && text.contains(fix),
             "doctor, {state}: {text}"
         );
         assert!(!text.contains("zbus"), "doctor, {state}: {text}");

@@ -33,10 +33,8 @@ pub trait Observer: Send + Sync {
     fn phase_finished(&self, _phase: Phase, _elapsed: Duration, _ok: bool) {}
 }
 
-/// An observer that ignores everything (the tests').
-#[cfg(feature = "test-kit")]
+/// An observer that ignores everything (a dry run's preflight, the tests').
 pub struct NoObserver;
-#[cfg(feature = "test-kit")]
 impl Observer for NoObserver {}
 
 /// What the caller asks of one run: the snapshot's name, the bounds, the policies.
@@ -110,8 +108,7 @@ impl Interrupt {
         (Interrupter(tx), Interrupt(rx))
     }
 
-    /// An interrupt that never comes (the tests').
-    #[cfg(any(test, feature = "test-kit"))]
+    /// An interrupt that never comes (a dry run's preflight, the tests').
     pub fn never() -> Interrupt {
         Interrupt::new().1
     }

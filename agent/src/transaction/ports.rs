@@ -301,7 +301,7 @@ impl ProviderError {
     }
 
     /// The same failure, found to be the machine's set-up (see [`Self::is_setup`]).
-    pub(crate) fn as_setup(self) -> Self {
+    pub(crate) fn into_setup(self) -> Self {
         ProviderError { setup: true, ..self }
     }
 

@@ -436,7 +436,7 @@ impl SnapshotProvider for DigitalOcean {
             let error = ProviderError::with_source(format!("cannot read Droplet {id}{cause}: {e}; {fix}"), e)
                 .with_fix(fix);
             if setup {
-                error.as_setup()
+                error.into_setup()
             } else {
                 error
             }

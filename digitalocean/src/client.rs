@@ -692,7 +692,7 @@ mod tests {
             matches!(err, ApiError::Unauthorized { status: 401, .. }),
             "{err:?}"
         );
-        assert!(err.to_string().contains("refused the token"), "{err}");
+        assert!(err.to_string().contains("does not accept the token"), "{err}");
         for printed in [err.to_string(), format!("{err:?}"), error_chain(&err)] {
             assert!(!printed.contains(SECRET), "{printed}");
         }

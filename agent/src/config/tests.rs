@@ -112,7 +112,10 @@ fn max_freeze_is_bounded() {
     let err = settings(&format!("{MINIMAL}[freeze]\nmax_freeze = \"soon\"\n"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("\"20s\""), "the error shows how to write it: {err}");
+    assert!(
+        err.contains("like \"30s\""),
+        "the error shows how to write it: {err}"
+    );
 }
 
 #[test]

@@ -176,13 +176,14 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
     std::fs::write(&token, "dop_v1_revoked\n").unwrap();
     let out = droplet.agent().args(["snapshot", "--dry-run"]).output().unwrap();
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    // A token the API refuses is the configuration's to fix: 2, as a missing one.
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(
         stdout.contains("Provider: digitalocean"),
         "the plan too: {stdout}"
     );
     assert!(
-        stdout.contains("Preflight: a snapshot now would FAIL (exit 1): digitalocean provider: cannot read Droplet 3164444")
+        stdout.contains("Preflight: a snapshot now would FAIL (exit 2): digitalocean provider: cannot read Droplet 3164444")
             && stdout.contains("HTTP 401"),
         "{stdout}"
     );
@@ -191,10 +192,10 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
         .args(["snapshot", "--dry-run", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let found = json(&out);
     assert_eq!(found["preflight"]["passed"], false, "{found:#}");
-    assert_eq!(found["preflight"]["exit"], 1, "{found:#}");
+    assert_eq!(found["preflight"]["exit"], 2, "{found:#}");
     assert!(found["freeze_order"].is_array(), "the plan's fields: {found:#}");
 
     std::fs::write(&token, good).unwrap();
@@ -229,7 +230,7 @@ fn a_refused_token_is_told_from_a_missing_scope() {
         .sim
         .set_faults(vec!["GET /v2/droplets/=401".parse::<Fault>().unwrap()]);
     let (out, report) = droplet.snapshot(&[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error: {report:#}");
     let error = report["error"].as_str().unwrap();
     assert!(
         error.contains("does not accept the token (HTTP 401")

@@ -784,10 +784,17 @@ fn a_drill_of_a_disk_read_after_the_thaw_fails_and_says_so() {
     let reasons = found["reasons"].to_string();
     assert!(reasons.contains("thaw_after"), "{reasons}");
     assert!(reasons.contains("only crash-consistent"), "{reasons}");
-    assert_eq!(
-        report["recorded"],
-        serde_json::json!(["freezeframe-verify-failed", "freezeframe-probe-after-thaw"])
-    );
+    let recorded: Vec<&str> = report["recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    // The verdict, when it was drilled, and what the probe found.
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert_eq!(recorded[0], "freezeframe-verify-failed");
+    assert!(recorded[1].starts_with("freezeframe-drilled:"), "{recorded:?}");
+    assert_eq!(recorded[2], "freezeframe-probe-after-thaw");
     nothing_left(&droplet);
 
     // The agent on the Droplet reads the verdict back: under thaw_after = "registered" its

@@ -706,7 +706,9 @@ fn verify_fails_a_live_copy_by_its_journal_and_a_damaged_one_by_its_check() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty());
+    let failure: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(failure["exit"], 2, "{failure:#}");
+    assert!(failure.get("filesystem_ok").is_none(), "no verdict: {failure:#}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/snapshot.img"));
     assert!(
         found["reasons"].to_string().contains("filesystem check failed"),

@@ -580,6 +580,13 @@ fn documents(out: &Output) -> Vec<serde_json::Value> {
         .map(|d| d.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))))
         .flat_map(|d| match d {
             serde_json::Value::Array(all) => all,
+            // `recover`'s one document.
+            serde_json::Value::Object(mut one) if one.contains_key("droplets") => {
+                match one.remove("droplets") {
+                    Some(serde_json::Value::Array(all)) => all,
+                    _ => Vec::new(),
+                }
+            }
             one => vec![one],
         })
         .collect()

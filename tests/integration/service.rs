@@ -657,7 +657,12 @@ fn remote_hosts_are_reached_through_ssh_and_a_fleet_reports_each() {
         stderr(&out)
     );
     let out = tagged("db", Some("dop_v1_wrong"));
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refused token is the configuration's: {}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("dop_v1_wrong"), "the token never shows");
 
     // The Droplets with the tag as one consistency group.

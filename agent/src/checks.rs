@@ -49,6 +49,7 @@ pub(crate) async fn run(settings: &Settings) -> Vec<Check> {
         crate::blocking::run(move || {
             vec![
                 scheduled_drills(&settings),
+                metrics(&settings),
                 strategy(&settings),
                 check(
                     "freeze self-test",
@@ -158,6 +159,44 @@ fn strategy(settings: &Settings) -> Check {
         ),
     };
     check::<&str>("snapshot strategy", Ok(detail))
+}
+
+/// Where the metrics go: node_exporter's textfile folder, `/metrics`, or nowhere. A textfile
+/// folder that does not exist is no failure (node_exporter is not installed): said, with how.
+fn metrics(settings: &Settings) -> Check {
+    let metrics = &settings.metrics;
+    let mut ways = Vec::new();
+    if let Some(dir) = &metrics.textfile_dir {
+        if dir.is_dir() {
+            ways.push(format!(
+                "written to {} after each run's thaw (node_exporter's textfile collector)",
+                dir.join(crate::metrics::TEXTFILE).display()
+            ));
+        } else if dir.exists() {
+            return check(
+                "metrics",
+                Err((
+                    format!("metrics.textfile_dir {} is not a folder", dir.display()),
+                    "set `metrics.textfile_dir` to node_exporter's textfile collector folder, or to \"\" for none",
+                )),
+            );
+        } else {
+            ways.push(format!(
+                "not written: {} does not exist (install prometheus-node-exporter, or set \
+                 `metrics.textfile_dir`)",
+                dir.display()
+            ));
+        }
+    }
+    if let Some(address) = metrics.listen {
+        ways.push(format!(
+            "served at http://{address}/metrics by `freezeframe-agent run`"
+        ));
+    }
+    if ways.is_empty() {
+        ways.push("off: no textfile folder and no listen address (`[metrics]`)".into());
+    }
+    check::<&str>("metrics", Ok(ways.join("; ")))
 }
 
 fn scheduled_drills(settings: &Settings) -> Check {

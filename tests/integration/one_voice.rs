@@ -450,6 +450,7 @@ fn a_busy_agent_is_75_for_a_fleet_too() {
         vec!["-H", "db1", "-H", "db2", "snapshot"],
         vec!["prune", "--keep", "1"],
         vec!["thaw"],
+        vec!["doctor"],
     ] {
         let out = Command::new(cli_bin())
             .args(["--ssh-command", ssh.to_str().unwrap()])

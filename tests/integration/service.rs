@@ -218,11 +218,46 @@ fn the_cli_snapshots_through_the_agent_and_reads_plan_status_list_and_prune() {
         "✓ agent",
         "✓ filesystems: would freeze",
         "✓ provider local-image",
+        "✓ metrics: off",
         "✓ freeze self-test",
     ] {
         assert!(text.contains(check), "{check}: {text}");
     }
     assert!(!text.contains('✗'), "{text}");
+    // Where the metrics go, said by doctor: a textfile folder (the agent reads its
+    // configuration afresh for each call), or one that is not a folder, with the fix.
+    let textfiles = served.fs.dir.path().join("textfiles");
+    std::fs::create_dir(&textfiles).unwrap();
+    let dropins = served.fs.dir.path().join("etc/config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let metrics = dropins.join("40-metrics.toml");
+    let set_textfiles = |dir: &std::path::Path| {
+        std::fs::write(
+            &metrics,
+            format!("[metrics]\ntextfile_dir = {:?}\n", dir.display().to_string()),
+        )
+        .unwrap()
+    };
+    set_textfiles(&textfiles);
+    let text = String::from_utf8_lossy(&served.cli(&["doctor"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "✓ metrics: written to {}",
+            textfiles.join("freezeframe.prom").display()
+        )),
+        "{text}"
+    );
+    let not_a_folder = served.fs.dir.path().join("textfiles.file");
+    std::fs::write(&not_a_folder, "").unwrap();
+    set_textfiles(&not_a_folder);
+    let out = served.cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("✗ metrics: metrics.textfile_dir") && text.contains("is not a folder"),
+        "{text}"
+    );
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    std::fs::remove_file(&metrics).unwrap();
 
     // A dry run lists what the real run then deletes, exactly, and deletes nothing itself.
     let would = json_of(&served.cli(&["prune", "--keep", "2", "--dry-run", "--json"]));

@@ -145,6 +145,7 @@ const AGENT: Layers = &[
             "job",
             "kernel::sys",
             "loop_mount",
+            "metrics",
             "runtime",
             "secret",
             PORTS,

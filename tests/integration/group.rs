@@ -272,6 +272,26 @@ fn a_group_cuts_three_machines_at_one_point_and_is_kept_and_deleted_whole() {
     let out = group.cli(&["snapshot", "--group", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let second = json_of(&out)["group"].as_str().unwrap().to_string();
+    // A dry run names, on every member, what the real run then deletes, and deletes nothing.
+    let before: Vec<_> = (0..3).map(|i| group.images(i)).collect();
+    let out = group.cli(&["prune", "--keep-groups", "1", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let would = json_of(&out);
+    assert_eq!(would["groups"], serde_json::json!([id]), "{would:#}");
+    let machines = would["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3, "{would:#}");
+    for machine in machines {
+        assert!(machine.get("deleted").is_none(), "{would:#}");
+        let names: Vec<&str> = machine["would_delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(names.len() == 1 && names[0].contains(&id), "{would:#}");
+    }
+    let after: Vec<_> = (0..3).map(|i| group.images(i)).collect();
+    assert_eq!(after, before, "the dry run deleted nothing");
     let out = group.cli(&["prune", "--keep-groups", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", stderr(&out));

@@ -12,7 +12,7 @@ use crate::provider::Provider;
 use crate::quiesce::assembly::{Detection, QuiescePlan};
 use crate::quiesce::auto::Handler;
 use crate::runtime::{self, RuntimeError};
-use crate::transaction::ports::{Barrier, SnapshotProvider};
+use crate::transaction::ports::Barrier;
 use crate::transaction::{
     Interrupt, NoObserver, Observer, Refusal, Report, Retention, SnapshotSpec, Transaction,
 };
@@ -344,7 +344,7 @@ pub(crate) async fn execute(
     .run()
     .await;
     report.droplet_id = provider.droplet_id();
-    let drill = drill_for_metrics(settings, provider.port()).await;
+    let drill = drill_for_metrics(settings, &mut provider).await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
     // so off the async workers; the lock goes with them and is released only once they are
@@ -399,7 +399,7 @@ pub(crate) fn snapshot_spec(
 /// The newest restore drill the provider records on this machine's snapshots (one run
 /// elsewhere leaves its verdict and time as tags), when anything reads the metrics here: asked
 /// after the thaw, bounded in time, so a slow API delays the metrics, never a freeze.
-async fn drill_for_metrics(settings: &Settings, provider: &mut dyn SnapshotProvider) -> Option<LastDrill> {
+async fn drill_for_metrics(settings: &Settings, provider: &mut Provider) -> Option<LastDrill> {
     let wanted = {
         let settings = settings.clone();
         crate::blocking::run(move || metrics::wanted(&settings)).await

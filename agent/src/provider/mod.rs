@@ -5,7 +5,7 @@
 pub(crate) mod digitalocean;
 test_kit_mod!(local_image);
 
-use crate::transaction::ports::{ProviderError, SnapshotProvider};
+use crate::transaction::ports::{DrillSeen, ProviderError, SnapshotProvider};
 use freezeframe_contract::SnapshotInfo;
 
 /// The provider the settings name, as the job and the service hold it: the port the
@@ -39,6 +39,17 @@ impl Provider {
         match self {
             Provider::LocalImage(_) => None,
             Provider::DigitalOcean(p) => p.droplet_id(),
+        }
+    }
+
+    /// The newest restore drill of this machine's snapshots that the provider keeps a record
+    /// of, wherever the drill ran (DigitalOcean: the drill's tags on the snapshot). Asked after
+    /// the thaw, for the metrics; none when there is none (local images keep none), or it
+    /// cannot be read.
+    pub(crate) async fn last_drill(&mut self) -> Option<DrillSeen> {
+        match self {
+            Provider::LocalImage(_) => None,
+            Provider::DigitalOcean(p) => p.last_drill().await,
         }
     }
 }

@@ -466,12 +466,6 @@ pub trait SnapshotProvider: Send {
     async fn reconcile(&mut self) -> Option<Reconciled> {
         None
     }
-    /// The newest restore drill of this machine's snapshots that the provider keeps a record
-    /// of, wherever the drill ran (DigitalOcean: the drill's tags on the snapshot). Asked after
-    /// the thaw, for the metrics; none when there is none, or it cannot be read.
-    async fn last_drill(&mut self) -> Option<DrillSeen> {
-        None
-    }
     /// Deletes all but the newest `keep_last` completed snapshots whose names `ours` accepts.
     /// Works outside a transaction too. With `dry_run` it deletes nothing and answers what it
     /// would delete: the same selection, so a dry run lists exactly what the real one deletes.

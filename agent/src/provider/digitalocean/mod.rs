@@ -90,6 +90,21 @@ fn volume_target(links: &Path, name: &str, targets: &[Target]) -> Option<PathBuf
 }
 
 impl DigitalOcean {
+    /// The newest restore drill of this Droplet's snapshots, wherever it ran (its tags on the
+    /// snapshot); none when there is none, or it cannot be read.
+    pub(crate) async fn last_drill(&mut self) -> Option<DrillSeen> {
+        // Only with the client this run's preflight connected: a run that never reached the
+        // API does not start asking it now.
+        let client = self.client.as_ref().filter(|_| self.droplet_id != 0)?;
+        match platform::newest_drill(client, self.droplet_id).await {
+            Ok(drilled) => drilled.map(convert::drill_seen),
+            Err(e) => {
+                tracing::info!("cannot read the restore drills' tags for the metrics (image:read): {e}");
+                None
+            }
+        }
+    }
+
     /// Under `thaw_after = "registered"`, what drills found about when this platform reads a
     /// disk. Not knowing is no reason to stop a snapshot: it is said, and the run goes on.
     async fn learn_platform(&self, client: &Client) -> Option<platform::Learned> {
@@ -671,19 +686,6 @@ impl SnapshotProvider for DigitalOcean {
     }
 
 
-
-    async fn last_drill(&mut self) -> Option<DrillSeen> {
-        // Only with the client this run's preflight connected: a run that never reached the
-        // API does not start asking it now.
-        let client = self.client.as_ref().filter(|_| self.droplet_id != 0)?;
-        match platform::newest_drill(client, self.droplet_id).await {
-            Ok(drilled) => drilled.map(convert::drill_seen),
-            Err(e) => {
-                tracing::info!("cannot read the restore drills' tags for the metrics (image:read): {e}");
-                None
-            }
-        }
-    }
 
     async fn label(
         &mut self,

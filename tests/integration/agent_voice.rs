@@ -221,6 +221,55 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
     );
 }
 
+/// `freezeframe snapshot --dry-run` asks the agent on its bus, which runs the same preflight:
+/// the refused token is said with the exit code the snapshot would end with, in text and as
+/// one JSON document; with a good token it passes and nothing was requested or frozen.
+#[test]
+fn the_clis_dry_run_runs_the_agents_preflight_over_the_bus() {
+    let member = crate::fleet::serve(Droplet::new(Duration::from_millis(100), ""));
+    let droplet = &member.droplet;
+    let token = droplet.dir.path().join("token");
+    let good = std::fs::read(&token).unwrap();
+    std::fs::write(&token, "dop_v1_revoked\n").unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--bus-address", &member.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["snapshot", "--dry-run"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Provider: digitalocean"),
+        "the plan too: {stdout}"
+    );
+    assert!(
+        stdout.contains("Preflight: a snapshot now would FAIL (exit 2)") && stdout.contains("HTTP 401"),
+        "{stdout}"
+    );
+    let out = cli(&["snapshot", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let found = json(&out);
+    assert_eq!(found["preflight"]["passed"], false, "{found:#}");
+    assert_eq!(found["preflight"]["exit"], 2, "{found:#}");
+    assert!(found["freeze_order"].is_array(), "the plan's fields: {found:#}");
+
+    std::fs::write(&token, good).unwrap();
+    let out = cli(&["snapshot", "--dry-run"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("Preflight: passed"), "{stdout}");
+    let calls = droplet.server.sim.counters().calls;
+    assert!(calls.iter().any(|c| c == "GET /v2/droplets/3164444"), "{calls:?}");
+    assert!(
+        calls.iter().all(|c| !c.starts_with("POST")),
+        "a dry run requests nothing: {calls:?}"
+    );
+    assert!(!is_frozen(&droplet.disk.mountpoint));
+}
+
 /// A 401 is a bad token, a 403 a missing scope, each said as such.
 #[test]
 fn a_refused_token_is_told_from_a_missing_scope() {

@@ -43,8 +43,13 @@ impl Group {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_via(&self.ssh, args)
+    }
+
+    /// As [`Group::command`], reaching the members through `ssh`.
+    fn command_via(&self, ssh: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(cli_bin());
-        cmd.args(["--ssh-command", self.ssh.to_str().unwrap()]);
+        cmd.args(["--ssh-command", ssh.to_str().unwrap()]);
         for host in HOSTS {
             cmd.args(["-H", host]);
         }
@@ -1189,13 +1194,8 @@ fn the_coordinator_killed_after_or_during_its_commit_leaves_no_member_to_its_dea
     }
     let relay = group.members[0].fs.dir.path().join("relay.pid");
     let ssh = ssh_with_relay(&group.ssh, HOSTS[0], &relay);
-    let mut cli = Command::new(cli_bin());
-    cli.args(["--ssh-command", ssh.to_str().unwrap()]);
-    for host in HOSTS {
-        cli.args(["-H", host]);
-    }
-    let mut cli = cli
-        .args(["snapshot", "--group", "--json"])
+    let mut cli = group
+        .command_via(&ssh, &["snapshot", "--group", "--json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -191,6 +191,10 @@ impl Barrier for ServiceBarrier {
         *self.slot.waiting_at.lock().unwrap() = Some(point);
     }
 
+    fn note(&self, report: &mut Report) {
+        self.slot.note_departure(report);
+    }
+
     async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError> {
         let mut released = self.slot.released.subscribe();
         let word = released.wait_for(|r| *r >= Some(point));

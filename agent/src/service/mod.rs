@@ -482,13 +482,10 @@ impl Job {
             "snapshot job started"
         );
         let barrier = self.group.as_mut().map(|(b, _)| b as &mut dyn Barrier);
-        let mut result = job::execute(&self.settings, &self.request, &observer, interrupt, barrier).await;
+        let result = job::execute(&self.settings, &self.request, &observer, interrupt, barrier).await;
         let mut cool_down = None;
         if let Some((barrier, watcher)) = self.group.take() {
             watcher.abort();
-            if let Ok(report) = result.as_mut() {
-                barrier.slot.note_departure(report);
-            }
             if !barrier.slot.committed() {
                 cool_down = Some(group::CoolDown::after(started.elapsed()));
             }

@@ -387,6 +387,7 @@ pub(crate) async fn execute(
     .run()
     .await;
     report.droplet_id = provider.droplet_id();
+    let tags_settled = tag_earlier_runs(settings, &mut provider).await;
     let drill = drill_for_metrics(settings, &mut provider).await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
@@ -403,6 +404,7 @@ pub(crate) async fn execute(
             settings.history.keep,
             &settings.runtime_dir,
             Some(run),
+            &tags_settled,
         );
         if let Some(drill) = drill {
             drill.keep_if_newer(&settings.verify.state_file);
@@ -437,6 +439,30 @@ pub(crate) fn snapshot_spec(
         }),
         unquiesced,
     }
+}
+
+/// Tags the snapshots of earlier runs of this Droplet that did not wait for theirs to complete
+/// with their level, after the thaw and bounded in time like the drill's lookup; answers the
+/// runs (by snapshot name) that owe no tag any more.
+async fn tag_earlier_runs(settings: &Settings, provider: &mut Provider) -> Vec<String> {
+    let Some(droplet) = provider.droplet_id() else {
+        return Vec::new();
+    };
+    let owed = {
+        let file = settings.history.file.clone();
+        crate::blocking::run(move || history::tags_owed(&file, droplet)).await
+    };
+    if owed.is_empty() {
+        return Vec::new();
+    }
+    tokio::time::timeout(DRILL_LOOKUP_TIMEOUT, provider.tag_earlier(&owed))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::info!(
+                "earlier runs' snapshots were not tagged within {DRILL_LOOKUP_TIMEOUT:?} (next run)"
+            );
+            Vec::new()
+        })
 }
 
 /// The newest restore drill the provider records on this machine's snapshots (one run

@@ -127,6 +127,8 @@ struct SimAction {
     takes: Duration,
     /// The power state it leaves when it completes (power actions).
     leaves: Option<power::Power>,
+    /// It ends `errored`, making nothing ([`Sim::fail_snapshots`]).
+    errors: bool,
 }
 
 struct SimSnapshot {
@@ -171,6 +173,8 @@ struct SimState {
     power_faults: Vec<PowerFault>,
     /// Faults that join `config.faults` once a Droplet snapshot completes.
     after_snapshot: Vec<Fault>,
+    /// How many of the next Droplet snapshot actions end `errored`.
+    failing_snapshots: u32,
     guest: Option<Arc<dyn Guest>>,
 }
 
@@ -184,7 +188,7 @@ impl SimState {
                 if let Some(state) = a.leaves {
                     self.power = state;
                 }
-                if a.kind == "snapshot" {
+                if a.kind == "snapshot" && !a.errors {
                     let size = a
                         .image
                         .as_ref()
@@ -250,6 +254,7 @@ impl Sim {
                 power_model: PowerModel::default(),
                 power_faults: Vec::new(),
                 after_snapshot: Vec::new(),
+                failing_snapshots: 0,
                 guest: None,
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
@@ -320,6 +325,18 @@ impl Sim {
     /// meets as it powers the Droplet on).
     pub fn faults_after_snapshot(&self, faults: Vec<Fault>) {
         self.lock().after_snapshot = faults;
+    }
+
+    /// How long snapshot actions run once registered, from now on.
+    pub fn set_action_delay(&self, delay: Duration) {
+        self.lock().config.action_delay = delay;
+    }
+
+    /// The next `count` Droplet snapshot actions are taken, run their time, and end `errored`
+    /// on the platform's side, making no snapshot (what an offline run meets after the
+    /// shutdown).
+    pub fn fail_snapshots(&self, count: u32) {
+        self.lock().failing_snapshots = count;
     }
 
     /// Lists `droplet` too, from now on (`GET /v2/droplets`).
@@ -738,7 +755,11 @@ async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
 fn action_json(a: &SimAction, droplet_id: u64) -> Value {
     json!({
         "id": a.id,
-        "status": if a.completed_at.is_some() { "completed" } else { "in-progress" },
+        "status": match (a.completed_at, a.errors) {
+            (None, _) => "in-progress",
+            (Some(_), false) => "completed",
+            (Some(_), true) => "errored",
+        },
         "type": a.kind,
         "started_at": rfc3339(a.started),
         "completed_at": a.completed_at.map(rfc3339),
@@ -897,7 +918,9 @@ async fn post_droplet_action(
         captured,
         takes: st.config.action_delay,
         leaves: None,
+        errors: st.failing_snapshots > 0,
     };
+    st.failing_snapshots = st.failing_snapshots.saturating_sub(1);
     let json = action_json(&action, id);
     st.actions.push(action);
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
@@ -938,6 +961,7 @@ fn power_action(sim: &Sim, st: &mut SimState, id: u64, kind: &str) -> Response {
             planned.takes
         },
         leaves: planned.leaves,
+        errors: false,
     };
     if let Some(guest) = st.guest.clone() {
         reach_guest(sim.clone(), guest, action.id, kind.to_string(), done);

@@ -6,7 +6,8 @@
 use super::{Exit, Failure};
 use crate::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use crate::verify::{
-    enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, Findings,
+    enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, FilesystemHealth,
+    Findings,
     ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
 use serde::Serialize;
@@ -107,9 +108,10 @@ fn machine_text(found: &MachineVerification) -> String {
             fs.markers.join(", ")
         };
         out.push_str(&format!(
-            "  {} ({}): {markers}\n",
+            "  {} ({}): {markers}; {}\n",
             fs.mountpoint.display(),
-            fs.fstype
+            fs.fstype,
+            FilesystemHealth::words(fs.health.as_ref())
         ));
     }
     for database in &found.databases {

@@ -739,7 +739,11 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
             .iter()
             .map(|m| format!("{:?}", m.mountpoint.display().to_string()))
             .collect();
-        std::fs::write(&config, format!("[freeze]\nmountpoints = [{}]\n", list.join(", "))).unwrap();
+        std::fs::write(
+            &config,
+            format!("[freeze]\nmountpoints = [{}]\n", list.join(", ")),
+        )
+        .unwrap();
     };
     let verify = || {
         let out = std::process::Command::new(agent_bin())
@@ -748,9 +752,8 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
             .args(["verify", "--json"])
             .output()
             .unwrap();
-        let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
-        });
+        let found: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), found)
     };
     let of = |found: &serde_json::Value, lfs: &LoopFs| {
@@ -777,11 +780,19 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
     // An error on `broken`, recorded by the kernel in its superblock and counted.
     let name = std::fs::read_link(format!(
         "/sys/dev/block/{}",
-        run("findmnt", &["-no", "MAJ:MIN", broken.mountpoint.to_str().unwrap()]).trim()
+        run(
+            "findmnt",
+            &["-no", "MAJ:MIN", broken.mountpoint.to_str().unwrap()]
+        )
+        .trim()
     ))
     .unwrap();
     let name = name.file_name().unwrap().to_str().unwrap();
-    std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "freezeframe test\n").unwrap();
+    std::fs::write(
+        format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+        "freezeframe test\n",
+    )
+    .unwrap();
     let (code, found) = verify();
     assert_eq!(code, Some(1), "{found:#}");
     assert_eq!(found["verified"], false);
@@ -790,15 +801,20 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
     assert_eq!(health["source"], format!("/sys/fs/ext4/{name}"), "{found:#}");
     let reasons = found["reasons"].to_string();
     assert!(
-        reasons.contains(&format!("{}: the kernel recorded 1 error; the first at", broken.mountpoint.display()))
-            && reasons.contains("trigger_test_error"),
+        reasons.contains(&format!(
+            "{}: the kernel recorded 1 error; the first at",
+            broken.mountpoint.display()
+        )) && reasons.contains("trigger_test_error"),
         "{reasons}"
     );
     assert_eq!(of(&found, &clean)["health"]["errors"], 0, "{found:#}");
 
     // The XFS shut down by the kernel, as after a metadata error; the clean ones still pass.
     write_config(&[&clean, &xfs, &btrfs]);
-    run("xfs_io", &["-x", "-c", "shutdown", xfs.mountpoint.to_str().unwrap()]);
+    run(
+        "xfs_io",
+        &["-x", "-c", "shutdown", xfs.mountpoint.to_str().unwrap()],
+    );
     let (code, found) = verify();
     assert_eq!(code, Some(1), "{found:#}");
     let reasons: Vec<String> = serde_json::from_value(found["reasons"].clone()).unwrap();

@@ -7,8 +7,7 @@ use super::{Exit, Failure};
 use crate::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use crate::verify::{
     enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, FilesystemHealth,
-    Findings,
-    ImageVerification, JournalState, MachineVerification, ProbeVerdict,
+    Findings, ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -31,7 +31,12 @@ fn block_name(sys: &Path, major: u32, minor: u32) -> Option<String> {
 fn ext4(mount: &Mount, sys: &Path) -> FilesystemHealth {
     let Some(name) = block_name(sys, mount.dev.major, mount.dev.minor) else {
         return unreadable(
-            format!("{}/dev/block/{}:{}", sys.display(), mount.dev.major, mount.dev.minor),
+            format!(
+                "{}/dev/block/{}:{}",
+                sys.display(),
+                mount.dev.major,
+                mount.dev.minor
+            ),
             "no such block device",
         );
     };
@@ -76,7 +81,10 @@ fn btrfs(mount: &Mount, sys: &Path) -> Option<FilesystemHealth> {
     let mut errors = 0;
     let mut problems = Vec::new();
     let mut told = false;
-    for device in std::fs::read_dir(fsid.join("devinfo")).ok()?.filter_map(Result::ok) {
+    for device in std::fs::read_dir(fsid.join("devinfo"))
+        .ok()?
+        .filter_map(Result::ok)
+    {
         let Ok(stats) = std::fs::read_to_string(device.path().join("error_stats")) else {
             continue;
         };
@@ -201,13 +209,17 @@ mod tests {
 
     #[test]
     fn ext4_errors_are_counted_and_said_and_a_clean_one_passes() {
-        let dev = DevNum { major: 254, minor: 17 };
+        let dev = DevNum {
+            major: 254,
+            minor: 17,
+        };
         let sys = ext4_sys("2\n");
         let found = health(&mount("ext4", dev), sys.path()).unwrap();
         assert_eq!(found.errors, Some(2));
         assert!(!found.healthy());
         assert!(
-            found.problems[0].contains("recorded 2 errors; the first at 1796694009 (Unix time) in ext4_lookup")
+            found.problems[0]
+                .contains("recorded 2 errors; the first at 1796694009 (Unix time) in ext4_lookup")
                 && !found.problems[0].contains("the last"),
             "{found:?}"
         );
@@ -220,7 +232,17 @@ mod tests {
     #[test]
     fn an_ext4_record_that_cannot_be_read_is_no_pass() {
         let sys = tempfile::tempdir().unwrap();
-        let found = health(&mount("ext4", DevNum { major: 254, minor: 17 }), sys.path()).unwrap();
+        let found = health(
+            &mount(
+                "ext4",
+                DevNum {
+                    major: 254,
+                    minor: 17,
+                },
+            ),
+            sys.path(),
+        )
+        .unwrap();
         assert!(!found.healthy(), "{found:?}");
         assert!(health(&mount("vfat", DevNum { major: 8, minor: 1 }), sys.path()).is_none());
     }

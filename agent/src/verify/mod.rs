@@ -31,8 +31,8 @@ mod server;
 
 pub(crate) use disk::verify_any;
 pub(crate) use freezeframe_contract::verification::{
-    DatabaseCheck, DatabaseKind, DiskVerification, FilesystemHealth, Findings, ImageVerification, JournalState,
-    MachineVerification, MountedFilesystem, PartitionVerification, ProbeVerdict, TableRows,
+    DatabaseCheck, DatabaseKind, DiskVerification, FilesystemHealth, Findings, ImageVerification,
+    JournalState, MachineVerification, MountedFilesystem, PartitionVerification, ProbeVerdict, TableRows,
     VolumeVerification,
 };
 pub(crate) use machine::verify_machine;

@@ -766,10 +766,15 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
             .clone()
     };
 
-    // All sound: verified, each with the kernel's view and no error.
+    // What fails on a filesystem here: these carry no snapshot's markers, which is a reason too.
+    let on_filesystems = |found: &serde_json::Value| -> Vec<String> {
+        let reasons: Vec<String> = serde_json::from_value(found["reasons"].clone()).unwrap();
+        reasons.into_iter().filter(|r| r.starts_with(dir.path().to_str().unwrap())).collect()
+    };
+    // All sound: each with the kernel's view and no error.
     write_config(&[&clean, &broken, &xfs, &btrfs]);
-    let (code, found) = verify();
-    assert_eq!(code, Some(0), "{found:#}");
+    let (_, found) = verify();
+    assert_eq!(on_filesystems(&found), Vec::<String>::new(), "{found:#}");
     for lfs in [&clean, &broken, &btrfs] {
         let health = &of(&found, lfs)["health"];
         assert_eq!(health["errors"], 0, "{found:#}");
@@ -817,7 +822,7 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
     );
     let (code, found) = verify();
     assert_eq!(code, Some(1), "{found:#}");
-    let reasons: Vec<String> = serde_json::from_value(found["reasons"].clone()).unwrap();
+    let reasons = on_filesystems(&found);
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(
         reasons[0].starts_with(&format!("{}: the kernel shut it down", xfs.mountpoint.display())),

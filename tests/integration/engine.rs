@@ -769,7 +769,10 @@ fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on
     // What fails on a filesystem here: these carry no snapshot's markers, which is a reason too.
     let on_filesystems = |found: &serde_json::Value| -> Vec<String> {
         let reasons: Vec<String> = serde_json::from_value(found["reasons"].clone()).unwrap();
-        reasons.into_iter().filter(|r| r.starts_with(dir.path().to_str().unwrap())).collect()
+        reasons
+            .into_iter()
+            .filter(|r| r.starts_with(dir.path().to_str().unwrap()))
+            .collect()
     };
     // All sound: each with the kernel's view and no error.
     write_config(&[&clean, &broken, &xfs, &btrfs]);

@@ -13,6 +13,7 @@ mod power;
 mod rate;
 mod restore;
 
+pub use axum::http::Method;
 pub use faults::{Fault, FaultKind};
 pub use power::{Guest, PowerFault, PowerFaultKind, PowerModel};
 pub use rate::{Admission, RateLimit};
@@ -227,6 +228,8 @@ pub struct Sim {
     request_ids: Arc<std::sync::atomic::AtomicU64>,
     /// Set once a hanging fault should stop hanging (shutdown).
     released: Arc<AtomicBool>,
+    /// Calls an `unwaited` fault holds that are not handled yet.
+    unwaited: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -259,6 +262,7 @@ impl Sim {
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             released: Arc::new(AtomicBool::new(false)),
+            unwaited: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -367,6 +371,28 @@ impl Sim {
 
     pub fn set_faults(&self, faults: Vec<Fault>) {
         self.lock().config.faults = faults;
+    }
+
+    /// Calls an `unwaited` fault holds that are not handled yet: none once every request the
+    /// simulator received has had its effect.
+    pub fn unhandled(&self) -> usize {
+        self.unwaited.load(Ordering::SeqCst)
+    }
+
+    /// Gives the account a Droplet snapshot named `name`, `size_bytes` of used disk, whose
+    /// image (what a Droplet created from it gets a copy of) is `image`; its id.
+    pub fn seed_snapshot(&self, name: &str, size_bytes: u64, image: PathBuf) -> u64 {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.snapshots.push(SimSnapshot {
+            id,
+            name: name.to_string(),
+            created: SystemTime::now(),
+            size_bytes,
+            image: Some(image),
+        });
+        id
     }
 
     /// Ends every request that a `hang` fault holds.
@@ -588,6 +614,25 @@ async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next
             let answer = call.answer(request, next).await;
             tokio::time::sleep(delay).await;
             answer
+        }
+        FaultKind::Unwaited(delay) => {
+            // A task of its own: the client going away does not cancel it.
+            let call = Call {
+                token: call.token.clone(),
+                path: call.path.clone(),
+                request_id: call.request_id.clone(),
+            };
+            let pending = sim.unwaited.clone();
+            pending.fetch_add(1, Ordering::SeqCst);
+            let handled = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let answer = call.answer(request, next).await;
+                pending.fetch_sub(1, Ordering::SeqCst);
+                answer
+            });
+            handled
+                .await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         FaultKind::Status(code) => status_answer(code, request_id),
         FaultKind::RateLimited { retry_after } => rate_limited(retry_after, request_id),

@@ -268,10 +268,6 @@ fn the_pages_with_charts_load_every_image_and_link_in_a_browser() {
 
     let (planted, real): (Vec<&PageReport>, Vec<&PageReport>) =
         reports.iter().partition(|r| r.page == PLANTED);
-    // The check finds what was planted, or it finds nothing anywhere.
-    let planted = planted.first().expect("the planted page's report");
-    assert_eq!(planted.broken_images, [PLANTED_IMAGE], "{planted:?}");
-    assert_eq!(planted.broken_links, [PLANTED_LINK], "{planted:?}");
     assert_eq!(real.len(), pages.len(), "a report for every page: {reports:?}");
     for r in real {
         assert!(
@@ -288,4 +284,14 @@ fn the_pages_with_charts_load_every_image_and_link_in_a_browser() {
             r.broken_links
         );
     }
+    // The check finds what was planted, or it finds nothing anywhere.
+    let planted = planted.first().expect("the planted page's report");
+    assert!(
+        planted.broken_images.iter().any(|i| i == PLANTED_IMAGE),
+        "{planted:?}"
+    );
+    assert!(
+        planted.broken_links.iter().any(|l| l == PLANTED_LINK),
+        "{planted:?}"
+    );
 }

@@ -10,6 +10,7 @@ mod databases;
 mod demo;
 mod digitalocean;
 mod docs;
+mod docs_browser;
 mod drill;
 mod droplet;
 mod engine;

@@ -195,14 +195,21 @@ impl Engine for Docker {
                 _ => {}
             }
         }
-        // The command's exit code, once its output ended.
-        let exit_code = self
-            .client()
-            .await?
-            .inspect_exec(&exec_id)
-            .await
-            .map_err(|e| self.refused("reading a command's exit code", e))?
-            .exit_code;
+        // The command's exit code: the engine records it as the process's exit reaches it,
+        // which may come just after its output ended.
+        let client = self.client().await?;
+        let mut exit_code = None;
+        for _ in 0..100 {
+            let inspected = client
+                .inspect_exec(&exec_id)
+                .await
+                .map_err(|e| self.refused("reading a command's exit code", e))?;
+            exit_code = inspected.exit_code;
+            if exit_code.is_some() || inspected.running != Some(true) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         Ok(ExecOutput {
             exit_code,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),

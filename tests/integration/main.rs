@@ -4,6 +4,7 @@
 mod agent_binary;
 mod agent_voice;
 mod cli;
+mod containers;
 mod contract;
 mod dashboard;
 mod databases;

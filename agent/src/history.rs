@@ -198,11 +198,17 @@ mod tests {
         let runtime = dir.path().join("run");
         std::fs::create_dir_all(&runtime).unwrap();
         std::fs::write(runtime.join(format!("{}1-2", crate::guard::DIED_NOTE_PREFIX)), "").unwrap();
-        assert!(record(&file, 10, &runtime, Some(run(Status::Succeeded, 1.0))));
+        assert!(record(
+            &file,
+            10,
+            &runtime,
+            Some(run(Status::Succeeded, 1.0)),
+            &[]
+        ));
         let written = load(&file);
         assert_eq!(written.totals.guard_agent_died_thaws, 1);
         assert_eq!(written.runs.len(), 1);
-        assert!(!record(&file, 10, &runtime, None), "nothing new to record");
+        assert!(!record(&file, 10, &runtime, None, &[]), "nothing new to record");
         assert_eq!(
             std::fs::read_dir(&runtime).unwrap().count(),
             0,

@@ -95,7 +95,7 @@ impl Dockerd {
     /// Imports the cached Debian root with PostgreSQL, MariaDB and Redis as `DATABASES_IMAGE`.
     pub fn import_databases(&self) {
         let root = crate::container::debian_root(&["postgresql", "mariadb-server", "redis-server"]);
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -106,9 +106,11 @@ impl Dockerd {
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
             .args(["import", "-", DATABASES_IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().expect("tar's stdout"))
             .output()
             .expect("run docker import");
+        let tarred = tar.wait().expect("wait for tar");
+        assert!(tarred.success(), "tar of {} failed: {tarred}", root.display());
         assert!(
             out.status.success(),
             "docker import failed: {}",

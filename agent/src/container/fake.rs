@@ -4,10 +4,13 @@ use super::{Container, Engine, EngineError, Exec, ExecOutput, Session};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// How a command run in a container is answered: from the container's name and the command.
+type Answer = Box<dyn Fn(&str, &[String]) -> ExecOutput + Send + Sync>;
+
 /// Answers `running` with its containers and every command with `answer(container, cmd)`.
 pub(crate) struct FakeEngine {
     pub containers: Vec<Container>,
-    pub answer: Box<dyn Fn(&str, &[String]) -> ExecOutput + Send + Sync>,
+    pub answer: Answer,
     /// Every command run: the container, the user, the command.
     pub ran: Mutex<Vec<(String, String, Vec<String>)>>,
     socket: PathBuf,

@@ -281,6 +281,7 @@ fn quiesce_lines(quiesce: &QuiescePlan) -> Vec<String> {
             .filter(|q| q.name() != "hooks")
             .map(|q| q.name().to_string()),
     );
+    lines.extend(quiesce.containers.left_alone.iter().cloned());
     lines
 }
 

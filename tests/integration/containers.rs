@@ -282,3 +282,187 @@ fn a_container_that_only_looks_like_a_database_is_not_trusted() {
     );
     assert!(!text.contains('\x1b'), "{text}");
 }
+
+/// A writer with no database in it: an application container whose pause is its quiescing.
+const APP: &str = "while :; do date +%s%N > /data/last; sleep 0.05; done";
+
+/// Whether `container` is paused, as the engine says.
+fn paused(engine: &Dockerd, container: &str) -> bool {
+    engine.docker(&["inspect", "-f", "{{.State.Paused}}", container]) == "true"
+}
+
+/// Starts the agent's `snapshot --json` held `hold_ms` after its freeze, and waits until the
+/// engine says `container` is paused (failing if the agent ends first).
+fn snapshot_held_until_paused(
+    config: &Path,
+    hold_ms: u64,
+    engine: &Dockerd,
+    container: &str,
+) -> std::process::Child {
+    let mut agent = Command::new(agent_bin())
+        .arg("--config")
+        .arg(config)
+        .args(["snapshot", "--json"])
+        .env("FAILPOINTS", format!("after-freeze=sleep({hold_ms})"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !paused(engine, container) {
+        if let Some(status) = agent.try_wait().unwrap() {
+            let out = agent.wait_with_output().unwrap();
+            panic!(
+                "the agent ended ({status}) and {container} was never seen paused: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{container} was never paused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    agent
+}
+
+#[test]
+fn a_container_labelled_pause_is_paused_across_the_window_and_one_labelled_none_is_left_alone() {
+    require_root();
+    if let Some(why) = freezeframe_tests::docker::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let fs = scratch_fs(Fs::Ext4);
+    let engine = Dockerd::start(&fs.dir.path().join("docker"));
+    engine.import_databases();
+    for (name, label, script) in [
+        ("app", "freezeframe.quiesce=pause", APP),
+        ("cache", "freezeframe.quiesce=none", REDIS),
+    ] {
+        std::fs::create_dir_all(fs.path(name)).unwrap();
+        let data = format!("{}:/data", fs.path(name).display());
+        engine.docker(&[
+            "run",
+            "-d",
+            "--init",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "--label",
+            label,
+            "-v",
+            &data,
+            DATABASES_IMAGE,
+            "sh",
+            "-c",
+            script,
+        ]);
+    }
+    wait_ready(&engine, "cache", &["redis-cli", "PING"]);
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "container_sockets = [{:?}]\n",
+            engine.socket.display().to_string()
+        ),
+    );
+
+    let plan = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["plan", "--json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&plan.stderr)));
+    let lines: Vec<&str> = plan["quiesce"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(lines.contains(&"container app (pause)"), "{plan:#}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("container cache: left alone") && l.contains("freezeframe.quiesce=none")),
+        "{plan:#}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("redis in container")),
+        "{plan:#}"
+    );
+
+    let agent = snapshot_held_until_paused(&config, 3000, &engine, "app");
+    // Paused while the run holds its window, and by nothing else.
+    assert!(!paused(&engine, "cache"));
+    let out = agent.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["consistency"], "application", "{report:#}");
+    let app = report["quiescers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "container app (pause)")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(app["prepared"], true, "{report:#}");
+    assert_eq!(app["resumed"], true, "{report:#}");
+    assert!(!paused(&engine, "app"), "unpaused after the run");
+}
+
+#[test]
+fn a_container_a_killed_agent_left_paused_is_unpaused_by_thaw() {
+    require_root();
+    if let Some(why) = freezeframe_tests::docker::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let fs = scratch_fs(Fs::Ext4);
+    let engine = Dockerd::start(&fs.dir.path().join("docker"));
+    engine.import_databases();
+    engine.docker(&[
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "none",
+        "--name",
+        "worker",
+        DATABASES_IMAGE,
+        "sh",
+        "-c",
+        "sleep infinity",
+    ]);
+    // Chosen by configuration, with no label (mode "pause" is the default).
+    let config = local_image_config(
+        &fs,
+        &format!(
+            "container_sockets = [{:?}]\n\n[[quiescer]]\nkind = \"container\"\nname = \"worker\"\n",
+            engine.socket.display().to_string()
+        ),
+    );
+    let mut agent = snapshot_held_until_paused(&config, 15000, &engine, "worker");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(paused(&engine, "worker"), "a dead agent cannot unpause");
+    // What the unit's ExecStopPost runs.
+    let thaw = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("thaw")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&thaw.stdout);
+    assert!(
+        thaw.status.success(),
+        "thaw failed: {text}{}",
+        String::from_utf8_lossy(&thaw.stderr)
+    );
+    assert!(text.contains("(paused): unpause"), "{text}");
+    assert!(!paused(&engine, "worker"), "thaw unpaused it: {text}");
+}

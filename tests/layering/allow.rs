@@ -58,7 +58,7 @@ const AGENT: Layers = &[
     ("kernel", &[PORTS]),
     ("loop_mount", &["kernel::sys"]),
     ("naming", &[PORTS]),
-    ("config", &["naming", PORTS]),
+    ("config", &["container", "naming", PORTS]),
     // One module per outside system, each implementing a port or serving the ones above.
     ("dbus", &[]),
     ("logind", &[]),

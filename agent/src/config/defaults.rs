@@ -112,5 +112,7 @@ pub(crate) const DEFAULT_CHECKPOINT: bool = true;
 /// A Redis quiescer's `address` (where Debian's Redis listens), unless `socket` is given:
 /// applied when validating, since the two exclude each other.
 pub(crate) const DEFAULT_REDIS_ADDRESS: &str = "127.0.0.1:6379";
+/// A container quiescer's `mode`.
+pub(crate) const DEFAULT_CONTAINER_MODE: &str = "pause";
 /// A systemd quiescer's `mode`.
 pub(crate) const DEFAULT_UNIT_MODE: &str = "freeze";

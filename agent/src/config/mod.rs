@@ -21,7 +21,9 @@ pub(crate) use defaults::{
 test_kit_pub!(
     pub use merge::parse;
 );
-pub(crate) use quiescer::{MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode};
+pub(crate) use quiescer::{
+    ContainerMode, ContainerRule, ContainerSelector, MariadbLogin, QuiescerSettings, RedisEndpoint, UnitMode,
+};
 test_kit_pub!(
     pub use schema::ConfigFile;
 );
@@ -179,6 +181,9 @@ pub struct QuiesceSettings {
     pub container_sockets: Vec<PathBuf>,
     /// Databases and services, in prepare order (`[[quiescer]]`).
     pub quiescers: Vec<QuiescerSettings>,
+    /// What is done to the containers each selects (`[[quiescer]] kind = "container"`), the
+    /// first that matches winning; over a container's own label.
+    pub containers: Vec<ContainerRule>,
 }
 
 /// `[freeze]`, validated.
@@ -656,6 +661,13 @@ fn validate_quiesce(
     quiesce: schema::QuiesceSection,
     quiescers: Vec<schema::QuiescerSection>,
 ) -> Result<QuiesceSettings, ConfigError> {
+    let (mut configured, mut containers) = (Vec::new(), Vec::new());
+    for section in quiescers {
+        match section.validate()? {
+            Ok(quiescer) => configured.push(quiescer),
+            Err(rule) => containers.push(rule),
+        }
+    }
     Ok(QuiesceSettings {
         auto: quiesce.auto,
         on_failure: either(
@@ -671,10 +683,8 @@ fn validate_quiesce(
             .into_iter()
             .map(|s| absolute("quiesce.container_sockets", s))
             .collect::<Result<_, _>>()?,
-        quiescers: quiescers
-            .into_iter()
-            .map(schema::QuiescerSection::validate)
-            .collect::<Result<_, _>>()?,
+        quiescers: configured,
+        containers,
     })
 }
 

@@ -3,7 +3,8 @@
 
 use super::defaults::{DEFAULT_MARIADB_USER, DEFAULT_REDIS_ADDRESS};
 use super::schema::{
-    DurationText, MariadbSection, PostgresqlSection, QuiescerSection, RedisSection, SystemdSection,
+    ContainerSection, DurationText, MariadbSection, PostgresqlSection, QuiescerSection, RedisSection,
+    SystemdSection,
 };
 use super::{absolute, either, in_range, ConfigError, STEP_TIMEOUT_RANGE};
 use std::path::PathBuf;
@@ -53,13 +54,15 @@ impl QuiescerSettings {
 }
 
 impl QuiescerSection {
-    /// Checks every value.
-    pub(crate) fn validate(self) -> Result<QuiescerSettings, ConfigError> {
+    /// Checks every value: a container's section becomes a rule for the containers it
+    /// selects, any other a quiescer.
+    pub(crate) fn validate(self) -> Result<Result<QuiescerSettings, ContainerRule>, ConfigError> {
         match self {
-            QuiescerSection::Mariadb(f) => f.validate(),
-            QuiescerSection::Postgresql(f) => f.validate(),
-            QuiescerSection::Redis(f) => f.validate(),
-            QuiescerSection::Systemd(f) => f.validate(),
+            QuiescerSection::Mariadb(f) => f.validate().map(Ok),
+            QuiescerSection::Postgresql(f) => f.validate().map(Ok),
+            QuiescerSection::Redis(f) => f.validate().map(Ok),
+            QuiescerSection::Systemd(f) => f.validate().map(Ok),
+            QuiescerSection::Container(f) => f.validate().map(Err),
         }
     }
 }
@@ -166,6 +169,117 @@ impl std::fmt::Display for UnitMode {
         f.write_str(match self {
             UnitMode::Freeze => "freeze",
             UnitMode::Stop => "stop",
+        })
+    }
+}
+
+/// What is done to a container across the window: a `[[quiescer]] kind = "container"`'s `mode`,
+/// or the container's own `freezeframe.quiesce` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerMode {
+    /// Its database's native quiescer when it runs one freezeframe knows; nothing otherwise.
+    Auto,
+    /// Paused across the window (the engine's pause: the cgroup freezer).
+    Pause,
+    /// Left alone: nothing in it needs quiescing.
+    None,
+}
+
+impl ContainerMode {
+    /// The label's key on a container.
+    pub(crate) const LABEL: &'static str = "freezeframe.quiesce";
+
+    pub(crate) fn parse(text: &str) -> Option<ContainerMode> {
+        match text {
+            "auto" => Some(ContainerMode::Auto),
+            "pause" => Some(ContainerMode::Pause),
+            "none" => Some(ContainerMode::None),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContainerMode::Auto => "auto",
+            ContainerMode::Pause => "pause",
+            ContainerMode::None => "none",
+        })
+    }
+}
+
+/// Which containers a rule is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerSelector {
+    /// The container of that name.
+    Name(String),
+    /// Containers with that label (and, when given, that value).
+    Label { key: String, value: Option<String> },
+}
+
+impl std::fmt::Display for ContainerSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerSelector::Name(name) => write!(f, "name = \"{name}\""),
+            ContainerSelector::Label { key, value: None } => write!(f, "label = \"{key}\""),
+            ContainerSelector::Label { key, value: Some(v) } => write!(f, "label = \"{key}={v}\""),
+        }
+    }
+}
+
+/// One `[[quiescer]] kind = "container"`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRule {
+    pub selector: ContainerSelector,
+    pub mode: ContainerMode,
+    /// Bound on the pause and on the unpause.
+    pub timeout: Duration,
+}
+
+impl ContainerSection {
+    fn validate(self) -> Result<ContainerRule, ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_string(),
+        };
+        let selector = match (self.name, self.label) {
+            (Some(name), None) => {
+                ContainerSelector::Name(crate::container::valid_name(&name).ok_or_else(|| {
+                    invalid(
+                        "quiescer.name",
+                        "it is not a container name (letters, digits, `_.-`)",
+                    )
+                })?)
+            }
+            (None, Some(label)) => {
+                let (key, value) = match label.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (label.clone(), None),
+                };
+                if key.is_empty() || label.chars().any(char::is_control) {
+                    return Err(invalid(
+                        "quiescer.label",
+                        "it must be `key` or `key=value`, such as \"com.example.role=worker\"",
+                    ));
+                }
+                ContainerSelector::Label { key, value }
+            }
+            _ => {
+                return Err(invalid(
+                    "quiescer",
+                    "a container quiescer selects its containers by `name` or by `label`, one of the two",
+                ))
+            }
+        };
+        let mode = ContainerMode::parse(&self.mode).ok_or_else(|| ConfigError::Invalid {
+            key: "quiescer.mode",
+            problem: format!("`{}` is not \"pause\", \"none\" or \"auto\"", self.mode),
+        })?;
+        Ok(ContainerRule {
+            selector,
+            mode,
+            timeout: timeout(&self.timeout)?,
         })
     }
 }

@@ -249,6 +249,7 @@ pub(crate) enum QuiescerSection {
     Postgresql(PostgresqlSection),
     Redis(RedisSection),
     Systemd(SystemdSection),
+    Container(ContainerSection),
 }
 
 impl QuiescerSection {
@@ -260,6 +261,7 @@ impl QuiescerSection {
             QuiescerSection::Postgresql(PostgresqlSection::default()),
             QuiescerSection::Redis(RedisSection::default()),
             QuiescerSection::Systemd(SystemdSection::default()),
+            QuiescerSection::Container(ContainerSection::default()),
         ];
         // A new kind fails to compile here: add it to the list above too.
         for kind in &every {
@@ -267,7 +269,8 @@ impl QuiescerSection {
                 QuiescerSection::Mariadb(_)
                 | QuiescerSection::Postgresql(_)
                 | QuiescerSection::Redis(_)
-                | QuiescerSection::Systemd(_) => {}
+                | QuiescerSection::Systemd(_)
+                | QuiescerSection::Container(_) => {}
             }
         }
         every
@@ -357,6 +360,29 @@ impl Default for SystemdSection {
         SystemdSection {
             unit: None,
             mode: DEFAULT_UNIT_MODE.into(),
+            timeout: DEFAULT_QUIESCER_TIMEOUT.into(),
+        }
+    }
+}
+
+/// `kind = "container"`: what is done to the containers `name` or `label` selects.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ContainerSection {
+    /// A container's name, exactly; or
+    pub(crate) name: Option<String>,
+    /// `key=value`, or `key` alone (any value).
+    pub(crate) label: Option<String>,
+    pub(crate) mode: String,
+    pub(crate) timeout: DurationText,
+}
+
+impl Default for ContainerSection {
+    fn default() -> Self {
+        ContainerSection {
+            name: None,
+            label: None,
+            mode: DEFAULT_CONTAINER_MODE.into(),
             timeout: DEFAULT_QUIESCER_TIMEOUT.into(),
         }
     }

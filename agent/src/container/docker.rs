@@ -229,6 +229,38 @@ impl Engine for Docker {
             ended: false,
         }))
     }
+
+    async fn paused(&self, id: &str) -> Result<Option<bool>, EngineError> {
+        let client = self.client().await?;
+        match client.inspect_container(id, None).await {
+            Ok(found) => {
+                let state = found.state.unwrap_or_default();
+                Ok((state.running == Some(true)).then_some(state.paused == Some(true)))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.refused("inspecting a container", e)),
+        }
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        let client = self.client().await?;
+        client
+            .pause_container(id)
+            .await
+            .map_err(|e| self.refused("pausing a container", e))
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        let client = self.client().await?;
+        client
+            .unpause_container(id)
+            .await
+            .map_err(|e| self.refused("unpausing a container", e))
+    }
+
+    fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
 }
 
 type Output = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;

@@ -13,6 +13,10 @@ pub(crate) struct FakeEngine {
     pub answer: Answer,
     /// Every command run: the container, the user, the command.
     pub ran: Mutex<Vec<(String, String, Vec<String>)>>,
+    /// The containers paused now, by id.
+    pub paused: Mutex<Vec<String>>,
+    /// Pauses, unpauses and the other calls that change a container, in order.
+    pub changes: Mutex<Vec<String>>,
     socket: PathBuf,
 }
 
@@ -25,6 +29,8 @@ impl FakeEngine {
             containers,
             answer: Box::new(answer),
             ran: Mutex::new(Vec::new()),
+            paused: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
             socket: PathBuf::from("/run/fake-engine.sock"),
         }
     }
@@ -50,5 +56,26 @@ impl Engine for FakeEngine {
             what: "a session".into(),
             problem: "the fake engine holds none".into(),
         })
+    }
+
+    async fn paused(&self, id: &str) -> Result<Option<bool>, EngineError> {
+        let running = self.containers.iter().any(|c| c.id == id);
+        Ok(running.then(|| self.paused.lock().unwrap().iter().any(|p| p == id)))
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        self.changes.lock().unwrap().push(format!("pause {id}"));
+        self.paused.lock().unwrap().push(id.to_string());
+        Ok(())
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        self.changes.lock().unwrap().push(format!("unpause {id}"));
+        self.paused.lock().unwrap().retain(|p| p != id);
+        Ok(())
+    }
+
+    fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
 }

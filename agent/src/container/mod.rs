@@ -105,6 +105,13 @@ pub(crate) trait Engine: Send + Sync {
     async fn exec(&self, id: &str, exec: &Exec) -> Result<ExecOutput, EngineError>;
     /// Starts a command in a container with its input and output attached.
     async fn session(&self, id: &str, exec: &Exec) -> Result<Box<dyn Session>, EngineError>;
+    /// Whether a container is paused; None once it is gone or no longer running.
+    async fn paused(&self, id: &str) -> Result<Option<bool>, EngineError>;
+    /// Pauses a container (the cgroup freezer stops every process in it).
+    async fn pause(&self, id: &str) -> Result<(), EngineError>;
+    async fn unpause(&self, id: &str) -> Result<(), EngineError>;
+    /// The engine's API socket: where a resume owed by a dead agent reaches it again.
+    fn socket(&self) -> &std::path::Path;
 }
 
 /// `text` made safe to print: control characters replaced, at most `MAX_TEXT` characters.

@@ -4,7 +4,8 @@
 //! same list.
 
 use super::auto::{Detected, Handler, Proc};
-use super::container::{FoundContainer, InContainer};
+use super::container::{Discovered, InContainer};
+use super::container_pause::PausedContainer;
 use super::hooks::{self, HookDir};
 use super::mysql::Mysql;
 use super::postgres::Postgres;
@@ -38,9 +39,8 @@ pub(crate) struct QuiescePlan {
     pub hooks: Result<hooks::Discovered, QuiesceError>,
     pub configured: Vec<QuiescerSettings>,
     pub detection: Detection,
-    /// The databases found in containers (with `auto`), and what could not be listed.
-    pub containers: Vec<FoundContainer>,
-    pub container_problems: Vec<String>,
+    /// What the containers get (with `auto`, or a `[[quiescer]] kind = "container"`).
+    pub containers: Discovered,
     units: Arc<dyn Units>,
     /// Where frozen units are recorded until thawed.
     runtime_dir: Option<PathBuf>,
@@ -75,15 +75,15 @@ impl QuiescePlan {
                 Err(e) => Detection::Failed(e.to_string()),
             }
         };
-        let (containers, container_problems) = if settings.auto {
+        let containers = if settings.auto || !settings.containers.is_empty() {
             let engines = crate::container::engines(&settings.container_sockets);
-            super::container::discover(engines.into_iter().map(Arc::from).collect()).await
+            let engines = engines.into_iter().map(Arc::from).collect();
+            super::container::discover(engines, &settings.containers, settings.auto).await
         } else {
-            (Vec::new(), Vec::new())
+            Discovered::default()
         };
         QuiescePlan {
             containers,
-            container_problems,
             hooks_dir: settings.hooks_dir.clone(),
             hook_timeout: settings.hook_timeout,
             hooks: hooks::discover(&settings.hooks_dir),
@@ -115,9 +115,10 @@ impl QuiescePlan {
     /// Applications running that nothing quiesces, each with why and what to do.
     pub(crate) fn unquiesced(&self) -> Vec<String> {
         let mut found = self.units_unquiesced();
-        found.extend(self.container_problems.iter().cloned());
+        found.extend(self.containers.problems.iter().cloned());
         found.extend(
             self.containers
+                .databases
                 .iter()
                 .filter_map(|c| Some(format!("{}: {}", c.label(), c.unhandled.as_ref()?))),
         );
@@ -150,6 +151,14 @@ impl QuiescePlan {
                     .run_through(self.units.clone()),
             ));
         }
+        // Containers paused next: like hooks, they may hold the applications that write to
+        // the databases quiesced after them.
+        for target in &self.containers.paused {
+            list.push(Box::new(PausedContainer::new(
+                target.clone(),
+                self.runtime_dir.clone(),
+            )));
+        }
         for settings in &self.configured {
             list.push(build(settings, &self.units, self.runtime_dir.as_deref()));
         }
@@ -160,7 +169,7 @@ impl QuiescePlan {
                 inner,
             }));
         }
-        for found in self.containers.iter().filter(|c| c.unhandled.is_none()) {
+        for found in self.containers.databases.iter().filter(|c| c.unhandled.is_none()) {
             list.push(Box::new(InContainer::new(
                 found.clone(),
                 DEFAULT_QUIESCER_TIMEOUT,

@@ -8,7 +8,9 @@
 //! Nothing from a container is trusted: its process names only choose which question to ask,
 //! and no path inside its root is ever opened.
 
+use super::container_pause::{decide, ToPause};
 use super::require_frozen;
+use crate::config::{ContainerMode, ContainerRule};
 use crate::container::{printable, Container, Engine, Exec, Session};
 use crate::secret::Secret;
 use crate::systemd::discovery::DatabaseKind;
@@ -69,34 +71,68 @@ fn recognise(container: &Container) -> Option<(DatabaseKind, u32)> {
     })
 }
 
-/// The databases running in the containers of `engines`, each probed; and what could not be
-/// listed.
-pub(crate) async fn discover(engines: Vec<Arc<dyn Engine>>) -> (Vec<FoundContainer>, Vec<String>) {
-    let (mut found, mut problems) = (Vec::new(), Vec::new());
+/// What the engines' containers get: databases to quiesce natively, containers to pause,
+/// containers left alone, and what could not be listed or read.
+#[derive(Default)]
+pub(crate) struct Discovered {
+    pub databases: Vec<FoundContainer>,
+    pub paused: Vec<ToPause>,
+    /// Each container left alone, with who said so.
+    pub left_alone: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Lists the running containers of `engines` and decides for each (`container_pause::decide`);
+/// the databases found are probed.
+pub(crate) async fn discover(
+    engines: Vec<Arc<dyn Engine>>,
+    rules: &[ContainerRule],
+    auto: bool,
+) -> Discovered {
+    let mut found = Discovered::default();
     for engine in engines {
         let containers = match engine.running().await {
             Ok(containers) => containers,
             Err(e) => {
-                problems.push(format!("cannot list the containers: {e}"));
+                found.problems.push(format!("cannot list the containers: {e}"));
                 continue;
             }
         };
         for container in containers {
-            let Some((kind, uid)) = recognise(&container) else {
+            let (decision, problem) = decide(&container, rules, auto);
+            found.problems.extend(problem);
+            let Some(decision) = decision else {
                 continue;
             };
-            let mut db = FoundContainer {
-                container,
-                kind,
-                user: uid.to_string(),
-                unhandled: None,
-                engine: engine.clone(),
-            };
-            db.unhandled = probe(&db).await.err();
-            found.push(db);
+            let by = decision.by.unwrap_or_default();
+            match decision.mode {
+                ContainerMode::None => found
+                    .left_alone
+                    .push(format!("container {}: left alone, as {by} asks", container.name)),
+                ContainerMode::Pause => found.paused.push(ToPause {
+                    timeout: decision.timeout,
+                    container,
+                    engine: engine.clone(),
+                    by,
+                }),
+                ContainerMode::Auto => {
+                    let Some((kind, uid)) = recognise(&container) else {
+                        continue;
+                    };
+                    let mut db = FoundContainer {
+                        container,
+                        kind,
+                        user: uid.to_string(),
+                        unhandled: None,
+                        engine: engine.clone(),
+                    };
+                    db.unhandled = probe(&db).await.err();
+                    found.databases.push(db);
+                }
+            }
         }
     }
-    (found, problems)
+    found
 }
 
 /// Whether the database answers as what its process is named; why not, when it does not.

@@ -19,6 +19,10 @@ pub(crate) enum OwedError {
     /// The hook's `thaw` failed; it is not repeated.
     #[error(transparent)]
     Hook(QuiesceError),
+    /// The engine could not be asked about the container, or would not unpause it: it stays
+    /// recorded, to be tried again.
+    #[error(transparent)]
+    Container(#[from] crate::container::EngineError),
 }
 
 /// Runs every recorded resume, last prepared first; forgets the hooks, and the units that are
@@ -51,6 +55,7 @@ pub(crate) async fn resume_recorded(
                 Ok(_) => units.start(unit).await.map_err(OwedError::Unit),
                 Err(e) => Err(e.into()),
             },
+            Pending::PausedContainer { id, socket } => unpause(id, socket).await,
             Pending::Hook { path, running } => {
                 if let Some(running) = running {
                     end(path, running, units).await;
@@ -88,6 +93,20 @@ pub(crate) async fn resume_recorded(
         outcomes.push((entry.clone(), outcome));
     }
     outcomes
+}
+
+/// Unpauses a container a dead agent paused, if it is still paused (an operator may have
+/// unpaused it, or removed it, since).
+async fn unpause(id: &str, socket: &Path) -> Result<(), OwedError> {
+    let engine = crate::container::Docker::new(socket.to_path_buf());
+    unpause_with(&engine, id).await
+}
+
+async fn unpause_with(engine: &dyn crate::container::Engine, id: &str) -> Result<(), OwedError> {
+    if engine.paused(id).await? == Some(true) {
+        engine.unpause(id).await?;
+    }
+    Ok(())
 }
 
 /// Ends what is left of a hook's run: kills its process group, or stops its unit.

@@ -3,10 +3,10 @@
 //! resume anything itself, so `freezeframe-agent thaw` (the unit's ExecStopPost) and the next
 //! run do it from this record, in reverse order, after the filesystems are thawed.
 //!
-//! Only what outlives the agent is recorded: units frozen or stopped through systemd, and hooks
-//! (whose `thaw` nothing else would run), with what a hook's `freeze` left running. A MariaDB
-//! lock session ends with the agent by itself; PostgreSQL's CHECKPOINT and Redis's BGSAVE leave
-//! nothing to undo.
+//! Only what outlives the agent is recorded: units frozen or stopped through systemd, containers
+//! paused through their engine, and hooks (whose `thaw` nothing else would run), with what a
+//! hook's `freeze` left running. A MariaDB lock session ends with the agent by itself;
+//! PostgreSQL's CHECKPOINT and Redis's BGSAVE leave nothing to undo.
 //!
 //! Every change to the record is written by one thread, in the order asked, and its caller waits
 //! for it at most [`WRITE_BOUND`]: on tmpfs a write takes microseconds, but a runtime directory
@@ -36,6 +36,8 @@ pub(crate) enum Pending {
     /// What a hook's `freeze` left running when it exited (a lock session held until `thaw`):
     /// after the hook's `thaw`, end what is left of it.
     HookLeft { path: PathBuf, left: Running },
+    /// A container paused through the engine at `socket`: unpause it.
+    PausedContainer { id: String, socket: PathBuf },
 }
 
 /// Where a hook runs, while it runs: what a resume for a dead agent ends before its `thaw`.
@@ -52,6 +54,7 @@ impl Pending {
         match self {
             Pending::FrozenUnit(unit) => format!("thaw-unit {unit}"),
             Pending::StoppedUnit(unit) => format!("start-unit {unit}"),
+            Pending::PausedContainer { id, socket } => format!("unpause-container {id} {}", socket.display()),
             Pending::Hook { path, running: None } => format!("hook {}", path.display()),
             Pending::Hook {
                 path,
@@ -96,6 +99,13 @@ impl Pending {
         match kind {
             "thaw-unit" => Some(Pending::FrozenUnit(rest.into())),
             "start-unit" => Some(Pending::StoppedUnit(rest.into())),
+            "unpause-container" => {
+                let (id, socket) = rest.split_once(' ')?;
+                Some(Pending::PausedContainer {
+                    id: crate::container::valid_id(id)?,
+                    socket: socket.into(),
+                })
+            }
             "hook" => Some(Pending::hook(rest.into())),
             "hook-running" => {
                 let (group, path) = rest.split_once(' ')?;
@@ -135,6 +145,13 @@ impl fmt::Display for Pending {
         match self {
             Pending::FrozenUnit(unit) => write!(f, "{unit} (frozen): thaw"),
             Pending::StoppedUnit(unit) => write!(f, "{unit} (stopped): start"),
+            Pending::PausedContainer { id, .. } => {
+                write!(
+                    f,
+                    "container {} (paused): unpause",
+                    id.chars().take(12).collect::<String>()
+                )
+            }
             Pending::Hook { path, .. } => write!(f, "hook {}: thaw", path.display()),
             Pending::HookLeft { path, .. } => {
                 write!(f, "hook {}: end what its freeze left running", path.display())

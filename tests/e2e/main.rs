@@ -326,7 +326,10 @@ fn not_understood(machine: &Container) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if !verify.status.success() {
-        misread.push(format!("systemd-analyze verify failed ({}): {said}", verify.status));
+        misread.push(format!(
+            "systemd-analyze verify failed ({}): {said}",
+            verify.status
+        ));
     }
     misread.dedup();
     misread

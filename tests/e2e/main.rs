@@ -4,9 +4,13 @@
 //! CLI through the remote path (a stand-in for ssh that enters the container). The API is the
 //! simulator on the shared loopback, which copies the volume when it registers a snapshot.
 //!
-//! Run by `tests/e2e/run`, which builds the packages first (it takes minutes).
+//! Run by `tests/e2e/run`, which builds the packages first (it takes minutes). Debian 13 and
+//! the programs' glibc: releases.rs, glibc.rs.
 
-use freezeframe_tests::container::{self, Bind, Container};
+mod glibc;
+mod releases;
+
+use freezeframe_tests::container::{self, Bind, Container, Release};
 use freezeframe_tests::restored::Machines;
 use freezeframe_tests::sim::{Capture, SimConfig};
 use freezeframe_tests::*;
@@ -19,7 +23,8 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dop_v1_e2e_simulated_token";
 
-/// Inserts 1, 2, 3, … into `rows` inside the container, counting the commits psql reported.
+/// Writes 1, 2, 3, … inside the container, one command each, counting the writes the
+/// database's client reported done.
 struct Inserter {
     acked: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -27,7 +32,19 @@ struct Inserter {
 }
 
 impl Inserter {
+    /// Inserts into PostgreSQL's `rows`, committed one by one.
     fn start(machine_pid: u32) -> Inserter {
+        Inserter::writing(machine_pid, |n| {
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-c"]
+                .map(String::from)
+                .into_iter()
+                .chain([format!("INSERT INTO rows VALUES ({n})")])
+                .collect()
+        })
+    }
+
+    /// Runs `write(n)` in the machine for n = 1, 2, 3, … until stopped.
+    fn writing(machine_pid: u32, write: impl Fn(u64) -> Vec<String> + Send + 'static) -> Inserter {
         let acked = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s) = (acked.clone(), stop.clone());
@@ -37,13 +54,12 @@ impl Inserter {
                 n += 1;
                 let out = Command::new("nsenter")
                     .args(["-t", &machine_pid.to_string(), "-a", "--"])
-                    .args(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-c"])
-                    .arg(format!("INSERT INTO rows VALUES ({n})"))
+                    .args(write(n))
                     .output()
                     .unwrap();
                 assert!(
                     out.status.success(),
-                    "INSERT {n}: {}",
+                    "write {n}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
                 a.store(n, Ordering::SeqCst);
@@ -190,7 +206,7 @@ impl AptRepo {
     }
 
     /// The machine's source for this repository, its packages checked with `keyring`.
-    fn add_source(&self, machine: &Container, keyring: &[u8]) {
+    fn add_source(&self, machine: &Container, release: Release, keyring: &[u8]) {
         let root = format!("/proc/{}/root", machine.pid);
         std::fs::write(
             format!("{root}/usr/share/keyrings/freezeframe-archive-keyring.gpg"),
@@ -200,12 +216,127 @@ impl AptRepo {
         std::fs::write(
             format!("{root}/etc/apt/sources.list.d/freezeframe.list"),
             format!(
-                "deb [signed-by=/usr/share/keyrings/freezeframe-archive-keyring.gpg] {} bookworm main\n",
-                self.http.url
+                "deb [signed-by=/usr/share/keyrings/freezeframe-archive-keyring.gpg] {} {} main\n",
+                self.http.url,
+                release.codename()
             ),
         )
         .unwrap();
     }
+}
+
+/// The units the agent's package installs.
+const UNITS: [&str; 4] = [
+    "freezeframe-agent.service",
+    "freezeframe-snapshot.service",
+    "freezeframe-snapshot.timer",
+    "freezeframe-drill.service",
+];
+
+/// Installs both packages in `machine` (of `release`) from their signed apt repository, as
+/// users install them (refused while the keyring lacks the archive's key), and holds the units
+/// to that release's systemd: every directive understood, each service sandboxed within the
+/// bounds docs/src/installing.md gives, nothing started before the first call.
+fn install_from_repository(machine: &Container, release: Release, debs: &[PathBuf]) -> AptRepo {
+    let repo = AptRepo::build(debs);
+    repo.add_source(machine, release, &TestKey::new("someone else").keyring());
+    let refused = machine.exec(&["sh", "-c", &format!("{APT} update 2>&1")]);
+    let said = String::from_utf8_lossy(&refused.stdout);
+    // apt's gpgv says NO_PUBKEY (Debian 12), its sqv "Missing key" (Debian 13).
+    assert!(
+        !refused.status.success() && (said.contains("NO_PUBKEY") || said.contains("Missing key")),
+        "{said}"
+    );
+    repo.add_source(machine, release, &repo.key.keyring());
+    machine.sh(&format!(
+        "{APT} update && DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends freezeframe-agent"
+    ));
+    assert_eq!(
+        machine.sh("dpkg-query -W -f='${Package} ${Version}\\n' freezeframe freezeframe-agent"),
+        "freezeframe 0.1.0-1\nfreezeframe-agent 0.1.0-1",
+        "the agent's dependency came with it"
+    );
+    machine.sh("getent group freezeframe");
+    let systemd = machine.sh("systemctl --version | head -1");
+    assert!(
+        systemd.starts_with(&format!("systemd {} ", release.systemd())),
+        "{release:?} runs {systemd}"
+    );
+    // Every directive of every unit is one this systemd knows; a directive it does not know
+    // (planted in a drop-in) is seen, so the check can fail.
+    let misread = not_understood(machine);
+    assert!(misread.is_empty(), "{systemd}: {misread:#?}");
+    machine.sh(
+        "mkdir -p /run/systemd/system/freezeframe-agent.service.d && \
+         printf '[Service]\\nFreezeframeCanary=yes\\n' > /run/systemd/system/freezeframe-agent.service.d/canary.conf",
+    );
+    let planted = not_understood(machine);
+    machine.sh("rm -r /run/systemd/system/freezeframe-agent.service.d && systemctl daemon-reload");
+    assert!(
+        planted.iter().any(|l| l.contains("FreezeframeCanary")),
+        "an unknown directive went unseen: {planted:#?}"
+    );
+    // Each unit is sandboxed as docs/src/installing.md says: systemd's own rating.
+    for (unit, limit) in [
+        ("freezeframe-agent.service", 4.0),
+        ("freezeframe-snapshot.service", 2.0),
+        ("freezeframe-drill.service", 2.0),
+    ] {
+        let rating = machine.sh(&format!("systemd-analyze security --no-pager {unit} | tail -1"));
+        let exposure: f64 = rating
+            .rsplit(": ")
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in {rating:?}"));
+        eprintln!("{systemd}: systemd-analyze security: {unit}: {exposure}");
+        assert!(exposure <= limit, "{systemd}: {unit}: {rating}");
+    }
+    assert_eq!(
+        machine.unit_property("freezeframe-agent", "ActiveState"),
+        "inactive"
+    );
+    assert_eq!(
+        machine.sh("systemctl is-enabled freezeframe-snapshot.timer || true"),
+        "disabled"
+    );
+    repo
+}
+
+/// What the machine's systemd says it did not understand in the packaged units: the lines of
+/// `systemd-analyze verify` and of the journal since a reload that name a unit, key or section
+/// it ignored.
+fn not_understood(machine: &Container) -> Vec<String> {
+    machine.sh("systemctl daemon-reload");
+    let verify = machine.exec(
+        &["systemd-analyze", "verify", "--man=no"]
+            .into_iter()
+            .chain(UNITS)
+            .collect::<Vec<_>>(),
+    );
+    let journal = machine.sh("journalctl -b -o cat --no-pager _PID=1 | grep -i freezeframe || true");
+    let said = format!(
+        "{}{}{journal}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let mut misread: Vec<String> = said
+        .lines()
+        .filter(|l| {
+            ["unknown", "ignoring", "unsupported", "invalid"]
+                .iter()
+                .any(|w| l.to_lowercase().contains(w))
+        })
+        .map(str::to_string)
+        .collect();
+    if !verify.status.success() {
+        misread.push(format!(
+            "systemd-analyze verify failed ({}): {said}",
+            verify.status
+        ));
+    }
+    misread.dedup();
+    misread
 }
 
 /// `deb` again as version `version`: a newer build of the same package, in `dir`.
@@ -367,47 +498,7 @@ fn the_packages_install_snapshot_postgresql_under_load_and_purge_cleanly() {
         ],
     );
 
-    // The packages install cleanly from the signed apt repository, as users install them
-    // (refused while the keyring lacks the archive's key); nothing runs until the first call.
-    let repo = AptRepo::build(&debs);
-    repo.add_source(&machine, &TestKey::new("someone else").keyring());
-    let refused = machine.exec(&["sh", "-c", &format!("{APT} update 2>&1")]);
-    let said = String::from_utf8_lossy(&refused.stdout);
-    assert!(!refused.status.success() && said.contains("NO_PUBKEY"), "{said}");
-    repo.add_source(&machine, &repo.key.keyring());
-    machine.sh(&format!(
-        "{APT} update && DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends freezeframe-agent"
-    ));
-    assert_eq!(
-        machine.sh("dpkg-query -W -f='${Package} ${Version}\\n' freezeframe freezeframe-agent"),
-        "freezeframe 0.1.0-1\nfreezeframe-agent 0.1.0-1",
-        "the agent's dependency came with it"
-    );
-    machine.sh("getent group freezeframe");
-    // Each unit is sandboxed as docs/src/installing.md says: systemd's own rating.
-    for (unit, limit) in [
-        ("freezeframe-agent.service", 4.0),
-        ("freezeframe-snapshot.service", 2.0),
-        ("freezeframe-drill.service", 2.0),
-    ] {
-        let rating = machine.sh(&format!("systemd-analyze security --no-pager {unit} | tail -1"));
-        let exposure: f64 = rating
-            .rsplit(": ")
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no exposure level in {rating:?}"));
-        eprintln!("systemd-analyze security: {unit}: {exposure}");
-        assert!(exposure <= limit, "{unit}: {rating}");
-    }
-    assert_eq!(
-        machine.unit_property("freezeframe-agent", "ActiveState"),
-        "inactive"
-    );
-    assert_eq!(
-        machine.sh("systemctl is-enabled freezeframe-snapshot.timer || true"),
-        "disabled"
-    );
+    let repo = install_from_repository(&machine, Release::Bookworm, &debs);
     machine.sh(&format!("echo {TOKEN} | freezeframe-agent setup-token"));
     assert_eq!(machine.sh("stat -c %a /etc/freezeframe/token"), "600");
     machine.sh(&format!(

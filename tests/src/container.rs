@@ -28,15 +28,48 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// A Debian release the containers boot, and what it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Debian 12: systemd 252, glibc 2.36.
+    Bookworm,
+    /// Debian 13: systemd 257, glibc 2.41.
+    Trixie,
+}
+
+impl Release {
+    /// The codename, as debootstrap and apt's sources name it.
+    pub fn codename(self) -> &'static str {
+        match self {
+            Release::Bookworm => "bookworm",
+            Release::Trixie => "trixie",
+        }
+    }
+
+    /// The major version of the systemd it ships.
+    pub fn systemd(self) -> u32 {
+        match self {
+            Release::Bookworm => 252,
+            Release::Trixie => 257,
+        }
+    }
+}
+
 /// A bookworm root with systemd, dbus and `packages`, built once and cached by package list.
 pub fn debian_root(packages: &[&str]) -> PathBuf {
+    release_root(Release::Bookworm, packages)
+}
+
+/// A root of `release` with systemd, dbus and `packages`, built once and cached by release and
+/// package list (Debian's archive serves every release this names).
+pub fn release_root(release: Release, packages: &[&str]) -> PathBuf {
     let mut all = vec!["systemd", "systemd-sysv", "dbus"];
     all.extend_from_slice(packages);
     all.sort();
     all.dedup();
     let key = all.join("+");
     std::fs::create_dir_all(CACHE).expect("create the container cache");
-    let root = Path::new(CACHE).join(format!("bookworm-{key}"));
+    let root = Path::new(CACHE).join(format!("{}-{key}", release.codename()));
     // One builder at a time: other tests wait for the cache.
     let lock = std::fs::File::create(Path::new(CACHE).join("build.lock")).expect("cache lock");
     nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -46,7 +79,7 @@ pub fn debian_root(packages: &[&str]) -> PathBuf {
                 let _ = std::fs::remove_dir_all(&building);
                 let out = Command::new("debootstrap")
                     .args(["--variant=minbase", &format!("--include={}", all.join(","))])
-                    .args(["bookworm", building.to_str().unwrap(), MIRROR])
+                    .args([release.codename(), building.to_str().unwrap(), MIRROR])
                     .output()
                     .expect("run debootstrap");
                 assert!(

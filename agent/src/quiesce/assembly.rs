@@ -3,6 +3,7 @@
 //! native quiescer. `plan` prints the same list.
 
 use super::auto::{Detected, Handler, Proc};
+use super::client::Clients;
 use super::hooks::{self, HookDir};
 use super::mysql::Mysql;
 use super::postgres::Postgres;
@@ -167,24 +168,30 @@ pub(crate) fn build(
             os_user,
             checkpoint,
             timeout,
-        } => Box::new(Postgres::new(
-            socket_dir.clone(),
-            *port,
-            os_user.clone(),
-            *checkpoint,
-            *timeout,
-        )),
+        } => Box::new(
+            Postgres::new(
+                socket_dir.clone(),
+                *port,
+                os_user.clone(),
+                *checkpoint,
+                *timeout,
+            )
+            .run_through(Clients::through(units.clone())),
+        ),
         QuiescerSettings::Mariadb {
             socket,
             login,
             lock_wait_timeout,
             timeout,
-        } => Box::new(Mysql::new(
-            socket.clone(),
-            login.clone(),
-            *lock_wait_timeout,
-            *timeout,
-        )),
+        } => Box::new(
+            Mysql::new(
+                socket.clone(),
+                login.clone(),
+                *lock_wait_timeout,
+                *timeout,
+            )
+            .run_through(Clients::through(units.clone())),
+        ),
         QuiescerSettings::Systemd { unit, mode, timeout } => {
             let quiescer = SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout);
             Box::new(match runtime_dir {

@@ -454,6 +454,9 @@ async fn run_as_unit(
         description: format!("freezeframe hook {name} {arg}"),
         argv: vec![hook.display().to_string(), arg.to_string()],
         output: write,
+        input: None,
+        errors: None,
+        remain_after_exit: true,
         timeout,
     });
     let mut output = Output::default();

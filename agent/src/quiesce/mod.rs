@@ -4,6 +4,7 @@
 
 pub(crate) mod assembly;
 pub(crate) mod auto;
+pub(crate) mod client;
 pub(crate) mod hooks;
 pub(crate) mod mysql;
 pub(crate) mod owed;

@@ -169,14 +169,8 @@ pub(crate) fn build(
             checkpoint,
             timeout,
         } => Box::new(
-            Postgres::new(
-                socket_dir.clone(),
-                *port,
-                os_user.clone(),
-                *checkpoint,
-                *timeout,
-            )
-            .run_through(Clients::through(units.clone())),
+            Postgres::new(socket_dir.clone(), *port, os_user.clone(), *checkpoint, *timeout)
+                .run_through(Clients::through(units.clone())),
         ),
         QuiescerSettings::Mariadb {
             socket,
@@ -184,13 +178,8 @@ pub(crate) fn build(
             lock_wait_timeout,
             timeout,
         } => Box::new(
-            Mysql::new(
-                socket.clone(),
-                login.clone(),
-                *lock_wait_timeout,
-                *timeout,
-            )
-            .run_through(Clients::through(units.clone())),
+            Mysql::new(socket.clone(), login.clone(), *lock_wait_timeout, *timeout)
+                .run_through(Clients::through(units.clone())),
         ),
         QuiescerSettings::Systemd { unit, mode, timeout } => {
             let quiescer = SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout);

@@ -122,7 +122,13 @@ fn unit_name(program: &str) -> String {
     let base = program.rsplit('/').next().unwrap_or(program);
     let safe: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(32)
         .collect();
     format!(

@@ -87,11 +87,10 @@ impl Postgres {
             argv: argv.iter().map(|a| a.to_string()).collect(),
             password: None,
         };
-        let out = self
-            .clients
-            .output(&program, self.timeout)
-            .await
-            .map_err(|e| QuiesceError::with_source("cannot run psql (is postgresql-client installed?)", e))?;
+        let out =
+            self.clients.output(&program, self.timeout).await.map_err(|e| {
+                QuiesceError::with_source("cannot run psql (is postgresql-client installed?)", e)
+            })?;
         if !out.success {
             return Err(QuiesceError::new(format!(
                 "PostgreSQL at {} port {} refused `{statement}`: {}",

@@ -93,13 +93,35 @@ pub(crate) fn count_guard_notes(history: &mut History, runtime_dir: &Path) -> Ve
     notes
 }
 
-/// Adds `run` (when there is one) and the guard's notes to the history in `file`; whether
-/// it changed. Failures are logged: a run is not failed for its record.
-pub(crate) fn record(file: &Path, keep: usize, runtime_dir: &Path, run: Option<RunRecord>) -> bool {
+/// The earlier runs of Droplet `droplet` whose snapshots do not carry their level yet, oldest
+/// first (see [`RunRecord::tag_owed`]).
+pub(crate) fn tags_owed(file: &Path, droplet: u64) -> Vec<RunRecord> {
+    load(file)
+        .runs
+        .into_iter()
+        .filter(|r| r.tag_owed && r.droplet_id == Some(droplet))
+        .collect()
+}
+
+/// Adds `run` (when there is one) and the guard's notes to the history in `file`, and clears
+/// the tags owed by the earlier runs named in `tags_settled` (tagged since, or given up);
+/// whether it changed. Failures are logged: a run is not failed for its record.
+pub(crate) fn record(
+    file: &Path,
+    keep: usize,
+    runtime_dir: &Path,
+    run: Option<RunRecord>,
+    tags_settled: &[String],
+) -> bool {
     let mut history = load(file);
     let notes = count_guard_notes(&mut history, runtime_dir);
-    if run.is_none() && notes.is_empty() {
+    if run.is_none() && notes.is_empty() && tags_settled.is_empty() {
         return false;
+    }
+    for earlier in history.runs.iter_mut() {
+        if tags_settled.contains(&earlier.snapshot_name) {
+            earlier.tag_owed = false;
+        }
     }
     if let Some(run) = run {
         history.add(run, keep);
@@ -139,6 +161,8 @@ mod tests {
             snapshots_kept: None,
             positions: Vec::new(),
             error: None,
+            volume_snapshot_ids: Vec::new(),
+            tag_owed: false,
         }
     }
 
@@ -174,11 +198,17 @@ mod tests {
         let runtime = dir.path().join("run");
         std::fs::create_dir_all(&runtime).unwrap();
         std::fs::write(runtime.join(format!("{}1-2", crate::guard::DIED_NOTE_PREFIX)), "").unwrap();
-        assert!(record(&file, 10, &runtime, Some(run(Status::Succeeded, 1.0))));
+        assert!(record(
+            &file,
+            10,
+            &runtime,
+            Some(run(Status::Succeeded, 1.0)),
+            &[]
+        ));
         let written = load(&file);
         assert_eq!(written.totals.guard_agent_died_thaws, 1);
         assert_eq!(written.runs.len(), 1);
-        assert!(!record(&file, 10, &runtime, None), "nothing new to record");
+        assert!(!record(&file, 10, &runtime, None, &[]), "nothing new to record");
         assert_eq!(
             std::fs::read_dir(&runtime).unwrap().count(),
             0,

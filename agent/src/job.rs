@@ -18,6 +18,7 @@ use crate::transaction::{
 };
 use crate::{dbus, logind, metrics, systemd};
 pub(crate) use freezeframe_contract::plan::{DatabaseDetection, DetectedUnit, SnapshotPlan};
+use freezeframe_contract::Exit;
 
 /// What the caller asks of one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,6 +151,47 @@ impl std::fmt::Display for WouldFail {
     }
 }
 
+/// The exit code of a run stopped by its runtime directory: busy is 75 (try again later),
+/// a folder that is not private the owner's configuration to fix.
+pub(crate) fn runtime_exit(e: &RuntimeError) -> Exit {
+    match e {
+        RuntimeError::Busy { .. } => Exit::Busy,
+        RuntimeError::Dir { .. } => Exit::Failed,
+        // The folder the configuration names (or its default) is the owner's to fix.
+        RuntimeError::NotPrivate { .. } => Exit::Usage,
+    }
+}
+
+impl WouldFail {
+    /// The exit code the snapshot would have ended with, as for its report.
+    fn exit(&self) -> Exit {
+        match self {
+            WouldFail::Runtime(e) => runtime_exit(e),
+            WouldFail::Preflight(refusal) if refusal.setup => Exit::Usage,
+            WouldFail::Preflight(_) => Exit::Failed,
+        }
+    }
+}
+
+impl DryRun {
+    /// The dry run as both programs print it and the bus answers it.
+    pub(crate) fn answer(&self) -> freezeframe_contract::DryRun {
+        let (exit, warnings, error) = match &self.preflight {
+            Ok(warnings) => (Exit::Success, warnings.clone(), None),
+            Err(why) => (why.exit(), Vec::new(), Some(why.to_string())),
+        };
+        freezeframe_contract::DryRun {
+            plan: self.plan.clone(),
+            preflight: freezeframe_contract::Preflight {
+                passed: error.is_none(),
+                warnings,
+                error,
+                exit: exit.code(),
+            },
+        }
+    }
+}
+
 /// A dry run: the plan, then everything a run checks before it quiesces or freezes (the
 /// runtime directory and its lock, the filesystems, the provider with its token and its
 /// Droplet, the quiescers), with nothing made, locked, recovered or recorded.
@@ -164,7 +206,8 @@ pub(crate) async fn dry_run(settings: &Settings, request: &JobRequest) -> Result
     let bus = dbus::system_bus().await.ok();
     let quiesce = quiesce_plan(settings, bus.as_ref()).await;
     let described = describe(settings, plan.clone(), &quiesce);
-    if let Err(e) = runtime::check_usable(&settings.runtime_dir) {
+    let runtime_dir = settings.runtime_dir.clone();
+    if let Err(e) = crate::blocking::run(move || runtime::check_usable(&runtime_dir)).await {
         return Ok(DryRun {
             plan: described,
             preflight: Err(WouldFail::Runtime(e)),
@@ -344,6 +387,7 @@ pub(crate) async fn execute(
     .run()
     .await;
     report.droplet_id = provider.droplet_id();
+    let tags_settled = tag_earlier_runs(settings, &mut provider).await;
     let drill = drill_for_metrics(settings, &mut provider).await;
     // The thaw is long past: the last result may go to disk, for `status` whichever way the
     // run was started (the service, or a one-shot `freezeframe-agent snapshot`). Flushed files,
@@ -360,6 +404,7 @@ pub(crate) async fn execute(
             settings.history.keep,
             &settings.runtime_dir,
             Some(run),
+            &tags_settled,
         );
         if let Some(drill) = drill {
             drill.keep_if_newer(&settings.verify.state_file);
@@ -394,6 +439,30 @@ pub(crate) fn snapshot_spec(
         }),
         unquiesced,
     }
+}
+
+/// Tags the snapshots of earlier runs of this Droplet that did not wait for theirs to complete
+/// with their level, after the thaw and bounded in time like the drill's lookup; answers the
+/// runs (by snapshot name) that owe no tag any more.
+async fn tag_earlier_runs(settings: &Settings, provider: &mut Provider) -> Vec<String> {
+    let Some(droplet) = provider.droplet_id() else {
+        return Vec::new();
+    };
+    let owed = {
+        let file = settings.history.file.clone();
+        crate::blocking::run(move || history::tags_owed(&file, droplet)).await
+    };
+    if owed.is_empty() {
+        return Vec::new();
+    }
+    tokio::time::timeout(DRILL_LOOKUP_TIMEOUT, provider.tag_earlier(&owed))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::info!(
+                "earlier runs' snapshots were not tagged within {DRILL_LOOKUP_TIMEOUT:?} (next run)"
+            );
+            Vec::new()
+        })
 }
 
 /// The newest restore drill the provider records on this machine's snapshots (one run

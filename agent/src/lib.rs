@@ -74,6 +74,7 @@ mod blocking;
 mod checks;
 mod cmd;
 pub mod config;
+mod container;
 mod dbus;
 mod errors;
 test_kit_mod!(freeze);

@@ -464,6 +464,8 @@ mod tests {
             snapshots_kept: Some(7),
             positions: Vec::new(),
             error: None,
+            volume_snapshot_ids: Vec::new(),
+            tag_owed: false,
         }
     }
 

@@ -7,8 +7,8 @@ use crate::client::{self, Agent1Proxy, Target, Unreachable};
 use crate::progress::Progress;
 use freezeframe_contract::wire::{self, Dict};
 use freezeframe_contract::Recovered;
-use freezeframe_contract::SnapshotPlan;
 use freezeframe_contract::{AgentError, AgentStatus};
+use freezeframe_contract::{DryRun, SnapshotPlan};
 use freezeframe_contract::{Pruned, SnapshotInfo};
 use freezeframe_contract::{Report, Status};
 use futures_util::StreamExt;
@@ -104,19 +104,20 @@ pub struct SnapshotRequest {
     pub dry_run: bool,
 }
 
-/// How a snapshot job ended: its report, or for a dry run the plan.
+/// How a snapshot job ended: its report, or for a dry run the plan and preflight's verdict.
 #[derive(Debug, Clone)]
 pub enum Finished {
     Snapshot(Box<Report>),
-    Plan(Box<SnapshotPlan>),
+    DryRun(Box<DryRun>),
 }
 
 impl Finished {
-    /// 0 when it succeeded; 2 when the report says the machine's set-up is at fault (its
-    /// configuration, the token file), as for any configuration error; 1 otherwise.
+    /// 0 when it succeeded (a dry run: when preflight passed); 2 when the machine's set-up is
+    /// at fault (its configuration, the token file), as for any configuration error; a dry run
+    /// the code the snapshot would have ended with.
     pub fn exit(&self) -> Exit {
         match self {
-            Finished::Plan(_) => Exit::Success,
+            Finished::DryRun(dry_run) => Exit::from_code(dry_run.preflight.exit).unwrap_or(Exit::Failed),
             Finished::Snapshot(report) => report_exit(report),
         }
     }
@@ -124,14 +125,14 @@ impl Finished {
     pub fn text(&self) -> String {
         match self {
             Finished::Snapshot(report) => freezeframe_contract::render::report(report),
-            Finished::Plan(plan) => freezeframe_contract::render::plan(plan),
+            Finished::DryRun(dry_run) => freezeframe_contract::render::dry_run(dry_run),
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Finished::Snapshot(report) => serde_json::to_value(report),
-            Finished::Plan(plan) => serde_json::to_value(plan),
+            Finished::DryRun(dry_run) => serde_json::to_value(dry_run),
         }
         .unwrap_or_default()
     }
@@ -209,12 +210,21 @@ pub async fn snapshot(
                 }
                 progress.done();
                 return if request.dry_run {
-                    read(target, &a.report).map(|plan| Finished::Plan(Box::new(plan)))
+                    dry_run_answer(target, &a.report)
                 } else {
                     read(target, &a.report).map(|r| Finished::Snapshot(Box::new(r)))
                 };
             }
         }
+    }
+}
+
+/// A dry run's answer: the plan with preflight's verdict, or the report of a dry run that
+/// could not start (a bad name, an offline strategy).
+fn dry_run_answer(target: &Target, answer: &Dict) -> Result<Finished, Failure> {
+    match wire::from_dict::<DryRun>(answer) {
+        Ok(dry_run) => Ok(Finished::DryRun(Box::new(dry_run))),
+        Err(_) => read(target, answer).map(|r| Finished::Snapshot(Box::new(r))),
     }
 }
 

@@ -76,6 +76,13 @@ pub struct RunRecord {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The snapshots of its attached volumes, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_snapshot_ids: Vec<String>,
+    /// It made a snapshot that does not carry its level yet (it did not wait for completion):
+    /// a later run tags it once it is complete, and clears this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tag_owed: bool,
 }
 
 impl RunRecord {
@@ -117,6 +124,15 @@ impl RunRecord {
                 })
                 .collect(),
             error: report.error.clone(),
+            volume_snapshot_ids: report
+                .volume_snapshots
+                .iter()
+                .map(|v| v.snapshot_id.clone())
+                .collect(),
+            // A run that waited tagged what it made (or warned that it could not).
+            tag_owed: report.consistency.is_some()
+                && report.action_id.is_some()
+                && report.snapshot_id.is_none(),
         }
     }
 }
@@ -184,6 +200,8 @@ mod tests {
             snapshots_kept: None,
             positions: Vec::new(),
             error: None,
+            volume_snapshot_ids: Vec::new(),
+            tag_owed: false,
         }
     }
 

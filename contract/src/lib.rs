@@ -28,7 +28,7 @@ pub use interface::{
     Agent1Proxy, AgentError, JobFinished, JobFinishedArgs, JobFinishedStream, PhaseChanged, PhaseChangedArgs,
     PhaseChangedStream, BUS_NAME, OBJECT_PATH,
 };
-pub use plan::SnapshotPlan;
+pub use plan::{DryRun, Preflight, SnapshotPlan};
 pub use records::{
     ApiBudget, Consistency, DrillResult, LogPosition, Pruned, RecordedConsistency, SnapshotInfo,
     VolumeSnapshotRef,

@@ -59,3 +59,30 @@ pub struct DetectedUnit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
+
+/// A dry run's answer (`snapshot --dry-run`, from the agent's command and over the bus): the
+/// plan, and what preflight (everything checked before a freeze) found. Its JSON form is the
+/// plan's keys and `preflight`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRun {
+    /// What a snapshot would freeze and quiesce.
+    #[serde(flatten)]
+    pub plan: SnapshotPlan,
+    /// Whether a snapshot now would get past preflight.
+    pub preflight: Preflight,
+}
+
+/// Preflight's verdict in a dry run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// A snapshot now would get past preflight.
+    pub passed: bool,
+    /// What would not stop it but matters.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Why it would stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The exit code a snapshot now would end with (and the dry run ends with).
+    pub exit: u8,
+}

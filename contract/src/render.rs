@@ -1,7 +1,7 @@
 //! Plans and reports as text for people: the agent's own commands and the `freezeframe` CLI
 //! (which gets them over D-Bus and reads them back into the same types) print them the same way.
 
-use crate::plan::{DatabaseDetection, SnapshotPlan};
+use crate::plan::{DatabaseDetection, DryRun, SnapshotPlan};
 use crate::report::{Report, Status};
 use std::fmt::Write;
 
@@ -68,6 +68,26 @@ fn databases(out: &mut String, detection: &DatabaseDetection) {
             }
         }
     }
+}
+
+/// A dry run as both programs print it: the plan, then preflight's verdict and warnings.
+pub fn dry_run(dry_run: &DryRun) -> String {
+    let mut out = plan(&dry_run.plan);
+    let preflight = &dry_run.preflight;
+    match &preflight.error {
+        None => out.push_str("Preflight: passed (a snapshot now would go ahead)\n"),
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "Preflight: a snapshot now would FAIL (exit {}): {e}",
+                preflight.exit
+            );
+        }
+    }
+    for w in &preflight.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    out
 }
 
 /// A snapshot report as text.

@@ -122,6 +122,21 @@ pub struct GroupReport {
     /// the group did not commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_to_thaw_ms: Option<f64>,
+    /// The coordinator left the bus (killed, or its connection cut) while this member's job
+    /// ran: when, against its commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_left: Option<CoordinatorLeft>,
+}
+
+/// When a group member's coordinator left the bus, against its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoordinatorLeft {
+    /// Before it committed: the member thawed and resumed at once and requested nothing.
+    BeforeCommit,
+    /// After it committed: the member's request was out, and it thawed as its snapshot
+    /// registered; whether every other member had the commit is not known here.
+    AfterCommit,
 }
 
 /// Everything about one run.

@@ -210,6 +210,42 @@ pub struct MountedFilesystem {
     /// after the thaw, even if the marker itself is not on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub after_logged: bool,
+    /// The kernel's view of its health; none where the kernel keeps none (btrfs before Linux
+    /// 5.14), or from an agent that did not look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<FilesystemHealth>,
+}
+
+/// A mounted filesystem's health as the kernel records it: ext4's error count and first and
+/// last error (`/sys/fs/ext4/<dev>/`), btrfs's device error counters
+/// (`/sys/fs/btrfs/<fsid>/devinfo/<id>/error_stats`), XFS shut down (it answers EIO).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesystemHealth {
+    /// Where the kernel's view was read.
+    pub source: String,
+    /// The errors the kernel counted (ext4's `errors_count`, btrfs's counters summed); none
+    /// for XFS, which keeps no count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<u64>,
+    /// What the kernel recorded, one line each; empty when it recorded nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl FilesystemHealth {
+    /// The kernel recorded no error.
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// In words, for the reports as text.
+    pub fn words(health: Option<&FilesystemHealth>) -> String {
+        match health {
+            None => "the kernel keeps no record of its errors".into(),
+            Some(h) if h.healthy() => "no errors recorded by the kernel".into(),
+            Some(h) => format!("ERRORS: {}", h.problems.join("; ")),
+        }
+    }
 }
 
 /// A restored volume, checked as an image.

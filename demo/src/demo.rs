@@ -295,7 +295,7 @@ async fn snapshot_under_load(
 fn succeeded(outcome: Result<Finished, commands::Failure>) -> Result<Report> {
     let report = match outcome {
         Ok(Finished::Snapshot(report)) => *report,
-        Ok(Finished::Plan(_)) => bail!("the agent answered a snapshot with a plan"),
+        Ok(Finished::DryRun(_)) => bail!("the agent answered a snapshot with a dry run"),
         Err(f) => bail!("{}", f.message),
     };
     if report.status != Status::Succeeded {

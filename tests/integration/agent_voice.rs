@@ -171,10 +171,35 @@ fn verify_says_a_live_filesystem_is_not_a_restored_copy() {
 #[test]
 fn a_dry_run_runs_preflight_and_says_what_would_fail() {
     let droplet = Droplet::new(Duration::from_millis(100), "");
+    dry_runs_say_what_would_fail(&droplet, |args| droplet.agent().args(args).output().unwrap());
+    assert!(
+        !droplet.dir.path().join("run").exists(),
+        "a dry run takes no lock and writes no state"
+    );
+}
+
+/// `freezeframe snapshot --dry-run` asks the agent on its bus, which runs the same preflight
+/// and answers as the agent's own dry run does.
+#[test]
+fn the_clis_dry_run_runs_the_agents_preflight_over_the_bus() {
+    let member = crate::fleet::serve(Droplet::new(Duration::from_millis(100), ""));
+    dry_runs_say_what_would_fail(&member.droplet, |args| {
+        Command::new(cli_bin())
+            .args(["--bus-address", &member.bus.address])
+            .args(args)
+            .output()
+            .unwrap()
+    });
+}
+
+/// `run` (a program with its arguments) dry-runs with a refused token, in text and as one JSON
+/// document, then with `droplet`'s good token: exit 2 and what would fail, then 0; the API is
+/// asked for the Droplet and for nothing else, and nothing is frozen.
+fn dry_runs_say_what_would_fail(droplet: &Droplet, run: impl Fn(&[&str]) -> Output) {
     let token = droplet.dir.path().join("token");
     let good = std::fs::read(&token).unwrap();
     std::fs::write(&token, "dop_v1_revoked\n").unwrap();
-    let out = droplet.agent().args(["snapshot", "--dry-run"]).output().unwrap();
+    let out = run(&["snapshot", "--dry-run"]);
     let (stdout, stderr) = text(&out);
     // A token the API refuses is the configuration's to fix: 2, as a missing one.
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
@@ -187,11 +212,7 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
             && stdout.contains("HTTP 401"),
         "{stdout}"
     );
-    let out = droplet
-        .agent()
-        .args(["snapshot", "--dry-run", "--json"])
-        .output()
-        .unwrap();
+    let out = run(&["snapshot", "--dry-run", "--json"]);
     assert_eq!(out.status.code(), Some(2));
     let found = json(&out);
     assert_eq!(found["preflight"]["passed"], false, "{found:#}");
@@ -199,26 +220,17 @@ fn a_dry_run_runs_preflight_and_says_what_would_fail() {
     assert!(found["freeze_order"].is_array(), "the plan's fields: {found:#}");
 
     std::fs::write(&token, good).unwrap();
-    let out = droplet.agent().args(["snapshot", "--dry-run"]).output().unwrap();
+    let out = run(&["snapshot", "--dry-run"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("Preflight: passed"), "{stdout}");
-    let counters = droplet.server.sim.counters();
+    let calls = droplet.server.sim.counters().calls;
+    assert!(calls.iter().any(|c| c == "GET /v2/droplets/3164444"), "{calls:?}");
     assert!(
-        counters.calls.iter().any(|c| c == "GET /v2/droplets/3164444"),
-        "{:?}",
-        counters.calls
-    );
-    assert!(
-        counters.calls.iter().all(|c| !c.starts_with("POST")),
-        "a dry run requests nothing: {:?}",
-        counters.calls
+        calls.iter().all(|c| !c.starts_with("POST")),
+        "a dry run requests nothing: {calls:?}"
     );
     assert!(!is_frozen(&droplet.disk.mountpoint));
-    assert!(
-        !droplet.dir.path().join("run").exists(),
-        "a dry run takes no lock and writes no state"
-    );
 }
 
 /// A 401 is a bad token, a 403 a missing scope, each said as such.

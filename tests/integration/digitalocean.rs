@@ -814,3 +814,77 @@ fn a_drill_run_elsewhere_reaches_the_metrics_and_the_status_of_each_run() {
         );
     }
 }
+
+/// Waits until the simulator lists the snapshot `name` as complete.
+fn completed(droplet: &Droplet, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !droplet.server.sim.snapshot_names().iter().any(|n| n == name) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never completed: {:?}",
+            droplet.server.sim.snapshot_names()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The calls a run made: what `run` did to the simulator's count of `call`.
+fn calls_during(droplet: &Droplet, call: &str, run: impl FnOnce()) -> usize {
+    let count = || {
+        droplet
+            .server
+            .sim
+            .counters()
+            .calls
+            .iter()
+            .filter(|c| *c == call)
+            .count()
+    };
+    let before = count();
+    run();
+    count() - before
+}
+
+#[test]
+fn a_run_that_did_not_wait_has_its_snapshots_tagged_by_the_next_run() {
+    // No volume: the platform takes one snapshot of a volume every 10 minutes (the simulator
+    // too), and the volumes' snapshots are tagged by the same call as the Droplet's.
+    let droplet = Droplet::new(Duration::from_millis(100), "");
+    let sim = &droplet.server.sim;
+    let list = "GET /v2/droplets/3164444/snapshots";
+    let level_tag =
+        |report: &serde_json::Value| format!("freezeframe:{}", report["consistency"].as_str().unwrap());
+    // Not waiting, the first run cannot tag its snapshot: it has no id yet.
+    let (_, first) = droplet.snapshot(&["--name", "first"]);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    completed(&droplet, "first");
+    assert!(sim.snapshot_tags("first").is_empty());
+
+    // The next run, not waiting either, tags it, listing once.
+    let mut second = serde_json::Value::Null;
+    let listed = calls_during(&droplet, list, || {
+        second = droplet.snapshot(&["--name", "second"]).1;
+    });
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    assert_eq!(sim.snapshot_tags("first"), [level_tag(&first)]);
+    assert_eq!(listed, 1, "{:?}", sim.counters().calls);
+
+    // A run that waits tags the one before on the list its wait made: no list of its own.
+    completed(&droplet, "second");
+    let mut third = serde_json::Value::Null;
+    let listed = calls_during(&droplet, list, || {
+        third = droplet.snapshot(&["--name", "third", "--wait"]).1;
+    });
+    assert_eq!(third["status"], "succeeded", "{third:#}");
+    assert_eq!(listed, 1, "the wait's list only: {:?}", sim.counters().calls);
+    for (name, report) in [("second", &second), ("third", &third)] {
+        assert_eq!(sim.snapshot_tags(name), [level_tag(report)], "{name}");
+    }
+    // Nothing owed any more: a fourth run asks nothing about earlier ones.
+    let listed = calls_during(&droplet, list, || {
+        let (_, fourth) = droplet.snapshot(&["--name", "fourth"]);
+        assert_eq!(fourth["status"], "succeeded", "{fourth:#}");
+    });
+    assert_eq!(listed, 0, "{:?}", sim.counters().calls);
+    assert_eq!(sim.snapshot_tags("first"), [level_tag(&first)]);
+}

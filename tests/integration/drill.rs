@@ -1019,6 +1019,53 @@ fn a_drill_whose_ssh_fails_says_each_attempt_and_gives_up_on_what_will_not_heal(
     }
     assert!(!stderr.contains("(attempt 3)"), "{stderr}");
 
+    // The time it expects and its cost were said with the price, before anything was created:
+    // the snapshot's used disk at DigitalOcean's documented 1 to 3 minutes per GB.
+    let expected_at = stderr.find("freezeframe: expect the restore to take ");
+    let created_at = stderr.find("creating Droplet");
+    assert!(
+        expected_at.zip(created_at).is_some_and(|(e, c)| e < c) && stderr.contains(", costing $"),
+        "{stderr}"
+    );
+    let out = drill(&droplet, &ssh, &["unreached-1", "--yes", "--timeout", "1h"])
+        .output()
+        .unwrap();
+    let expected = &drill_report(&out)["expected"];
+    let gigabytes = expected["gigabytes"].as_f64().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(
+        &Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(format!(
+                "{}/v2/snapshots?resource_type=droplet",
+                droplet.server.url
+            ))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let snapshot = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "unreached-1")
+        .unwrap_or_else(|| panic!("{listed:#}"));
+    assert_eq!(
+        snapshot["size_gigabytes"].as_f64(),
+        Some(gigabytes),
+        "{expected:#}"
+    );
+    assert!(gigabytes > 0.0, "{expected:#}");
+    assert_eq!(
+        [&expected["low_seconds"], &expected["high_seconds"]],
+        [
+            (gigabytes * 60.0).ceil() as u64,
+            (gigabytes * 180.0).ceil() as u64
+        ],
+        "{expected:#}"
+    );
+    nothing_left(&droplet);
+
     // The agent missing on the image: said at once.
     let ssh = scripted_ssh(&droplet, "no-agent-ssh", &["no-agent"]);
     let (error, _) = ran(&ssh, "1h");
@@ -1059,4 +1106,414 @@ fn a_drill_whose_ssh_fails_says_each_attempt_and_gives_up_on_what_will_not_heal(
         "{error}"
     );
     nothing_left(&droplet);
+}
+
+/// Where a drill is cut in the matrix: each step of a drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    WaitActive,
+    Volumes,
+    Attach,
+    Ssh,
+    Verify,
+    Destroy,
+}
+
+/// How it is cut there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Sigint,
+    Sigterm,
+    /// `--timeout` running out.
+    Timeout,
+    /// The API failing the step's call.
+    ApiFailure,
+    /// ssh failing for good.
+    SshFailure,
+}
+
+/// What a cut drill leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    Nothing,
+    /// Its Droplet and volume, both named in its report, which `--cleanup` then destroys.
+    ForCleanup,
+}
+
+/// One cell of the matrix: its faults, its stand-in ssh's answer, and what it must leave.
+struct Cell {
+    step: Step,
+    cut: Cut,
+}
+
+/// `--timeout` of the timeout cells: long enough to reach any step on a loaded machine.
+const MATRIX_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Cell {
+    /// The faults that hold the drill at its step (or fail it there). A request that creates
+    /// something is held by `unwaited`: the simulator handles it later even if the drill has
+    /// given up on the answer, as the platform does with a request it received.
+    fn faults(&self) -> Vec<freezeframe_tests::sim::Fault> {
+        use freezeframe_tests::sim::{Fault, FaultKind, Method};
+        let hold = match self.cut {
+            Cut::Timeout => MATRIX_TIMEOUT + Duration::from_secs(3),
+            _ => Duration::from_secs(3),
+        };
+        let on = |method: Method, path: &str, kind: FaultKind, count: Option<u32>| {
+            Fault::new(Some(method), path, kind, count)
+        };
+        let failed = FaultKind::Status(500);
+        match (self.step, self.cut) {
+            (Step::Create, Cut::ApiFailure) => vec![on(Method::POST, "/v2/droplets", failed, Some(1))],
+            (Step::Create, _) => vec![on(
+                Method::POST,
+                "/v2/droplets",
+                FaultKind::Unwaited(hold),
+                Some(1),
+            )],
+            (Step::WaitActive, Cut::ApiFailure) => {
+                vec![on(Method::GET, "/v2/droplets/", FaultKind::Status(403), None)]
+            }
+            // Held by a Droplet that stays `new` (the simulator's boot, `action_delay`).
+            (Step::WaitActive, _) => Vec::new(),
+            // The first POST there creates the volume; the attach comes after.
+            (Step::Volumes, Cut::ApiFailure) => vec![on(Method::POST, "/v2/volumes", failed, Some(1))],
+            (Step::Volumes, _) => vec![on(
+                Method::POST,
+                "/v2/volumes",
+                FaultKind::Unwaited(hold),
+                Some(1),
+            )],
+            (Step::Attach, Cut::ApiFailure) => vec![on(Method::POST, "/v2/volumes/", failed, Some(1))],
+            (Step::Attach, _) => vec![on(
+                Method::POST,
+                "/v2/volumes/",
+                FaultKind::Unwaited(hold),
+                Some(1),
+            )],
+            (Step::Destroy, Cut::ApiFailure) => vec![on(Method::DELETE, "/v2/droplets", failed, None)],
+            (Step::Destroy, _) => vec![on(
+                Method::DELETE,
+                "/v2/droplets",
+                FaultKind::Latency(hold),
+                Some(1),
+            )],
+            (Step::Ssh | Step::Verify, _) => Vec::new(),
+        }
+    }
+
+    /// What the stand-in ssh answers every attempt.
+    fn ssh_answer(&self) -> &'static str {
+        match (self.step, self.cut) {
+            (Step::Ssh, Cut::SshFailure) => "denied",
+            (Step::Ssh, _) => "refused",
+            (Step::Verify, Cut::SshFailure) => "cut",
+            (Step::Verify, _) => "hang",
+            // Fails at once: the drill goes on to destroy what it made.
+            (Step::Destroy, _) => "denied",
+            // Never reached before the cut.
+            _ => "refused",
+        }
+    }
+
+    /// The drill is at its step: the simulator received the step's call, or ssh was tried.
+    fn reached(&self, calls: &[String], ssh_tries: usize) -> bool {
+        let called = |prefix: &str| calls.iter().any(|c| c.starts_with(prefix));
+        match self.step {
+            Step::Create => called("POST /v2/droplets"),
+            Step::WaitActive => called("GET /v2/droplets/"),
+            Step::Volumes => called("POST /v2/volumes"),
+            Step::Attach => called("POST /v2/volumes/"),
+            Step::Ssh | Step::Verify => ssh_tries > 0,
+            Step::Destroy => called("DELETE /v2/droplets"),
+        }
+    }
+
+    /// What the drill's report must say stopped it.
+    fn said(&self) -> &'static str {
+        match (self.step, self.cut) {
+            (Step::Destroy, _) => "Permission denied",
+            (_, Cut::Sigint) => "interrupted by SIGINT",
+            (_, Cut::Sigterm) => "interrupted by SIGTERM",
+            (_, Cut::Timeout) => "(--timeout)",
+            (Step::Create, Cut::ApiFailure) => "cannot create the Droplet",
+            (Step::WaitActive, Cut::ApiFailure) => "cannot read Droplet",
+            (Step::Volumes, Cut::ApiFailure) => "cannot create volume",
+            (Step::Attach, Cut::ApiFailure) => "cannot attach volume",
+            (Step::Ssh, Cut::SshFailure) => "Permission denied",
+            (Step::Verify, Cut::SshFailure) => "closed by remote host",
+            _ => unreachable!("no such cell"),
+        }
+    }
+
+    fn leaves(&self) -> Leaves {
+        match (self.step, self.cut) {
+            (Step::Destroy, Cut::ApiFailure) => Leaves::ForCleanup,
+            _ => Leaves::Nothing,
+        }
+    }
+
+    /// Signals are sent once the drill is at its step; the rest cut it themselves.
+    fn signal(&self) -> Option<nix::sys::signal::Signal> {
+        match self.cut {
+            Cut::Sigint => Some(nix::sys::signal::Signal::SIGINT),
+            Cut::Sigterm => Some(nix::sys::signal::Signal::SIGTERM),
+            _ => None,
+        }
+    }
+}
+
+/// Every cell: each step cut by SIGINT, SIGTERM and `--timeout`; the API failing at each step
+/// that calls it; ssh failing at the two that run it.
+fn matrix() -> Vec<Cell> {
+    use Cut::*;
+    use Step::*;
+    let mut cells = Vec::new();
+    for step in [Create, WaitActive, Volumes, Attach, Ssh, Verify, Destroy] {
+        for cut in [Sigint, Sigterm, Timeout, ApiFailure, SshFailure] {
+            let applies = match cut {
+                ApiFailure => !matches!(step, Ssh | Verify),
+                SshFailure => matches!(step, Ssh | Verify),
+                _ => true,
+            };
+            if applies {
+                cells.push(Cell { step, cut });
+            }
+        }
+    }
+    cells
+}
+
+/// A simulator whose account holds the Droplet snapshot `matrix` (10 GB of used disk) and a
+/// volume snapshot of the same run, and a stand-in ssh answering every attempt with `answer`
+/// (`refused`, `denied`, `hang`: connected, the remote verify never answering, or `cut`: the
+/// session closed by the remote host), each attempt logged in `tries`.
+struct MatrixDrill {
+    dir: tempfile::TempDir,
+    server: SimServer,
+    ssh: PathBuf,
+    tries: PathBuf,
+}
+
+impl MatrixDrill {
+    fn new(cell: &Cell) -> MatrixDrill {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SimServer::start(SimConfig {
+            token: TOKEN.into(),
+            droplet_id: 3164444,
+            droplet_name: "web-1".into(),
+            disk: None,
+            image_dir: dir.path().to_path_buf(),
+            // A restored Droplet boots as long as this: for ever, where the drill is held there.
+            action_delay: match (cell.step, cell.cut) {
+                (Step::WaitActive, Cut::Sigint | Cut::Sigterm | Cut::Timeout) => Duration::from_secs(3600),
+                _ => Duration::ZERO,
+            },
+            capture: Capture::Registration,
+            latency: Duration::ZERO,
+            faults: cell.faults(),
+            volumes: Vec::new(),
+            fleet: Vec::new(),
+            rate_limit: None,
+        });
+        server
+            .sim
+            .seed_snapshot("matrix", 10_000_000_000, PathBuf::from("/dev/null"));
+        server
+            .sim
+            .seed_volume_snapshot("vol-1", Some("matrix"), Duration::from_secs(60));
+        let (ssh, tries) = (dir.path().join("ssh"), dir.path().join("tries"));
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\necho x >> {tries}\n\
+                 while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; ip=${{2#*@}}\n\
+                 case {answer} in\n\
+                 refused) echo \"ssh: connect to host $ip port 22: Connection refused\" >&2; exit 255;;\n\
+                 denied) echo \"root@$ip: Permission denied (publickey).\" >&2; exit 255;;\n\
+                 hang) exec sleep 600;;\n\
+                 cut) echo \"Connection to $ip closed by remote host.\" >&2; exit 255;;\n\
+                 esac\n",
+                tries = tries.display(),
+                answer = cell.ssh_answer(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        MatrixDrill {
+            dir,
+            server,
+            ssh,
+            tries,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cli_bin());
+        cmd.args(["--api-url", &self.server.url, "--ssh-command"])
+            .arg(&self.ssh)
+            .args(["--json", "verify"])
+            .args(args)
+            .env("DIGITALOCEAN_TOKEN", TOKEN)
+            .env("TMPDIR", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    fn ssh_tries(&self) -> usize {
+        std::fs::read_to_string(&self.tries).map_or(0, |t| t.lines().count())
+    }
+
+    /// What the simulator holds of the drill's once every request it received had its effect.
+    fn left(&self) -> (Vec<u64>, Vec<String>) {
+        let sim = &self.server.sim;
+        for _ in 0..600 {
+            if sim.unhandled() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            sim.unhandled(),
+            0,
+            "a request the simulator received was never handled"
+        );
+        (
+            sim.restored_machines().iter().map(|m| m.id).collect(),
+            sim.restored_volume_ids(),
+        )
+    }
+}
+
+/// Runs one cell: the drill, cut at its step; then what it left, and `--cleanup` where that
+/// is the promise. Failures are returned as words, so every cell runs and all are reported.
+fn run_cell(cell: &Cell) -> Result<(), String> {
+    let name = format!("{:?} at {:?}", cell.cut, cell.step);
+    let drill = MatrixDrill::new(cell);
+    let timeout = match cell.cut {
+        Cut::Timeout => format!("{}s", MATRIX_TIMEOUT.as_secs()),
+        _ => "10m".into(),
+    };
+    let child = drill
+        .cli(&["matrix", "--yes", "--timeout", &timeout])
+        .spawn()
+        .map_err(|e| format!("{name}: {e}"))?;
+    if let Some(signal) = cell.signal() {
+        let at_step = (0..1200).any(|_| {
+            let calls = drill.server.sim.counters().calls;
+            cell.reached(&calls, drill.ssh_tries()) || {
+                std::thread::sleep(Duration::from_millis(25));
+                false
+            }
+        });
+        if !at_step {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(format!(
+                "{name}: the drill never reached its step: {:?}",
+                drill.server.sim.counters().calls
+            ));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("{name}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{name}: not JSON ({e}): {stderr}"))?;
+    let seen = format!(
+        "{name}:\n{report:#}\n{stderr}\ncalls: {:?}",
+        drill.server.sim.counters().calls
+    );
+    let check = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what}; {seen}"))
+        }
+    };
+    check(out.status.code() == Some(1), "not exit 1")?;
+    check(
+        cell.reached(&drill.server.sim.counters().calls, drill.ssh_tries()),
+        "cut before its step",
+    )?;
+    let error = report["error"].as_str().unwrap_or_default();
+    check(
+        error.contains(cell.said()),
+        &format!("the error does not say `{}`", cell.said()),
+    )?;
+    // Said before anything was created: the time it expects (10 GB at 1 to 3 minutes a GB).
+    check(
+        report["expected"]["low_seconds"] == 600 && report["expected"]["high_seconds"] == 1800,
+        "no expectation",
+    )?;
+    let (droplets, volumes) = drill.left();
+    match cell.leaves() {
+        Leaves::Nothing => {
+            check(
+                droplets.is_empty() && volumes.is_empty(),
+                &format!("left {droplets:?} {volumes:?}"),
+            )?;
+            check(
+                report["left_behind"] == serde_json::json!([]),
+                "says it left something",
+            )?;
+        }
+        Leaves::ForCleanup => {
+            // Exactly what it says it left: its Droplet and its volume.
+            let said = report["left_behind"].to_string();
+            check(
+                droplets.len() == 1
+                    && volumes.len() == 1
+                    && report["droplet_id"] == droplets[0]
+                    && said.contains(&format!("({})", droplets[0]))
+                    && said.contains(&volumes[0]),
+                &format!("left {droplets:?} {volumes:?}, and said {said}"),
+            )?;
+            drill.server.sim.set_faults(Vec::new());
+            let out = drill
+                .cli(&["--cleanup"])
+                .output()
+                .map_err(|e| format!("{name}: {e}"))?;
+            check(out.status.code() == Some(0), "--cleanup failed")?;
+            let (droplets, volumes) = drill.left();
+            check(
+                droplets.is_empty() && volumes.is_empty(),
+                &format!("--cleanup left {droplets:?} {volumes:?}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The drill interrupted at every step (create, wait for active, volumes, attach, ssh, verify,
+/// destroy) by SIGINT, SIGTERM, `--timeout`, an API failure and an ssh failure: nothing of the
+/// drill's is left in the simulator once every request it received had its effect, or, where
+/// the API refuses to destroy, exactly what the drill says it left, which `--cleanup` then
+/// destroys. The cells run at once, each on a simulator of its own.
+#[test]
+fn a_drill_cut_at_any_step_leaves_nothing_or_what_cleanup_takes() {
+    let cells = matrix();
+    assert_eq!(cells.len(), 28);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = cells
+            .iter()
+            .map(|cell| scope.spawn(move || run_cell(cell)))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|r| r.join().unwrap_or_else(|_| Err("a cell panicked".into())).err())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -715,3 +715,132 @@ fn verify_fails_a_live_copy_by_its_journal_and_a_damaged_one_by_its_check() {
         "{found:#}"
     );
 }
+
+/// On a restored machine, each mounted filesystem's health is the kernel's record of its
+/// errors: an ext4 whose superblock counts an error (one raised through the kernel's own
+/// trigger, as a real error would be) and an XFS the kernel shut down fail the verdict, each
+/// said; a clean ext4, XFS and btrfs pass.
+#[test]
+fn verify_on_a_restored_machine_fails_a_filesystem_the_kernel_recorded_errors_on() {
+    let dir = scratch();
+    let mk = |fs: Fs, name: &str| {
+        loop_fs(
+            fs,
+            fs.min_mib(),
+            &dir.path().join(format!("{name}.img")),
+            &dir.path().join(name),
+        )
+    };
+    let (clean, broken) = (mk(Fs::Ext4, "clean"), mk(Fs::Ext4, "broken"));
+    let (xfs, btrfs) = (mk(Fs::Xfs, "xfs"), mk(Fs::Btrfs, "btrfs"));
+    let config = dir.path().join("restored.toml");
+    let write_config = |mounts: &[&LoopFs]| {
+        let list: Vec<String> = mounts
+            .iter()
+            .map(|m| format!("{:?}", m.mountpoint.display().to_string()))
+            .collect();
+        std::fs::write(
+            &config,
+            format!("[freeze]\nmountpoints = [{}]\n", list.join(", ")),
+        )
+        .unwrap();
+    };
+    let verify = || {
+        let out = std::process::Command::new(agent_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["verify", "--json"])
+            .output()
+            .unwrap();
+        let found: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), found)
+    };
+    let of = |found: &serde_json::Value, lfs: &LoopFs| {
+        found["filesystems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["mountpoint"] == lfs.mountpoint.display().to_string().as_str())
+            .unwrap_or_else(|| panic!("{} not looked at: {found:#}", lfs.mountpoint.display()))
+            .clone()
+    };
+
+    // What fails on a filesystem here: these carry no snapshot's markers, which is a reason too.
+    let on_filesystems = |found: &serde_json::Value| -> Vec<String> {
+        let reasons: Vec<String> = serde_json::from_value(found["reasons"].clone()).unwrap();
+        reasons
+            .into_iter()
+            .filter(|r| r.starts_with(dir.path().to_str().unwrap()))
+            .collect()
+    };
+    // All sound: each with the kernel's view and no error.
+    write_config(&[&clean, &broken, &xfs, &btrfs]);
+    let (_, found) = verify();
+    assert_eq!(on_filesystems(&found), Vec::<String>::new(), "{found:#}");
+    for lfs in [&clean, &broken, &btrfs] {
+        let health = &of(&found, lfs)["health"];
+        assert_eq!(health["errors"], 0, "{found:#}");
+        assert!(health["problems"].is_null(), "{found:#}");
+    }
+    assert!(of(&found, &xfs)["health"]["problems"].is_null(), "{found:#}");
+
+    // An error on `broken`, recorded by the kernel in its superblock and counted.
+    let name = std::fs::read_link(format!(
+        "/sys/dev/block/{}",
+        run(
+            "findmnt",
+            &["-no", "MAJ:MIN", broken.mountpoint.to_str().unwrap()]
+        )
+        .trim()
+    ))
+    .unwrap();
+    let name = name.file_name().unwrap().to_str().unwrap();
+    std::fs::write(
+        format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+        "freezeframe test\n",
+    )
+    .unwrap();
+    let (code, found) = verify();
+    assert_eq!(code, Some(1), "{found:#}");
+    assert_eq!(found["verified"], false);
+    let health = &of(&found, &broken)["health"];
+    assert_eq!(health["errors"], 1, "{found:#}");
+    assert_eq!(health["source"], format!("/sys/fs/ext4/{name}"), "{found:#}");
+    let reasons = found["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!(
+            "{}: the kernel recorded 1 error; the first at",
+            broken.mountpoint.display()
+        )) && reasons.contains("trigger_test_error"),
+        "{reasons}"
+    );
+    assert_eq!(of(&found, &clean)["health"]["errors"], 0, "{found:#}");
+
+    // The XFS shut down by the kernel, as after a metadata error; the clean ones still pass.
+    write_config(&[&clean, &xfs, &btrfs]);
+    run(
+        "xfs_io",
+        &["-x", "-c", "shutdown", xfs.mountpoint.to_str().unwrap()],
+    );
+    let (code, found) = verify();
+    assert_eq!(code, Some(1), "{found:#}");
+    let reasons = on_filesystems(&found);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with(&format!("{}: the kernel shut it down", xfs.mountpoint.display())),
+        "{reasons:?}"
+    );
+    // As text, each filesystem says what the kernel recorded.
+    let out = std::process::Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("verify")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no errors recorded by the kernel") && text.contains("ERRORS: the kernel shut it down"),
+        "{text}"
+    );
+}

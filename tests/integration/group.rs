@@ -27,7 +27,15 @@ struct Group {
 
 impl Group {
     fn start(env: &[&[(&str, &str)]; 3]) -> Group {
-        let members: Vec<Served> = env.iter().map(|env| Served::start("", env)).collect();
+        Group::start_with(env, "")
+    }
+
+    /// As [`Group::start`], each member with `drop_in` as a configuration drop-in.
+    fn start_with(env: &[&[(&str, &str)]; 3], drop_in: &str) -> Group {
+        let members: Vec<Served> = env
+            .iter()
+            .map(|env| Served::start_with("", env, drop_in))
+            .collect();
         let hosts: Vec<(&str, &freezeframe_tests::bus::PrivateBus)> =
             HOSTS.iter().zip(&members).map(|(h, m)| (*h, &m.bus)).collect();
         let ssh = fake_ssh(members[0].fs.dir.path(), &hosts);
@@ -35,8 +43,13 @@ impl Group {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_via(&self.ssh, args)
+    }
+
+    /// As [`Group::command`], reaching the members through `ssh`.
+    fn command_via(&self, ssh: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(cli_bin());
-        cmd.args(["--ssh-command", self.ssh.to_str().unwrap()]);
+        cmd.args(["--ssh-command", ssh.to_str().unwrap()]);
         for host in HOSTS {
             cmd.args(["-H", host]);
         }
@@ -1058,4 +1071,160 @@ fn after_a_group_job_ends_uncommitted_prepare_waits_as_long_as_it_held_the_machi
             .contains("left the bus"),
         "{last:#}"
     );
+}
+
+/// Waits until member `i`'s job is in `phase` (its `JobPhase`); a run that ended meanwhile
+/// fails the test with what it said.
+fn wait_for_phase(group: &Group, cli: &mut std::process::Child, i: usize, phase: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while job_phase(&group.members[i]) != phase {
+        if let Some(status) = cli.try_wait().unwrap() {
+            panic!(
+                "the group run ended ({status}) before {} reached {phase}",
+                HOSTS[i]
+            );
+        }
+        let phases: Vec<String> = group.members.iter().map(job_phase).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {phase}: {phases:?}",
+            HOSTS[i]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stand-in for ssh in front of `ssh` whose connection to `host` passes what the coordinator
+/// sends through a relay (`cat`) the test can stop: what the coordinator says then stays in
+/// flight while the agent's signals still reach it. The relay's pid is written to `relay`.
+fn ssh_with_relay(ssh: &Path, host: &str, relay: &Path) -> PathBuf {
+    let dir = relay.parent().unwrap();
+    let script = dir.join("ssh-relayed");
+    let fifo = dir.join("relay.fifo");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in\n  *\" {host} \"*)\n    rm -f {fifo}; mkfifo {fifo}\n    \
+             exec 3<&0\n    cat <&3 > {fifo} &\n    echo $! > {relay}\n    exec 3<&-\n    \
+             exec {ssh} \"$@\" < {fifo} ;;\n  *) exec {ssh} \"$@\" ;;\nesac\n",
+            fifo = fifo.display(),
+            relay = relay.display(),
+            ssh = ssh.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// Member `i`'s last result once its job ended, bounded well below its `max_freeze`: a member
+/// left to its deadline fails here.
+fn ended_without_its_deadline(group: &Group, i: usize) -> serde_json::Value {
+    let last = last_result_once_idle(&group.members[i]);
+    assert!(!is_frozen(&group.members[i].fs.mountpoint), "{}", HOSTS[i]);
+    assert!(
+        last["guard_event"].is_null(),
+        "{}: the guard ended it: {last:#}",
+        HOSTS[i]
+    );
+    last
+}
+
+/// A member that had the commit when its coordinator was SIGKILLed: its snapshot taken, the
+/// freeze ended by the registration, and its report saying that the coordinator left after
+/// its commit.
+fn committed_and_told(group: &Group, i: usize) {
+    let last = ended_without_its_deadline(group, i);
+    assert_eq!(last["status"], "succeeded", "{}: {last:#}", HOSTS[i]);
+    assert_eq!(
+        last["group"]["coordinator_left"], "after_commit",
+        "{}: {last:#}",
+        HOSTS[i]
+    );
+    let warnings = last["warnings"].to_string();
+    assert!(
+        warnings.contains("left the bus after it committed"),
+        "{}: {last:#}",
+        HOSTS[i]
+    );
+    assert_eq!(group.images(i).len(), 1, "{}: {last:#}", HOSTS[i]);
+}
+
+#[test]
+fn the_coordinator_killed_after_or_during_its_commit_leaves_no_member_to_its_deadline() {
+    require_root();
+    // max_freeze 5 minutes: every wait below is bounded far below it, so a member thawed by its
+    // deadline fails the test. Each member's request (the image's copy) takes 6 s, so the
+    // coordinator is killed while they are all committed and frozen; gamma is frozen 5 s before
+    // it says so, so alpha holds well before the commit.
+    let slow = "local-image-copy=sleep(6000)";
+    let slowest = format!("after-freeze=sleep(5000);{slow}");
+    let group = Group::start_with(
+        &[
+            &[("FAILPOINTS", slow)],
+            &[("FAILPOINTS", slow)],
+            &[("FAILPOINTS", &slowest)],
+        ],
+        "[freeze]\nmax_freeze = \"5min\"\n",
+    );
+
+    // After the commit went to every member: each goes on, thaws as its snapshot registers, and
+    // says its coordinator left.
+    let mut cli = group
+        .command(&["snapshot", "--group", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for i in 0..3 {
+        wait_for_phase(&group, &mut cli, i, "request");
+    }
+    cli.kill().unwrap();
+    let _ = cli.wait();
+    for i in 0..3 {
+        committed_and_told(&group, i);
+    }
+
+    // During the commit: it reached beta and gamma, and was still on its way to alpha (held in
+    // the relay the test stopped) when the coordinator was killed and that connection went.
+    for i in 0..3 {
+        for image in group.images(i) {
+            std::fs::remove_dir_all(image.parent().unwrap()).unwrap();
+        }
+    }
+    let relay = group.members[0].fs.dir.path().join("relay.pid");
+    let ssh = ssh_with_relay(&group.ssh, HOSTS[0], &relay);
+    let mut cli = group
+        .command_via(&ssh, &["snapshot", "--group", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_phase(&group, &mut cli, 0, "hold");
+    let gamma = job_phase(&group.members[2]);
+    assert_ne!(gamma, "hold", "gamma, in its injected sleep, must hold last");
+    let relay: i32 = std::fs::read_to_string(&relay).unwrap().trim().parse().unwrap();
+    let relay = nix::unistd::Pid::from_raw(relay);
+    nix::sys::signal::kill(relay, nix::sys::signal::SIGSTOP).unwrap();
+    for i in 1..3 {
+        wait_for_phase(&group, &mut cli, i, "request");
+    }
+    cli.kill().unwrap();
+    let _ = cli.wait();
+    nix::sys::signal::kill(relay, nix::sys::signal::SIGKILL).unwrap();
+    let alpha = ended_without_its_deadline(&group, 0);
+    assert_eq!(alpha["status"], "failed", "{alpha:#}");
+    assert_eq!(alpha["failed_phase"], "hold", "{alpha:#}");
+    assert_eq!(alpha["group"]["coordinator_left"], "before_commit", "{alpha:#}");
+    assert!(
+        alpha["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("left the bus before it committed"),
+        "{alpha:#}"
+    );
+    assert!(group.images(0).is_empty(), "alpha took a snapshot: {alpha:#}");
+    for i in 1..3 {
+        committed_and_told(&group, i);
+    }
 }

@@ -4,12 +4,14 @@
 mod agent_binary;
 mod agent_voice;
 mod cli;
+mod containers;
 mod contract;
 mod dashboard;
 mod databases;
 mod demo;
 mod digitalocean;
 mod docs;
+mod docs_browser;
 mod drill;
 mod droplet;
 mod engine;

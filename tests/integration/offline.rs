@@ -693,3 +693,171 @@ fn recover_keeps_other_accounts_records_clears_those_of_gone_droplets_and_names_
         "{text}"
     );
 }
+
+/// Where an offline run is when the test interrupts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Reading the Droplet and its actions, nothing recorded yet.
+    Preflight,
+    /// Waiting for the guest to power off.
+    ShutdownWait,
+    /// Waiting for the snapshot action, the Droplet off.
+    SnapshotWait,
+    /// Waiting for the Droplet to boot after power_on.
+    PowerOnWait,
+}
+
+/// What the simulator has seen of a run so far.
+struct Seen {
+    droplet_reads: usize,
+    power_actions: Vec<String>,
+    snapshot_posts: u32,
+}
+
+impl Seen {
+    fn now(droplet: &Droplet) -> Seen {
+        let counters = droplet.server.sim.counters();
+        Seen {
+            droplet_reads: counters
+                .calls
+                .iter()
+                .filter(|c| *c == &format!("GET /v2/droplets/{ID}"))
+                .count(),
+            power_actions: counters.power_actions,
+            snapshot_posts: counters.snapshot_posts,
+        }
+    }
+}
+
+impl Step {
+    const ALL: [Step; 4] = [
+        Step::Preflight,
+        Step::ShutdownWait,
+        Step::SnapshotWait,
+        Step::PowerOnWait,
+    ];
+
+    /// Makes this step last seconds in the simulator, and every other one short.
+    fn arrange(self, droplet: &Droplet) {
+        let sim = &droplet.server.sim;
+        let long = Duration::from_secs(4);
+        let short = Duration::from_millis(300);
+        let pick = |step: Step| if step == self { long } else { short };
+        sim.set_power(PowerModel {
+            shutdown_takes: pick(Step::ShutdownWait),
+            guest_ignores_shutdown: false,
+            boot_takes: pick(Step::PowerOnWait),
+        });
+        sim.set_action_delay(pick(Step::SnapshotWait));
+        let preflight = format!("GET /v2/droplets/{ID}/actions=latency:4000*1");
+        sim.set_faults(match self {
+            Step::Preflight => vec![preflight.parse::<Fault>().unwrap()],
+            _ => Vec::new(),
+        });
+    }
+
+    /// Whether the run reached this step, against what was seen before it started.
+    fn reached(self, droplet: &Droplet, before: &Seen) -> bool {
+        let now = Seen::now(droplet);
+        let new_power = &now.power_actions[before.power_actions.len()..];
+        match self {
+            Step::Preflight => now.droplet_reads > before.droplet_reads,
+            Step::ShutdownWait => new_power.iter().any(|a| a == "shutdown"),
+            Step::SnapshotWait => now.snapshot_posts > before.snapshot_posts,
+            Step::PowerOnWait => new_power.iter().any(|a| a == "power_on"),
+        }
+    }
+}
+
+/// The run's one document, whatever ended it.
+fn report_of_run(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(out)))
+}
+
+#[test]
+fn interrupted_or_killed_at_each_step_the_droplet_runs_or_recover_powers_exactly_it_on() {
+    use nix::sys::signal::Signal;
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    for step in Step::ALL {
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
+            let case = format!("{signal} at {step:?}");
+            step.arrange(&droplet);
+            let before = Seen::now(&droplet);
+            let child = freezeframe(&droplet, &state, &["snapshot", "--offline", "--droplet", ID])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !step.reached(&droplet, &before) {
+                assert!(Instant::now() < deadline, "{case}: never reached");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let after = Seen::now(&droplet);
+            let shut_down = after.power_actions.len() > before.power_actions.len();
+            if signal == Signal::SIGKILL {
+                // What recover powers on is exactly what the run left: nothing before the
+                // shutdown, this Droplet after it.
+                let out = freezeframe(&droplet, &state, &["recover"]).output().unwrap();
+                let recovered = report_of_run(&out);
+                assert!(out.status.success(), "{case}: {recovered:#}{}", stderr(&out));
+                let ids: Vec<u64> = recovered["droplets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["droplet_id"].as_u64().unwrap())
+                    .collect();
+                let expected: Vec<u64> = if step == Step::Preflight {
+                    vec![]
+                } else {
+                    vec![ID.parse().unwrap()]
+                };
+                assert_eq!(ids, expected, "{case}: {recovered:#}");
+                assert!(
+                    recovered["droplets"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|d| d["running"] == true),
+                    "{case}: {recovered:#}"
+                );
+            } else {
+                let report = report_of_run(&out);
+                assert_eq!(report["running"], true, "{case}: {report:#}{}", stderr(&out));
+                if matches!(step, Step::Preflight | Step::ShutdownWait) {
+                    failed_saying(&out, &report, &["interrupted"]);
+                    assert_eq!(after.snapshot_posts, before.snapshot_posts, "{case}");
+                }
+            }
+            assert_eq!(
+                shut_down,
+                step != Step::Preflight,
+                "{case}: {:?}",
+                after.power_actions
+            );
+            settled(&droplet, &state);
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_action_that_errors_after_the_shutdown_powers_the_droplet_on_and_says_so() {
+    let (droplet, state) = droplet(Duration::from_millis(300), false, false);
+    droplet.server.sim.fail_snapshots(1);
+    let (out, report) = offline(&droplet, &state, &[]);
+    failed_saying(&out, &report, &["errored on DigitalOcean's side"]);
+    assert_eq!(report["running"], true, "{report:#}");
+    assert!(
+        report["consistency"].is_null(),
+        "no snapshot, no level: {report:#}"
+    );
+    assert_eq!(
+        droplet.server.sim.counters().power_actions,
+        ["shutdown", "power_on"]
+    );
+    assert!(droplet.server.sim.snapshot_names().is_empty());
+    settled(&droplet, &state);
+}

@@ -28,6 +28,15 @@ impl RedisServer {
     }
 
     pub(crate) fn start(data: &Path, run_dir: &Path) -> RedisServer {
+        RedisServer::start_with(data, run_dir, "yes")
+    }
+
+    /// A server without AOF, which loads the RDB file in `data`.
+    pub(crate) fn start_saved(data: &Path, run_dir: &Path) -> RedisServer {
+        RedisServer::start_with(data, run_dir, "no")
+    }
+
+    fn start_with(data: &Path, run_dir: &Path, appendonly: &str) -> RedisServer {
         std::fs::create_dir_all(data).unwrap();
         std::fs::create_dir_all(run_dir).unwrap();
         let socket = run_dir.join("redis.sock");
@@ -48,7 +57,7 @@ impl RedisServer {
                 "--logfile",
                 run_dir.join("redis.log").to_str().unwrap(),
                 "--appendonly",
-                "yes",
+                appendonly,
                 "--appendfsync",
                 "always",
                 "--save",

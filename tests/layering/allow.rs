@@ -63,6 +63,7 @@ const AGENT: Layers = &[
     ("dbus", &[]),
     ("logind", &[]),
     ("systemd", &["dbus"]),
+    ("container", &["secret"]),
     ("guard", &["atomic_file", "kernel", PORTS]),
     (
         "freeze",
@@ -73,6 +74,7 @@ const AGENT: Layers = &[
         &[
             "atomic_file",
             "config",
+            "container",
             "errors",
             "freeze",
             "secret",

@@ -7,6 +7,7 @@
 pub mod attacker;
 pub mod bus;
 pub mod container;
+pub mod docker;
 pub mod postgres;
 pub mod restored;
 

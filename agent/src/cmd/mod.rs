@@ -9,8 +9,7 @@ pub(crate) mod verify;
 
 use crate::config::{ConfigError, ConfigSources, Settings};
 use crate::freeze::PlanFromSystemError;
-use crate::job::JobError;
-use crate::runtime::RuntimeError;
+use crate::job::{self, JobError};
 use crate::service::ServiceError;
 use crate::verify::VerifyError;
 use clap::{ArgAction, Parser, Subcommand};
@@ -112,21 +111,12 @@ fn plan_exit(e: &PlanFromSystemError) -> Exit {
     }
 }
 
-pub(crate) fn runtime_exit(e: &RuntimeError) -> Exit {
-    match e {
-        RuntimeError::Busy { .. } => Exit::Busy,
-        RuntimeError::Dir { .. } => Exit::Failed,
-        // The folder the configuration names (or its default) is the owner's to fix.
-        RuntimeError::NotPrivate { .. } => Exit::Usage,
-    }
-}
-
 impl From<JobError> for Failure {
     fn from(e: JobError) -> Failure {
         let exit = match &e {
             JobError::Name(_) => Exit::Usage,
             JobError::Plan(plan) => plan_exit(plan),
-            JobError::Runtime(runtime) => runtime_exit(runtime),
+            JobError::Runtime(runtime) => job::runtime_exit(runtime),
             JobError::Recover(_) => Exit::Failed,
             JobError::Offline => Exit::Usage,
         };
@@ -409,6 +399,7 @@ fn man_page(dir: &std::path::Path) -> Result<Exit, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::RuntimeError;
 
     #[test]
     fn each_error_has_its_exit_code_and_context_keeps_it() {

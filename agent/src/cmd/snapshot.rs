@@ -101,69 +101,16 @@ pub(crate) fn plan(config: Option<&Path>, json: bool) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-/// A dry run as `--json` prints it: the plan, and what preflight found.
-#[derive(serde::Serialize)]
-struct DryRunAnswer<'a> {
-    #[serde(flatten)]
-    plan: &'a freezeframe_contract::plan::SnapshotPlan,
-    preflight: PreflightAnswer,
-}
-
-#[derive(serde::Serialize)]
-struct PreflightAnswer {
-    /// A snapshot now would get past preflight.
-    passed: bool,
-    /// What would not stop it but matters.
-    warnings: Vec<String>,
-    /// Why it would stop.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    /// The exit code a snapshot now would end with (and this dry run ends with).
-    exit: u8,
-}
-
 /// Prints a dry run: the plan, then preflight's verdict; exits as the snapshot would have
 /// exited at preflight (0 when it would go ahead).
 fn show_dry_run(found: &job::DryRun, json: bool) -> Result<Exit, Failure> {
-    let (exit, warnings, error) = match &found.preflight {
-        Ok(warnings) => (Exit::Success, warnings.clone(), None),
-        Err(why) => (would_fail_exit(why), Vec::new(), Some(why.to_string())),
-    };
+    let answer = found.answer();
     if json {
-        let answer = DryRunAnswer {
-            plan: &found.plan,
-            preflight: PreflightAnswer {
-                passed: error.is_none(),
-                warnings,
-                error,
-                exit: exit.code(),
-            },
-        };
         crate::stdout::line(&serde_json::to_string_pretty(&answer)?);
-        return Ok(exit);
+    } else {
+        crate::stdout::write(render::dry_run(&answer).as_bytes());
     }
-    let mut out = render::plan(&found.plan);
-    match &error {
-        None => out.push_str("Preflight: passed (a snapshot now would go ahead)\n"),
-        Some(e) => out.push_str(&format!(
-            "Preflight: a snapshot now would FAIL (exit {}): {e}\n",
-            exit.code()
-        )),
-    }
-    for w in &warnings {
-        out.push_str(&format!("  warning: {w}\n"));
-    }
-    crate::stdout::write(out.as_bytes());
-    Ok(exit)
-}
-
-/// The exit code the snapshot would have ended with, as for its report.
-fn would_fail_exit(why: &job::WouldFail) -> Exit {
-    match why {
-        job::WouldFail::Runtime(e) => super::runtime_exit(e),
-        job::WouldFail::Preflight(refusal) if refusal.setup => Exit::Usage,
-        job::WouldFail::Preflight(_) => Exit::Failed,
-    }
+    Ok(Exit::from_code(answer.preflight.exit).unwrap_or(Exit::Failed))
 }
 
 /// Logs phases and reports them to systemd (a datagram: safe inside the frozen window).

@@ -134,7 +134,7 @@ fn recover(config: Option<&Path>, runtime_dir: Option<&Path>) -> Result<(Recover
     // The guard's notes of a dead agent, counted now: the runtime directory goes at reboot.
     if let Some(settings) = settings.as_ref().filter(|s| s.runtime_dir == dir) {
         let history = &settings.history;
-        if crate::history::record(&history.file, history.keep, &dir, None) {
+        if crate::history::record(&history.file, history.keep, &dir, None, &[]) {
             tokio.block_on(crate::metrics::publish_between_runs(settings));
         }
     }

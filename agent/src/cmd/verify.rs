@@ -6,8 +6,8 @@
 use super::{Exit, Failure};
 use crate::config::{ProviderSettings, Settings, DEFAULT_VOLUME_LINKS};
 use crate::verify::{
-    enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, Findings,
-    ImageVerification, JournalState, MachineVerification, ProbeVerdict,
+    enter_private_mounts, verify_any, verify_machine, DatabaseCheck, DiskVerification, FilesystemHealth,
+    Findings, ImageVerification, JournalState, MachineVerification, ProbeVerdict,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -107,9 +107,10 @@ fn machine_text(found: &MachineVerification) -> String {
             fs.markers.join(", ")
         };
         out.push_str(&format!(
-            "  {} ({}): {markers}\n",
+            "  {} ({}): {markers}; {}\n",
             fs.mountpoint.display(),
-            fs.fstype
+            fs.fstype,
+            FilesystemHealth::words(fs.health.as_ref())
         ));
     }
     for database in &found.databases {

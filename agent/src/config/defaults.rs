@@ -89,6 +89,8 @@ pub(crate) const DEFAULT_ON_QUIESCE_FAILURE: &str = "abort";
 pub(crate) const DEFAULT_HOOKS_DIR: &str = "/etc/freezeframe/hooks.d";
 /// `quiesce.hook_timeout`.
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// `quiesce.container_sockets`: Docker's and rootful Podman's API sockets.
+pub(crate) const DEFAULT_CONTAINER_SOCKETS: &[&str] = &["/run/docker.sock", "/run/podman/podman.sock"];
 
 // [[quiescer]]
 /// Every quiescer's `timeout`: the bound on its prepare.

@@ -175,6 +175,8 @@ pub struct QuiesceSettings {
     pub hooks_dir: PathBuf,
     /// Bound on each hook's `freeze` or `thaw`.
     pub hook_timeout: Duration,
+    /// Container engines' API sockets, whose containers' databases `auto` quiesces too.
+    pub container_sockets: Vec<PathBuf>,
     /// Databases and services, in prepare order (`[[quiescer]]`).
     pub quiescers: Vec<QuiescerSettings>,
 }
@@ -664,6 +666,11 @@ fn validate_quiesce(
         )?,
         hooks_dir: absolute("quiesce.hooks_dir", quiesce.hooks_dir)?,
         hook_timeout: in_range("quiesce.hook_timeout", &quiesce.hook_timeout, STEP_TIMEOUT_RANGE)?,
+        container_sockets: quiesce
+            .container_sockets
+            .into_iter()
+            .map(|s| absolute("quiesce.container_sockets", s))
+            .collect::<Result<_, _>>()?,
         quiescers: quiescers
             .into_iter()
             .map(schema::QuiescerSection::validate)

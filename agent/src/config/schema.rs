@@ -223,6 +223,7 @@ pub(crate) struct QuiesceSection {
     pub(crate) on_quiesce_failure: String,
     pub(crate) hooks_dir: PathBuf,
     pub(crate) hook_timeout: DurationText,
+    pub(crate) container_sockets: Vec<PathBuf>,
 }
 
 impl Default for QuiesceSection {
@@ -232,6 +233,7 @@ impl Default for QuiesceSection {
             on_quiesce_failure: DEFAULT_ON_QUIESCE_FAILURE.into(),
             hooks_dir: DEFAULT_HOOKS_DIR.into(),
             hook_timeout: DEFAULT_HOOK_TIMEOUT.into(),
+            container_sockets: DEFAULT_CONTAINER_SOCKETS.iter().map(PathBuf::from).collect(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod digitalocean;
 test_kit_mod!(local_image);
 
 use crate::transaction::ports::{DrillSeen, ProviderError, SnapshotProvider};
+use freezeframe_contract::history::RunRecord;
 use freezeframe_contract::SnapshotInfo;
 
 /// The provider the settings name, as the job and the service hold it: the port the
@@ -50,6 +51,16 @@ impl Provider {
         match self {
             Provider::LocalImage(_) => None,
             Provider::DigitalOcean(p) => p.last_drill().await,
+        }
+    }
+
+    /// Puts on the snapshots of the earlier runs in `owed` the level (and group) tags they
+    /// could not put on themselves (they did not wait for completion); answers the runs, by
+    /// snapshot name, that owe nothing more. Local images carry no tags.
+    pub(crate) async fn tag_earlier(&mut self, owed: &[RunRecord]) -> Vec<String> {
+        match self {
+            Provider::LocalImage(_) => Vec::new(),
+            Provider::DigitalOcean(p) => p.tag_earlier(owed).await,
         }
     }
 }

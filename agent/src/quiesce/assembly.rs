@@ -1,9 +1,11 @@
 //! Which quiescers a run gets, in prepare order: the hook scripts, each `[[quiescer]]`, then
 //! (with `auto`) the database units systemd runs that no `[[quiescer]]` covers, each with its
-//! native quiescer. `plan` prints the same list.
+//! native quiescer, and the databases running in containers (`container.rs`). `plan` prints the
+//! same list.
 
 use super::auto::{Detected, Handler, Proc};
 use super::client::Clients;
+use super::container::{FoundContainer, InContainer};
 use super::hooks::{self, HookDir};
 use super::mysql::Mysql;
 use super::postgres::Postgres;
@@ -37,6 +39,9 @@ pub(crate) struct QuiescePlan {
     pub hooks: Result<hooks::Discovered, QuiesceError>,
     pub configured: Vec<QuiescerSettings>,
     pub detection: Detection,
+    /// The databases found in containers (with `auto`), and what could not be listed.
+    pub containers: Vec<FoundContainer>,
+    pub container_problems: Vec<String>,
     units: Arc<dyn Units>,
     /// Where frozen units are recorded until thawed.
     runtime_dir: Option<PathBuf>,
@@ -71,7 +76,15 @@ impl QuiescePlan {
                 Err(e) => Detection::Failed(e.to_string()),
             }
         };
+        let (containers, container_problems) = if settings.auto {
+            let engines = crate::container::engines(&settings.container_sockets);
+            super::container::discover(engines.into_iter().map(Arc::from).collect()).await
+        } else {
+            (Vec::new(), Vec::new())
+        };
         QuiescePlan {
+            containers,
+            container_problems,
             hooks_dir: settings.hooks_dir.clone(),
             hook_timeout: settings.hook_timeout,
             hooks: hooks::discover(&settings.hooks_dir),
@@ -102,6 +115,17 @@ impl QuiescePlan {
 
     /// Applications running that nothing quiesces, each with why and what to do.
     pub(crate) fn unquiesced(&self) -> Vec<String> {
+        let mut found = self.units_unquiesced();
+        found.extend(self.container_problems.iter().cloned());
+        found.extend(
+            self.containers
+                .iter()
+                .filter_map(|c| Some(format!("{}: {}", c.label(), c.unhandled.as_ref()?))),
+        );
+        found
+    }
+
+    fn units_unquiesced(&self) -> Vec<String> {
         match &self.detection {
             Detection::Failed(e) => vec![format!("cannot list the database units: {e}")],
             Detection::Found(found) => found
@@ -136,6 +160,12 @@ impl QuiescePlan {
                 name: format!("{} ({})", detected.kind.as_str(), detected.unit),
                 inner,
             }));
+        }
+        for found in self.containers.iter().filter(|c| c.unhandled.is_none()) {
+            list.push(Box::new(InContainer::new(
+                found.clone(),
+                DEFAULT_QUIESCER_TIMEOUT,
+            )));
         }
         list
     }

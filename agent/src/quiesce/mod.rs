@@ -5,6 +5,7 @@
 pub(crate) mod assembly;
 pub(crate) mod auto;
 pub(crate) mod client;
+pub(crate) mod container;
 pub(crate) mod hooks;
 pub(crate) mod mysql;
 pub(crate) mod owed;

@@ -112,7 +112,7 @@ fn read_reply<'a, R: AsyncBufReadExt + Unpin + Send>(
 }
 
 /// `field:value` lines of `INFO`.
-fn info_field(info: &str, field: &str) -> Option<String> {
+pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .map(|v| v.trim().to_string())

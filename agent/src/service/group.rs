@@ -1,11 +1,13 @@
 //! A consistency group's member on the service's side: the barrier a group job waits at
 //! (`Prepare` starts it; `Freeze` and `Commit` release it, each only from the coordinator that
 //! called `Prepare` and only where the job waits), and the watch that aborts the job when that
-//! coordinator leaves the bus (killed, or its ssh connection cut) before it committed.
+//! coordinator leaves the bus (killed, or its ssh connection cut) before it committed; a
+//! departure after the commit is only noted in the member's report.
 
 use crate::transaction::ports::{Barrier, BarrierError, BarrierPoint};
 use crate::transaction::Interrupter;
-use freezeframe_contract::AgentError;
+use freezeframe_contract::report::CoordinatorLeft;
+use freezeframe_contract::{AgentError, Report};
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 #[cfg(test)]
@@ -20,6 +22,8 @@ pub(crate) struct GroupSlot {
     waiting_at: Mutex<Option<BarrierPoint>>,
     /// The last point the coordinator released.
     released: tokio::sync::watch::Sender<Option<BarrierPoint>>,
+    /// When the coordinator left the bus, if it did.
+    left: Mutex<Option<CoordinatorLeft>>,
 }
 
 impl GroupSlot {
@@ -28,7 +32,25 @@ impl GroupSlot {
             coordinator,
             waiting_at: Mutex::new(None),
             released: tokio::sync::watch::channel(None).0,
+            left: Mutex::new(None),
         })
+    }
+
+    /// Says in `report` (the member's) that its coordinator left while the job ran, if it did:
+    /// the typed note, and after a commit a warning (before one, the error says it).
+    pub(crate) fn note_departure(&self, report: &mut Report) {
+        let Some(left) = *self.left.lock().unwrap() else {
+            return;
+        };
+        if let Some(group) = report.group.as_mut() {
+            group.coordinator_left = Some(left);
+        }
+        if left == CoordinatorLeft::AfterCommit {
+            report.warnings.push(format!(
+                "the group's coordinator ({}) left the bus after it committed: this member's                  snapshot was requested and the freeze ended as it registered; whether every                  member had the commit is not known here (`freezeframe list --group` on each shows                  whose snapshots were taken)",
+                self.coordinator
+            ));
+        }
     }
 
     /// The coordinator's word to go on from `point`: refused from anyone else, and unless the
@@ -169,6 +191,10 @@ impl Barrier for ServiceBarrier {
         *self.slot.waiting_at.lock().unwrap() = Some(point);
     }
 
+    fn note(&self, report: &mut Report) {
+        self.slot.note_departure(report);
+    }
+
     async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError> {
         let mut released = self.slot.released.subscribe();
         let word = released.wait_for(|r| *r >= Some(point));
@@ -210,7 +236,15 @@ pub(crate) async fn watch_coordinator(
                 }
             }
         }
-        if !slot.committed() {
+        let committed = slot.committed();
+        *slot.left.lock().unwrap() = Some(if committed {
+            CoordinatorLeft::AfterCommit
+        } else {
+            CoordinatorLeft::BeforeCommit
+        });
+        if committed {
+            tracing::warn!(coordinator = %slot.coordinator, "the group's coordinator left the bus after it committed: the snapshot goes on");
+        } else {
             tracing::warn!(coordinator = %slot.coordinator, "the group's coordinator left the bus: aborting");
             stop.stop(format!(
                 "the group's coordinator ({}) left the bus before it committed",

@@ -174,6 +174,27 @@ async fn lock_holder(runtime_dir: &std::path::Path) -> Option<Option<u32>> {
 }
 
 impl Agent {
+    /// A dry run (`snapshot` with `dry-run`): answers its job id at once, then JobFinished with
+    /// the plan and preflight's verdict (`contract::DryRun`), `succeeded` when preflight
+    /// passed. Nothing is claimed, frozen or recorded.
+    fn dry_run(&self, settings: Settings, request: JobRequest, emitter: SignalEmitter<'static>) -> u64 {
+        let id = self.next_job_id();
+        tokio::spawn(async move {
+            let (passed, answer) = match job::dry_run(&settings, &request).await {
+                Ok(found) => {
+                    let answer = found.answer();
+                    (answer.preflight.passed, wire::to_dict(&answer))
+                }
+                Err(e) => {
+                    let report = Report::not_started(e.to_string());
+                    (false, wire::to_dict(&report))
+                }
+            };
+            let _ = Agent::job_finished(&emitter, id, passed, answer).await;
+        });
+        id
+    }
+
     fn next_job_id(&self) -> u64 {
         let mut state = self.state.lock().unwrap();
         state.next_job += 1;
@@ -619,14 +640,7 @@ impl Agent {
         self.refuse_when_stopping()?;
         let emitter = emitter.into_owned();
         if options.dry_run {
-            let plan = job::snapshot_plan(&settings)
-                .await
-                .map_err(|e| AgentError::Failed(format!("cannot plan: {e}")))?;
-            let id = self.next_job_id();
-            tokio::spawn(async move {
-                let _ = Agent::job_finished(&emitter, id, true, wire::to_dict(&plan)).await;
-            });
-            return Ok(id);
+            return Ok(self.dry_run(settings, options.request, emitter));
         }
         let (id, interrupt, _) = self.claim_job(&settings, None).await?;
         let job = Job {

@@ -356,6 +356,9 @@ impl Transaction<'_> {
                 self.prune(&mut rec, completed).await;
             }
         }
+        if let Some(barrier) = self.barrier.as_deref() {
+            barrier.note(&mut rec.report);
+        }
         rec.finish(self.provider)
     }
 

@@ -519,4 +519,9 @@ pub trait Barrier: Send {
     /// Returns when the coordinator says go on from `point`, or why the member gives up
     /// waiting (the coordinator's deadline passed).
     async fn released(&mut self, point: BarrierPoint) -> Result<(), BarrierError>;
+    /// Adds to the member's report, as the run ends, what the group's side learned meanwhile
+    /// (its coordinator leaving the bus).
+    fn note(&self, report: &mut freezeframe_contract::Report) {
+        let _ = report;
+    }
 }

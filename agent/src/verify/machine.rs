@@ -5,7 +5,8 @@
 //! through systemd or configured); and each restored volume named with `--volume` (attached, not
 //! mounted) is checked as an image, databases and all. The boot has replayed (or discarded)
 //! the journals, so their state tells nothing here; the markers do, and what each ext4 log
-//! still holds (the `after` marker's creation).
+//! still holds (the `after` marker's creation). Each mounted filesystem's health is the
+//! kernel's record of its errors (`health.rs`): one with errors fails the verdict.
 
 use super::evidence::{journal_holds_after, read_markers, Evidence};
 use super::{
@@ -40,6 +41,7 @@ pub(crate) fn verify_machine(
     let mut record = None;
     let mut filesystems = Vec::new();
     let mut after_logged_anywhere = false;
+    let mut health_reasons = Vec::new();
     for mount in mounts.iter().filter(|m| match mountpoints {
         Some(list) => list.contains(&m.mountpoint),
         None => matches!(m.fstype.as_str(), "ext4" | "xfs" | "btrfs"),
@@ -71,6 +73,11 @@ pub(crate) fn verify_machine(
                 &markers.found,
             );
         after_logged_anywhere |= after_logged;
+        // What the kernel recorded against it: the boot mounted it, and any error since.
+        let health = super::health::health(mount, Path::new("/sys"));
+        for problem in health.iter().flat_map(|h| &h.problems) {
+            health_reasons.push(format!("{}: {problem}", mount.mountpoint.display()));
+        }
         filesystems.push(MountedFilesystem {
             mountpoint: mount.mountpoint.clone(),
             fstype: mount.fstype.clone(),
@@ -80,6 +87,7 @@ pub(crate) fn verify_machine(
                 .map(|(name, moment)| format!("{name}.{}", moment.as_str()))
                 .collect(),
             after_logged,
+            health,
         });
         found.extend(markers.found);
     }
@@ -92,6 +100,7 @@ pub(crate) fn verify_machine(
     };
     let probe = evidence.verdict();
     let mut reasons: Vec<String> = evidence.reason(claimed).into_iter().collect();
+    reasons.extend(health_reasons);
     let mut checked = Vec::new();
     for (n, (name, device)) in volumes.iter().enumerate() {
         let dir = scratch.join(format!("volume-{n}"));

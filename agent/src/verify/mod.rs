@@ -18,6 +18,7 @@
 mod databases;
 mod disk;
 mod evidence;
+mod health;
 mod inside;
 mod live;
 mod machine;
@@ -30,8 +31,8 @@ mod server;
 
 pub(crate) use disk::verify_any;
 pub(crate) use freezeframe_contract::verification::{
-    DatabaseCheck, DatabaseKind, DiskVerification, Findings, ImageVerification, JournalState,
-    MachineVerification, MountedFilesystem, PartitionVerification, ProbeVerdict, TableRows,
+    DatabaseCheck, DatabaseKind, DiskVerification, FilesystemHealth, Findings, ImageVerification,
+    JournalState, MachineVerification, MountedFilesystem, PartitionVerification, ProbeVerdict, TableRows,
     VolumeVerification,
 };
 pub(crate) use machine::verify_machine;

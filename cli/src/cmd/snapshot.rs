@@ -17,7 +17,10 @@ pub(crate) async fn run(
     let finished = agent::snapshot(target, request, progress).await?;
     let line = match &finished {
         Finished::Snapshot(report) => line(report),
-        Finished::Plan(_) => "ok".into(),
+        Finished::DryRun(dry_run) => match &dry_run.preflight.error {
+            None => "dry run: preflight passed".into(),
+            Some(e) => format!("dry run: a snapshot now would FAIL: {e}"),
+        },
     };
     Ok(Done {
         exit: finished.exit(),

@@ -2,8 +2,10 @@
 //! `POST /v2/droplets/=hang`, `GET /v2/droplets/=500*2`, `/v2/=429:3`, `GET /v2/actions/=latency:800`.
 //! KIND is `hang`, `reset` (the connection drops mid-answer), `garbage` (200 with a body that
 //! is not JSON), `no-action-id` (handled, but the answer's action lacks its id), an HTTP status (`401`, `403`, `404`, `422`, `500`, …), `429:SECONDS`
-//! (with `retry-after`), `latency:MS` (before the call is handled), or `slow-answer:MS` (the call
-//! is handled at once, its answer held back). Without `*COUNT` a fault applies to every match.
+//! (with `retry-after`), `latency:MS` (before the call is handled), `slow-answer:MS` (the call
+//! is handled at once, its answer held back), or `unwaited:MS` (handled MS later whether or not
+//! the client still waits: the platform acting on a request it received from a client that
+//! gave up on it). Without `*COUNT` a fault applies to every match.
 
 use axum::http::Method;
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub enum FaultKind {
     },
     Latency(Duration),
     SlowAnswer(Duration),
+    /// Handled after the delay, whether or not the client still waits for the answer.
+    Unwaited(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,17 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// A fault of `kind` on calls of `method` (any, when `None`) to paths starting with
+    /// `path_prefix`, `count` times (every time, when `None`).
+    pub fn new(method: Option<Method>, path_prefix: &str, kind: FaultKind, count: Option<u32>) -> Fault {
+        Fault {
+            method,
+            path_prefix: path_prefix.to_string(),
+            kind,
+            remaining: count,
+        }
+    }
+
     pub fn matches(&self, method: &Method, path: &str) -> bool {
         self.remaining != Some(0)
             && self.method.as_ref().is_none_or(|m| m == method)
@@ -93,6 +108,9 @@ impl std::str::FromStr for Fault {
             Some(("slow-answer", ms)) => FaultKind::SlowAnswer(Duration::from_millis(
                 ms.parse().map_err(|_| bad("the delay is not a number"))?,
             )),
+            Some(("unwaited", ms)) => FaultKind::Unwaited(Duration::from_millis(
+                ms.parse().map_err(|_| bad("the delay is not a number"))?,
+            )),
             Some(_) => return Err(bad("unknown kind")),
         };
         Ok(Fault {
@@ -134,6 +152,15 @@ mod tests {
         assert_eq!(
             "POST /v2/=slow-answer:5".parse::<Fault>().unwrap().kind,
             FaultKind::SlowAnswer(Duration::from_millis(5))
+        );
+        assert_eq!(
+            "POST /v2/droplets=unwaited:3000*1".parse::<Fault>().unwrap(),
+            Fault::new(
+                Some(Method::POST),
+                "/v2/droplets",
+                FaultKind::Unwaited(Duration::from_secs(3)),
+                Some(1)
+            )
         );
         for bad in ["/v2/", "v2/=500", "/v2/=teapot", "/v2/=200", "/v2/=500*x"] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");

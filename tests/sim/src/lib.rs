@@ -13,6 +13,7 @@ mod power;
 mod rate;
 mod restore;
 
+pub use axum::http::Method;
 pub use faults::{Fault, FaultKind};
 pub use power::{Guest, PowerFault, PowerFaultKind, PowerModel};
 pub use rate::{Admission, RateLimit};
@@ -127,6 +128,8 @@ struct SimAction {
     takes: Duration,
     /// The power state it leaves when it completes (power actions).
     leaves: Option<power::Power>,
+    /// It ends `errored`, making nothing ([`Sim::fail_snapshots`]).
+    errors: bool,
 }
 
 struct SimSnapshot {
@@ -171,6 +174,8 @@ struct SimState {
     power_faults: Vec<PowerFault>,
     /// Faults that join `config.faults` once a Droplet snapshot completes.
     after_snapshot: Vec<Fault>,
+    /// How many of the next Droplet snapshot actions end `errored`.
+    failing_snapshots: u32,
     guest: Option<Arc<dyn Guest>>,
 }
 
@@ -184,7 +189,7 @@ impl SimState {
                 if let Some(state) = a.leaves {
                     self.power = state;
                 }
-                if a.kind == "snapshot" {
+                if a.kind == "snapshot" && !a.errors {
                     let size = a
                         .image
                         .as_ref()
@@ -223,6 +228,8 @@ pub struct Sim {
     request_ids: Arc<std::sync::atomic::AtomicU64>,
     /// Set once a hanging fault should stop hanging (shutdown).
     released: Arc<AtomicBool>,
+    /// Calls an `unwaited` fault holds that are not handled yet.
+    unwaited: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -250,10 +257,12 @@ impl Sim {
                 power_model: PowerModel::default(),
                 power_faults: Vec::new(),
                 after_snapshot: Vec::new(),
+                failing_snapshots: 0,
                 guest: None,
             })),
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             released: Arc::new(AtomicBool::new(false)),
+            unwaited: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -322,6 +331,18 @@ impl Sim {
         self.lock().after_snapshot = faults;
     }
 
+    /// How long snapshot actions run once registered, from now on.
+    pub fn set_action_delay(&self, delay: Duration) {
+        self.lock().config.action_delay = delay;
+    }
+
+    /// The next `count` Droplet snapshot actions are taken, run their time, and end `errored`
+    /// on the platform's side, making no snapshot (what an offline run meets after the
+    /// shutdown).
+    pub fn fail_snapshots(&self, count: u32) {
+        self.lock().failing_snapshots = count;
+    }
+
     /// Lists `droplet` too, from now on (`GET /v2/droplets`).
     pub fn list_also(&self, droplet: FleetDroplet) {
         self.lock().config.fleet.push(droplet);
@@ -350,6 +371,28 @@ impl Sim {
 
     pub fn set_faults(&self, faults: Vec<Fault>) {
         self.lock().config.faults = faults;
+    }
+
+    /// Calls an `unwaited` fault holds that are not handled yet: none once every request the
+    /// simulator received has had its effect.
+    pub fn unhandled(&self) -> usize {
+        self.unwaited.load(Ordering::SeqCst)
+    }
+
+    /// Gives the account a Droplet snapshot named `name`, `size_bytes` of used disk, whose
+    /// image (what a Droplet created from it gets a copy of) is `image`; its id.
+    pub fn seed_snapshot(&self, name: &str, size_bytes: u64, image: PathBuf) -> u64 {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.snapshots.push(SimSnapshot {
+            id,
+            name: name.to_string(),
+            created: SystemTime::now(),
+            size_bytes,
+            image: Some(image),
+        });
+        id
     }
 
     /// Ends every request that a `hang` fault holds.
@@ -572,6 +615,25 @@ async fn faulty_answer(fault: FaultKind, sim: &Sim, request: Request, next: Next
             tokio::time::sleep(delay).await;
             answer
         }
+        FaultKind::Unwaited(delay) => {
+            // A task of its own: the client going away does not cancel it.
+            let call = Call {
+                token: call.token.clone(),
+                path: call.path.clone(),
+                request_id: call.request_id.clone(),
+            };
+            let pending = sim.unwaited.clone();
+            pending.fetch_add(1, Ordering::SeqCst);
+            let handled = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let answer = call.answer(request, next).await;
+                pending.fetch_sub(1, Ordering::SeqCst);
+                answer
+            });
+            handled
+                .await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
         FaultKind::Status(code) => status_answer(code, request_id),
         FaultKind::RateLimited { retry_after } => rate_limited(retry_after, request_id),
     }
@@ -738,7 +800,11 @@ async fn droplet(State(sim): State<Sim>, Path(id): Path<u64>) -> Response {
 fn action_json(a: &SimAction, droplet_id: u64) -> Value {
     json!({
         "id": a.id,
-        "status": if a.completed_at.is_some() { "completed" } else { "in-progress" },
+        "status": match (a.completed_at, a.errors) {
+            (None, _) => "in-progress",
+            (Some(_), false) => "completed",
+            (Some(_), true) => "errored",
+        },
         "type": a.kind,
         "started_at": rfc3339(a.started),
         "completed_at": a.completed_at.map(rfc3339),
@@ -897,7 +963,9 @@ async fn post_droplet_action(
         captured,
         takes: st.config.action_delay,
         leaves: None,
+        errors: st.failing_snapshots > 0,
     };
+    st.failing_snapshots = st.failing_snapshots.saturating_sub(1);
     let json = action_json(&action, id);
     st.actions.push(action);
     (StatusCode::CREATED, Json(json!({"action": json}))).into_response()
@@ -938,6 +1006,7 @@ fn power_action(sim: &Sim, st: &mut SimState, id: u64, kind: &str) -> Response {
             planned.takes
         },
         leaves: planned.leaves,
+        errors: false,
     };
     if let Some(guest) = st.guest.clone() {
         reach_guest(sim.clone(), guest, action.id, kind.to_string(), done);

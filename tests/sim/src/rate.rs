@@ -89,6 +89,12 @@ impl RateLimit {
         }
     }
 
+    /// When each request of the last hour was let through, oldest first.
+    pub fn admitted_times(&self) -> Vec<Instant> {
+        let admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        admitted.iter().copied().collect()
+    }
+
     /// The requests let through in the last hour, and the most of them in any one minute.
     pub fn admitted(&self) -> (usize, usize) {
         let admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,6 +11,7 @@
 //! the port's).
 
 mod convert;
+mod owed;
 pub(crate) mod token;
 
 use crate::config::{DigitalOceanSettings, ThawAfter};
@@ -64,6 +65,9 @@ pub(crate) struct DigitalOcean {
     volumes: Vec<PlannedVolume>,
     /// What restore drills learned about this platform, read in preflight.
     platform: Option<platform::Learned>,
+    /// The Droplet's snapshots as this run last listed them (its wait, its retention): the
+    /// tags earlier runs owe are put on them without listing again.
+    listed: Option<Vec<freezeframe_digitalocean::DropletSnapshot>>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +137,7 @@ impl DigitalOcean {
             prunes,
             volumes: Vec::new(),
             platform: None,
+            listed: None,
         }
     }
 
@@ -643,10 +648,12 @@ impl SnapshotProvider for DigitalOcean {
             .map_err(|e| api("cannot list the Droplet's snapshots", e))?;
         let name = self.requested_name.as_deref().unwrap_or_default();
         let snapshot = snapshots.iter().rev().find(|s| s.name == name);
-        Ok(Completion {
+        let completion = Completion {
             snapshot_id: snapshot.map(|s| s.id.to_string()),
             size_bytes: snapshot.map(|s| (s.size_gigabytes * 1e9) as u64),
-        })
+        };
+        self.listed = Some(snapshots);
+        Ok(completion)
     }
 
     async fn reconcile(&mut self) -> Option<Reconciled> {
@@ -724,13 +731,11 @@ impl SnapshotProvider for DigitalOcean {
             .await?;
         let client = self.client()?;
         // Only completed snapshots are listed; one still in progress is never touched.
-        let mut mine: Vec<_> = client
+        let listed = client
             .droplet_snapshots(self.droplet_id)
             .await
-            .map_err(|e| api("cannot list the Droplet's snapshots", e))?
-            .into_iter()
-            .filter(|s| ours.is_ours(&s.name))
-            .collect();
+            .map_err(|e| api("cannot list the Droplet's snapshots", e))?;
+        let mut mine: Vec<_> = listed.iter().filter(|s| ours.is_ours(&s.name)).cloned().collect();
         mine.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         let excess = mine.len().saturating_sub(keep_last);
         let kept = mine.len() - excess;
@@ -748,6 +753,14 @@ impl SnapshotProvider for DigitalOcean {
                 name: old.name,
             });
         }
+        // What is left, for the tags earlier runs owe.
+        let deleted: Vec<String> = pruned.iter().filter(|_| !dry_run).map(|p| p.id.clone()).collect();
+        self.listed = Some(
+            listed
+                .into_iter()
+                .filter(|s| !deleted.contains(&s.id.to_string()))
+                .collect(),
+        );
         if self.settings.volumes {
             pruned.extend(self.prune_volumes(keep_last, ours, dry_run).await?);
         }

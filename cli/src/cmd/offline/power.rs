@@ -155,17 +155,19 @@ impl<A: Api> Run<'_, A> {
         }
     }
 
-    /// Waits for the snapshot action to end (the Droplet stays locked until then).
-    async fn wait_for_action(&self, action: u64) -> Result<(), OfflineError> {
+    /// Waits for the snapshot action to end (the Droplet stays locked until then). One that
+    /// errored made no snapshot: the report claims no level.
+    async fn wait_for_action(&mut self, action: u64) -> Result<(), OfflineError> {
         let deadline = Instant::now() + SNAPSHOT_BOUND;
         let mut backoff = Backoff::up_to(POLL_SNAPSHOT);
         loop {
             match self.client.action(action).await {
                 Ok(status) if status == "completed" => return Ok(()),
                 Ok(status) if status == "errored" => {
+                    self.report.consistency = None;
                     return Err(OfflineError::Stalled(format!(
                         "snapshot action {action} errored on DigitalOcean's side"
-                    )))
+                    )));
                 }
                 Ok(_) => {}
                 Err(e) if e.retryable() => {}

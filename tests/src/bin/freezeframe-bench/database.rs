@@ -10,6 +10,7 @@
 //! systemd stops it at poweroff, started as at boot), with the rest of the shutdown, the boot
 //! and the snapshot action taking the times [`OfflineTimings`] gives.
 
+use crate::record::{Recorded, Strategy, TpsLine};
 use crate::{
     agent_config, agent_snapshot, fsfreeze_script, median_max, percentile, sim_config, simulator, ApiCall,
     Args, Section, DROPLET_ID, TOKEN,
@@ -140,6 +141,30 @@ fn around(done: &[f64], from: f64, to: f64) -> (f64, f64) {
     (gap * 1e3, worst)
 }
 
+/// TPS in 100 ms bins around the snapshot whose longest gap is the median of `gaps` (one run
+/// as it happened: an average over runs would smear the dips), from `SETTLE` before its start
+/// to `SETTLE` after its end.
+fn median_run_tps(strategy: Strategy, done: &[f64], snapshots: &[(f64, f64)], gaps: &[f64]) -> TpsLine {
+    let median = percentile(gaps, 50.0);
+    let run = gaps.iter().position(|g| *g == median).unwrap_or(0);
+    let (from, to) = snapshots[run];
+    let bin = 0.1;
+    let (lo, hi) = (from - SETTLE.as_secs_f64(), to + SETTLE.as_secs_f64());
+    let bins = ((hi - lo) / bin).ceil() as usize;
+    let mut tps = vec![0.0; bins];
+    for t in done.iter().filter(|t| **t >= lo && **t < hi) {
+        let i = (((t - lo) / bin) as usize).min(bins - 1);
+        tps[i] += 1.0 / bin;
+    }
+    TpsLine {
+        strategy,
+        start_ms: (lo - from) * 1e3,
+        bin_ms: bin * 1e3,
+        tps,
+        snapshot_ms: (to - from) * 1e3,
+    }
+}
+
 /// Transactions per second over the quiet stretches (the first half of each settle period).
 fn steady_tps(done: &[f64], snapshots: &[(f64, f64)]) -> f64 {
     let rates: Vec<f64> = snapshots
@@ -236,7 +261,7 @@ fn under_load(
     (snapshots, load.finish())
 }
 
-pub fn run(args: &Args) -> Section {
+pub fn run(args: &Args, records: &mut Recorded) -> Section {
     let fs = scratch_fs_sized(Fs::Ext4, 2048);
     run_cmd_direct_io(&fs.device);
     let (started, sockets, logs) = pgbench_server(&fs);
@@ -269,24 +294,24 @@ pub fn run(args: &Args) -> Section {
         ],
     );
     let offline = OfflinePlatform::start(fs.dir.path(), args, machine.clone());
-    let strategies: [(&str, usize); 4] = [
-        ("freezeframe", args.runs),
-        ("fsfreeze script", args.runs),
-        ("stop PostgreSQL, snapshot, start", args.runs),
-        ("offline: freezeframe snapshot --offline", args.offline.runs),
+    let strategies = [
+        (Strategy::Freezeframe, args.runs),
+        (Strategy::FsfreezeScript, args.runs),
+        (Strategy::StopService, args.runs),
+        (Strategy::Offline, args.offline.runs),
     ];
     for (strategy, runs) in strategies.into_iter().filter(|(_, runs)| *runs > 0) {
         let (snapshots, done) = under_load(&sockets, &logs, runs, &mut |run| {
             let name = format!("db-{run}");
             match strategy {
-                "freezeframe" => drop(agent_snapshot(&config, &name)),
-                "fsfreeze script" => drop(fsfreeze_script(&[&fs.mountpoint], &api, &name)),
-                "stop PostgreSQL, snapshot, start" => {
+                Strategy::Freezeframe => drop(agent_snapshot(&config, &name)),
+                Strategy::FsfreezeScript => drop(fsfreeze_script(&[&fs.mountpoint], &api, &name)),
+                Strategy::StopService => {
                     machine.stop_service();
                     api.snapshot(&name);
                     machine.start_service();
                 }
-                _ => offline.snapshot(&name),
+                Strategy::Offline => offline.snapshot(&name),
             }
         });
         let steady = steady_tps(&done, &snapshots);
@@ -297,10 +322,13 @@ pub fn run(args: &Args) -> Section {
                 (gap, 100.0 * worst / steady)
             })
             .unzip();
+        records
+            .tps
+            .push(median_run_tps(strategy, &done, &snapshots, &gaps));
         let label = if runs == args.runs {
-            strategy.to_string()
+            strategy.label().to_string()
         } else {
-            format!("{strategy} ({runs} runs)")
+            format!("{} ({runs} runs)", strategy.label())
         };
         section.rows.push(vec![
             label,
@@ -309,7 +337,7 @@ pub fn run(args: &Args) -> Section {
             format!("{steady:.0}"),
         ]);
         section.json.push(json!({
-            "strategy": strategy, "runs": runs, "steady_tps": steady,
+            "strategy": strategy.label(), "runs": runs, "steady_tps": steady,
             "no_tps_ms_median": percentile(&gaps, 50.0), "no_tps_ms_max": percentile(&gaps, 100.0),
             "worst_second_pct_median": percentile(&worst, 50.0), "worst_second_pct_min": percentile(&worst, 0.0),
         }));

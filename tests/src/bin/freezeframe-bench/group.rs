@@ -12,6 +12,7 @@
 //! twice: as it falls here, and with the knob held at 1 for the run, as if each member had
 //! its own.
 
+use crate::record::{GroupRun, Recorded};
 use crate::scaling::Behind;
 use crate::{median_max, percentile, Args, Section};
 use freezeframe_tests::*;
@@ -20,7 +21,7 @@ use std::process::Command;
 
 const RCU_KNOB: &str = "/sys/kernel/rcu_expedited";
 
-pub fn run(args: &Args) -> Section {
+pub fn run(args: &Args, records: &mut Recorded) -> Section {
     let most = args.group.iter().copied().max().unwrap_or(2);
     let behind = Behind::ssh(most, "member", args.latency);
     let mut section = Section::new(
@@ -44,6 +45,14 @@ pub fn run(args: &Args) -> Section {
         for own_kernel in [false, true] {
             let _held = own_kernel.then(RcuHeld::expedite);
             let m = measure(&behind, n, args.runs);
+            records
+                .groups
+                .extend(m.runs.iter().map(|(windows_ms, slowest_request_ms)| GroupRun {
+                    members: n,
+                    rcu_knob_held: own_kernel,
+                    windows_ms: windows_ms.clone(),
+                    slowest_request_ms: *slowest_request_ms,
+                }));
             let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
             let mode = if own_kernel {
                 "by each member (knob held)"
@@ -100,6 +109,8 @@ struct Measured {
     round_trips: Vec<f64>,
     overlaps: Vec<f64>,
     walls: Vec<f64>,
+    /// Each run's members' windows and its slowest request.
+    runs: Vec<(Vec<f64>, f64)>,
 }
 
 /// `runs` group snapshots of the first `n` Droplets behind the stand-in ssh.
@@ -149,6 +160,7 @@ fn measure(behind: &Behind, n: usize, runs: usize) -> Measured {
             .collect();
         let least = held.iter().copied().fold(f64::INFINITY, f64::min);
         let most = held.iter().copied().fold(0.0, f64::max);
+        m.runs.push((frozen.clone(), slowest_request));
         m.windows.extend(frozen);
         m.slowest.push(slowest_request);
         m.added.push(widest - slowest_request);

@@ -7,6 +7,7 @@
 //! filesystems from a pool, Droplet `i` the `i mod 20`-th: runs start in order, at most
 //! `--parallel` (10) at once, so no two runs ever share one.
 
+use crate::record::{FleetRate, Recorded};
 use crate::{agent_config, median_max, Args, Section, TOKEN};
 use freezeframe_tests::bus::{activated_bus, fake_ssh, PrivateBus};
 use freezeframe_tests::sim::{FleetDroplet, RateLimit, SimConfig, SimServer};
@@ -23,7 +24,7 @@ const PER_HOUR: usize = 5000;
 const POOL: usize = 20;
 const TAG: &str = "bench-fleet";
 
-pub fn run(args: &Args) -> Section {
+pub fn run(args: &Args, records: &mut Recorded) -> Section {
     let n = args.fleet_limits;
     eprintln!("freezeframe-bench: starting {n} simulated Droplets");
     let fleet = Fleet::start(n, args.latency);
@@ -64,6 +65,7 @@ pub fn run(args: &Args) -> Section {
         .collect();
     let in_windows = refused.iter().filter(|c| c.starts_with("POST")).count();
     let (calls, busiest) = fleet.limit.admitted();
+    records.fleet_rate = Some(per_minute(&fleet.limit.admitted_times(), started, wall, n));
     let minutes = wall.as_secs_f64() / 60.0;
     let mut section = Section::new(
         format!(
@@ -110,6 +112,27 @@ pub fn run(args: &Args) -> Section {
             .into(),
     );
     section
+}
+
+/// The calls admitted in the minute before every 5 s of the run.
+fn per_minute(times: &[Instant], started: Instant, wall: Duration, droplets: usize) -> FleetRate {
+    let step = Duration::from_secs(5);
+    let steps = (wall.as_secs_f64() / step.as_secs_f64()).ceil() as u32;
+    let calls_last_minute = (1..=steps)
+        .map(|k| {
+            let at = started + step * k;
+            times
+                .iter()
+                .filter(|t| **t <= at && at.duration_since(**t) < Duration::from_secs(60))
+                .count()
+        })
+        .collect();
+    FleetRate {
+        droplets,
+        limit_per_minute: PER_MINUTE,
+        step_s: step.as_secs_f64(),
+        calls_last_minute,
+    }
 }
 
 /// The simulated Droplets, their buses and filesystems, and the stand-in for ssh that reaches

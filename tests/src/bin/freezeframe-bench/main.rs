@@ -9,10 +9,12 @@
 //! consistency groups of many Droplets ([`group`]). Prints markdown tables and
 //! writes JSON. Measurements, not pass/fail tests. Run as root: tests/bench/run.
 
+mod charts;
 mod database;
 mod footprint;
 mod group;
 mod limits;
+mod record;
 mod restore;
 mod scaling;
 mod window;
@@ -37,6 +39,10 @@ pub struct Args {
     pub filesystems: Vec<usize>,
     pub parts: Vec<String>,
     pub json: PathBuf,
+    /// Where the charts and their records go.
+    pub charts: PathBuf,
+    /// Only redraw the charts from the records in `charts`.
+    pub redraw: bool,
     /// The offline strategy in the database part: its runs, and the platform's timings.
     pub offline: database::OfflineTimings,
 }
@@ -46,7 +52,8 @@ const USAGE: &str = "flags: --runs N (20) --latency-ms N (300) --dirty-mib A,B,C
                      --group A,B,C (2,10,50) --fleet-limits N (1000) \
                      --offline-runs N (3, 0: none) --offline-snapshot-s N (60) \
                      --offline-shutdown-s N (2) --offline-boot-s N (4) \
-                     --parts window,database,scaling,footprint,restore,group,limits (all) --json PATH";
+                     --parts window,database,scaling,footprint,restore,group,limits (all) --json PATH \
+                     --charts DIR (target/bench/charts) --redraw (only draw DIR's records)";
 
 const PARTS: [&str; 7] = [
     "window",
@@ -88,6 +95,8 @@ fn args() -> Args {
         filesystems: vec![1, 4, 16],
         parts: PARTS.map(String::from).to_vec(),
         json: "target/bench/results.json".into(),
+        charts: "target/bench/charts".into(),
+        redraw: false,
         offline: database::OfflineTimings::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -110,6 +119,8 @@ fn args() -> Args {
             "--offline-boot-s" => a.offline.boot = seconds("--offline-boot-s", &value()),
             "--parts" => a.parts = value().split(',').map(String::from).collect(),
             "--json" => a.json = value().into(),
+            "--charts" => a.charts = value().into(),
+            "--redraw" => a.redraw = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0)
@@ -389,23 +400,57 @@ pub fn fsfreeze_script(mountpoints: &[&Path], api: &ApiCall, name: &str) -> Wind
     }
 }
 
+/// Draws the charts of `records` into `dir`, saying which could not be drawn and why.
+fn draw_charts(records: &record::Recorded, dir: &Path) {
+    let (written, skipped) = charts::draw_all(records, dir);
+    for path in written {
+        println!("chart: {}", path.display());
+    }
+    for why in skipped {
+        eprintln!("freezeframe-bench: not drawn: {why}");
+    }
+}
+
 fn main() {
-    freezeframe_tests::require_root();
     let args = args();
+    let mut records = record::Recorded::load(&args.charts).unwrap_or_else(|e| fail(&e));
+    if args.redraw {
+        draw_charts(&records, &args.charts);
+        return;
+    }
+    freezeframe_tests::require_root();
     let mut sections = Vec::new();
     for part in &args.parts {
         eprintln!("freezeframe-bench: {part}…");
+        let mut new = record::Recorded::default();
+        let (date, load_before) = (record::date_utc(), record::load_average());
         match part.as_str() {
-            "window" => sections.extend(window::run(&args)),
-            "database" => sections.push(database::run(&args)),
+            "window" => sections.extend(window::run(&args, &mut new)),
+            "database" => sections.push(database::run(&args, &mut new)),
             "scaling" => sections.extend(scaling::run(&args)),
             "footprint" => sections.push(footprint::run(&args)),
             "restore" => sections.push(restore::run(&args)),
-            "group" => sections.push(group::run(&args)),
-            "limits" => sections.push(limits::run(&args)),
+            "group" => sections.push(group::run(&args, &mut new)),
+            "limits" => sections.push(limits::run(&args, &mut new)),
             _ => unreachable!("checked in args()"),
         }
+        new.conditions.push(record::Conditions {
+            part: part.clone(),
+            date,
+            load_before,
+            load_after: record::load_average(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .into(),
+        });
+        records.replace_part(part, new);
     }
+    records.save(&args.charts).unwrap_or_else(|e| fail(&e));
+    draw_charts(&records, &args.charts);
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")

@@ -3,6 +3,7 @@
 //! of dirty page cache written just before each snapshot (held dirty through `vm.dirty_*`),
 //! while a writer does an fsync'd 4 KiB append every 10 ms and records each latency.
 
+use crate::record::{Recorded, Tool, WindowSamples};
 use crate::{
     agent_config, agent_snapshot, fsfreeze_script, merge, percentile, simulator, ApiCall, Args, Section,
     Window, Windows,
@@ -148,7 +149,7 @@ struct Series {
     stalls: Vec<f64>,
 }
 
-pub fn run(args: &Args) -> Vec<Section> {
+pub fn run(args: &Args, records: &mut Recorded) -> Vec<Section> {
     let fs = scratch_fs_sized(Fs::Ext4, 2048);
     // Like a real disk: writes through the loop device reach the disk, not the host's cache.
     crate::run_cmd("losetup", &["--direct-io=on", &fs.device]);
@@ -188,7 +189,13 @@ pub fn run(args: &Args) -> Vec<Section> {
             std::thread::sleep(Duration::from_millis(100));
             script.stalls.extend(meter.take());
         }
-        for (tool, s) in [("freezeframe", &ours), ("fsfreeze script", &script)] {
+        for (tool, s) in [(Tool::Freezeframe, &ours), (Tool::FsfreezeScript, &script)] {
+            records.windows.push(WindowSamples {
+                tool,
+                dirty_mib: mib,
+                frozen_ms: s.windows.0.iter().map(|w| w.total).collect(),
+            });
+            let tool = tool.label();
             let stalls = [50.0, 99.0, 100.0].map(|p| percentile(&s.stalls, p));
             let mut row = vec![tool.into(), format!("{mib} MiB")];
             row.extend(s.windows.cells());

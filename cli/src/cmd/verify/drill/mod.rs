@@ -2,9 +2,12 @@
 //! operator's token (`DIGITALOCEAN_TOKEN`). It restores the Droplet snapshot, and the volume
 //! snapshots of the same run, onto a new Droplet of the smallest size that fits, runs
 //! `freezeframe-agent verify` there over SSH, records the result as a tag on the snapshot, and
-//! destroys what it created on every path: success, failure, Ctrl-C, SIGTERM, timeout. All it
-//! creates carries the tag `freezeframe-verify` and one of its own run, so `freezeframe verify
-//! --cleanup` finds what a drill killed outright left behind.
+//! destroys what it created on every path: success, failure, Ctrl-C, SIGTERM, timeout. A signal
+//! or the timeout stops the waits at once, but a request that creates something is answered
+//! before the drill stops (a request the API received makes its Droplet or volume whether or
+//! not anyone reads the answer): cleanup then finds it. All it creates carries the tag
+//! `freezeframe-verify` and one of its own run, so `freezeframe verify --cleanup` finds what a
+//! drill killed outright left behind.
 
 use crate::agent::{Exit, Failure};
 use crate::api::Access;
@@ -19,9 +22,12 @@ use std::time::{Duration, Instant};
 
 pub(crate) use super::ports::Api;
 
+mod estimate;
 mod host_key;
 mod remote;
 mod text;
+
+pub use estimate::Expected;
 
 use host_key::HostKey;
 #[cfg(test)]
@@ -67,6 +73,8 @@ pub struct DrillReport {
     pub size: String,
     /// USD an hour while it existed.
     pub price_hourly: f64,
+    /// What it was expected to take and cost, said before anything was created.
+    pub expected: Expected,
     /// The Droplet it created, once created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub droplet_id: Option<u64>,
@@ -223,8 +231,9 @@ async fn choose_size(client: &impl Api, snapshot: &Snapshot, asked: Option<&str>
     }
 }
 
-/// Says what will be created and what it costs; asks, unless `--yes`.
-fn consent(plan: &Plan, options: &DrillOptions) -> Result<(), Failure> {
+/// Says what will be created, how long it is expected to take and what it costs; asks, unless
+/// `--yes`.
+fn consent(plan: &Plan, expected: &Expected, options: &DrillOptions) -> Result<(), Failure> {
     let volumes: f64 = plan.volumes.iter().map(|v| v.min_disk_size as f64).sum();
     eprintln!(
         "freezeframe: the drill creates a {} Droplet (${:.4}/hour) from snapshot {} ({}) in {}{}, \
@@ -244,6 +253,7 @@ fn consent(plan: &Plan, options: &DrillOptions) -> Result<(), Failure> {
             )
         }
     );
+    eprintln!("freezeframe: {}", estimate::words(expected, options));
     if options.yes {
         return Ok(());
     }
@@ -264,6 +274,7 @@ fn consent(plan: &Plan, options: &DrillOptions) -> Result<(), Failure> {
 }
 
 /// Why a drill stopped before its answer.
+#[derive(Debug, Clone)]
 enum Stop {
     Failed(String),
     Interrupted(&'static str),
@@ -283,7 +294,8 @@ async fn run_on(
     options: &DrillOptions,
 ) -> Result<(Exit, DrillReport), Failure> {
     let plan = plan(client, options).await?;
-    consent(&plan, options)?;
+    let expected = estimate::expect(&plan);
+    consent(&plan, &expected, options)?;
     // ssh-keygen waited for, and files read: off the async workers.
     let host_key = crate::blocking::run(HostKey::generate).await?;
     let run_tag = format!(
@@ -298,9 +310,11 @@ async fn run_on(
         volume_snapshots: plan.volumes.iter().map(|v| v.id.clone()).collect(),
         size: plan.size.slug.clone(),
         price_hourly: plan.size.price_hourly,
+        expected,
         ..DrillReport::default()
     }));
     let last_try = LastTry::default();
+    let (stopping, stopped) = tokio::sync::watch::channel(None);
     let stop = {
         let drill = restore_and_verify(
             client,
@@ -311,14 +325,30 @@ async fn run_on(
             &host_key,
             report.clone(),
             &last_try,
+            stopped,
         );
+        tokio::pin!(drill);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot watch for SIGTERM: {e}")))?;
-        tokio::select! {
-            result = drill => result.err(),
-            _ = tokio::signal::ctrl_c() => Some(Stop::Interrupted("SIGINT")),
-            _ = sigterm.recv() => Some(Stop::Interrupted("SIGTERM")),
-            _ = tokio::time::sleep(options.timeout) => Some(Stop::TimedOut),
+        let why = tokio::select! {
+            result = &mut drill => Ok(result.err()),
+            _ = tokio::signal::ctrl_c() => Err(Stop::Interrupted("SIGINT")),
+            _ = sigterm.recv() => Err(Stop::Interrupted("SIGTERM")),
+            _ = tokio::time::sleep(options.timeout) => Err(Stop::TimedOut),
+        };
+        match why {
+            Ok(ended) => ended,
+            Err(why) => {
+                // The waits stop at once; a request that creates something is answered first,
+                // so cleanup finds what it made. A second signal stops that wait too.
+                let _ = stopping.send(Some(why.clone()));
+                tokio::select! {
+                    _ = &mut drill => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = sigterm.recv() => {}
+                }
+                Some(why)
+            }
         }
     };
     eprintln!("freezeframe: destroying what the drill created (tag {run_tag})");
@@ -379,7 +409,8 @@ async fn record(client: &impl Api, snapshot: &str, found: &MachineVerification, 
 
 /// The drill proper: the Droplet, its volumes, and `freezeframe-agent verify` there. What it
 /// learns goes into `report` as it goes, so an interrupted drill still says what it made, and
-/// why ssh could not connect into `last_try`.
+/// why ssh could not connect into `last_try`. Once `stop` holds a reason, it returns it: at
+/// once from a wait, after the answer from a request that creates something.
 #[allow(clippy::too_many_arguments)]
 async fn restore_and_verify(
     client: &impl Api,
@@ -390,7 +421,9 @@ async fn restore_and_verify(
     host_key: &HostKey,
     report: Arc<Mutex<DrillReport>>,
     last_try: &LastTry,
+    stop: tokio::sync::watch::Receiver<Option<Stop>>,
 ) -> Result<(), Stop> {
+    let checkpoint = || stop.borrow().clone().map_or(Ok(()), Err);
     let started = Instant::now();
     let note = |f: &dyn Fn(&mut DrillReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
     let tags = [DRILL_TAG.to_string(), run_tag.to_string()];
@@ -419,7 +452,8 @@ async fn restore_and_verify(
         .await
         .map_err(|e| Stop::Failed(format!("cannot create the Droplet: {e}")))?;
     note(&|r| r.droplet_id = Some(droplet.id));
-    let address = wait_until_up(client, droplet.id, options.poll).await?;
+    checkpoint()?;
+    let address = until_stopped(&stop, wait_until_up(client, droplet.id, options.poll)).await?;
     note(&|r| {
         r.address = Some(address.clone());
         r.up_seconds = Some(started.elapsed().as_secs_f64());
@@ -441,12 +475,14 @@ async fn restore_and_verify(
             })
             .await
             .map_err(|e| Stop::Failed(format!("cannot create volume {volume_name}: {e}")))?;
+        checkpoint()?;
         client
             .attach_volume(&volume.id, droplet.id, &region)
             .await
             .map_err(|e| Stop::Failed(format!("cannot attach volume {volume_name}: {e}")))?;
         volume_names.push(volume_name);
         note(&|r| r.volumes = volume_names.clone());
+        checkpoint()?;
     }
     eprintln!("freezeframe: running freezeframe-agent verify on {address}");
     let alias = format!("freezeframe-verify-{}", droplet.id);
@@ -454,14 +490,31 @@ async fn restore_and_verify(
         known_hosts: host_key.known_hosts(&alias)?,
         alias,
     };
-    let found = remote
-        .verify(options, &address, &volume_names, &pinned, last_try)
-        .await?;
+    let found = until_stopped(
+        &stop,
+        remote.verify(options, &address, &volume_names, &pinned, last_try),
+    )
+    .await?;
     note(&|r| {
         r.verified_seconds = Some(started.elapsed().as_secs_f64());
         r.verification = Some(found.clone());
     });
     Ok(())
+}
+
+/// `work`, unless `stop` gets a reason first: then that reason, and `work` is dropped.
+async fn until_stopped<T>(
+    stop: &tokio::sync::watch::Receiver<Option<Stop>>,
+    work: impl std::future::Future<Output = Result<T, Stop>>,
+) -> Result<T, Stop> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        done = work => done,
+        Ok(why) = stop.wait_for(Option::is_some) => match why.clone() {
+            Some(why) => Err(why),
+            None => unreachable!("waited for a reason"),
+        },
+    }
 }
 
 /// Polls the Droplet until it is active with a public address.
@@ -485,7 +538,8 @@ async fn wait_until_up(client: &impl Api, id: u64, poll: Duration) -> Result<Str
 /// undone. What could not be destroyed, in words.
 pub async fn cleanup(client: &impl Api, tag: &str) -> Vec<String> {
     let mut left = Vec::new();
-    if let Err(e) = client.delete_droplets_tagged(tag).await {
+    let destroyed = client.delete_droplets_tagged(tag).await;
+    if let Err(e) = &destroyed {
         left.push(format!("the Droplets tagged {tag} ({e})"));
     }
     let volumes = match client.volumes().await {
@@ -503,8 +557,9 @@ pub async fn cleanup(client: &impl Api, tag: &str) -> Vec<String> {
         loop {
             match client.delete_volume(&volume.id).await {
                 Ok(()) => break,
-                // Still attached: the Droplet's destruction detaches it, in its own time.
-                Err(ApiError::Status { status: 409, .. }) if attempt < 30 => {
+                // Still attached: the Droplet's destruction detaches it, in its own time (when
+                // it was destroyed: otherwise it stays attached, and `--cleanup` takes both).
+                Err(ApiError::Status { status: 409, .. }) if attempt < 30 && destroyed.is_ok() => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

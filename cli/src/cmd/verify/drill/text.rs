@@ -1,7 +1,7 @@
 //! A drill's report for people.
 
 use super::DrillReport;
-use freezeframe_contract::verification::{MachineVerification, ProbeVerdict};
+use freezeframe_contract::verification::{FilesystemHealth, MachineVerification, ProbeVerdict};
 
 /// The drill's report as text.
 pub fn text(report: &DrillReport) -> String {
@@ -58,14 +58,15 @@ fn verification_text(found: &MachineVerification) -> String {
     out.push_str(&format!("  probe: {}\n", probe_words(found.probe)));
     for fs in &found.filesystems {
         out.push_str(&format!(
-            "  {} ({}): {}\n",
+            "  {} ({}): {}; {}\n",
             fs.mountpoint.display(),
             fs.fstype,
             if fs.markers.is_empty() {
                 "no markers".to_string()
             } else {
                 fs.markers.join(", ")
-            }
+            },
+            FilesystemHealth::words(fs.health.as_ref())
         ));
     }
     for db in &found.databases {

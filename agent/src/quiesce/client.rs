@@ -150,13 +150,20 @@ impl Clients {
     }
 
     /// Starts `program` with its standard descriptors piped to the agent, and gives it its
-    /// password, if any. `timeout` bounds systemd's start job.
-    pub(crate) async fn spawn(&self, program: &Program, timeout: Duration) -> std::io::Result<Started> {
+    /// password, if any. `timeout` bounds systemd's start job; as a unit, systemd stops it
+    /// `lifetime` after it started, should the agent not have ended it by then (a unit is
+    /// outside the agent's cgroup: its stop does not end it).
+    pub(crate) async fn spawn(
+        &self,
+        program: &Program,
+        timeout: Duration,
+        lifetime: Duration,
+    ) -> std::io::Result<Started> {
         let argv = command_line(program);
         let Pipes { ours, theirs } = pipes()?;
         let (stdin, stdout, stderr) = ours;
         let runs_in = match &self.units {
-            Some(units) => match start_unit(units, &argv, theirs, timeout).await? {
+            Some(units) => match start_unit(units, &argv, theirs, timeout, lifetime).await? {
                 Ok(name) => RunsIn::Unit {
                     name,
                     units: units.clone(),
@@ -183,82 +190,107 @@ impl Clients {
     /// Runs `program` to its end with nothing more on its stdin, within `timeout`.
     pub(crate) async fn output(&self, program: &Program, timeout: Duration) -> std::io::Result<Output> {
         let argv = command_line(program);
-        let Pipes { ours, theirs } = pipes()?;
-        let (mut stdin, mut stdout, mut stderr) = ours;
-        if let Some((_, password)) = &program.password {
-            // One short line: the pipe holds it until the client reads it.
-            stdin
-                .write_all(format!("{}\n", password.expose()).as_bytes())
-                .await?;
+        if let Some(units) = &self.units {
+            if let Some(output) = output_as_unit(units.as_ref(), program, &argv, timeout).await? {
+                return Ok(output);
+            }
         }
-        drop(stdin);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let success = match &self.units {
-            Some(units) => {
-                let (stdin_r, stdout_w, stderr_w) = theirs;
-                let name = unit_name(&program.argv[0]);
-                let run = units.run_transient(TransientRun {
-                    unit: &name,
-                    description: format!("freezeframe database client {}", program.argv[0]),
-                    argv: argv.clone(),
-                    output: stdout_w,
-                    input: Some(stdin_r),
-                    errors: Some(stderr_w),
-                    remain_after_exit: false,
-                    timeout,
-                });
-                let ended = read_both(&mut stdout, &mut out, &mut stderr, &mut err, run).await;
-                match ended {
-                    Ok(status) => Some(status == 0),
-                    Err(TransientError::TimedOut) => return Err(timed_out()),
-                    // It ran and failed; its exit status was not kept.
-                    Err(TransientError::Lost(e)) => {
-                        tracing::debug!("database client: {e}");
-                        Some(false)
-                    }
-                    Err(TransientError::NotStarted(e)) => {
-                        tracing::debug!("database client runs as the agent's own child: {e}");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let success = match success {
-            Some(success) => {
-                // What it wrote before it exited is in the pipes; they end once its unit went.
-                let rest = async {
-                    tokio::join!(read_into(&mut stdout, &mut out), read_into(&mut stderr, &mut err))
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), rest).await;
-                success
-            }
-            None => {
-                // No unit ran: the same, as the agent's child (new pipes: the unit's are spent).
-                let Pipes { ours, theirs } = pipes()?;
-                let (mut stdin, mut stdout, mut stderr) = ours;
-                let RunsIn::Child(mut child) = start_child(&argv, theirs)? else {
-                    unreachable!("start_child starts a child")
-                };
-                if let Some((_, password)) = &program.password {
-                    stdin
-                        .write_all(format!("{}\n", password.expose()).as_bytes())
-                        .await?;
-                }
-                drop(stdin);
-                let ended = read_both(&mut stdout, &mut out, &mut stderr, &mut err, child.wait());
-                tokio::time::timeout(timeout, ended)
-                    .await
-                    .map_err(|_| timed_out())??
-                    .success()
-            }
-        };
-        Ok(Output {
+        output_as_child(program, &argv, timeout).await
+    }
+}
+
+/// Pipes for a client that gets nothing on its stdin but its password, if any.
+async fn pipes_with_password(program: &Program) -> std::io::Result<Pipes> {
+    let mut pipes = pipes()?;
+    if let Some((_, password)) = &program.password {
+        // One short line: the pipe holds it until the client reads it.
+        pipes
+            .ours
+            .0
+            .write_all(format!("{}\n", password.expose()).as_bytes())
+            .await?;
+    }
+    Ok(pipes)
+}
+
+/// Runs `argv` to its end as a transient unit; `None` when systemd did not run it.
+async fn output_as_unit(
+    units: &dyn Units,
+    program: &Program,
+    argv: &[String],
+    timeout: Duration,
+) -> std::io::Result<Option<Output>> {
+    let Pipes { ours, theirs } = pipes_with_password(program).await?;
+    let (stdin, stdout, stderr) = ours;
+    drop(stdin);
+    let (stdin_r, stdout_w, stderr_w) = theirs;
+    let name = unit_name(&program.argv[0]);
+    let run = units.run_transient(TransientRun {
+        unit: &name,
+        description: format!("freezeframe database client {}", program.argv[0]),
+        argv: argv.to_vec(),
+        output: stdout_w,
+        input: Some(stdin_r),
+        errors: Some(stderr_w),
+        remain_after_exit: false,
+        timeout,
+        runtime_max: None,
+    });
+    // What it wrote before it exited is in the pipes; they end once its unit went.
+    let (ended, out, err) = collect(stdout, stderr, run).await;
+    let success = match ended {
+        Ok(status) => status == 0,
+        Err(TransientError::TimedOut) => return Err(timed_out()),
+        // It ran and failed; its exit status was not kept.
+        Err(TransientError::Lost(e)) => {
+            tracing::debug!("database client: {e}");
+            false
+        }
+        Err(TransientError::NotStarted(e)) => {
+            tracing::debug!("database client runs as the agent's own child: {e}");
+            return Ok(None);
+        }
+    };
+    Ok(Some(Output::of(success, out, err)))
+}
+
+/// Runs `argv` to its end as the agent's child, killed past `timeout`.
+async fn output_as_child(program: &Program, argv: &[String], timeout: Duration) -> std::io::Result<Output> {
+    let Pipes { ours, theirs } = pipes_with_password(program).await?;
+    let (stdin, stdout, stderr) = ours;
+    drop(stdin);
+    let RunsIn::Child(mut child) = start_child(argv, theirs)? else {
+        unreachable!("start_child starts a child")
+    };
+    let ended = tokio::time::timeout(timeout, child.wait());
+    let (ended, out, err) = collect(stdout, stderr, ended).await;
+    // A child past its timeout is killed as it drops (kill_on_drop).
+    let status = ended.map_err(|_| timed_out())??;
+    Ok(Output::of(status.success(), out, err))
+}
+
+impl Output {
+    fn of(success: bool, out: Vec<u8>, err: Vec<u8>) -> Output {
+        Output {
             success,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
-        })
+        }
     }
+}
+
+/// Reads both pipes until `ended` is ready, then what is left in them (for a few seconds at
+/// most: a process the client left behind may hold them open).
+async fn collect<T>(
+    mut stdout: pipe::Receiver,
+    mut stderr: pipe::Receiver,
+    ended: impl std::future::Future<Output = T>,
+) -> (T, Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = read_both(&mut stdout, &mut out, &mut stderr, &mut err, ended).await;
+    let rest = async { tokio::join!(read_into(&mut stdout, &mut out), read_into(&mut stderr, &mut err)) };
+    let _ = tokio::time::timeout(Duration::from_secs(5), rest).await;
+    (result, out, err)
 }
 
 fn timed_out() -> std::io::Error {
@@ -301,6 +333,7 @@ async fn start_unit(
     argv: &[String],
     theirs: (OwnedFd, OwnedFd, OwnedFd),
     timeout: Duration,
+    lifetime: Duration,
 ) -> std::io::Result<Result<String, (OwnedFd, OwnedFd, OwnedFd)>> {
     let name = unit_name(&argv[0]);
     // systemd gets copies: the originals stay for a start without it.
@@ -314,6 +347,7 @@ async fn start_unit(
         errors: Some(stderr_w.try_clone()?),
         remain_after_exit: false,
         timeout,
+        runtime_max: Some(lifetime),
     };
     match units.start_transient(run).await {
         Ok(()) => Ok(Ok(name)),
@@ -407,7 +441,7 @@ mod tests {
             ..sh("echo \"pw=$MYSQL_PWD\"; while IFS= read -r line; do echo \"got $line\"; done; echo bye")
         };
         let started = without_systemd()
-            .spawn(&program, Duration::from_secs(30))
+            .spawn(&program, Duration::from_secs(30), Duration::from_secs(60))
             .await
             .unwrap();
         let Started {

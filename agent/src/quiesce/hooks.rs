@@ -458,6 +458,7 @@ async fn run_as_unit(
         errors: None,
         remain_after_exit: true,
         timeout,
+        runtime_max: None,
     });
     let mut output = Output::default();
     // systemd kills it at `timeout`; this bound only backs that up.

@@ -25,6 +25,9 @@ use tokio::net::unix::pipe;
 /// Marks the end of each batch of statements in the session's output.
 const DONE: &str = "freezeframe-done";
 
+/// How long resume waits for the session's client to exit once its stdin is closed.
+const END_WAIT: Duration = Duration::from_secs(10);
+
 struct Session {
     process: client::Process,
     stdin: pipe::Sender,
@@ -79,6 +82,8 @@ pub(crate) struct Mysql {
     lock_kind: LockKind,
     lock_wait_timeout: Duration,
     timeout: Duration,
+    /// The longest the filesystems stay frozen (`freeze.max_freeze`).
+    max_freeze: Duration,
     name: String,
     clients: Clients,
     session: Option<Session>,
@@ -101,6 +106,7 @@ impl Mysql {
             lock_kind: LockKind::GlobalReadLock,
             lock_wait_timeout,
             timeout,
+            max_freeze: crate::config::DEFAULT_MAX_FREEZE,
             name,
             clients: Clients::direct(),
             session: None,
@@ -113,6 +119,18 @@ impl Mysql {
     pub(crate) fn run_through(mut self, clients: Clients) -> Self {
         self.clients = clients;
         self
+    }
+
+    /// The freeze lasts at most `max_freeze`, which bounds how long the lock session lives.
+    pub(crate) fn frozen_at_most(mut self, max_freeze: Duration) -> Self {
+        self.max_freeze = max_freeze;
+        self
+    }
+
+    /// The longest a lock session can be needed: its prepare, the freeze, its resume. Past it,
+    /// systemd stops the session's unit, so a lock whose agent is gone or hung never stays.
+    fn session_lifetime(&self) -> Duration {
+        self.timeout + self.max_freeze + self.timeout + END_WAIT
     }
 
     /// The client with the connection's arguments, then `extra`.
@@ -234,7 +252,7 @@ impl Quiescer for Mysql {
         self.binlog = None;
         let started = self
             .clients
-            .spawn(&self.client(&[]), self.timeout)
+            .spawn(&self.client(&[]), self.timeout, self.session_lifetime())
             .await
             .map_err(|e| QuiesceError::with_source("cannot run the mariadb client (is it installed?)", e))?;
         let mut session = Session {
@@ -297,7 +315,7 @@ impl Quiescer for Mysql {
         };
         self.locked = false;
         drop(session.stdin);
-        session.process.end(Duration::from_secs(10)).await;
+        session.process.end(END_WAIT).await;
         result
     }
 }

@@ -264,6 +264,9 @@ pub(crate) struct TransientRun<'a> {
     pub remain_after_exit: bool,
     /// systemd kills it (and fails the job) past this.
     pub timeout: std::time::Duration,
+    /// systemd stops it this long after it started, whatever it does (`RuntimeMaxSec=`): a
+    /// bound that holds when the agent that should stop it is gone.
+    pub runtime_max: Option<std::time::Duration>,
 }
 
 /// The properties of a transient service of `service_type` that runs `run.argv` with the
@@ -294,6 +297,9 @@ fn transient_properties(
     ];
     if let Some(input) = run.input {
         properties.push(("StandardInputFileDescriptor".into(), fd(input)?));
+    }
+    if let Some(max) = run.runtime_max {
+        properties.push(("RuntimeMaxUSec".into(), value((max.as_micros() as u64).into())?));
     }
     Ok(properties)
 }

@@ -495,10 +495,13 @@ fn a_mariadb_whose_socket_is_in_tmp_is_locked_across_the_freeze_by_the_sandboxed
     );
     let (machine, sim, notify) = (&rig.machine, &rig.sim, &rig.notify);
     // MariaDB with its data on the frozen volume and its socket in /tmp, as outside Debian;
-    // the other databases of the root stop (their data is not on the volume).
+    // the other databases of the root stop (their data is not on the volume). Its sockets
+    // for activation stop too: the server would listen on theirs, not on /tmp/mysql.sock.
+    // Its redo log is kept small (as on the host servers): the default 96 MiB does not fit
+    // the volume.
     machine.sh(
-        "systemctl stop mariadb postgresql redis-server && \
-         printf '[mysqld]\\ndatadir = /vol/mysql\\nsocket = /tmp/mysql.sock\\n[client]\\nsocket = /tmp/mysql.sock\\n' \
+        "systemctl stop 'mariadb*.socket' mariadb postgresql redis-server && \
+         printf '[mysqld]\\ndatadir = /vol/mysql\\ninnodb_log_file_size = 8M\\nsocket = /tmp/mysql.sock\\n[client]\\nsocket = /tmp/mysql.sock\\n' \
            > /etc/mysql/mariadb.conf.d/99-tmp-socket.cnf && \
          mariadb-install-db --user=mysql --datadir=/vol/mysql >/dev/null && \
          systemctl start mariadb && \

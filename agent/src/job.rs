@@ -356,7 +356,8 @@ pub(crate) async fn execute(
     let mut provider = provider(settings);
     let quiesce = quiesce_plan(settings, bus.as_ref())
         .await
-        .recording_in(settings.runtime_dir.clone());
+        .recording_in(settings.runtime_dir.clone())
+        .frozen_at_most(settings.freeze.max_freeze);
     // Held until the run ends: a reboot asked for meanwhile waits for the thaw and resume.
     let _inhibitor = match &bus {
         Some(bus) => logind::inhibit_shutdown(bus)

@@ -219,6 +219,9 @@ fn units_are_frozen_stopped_detected_and_checked_by_the_real_systemd() {
     );
 }
 
+/// Where the test's notify folder is seen inside the container, outside any private /tmp.
+const NOTIFY_INSIDE: &str = "/run/freezeframe-test-notify";
+
 /// A booted container whose agent freezes /vol with `quiescers` (TOML) and has `hooks` (name,
 /// script body) in /etc/freezeframe/hooks.d, against the simulator answering after `latency`;
 /// `notify` is a host folder seen at the same path inside, for sd_notify sockets and files to
@@ -231,6 +234,12 @@ struct Rig {
 }
 
 fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) -> Rig {
+    booted_machine_with(&[], quiescers, latency, hooks)
+}
+
+/// [`booted_machine`] on a root with these Debian `packages` besides. The `notify` folder is
+/// also at [`NOTIFY_INSIDE`], which a sandbox's private /tmp does not hide.
+fn booted_machine_with(packages: &[&str], quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) -> Rig {
     let fs = scratch_fs(Fs::Ext4);
     let images = fs.dir.path().join("sim-images");
     std::fs::create_dir_all(&images).unwrap();
@@ -262,7 +271,7 @@ fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) ->
     }
     let notify = fs.dir.path().join("notify");
     std::fs::create_dir_all(&notify).unwrap();
-    let root = container::debian_root(&[]);
+    let root = container::debian_root(packages);
     let agent = agent_bin();
     let machine = Container::boot(
         &root,
@@ -285,6 +294,11 @@ fn booted_machine(quiescers: &str, latency: Duration, hooks: &[(&str, &str)]) ->
             Bind {
                 host: &notify,
                 inside: notify.to_str().unwrap(),
+                read_only: false,
+            },
+            Bind {
+                host: &notify,
+                inside: NOTIFY_INSIDE,
                 read_only: false,
             },
         ],
@@ -433,4 +447,111 @@ fn a_hook_unit_cut_short_by_a_dead_agent_is_stopped_before_its_thaw() {
         "0",
         "no hook unit is left"
     );
+}
+
+/// `systemd-run` arguments that sandbox a command as the packaged agent unit sandboxes the
+/// agent: every setting of its [Service] section but those that say how it starts and stops.
+fn agent_unit_sandbox() -> Vec<String> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/freezeframe-agent.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let service = text.split("[Service]").nth(1).unwrap();
+    const HOW_IT_RUNS: [&str; 10] = [
+        "Type",
+        "BusName",
+        "ExecStart",
+        "ExecStartPre",
+        "ExecStopPost",
+        "Restart",
+        "RestartSec",
+        "TimeoutStopSec",
+        "WatchdogSec",
+        "NotifyAccess",
+    ];
+    let settings: Vec<String> = service
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !HOW_IT_RUNS.contains(&l.split('=').next().unwrap()))
+        .flat_map(|l| ["-p".to_string(), l.to_string()])
+        .collect();
+    assert!(settings.iter().any(|s| s == "PrivateTmp=yes"), "{settings:?}");
+    settings
+}
+
+#[test]
+fn a_mariadb_whose_socket_is_in_tmp_is_locked_across_the_freeze_by_the_sandboxed_agent() {
+    if let Some(why) = container::unavailable() {
+        eprintln!(
+            "SKIPPED a_mariadb_whose_socket_is_in_tmp_is_locked_across_the_freeze_by_the_sandboxed_agent: {why}"
+        );
+        return;
+    }
+    let rig = booted_machine_with(
+        // The root other database tests in containers use: one cached root for them all.
+        &["mariadb-server", "postgresql", "redis-server"],
+        "[[quiescer]]\nkind = \"mariadb\"\nsocket = \"/tmp/mysql.sock\"\n",
+        Duration::from_millis(100),
+        &[],
+    );
+    let (machine, sim, notify) = (&rig.machine, &rig.sim, &rig.notify);
+    // MariaDB with its data on the frozen volume and its socket in /tmp, as outside Debian;
+    // the other databases of the root stop (their data is not on the volume). Its sockets
+    // for activation stop too: the server would listen on theirs, not on /tmp/mysql.sock.
+    // Its redo log is kept small (as on the host servers): the default 96 MiB does not fit
+    // the volume.
+    machine.sh(
+        "systemctl stop 'mariadb*.socket' mariadb postgresql redis-server && \
+         printf '[mysqld]\\ndatadir = /vol/mysql\\ninnodb_log_file_size = 8M\\nsocket = /tmp/mysql.sock\\n[client]\\nsocket = /tmp/mysql.sock\\n' \
+           > /etc/mysql/mariadb.conf.d/99-tmp-socket.cnf && \
+         mariadb-install-db --user=mysql --datadir=/vol/mysql >/dev/null && \
+         systemctl start mariadb && \
+         mariadb -e 'CREATE DATABASE app; CREATE TABLE app.rows (n INT) ENGINE=MEMORY'",
+    );
+    // The snapshot request is held a while, so the window can be looked into.
+    sim.sim
+        .set_faults(vec!["POST /v2/droplets/=latency:3000".parse().unwrap()]);
+    let socket = NotifySocket::bind(notify);
+    let inside = Path::new(NOTIFY_INSIDE).join(socket.path.file_name().unwrap());
+    let mut run = vec![
+        "systemd-run".to_string(),
+        "--wait".into(),
+        "--pipe".into(),
+        "--quiet".into(),
+        format!("--setenv=NOTIFY_SOCKET={}", inside.display()),
+    ];
+    run.extend(agent_unit_sandbox());
+    run.extend(["freezeframe-agent".into(), "snapshot".into(), "--json".into()]);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let mut agent = machine
+        .command(&run)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    socket.wait_for_status("frozen", Duration::from_secs(120), || {
+        agent.try_wait().unwrap().map(|status| {
+            let out = agent.wait_with_output_ref();
+            format!("the agent exited ({status}) before freezing: {out}")
+        })
+    });
+    // Frozen, and the lock is held: a write (to a table in memory, which the frozen disk
+    // would not stop) waits for it, and gives up.
+    let write = machine.exec(&[
+        "mariadb",
+        "-e",
+        "SET SESSION lock_wait_timeout = 1; INSERT INTO app.rows VALUES (1)",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("Lock wait timeout exceeded"),
+        "a write went through during the freeze: {write:?}"
+    );
+    let out = agent.wait_with_output().unwrap();
+    let result = report(&out);
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    assert_eq!(result["consistency"], "application", "{result:#}");
+    assert_eq!(result["quiescers"][0]["resumed"], true, "{result:#}");
+    // Released after the thaw, and the clients' units are gone.
+    machine.sh("mariadb -e 'SET SESSION lock_wait_timeout = 30; INSERT INTO app.rows VALUES (2)'");
+    let left = machine.sh("systemctl list-units --all --no-legend 'freezeframe-client-*' | wc -l");
+    assert_eq!(left.trim(), "0", "client units left behind");
 }

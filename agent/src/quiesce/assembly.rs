@@ -4,6 +4,7 @@
 //! same list.
 
 use super::auto::{Detected, Handler, Proc};
+use super::client::Clients;
 use super::container::{Discovered, InContainer};
 use super::container_pause::PausedContainer;
 use super::hooks::{self, HookDir};
@@ -11,7 +12,7 @@ use super::mysql::Mysql;
 use super::postgres::Postgres;
 use super::redis::Redis;
 use super::systemd_unit::SystemdUnit;
-use crate::config::{QuiesceSettings, QuiescerSettings, DEFAULT_QUIESCER_TIMEOUT};
+use crate::config::{QuiesceSettings, QuiescerSettings, DEFAULT_MAX_FREEZE, DEFAULT_QUIESCER_TIMEOUT};
 use crate::systemd::discovery::{self, DatabaseKind};
 use crate::systemd::{SystemdError, Units};
 use crate::transaction::ports::{DatabaseEndpoint, LogPosition, QuiesceError, Quiescer, Target};
@@ -44,6 +45,8 @@ pub(crate) struct QuiescePlan {
     units: Arc<dyn Units>,
     /// Where frozen units are recorded until thawed.
     runtime_dir: Option<PathBuf>,
+    /// The longest a freeze lasts, which bounds how long a lock session may live.
+    max_freeze: Duration,
 }
 
 impl QuiescePlan {
@@ -91,12 +94,19 @@ impl QuiescePlan {
             detection,
             units,
             runtime_dir: None,
+            max_freeze: DEFAULT_MAX_FREEZE,
         }
     }
 
     /// Frozen or stopped units and prepared hooks are recorded in `runtime_dir` until resumed.
     pub(crate) fn recording_in(mut self, runtime_dir: PathBuf) -> Self {
         self.runtime_dir = Some(runtime_dir);
+        self
+    }
+
+    /// Freezes last at most `max_freeze` (`freeze.max_freeze`).
+    pub(crate) fn frozen_at_most(mut self, max_freeze: Duration) -> Self {
+        self.max_freeze = max_freeze;
         self
     }
 
@@ -160,10 +170,20 @@ impl QuiescePlan {
             )));
         }
         for settings in &self.configured {
-            list.push(build(settings, &self.units, self.runtime_dir.as_deref()));
+            list.push(build(
+                settings,
+                &self.units,
+                self.runtime_dir.as_deref(),
+                self.max_freeze,
+            ));
         }
         for (detected, settings) in self.native() {
-            let inner = build(settings, &self.units, self.runtime_dir.as_deref());
+            let inner = build(
+                settings,
+                &self.units,
+                self.runtime_dir.as_deref(),
+                self.max_freeze,
+            );
             list.push(Box::new(ForUnit {
                 name: format!("{} ({})", detected.kind.as_str(), detected.unit),
                 inner,
@@ -193,6 +213,7 @@ pub(crate) fn build(
     settings: &QuiescerSettings,
     units: &Arc<dyn Units>,
     runtime_dir: Option<&std::path::Path>,
+    max_freeze: Duration,
 ) -> Box<dyn Quiescer> {
     match settings {
         QuiescerSettings::Redis {
@@ -206,24 +227,20 @@ pub(crate) fn build(
             os_user,
             checkpoint,
             timeout,
-        } => Box::new(Postgres::new(
-            socket_dir.clone(),
-            *port,
-            os_user.clone(),
-            *checkpoint,
-            *timeout,
-        )),
+        } => Box::new(
+            Postgres::new(socket_dir.clone(), *port, os_user.clone(), *checkpoint, *timeout)
+                .run_through(Clients::through(units.clone())),
+        ),
         QuiescerSettings::Mariadb {
             socket,
             login,
             lock_wait_timeout,
             timeout,
-        } => Box::new(Mysql::new(
-            socket.clone(),
-            login.clone(),
-            *lock_wait_timeout,
-            *timeout,
-        )),
+        } => Box::new(
+            Mysql::new(socket.clone(), login.clone(), *lock_wait_timeout, *timeout)
+                .frozen_at_most(max_freeze)
+                .run_through(Clients::through(units.clone())),
+        ),
         QuiescerSettings::Systemd { unit, mode, timeout } => {
             let quiescer = SystemdUnit::new(unit.clone(), *mode, units.clone(), *timeout);
             Box::new(match runtime_dir {

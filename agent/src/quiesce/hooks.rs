@@ -454,7 +454,11 @@ async fn run_as_unit(
         description: format!("freezeframe hook {name} {arg}"),
         argv: vec![hook.display().to_string(), arg.to_string()],
         output: write,
+        input: None,
+        errors: None,
+        remain_after_exit: true,
         timeout,
+        runtime_max: None,
     });
     let mut output = Output::default();
     // systemd kills it at `timeout`; this bound only backs that up.

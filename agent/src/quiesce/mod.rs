@@ -4,6 +4,7 @@
 
 pub(crate) mod assembly;
 pub(crate) mod auto;
+pub(crate) mod client;
 pub(crate) mod container;
 pub(crate) mod container_pause;
 pub(crate) mod hooks;

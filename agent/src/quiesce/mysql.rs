@@ -8,27 +8,31 @@
 //! server's socket, which `unix_socket` authentication admits without a password. Another user
 //! and a password file can be configured; the password reaches the client in `MYSQL_PWD`, which
 //! only root and the client itself can read. The session is a client process started before the
-//! freeze; during the window it is only waited on.
+//! freeze; during the window it is only waited on. Clients run outside the agent's sandbox,
+//! through systemd where it runs them ([`super::client`]), so a socket in the host's `/tmp` is
+//! reached.
 
+use super::client::{self, Clients, Program};
 use super::require_frozen;
 use crate::config::MariadbLogin;
-use crate::secret::{read_private_file, Secret, WithoutSecrets};
+use crate::secret::{read_private_file, Secret};
 use crate::transaction::ports::{DatabaseEndpoint, QuiesceError, Quiescer, Target};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::net::unix::pipe;
 
 /// Marks the end of each batch of statements in the session's output.
 const DONE: &str = "freezeframe-done";
 
+/// How long resume waits for the session's client to exit once its stdin is closed.
+const END_WAIT: Duration = Duration::from_secs(10);
+
 struct Session {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
-    stderr: Option<ChildStderr>,
+    process: client::Process,
+    stdin: pipe::Sender,
+    stdout: tokio::io::Lines<BufReader<pipe::Receiver>>,
+    stderr: Option<pipe::Receiver>,
     connection_id: String,
 }
 
@@ -78,7 +82,10 @@ pub(crate) struct Mysql {
     lock_kind: LockKind,
     lock_wait_timeout: Duration,
     timeout: Duration,
+    /// The longest the filesystems stay frozen (`freeze.max_freeze`).
+    max_freeze: Duration,
     name: String,
+    clients: Clients,
     session: Option<Session>,
     locked: bool,
     binlog: Option<String>,
@@ -99,46 +106,65 @@ impl Mysql {
             lock_kind: LockKind::GlobalReadLock,
             lock_wait_timeout,
             timeout,
+            max_freeze: crate::config::DEFAULT_MAX_FREEZE,
             name,
+            clients: Clients::direct(),
             session: None,
             locked: false,
             binlog: None,
         }
     }
 
-    fn client(&self) -> Command {
-        let mut cmd = Command::new(client_program());
-        cmd.without_secrets()
-            .arg(format!("--socket={}", self.socket.display()))
-            .arg(format!("--user={}", self.login.user));
-        if let Some(password) = &self.password {
-            cmd.env("MYSQL_PWD", password.expose());
+    /// Runs its clients through `clients` (outside the agent's sandbox, where systemd can).
+    pub(crate) fn run_through(mut self, clients: Clients) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// The freeze lasts at most `max_freeze`, which bounds how long the lock session lives.
+    pub(crate) fn frozen_at_most(mut self, max_freeze: Duration) -> Self {
+        self.max_freeze = max_freeze;
+        self
+    }
+
+    /// The longest a lock session can be needed: its prepare, the freeze, its resume. Past it,
+    /// systemd stops the session's unit, so a lock whose agent is gone or hung never stays.
+    fn session_lifetime(&self) -> Duration {
+        self.timeout + self.max_freeze + self.timeout + END_WAIT
+    }
+
+    /// The client with the connection's arguments, then `extra`.
+    fn client(&self, extra: &[&str]) -> Program {
+        let mut argv = vec![
+            client_program().to_string(),
+            format!("--socket={}", self.socket.display()),
+            format!("--user={}", self.login.user),
+            "--batch".into(),
+            "--skip-column-names".into(),
+            "--unbuffered".into(),
+        ];
+        argv.extend(extra.iter().map(|a| a.to_string()));
+        Program {
+            argv,
+            password: self.password.clone().map(|p| ("MYSQL_PWD", p)),
         }
-        cmd.args(["--batch", "--skip-column-names", "--unbuffered"]);
-        cmd
     }
 
     /// One statement on its own connection; its output lines.
     async fn query(&self, statement: &str) -> Result<Vec<String>, QuiesceError> {
         let out = self
-            .client()
-            .args(["-e", statement])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
+            .clients
+            .output(&self.client(&["-e", statement]), self.timeout)
             .await
             .map_err(|e| QuiesceError::with_source("cannot run the mariadb client (is it installed?)", e))?;
-        if !out.status.success() {
+        if !out.success {
             return Err(QuiesceError::new(format!(
                 "the server at {} refused `{statement}`: {}",
                 self.socket.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr.trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect())
+        Ok(out.stdout.lines().map(String::from).collect())
     }
 }
 
@@ -157,12 +183,12 @@ impl Session {
                 Ok(Some(line)) => lines.push(line),
                 Ok(None) | Err(_) => {
                     // The client stops at the first error; what it said is on its stderr.
-                    let mut said = String::new();
+                    let mut said = Vec::new();
                     if let Some(mut stderr) = self.stderr.take() {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(2), stderr.read_to_string(&mut said))
-                                .await;
+                        let read = client::read_into(&mut stderr, &mut said);
+                        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
                     }
+                    let said = String::from_utf8_lossy(&said);
                     let said = said
                         .lines()
                         .filter(|l| l.starts_with("ERROR"))
@@ -224,22 +250,16 @@ impl Quiescer for Mysql {
     async fn prepare(&mut self) -> Result<(), QuiesceError> {
         self.locked = false;
         self.binlog = None;
-        let mut child = self
-            .client()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let started = self
+            .clients
+            .spawn(&self.client(&[]), self.timeout, self.session_lifetime())
+            .await
             .map_err(|e| QuiesceError::with_source("cannot run the mariadb client (is it installed?)", e))?;
-        let child_stderr = child.stderr.take();
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(QuiesceError::new("the mariadb client has no pipes"));
-        };
         let mut session = Session {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout).lines(),
-            stderr: child_stderr,
+            process: started.process,
+            stdin: started.stdin,
+            stdout: BufReader::new(started.stdout).lines(),
+            stderr: Some(started.stderr),
             connection_id: String::new(),
         };
         let id = session.run("SELECT CONNECTION_ID();").await?;
@@ -295,8 +315,7 @@ impl Quiescer for Mysql {
         };
         self.locked = false;
         drop(session.stdin);
-        let _ = tokio::time::timeout(Duration::from_secs(10), session.child.wait()).await;
-        let _ = session.child.start_kill();
+        session.process.end(END_WAIT).await;
         result
     }
 }

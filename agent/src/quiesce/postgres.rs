@@ -5,10 +5,12 @@
 //! WAL stood (`LogPosition`), which `verify` holds a restore's recovery to.
 //!
 //! Zero configuration on Debian and Ubuntu: `psql` runs as the `postgres` OS user through
-//! `runuser`, so the stock `peer` authentication lets it in without a password.
+//! `runuser`, so the stock `peer` authentication lets it in without a password. psql runs
+//! outside the agent's sandbox, through systemd where it runs it ([`super::client`]), so a
+//! socket directory in the host's `/tmp` is reached.
 
+use super::client::{Clients, Program};
 use super::require_frozen;
-use crate::secret::WithoutSecrets;
 use crate::transaction::ports::{DatabaseEndpoint, LogPosition, QuiesceError, Quiescer, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,7 @@ pub(crate) struct Postgres {
     checkpoint: bool,
     timeout: Duration,
     name: String,
+    clients: Clients,
     /// Its data directory, learnt in `check`.
     data_directory: Option<PathBuf>,
     /// Where its WAL stood once prepared.
@@ -44,47 +47,60 @@ impl Postgres {
             checkpoint,
             timeout,
             name,
+            clients: Clients::direct(),
             data_directory: None,
             position: None,
             unrecorded: None,
         }
     }
 
+    /// Runs its psql through `clients` (outside the agent's sandbox, where systemd can).
+    pub(crate) fn run_through(mut self, clients: Clients) -> Self {
+        self.clients = clients;
+        self
+    }
+
     /// Runs one statement through psql as the database's OS user; returns its rows, one per line.
     async fn sql(&self, statement: &str) -> Result<Vec<String>, QuiesceError> {
-        let out = tokio::process::Command::new("runuser")
-            // psql runs as the database's user, who must not read the API token in its
-            // environment.
-            .without_secrets()
-            .args([
-                "-u",
-                &self.os_user,
-                "--",
-                "psql",
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", statement])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| QuiesceError::with_source("cannot run psql (is postgresql-client installed?)", e))?;
-        if !out.status.success() {
+        let argv = [
+            "runuser",
+            "-u",
+            &self.os_user,
+            "--",
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &self.socket_dir.display().to_string(),
+            "-p",
+            &self.port.to_string(),
+            "-d",
+            "postgres",
+            "-c",
+            statement,
+        ];
+        let program = Program {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            password: None,
+        };
+        let out =
+            self.clients.output(&program, self.timeout).await.map_err(|e| {
+                QuiesceError::with_source("cannot run psql (is postgresql-client installed?)", e)
+            })?;
+        if !out.success {
             return Err(QuiesceError::new(format!(
                 "PostgreSQL at {} port {} refused `{statement}`: {}",
                 self.socket_dir.display(),
                 self.port,
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr.trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        Ok(out
+            .stdout
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())

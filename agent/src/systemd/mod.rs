@@ -59,6 +59,14 @@ pub(crate) trait Units: Send + Sync {
             "no systemd to run transient units".into(),
         )))
     }
+    /// Starts a program as a transient service (`Type=exec`) that ends when its main process
+    /// does, and returns once it runs: for a client whose pipes the agent keeps talking through.
+    async fn start_transient(&self, run: TransientRun<'_>) -> Result<(), TransientError> {
+        drop(run);
+        Err(TransientError::NotStarted(SystemdError::Unreachable(
+            "no systemd to run transient units".into(),
+        )))
+    }
 }
 
 /// Why a transient unit did not run to its end.
@@ -245,37 +253,63 @@ pub(crate) struct TransientRun<'a> {
     pub description: String,
     /// The program and its arguments (`argv[0]` first).
     pub argv: Vec<String>,
-    /// Where its standard output and error go.
+    /// Where its standard output goes.
     pub output: std::os::fd::OwnedFd,
+    /// Its standard input (`/dev/null` when `None`).
+    pub input: Option<std::os::fd::OwnedFd>,
+    /// Where its standard error goes (with its output when `None`).
+    pub errors: Option<std::os::fd::OwnedFd>,
+    /// Whether the unit stays, with what the program left running, once it exited (until
+    /// [`Units::stop`]); otherwise it goes with its main process.
+    pub remain_after_exit: bool,
     /// systemd kills it (and fails the job) past this.
     pub timeout: std::time::Duration,
+    /// systemd stops it this long after it started, whatever it does (`RuntimeMaxSec=`): a
+    /// bound that holds when the agent that should stop it is gone.
+    pub runtime_max: Option<std::time::Duration>,
 }
 
-/// The properties of a transient service that runs `run.argv` once, keeps what it leaves
-/// running until it is stopped, and writes its output to `run.output`.
-fn transient_properties(run: TransientRun<'_>) -> Result<Vec<(String, zbus::OwnedVariant)>, std::io::Error> {
+/// The properties of a transient service of `service_type` that runs `run.argv` with the
+/// standard descriptors `run` gives it.
+fn transient_properties(
+    run: TransientRun<'_>,
+    service_type: &str,
+) -> Result<Vec<(String, zbus::OwnedVariant)>, std::io::Error> {
     let value = |v: zbus::Variant<'static>| zbus::OwnedVariant::try_from(v).map_err(std::io::Error::other);
-    let stderr = run.output.try_clone()?;
+    let fd = |fd: std::os::fd::OwnedFd| value(zbus::Fd::from(fd).into());
+    let stderr = match run.errors {
+        Some(errors) => errors,
+        None => run.output.try_clone()?,
+    };
     let exec = vec![(run.argv[0].clone(), run.argv.clone(), false)];
-    Ok(vec![
+    let mut properties = vec![
         ("Description".into(), value(run.description.into())?),
-        ("Type".into(), value("oneshot".into())?),
-        ("RemainAfterExit".into(), value(true.into())?),
+        ("Type".into(), value(service_type.to_string().into())?),
+        ("RemainAfterExit".into(), value(run.remain_after_exit.into())?),
         ("ExecStart".into(), value(exec.into())?),
-        (
-            "StandardOutputFileDescriptor".into(),
-            value(zbus::Fd::from(run.output).into())?,
-        ),
-        (
-            "StandardErrorFileDescriptor".into(),
-            value(zbus::Fd::from(stderr).into())?,
-        ),
+        ("StandardOutputFileDescriptor".into(), fd(run.output)?),
+        ("StandardErrorFileDescriptor".into(), fd(stderr)?),
         (
             "TimeoutStartUSec".into(),
             value((run.timeout.as_micros() as u64).into())?,
         ),
         ("CollectMode".into(), value("inactive-or-failed".into())?),
-    ])
+    ];
+    if let Some(input) = run.input {
+        properties.push(("StandardInputFileDescriptor".into(), fd(input)?));
+    }
+    if let Some(max) = run.runtime_max {
+        properties.push(("RuntimeMaxUSec".into(), value((max.as_micros() as u64).into())?));
+    }
+    Ok(properties)
+}
+
+/// A transient unit whose properties could not be put together: nothing ran.
+fn not_started(unit: &str, e: std::io::Error) -> TransientError {
+    TransientError::NotStarted(SystemdError::Unit {
+        unit: unit.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn unit_error(unit: &str, e: zbus::Error) -> SystemdError {
@@ -380,14 +414,27 @@ impl Units for SystemdUnits {
         self.run_job(unit, Verb::Start).await
     }
 
+    async fn start_transient(&self, run: TransientRun<'_>) -> Result<(), TransientError> {
+        let unit = run.unit.to_string();
+        let properties = transient_properties(run, "exec").map_err(|e| not_started(&unit, e))?;
+        let started = self
+            .queue_and_wait(&unit, Verb::StartTransient(properties))
+            .await
+            .map_err(TransientError::NotStarted)?
+            .map_err(TransientError::Lost)?;
+        match started.as_str() {
+            "done" => Ok(()),
+            // Nothing runs: an exec that failed, or a unit systemd would not start.
+            other => Err(TransientError::NotStarted(SystemdError::Unit {
+                unit,
+                message: format!("its start job ended with `{other}`"),
+            })),
+        }
+    }
+
     async fn run_transient(&self, run: TransientRun<'_>) -> Result<i32, TransientError> {
         let unit = run.unit.to_string();
-        let properties = transient_properties(run).map_err(|e| {
-            TransientError::NotStarted(SystemdError::Unit {
-                unit: unit.clone(),
-                message: e.to_string(),
-            })
-        })?;
+        let properties = transient_properties(run, "oneshot").map_err(|e| not_started(&unit, e))?;
         let ended = self
             .queue_and_wait(&unit, Verb::StartTransient(properties))
             .await

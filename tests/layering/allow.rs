@@ -73,6 +73,7 @@ const AGENT: Layers = &[
         "quiesce",
         &[
             "atomic_file",
+            "blocking",
             "config",
             "container",
             "errors",
@@ -261,6 +262,8 @@ const DIGITALOCEAN: Layers = &[
 const TESTS_KIT: Layers = &[
     ("attacker", &[]),
     ("container", &[]),
+    // A Docker engine of the test's own, with images from the container root.
+    ("docker", &["container"]),
     ("restored", &[]),
     ("bus", &["crate"]),
     ("postgres", &["crate"]),
@@ -268,12 +271,15 @@ const TESTS_KIT: Layers = &[
 
 /// The benchmark: one module per part, over its root's measuring helpers.
 const BENCH: Layers = &[
-    ("window", &["crate"]),
+    // What a run measured, kept in docs/src/charts/bench.json, and the charts drawn from it.
+    ("record", &[]),
+    ("charts", &["crate", "record"]),
+    ("window", &["crate", "record"]),
     ("scaling", &["crate"]),
-    ("database", &["crate"]),
-    ("limits", &["crate"]),
+    ("database", &["crate", "record"]),
+    ("limits", &["crate", "record"]),
     ("footprint", &["crate", "scaling"]),
-    ("group", &["crate", "scaling"]),
+    ("group", &["crate", "record", "scaling"]),
     ("restore", &["crate", "database"]),
 ];
 

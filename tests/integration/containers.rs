@@ -77,6 +77,13 @@ fn run_container(
     engine.docker(&args);
 }
 
+/// A `local-image` configuration (`local_image_config`) whose agent asks `engine` for its
+/// containers, with `extra` appended.
+fn engine_config(fs: &ScratchFs, engine: &Dockerd, extra: &str) -> std::path::PathBuf {
+    let socket = engine.socket.display().to_string();
+    local_image_config(fs, &format!("container_sockets = [{socket:?}]\n{extra}"))
+}
+
 /// Waits until `cmd` run in `container` succeeds.
 fn wait_ready(engine: &Dockerd, container: &str, cmd: &[&str]) {
     for _ in 0..600 {
@@ -172,13 +179,7 @@ fn databases_in_containers_are_found_quiesced_and_restored_with_no_configuration
     for writer in [&pg, &maria, &cache] {
         writer.wait_for(3);
     }
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "container_sockets = [{:?}]\n",
-            engine.socket.display().to_string()
-        ),
-    );
+    let config = engine_config(&fs, &engine, "");
     // Without AOF, Redis keeps what its save held: everything acknowledged before the run.
     let cache_before = cache.acked();
     let (report, acked) = snapshot_under_load(&fs, agent_snapshot(&config, "boxed"), &[&pg, &maria], || {});
@@ -250,13 +251,7 @@ fn a_container_that_only_looks_like_a_database_is_not_trusted() {
         "-c",
         IMPOSTOR,
     ]);
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "container_sockets = [{:?}]\n",
-            engine.socket.display().to_string()
-        ),
-    );
+    let config = engine_config(&fs, &engine, "");
     let out = Command::new(agent_bin())
         .arg("--config")
         .arg(&config)
@@ -362,13 +357,7 @@ fn a_container_labelled_pause_is_paused_across_the_window_and_one_labelled_none_
         ]);
     }
     wait_ready(&engine, "cache", &["redis-cli", "PING"]);
-    let config = local_image_config(
-        &fs,
-        &format!(
-            "container_sockets = [{:?}]\n",
-            engine.socket.display().to_string()
-        ),
-    );
+    let config = engine_config(&fs, &engine, "");
 
     let plan = Command::new(agent_bin())
         .arg("--config")
@@ -439,12 +428,10 @@ fn a_container_a_killed_agent_left_paused_is_unpaused_by_thaw() {
         "sleep infinity",
     ]);
     // Chosen by configuration, with no label (mode "pause" is the default).
-    let config = local_image_config(
+    let config = engine_config(
         &fs,
-        &format!(
-            "container_sockets = [{:?}]\n\n[[quiescer]]\nkind = \"container\"\nname = \"worker\"\n",
-            engine.socket.display().to_string()
-        ),
+        &engine,
+        "\n[[quiescer]]\nkind = \"container\"\nname = \"worker\"\n",
     );
     let mut agent = snapshot_held_until_paused(&config, 15000, &engine, "worker");
     agent.kill().unwrap();

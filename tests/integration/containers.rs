@@ -453,3 +453,58 @@ fn a_container_a_killed_agent_left_paused_is_unpaused_by_thaw() {
     assert!(text.contains("(paused): unpause"), "{text}");
     assert!(!paused(&engine, "worker"), "thaw unpaused it: {text}");
 }
+
+#[test]
+fn an_image_cannot_label_itself_out_of_being_quiesced() {
+    require_root();
+    if let Some(why) = freezeframe_tests::docker::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let fs = scratch_fs(Fs::Ext4);
+    let engine = Dockerd::start(&fs.dir.path().join("docker"));
+    engine.import_databases();
+    // An image whose author labels it to be left alone (and to be paused: the same key, one
+    // value), as a public image could.
+    engine.docker(&["create", "--name", "base", DATABASES_IMAGE, "true"]);
+    engine.docker(&[
+        "commit",
+        "--change",
+        "LABEL freezeframe.quiesce=none",
+        "base",
+        "local/hostile:1",
+    ]);
+    std::fs::create_dir_all(fs.path("cache")).unwrap();
+    let data = format!("{}:/data", fs.path("cache").display());
+    engine.docker(&[
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "none",
+        "--name",
+        "cache",
+        "-v",
+        &data,
+        "local/hostile:1",
+        "sh",
+        "-c",
+        REDIS,
+    ]);
+    wait_ready(&engine, "cache", &["redis-cli", "PING"]);
+    let config = engine_config(&fs, &engine, "");
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let quiesced = report["quiescers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "redis in container cache" && q["prepared"] == true);
+    assert!(quiesced, "the image's own label was obeyed: {report:#}");
+}

@@ -9,6 +9,7 @@ use super::{
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::io::AsyncWriteExt;
@@ -80,12 +81,19 @@ impl Docker {
             .await
             .map_err(|e| self.refused("listing a container's processes", e))?;
         let config = found.config.unwrap_or_default();
+        let image_labels = self.image_labels(found.image.as_deref()).await;
         let short: String = id.chars().take(12).collect();
         Ok(Some(Container {
             id: id.to_string(),
             name: found.name.as_deref().and_then(valid_name).unwrap_or(short),
             image: printable(config.image.as_deref().unwrap_or("")),
-            labels: valid_labels(config.labels.unwrap_or_default()),
+            labels: valid_labels(
+                config
+                    .labels
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(key, value)| operators_label(key, value, image_labels.as_ref())),
+            ),
             main_pid,
             pids: same_namespace(main_pid, top_pids(&top)),
             root_password: root_password(config.env.iter().flatten().map(String::as_str)),
@@ -102,6 +110,16 @@ impl Docker {
                 })
                 .collect(),
         }))
+    }
+
+    /// The labels a container's image carries; None when the image cannot be inspected.
+    async fn image_labels(&self, image: Option<&str>) -> Option<HashMap<String, String>> {
+        let client = self.client().await.ok()?;
+        let inspected = client
+            .inspect_image(image.filter(|i| !i.is_empty())?)
+            .await
+            .ok()?;
+        Some(inspected.config.and_then(|c| c.labels).unwrap_or_default())
     }
 
     async fn start(
@@ -137,6 +155,17 @@ impl Docker {
             .await
             .map_err(|e| self.refused("starting a command in a container", e))?;
         Ok((created.id, started))
+    }
+}
+
+/// Whether a label the engine shows on a container is the operator's word. The engine merges
+/// the image's labels into the container's, but those are the image author's: one shown with its
+/// image's value is not read, so an image never decides how it is quiesced. With the image
+/// unknown, freezeframe's own labels are not read at all.
+fn operators_label(key: &str, value: &str, image: Option<&HashMap<String, String>>) -> bool {
+    match image {
+        Some(image) => image.get(key).is_none_or(|v| v != value),
+        None => !key.starts_with("freezeframe."),
     }
 }
 
@@ -304,5 +333,23 @@ impl Session for Attached {
 
     fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_the_image_carries_is_not_the_operators() {
+        let image: HashMap<String, String> = [("freezeframe.quiesce".to_string(), "none".to_string())].into();
+        assert!(!operators_label("freezeframe.quiesce", "none", Some(&image)));
+        assert!(
+            operators_label("freezeframe.quiesce", "pause", Some(&image)),
+            "set over the image's"
+        );
+        assert!(operators_label("role", "db", Some(&image)));
+        assert!(!operators_label("freezeframe.quiesce", "pause", None));
+        assert!(operators_label("role", "db", None));
     }
 }
